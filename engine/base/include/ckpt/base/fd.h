@@ -1,0 +1,43 @@
+// UniqueFd: an owned file descriptor, closed when it goes out of scope.
+#pragma once
+
+#include <string>
+#include <utility>
+
+#include "ckpt/base/result.h"
+
+namespace ckpt {
+
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) : fd_(fd) {}
+    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& o) noexcept {
+        if (this != &o) reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+    ~UniqueFd() { reset(); }
+
+    int get() const { return fd_; }
+    bool valid() const { return fd_ >= 0; }
+    explicit operator bool() const { return valid(); }
+    int release() { return std::exchange(fd_, -1); }
+    void reset(int fd = -1);
+
+private:
+    int fd_ = -1;
+};
+
+// open(2) returning an owned fd or an error naming the path.
+Result<UniqueFd> open_file(const std::string& path, int flags, int mode = 0);
+// Reads a whole file (e.g. under /proc) into a string.
+Result<std::string> read_file(const std::string& path);
+// Writes all of buf, retrying short writes and EINTR.
+Result<void> write_all(int fd, const void* buf, size_t len);
+// Reads exactly len bytes at the current offset; a short file is an error.
+Result<void> read_exact(int fd, void* buf, size_t len);
+
+}  // namespace ckpt

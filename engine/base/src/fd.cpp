@@ -1,0 +1,64 @@
+#include "ckpt/base/fd.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace ckpt {
+
+void UniqueFd::reset(int fd) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+}
+
+Result<UniqueFd> open_file(const std::string& path, int flags, int mode) {
+    int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    if (fd < 0) return sys_error("open {}", path);
+    return UniqueFd(fd);
+}
+
+Result<std::string> read_file(const std::string& path) {
+    auto fd = CKPT_TRY(open_file(path, O_RDONLY));
+    std::string out;
+    char buf[8192];
+    for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("read {}", path);
+        }
+        if (n == 0) break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+}
+
+Result<void> write_all(int fd, const void* buf, size_t len) {
+    const char* p = static_cast<const char*>(buf);
+    while (len > 0) {
+        ssize_t n = ::write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("write fd {}", fd);
+        }
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return ok();
+}
+
+Result<void> read_exact(int fd, void* buf, size_t len) {
+    char* p = static_cast<char*>(buf);
+    while (len > 0) {
+        ssize_t n = ::read(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("read fd {}", fd);
+        }
+        if (n == 0) return error_code(EIO, "read fd {}: unexpected end of file ({} bytes missing)", fd, len);
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return ok();
+}
+
+}  // namespace ckpt

@@ -1,0 +1,144 @@
+#include "ckpt/image/image_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstring>
+
+namespace ckpt::image {
+namespace {
+
+constexpr char kMagic[4] = {'C', 'K', 'P', 'T'};
+constexpr uint32_t kTrailerMark = 0xffffffffu;
+
+struct Header {
+    char magic[4];
+    uint32_t kind;
+    uint32_t version;
+    uint32_t reserved;
+};
+static_assert(sizeof(Header) == 16);
+
+struct Trailer {
+    uint32_t mark;
+    uint32_t records;
+    uint64_t xxh3;
+};
+static_assert(sizeof(Trailer) == 16);
+
+}  // namespace
+
+const char* kind_name(Kind k) {
+    switch (k) {
+        case Kind::Inventory: return "inventory";
+        case Kind::Core: return "core";
+        case Kind::Mm: return "mm";
+        case Kind::PageMap: return "pagemap";
+        case Kind::Fds: return "fds";
+        case Kind::Files: return "files";
+        case Kind::SetManifest: return "set-manifest";
+    }
+    return "unknown";
+}
+
+uint64_t checksum(const void* p, size_t n) { return XXH3_64bits(p, n); }
+
+Result<ImageWriter> ImageWriter::create(const std::string& path, Kind kind) {
+    auto fd = CKPT_TRY(open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    ImageWriter w(path, std::move(fd));
+    Header h{};
+    std::memcpy(h.magic, kMagic, sizeof kMagic);
+    h.kind = static_cast<uint32_t>(kind);
+    h.version = kFormatVersion;
+    CKPT_TRY(w.append(&h, sizeof h));
+    return w;
+}
+
+Result<void> ImageWriter::append(const void* p, size_t n) {
+    buf_.append(static_cast<const char*>(p), n);
+    return ok();
+}
+
+Result<void> ImageWriter::add(const google::protobuf::MessageLite& msg) {
+    std::string payload;
+    if (!msg.SerializeToString(&payload)) return error("{}: cannot serialize {}", path_, msg.GetTypeName());
+    if (payload.size() >= kTrailerMark) return error("{}: record too large", path_);
+    uint32_t len = static_cast<uint32_t>(payload.size());
+    CKPT_TRY(append(&len, sizeof len));
+    CKPT_TRY(append(payload.data(), payload.size()));
+    ++records_;
+    return ok();
+}
+
+Result<void> ImageWriter::finish(bool sync) {
+    Trailer t{kTrailerMark, records_, 0};
+    buf_.append(reinterpret_cast<const char*>(&t), offsetof(Trailer, xxh3));
+    t.xxh3 = checksum(buf_.data(), buf_.size());
+    buf_.append(reinterpret_cast<const char*>(&t.xxh3), sizeof t.xxh3);
+    CKPT_TRY_CTX(write_all(fd_.get(), buf_.data(), buf_.size()), "{}", path_);
+    if (sync && ::fsync(fd_.get()) != 0) return sys_error("fsync {}", path_);
+    fd_.reset();
+    return ok();
+}
+
+Result<ImageReader> ImageReader::open(const std::string& path, Kind kind) {
+    ImageReader r;
+    r.path_ = path;
+    r.data_ = CKPT_TRY(read_file(path));
+    const std::string& d = r.data_;
+    if (d.size() < sizeof(Header) + sizeof(Trailer))
+        return error_code(EINVAL, "{}: truncated image ({} bytes)", path, d.size());
+    Header h;
+    std::memcpy(&h, d.data(), sizeof h);
+    if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0)
+        return error_code(EINVAL, "{}: not a ckpt image (bad magic)", path);
+    if (h.kind != static_cast<uint32_t>(kind))
+        return error_code(EINVAL, "{}: is a {} image, expected {}", path, kind_name(static_cast<Kind>(h.kind)),
+                          kind_name(kind));
+    if (h.version != kFormatVersion)
+        return error_code(EINVAL, "{}: image format version {} is not supported (this build reads version {})",
+                          path, h.version, kFormatVersion);
+    Trailer t;
+    std::memcpy(&t, d.data() + d.size() - sizeof t, sizeof t);
+    if (t.mark != kTrailerMark) return error_code(EINVAL, "{}: truncated image (no trailer)", path);
+    uint64_t sum = checksum(d.data(), d.size() - sizeof t.xxh3);
+    if (sum != t.xxh3) return error_code(EINVAL, "{}: checksum mismatch (image is corrupt)", path);
+
+    size_t off = sizeof h, end = d.size() - sizeof t;
+    while (off < end) {
+        uint32_t len;
+        if (end - off < sizeof len) return error_code(EINVAL, "{}: malformed record at offset {}", path, off);
+        std::memcpy(&len, d.data() + off, sizeof len);
+        off += sizeof len;
+        if (len > end - off) return error_code(EINVAL, "{}: malformed record at offset {}", path, off);
+        r.records_.emplace_back(off, len);
+        off += len;
+    }
+    if (r.records_.size() != t.records)
+        return error_code(EINVAL, "{}: {} records, trailer says {}", path, r.records_.size(), t.records);
+    return r;
+}
+
+Result<void> ImageReader::parse(size_t index, google::protobuf::MessageLite* msg) const {
+    if (index >= records_.size()) return error_code(EINVAL, "{}: no record {}", path_, index);
+    auto [off, len] = records_[index];
+    if (!msg->ParseFromArray(data_.data() + off, static_cast<int>(len)))
+        return error_code(EINVAL, "{}: record {} is not a valid {}", path_, index, msg->GetTypeName());
+    return ok();
+}
+
+Result<void> write_image(const std::string& path, Kind kind, const google::protobuf::MessageLite& msg,
+                         bool sync) {
+    auto w = CKPT_TRY(ImageWriter::create(path, kind));
+    CKPT_TRY(w.add(msg));
+    return w.finish(sync);
+}
+
+Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg) {
+    auto r = CKPT_TRY(ImageReader::open(path, kind));
+    if (r.records() != 1) return error_code(EINVAL, "{}: expected one record, found {}", path, r.records());
+    return r.parse(0, msg);
+}
+
+}  // namespace ckpt::image

@@ -1,0 +1,31 @@
+#include <gtest/gtest.h>
+
+#include "ckpt/slurm/interval.h"
+
+using ckpt::slurm::parse_interval;
+
+TEST(Interval, SlurmTimeGrammar) {
+    EXPECT_EQ(parse_interval("30").value(), 30u * 60);
+    EXPECT_EQ(parse_interval("10:30").value(), 10u * 60 + 30);
+    EXPECT_EQ(parse_interval("1:00:00").value(), 3600u);
+    EXPECT_EQ(parse_interval("2-12").value(), 2u * 86400 + 12 * 3600);
+    EXPECT_EQ(parse_interval("2-12:30").value(), 2u * 86400 + 12 * 3600 + 30 * 60);
+    EXPECT_EQ(parse_interval("1-00:00:15").value(), 86400u + 15);
+    EXPECT_EQ(parse_interval("0").value(), 0u);
+}
+
+TEST(Interval, UnitSuffixes) {
+    EXPECT_EQ(parse_interval("30s").value(), 30u);
+    EXPECT_EQ(parse_interval("10m").value(), 600u);
+    EXPECT_EQ(parse_interval("2h").value(), 7200u);
+    EXPECT_EQ(parse_interval("1d").value(), 86400u);
+}
+
+TEST(Interval, BadValuesNameTheForms) {
+    for (const char* bad : {"", "abc", "-5", "5x", "1:2:3:4", "10:75", "1-25:61", "s", "3.5h", "1--2", "99999d"}) {
+        auto r = parse_interval(bad);
+        ASSERT_FALSE(r.ok()) << "'" << bad << "' was accepted";
+        EXPECT_NE(r.error().message().find("checkpoint interval"), std::string::npos) << r.error().message();
+    }
+    EXPECT_NE(parse_interval("abc").error().message().find("30s"), std::string::npos);
+}
