@@ -6,8 +6,22 @@
 #include <string_view>
 #include <vector>
 
+#include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <google/protobuf/util/json_util.h>
+
 #include "ckpt/base/log.h"
+#include "ckpt/base/strings.h"
+#include "ckpt/engine/engine.h"
 #include "ckpt/engine/kernel_features.h"
+#include "ckpt/image/image_file.h"
+#include "core.pb.h"
+#include "files.pb.h"
+#include "inventory.pb.h"
+#include "mm.pb.h"
 
 namespace {
 
@@ -19,6 +33,17 @@ const char kUsage[] =
     "Checkpoint and restore Linux process trees.\n"
     "\n"
     "commands:\n"
+    "  dump -t PID -D DIR    save the process tree rooted at PID into DIR\n"
+    "      --leave-running     keep the tree running after the dump (default: kill it)\n"
+    "      --shell-job         the tree's controlling terminal belongs to the restoring shell\n"
+    "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
+    "                        exits with the root's status (128+N if killed by signal N)\n"
+    "      --detach            return once the tree runs\n"
+    "      --pidfile FILE      write the root's pid to FILE\n"
+    "      --shell-job         attach the tree to this terminal\n"
+    "      --inherit-fd fd[N]:KEY  bind the external resource KEY (e.g. pipe:[1234]) to fd N\n"
+    "      --skip-file-checks  restore even if files changed since the dump\n"
+    "  show DIR [--json]     decode every image in DIR\n"
     "  check                 probe the kernel features the engine needs; exit 1 if a required one is missing\n"
     "  help                  show this text\n"
     "\n"
@@ -45,6 +70,142 @@ int cmd_check(const std::vector<std::string_view>& args) {
         std::fprintf(stderr, "ckpt-engine: check: a required kernel feature is missing; dump and restore cannot work here\n");
         return kExitFail;
     }
+    return kExitOk;
+}
+
+int fail(const ckpt::Error& e) {
+    std::fprintf(stderr, "ckpt-engine: %s\n", e.message().c_str());
+    return kExitFail;
+}
+
+// Options of the form --name VALUE or --name=VALUE.
+bool take_value(const std::vector<std::string_view>& args, size_t& i, std::string_view name, std::string* out) {
+    std::string_view a = args[i];
+    if (a == name) {
+        if (i + 1 >= args.size()) return false;
+        *out = std::string(args[++i]);
+        return true;
+    }
+    if (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=') {
+        *out = std::string(a.substr(name.size() + 1));
+        return true;
+    }
+    return false;
+}
+
+int cmd_dump(const std::vector<std::string_view>& args) {
+    ckpt::engine::DumpOptions o;
+    std::string v;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (take_value(args, i, "-t", &v) || take_value(args, i, "--tree", &v)) {
+            auto pid = ckpt::parse_int(v);
+            if (!pid || *pid <= 0) return usage_error("dump: bad pid '" + v + "'");
+            o.root = static_cast<pid_t>(*pid);
+        } else if (take_value(args, i, "-D", &v) || take_value(args, i, "--images-dir", &v)) {
+            o.image_dir = v;
+        } else if (args[i] == "--leave-running" || args[i] == "-R") {
+            o.leave_running = true;
+        } else if (args[i] == "--shell-job" || args[i] == "-j") {
+            o.shell_job = true;
+        } else {
+            return usage_error("dump: unknown option '" + std::string(args[i]) + "'");
+        }
+    }
+    if (!o.root) return usage_error("dump: -t PID is required");
+    if (o.image_dir.empty()) return usage_error("dump: -D DIR is required");
+    auto r = ckpt::engine::dump(o);
+    if (!r) return fail(std::move(r).error().context("dump"));
+    return kExitOk;
+}
+
+int cmd_restore(const std::vector<std::string_view>& args) {
+    ckpt::engine::RestoreOptions o;
+    std::string v;
+    for (size_t i = 0; i < args.size(); ++i) {
+        if (take_value(args, i, "-D", &v) || take_value(args, i, "--images-dir", &v)) {
+            o.image_dir = v;
+        } else if (take_value(args, i, "--pidfile", &v)) {
+            o.pidfile = v;
+        } else if (take_value(args, i, "--inherit-fd", &v)) {
+            // fd[N]:KEY
+            size_t close = v.find("]:");
+            if (v.rfind("fd[", 0) != 0 || close == std::string::npos) return usage_error("restore: --inherit-fd wants fd[N]:KEY");
+            auto n = ckpt::parse_int(std::string_view(v).substr(3, close - 3));
+            if (!n || *n < 0) return usage_error("restore: --inherit-fd wants fd[N]:KEY");
+            o.inherit_fds[v.substr(close + 2)] = static_cast<int>(*n);
+        } else if (args[i] == "--detach" || args[i] == "-d") {
+            o.detach = true;
+        } else if (args[i] == "--shell-job" || args[i] == "-j") {
+            o.shell_job = true;
+        } else if (args[i] == "--skip-file-checks") {
+            o.skip_file_checks = true;
+        } else {
+            return usage_error("restore: unknown option '" + std::string(args[i]) + "'");
+        }
+    }
+    if (o.image_dir.empty()) return usage_error("restore: -D DIR is required");
+    auto root = ckpt::engine::restore(o);
+    if (!root) return fail(std::move(root).error().context("restore"));
+    if (o.detach) return kExitOk;
+    int status;
+    while (waitpid(*root, &status, 0) < 0) {
+        if (errno != EINTR) {
+            std::fprintf(stderr, "ckpt-engine: restore: waitpid %d: %s\n", *root, strerror(errno));
+            return kExitFail;
+        }
+    }
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
+}
+
+template <typename Msg>
+int show_one(const std::string& path, ckpt::image::Kind kind, bool json, bool* first) {
+    Msg m;
+    auto r = ckpt::image::read_image(path, kind, &m);
+    if (!r) return fail(r.error());
+    std::string out;
+    if (json) {
+        google::protobuf::util::JsonPrintOptions po;
+        po.preserve_proto_field_names = true;
+        (void)google::protobuf::util::MessageToJsonString(m, &out, po);
+        std::printf("%s\"%s\": %s", *first ? "" : ",\n", path.substr(path.rfind('/') + 1).c_str(), out.c_str());
+    } else {
+        std::printf("== %s (%s)\n%s\n", path.c_str(), ckpt::image::kind_name(kind), m.DebugString().c_str());
+    }
+    *first = false;
+    return kExitOk;
+}
+
+int cmd_show(const std::vector<std::string_view>& args) {
+    std::string dir;
+    bool json = false;
+    for (auto a : args) {
+        if (a == "--json") json = true;
+        else if (dir.empty()) dir = std::string(a);
+        else return usage_error("show: unexpected argument '" + std::string(a) + "'");
+    }
+    if (dir.empty()) return usage_error("show: DIR is required");
+    DIR* d = opendir(dir.c_str());
+    if (!d) return fail(ckpt::sys_error("image directory {}", dir));
+    std::vector<std::string> names;
+    while (dirent* e = readdir(d)) names.emplace_back(e->d_name);
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    bool first = true;
+    if (json) std::printf("{\"schema\": 1,\n\"images\": {\n");
+    using K = ckpt::image::Kind;
+    for (const auto& n : names) {
+        std::string p = dir + "/" + n;
+        int rc = kExitOk;
+        if (n == "inventory.img") rc = show_one<ckpt::image::Inventory>(p, K::Inventory, json, &first);
+        else if (n == "files.img") rc = show_one<ckpt::image::FileTable>(p, K::Files, json, &first);
+        else if (n.rfind("core-", 0) == 0) rc = show_one<ckpt::image::TaskCore>(p, K::Core, json, &first);
+        else if (n.rfind("mm-", 0) == 0) rc = show_one<ckpt::image::MmCore>(p, K::Mm, json, &first);
+        else if (n.rfind("pagemap-", 0) == 0) rc = show_one<ckpt::image::PageMap>(p, K::PageMap, json, &first);
+        else if (n.rfind("fds-", 0) == 0) rc = show_one<ckpt::image::FdTable>(p, K::Fds, json, &first);
+        if (rc != kExitOk) return rc;
+    }
+    if (json) std::printf("\n}}\n");
     return kExitOk;
 }
 
@@ -78,5 +239,8 @@ int main(int argc, char** argv) {
         return kExitOk;
     }
     if (cmd == "check") return cmd_check(args);
+    if (cmd == "dump") return cmd_dump(args);
+    if (cmd == "restore") return cmd_restore(args);
+    if (cmd == "show") return cmd_show(args);
     return usage_error("unknown command '" + std::string(cmd) + "'");
 }

@@ -15,3 +15,15 @@ struct ThreadState {
 };
 
 }  // namespace ckpt::arch
+
+namespace ckpt::arch {
+
+// The kernel's struct sigaction for rt_sigaction(2) on this architecture.
+struct KernelSigaction {
+    uint64_t handler;
+    uint64_t flags;
+    uint64_t restorer;
+    uint64_t mask;
+};
+
+}  // namespace ckpt::arch

@@ -1,0 +1,232 @@
+// Dump: freeze the tree, record every process, write the images, then resume or kill.
+// Any failure resumes the tree exactly as it was.
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+
+#include "ckpt/arch/arch.h"
+#include "ckpt/base/strings.h"
+#include "ckpt/engine/engine.h"
+#include "ckpt/image/image_file.h"
+#include "dump_context.h"
+#include "fds.h"
+#include "inventory.pb.h"
+#include "memory.h"
+#include "proc.h"
+#include "ptrace_ctl.h"
+#include "task_state.h"
+#include "threads.h"
+
+namespace ckpt::engine {
+namespace {
+
+struct FrozenProcess {
+    pid_t pid;
+    ProcStat stat;
+    std::vector<pid_t> threads;  // leader first
+    bool zombie = false;
+};
+
+// Every thread of the tree, stopped under ptrace. Detaching resumes them.
+class FrozenTree {
+public:
+    ~FrozenTree() { release(); }
+    std::vector<FrozenProcess> processes;  // parents before children
+
+    Result<void> freeze(pid_t root) {
+        // Seize until a pass finds no new thread or child (the tree may be forking).
+        for (int pass = 0;; ++pass) {
+            bool grew = false;
+            std::vector<pid_t> queue{root};
+            std::vector<FrozenProcess> order;
+            while (!queue.empty()) {
+                pid_t pid = queue.front();
+                queue.erase(queue.begin());
+                auto st = read_stat(pid);
+                if (!st) return std::move(st).error().context("pid {}", pid);
+                FrozenProcess p{pid, *st, {}, st->state == 'Z'};
+                if (!p.zombie) {
+                    for (pid_t tid : CKPT_TRY(read_tasks(pid))) {
+                        if (!seized_.count(tid)) {
+                            CKPT_TRY_CTX(seize_and_stop(tid), "pid {}", pid);
+                            seized_.insert(tid);
+                            grew = true;
+                        }
+                        p.threads.push_back(tid);
+                    }
+                    for (pid_t c : CKPT_TRY(read_children(pid))) queue.push_back(c);
+                }
+                order.push_back(std::move(p));
+            }
+            processes = std::move(order);
+            if (!grew && pass > 0) return ok();
+            if (pass > 100) return error("pid {}: the tree keeps changing; cannot freeze it", root);
+        }
+    }
+
+    void release() {
+        for (pid_t tid : seized_) ptrace(PTRACE_DETACH, tid, 0, 0);
+        seized_.clear();
+    }
+
+    Result<void> kill_all() {
+        for (auto& p : processes) kill(p.pid, SIGKILL);
+        release();
+        return ok();
+    }
+
+private:
+    std::set<pid_t> seized_;
+};
+
+uint64_t now_ns() {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// A file-backed executable mapping to place the trap code in (not the vDSO: the engine
+// must leave no trace there).
+Result<uint64_t> trap_site_address(pid_t pid) {
+    for (const auto& m : CKPT_TRY(read_maps(pid)))
+        if (m.exec && m.inode != 0 && !m.path.empty() && m.path[0] == '/') return m.start;
+    return error("pid {}: no executable file mapping to run injected system calls from", pid);
+}
+
+Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const PipeEnds& pipes,
+                          FileRegistry& files, const DumpExclusions& ex) {
+    image::TaskCore core;
+    core.set_pid(p.pid);
+    core.set_exit_signal(p.stat.exit_signal);
+
+    uint64_t code = CKPT_TRY(trap_site_address(p.pid));
+    auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
+    uint64_t brk = 0;
+    {
+        auto leader = CKPT_TRY(RemoteThread::attach(p.pid, code));
+        int64_t scratch = CKPT_TRY(leader.syscall_ok("mmap(scratch)", SYS_mmap,
+                                                     {0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                                                      static_cast<uint64_t>(-1), 0}));
+        uint64_t s = static_cast<uint64_t>(scratch);
+        auto collect = [&]() -> Result<void> {
+            brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
+            CKPT_TRY(dump_sigactions(leader, s, &core));
+            CKPT_TRY(dump_creds(p.pid, leader, s, &core));
+            for (pid_t tid : p.threads) {
+                if (ex.threads.count(tid)) continue;
+                if (tid == p.pid) {
+                    CKPT_TRY_CTX(dump_thread(p.pid, leader, s, core.add_threads()), "thread {}", tid);
+                    continue;
+                }
+                auto rt = CKPT_TRY_CTX(RemoteThread::attach(tid, code), "thread {}", tid);
+                auto r = dump_thread(p.pid, rt, s, core.add_threads());
+                auto back = rt.restore_state();
+                if (!r) return std::move(r).error().context("thread {}", tid);
+                if (!back) return std::move(back).error();
+            }
+            return ok();
+        };
+        auto r = collect();
+        auto unmapped = leader.syscall_ok("munmap(scratch)", SYS_munmap, {s, 4096});
+        auto restored = leader.restore_state();
+        if (!r) return std::move(r).error().context("pid {}", p.pid);
+        if (!unmapped) return std::move(unmapped).error();
+        if (!restored) return std::move(restored).error();
+    }
+    CKPT_TRY(site.remove());
+
+    image::MmCore mm;
+    image::PageMap pm;
+    CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, &pm));
+    image::FdTable fds;
+    CKPT_TRY(dump_fds(p.pid, pipes, files, ex, opts.shell_job, &fds));
+
+    std::string suffix = "-" + std::to_string(p.pid) + ".img";
+    const std::string& d = opts.image_dir;
+    CKPT_TRY(image::write_image(d + "/core" + suffix, image::Kind::Core, core));
+    CKPT_TRY(image::write_image(d + "/mm" + suffix, image::Kind::Mm, mm));
+    CKPT_TRY(image::write_image(d + "/pagemap" + suffix, image::Kind::PageMap, pm));
+    CKPT_TRY(image::write_image(d + "/fds" + suffix, image::Kind::Fds, fds));
+    return ok();
+}
+
+}  // namespace
+
+Result<void> dump(const DumpOptions& opts) {
+    if (opts.root <= 0) return error_code(EINVAL, "no process to dump (-t PID)");
+    if (kill(opts.root, 0) != 0) return sys_error("pid {}", opts.root);
+    if (opts.root == getpid()) return error_code(EINVAL, "pid {}: the engine cannot dump itself", opts.root);
+    if (mkdir(opts.image_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir {}", opts.image_dir);
+    // A stale inventory must not make an unfinished dump look complete.
+    unlink((opts.image_dir + "/inventory.img").c_str());
+
+    FrozenTree tree;
+    CKPT_TRY(tree.freeze(opts.root));
+    auto t0 = now_ns();
+
+    DumpExclusions ex;
+    ex.memory = opts.exclude_memory;
+    ex.fds = opts.exclude_fds;
+    FileRegistry files(opts.image_dir);
+    PipeEnds pipes;
+    image::Inventory inv;
+    inv.set_format_version(image::kFormatVersion);
+    inv.set_arch(static_cast<image::Arch>(arch::image_arch()));
+    utsname u{};
+    uname(&u);
+    inv.set_kernel_release(u.release);
+    inv.set_hostname(u.nodename);
+    inv.set_dump_time_ns(t0);
+    inv.set_root_pid(opts.root);
+    inv.set_shell_job(opts.shell_job);
+    inv.set_engine_version(CKPT_VERSION);
+
+    for (const auto& p : tree.processes)
+        if (!p.zombie) CKPT_TRY_CTX(count_pipe_ends(p.pid, &pipes), "pid {}", p.pid);
+
+    std::set<pid_t> in_tree;
+    for (const auto& p : tree.processes) in_tree.insert(p.pid);
+    for (const auto& p : tree.processes) {
+        auto* t = inv.add_tasks();
+        t->set_pid(p.pid);
+        t->set_ppid(p.pid == opts.root ? 0 : p.stat.ppid);
+        t->set_pgid(p.stat.pgid);
+        t->set_sid(p.stat.sid);
+        if (p.zombie) {
+            auto raw = CKPT_TRY(read_file(proc_path(p.pid, "stat")));
+            auto fields = split(trim(std::string_view(raw).substr(raw.rfind(')') + 2)), ' ');
+            t->set_state(image::TaskEntry::ZOMBIE);
+            t->set_exit_status(fields.size() >= 50 ? static_cast<int32_t>(parse_int(fields.back()).value()) : 0);
+            continue;
+        }
+        for (pid_t tid : p.threads) t->add_threads(tid);
+        if (p.pid == opts.root) {
+            auto st = CKPT_TRY(read_status(p.pid));
+            inv.set_owner_uid(st.uid[0]);
+            inv.set_owner_gid(st.gid[0]);
+        }
+        CKPT_TRY(dump_process(opts, p, pipes, files, ex));
+    }
+    CKPT_TRY(image::write_image(opts.image_dir + "/files.img", image::Kind::Files, files.table()));
+    CKPT_TRY(image::write_image(opts.image_dir + "/inventory.img", image::Kind::Inventory, inv));
+    logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
+                   (now_ns() - t0) / 1e6);
+
+    if (opts.leave_running) {
+        tree.release();
+    } else {
+        CKPT_TRY(tree.kill_all());
+    }
+    return ok();
+}
+
+}  // namespace ckpt::engine

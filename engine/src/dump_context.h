@@ -1,0 +1,48 @@
+// State shared by the resource kinds during one dump or one restore.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ckpt/base/fd.h"
+#include "ckpt/base/log.h"
+#include "files.pb.h"
+
+namespace ckpt::engine {
+
+inline std::shared_ptr<spdlog::logger> logger() {
+    static auto l = log::get("engine");
+    return l;
+}
+
+// Files referred to by mappings, fds and links, each recorded once per dump.
+class FileRegistry {
+public:
+    explicit FileRegistry(std::string image_dir) : dir_(std::move(image_dir)) {}
+    // Registers the file open at fd_path (a /proc/PID/map_files or /proc/PID/fd link);
+    // path is what the kernel reports for it. Returns its id.
+    Result<uint32_t> add(const std::string& fd_path, const std::string& path);
+    image::FileTable& table() { return table_; }
+    const std::string& dir() const { return dir_; }
+
+private:
+    std::string dir_;
+    image::FileTable table_;
+    std::map<std::pair<uint64_t, uint64_t>, uint32_t> by_inode_;  // (dev, ino) -> id
+};
+
+// What a dump may leave out (for the MPI split rank: the lower half's memory, threads
+// and fds are not the application's).
+struct DumpExclusions {
+    std::vector<std::pair<uint64_t, uint64_t>> memory;  // [start, end) ranges
+    std::set<pid_t> threads;
+    std::set<int> fds;
+};
+
+}  // namespace ckpt::engine

@@ -1,0 +1,217 @@
+#include "fds.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "ckpt/base/fd.h"
+#include "ckpt/base/strings.h"
+#include "ckpt/engine/syscalls.h"
+#include "files.h"
+#include "proc.h"
+#include "restore_task.h"
+
+namespace ckpt::engine {
+namespace {
+
+struct FdInfo {
+    uint64_t pos = 0;
+    uint32_t flags = 0;
+};
+
+Result<FdInfo> read_fdinfo(pid_t pid, int fd) {
+    std::string text = CKPT_TRY(read_file(proc_path(pid, "fdinfo/") + std::to_string(fd)));
+    FdInfo info;
+    for (auto line : split(text, '\n')) {
+        if (starts_with(line, "pos:")) info.pos = parse_uint(trim(line.substr(4))).value();
+        if (starts_with(line, "flags:")) info.flags = static_cast<uint32_t>(parse_uint(trim(line.substr(6)), 8).value());
+    }
+    return info;
+}
+
+Result<std::vector<int>> list_fds(pid_t pid) {
+    std::string dir = proc_path(pid, "fd");
+    DIR* d = opendir(dir.c_str());
+    if (!d) return sys_error("opendir {}", dir);
+    std::vector<int> fds;
+    while (dirent* e = readdir(d))
+        if (e->d_name[0] != '.') fds.push_back(std::atoi(e->d_name));
+    closedir(d);
+    std::sort(fds.begin(), fds.end());
+    return fds;
+}
+
+uint64_t pipe_inode(const std::string& link) {
+    // "pipe:[12345]"
+    auto v = parse_uint(std::string_view(link).substr(6, link.size() - 7));
+    return v.ok() ? v.value() : 0;
+}
+
+// Copies what is queued in a pipe without taking it out (tee into a private pipe).
+Result<std::string> peek_pipe(int read_end) {
+    int tmp[2];
+    if (pipe2(tmp, O_CLOEXEC | O_NONBLOCK) != 0) return sys_error("pipe2");
+    UniqueFd tr(tmp[0]), tw(tmp[1]);
+    int cap = fcntl(read_end, F_GETPIPE_SZ);
+    if (cap > 0) fcntl(tw.get(), F_SETPIPE_SZ, cap);  // may be capped by pipe-max-size
+    ssize_t n = tee(read_end, tw.get(), static_cast<size_t>(cap > 0 ? cap : 65536), SPLICE_F_NONBLOCK);
+    if (n < 0 && errno != EAGAIN) return sys_error("tee");
+    std::string data(n > 0 ? static_cast<size_t>(n) : 0, '\0');
+    if (n > 0) CKPT_TRY(read_exact(tr.get(), data.data(), data.size()));
+    return data;
+}
+
+}  // namespace
+
+Result<void> count_pipe_ends(pid_t pid, PipeEnds* out) {
+    for (int fd : CKPT_TRY(list_fds(pid))) {
+        auto link = read_link(proc_path(pid, "fd/") + std::to_string(fd));
+        if (!link || !starts_with(*link, "pipe:[")) continue;
+        auto info = CKPT_TRY(read_fdinfo(pid, fd));
+        auto& e = out->ends[pipe_inode(*link)];
+        ((info.flags & O_ACCMODE) == O_RDONLY ? e.first : e.second)++;
+    }
+    return ok();
+}
+
+Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, FileRegistry& files, const DumpExclusions& ex,
+                      bool shell_job, image::FdTable* table) {
+    table->set_pid(pid);
+    UniqueFd pidfd(sys_pidfd_open(pid, 0));
+    if (!pidfd) return sys_error("pidfd_open pid {}", pid);
+    std::set<uint64_t> saved_pipes;
+    for (const auto& p : files.table().pipes()) saved_pipes.insert(p.id());
+
+    for (int fd : CKPT_TRY(list_fds(pid))) {
+        if (ex.fds.count(fd)) continue;
+        std::string link_path = proc_path(pid, "fd/") + std::to_string(fd);
+        std::string link = CKPT_TRY(read_link(link_path));
+        auto info = CKPT_TRY(read_fdinfo(pid, fd));
+        image::Fd* f = table->add_fds();
+        f->set_fd(fd);
+        f->set_flags(info.flags & ~static_cast<uint32_t>(O_CLOEXEC));
+        f->set_cloexec(info.flags & O_CLOEXEC);
+        f->set_pos(info.pos);
+        auto ctx = [&](Error e) { return e.context("pid {}: fd {} ({})", pid, fd, link); };
+
+        if (starts_with(link, "pipe:[")) {
+            uint64_t ino = pipe_inode(link);
+            auto it = pipes.ends.find(ino);
+            bool internal = it != pipes.ends.end() && it->second.first > 0 && it->second.second > 0;
+            if (!internal) {
+                f->set_kind(image::Fd::EXTERNAL);
+                f->set_external_key(link);
+                continue;
+            }
+            f->set_kind(image::Fd::PIPE);
+            f->set_pipe_id(ino);
+            if (!saved_pipes.count(ino) && (info.flags & O_ACCMODE) == O_RDONLY) {
+                UniqueFd mine(sys_pidfd_getfd(pidfd.get(), fd, 0));
+                if (!mine) return ctx(sys_error("pidfd_getfd"));
+                auto* p = files.table().add_pipes();
+                p->set_id(ino);
+                int cap = fcntl(mine.get(), F_GETPIPE_SZ);
+                p->set_capacity(cap > 0 ? static_cast<uint32_t>(cap) : 0);
+                auto data = peek_pipe(mine.get());
+                if (!data) return ctx(std::move(data).error());
+                p->set_queued(*data);
+                saved_pipes.insert(ino);
+            }
+            continue;
+        }
+        if (link.starts_with("/dev/pts/") || link == "/dev/tty" || link.starts_with("/dev/tty")) {
+            f->set_kind(shell_job ? image::Fd::TTY : image::Fd::EXTERNAL);
+            f->set_external_key("tty");
+            continue;
+        }
+        if (link.starts_with("socket:[")) {
+            if (fd <= 2) {
+                f->set_kind(image::Fd::EXTERNAL);
+                f->set_external_key(link);
+                continue;
+            }
+            return ctx(error("unsupported fd kind: socket (sockets come with the next engine release)"));
+        }
+        if (!link.starts_with("/")) return ctx(error("unsupported fd kind: {}", link));
+        struct stat st;
+        if (stat(link_path.c_str(), &st) != 0) return ctx(sys_error("stat"));
+        if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISDIR(st.st_mode))
+            return ctx(error("unsupported fd kind: file type {:o}", st.st_mode & S_IFMT));
+        if (S_ISCHR(st.st_mode) && link != "/dev/null" && link != "/dev/zero" && link != "/dev/urandom" &&
+            link != "/dev/random" && link != "/dev/full")
+            return ctx(error("unsupported fd kind: character device {}", link));
+        f->set_kind(image::Fd::REG);
+        auto id = files.add(link_path, link);
+        if (!id) return ctx(std::move(id).error());
+        f->set_file_id(*id);
+    }
+    return ok();
+}
+
+Result<void> restore_fds(RestoreTask& t) {
+    RestoreShared& sh = *t.shared;
+    // The engine's own fds the process inherited at clone: close all but the pidfd.
+    for (int fd : CKPT_TRY(list_fds(t.pid)))
+        if (fd != t.engine_pidfd_in_target) CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
+
+    // Place fds in order; a recorded fd number equal to the engine pidfd's moves it first.
+    for (const auto& f : t.fds.fds()) {
+        if (f.fd() == t.engine_pidfd_in_target) {
+            int64_t moved = CKPT_TRY(t.leader->syscall_ok("fcntl(F_DUPFD_CLOEXEC)", SYS_fcntl,
+                                                          {static_cast<uint64_t>(t.engine_pidfd_in_target), F_DUPFD_CLOEXEC, 1000}));
+            CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
+            t.engine_pidfd_in_target = static_cast<int>(moved);
+        }
+    }
+    for (const auto& f : t.fds.fds()) {
+        auto ctx = [&](Error e) { return e.context("pid {}: fd {}", t.pid, f.fd()); };
+        switch (f.kind()) {
+            case image::Fd::REG: {
+                auto e = sh.file(f.file_id());
+                if (!e) return ctx(std::move(e).error());
+                int flags = static_cast<int>(f.flags()) & ~(O_CREAT | O_TRUNC | O_EXCL);
+                auto fd = open_recorded_file(sh.image_dir, **e, flags, sh.skip_file_checks);
+                if (!fd) return ctx(std::move(fd).error());
+                if (S_ISREG((*e)->mode()) && lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET) < 0)
+                    return ctx(sys_error("lseek"));
+                auto r = t.install_fd(fd->get(), f.fd(), f.cloexec());
+                if (!r) return ctx(std::move(r).error());
+                break;
+            }
+            case image::Fd::PIPE: {
+                auto it = sh.pipes.find(f.pipe_id());
+                if (it == sh.pipes.end()) return ctx(error("pipe {} missing from the images", f.pipe_id()));
+                bool read_end = (f.flags() & O_ACCMODE) == O_RDONLY;
+                int engine_fd = read_end ? it->second.first.get() : it->second.second.get();
+                auto r = t.install_fd(engine_fd, f.fd(), f.cloexec());
+                if (!r) return ctx(std::move(r).error());
+                // Status flags (O_NONBLOCK) live in the shared open file description.
+                CKPT_TRY(t.leader->syscall_ok("fcntl(F_SETFL)", SYS_fcntl,
+                                              {static_cast<uint64_t>(f.fd()), F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE)}));
+                break;
+            }
+            case image::Fd::EXTERNAL:
+            case image::Fd::TTY: {
+                int source = -1;
+                auto it = sh.inherited.find(f.external_key());
+                if (it != sh.inherited.end()) source = it->second;
+                else if (f.fd() <= 2) source = f.fd();  // the restorer's own stdin, stdout, stderr
+                if (source < 0)
+                    return ctx(error("external resource {} needs --inherit-fd fd[N]:{}", f.external_key(),
+                                     f.external_key()));
+                auto r = t.install_fd(source, f.fd(), f.cloexec());
+                if (!r) return ctx(std::move(r).error());
+                break;
+            }
+            default:
+                return ctx(error("unsupported fd kind {} in image", static_cast<int>(f.kind())));
+        }
+    }
+    return ok();
+}
+
+}  // namespace ckpt::engine

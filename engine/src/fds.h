@@ -1,0 +1,30 @@
+// File descriptors: regular files and devices, pipes inside the tree (with their queued
+// data), and fds whose other end is outside the tree (bound to what the restorer gives).
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <set>
+
+#include "ckpt/base/result.h"
+#include "dump_context.h"
+#include "files.pb.h"
+
+namespace ckpt::engine {
+
+struct RestoreTask;
+
+// Records the fds of pid. pipe_ends counts, per pipe inode, the read and write ends seen
+// in the whole tree (collected first by count_pipe_ends), so a pipe with both ends in the
+// tree is restored as a pipe and any other as external.
+struct PipeEnds {
+    std::map<uint64_t, std::pair<int, int>> ends;  // inode -> (readers, writers)
+};
+Result<void> count_pipe_ends(pid_t pid, PipeEnds* out);
+Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, FileRegistry& files, const DumpExclusions& ex,
+                      bool shell_job, image::FdTable* table);
+
+Result<void> restore_fds(RestoreTask& t);
+
+}  // namespace ckpt::engine

@@ -1,0 +1,175 @@
+// Files behind mappings and file descriptors: recorded by path plus what proves they are
+// the same file at restore (size, mtime, ELF build-id); files that cannot be found again
+// by path (deleted while open, memfd, shared anonymous memory) are saved whole.
+#include "files.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include "ckpt/image/image_file.h"
+
+namespace ckpt::engine {
+namespace {
+
+constexpr std::string_view kDeletedSuffix = " (deleted)";
+
+bool is_elf(int fd) {
+    unsigned char ident[EI_NIDENT];
+    return pread(fd, ident, sizeof ident, 0) == sizeof ident && std::memcmp(ident, ELFMAG, SELFMAG) == 0 &&
+           ident[EI_CLASS] == ELFCLASS64;
+}
+
+}  // namespace
+
+std::string build_id(int fd) {
+    if (!is_elf(fd)) return {};
+    Elf64_Ehdr eh;
+    if (pread(fd, &eh, sizeof eh, 0) != sizeof eh || eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 256)
+        return {};
+    std::vector<Elf64_Phdr> ph(eh.e_phnum);
+    ssize_t want = static_cast<ssize_t>(ph.size() * sizeof(Elf64_Phdr));
+    if (pread(fd, ph.data(), static_cast<size_t>(want), static_cast<off_t>(eh.e_phoff)) != want) return {};
+    for (const auto& p : ph) {
+        if (p.p_type != PT_NOTE || p.p_filesz > 65536) continue;
+        std::string notes(p.p_filesz, '\0');
+        if (pread(fd, notes.data(), notes.size(), static_cast<off_t>(p.p_offset)) != static_cast<ssize_t>(notes.size()))
+            continue;
+        size_t off = 0;
+        while (off + sizeof(Elf64_Nhdr) <= notes.size()) {
+            Elf64_Nhdr nh;
+            std::memcpy(&nh, notes.data() + off, sizeof nh);
+            size_t name_at = off + sizeof nh, desc_at = name_at + ((nh.n_namesz + 3) & ~3u);
+            size_t next = desc_at + ((nh.n_descsz + 3) & ~3u);
+            if (next > notes.size()) break;
+            if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && std::memcmp(notes.data() + name_at, "GNU", 4) == 0)
+                return notes.substr(desc_at, nh.n_descsz);
+            off = next;
+        }
+    }
+    return {};
+}
+
+Result<void> copy_sparse(int from, int to, uint64_t size, uint64_t* xxh3) {
+    // Copies data regions to the same offsets: holes stay holes in the copy.
+    std::vector<char> buf(1 << 20);
+    XXH3_state_t* st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    off_t pos = 0;
+    auto fail = [&](Error e) {
+        XXH3_freeState(st);
+        return e;
+    };
+    while (static_cast<uint64_t>(pos) < size) {
+        off_t data = lseek(from, pos, SEEK_DATA);
+        if (data < 0) break;  // ENXIO: only a hole is left
+        off_t hole = lseek(from, data, SEEK_HOLE);
+        if (hole < 0) hole = static_cast<off_t>(size);
+        for (off_t at = data; at < hole;) {
+            size_t n = static_cast<size_t>(std::min<off_t>(hole - at, static_cast<off_t>(buf.size())));
+            ssize_t r = pread(from, buf.data(), n, at);
+            if (r <= 0) return fail(sys_error("pread at {}", at));
+            if (pwrite(to, buf.data(), static_cast<size_t>(r), at) != r) return fail(sys_error("pwrite at {}", at));
+            uint64_t off = static_cast<uint64_t>(at);
+            XXH3_64bits_update(st, &off, sizeof off);
+            XXH3_64bits_update(st, buf.data(), static_cast<size_t>(r));
+            at += r;
+        }
+        pos = hole;
+    }
+    if (ftruncate(to, static_cast<off_t>(size)) != 0) return fail(sys_error("ftruncate"));
+    *xxh3 = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return ok();
+}
+
+Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string& path) {
+    struct stat st;
+    if (stat(fd_path.c_str(), &st) != 0) return sys_error("stat {} ({})", fd_path, path);
+    auto key = std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+    if (auto it = by_inode_.find(key); it != by_inode_.end()) return it->second;
+
+    image::FileEntry* e = table_.add_files();
+    uint32_t id = static_cast<uint32_t>(table_.files_size());
+    e->set_id(id);
+    e->set_size(static_cast<uint64_t>(st.st_size));
+    e->set_mtime_ns(static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec);
+    e->set_dev(key.first);
+    e->set_ino(key.second);
+    e->set_mode(st.st_mode);
+    by_inode_[key] = id;
+
+    std::string p = path;
+    bool deleted = p.size() > kDeletedSuffix.size() && p.ends_with(kDeletedSuffix);
+    if (deleted) p.resize(p.size() - kDeletedSuffix.size());
+    e->set_path(p);
+    bool memfd = starts_with(p, "/memfd:");
+    // Shared anonymous memory shows as "/dev/zero (deleted)" on the shmem device.
+    bool anon_shmem = deleted && p == "/dev/zero";
+    if (deleted || memfd || anon_shmem) {
+        if (!S_ISREG(st.st_mode)) return error("{}: deleted file of type {:o} is not supported", path, st.st_mode & S_IFMT);
+        e->set_deleted(true);
+        e->set_memfd(memfd || anon_shmem);
+        auto from = CKPT_TRY(open_file(fd_path, O_RDONLY));
+        std::string name = "file-" + std::to_string(id) + ".data";
+        auto to = CKPT_TRY(open_file(dir_ + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+        uint64_t sum = 0;
+        CKPT_TRY_CTX(copy_sparse(from.get(), to.get(), static_cast<uint64_t>(st.st_size), &sum), "saving {}", path);
+        e->set_content_file(name);
+        e->set_content_xxh3(sum);
+    } else if (S_ISREG(st.st_mode)) {
+        auto fd = open_file(fd_path, O_RDONLY);
+        if (fd) e->set_build_id(build_id(fd->get()));
+    }
+    return id;
+}
+
+Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,
+                                    bool skip_checks) {
+    if (e.deleted()) {
+        // Recreated from the saved content: a memfd for memfd and shared anonymous memory,
+        // an unlinked file beside the original path otherwise.
+        UniqueFd fd;
+        if (e.memfd()) {
+            std::string name = starts_with(e.path(), "/memfd:") ? e.path().substr(7) : "ckpt-shmem";
+            fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC));
+            if (!fd) return sys_error("memfd_create for {}", e.path());
+        } else {
+            std::string dir = e.path().substr(0, e.path().rfind('/'));
+            fd = UniqueFd(open(dir.empty() ? "/" : dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, e.mode() & 07777));
+            if (!fd) return sys_error("recreating deleted file {} (O_TMPFILE in {})", e.path(), dir);
+        }
+        auto from = CKPT_TRY(open_file(image_dir + "/" + e.content_file(), O_RDONLY));
+        uint64_t sum = 0;
+        CKPT_TRY_CTX(copy_sparse(from.get(), fd.get(), e.size(), &sum), "restoring content of {}", e.path());
+        if (sum != e.content_xxh3())
+            return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
+        if (!e.memfd()) {
+            // Reopen with the recorded access mode (O_TMPFILE needed O_RDWR).
+            auto reopened = CKPT_TRY(open_file("/proc/self/fd/" + std::to_string(fd.get()), flags));
+            return reopened;
+        }
+        return fd;
+    }
+    int fd = open(e.path().c_str(), flags | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return sys_error("open {}", e.path());
+    UniqueFd owned(fd);
+    if (skip_checks || !S_ISREG(e.mode())) return owned;
+    struct stat st;
+    if (fstat(fd, &st) != 0) return sys_error("fstat {}", e.path());
+    int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    if (static_cast<uint64_t>(st.st_size) != e.size() || mtime != e.mtime_ns())
+        return error_code(ESTALE, "{} changed since the dump (size {} -> {}, mtime changed: {}); use --skip-file-checks to restore anyway",
+                          e.path(), e.size(), st.st_size, mtime != e.mtime_ns() ? "yes" : "no");
+    if (!e.build_id().empty() && build_id(fd) != e.build_id())
+        return error_code(ESTALE, "{} changed since the dump (ELF build-id differs); use --skip-file-checks to restore anyway",
+                          e.path());
+    return owned;
+}
+
+}  // namespace ckpt::engine

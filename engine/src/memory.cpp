@@ -1,0 +1,482 @@
+// Memory: dump and restore of a process's mappings and pages, side by side.
+#include "memory.h"
+
+#include <fcntl.h>
+#include <linux/prctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "ckpt/base/fd.h"
+#include "ckpt/base/strings.h"
+#include "ckpt/image/image_file.h"
+#include "files.h"
+#include "proc.h"
+#include "ptrace_ctl.h"
+#include "restore_task.h"
+
+namespace ckpt::engine {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPmPresent = 1ull << 63;
+constexpr uint64_t kPmSwapped = 1ull << 62;
+constexpr uint64_t kPmFile = 1ull << 61;
+constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
+constexpr size_t kIovMax = 1024;
+constexpr size_t kCopyBatch = 8u << 20;
+
+// madvise flags worth replaying, as smaps VmFlags spells them.
+constexpr uint32_t kHugepage = 1, kNoHugepage = 2, kDontFork = 4, kWipeOnFork = 8, kDontDump = 16;
+
+// The PFN of the kernel's shared zero page: pages mapped to it were only ever read.
+uint64_t zero_pfn() {
+    static uint64_t pfn = [] {
+        void* p = mmap(nullptr, kPage, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return ~0ull;
+        volatile char c = *static_cast<volatile char*>(p);
+        (void)c;
+        uint64_t e = 0;
+        int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (pread(fd, &e, sizeof e, static_cast<off_t>(reinterpret_cast<uint64_t>(p) / kPage * 8)) != 8) e = 0;
+            close(fd);
+        }
+        munmap(p, kPage);
+        return (e & kPmPresent) && (e & kPmPfnMask) ? (e & kPmPfnMask) : ~0ull;
+    }();
+    return pfn;
+}
+
+// VmFlags of every mapping, by start address.
+Result<std::map<uint64_t, std::string>> read_vmflags(pid_t pid) {
+    std::string text = CKPT_TRY(read_file(proc_path(pid, "smaps")));
+    std::map<uint64_t, std::string> out;
+    uint64_t current = 0;
+    for (auto line : split(text, '\n')) {
+        if (line.empty()) continue;
+        if (std::isxdigit(static_cast<unsigned char>(line[0])) && line.find('-') != std::string_view::npos &&
+            line.find(':') > line.find('-')) {
+            auto start = parse_uint(line.substr(0, line.find('-')), 16);
+            if (start) current = *start;
+        } else if (starts_with(line, "VmFlags:")) {
+            out[current] = std::string(line.substr(8));
+        }
+    }
+    return out;
+}
+
+bool has_flag(const std::string& flags, const char* f) {
+    for (auto w : split(flags, ' '))
+        if (w == f) return true;
+    return false;
+}
+
+image::Vma::Kind classify(const ProcMapping& m) {
+    if (m.path == "[vsyscall]") return image::Vma::VSYSCALL;
+    if (m.path == "[vdso]") return image::Vma::VDSO;
+    if (m.path == "[vvar]") return image::Vma::VVAR;
+    if (m.path == "[vvar_vclock]") return image::Vma::VVAR_VCLOCK;
+    bool anon_name = m.path.empty() || m.path == "[heap]" || starts_with(m.path, "[stack") ||
+                     starts_with(m.path, "[anon:");
+    if (anon_name && m.inode == 0) return m.shared ? image::Vma::SHARED_ANON : image::Vma::ANON;
+    if (m.shared && m.path == "/dev/zero (deleted)") return image::Vma::SHARED_ANON;
+    return image::Vma::FILE;
+}
+
+// Streams page data to the pages file, checksumming as it goes.
+class PageWriter {
+public:
+    static Result<PageWriter> open(const std::string& path) {
+        PageWriter w;
+        w.fd_ = CKPT_TRY(open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+        w.path_ = path;
+        w.state_ = XXH3_createState();
+        XXH3_64bits_reset(w.state_);
+        w.buf_.reset(static_cast<char*>(aligned_alloc(kPage, kCopyBatch)));
+        return w;
+    }
+    PageWriter() = default;
+    PageWriter(PageWriter&& o) noexcept
+        : fd_(std::move(o.fd_)), path_(std::move(o.path_)), state_(std::exchange(o.state_, nullptr)),
+          buf_(std::move(o.buf_)), bytes_(o.bytes_) {}
+    ~PageWriter() {
+        if (state_) XXH3_freeState(state_);
+    }
+
+    // Copies [addr, addr+len) of pid into the file. readable: the mapping allows reads
+    // (otherwise /proc/PID/mem, which may read what the process itself may not).
+    Result<void> copy(pid_t pid, uint64_t addr, uint64_t len, bool readable) {
+        while (len > 0) {
+            size_t n = static_cast<size_t>(std::min<uint64_t>(len, kCopyBatch));
+            if (readable) {
+                iovec local{buf_.get(), n}, remote{reinterpret_cast<void*>(addr), n};
+                ssize_t r = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+                if (r != static_cast<ssize_t>(n)) CKPT_TRY(read_remote(pid, addr, buf_.get(), n));
+            } else {
+                CKPT_TRY(read_remote(pid, addr, buf_.get(), n));
+            }
+            XXH3_64bits_update(state_, buf_.get(), n);
+            CKPT_TRY_CTX(write_all(fd_.get(), buf_.get(), n), "{}", path_);
+            bytes_ += n;
+            addr += n;
+            len -= n;
+        }
+        return ok();
+    }
+    uint64_t bytes() const { return bytes_; }
+    uint64_t digest() const { return XXH3_64bits_digest(state_); }
+
+private:
+    struct FreeDeleter {
+        void operator()(char* p) const { free(p); }
+    };
+    UniqueFd fd_;
+    std::string path_;
+    XXH3_state_t* state_ = nullptr;
+    std::unique_ptr<char, FreeDeleter> buf_;
+    uint64_t bytes_ = 0;
+};
+
+bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
+    for (auto [s, e] : ex.memory)
+        if (start >= s && end <= e) return true;
+    return false;
+}
+
+}  // namespace
+
+Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
+                         const std::string& dir, image::MmCore* mm, image::PageMap* pm) {
+    auto maps = CKPT_TRY(read_maps(pid));
+    auto vmflags = CKPT_TRY(read_vmflags(pid));
+    auto st = CKPT_TRY(read_stat(pid));
+    mm->set_start_code(st.start_code);
+    mm->set_end_code(st.end_code);
+    mm->set_start_data(st.start_data);
+    mm->set_end_data(st.end_data);
+    mm->set_start_brk(st.start_brk);
+    mm->set_brk(brk);
+    mm->set_start_stack(st.start_stack);
+    mm->set_arg_start(st.arg_start);
+    mm->set_arg_end(st.arg_end);
+    mm->set_env_start(st.env_start);
+    mm->set_env_end(st.env_end);
+    mm->set_auxv(CKPT_TRY(read_file(proc_path(pid, "auxv"))));
+    std::string exe_path = CKPT_TRY(read_link(proc_path(pid, "exe")));
+    mm->set_exe_file_id(CKPT_TRY_CTX(files.add(proc_path(pid, "exe"), exe_path), "pid {}: exe", pid));
+    int thp = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);  // only our own: recorded via status below
+    (void)thp;
+
+    std::string pages_name = "pages-" + std::to_string(pid) + ".img";
+    auto writer = CKPT_TRY(PageWriter::open(dir + "/" + pages_name));
+    auto pagemap = CKPT_TRY(open_file(proc_path(pid, "pagemap"), O_RDONLY));
+    const uint64_t zpfn = zero_pfn();
+    std::vector<uint64_t> entries;
+
+    for (const auto& m : maps) {
+        if (excluded(ex, m.start, m.end)) continue;
+        auto kind = classify(m);
+        image::Vma* v = mm->add_vmas();
+        v->set_start(m.start);
+        v->set_end(m.end);
+        v->set_prot((m.read ? PROT_READ : 0) | (m.write ? PROT_WRITE : 0) | (m.exec ? PROT_EXEC : 0));
+        const std::string& flags = vmflags[m.start];
+        v->set_flags((m.shared ? MAP_SHARED : MAP_PRIVATE) | (has_flag(flags, "gd") ? MAP_GROWSDOWN : 0) |
+                     (kind == image::Vma::ANON || kind == image::Vma::SHARED_ANON ? MAP_ANONYMOUS : 0));
+        v->set_pgoff(m.offset);
+        v->set_kind(kind);
+        v->set_name(m.path);
+        v->set_madvise((has_flag(flags, "hg") ? kHugepage : 0) | (has_flag(flags, "nh") ? kNoHugepage : 0) |
+                       (has_flag(flags, "dc") ? kDontFork : 0) | (has_flag(flags, "wf") ? kWipeOnFork : 0) |
+                       (has_flag(flags, "dd") ? kDontDump : 0));
+        bool special = kind == image::Vma::VSYSCALL || kind == image::Vma::VDSO || kind == image::Vma::VVAR ||
+                       kind == image::Vma::VVAR_VCLOCK;
+        if (!special && (has_flag(flags, "io") || has_flag(flags, "pf")))
+            return error("pid {}: mapping {:#x}-{:#x} ({}) is device or PFN memory, which cannot be dumped", pid,
+                         m.start, m.end, m.path);
+
+        if (kind == image::Vma::FILE || kind == image::Vma::SHARED_ANON) {
+            std::string link = proc_path(pid, "map_files/") + fmt::format("{:x}-{:x}", m.start, m.end);
+            if (starts_with(m.path, "/SYSV"))
+                return error("pid {}: System V shared memory at {:#x} is not supported yet", pid, m.start);
+            v->set_file_id(CKPT_TRY_CTX(files.add(link, m.path), "pid {}: mapping {:#x}", pid, m.start));
+        }
+        // Page data: private memory only. Shared mappings live in their file or object.
+        if (m.shared || kind == image::Vma::VSYSCALL || kind == image::Vma::VDSO || kind == image::Vma::VVAR ||
+            kind == image::Vma::VVAR_VCLOCK)
+            continue;
+
+        uint64_t npages = (m.end - m.start) / kPage;
+        entries.resize(npages);
+        off_t off = static_cast<off_t>(m.start / kPage * 8);
+        ssize_t want = static_cast<ssize_t>(npages * 8);
+        if (pread(pagemap.get(), entries.data(), static_cast<size_t>(want), off) != want)
+            return sys_error("pid {}: pread pagemap for {:#x}-{:#x}", pid, m.start, m.end);
+
+        // Runs of pages to save: anonymous pages that are present or swapped; for file
+        // mappings only the private copies (not page cache pages of the file itself).
+        bool file_backed = kind == image::Vma::FILE;
+        uint64_t i = 0;
+        bool any = false;
+        while (i < npages) {
+            auto wanted = [&](uint64_t e) {
+                if (e & kPmSwapped) return true;
+                if (!(e & kPmPresent)) return false;
+                return !(file_backed && (e & kPmFile));
+            };
+            if (!wanted(entries[i])) {
+                ++i;
+                continue;
+            }
+            bool zero = (entries[i] & kPmPresent) && (entries[i] & kPmPfnMask) == zpfn;
+            uint64_t j = i + 1;
+            while (j < npages && wanted(entries[j]) &&
+                   ((entries[j] & kPmPresent) && (entries[j] & kPmPfnMask) == zpfn) == zero)
+                ++j;
+            image::PageRun* run = pm->add_runs();
+            run->set_vaddr(m.start + i * kPage);
+            run->set_nr_pages(j - i);
+            run->set_zero(zero);
+            if (!zero) CKPT_TRY_CTX(writer.copy(pid, m.start + i * kPage, (j - i) * kPage, m.read), "pid {}", pid);
+            any = true;
+            i = j;
+        }
+        v->set_has_pages(any);
+    }
+    pm->set_pages_file(pages_name);
+    pm->set_pages_bytes(writer.bytes());
+    pm->set_pages_xxh3(writer.digest());
+    pm->set_page_size(kPage);
+    return ok();
+}
+
+Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
+    std::vector<std::pair<uint64_t, uint64_t>> used;
+    for (const auto& v : mm.vmas()) used.emplace_back(v.start(), v.end());
+    for (const auto& m : CKPT_TRY(read_maps(getpid()))) used.emplace_back(m.start, m.end);
+    std::sort(used.begin(), used.end());
+    // Search downward from below the usual mmap base, keeping a page of gap on each side.
+    uint64_t top = 0x7f0000000000ull;
+    for (auto it = used.rbegin(); it != used.rend(); ++it) {
+        if (it->first >= top) {
+            top = std::min(top, it->first);
+            continue;
+        }
+        if (it->second + kPage + size + kPage <= top) return top - kPage - size;
+        top = std::min(top, it->first);
+    }
+    if (top > 0x100000 + size + kPage) return top - kPage - size;
+    return error("no free address range for the restore trampoline");
+}
+
+Result<void> restore_memory(RestoreTask& t) {
+    RemoteThread& rt = *t.leader;
+    const image::MmCore& mm = t.mm;
+    const pid_t pid = t.pid;
+
+    // 1. Drop everything the process inherited from the engine but the trampoline and vDSO.
+    auto current = CKPT_TRY(read_maps(pid));
+    std::map<image::Vma::Kind, ProcMapping> vdso_now;
+    for (const auto& m : current) {
+        auto kind = classify(m);
+        if (kind == image::Vma::VDSO || kind == image::Vma::VVAR || kind == image::Vma::VVAR_VCLOCK) {
+            vdso_now[kind] = m;
+            continue;
+        }
+        if (kind == image::Vma::VSYSCALL) continue;
+        if (m.start <= t.trampoline && t.trampoline < m.end) {
+            if (m.start != t.trampoline || m.end != t.trampoline + RestoreTask::kTrampolineSize)
+                return error("pid {}: trampoline {:#x} merged into mapping {:#x}-{:#x}", pid, t.trampoline, m.start, m.end);
+            continue;
+        }
+        logger()->trace("pid {}: dropping inherited mapping {:#x}-{:#x} {}", pid, m.start, m.end, m.path);
+        CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {m.start, m.end - m.start}));
+    }
+
+    // 2. Move the vDSO and its data pages to where the process had them. Each moves to a
+    // free spot first, so that old and new places may overlap.
+    std::vector<const image::Vma*> vdso_want;
+    for (const auto& v : mm.vmas())
+        if (v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR || v.kind() == image::Vma::VVAR_VCLOCK)
+            vdso_want.push_back(&v);
+    for (const image::Vma* v : vdso_want) {
+        auto it = vdso_now.find(v->kind());
+        if (it == vdso_now.end())
+            return error("pid {}: the image has a {} mapping that this kernel does not provide", pid, v->name());
+        if (it->second.end - it->second.start != v->end() - v->start())
+            return error("pid {}: {} is {} bytes here but was {} at dump (kernel changed?)", pid, v->name(),
+                         it->second.end - it->second.start, v->end() - v->start());
+    }
+    std::vector<std::pair<uint64_t, const image::Vma*>> parked;
+    for (const image::Vma* v : vdso_want) {
+        const auto& now = vdso_now[v->kind()];
+        uint64_t len = now.end - now.start;
+        int64_t tmp = CKPT_TRY(rt.syscall_ok("mmap(vdso parking)", SYS_mmap,
+                                             {0, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0}));
+        CKPT_TRY(rt.syscall_ok("mremap(vdso)", SYS_mremap,
+                               {now.start, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, static_cast<uint64_t>(tmp)}));
+        parked.emplace_back(static_cast<uint64_t>(tmp), v);
+    }
+    for (auto [at, v] : parked) {
+        uint64_t len = v->end() - v->start();
+        CKPT_TRY(rt.syscall_ok("mremap(vdso)", SYS_mremap, {at, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, v->start()}));
+    }
+    // Any vDSO part the image did not have (an older kernel) goes away.
+    for (auto& [kind, m] : vdso_now) {
+        bool wanted = std::any_of(vdso_want.begin(), vdso_want.end(), [&](auto* v) { return v->kind() == kind; });
+        if (!wanted) CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {m.start, m.end - m.start}));
+    }
+
+    // 3. Map every recorded mapping. Writable first where pages must be filled in.
+    for (const auto& v : mm.vmas()) {
+        if (v.kind() == image::Vma::VSYSCALL || v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR ||
+            v.kind() == image::Vma::VVAR_VCLOCK)
+            continue;
+        uint64_t len = v.end() - v.start();
+        uint32_t prot = v.prot() | (v.has_pages() ? PROT_WRITE : 0);
+        uint32_t flags = (v.flags() & (MAP_SHARED | MAP_PRIVATE | MAP_GROWSDOWN)) | MAP_FIXED;
+        int64_t target_fd = -1;
+        if (v.kind() == image::Vma::ANON) {
+            flags |= MAP_ANONYMOUS;
+        } else {
+            target_fd = CKPT_TRY_CTX(t.mapping_fd(v), "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(),
+                                     v.name());
+        }
+        uint64_t pgoff = v.kind() == image::Vma::ANON ? 0 : v.pgoff();
+        int64_t got = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
+                                                  {v.start(), len, prot, flags, static_cast<uint64_t>(target_fd), pgoff}),
+                                   "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());
+        if (static_cast<uint64_t>(got) != v.start())
+            return error("pid {}: mmap placed {:#x} at {:#x}", pid, v.start(), got);
+    }
+    CKPT_TRY(t.close_mapping_fds());
+
+    // 4. Page data, straight from the (mapped) pages file into the process.
+    const image::PageMap& pm = t.pagemap;
+    auto pages_fd = CKPT_TRY(open_file(t.image_dir + "/" + pm.pages_file(), O_RDONLY));
+    struct stat sb;
+    if (fstat(pages_fd.get(), &sb) != 0) return sys_error("fstat {}", pm.pages_file());
+    if (static_cast<uint64_t>(sb.st_size) != pm.pages_bytes())
+        return error_code(EINVAL, "{}/{}: {} bytes, expected {} (truncated image?)", t.image_dir, pm.pages_file(),
+                          sb.st_size, pm.pages_bytes());
+    const char* data = nullptr;
+    if (pm.pages_bytes() > 0) {
+        void* p = mmap(nullptr, pm.pages_bytes(), PROT_READ, MAP_PRIVATE | MAP_POPULATE, pages_fd.get(), 0);
+        if (p == MAP_FAILED) return sys_error("mmap {}", pm.pages_file());
+        data = static_cast<const char*>(p);
+        if (XXH3_64bits(data, pm.pages_bytes()) != pm.pages_xxh3()) {
+            munmap(p, pm.pages_bytes());
+            return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", t.image_dir, pm.pages_file());
+        }
+    }
+    auto unmap_data = [&] {
+        if (data) munmap(const_cast<char*>(data), pm.pages_bytes());
+    };
+    std::vector<char> zeros;
+    std::vector<iovec> local, remote;
+    auto flush = [&]() -> Result<void> {
+        if (local.empty()) return ok();
+        ssize_t want = 0;
+        for (auto& l : local) want += static_cast<ssize_t>(l.iov_len);
+        ssize_t n = process_vm_writev(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
+        if (n != want) {
+            // Pages the process may not write (mapped read-only and shared): /proc/PID/mem.
+            for (size_t i = 0; i < local.size(); ++i)
+                CKPT_TRY(write_remote(pid, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
+                                      local[i].iov_len));
+        }
+        local.clear();
+        remote.clear();
+        return ok();
+    };
+    // Which runs belong to file mappings (zero runs there must be written explicitly).
+    auto in_file_vma = [&](uint64_t addr) {
+        for (const auto& v : mm.vmas())
+            if (addr >= v.start() && addr < v.end()) return v.kind() == image::Vma::FILE;
+        return false;
+    };
+    uint64_t off = 0;
+    for (const auto& run : pm.runs()) {
+        uint64_t len = run.nr_pages() * pm.page_size();
+        const void* src;
+        if (run.zero()) {
+            if (!in_file_vma(run.vaddr())) continue;  // fresh anonymous memory reads as zero
+            if (zeros.size() < len) zeros.assign(len, 0);
+            src = zeros.data();
+        } else {
+            if (off + len > pm.pages_bytes()) {
+                unmap_data();
+                return error_code(EINVAL, "{}/{}: page runs exceed the data", t.image_dir, pm.pages_file());
+            }
+            src = data + off;
+            off += len;
+        }
+        local.push_back({const_cast<void*>(src), len});
+        remote.push_back({reinterpret_cast<void*>(run.vaddr()), len});
+        if (local.size() == kIovMax) {
+            auto r = flush();
+            if (!r) {
+                unmap_data();
+                return std::move(r).error().context("pid {}: writing pages", pid);
+            }
+        }
+    }
+    auto r = flush();
+    unmap_data();
+    if (!r) return std::move(r).error().context("pid {}: writing pages", pid);
+
+    // 5. Final protections and madvise flags.
+    for (const auto& v : mm.vmas()) {
+        if (v.kind() == image::Vma::VSYSCALL || v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR ||
+            v.kind() == image::Vma::VVAR_VCLOCK)
+            continue;
+        uint64_t len = v.end() - v.start();
+        if (v.has_pages() && !(v.prot() & PROT_WRITE))
+            CKPT_TRY(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), len, v.prot()}));
+        static const std::pair<uint32_t, int> advice[] = {{kHugepage, MADV_HUGEPAGE},
+                                                          {kNoHugepage, MADV_NOHUGEPAGE},
+                                                          {kDontFork, MADV_DONTFORK},
+                                                          {kWipeOnFork, MADV_WIPEONFORK},
+                                                          {kDontDump, MADV_DONTDUMP}};
+        for (auto [bit, adv] : advice)
+            if (v.madvise() & bit)
+                CKPT_TRY(rt.syscall_ok("madvise", SYS_madvise, {v.start(), len, static_cast<uint64_t>(adv)}));
+    }
+
+    // 6. mm fields and the exe link.
+    prctl_mm_map map{};
+    map.start_code = mm.start_code();
+    map.end_code = mm.end_code();
+    map.start_data = mm.start_data();
+    map.end_data = mm.end_data();
+    map.start_brk = mm.start_brk();
+    map.brk = mm.brk();
+    map.start_stack = mm.start_stack();
+    map.arg_start = mm.arg_start();
+    map.arg_end = mm.arg_end();
+    map.env_start = mm.env_start();
+    map.env_end = mm.env_end();
+    uint64_t scratch = t.scratch();
+    map.auxv = reinterpret_cast<__u64*>(scratch + sizeof map);
+    map.auxv_size = static_cast<uint32_t>(mm.auxv().size());
+    if (sizeof map + mm.auxv().size() > t.scratch_size())
+        return error("pid {}: auxv of {} bytes does not fit the trampoline", pid, mm.auxv().size());
+    map.exe_fd = static_cast<uint32_t>(CKPT_TRY_CTX(t.install_file(mm.exe_file_id(), O_RDONLY), "pid {}: exe", pid));
+    CKPT_TRY(write_remote(pid, scratch, &map, sizeof map));
+    CKPT_TRY(write_remote(pid, scratch + sizeof map, mm.auxv().data(), mm.auxv().size()));
+    CKPT_TRY_CTX(rt.syscall_ok("prctl(PR_SET_MM_MAP)", SYS_prctl, {PR_SET_MM, PR_SET_MM_MAP, scratch, sizeof map}),
+                 "pid {}", pid);
+    CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(map.exe_fd)}));
+    return ok();
+}
+
+}  // namespace ckpt::engine

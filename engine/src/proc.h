@@ -1,0 +1,66 @@
+// Reading /proc/PID: the parts of a process the kernel reports there.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckpt/base/result.h"
+
+namespace ckpt::engine {
+
+struct ProcMapping {
+    uint64_t start = 0, end = 0;
+    bool read = false, write = false, exec = false, shared = false;
+    uint64_t offset = 0;
+    uint32_t dev_major = 0, dev_minor = 0;
+    uint64_t inode = 0;
+    std::string path;  // may be empty, "[heap]", "[stack]", "[vdso]", "/x (deleted)"
+};
+
+struct ProcStat {
+    pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
+    char state = '?';
+    std::string comm;
+    int exit_signal = 0;
+    uint64_t start_code = 0, end_code = 0, start_data = 0, end_data = 0, start_brk = 0, start_stack = 0;
+    uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
+    int64_t nice = 0;
+    uint32_t policy = 0, rt_priority = 0;
+};
+
+struct ProcStatus {
+    uint32_t uid[4]{}, gid[4]{};  // real, effective, saved, fs
+    std::vector<uint32_t> groups;
+    uint64_t cap_inh = 0, cap_prm = 0, cap_eff = 0, cap_bnd = 0, cap_amb = 0;
+    uint64_t sig_blk = 0, sig_ign = 0, sig_cgt = 0;
+    bool no_new_privs = false;
+    int seccomp_mode = 0;
+    uint32_t umask = 022;
+    pid_t tgid = 0;
+    std::vector<pid_t> nspid;
+};
+
+std::string proc_path(pid_t pid, const char* what);
+std::string proc_task_path(pid_t pid, pid_t tid, const char* what);
+
+Result<std::vector<ProcMapping>> read_maps(pid_t pid);
+Result<ProcStat> read_stat(pid_t pid, pid_t tid = 0);
+Result<ProcStatus> read_status(pid_t pid, pid_t tid = 0);
+Result<std::vector<pid_t>> read_tasks(pid_t pid);
+// Children of every thread of pid.
+Result<std::vector<pid_t>> read_children(pid_t pid);
+// Target of a /proc symlink (exe, cwd, root, fd/N).
+Result<std::string> read_link(const std::string& path);
+
+// Soft and hard limit of every resource, from /proc/PID/limits (prlimit on another
+// user's process needs CAP_SYS_RESOURCE, which root lacks on some machines).
+struct Limit {
+    uint32_t resource;
+    uint64_t cur, max;
+};
+Result<std::vector<Limit>> read_limits(pid_t pid);
+
+}  // namespace ckpt::engine

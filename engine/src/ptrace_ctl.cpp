@@ -1,0 +1,176 @@
+#include "ptrace_ctl.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "ckpt/base/fd.h"
+#include "proc.h"
+
+namespace ckpt::engine {
+
+Result<int> wait_stopped(pid_t tid) {
+    int status;
+    for (;;) {
+        pid_t r = waitpid(tid, &status, __WALL);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("waitpid tid {}", tid);
+        }
+        break;
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status))
+        return error_code(ESRCH, "tid {} exited while traced (status {:#x})", tid, status);
+    return status;
+}
+
+Result<void> seize_and_stop(pid_t tid) {
+    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) return sys_error("ptrace(SEIZE) tid {}", tid);
+    if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
+    for (;;) {
+        int status = CKPT_TRY(wait_stopped(tid));
+        int event = status >> 16;
+        if (event == PTRACE_EVENT_STOP) return ok();
+        if (WIFSTOPPED(status) && event == 0) {
+            // A signal reached the thread before our interrupt: let it be delivered as it
+            // would have been, then stop again.
+            int sig = WSTOPSIG(status);
+            if (ptrace(PTRACE_CONT, tid, 0, sig) != 0) return sys_error("ptrace(CONT) tid {}", tid);
+            if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
+            continue;
+        }
+        if (ptrace(PTRACE_CONT, tid, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid);
+        if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
+    }
+}
+
+Result<RemoteThread> RemoteThread::attach(pid_t tid, uint64_t code_addr) {
+    RemoteThread t;
+    t.tid_ = tid;
+    t.code_addr_ = code_addr;
+    t.saved_ = CKPT_TRY(arch::read_thread_state(tid));
+    if (ptrace(PTRACE_GETSIGMASK, tid, sizeof t.saved_sigmask_, &t.saved_sigmask_) != 0)
+        return sys_error("ptrace(GETSIGMASK) tid {}", tid);
+    uint64_t all = ~0ull;
+    if (ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid);
+    return t;
+}
+
+Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
+    arch::ThreadState st;
+    st.regs = saved_.regs;  // general registers only: the extended state is left alone
+    arch::prepare_syscall(st, code_addr_, nr, args);
+    CKPT_TRY(arch::write_thread_state(tid_, st));
+    if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
+    for (;;) {
+        int status = CKPT_TRY_CTX(wait_stopped(tid_), "injected syscall {}", nr);
+        if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0) break;
+        if (WIFSTOPPED(status) && (status >> 16) == 0) {
+            int sig = WSTOPSIG(status);
+            auto now = arch::read_thread_state(tid_);
+            siginfo_t si{};
+            ptrace(PTRACE_GETSIGINFO, tid_, 0, &si);
+            return error_code(EFAULT, "tid {}: injected syscall {} stopped by signal {} (code {}, address {}) at {:#x}",
+                              tid_, nr, sig, si.si_code, si.si_addr, now ? arch::instruction_pointer(*now) : 0);
+        }
+        // Any other stop (group stop, event): keep going.
+        if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
+    }
+    auto after = CKPT_TRY(arch::read_thread_state(tid_));
+    return arch::syscall_return(after);
+}
+
+Result<int64_t> RemoteThread::syscall_ok(const char* name, long nr, std::array<uint64_t, 6> args) {
+    int64_t r = CKPT_TRY(syscall(nr, args));
+    if (r < 0 && r > -4096) return sys_error_code(static_cast<int>(-r), fmt::format("tid {}: {}", tid_, name));
+    return r;
+}
+
+Result<void> RemoteThread::syscall_removing_code(long nr, std::array<uint64_t, 6> args) {
+    arch::ThreadState st;
+    st.regs = saved_.regs;
+    arch::prepare_syscall(st, code_addr_, nr, args);
+    CKPT_TRY(arch::write_thread_state(tid_, st));
+    if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
+    int status = CKPT_TRY(wait_stopped(tid_));
+    if (!WIFSTOPPED(status) || (status >> 16) != 0 || (WSTOPSIG(status) != SIGSEGV && WSTOPSIG(status) != SIGTRAP))
+        return error("tid {}: unexpected stop {:#x} after syscall {}", tid_, status, nr);
+    auto after = CKPT_TRY(arch::read_thread_state(tid_));
+    if (WSTOPSIG(status) == SIGTRAP && arch::syscall_return(after) < 0)
+        return sys_error_code(static_cast<int>(-arch::syscall_return(after)), fmt::format("tid {}: syscall {}", tid_, nr));
+    return ok();
+}
+
+Result<void> RemoteThread::restore_state() {
+    CKPT_TRY(arch::write_thread_state(tid_, saved_));
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof saved_sigmask_, &saved_sigmask_) != 0)
+        return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
+    return ok();
+}
+
+Result<TrapCodeSite> TrapCodeSite::install(pid_t pid, uint64_t addr) {
+    TrapCodeSite s;
+    s.pid_ = pid;
+    s.addr_ = addr;
+    errno = 0;
+    long word = ptrace(PTRACE_PEEKDATA, pid, addr, 0);
+    if (word == -1 && errno) return sys_error("ptrace(PEEKDATA) pid {} at {:#x}", pid, addr);
+    s.original_ = static_cast<uint64_t>(word);
+    uint64_t patched = s.original_;
+    auto code = arch::syscall_trap_code();
+    std::memcpy(&patched, code.data(), code.size());
+    if (ptrace(PTRACE_POKEDATA, pid, addr, patched) != 0) return sys_error("ptrace(POKEDATA) pid {} at {:#x}", pid, addr);
+    s.installed_ = true;
+    return s;
+}
+
+TrapCodeSite::TrapCodeSite(TrapCodeSite&& o) noexcept
+    : pid_(o.pid_), addr_(o.addr_), original_(o.original_), installed_(std::exchange(o.installed_, false)) {}
+
+Result<void> TrapCodeSite::remove() {
+    if (!installed_) return ok();
+    installed_ = false;
+    if (ptrace(PTRACE_POKEDATA, pid_, addr_, original_) != 0)
+        return sys_error("ptrace(POKEDATA) pid {} at {:#x}", pid_, addr_);
+    return ok();
+}
+
+TrapCodeSite::~TrapCodeSite() { (void)remove(); }
+
+namespace {
+
+Result<void> proc_mem_io(pid_t pid, uint64_t addr, void* buf, size_t len, bool write) {
+    auto fd = CKPT_TRY(open_file(proc_path(pid, "mem"), write ? O_WRONLY : O_RDONLY));
+    char* p = static_cast<char*>(buf);
+    while (len > 0) {
+        ssize_t n = write ? pwrite(fd.get(), p, len, static_cast<off_t>(addr)) : pread(fd.get(), p, len, static_cast<off_t>(addr));
+        if (n <= 0) return sys_error("{} /proc/{}/mem at {:#x}", write ? "pwrite" : "pread", pid, addr);
+        p += n;
+        addr += static_cast<uint64_t>(n);
+        len -= static_cast<size_t>(n);
+    }
+    return ok();
+}
+
+}  // namespace
+
+Result<void> read_remote(pid_t pid, uint64_t addr, void* buf, size_t len) {
+    iovec local{buf, len}, remote{reinterpret_cast<void*>(addr), len};
+    ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (n == static_cast<ssize_t>(len)) return ok();
+    return proc_mem_io(pid, addr, buf, len, false);
+}
+
+Result<void> write_remote(pid_t pid, uint64_t addr, const void* buf, size_t len) {
+    iovec local{const_cast<void*>(buf), len}, remote{reinterpret_cast<void*>(addr), len};
+    ssize_t n = process_vm_writev(pid, &local, 1, &remote, 1, 0);
+    if (n == static_cast<ssize_t>(len)) return ok();
+    return proc_mem_io(pid, addr, const_cast<void*>(buf), len, true);
+}
+
+}  // namespace ckpt::engine

@@ -1,0 +1,81 @@
+// Controlling threads through ptrace: seizing and interrupting them, and making a stopped
+// thread perform system calls on the engine's behalf (syscall injection).
+//
+// Injection runs one syscall instruction placed in the target (a trap code site): the
+// thread's registers are pointed at it, the thread runs until the breakpoint after the
+// instruction, and its registers are then put back. Signals are blocked meanwhile, so no
+// handler of the target runs under our feet.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "ckpt/arch/arch.h"
+#include "ckpt/base/result.h"
+
+namespace ckpt::engine {
+
+// PTRACE_SEIZE + PTRACE_INTERRUPT, waiting until the thread is in a ptrace stop.
+// A signal that arrives first is delivered (the handler runs) and the interrupt repeated.
+Result<void> seize_and_stop(pid_t tid);
+// Waits for the next stop of a traced thread; returns the wait status.
+Result<int> wait_stopped(pid_t tid);
+
+// A thread that can execute injected system calls. The caller owns the ptrace attachment.
+class RemoteThread {
+public:
+    // code_addr: where syscall_trap_code() is in the target's memory.
+    static Result<RemoteThread> attach(pid_t tid, uint64_t code_addr);
+    pid_t tid() const { return tid_; }
+    uint64_t code_addr() const { return code_addr_; }
+    void set_code_addr(uint64_t a) { code_addr_ = a; }
+
+    // Performs syscall nr in the thread; returns its raw result (negative errno on failure).
+    Result<int64_t> syscall(long nr, std::array<uint64_t, 6> args = {});
+    // As syscall(), but a negative result is an error naming the call.
+    Result<int64_t> syscall_ok(const char* name, long nr, std::array<uint64_t, 6> args = {});
+
+    // Performs a syscall that removes the trap code itself (munmap of the trampoline):
+    // the thread then faults on the breakpoint's address, which is the expected end.
+    Result<void> syscall_removing_code(long nr, std::array<uint64_t, 6> args);
+
+    // Puts back the registers and signal mask the thread had when attached.
+    Result<void> restore_state();
+    const arch::ThreadState& saved_state() const { return saved_; }
+    uint64_t saved_sigmask() const { return saved_sigmask_; }
+
+private:
+    pid_t tid_ = 0;
+    uint64_t code_addr_ = 0;
+    arch::ThreadState saved_;
+    uint64_t saved_sigmask_ = 0;
+};
+
+// Temporarily places the trap code at addr (an executable page of a frozen process),
+// restoring the original bytes when destroyed.
+class TrapCodeSite {
+public:
+    static Result<TrapCodeSite> install(pid_t pid, uint64_t addr);
+    TrapCodeSite(TrapCodeSite&& o) noexcept;
+    TrapCodeSite& operator=(TrapCodeSite&&) = delete;
+    ~TrapCodeSite();
+    uint64_t addr() const { return addr_; }
+    Result<void> remove();
+
+private:
+    TrapCodeSite() = default;
+    pid_t pid_ = 0;
+    uint64_t addr_ = 0;
+    uint64_t original_ = 0;
+    bool installed_ = false;
+};
+
+// Memory of another process (process_vm_readv/writev; /proc/PID/mem for pages the
+// process itself may not read or write).
+Result<void> read_remote(pid_t pid, uint64_t addr, void* buf, size_t len);
+Result<void> write_remote(pid_t pid, uint64_t addr, const void* buf, size_t len);
+
+}  // namespace ckpt::engine

@@ -1,0 +1,332 @@
+// Restore: recreate every process with its old pid and turn it into the dumped process
+// by driving it with injected system calls. All or nothing: on any failure every process
+// created so far is killed (they are traced with PTRACE_O_EXITKILL, so even a crash of
+// the engine takes them down).
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ckpt/arch/arch.h"
+#include "ckpt/engine/engine.h"
+#include "ckpt/engine/syscalls.h"
+#include "ckpt/image/image_file.h"
+#include "dump_context.h"
+#include "fds.h"
+#include "files.h"
+#include "inventory.pb.h"
+#include "memory.h"
+#include "proc.h"
+#include "restore_task.h"
+#include "task_state.h"
+#include "threads.h"
+
+namespace ckpt::engine {
+
+Result<const image::FileEntry*> RestoreShared::file(uint32_t id) const {
+    if (id == 0 || static_cast<int>(id) > files.files_size())
+        return error_code(EINVAL, "{}/files.img: no file {}", image_dir, id);
+    return &files.files(static_cast<int>(id) - 1);
+}
+
+Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
+    int64_t fd = CKPT_TRY(leader->syscall_ok("pidfd_getfd", SYS_pidfd_getfd,
+                                             {static_cast<uint64_t>(engine_pidfd_in_target),
+                                              static_cast<uint64_t>(engine_fd), 0}));
+    if (at_fd >= 0 && fd != at_fd) {
+        CKPT_TRY(leader->syscall_ok("dup3", SYS_dup3,
+                                    {static_cast<uint64_t>(fd), static_cast<uint64_t>(at_fd), cloexec ? O_CLOEXEC : 0u}));
+        CKPT_TRY(leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
+        return at_fd;
+    }
+    // pidfd_getfd sets close-on-exec; clear it unless wanted.
+    if (!cloexec) CKPT_TRY(leader->syscall_ok("fcntl(F_SETFD)", SYS_fcntl, {static_cast<uint64_t>(fd), F_SETFD, 0}));
+    return static_cast<int>(fd);
+}
+
+Result<int> RestoreTask::install_file(uint32_t file_id, int flags, int at_fd, bool cloexec) {
+    const image::FileEntry* e = CKPT_TRY(shared->file(file_id));
+    auto fd = CKPT_TRY(open_recorded_file(image_dir, *e, flags, shared->skip_file_checks));
+    return install_fd(fd.get(), at_fd, cloexec);
+}
+
+Result<int64_t> RestoreTask::mapping_fd(const image::Vma& v) {
+    if (auto it = mapping_fds_.find(v.file_id()); it != mapping_fds_.end()) return it->second;
+    const image::FileEntry* e = CKPT_TRY(shared->file(v.file_id()));
+    int engine_fd;
+    UniqueFd opened;
+    if (e->memfd()) {
+        // One memory object per recorded object, shared by every process that maps it.
+        auto it = shared->shm_objects.find(v.file_id());
+        if (it == shared->shm_objects.end()) {
+            auto fd = CKPT_TRY(open_recorded_file(image_dir, *e, O_RDWR, shared->skip_file_checks));
+            it = shared->shm_objects.emplace(v.file_id(), std::move(fd)).first;
+        }
+        engine_fd = it->second.get();
+    } else {
+        bool shared_write = (v.flags() & MAP_SHARED) && (v.prot() & PROT_WRITE);
+        opened = CKPT_TRY(open_recorded_file(image_dir, *e, shared_write ? O_RDWR : O_RDONLY, shared->skip_file_checks));
+        engine_fd = opened.get();
+    }
+    int fd = CKPT_TRY(install_fd(engine_fd));
+    mapping_fds_[v.file_id()] = fd;
+    return fd;
+}
+
+Result<void> RestoreTask::close_mapping_fds() {
+    for (auto [id, fd] : mapping_fds_) CKPT_TRY(leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
+    mapping_fds_.clear();
+    return ok();
+}
+
+namespace {
+
+constexpr unsigned kTraceOptions = PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
+
+// Every process created so far; killed unless the restore completes.
+struct Created {
+    std::vector<pid_t> pids;
+    bool done = false;
+    ~Created() {
+        if (done) return;
+        for (pid_t p : pids) kill(p, SIGKILL);
+        for (pid_t p : pids) waitpid(p, nullptr, __WALL | WNOHANG);
+    }
+};
+
+Result<void> check_pid_free(pid_t pid) {
+    if (access(("/proc/" + std::to_string(pid)).c_str(), F_OK) == 0)
+        return error_code(EEXIST, "pid {} is in use; restore it where its pids are free or with --new-pidns", pid);
+    return ok();
+}
+
+// The root process: a child of the engine with the old pid, which maps the trampoline and
+// stops, traced.
+Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
+    clone_args args{};
+    args.exit_signal = SIGCHLD;
+    args.set_tid = reinterpret_cast<uint64_t>(&pid);
+    args.set_tid_size = 1;
+    auto code = arch::syscall_trap_code();
+    long r = sys_clone3(&args, sizeof args);
+    if (r == 0) {
+        // Only raw system calls from here: this is a copy of the engine about to be replaced.
+        void* p = reinterpret_cast<void*>(syscall(SYS_mmap, trampoline, RestoreTask::kTrampolineSize,
+                                                  PROT_READ | PROT_WRITE | PROT_EXEC,
+                                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
+        if (p != reinterpret_cast<void*>(trampoline)) syscall(SYS_exit_group, 120);
+        std::memcpy(p, code.data(), code.size());
+        if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) != 0) syscall(SYS_exit_group, 121);
+        syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+        syscall(SYS_exit_group, 122);
+    }
+    if (r < 0) {
+        if (errno == EEXIST) return error_code(EEXIST, "pid {} is in use", pid);
+        return sys_error("clone3(set_tid={})", pid);
+    }
+    int status = CKPT_TRY(wait_stopped(static_cast<pid_t>(r)));
+    if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGSTOP)
+        return error("pid {}: restore helper did not stop (status {:#x})", pid, status);
+    if (ptrace(PTRACE_SETOPTIONS, r, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", r);
+    return static_cast<pid_t>(r);
+}
+
+// A child of parent's process, created from inside the parent so that it is its child.
+Result<void> create_child(RestoreTask& parent, pid_t pid) {
+    clone_args args{};
+    args.exit_signal = SIGCHLD;
+    uint64_t at = parent.scratch() + 3072;
+    args.set_tid = at + sizeof args;
+    args.set_tid_size = 1;
+    CKPT_TRY(write_remote(parent.pid, at, &args, sizeof args));
+    CKPT_TRY(write_remote(parent.pid, at + sizeof args, &pid, sizeof pid));
+    int64_t r = CKPT_TRY(parent.leader->syscall(SYS_clone3, {at, sizeof args}));
+    if (r == -EEXIST) return error_code(EEXIST, "pid {} is in use", pid);
+    if (r < 0) return sys_error_code(static_cast<int>(-r), fmt::format("pid {}: clone3(child {})", parent.pid, pid));
+    CKPT_TRY(wait_stopped(pid));
+    return ok();
+}
+
+Result<void> load_task_images(RestoreTask& t) {
+    std::string s = "-" + std::to_string(t.pid) + ".img";
+    const std::string& d = t.image_dir;
+    CKPT_TRY(image::read_image(d + "/core" + s, image::Kind::Core, &t.core));
+    CKPT_TRY(image::read_image(d + "/mm" + s, image::Kind::Mm, &t.mm));
+    CKPT_TRY(image::read_image(d + "/pagemap" + s, image::Kind::PageMap, &t.pagemap));
+    CKPT_TRY(image::read_image(d + "/fds" + s, image::Kind::Fds, &t.fds));
+    if (t.core.threads_size() == 0) return error_code(EINVAL, "{}/core{}: no threads", d, s);
+    return ok();
+}
+
+Result<void> restore_process(RestoreTask& t) {
+    CKPT_TRY(restore_memory(t));
+    CKPT_TRY(restore_sigactions(t));
+    CKPT_TRY(restore_task_settings(t));
+    CKPT_TRY(restore_fds(t));
+    return ok();
+}
+
+}  // namespace
+
+Result<pid_t> restore(const RestoreOptions& opts) {
+    const std::string& dir = opts.image_dir;
+    struct stat sb;
+    if (stat(dir.c_str(), &sb) != 0) return sys_error("image directory {}", dir);
+    image::Inventory inv;
+    CKPT_TRY(image::read_image(dir + "/inventory.img", image::Kind::Inventory, &inv));
+    if (inv.arch() != arch::image_arch())
+        return error_code(EINVAL, "{}: images are for architecture {}, this machine is {}", dir,
+                          image::Arch_Name(inv.arch()), arch::name());
+    if (inv.tasks_size() == 0) return error_code(EINVAL, "{}/inventory.img: no processes", dir);
+
+    RestoreShared shared;
+    shared.image_dir = dir;
+    shared.skip_file_checks = opts.skip_file_checks;
+    shared.inherited = opts.inherit_fds;
+    CKPT_TRY(image::read_image(dir + "/files.img", image::Kind::Files, &shared.files));
+    for (const auto& p : shared.files.pipes()) {
+        int fds[2];
+        if (pipe2(fds, O_CLOEXEC) != 0) return sys_error("pipe2");
+        shared.pipes[p.id()] = {UniqueFd(fds[0]), UniqueFd(fds[1])};
+        if (p.capacity() && fcntl(fds[1], F_SETPIPE_SZ, p.capacity()) < 0)
+            logger()->warn("pipe {}: cannot set capacity {}: {}", p.id(), p.capacity(), strerror(errno));
+        CKPT_TRY_CTX(write_all(fds[1], p.queued().data(), p.queued().size()), "pipe {}: queued data", p.id());
+    }
+
+    // Load every image and check every pid before creating anything.
+    std::map<pid_t, RestoreTask> tasks;
+    std::vector<pid_t> order;
+    for (const auto& te : inv.tasks()) {
+        CKPT_TRY(check_pid_free(te.pid()));
+        for (pid_t tid : te.threads()) CKPT_TRY(check_pid_free(tid));
+        RestoreTask& t = tasks[te.pid()];
+        t.pid = te.pid();
+        t.image_dir = dir;
+        t.shared = &shared;
+        order.push_back(te.pid());
+        if (te.state() == image::TaskEntry::ZOMBIE) continue;
+        CKPT_TRY(load_task_images(t));
+    }
+    image::MmCore all_layouts;
+    for (auto& [pid, t] : tasks)
+        for (const auto& v : t.mm.vmas()) *all_layouts.add_vmas() = v;
+    uint64_t trampoline = CKPT_TRY(find_trampoline_hole(all_layouts, RestoreTask::kTrampolineSize));
+
+    Created created;
+    std::map<pid_t, const image::TaskEntry*> entry;
+    for (const auto& te : inv.tasks()) entry[te.pid()] = &te;
+
+    // 1. The tree: each process created by its parent, in inventory order (parents first).
+    pid_t root = inv.root_pid();
+    for (pid_t pid : order) {
+        RestoreTask& t = tasks[pid];
+        const image::TaskEntry& te = *entry[pid];
+        if (pid == root) {
+            CKPT_TRY(create_root(pid, trampoline));
+        } else {
+            auto parent = tasks.find(te.ppid());
+            if (parent == tasks.end() || !parent->second.leader)
+                return error("pid {}: parent {} is not in the images", pid, te.ppid());
+            CKPT_TRY(create_child(parent->second, pid));
+        }
+        created.pids.push_back(pid);
+        t.trampoline = trampoline;
+        t.leader = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(pid, trampoline)));
+        if (ptrace(PTRACE_SETOPTIONS, pid, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", pid);
+        CKPT_TRY_CTX(drop_inherited_rseq(*t.leader), "pid {}", pid);
+        // Sessions and groups led by this process; others are inherited from the parent
+        // (or, for the root, from the restorer).
+        if (te.sid() == pid) CKPT_TRY(t.leader->syscall_ok("setsid", SYS_setsid));
+        else if (te.pgid() == pid) CKPT_TRY(t.leader->syscall_ok("setpgid", SYS_setpgid, {0, 0}));
+        t.engine_pidfd_in_target = static_cast<int>(
+            CKPT_TRY(t.leader->syscall_ok("pidfd_open", SYS_pidfd_open, {static_cast<uint64_t>(getpid()), 0})));
+    }
+    // Groups led by another process of the tree.
+    for (pid_t pid : order) {
+        const image::TaskEntry& te = *entry[pid];
+        if (te.pgid() != pid && te.sid() != pid && tasks.count(te.pgid()) && te.pgid() != entry[te.ppid() ? te.ppid() : pid]->pgid())
+            CKPT_TRY(tasks[pid].leader->syscall_ok("setpgid", SYS_setpgid, {0, static_cast<uint64_t>(te.pgid())}));
+    }
+
+    // 2. Each process: memory, handlers, settings, fds, threads; zombies just exit.
+    for (pid_t pid : order) {
+        RestoreTask& t = tasks[pid];
+        const image::TaskEntry& te = *entry[pid];
+        if (te.state() == image::TaskEntry::ZOMBIE) continue;
+        CKPT_TRY_CTX(restore_process(t), "restore pid {}", pid);
+    }
+    // 3. Threads and the last per-thread state; identity is dropped last.
+    std::vector<std::pair<pid_t, const image::ThreadCore*>> threads;
+    for (pid_t pid : order) {
+        RestoreTask& t = tasks[pid];
+        if (entry[pid]->state() == image::TaskEntry::ZOMBIE) continue;
+        for (int i = 0; i < t.core.threads_size(); ++i) {
+            const auto& tc = t.core.threads(i);
+            RemoteThread* rt = t.leader.get();
+            std::unique_ptr<RemoteThread> other;
+            if (i > 0) {
+                CKPT_TRY_CTX(create_thread(*t.leader, tc.tid()), "restore pid {}", pid);
+                other = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(tc.tid(), trampoline)));
+                rt = other.get();
+            }
+            CKPT_TRY_CTX(restore_thread_final(*rt, tc), "restore pid {}: thread {}", pid, tc.tid());
+            if (i > 0) {
+                CKPT_TRY_CTX(restore_creds(*rt, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
+                threads.emplace_back(tc.tid(), &tc);
+            }
+        }
+    }
+    // 4. Zombies: the process exits the way it did.
+    for (pid_t pid : order) {
+        const image::TaskEntry& te = *entry[pid];
+        if (te.state() != image::TaskEntry::ZOMBIE) continue;
+        RestoreTask& t = tasks[pid];
+        int status = te.exit_status();
+        if (WIFSIGNALED(status)) {
+            CKPT_TRY(t.leader->syscall(SYS_kill, {static_cast<uint64_t>(pid), static_cast<uint64_t>(WTERMSIG(status))}));
+        }
+        (void)t.leader->syscall(SYS_exit_group, {static_cast<uint64_t>(WEXITSTATUS(status))});
+        waitpid(pid, nullptr, __WALL);  // the tracer's view; the parent still sees the zombie
+        t.leader.reset();
+    }
+    // 5. Let go: threads' registers, then each leader drops its trampoline and identity.
+    for (auto [tid, tc] : threads) {
+        CKPT_TRY(set_thread_registers(tid, *tc));
+    }
+    for (pid_t pid : order) {
+        RestoreTask& t = tasks[pid];
+        if (!t.leader) continue;
+        CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
+        CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, 1}));
+        CKPT_TRY_CTX(restore_creds(*t.leader, t.core.creds()), "restore pid {}", pid);
+        if (!t.core.dumpable()) CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, 0}));
+        // munmap of the trampoline returns into unmapped memory: the fault stops the thread.
+        CKPT_TRY_CTX(t.leader->syscall_removing_code(SYS_munmap, {trampoline, RestoreTask::kTrampolineSize}),
+                     "pid {}: dropping the trampoline", pid);
+    }
+    created.done = true;
+    for (auto [tid, tc] : threads) ptrace(PTRACE_DETACH, tid, 0, 0);
+    for (pid_t pid : order) {
+        RestoreTask& t = tasks[pid];
+        if (!t.leader) continue;
+        CKPT_TRY(set_thread_registers(pid, t.core.threads(0)));
+        if (ptrace(PTRACE_DETACH, pid, 0, 0) != 0) return sys_error("ptrace(DETACH) pid {}", pid);
+    }
+    if (!opts.pidfile.empty()) {
+        auto fd = CKPT_TRY(open_file(opts.pidfile, O_WRONLY | O_CREAT | O_TRUNC, 0644));
+        std::string s = std::to_string(root) + "\n";
+        CKPT_TRY(write_all(fd.get(), s.data(), s.size()));
+    }
+    return root;
+}
+
+}  // namespace ckpt::engine

@@ -1,0 +1,61 @@
+// One process being restored: what its resource kinds need from one another.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ckpt/base/fd.h"
+#include "core.pb.h"
+#include "files.pb.h"
+#include "mm.pb.h"
+#include "ptrace_ctl.h"
+
+namespace ckpt::engine {
+
+struct RestoreShared;
+
+struct RestoreTask {
+    pid_t pid = 0;
+    std::string image_dir;
+    image::TaskCore core;
+    image::MmCore mm;
+    image::PageMap pagemap;
+    image::FdTable fds;
+    RestoreShared* shared = nullptr;
+
+    std::unique_ptr<RemoteThread> leader;
+    uint64_t trampoline = 0;          // code page, then scratch pages
+    static constexpr uint64_t kTrampolineSize = 4 * 4096;
+    int engine_pidfd_in_target = -1;  // the engine's pidfd, as an fd of the target
+
+    uint64_t scratch() const { return trampoline + 4096; }
+    uint64_t scratch_size() const { return kTrampolineSize - 4096; }
+
+    // Moves an fd of the engine into the target; returns its number there (at_fd if >= 0).
+    Result<int> install_fd(int engine_fd, int at_fd = -1, bool cloexec = false);
+    // Opens a recorded file (verified) in the engine and installs it in the target.
+    Result<int> install_file(uint32_t file_id, int flags, int at_fd = -1, bool cloexec = false);
+    // The target fd to map a file-backed or shared mapping from (cached per file).
+    Result<int64_t> mapping_fd(const image::Vma& v);
+    Result<void> close_mapping_fds();
+
+    std::map<uint32_t, int> mapping_fds_;  // file id -> fd in target
+};
+
+// What every process of one restore shares: the recorded files and pipes, options.
+struct RestoreShared {
+    std::string image_dir;
+    image::FileTable files;
+    bool skip_file_checks = false;
+    std::map<uint32_t, UniqueFd> shm_objects;  // file id -> memfd, shared by all its mappers
+    std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
+    std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
+
+    Result<const image::FileEntry*> file(uint32_t id) const;
+};
+
+}  // namespace ckpt::engine

@@ -1,0 +1,27 @@
+// Process-wide state other than memory, threads and fds: signal handlers, credentials,
+// limits, umask, personality, cwd and root, and other per-process settings.
+#pragma once
+
+#include <sys/types.h>
+
+#include "ckpt/base/result.h"
+#include "core.pb.h"
+#include "dump_context.h"
+#include "ptrace_ctl.h"
+
+namespace ckpt::engine {
+
+struct RestoreTask;
+
+// Signal handlers (signals.cpp).
+Result<void> dump_sigactions(RemoteThread& rt, uint64_t scratch, image::TaskCore* core);
+Result<void> restore_sigactions(RestoreTask& t);
+
+// Credentials, limits and settings (creds.cpp). dump_creds needs the frozen leader.
+Result<void> dump_creds(pid_t pid, RemoteThread& rt, uint64_t scratch, image::TaskCore* core);
+// Settings that need privilege or come before the fds (limits, umask, cwd, root...).
+Result<void> restore_task_settings(RestoreTask& t);
+// Drops to the recorded identity: the last thing done inside each thread.
+Result<void> restore_creds(RemoteThread& rt, const image::Creds& c);
+
+}  // namespace ckpt::engine

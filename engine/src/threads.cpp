@@ -1,0 +1,135 @@
+// Threads: registers and extended state, signal mask, TLS (in the registers),
+// clear_child_tid, robust futex list, rseq registration and sigaltstack.
+#include "threads.h"
+
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "ckpt/engine/syscalls.h"
+#include "proc.h"
+
+namespace ckpt::engine {
+namespace {
+
+struct RseqConfiguration {
+    uint64_t rseq_abi_pointer;
+    uint32_t rseq_abi_size, signature, flags, pad;
+};
+
+}  // namespace
+
+Result<void> dump_thread(pid_t pid, RemoteThread& rt, uint64_t scratch, image::ThreadCore* tc) {
+    pid_t tid = rt.tid();
+    tc->set_tid(tid);
+    arch::save_thread_state(rt.saved_state(), tc);
+    tc->set_blocked(rt.saved_sigmask());
+
+    RseqConfiguration rc{};
+    if (ptrace(static_cast<__ptrace_request>(kPtraceGetRseqConfiguration), tid, sizeof rc, &rc) > 0 &&
+        rc.rseq_abi_pointer) {
+        tc->set_rseq_addr(rc.rseq_abi_pointer);
+        tc->set_rseq_len(rc.rseq_abi_size);
+        tc->set_rseq_sig(rc.signature);
+        tc->set_rseq_flags(rc.flags);
+    }
+
+    uint64_t head = 0;
+    size_t len = 0;
+    if (syscall(SYS_get_robust_list, tid, &head, &len) == 0) {
+        tc->set_robust_list(head);
+        tc->set_robust_list_len(len);
+    }
+
+    // What only the thread itself can tell.
+    CKPT_TRY(rt.syscall_ok("prctl(PR_GET_TID_ADDRESS)", SYS_prctl, {PR_GET_TID_ADDRESS, scratch}));
+    uint64_t tid_address = 0;
+    CKPT_TRY(read_remote(pid, scratch, &tid_address, sizeof tid_address));
+    tc->set_clear_child_tid(tid_address);
+
+    CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {0, scratch}));
+    stack_t ss{};
+    CKPT_TRY(read_remote(pid, scratch, &ss, sizeof ss));
+    tc->set_altstack_sp(reinterpret_cast<uint64_t>(ss.ss_sp));
+    tc->set_altstack_size(ss.ss_size);
+    tc->set_altstack_flags(ss.ss_flags);
+
+    auto st = CKPT_TRY(read_stat(pid, tid));
+    tc->set_comm(st.comm);
+    tc->set_nice(static_cast<int32_t>(st.nice));
+    tc->set_sched_policy(static_cast<int32_t>(st.policy));
+    tc->set_sched_priority(static_cast<int32_t>(st.rt_priority));
+    return ok();
+}
+
+Result<void> drop_inherited_rseq(RemoteThread& rt) {
+    RseqConfiguration rc{};
+    if (ptrace(static_cast<__ptrace_request>(kPtraceGetRseqConfiguration), rt.tid(), sizeof rc, &rc) <= 0)
+        return sys_error("ptrace(GET_RSEQ_CONFIGURATION) tid {}", rt.tid());
+    if (!rc.rseq_abi_pointer) return ok();
+    constexpr uint64_t kRseqFlagUnregister = 1;
+    CKPT_TRY(rt.syscall_ok("rseq(unregister)", SYS_rseq, {rc.rseq_abi_pointer, rc.rseq_abi_size, kRseqFlagUnregister, rc.signature}));
+    return ok();
+}
+
+Result<pid_t> create_thread(RemoteThread& leader, pid_t tid) {
+    clone_args args{};
+    args.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    pid_t want = tid;
+    uint64_t at = leader.code_addr() + 4096 + 2048;  // scratch, past what memory restore uses
+    args.set_tid = at + sizeof args;
+    args.set_tid_size = 1;
+    CKPT_TRY(write_remote(leader.tid(), at, &args, sizeof args));
+    CKPT_TRY(write_remote(leader.tid(), at + sizeof args, &want, sizeof want));
+    int64_t r = CKPT_TRY(leader.syscall(SYS_clone3, {at, sizeof args}));
+    if (r < 0) {
+        if (r == -EEXIST) return error_code(EEXIST, "thread {}: pid {} is already in use", tid, tid);
+        return sys_error_code(static_cast<int>(-r), fmt::format("clone3(thread {})", tid));
+    }
+    // The new thread is traced from birth (PTRACE_O_TRACECLONE) and stops at once.
+    int status = CKPT_TRY(wait_stopped(tid));
+    (void)status;
+    return static_cast<pid_t>(r);
+}
+
+Result<void> restore_thread_final(RemoteThread& rt, const image::ThreadCore& tc) {
+    if (tc.clear_child_tid())
+        CKPT_TRY(rt.syscall_ok("set_tid_address", SYS_set_tid_address, {tc.clear_child_tid()}));
+    if (tc.robust_list())
+        CKPT_TRY(rt.syscall_ok("set_robust_list", SYS_set_robust_list, {tc.robust_list(), tc.robust_list_len()}));
+    if (tc.altstack_sp() || tc.altstack_size() || (tc.altstack_flags() & ~SS_DISABLE)) {
+        stack_t ss{};
+        ss.ss_sp = reinterpret_cast<void*>(tc.altstack_sp());
+        ss.ss_size = tc.altstack_size();
+        ss.ss_flags = tc.altstack_flags() & (1 << 31);  // SS_AUTODISARM
+        if (!(tc.altstack_flags() & SS_DISABLE)) {
+            uint64_t scratch = rt.code_addr() + 4096 + 1024;
+            CKPT_TRY(write_remote(rt.tid(), scratch, &ss, sizeof ss));
+            CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {scratch, 0}));
+        }
+    }
+    if (tc.rseq_addr())
+        CKPT_TRY(rt.syscall_ok("rseq", SYS_rseq, {tc.rseq_addr(), tc.rseq_len(), 0, tc.rseq_sig()}));
+    if (!tc.comm().empty()) {
+        uint64_t scratch = rt.code_addr() + 4096 + 1024;
+        char name[16] = {};
+        tc.comm().copy(name, sizeof name - 1);
+        CKPT_TRY(write_remote(rt.tid(), scratch, name, sizeof name));
+        CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, scratch}));
+    }
+    return ok();
+}
+
+Result<void> set_thread_registers(pid_t tid, const image::ThreadCore& tc) {
+    auto st = CKPT_TRY(arch::load_thread_state(tc));
+    arch::prepare_restart(st);
+    CKPT_TRY(arch::write_thread_state(tid, st));
+    uint64_t mask = tc.blocked();
+    if (ptrace(PTRACE_SETSIGMASK, tid, sizeof mask, &mask) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid);
+    return ok();
+}
+
+}  // namespace ckpt::engine
