@@ -1,0 +1,85 @@
+// What a job asked of ckpt (the --checkpoint-* options) and what the site allows (the
+// arguments of the plugstack.conf line), combined into the settings of one job.
+//
+// Pure logic without Slurm headers: spank_ckpt.so parses with it in every context (sbatch,
+// srun, slurmstepd), and the agent and ckpt-job read the same settings back from the job's
+// environment (CKPT_INTERVAL, CKPT_DIR, ...).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ckpt/base/result.h"
+
+namespace ckpt::slurm {
+
+// Site settings: the arguments after the plugin's path in plugstack.conf, e.g.
+//   required /usr/lib/x86_64-linux-gnu/slurm/spank_ckpt.so dir=/shared/ckpt keep=3
+// Each is key=value; see examples/plugstack.conf for the full list.
+struct PluginConfig {
+    std::string root = "/var/lib/ckpt";  // dir=: where jobs' checkpoint folders go by default
+    std::string engine;                  // engine=: ckpt-engine path ("" = found on PATH)
+    std::string agent;                   // agent=: ckpt-agent path ("" = found on PATH)
+    uint64_t interval = 0;               // interval=: default interval, seconds (0: only on request)
+    uint64_t min_interval = 0;           // min_interval=: shortest interval a job may ask for
+    uint32_t keep = 2;                   // keep=: committed sets kept per job by default
+    uint32_t max_keep = 100;             // max_keep=: most sets a job may keep
+    bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir?
+    std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)
+};
+
+// The arguments are validated whole: an unknown key or a bad value is an error that names
+// the argument.
+Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args);
+
+// --checkpoint-restore=<jobid>[:<set>]: restore the given job's newest committed set, or set N.
+struct RestoreRequest {
+    uint64_t job_id = 0;
+    std::optional<uint64_t> set;
+    std::string to_string() const;
+};
+Result<RestoreRequest> parse_restore(std::string_view text);
+
+// The options a job gave; unset ones take the site's defaults.
+struct JobOptions {
+    std::optional<uint64_t> interval;
+    std::optional<std::string> dir;
+    std::optional<uint32_t> keep;
+    std::optional<RestoreRequest> restore;
+    bool no_restart = false;
+    bool any() const { return interval || dir || keep || restore || no_restart; }
+};
+
+enum class Option { Interval, Dir, Keep, Restore, NoRestart };
+
+// Records one option's value, validated against the site's limits. The error is the line
+// sbatch or srun shows the user (it names the option, the value and the valid forms).
+Result<void> set_option(JobOptions& opts, Option which, std::string_view value,
+                        const PluginConfig& site);
+
+// The settings a job runs with.
+struct JobSettings {
+    bool active = false;    // the job uses ckpt (an option given, or a site default interval)
+    uint64_t interval = 0;  // seconds between checkpoints; 0: only on request
+    std::string dir;        // checkpoint root; the job's sets go to <dir>/<jobid>/
+    uint32_t keep = 0;
+    std::optional<RestoreRequest> restore;
+    bool restart = true;  // a requeued run resumes from the newest committed set
+};
+
+// Options over site defaults. `user` is the job's user name, checked against users=.
+Result<JobSettings> resolve(const JobOptions& opts, const PluginConfig& site, std::string_view user);
+
+// The job environment variables that carry the settings to the job and the agent:
+// CKPT_INTERVAL (seconds), CKPT_DIR, CKPT_KEEP, CKPT_RESTART (1 or 0) and, when asked,
+// CKPT_RESTORE (<jobid>[:<set>]). Empty when the job does not use ckpt.
+std::vector<std::pair<std::string, std::string>> job_environment(const JobSettings& settings);
+
+// Formats seconds as the shortest exact unit form ("90s", "10m", "2h", "1d", "0").
+std::string format_interval(uint64_t seconds);
+
+}  // namespace ckpt::slurm

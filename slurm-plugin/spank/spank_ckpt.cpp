@@ -1,0 +1,93 @@
+// spank_ckpt.so: the SPANK entry points. Each one is a C symbol that Slurm looks up by name;
+// each runs its C++ body behind a barrier so that no exception reaches Slurm, and reports
+// failure as -1 after one slurm_error line that names what failed.
+//
+// Contexts (see the research note on the callback order):
+//   sbatch/salloc (allocator), srun (local): init, option callbacks, init_post_opt, exit.
+//     A bad option value or a refused user rejects the submission here.
+//   slurmstepd (remote, one per step per node): init, option callbacks, init_post_opt,
+//     user_init, task callbacks, exit. The settings are recorded in user_init.
+// The per-node checkpoint agent is started from task_post_fork and stopped in exit; it lives
+// in its own module and is not part of this file.
+extern "C" {
+#include <slurm/spank.h>
+}
+
+#include <exception>
+#include <string_view>
+#include <vector>
+
+#include "plugin_state.h"
+
+namespace ckpt::slurm::spank {
+
+PluginState& state() {
+    static PluginState s;
+    return s;
+}
+
+namespace {
+
+template <typename Body>
+int guarded(const char* callback, Body body) {
+    try {
+        Result<void> r = body();
+        if (r) return 0;
+        slurm_error("ckpt: %s: %s", callback, r.error().message().c_str());
+    } catch (const std::exception& e) {
+        slurm_error("ckpt: %s: %s", callback, e.what());
+    } catch (...) {
+        slurm_error("ckpt: %s: unknown exception", callback);
+    }
+    return -1;
+}
+
+bool options_context() {
+    spank_context_t ctx = spank_context();
+    return ctx == S_CTX_ALLOCATOR || ctx == S_CTX_LOCAL || ctx == S_CTX_REMOTE;
+}
+
+}  // namespace
+
+}  // namespace ckpt::slurm::spank
+
+using namespace ckpt::slurm::spank;
+
+// The library is built with hidden visibility; only these symbols are Slurm's to see.
+#define CKPT_SPANK_EXPORT __attribute__((visibility("default")))
+
+extern "C" {
+
+// SPANK_PLUGIN(ckpt, 1) spelled out: in C++ a namespace-scope const has internal linkage
+// unless declared extern.
+CKPT_SPANK_EXPORT extern const char plugin_name[] = "ckpt";
+CKPT_SPANK_EXPORT extern const char plugin_type[] = "spank";
+CKPT_SPANK_EXPORT extern const unsigned int plugin_version = SLURM_VERSION_NUMBER;
+CKPT_SPANK_EXPORT extern const unsigned int spank_plugin_version = 1;
+
+CKPT_SPANK_EXPORT int slurm_spank_init(spank_t sp, int ac, char** av) {
+    return guarded("init", [&]() -> ckpt::Result<void> {
+        if (!options_context()) return ckpt::ok();
+        std::vector<std::string_view> args(av, av + ac);
+        state().site = CKPT_TRY_CTX(ckpt::slurm::parse_plugin_args(args), "plugstack.conf");
+        return register_options(sp);
+    });
+}
+
+CKPT_SPANK_EXPORT int slurm_spank_init_post_opt(spank_t sp, int, char**) {
+    return guarded("init_post_opt", [&]() -> ckpt::Result<void> {
+        if (!options_context()) return ckpt::ok();
+        std::string user = CKPT_TRY(job_user(sp));
+        state().settings = CKPT_TRY(ckpt::slurm::resolve(state().options, state().site, user));
+        return ckpt::ok();
+    });
+}
+
+CKPT_SPANK_EXPORT int slurm_spank_user_init(spank_t sp, int, char**) {
+    return guarded("user_init", [&]() -> ckpt::Result<void> {
+        if (!state().settings) return ckpt::ok();
+        return export_step_settings(sp, *state().settings);
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# --checkpoint-* options through real sbatch and srun as an unprivileged user: every valid
+# interval form reaches the job as CKPT_INTERVAL seconds; invalid values are refused at
+# submission with the valid forms in the message; the other options reach the job too.
+. "$(dirname "$0")/lib.sh"
+work=$(user_scratch)
+
+# Refused at submission: non-zero exit, the message names the valid forms, no job created.
+before=$(squeue -h -u "$TEST_USER" | wc -l)
+for bad in abc 10:75 5x 1:2:3:4 -5 '' 2-25:00:61; do
+    if out=$(as_user_in "$work" sbatch --checkpoint-interval="$bad" --wrap true 2>&1); then
+        fail "--checkpoint-interval='$bad' was accepted: $out"
+    fi
+    grep -qF "invalid checkpoint interval '$bad'" <<<"$out" || fail "no reason for '$bad': $out"
+    grep -qF "MIN:SEC, HH:MM:SS, D-HH" <<<"$out" || fail "no valid forms for '$bad': $out"
+done
+for bad in "--checkpoint-keep=0" "--checkpoint-keep=many" "--checkpoint-dir=relative/dir" \
+    "--checkpoint-restore=abc" "--checkpoint-restore=12:x"; do
+    if out=$(as_user_in "$work" sbatch "$bad" --wrap true 2>&1); then
+        fail "$bad was accepted: $out"
+    fi
+    grep -qF -- "${bad%%=*}" <<<"$out" || fail "message for $bad does not name the option: $out"
+done
+out=$(as_user_in "$work" srun --checkpoint-interval=abc true 2>&1) && fail "srun accepted abc: $out"
+grep -qF "invalid checkpoint interval 'abc'" <<<"$out" || fail "srun gave no reason: $out"
+out=$(as_user_in "$work" salloc -N1 --checkpoint-interval=5x true 2>&1) && fail "salloc accepted 5x: $out"
+grep -qF "invalid checkpoint interval '5x'" <<<"$out" || fail "salloc gave no reason: $out"
+after=$(squeue -h -u "$TEST_USER" | wc -l)
+[ "$before" = "$after" ] || fail "a refused submission created a job"
+note "invalid values refused"
+
+# Accepted: each form's job sees the interval in seconds.
+declare -A expect=([30]=1800 [10:30]=630 [1:00:00]=3600 [2-12]=216000 [2-12:30]=217800
+    [30s]=30 [10m]=600 [2h]=7200 [1d]=86400 [0]=0)
+declare -A jobs=()
+for form in "${!expect[@]}"; do
+    jobs[$form]=$(submit "$work" --checkpoint-interval="$form" -o "$work/form-%j.out" \
+        --wrap 'echo "CKPT_INTERVAL=${CKPT_INTERVAL-unset}"')
+done
+
+# In the script's #SBATCH lines, overridden per step by srun, inherited by srun without it.
+cat >"$work/script.sh" <<'SCRIPT'
+#!/bin/bash
+#SBATCH --checkpoint-interval=10m
+#SBATCH --checkpoint-keep=3
+#SBATCH --checkpoint-dir=/tmp/ckpt-user-dir
+#SBATCH --checkpoint-restore=12:3
+#SBATCH --no-checkpoint-restart
+echo "batch ${CKPT_INTERVAL-unset} ${CKPT_KEEP-unset} ${CKPT_DIR-unset} ${CKPT_RESTORE-unset} ${CKPT_RESTART-unset}"
+srun --checkpoint-interval=45s sh -c 'echo "step ${CKPT_INTERVAL-unset}"'
+srun sh -c 'echo "inherited ${CKPT_INTERVAL-unset}"'
+SCRIPT
+chmod 755 "$work/script.sh"
+script_job=$(submit "$work" -o "$work/script.out" "$work/script.sh")
+plain_job=$(submit "$work" -o "$work/plain.out" --wrap 'echo "CKPT_INTERVAL=${CKPT_INTERVAL-unset}"')
+
+# salloc: the allocation's steps get the value.
+out=$(as_user_in "$work" salloc -N2 --checkpoint-interval=1m srun printenv CKPT_INTERVAL 2>/dev/null) ||
+    fail "salloc --checkpoint-interval=1m failed"
+[ "$out" = $'60\n60' ] || fail "salloc's steps saw '$out', expected 60 twice"
+
+wait_jobs_done "${jobs[@]}" "$script_job" "$plain_job"
+for form in "${!expect[@]}"; do
+    f=$work/form-${jobs[$form]}.out
+    got=$(cat "$f" 2>/dev/null || true)
+    [ "$got" = "CKPT_INTERVAL=${expect[$form]}" ] ||
+        fail "--checkpoint-interval=$form: job ${jobs[$form]} saw '$got', expected ${expect[$form]}"
+done
+note "valid forms: ${!expect[*]}"
+
+want="batch 600 3 /tmp/ckpt-user-dir 12:3 0
+step 45
+inherited 600"
+[ "$(cat "$work/script.out")" = "$want" ] || fail "#SBATCH options: got '$(cat "$work/script.out")', expected '$want'"
+[ "$(cat "$work/plain.out")" = "CKPT_INTERVAL=unset" ] || fail "a job without options got: $(cat "$work/plain.out")"
+
+# slurmstepd recorded the settings in the node's log for the agent's benefit.
+grep -hF "ckpt: job $script_job step batch" "$CKPT_CLUSTER_DIR"/log/slurmd.*.log | grep -qF "CKPT_INTERVAL=600" ||
+    fail "slurmd log has no settings line for job $script_job"
+note "ok"

@@ -1,0 +1,142 @@
+// The settings logic of spank_ckpt.so: plugstack.conf arguments, option values, how options
+// and site defaults combine, and the environment a job gets.
+#include <gtest/gtest.h>
+
+#include "ckpt/slurm/options.h"
+
+using namespace ckpt::slurm;
+
+TEST(PluginArgs, DefaultsWhenEmpty) {
+    auto c = parse_plugin_args({});
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c->root, "/var/lib/ckpt");
+    EXPECT_EQ(c->keep, 2u);
+    EXPECT_EQ(c->interval, 0u);
+    EXPECT_TRUE(c->user_dir);
+    EXPECT_TRUE(c->users.empty());
+}
+
+TEST(PluginArgs, EveryKey) {
+    auto c = parse_plugin_args({"dir=/shared/ckpt", "engine=/opt/ckpt/bin/ckpt-engine",
+                                "agent=/opt/ckpt/bin/ckpt-agent", "interval=1h", "min_interval=5m",
+                                "keep=3", "max_keep=10", "user_dir=no", "users=alice, bob"});
+    ASSERT_TRUE(c) << c.error().message();
+    EXPECT_EQ(c->root, "/shared/ckpt");
+    EXPECT_EQ(c->engine, "/opt/ckpt/bin/ckpt-engine");
+    EXPECT_EQ(c->agent, "/opt/ckpt/bin/ckpt-agent");
+    EXPECT_EQ(c->interval, 3600u);
+    EXPECT_EQ(c->min_interval, 300u);
+    EXPECT_EQ(c->keep, 3u);
+    EXPECT_EQ(c->max_keep, 10u);
+    EXPECT_FALSE(c->user_dir);
+    EXPECT_EQ(c->users, (std::vector<std::string>{"alice", "bob"}));
+}
+
+TEST(PluginArgs, BadOnesNameTheArgument) {
+    struct Case {
+        const char* arg;
+        const char* says;
+    } cases[] = {
+        {"dir=relative", "plugin argument dir"},  {"dir", "expected key=value"},
+        {"colour=blue", "unknown plugin argument"}, {"keep=0", "plugin argument keep"},
+        {"interval=5x", "plugin argument interval"}, {"user_dir=maybe", "yes or no"},
+        {"engine=bin/ckpt-engine", "absolute path"},
+    };
+    for (const auto& c : cases) {
+        auto r = parse_plugin_args({c.arg});
+        ASSERT_FALSE(r) << c.arg;
+        EXPECT_NE(r.error().message().find(c.says), std::string::npos) << r.error().message();
+    }
+    EXPECT_FALSE(parse_plugin_args({"interval=1m", "min_interval=5m"}));
+    EXPECT_FALSE(parse_plugin_args({"keep=5", "max_keep=3"}));
+    auto capped = parse_plugin_args({"max_keep=1"});
+    ASSERT_TRUE(capped);
+    EXPECT_EQ(capped->keep, 1u);
+}
+
+TEST(Options, ValuesAndLimits) {
+    PluginConfig site = *parse_plugin_args({"min_interval=1m", "max_keep=5"});
+    JobOptions o;
+    EXPECT_TRUE(set_option(o, Option::Interval, "2h", site));
+    EXPECT_EQ(o.interval, 7200u);
+    EXPECT_TRUE(set_option(o, Option::Interval, "0", site));  // off is always allowed
+    EXPECT_EQ(o.interval, 0u);
+    auto short_one = set_option(o, Option::Interval, "30s", site);
+    ASSERT_FALSE(short_one);
+    EXPECT_NE(short_one.error().message().find("minimum of 1m"), std::string::npos);
+    auto bad = set_option(o, Option::Interval, "10:75", site);
+    ASSERT_FALSE(bad);
+    EXPECT_EQ(bad.error().message().rfind("--checkpoint-interval: ", 0), 0u) << bad.error().message();
+
+    EXPECT_TRUE(set_option(o, Option::Keep, "5", site));
+    EXPECT_FALSE(set_option(o, Option::Keep, "6", site));
+    EXPECT_FALSE(set_option(o, Option::Keep, "0", site));
+    EXPECT_TRUE(set_option(o, Option::Dir, "/scratch/me", site));
+    EXPECT_FALSE(set_option(o, Option::Dir, "scratch", site));
+    site.user_dir = false;
+    EXPECT_FALSE(set_option(o, Option::Dir, "/scratch/me", site));
+}
+
+TEST(Options, Restore) {
+    auto a = parse_restore("123");
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->job_id, 123u);
+    EXPECT_FALSE(a->set);
+    EXPECT_EQ(a->to_string(), "123");
+    auto b = parse_restore("123:7");
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->set, 7u);
+    EXPECT_EQ(b->to_string(), "123:7");
+    for (const char* bad : {"", "0", "x", "12:", "12:x", "1:2:3", "99999999999"})
+        EXPECT_FALSE(parse_restore(bad)) << bad;
+}
+
+TEST(Resolve, OptionsOverDefaultsAndEnvironment) {
+    PluginConfig site = *parse_plugin_args({"dir=/ckpt", "keep=4"});
+    JobOptions none;
+    auto off = resolve(none, site, "alice");
+    ASSERT_TRUE(off);
+    EXPECT_FALSE(off->active);
+    EXPECT_TRUE(job_environment(*off).empty());
+
+    JobOptions o;
+    ASSERT_TRUE(set_option(o, Option::Interval, "10m", site));
+    ASSERT_TRUE(set_option(o, Option::Restore, "42:3", site));
+    ASSERT_TRUE(set_option(o, Option::NoRestart, "", site));
+    auto s = resolve(o, site, "alice");
+    ASSERT_TRUE(s);
+    auto env = job_environment(*s);
+    std::vector<std::pair<std::string, std::string>> want = {
+        {"CKPT_INTERVAL", "600"}, {"CKPT_DIR", "/ckpt"}, {"CKPT_KEEP", "4"},
+        {"CKPT_RESTART", "0"},    {"CKPT_RESTORE", "42:3"}};
+    EXPECT_EQ(env, want);
+
+    // A site default interval makes every allowed user's job active.
+    site.interval = 3600;
+    auto by_default = resolve(none, site, "alice");
+    ASSERT_TRUE(by_default);
+    EXPECT_TRUE(by_default->active);
+    EXPECT_EQ(by_default->interval, 3600u);
+}
+
+TEST(Resolve, UsersList) {
+    PluginConfig site = *parse_plugin_args({"users=alice", "interval=1h"});
+    JobOptions o;
+    ASSERT_TRUE(set_option(o, Option::Interval, "10m", site));
+    EXPECT_TRUE(resolve(o, site, "alice"));
+    auto refused = resolve(o, site, "mallory");
+    ASSERT_FALSE(refused);
+    EXPECT_NE(refused.error().message().find("user mallory may not"), std::string::npos);
+    // Without options, a user not on the list just runs without checkpoints.
+    auto quiet = resolve(JobOptions{}, site, "mallory");
+    ASSERT_TRUE(quiet);
+    EXPECT_FALSE(quiet->active);
+}
+
+TEST(FormatInterval, ShortestExactUnit) {
+    EXPECT_EQ(format_interval(0), "0");
+    EXPECT_EQ(format_interval(90), "90s");
+    EXPECT_EQ(format_interval(600), "10m");
+    EXPECT_EQ(format_interval(7200), "2h");
+    EXPECT_EQ(format_interval(86400), "1d");
+}
