@@ -13,6 +13,7 @@ packages=(
   openmpi-bin libopenmpi-dev libpmix-dev
   slurmctld slurmd slurm-client libslurm-dev munge
   procps psmisc iproute2 util-linux
+  python3
 )
 
 missing=()

@@ -1,0 +1,635 @@
+#!/usr/bin/env python3
+"""Runs one engine conformance program in one mode, or one negative test, and prints one line.
+
+  run_engine_test.py --engine ckpt-engine --program PROG --mode MODE [--user nobody]
+                     [--external-stdio] [--workdir DIR]
+  run_engine_test.py --engine ckpt-engine --program PROG --negative KIND
+
+Modes:
+  no-dump        start, wait for ready, ask for the check (validates the program itself)
+  corrupt        no-dump once per corruption point of the program, each must FAIL
+  dump-kill      dump (the tree is killed), restore --detach, check
+  restore-wait   dump, restore without --detach (the engine waits for the root and must
+                 exit with the root's status), check
+  leave-running  dump --leave-running, check the original; then make sure every pid of the
+                 tree is gone, put the program's files back as they were at dump time,
+                 restore, check again
+  twice          dump, restore, dump the restored tree, restore again, check
+Negative kinds (the program only provides a tree to dump):
+  missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
+  dump-nonexistent, dump-fails (a dump that fails must leave the tree running unharmed).
+
+The runner is a child subreaper, so orphans of the tree and trees restored with --detach
+become its children: it reaps them all itself and records every exit status. It kills
+everything it started on any failure. Exit status 0 means the test passed.
+"""
+import argparse
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+READY_TIMEOUT = 30.0
+ENGINE_TIMEOUT = 120.0
+VERDICT_TIMEOUT = 60.0
+GONE_TIMEOUT = 30.0
+
+
+class TestFailure(Exception):
+    pass
+
+
+class Reaper:
+    """Waits for every child of this (subreaper) process and keeps their exit statuses."""
+
+    def __init__(self):
+        self.status = {}
+
+    def poll(self):
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.status[pid] = st
+
+    def wait(self, pid, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if pid in self.status:
+                return self.status.pop(pid)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+
+
+def describe_status(st):
+    if st is None:
+        return "still running"
+    if os.WIFSIGNALED(st):
+        return f"killed by signal {os.WTERMSIG(st)}"
+    return f"exit {os.WEXITSTATUS(st)}"
+
+
+def exit_code(st):
+    """The shell's view of a wait status: exit code, or 128 + signal."""
+    return 128 + os.WTERMSIG(st) if os.WIFSIGNALED(st) else os.WEXITSTATUS(st)
+
+
+def tree_pids(root):
+    """Every pid and tid of the tree rooted at root (from /proc/PID/task/TID/children)."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        found.append(pid)
+        for tid in tids:
+            if int(tid) != pid:
+                found.append(int(tid))
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except FileNotFoundError:
+                pass
+    return sorted(set(found))
+
+
+def pid_exists(pid):
+    return os.path.exists(f"/proc/{pid}")
+
+
+def proc_state(pid):
+    """(state letter, TracerPid) from /proc/PID/status, or None when gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return fields["State"].split()[0], int(fields["TracerPid"])
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.reaper = Reaper()
+        self.started = set()  # pids to kill on failure
+        base = args.workdir or tempfile.mkdtemp(prefix="ckpt-enginetest-")
+        self.work = os.path.join(base, f"{os.path.basename(args.program)}.{args.mode or args.negative}")
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        os.chmod(self.work, 0o777)  # the program may run as nobody
+        self.result = os.path.join(self.work, "result")
+        self.log = os.path.join(self.work, "program.log")
+        self.images = os.path.join(self.work, "images")
+        self.root = None
+        self.pids = []
+        self.stdio_pipes = []
+        self.engine_log = os.path.join(self.work, "engine.log")
+
+    # ---- processes -------------------------------------------------------------------
+    def spawn_program(self, env_extra=None):
+        env = dict(os.environ)
+        env.pop("CKPT_TEST_CORRUPT", None)
+        if env_extra:
+            env.update(env_extra)
+        log_fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        null_fd = os.open("/dev/null", os.O_RDWR)
+        out_fd = err_fd = log_fd
+        extra = {}
+        if self.args.external_stdio:
+            # stdout is a pipe to the runner (external to the tree), fd 3 another one.
+            r1, w1 = os.pipe()
+            r3, w3 = os.pipe()
+            self.stdio_pipes = [r1, r3]
+            out_fd = w1
+            extra = {3: w3}
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                os.dup2(null_fd, 0)
+                os.dup2(out_fd, 1)
+                os.dup2(err_fd, 2)
+                for target, fd in extra.items():
+                    os.dup2(fd, target)
+                os.closerange(3 + len(extra), 1 << 16)
+                if self.args.user == "nobody":
+                    os.setgroups([65534, 100])
+                    os.setresgid(65534, 65533, 65533)  # exec copies effective to saved
+                    os.setresuid(65534, 65533, 65533)
+                os.execve(self.args.program, [self.args.program, self.result], env)
+            except BaseException as e:  # noqa: B902: report anything and die
+                os.write(2, f"runner: cannot start {self.args.program}: {e}\n".encode())
+            os._exit(127)
+        os.close(log_fd)
+        os.close(null_fd)
+        if self.args.external_stdio:
+            os.close(out_fd)
+            os.close(extra[3])
+        self.started.add(pid)
+        self.root = pid
+        return pid
+
+    def wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not os.path.exists(self.result + ".ready"):
+            self.reaper.poll()
+            if self.root in self.reaper.status:
+                raise TestFailure(f"program exited before ready "
+                                  f"({describe_status(self.reaper.status[self.root])})")
+            if time.monotonic() > deadline:
+                raise TestFailure("program not ready after %.0f s" % READY_TIMEOUT)
+            time.sleep(0.01)
+        self.pids = tree_pids(self.root)
+        self.started.update(self.pids)
+
+    def engine(self, *argv, check=True, wait=True, stdout=None, keep_fd=None):
+        cmd = [self.args.engine, *argv]
+        with open(self.engine_log, "a") as log:
+            log.write("$ " + " ".join(cmd) + "\n")
+        err = open(self.engine_log + ".last", "w+")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                fd = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(fd, 0)
+                if stdout is not None:
+                    os.dup2(stdout, 1)
+                else:
+                    os.dup2(os.open(self.engine_log, os.O_WRONLY | os.O_APPEND), 1)
+                os.dup2(err.fileno(), 2)
+                if keep_fd is None:
+                    os.closerange(3, 1 << 16)
+                else:  # an fd given to the engine by --inherit-fd
+                    os.closerange(3, keep_fd)
+                    os.closerange(keep_fd + 1, 1 << 16)
+                    os.set_inheritable(keep_fd, True)
+                os.execv(cmd[0], cmd)
+            except BaseException as e:  # noqa: B902
+                os.write(2, f"runner: cannot run {cmd[0]}: {e}\n".encode())
+            os._exit(127)
+        self.started.add(pid)
+        if not wait:
+            return pid, err
+        st = self.reaper.wait(pid, ENGINE_TIMEOUT)
+        err.seek(0)
+        stderr = err.read()
+        err.close()
+        with open(self.engine_log, "a") as log:
+            log.write(stderr)
+            log.write(f"[{describe_status(st)}]\n")
+        if st is None:
+            raise TestFailure(f"'{' '.join(argv[:1])}' did not finish in {ENGINE_TIMEOUT:.0f} s")
+        if check and exit_code(st) != 0:
+            line = stderr.strip().splitlines()[-1] if stderr.strip() else "(no message)"
+            raise TestFailure(f"ckpt-engine {argv[0]} failed ({describe_status(st)}): {line}")
+        return exit_code(st), stderr
+
+    def wait_gone(self, pids):
+        """Reaps and waits until none of pids exists any more (not even as a zombie)."""
+        deadline = time.monotonic() + GONE_TIMEOUT
+        while True:
+            self.reaper.poll()
+            alive = [p for p in pids if pid_exists(p)]
+            if not alive:
+                return
+            if time.monotonic() > deadline:
+                raise TestFailure(f"pids {alive} still exist {GONE_TIMEOUT:.0f} s after the kill")
+            time.sleep(0.01)
+
+    def kill_pids(self, pids):
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def cleanup(self):
+        self.kill_pids(sorted(self.started | set(self.pids)))
+        try:
+            self.wait_gone(sorted(self.started | set(self.pids)))
+        except TestFailure:
+            pass
+
+    # ---- steps -----------------------------------------------------------------------
+    def check_verdict(self, root_status=None, what="check"):
+        """Sends the check signal and expects PASS (exit 0) from the root."""
+        if os.path.exists(self.result):
+            os.unlink(self.result)
+        os.kill(self.root, signal.SIGTERM)
+        if root_status is None:
+            st = self.reaper.wait(self.root, VERDICT_TIMEOUT)
+            if st is None:
+                raise TestFailure(f"{what}: no verdict after {VERDICT_TIMEOUT:.0f} s")
+            root_status = st
+        verdict = open(self.result).read().strip() if os.path.exists(self.result) else ""
+        if not verdict:
+            raise TestFailure(f"{what}: program wrote no verdict ({describe_status(root_status)})")
+        if verdict != "PASS" or exit_code(root_status) != 0:
+            raise TestFailure(f"{what}: {verdict} ({describe_status(root_status)})")
+        if self.args.external_stdio:
+            self.check_external_output(what)
+
+    def check_external_output(self, what):
+        """The program writes a marker to fd 1 and fd 3 at its check."""
+        for fd, name in zip(self.stdio_pipes, ("fd 1", "fd 3")):
+            os.set_blocking(fd, False)
+            try:
+                data = os.read(fd, 4096)
+            except BlockingIOError:
+                data = b""
+            if f"marker {name}".encode() not in data:
+                raise TestFailure(f"{what}: the runner's pipe behind {name} got {data!r}")
+
+    def dump(self, leave_running=False, images=None):
+        argv = ["dump", "-t", str(self.root), "-D", images or self.images]
+        if leave_running:
+            argv.append("--leave-running")
+        os.makedirs(images or self.images, exist_ok=True)
+        self.engine(*argv)
+        if not leave_running:
+            # The engine killed the tree: the root is our child, orphans come to us.
+            self.wait_gone(self.pids)
+
+    def inherit_args(self):
+        if not self.args.external_stdio:
+            return []
+        # fd 3 was the write end of a pipe whose read end is the runner's: CRIU's key form.
+        r, w = os.pipe()
+        self.stdio_pipes[1] = r
+        self.inherit_w = w
+        return ["--inherit-fd", f"fd[{w}]:{self.fd3_key}"]
+
+    def restore(self, images=None):
+        pidfile = os.path.join(self.work, "restore.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        stdout = self.new_stdout_pipe()
+        argv = ["restore", "-D", images or self.images, "--detach", "--pidfile", pidfile]
+        argv += self.inherit_args()
+        self.engine_pass_fds(argv, stdout)
+        self.after_restore_check(pidfile)
+
+    def new_stdout_pipe(self):
+        if not self.args.external_stdio:
+            return None
+        r, w = os.pipe()
+        self.stdio_pipes[0] = r
+        return w
+
+    def engine_pass_fds(self, argv, stdout, wait=True):
+        """Runs the engine with the runner's new pipes as its stdout and --inherit-fd fd."""
+        inherit = getattr(self, "inherit_w", None)
+        try:
+            return self.engine(*argv, stdout=stdout, keep_fd=inherit, wait=wait)
+        finally:
+            if stdout is not None:
+                os.close(stdout)
+            if inherit is not None:
+                os.close(inherit)
+                self.inherit_w = None
+
+    def after_restore_check(self, pidfile):
+        try:
+            got = int(open(pidfile).read().strip())
+        except (OSError, ValueError):
+            raise TestFailure("restore --detach: no pid in the --pidfile")
+        if got != self.root:
+            raise TestFailure(f"restore --pidfile says {got}, the root was {self.root}")
+        now = tree_pids(self.root)
+        if now != self.pids:
+            raise TestFailure(f"restored tree has pids {now}, the dumped one had {self.pids}")
+        self.started.update(now)
+
+    def remember_files(self):
+        """Content and mtime of the program's data files, as they are at dump time."""
+        saved = {}
+        data = self.result + ".data"
+        for dirpath, _, files in os.walk(data):
+            for name in files:
+                path = os.path.join(dirpath, name)
+                st = os.stat(path)
+                saved[path] = (open(path, "rb").read(), st.st_mtime_ns, st.st_atime_ns)
+        return saved
+
+    def put_back_files(self, saved):
+        for path, (content, mtime, atime) in saved.items():
+            if not os.path.exists(path):
+                continue
+            with open(path, "r+b") as f:  # same inode: the restore checks size and mtime
+                f.write(content)
+                f.truncate(len(content))
+            os.utime(path, ns=(atime, mtime))
+
+    def start(self):
+        """Starts the program and waits until it is ready to be dumped."""
+        self.spawn_program()
+        self.wait_ready()
+        self.prepare_external()
+
+    def prepare_external(self):
+        if self.args.external_stdio:
+            self.fd3_key = os.readlink(f"/proc/{self.root}/fd/3")
+
+    # ---- modes -----------------------------------------------------------------------
+    def mode_no_dump(self):
+        self.spawn_program()
+        self.wait_ready()
+        self.check_verdict()
+        return "PASS"
+
+    def mode_corrupt(self):
+        count = int(subprocess.run([self.args.program, "--corruptions"], check=True,
+                                   capture_output=True, text=True).stdout)
+        if count < 1:
+            raise TestFailure("program has no corruption point: its checks cannot be shown to fail")
+        for n in range(1, count + 1):
+            for name in ("result", "result.ready"):
+                path = os.path.join(self.work, name)
+                if os.path.exists(path):
+                    os.unlink(path)
+            shutil.rmtree(self.result + ".data", ignore_errors=True)
+            self.spawn_program({"CKPT_TEST_CORRUPT": str(n)})
+            self.wait_ready()
+            try:
+                self.check_verdict(what=f"corruption {n}")
+            except TestFailure as e:
+                if "FAIL" not in str(e):
+                    raise
+                print(f"  {e}")
+                self.kill_pids(self.pids)
+                self.wait_gone(self.pids)
+                continue
+            raise TestFailure(f"corruption point {n} was not detected: the check passed")
+        return f"PASS ({count} corruptions detected)"
+
+    def mode_dump_kill(self):
+        self.start()
+        self.dump()
+        self.restore()
+        self.check_verdict(what="after restore")
+        return "PASS"
+
+    def mode_restore_wait(self):
+        self.start()
+        self.dump()
+        stdout = self.new_stdout_pipe()
+        argv = ["restore", "-D", self.images] + self.inherit_args()
+        pid, err = self.engine_pass_fds(argv, stdout, wait=False)
+        # The restored tree is ready when every pid is back, untraced and asleep.
+        deadline = time.monotonic() + ENGINE_TIMEOUT
+        while True:
+            self.reaper.poll()
+            if pid in self.reaper.status:
+                err.seek(0)
+                raise TestFailure(f"restore exited early ({describe_status(self.reaper.status[pid])}): "
+                                  f"{err.read().strip()}")
+            states = [proc_state(p) for p in self.pids]
+            if all(s is not None and s[1] == 0 and s[0] in "SZ" for s in states):
+                break
+            if time.monotonic() > deadline:
+                raise TestFailure("restored tree not running after %.0f s" % ENGINE_TIMEOUT)
+            time.sleep(0.05)
+        time.sleep(0.2)
+        self.started.update(self.pids)
+        os.kill(self.root, signal.SIGTERM)
+        st = self.reaper.wait(pid, VERDICT_TIMEOUT)
+        err.seek(0)
+        with open(self.engine_log, "a") as log:
+            log.write(err.read() + f"[{describe_status(st)}]\n")
+        if st is None:
+            raise TestFailure("restore (without --detach) did not exit after the root did")
+        verdict = open(self.result).read().strip() if os.path.exists(self.result) else ""
+        if verdict != "PASS":
+            raise TestFailure(f"after restore: {verdict or 'no verdict'}")
+        if exit_code(st) != 0:
+            raise TestFailure(f"restore exited {describe_status(st)} though the root passed (exit 0)")
+        if self.args.external_stdio:
+            self.check_external_output("after restore")
+        return "PASS"
+
+    def mode_leave_running(self):
+        self.start()
+        self.dump(leave_running=True)
+        files = self.remember_files()
+        if tree_pids(self.root) != self.pids:
+            raise TestFailure(f"tree changed during dump --leave-running: {tree_pids(self.root)} "
+                              f"instead of {self.pids}")
+        self.check_verdict(what="original after dump --leave-running")
+        self.kill_pids(self.pids)
+        self.wait_gone(self.pids)
+        self.put_back_files(files)
+        self.restore()
+        self.check_verdict(what="after restore")
+        return "PASS"
+
+    def mode_twice(self):
+        self.start()
+        self.dump()
+        self.restore()
+        self.prepare_external()
+        second = self.images + "2"
+        self.dump(images=second)
+        self.restore(images=second)
+        self.check_verdict(what="after the second restore")
+        return "PASS"
+
+    # ---- negative tests ----------------------------------------------------------------
+    def expect_failure(self, argv, must_name, what):
+        code, stderr = self.engine(*argv, check=False)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        if code == 0:
+            raise TestFailure(f"{what}: ckpt-engine {argv[0]} succeeded")
+        if len(lines) != 1:
+            raise TestFailure(f"{what}: expected one line on stderr, got {len(lines)}: {stderr!r}")
+        if must_name not in lines[0]:
+            raise TestFailure(f"{what}: message does not name {must_name!r}: {lines[0]}")
+        return lines[0]
+
+    def expect_nothing_restored(self, what):
+        self.reaper.poll()
+        alive = [p for p in self.pids if pid_exists(p)]
+        if alive:
+            self.kill_pids(alive)
+            raise TestFailure(f"{what}: failed restore left pids {alive} behind")
+
+    def dumped_and_gone(self):
+        self.spawn_program()
+        self.wait_ready()
+        self.dump()
+
+    def neg_missing_dir(self):
+        missing = os.path.join(self.work, "no-such-dir")
+        self.expect_failure(["restore", "-D", missing, "--detach"], "no-such-dir", "missing dir")
+        return "PASS"
+
+    def damaged_copies(self, damage):
+        for name in sorted(os.listdir(self.images)):
+            path = os.path.join(self.images, name)
+            if not os.path.isfile(path) or os.path.getsize(path) == 0:
+                continue
+            copy = os.path.join(self.work, "damaged")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(self.images, copy)
+            damage(os.path.join(copy, name))
+            yield name, copy
+
+    def refused_damaged_images(self, damage, what):
+        """Each image file damaged in turn: restore must refuse it, name it, leave nothing."""
+        self.dumped_and_gone()
+        count = 0
+        for name, copy in self.damaged_copies(damage):
+            self.expect_failure(["restore", "-D", copy, "--detach"], name, f"{what} {name}")
+            self.expect_nothing_restored(f"{what} {name}")
+            count += 1
+        if count == 0:
+            raise TestFailure("dump wrote no non-empty image file")
+        return f"PASS ({count} image files)"
+
+    def neg_truncated_image(self):
+        return self.refused_damaged_images(
+            lambda path: os.truncate(path, os.path.getsize(path) // 2), "truncated")
+
+    def neg_flipped_byte(self):
+        def flip(path):
+            size = os.path.getsize(path)
+            with open(path, "r+b") as f:
+                f.seek(size // 2)
+                b = f.read(1)
+                f.seek(size // 2)
+                f.write(bytes([b[0] ^ 0x10]))
+
+        return self.refused_damaged_images(flip, "flipped byte in")
+
+    def neg_pid_taken(self):
+        self.spawn_program()
+        self.wait_ready()
+        self.dump(leave_running=True)
+        self.expect_failure(["restore", "-D", self.images, "--detach"], str(self.root),
+                            "restore while the original runs")
+        self.check_verdict(what="original after the refused restore")
+        return "PASS"
+
+    def neg_dump_nonexistent(self):
+        pid_max = int(open("/proc/sys/kernel/pid_max").read())
+        free = next(p for p in range(pid_max - 1, 300, -1) if not pid_exists(p))
+        self.expect_failure(["dump", "-t", str(free), "-D", self.images], str(free),
+                            "dump of a nonexistent pid")
+        return "PASS"
+
+    def neg_dump_fails(self):
+        self.spawn_program()
+        self.wait_ready()
+        blocker = os.path.join(self.work, "not-a-dir")
+        open(blocker, "w").close()
+        self.expect_failure(["dump", "-t", str(self.root), "-D", blocker + "/images"], "not-a-dir",
+                            "dump into an impossible directory")
+        if tree_pids(self.root) != self.pids:
+            raise TestFailure("the tree changed after a failed dump")
+        for p in self.pids:
+            st = proc_state(p)
+            if st is None or st[1] != 0:
+                raise TestFailure(f"pid {p} is gone or still traced after a failed dump")
+        self.check_verdict(what="tree after a failed dump")
+        return "PASS"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--program", required=True)
+    ap.add_argument("--mode", choices=["no-dump", "corrupt", "dump-kill", "restore-wait",
+                                       "leave-running", "twice"])
+    ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
+                                           "pid-taken", "dump-nonexistent", "dump-fails"])
+    ap.add_argument("--user", choices=["root", "nobody"], default="root")
+    ap.add_argument("--external-stdio", action="store_true",
+                    help="the program's fd 1 and fd 3 are pipes to the runner")
+    ap.add_argument("--workdir", help="where to keep results, logs and images")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory on success")
+    args = ap.parse_args()
+    if bool(args.mode) == bool(args.negative):
+        ap.error("give exactly one of --mode and --negative")
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        sys.exit("runner: prctl(PR_SET_CHILD_SUBREAPER): " + os.strerror(ctypes.get_errno()))
+
+    run = Run(args)
+    name = os.path.basename(args.program)
+    label = f"{name} [{args.mode or args.negative}{', as nobody' if args.user == 'nobody' else ''}]"
+    try:
+        if args.mode:
+            outcome = getattr(run, "mode_" + args.mode.replace("-", "_"))()
+        else:
+            outcome = getattr(run, "neg_" + args.negative.replace("-", "_"))()
+    except (TestFailure, OSError) as e:
+        run.cleanup()
+        print(f"{label}: FAIL: {e}")
+        for path in (run.log, run.engine_log):
+            if os.path.exists(path) and os.path.getsize(path):
+                print(f"--- {path}")
+                print(open(path, errors="replace").read()[-4000:])
+        print(f"(work directory kept: {run.work})")
+        sys.exit(1)
+    run.cleanup()
+    print(f"{label}: {outcome}")
+    if not args.keep and not args.workdir:
+        shutil.rmtree(os.path.dirname(run.work), ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
