@@ -168,7 +168,7 @@ ensure_users() {
 }
 
 port_free() {
-    ! ss -Htan "sport = :$1" 2>/dev/null | grep -q .
+    ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .
 }
 
 choose_ports() {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the slurm suite's test scripts: `. lib.sh DIR` with DIR the cluster's directory
 # (brought up by cluster.sh up, the suite's fixture).
 set -euo pipefail

@@ -29,6 +29,35 @@ after=$(squeue -h -u "$TEST_USER" | wc -l)
 [ "$before" = "$after" ] || fail "a refused submission created a job"
 note "invalid values refused"
 
+# A bad plugstack.conf argument stops the client before anything is submitted, with a
+# message that names the argument (a client-side copy of the configuration is enough).
+mkdir -p "$work/badconf"
+sed "s|^PlugStackConfig=.*|PlugStackConfig=$work/badconf/plugstack.conf|" "$SLURM_CONF" >"$work/badconf/slurm.conf"
+plugin=$(awk '$1 == "required" { print $2 }' "$CKPT_CLUSTER_DIR/etc/plugstack.conf")
+[ -n "$plugin" ] || fail "no plugin line in $CKPT_CLUSTER_DIR/etc/plugstack.conf"
+echo "required $plugin keep=0" >"$work/badconf/plugstack.conf"
+chown -R "$TEST_USER:$TEST_USER" "$work/badconf"
+out=$(SLURM_CONF=$work/badconf/slurm.conf as_user_in "$work" sbatch --wrap true 2>&1) &&
+    fail "sbatch ran with plugin argument keep=0: $out"
+grep -qF "plugin argument keep" <<<"$out" || fail "no reason for the bad plugin argument: $out"
+
+# users= limits who may checkpoint: ckpttest2 is refused, ckpttest is not. (The copy lives
+# where both users can read it.)
+conf=$CKPT_CLUSTER_DIR/work/users-conf
+rm -rf "$conf"
+mkdir -p "$conf"
+sed "s|^PlugStackConfig=.*|PlugStackConfig=$conf/plugstack.conf|" "$SLURM_CONF" >"$conf/slurm.conf"
+echo "required $plugin users=$TEST_USER" >"$conf/plugstack.conf"
+chmod -R a+rX "$conf"
+other_work=$CKPT_CLUSTER_DIR/work/ckpttest2
+out=$(SLURM_CONF=$conf/slurm.conf TEST_USER=ckpttest2 as_user_in "$other_work" \
+    sbatch --checkpoint-interval=10m --wrap true 2>&1) && fail "ckpttest2 was allowed: $out"
+grep -qF "user ckpttest2 may not use checkpointing" <<<"$out" || fail "no reason for refusing ckpttest2: $out"
+out=$(SLURM_CONF=$conf/slurm.conf TEST_USER=ckpttest2 as_user_in "$other_work" \
+    sbatch --parsable -o /dev/null --wrap true 2>&1) || fail "ckpttest2 without options was refused: $out"
+out=$(SLURM_CONF=$conf/slurm.conf as_user_in "$work" \
+    sbatch --parsable -o /dev/null --checkpoint-interval=10m --wrap true 2>&1) || fail "$TEST_USER was refused: $out"
+
 # Accepted: each form's job sees the interval in seconds.
 declare -A expect=([30]=1800 [10:30]=630 [1:00:00]=3600 [2-12]=216000 [2-12:30]=217800
     [30s]=30 [10m]=600 [2h]=7200 [1d]=86400 [0]=0)
