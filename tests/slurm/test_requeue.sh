@@ -24,6 +24,8 @@ read -r _ _ _ node _ pid _ < <(grep '^run 0' "$work/job.out")
 note "job $job runs on $node (script pid $pid); killing $node"
 
 started=$SECONDS
+# Whatever happens next, the node comes back for the tests after this one.
+trap 'bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$node" >/dev/null 2>&1 || true' EXIT
 bash "$HERE/cluster.sh" kill-node "$CKPT_CLUSTER_DIR" "$node"
 if [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
     fail "job script pid $pid survived kill-node"
@@ -40,5 +42,6 @@ wait_jobs_done "$job"
 [ "$(job_field "$job" JobState)" = COMPLETED ] || fail "job $job: $(job_field "$job" JobState)"
 [ "$(job_field "$job" Restarts)" = 1 ] || fail "job $job: Restarts=$(job_field "$job" Restarts)"
 
+trap - EXIT
 bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$node"
 note "ok ($node back)"
