@@ -1,15 +1,30 @@
 // ckpt-job: a user's view of a job's checkpoints.
 // Exit codes: 0 success, 1 failure (one line on stderr says what failed), 2 usage.
+//
+// Commands are rows of kCommands; the Slurm commands (checkpoint, restore, status) join
+// the table when the agent exists.
+#include <dirent.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "ckpt/base/log.h"
+#include "ckpt/base/strings.h"
+#include "ckpt/set/store.h"
 
 namespace {
 
-constexpr int kExitOk = 0, kExitUsage = 2;
+using namespace ckpt;
+using namespace ckpt::set;
+
+constexpr int kExitOk = 0, kExitFailure = 1, kExitUsage = 2;
+constexpr char kDefaultRoot[] = "/var/spool/ckpt";
 
 const char kUsage[] =
     "usage: ckpt-job [-v...] <command> [JOBID] [options]\n"
@@ -17,15 +32,328 @@ const char kUsage[] =
     "Inspect and manage the checkpoints of Slurm jobs. JOBID defaults to $SLURM_JOB_ID.\n"
     "\n"
     "commands:\n"
-    "  help                  show this text\n"
+    "  list [JOBID] [--json]         the job's checkpoint sets, the current one marked '*';\n"
+    "                                without a job, every job of yours under the root\n"
+    "  show JOBID [--set N] [--json] the job and one set with its members (default: current)\n"
+    "  verify JOBID [--set N]        check every member file's size and checksum\n"
+    "                                (default: every committed set)\n"
+    "  rm JOBID [--set N | --keep N] remove one set, keep only the newest N committed sets,\n"
+    "                                or (neither given) remove all of the job's checkpoints\n"
+    "  repair JOBID                  rebuild the job's index.h5 from the set manifests\n"
+    "  help                          show this text\n"
     "\n"
     "options for every command:\n"
+    "  --root DIR            checkpoint root (default $CKPT_ROOT, else /var/spool/ckpt)\n"
     "  -v, -vv, -vvv         log info, debug, trace to stderr (or set CKPT_LOG=level[,component=level])\n"
-    "  -h, --help            show this text\n";
+    "  -h, --help            show this text\n"
+    "\n"
+    "exit status: 0 success, 1 failure, 2 usage error\n";
 
 int usage_error(const std::string& msg) {
     std::fprintf(stderr, "ckpt-job: %s\n(see ckpt-job --help)\n", msg.c_str());
     return kExitUsage;
+}
+
+int failure(const Error& e) {
+    std::fprintf(stderr, "ckpt-job: %s\n", e.message().c_str());
+    return kExitFailure;
+}
+
+// Options a command accepts.
+enum Accepts : unsigned { kJson = 1, kSet = 2, kKeep = 4, kOptionalJob = 8 };
+
+struct Args {
+    std::string root;
+    std::optional<uint64_t> jobid;
+    std::optional<uint64_t> set;
+    std::optional<uint32_t> keep;
+    bool json = false;
+};
+
+struct Command {
+    const char* name;
+    unsigned accepts;
+    int (*run)(const Args&);
+};
+
+// --- output helpers ---
+
+std::string json_string(std::string_view s) {
+    std::string out = "\"";
+    for (char c : s) {
+        switch (c) {
+            case '"': out += "\\\""; break;
+            case '\\': out += "\\\\"; break;
+            case '\n': out += "\\n"; break;
+            case '\t': out += "\\t"; break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", c);
+                else out += c;
+        }
+    }
+    return out + "\"";
+}
+
+std::string utc_time(uint64_t ns) {
+    if (ns == 0) return "-";
+    time_t t = static_cast<time_t>(ns / 1000000000ull);
+    tm tm;
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+std::string duration(const SetRecord& s) {
+    if (s.end_ns < s.start_ns || s.end_ns == 0) return "-";
+    return fmt::format("{:.1f}s", static_cast<double>(s.end_ns - s.start_ns) / 1e9);
+}
+
+std::string human_bytes(uint64_t n) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(n);
+    int u = 0;
+    while (v >= 1024 && u < 4) v /= 1024, ++u;
+    return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+std::string set_json(const SetRecord& s, bool current, bool with_members) {
+    std::string out = fmt::format(
+        "{{\"seq\": {}, \"state\": {}, \"trigger\": {}, \"current\": {}, \"start_time_ns\": {}, "
+        "\"end_time_ns\": {}, \"step_id\": {}, \"node_count\": {}, \"member_count\": {}, \"bytes\": {}, "
+        "\"restart_count\": {}, \"folder\": {}, \"failure\": {}",
+        s.seq, json_string(to_string(s.state)), json_string(to_string(s.trigger)), current ? "true" : "false",
+        s.start_ns, s.end_ns, s.step_id, s.node_count, s.expected_members, s.bytes(), s.restart_count,
+        json_string(s.folder()), json_string(s.failure));
+    if (with_members) {
+        out += ", \"members\": [";
+        for (size_t i = 0; i < s.members.size(); ++i) {
+            const MemberRecord& m = s.members[i];
+            out += fmt::format(
+                "{}{{\"member_id\": {}, \"node\": {}, \"image_dir\": {}, \"bytes\": {}, \"checksum\": \"{:016x}\", "
+                "\"dump_time_ns\": {}, \"state\": {}, \"files\": {}}}",
+                i ? ", " : "", m.member_id, json_string(m.node), json_string(m.image_dir), m.bytes, m.checksum,
+                m.dump_ns, json_string(to_string(m.state)), m.files.size());
+        }
+        out += "]";
+    }
+    return out + "}";
+}
+
+std::string job_json(const Index& idx) {
+    const JobInfo& j = idx.job;
+    return fmt::format(
+        "{{\"job_id\": {}, \"user\": {}, \"uid\": {}, \"gid\": {}, \"name\": {}, \"cluster\": {}, "
+        "\"submit_options\": {}, \"batch_script\": {}, \"restart_count\": {}, \"format_version\": {}}}",
+        j.jobid, json_string(j.user), j.uid, j.gid, json_string(j.name), json_string(j.cluster),
+        json_string(j.submit_options), json_string(j.batch_script), idx.restart_count, idx.format_version);
+}
+
+void print_set_table(const Index& idx) {
+    const SetRecord* cur = idx.newest_committed();
+    std::printf("  %-6s %-10s %-10s %-20s %-9s %5s %7s %10s\n", "SEQ", "STATE", "TRIGGER", "STARTED", "DURATION",
+                "NODES", "MEMBERS", "BYTES");
+    for (const SetRecord& s : idx.sets) {
+        std::printf("%c %-6llu %-10s %-10s %-20s %-9s %5u %7u %10s\n", &s == cur ? '*' : ' ',
+                    static_cast<unsigned long long>(s.seq), std::string(to_string(s.state)).c_str(),
+                    std::string(to_string(s.trigger)).c_str(), utc_time(s.start_ns).c_str(), duration(s).c_str(),
+                    s.node_count, s.expected_members, human_bytes(s.bytes()).c_str());
+    }
+}
+
+// --- commands ---
+
+int list_jobs(const Args& a) {
+    std::vector<uint64_t> jobs;
+    DIR* d = ::opendir(a.root.c_str());
+    if (!d) return failure(sys_error("list {}", a.root));
+    while (dirent* e = ::readdir(d))
+        if (auto id = parse_uint(e->d_name); id) jobs.push_back(*id);
+    ::closedir(d);
+    std::sort(jobs.begin(), jobs.end());
+    std::string json = "[";
+    if (!a.json) std::printf("%-10s %-12s %-20s %5s %8s\n", "JOBID", "USER", "NAME", "SETS", "CURRENT");
+    for (uint64_t id : jobs) {
+        auto st = JobStore::open(a.root, id);
+        if (!st) {
+            if (st.error().code() == EACCES) continue;  // another user's job
+            if (!a.json) std::printf("%-10llu (%s)\n", static_cast<unsigned long long>(id), st.error().message().c_str());
+            continue;
+        }
+        const Index& idx = st->index();
+        const SetRecord* cur = idx.newest_committed();
+        if (a.json) {
+            json += fmt::format("{}{{\"job\": {}, \"sets\": {}, \"current_set\": {}}}", json.size() > 1 ? ", " : "",
+                                job_json(idx), idx.sets.size(), cur ? std::to_string(cur->seq) : "null");
+        } else {
+            std::printf("%-10llu %-12s %-20s %5zu %8s\n", static_cast<unsigned long long>(id), idx.job.user.c_str(),
+                        idx.job.name.c_str(), idx.sets.size(), cur ? std::to_string(cur->seq).c_str() : "-");
+        }
+    }
+    if (a.json) std::printf("%s]\n", json.c_str());
+    return kExitOk;
+}
+
+int cmd_list(const Args& a) {
+    if (!a.jobid) return list_jobs(a);
+    auto st = JobStore::open(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    const Index& idx = st->index();
+    if (a.json) {
+        const SetRecord* cur = idx.newest_committed();
+        std::string sets;
+        for (const SetRecord& s : idx.sets) sets += (sets.empty() ? "" : ", ") + set_json(s, &s == cur, false);
+        std::printf("{\"job\": %s, \"current_set\": %s, \"sets\": [%s]}\n", job_json(idx).c_str(),
+                    cur ? std::to_string(cur->seq).c_str() : "null", sets.c_str());
+        return kExitOk;
+    }
+    std::printf("job %llu of %s (%s), run %u, %zu sets\n", static_cast<unsigned long long>(idx.job.jobid),
+                idx.job.user.c_str(), idx.job.name.c_str(), idx.restart_count, idx.sets.size());
+    if (!idx.sets.empty()) print_set_table(idx);
+    return kExitOk;
+}
+
+int cmd_show(const Args& a) {
+    auto st = JobStore::open(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    const Index& idx = st->index();
+    const SetRecord* cur = idx.newest_committed();
+    const SetRecord* s = a.set ? idx.find(*a.set) : (cur ? cur : (idx.sets.empty() ? nullptr : &idx.sets.back()));
+    if (a.set && !s) return failure(error_code(ENOENT, "job {}: no set {}", *a.jobid, *a.set));
+    if (a.json) {
+        std::printf("{\"job\": %s, \"set\": %s}\n", job_json(idx).c_str(),
+                    s ? set_json(*s, s == cur, true).c_str() : "null");
+        return kExitOk;
+    }
+    const JobInfo& j = idx.job;
+    auto or_dash = [](const std::string& v) { return v.empty() ? "-" : v.c_str(); };
+    std::printf("job %llu\n  user: %s (uid %u)\n  name: %s\n  cluster: %s\n  submit options: %s\n"
+                "  batch script: %s\n  run: %u\n  folder: %s\n",
+                static_cast<unsigned long long>(j.jobid), or_dash(j.user), j.uid, or_dash(j.name), or_dash(j.cluster),
+                or_dash(j.submit_options), j.batch_script.empty() ? "-" : (st->dir() + "/" + j.batch_script).c_str(),
+                idx.restart_count, st->dir().c_str());
+    if (!s) {
+        std::printf("no checkpoint sets\n");
+        return kExitOk;
+    }
+    std::printf("set %llu%s\n  state: %s%s%s\n  trigger: %s\n  started: %s\n  ended: %s\n  step: %u\n"
+                "  nodes: %u\n  members: %zu of %u\n  bytes: %llu (%s)\n  written by run: %u\n  folder: %s/%s\n",
+                static_cast<unsigned long long>(s->seq), s == cur ? " (current)" : "",
+                std::string(to_string(s->state)).c_str(), s->failure.empty() ? "" : ": ", s->failure.c_str(),
+                std::string(to_string(s->trigger)).c_str(), utc_time(s->start_ns).c_str(),
+                utc_time(s->end_ns).c_str(), s->step_id, s->node_count, s->members.size(), s->expected_members,
+                static_cast<unsigned long long>(s->bytes()), human_bytes(s->bytes()).c_str(), s->restart_count,
+                st->dir().c_str(), s->folder().c_str());
+    if (!s->members.empty())
+        std::printf("  %-8s %-16s %-28s %10s %-16s %s\n", "MEMBER", "NODE", "IMAGES", "BYTES", "CHECKSUM", "STATE");
+    for (const MemberRecord& m : s->members)
+        std::printf("  %-8d %-16s %-28s %10s %016llx %s\n", m.member_id, m.node.c_str(), m.image_dir.c_str(),
+                    human_bytes(m.bytes).c_str(), static_cast<unsigned long long>(m.checksum),
+                    std::string(to_string(m.state)).c_str());
+    return kExitOk;
+}
+
+int cmd_verify(const Args& a) {
+    auto st = JobStore::open(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    if (a.set) {
+        auto v = st->verify_set(*a.set);
+        return v ? kExitOk : failure(v.error());
+    }
+    int rc = kExitOk, committed = 0;
+    for (const SetRecord& s : st->index().sets) {
+        if (s.state != SetState::Committed) continue;
+        ++committed;
+        if (auto v = st->verify_set(s.seq); !v) rc = failure(v.error());
+        else log::get("set")->info("job {} set {}: verified", *a.jobid, s.seq);
+    }
+    if (committed == 0) return failure(error_code(ENOENT, "job {}: no committed set to verify", *a.jobid));
+    return rc;
+}
+
+int cmd_rm(const Args& a) {
+    if (a.set && a.keep) return usage_error("rm: give --set or --keep, not both");
+    if (a.keep && *a.keep == 0) return usage_error("rm: --keep must be at least 1 (rm JOBID removes everything)");
+    if (!a.set && !a.keep) {
+        auto st = JobStore::open_folder(a.root, *a.jobid);
+        if (!st) return failure(st.error());
+        auto r = st->remove_job();
+        return r ? kExitOk : failure(r.error());
+    }
+    auto st = JobStore::open(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    if (a.set) {
+        auto r = st->remove_set(*a.set);
+        return r ? kExitOk : failure(r.error());
+    }
+    auto r = st->keep_newest(*a.keep);
+    if (!r) return failure(r.error());
+    for (const std::string& line : r->lines) log::get("set")->info("job {} {}", *a.jobid, line);
+    return kExitOk;
+}
+
+int cmd_repair(const Args& a) {
+    auto st = JobStore::open_folder(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    auto r = st->repair();
+    if (!r) return failure(r.error());
+    for (const std::string& line : r->lines) log::get("set")->info("job {} {}", *a.jobid, line);
+    return kExitOk;
+}
+
+const Command kCommands[] = {
+    {"list", kJson | kOptionalJob, cmd_list},
+    {"show", kJson | kSet, cmd_show},
+    {"verify", kSet, cmd_verify},
+    {"rm", kSet | kKeep, cmd_rm},
+    {"repair", 0, cmd_repair},
+};
+
+// Parses a command's arguments; returns a usage message on error.
+std::optional<std::string> parse_args(const Command& c, const std::vector<std::string_view>& in, Args& a) {
+    auto value = [&](size_t& i, std::string_view opt) -> std::optional<std::string_view> {
+        if (i + 1 >= in.size()) return std::nullopt;
+        (void)opt;
+        return in[++i];
+    };
+    for (size_t i = 0; i < in.size(); ++i) {
+        std::string_view s = in[i];
+        if (s == "--root") {
+            auto v = value(i, s);
+            if (!v) return "--root needs a folder";
+            a.root = *v;
+        } else if (s == "--json" && (c.accepts & kJson)) {
+            a.json = true;
+        } else if ((s == "--set" && (c.accepts & kSet)) || (s == "--keep" && (c.accepts & kKeep))) {
+            auto v = value(i, s);
+            auto n = v ? parse_uint(*v) : Result<uint64_t>(error("missing"));
+            if (!n || *n > UINT32_MAX) return fmt::format("{} needs a number", s);
+            if (s == "--set") a.set = *n;
+            else a.keep = static_cast<uint32_t>(*n);
+        } else if (s.starts_with("-")) {
+            return fmt::format("{}: unknown option '{}'", c.name, s);
+        } else if (!a.jobid) {
+            auto n = parse_uint(s);
+            if (!n) return fmt::format("'{}' is not a job id", s);
+            a.jobid = *n;
+        } else {
+            return fmt::format("{}: unexpected argument '{}'", c.name, s);
+        }
+    }
+    if (!a.jobid) {
+        if (const char* env = std::getenv("SLURM_JOB_ID"); env && *env) {
+            auto n = parse_uint(env);
+            if (!n) return fmt::format("SLURM_JOB_ID='{}' is not a job id", env);
+            a.jobid = *n;
+        } else if (!(c.accepts & kOptionalJob)) {
+            return fmt::format("{}: no JOBID given and SLURM_JOB_ID is not set", c.name);
+        }
+    }
+    if (a.root.empty()) {
+        const char* env = std::getenv("CKPT_ROOT");
+        a.root = env && *env ? env : kDefaultRoot;
+    }
+    return std::nullopt;
 }
 
 }  // namespace
@@ -50,6 +378,12 @@ int main(int argc, char** argv) {
     if (rest.front() == "help") {
         std::fputs(kUsage, stdout);
         return kExitOk;
+    }
+    for (const Command& c : kCommands) {
+        if (rest.front() != c.name) continue;
+        Args args;
+        if (auto bad = parse_args(c, {rest.begin() + 1, rest.end()}, args)) return usage_error(*bad);
+        return c.run(args);
     }
     return usage_error("unknown command '" + std::string(rest.front()) + "'");
 }

@@ -1,0 +1,99 @@
+// What a job's checkpoint store holds, in memory: the job, its sets, their members and
+// the members' image files. index.h5 (index_h5.h) and the per-set manifests are two
+// encodings of this model; docs/index-schema.md describes both.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckpt/base/result.h"
+
+namespace ckpt::set {
+
+// The index schema version this build writes and the only one it reads.
+inline constexpr uint32_t kIndexFormatVersion = 1;
+
+enum class SetState { Writing, Committed, Failed };
+enum class Trigger { Interval, Manual, Preempt, TimeLimit };
+enum class MemberState { Writing, Done, Failed };
+
+std::string_view to_string(SetState s);
+std::string_view to_string(Trigger t);
+std::string_view to_string(MemberState s);
+Result<SetState> parse_set_state(std::string_view s);
+Result<Trigger> parse_trigger(std::string_view s);
+Result<MemberState> parse_member_state(std::string_view s);
+
+struct JobInfo {
+    uint64_t jobid = 0;
+    std::string user;
+    uint32_t uid = 0;
+    uint32_t gid = 0;
+    std::string name;
+    std::string cluster;
+    std::string submit_options;
+    std::string batch_script;  // file name of the saved batch script beside the index; "" if none
+};
+
+struct FileRecord {
+    std::string name;  // relative to the member's image folder
+    uint64_t bytes = 0;
+    uint64_t checksum = 0;  // XXH3-64 of the file's bytes
+};
+
+struct MemberRecord {
+    int32_t member_id = 0;  // rank or task id
+    std::string node;
+    std::string image_dir;  // relative to the job folder
+    uint64_t bytes = 0;
+    uint64_t checksum = 0;  // member_digest(files)
+    uint64_t dump_ns = 0;   // when the member reported, CLOCK_REALTIME
+    MemberState state = MemberState::Writing;
+    std::vector<FileRecord> files;
+};
+
+struct SetRecord {
+    uint64_t seq = 0;
+    SetState state = SetState::Writing;
+    Trigger trigger = Trigger::Manual;
+    uint64_t start_ns = 0;
+    uint64_t end_ns = 0;
+    uint32_t step_id = 0;
+    uint32_t node_count = 0;
+    uint32_t expected_members = 0;
+    uint32_t restart_count = 0;  // the run that wrote it (fencing)
+    std::string failure;         // why a failed set failed
+    std::vector<MemberRecord> members;
+
+    uint64_t bytes() const;
+    std::string folder() const;  // relative to the job folder: "set-000042"
+};
+
+struct Index {
+    uint32_t format_version = kIndexFormatVersion;
+    JobInfo job;
+    // The newest run that claimed the job; writers of older runs are refused.
+    uint32_t restart_count = 0;
+    std::vector<SetRecord> sets;  // ascending seq
+
+    // The newest restart count recorded anywhere (job claim or sets).
+    uint32_t fence() const;
+    const SetRecord* find(uint64_t seq) const;
+    SetRecord* find(uint64_t seq);
+    const SetRecord* newest_committed() const;
+    uint64_t max_seq() const;
+};
+
+// Folder name of set seq, relative to the job folder.
+std::string set_folder_name(uint64_t seq);
+// Parses "set-000042" into 42; nullopt for any other name.
+std::optional<uint64_t> parse_set_folder_name(std::string_view name);
+
+// The digest that stands for a member's files in the index: XXH3-64 over, for each file
+// in name order, the name, a NUL, then its size and XXH3-64 as little-endian uint64.
+uint64_t member_digest(const std::vector<FileRecord>& files);
+
+}  // namespace ckpt::set

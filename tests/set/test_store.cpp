@@ -1,0 +1,507 @@
+// The set layer on real files and real HDF5: schema, commit, retention, verify, repair,
+// fencing and corruption.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "ckpt/set/index_h5.h"
+#include "ckpt/image/image_file.h"
+#include "set_manifest.pb.h"
+#include "set_test_util.h"
+
+using namespace ckpt;
+using namespace ckpt::set;
+using namespace ckpt::set::testing;
+
+namespace {
+
+class Store : public ::testing::Test {
+protected:
+    JobStore writer(uint32_t run = 0) {
+        auto st = JobStore::open_writer(root_.path(), sample_job(kJob), run);
+        EXPECT_TRUE(st.ok()) << st.error().message();
+        return std::move(*st);
+    }
+    JobStore reader() {
+        auto st = JobStore::open(root_.path(), kJob);
+        EXPECT_TRUE(st.ok()) << st.error().message();
+        return std::move(*st);
+    }
+    std::vector<uint64_t> seqs_on_disk() {
+        std::vector<uint64_t> seqs;
+        JobStore r = reader();
+        for (const SetRecord& s : r.index().sets) seqs.push_back(s.seq);
+        return seqs;
+    }
+    std::string job_dir() const { return root_.path() + "/" + std::to_string(kJob); }
+    std::string index_path() const { return job_dir() + "/index.h5"; }
+    std::string member_file(uint64_t seq, int member, const std::string& name) const {
+        return fmt::format("{}/{}/member-{}/{}", job_dir(), set_folder_name(seq), member, name);
+    }
+
+    static constexpr uint64_t kJob = 4242;
+    TempRoot root_;
+};
+
+TEST(Model, NamesRoundTrip) {
+    for (auto t : {Trigger::Interval, Trigger::Manual, Trigger::Preempt, Trigger::TimeLimit})
+        EXPECT_EQ(*parse_trigger(to_string(t)), t);
+    for (auto s : {SetState::Writing, SetState::Committed, SetState::Failed}) EXPECT_EQ(*parse_set_state(to_string(s)), s);
+    EXPECT_FALSE(parse_trigger("sometimes").ok());
+    EXPECT_EQ(set_folder_name(42), "set-000042");
+    EXPECT_EQ(parse_set_folder_name("set-000042"), 42u);
+    EXPECT_FALSE(parse_set_folder_name("set-000042.tmp.1").has_value());
+    EXPECT_FALSE(parse_set_folder_name(".deleted-set-000042").has_value());
+}
+
+TEST(Model, MemberDigestDependsOnEveryField) {
+    std::vector<FileRecord> a = {{"core.img", 10, 1}, {"mm.img", 20, 2}};
+    std::vector<FileRecord> reordered = {a[1], a[0]};
+    EXPECT_EQ(member_digest(a), member_digest(reordered));
+    auto b = a;
+    b[0].bytes = 11;
+    EXPECT_NE(member_digest(a), member_digest(b));
+    b = a;
+    b[1].checksum = 3;
+    EXPECT_NE(member_digest(a), member_digest(b));
+    b = a;
+    b[1].name = "mm2.img";
+    EXPECT_NE(member_digest(a), member_digest(b));
+}
+
+TEST_F(Store, ScanChecksumsMatchImageChecksum) {
+    std::string dir = root_.path() + "/m";
+    ::mkdir(dir.c_str(), 0700);
+    write_member_images(dir, 7, 3 << 20);  // larger than one read chunk
+    auto files = scan_member_files(dir);
+    ASSERT_TRUE(files.ok()) << files.error().message();
+    ASSERT_EQ(files->size(), 3u);
+    EXPECT_EQ((*files)[2].name, "pages/pages-1.img");
+    for (const FileRecord& f : *files) {
+        auto data = read_file(dir + "/" + f.name);
+        ASSERT_TRUE(data.ok());
+        EXPECT_EQ(f.bytes, data->size());
+        EXPECT_EQ(f.checksum, image::checksum(data->data(), data->size())) << f.name;
+    }
+    ::symlink("/etc/passwd", (dir + "/link").c_str());
+    auto bad = scan_member_files(dir);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message().find("not a regular file"), std::string::npos) << bad.error().message();
+}
+
+TEST_F(Store, IndexRoundTripsEveryField) {
+    Index idx;
+    idx.job = sample_job(kJob);
+    idx.job.batch_script = "job-script";
+    idx.restart_count = 3;
+    SetRecord s;
+    s.seq = 7;
+    s.state = SetState::Committed;
+    s.trigger = Trigger::TimeLimit;
+    s.start_ns = 1700000000123456789ull;
+    s.end_ns = 1700000001123456789ull;
+    s.step_id = 4294967291u;
+    s.node_count = 2;
+    s.expected_members = 2;
+    s.restart_count = 3;
+    for (int i = 0; i < 2; ++i) {
+        MemberRecord m;
+        m.member_id = i;
+        m.node = fmt::format("node{}", i);
+        m.image_dir = fmt::format("set-000007/member-{}", i);
+        m.files = {{"core.img", 100u + i, 0xabcull + i}, {"pages/p.img", 4096, 0xfffffffffffffff0ull}};
+        m.bytes = 4196u + i;
+        m.checksum = member_digest(m.files);
+        m.dump_ns = 1700000000999ull;
+        m.state = MemberState::Done;
+        s.members.push_back(m);
+    }
+    idx.sets.push_back(s);
+    SetRecord failed;
+    failed.seq = 8;
+    failed.state = SetState::Failed;
+    failed.failure = "node2 died";
+    failed.expected_members = 4;
+    idx.sets.push_back(failed);
+
+    std::string path = root_.path() + "/roundtrip.h5";
+    ASSERT_TRUE(write_index_file(path, idx).ok());
+    auto back = read_index(path);
+    ASSERT_TRUE(back.ok()) << back.error().message();
+    EXPECT_EQ(back->job.jobid, kJob);
+    EXPECT_EQ(back->job.name, "lattice-qcd");
+    EXPECT_EQ(back->job.submit_options, idx.job.submit_options);
+    EXPECT_EQ(back->job.batch_script, "job-script");
+    EXPECT_EQ(back->restart_count, 3u);
+    ASSERT_EQ(back->sets.size(), 2u);
+    const SetRecord& r = back->sets[0];
+    EXPECT_EQ(r.seq, 7u);
+    EXPECT_EQ(r.state, SetState::Committed);
+    EXPECT_EQ(r.trigger, Trigger::TimeLimit);
+    EXPECT_EQ(r.start_ns, s.start_ns);
+    EXPECT_EQ(r.end_ns, s.end_ns);
+    EXPECT_EQ(r.step_id, 4294967291u);
+    EXPECT_EQ(r.bytes(), s.bytes());
+    ASSERT_EQ(r.members.size(), 2u);
+    EXPECT_EQ(r.members[1].node, "node1");
+    EXPECT_EQ(r.members[1].checksum, s.members[1].checksum);
+    ASSERT_EQ(r.members[1].files.size(), 2u);
+    EXPECT_EQ(r.members[1].files[1].checksum, 0xfffffffffffffff0ull);
+    EXPECT_EQ(back->sets[1].failure, "node2 died");
+    EXPECT_TRUE(back->sets[1].members.empty());
+    // An existing file is never written over: the caller renames a fresh one into place.
+    EXPECT_FALSE(write_index_file(path, idx).ok());
+}
+
+TEST_F(Store, CommitRecordsEverythingAndOwnsTheFolder) {
+    JobStore st = writer();
+    ASSERT_TRUE(st.save_batch_script("#!/bin/sh\nsrun ./app\n").ok());
+    uint64_t seq = write_committed_set(st, 3);
+    EXPECT_EQ(seq, 1u);
+
+    struct stat sb;
+    ASSERT_EQ(::stat(job_dir().c_str(), &sb), 0);
+    EXPECT_EQ(sb.st_mode & 07777, 0700u);
+    EXPECT_EQ(sb.st_uid, ::geteuid());
+    EXPECT_EQ(*read_file(job_dir() + "/job-script"), "#!/bin/sh\nsrun ./app\n");
+
+    JobStore r = reader();
+    const Index& idx = r.index();
+    EXPECT_EQ(idx.job.batch_script, "job-script");
+    ASSERT_EQ(idx.sets.size(), 1u);
+    const SetRecord& s = idx.sets[0];
+    EXPECT_EQ(s.state, SetState::Committed);
+    EXPECT_EQ(s.members.size(), 3u);
+    EXPECT_GE(s.end_ns, s.start_ns);
+    uint64_t on_disk = 0;
+    for (const MemberRecord& m : s.members)
+        for (const FileRecord& f : m.files) on_disk += static_cast<uint64_t>(file_size(job_dir() + "/" + m.image_dir + "/" + f.name));
+    EXPECT_EQ(s.bytes(), on_disk);
+    EXPECT_TRUE(r.verify_set(seq).ok());
+    EXPECT_EQ(*r.newest_verified(), seq);
+    // The manifest says the same.
+    image::SetManifest m;
+    ASSERT_TRUE(image::read_image(job_dir() + "/set-000001/manifest", image::Kind::SetManifest, &m).ok());
+    EXPECT_EQ(m.state(), "committed");
+    EXPECT_EQ(m.members_size(), 3);
+    EXPECT_EQ(m.job().name(), "lattice-qcd");
+}
+
+TEST_F(Store, CommitWaitsForEveryMember) {
+    JobStore st = writer();
+    auto seq = st.begin_set({Trigger::Manual, 0, 2, 2});
+    ASSERT_TRUE(seq.ok());
+    auto dir = st.make_member_dir(*seq, 0);
+    write_member_images(*dir, 1);
+    ASSERT_TRUE(st.add_member(*seq, 0, "node1", *dir).ok());
+    auto c = st.commit_set(*seq);
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.error().message().find("1 of 2 members"), std::string::npos) << c.error().message();
+    EXPECT_EQ(reader().index().sets[0].state, SetState::Writing);
+    // Reporting the same member twice, or a folder outside the set, is refused.
+    EXPECT_FALSE(st.add_member(*seq, 0, "node1", *dir).ok());
+    std::string outside = root_.path() + "/elsewhere";
+    ::mkdir(outside.c_str(), 0700);
+    write_member_images(outside, 2);
+    auto o = st.add_member(*seq, 1, "node2", outside);
+    ASSERT_FALSE(o.ok());
+    EXPECT_NE(o.error().message().find("not inside"), std::string::npos) << o.error().message();
+    ASSERT_TRUE(st.fail_set(*seq, "node2 did not report").ok());
+    JobStore r = reader();
+    EXPECT_EQ(r.index().sets[0].state, SetState::Failed);
+    EXPECT_EQ(r.index().sets[0].failure, "node2 did not report");
+    EXPECT_EQ(r.index().newest_committed(), nullptr);
+}
+
+TEST_F(Store, CommitRefusesAnImageChangedAfterItsReport) {
+    JobStore st = writer();
+    auto seq = st.begin_set({Trigger::Manual, 0, 1, 1});
+    auto dir = st.make_member_dir(*seq, 0);
+    write_member_images(*dir, 1);
+    ASSERT_TRUE(st.add_member(*seq, 0, "node1", *dir).ok());
+    ASSERT_EQ(::truncate((*dir + "/core-1.img").c_str(), 10), 0);
+    auto c = st.commit_set(*seq);
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.error().message().find("core-1.img is 10 bytes"), std::string::npos) << c.error().message();
+}
+
+TEST_F(Store, RetentionKeepsNewestCommittedAndDropsOlderFailures) {
+    JobStore st = writer();
+    for (uint32_t i = 1; i <= 4; ++i) write_committed_set(st, 2, i);  // sets 1..4
+    auto failed = st.begin_set({Trigger::Manual, 0, 1, 1});            // 5: failed, newer than all
+    ASSERT_TRUE(st.fail_set(*failed, "test").ok());
+    auto writing = st.begin_set({Trigger::Manual, 0, 1, 1});           // 6: being written
+    ASSERT_TRUE(writing.ok());
+
+    auto r = st.keep_newest(2);
+    ASSERT_TRUE(r.ok()) << r.error().message();
+    std::vector<uint64_t> seqs = seqs_on_disk();
+    // The failed set 5 is newer than the newest committed (4), so it stays for inspection;
+    // the set being written is never touched.
+    EXPECT_EQ(seqs, (std::vector<uint64_t>{3, 4, 5, 6}));
+    EXPECT_FALSE(std::filesystem::exists(job_dir() + "/set-000001"));
+    EXPECT_FALSE(std::filesystem::exists(job_dir() + "/set-000002"));
+    EXPECT_TRUE(std::filesystem::exists(job_dir() + "/set-000003/manifest"));
+
+    // Once a newer set commits, the failed one and the oldest committed go.
+    auto dir = st.make_member_dir(*writing, 0);
+    write_member_images(*dir, 9);
+    ASSERT_TRUE(st.add_member(*writing, 0, "node1", *dir).ok());
+    ASSERT_TRUE(st.commit_set(*writing).ok());
+    ASSERT_TRUE(st.keep_newest(2).ok());
+    seqs = seqs_on_disk();
+    EXPECT_EQ(seqs, (std::vector<uint64_t>{4, 6}));
+    EXPECT_FALSE(st.keep_newest(0).ok());
+}
+
+TEST_F(Store, RetentionWithoutACommittedSetDeletesNothing) {
+    JobStore st = writer();
+    auto a = st.begin_set({Trigger::Manual, 0, 1, 1});
+    ASSERT_TRUE(st.fail_set(*a, "x").ok());
+    ASSERT_TRUE(st.keep_newest(1).ok());
+    EXPECT_EQ(reader().index().sets.size(), 1u);
+    EXPECT_TRUE(std::filesystem::exists(job_dir() + "/set-000001"));
+}
+
+TEST_F(Store, RemoveSetAndJob) {
+    JobStore st = writer();
+    write_committed_set(st, 1, 1);
+    write_committed_set(st, 1, 2);
+    auto busy = st.begin_set({Trigger::Manual, 0, 1, 1});
+    JobStore r = reader();
+    auto refused = r.remove_set(*busy);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message().find("being written"), std::string::npos);
+    ASSERT_TRUE(r.remove_set(1).ok());
+    EXPECT_FALSE(std::filesystem::exists(job_dir() + "/set-000001"));
+    EXPECT_EQ(reader().index().sets.size(), 2u);
+    EXPECT_FALSE(r.remove_set(1).ok());
+    ASSERT_TRUE(r.remove_job().ok());
+    EXPECT_FALSE(std::filesystem::exists(job_dir()));
+}
+
+TEST_F(Store, VerifyNamesTheTruncatedFile) {
+    JobStore st = writer();
+    uint64_t seq = write_committed_set(st, 2);
+    std::string victim = member_file(seq, 1, "pages/pages-1.img");
+    ASSERT_EQ(::truncate(victim.c_str(), 100), 0);
+    auto v = reader().verify_set(seq);
+    ASSERT_FALSE(v.ok());
+    EXPECT_NE(v.error().message().find(fmt::format("job {} set {}", kJob, seq)), std::string::npos);
+    EXPECT_NE(v.error().message().find(victim), std::string::npos) << v.error().message();
+    EXPECT_NE(v.error().message().find("100 bytes, expected 12288"), std::string::npos) << v.error().message();
+}
+
+TEST_F(Store, VerifyFindsAFlippedByteAndRecoveryFallsBack) {
+    JobStore st = writer();
+    uint64_t first = write_committed_set(st, 2, 1);
+    uint64_t second = write_committed_set(st, 2, 2);
+    std::string victim = member_file(second, 0, "core-1.img");
+    flip_byte(victim, 1000);
+    JobStore r = reader();
+    auto v = r.verify_set(second);
+    ASSERT_FALSE(v.ok());
+    EXPECT_NE(v.error().message().find("checksum mismatch"), std::string::npos) << v.error().message();
+    EXPECT_NE(v.error().message().find(victim), std::string::npos);
+    EXPECT_TRUE(r.verify_set(first).ok());
+    EXPECT_EQ(*r.newest_verified(), first);
+    // Repair marks the damaged set failed, so the current set is the good one.
+    ASSERT_TRUE(r.repair().ok());
+    JobStore after = reader();
+    EXPECT_EQ(after.index().find(second)->state, SetState::Failed);
+    EXPECT_NE(after.index().find(second)->failure.find("checksum mismatch"), std::string::npos);
+    EXPECT_EQ(after.index().newest_committed()->seq, first);
+}
+
+TEST_F(Store, VerifyRefusesSetsThatAreNotCommitted) {
+    JobStore st = writer();
+    auto seq = st.begin_set({Trigger::Manual, 0, 1, 1});
+    auto v = reader().verify_set(*seq);
+    ASSERT_FALSE(v.ok());
+    EXPECT_NE(v.error().message().find("state writing"), std::string::npos);
+    EXPECT_FALSE(reader().verify_set(99).ok());
+    EXPECT_EQ(reader().newest_verified().error().code(), ENOENT);
+}
+
+TEST_F(Store, GarbageOrTruncatedIndexIsAClearErrorAndRepairRebuildsIt) {
+    JobStore st = writer(2);
+    ASSERT_TRUE(st.save_batch_script("#!/bin/sh\n").ok());
+    write_committed_set(st, 2, 1);
+    write_committed_set(st, 2, 2);
+    auto failed = st.begin_set({Trigger::Preempt, 0, 1, 1});
+    ASSERT_TRUE(st.fail_set(*failed, "preempted").ok());
+    Index before = reader().index();
+
+    for (int damage = 0; damage < 3; ++damage) {
+        if (damage == 0) {
+            ASSERT_EQ(::truncate(index_path().c_str(), file_size(index_path()) / 2), 0);
+        } else if (damage == 1) {
+            std::string junk(5000, 'x');
+            int fd = ::open(index_path().c_str(), O_WRONLY | O_TRUNC);
+            ASSERT_EQ(::write(fd, junk.data(), junk.size()), 5000);
+            ::close(fd);
+        } else {
+            ASSERT_EQ(::unlink(index_path().c_str()), 0);
+        }
+        auto bad = JobStore::open(root_.path(), kJob);
+        ASSERT_FALSE(bad.ok()) << "damage " << damage;
+        const std::string& msg = bad.error().message();
+        EXPECT_NE(msg.find(fmt::format("job {}", kJob)), std::string::npos) << msg;
+        EXPECT_NE(msg.find("index.h5"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("ckpt-job repair"), std::string::npos) << msg;
+        // A writer refuses too, rather than start over and hide the old sets.
+        EXPECT_FALSE(JobStore::open_writer(root_.path(), sample_job(kJob), 2).ok());
+
+        auto folder = JobStore::open_folder(root_.path(), kJob);
+        ASSERT_TRUE(folder.ok());
+        auto rep = folder->repair();
+        ASSERT_TRUE(rep.ok()) << rep.error().message();
+        EXPECT_FALSE(rep->lines.empty());
+        JobStore r = reader();
+        const Index& idx = r.index();
+        EXPECT_EQ(idx.job.name, before.job.name);
+        EXPECT_EQ(idx.job.batch_script, "job-script");
+        EXPECT_EQ(idx.restart_count, 2u);
+        ASSERT_EQ(idx.sets.size(), before.sets.size());
+        for (size_t i = 0; i < idx.sets.size(); ++i) {
+            EXPECT_EQ(idx.sets[i].seq, before.sets[i].seq);
+            EXPECT_EQ(idx.sets[i].state, before.sets[i].state);
+            EXPECT_EQ(idx.sets[i].bytes(), before.sets[i].bytes());
+            EXPECT_EQ(idx.sets[i].failure, before.sets[i].failure);
+        }
+        EXPECT_EQ(*r.newest_verified(), 2u);
+    }
+}
+
+TEST_F(Store, RepairKeepsAHalfWrittenSetOfTheLiveRunAndFailsAbandonedOnes) {
+    JobStore old_run = writer(0);
+    write_committed_set(old_run, 1, 1);
+    auto abandoned = old_run.begin_set({Trigger::Interval, 0, 1, 1});
+    JobStore new_run = writer(1);  // claims: the abandoned set of run 0 becomes failed
+    EXPECT_EQ(reader().index().find(*abandoned)->state, SetState::Failed);
+    auto live = new_run.begin_set({Trigger::Interval, 0, 1, 1});
+    ASSERT_EQ(::unlink(index_path().c_str()), 0);
+    ASSERT_TRUE(JobStore::open_folder(root_.path(), kJob)->repair().ok());
+    Index idx = reader().index();
+    EXPECT_EQ(idx.find(1)->state, SetState::Committed);
+    EXPECT_EQ(idx.find(*abandoned)->state, SetState::Failed);
+    EXPECT_EQ(idx.find(*live)->state, SetState::Writing);
+    // and the live writer can still commit it
+    auto dir = new_run.make_member_dir(*live, 0);
+    write_member_images(*dir, 3);
+    ASSERT_TRUE(new_run.add_member(*live, 0, "node1", *dir).ok());
+    ASSERT_TRUE(new_run.commit_set(*live).ok());
+    EXPECT_EQ(reader().index().newest_committed()->seq, *live);
+}
+
+TEST_F(Store, RepairOfAMissingManifestOrFileMarksTheSetFailed) {
+    JobStore st = writer();
+    write_committed_set(st, 2, 1);
+    write_committed_set(st, 2, 2);
+    write_committed_set(st, 2, 3);
+    ASSERT_EQ(::unlink((job_dir() + "/set-000002/manifest").c_str()), 0);
+    ASSERT_EQ(::unlink(member_file(3, 1, "inventory.img").c_str()), 0);
+    auto v = reader().verify_set(2);
+    ASSERT_FALSE(v.ok());
+    EXPECT_NE(v.error().message().find("manifest"), std::string::npos) << v.error().message();
+    ASSERT_TRUE(JobStore::open_folder(root_.path(), kJob)->repair().ok());
+    Index idx = reader().index();
+    EXPECT_EQ(idx.find(1)->state, SetState::Committed);
+    EXPECT_EQ(idx.find(2)->state, SetState::Failed);
+    EXPECT_NE(idx.find(2)->failure.find("manifest unreadable"), std::string::npos);
+    EXPECT_EQ(idx.find(3)->state, SetState::Failed);
+    EXPECT_NE(idx.find(3)->failure.find("inventory.img"), std::string::npos) << idx.find(3)->failure;
+    EXPECT_EQ(idx.newest_committed()->seq, 1u);
+}
+
+TEST_F(Store, ACommittedManifestOfADeadRunIsRolledForward) {
+    // Run 0 died after writing its committed manifest but before replacing the index.
+    JobStore st = writer(0);
+    uint64_t seq = write_committed_set(st, 1, 1);
+    Index idx = reader().index();
+    idx.find(seq)->state = SetState::Writing;
+    ASSERT_EQ(::unlink(index_path().c_str()), 0);
+    ASSERT_TRUE(write_index_file(index_path(), idx).ok());
+    EXPECT_EQ(reader().index().newest_committed(), nullptr);
+    JobStore next = writer(1);
+    EXPECT_EQ(reader().index().find(seq)->state, SetState::Committed);
+    EXPECT_TRUE(reader().verify_set(seq).ok());
+}
+
+TEST_F(Store, AWriterRestartingInTheSameRunAbandonsItsOldSet) {
+    auto first = writer(3);
+    auto seq = first.begin_set({Trigger::Interval, 0, 1, 1});
+    ASSERT_TRUE(seq.ok());
+    JobStore again = writer(3);  // the agent restarted
+    Index idx = reader().index();
+    const SetRecord* s = idx.find(*seq);
+    EXPECT_EQ(s->state, SetState::Failed);
+    EXPECT_NE(s->failure.find("abandoned"), std::string::npos) << s->failure;
+    EXPECT_EQ(write_committed_set(again, 1), *seq + 1);
+}
+
+TEST_F(Store, FencingRefusesAnOlderRun) {
+    JobStore stale = writer(1);
+    write_committed_set(stale, 1, 1);
+    auto in_flight = stale.begin_set({Trigger::Interval, 0, 1, 1});
+    ASSERT_TRUE(in_flight.ok());
+    auto dir = stale.make_member_dir(*in_flight, 0);
+    write_member_images(*dir, 5);
+    ASSERT_TRUE(stale.add_member(*in_flight, 0, "node1", *dir).ok());
+
+    JobStore current = writer(2);  // the requeued run claims the job
+    uint64_t newer = write_committed_set(current, 1, 2);
+
+    auto c = stale.commit_set(*in_flight);
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.error().code(), ESTALE);
+    EXPECT_NE(c.error().message().find("run 1 but run 2"), std::string::npos) << c.error().message();
+    auto b = stale.begin_set({Trigger::Interval, 0, 1, 1});
+    ASSERT_FALSE(b.ok());
+    EXPECT_EQ(b.error().code(), ESTALE);
+    auto claim = JobStore::open_writer(root_.path(), sample_job(kJob), 1);
+    ASSERT_FALSE(claim.ok());
+    EXPECT_EQ(claim.error().code(), ESTALE);
+    // The stale writer's failure changes nothing of the newer run's.
+    ASSERT_TRUE(stale.fail_set(*in_flight, "fenced").ok());
+    JobStore r = reader();
+    EXPECT_EQ(r.index().newest_committed()->seq, newer);
+    EXPECT_TRUE(r.verify_set(newer).ok());
+    EXPECT_EQ(r.index().find(*in_flight)->state, SetState::Failed);
+    // The same run may reopen (an agent restarting within the run).
+    EXPECT_TRUE(JobStore::open_writer(root_.path(), sample_job(kJob), 2).ok());
+}
+
+TEST_F(Store, RepairFencesAStaleRunsLaterSet) {
+    // Two live copies during a partition: run 2 begins set 2; stale run 1 writes set 3 in
+    // a folder of its own (say through a lock that did not hold across nodes).
+    JobStore stale = writer(1);
+    write_committed_set(stale, 1, 1);
+    JobStore current = writer(2);
+    write_committed_set(current, 1, 2);
+    std::filesystem::copy(job_dir() + "/set-000002", job_dir() + "/set-000003",
+                          std::filesystem::copy_options::recursive);
+    image::SetManifest mf;
+    ASSERT_TRUE(image::read_image(job_dir() + "/set-000003/manifest", image::Kind::SetManifest, &mf).ok());
+    mf.set_seq(3);
+    mf.set_restart_count(1);
+    for (auto& m : *mf.mutable_members()) m.set_image_dir("set-000003/" + m.image_dir().substr(11));
+    ASSERT_EQ(::unlink((job_dir() + "/set-000003/manifest").c_str()), 0);
+    ASSERT_TRUE(image::write_image(job_dir() + "/set-000003/manifest", image::Kind::SetManifest, mf).ok());
+    ASSERT_TRUE(JobStore::open_folder(root_.path(), kJob)->repair().ok());
+    Index after = reader().index();
+    ASSERT_NE(after.find(3), nullptr);
+    EXPECT_EQ(after.find(3)->state, SetState::Failed);
+    EXPECT_NE(after.find(3)->failure.find("fenced"), std::string::npos) << after.find(3)->failure;
+    EXPECT_EQ(after.newest_committed()->seq, 2u);
+}
+
+TEST_F(Store, OpeningAMissingJobSaysSo) {
+    auto st = JobStore::open(root_.path(), 777);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().code(), ENOENT);
+    EXPECT_NE(st.error().message().find("job 777: no checkpoints"), std::string::npos) << st.error().message();
+}
+
+}  // namespace
