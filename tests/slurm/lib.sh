@@ -17,6 +17,11 @@ fail() {
 
 note() { echo "$TEST_NAME: $*"; }
 
+# True while the process runs (a zombie has finished).
+running() {
+    [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 # A private scratch directory of the test user for this test.
 user_scratch() {
     local d=$USER_WORK/$TEST_NAME

@@ -24,7 +24,7 @@ left=$(pgrep -af -- "$CKPT_CLUSTER_DIR/" | grep -v -e "test_down.sh" -e "cluster
 sockets=$(ss -xlpn | grep -F "$CKPT_CLUSTER_DIR/" || true)
 [ -z "$sockets" ] || fail "sockets of the cluster still open: $sockets"
 for pid in "${pids[@]}"; do
-    if [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+    if running "$pid"; then
         fail "job process $pid still running: $(tr '\0' ' ' <"/proc/$pid/cmdline")"
     fi
 done

@@ -27,7 +27,7 @@ started=$SECONDS
 # Whatever happens next, the node comes back for the tests after this one.
 trap 'bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$node" >/dev/null 2>&1 || true' EXIT
 bash "$HERE/cluster.sh" kill-node "$CKPT_CLUSTER_DIR" "$node"
-if [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+if running "$pid"; then
     fail "job script pid $pid survived kill-node"
 fi
 

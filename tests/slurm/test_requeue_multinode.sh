@@ -48,7 +48,7 @@ second=$(grep '^task run 1' "$work/job.out" | sort)
 ! grep -q "node $victim " <<<"$second" || fail "second run used the killed node $victim: $second"
 grep -c "interval 60$" <<<"$second" | grep -qx 2 || fail "second run lost the interval: $second"
 for pid in "${first_pids[@]}"; do
-    if [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+    if running "$pid"; then
         fail "first run's process $pid is still running"
     fi
 done
