@@ -9,6 +9,9 @@
 //     user_init, task callbacks, exit. The settings are recorded in user_init.
 // The per-node checkpoint agent is started from task_post_fork and stopped in exit; it lives
 // in its own module and is not part of this file.
+//
+// spank.h declares the slurm_spank_* prototypes outside its own extern "C" block, hence the
+// include inside one (otherwise they would be C++ declarations that clash with ours).
 extern "C" {
 #include <slurm/spank.h>
 }
