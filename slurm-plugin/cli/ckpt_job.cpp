@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -44,7 +45,8 @@ const char kUsage[] =
     "\n"
     "options for every command:\n"
     "  --root DIR            checkpoint root (default $CKPT_ROOT, else /var/spool/ckpt)\n"
-    "  -v, -vv, -vvv         log info, debug, trace to stderr (or set CKPT_LOG=level[,component=level])\n"
+    "  -v, -vv, -vvv         log info, debug, trace to stderr (or set "
+    "CKPT_LOG=level[,component=level])\n"
     "  -h, --help            show this text\n"
     "\n"
     "exit status: 0 success, 1 failure, 2 usage error\n";
@@ -82,13 +84,23 @@ std::string json_string(std::string_view s) {
     std::string out = "\"";
     for (char c : s) {
         switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\t': out += "\\t"; break;
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
             default:
-                if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", c);
-                else out += c;
+                if (static_cast<unsigned char>(c) < 0x20)
+                    out += fmt::format("\\u{:04x}", c);
+                else
+                    out += c;
         }
     }
     return out + "\"";
@@ -120,20 +132,23 @@ std::string human_bytes(uint64_t n) {
 std::string set_json(const SetRecord& s, bool current, bool with_members) {
     std::string out = fmt::format(
         "{{\"seq\": {}, \"state\": {}, \"trigger\": {}, \"current\": {}, \"start_time_ns\": {}, "
-        "\"end_time_ns\": {}, \"step_id\": {}, \"node_count\": {}, \"member_count\": {}, \"bytes\": {}, "
+        "\"end_time_ns\": {}, \"step_id\": {}, \"node_count\": {}, \"member_count\": {}, "
+        "\"bytes\": {}, "
         "\"restart_count\": {}, \"folder\": {}, \"failure\": {}",
-        s.seq, json_string(to_string(s.state)), json_string(to_string(s.trigger)), current ? "true" : "false",
-        s.start_ns, s.end_ns, s.step_id, s.node_count, s.expected_members, s.bytes(), s.restart_count,
-        json_string(s.folder()), json_string(s.failure));
+        s.seq, json_string(to_string(s.state)), json_string(to_string(s.trigger)),
+        current ? "true" : "false", s.start_ns, s.end_ns, s.step_id, s.node_count,
+        s.expected_members, s.bytes(), s.restart_count, json_string(s.folder()),
+        json_string(s.failure));
     if (with_members) {
         out += ", \"members\": [";
         for (size_t i = 0; i < s.members.size(); ++i) {
             const MemberRecord& m = s.members[i];
             out += fmt::format(
-                "{}{{\"member_id\": {}, \"node\": {}, \"image_dir\": {}, \"bytes\": {}, \"checksum\": \"{:016x}\", "
+                "{}{{\"member_id\": {}, \"node\": {}, \"image_dir\": {}, \"bytes\": {}, "
+                "\"checksum\": \"{:016x}\", "
                 "\"dump_time_ns\": {}, \"state\": {}, \"files\": {}}}",
-                i ? ", " : "", m.member_id, json_string(m.node), json_string(m.image_dir), m.bytes, m.checksum,
-                m.dump_ns, json_string(to_string(m.state)), m.files.size());
+                i ? ", " : "", m.member_id, json_string(m.node), json_string(m.image_dir), m.bytes,
+                m.checksum, m.dump_ns, json_string(to_string(m.state)), m.files.size());
         }
         out += "]";
     }
@@ -144,20 +159,23 @@ std::string job_json(const Index& idx) {
     const JobInfo& j = idx.job;
     return fmt::format(
         "{{\"job_id\": {}, \"user\": {}, \"uid\": {}, \"gid\": {}, \"name\": {}, \"cluster\": {}, "
-        "\"submit_options\": {}, \"batch_script\": {}, \"restart_count\": {}, \"format_version\": {}}}",
+        "\"submit_options\": {}, \"batch_script\": {}, \"restart_count\": {}, \"format_version\": "
+        "{}}}",
         j.jobid, json_string(j.user), j.uid, j.gid, json_string(j.name), json_string(j.cluster),
-        json_string(j.submit_options), json_string(j.batch_script), idx.restart_count, idx.format_version);
+        json_string(j.submit_options), json_string(j.batch_script), idx.restart_count,
+        idx.format_version);
 }
 
 void print_set_table(const Index& idx) {
     const SetRecord* cur = idx.newest_committed();
-    std::printf("  %-6s %-10s %-10s %-20s %-9s %5s %7s %10s\n", "SEQ", "STATE", "TRIGGER", "STARTED", "DURATION",
-                "NODES", "MEMBERS", "BYTES");
+    std::printf("  %-6s %-10s %-10s %-20s %-9s %5s %7s %10s\n", "SEQ", "STATE", "TRIGGER",
+                "STARTED", "DURATION", "NODES", "MEMBERS", "BYTES");
     for (const SetRecord& s : idx.sets) {
         std::printf("%c %-6llu %-10s %-10s %-20s %-9s %5u %7u %10s\n", &s == cur ? '*' : ' ',
                     static_cast<unsigned long long>(s.seq), std::string(to_string(s.state)).c_str(),
-                    std::string(to_string(s.trigger)).c_str(), utc_time(s.start_ns).c_str(), duration(s).c_str(),
-                    s.node_count, s.expected_members, human_bytes(s.bytes()).c_str());
+                    std::string(to_string(s.trigger)).c_str(), utc_time(s.start_ns).c_str(),
+                    duration(s).c_str(), s.node_count, s.expected_members,
+                    human_bytes(s.bytes()).c_str());
     }
 }
 
@@ -172,22 +190,27 @@ int list_jobs(const Args& a) {
     ::closedir(d);
     std::sort(jobs.begin(), jobs.end());
     std::string json = "[";
-    if (!a.json) std::printf("%-10s %-12s %-20s %5s %8s\n", "JOBID", "USER", "NAME", "SETS", "CURRENT");
+    if (!a.json)
+        std::printf("%-10s %-12s %-20s %5s %8s\n", "JOBID", "USER", "NAME", "SETS", "CURRENT");
     for (uint64_t id : jobs) {
         auto st = JobStore::open(a.root, id);
         if (!st) {
             if (st.error().code() == EACCES) continue;  // another user's job
-            if (!a.json) std::printf("%-10llu (%s)\n", static_cast<unsigned long long>(id), st.error().message().c_str());
+            if (!a.json)
+                std::printf("%-10llu (%s)\n", static_cast<unsigned long long>(id),
+                            st.error().message().c_str());
             continue;
         }
         const Index& idx = st->index();
         const SetRecord* cur = idx.newest_committed();
         if (a.json) {
-            json += fmt::format("{}{{\"job\": {}, \"sets\": {}, \"current_set\": {}}}", json.size() > 1 ? ", " : "",
-                                job_json(idx), idx.sets.size(), cur ? std::to_string(cur->seq) : "null");
+            json += fmt::format("{}{{\"job\": {}, \"sets\": {}, \"current_set\": {}}}",
+                                json.size() > 1 ? ", " : "", job_json(idx), idx.sets.size(),
+                                cur ? std::to_string(cur->seq) : "null");
         } else {
-            std::printf("%-10llu %-12s %-20s %5zu %8s\n", static_cast<unsigned long long>(id), idx.job.user.c_str(),
-                        idx.job.name.c_str(), idx.sets.size(), cur ? std::to_string(cur->seq).c_str() : "-");
+            std::printf("%-10llu %-12s %-20s %5zu %8s\n", static_cast<unsigned long long>(id),
+                        idx.job.user.c_str(), idx.job.name.c_str(), idx.sets.size(),
+                        cur ? std::to_string(cur->seq).c_str() : "-");
         }
     }
     if (a.json) std::printf("%s]\n", json.c_str());
@@ -202,13 +225,15 @@ int cmd_list(const Args& a) {
     if (a.json) {
         const SetRecord* cur = idx.newest_committed();
         std::string sets;
-        for (const SetRecord& s : idx.sets) sets += (sets.empty() ? "" : ", ") + set_json(s, &s == cur, false);
+        for (const SetRecord& s : idx.sets)
+            sets += (sets.empty() ? "" : ", ") + set_json(s, &s == cur, false);
         std::printf("{\"job\": %s, \"current_set\": %s, \"sets\": [%s]}\n", job_json(idx).c_str(),
                     cur ? std::to_string(cur->seq).c_str() : "null", sets.c_str());
         return kExitOk;
     }
-    std::printf("job %llu of %s (%s), run %u, %zu sets\n", static_cast<unsigned long long>(idx.job.jobid),
-                idx.job.user.c_str(), idx.job.name.c_str(), idx.restart_count, idx.sets.size());
+    std::printf("job %llu of %s (%s), run %u, %zu sets\n",
+                static_cast<unsigned long long>(idx.job.jobid), idx.job.user.c_str(),
+                idx.job.name.c_str(), idx.restart_count, idx.sets.size());
     if (!idx.sets.empty()) print_set_table(idx);
     return kExitOk;
 }
@@ -218,7 +243,8 @@ int cmd_show(const Args& a) {
     if (!st) return failure(st.error());
     const Index& idx = st->index();
     const SetRecord* cur = idx.newest_committed();
-    const SetRecord* s = a.set ? idx.find(*a.set) : (cur ? cur : (idx.sets.empty() ? nullptr : &idx.sets.back()));
+    const SetRecord* s =
+        a.set ? idx.find(*a.set) : (cur ? cur : (idx.sets.empty() ? nullptr : &idx.sets.back()));
     if (a.set && !s) return failure(error_code(ENOENT, "job {}: no set {}", *a.jobid, *a.set));
     if (a.json) {
         std::printf("{\"job\": %s, \"set\": %s}\n", job_json(idx).c_str(),
@@ -227,28 +253,34 @@ int cmd_show(const Args& a) {
     }
     const JobInfo& j = idx.job;
     auto or_dash = [](const std::string& v) { return v.empty() ? "-" : v.c_str(); };
-    std::printf("job %llu\n  user: %s (uid %u)\n  name: %s\n  cluster: %s\n  submit options: %s\n"
-                "  batch script: %s\n  run: %u\n  folder: %s\n",
-                static_cast<unsigned long long>(j.jobid), or_dash(j.user), j.uid, or_dash(j.name), or_dash(j.cluster),
-                or_dash(j.submit_options), j.batch_script.empty() ? "-" : (st->dir() + "/" + j.batch_script).c_str(),
-                idx.restart_count, st->dir().c_str());
+    std::printf(
+        "job %llu\n  user: %s (uid %u)\n  name: %s\n  cluster: %s\n  submit options: %s\n"
+        "  batch script: %s\n  run: %u\n  folder: %s\n",
+        static_cast<unsigned long long>(j.jobid), or_dash(j.user), j.uid, or_dash(j.name),
+        or_dash(j.cluster), or_dash(j.submit_options),
+        j.batch_script.empty() ? "-" : (st->dir() + "/" + j.batch_script).c_str(),
+        idx.restart_count, st->dir().c_str());
     if (!s) {
         std::printf("no checkpoint sets\n");
         return kExitOk;
     }
-    std::printf("set %llu%s\n  state: %s%s%s\n  trigger: %s\n  started: %s\n  ended: %s\n  step: %u\n"
-                "  nodes: %u\n  members: %zu of %u\n  bytes: %llu (%s)\n  written by run: %u\n  folder: %s/%s\n",
-                static_cast<unsigned long long>(s->seq), s == cur ? " (current)" : "",
-                std::string(to_string(s->state)).c_str(), s->failure.empty() ? "" : ": ", s->failure.c_str(),
-                std::string(to_string(s->trigger)).c_str(), utc_time(s->start_ns).c_str(),
-                utc_time(s->end_ns).c_str(), s->step_id, s->node_count, s->members.size(), s->expected_members,
-                static_cast<unsigned long long>(s->bytes()), human_bytes(s->bytes()).c_str(), s->restart_count,
-                st->dir().c_str(), s->folder().c_str());
+    std::printf(
+        "set %llu%s\n  state: %s%s%s\n  trigger: %s\n  started: %s\n  ended: %s\n  step: %u\n"
+        "  nodes: %u\n  members: %zu of %u\n  bytes: %llu (%s)\n  written by run: %u\n  folder: "
+        "%s/%s\n",
+        static_cast<unsigned long long>(s->seq), s == cur ? " (current)" : "",
+        std::string(to_string(s->state)).c_str(), s->failure.empty() ? "" : ": ",
+        s->failure.c_str(), std::string(to_string(s->trigger)).c_str(),
+        utc_time(s->start_ns).c_str(), utc_time(s->end_ns).c_str(), s->step_id, s->node_count,
+        s->members.size(), s->expected_members, static_cast<unsigned long long>(s->bytes()),
+        human_bytes(s->bytes()).c_str(), s->restart_count, st->dir().c_str(), s->folder().c_str());
     if (!s->members.empty())
-        std::printf("  %-8s %-16s %-28s %10s %-16s %s\n", "MEMBER", "NODE", "IMAGES", "BYTES", "CHECKSUM", "STATE");
+        std::printf("  %-8s %-16s %-28s %10s %-16s %s\n", "MEMBER", "NODE", "IMAGES", "BYTES",
+                    "CHECKSUM", "STATE");
     for (const MemberRecord& m : s->members)
-        std::printf("  %-8d %-16s %-28s %10s %016llx %s\n", m.member_id, m.node.c_str(), m.image_dir.c_str(),
-                    human_bytes(m.bytes).c_str(), static_cast<unsigned long long>(m.checksum),
+        std::printf("  %-8d %-16s %-28s %10s %016llx %s\n", m.member_id, m.node.c_str(),
+                    m.image_dir.c_str(), human_bytes(m.bytes).c_str(),
+                    static_cast<unsigned long long>(m.checksum),
                     std::string(to_string(m.state)).c_str());
     return kExitOk;
 }
@@ -264,16 +296,20 @@ int cmd_verify(const Args& a) {
     for (const SetRecord& s : st->index().sets) {
         if (s.state != SetState::Committed) continue;
         ++committed;
-        if (auto v = st->verify_set(s.seq); !v) rc = failure(v.error());
-        else log::get("set")->info("job {} set {}: verified", *a.jobid, s.seq);
+        if (auto v = st->verify_set(s.seq); !v)
+            rc = failure(v.error());
+        else
+            log::get("set")->info("job {} set {}: verified", *a.jobid, s.seq);
     }
-    if (committed == 0) return failure(error_code(ENOENT, "job {}: no committed set to verify", *a.jobid));
+    if (committed == 0)
+        return failure(error_code(ENOENT, "job {}: no committed set to verify", *a.jobid));
     return rc;
 }
 
 int cmd_rm(const Args& a) {
     if (a.set && a.keep) return usage_error("rm: give --set or --keep, not both");
-    if (a.keep && *a.keep == 0) return usage_error("rm: --keep must be at least 1 (rm JOBID removes everything)");
+    if (a.keep && *a.keep == 0)
+        return usage_error("rm: --keep must be at least 1 (rm JOBID removes everything)");
     if (!a.set && !a.keep) {
         auto st = JobStore::open_folder(a.root, *a.jobid);
         if (!st) return failure(st.error());
@@ -310,26 +346,28 @@ const Command kCommands[] = {
 };
 
 // Parses a command's arguments; returns a usage message on error.
-std::optional<std::string> parse_args(const Command& c, const std::vector<std::string_view>& in, Args& a) {
-    auto value = [&](size_t& i, std::string_view opt) -> std::optional<std::string_view> {
+std::optional<std::string> parse_args(const Command& c, const std::vector<std::string_view>& in,
+                                      Args& a) {
+    auto value = [&](size_t& i) -> std::optional<std::string_view> {
         if (i + 1 >= in.size()) return std::nullopt;
-        (void)opt;
         return in[++i];
     };
     for (size_t i = 0; i < in.size(); ++i) {
         std::string_view s = in[i];
         if (s == "--root") {
-            auto v = value(i, s);
+            auto v = value(i);
             if (!v) return "--root needs a folder";
             a.root = *v;
         } else if (s == "--json" && (c.accepts & kJson)) {
             a.json = true;
         } else if ((s == "--set" && (c.accepts & kSet)) || (s == "--keep" && (c.accepts & kKeep))) {
-            auto v = value(i, s);
+            auto v = value(i);
             auto n = v ? parse_uint(*v) : Result<uint64_t>(error("missing"));
             if (!n || *n > UINT32_MAX) return fmt::format("{} needs a number", s);
-            if (s == "--set") a.set = *n;
-            else a.keep = static_cast<uint32_t>(*n);
+            if (s == "--set")
+                a.set = *n;
+            else
+                a.keep = static_cast<uint32_t>(*n);
         } else if (s.starts_with("-")) {
             return fmt::format("{}: unknown option '{}'", c.name, s);
         } else if (!a.jobid) {
@@ -382,7 +420,8 @@ int main(int argc, char** argv) {
     for (const Command& c : kCommands) {
         if (rest.front() != c.name) continue;
         Args args;
-        if (auto bad = parse_args(c, {rest.begin() + 1, rest.end()}, args)) return usage_error(*bad);
+        if (auto bad = parse_args(c, {rest.begin() + 1, rest.end()}, args))
+            return usage_error(*bad);
         return c.run(args);
     }
     return usage_error("unknown command '" + std::string(rest.front()) + "'");

@@ -29,7 +29,8 @@ std::string slurp(int fd) {
 }
 
 // Runs ckpt-job with args and extra environment (NAME=VALUE), optionally as another uid.
-Outcome ckpt_job(std::vector<std::string> args, std::vector<std::string> env = {}, uid_t as_uid = 0) {
+Outcome ckpt_job(std::vector<std::string> args, std::vector<std::string> env = {},
+                 uid_t as_uid = 0) {
     int out[2], err[2];
     if (::pipe(out) != 0 || ::pipe(err) != 0) return {};
     pid_t pid = ::fork();
@@ -62,16 +63,21 @@ Outcome ckpt_job(std::vector<std::string> args, std::vector<std::string> env = {
     return r;
 }
 
-bool has(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+bool has(const std::string& s, const std::string& what) {
+    return s.find(what) != std::string::npos;
+}
 
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int count_lines(const std::string& s) {
+    return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 
 bool valid_json(const std::string& text) {
     std::string path = "/tmp/ckpt-job-json-" + std::to_string(::getpid());
     FILE* f = std::fopen(path.c_str(), "w");
     std::fputs(text.c_str(), f);
     std::fclose(f);
-    int rc = std::system(("/usr/bin/python3 -c 'import json,sys; json.load(open(sys.argv[1]))' " + path).c_str());
+    int rc = std::system(
+        ("/usr/bin/python3 -c 'import json,sys; json.load(open(sys.argv[1]))' " + path).c_str());
     ::unlink(path.c_str());
     return rc == 0;
 }
@@ -101,7 +107,8 @@ protected:
 TEST(CkptJobUsage, HelpAndUsageErrors) {
     Outcome r = ckpt_job({"--help"});
     EXPECT_EQ(r.code, 0);
-    for (const char* c : {"list", "show", "verify", "rm", "repair"}) EXPECT_TRUE(has(r.out, c)) << c;
+    for (const char* c : {"list", "show", "verify", "rm", "repair"})
+        EXPECT_TRUE(has(r.out, c)) << c;
     EXPECT_EQ(ckpt_job({"help"}).code, 0);
     EXPECT_EQ(ckpt_job({}).code, 2);
     EXPECT_EQ(ckpt_job({"frobnicate"}).code, 2);
@@ -121,7 +128,8 @@ TEST_F(CkptJob, ListMarksTheCurrentSet) {
     EXPECT_TRUE(has(r.out, "* 3      committed")) << r.out;
     EXPECT_TRUE(has(r.out, "  4      failed")) << r.out;
     // JOBID from $SLURM_JOB_ID, root from $CKPT_ROOT.
-    Outcome env = ckpt_job({"list"}, {"SLURM_JOB_ID=" + std::to_string(kJob), "CKPT_ROOT=" + root_.path()});
+    Outcome env =
+        ckpt_job({"list"}, {"SLURM_JOB_ID=" + std::to_string(kJob), "CKPT_ROOT=" + root_.path()});
     EXPECT_EQ(env.code, 0) << env.err;
     EXPECT_EQ(env.out, r.out);
     Outcome json = ckpt_job(with_root({"list", std::to_string(kJob), "--json"}));
@@ -178,7 +186,8 @@ TEST_F(CkptJob, GarbageIndexThenRepair) {
     Outcome bad = ckpt_job(with_root({"list", std::to_string(kJob)}));
     EXPECT_EQ(bad.code, 1);
     EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
-    EXPECT_TRUE(has(bad.err, "job 1234") && has(bad.err, "index.h5") && has(bad.err, "ckpt-job repair 1234"))
+    EXPECT_TRUE(has(bad.err, "job 1234") && has(bad.err, "index.h5") &&
+                has(bad.err, "ckpt-job repair 1234"))
         << bad.err;
     Outcome rep = ckpt_job(with_root({"repair", std::to_string(kJob)}));
     EXPECT_EQ(rep.code, 0) << rep.err;
@@ -215,7 +224,8 @@ TEST_F(CkptJob, AnotherUsersJobIsRefused) {
     Outcome r = ckpt_job(with_root({"list", std::to_string(kJob)}), {}, 54321);
     EXPECT_EQ(r.code, 1);
     EXPECT_EQ(count_lines(r.err), 1) << r.err;
-    EXPECT_TRUE(has(r.err, "job 1234: the checkpoints in") && has(r.err, "belong to root (uid 0)")) << r.err;
+    EXPECT_TRUE(has(r.err, "job 1234: the checkpoints in") && has(r.err, "belong to root (uid 0)"))
+        << r.err;
     EXPECT_EQ(ckpt_job(with_root({"rm", std::to_string(kJob)}), {}, 54321).code, 1);
     EXPECT_TRUE(std::filesystem::exists(job_dir() + "/index.h5"));
     // and such jobs are left out of the listing of jobs

@@ -39,8 +39,8 @@ public:
             ::dup2(out[1], 1);
             ::dup2(err[1], 2);
             std::string j = std::to_string(job), r = std::to_string(run), s = std::to_string(seed);
-            ::execl(CKPT_CRASH_WRITER_BIN, "set_crash_writer", root.c_str(), j.c_str(), r.c_str(), s.c_str(),
-                    static_cast<char*>(nullptr));
+            ::execl(CKPT_CRASH_WRITER_BIN, "set_crash_writer", root.c_str(), j.c_str(), r.c_str(),
+                    s.c_str(), static_cast<char*>(nullptr));
             ::_exit(127);
         }
         ::close(out[1]);
@@ -111,7 +111,8 @@ private:
 
 TEST(FaultInjection, SigkilledWriterLeavesAUsableIndex) {
     uint32_t seed = static_cast<uint32_t>(std::random_device{}());
-    if (const char* s = std::getenv("CKPT_FAULT_SEED")) seed = static_cast<uint32_t>(std::strtoul(s, nullptr, 10));
+    if (const char* s = std::getenv("CKPT_FAULT_SEED"))
+        seed = static_cast<uint32_t>(std::strtoul(s, nullptr, 10));
     int runs = 200;
     if (const char* s = std::getenv("CKPT_FAULT_RUNS")) runs = std::atoi(s);
     std::printf("seed %u (CKPT_FAULT_SEED=%u replays the same kill points)\n", seed, seed);
@@ -124,17 +125,20 @@ TEST(FaultInjection, SigkilledWriterLeavesAUsableIndex) {
     uint32_t run = 0;
     for (int i = 0; i < runs; ++i) {
         SCOPED_TRACE(fmt::format("kill {} (seed {})", i, seed));
-        if (rng() % 4 != 0) ++run;  // mostly a requeued run; sometimes the same run's agent restarting
+        if (rng() % 4 != 0)
+            ++run;  // mostly a requeued run; sometimes the same run's agent restarting
         Writer w(root.path(), kJob, run, rng());
         ASSERT_TRUE(w.started());
         std::string line;
-        ASSERT_TRUE(w.next_event(&line) && line == "ready") << "writer did not start: " << line << w.errors();
+        ASSERT_TRUE(w.next_event(&line) && line == "ready")
+            << "writer did not start: " << line << w.errors();
         // A set is 3 to 6 events; aim anywhere in the first two sets or so.
         for (uint32_t steps = rng() % 13; steps > 0; --steps)
             ASSERT_TRUE(w.next_event(&line)) << "writer stopped: " << w.errors();
         std::this_thread::sleep_for(std::chrono::microseconds(rng() % 4000));
         int status = w.kill_and_reap();
-        ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "writer ended on its own: " << w.errors();
+        ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+            << "writer ended on its own: " << w.errors();
         if (w.last_commit()) {
             ++commits_seen;
             reported_commit = w.last_commit();
@@ -161,8 +165,10 @@ TEST(FaultInjection, SigkilledWriterLeavesAUsableIndex) {
             EXPECT_EQ(*nv, newest_seq);
         }
     }
-    std::printf("%d kills: %d after a reported commit, %d left a set half-written; newest committed set %llu\n",
-                runs, commits_seen, half_written, static_cast<unsigned long long>(newest_before));
+    std::printf(
+        "%d kills: %d after a reported commit, %d left a set half-written; newest committed set "
+        "%llu\n",
+        runs, commits_seen, half_written, static_cast<unsigned long long>(newest_before));
     // The kills must have landed both inside sets and after commits, or this proved nothing.
     EXPECT_GT(commits_seen, runs / 4);
     EXPECT_GT(half_written, runs / 10);

@@ -24,7 +24,9 @@ std::pair<int, std::string> run(const std::string& cmd) {
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+bool contains(const std::string& s, const std::string& what) {
+    return s.find(what) != std::string::npos;
+}
 
 class ForeignReaders : public ::testing::Test {
 protected:
@@ -56,7 +58,8 @@ TEST_F(ForeignReaders, H5pyReadsEveryField) {
     EXPECT_TRUE(contains(out, "\"job_id\": 9001")) << out;
     EXPECT_TRUE(contains(out, R"("job_name": "climate \"run\" 7")")) << out;
     EXPECT_TRUE(contains(out, "\"cluster\": \"testcluster\"")) << out;
-    EXPECT_TRUE(contains(out, "\"submit_options\": \"--checkpoint-interval=30m --requeue -N2\"")) << out;
+    EXPECT_TRUE(contains(out, "\"submit_options\": \"--checkpoint-interval=30m --requeue -N2\""))
+        << out;
     EXPECT_TRUE(contains(out, "\"batch_script\": \"job-script\"")) << out;
     EXPECT_TRUE(contains(out, "\"format_version\": 1")) << out;
     EXPECT_TRUE(contains(out, "\"restart_count\": 1")) << out;
@@ -71,22 +74,27 @@ TEST_F(ForeignReaders, H5pyReadsEveryField) {
         EXPECT_TRUE(contains(part, fmt::format("\"bytes\": {}", s.bytes()))) << part;
         EXPECT_TRUE(contains(part, fmt::format("\"file_bytes\": {}", s.bytes()))) << part;
         EXPECT_TRUE(contains(part, fmt::format("\"state\": \"{}\"", to_string(s.state)))) << part;
-        EXPECT_TRUE(contains(part, fmt::format("\"trigger\": \"{}\"", to_string(s.trigger)))) << part;
+        EXPECT_TRUE(contains(part, fmt::format("\"trigger\": \"{}\"", to_string(s.trigger))))
+            << part;
         EXPECT_TRUE(contains(part, fmt::format("\"start_time_ns\": {}", s.start_ns))) << part;
-        EXPECT_TRUE(contains(part, fmt::format("\"member_count\": {}", s.expected_members))) << part;
+        EXPECT_TRUE(contains(part, fmt::format("\"member_count\": {}", s.expected_members)))
+            << part;
         for (const MemberRecord& m : s.members) {
             EXPECT_TRUE(contains(part, fmt::format("\"checksum\": {}", m.checksum))) << part;
             EXPECT_TRUE(contains(part, fmt::format("\"image_dir\": \"{}\"", m.image_dir))) << part;
         }
     }
     EXPECT_TRUE(contains(out, "\"failure\": \"node3 lost\"")) << out;
-    EXPECT_TRUE(contains(out, "\"files\": [\"core-1.img\", \"inventory.img\", \"pages/pages-1.img\"]")) << out;
+    EXPECT_TRUE(
+        contains(out, "\"files\": [\"core-1.img\", \"inventory.img\", \"pages/pages-1.img\"]"))
+        << out;
 }
 
 TEST_F(ForeignReaders, H5dumpReadsIt) {
     auto [rc, out] = run("h5dump " + path_ + " 2>&1");
     ASSERT_EQ(rc, 0) << out;
-    EXPECT_TRUE(contains(out, "GROUP \"/sets/000001\"") || contains(out, "GROUP \"000001\"")) << out;
+    EXPECT_TRUE(contains(out, "GROUP \"/sets/000001\"") || contains(out, "GROUP \"000001\""))
+        << out;
     EXPECT_TRUE(contains(out, "DATASET \"members\"")) << out;
     EXPECT_TRUE(contains(out, "H5T_COMPOUND")) << out;
     EXPECT_TRUE(contains(out, "\"node1\"")) << out;

@@ -15,7 +15,7 @@ using namespace ckpt::set::testing;
 
 namespace {
 
-constexpr uid_t kJobUser = 65534;  // nobody: the job's owner in these tests
+constexpr uid_t kJobUser = 65534;    // nobody: the job's owner in these tests
 constexpr uid_t kOtherUser = 54321;  // an unprivileged uid with no name
 
 class Permissions : public ::testing::Test {
@@ -57,7 +57,8 @@ TEST(CheckReader, OwnerAndRootOnly) {
     auto e = check_reader(1, "/r/1", 1000, 1001);
     ASSERT_FALSE(e.ok());
     EXPECT_EQ(e.error().code(), EACCES);
-    EXPECT_NE(e.error().message().find("job 1: the checkpoints in /r/1 belong to"), std::string::npos)
+    EXPECT_NE(e.error().message().find("job 1: the checkpoints in /r/1 belong to"),
+              std::string::npos)
         << e.error().message();
     EXPECT_NE(e.error().message().find("uid 1001"), std::string::npos);
 }
@@ -89,16 +90,16 @@ TEST_F(Permissions, AnotherUserIsRefusedClearly) {
         if (st.ok()) return 1;
         const std::string& m = st.error().message();
         if (st.error().code() != EACCES) return 2;
-        if (m.find("job 31337") == std::string::npos || m.find("nobody (uid 65534)") == std::string::npos ||
+        if (m.find("job 31337") == std::string::npos ||
+            m.find("nobody (uid 65534)") == std::string::npos ||
             m.find("uid 54321") == std::string::npos)
             return 3;
         return 0;
     });
     EXPECT_EQ(rc, 0);
     // Also through the command a user runs.
-    rc = as_user(kOtherUser, [&] {
-        return JobStore::open_folder(root_.path(), kJob).ok() ? 1 : 0;
-    });
+    rc =
+        as_user(kOtherUser, [&] { return JobStore::open_folder(root_.path(), kJob).ok() ? 1 : 0; });
     EXPECT_EQ(rc, 0);
 }
 
@@ -107,7 +108,8 @@ TEST_F(Permissions, AWriterRefusesAFolderOfAnotherUser) {
     auto st = JobStore::open_writer(root_.path(), job, 1);
     ASSERT_FALSE(st.ok());
     EXPECT_EQ(st.error().code(), EACCES);
-    EXPECT_NE(st.error().message().find("belongs to uid 65534"), std::string::npos) << st.error().message();
+    EXPECT_NE(st.error().message().find("belongs to uid 65534"), std::string::npos)
+        << st.error().message();
 }
 
 }  // namespace

@@ -5,8 +5,8 @@
 
 #include <filesystem>
 
-#include "ckpt/set/index_h5.h"
 #include "ckpt/image/image_file.h"
+#include "ckpt/set/index_h5.h"
 #include "set_manifest.pb.h"
 #include "set_test_util.h"
 
@@ -47,7 +47,8 @@ protected:
 TEST(Model, NamesRoundTrip) {
     for (auto t : {Trigger::Interval, Trigger::Manual, Trigger::Preempt, Trigger::TimeLimit})
         EXPECT_EQ(*parse_trigger(to_string(t)), t);
-    for (auto s : {SetState::Writing, SetState::Committed, SetState::Failed}) EXPECT_EQ(*parse_set_state(to_string(s)), s);
+    for (auto s : {SetState::Writing, SetState::Committed, SetState::Failed})
+        EXPECT_EQ(*parse_set_state(to_string(s)), s);
     EXPECT_FALSE(parse_trigger("sometimes").ok());
     EXPECT_EQ(set_folder_name(42), "set-000042");
     EXPECT_EQ(parse_set_folder_name("set-000042"), 42u);
@@ -87,7 +88,8 @@ TEST_F(Store, ScanChecksumsMatchImageChecksum) {
     ::symlink("/etc/passwd", (dir + "/link").c_str());
     auto bad = scan_member_files(dir);
     ASSERT_FALSE(bad.ok());
-    EXPECT_NE(bad.error().message().find("not a regular file"), std::string::npos) << bad.error().message();
+    EXPECT_NE(bad.error().message().find("not a regular file"), std::string::npos)
+        << bad.error().message();
 }
 
 TEST_F(Store, IndexRoundTripsEveryField) {
@@ -110,7 +112,8 @@ TEST_F(Store, IndexRoundTripsEveryField) {
         m.member_id = i;
         m.node = fmt::format("node{}", i);
         m.image_dir = fmt::format("set-000007/member-{}", i);
-        m.files = {{"core.img", 100u + i, 0xabcull + i}, {"pages/p.img", 4096, 0xfffffffffffffff0ull}};
+        m.files = {{"core.img", 100u + i, 0xabcull + i},
+                   {"pages/p.img", 4096, 0xfffffffffffffff0ull}};
         m.bytes = 4196u + i;
         m.checksum = member_digest(m.files);
         m.dump_ns = 1700000000999ull;
@@ -176,13 +179,16 @@ TEST_F(Store, CommitRecordsEverythingAndOwnsTheFolder) {
     EXPECT_GE(s.end_ns, s.start_ns);
     uint64_t on_disk = 0;
     for (const MemberRecord& m : s.members)
-        for (const FileRecord& f : m.files) on_disk += static_cast<uint64_t>(file_size(job_dir() + "/" + m.image_dir + "/" + f.name));
+        for (const FileRecord& f : m.files)
+            on_disk +=
+                static_cast<uint64_t>(file_size(job_dir() + "/" + m.image_dir + "/" + f.name));
     EXPECT_EQ(s.bytes(), on_disk);
     EXPECT_TRUE(r.verify_set(seq).ok());
     EXPECT_EQ(*r.newest_verified(), seq);
     // The manifest says the same.
     image::SetManifest m;
-    ASSERT_TRUE(image::read_image(job_dir() + "/set-000001/manifest", image::Kind::SetManifest, &m).ok());
+    ASSERT_TRUE(
+        image::read_image(job_dir() + "/set-000001/manifest", image::Kind::SetManifest, &m).ok());
     EXPECT_EQ(m.state(), "committed");
     EXPECT_EQ(m.members_size(), 3);
     EXPECT_EQ(m.job().name(), "lattice-qcd");
@@ -223,15 +229,16 @@ TEST_F(Store, CommitRefusesAnImageChangedAfterItsReport) {
     ASSERT_EQ(::truncate((*dir + "/core-1.img").c_str(), 10), 0);
     auto c = st.commit_set(*seq);
     ASSERT_FALSE(c.ok());
-    EXPECT_NE(c.error().message().find("core-1.img is 10 bytes"), std::string::npos) << c.error().message();
+    EXPECT_NE(c.error().message().find("core-1.img is 10 bytes"), std::string::npos)
+        << c.error().message();
 }
 
 TEST_F(Store, RetentionKeepsNewestCommittedAndDropsOlderFailures) {
     JobStore st = writer();
     for (uint32_t i = 1; i <= 4; ++i) write_committed_set(st, 2, i);  // sets 1..4
-    auto failed = st.begin_set({Trigger::Manual, 0, 1, 1});            // 5: failed, newer than all
+    auto failed = st.begin_set({Trigger::Manual, 0, 1, 1});           // 5: failed, newer than all
     ASSERT_TRUE(st.fail_set(*failed, "test").ok());
-    auto writing = st.begin_set({Trigger::Manual, 0, 1, 1});           // 6: being written
+    auto writing = st.begin_set({Trigger::Manual, 0, 1, 1});  // 6: being written
     ASSERT_TRUE(writing.ok());
 
     auto r = st.keep_newest(2);
@@ -290,7 +297,8 @@ TEST_F(Store, VerifyNamesTheTruncatedFile) {
     ASSERT_FALSE(v.ok());
     EXPECT_NE(v.error().message().find(fmt::format("job {} set {}", kJob, seq)), std::string::npos);
     EXPECT_NE(v.error().message().find(victim), std::string::npos) << v.error().message();
-    EXPECT_NE(v.error().message().find("100 bytes, expected 12288"), std::string::npos) << v.error().message();
+    EXPECT_NE(v.error().message().find("100 bytes, expected 12288"), std::string::npos)
+        << v.error().message();
 }
 
 TEST_F(Store, VerifyFindsAFlippedByteAndRecoveryFallsBack) {
@@ -302,7 +310,8 @@ TEST_F(Store, VerifyFindsAFlippedByteAndRecoveryFallsBack) {
     JobStore r = reader();
     auto v = r.verify_set(second);
     ASSERT_FALSE(v.ok());
-    EXPECT_NE(v.error().message().find("checksum mismatch"), std::string::npos) << v.error().message();
+    EXPECT_NE(v.error().message().find("checksum mismatch"), std::string::npos)
+        << v.error().message();
     EXPECT_NE(v.error().message().find(victim), std::string::npos);
     EXPECT_TRUE(r.verify_set(first).ok());
     EXPECT_EQ(*r.newest_verified(), first);
@@ -411,7 +420,8 @@ TEST_F(Store, RepairOfAMissingManifestOrFileMarksTheSetFailed) {
     EXPECT_EQ(idx.find(2)->state, SetState::Failed);
     EXPECT_NE(idx.find(2)->failure.find("manifest unreadable"), std::string::npos);
     EXPECT_EQ(idx.find(3)->state, SetState::Failed);
-    EXPECT_NE(idx.find(3)->failure.find("inventory.img"), std::string::npos) << idx.find(3)->failure;
+    EXPECT_NE(idx.find(3)->failure.find("inventory.img"), std::string::npos)
+        << idx.find(3)->failure;
     EXPECT_EQ(idx.newest_committed()->seq, 1u);
 }
 
@@ -456,7 +466,8 @@ TEST_F(Store, FencingRefusesAnOlderRun) {
     auto c = stale.commit_set(*in_flight);
     ASSERT_FALSE(c.ok());
     EXPECT_EQ(c.error().code(), ESTALE);
-    EXPECT_NE(c.error().message().find("run 1 but run 2"), std::string::npos) << c.error().message();
+    EXPECT_NE(c.error().message().find("run 1 but run 2"), std::string::npos)
+        << c.error().message();
     auto b = stale.begin_set({Trigger::Interval, 0, 1, 1});
     ASSERT_FALSE(b.ok());
     EXPECT_EQ(b.error().code(), ESTALE);
@@ -483,12 +494,14 @@ TEST_F(Store, RepairFencesAStaleRunsLaterSet) {
     std::filesystem::copy(job_dir() + "/set-000002", job_dir() + "/set-000003",
                           std::filesystem::copy_options::recursive);
     image::SetManifest mf;
-    ASSERT_TRUE(image::read_image(job_dir() + "/set-000003/manifest", image::Kind::SetManifest, &mf).ok());
+    ASSERT_TRUE(
+        image::read_image(job_dir() + "/set-000003/manifest", image::Kind::SetManifest, &mf).ok());
     mf.set_seq(3);
     mf.set_restart_count(1);
     for (auto& m : *mf.mutable_members()) m.set_image_dir("set-000003/" + m.image_dir().substr(11));
     ASSERT_EQ(::unlink((job_dir() + "/set-000003/manifest").c_str()), 0);
-    ASSERT_TRUE(image::write_image(job_dir() + "/set-000003/manifest", image::Kind::SetManifest, mf).ok());
+    ASSERT_TRUE(
+        image::write_image(job_dir() + "/set-000003/manifest", image::Kind::SetManifest, mf).ok());
     ASSERT_TRUE(JobStore::open_folder(root_.path(), kJob)->repair().ok());
     Index after = reader().index();
     ASSERT_NE(after.find(3), nullptr);
@@ -501,7 +514,8 @@ TEST_F(Store, OpeningAMissingJobSaysSo) {
     auto st = JobStore::open(root_.path(), 777);
     ASSERT_FALSE(st.ok());
     EXPECT_EQ(st.error().code(), ENOENT);
-    EXPECT_NE(st.error().message().find("job 777: no checkpoints"), std::string::npos) << st.error().message();
+    EXPECT_NE(st.error().message().find("job 777: no checkpoints"), std::string::npos)
+        << st.error().message();
 }
 
 }  // namespace

@@ -25,11 +25,13 @@ Result<void> install(const std::string& from, const std::string& to) {
 
 Result<void> give_to(const std::string& path, uid_t uid, gid_t gid) {
     if (::geteuid() != 0) return ok();
-    if (::lchown(path.c_str(), uid, gid) != 0) return sys_error("chown {} to {}:{}", path, uid, gid);
+    if (::lchown(path.c_str(), uid, gid) != 0)
+        return sys_error("chown {} to {}:{}", path, uid, gid);
     return ok();
 }
 
-Result<void> write_file_atomic(const std::string& path, const std::string& text, uid_t uid, gid_t gid) {
+Result<void> write_file_atomic(const std::string& path, const std::string& text, uid_t uid,
+                               gid_t gid) {
     std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
     {
         auto fd = CKPT_TRY(open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
@@ -50,7 +52,8 @@ Result<void> make_private_dir(const std::string& path, uid_t uid, gid_t gid, boo
 
 Result<void> remove_tree(const std::string& parent, const std::string& name) {
     std::string from = parent + "/" + name;
-    std::string doomed = name.starts_with(".deleted-") ? from : fmt::format("{}/.deleted-{}", parent, name);
+    std::string doomed =
+        name.starts_with(".deleted-") ? from : fmt::format("{}/.deleted-{}", parent, name);
     if (from != doomed && ::rename(from.c_str(), doomed.c_str()) != 0) {
         if (errno == ENOENT) return ok();
         return sys_error("rename {} to {}", from, doomed);
@@ -74,7 +77,8 @@ Result<FileRecord> checksum_file(const std::string& path, const std::string& nam
     auto fd = CKPT_TRY(open_file(path, O_RDONLY));
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), XXH3_freeState);
     XXH3_64bits_reset(st.get());
-    // Reused: a fresh 1 MiB buffer per file costs more in page faults than small files take to read.
+    // Reused: a fresh 1 MiB buffer per file costs more in page faults than small files take to
+    // read.
     static thread_local std::vector<char> buf(1 << 20);
     FileRecord rec{name, 0, 0};
     for (;;) {

@@ -17,7 +17,8 @@ Result<void> fsync_path(const std::string& path);
 // once this returns, durable.
 Result<void> install(const std::string& from, const std::string& to);
 // Writes text to a temp file beside path, fsyncs it and installs it at path.
-Result<void> write_file_atomic(const std::string& path, const std::string& text, uid_t uid, gid_t gid);
+Result<void> write_file_atomic(const std::string& path, const std::string& text, uid_t uid,
+                               gid_t gid);
 // Gives a file or folder to the job's user when we run as root (the agent does).
 Result<void> give_to(const std::string& path, uid_t uid, gid_t gid);
 // mkdir with mode 0700, given to uid:gid; an existing folder is an error when exclusive.

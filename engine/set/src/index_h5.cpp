@@ -5,8 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cinttypes>
-#include <cstring>
 #include <mutex>
 
 #include "ckpt/base/fd.h"
@@ -86,16 +84,24 @@ Hid file_access() {
 template <typename T>
 hid_t native_type();
 template <>
-hid_t native_type<uint64_t>() { return H5T_NATIVE_UINT64; }
+hid_t native_type<uint64_t>() {
+    return H5T_NATIVE_UINT64;
+}
 template <>
-hid_t native_type<uint32_t>() { return H5T_NATIVE_UINT32; }
+hid_t native_type<uint32_t>() {
+    return H5T_NATIVE_UINT32;
+}
 
 template <typename T>
 hid_t file_type();
 template <>
-hid_t file_type<uint64_t>() { return H5T_STD_U64LE; }
+hid_t file_type<uint64_t>() {
+    return H5T_STD_U64LE;
+}
 template <>
-hid_t file_type<uint32_t>() { return H5T_STD_U32LE; }
+hid_t file_type<uint32_t>() {
+    return H5T_STD_U32LE;
+}
 
 class Writer {
 public:
@@ -104,34 +110,39 @@ public:
     template <typename T>
     Result<void> attr(hid_t obj, const char* name, T v) {
         auto space = CKPT_TRY(check(H5Screate(H5S_SCALAR), path_, "H5Screate"));
-        auto a = CKPT_TRY(check(H5Acreate2(obj, name, file_type<T>(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                                path_, fmt::format("create attribute {}", name)));
+        auto a = CKPT_TRY(
+            check(H5Acreate2(obj, name, file_type<T>(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                  path_, fmt::format("create attribute {}", name)));
         return check_status(H5Awrite(a.get(), native_type<T>(), &v), path_,
                             fmt::format("write attribute {}", name));
     }
     Result<void> attr(hid_t obj, const char* name, const std::string& v) {
         auto space = CKPT_TRY(check(H5Screate(H5S_SCALAR), path_, "H5Screate"));
         Hid t = string_type();
-        auto a = CKPT_TRY(check(H5Acreate2(obj, name, t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), path_,
-                                fmt::format("create attribute {}", name)));
+        auto a =
+            CKPT_TRY(check(H5Acreate2(obj, name, t.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                           path_, fmt::format("create attribute {}", name)));
         const char* p = v.c_str();
-        return check_status(H5Awrite(a.get(), t.get(), &p), path_, fmt::format("write attribute {}", name));
+        return check_status(H5Awrite(a.get(), t.get(), &p), path_,
+                            fmt::format("write attribute {}", name));
     }
 
     // A one-dimensional dataset of rows of a compound type (written even when empty, so a
     // reader always finds it).
     template <typename Row>
-    Result<void> table(hid_t group, const char* name, hid_t mem_type, const std::vector<Row>& rows) {
+    Result<void> table(hid_t group, const char* name, hid_t mem_type,
+                       const std::vector<Row>& rows) {
         hsize_t dims[1] = {rows.size()};
         auto space = CKPT_TRY(check(H5Screate_simple(1, dims, nullptr), path_, "H5Screate_simple"));
         auto ftype = CKPT_TRY(check(H5Tcopy(mem_type), path_, "H5Tcopy"));
         CKPT_TRY(check_status(H5Tpack(ftype.get()), path_, "H5Tpack"));
-        auto ds = CKPT_TRY(check(H5Dcreate2(group, name, ftype.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT,
-                                            H5P_DEFAULT),
+        auto ds = CKPT_TRY(check(H5Dcreate2(group, name, ftype.get(), space.get(), H5P_DEFAULT,
+                                            H5P_DEFAULT, H5P_DEFAULT),
                                  path_, fmt::format("create dataset {}", name)));
         if (rows.empty()) return ok();
-        return check_status(H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()), path_,
-                            fmt::format("write dataset {}", name));
+        return check_status(
+            H5Dwrite(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()), path_,
+            fmt::format("write dataset {}", name));
     }
 
 private:
@@ -144,20 +155,24 @@ public:
 
     template <typename T>
     Result<T> attr(hid_t obj, const char* name, const std::string& where) {
-        auto a = CKPT_TRY(check(H5Aopen(obj, name, H5P_DEFAULT), path_, fmt::format("{}attribute {}", where, name)));
+        auto a = CKPT_TRY(check(H5Aopen(obj, name, H5P_DEFAULT), path_,
+                                fmt::format("{}attribute {}", where, name)));
         T v{};
         CKPT_TRY(check_status(H5Aread(a.get(), native_type<T>(), &v), path_,
                               fmt::format("{}read attribute {}", where, name)));
         return v;
     }
     Result<std::string> str(hid_t obj, const char* name, const std::string& where) {
-        auto a = CKPT_TRY(check(H5Aopen(obj, name, H5P_DEFAULT), path_, fmt::format("{}attribute {}", where, name)));
+        auto a = CKPT_TRY(check(H5Aopen(obj, name, H5P_DEFAULT), path_,
+                                fmt::format("{}attribute {}", where, name)));
         auto t = CKPT_TRY(check(H5Aget_type(a.get()), path_, "H5Aget_type"));
         if (H5Tget_class(t.get()) != H5T_STRING || H5Tis_variable_str(t.get()) <= 0)
-            return error_code(EINVAL, "{}: {}attribute {} is not a variable-length string", path_, where, name);
+            return error_code(EINVAL, "{}: {}attribute {} is not a variable-length string", path_,
+                              where, name);
         Hid mt = string_type();
         char* p = nullptr;
-        CKPT_TRY(check_status(H5Aread(a.get(), mt.get(), &p), path_, fmt::format("{}read attribute {}", where, name)));
+        CKPT_TRY(check_status(H5Aread(a.get(), mt.get(), &p), path_,
+                              fmt::format("{}read attribute {}", where, name)));
         std::string v = p ? p : "";
         H5free_memory(p);
         return v;
@@ -166,17 +181,21 @@ public:
     // Reads a whole compound table and hands each row to take (which copies what it needs:
     // the strings HDF5 allocated are freed afterwards).
     template <typename Row, typename Take>
-    Result<void> table(hid_t group, const char* name, hid_t mem_type, const std::string& where, Take take) {
-        auto ds = CKPT_TRY(check(H5Dopen2(group, name, H5P_DEFAULT), path_, fmt::format("{}dataset {}", where, name)));
+    Result<void> table(hid_t group, const char* name, hid_t mem_type, const std::string& where,
+                       Take take) {
+        auto ds = CKPT_TRY(check(H5Dopen2(group, name, H5P_DEFAULT), path_,
+                                 fmt::format("{}dataset {}", where, name)));
         auto space = CKPT_TRY(check(H5Dget_space(ds.get()), path_, "H5Dget_space"));
         if (H5Sget_simple_extent_ndims(space.get()) != 1)
-            return error_code(EINVAL, "{}: {}dataset {} is not one-dimensional", path_, where, name);
+            return error_code(EINVAL, "{}: {}dataset {} is not one-dimensional", path_, where,
+                              name);
         hsize_t n = 0;
         H5Sget_simple_extent_dims(space.get(), &n, nullptr);
         if (n == 0) return ok();
         std::vector<Row> rows(n);
-        CKPT_TRY(check_status(H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()), path_,
-                              fmt::format("{}read dataset {}", where, name)));
+        CKPT_TRY(
+            check_status(H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()),
+                         path_, fmt::format("{}read dataset {}", where, name)));
         Result<void> r = ok();
         for (const Row& row : rows) {
             r = take(row);
@@ -234,8 +253,9 @@ Hid file_row_type() {
 std::string group_name(uint64_t seq) { return fmt::format("{:06}", seq); }
 
 Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const SetRecord& s) {
-    auto g = CKPT_TRY(check(H5Gcreate2(sets, group_name(s.seq).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                            path, fmt::format("create group /sets/{}", group_name(s.seq))));
+    auto g = CKPT_TRY(
+        check(H5Gcreate2(sets, group_name(s.seq).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+              path, fmt::format("create group /sets/{}", group_name(s.seq))));
     hid_t id = g.get();
     CKPT_TRY(w.attr<uint64_t>(id, "seq", s.seq));
     CKPT_TRY(w.attr(id, "state", std::string(to_string(s.state))));
@@ -253,9 +273,10 @@ Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const Set
     std::vector<MemberRow> members;
     std::vector<FileRow> files;
     for (const MemberRecord& m : s.members) {
-        members.push_back({m.member_id, m.node.c_str(), m.image_dir.c_str(), m.bytes, m.checksum, m.dump_ns,
-                           to_string(m.state).data()});
-        for (const FileRecord& f : m.files) files.push_back({m.member_id, f.name.c_str(), f.bytes, f.checksum});
+        members.push_back({m.member_id, m.node.c_str(), m.image_dir.c_str(), m.bytes, m.checksum,
+                           m.dump_ns, to_string(m.state).data()});
+        for (const FileRecord& f : m.files)
+            files.push_back({m.member_id, f.name.c_str(), f.bytes, f.checksum});
     }
     Hid mt = member_type(), ft = file_row_type();
     CKPT_TRY(w.table(id, "members", mt.get(), members));
@@ -263,14 +284,18 @@ Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const Set
     return ok();
 }
 
-Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets, const std::string& name) {
+Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets,
+                           const std::string& name) {
     std::string where = fmt::format("set {}: ", name);
-    auto g = CKPT_TRY(check(H5Gopen2(sets, name.c_str(), H5P_DEFAULT), path, fmt::format("open group /sets/{}", name)));
+    auto g = CKPT_TRY(check(H5Gopen2(sets, name.c_str(), H5P_DEFAULT), path,
+                            fmt::format("open group /sets/{}", name)));
     hid_t id = g.get();
     SetRecord s;
     s.seq = CKPT_TRY(r.attr<uint64_t>(id, "seq", where));
     where = fmt::format("set {}: ", s.seq);
-    auto bad = [&](const Error& e) { return error_code(EINVAL, "{}: {}{}", path, where, e.message()); };
+    auto bad = [&](const Error& e) {
+        return error_code(EINVAL, "{}: {}{}", path, where, e.message());
+    };
     auto state = parse_set_state(CKPT_TRY(r.str(id, "state", where)));
     if (!state) return bad(state.error());
     s.state = *state;
@@ -287,32 +312,35 @@ Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets, const
     uint64_t bytes = CKPT_TRY(r.attr<uint64_t>(id, "bytes", where));
 
     Hid mt = member_type(), ft = file_row_type();
-    CKPT_TRY(r.table<MemberRow>(id, "members", mt.get(), where, [&](const MemberRow& row) -> Result<void> {
-        MemberRecord m;
-        m.member_id = row.member_id;
-        m.node = row.node ? row.node : "";
-        m.image_dir = row.image_dir ? row.image_dir : "";
-        m.bytes = row.bytes;
-        m.checksum = row.checksum;
-        m.dump_ns = row.dump_time_ns;
-        auto st = parse_member_state(row.state ? row.state : "");
-        if (!st) return bad(st.error());
-        m.state = *st;
-        s.members.push_back(std::move(m));
-        return ok();
-    }));
-    CKPT_TRY(r.table<FileRow>(id, "files", ft.get(), where, [&](const FileRow& row) -> Result<void> {
-        for (MemberRecord& m : s.members) {
-            if (m.member_id != row.member_id) continue;
-            m.files.push_back({row.name ? row.name : "", row.bytes, row.checksum});
-            return ok();
-        }
-        return error_code(EINVAL, "{}: {}file {} names member {}, which is not in the members table", path, where,
-                          row.name ? row.name : "", row.member_id);
-    }));
+    CKPT_TRY(r.table<MemberRow>(id, "members", mt.get(), where,
+                                [&](const MemberRow& row) -> Result<void> {
+                                    MemberRecord m;
+                                    m.member_id = row.member_id;
+                                    m.node = row.node ? row.node : "";
+                                    m.image_dir = row.image_dir ? row.image_dir : "";
+                                    m.bytes = row.bytes;
+                                    m.checksum = row.checksum;
+                                    m.dump_ns = row.dump_time_ns;
+                                    auto st = parse_member_state(row.state ? row.state : "");
+                                    if (!st) return bad(st.error());
+                                    m.state = *st;
+                                    s.members.push_back(std::move(m));
+                                    return ok();
+                                }));
+    CKPT_TRY(
+        r.table<FileRow>(id, "files", ft.get(), where, [&](const FileRow& row) -> Result<void> {
+            for (MemberRecord& m : s.members) {
+                if (m.member_id != row.member_id) continue;
+                m.files.push_back({row.name ? row.name : "", row.bytes, row.checksum});
+                return ok();
+            }
+            return error_code(EINVAL,
+                              "{}: {}file {} names member {}, which is not in the members table",
+                              path, where, row.name ? row.name : "", row.member_id);
+        }));
     if (s.bytes() != bytes)
-        return error_code(EINVAL, "{}: {}bytes attribute {} disagrees with its members ({})", path, where, bytes,
-                          s.bytes());
+        return error_code(EINVAL, "{}: {}bytes attribute {} disagrees with its members ({})", path,
+                          where, bytes, s.bytes());
     return s;
 }
 
@@ -320,7 +348,8 @@ Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets, const
 
 Result<Index> read_index(const std::string& path) {
     silence_hdf5();
-    if (::access(path.c_str(), F_OK) != 0) return sys_error("{}", path);
+    // Our own open first, so a missing or unreadable file is reported with its errno.
+    CKPT_TRY(open_file(path, O_RDONLY));
     if (H5Fis_hdf5(path.c_str()) <= 0) {
         H5Eclear2(H5E_DEFAULT);
         return error_code(EINVAL, "{}: not an HDF5 file (damaged or truncated)", path);
@@ -334,8 +363,9 @@ Result<Index> read_index(const std::string& path) {
     hid_t root = file.get();
     idx.format_version = CKPT_TRY(r.attr<uint32_t>(root, "format_version", ""));
     if (idx.format_version != kIndexFormatVersion)
-        return error_code(EINVAL, "{}: index format version {} is not supported (this build reads version {})", path,
-                          idx.format_version, kIndexFormatVersion);
+        return error_code(
+            EINVAL, "{}: index format version {} is not supported (this build reads version {})",
+            path, idx.format_version, kIndexFormatVersion);
     idx.job.jobid = CKPT_TRY(r.attr<uint64_t>(root, "job_id", ""));
     idx.job.user = CKPT_TRY(r.str(root, "user", ""));
     idx.job.uid = CKPT_TRY(r.attr<uint32_t>(root, "uid", ""));
@@ -350,14 +380,17 @@ Result<Index> read_index(const std::string& path) {
     H5G_info_t info;
     CKPT_TRY(check_status(H5Gget_info(sets.get(), &info), path, "/sets"));
     for (hsize_t i = 0; i < info.nlinks; ++i) {
-        ssize_t len = H5Lget_name_by_idx(sets.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+        ssize_t len = H5Lget_name_by_idx(sets.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
+                                         H5P_DEFAULT);
         if (len < 0) return error_code(EIO, "{}: /sets: link {}: {}", path, i, hdf5_reason());
         std::string name(static_cast<size_t>(len) + 1, '\0');
-        H5Lget_name_by_idx(sets.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
+        H5Lget_name_by_idx(sets.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
+                           H5P_DEFAULT);
         name.resize(static_cast<size_t>(len));
         idx.sets.push_back(CKPT_TRY(read_set(r, path, sets.get(), name)));
     }
-    std::sort(idx.sets.begin(), idx.sets.end(), [](const SetRecord& a, const SetRecord& b) { return a.seq < b.seq; });
+    std::sort(idx.sets.begin(), idx.sets.end(),
+              [](const SetRecord& a, const SetRecord& b) { return a.seq < b.seq; });
     for (size_t i = 1; i < idx.sets.size(); ++i)
         if (idx.sets[i].seq == idx.sets[i - 1].seq)
             return error_code(EINVAL, "{}: set {} appears twice", path, idx.sets[i].seq);
@@ -385,8 +418,8 @@ Result<void> write_index_file(const std::string& path, const Index& idx) {
         CKPT_TRY(w.attr<uint32_t>(root, "restart_count", idx.restart_count));
         const SetRecord* cur = idx.newest_committed();
         CKPT_TRY(w.attr<uint64_t>(root, "current_set", cur ? cur->seq : 0));
-        auto sets = CKPT_TRY(check(H5Gcreate2(root, "sets", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), path,
-                                   "create group /sets"));
+        auto sets = CKPT_TRY(check(H5Gcreate2(root, "sets", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                                   path, "create group /sets"));
         for (const SetRecord& s : idx.sets) CKPT_TRY(write_set(w, path, sets.get(), s));
         return ok();
     };

@@ -13,14 +13,16 @@ namespace {
 
 // Names as they appear in index.h5, the manifests and ckpt-job output.
 template <typename E, size_t N>
-Result<E> parse_name(std::string_view s, const std::array<std::string_view, N>& names, std::string_view what) {
+Result<E> parse_name(std::string_view s, const std::array<std::string_view, N>& names,
+                     std::string_view what) {
     for (size_t i = 0; i < N; ++i)
         if (names[i] == s) return static_cast<E>(i);
     return error_code(EINVAL, "unknown {} '{}'", what, s);
 }
 
 constexpr std::array<std::string_view, 3> kSetStates = {"writing", "committed", "failed"};
-constexpr std::array<std::string_view, 4> kTriggers = {"interval", "manual", "preempt", "time-limit"};
+constexpr std::array<std::string_view, 4> kTriggers = {"interval", "manual", "preempt",
+                                                       "time-limit"};
 constexpr std::array<std::string_view, 3> kMemberStates = {"writing", "done", "failed"};
 
 }  // namespace
@@ -28,8 +30,12 @@ constexpr std::array<std::string_view, 3> kMemberStates = {"writing", "done", "f
 std::string_view to_string(SetState s) { return kSetStates[static_cast<size_t>(s)]; }
 std::string_view to_string(Trigger t) { return kTriggers[static_cast<size_t>(t)]; }
 std::string_view to_string(MemberState s) { return kMemberStates[static_cast<size_t>(s)]; }
-Result<SetState> parse_set_state(std::string_view s) { return parse_name<SetState>(s, kSetStates, "set state"); }
-Result<Trigger> parse_trigger(std::string_view s) { return parse_name<Trigger>(s, kTriggers, "trigger"); }
+Result<SetState> parse_set_state(std::string_view s) {
+    return parse_name<SetState>(s, kSetStates, "set state");
+}
+Result<Trigger> parse_trigger(std::string_view s) {
+    return parse_name<Trigger>(s, kTriggers, "trigger");
+}
 Result<MemberState> parse_member_state(std::string_view s) {
     return parse_name<MemberState>(s, kMemberStates, "member state");
 }

@@ -104,8 +104,8 @@ Result<SetRecord> from_manifest(const image::SetManifest& m) {
 
 JobInfo job_from_manifest(const image::SetManifest& m) {
     const auto& pj = m.job();
-    return {pj.jobid(), pj.user(), pj.uid(), pj.gid(), pj.name(), pj.cluster(), pj.submit_options(),
-            pj.batch_script()};
+    return {pj.jobid(),   pj.user(),           pj.uid(),         pj.gid(), pj.name(),
+            pj.cluster(), pj.submit_options(), pj.batch_script()};
 }
 
 Result<image::SetManifest> read_manifest(const std::string& set_dir) {
@@ -138,22 +138,26 @@ Result<FolderScan> scan_job_folder(const std::string& dir) {
 
 // Checks a member's files against their records (sizes only when full is false).
 Result<void> check_member_files(const std::string& job_dir, const MemberRecord& m, bool full) {
-    if (m.state != MemberState::Done) return error_code(EINVAL, "member {}: state {}", m.member_id, to_string(m.state));
-    if (m.files.empty()) return error_code(EINVAL, "member {}: no image files recorded", m.member_id);
+    if (m.state != MemberState::Done)
+        return error_code(EINVAL, "member {}: state {}", m.member_id, to_string(m.state));
+    if (m.files.empty())
+        return error_code(EINVAL, "member {}: no image files recorded", m.member_id);
     if (member_digest(m.files) != m.checksum)
-        return error_code(EINVAL, "member {}: recorded checksum does not match its file list", m.member_id);
+        return error_code(EINVAL, "member {}: recorded checksum does not match its file list",
+                          m.member_id);
     for (const FileRecord& f : m.files) {
         std::string p = job_dir + "/" + m.image_dir + "/" + f.name;
         struct stat st;
         if (::stat(p.c_str(), &st) != 0) return sys_error("member {}: {}", m.member_id, p);
         if (static_cast<uint64_t>(st.st_size) != f.bytes)
-            return error_code(EIO, "member {}: {}: {} bytes, expected {} (truncated or changed)", m.member_id, p,
-                              st.st_size, f.bytes);
+            return error_code(EIO, "member {}: {}: {} bytes, expected {} (truncated or changed)",
+                              m.member_id, p, st.st_size, f.bytes);
         if (!full) continue;
         FileRecord now = CKPT_TRY_CTX(fsutil::checksum_file(p, f.name), "member {}", m.member_id);
         if (now.bytes != f.bytes || now.checksum != f.checksum)
-            return error_code(EIO, "member {}: {}: checksum mismatch (xxh3 {:016x}, expected {:016x})", m.member_id,
-                              p, now.checksum, f.checksum);
+            return error_code(EIO,
+                              "member {}: {}: checksum mismatch (xxh3 {:016x}, expected {:016x})",
+                              m.member_id, p, now.checksum, f.checksum);
     }
     return ok();
 }
@@ -161,7 +165,8 @@ Result<void> check_member_files(const std::string& job_dir, const MemberRecord& 
 // The set's members against its record: count, then every file.
 Result<void> check_set_files(const std::string& job_dir, const SetRecord& s, bool full) {
     if (s.members.size() != s.expected_members)
-        return error_code(EINVAL, "{} of {} members recorded", s.members.size(), s.expected_members);
+        return error_code(EINVAL, "{} of {} members recorded", s.members.size(),
+                          s.expected_members);
     for (const MemberRecord& m : s.members) CKPT_TRY(check_member_files(job_dir, m, full));
     return ok();
 }
@@ -180,21 +185,24 @@ Result<std::vector<FileRecord>> scan_member_files(const std::string& dir) {
         if (fs::is_directory(status)) continue;
         std::string rel = fs::relative(it->path(), dir).string();
         if (!fs::is_regular_file(status))
-            return error_code(EINVAL, "{}: not a regular file (image folders hold only files and folders)",
+            return error_code(EINVAL,
+                              "{}: not a regular file (image folders hold only files and folders)",
                               it->path().string());
         files.push_back(CKPT_TRY(fsutil::checksum_file(it->path().string(), rel)));
     }
     if (ec) return error_code(ec.value(), "list {}: {}", dir, ec.message());
-    std::sort(files.begin(), files.end(), [](const FileRecord& a, const FileRecord& b) { return a.name < b.name; });
+    std::sort(files.begin(), files.end(),
+              [](const FileRecord& a, const FileRecord& b) { return a.name < b.name; });
     return files;
 }
 
 Result<void> check_reader(uint64_t jobid, const std::string& dir, uid_t owner, uid_t caller) {
     if (caller == 0 || caller == owner) return ok();
-    return error_code(EACCES,
-                      "job {}: the checkpoints in {} belong to {} (uid {}), not to {} (uid {}): only the job's "
-                      "user or root may use them",
-                      jobid, dir, user_name(owner), owner, user_name(caller), caller);
+    return error_code(
+        EACCES,
+        "job {}: the checkpoints in {} belong to {} (uid {}), not to {} (uid {}): only the job's "
+        "user or root may use them",
+        jobid, dir, user_name(owner), owner, user_name(caller), caller);
 }
 
 Result<JobStore> JobStore::open_folder(const std::string& root, uint64_t jobid) {
@@ -204,10 +212,12 @@ Result<JobStore> JobStore::open_folder(const std::string& root, uint64_t jobid) 
     st.dir_ = fmt::format("{}/{}", root, jobid);
     struct stat sb;
     if (::stat(st.dir_.c_str(), &sb) != 0) {
-        if (errno == ENOENT) return error_code(ENOENT, "job {}: no checkpoints ({} does not exist)", jobid, st.dir_);
+        if (errno == ENOENT)
+            return error_code(ENOENT, "job {}: no checkpoints ({} does not exist)", jobid, st.dir_);
         return sys_error("job {}: {}", jobid, st.dir_);
     }
-    if (!S_ISDIR(sb.st_mode)) return error_code(ENOTDIR, "job {}: {} is not a folder", jobid, st.dir_);
+    if (!S_ISDIR(sb.st_mode))
+        return error_code(ENOTDIR, "job {}: {} is not a folder", jobid, st.dir_);
     CKPT_TRY(check_reader(jobid, st.dir_, sb.st_uid, ::geteuid()));
     st.index_.job.jobid = jobid;
     st.index_.job.uid = sb.st_uid;
@@ -226,10 +236,13 @@ Result<void> JobStore::reload() {
     if (!idx) {
         const Error& e = idx.error();
         if (e.code() == ENOENT)
-            return error_code(ENOENT, "job {}: {} is missing; `ckpt-job repair {}` rebuilds it from the set manifests",
-                              jobid_, path(kIndexName), jobid_);
-        return error_code(e.code(), "job {}: {}; `ckpt-job repair {}` rebuilds the index from the set manifests",
-                          jobid_, e.message(), jobid_);
+            return error_code(
+                ENOENT,
+                "job {}: {} is missing; `ckpt-job repair {}` rebuilds it from the set manifests",
+                jobid_, path(kIndexName), jobid_);
+        return error_code(
+            e.code(), "job {}: {}; `ckpt-job repair {}` rebuilds the index from the set manifests",
+            jobid_, e.message(), jobid_);
     }
     index_ = std::move(*idx);
     return ok();
@@ -254,21 +267,27 @@ Result<void> JobStore::replace_index(const Index& idx) {
     return ok();
 }
 
-Result<void> JobStore::check_fence(const Index& on_disk, std::string_view action, uint64_t seq) const {
+Result<void> JobStore::check_fence(const Index& on_disk, std::string_view action,
+                                   uint64_t seq) const {
     uint32_t fence = on_disk.fence();
     if (fence <= restart_count_) return ok();
-    std::string what = seq ? fmt::format("job {} set {}", jobid_, seq) : fmt::format("job {}", jobid_);
-    return error_code(ESTALE, "{}: refused to {}: this writer is run {} but run {} of the job owns its checkpoints now",
-                      what, action, restart_count_, fence);
+    std::string what =
+        seq ? fmt::format("job {} set {}", jobid_, seq) : fmt::format("job {}", jobid_);
+    return error_code(
+        ESTALE,
+        "{}: refused to {}: this writer is run {} but run {} of the job owns its checkpoints now",
+        what, action, restart_count_, fence);
 }
 
 Result<void> JobStore::write_manifest(const SetRecord& s) const {
     std::string set_dir = path(s.folder());
     std::string tmp = fmt::format("{}/.{}.tmp.{}", set_dir, kManifestName, ::getpid());
-    CKPT_TRY_CTX(image::write_image(tmp, image::Kind::SetManifest, to_manifest(s, index_.job), true),
-                 "job {} set {}: manifest", jobid_, s.seq);
+    CKPT_TRY_CTX(
+        image::write_image(tmp, image::Kind::SetManifest, to_manifest(s, index_.job), true),
+        "job {} set {}: manifest", jobid_, s.seq);
     CKPT_TRY(fsutil::give_to(tmp, index_.job.uid, index_.job.gid));
-    return fsutil::install(tmp, set_dir + "/" + kManifestName).context("job {} set {}", jobid_, s.seq);
+    return fsutil::install(tmp, set_dir + "/" + kManifestName)
+        .context("job {} set {}", jobid_, s.seq);
 }
 
 Result<void> JobStore::delete_folder(const std::string& name) const {
@@ -281,8 +300,9 @@ Result<void> JobStore::roll_forward_or_fail(SetRecord& s) const {
         auto rec = from_manifest(*m);
         // The manifest is written only after every member file was fsynced, so sizes suffice.
         if (rec && check_set_files(dir_, *rec, false)) {
-            log::get("set")->info("job {} set {}: committed by run {} before it ended; rolled forward", jobid_, s.seq,
-                                  s.restart_count);
+            log::get("set")->info(
+                "job {} set {}: committed by run {} before it ended; rolled forward", jobid_, s.seq,
+                s.restart_count);
             s = std::move(*rec);
             return ok();
         }
@@ -292,7 +312,8 @@ Result<void> JobStore::roll_forward_or_fail(SetRecord& s) const {
     return ok();
 }
 
-Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& job, uint32_t restart_count) {
+Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& job,
+                                       uint32_t restart_count) {
     std::error_code ec;
     fs::create_directories(root, ec);
     if (ec) return error_code(ec.value(), "job {}: create {}: {}", job.jobid, root, ec.message());
@@ -307,8 +328,9 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
     struct stat sb;
     if (::stat(st.dir_.c_str(), &sb) != 0) return sys_error("job {}: {}", job.jobid, st.dir_);
     if (sb.st_uid != job.uid)
-        return error_code(EACCES, "job {}: {} belongs to uid {}, not to the job's user {} (uid {}); not using it",
-                          job.jobid, st.dir_, sb.st_uid, job.user, job.uid);
+        return error_code(
+            EACCES, "job {}: {} belongs to uid {}, not to the job's user {} (uid {}); not using it",
+            job.jobid, st.dir_, sb.st_uid, job.user, job.uid);
     if ((sb.st_mode & 07777) != 0700 && ::chmod(st.dir_.c_str(), 0700) != 0)
         return sys_error("job {}: chmod 0700 {}", job.jobid, st.dir_);
 
@@ -321,8 +343,9 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
     if (::access(st.path(kIndexName).c_str(), F_OK) == 0) {
         idx = CKPT_TRY(st.load_locked_index());
     } else if (!scan.sets.empty()) {
-        return error_code(ENOENT, "job {}: {} is missing but set folders exist; `ckpt-job repair {}` rebuilds it",
-                          job.jobid, st.path(kIndexName), job.jobid);
+        return error_code(
+            ENOENT, "job {}: {} is missing but set folders exist; `ckpt-job repair {}` rebuilds it",
+            job.jobid, st.path(kIndexName), job.jobid);
     }
     CKPT_TRY(st.check_fence(idx, "claim the job", 0));
     std::string script = idx.job.batch_script;
@@ -337,9 +360,11 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
 }
 
 Result<void> JobStore::save_batch_script(const std::string& text) {
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
-    CKPT_TRY_CTX(fsutil::write_file_atomic(path(kBatchScriptName), text, index_.job.uid, index_.job.gid), "job {}",
-                 jobid_);
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    CKPT_TRY_CTX(
+        fsutil::write_file_atomic(path(kBatchScriptName), text, index_.job.uid, index_.job.gid),
+        "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     CKPT_TRY(check_fence(idx, "save the batch script", 0));
     idx.job.batch_script = kBatchScriptName;
@@ -348,8 +373,10 @@ Result<void> JobStore::save_batch_script(const std::string& text) {
 
 Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {
     if (!writer_) return error_code(EPERM, "job {}: begin a set: store opened read-only", jobid_);
-    if (opts.expected_members == 0) return error_code(EINVAL, "job {}: begin a set: no members expected", jobid_);
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    if (opts.expected_members == 0)
+        return error_code(EINVAL, "job {}: begin a set: no members expected", jobid_);
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     CKPT_TRY(check_fence(idx, "begin a set", 0));
     FolderScan scan = CKPT_TRY_CTX(scan_job_folder(dir_), "job {}", jobid_);
@@ -365,8 +392,8 @@ Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {
     s.expected_members = opts.expected_members;
     s.restart_count = restart_count_;
     // Exclusive: a set folder is never reused, so no writer can overwrite another's set.
-    CKPT_TRY_CTX(fsutil::make_private_dir(path(s.folder()), index_.job.uid, index_.job.gid, true), "job {} set {}",
-                 jobid_, seq);
+    CKPT_TRY_CTX(fsutil::make_private_dir(path(s.folder()), index_.job.uid, index_.job.gid, true),
+                 "job {} set {}", jobid_, seq);
     CKPT_TRY(write_manifest(s));
     idx.sets.push_back(s);
     CKPT_TRY(replace_index(idx));
@@ -376,27 +403,33 @@ Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {
 }
 
 Result<std::string> JobStore::make_member_dir(uint64_t seq, int32_t member_id) {
-    if (!pending_.count(seq)) return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
+    if (!pending_.count(seq))
+        return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
     std::string dir = fmt::format("{}/{}/member-{}", dir_, set_folder_name(seq), member_id);
-    CKPT_TRY_CTX(fsutil::make_private_dir(dir, index_.job.uid, index_.job.gid, false), "job {} set {}", jobid_, seq);
+    CKPT_TRY_CTX(fsutil::make_private_dir(dir, index_.job.uid, index_.job.gid, false),
+                 "job {} set {}", jobid_, seq);
     return dir;
 }
 
 Result<void> JobStore::add_member(uint64_t seq, MemberReport report) {
     auto it = pending_.find(seq);
-    if (it == pending_.end()) return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
+    if (it == pending_.end())
+        return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
     SetRecord& s = it->second;
     std::string where = fmt::format("job {} set {} member {}", jobid_, seq, report.member_id);
     std::string rel = report.image_dir;
     if (rel.starts_with(dir_ + "/")) rel = rel.substr(dir_.size() + 1);
     while (!rel.empty() && rel.back() == '/') rel.pop_back();
-    if (!rel.starts_with(s.folder() + "/") || rel.find("..") != std::string::npos || rel.starts_with("/"))
-        return error_code(EINVAL, "{}: image folder {} is not inside {}", where, report.image_dir, path(s.folder()));
+    if (!rel.starts_with(s.folder() + "/") || rel.find("..") != std::string::npos ||
+        rel.starts_with("/"))
+        return error_code(EINVAL, "{}: image folder {} is not inside {}", where, report.image_dir,
+                          path(s.folder()));
     for (const MemberRecord& m : s.members)
         if (m.member_id == report.member_id) return error_code(EEXIST, "{}: reported twice", where);
     if (s.members.size() >= s.expected_members)
         return error_code(EINVAL, "{}: the set expects only {} members", where, s.expected_members);
-    if (report.files.empty()) return error_code(EINVAL, "{}: {} holds no image files", where, report.image_dir);
+    if (report.files.empty())
+        return error_code(EINVAL, "{}: {} holds no image files", where, report.image_dir);
     MemberRecord m;
     m.member_id = report.member_id;
     m.node = std::move(report.node);
@@ -413,70 +446,83 @@ Result<void> JobStore::add_member(uint64_t seq, MemberReport report) {
 Result<void> JobStore::add_member(uint64_t seq, int32_t member_id, const std::string& node,
                                   const std::string& image_dir) {
     std::string abs = image_dir.starts_with("/") ? image_dir : path(image_dir);
-    auto files = CKPT_TRY_CTX(scan_member_files(abs), "job {} set {} member {}", jobid_, seq, member_id);
+    auto files =
+        CKPT_TRY_CTX(scan_member_files(abs), "job {} set {} member {}", jobid_, seq, member_id);
     return add_member(seq, MemberReport{member_id, node, image_dir, std::move(files)});
 }
 
 Result<void> JobStore::commit_set(uint64_t seq) {
     auto it = pending_.find(seq);
-    if (it == pending_.end()) return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
+    if (it == pending_.end())
+        return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
     SetRecord s = it->second;
     if (s.members.size() != s.expected_members)
-        return error_code(EAGAIN, "job {} set {}: not committed: {} of {} members reported", jobid_, seq,
-                          s.members.size(), s.expected_members);
+        return error_code(EAGAIN, "job {} set {}: not committed: {} of {} members reported", jobid_,
+                          seq, s.members.size(), s.expected_members);
     // Images first: every member file durable and still the size it was reported with.
     std::set<std::string> dirs{path(s.folder())};
     for (const MemberRecord& m : s.members) {
         for (const FileRecord& f : m.files) {
             std::string p = path(m.image_dir + "/" + f.name);
-            auto fd = CKPT_TRY_CTX(open_file(p, O_RDONLY), "job {} set {} member {}", jobid_, seq, m.member_id);
+            auto fd = CKPT_TRY_CTX(open_file(p, O_RDONLY), "job {} set {} member {}", jobid_, seq,
+                                   m.member_id);
             struct stat st;
-            if (::fstat(fd.get(), &st) != 0) return sys_error("job {} set {}: fstat {}", jobid_, seq, p);
+            if (::fstat(fd.get(), &st) != 0)
+                return sys_error("job {} set {}: fstat {}", jobid_, seq, p);
             if (static_cast<uint64_t>(st.st_size) != f.bytes)
-                return error_code(EIO, "job {} set {} member {}: {} is {} bytes, {} when reported", jobid_, seq,
-                                  m.member_id, p, st.st_size, f.bytes);
+                return error_code(EIO, "job {} set {} member {}: {} is {} bytes, {} when reported",
+                                  jobid_, seq, m.member_id, p, st.st_size, f.bytes);
             if (::fsync(fd.get()) != 0) return sys_error("job {} set {}: fsync {}", jobid_, seq, p);
-            // Images written by root (the agent) become the job user's, like the rest of the folder.
-            if (::geteuid() == 0 && st.st_uid != index_.job.uid && ::fchown(fd.get(), index_.job.uid, index_.job.gid) != 0)
+            // Images written by root (the agent) become the job user's, like the rest of the
+            // folder.
+            if (::geteuid() == 0 && st.st_uid != index_.job.uid &&
+                ::fchown(fd.get(), index_.job.uid, index_.job.gid) != 0)
                 return sys_error("job {} set {}: chown {}", jobid_, seq, p);
-            for (fs::path d = fs::path(p).parent_path(); d.string().size() > path(s.folder()).size();
-                 d = d.parent_path())
+            for (fs::path d = fs::path(p).parent_path();
+                 d.string().size() > path(s.folder()).size(); d = d.parent_path())
                 dirs.insert(d.string());
         }
     }
     for (const std::string& d : dirs) {
-        CKPT_TRY_CTX(fsutil::give_to(d, index_.job.uid, index_.job.gid), "job {} set {}", jobid_, seq);
+        CKPT_TRY_CTX(fsutil::give_to(d, index_.job.uid, index_.job.gid), "job {} set {}", jobid_,
+                     seq);
         CKPT_TRY_CTX(fsutil::fsync_path(d), "job {} set {}", jobid_, seq);
     }
 
     // Then the manifest and the index, under the lock and only if no newer run took over.
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     CKPT_TRY(check_fence(idx, "commit", seq));
     SetRecord* on_disk = idx.find(seq);
     if (!on_disk || on_disk->state != SetState::Writing || on_disk->restart_count != restart_count_)
-        return error_code(ESTALE, "job {} set {}: not committed: the index no longer records it as being written",
-                          jobid_, seq);
+        return error_code(
+            ESTALE, "job {} set {}: not committed: the index no longer records it as being written",
+            jobid_, seq);
     s.state = SetState::Committed;
     s.end_ns = fsutil::now_ns();
     CKPT_TRY(write_manifest(s));
     *on_disk = s;
     CKPT_TRY(replace_index(idx));
     pending_.erase(seq);
-    log::get("set")->info("job {} set {}: committed, {} members, {} bytes", jobid_, seq, s.members.size(), s.bytes());
+    log::get("set")->info("job {} set {}: committed, {} members, {} bytes", jobid_, seq,
+                          s.members.size(), s.bytes());
     return ok();
 }
 
 Result<void> JobStore::fail_set(uint64_t seq, const std::string& reason) {
     auto it = pending_.find(seq);
-    if (it == pending_.end()) return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
+    if (it == pending_.end())
+        return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
     SetRecord s = it->second;
     pending_.erase(it);
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     SetRecord* on_disk = idx.find(seq);
     // Only its own set, and only while it is still "writing": never touches a newer run's.
-    if (!on_disk || on_disk->state != SetState::Writing || on_disk->restart_count != restart_count_) return ok();
+    if (!on_disk || on_disk->state != SetState::Writing || on_disk->restart_count != restart_count_)
+        return ok();
     s.state = SetState::Failed;
     s.end_ns = fsutil::now_ns();
     s.failure = reason;
@@ -488,7 +534,8 @@ Result<void> JobStore::fail_set(uint64_t seq, const std::string& reason) {
 
 Result<Report> JobStore::keep_newest(uint32_t keep) {
     if (keep == 0) return error_code(EINVAL, "job {}: keep must be at least 1", jobid_);
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     FolderScan scan = CKPT_TRY_CTX(scan_job_folder(dir_), "job {}", jobid_);
     Report report;
@@ -503,18 +550,22 @@ Result<Report> JobStore::keep_newest(uint32_t keep) {
         std::vector<SetRecord> remaining;
         for (auto it = idx.sets.rbegin(); it != idx.sets.rend(); ++it) {
             bool drop = false;
-            if (it->state == SetState::Committed) drop = ++kept > keep;
-            else if (it->state == SetState::Failed) drop = it->seq < newest_seq;
+            if (it->state == SetState::Committed)
+                drop = ++kept > keep;
+            else if (it->state == SetState::Failed)
+                drop = it->seq < newest_seq;
             if (!drop) {
                 remaining.insert(remaining.begin(), *it);
                 continue;
             }
-            report.lines.push_back(fmt::format("set {}: {}, removed", it->seq, to_string(it->state)));
+            report.lines.push_back(
+                fmt::format("set {}: {}, removed", it->seq, to_string(it->state)));
             doomed.push_back(it->folder());
         }
         for (const auto& [seq, name] : scan.sets) {
             if (seq < newest_seq && !idx.find(seq)) {
-                report.lines.push_back(fmt::format("set {}: folder not in the index, removed", seq));
+                report.lines.push_back(
+                    fmt::format("set {}: folder not in the index, removed", seq));
                 doomed.push_back(name);
             }
         }
@@ -530,12 +581,14 @@ Result<Report> JobStore::keep_newest(uint32_t keep) {
 }
 
 Result<void> JobStore::remove_set(uint64_t seq) {
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     const SetRecord* s = idx.find(seq);
     if (!s) return error_code(ENOENT, "job {}: no set {}", jobid_, seq);
     if (s->state == SetState::Writing)
-        return error_code(EBUSY, "job {} set {}: being written (state writing); not removed", jobid_, seq);
+        return error_code(EBUSY, "job {} set {}: being written (state writing); not removed",
+                          jobid_, seq);
     std::string folder = s->folder();
     std::erase_if(idx.sets, [&](const SetRecord& r) { return r.seq == seq; });
     CKPT_TRY(replace_index(idx));
@@ -559,7 +612,8 @@ Result<void> JobStore::remove_job() {
     if (::rmdir(dir_.c_str()) != 0) {
         // The checkpoint root may not let users remove folders; an empty one is harmless.
         if (errno != EACCES && errno != EPERM) return sys_error("job {}: rmdir {}", jobid_, dir_);
-        log::get("set")->info("job {}: {} is empty but cannot be removed: {}", jobid_, dir_, strerror(errno));
+        log::get("set")->info("job {}: {} is empty but cannot be removed: {}", jobid_, dir_,
+                              strerror(errno));
     }
     return ok();
 }
@@ -569,13 +623,15 @@ Result<void> JobStore::verify_set(uint64_t seq) const {
     if (!s) return error_code(ENOENT, "job {}: no set {}", jobid_, seq);
     std::string where = fmt::format("job {} set {}", jobid_, seq);
     if (s->state != SetState::Committed)
-        return error_code(EINVAL, "{}: state {}{}{}: not a usable checkpoint", where, to_string(s->state),
-                          s->failure.empty() ? "" : ": ", s->failure);
+        return error_code(EINVAL, "{}: state {}{}{}: not a usable checkpoint", where,
+                          to_string(s->state), s->failure.empty() ? "" : ": ", s->failure);
     auto m = read_manifest(path(s->folder()));
     if (!m) return error_code(m.error().code(), "{}: manifest: {}", where, m.error().message());
     auto from_disk = from_manifest(*m);
-    if (!from_disk) return error_code(EINVAL, "{}: manifest: {}", where, from_disk.error().message());
-    bool agree = from_disk->state == SetState::Committed && from_disk->members.size() == s->members.size();
+    if (!from_disk)
+        return error_code(EINVAL, "{}: manifest: {}", where, from_disk.error().message());
+    bool agree =
+        from_disk->state == SetState::Committed && from_disk->members.size() == s->members.size();
     for (size_t i = 0; agree && i < s->members.size(); ++i)
         agree = from_disk->members[i].checksum == s->members[i].checksum &&
                 from_disk->members[i].image_dir == s->members[i].image_dir;
@@ -597,14 +653,19 @@ Result<uint64_t> JobStore::newest_verified() const {
 }
 
 Result<Report> JobStore::repair() {
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
     Report report;
     auto old = read_index(path(kIndexName));
-    if (!old) report.lines.push_back(fmt::format("index unreadable ({}): rebuilt", old.error().message()));
+    if (!old)
+        report.lines.push_back(
+            fmt::format("index unreadable ({}): rebuilt", old.error().message()));
     FolderScan scan = CKPT_TRY_CTX(scan_job_folder(dir_), "job {}", jobid_);
     for (const std::string& name : scan.leftovers) {
-        if (name.starts_with(".deleted-")) CKPT_TRY(delete_folder(name));
-        else ::unlink(path(name).c_str());
+        if (name.starts_with(".deleted-"))
+            CKPT_TRY(delete_folder(name));
+        else
+            ::unlink(path(name).c_str());
     }
 
     Index idx;
@@ -638,8 +699,8 @@ Result<Report> JobStore::repair() {
         for (const SetRecord& t : idx.sets) {
             if (t.seq < s.seq && t.restart_count > s.restart_count) {
                 s.state = SetState::Failed;
-                s.failure = fmt::format("fenced: run {} wrote it after run {} began set {}", s.restart_count,
-                                        t.restart_count, t.seq);
+                s.failure = fmt::format("fenced: run {} wrote it after run {} began set {}",
+                                        s.restart_count, t.restart_count, t.seq);
                 break;
             }
         }
@@ -651,13 +712,18 @@ Result<Report> JobStore::repair() {
     }
     for (const SetRecord& s : idx.sets) {
         const SetRecord* before = old ? old->find(s.seq) : nullptr;
-        std::string now = fmt::format("{}{}{}", to_string(s.state), s.failure.empty() ? "" : ": ", s.failure);
-        if (!before) report.lines.push_back(fmt::format("set {}: {} (not in the old index)", s.seq, now));
-        else if (before->state != s.state) report.lines.push_back(fmt::format("set {}: was {}, now {}", s.seq, to_string(before->state), now));
+        std::string now =
+            fmt::format("{}{}{}", to_string(s.state), s.failure.empty() ? "" : ": ", s.failure);
+        if (!before)
+            report.lines.push_back(fmt::format("set {}: {} (not in the old index)", s.seq, now));
+        else if (before->state != s.state)
+            report.lines.push_back(
+                fmt::format("set {}: was {}, now {}", s.seq, to_string(before->state), now));
     }
     if (old)
         for (const SetRecord& s : old->sets)
-            if (!idx.find(s.seq)) report.lines.push_back(fmt::format("set {}: folder missing, dropped", s.seq));
+            if (!idx.find(s.seq))
+                report.lines.push_back(fmt::format("set {}: folder missing, dropped", s.seq));
     CKPT_TRY(replace_index(idx));
     return report;
 }

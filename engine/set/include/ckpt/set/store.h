@@ -29,6 +29,8 @@ namespace ckpt::set {
 inline constexpr char kIndexName[] = "index.h5";
 inline constexpr char kManifestName[] = "manifest";
 inline constexpr char kBatchScriptName[] = "job-script";
+// Committed sets kept when --checkpoint-keep is not given.
+inline constexpr uint32_t kDefaultKeep = 2;
 
 struct SetOptions {
     Trigger trigger = Trigger::Manual;
@@ -60,7 +62,8 @@ public:
     // Refused if a newer run already claimed it. There is one writer per job at a time
     // (the lead agent): sets left "writing" by an earlier writer are rolled forward (their
     // manifest says committed and every file has its size) or marked failed.
-    static Result<JobStore> open_writer(const std::string& root, const JobInfo& job, uint32_t restart_count);
+    static Result<JobStore> open_writer(const std::string& root, const JobInfo& job,
+                                        uint32_t restart_count);
 
     // For readers: the job's folder must belong to the caller, unless the caller is root.
     // Loads the index; a damaged index is an error that says to run repair.
@@ -84,7 +87,8 @@ public:
     // Records a member whose images are written and fsynced.
     Result<void> add_member(uint64_t seq, MemberReport report);
     // The same, scanning the folder here.
-    Result<void> add_member(uint64_t seq, int32_t member_id, const std::string& node, const std::string& image_dir);
+    Result<void> add_member(uint64_t seq, int32_t member_id, const std::string& node,
+                            const std::string& image_dir);
     // Commits set seq once every expected member reported: fsyncs every member file,
     // writes the manifest, then replaces the index atomically.
     Result<void> commit_set(uint64_t seq);
