@@ -383,6 +383,30 @@ TEST_F(Store, GarbageOrTruncatedIndexIsAClearErrorAndRepairRebuildsIt) {
     }
 }
 
+TEST_F(Store, EveryFlippedByteOfTheIndexIsRefused) {
+    JobStore st = writer();
+    write_committed_set(st, 2, 1);
+    write_committed_set(st, 3, 2);
+    std::string good = *read_file(index_path());
+    std::string copy = root_.path() + "/flipped.h5";
+    for (size_t off = 0; off < good.size(); off += 13) {
+        std::string bad = good;
+        bad[off] = static_cast<char>(bad[off] ^ 0x10);
+        ::unlink(copy.c_str());
+        int fd = ::open(copy.c_str(), O_WRONLY | O_CREAT, 0600);
+        ASSERT_EQ(::write(fd, bad.data(), bad.size()), static_cast<ssize_t>(bad.size()));
+        ::close(fd);
+        auto idx = read_index(copy);
+        ASSERT_FALSE(idx.ok()) << "flip at " << off << " went unnoticed";
+        EXPECT_NE(idx.error().message().find(copy), std::string::npos) << idx.error().message();
+    }
+    ASSERT_EQ(::truncate(copy.c_str(), static_cast<off_t>(good.size() - 1)), 0);
+    auto idx = read_index(copy);
+    ASSERT_FALSE(idx.ok());
+    EXPECT_NE(idx.error().message().find("truncated index"), std::string::npos)
+        << idx.error().message();
+}
+
 TEST_F(Store, RepairKeepsAHalfWrittenSetOfTheLiveRunAndFailsAbandonedOnes) {
     JobStore old_run = writer(0);
     write_committed_set(old_run, 1, 1);

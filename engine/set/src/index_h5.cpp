@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 
 #include "ckpt/base/fd.h"
+#include "ckpt/image/image_file.h"
 
 namespace ckpt::set {
 namespace {
@@ -344,18 +346,62 @@ Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets,
     return s;
 }
 
+// The HDF5 user block (bytes HDF5 leaves to applications; its tools skip them) holds a
+// header with the file's length and XXH3-64 of everything after the header.
+constexpr size_t kUserblockSize = 512;
+constexpr char kIndexMagic[8] = {'C', 'K', 'P', 'T', 'I', 'D', 'X', '1'};
+
+struct UserblockHeader {
+    char magic[8];
+    uint64_t file_bytes;  // little-endian, as everything we write
+    uint64_t xxh3;        // of every byte after this header
+};
+
+Result<void> check_userblock(const std::string& path, const std::string& image) {
+    if (image.size() < kUserblockSize + 8)
+        return error_code(EINVAL, "{}: truncated index ({} bytes)", path, image.size());
+    UserblockHeader h;
+    std::memcpy(&h, image.data(), sizeof h);
+    if (std::memcmp(h.magic, kIndexMagic, sizeof kIndexMagic) != 0)
+        return error_code(EINVAL, "{}: not a ckpt index (no header; damaged or overwritten)", path);
+    if (h.file_bytes != image.size())
+        return error_code(EINVAL, "{}: truncated index ({} bytes, the header says {})", path,
+                          image.size(), h.file_bytes);
+    uint64_t sum = image::checksum(image.data() + sizeof h, image.size() - sizeof h);
+    if (sum != h.xxh3)
+        return error_code(EINVAL, "{}: checksum mismatch (the index is damaged)", path);
+    return ok();
+}
+
+// Writes the header into a closed HDF5 file's user block, then fsyncs the file.
+Result<void> seal_userblock(const std::string& path) {
+    std::string image = CKPT_TRY(read_file(path));
+    if (image.size() < kUserblockSize) return error_code(EIO, "{}: HDF5 wrote no user block", path);
+    UserblockHeader h;
+    std::memcpy(h.magic, kIndexMagic, sizeof kIndexMagic);
+    h.file_bytes = image.size();
+    h.xxh3 = image::checksum(image.data() + sizeof h, image.size() - sizeof h);
+    auto fd = CKPT_TRY(open_file(path, O_WRONLY));
+    if (::pwrite(fd.get(), &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h))
+        return sys_error("write {}", path);
+    if (::fsync(fd.get()) != 0) return sys_error("fsync {}", path);
+    return ok();
+}
+
 }  // namespace
 
 Result<Index> read_index(const std::string& path) {
     silence_hdf5();
-    // Our own open first, so a missing or unreadable file is reported with its errno.
-    CKPT_TRY(open_file(path, O_RDONLY));
-    if (H5Fis_hdf5(path.c_str()) <= 0) {
-        H5Eclear2(H5E_DEFAULT);
-        return error_code(EINVAL, "{}: not an HDF5 file (damaged or truncated)", path);
-    }
+    // Checked whole before HDF5 sees a byte: HDF5 does not detect most damage and may
+    // crash on some.
+    std::string image = CKPT_TRY(read_file(path));
+    CKPT_TRY(check_userblock(path, image));
     Hid fapl = file_access();
-    hid_t fid = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+    H5Pset_fapl_core(fapl.get(), 64 * 1024, false);
+    H5Pset_file_image(fapl.get(), image.data(), image.size());
+    // HDF5 refuses an image under the name of an existing file; the name is only a label.
+    std::string label = path + ".checked-image";
+    hid_t fid = H5Fopen(label.c_str(), H5F_ACC_RDONLY, fapl.get());
     if (fid < 0) return error_code(EINVAL, "{}: cannot open as HDF5 ({})", path, hdf5_reason());
     Hid file(fid);
     Reader r(path);
@@ -400,7 +446,10 @@ Result<Index> read_index(const std::string& path) {
 Result<void> write_index_file(const std::string& path, const Index& idx) {
     silence_hdf5();
     Hid fapl = file_access();
-    hid_t fid = H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get());
+    hid_t fcpl_id = H5Pcreate(H5P_FILE_CREATE);
+    Hid fcpl(fcpl_id);
+    H5Pset_userblock(fcpl_id, kUserblockSize);
+    hid_t fid = H5Fcreate(path.c_str(), H5F_ACC_EXCL, fcpl_id, fapl.get());
     if (fid < 0) return error_code(EIO, "{}: cannot create HDF5 file: {}", path, hdf5_reason());
     // Every object opened inside is closed when this returns, so H5Fclose really closes.
     auto contents = [&]() -> Result<void> {
@@ -427,9 +476,7 @@ Result<void> write_index_file(const std::string& path, const Index& idx) {
     herr_t closed = H5Fclose(fid);
     CKPT_TRY(std::move(written));
     CKPT_TRY(check_status(closed, path, "close"));
-    auto fd = CKPT_TRY(open_file(path, O_RDONLY));
-    if (::fsync(fd.get()) != 0) return sys_error("fsync {}", path);
-    return ok();
+    return seal_userblock(path);
 }
 
 }  // namespace ckpt::set

@@ -11,12 +11,14 @@
 
 namespace ckpt::set {
 
-// Reads and checks a whole index. A missing, truncated or garbage file, an unknown format
-// version or a malformed set is an error that names the file (and the set).
+// Reads and checks a whole index: first its seal (length and XXH3-64 in the HDF5 user
+// block), then the HDF5 content from that checked copy in memory. A missing, truncated,
+// damaged or foreign file, an unknown format version or a malformed set is an error that
+// names the file (and the set).
 Result<Index> read_index(const std::string& path);
 
-// Writes idx to a new file at path (which must not be in use): the caller renames it into
-// place. The file is fsynced before this returns.
+// Writes idx to a new file at path (which must not exist), seals it and fsyncs it; the
+// caller renames it into place.
 Result<void> write_index_file(const std::string& path, const Index& idx);
 
 }  // namespace ckpt::set
