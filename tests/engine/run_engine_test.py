@@ -17,7 +17,8 @@ Modes:
   twice          dump, restore, dump the restored tree, restore again, check
 Negative kinds (the program only provides a tree to dump):
   missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
-  dump-nonexistent, dump-fails (a dump that fails must leave the tree running unharmed).
+  dump-nonexistent, dump-fails and dump-enospc (a dump refused at once, or failing half way
+  on a full file system, must leave the tree running unharmed).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -245,6 +246,9 @@ class Run:
             self.reaper.poll()
             alive = [p for p in pids if pid_exists(p)]
             if not alive:
+                # Forget how they ended: a restored process will carry the same pid.
+                for p in pids:
+                    self.reaper.status.pop(p, None)
                 return
             if time.monotonic() > deadline:
                 raise TestFailure(f"pids {alive} still exist {GONE_TIMEOUT:.0f} s after the kill")
@@ -570,20 +574,38 @@ class Run:
                             "dump of a nonexistent pid")
         return "PASS"
 
+    def expect_tree_unharmed(self, what):
+        """After a failed dump: same pids, none traced any more, and the program passes."""
+        if tree_pids(self.root) != self.pids:
+            raise TestFailure(f"{what}: the tree changed")
+        for p in self.pids:
+            st = proc_state(p)
+            if st is None or st[1] != 0:
+                raise TestFailure(f"{what}: pid {p} is gone or still traced")
+        self.check_verdict(what=f"tree after {what}")
+
     def neg_dump_fails(self):
-        self.spawn_program()
-        self.wait_ready()
+        """A dump refused before it starts (the image directory cannot be made)."""
+        self.start()
         blocker = os.path.join(self.work, "not-a-dir")
         open(blocker, "w").close()
         self.expect_failure(["dump", "-t", str(self.root), "-D", blocker + "/images"], "not-a-dir",
                             "dump into an impossible directory")
-        if tree_pids(self.root) != self.pids:
-            raise TestFailure("the tree changed after a failed dump")
-        for p in self.pids:
-            st = proc_state(p)
-            if st is None or st[1] != 0:
-                raise TestFailure(f"pid {p} is gone or still traced after a failed dump")
-        self.check_verdict(what="tree after a failed dump")
+        self.expect_tree_unharmed("a refused dump")
+        return "PASS"
+
+    def neg_dump_enospc(self):
+        """A dump that fails half way, with the tree frozen: its images fill a 16 KiB tmpfs."""
+        self.start()
+        tiny = os.path.join(self.work, "tiny")
+        os.makedirs(tiny)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", tiny], check=True)
+        try:
+            self.expect_failure(["dump", "-t", str(self.root), "-D", tiny + "/images"], "tiny",
+                                "dump onto a full file system")
+        finally:
+            subprocess.run(["umount", tiny], check=False)
+        self.expect_tree_unharmed("a dump that ran out of space")
         return "PASS"
 
 
@@ -594,7 +616,8 @@ def main():
     ap.add_argument("--mode", choices=["no-dump", "corrupt", "dump-kill", "restore-wait",
                                        "leave-running", "twice"])
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
-                                           "pid-taken", "dump-nonexistent", "dump-fails"])
+                                           "pid-taken", "dump-nonexistent", "dump-fails",
+                                           "dump-enospc"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
