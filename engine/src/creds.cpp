@@ -34,7 +34,6 @@ Result<void> dump_creds(pid_t pid, RemoteThread& rt, uint64_t scratch, image::Ta
     c->set_cap_amb(s.cap_amb);
     c->set_no_new_privs(s.no_new_privs);
     c->set_securebits(static_cast<uint32_t>(CKPT_TRY(rt.syscall_ok("prctl(PR_GET_SECUREBITS)", SYS_prctl, {PR_GET_SECUREBITS}))));
-    if (s.seccomp_mode != 0) return error("pid {}: seccomp filters are not supported yet", pid);
     core->set_umask(s.umask);
 
     for (const auto& l : CKPT_TRY(read_limits(pid))) {

@@ -103,7 +103,7 @@ Result<uint64_t> trap_site_address(pid_t pid) {
 }
 
 Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const PipeEnds& pipes,
-                          FileRegistry& files, const DumpExclusions& ex) {
+                          Descriptions& descs, FileRegistry& files, const DumpExclusions& ex) {
     image::TaskCore core;
     core.set_pid(p.pid);
     core.set_exit_signal(p.stat.exit_signal);
@@ -121,6 +121,7 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
             brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
             CKPT_TRY(dump_sigactions(leader, s, &core));
             CKPT_TRY(dump_creds(p.pid, leader, s, &core));
+            CKPT_TRY(dump_timers(p.pid, leader, s, &core));
             for (pid_t tid : p.threads) {
                 if (ex.threads.count(tid)) continue;
                 if (tid == p.pid) {
@@ -143,12 +144,14 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
         if (!restored) return std::move(restored).error();
     }
     CKPT_TRY(site.remove());
+    CKPT_TRY(dump_pending(p.pid, &core));
+    CKPT_TRY(dump_seccomp(p.pid, &core));
 
     image::MmCore mm;
     image::PageMap pm;
     CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, &pm));
     image::FdTable fds;
-    CKPT_TRY(dump_fds(p.pid, pipes, files, ex, opts.shell_job, &fds));
+    CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, &fds));
 
     std::string suffix = "-" + std::to_string(p.pid) + ".img";
     const std::string& d = opts.image_dir;
@@ -178,6 +181,7 @@ Result<void> dump(const DumpOptions& opts) {
     ex.fds = opts.exclude_fds;
     FileRegistry files(opts.image_dir);
     PipeEnds pipes;
+    Descriptions descs;
     image::Inventory inv;
     inv.set_format_version(image::kFormatVersion);
     inv.set_arch(static_cast<image::Arch>(arch::image_arch()));
@@ -214,7 +218,7 @@ Result<void> dump(const DumpOptions& opts) {
             inv.set_owner_uid(st.uid[0]);
             inv.set_owner_gid(st.gid[0]);
         }
-        CKPT_TRY(dump_process(opts, p, pipes, files, ex));
+        CKPT_TRY(dump_process(opts, p, pipes, descs, files, ex));
     }
     CKPT_TRY(image::write_image(opts.image_dir + "/files.img", image::Kind::Files, files.table()));
     CKPT_TRY(image::write_image(opts.image_dir + "/inventory.img", image::Kind::Inventory, inv));

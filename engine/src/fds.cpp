@@ -65,6 +65,21 @@ Result<std::string> peek_pipe(int read_end) {
     return data;
 }
 
+// The id of the open file description behind pid's fd: the same as an fd seen before
+// when kcmp says they are one description.
+Result<uint64_t> description_of(Descriptions& descs, pid_t pid, int fd, const struct stat& st) {
+    auto& seen = descs.by_inode[{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)}];
+    constexpr int kKcmpFile = 0;
+    for (const auto& s : seen) {
+        long r = syscall(SYS_kcmp, s.pid, pid, kKcmpFile, s.fd, fd);
+        if (r < 0) return sys_error("kcmp(pid {} fd {}, pid {} fd {})", s.pid, s.fd, pid, fd);
+        if (r == 0) return s.id;
+    }
+    uint64_t id = descs.next_id++;
+    seen.push_back({pid, fd, id});
+    return id;
+}
+
 }  // namespace
 
 Result<void> count_pipe_ends(pid_t pid, PipeEnds* out) {
@@ -78,8 +93,8 @@ Result<void> count_pipe_ends(pid_t pid, PipeEnds* out) {
     return ok();
 }
 
-Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, FileRegistry& files, const DumpExclusions& ex,
-                      bool shell_job, image::FdTable* table) {
+Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, FileRegistry& files,
+                      const DumpExclusions& ex, bool shell_job, image::FdTable* table) {
     table->set_pid(pid);
     UniqueFd pidfd(sys_pidfd_open(pid, 0));
     if (!pidfd) return sys_error("pidfd_open pid {}", pid);
@@ -148,6 +163,9 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, FileRegistry& files, con
         auto id = files.add(link_path, link);
         if (!id) return ctx(std::move(id).error());
         f->set_file_id(*id);
+        auto desc = description_of(descs, pid, fd, st);
+        if (!desc) return ctx(std::move(desc).error());
+        f->set_description_id(*desc);
     }
     return ok();
 }
@@ -171,14 +189,19 @@ Result<void> restore_fds(RestoreTask& t) {
         auto ctx = [&](Error e) { return e.context("pid {}: fd {}", t.pid, f.fd()); };
         switch (f.kind()) {
             case image::Fd::REG: {
-                auto e = sh.file(f.file_id());
-                if (!e) return ctx(std::move(e).error());
-                int flags = static_cast<int>(f.flags()) & ~(O_CREAT | O_TRUNC | O_EXCL);
-                auto fd = open_recorded_file(sh.image_dir, **e, flags, sh.skip_file_checks);
-                if (!fd) return ctx(std::move(fd).error());
-                if (S_ISREG((*e)->mode()) && lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET) < 0)
-                    return ctx(sys_error("lseek"));
-                auto r = t.install_fd(fd->get(), f.fd(), f.cloexec());
+                // One description per id, shared by every fd (in every process) that had it.
+                auto it = sh.descriptions.find(f.description_id());
+                if (it == sh.descriptions.end() || f.description_id() == 0) {
+                    auto e = sh.file(f.file_id());
+                    if (!e) return ctx(std::move(e).error());
+                    int flags = static_cast<int>(f.flags()) & ~(O_CREAT | O_TRUNC | O_EXCL);
+                    auto fd = open_recorded_file(sh.image_dir, **e, flags, sh.skip_file_checks);
+                    if (!fd) return ctx(std::move(fd).error());
+                    if (S_ISREG((*e)->mode()) && lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET) < 0)
+                        return ctx(sys_error("lseek"));
+                    it = sh.descriptions.insert_or_assign(f.description_id(), std::move(*fd)).first;
+                }
+                auto r = t.install_fd(it->second.get(), f.fd(), f.cloexec());
                 if (!r) return ctx(std::move(r).error());
                 break;
             }

@@ -21,9 +21,19 @@ struct RestoreTask;
 struct PipeEnds {
     std::map<uint64_t, std::pair<int, int>> ends;  // inode -> (readers, writers)
 };
+// Open file descriptions seen so far in the tree (dup'ed and inherited fds share one).
+struct Descriptions {
+    struct Seen {
+        pid_t pid;
+        int fd;
+        uint64_t id;
+    };
+    std::map<std::pair<uint64_t, uint64_t>, std::vector<Seen>> by_inode;  // (dev, ino)
+    uint64_t next_id = 1;
+};
 Result<void> count_pipe_ends(pid_t pid, PipeEnds* out);
-Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, FileRegistry& files, const DumpExclusions& ex,
-                      bool shell_job, image::FdTable* table);
+Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, FileRegistry& files,
+                      const DumpExclusions& ex, bool shell_job, image::FdTable* table);
 
 Result<void> restore_fds(RestoreTask& t);
 

@@ -172,6 +172,7 @@ Result<void> restore_process(RestoreTask& t) {
     CKPT_TRY(restore_sigactions(t));
     CKPT_TRY(restore_task_settings(t));
     CKPT_TRY(restore_fds(t));
+    CKPT_TRY(restore_timers(t));
     return ok();
 }
 
@@ -279,6 +280,7 @@ Result<pid_t> restore(const RestoreOptions& opts) {
                 rt = other.get();
             }
             CKPT_TRY_CTX(restore_thread_final(*rt, tc), "restore pid {}: thread {}", pid, tc.tid());
+            CKPT_TRY_CTX(restore_pending(*rt, pid, &tc, tc.pending()), "restore pid {}: thread {}", pid, tc.tid());
             if (i > 0) {
                 CKPT_TRY_CTX(restore_creds(*rt, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
                 threads.emplace_back(tc.tid(), &tc);
@@ -306,8 +308,14 @@ Result<pid_t> restore(const RestoreOptions& opts) {
         RestoreTask& t = tasks[pid];
         if (!t.leader) continue;
         CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
+        CKPT_TRY_CTX(restore_pending(*t.leader, pid, nullptr, t.core.shared_pending()), "restore pid {}", pid);
         CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, 1}));
+        // A filter needs no_new_privs or CAP_SYS_ADMIN: before the identity drop unless the
+        // process has no_new_privs (then after, so the filter cannot refuse the drop).
+        bool nnp = t.core.creds().no_new_privs();
+        if (!nnp) CKPT_TRY(restore_seccomp(t));
         CKPT_TRY_CTX(restore_creds(*t.leader, t.core.creds()), "restore pid {}", pid);
+        if (nnp) CKPT_TRY(restore_seccomp(t));
         if (!t.core.dumpable()) CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, 0}));
         // munmap of the trampoline returns into unmapped memory: the fault stops the thread.
         CKPT_TRY_CTX(t.leader->syscall_removing_code(SYS_munmap, {trampoline, RestoreTask::kTrampolineSize}),

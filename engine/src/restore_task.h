@@ -54,6 +54,7 @@ struct RestoreShared {
     std::map<uint32_t, UniqueFd> shm_objects;  // file id -> memfd, shared by all its mappers
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
+    std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
 
     Result<const image::FileEntry*> file(uint32_t id) const;
 };

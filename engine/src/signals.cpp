@@ -1,7 +1,11 @@
 // Signal handlers: what each signal does, recorded and set from inside the process
 // (rt_sigaction is the only interface to another process's handlers).
 #include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "restore_task.h"
 #include "task_state.h"
@@ -38,6 +42,61 @@ Result<void> restore_sigactions(RestoreTask& t) {
         int64_t r = CKPT_TRY(t.leader->syscall(SYS_rt_sigaction, {sig, scratch, 0, 8}));
         if (r < 0 && ka.handler != 0)
             return sys_error_code(static_cast<int>(-r), fmt::format("pid {}: rt_sigaction({})", t.pid, sig));
+    }
+    return ok();
+}
+
+}  // namespace ckpt::engine
+
+namespace ckpt::engine {
+namespace {
+
+constexpr size_t kSiginfoSize = 128;
+
+// Pending signals of a thread (or of the whole process with shared), without taking them.
+Result<void> peek_pending(pid_t tid, bool shared, google::protobuf::RepeatedPtrField<image::SigInfo>* out) {
+    struct {
+        uint64_t off;
+        uint32_t flags;
+        int32_t nr;
+    } args{0, shared ? 1u : 0u, 16};  // PTRACE_PEEKSIGINFO_SHARED
+    char buf[16 * kSiginfoSize];
+    for (;;) {
+        long n = ptrace(PTRACE_PEEKSIGINFO, tid, &args, buf);
+        if (n < 0) return sys_error("ptrace(PEEKSIGINFO) tid {}", tid);
+        if (n == 0) return ok();
+        for (long i = 0; i < n; ++i) out->Add()->set_raw(buf + i * kSiginfoSize, kSiginfoSize);
+        args.off += static_cast<uint64_t>(n);
+    }
+}
+
+int signo_of(const image::SigInfo& si) {
+    siginfo_t info;
+    std::memcpy(&info, si.raw().data(), std::min(si.raw().size(), sizeof info));
+    return info.si_signo;
+}
+
+}  // namespace
+
+Result<void> dump_pending(pid_t pid, image::TaskCore* core) {
+    CKPT_TRY(peek_pending(pid, true, core->mutable_shared_pending()));
+    for (auto& th : *core->mutable_threads()) CKPT_TRY(peek_pending(th.tid(), false, th.mutable_pending()));
+    return ok();
+}
+
+Result<void> restore_pending(RemoteThread& rt, pid_t tgid, const image::ThreadCore* thread,
+                             const google::protobuf::RepeatedPtrField<image::SigInfo>& pending) {
+    uint64_t scratch = rt.code_addr() + 4096 + 1536;
+    for (const auto& si : pending) {
+        if (si.raw().size() != kSiginfoSize) return error_code(EINVAL, "tid {}: malformed pending signal", rt.tid());
+        CKPT_TRY(write_remote(rt.tid(), scratch, si.raw().data(), kSiginfoSize));
+        uint64_t sig = static_cast<uint64_t>(signo_of(si));
+        // Queued by the process to itself, so any si_code is accepted.
+        if (thread)
+            CKPT_TRY(rt.syscall_ok("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo,
+                                   {static_cast<uint64_t>(tgid), static_cast<uint64_t>(thread->tid()), sig, scratch}));
+        else
+            CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo, {static_cast<uint64_t>(tgid), sig, scratch}));
     }
     return ok();
 }

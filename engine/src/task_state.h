@@ -17,6 +17,20 @@ struct RestoreTask;
 Result<void> dump_sigactions(RemoteThread& rt, uint64_t scratch, image::TaskCore* core);
 Result<void> restore_sigactions(RestoreTask& t);
 
+// Pending signals (signals.cpp): per thread and process-wide.
+Result<void> dump_pending(pid_t pid, image::TaskCore* core);
+// Queues signals again from inside the process; thread null for process-wide ones.
+Result<void> restore_pending(RemoteThread& rt, pid_t tgid, const image::ThreadCore* thread,
+                             const google::protobuf::RepeatedPtrField<image::SigInfo>& pending);
+
+// Interval and POSIX timers (timers.cpp).
+Result<void> dump_timers(pid_t pid, RemoteThread& rt, uint64_t scratch, image::TaskCore* core);
+Result<void> restore_timers(RestoreTask& t);
+
+// Seccomp filters (seccomp.cpp).
+Result<void> dump_seccomp(pid_t pid, image::TaskCore* core);
+Result<void> restore_seccomp(RestoreTask& t);
+
 // Credentials, limits and settings (creds.cpp). dump_creds needs the frozen leader.
 Result<void> dump_creds(pid_t pid, RemoteThread& rt, uint64_t scratch, image::TaskCore* core);
 // Settings that need privilege or come before the fds (limits, umask, cwd, root...).

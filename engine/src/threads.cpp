@@ -5,6 +5,7 @@
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -111,6 +112,15 @@ Result<void> restore_thread_final(RemoteThread& rt, const image::ThreadCore& tc)
             CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {scratch, 0}));
         }
     }
+    if (tc.sched_policy() != 0 || tc.sched_priority() != 0) {
+        uint64_t scratch = rt.code_addr() + 4096 + 1024;
+        int32_t prio = tc.sched_priority();
+        CKPT_TRY(write_remote(rt.tid(), scratch, &prio, sizeof prio));
+        CKPT_TRY(rt.syscall_ok("sched_setscheduler", SYS_sched_setscheduler,
+                               {0, static_cast<uint64_t>(tc.sched_policy()), scratch}));
+    }
+    if (tc.nice() != 0)
+        CKPT_TRY(rt.syscall_ok("setpriority", SYS_setpriority, {PRIO_PROCESS, 0, static_cast<uint64_t>(tc.nice())}));
     if (tc.rseq_addr())
         CKPT_TRY(rt.syscall_ok("rseq", SYS_rseq, {tc.rseq_addr(), tc.rseq_len(), 0, tc.rseq_sig()}));
     if (!tc.comm().empty()) {

@@ -1,0 +1,69 @@
+// Seccomp filters: read with ptrace, installed again from inside the process.
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+
+#include "ckpt/base/fd.h"
+#include "proc.h"
+#include "restore_task.h"
+#include "task_state.h"
+
+namespace ckpt::engine {
+namespace {
+
+constexpr int kPtraceGetSeccompMetadata = 0x420d;
+
+}  // namespace
+
+Result<void> dump_seccomp(pid_t pid, image::TaskCore* core) {
+    auto st = CKPT_TRY(read_status(pid));
+    if (st.seccomp_mode == 0) return ok();
+    if (st.seccomp_mode == 1) return error("pid {}: strict seccomp mode cannot be restored", pid);
+    std::vector<image::SeccompFilter> newest_first;
+    for (unsigned long index = 0;; ++index) {
+        long n = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, nullptr);
+        if (n < 0) {
+            if (errno == ENOENT) break;
+            return sys_error("ptrace(SECCOMP_GET_FILTER) pid {} filter {}", pid, index);
+        }
+        std::vector<sock_filter> prog(static_cast<size_t>(n));
+        if (ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, prog.data()) != n)
+            return sys_error("ptrace(SECCOMP_GET_FILTER) pid {} filter {}", pid, index);
+        struct {
+            uint64_t filter_off, flags;
+        } meta{index, 0};
+        if (ptrace(static_cast<__ptrace_request>(kPtraceGetSeccompMetadata), pid, sizeof meta, &meta) < 0)
+            meta.flags = 0;
+        image::SeccompFilter f;
+        f.set_bpf(prog.data(), prog.size() * sizeof(sock_filter));
+        f.set_flags(static_cast<uint32_t>(meta.flags));
+        newest_first.push_back(std::move(f));
+    }
+    for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) *core->add_seccomp() = *it;
+    return ok();
+}
+
+Result<void> restore_seccomp(RestoreTask& t) {
+    if (t.core.seccomp_size() == 0) return ok();
+    RemoteThread& rt = *t.leader;
+    uint64_t scratch = t.scratch();
+    bool threads = t.core.threads_size() > 1;
+    for (const auto& f : t.core.seccomp()) {
+        if (f.bpf().size() % sizeof(sock_filter) || f.bpf().size() + 16 > t.scratch_size())
+            return error_code(EINVAL, "pid {}: malformed seccomp filter in image", t.pid);
+        struct {
+            uint16_t len;
+            uint16_t pad[3];
+            uint64_t filter;
+        } prog{static_cast<uint16_t>(f.bpf().size() / sizeof(sock_filter)), {}, scratch + 16};
+        CKPT_TRY(write_remote(t.pid, scratch, &prog, sizeof prog));
+        CKPT_TRY(write_remote(t.pid, scratch + 16, f.bpf().data(), f.bpf().size()));
+        uint64_t flags = f.flags() | (threads ? SECCOMP_FILTER_FLAG_TSYNC : 0);
+        CKPT_TRY_CTX(rt.syscall_ok("seccomp(SET_MODE_FILTER)", SYS_seccomp, {SECCOMP_SET_MODE_FILTER, flags, scratch}),
+                     "pid {}", t.pid);
+    }
+    return ok();
+}
+
+}  // namespace ckpt::engine

@@ -1,0 +1,181 @@
+// Timers: interval timers (real, virtual, prof) and POSIX timers with their ids, read and
+// set from inside the process. Remaining times are relative, so the time a process spent
+// frozen or in images does not count against its timers.
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+
+#include "ckpt/base/fd.h"
+#include "ckpt/base/strings.h"
+#include "proc.h"
+#include "restore_task.h"
+#include "task_state.h"
+
+namespace ckpt::engine {
+namespace {
+
+constexpr int kPrTimerCreateRestoreIds = 77;  // linux 6.17: timer_create takes the id given
+
+struct KItimerval {
+    int64_t interval_sec, interval_usec, value_sec, value_usec;
+};
+struct KItimerspec {
+    int64_t interval_sec, interval_nsec, value_sec, value_nsec;
+};
+struct KSigevent {
+    uint64_t value;
+    int32_t signo;
+    int32_t notify;
+    int32_t tid;
+    int32_t pad[11];
+};
+static_assert(sizeof(KSigevent) == 64);
+
+void to_proto(const KItimerval& v, image::ITimer* t) {
+    t->set_interval_sec(static_cast<uint64_t>(v.interval_sec));
+    t->set_interval_usec(static_cast<uint64_t>(v.interval_usec));
+    t->set_value_sec(static_cast<uint64_t>(v.value_sec));
+    t->set_value_usec(static_cast<uint64_t>(v.value_usec));
+}
+
+// /proc/PID/timers: "ID: 3", "signal: 14/00007f...", "notify: signal/pid.123", "ClockID: 1".
+Result<std::vector<image::PosixTimer>> read_posix_timers(pid_t pid) {
+    std::string text = CKPT_TRY(read_file(proc_path(pid, "timers")));
+    std::vector<image::PosixTimer> out;
+    for (auto line : split(text, '\n')) {
+        if (starts_with(line, "ID:")) {
+            out.emplace_back().set_id(static_cast<int32_t>(parse_int(trim(line.substr(3))).value()));
+            continue;
+        }
+        if (out.empty()) continue;
+        auto& t = out.back();
+        if (starts_with(line, "signal:")) {
+            auto parts = split(trim(line.substr(7)), '/');
+            if (parts.size() != 2) return error_code(EINVAL, "pid {}: malformed timers line '{}'", pid, line);
+            t.set_signo(static_cast<int32_t>(parse_int(parts[0]).value()));
+            t.set_sival(parse_uint(parts[1], 16).value());
+        } else if (starts_with(line, "notify:")) {
+            auto v = trim(line.substr(7));
+            auto slash = v.find('/'), dot = v.find('.');
+            if (slash == std::string_view::npos || dot == std::string_view::npos)
+                return error_code(EINVAL, "pid {}: malformed timers line '{}'", pid, line);
+            auto kind = v.substr(0, slash);
+            int notify = kind == "none" ? SIGEV_NONE : kind == "thread" ? SIGEV_THREAD : SIGEV_SIGNAL;
+            if (v.substr(slash + 1, 3) == "tid") notify |= SIGEV_THREAD_ID;
+            t.set_notify(notify);
+            t.set_notify_tid(static_cast<int32_t>(parse_int(v.substr(dot + 1)).value()));
+        } else if (starts_with(line, "ClockID:")) {
+            t.set_clock_id(static_cast<int32_t>(parse_int(trim(line.substr(8))).value()));
+        }
+    }
+    return out;
+}
+
+// Setting a CPU-time itimer adds one tick to it (so that it never fires early); the
+// engine measures that tick on itself once and takes it off again at restore.
+int64_t cpu_itimer_tick_usec() {
+    static int64_t tick = [] {
+        itimerval set{{0, 0}, {1000, 0}}, got{}, none{};
+        if (setitimer(ITIMER_PROF, &set, nullptr) != 0) return int64_t{0};
+        getitimer(ITIMER_PROF, &got);
+        setitimer(ITIMER_PROF, &none, nullptr);
+        int64_t extra = (got.it_value.tv_sec - 1000) * 1000000 + got.it_value.tv_usec;
+        return extra > 0 && extra < 100000 ? extra : int64_t{0};
+    }();
+    return tick;
+}
+
+// A timer whose signal is still pending counts its overruns inside the kernel, where no
+// interface reads them, until the signal is delivered. Taking the signal inside the
+// process (sigtimedwait) makes the kernel fill in si_overrun; queueing that siginfo again
+// leaves the process as it was, with the overrun now recorded among its pending signals.
+Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, uint64_t scratch, const image::PosixTimer& t) {
+    if (t.notify() != SIGEV_SIGNAL || t.signo() <= 0 || t.signo() > 64) return ok();
+    auto st = CKPT_TRY(read_file(proc_path(pid, "status")));
+    uint64_t shared_pending = 0;
+    for (auto line : split(st, '\n'))
+        if (starts_with(line, "ShdPnd:")) shared_pending = parse_uint(trim(line.substr(7)), 16).value();
+    if (!(shared_pending & (1ull << (t.signo() - 1)))) return ok();
+    uint64_t set = 1ull << (t.signo() - 1);
+    int64_t zero[2] = {0, 0};
+    siginfo_t info{};
+    CKPT_TRY(write_remote(pid, scratch, &set, sizeof set));
+    CKPT_TRY(write_remote(pid, scratch + 8, zero, sizeof zero));
+    int64_t sig = CKPT_TRY(rt.syscall(SYS_rt_sigtimedwait, {scratch, scratch + 32, scratch + 8, 8}));
+    if (sig != t.signo()) return ok();  // taken meanwhile: nothing to settle
+    CKPT_TRY(read_remote(pid, scratch + 32, &info, sizeof info));
+    CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
+                           {static_cast<uint64_t>(pid), static_cast<uint64_t>(sig), scratch + 32}));
+    return ok();
+}
+
+}  // namespace
+
+Result<void> dump_timers(pid_t pid, RemoteThread& rt, uint64_t scratch, image::TaskCore* core) {
+    image::ITimer* dst[3] = {core->mutable_itimer_real(), core->mutable_itimer_virt(), core->mutable_itimer_prof()};
+    for (int which = 0; which < 3; ++which) {
+        KItimerval v{};
+        CKPT_TRY(rt.syscall_ok("getitimer", SYS_getitimer, {static_cast<uint64_t>(which), scratch}));
+        CKPT_TRY(read_remote(pid, scratch, &v, sizeof v));
+        to_proto(v, dst[which]);
+    }
+    for (auto& t : CKPT_TRY(read_posix_timers(pid))) {
+        KItimerspec spec{};
+        CKPT_TRY(rt.syscall_ok("timer_gettime", SYS_timer_gettime, {static_cast<uint64_t>(t.id()), scratch}));
+        CKPT_TRY(read_remote(pid, scratch, &spec, sizeof spec));
+        t.set_interval_ns(static_cast<uint64_t>(spec.interval_sec * 1000000000 + spec.interval_nsec));
+        t.set_value_ns(static_cast<uint64_t>(spec.value_sec * 1000000000 + spec.value_nsec));
+        t.set_overrun(static_cast<int32_t>(
+            CKPT_TRY(rt.syscall_ok("timer_getoverrun", SYS_timer_getoverrun, {static_cast<uint64_t>(t.id())}))));
+        CKPT_TRY(settle_pending_timer_signal(pid, rt, scratch, t));
+        *core->add_posix_timers() = t;
+    }
+    return ok();
+}
+
+Result<void> restore_timers(RestoreTask& t) {
+    RemoteThread& rt = *t.leader;
+    uint64_t scratch = t.scratch();
+    const image::ITimer* src[3] = {&t.core.itimer_real(), &t.core.itimer_virt(), &t.core.itimer_prof()};
+    for (int which = 0; which < 3; ++which) {
+        KItimerval v{static_cast<int64_t>(src[which]->interval_sec()), static_cast<int64_t>(src[which]->interval_usec()),
+                     static_cast<int64_t>(src[which]->value_sec()), static_cast<int64_t>(src[which]->value_usec())};
+        if (!v.value_sec && !v.value_usec) continue;
+        if (which != ITIMER_REAL) {
+            int64_t usec = v.value_sec * 1000000 + v.value_usec - cpu_itimer_tick_usec();
+            if (usec < 1) usec = 1;
+            v.value_sec = usec / 1000000;
+            v.value_usec = usec % 1000000;
+        }
+        CKPT_TRY(write_remote(t.pid, scratch, &v, sizeof v));
+        CKPT_TRY(rt.syscall_ok("setitimer", SYS_setitimer, {static_cast<uint64_t>(which), scratch, 0}));
+    }
+    if (t.core.posix_timers_size() == 0) return ok();
+    CKPT_TRY_CTX(rt.syscall_ok("prctl(PR_TIMER_CREATE_RESTORE_IDS)", SYS_prctl, {kPrTimerCreateRestoreIds, 1}),
+                 "pid {}: POSIX timers need linux 6.17 or later to keep their ids", t.pid);
+    for (const auto& pt : t.core.posix_timers()) {
+        KSigevent sev{};
+        sev.value = pt.sival();
+        sev.signo = pt.signo();
+        sev.notify = pt.notify();
+        sev.tid = pt.notify_tid();
+        int32_t id = pt.id();
+        CKPT_TRY(write_remote(t.pid, scratch, &sev, sizeof sev));
+        CKPT_TRY(write_remote(t.pid, scratch + sizeof sev, &id, sizeof id));
+        CKPT_TRY_CTX(rt.syscall_ok("timer_create", SYS_timer_create,
+                                   {static_cast<uint64_t>(pt.clock_id()), scratch, scratch + sizeof sev}),
+                     "pid {}: timer {}", t.pid, pt.id());
+        int32_t got = 0;
+        CKPT_TRY(read_remote(t.pid, scratch + sizeof sev, &got, sizeof got));
+        if (got != pt.id()) return error("pid {}: timer {} was created with id {}", t.pid, pt.id(), got);
+        if (pt.value_ns() == 0) continue;
+        KItimerspec spec{static_cast<int64_t>(pt.interval_ns() / 1000000000), static_cast<int64_t>(pt.interval_ns() % 1000000000),
+                         static_cast<int64_t>(pt.value_ns() / 1000000000), static_cast<int64_t>(pt.value_ns() % 1000000000)};
+        CKPT_TRY(write_remote(t.pid, scratch, &spec, sizeof spec));
+        CKPT_TRY(rt.syscall_ok("timer_settime", SYS_timer_settime, {static_cast<uint64_t>(pt.id()), 0, scratch, 0}));
+    }
+    CKPT_TRY(rt.syscall_ok("prctl(PR_TIMER_CREATE_RESTORE_IDS)", SYS_prctl, {kPrTimerCreateRestoreIds, 0}));
+    return ok();
+}
+
+}  // namespace ckpt::engine
