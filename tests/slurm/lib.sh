@@ -17,6 +17,12 @@ fail() {
 
 note() { echo "$TEST_NAME: $*"; }
 
+# Half a second between polls. A poll's sleep killed from outside (pid_max is 32768 here and
+# other suites signal pids they own, which may since have been reused) must not end the test.
+pause() {
+    sleep 0.5 || note "a poll's sleep ended with status $? (signalled from outside)"
+}
+
 # True while the process runs (a zombie has finished).
 running() {
     [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
@@ -62,7 +68,7 @@ wait_jobs_done() {
             COMPLETED | FAILED | CANCELLED | TIMEOUT | OUT_OF_MEMORY | BOOT_FAIL | DEADLINE) break ;;
             esac
             ((SECONDS < deadline)) || fail "job $job not done after ${JOB_TIMEOUT:-60} s (state ${state:-unknown})"
-            sleep 0.5
+            pause
         done
     done
 }
@@ -72,6 +78,6 @@ wait_for_line() {
     local file=$1 pattern=$2 timeout=$3 deadline=$((SECONDS + $3))
     until grep -qE "$pattern" "$file" 2>/dev/null; do
         ((SECONDS < deadline)) || fail "no line /$pattern/ in $file after $timeout s; it has: $(cat "$file" 2>/dev/null)"
-        sleep 0.5
+        pause
     done
 }

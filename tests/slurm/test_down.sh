@@ -9,7 +9,7 @@ if [ -n "$work" ] && job=$(as_user_in "$work" sbatch --parsable -N2 -o "$work/jo
     # Both tasks and the batch script running, if the cluster is healthy enough.
     deadline=$((SECONDS + 30))
     while [ "$(grep -c '^task ' "$work/job.out" 2>/dev/null)" != 2 ] && ((SECONDS < deadline)); do
-        sleep 0.5
+        pause
     done
     mapfile -t pids < <(awk '{print $2}' "$work/job.out" 2>/dev/null)
     note "job $job running, processes ${pids[*]:-none seen}"

@@ -26,7 +26,7 @@ wait_for_line "$work/job.out" '^task run 0 .*' 30
 deadline=$((SECONDS + 20))
 while [ "$(grep -c '^task run 0' "$work/job.out")" != 2 ]; do
     ((SECONDS < deadline)) || fail "the first run's two tasks did not start: $(cat "$work/job.out")"
-    sleep 0.5
+    pause
 done
 mapfile -t first_pids < <(grep -E '^(batch|task) run 0' "$work/job.out" | awk '{print $NF}')
 # Kill the node that is not the batch node: the batch script itself survives the failure
