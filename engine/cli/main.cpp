@@ -43,6 +43,8 @@ const char kUsage[] =
     "      --shell-job         attach the tree to this terminal\n"
     "      --inherit-fd fd[N]:KEY  bind the external resource KEY (e.g. pipe:[1234]) to fd N\n"
     "      --skip-file-checks  restore even if files changed since the dump\n"
+    "      --new-pidns         restore in a new pid namespace under a minimal init, so the\n"
+    "                          processes keep their pids even where those are taken here\n"
     "  show DIR [--json]     decode every image in DIR\n"
     "  check                 probe the kernel features the engine needs; exit 1 if a required one is missing\n"
     "  help                  show this text\n"
@@ -137,6 +139,8 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             o.detach = true;
         } else if (args[i] == "--shell-job" || args[i] == "-j") {
             o.shell_job = true;
+        } else if (args[i] == "--new-pidns") {
+            o.new_pidns = true;
         } else if (args[i] == "--skip-file-checks") {
             o.skip_file_checks = true;
         } else {
@@ -144,18 +148,10 @@ int cmd_restore(const std::vector<std::string_view>& args) {
         }
     }
     if (o.image_dir.empty()) return usage_error("restore: -D DIR is required");
-    auto root = ckpt::engine::restore(o);
-    if (!root) return fail(std::move(root).error().context("restore"));
+    auto tree = ckpt::engine::restore(o);
+    if (!tree) return fail(std::move(tree).error().context("restore"));
     if (o.detach) return kExitOk;
-    int status;
-    while (waitpid(*root, &status, 0) < 0) {
-        if (errno != EINTR) {
-            std::fprintf(stderr, "ckpt-engine: restore: waitpid %d: %s\n", *root, strerror(errno));
-            return kExitFail;
-        }
-    }
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return 128 + WTERMSIG(status);
+    return ckpt::engine::wait_restored(*tree);
 }
 
 template <typename Msg>

@@ -69,7 +69,7 @@ Result<void> restore_task_settings(RestoreTask& t) {
             uint64_t cur, max;
         } lim{r.cur(), r.max()}, old{};
         CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, scratch}));
-        CKPT_TRY(read_remote(t.pid, scratch, &old, sizeof old));
+        CKPT_TRY(read_remote(t.host, scratch, &old, sizeof old));
         if (lim.max > old.max) {
             // Raising a hard limit needs CAP_SYS_RESOURCE, which the engine may lack: the
             // process gets the engine's (lower) hard limit, never more than it had.
@@ -77,7 +77,7 @@ Result<void> restore_task_settings(RestoreTask& t) {
             lim.max = old.max;
             lim.cur = std::min(lim.cur, lim.max);
         }
-        CKPT_TRY(write_remote(t.pid, scratch, &lim, sizeof lim));
+        CKPT_TRY(write_remote(t.host, scratch, &lim, sizeof lim));
         CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), scratch, 0}));
     }
     CKPT_TRY(rt.syscall_ok("umask", SYS_umask, {core.umask()}));
@@ -95,7 +95,7 @@ Result<void> restore_task_settings(RestoreTask& t) {
         CKPT_TRY(rt.syscall_ok("fchdir", SYS_fchdir, {static_cast<uint64_t>(fd)}));
         if (is_root) {
             char dot[2] = ".";
-            CKPT_TRY(write_remote(t.pid, scratch, dot, sizeof dot));
+            CKPT_TRY(write_remote(t.host, scratch, dot, sizeof dot));
             CKPT_TRY(rt.syscall_ok("chroot", SYS_chroot, {scratch}));
         }
         CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));

@@ -172,6 +172,8 @@ Result<void> dump(const DumpOptions& opts) {
     // A stale inventory must not make an unfinished dump look complete.
     unlink((opts.image_dir + "/inventory.img").c_str());
 
+    auto root_stat = CKPT_TRY(read_stat(opts.root));
+    if (root_stat.state == 'Z') return error_code(ESRCH, "pid {} is a zombie: nothing to dump", opts.root);
     FrozenTree tree;
     CKPT_TRY(tree.freeze(opts.root));
     auto t0 = now_ns();

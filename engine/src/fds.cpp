@@ -173,7 +173,7 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
 Result<void> restore_fds(RestoreTask& t) {
     RestoreShared& sh = *t.shared;
     // The engine's own fds the process inherited at clone: close all but the pidfd.
-    for (int fd : CKPT_TRY(list_fds(t.pid)))
+    for (int fd : CKPT_TRY(list_fds(t.host)))
         if (fd != t.engine_pidfd_in_target) CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
 
     // Place fds in order; a recorded fd number equal to the engine pidfd's moves it first.

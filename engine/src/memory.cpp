@@ -282,9 +282,10 @@ Result<void> restore_memory(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const image::MmCore& mm = t.mm;
     const pid_t pid = t.pid;
+    const pid_t host = t.host;
 
     // 1. Drop everything the process inherited from the engine but the trampoline and vDSO.
-    auto current = CKPT_TRY(read_maps(pid));
+    auto current = CKPT_TRY(read_maps(host));
     std::map<image::Vma::Kind, ProcMapping> vdso_now;
     for (const auto& m : current) {
         auto kind = classify(m);
@@ -387,11 +388,11 @@ Result<void> restore_memory(RestoreTask& t) {
         if (local.empty()) return ok();
         ssize_t want = 0;
         for (auto& l : local) want += static_cast<ssize_t>(l.iov_len);
-        ssize_t n = process_vm_writev(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
+        ssize_t n = process_vm_writev(host, local.data(), local.size(), remote.data(), remote.size(), 0);
         if (n != want) {
             // Pages the process may not write (mapped read-only and shared): /proc/PID/mem.
             for (size_t i = 0; i < local.size(); ++i)
-                CKPT_TRY(write_remote(pid, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
+                CKPT_TRY(write_remote(host, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
                                       local[i].iov_len));
         }
         local.clear();
@@ -471,8 +472,8 @@ Result<void> restore_memory(RestoreTask& t) {
     if (sizeof map + mm.auxv().size() > t.scratch_size())
         return error("pid {}: auxv of {} bytes does not fit the trampoline", pid, mm.auxv().size());
     map.exe_fd = static_cast<uint32_t>(CKPT_TRY_CTX(t.install_file(mm.exe_file_id(), O_RDONLY), "pid {}: exe", pid));
-    CKPT_TRY(write_remote(pid, scratch, &map, sizeof map));
-    CKPT_TRY(write_remote(pid, scratch + sizeof map, mm.auxv().data(), mm.auxv().size()));
+    CKPT_TRY(write_remote(host, scratch, &map, sizeof map));
+    CKPT_TRY(write_remote(host, scratch + sizeof map, mm.auxv().data(), mm.auxv().size()));
     CKPT_TRY_CTX(rt.syscall_ok("prctl(PR_SET_MM_MAP)", SYS_prctl, {PR_SET_MM, PR_SET_MM_MAP, scratch, sizeof map}),
                  "pid {}", pid);
     CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(map.exe_fd)}));

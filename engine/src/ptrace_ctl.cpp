@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "ckpt/base/fd.h"
+#include "ckpt/base/log.h"
 #include "proc.h"
 
 namespace ckpt::engine {
@@ -66,6 +67,9 @@ Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
     st.regs = saved_.regs;  // general registers only: the extended state is left alone
     arch::prepare_syscall(st, code_addr_, nr, args);
     CKPT_TRY(arch::write_thread_state(tid_, st));
+    last_child_ = 0;
+    static auto log = log::get("ptrace");
+    log->trace("tid {}: syscall {}({:#x}, {:#x}, {:#x}, {:#x})", tid_, nr, args[0], args[1], args[2], args[3]);
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
     for (;;) {
         int status = CKPT_TRY_CTX(wait_stopped(tid_), "injected syscall {}", nr);
@@ -79,6 +83,11 @@ Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
                               tid_, nr, sig, si.si_code, si.si_addr, now ? arch::instruction_pointer(*now) : 0);
         }
         // Any other stop (group stop, event): keep going.
+        int event = status >> 16;
+        if (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_CLONE || event == PTRACE_EVENT_VFORK) {
+            unsigned long child = 0;
+            if (ptrace(PTRACE_GETEVENTMSG, tid_, 0, &child) == 0) last_child_ = static_cast<pid_t>(child);
+        }
         if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
     }
     auto after = CKPT_TRY(arch::read_thread_state(tid_));

@@ -46,12 +46,16 @@ public:
     Result<void> restore_state();
     const arch::ThreadState& saved_state() const { return saved_; }
     uint64_t saved_sigmask() const { return saved_sigmask_; }
+    // The pid (as the engine sees it) of the process or thread the last injected
+    // fork/clone created; 0 if none.
+    pid_t last_child() const { return last_child_; }
 
 private:
     pid_t tid_ = 0;
     uint64_t code_addr_ = 0;
     arch::ThreadState saved_;
     uint64_t saved_sigmask_ = 0;
+    pid_t last_child_ = 0;
 };
 
 // Temporarily places the trap code at addr (an executable page of a frozen process),

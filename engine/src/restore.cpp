@@ -141,19 +141,91 @@ Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
 }
 
 // A child of parent's process, created from inside the parent so that it is its child.
-Result<void> create_child(RestoreTask& parent, pid_t pid) {
+// Returns its pid as the engine sees it.
+Result<pid_t> create_child(RestoreTask& parent, pid_t pid) {
     clone_args args{};
     args.exit_signal = SIGCHLD;
     uint64_t at = parent.scratch() + 3072;
     args.set_tid = at + sizeof args;
     args.set_tid_size = 1;
-    CKPT_TRY(write_remote(parent.pid, at, &args, sizeof args));
-    CKPT_TRY(write_remote(parent.pid, at + sizeof args, &pid, sizeof pid));
+    CKPT_TRY(write_remote(parent.host, at, &args, sizeof args));
+    CKPT_TRY(write_remote(parent.host, at + sizeof args, &pid, sizeof pid));
     int64_t r = CKPT_TRY(parent.leader->syscall(SYS_clone3, {at, sizeof args}));
     if (r == -EEXIST) return error_code(EEXIST, "pid {} is in use", pid);
     if (r < 0) return sys_error_code(static_cast<int>(-r), fmt::format("pid {}: clone3(child {})", parent.pid, pid));
-    CKPT_TRY(wait_stopped(pid));
-    return ok();
+    pid_t host = parent.leader->last_child();
+    if (host <= 0) return error("pid {}: created, but the engine was not told its pid", pid);
+    CKPT_TRY(wait_stopped(host));
+    return host;
+}
+
+// --new-pidns: the init of a new pid namespace (pid 1 there) creates the root with its
+// old pid as its own child, then reaps orphans and, once the root is gone, exits the way
+// the root did, so that whoever waits for the init learns the root's status. The root maps
+// the trampoline, reports ready and waits to be seized by the engine.
+struct PidnsRoot {
+    pid_t init = 0;
+    pid_t root = 0;  // as the engine sees it
+};
+
+Result<PidnsRoot> create_root_in_pidns(pid_t root_in_ns, uint64_t trampoline) {
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0) return sys_error("pipe2");
+    UniqueFd ready_rd(ready[0]), ready_wr(ready[1]);
+    auto code = arch::syscall_trap_code();
+    clone_args args{};
+    args.flags = CLONE_NEWPID;
+    args.exit_signal = SIGCHLD;
+    long init = sys_clone3(&args, sizeof args);
+    if (init == 0) {
+        // Raw system calls only: a copy of the engine.
+        sigset_t all;
+        sigfillset(&all);
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, nullptr, 8);
+        clone_args rargs{};
+        pid_t want = root_in_ns;
+        rargs.exit_signal = SIGCHLD;
+        rargs.set_tid = reinterpret_cast<uint64_t>(&want);
+        rargs.set_tid_size = 1;
+        long root = sys_clone3(&rargs, sizeof rargs);
+        if (root == 0) {
+            void* p = reinterpret_cast<void*>(syscall(SYS_mmap, trampoline, RestoreTask::kTrampolineSize,
+                                                      PROT_READ | PROT_WRITE | PROT_EXEC,
+                                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
+            if (p != reinterpret_cast<void*>(trampoline)) syscall(SYS_exit_group, 120);
+            std::memcpy(p, code.data(), code.size());
+            char b = 1;
+            syscall(SYS_write, ready[1], &b, 1);
+            for (;;) syscall(SYS_pause);
+        }
+        if (root < 0) syscall(SYS_exit_group, 121);
+        for (int fd = 0; fd < 1024; ++fd) syscall(SYS_close, fd);
+        for (;;) {
+            int status = 0;
+            long p = syscall(SYS_wait4, -1, &status, __WALL, nullptr);
+            if (p == root) {
+                if (WIFSIGNALED(status)) syscall(SYS_exit_group, 128 + WTERMSIG(status));
+                syscall(SYS_exit_group, WEXITSTATUS(status));
+            }
+            if (p < 0) syscall(SYS_exit_group, 122);
+        }
+    }
+    if (init < 0) return sys_error("clone3(CLONE_NEWPID)");
+    PidnsRoot out{static_cast<pid_t>(init), 0};
+    ready_wr.reset();
+    char b;
+    if (read(ready_rd.get(), &b, 1) != 1) {
+        int status = 0;
+        waitpid(out.init, &status, 0);
+        return error("pid {}: the new pid namespace's init failed (status {:#x})", root_in_ns, status);
+    }
+    auto children = CKPT_TRY(read_children(out.init));
+    if (children.size() != 1) return error("pid {}: cannot find the new root under init {}", root_in_ns, out.init);
+    out.root = children[0];
+    if (ptrace(PTRACE_SEIZE, out.root, 0, kTraceOptions) != 0) return sys_error("ptrace(SEIZE) pid {}", out.root);
+    if (ptrace(PTRACE_INTERRUPT, out.root, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) pid {}", out.root);
+    CKPT_TRY(wait_stopped(out.root));
+    return out;
 }
 
 Result<void> load_task_images(RestoreTask& t) {
@@ -178,7 +250,7 @@ Result<void> restore_process(RestoreTask& t) {
 
 }  // namespace
 
-Result<pid_t> restore(const RestoreOptions& opts) {
+Result<RestoredTree> restore(const RestoreOptions& opts) {
     const std::string& dir = opts.image_dir;
     struct stat sb;
     if (stat(dir.c_str(), &sb) != 0) return sys_error("image directory {}", dir);
@@ -207,8 +279,12 @@ Result<pid_t> restore(const RestoreOptions& opts) {
     std::map<pid_t, RestoreTask> tasks;
     std::vector<pid_t> order;
     for (const auto& te : inv.tasks()) {
-        CKPT_TRY(check_pid_free(te.pid()));
-        for (pid_t tid : te.threads()) CKPT_TRY(check_pid_free(tid));
+        if (opts.new_pidns) {
+            if (te.pid() == 1) return error_code(EINVAL, "pid 1 cannot be restored into a new pid namespace");
+        } else {
+            CKPT_TRY(check_pid_free(te.pid()));
+            for (pid_t tid : te.threads()) CKPT_TRY(check_pid_free(tid));
+        }
         RestoreTask& t = tasks[te.pid()];
         t.pid = te.pid();
         t.image_dir = dir;
@@ -225,31 +301,44 @@ Result<pid_t> restore(const RestoreOptions& opts) {
     Created created;
     std::map<pid_t, const image::TaskEntry*> entry;
     for (const auto& te : inv.tasks()) entry[te.pid()] = &te;
+    pid_t root = inv.root_pid();
+
+    // The engine's pidfd, inherited by every process created below (a pid namespace of
+    // their own could not name the engine).
+    UniqueFd engine_pidfd(sys_pidfd_open(getpid(), 0));
+    if (!engine_pidfd) return sys_error("pidfd_open(self)");
+
+    RestoredTree out;
 
     // 1. The tree: each process created by its parent, in inventory order (parents first).
-    pid_t root = inv.root_pid();
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         const image::TaskEntry& te = *entry[pid];
-        if (pid == root) {
-            CKPT_TRY(create_root(pid, trampoline));
+        if (pid == root && opts.new_pidns) {
+            auto r = CKPT_TRY(create_root_in_pidns(pid, trampoline));
+            out.pidns_init = r.init;
+            created.pids.push_back(r.init);
+            t.host = r.root;
+        } else if (pid == root) {
+            t.host = CKPT_TRY(create_root(pid, trampoline));
         } else {
             auto parent = tasks.find(te.ppid());
             if (parent == tasks.end() || !parent->second.leader)
                 return error("pid {}: parent {} is not in the images", pid, te.ppid());
-            CKPT_TRY(create_child(parent->second, pid));
+            t.host = CKPT_TRY(create_child(parent->second, pid));
         }
-        created.pids.push_back(pid);
+        created.pids.push_back(t.host);
         t.trampoline = trampoline;
-        t.leader = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(pid, trampoline)));
-        if (ptrace(PTRACE_SETOPTIONS, pid, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", pid);
+        t.leader = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(t.host, trampoline)));
+        if (ptrace(PTRACE_SETOPTIONS, t.host, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", pid);
         CKPT_TRY_CTX(drop_inherited_rseq(*t.leader), "pid {}", pid);
         // Sessions and groups led by this process; others are inherited from the parent
         // (or, for the root, from the restorer).
         if (te.sid() == pid) CKPT_TRY(t.leader->syscall_ok("setsid", SYS_setsid));
         else if (te.pgid() == pid) CKPT_TRY(t.leader->syscall_ok("setpgid", SYS_setpgid, {0, 0}));
-        t.engine_pidfd_in_target = static_cast<int>(
-            CKPT_TRY(t.leader->syscall_ok("pidfd_open", SYS_pidfd_open, {static_cast<uint64_t>(getpid()), 0})));
+        // Every process is a copy of the engine (or of its parent) and so holds the
+        // engine's pidfd under the same number: its way to take fds from the engine.
+        t.engine_pidfd_in_target = engine_pidfd.get();
     }
     // Groups led by another process of the tree.
     for (pid_t pid : order) {
@@ -258,7 +347,7 @@ Result<pid_t> restore(const RestoreOptions& opts) {
             CKPT_TRY(tasks[pid].leader->syscall_ok("setpgid", SYS_setpgid, {0, static_cast<uint64_t>(te.pgid())}));
     }
 
-    // 2. Each process: memory, handlers, settings, fds, threads; zombies just exit.
+    // 2. Each process: memory, handlers, settings, fds, timers; zombies just exit.
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         const image::TaskEntry& te = *entry[pid];
@@ -266,7 +355,11 @@ Result<pid_t> restore(const RestoreOptions& opts) {
         CKPT_TRY_CTX(restore_process(t), "restore pid {}", pid);
     }
     // 3. Threads and the last per-thread state; identity is dropped last.
-    std::vector<std::pair<pid_t, const image::ThreadCore*>> threads;
+    struct ThreadToFinish {
+        pid_t host;
+        const image::ThreadCore* core;
+    };
+    std::vector<ThreadToFinish> threads;
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         if (entry[pid]->state() == image::TaskEntry::ZOMBIE) continue;
@@ -275,15 +368,15 @@ Result<pid_t> restore(const RestoreOptions& opts) {
             RemoteThread* rt = t.leader.get();
             std::unique_ptr<RemoteThread> other;
             if (i > 0) {
-                CKPT_TRY_CTX(create_thread(*t.leader, tc.tid()), "restore pid {}", pid);
-                other = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(tc.tid(), trampoline)));
+                pid_t host = CKPT_TRY_CTX(create_thread(*t.leader, tc.tid()), "restore pid {}", pid);
+                other = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(host, trampoline)));
                 rt = other.get();
             }
             CKPT_TRY_CTX(restore_thread_final(*rt, tc), "restore pid {}: thread {}", pid, tc.tid());
             CKPT_TRY_CTX(restore_pending(*rt, pid, &tc, tc.pending()), "restore pid {}: thread {}", pid, tc.tid());
             if (i > 0) {
                 CKPT_TRY_CTX(restore_creds(*rt, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
-                threads.emplace_back(tc.tid(), &tc);
+                threads.push_back({rt->tid(), &tc});
             }
         }
     }
@@ -297,13 +390,11 @@ Result<pid_t> restore(const RestoreOptions& opts) {
             CKPT_TRY(t.leader->syscall(SYS_kill, {static_cast<uint64_t>(pid), static_cast<uint64_t>(WTERMSIG(status))}));
         }
         (void)t.leader->syscall(SYS_exit_group, {static_cast<uint64_t>(WEXITSTATUS(status))});
-        waitpid(pid, nullptr, __WALL);  // the tracer's view; the parent still sees the zombie
+        waitpid(t.host, nullptr, __WALL);  // the tracer's view; the parent still sees the zombie
         t.leader.reset();
     }
     // 5. Let go: threads' registers, then each leader drops its trampoline and identity.
-    for (auto [tid, tc] : threads) {
-        CKPT_TRY(set_thread_registers(tid, *tc));
-    }
+    for (const auto& th : threads) CKPT_TRY(set_thread_registers(th.host, *th.core));
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         if (!t.leader) continue;
@@ -322,19 +413,49 @@ Result<pid_t> restore(const RestoreOptions& opts) {
                      "pid {}: dropping the trampoline", pid);
     }
     created.done = true;
-    for (auto [tid, tc] : threads) ptrace(PTRACE_DETACH, tid, 0, 0);
+    for (const auto& th : threads) ptrace(PTRACE_DETACH, th.host, 0, 0);
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         if (!t.leader) continue;
-        CKPT_TRY(set_thread_registers(pid, t.core.threads(0)));
-        if (ptrace(PTRACE_DETACH, pid, 0, 0) != 0) return sys_error("ptrace(DETACH) pid {}", pid);
+        CKPT_TRY(set_thread_registers(t.host, t.core.threads(0)));
+        if (ptrace(PTRACE_DETACH, t.host, 0, 0) != 0) return sys_error("ptrace(DETACH) pid {}", pid);
     }
+    out.root = tasks[root].host;
     if (!opts.pidfile.empty()) {
         auto fd = CKPT_TRY(open_file(opts.pidfile, O_WRONLY | O_CREAT | O_TRUNC, 0644));
-        std::string s = std::to_string(root) + "\n";
+        std::string s = std::to_string(out.root) + "\n";
         CKPT_TRY(write_all(fd.get(), s.data(), s.size()));
     }
-    return root;
+    return out;
+}
+
+namespace {
+volatile sig_atomic_t forward_to = 0;
+void forward_signal(int sig) {
+    if (forward_to > 0) kill(forward_to, sig);
+}
+}  // namespace
+
+int wait_restored(const RestoredTree& tree) {
+    forward_to = tree.root;
+    struct sigaction sa{};
+    sa.sa_handler = forward_signal;
+    sa.sa_flags = SA_RESTART;
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT, SIGALRM}) sigaction(sig, &sa, nullptr);
+    // Under a new pid namespace the root is the init's child: the init's exit code is the
+    // root's status.
+    pid_t child = tree.pidns_init > 0 ? tree.pidns_init : tree.root;
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0) {
+        if (errno != EINTR) {
+            logger()->error("waitpid {}: {}", child, strerror(errno));
+            status = 1 << 8;
+            break;
+        }
+    }
+    forward_to = 0;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + WTERMSIG(status);
 }
 
 }  // namespace ckpt::engine

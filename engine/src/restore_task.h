@@ -19,7 +19,8 @@ namespace ckpt::engine {
 struct RestoreShared;
 
 struct RestoreTask {
-    pid_t pid = 0;
+    pid_t pid = 0;   // in the process's own pid namespace (as recorded)
+    pid_t host = 0;  // as the engine sees it (differs under --new-pidns)
     std::string image_dir;
     image::TaskCore core;
     image::MmCore mm;

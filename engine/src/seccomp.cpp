@@ -57,8 +57,8 @@ Result<void> restore_seccomp(RestoreTask& t) {
             uint16_t pad[3];
             uint64_t filter;
         } prog{static_cast<uint16_t>(f.bpf().size() / sizeof(sock_filter)), {}, scratch + 16};
-        CKPT_TRY(write_remote(t.pid, scratch, &prog, sizeof prog));
-        CKPT_TRY(write_remote(t.pid, scratch + 16, f.bpf().data(), f.bpf().size()));
+        CKPT_TRY(write_remote(t.host, scratch, &prog, sizeof prog));
+        CKPT_TRY(write_remote(t.host, scratch + 16, f.bpf().data(), f.bpf().size()));
         uint64_t flags = f.flags() | (threads ? SECCOMP_FILTER_FLAG_TSYNC : 0);
         CKPT_TRY_CTX(rt.syscall_ok("seccomp(SET_MODE_FILTER)", SYS_seccomp, {SECCOMP_SET_MODE_FILTER, flags, scratch}),
                      "pid {}", t.pid);

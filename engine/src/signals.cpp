@@ -38,7 +38,7 @@ Result<void> restore_sigactions(RestoreTask& t) {
         arch::KernelSigaction ka{};
         for (const auto& a : t.core.sigactions())
             if (a.signo() == sig) ka = {a.handler(), a.flags(), a.restorer(), a.mask()};
-        CKPT_TRY(write_remote(t.pid, scratch, &ka, sizeof ka));
+        CKPT_TRY(write_remote(t.host, scratch, &ka, sizeof ka));
         int64_t r = CKPT_TRY(t.leader->syscall(SYS_rt_sigaction, {sig, scratch, 0, 8}));
         if (r < 0 && ka.handler != 0)
             return sys_error_code(static_cast<int>(-r), fmt::format("pid {}: rt_sigaction({})", t.pid, sig));

@@ -83,7 +83,7 @@ Result<pid_t> create_thread(RemoteThread& leader, pid_t tid) {
     uint64_t at = leader.code_addr() + 4096 + 2048;  // scratch, past what memory restore uses
     args.set_tid = at + sizeof args;
     args.set_tid_size = 1;
-    CKPT_TRY(write_remote(leader.tid(), at, &args, sizeof args));
+    CKPT_TRY(write_remote(leader.tid(), at, &args, sizeof args));  // leader.tid() is the host pid
     CKPT_TRY(write_remote(leader.tid(), at + sizeof args, &want, sizeof want));
     int64_t r = CKPT_TRY(leader.syscall(SYS_clone3, {at, sizeof args}));
     if (r < 0) {
@@ -91,9 +91,10 @@ Result<pid_t> create_thread(RemoteThread& leader, pid_t tid) {
         return sys_error_code(static_cast<int>(-r), fmt::format("clone3(thread {})", tid));
     }
     // The new thread is traced from birth (PTRACE_O_TRACECLONE) and stops at once.
-    int status = CKPT_TRY(wait_stopped(tid));
-    (void)status;
-    return static_cast<pid_t>(r);
+    pid_t host = leader.last_child();
+    if (host <= 0) return error("thread {}: created, but the engine was not told its pid", tid);
+    CKPT_TRY(wait_stopped(host));
+    return host;
 }
 
 Result<void> restore_thread_final(RemoteThread& rt, const image::ThreadCore& tc) {

@@ -14,7 +14,8 @@ Result<void> dump_thread(pid_t pid, RemoteThread& rt, uint64_t scratch, image::T
 // Drops an rseq registration inherited from the engine (a forked copy has the engine's,
 // pointing into memory about to be replaced; the kernel would fault the thread).
 Result<void> drop_inherited_rseq(RemoteThread& rt);
-// Creates thread tid (a new thread of leader's process, traced and stopped).
+// Creates thread tid (a new thread of leader's process, traced and stopped); returns its
+// tid as the engine sees it.
 Result<pid_t> create_thread(RemoteThread& leader, pid_t tid);
 // Per-thread kernel state set from inside the thread (after memory is back).
 Result<void> restore_thread_final(RemoteThread& rt, const image::ThreadCore& tc);

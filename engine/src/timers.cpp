@@ -147,7 +147,7 @@ Result<void> restore_timers(RestoreTask& t) {
             v.value_sec = usec / 1000000;
             v.value_usec = usec % 1000000;
         }
-        CKPT_TRY(write_remote(t.pid, scratch, &v, sizeof v));
+        CKPT_TRY(write_remote(t.host, scratch, &v, sizeof v));
         CKPT_TRY(rt.syscall_ok("setitimer", SYS_setitimer, {static_cast<uint64_t>(which), scratch, 0}));
     }
     if (t.core.posix_timers_size() == 0) return ok();
@@ -160,18 +160,18 @@ Result<void> restore_timers(RestoreTask& t) {
         sev.notify = pt.notify();
         sev.tid = pt.notify_tid();
         int32_t id = pt.id();
-        CKPT_TRY(write_remote(t.pid, scratch, &sev, sizeof sev));
-        CKPT_TRY(write_remote(t.pid, scratch + sizeof sev, &id, sizeof id));
+        CKPT_TRY(write_remote(t.host, scratch, &sev, sizeof sev));
+        CKPT_TRY(write_remote(t.host, scratch + sizeof sev, &id, sizeof id));
         CKPT_TRY_CTX(rt.syscall_ok("timer_create", SYS_timer_create,
                                    {static_cast<uint64_t>(pt.clock_id()), scratch, scratch + sizeof sev}),
                      "pid {}: timer {}", t.pid, pt.id());
         int32_t got = 0;
-        CKPT_TRY(read_remote(t.pid, scratch + sizeof sev, &got, sizeof got));
+        CKPT_TRY(read_remote(t.host, scratch + sizeof sev, &got, sizeof got));
         if (got != pt.id()) return error("pid {}: timer {} was created with id {}", t.pid, pt.id(), got);
         if (pt.value_ns() == 0) continue;
         KItimerspec spec{static_cast<int64_t>(pt.interval_ns() / 1000000000), static_cast<int64_t>(pt.interval_ns() % 1000000000),
                          static_cast<int64_t>(pt.value_ns() / 1000000000), static_cast<int64_t>(pt.value_ns() % 1000000000)};
-        CKPT_TRY(write_remote(t.pid, scratch, &spec, sizeof spec));
+        CKPT_TRY(write_remote(t.host, scratch, &spec, sizeof spec));
         CKPT_TRY(rt.syscall_ok("timer_settime", SYS_timer_settime, {static_cast<uint64_t>(pt.id()), 0, scratch, 0}));
     }
     CKPT_TRY(rt.syscall_ok("prctl(PR_TIMER_CREATE_RESTORE_IDS)", SYS_prctl, {kPrTimerCreateRestoreIds, 0}));

@@ -31,11 +31,24 @@ struct RestoreOptions {
     std::string pidfile;
     bool shell_job = false;
     bool skip_file_checks = false;
+    // Restore into a fresh pid namespace (under a minimal init), so that the processes
+    // get their old pids even where those are taken.
+    bool new_pidns = false;
     std::map<std::string, int> inherit_fds;  // key -> fd of the restorer
 };
 
-// Restores the tree as children of the calling process. Returns the root's pid; the
-// caller waits for it (or not, when detaching).
-Result<pid_t> restore(const RestoreOptions& opts);
+struct RestoredTree {
+    pid_t root = 0;        // as the caller sees it
+    pid_t pidns_init = 0;  // the new pid namespace's init (new_pidns), else 0
+};
+
+// Restores the tree; its root becomes a child of the calling process, which waits for it
+// (or not, when detaching).
+Result<RestoredTree> restore(const RestoreOptions& opts);
+
+// Stays with a restored tree as its launcher would: forwards termination and user
+// signals to the root, waits for it, ends the pid namespace's init, and returns the
+// root's status as an exit code (its code, or 128+N when killed by signal N).
+int wait_restored(const RestoredTree& tree);
 
 }  // namespace ckpt::engine
