@@ -18,7 +18,8 @@ Modes:
 Negative kinds (the program only provides a tree to dump):
   missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
   dump-nonexistent, dump-fails and dump-enospc (a dump refused at once, or failing half way
-  on a full file system, must leave the tree running unharmed).
+  on a full file system, must leave the tree running unharmed), file-changed (a file behind
+  a mapping touched after the dump: restore refuses it by name, --skip-file-checks restores).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -26,13 +27,14 @@ everything it started on any failure. Exit status 0 means the test passed.
 """
 import argparse
 import ctypes
-import errno
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -139,6 +141,9 @@ class Run:
         self.pids = []
         self.stdio_pipes = []
         self.engine_log = os.path.join(self.work, "engine.log")
+        self.root_waiter = None  # who reports the root's exit: its "shell" in --shell-job mode
+        self.tty_master = None   # the pty of the shell-job session, read for the tty marker
+        self.shells = 0
 
     # ---- processes -------------------------------------------------------------------
     def spawn_program(self, env_extra=None):
@@ -157,56 +162,98 @@ class Run:
             self.stdio_pipes = [r1, r3]
             out_fd = w1
             extra = {3: w3}
-        pid = os.fork()
-        if pid == 0:
-            try:
+        if self.args.shell_job:
+            # A "shell" owns a session whose controlling terminal is a pty; the program is a
+            # job in it (own process group), with the terminal as stdin and stdout.
+            self.tty_master, slave = os.openpty()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setsid()
+                    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+                    job = os.fork()
+                    if job == 0:
+                        os.setpgid(0, 0)
+                        self.exec_program(env, slave, slave, err_fd, extra)
+                    os._exit(exit_code(os.waitpid(job, 0)[1]))
+                except BaseException as e:  # noqa: B902: report anything and die
+                    os.write(2, f"runner: cannot start the shell job: {e}\n".encode())
+                os._exit(127)
+            os.close(slave)
+            self.root_waiter = pid
+            self.started.add(pid)
+        else:
+            pid = os.fork()
+            if pid == 0:
                 os.setsid()
-                os.dup2(null_fd, 0)
-                os.dup2(out_fd, 1)
-                os.dup2(err_fd, 2)
-                for target, fd in extra.items():
-                    os.dup2(fd, target)
-                os.closerange(3 + len(extra), 1 << 16)
-                if self.args.user == "nobody":
-                    os.setgroups([65534, 100])
-                    os.setresgid(65534, 65533, 65533)  # exec copies effective to saved
-                    os.setresuid(65534, 65533, 65533)
-                os.execve(self.args.program, [self.args.program, self.result], env)
-            except BaseException as e:  # noqa: B902: report anything and die
-                os.write(2, f"runner: cannot start {self.args.program}: {e}\n".encode())
-            os._exit(127)
+                self.exec_program(env, null_fd, out_fd, err_fd, extra)
         os.close(log_fd)
         os.close(null_fd)
         if self.args.external_stdio:
             os.close(out_fd)
             os.close(extra[3])
         self.started.add(pid)
-        self.root = pid
+        self.root = pid if not self.args.shell_job else None  # the job: known once ready
         return pid
+
+    def exec_program(self, env, stdin, stdout, stderr, extra):
+        """In a forked child: becomes the test program (as nobody if asked)."""
+        try:
+            os.dup2(stdin, 0)
+            os.dup2(stdout, 1)
+            os.dup2(stderr, 2)
+            for target, fd in extra.items():
+                os.dup2(fd, target)
+            os.closerange(3 + len(extra), 1 << 16)
+            if self.args.user == "nobody":
+                os.setgroups([65534, 100])
+                os.setresgid(65534, 65533, 65533)  # exec copies effective to saved
+                os.setresuid(65534, 65533, 65533)
+            os.execve(self.args.program, [self.args.program, self.result], env)
+        except BaseException as e:  # noqa: B902: report anything and die
+            os.write(2, f"runner: cannot start {self.args.program}: {e}\n".encode())
+        os._exit(127)
 
     def wait_ready(self):
         deadline = time.monotonic() + READY_TIMEOUT
+        waiter = self.root_waiter or self.root
         while not os.path.exists(self.result + ".ready"):
             self.reaper.poll()
-            if self.root in self.reaper.status:
+            if waiter in self.reaper.status:
                 raise TestFailure(f"program exited before ready "
-                                  f"({describe_status(self.reaper.status[self.root])})")
+                                  f"({describe_status(self.reaper.status[waiter])})")
             if time.monotonic() > deadline:
                 raise TestFailure("program not ready after %.0f s" % READY_TIMEOUT)
             time.sleep(0.01)
+        if self.root is None:
+            with open(f"/proc/{waiter}/task/{waiter}/children") as f:
+                self.root = int(f.read().split()[0])
         self.pids = tree_pids(self.root)
         self.started.update(self.pids)
 
     def engine(self, *argv, check=True, wait=True, stdout=None, keep_fd=None):
+        """Runs ckpt-engine; returns (exit code, stderr), or (pid, stderr file) if not wait.
+
+        A --shell-job restore runs in a new session whose controlling terminal is a new pty
+        (what a shell gives it); after a --detach restore that session leader stays alive,
+        as a shell would, so the restored job keeps its terminal."""
         cmd = [self.args.engine, *argv]
         with open(self.engine_log, "a") as log:
             log.write("$ " + " ".join(cmd) + "\n")
         err = open(self.engine_log + ".last", "w+")
+        in_session = self.args.shell_job and argv[0] == "restore"
+        detached = in_session and "--detach" in argv
+        status_file = os.path.join(self.work, f"shell{len(self.started)}.status")
+        stdin = os.open("/dev/null", os.O_RDONLY)
+        if in_session:
+            if self.tty_master is not None:
+                os.close(self.tty_master)
+            self.tty_master, slave = os.openpty()
+            stdin = stdout = slave
         pid = os.fork()
         if pid == 0:
             try:
-                fd = os.open("/dev/null", os.O_RDONLY)
-                os.dup2(fd, 0)
+                os.dup2(stdin, 0)
                 if stdout is not None:
                     os.dup2(stdout, 1)
                 else:
@@ -218,26 +265,55 @@ class Run:
                     os.closerange(3, keep_fd)
                     os.closerange(keep_fd + 1, 1 << 16)
                     os.set_inheritable(keep_fd, True)
-                os.execv(cmd[0], cmd)
+                if not in_session:
+                    os.execv(cmd[0], cmd)
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+                engine = os.fork()
+                if engine == 0:
+                    os.execv(cmd[0], cmd)
+                code = exit_code(os.waitpid(engine, 0)[1])
+                if not detached:
+                    os._exit(code)
+                with open(status_file + ".tmp", "w") as f:
+                    f.write(str(code))
+                os.rename(status_file + ".tmp", status_file)
+                while True:
+                    signal.pause()
             except BaseException as e:  # noqa: B902
                 os.write(2, f"runner: cannot run {cmd[0]}: {e}\n".encode())
             os._exit(127)
+        os.close(stdin)
         self.started.add(pid)
         if not wait:
             return pid, err
-        st = self.reaper.wait(pid, ENGINE_TIMEOUT)
+        if detached:
+            code = self.wait_for_file(status_file, ENGINE_TIMEOUT)
+        else:
+            st = self.reaper.wait(pid, ENGINE_TIMEOUT)
+            code = None if st is None else exit_code(st)
         err.seek(0)
         stderr = err.read()
         err.close()
         with open(self.engine_log, "a") as log:
             log.write(stderr)
-            log.write(f"[{describe_status(st)}]\n")
-        if st is None:
+            log.write(f"[exit {code}]\n")
+        if code is None:
             raise TestFailure(f"'{' '.join(argv[:1])}' did not finish in {ENGINE_TIMEOUT:.0f} s")
-        if check and exit_code(st) != 0:
+        if check and code != 0:
             line = stderr.strip().splitlines()[-1] if stderr.strip() else "(no message)"
-            raise TestFailure(f"ckpt-engine {argv[0]} failed ({describe_status(st)}): {line}")
-        return exit_code(st), stderr
+            raise TestFailure(f"ckpt-engine {argv[0]} failed (exit {code}): {line}")
+        return code, stderr
+
+    def wait_for_file(self, path, timeout):
+        """The integer a helper writes into path, or None after timeout."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            self.reaper.poll()
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+        return int(open(path).read())
 
     def wait_gone(self, pids):
         """Reaps and waits until none of pids exists any more (not even as a zombie)."""
@@ -275,7 +351,7 @@ class Run:
             os.unlink(self.result)
         os.kill(self.root, signal.SIGTERM)
         if root_status is None:
-            st = self.reaper.wait(self.root, VERDICT_TIMEOUT)
+            st = self.reaper.wait(self.root_waiter or self.root, VERDICT_TIMEOUT)
             if st is None:
                 raise TestFailure(f"{what}: no verdict after {VERDICT_TIMEOUT:.0f} s")
             root_status = st
@@ -286,6 +362,18 @@ class Run:
             raise TestFailure(f"{what}: {verdict} ({describe_status(root_status)})")
         if self.args.external_stdio:
             self.check_external_output(what)
+        if self.args.shell_job:
+            self.check_tty_output(what)
+
+    def check_tty_output(self, what):
+        """The program writes a marker to its controlling terminal at its check."""
+        os.set_blocking(self.tty_master, False)
+        try:
+            data = os.read(self.tty_master, 4096)
+        except (BlockingIOError, OSError):
+            data = b""
+        if b"marker tty" not in data:
+            raise TestFailure(f"{what}: the terminal of the session got {data!r}")
 
     def check_external_output(self, what):
         """The program writes a marker to fd 1 and fd 3 at its check."""
@@ -302,6 +390,8 @@ class Run:
         argv = ["dump", "-t", str(self.root), "-D", images or self.images]
         if leave_running:
             argv.append("--leave-running")
+        if self.args.shell_job:
+            argv.append("--shell-job")
         os.makedirs(images or self.images, exist_ok=True)
         self.engine(*argv)
         if not leave_running:
@@ -317,15 +407,19 @@ class Run:
         self.inherit_w = w
         return ["--inherit-fd", f"fd[{w}]:{self.fd3_key}"]
 
-    def restore(self, images=None):
+    def restore(self, images=None, extra=()):
         pidfile = os.path.join(self.work, "restore.pid")
         if os.path.exists(pidfile):
             os.unlink(pidfile)
         stdout = self.new_stdout_pipe()
-        argv = ["restore", "-D", images or self.images, "--detach", "--pidfile", pidfile]
+        argv = ["restore", "-D", images or self.images, "--detach", "--pidfile", pidfile, *extra]
+        argv += self.shell_job_args()
         argv += self.inherit_args()
         self.engine_pass_fds(argv, stdout)
         self.after_restore_check(pidfile)
+
+    def shell_job_args(self):
+        return ["--shell-job"] if self.args.shell_job else []
 
     def new_stdout_pipe(self):
         if not self.args.external_stdio:
@@ -353,6 +447,7 @@ class Run:
             raise TestFailure("restore --detach: no pid in the --pidfile")
         if got != self.root:
             raise TestFailure(f"restore --pidfile says {got}, the root was {self.root}")
+        self.root_waiter = None  # the restored root is ours (we are its subreaper)
         now = tree_pids(self.root)
         if now != self.pids:
             raise TestFailure(f"restored tree has pids {now}, the dumped one had {self.pids}")
@@ -431,7 +526,7 @@ class Run:
         self.start()
         self.dump()
         stdout = self.new_stdout_pipe()
-        argv = ["restore", "-D", self.images] + self.inherit_args()
+        argv = ["restore", "-D", self.images] + self.inherit_args() + self.shell_job_args()
         pid, err = self.engine_pass_fds(argv, stdout, wait=False)
         # The restored tree is ready when every pid is back, untraced and asleep.
         deadline = time.monotonic() + ENGINE_TIMEOUT
@@ -504,11 +599,13 @@ class Run:
         return lines[0]
 
     def expect_nothing_restored(self, what):
-        self.reaper.poll()
+        self.reaper.poll()  # a process the engine killed may have come to us to be reaped
         alive = [p for p in self.pids if pid_exists(p)]
         if alive:
             self.kill_pids(alive)
             raise TestFailure(f"{what}: failed restore left pids {alive} behind")
+        for p in self.pids:
+            self.reaper.status.pop(p, None)
 
     def dumped_and_gone(self):
         self.spawn_program()
@@ -557,6 +654,22 @@ class Run:
                 f.write(bytes([b[0] ^ 0x10]))
 
         return self.refused_damaged_images(flip, "flipped byte in")
+
+    def neg_file_changed(self):
+        """A file behind a mapping changed since the dump (mtime): refused, unless overridden."""
+        self.start()
+        self.dump()
+        changed = [os.path.join(d, f) for d, _, files in os.walk(self.result + ".data") for f in files]
+        if not changed:
+            raise TestFailure("the program has no data file to change")
+        st = os.stat(changed[0])
+        os.utime(changed[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**10))
+        name = os.path.basename(changed[0])
+        self.expect_failure(["restore", "-D", self.images, "--detach"], name, f"changed {name}")
+        self.expect_nothing_restored(f"changed {name}")
+        self.restore(extra=["--skip-file-checks"])
+        self.check_verdict(what="after restore with --skip-file-checks")
+        return "PASS"
 
     def neg_pid_taken(self):
         self.spawn_program()
@@ -617,10 +730,13 @@ def main():
                                        "leave-running", "twice"])
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
-                                           "dump-enospc"])
+                                           "dump-enospc", "file-changed"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
+    ap.add_argument("--shell-job", action="store_true",
+                    help="run the program as a job of a shell session with a terminal, dump and "
+                         "restore it with --shell-job")
     ap.add_argument("--workdir", help="where to keep results, logs and images")
     ap.add_argument("--keep", action="store_true", help="keep the work directory on success")
     args = ap.parse_args()
