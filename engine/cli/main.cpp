@@ -36,6 +36,7 @@ const char kUsage[] =
     "  dump -t PID -D DIR    save the process tree rooted at PID into DIR\n"
     "      --leave-running     keep the tree running after the dump (default: kill it)\n"
     "      --shell-job         the tree's controlling terminal belongs to the restoring shell\n"
+    "      --stats             print how long the tree was frozen and what was written (JSON)\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --detach            return once the tree runs\n"
@@ -97,6 +98,7 @@ bool take_value(const std::vector<std::string_view>& args, size_t& i, std::strin
 
 int cmd_dump(const std::vector<std::string_view>& args) {
     ckpt::engine::DumpOptions o;
+    bool stats = false;
     std::string v;
     for (size_t i = 0; i < args.size(); ++i) {
         if (take_value(args, i, "-t", &v) || take_value(args, i, "--tree", &v)) {
@@ -109,6 +111,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.leave_running = true;
         } else if (args[i] == "--shell-job" || args[i] == "-j") {
             o.shell_job = true;
+        } else if (args[i] == "--stats") {
+            stats = true;
         } else {
             return usage_error("dump: unknown option '" + std::string(args[i]) + "'");
         }
@@ -117,6 +121,10 @@ int cmd_dump(const std::vector<std::string_view>& args) {
     if (o.image_dir.empty()) return usage_error("dump: -D DIR is required");
     auto r = ckpt::engine::dump(o);
     if (!r) return fail(std::move(r).error().context("dump"));
+    if (stats)
+        std::printf("{\"frozen_ms\": %.3f, \"dump_ms\": %.3f, \"pages_bytes\": %llu, \"processes\": %llu, \"threads\": %llu}\n",
+                    r->frozen_ns / 1e6, r->total_ns / 1e6, static_cast<unsigned long long>(r->pages_bytes),
+                    static_cast<unsigned long long>(r->processes), static_cast<unsigned long long>(r->threads));
     return kExitOk;
 }
 

@@ -102,8 +102,8 @@ Result<uint64_t> trap_site_address(pid_t pid) {
     return error("pid {}: no executable file mapping to run injected system calls from", pid);
 }
 
-Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const PipeEnds& pipes,
-                          Descriptions& descs, FileRegistry& files, const DumpExclusions& ex) {
+Result<uint64_t> dump_process(const DumpOptions& opts, const FrozenProcess& p, const PipeEnds& pipes,
+                              Descriptions& descs, FileRegistry& files, const DumpExclusions& ex) {
     image::TaskCore core;
     core.set_pid(p.pid);
     core.set_exit_signal(p.stat.exit_signal);
@@ -159,12 +159,14 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
     CKPT_TRY(image::write_image(d + "/mm" + suffix, image::Kind::Mm, mm));
     CKPT_TRY(image::write_image(d + "/pagemap" + suffix, image::Kind::PageMap, pm));
     CKPT_TRY(image::write_image(d + "/fds" + suffix, image::Kind::Fds, fds));
-    return ok();
+    return pm.pages_bytes();
 }
 
 }  // namespace
 
-Result<void> dump(const DumpOptions& opts) {
+Result<DumpStats> dump(const DumpOptions& opts) {
+    DumpStats stats;
+    const uint64_t start = now_ns();
     if (opts.root <= 0) return error_code(EINVAL, "no process to dump (-t PID)");
     if (kill(opts.root, 0) != 0) return sys_error("pid {}", opts.root);
     if (opts.root == getpid()) return error_code(EINVAL, "pid {}: the engine cannot dump itself", opts.root);
@@ -175,8 +177,8 @@ Result<void> dump(const DumpOptions& opts) {
     auto root_stat = CKPT_TRY(read_stat(opts.root));
     if (root_stat.state == 'Z') return error_code(ESRCH, "pid {} is a zombie: nothing to dump", opts.root);
     FrozenTree tree;
-    CKPT_TRY(tree.freeze(opts.root));
     auto t0 = now_ns();
+    CKPT_TRY(tree.freeze(opts.root));
 
     DumpExclusions ex;
     ex.memory = opts.exclude_memory;
@@ -199,6 +201,7 @@ Result<void> dump(const DumpOptions& opts) {
     for (const auto& p : tree.processes)
         if (!p.zombie) CKPT_TRY_CTX(count_pipe_ends(p.pid, &pipes), "pid {}", p.pid);
 
+    uint64_t pages_written = 0;
     std::set<pid_t> in_tree;
     for (const auto& p : tree.processes) in_tree.insert(p.pid);
     for (const auto& p : tree.processes) {
@@ -220,7 +223,7 @@ Result<void> dump(const DumpOptions& opts) {
             inv.set_owner_uid(st.uid[0]);
             inv.set_owner_gid(st.gid[0]);
         }
-        CKPT_TRY(dump_process(opts, p, pipes, descs, files, ex));
+        pages_written += CKPT_TRY(dump_process(opts, p, pipes, descs, files, ex));
     }
     CKPT_TRY(image::write_image(opts.image_dir + "/files.img", image::Kind::Files, files.table()));
     CKPT_TRY(image::write_image(opts.image_dir + "/inventory.img", image::Kind::Inventory, inv));
@@ -232,7 +235,12 @@ Result<void> dump(const DumpOptions& opts) {
     } else {
         CKPT_TRY(tree.kill_all());
     }
-    return ok();
+    stats.frozen_ns = now_ns() - t0;
+    stats.total_ns = now_ns() - start;
+    stats.processes = tree.processes.size();
+    for (const auto& p : tree.processes) stats.threads += p.threads.size();
+    stats.pages_bytes = pages_written;
+    return stats;
 }
 
 }  // namespace ckpt::engine

@@ -217,8 +217,25 @@ Result<void> restore_fds(RestoreTask& t) {
                                               {static_cast<uint64_t>(f.fd()), F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE)}));
                 break;
             }
-            case image::Fd::EXTERNAL:
             case image::Fd::TTY: {
+                // A shell job takes the restoring shell's terminal.
+                UniqueFd opened;
+                int source = -1;
+                for (int std_fd : {f.fd(), 0, 1, 2})
+                    if (std_fd <= 2 && isatty(std_fd)) {
+                        source = std_fd;
+                        break;
+                    }
+                if (source < 0) {
+                    opened = UniqueFd(open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC));
+                    if (!opened) return ctx(sys_error("shell job: the restorer has no terminal (open /dev/tty)"));
+                    source = opened.get();
+                }
+                auto r = t.install_fd(source, f.fd(), f.cloexec());
+                if (!r) return ctx(std::move(r).error());
+                break;
+            }
+            case image::Fd::EXTERNAL: {
                 int source = -1;
                 auto it = sh.inherited.find(f.external_key());
                 if (it != sh.inherited.end()) source = it->second;

@@ -260,6 +260,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         return error_code(EINVAL, "{}: images are for architecture {}, this machine is {}", dir,
                           image::Arch_Name(inv.arch()), arch::name());
     if (inv.tasks_size() == 0) return error_code(EINVAL, "{}/inventory.img: no processes", dir);
+    if (inv.shell_job() && !opts.shell_job)
+        return error_code(EINVAL, "{}: the images are of a shell job (dumped with --shell-job); restore with --shell-job", dir);
 
     RestoreShared shared;
     shared.image_dir = dir;

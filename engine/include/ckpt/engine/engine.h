@@ -23,7 +23,15 @@ struct DumpOptions {
     std::set<int> exclude_fds;
 };
 
-Result<void> dump(const DumpOptions& opts);
+struct DumpStats {
+    uint64_t frozen_ns = 0;     // from the first thread stopped to the tree let go
+    uint64_t total_ns = 0;      // the whole dump
+    uint64_t pages_bytes = 0;   // page data written
+    uint64_t processes = 0;
+    uint64_t threads = 0;
+};
+
+Result<DumpStats> dump(const DumpOptions& opts);
 
 struct RestoreOptions {
     std::string image_dir;

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Dump/restore benchmark of ckpt-engine.
+
+Workloads (processes x MiB of touched random memory) are dumped and restored with images on
+tmpfs (/dev/shm) and on disk (/var/tmp); cases are interleaved and repeated, medians are
+reported, next to this machine's memcpy bandwidth measured in the same run.
+
+    run_bench.py --engine build/engine/ckpt-engine --workload build/tests/bench/bench_workload
+"""
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def reap_all():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def wait_gone(pids, timeout=30):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        reap_all()
+        if not any(os.path.exists(f"/proc/{p}") for p in pids):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"pids {pids} still taken")
+
+
+def tree_pids(root):
+    out, queue = [], [root]
+    while queue:
+        p = queue.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    queue += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def kill_tree(pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_gone(pids)
+
+
+def du_bytes(path):
+    total = 0
+    for name in os.listdir(path):
+        st = os.stat(os.path.join(path, name))
+        total += st.st_blocks * 512
+    return total
+
+
+def one_run(args, mib, procs, base):
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
+    images = os.path.join(workdir, "images")
+    ready = os.path.join(workdir, "ready")
+    try:
+        w = subprocess.Popen([args.workload, ready, str(mib), str(procs)])
+        while not os.path.exists(ready):
+            if w.poll() is not None:
+                raise RuntimeError("workload failed")
+            time.sleep(0.01)
+        pids = tree_pids(w.pid)
+        t = time.monotonic()
+        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats"],
+                             capture_output=True, text=True)
+        dump_s = time.monotonic() - t
+        if out.returncode != 0:
+            raise RuntimeError("dump failed: " + out.stderr.strip())
+        stats = json.loads(out.stdout)
+        w.wait()
+        wait_gone(pids)
+        image_bytes = du_bytes(images)
+        t = time.monotonic()
+        out = subprocess.run([args.engine, "restore", "-D", images, "--detach"], capture_output=True, text=True)
+        restore_s = time.monotonic() - t
+        if out.returncode != 0:
+            raise RuntimeError("restore failed: " + out.stderr.strip())
+        kill_tree(pids)
+        return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s, "restore_s": restore_s,
+                "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"]}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--workload", required=True)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run_bench.py: needs root")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
+    places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
+    memcpy = float(subprocess.run([args.workload, "--memcpy", "256"], capture_output=True, text=True).stdout)
+    one_run(args, 64, 1, "/dev/shm")  # warm up
+    results = {}
+    for _ in range(args.repeat):  # interleaved: every case once per round
+        for procs, mib in cases:
+            for place, base in places:
+                results.setdefault((procs, mib, place), []).append(one_run(args, mib, procs, base))
+
+    print(f"memcpy bandwidth (one core, same run): {memcpy:.2f} GiB/s")
+    hdr = f"{'workload':<22} {'images':<6} {'frozen s':>9} {'dump s':>8} {'restore s':>9} " \
+          f"{'dump GiB/s':>10} {'restore GiB/s':>13} {'image/touched':>13}"
+    print(hdr)
+    print("-" * len(hdr))
+    for (procs, mib, place), runs in results.items():
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        touched = procs * mib * 2**20
+        print(f"{f'{procs} x {mib} MiB':<22} {place:<6} {med['frozen_s']:>9.3f} {med['dump_s']:>8.3f} "
+              f"{med['restore_s']:>9.3f} {touched / med['dump_s'] / 2**30:>10.2f} "
+              f"{touched / med['restore_s'] / 2**30:>13.2f} {med['image_bytes'] / touched:>13.4f}")
+    print(f"(medians of {args.repeat} interleaved runs; GiB/s = touched memory / wall time of the command)")
+
+
+if __name__ == "__main__":
+    main()
