@@ -15,6 +15,8 @@ Modes:
                  tree is gone, put the program's files back as they were at dump time,
                  restore, check again
   twice          dump, restore, dump the restored tree, restore again, check
+  new-pidns      dump --leave-running, restore --new-pidns --detach while the original still
+                 holds every pid; the copy must see its old pids and pass, then the original
 Negative kinds (the program only provides a tree to dump):
   missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
   dump-nonexistent, dump-fails and dump-enospc (a dump refused at once, or failing half way
@@ -246,9 +248,7 @@ class Run:
         status_file = os.path.join(self.work, f"shell{len(self.started)}.status")
         stdin = os.open("/dev/null", os.O_RDONLY)
         if in_session:
-            if self.tty_master is not None:
-                os.close(self.tty_master)
-            self.tty_master, slave = os.openpty()
+            self.tty_master, slave = os.openpty()  # the old one may still serve the original
             stdin = stdout = slave
         pid = os.fork()
         if pid == 0:
@@ -575,6 +575,45 @@ class Run:
         self.check_verdict(what="after restore")
         return "PASS"
 
+    def mode_new_pidns(self):
+        """Restore --new-pidns while the original still holds every pid, then check both."""
+        self.start()
+        self.dump(leave_running=True)
+        original = (self.stdio_pipes[:], self.tty_master)
+        pidfile = os.path.join(self.work, "restore.pid")
+        stdout = self.new_stdout_pipe()
+        argv = ["restore", "-D", self.images, "--new-pidns", "--detach", "--pidfile", pidfile]
+        self.engine_pass_fds(argv + self.inherit_args() + self.shell_job_args(), stdout)
+        try:
+            host_root = int(open(pidfile).read().strip())
+        except (OSError, ValueError):
+            raise TestFailure("restore --new-pidns --detach: no pid in the --pidfile")
+        self.started.add(host_root)
+        with open(f"/proc/{host_root}/status") as f:
+            fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        nspid = [int(p) for p in fields["NSpid"].split()]
+        if len(nspid) < 2 or nspid[-1] != self.root:
+            raise TestFailure(f"restored root (host pid {host_root}) has NSpid {nspid}, "
+                              f"expected its own namespace with pid {self.root}")
+        init = int(fields["PPid"])
+        self.started.update(tree_pids(init))
+        # The copy first (its init passes the root's status out), then the original.
+        if os.path.exists(self.result):
+            os.unlink(self.result)
+        os.kill(host_root, signal.SIGTERM)
+        st = self.reaper.wait(init, VERDICT_TIMEOUT)
+        verdict = open(self.result).read().strip() if os.path.exists(self.result) else ""
+        if verdict != "PASS" or st is None or exit_code(st) != 0:
+            raise TestFailure(f"restored copy in a new pid namespace: {verdict or 'no verdict'} "
+                              f"(its init: {describe_status(st)})")
+        if self.args.external_stdio:
+            self.check_external_output("restored copy in a new pid namespace")
+        if self.args.shell_job:
+            self.check_tty_output("restored copy in a new pid namespace")
+        self.stdio_pipes, self.tty_master = original
+        self.check_verdict(what="original, after the copy ran in a new pid namespace")
+        return "PASS"
+
     def mode_twice(self):
         self.start()
         self.dump()
@@ -727,7 +766,7 @@ def main():
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--mode", choices=["no-dump", "corrupt", "dump-kill", "restore-wait",
-                                       "leave-running", "twice"])
+                                       "leave-running", "twice", "new-pidns"])
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed"])

@@ -254,6 +254,15 @@ int test_status_field(pid_t pid, const char* key, char* out, size_t size) {
     return -1;
 }
 
+int test_proc_is_ours(void) {
+    char nspid[64];
+    if (test_status_field(0, "NSpid", nspid, sizeof nspid) != 0) return 1;
+    /* one pid per namespace level, spaces removed: compare with getpid() alone */
+    char own[16];
+    snprintf(own, sizeof own, "%d", (int)getpid());
+    return strcmp(nspid, own) == 0;
+}
+
 uint64_t test_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -81,6 +81,11 @@ int test_status_field(pid_t pid, const char* key, char* out, size_t size);
 
 uint64_t test_now_ns(void); /* CLOCK_MONOTONIC */
 
+/* True when the mounted /proc shows pids of our own pid namespace. After a restore with
+ * --new-pidns it is the host's /proc: /proc/self still works, /proc/PID of other processes
+ * and the pids inside /proc files are host pids. */
+int test_proc_is_ours(void);
+
 /* The /proc/self/maps line of the mapping containing addr (without newline); -1 if none. */
 int test_vma_line(const void* addr, char* line, size_t size);
 /* Its permission string ("rw-p"), or "" when addr is not mapped. */
