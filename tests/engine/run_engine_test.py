@@ -21,7 +21,9 @@ Negative kinds (the program only provides a tree to dump):
   missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
   dump-nonexistent, dump-fails and dump-enospc (a dump refused at once, or failing half way
   on a full file system, must leave the tree running unharmed), file-changed (a file behind
-  a mapping touched after the dump: restore refuses it by name, --skip-file-checks restores).
+  a mapping touched after the dump: restore refuses it by name, --skip-file-checks restores),
+  other-version and other-arch (well-formed images, checksums valid, of format version 99 or
+  recorded on aarch64: refused with a message that says so).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -710,6 +712,33 @@ class Run:
         self.check_verdict(what="after restore with --skip-file-checks")
         return "PASS"
 
+    def refused_edited_images(self, edit, value, must_say, what):
+        """Well-formed images (valid checksums) that restore must refuse: image_edit makes them."""
+        if not self.args.image_edit:
+            raise TestFailure("--image-edit is needed for this test")
+        self.dumped_and_gone()
+        count = 0
+        names = ["inventory.img"] if edit == "arch" else sorted(os.listdir(self.images))
+        for name in names:
+            copy = os.path.join(self.work, "edited")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(self.images, copy)
+            subprocess.run([self.args.image_edit, edit, os.path.join(copy, name), str(value)],
+                           check=True)
+            line = self.expect_failure(["restore", "-D", copy, "--detach"],
+                                       name if edit == "version" else "edited", f"{what} {name}")
+            if must_say not in line:
+                raise TestFailure(f"{what} {name}: the message does not say '{must_say}': {line}")
+            self.expect_nothing_restored(f"{what} {name}")
+            count += 1
+        return f"PASS ({count} image files)"
+
+    def neg_other_version(self):
+        return self.refused_edited_images("version", 99, "version", "format version 99 in")
+
+    def neg_other_arch(self):
+        return self.refused_edited_images("arch", 2, "architecture", "aarch64 recorded in")
+
     def neg_pid_taken(self):
         self.spawn_program()
         self.wait_ready()
@@ -769,10 +798,12 @@ def main():
                                        "leave-running", "twice", "new-pidns"])
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
-                                           "dump-enospc", "file-changed"])
+                                           "dump-enospc", "file-changed", "other-version",
+                                           "other-arch"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
+    ap.add_argument("--image-edit", help="the image_edit helper (other-version, other-arch)")
     ap.add_argument("--shell-job", action="store_true",
                     help="run the program as a job of a shell session with a terminal, dump and "
                          "restore it with --shell-job")
