@@ -23,7 +23,8 @@ Negative kinds (the program only provides a tree to dump):
   on a full file system, must leave the tree running unharmed), file-changed (a file behind
   a mapping touched after the dump: restore refuses it by name, --skip-file-checks restores),
   other-version and other-arch (well-formed images, checksums valid, of format version 99 or
-  recorded on aarch64: refused with a message that says so).
+  recorded on aarch64: refused with a message that says so), unsupported-fd (run with
+  fd_unsupported: the dump fails naming "unsupported" and the fd, the tree runs on).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -775,6 +776,16 @@ class Run:
         self.expect_tree_unharmed("a refused dump")
         return "PASS"
 
+    def neg_unsupported_fd(self):
+        """A tree holding an fd of a kind the engine cannot dump: a clear error, tree unharmed."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], "unsupported",
+                                   "dump of an unsupported fd kind")
+        if "fd 9" not in line:
+            raise TestFailure(f"the error does not name fd 9: {line}")
+        self.expect_tree_unharmed("a dump refused for an unsupported fd")
+        return "PASS"
+
     def neg_dump_enospc(self):
         """A dump that fails half way, with the tree frozen: its images fill a 16 KiB tmpfs."""
         self.start()
@@ -799,7 +810,7 @@ def main():
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed", "other-version",
-                                           "other-arch"])
+                                           "other-arch", "unsupported-fd"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
