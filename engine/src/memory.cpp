@@ -12,6 +12,9 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 #include <cstring>
 #include <map>
 
@@ -32,7 +35,8 @@ constexpr uint64_t kPmSwapped = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
 constexpr size_t kIovMax = 1024;
-constexpr size_t kCopyBatch = 8u << 20;
+constexpr size_t kCopyBatch = 4u << 20;
+constexpr uint64_t kPageBlock = 64ull << 20;  // checksum and work unit of page data
 
 // madvise flags worth replaying, as smaps VmFlags spells them.
 constexpr uint32_t kHugepage = 1, kNoHugepage = 2, kDontFork = 4, kWipeOnFork = 8, kDontDump = 16;
@@ -92,59 +96,79 @@ image::Vma::Kind classify(const ProcMapping& m) {
     return image::Vma::FILE;
 }
 
-// Streams page data to the pages file, checksumming as it goes.
-class PageWriter {
-public:
-    static Result<PageWriter> open(const std::string& path) {
-        PageWriter w;
-        w.fd_ = CKPT_TRY(open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-        w.path_ = path;
-        w.state_ = XXH3_createState();
-        XXH3_64bits_reset(w.state_);
-        w.buf_.reset(static_cast<char*>(aligned_alloc(kPage, kCopyBatch)));
-        return w;
-    }
-    PageWriter() = default;
-    PageWriter(PageWriter&& o) noexcept
-        : fd_(std::move(o.fd_)), path_(std::move(o.path_)), state_(std::exchange(o.state_, nullptr)),
-          buf_(std::move(o.buf_)), bytes_(o.bytes_) {}
-    ~PageWriter() {
-        if (state_) XXH3_freeState(state_);
-    }
-
-    // Copies [addr, addr+len) of pid into the file. readable: the mapping allows reads
-    // (otherwise /proc/PID/mem, which may read what the process itself may not).
-    Result<void> copy(pid_t pid, uint64_t addr, uint64_t len, bool readable) {
-        while (len > 0) {
-            size_t n = static_cast<size_t>(std::min<uint64_t>(len, kCopyBatch));
-            if (readable) {
-                iovec local{buf_.get(), n}, remote{reinterpret_cast<void*>(addr), n};
-                ssize_t r = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-                if (r != static_cast<ssize_t>(n)) CKPT_TRY(read_remote(pid, addr, buf_.get(), n));
-            } else {
-                CKPT_TRY(read_remote(pid, addr, buf_.get(), n));
-            }
-            XXH3_64bits_update(state_, buf_.get(), n);
-            CKPT_TRY_CTX(write_all(fd_.get(), buf_.get(), n), "{}", path_);
-            bytes_ += n;
-            addr += n;
-            len -= n;
-        }
-        return ok();
-    }
-    uint64_t bytes() const { return bytes_; }
-    uint64_t digest() const { return XXH3_64bits_digest(state_); }
-
-private:
-    struct FreeDeleter {
-        void operator()(char* p) const { free(p); }
-    };
-    UniqueFd fd_;
-    std::string path_;
-    XXH3_state_t* state_ = nullptr;
-    std::unique_ptr<char, FreeDeleter> buf_;
-    uint64_t bytes_ = 0;
+// One run of pages to copy from the process into the pages file.
+struct PageCopy {
+    uint64_t vaddr, len, file_off;
+    bool readable;  // the mapping allows reads (else /proc/PID/mem, which may read more)
 };
+
+// Copies page data into the pages file with several threads, each owning whole blocks
+// of the file; returns the checksum of every block (block i covers
+// [i*kPageBlock, (i+1)*kPageBlock) of the file).
+Result<std::vector<uint64_t>> write_pages(pid_t pid, const std::vector<PageCopy>& copies, uint64_t total,
+                                          const std::string& path) {
+    auto fd = CKPT_TRY(open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+    if (total && ftruncate(fd.get(), static_cast<off_t>(total)) != 0) return sys_error("ftruncate {}", path);
+    size_t blocks = static_cast<size_t>((total + kPageBlock - 1) / kPageBlock);
+    std::vector<uint64_t> sums(blocks, 0);
+    unsigned workers = std::max(1u, std::min({std::thread::hardware_concurrency(), 4u, static_cast<unsigned>(blocks)}));
+    std::vector<Error> errors;
+    std::mutex mu;
+    std::atomic<size_t> next_block{0};
+    auto work = [&] {
+        struct FreeDeleter {
+            void operator()(char* p) const { free(p); }
+        };
+        std::unique_ptr<char, FreeDeleter> buf(static_cast<char*>(aligned_alloc(kPage, kCopyBatch)));
+        XXH3_state_t* st = XXH3_createState();
+        auto fail = [&](Error e) {
+            std::lock_guard lock(mu);
+            errors.push_back(std::move(e));
+        };
+        for (size_t b; (b = next_block++) < blocks;) {
+            uint64_t lo = b * kPageBlock, hi = std::min(total, lo + kPageBlock);
+            XXH3_64bits_reset(st);
+            // Copies overlapping [lo, hi), in file order.
+            auto it = std::upper_bound(copies.begin(), copies.end(), lo,
+                                       [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
+            for (; it != copies.end() && it->file_off < hi; ++it) {
+                uint64_t from = std::max(lo, it->file_off), to = std::min(hi, it->file_off + it->len);
+                while (from < to) {
+                    size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
+                    uint64_t addr = it->vaddr + (from - it->file_off);
+                    bool done = false;
+                    if (it->readable) {
+                        iovec local{buf.get(), n}, remote{reinterpret_cast<void*>(addr), n};
+                        done = process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
+                    }
+                    if (!done) {
+                        auto r = read_remote(pid, addr, buf.get(), n);
+                        if (!r) {
+                            fail(std::move(r).error());
+                            XXH3_freeState(st);
+                            return;
+                        }
+                    }
+                    XXH3_64bits_update(st, buf.get(), n);
+                    if (pwrite(fd.get(), buf.get(), n, static_cast<off_t>(from)) != static_cast<ssize_t>(n)) {
+                        fail(sys_error("pwrite {} at {}", path, from));
+                        XXH3_freeState(st);
+                        return;
+                    }
+                    from += n;
+                }
+            }
+            sums[b] = XXH3_64bits_digest(st);
+        }
+        XXH3_freeState(st);
+    };
+    std::vector<std::thread> threads;
+    for (unsigned i = 1; i < workers; ++i) threads.emplace_back(work);
+    work();
+    for (auto& t : threads) t.join();
+    if (!errors.empty()) return std::move(errors.front());
+    return sums;
+}
 
 bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
     for (auto [s, e] : ex.memory)
@@ -177,7 +201,8 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     (void)thp;
 
     std::string pages_name = "pages-" + std::to_string(pid) + ".img";
-    auto writer = CKPT_TRY(PageWriter::open(dir + "/" + pages_name));
+    std::vector<PageCopy> copies;
+    uint64_t file_off = 0;
     auto pagemap = CKPT_TRY(open_file(proc_path(pid, "pagemap"), O_RDONLY));
     const uint64_t zpfn = zero_pfn();
     std::vector<uint64_t> entries;
@@ -246,15 +271,20 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             run->set_vaddr(m.start + i * kPage);
             run->set_nr_pages(j - i);
             run->set_zero(zero);
-            if (!zero) CKPT_TRY_CTX(writer.copy(pid, m.start + i * kPage, (j - i) * kPage, m.read), "pid {}", pid);
+            if (!zero) {
+                copies.push_back({m.start + i * kPage, (j - i) * kPage, file_off, m.read});
+                file_off += (j - i) * kPage;
+            }
             any = true;
             i = j;
         }
         v->set_has_pages(any);
     }
+    auto sums = CKPT_TRY_CTX(write_pages(pid, copies, file_off, dir + "/" + pages_name), "pid {}", pid);
     pm->set_pages_file(pages_name);
-    pm->set_pages_bytes(writer.bytes());
-    pm->set_pages_xxh3(writer.digest());
+    pm->set_pages_bytes(file_off);
+    pm->set_block_size(kPageBlock);
+    for (uint64_t sum : sums) pm->add_block_xxh3(sum);
     pm->set_page_size(kPage);
     return ok();
 }
@@ -374,7 +404,14 @@ Result<void> restore_memory(RestoreTask& t) {
         void* p = mmap(nullptr, pm.pages_bytes(), PROT_READ, MAP_PRIVATE | MAP_POPULATE, pages_fd.get(), 0);
         if (p == MAP_FAILED) return sys_error("mmap {}", pm.pages_file());
         data = static_cast<const char*>(p);
-        if (XXH3_64bits(data, pm.pages_bytes()) != pm.pages_xxh3()) {
+        uint64_t bs = pm.block_size();
+        size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
+        bool good = bs && static_cast<size_t>(pm.block_xxh3_size()) == blocks;
+        for (size_t b = 0; good && b < blocks; ++b) {
+            uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
+            good = XXH3_64bits(data + lo, len) == pm.block_xxh3(static_cast<int>(b));
+        }
+        if (!good) {
             munmap(p, pm.pages_bytes());
             return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", t.image_dir, pm.pages_file());
         }

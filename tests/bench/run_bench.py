@@ -78,7 +78,10 @@ def one_run(args, mib, procs, base):
     images = os.path.join(workdir, "images")
     ready = os.path.join(workdir, "ready")
     try:
-        w = subprocess.Popen([args.workload, ready, str(mib), str(procs)])
+        # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
+        # keep them open after the restorer is gone.
+        w = subprocess.Popen([args.workload, ready, str(mib), str(procs)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not os.path.exists(ready):
             if w.poll() is not None:
                 raise RuntimeError("workload failed")
@@ -95,10 +98,13 @@ def one_run(args, mib, procs, base):
         wait_gone(pids)
         image_bytes = du_bytes(images)
         t = time.monotonic()
-        out = subprocess.run([args.engine, "restore", "-D", images, "--detach"], capture_output=True, text=True)
-        restore_s = time.monotonic() - t
-        if out.returncode != 0:
-            raise RuntimeError("restore failed: " + out.stderr.strip())
+        with tempfile.TemporaryFile(mode="w+") as err:
+            rc = subprocess.run([args.engine, "restore", "-D", images, "--detach"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err).returncode
+            restore_s = time.monotonic() - t
+            if rc != 0:
+                err.seek(0)
+                raise RuntimeError("restore failed: " + err.read().strip())
         kill_tree(pids)
         return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s, "restore_s": restore_s,
                 "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"]}
