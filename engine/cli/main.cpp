@@ -37,6 +37,7 @@ const char kUsage[] =
     "      --leave-running     keep the tree running after the dump (default: kill it)\n"
     "      --shell-job         the tree's controlling terminal belongs to the restoring shell\n"
     "      --stats             print how long the tree was frozen and what was written (JSON)\n"
+    "      --external-stdio    fds 0-2 belong to the launcher: bind them to the restorer's at restore\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --detach            return once the tree runs\n"
@@ -44,6 +45,8 @@ const char kUsage[] =
     "      --shell-job         attach the tree to this terminal\n"
     "      --inherit-fd fd[N]:KEY  bind the external resource KEY (e.g. pipe:[1234]) to fd N\n"
     "      --skip-file-checks  restore even if files changed since the dump\n"
+    "      --restore-as UID:GID  refuse images of anyone else (uids, gids, capabilities) and\n"
+    "                          open their files with this user's rights\n"
     "      --new-pidns         restore in a new pid namespace under a minimal init, so the\n"
     "                          processes keep their pids even where those are taken here\n"
     "  show DIR [--json]     decode every image in DIR\n"
@@ -113,6 +116,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.shell_job = true;
         } else if (args[i] == "--stats") {
             stats = true;
+        } else if (args[i] == "--external-stdio") {
+            o.external_stdio = true;
         } else {
             return usage_error("dump: unknown option '" + std::string(args[i]) + "'");
         }
@@ -149,6 +154,14 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             o.shell_job = true;
         } else if (args[i] == "--new-pidns") {
             o.new_pidns = true;
+        } else if (take_value(args, i, "--restore-as", &v)) {
+            // UID:GID
+            size_t colon = v.find(':');
+            auto uid = ckpt::parse_int(std::string_view(v).substr(0, colon));
+            auto gid = colon == std::string::npos ? uid : ckpt::parse_int(std::string_view(v).substr(colon + 1));
+            if (!uid || !gid || *uid < 0 || *gid < 0) return usage_error("restore: --restore-as wants UID:GID");
+            o.restore_as_uid = *uid;
+            o.restore_as_gid = *gid;
         } else if (args[i] == "--skip-file-checks") {
             o.skip_file_checks = true;
         } else {

@@ -89,8 +89,12 @@ Result<void> restore_task_settings(RestoreTask& t) {
     // cwd and root: directories opened by the engine and entered through their fds.
     for (auto [path, is_root] : {std::pair{core.root(), true}, std::pair{core.cwd(), false}}) {
         if (path.empty() || (is_root && path == "/")) continue;
-        auto dir = CKPT_TRY_CTX(open_file(path, O_RDONLY | O_DIRECTORY | O_PATH), "pid {}: {}", t.pid,
-                                is_root ? "root" : "cwd");
+        UniqueFd dir;
+        {
+            FsIdentity as(t.shared->fs_uid, t.shared->fs_gid);
+            dir = CKPT_TRY_CTX(open_file(path, O_RDONLY | O_DIRECTORY | O_PATH), "pid {}: {}", t.pid,
+                               is_root ? "root" : "cwd");
+        }
         int fd = CKPT_TRY(t.install_fd(dir.get()));
         CKPT_TRY(rt.syscall_ok("fchdir", SYS_fchdir, {static_cast<uint64_t>(fd)}));
         if (is_root) {

@@ -151,7 +151,7 @@ Result<uint64_t> dump_process(const DumpOptions& opts, const FrozenProcess& p, c
     image::PageMap pm;
     CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, &pm));
     image::FdTable fds;
-    CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, &fds));
+    CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, opts.external_stdio, &fds));
 
     std::string suffix = "-" + std::to_string(p.pid) + ".img";
     const std::string& d = opts.image_dir;

@@ -94,7 +94,7 @@ Result<void> count_pipe_ends(pid_t pid, PipeEnds* out) {
 }
 
 Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, FileRegistry& files,
-                      const DumpExclusions& ex, bool shell_job, image::FdTable* table) {
+                      const DumpExclusions& ex, bool shell_job, bool external_stdio, image::FdTable* table) {
     table->set_pid(pid);
     UniqueFd pidfd(sys_pidfd_open(pid, 0));
     if (!pidfd) return sys_error("pidfd_open pid {}", pid);
@@ -112,6 +112,11 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         f->set_cloexec(info.flags & O_CLOEXEC);
         f->set_pos(info.pos);
         auto ctx = [&](Error e) { return e.context("pid {}: fd {} ({})", pid, fd, link); };
+        if (external_stdio && fd <= 2) {
+            f->set_kind(image::Fd::EXTERNAL);
+            f->set_external_key(link);
+            continue;
+        }
 
         if (starts_with(link, "pipe:[")) {
             uint64_t ino = pipe_inode(link);
@@ -195,6 +200,7 @@ Result<void> restore_fds(RestoreTask& t) {
                     auto e = sh.file(f.file_id());
                     if (!e) return ctx(std::move(e).error());
                     int flags = static_cast<int>(f.flags()) & ~(O_CREAT | O_TRUNC | O_EXCL);
+                    FsIdentity as(sh.fs_uid, sh.fs_gid);
                     auto fd = open_recorded_file(sh.image_dir, **e, flags, sh.skip_file_checks);
                     if (!fd) return ctx(std::move(fd).error());
                     if (S_ISREG((*e)->mode()) && lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET) < 0)

@@ -33,7 +33,7 @@ struct Descriptions {
 };
 Result<void> count_pipe_ends(pid_t pid, PipeEnds* out);
 Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, FileRegistry& files,
-                      const DumpExclusions& ex, bool shell_job, image::FdTable* table);
+                      const DumpExclusions& ex, bool shell_job, bool external_stdio, image::FdTable* table);
 
 Result<void> restore_fds(RestoreTask& t);
 

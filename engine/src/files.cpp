@@ -6,6 +6,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "ckpt/image/image_file.h"
+#include "restore_task.h"
 
 namespace ckpt::engine {
 namespace {
@@ -127,6 +129,19 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
         if (fd) e->set_build_id(build_id(fd->get()));
     }
     return id;
+}
+
+FsIdentity::FsIdentity(uid_t uid, gid_t gid) {
+    if (uid == static_cast<uid_t>(-1)) return;
+    setfsgid(gid);
+    setfsuid(uid);
+    active_ = true;
+}
+
+FsIdentity::~FsIdentity() {
+    if (!active_) return;
+    setfsuid(0);
+    setfsgid(0);
 }
 
 Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,

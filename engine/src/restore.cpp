@@ -10,7 +10,10 @@
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/fsuid.h>
 #include <sys/wait.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,7 +58,11 @@ Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
 
 Result<int> RestoreTask::install_file(uint32_t file_id, int flags, int at_fd, bool cloexec) {
     const image::FileEntry* e = CKPT_TRY(shared->file(file_id));
-    auto fd = CKPT_TRY(open_recorded_file(image_dir, *e, flags, shared->skip_file_checks));
+    UniqueFd fd;
+    {
+        FsIdentity as(shared->fs_uid, shared->fs_gid);
+        fd = CKPT_TRY(open_recorded_file(image_dir, *e, flags, shared->skip_file_checks));
+    }
     return install_fd(fd.get(), at_fd, cloexec);
 }
 
@@ -64,6 +71,7 @@ Result<int64_t> RestoreTask::mapping_fd(const image::Vma& v) {
     const image::FileEntry* e = CKPT_TRY(shared->file(v.file_id()));
     int engine_fd;
     UniqueFd opened;
+    FsIdentity as(shared->fs_uid, shared->fs_gid);
     if (e->memfd()) {
         // One memory object per recorded object, shared by every process that maps it.
         auto it = shared->shm_objects.find(v.file_id());
@@ -248,6 +256,41 @@ Result<void> restore_process(RestoreTask& t) {
     return ok();
 }
 
+// Every uid and gid of the process is the owner's, and it holds no capability unless the
+// owner is root.
+Result<void> check_owner(const image::Creds& c, uint32_t uid, uint32_t gid) {
+    for (uint32_t u : {c.uid(), c.euid(), c.suid(), c.fsuid()})
+        if (u != uid) return error_code(EPERM, "images belong to uid {}, not to uid {}: refused", u, uid);
+    for (uint32_t g : {c.gid(), c.egid(), c.sgid(), c.fsgid()})
+        if (g != gid) return error_code(EPERM, "images have gid {}, expected {}: refused", g, gid);
+    if (uid != 0 && (c.cap_prm() || c.cap_eff() || c.cap_inh() || c.cap_amb()))
+        return error_code(EPERM, "images of uid {} claim capabilities: refused", uid);
+    if (uid != 0) {
+        passwd* pw = getpwuid(uid);
+        std::vector<gid_t> allowed(256);
+        int n = static_cast<int>(allowed.size());
+        if (!pw || getgrouplist(pw->pw_name, gid, allowed.data(), &n) < 0)
+            return error_code(EPERM, "uid {}: cannot list the user's groups", uid);
+        allowed.resize(static_cast<size_t>(n));
+        for (uint32_t g : c.groups())
+            if (std::find(allowed.begin(), allowed.end(), g) == allowed.end())
+                return error_code(EPERM, "images claim group {}, which uid {} is not in: refused", g, uid);
+    }
+    return ok();
+}
+
+// The engine takes the owner's supplementary groups; files of the images are then
+// opened with the owner's fsuid and fsgid (FsIdentity), so with the user's rights.
+Result<void> act_as_owner(uid_t uid, gid_t gid) {
+    if (uid == 0) return ok();
+    passwd* pw = getpwuid(uid);
+    std::vector<gid_t> groups(256);
+    int n = static_cast<int>(groups.size());
+    if (!pw || getgrouplist(pw->pw_name, gid, groups.data(), &n) < 0) return error_code(EPERM, "uid {}: unknown user", uid);
+    if (setgroups(static_cast<size_t>(n), groups.data()) != 0) return sys_error("setgroups for uid {}", uid);
+    return ok();
+}
+
 }  // namespace
 
 Result<RestoredTree> restore(const RestoreOptions& opts) {
@@ -278,6 +321,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     }
 
     // Load every image and check every pid before creating anything.
+    const bool checked_owner = opts.restore_as_uid >= 0;
     std::map<pid_t, RestoreTask> tasks;
     std::vector<pid_t> order;
     for (const auto& te : inv.tasks()) {
@@ -294,6 +338,16 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         order.push_back(te.pid());
         if (te.state() == image::TaskEntry::ZOMBIE) continue;
         CKPT_TRY(load_task_images(t));
+        if (checked_owner)
+            CKPT_TRY_CTX(check_owner(t.core.creds(), static_cast<uint32_t>(opts.restore_as_uid),
+                                     static_cast<uint32_t>(opts.restore_as_gid)),
+                         "{}/core-{}.img", dir, t.pid);
+    }
+    // Files are opened with the owner's rights, so images cannot reach what the user cannot.
+    if (checked_owner) {
+        CKPT_TRY(act_as_owner(static_cast<uid_t>(opts.restore_as_uid), static_cast<gid_t>(opts.restore_as_gid)));
+        shared.fs_uid = static_cast<uid_t>(opts.restore_as_uid);
+        shared.fs_gid = static_cast<gid_t>(opts.restore_as_gid);
     }
     image::MmCore all_layouts;
     for (auto& [pid, t] : tasks)

@@ -18,6 +18,18 @@ namespace ckpt::engine {
 
 struct RestoreShared;
 
+// While alive, the engine's fsuid and fsgid are the given ones (no-op for -1).
+class FsIdentity {
+public:
+    FsIdentity(uid_t uid, gid_t gid);
+    ~FsIdentity();
+    FsIdentity(const FsIdentity&) = delete;
+    FsIdentity& operator=(const FsIdentity&) = delete;
+
+private:
+    bool active_ = false;
+};
+
 struct RestoreTask {
     pid_t pid = 0;   // in the process's own pid namespace (as recorded)
     pid_t host = 0;  // as the engine sees it (differs under --new-pidns)
@@ -56,6 +68,9 @@ struct RestoreShared {
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
+    // The identity files are opened with (--restore-as); -1: the engine's own.
+    uid_t fs_uid = static_cast<uid_t>(-1);
+    gid_t fs_gid = static_cast<gid_t>(-1);
 
     Result<const image::FileEntry*> file(uint32_t id) const;
 };

@@ -18,6 +18,9 @@ struct DumpOptions {
     std::string image_dir;
     bool leave_running = false;
     bool shell_job = false;
+    // Fds 0, 1 and 2 are the launcher's (a batch system's output files or pipes): recorded
+    // as external and bound at restore to the restorer's own stdin, stdout and stderr.
+    bool external_stdio = false;
     // Left out of the dump (milestone 2: the MPI lower half).
     std::vector<std::pair<uint64_t, uint64_t>> exclude_memory;
     std::set<int> exclude_fds;
@@ -42,6 +45,11 @@ struct RestoreOptions {
     // Restore into a fresh pid namespace (under a minimal init), so that the processes
     // get their old pids even where those are taken.
     bool new_pidns = false;
+    // Restore only images of this user: every process must have recorded exactly these
+    // uids and gids and no capabilities (unless root), and every file is opened with this
+    // user's access rights. -1: no restriction (the restorer trusts the images).
+    int64_t restore_as_uid = -1;
+    int64_t restore_as_gid = -1;
     std::map<std::string, int> inherit_fds;  // key -> fd of the restorer
 };
 
