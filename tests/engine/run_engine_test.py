@@ -847,8 +847,8 @@ def main():
         sys.exit(1)
     run.cleanup()
     print(f"{label}: {outcome}")
-    if not args.keep and not args.workdir:
-        shutil.rmtree(os.path.dirname(run.work), ignore_errors=True)
+    if not args.keep:  # images can be large: keep a work directory only after a failure
+        shutil.rmtree(run.work if args.workdir else os.path.dirname(run.work), ignore_errors=True)
 
 
 if __name__ == "__main__":

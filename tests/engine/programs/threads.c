@@ -1,7 +1,8 @@
 /* threads: every thread comes back with its own registers and per-thread kernel state.
  *
  * Four worker threads park in a futex wait from inline assembly, holding thread-specific
- * values in rbx, r12-r15, ymm0-15 (with AVX-512: zmm0-31 and k1-k7) and two x87 registers,
+ * values in rbx, r12-r15, ymm0-15 (xmm0-15 without AVX; with AVX-512: zmm0-31 and k1-k7) and
+ * two x87 registers,
  * each with its own rounding mode (x87 control word and MXCSR). After restore they wake up and
  * compare what the registers hold with what they loaded. Each thread also checks:
  *  - its tid (gettid) and the process pid;
@@ -64,7 +65,7 @@ static volatile int go;
 static atomic_int parked;
 static pthread_mutex_t robust_mutex;
 static __thread uint64_t tls_value;
-static int have_avx512;
+static int have_avx512, have_avx;
 
 #define GPR_LOAD                                         \
     "mov %c[gi]+0(%[p]), %%rbx\n\t"                      \
@@ -118,9 +119,16 @@ static int have_avx512;
         "st(1)", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",    \
         "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory", "cc"
 
-static void park_avx2(struct park* park) {
+__attribute__((target("avx"))) static void park_avx(struct park* park) {
     __asm__ volatile(GPR_LOAD EACH16(V, "vmovdqu", "ymm") WAIT_LOOP GPR_STORE EACH16(VS, "vmovdqu",
                                                                                       "ymm"):OPERANDS
+                     : CLOBBERS);
+}
+
+static void park_sse(struct park* park) {
+    __asm__ volatile(GPR_LOAD EACH16(V, "movdqu", "xmm") WAIT_LOOP GPR_STORE EACH16(VS, "movdqu",
+                                                                                    "xmm")
+                     :OPERANDS
                      : CLOBBERS);
 }
 
@@ -206,18 +214,19 @@ static void check_thread_state(struct worker* w) {
     if (test_corrupt(8) && i == 0) syscall(SYS_rseq, my_rseq(), w->rseq_len, RSEQ_FLAG_UNREGISTER, RSEQ_SIG);
     if (test_corrupt(9) && i == 1) fesetround(FE_TONEAREST);
     if (test_corrupt(10) && i == 2) w->tid++;
-    if (test_corrupt(11) && i == 3) p->vec_in[have_avx512 ? 20 : 12][have_avx512 ? 60 : 30] ^= 1;
+    if (test_corrupt(11) && i == 3)
+        p->vec_in[have_avx512 ? 20 : 12][have_avx512 ? 60 : have_avx ? 30 : 10] ^= 1;
 
     if (memcmp(p->gpr_in, p->gpr_out, sizeof p->gpr_in) != 0)
         WFAIL(w, "thread %d: general registers rbx/r12-r15 changed", i);
     if (memcmp(p->x87_in, p->x87_out, sizeof p->x87_in) != 0)
         WFAIL(w, "thread %d: x87 registers changed (%g %g, expected %g %g)", i, p->x87_out[0],
               p->x87_out[1], p->x87_in[0], p->x87_in[1]);
-    size_t vec_bytes = have_avx512 ? 64 : 32;
+    size_t vec_bytes = have_avx512 ? 64 : have_avx ? 32 : 16;
     int vec_regs = have_avx512 ? 32 : 16;
     for (int r = 0; r < vec_regs; r++)
         if (memcmp(p->vec_in[r], p->vec_out[r], vec_bytes) != 0)
-            WFAIL(w, "thread %d: %s%d changed", i, have_avx512 ? "zmm" : "ymm", r);
+            WFAIL(w, "thread %d: %s%d changed", i, have_avx512 ? "zmm" : have_avx ? "ymm" : "xmm", r);
     if (have_avx512 && memcmp(p->k_in, p->k_out, sizeof p->k_in) != 0)
         WFAIL(w, "thread %d: AVX-512 mask registers k1-k7 changed", i);
     if (fegetround() != w->rounding) WFAIL(w, "thread %d: rounding mode changed", i);
@@ -277,8 +286,10 @@ static void* worker_main(void* arg) {
     atomic_fetch_add(&parked, 1);
     if (have_avx512)
         park_avx512(&w->park);
+    else if (have_avx)
+        park_avx(&w->park);
     else
-        park_avx2(&w->park);
+        park_sse(&w->park);
     check_thread_state(w);
     return NULL;
 }
@@ -286,6 +297,7 @@ static void* worker_main(void* arg) {
 int main(int argc, char** argv) {
     test_init(argc, argv, 11);
     have_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    have_avx = __builtin_cpu_supports("avx");
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
