@@ -1,6 +1,5 @@
 #include "fds.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -33,17 +32,7 @@ Result<FdInfo> read_fdinfo(pid_t pid, int fd) {
     return info;
 }
 
-Result<std::vector<int>> list_fds(pid_t pid) {
-    std::string dir = proc_path(pid, "fd");
-    DIR* d = opendir(dir.c_str());
-    if (!d) return sys_error("opendir {}", dir);
-    std::vector<int> fds;
-    while (dirent* e = readdir(d))
-        if (e->d_name[0] != '.') fds.push_back(std::atoi(e->d_name));
-    closedir(d);
-    std::sort(fds.begin(), fds.end());
-    return fds;
-}
+Result<std::vector<int>> list_fds(pid_t pid) { return read_numbered_dir(proc_path(pid, "fd")); }
 
 uint64_t pipe_inode(const std::string& link) {
     // "pipe:[12345]"

@@ -141,17 +141,19 @@ Result<ProcStatus> read_status(pid_t pid, pid_t tid) {
     return s;
 }
 
-Result<std::vector<pid_t>> read_tasks(pid_t pid) {
-    std::string dir = proc_path(pid, "task");
+Result<std::vector<int>> read_numbered_dir(const std::string& dir) {
     DIR* d = opendir(dir.c_str());
     if (!d) return sys_error("opendir {}", dir);
-    std::vector<pid_t> out;
-    while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        out.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
-    }
+    std::vector<int> out;
+    while (dirent* e = readdir(d))
+        if (e->d_name[0] != '.') out.push_back(std::atoi(e->d_name));
     closedir(d);
     std::sort(out.begin(), out.end());
+    return out;
+}
+
+Result<std::vector<pid_t>> read_tasks(pid_t pid) {
+    std::vector<pid_t> out = CKPT_TRY(read_numbered_dir(proc_path(pid, "task")));
     // The thread group leader first.
     auto it = std::find(out.begin(), out.end(), pid);
     if (it != out.end()) std::rotate(out.begin(), it, it + 1);

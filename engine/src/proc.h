@@ -50,6 +50,8 @@ Result<std::vector<ProcMapping>> read_maps(pid_t pid);
 Result<ProcStat> read_stat(pid_t pid, pid_t tid = 0);
 Result<ProcStatus> read_status(pid_t pid, pid_t tid = 0);
 Result<std::vector<pid_t>> read_tasks(pid_t pid);
+// The numeric entries of a /proc folder (task/, fd/), sorted.
+Result<std::vector<int>> read_numbered_dir(const std::string& dir);
 // Children of every thread of pid.
 Result<std::vector<pid_t>> read_children(pid_t pid);
 // Target of a /proc symlink (exe, cwd, root, fd/N).

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <span>
 
 #include "ckpt/arch/arch.h"
 #include "ckpt/engine/engine.h"
@@ -117,6 +118,16 @@ Result<void> check_pid_free(pid_t pid) {
     return ok();
 }
 
+// In a freshly cloned copy of the engine: maps the trampoline and places the trap code.
+// Raw system calls only; exits with 120 if the address is taken.
+void map_trampoline_in_child(uint64_t trampoline, std::span<const uint8_t> code) {
+    void* p = reinterpret_cast<void*>(syscall(SYS_mmap, trampoline, RestoreTask::kTrampolineSize,
+                                              PROT_READ | PROT_WRITE | PROT_EXEC,
+                                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
+    if (p != reinterpret_cast<void*>(trampoline)) syscall(SYS_exit_group, 120);
+    std::memcpy(p, code.data(), code.size());
+}
+
 // The root process: a child of the engine with the old pid, which maps the trampoline and
 // stops, traced.
 Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
@@ -128,11 +139,7 @@ Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
     long r = sys_clone3(&args, sizeof args);
     if (r == 0) {
         // Only raw system calls from here: this is a copy of the engine about to be replaced.
-        void* p = reinterpret_cast<void*>(syscall(SYS_mmap, trampoline, RestoreTask::kTrampolineSize,
-                                                  PROT_READ | PROT_WRITE | PROT_EXEC,
-                                                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
-        if (p != reinterpret_cast<void*>(trampoline)) syscall(SYS_exit_group, 120);
-        std::memcpy(p, code.data(), code.size());
+        map_trampoline_in_child(trampoline, code);
         if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) != 0) syscall(SYS_exit_group, 121);
         syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
         syscall(SYS_exit_group, 122);
@@ -197,11 +204,7 @@ Result<PidnsRoot> create_root_in_pidns(pid_t root_in_ns, uint64_t trampoline) {
         rargs.set_tid_size = 1;
         long root = sys_clone3(&rargs, sizeof rargs);
         if (root == 0) {
-            void* p = reinterpret_cast<void*>(syscall(SYS_mmap, trampoline, RestoreTask::kTrampolineSize,
-                                                      PROT_READ | PROT_WRITE | PROT_EXEC,
-                                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
-            if (p != reinterpret_cast<void*>(trampoline)) syscall(SYS_exit_group, 120);
-            std::memcpy(p, code.data(), code.size());
+            map_trampoline_in_child(trampoline, code);
             char b = 1;
             syscall(SYS_write, ready[1], &b, 1);
             for (;;) syscall(SYS_pause);
