@@ -22,6 +22,7 @@
 #include "ckpt/base/strings.h"
 #include "ckpt/image/image_file.h"
 #include "files.h"
+#include "parallel.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
 #include "restore_task.h"
@@ -34,9 +35,9 @@ constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
-constexpr size_t kIovMax = 1024;
 constexpr size_t kCopyBatch = 4u << 20;
 constexpr uint64_t kPageBlock = 64ull << 20;  // checksum and work unit of page data
+constexpr unsigned kCopyThreads = 4;
 
 // madvise flags worth replaying, as smaps VmFlags spells them.
 constexpr uint32_t kHugepage = 1, kNoHugepage = 2, kDontFork = 4, kWipeOnFork = 8, kDontDump = 16;
@@ -111,62 +112,39 @@ Result<std::vector<uint64_t>> write_pages(pid_t pid, const std::vector<PageCopy>
     if (total && ftruncate(fd.get(), static_cast<off_t>(total)) != 0) return sys_error("ftruncate {}", path);
     size_t blocks = static_cast<size_t>((total + kPageBlock - 1) / kPageBlock);
     std::vector<uint64_t> sums(blocks, 0);
-    unsigned workers = std::max(1u, std::min({std::thread::hardware_concurrency(), 4u, static_cast<unsigned>(blocks)}));
-    std::vector<Error> errors;
-    std::mutex mu;
-    std::atomic<size_t> next_block{0};
-    auto work = [&] {
-        struct FreeDeleter {
-            void operator()(char* p) const { free(p); }
+    CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
+        struct Scratch {
+            std::unique_ptr<char, decltype(&free)> buf{static_cast<char*>(aligned_alloc(kPage, kCopyBatch)), &free};
+            std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
         };
-        std::unique_ptr<char, FreeDeleter> buf(static_cast<char*>(aligned_alloc(kPage, kCopyBatch)));
-        XXH3_state_t* st = XXH3_createState();
-        auto fail = [&](Error e) {
-            std::lock_guard lock(mu);
-            errors.push_back(std::move(e));
-        };
-        for (size_t b; (b = next_block++) < blocks;) {
-            uint64_t lo = b * kPageBlock, hi = std::min(total, lo + kPageBlock);
-            XXH3_64bits_reset(st);
-            // Copies overlapping [lo, hi), in file order.
-            auto it = std::upper_bound(copies.begin(), copies.end(), lo,
-                                       [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
-            for (; it != copies.end() && it->file_off < hi; ++it) {
-                uint64_t from = std::max(lo, it->file_off), to = std::min(hi, it->file_off + it->len);
-                while (from < to) {
-                    size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
-                    uint64_t addr = it->vaddr + (from - it->file_off);
-                    bool done = false;
-                    if (it->readable) {
-                        iovec local{buf.get(), n}, remote{reinterpret_cast<void*>(addr), n};
-                        done = process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
-                    }
-                    if (!done) {
-                        auto r = read_remote(pid, addr, buf.get(), n);
-                        if (!r) {
-                            fail(std::move(r).error());
-                            XXH3_freeState(st);
-                            return;
-                        }
-                    }
-                    XXH3_64bits_update(st, buf.get(), n);
-                    if (pwrite(fd.get(), buf.get(), n, static_cast<off_t>(from)) != static_cast<ssize_t>(n)) {
-                        fail(sys_error("pwrite {} at {}", path, from));
-                        XXH3_freeState(st);
-                        return;
-                    }
-                    from += n;
+        thread_local Scratch scratch;
+        char* buf = scratch.buf.get();
+        XXH3_state_t* st = scratch.st.get();
+        uint64_t lo = b * kPageBlock, hi = std::min(total, lo + kPageBlock);
+        XXH3_64bits_reset(st);
+        // Copies overlapping [lo, hi), in file order.
+        auto it = std::upper_bound(copies.begin(), copies.end(), lo,
+                                   [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
+        for (; it != copies.end() && it->file_off < hi; ++it) {
+            uint64_t from = std::max(lo, it->file_off), to = std::min(hi, it->file_off + it->len);
+            while (from < to) {
+                size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
+                uint64_t addr = it->vaddr + (from - it->file_off);
+                bool done = false;
+                if (it->readable) {
+                    iovec local{buf, n}, remote{reinterpret_cast<void*>(addr), n};
+                    done = process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
                 }
+                if (!done) CKPT_TRY(read_remote(pid, addr, buf, n));
+                XXH3_64bits_update(st, buf, n);
+                if (pwrite(fd.get(), buf, n, static_cast<off_t>(from)) != static_cast<ssize_t>(n))
+                    return sys_error("pwrite {} at {}", path, from);
+                from += n;
             }
-            sums[b] = XXH3_64bits_digest(st);
         }
-        XXH3_freeState(st);
-    };
-    std::vector<std::thread> threads;
-    for (unsigned i = 1; i < workers; ++i) threads.emplace_back(work);
-    work();
-    for (auto& t : threads) t.join();
-    if (!errors.empty()) return std::move(errors.front());
+        sums[b] = XXH3_64bits_digest(st);
+        return ok();
+    }));
     return sums;
 }
 
@@ -308,6 +286,95 @@ Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
     return error("no free address range for the restore trampoline");
 }
 
+namespace {
+
+// The pages file mapped read-only into the engine.
+class MappedPages {
+public:
+    ~MappedPages() {
+        if (data_) munmap(const_cast<char*>(data_), size_);
+    }
+    Result<void> map(const std::string& path, uint64_t size) {
+        auto fd = CKPT_TRY(open_file(path, O_RDONLY));
+        struct stat sb;
+        if (fstat(fd.get(), &sb) != 0) return sys_error("fstat {}", path);
+        if (static_cast<uint64_t>(sb.st_size) != size)
+            return error_code(EINVAL, "{}: {} bytes, expected {} (truncated image?)", path, sb.st_size, size);
+        if (size == 0) return ok();
+        void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd.get(), 0);
+        if (p == MAP_FAILED) return sys_error("mmap {}", path);
+        data_ = static_cast<const char*>(p);
+        size_ = size;
+        return ok();
+    }
+    const char* data() const { return data_; }
+
+private:
+    const char* data_ = nullptr;
+    uint64_t size_ = 0;
+};
+
+Result<void> fill_pages(RestoreTask& t) {
+    const image::PageMap& pm = t.pagemap;
+    const image::MmCore& mm = t.mm;
+    std::string path = t.image_dir + "/" + pm.pages_file();
+    MappedPages pages;
+    CKPT_TRY(pages.map(path, pm.pages_bytes()));
+    const char* data = pages.data();
+
+    uint64_t bs = pm.block_size();
+    size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
+    if (pm.pages_bytes() && (!bs || static_cast<size_t>(pm.block_xxh3_size()) != blocks))
+        return error_code(EINVAL, "{}: malformed block checksums (image is corrupt)", path);
+    CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
+        uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
+        if (XXH3_64bits(data + lo, len) != pm.block_xxh3(static_cast<int>(b)))
+            return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path, b);
+        return ok();
+    }));
+
+    // Segments of at most kCopyBatch bytes, so that the threads share the work evenly.
+    static const std::vector<char> zeros(kCopyBatch, 0);
+    std::vector<iovec> local, remote;
+    auto in_file_vma = [&](uint64_t addr) {
+        for (const auto& v : mm.vmas())
+            if (addr >= v.start() && addr < v.end()) return v.kind() == image::Vma::FILE;
+        return false;
+    };
+    uint64_t off = 0;
+    for (const auto& run : pm.runs()) {
+        uint64_t len = run.nr_pages() * pm.page_size();
+        // Zero runs of anonymous memory need nothing: fresh memory reads as zero. In file
+        // mappings the file's content must be overwritten with zeros.
+        if (run.zero() && !in_file_vma(run.vaddr())) continue;
+        if (!run.zero() && off + len > pm.pages_bytes())
+            return error_code(EINVAL, "{}: page runs exceed the data (image is corrupt)", path);
+        for (uint64_t done = 0; done < len;) {
+            uint64_t n = std::min<uint64_t>(len - done, kCopyBatch);
+            const char* src = run.zero() ? zeros.data() : data + off + done;
+            local.push_back({const_cast<char*>(src), n});
+            remote.push_back({reinterpret_cast<void*>(run.vaddr() + done), n});
+            done += n;
+        }
+        if (!run.zero()) off += len;
+    }
+    constexpr size_t kPerCall = 64;
+    size_t calls = (local.size() + kPerCall - 1) / kPerCall;
+    return parallel_for(calls, kCopyThreads, [&](size_t c) -> Result<void> {
+        size_t lo = c * kPerCall, n = std::min(kPerCall, local.size() - lo);
+        ssize_t want = 0;
+        for (size_t i = lo; i < lo + n; ++i) want += static_cast<ssize_t>(local[i].iov_len);
+        if (process_vm_writev(t.host, &local[lo], n, &remote[lo], n, 0) == want) return ok();
+        // Pages the process may not write (read-only shared mappings): /proc/PID/mem.
+        for (size_t i = lo; i < lo + n; ++i)
+            CKPT_TRY(write_remote(t.host, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
+                                  local[i].iov_len));
+        return ok();
+    });
+}
+
+}  // namespace
+
 Result<void> restore_memory(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const image::MmCore& mm = t.mm;
@@ -391,95 +458,11 @@ Result<void> restore_memory(RestoreTask& t) {
     }
     CKPT_TRY(t.close_mapping_fds());
 
-    // 4. Page data, straight from the (mapped) pages file into the process.
-    const image::PageMap& pm = t.pagemap;
-    auto pages_fd = CKPT_TRY(open_file(t.image_dir + "/" + pm.pages_file(), O_RDONLY));
-    struct stat sb;
-    if (fstat(pages_fd.get(), &sb) != 0) return sys_error("fstat {}", pm.pages_file());
-    if (static_cast<uint64_t>(sb.st_size) != pm.pages_bytes())
-        return error_code(EINVAL, "{}/{}: {} bytes, expected {} (truncated image?)", t.image_dir, pm.pages_file(),
-                          sb.st_size, pm.pages_bytes());
-    const char* data = nullptr;
-    if (pm.pages_bytes() > 0) {
-        void* p = mmap(nullptr, pm.pages_bytes(), PROT_READ, MAP_PRIVATE | MAP_POPULATE, pages_fd.get(), 0);
-        if (p == MAP_FAILED) return sys_error("mmap {}", pm.pages_file());
-        data = static_cast<const char*>(p);
-        uint64_t bs = pm.block_size();
-        size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
-        bool good = bs && static_cast<size_t>(pm.block_xxh3_size()) == blocks;
-        for (size_t b = 0; good && b < blocks; ++b) {
-            uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
-            good = XXH3_64bits(data + lo, len) == pm.block_xxh3(static_cast<int>(b));
-        }
-        if (!good) {
-            munmap(p, pm.pages_bytes());
-            return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", t.image_dir, pm.pages_file());
-        }
-    }
-    auto unmap_data = [&] {
-        if (data) munmap(const_cast<char*>(data), pm.pages_bytes());
-    };
-    std::vector<char> zeros;
-    std::vector<iovec> local, remote;
-    auto flush = [&]() -> Result<void> {
-        if (local.empty()) return ok();
-        ssize_t want = 0;
-        for (auto& l : local) want += static_cast<ssize_t>(l.iov_len);
-        ssize_t n = process_vm_writev(host, local.data(), local.size(), remote.data(), remote.size(), 0);
-        if (n != want) {
-            // Pages the process may not write (mapped read-only and shared): /proc/PID/mem.
-            for (size_t i = 0; i < local.size(); ++i)
-                CKPT_TRY(write_remote(host, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
-                                      local[i].iov_len));
-        }
-        local.clear();
-        remote.clear();
-        return ok();
-    };
-    // Which runs belong to file mappings (zero runs there must be written explicitly).
-    auto in_file_vma = [&](uint64_t addr) {
-        for (const auto& v : mm.vmas())
-            if (addr >= v.start() && addr < v.end()) return v.kind() == image::Vma::FILE;
-        return false;
-    };
-    uint64_t off = 0;
-    for (const auto& run : pm.runs()) {
-        uint64_t len = run.nr_pages() * pm.page_size();
-        const void* src;
-        if (run.zero()) {
-            if (!in_file_vma(run.vaddr())) continue;  // fresh anonymous memory reads as zero
-            if (zeros.size() < len) zeros.assign(len, 0);
-            src = zeros.data();
-        } else {
-            if (off + len > pm.pages_bytes()) {
-                unmap_data();
-                return error_code(EINVAL, "{}/{}: page runs exceed the data", t.image_dir, pm.pages_file());
-            }
-            src = data + off;
-            off += len;
-        }
-        local.push_back({const_cast<void*>(src), len});
-        remote.push_back({reinterpret_cast<void*>(run.vaddr()), len});
-        if (local.size() == kIovMax) {
-            auto r = flush();
-            if (!r) {
-                unmap_data();
-                return std::move(r).error().context("pid {}: writing pages", pid);
-            }
-        }
-    }
-    auto r = flush();
-    unmap_data();
-    if (!r) return std::move(r).error().context("pid {}: writing pages", pid);
-
-    // 5. Final protections and madvise flags.
+    // 4. madvise flags first, so that huge pages are used where the process asked for them.
     for (const auto& v : mm.vmas()) {
         if (v.kind() == image::Vma::VSYSCALL || v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR ||
             v.kind() == image::Vma::VVAR_VCLOCK)
             continue;
-        uint64_t len = v.end() - v.start();
-        if (v.has_pages() && !(v.prot() & PROT_WRITE))
-            CKPT_TRY(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), len, v.prot()}));
         static const std::pair<uint32_t, int> advice[] = {{kHugepage, MADV_HUGEPAGE},
                                                           {kNoHugepage, MADV_NOHUGEPAGE},
                                                           {kDontFork, MADV_DONTFORK},
@@ -487,10 +470,23 @@ Result<void> restore_memory(RestoreTask& t) {
                                                           {kDontDump, MADV_DONTDUMP}};
         for (auto [bit, adv] : advice)
             if (v.madvise() & bit)
-                CKPT_TRY(rt.syscall_ok("madvise", SYS_madvise, {v.start(), len, static_cast<uint64_t>(adv)}));
+                CKPT_TRY(rt.syscall_ok("madvise", SYS_madvise, {v.start(), v.end() - v.start(), static_cast<uint64_t>(adv)}));
     }
 
-    // 6. mm fields and the exe link.
+    // 5. Page data, straight from the (mapped) pages file into the process, verified and
+    // written by several threads.
+    CKPT_TRY_CTX(fill_pages(t), "pid {}: writing pages", pid);
+
+    // 6. Final protections.
+    for (const auto& v : mm.vmas()) {
+        if (v.kind() == image::Vma::VSYSCALL || v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR ||
+            v.kind() == image::Vma::VVAR_VCLOCK)
+            continue;
+        if (v.has_pages() && !(v.prot() & PROT_WRITE))
+            CKPT_TRY(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), v.end() - v.start(), v.prot()}));
+    }
+
+    // 7. mm fields and the exe link.
     prctl_mm_map map{};
     map.start_code = mm.start_code();
     map.end_code = mm.end_code();
