@@ -459,14 +459,15 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (!t.leader) continue;
         CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
         CKPT_TRY_CTX(restore_pending(*t.leader, pid, nullptr, t.core.shared_pending()), "restore pid {}", pid);
-        CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, 1}));
         // A filter needs no_new_privs or CAP_SYS_ADMIN: before the identity drop unless the
         // process has no_new_privs (then after, so the filter cannot refuse the drop).
         bool nnp = t.core.creds().no_new_privs();
         if (!nnp) CKPT_TRY(restore_seccomp(t));
         CKPT_TRY_CTX(restore_creds(*t.leader, t.core.creds()), "restore pid {}", pid);
         if (nnp) CKPT_TRY(restore_seccomp(t));
-        if (!t.core.dumpable()) CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, 0}));
+        // A change of identity makes the process non-dumpable (it would hide it from its own
+        // user's debugger and /proc); set what it had, after the change.
+        CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, t.core.dumpable() ? 1u : 0u}));
         // munmap of the trampoline returns into unmapped memory: the fault stops the thread.
         CKPT_TRY_CTX(t.leader->syscall_removing_code(SYS_munmap, {trampoline, RestoreTask::kTrampolineSize}),
                      "pid {}: dropping the trampoline", pid);
