@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <map>
 
 #include "ckpt/arch/arch.h"
@@ -102,8 +103,11 @@ Result<uint64_t> trap_site_address(pid_t pid) {
     return error("pid {}: no executable file mapping to run injected system calls from", pid);
 }
 
-Result<uint64_t> dump_process(const DumpOptions& opts, const FrozenProcess& p, const PipeEnds& pipes,
-                              Descriptions& descs, FileRegistry& files, const DumpExclusions& ex) {
+// Records one process and writes its images but the page map, whose page data is copied
+// later for the whole tree at once (into plan and pm).
+Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const PipeEnds& pipes,
+                          Descriptions& descs, FileRegistry& files, const DumpExclusions& ex, image::PageMap* pm,
+                          PagePlan* plan) {
     image::TaskCore core;
     core.set_pid(p.pid);
     core.set_exit_signal(p.stat.exit_signal);
@@ -148,8 +152,7 @@ Result<uint64_t> dump_process(const DumpOptions& opts, const FrozenProcess& p, c
     CKPT_TRY(dump_seccomp(p.pid, &core));
 
     image::MmCore mm;
-    image::PageMap pm;
-    CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, &pm));
+    CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, pm, plan));
     image::FdTable fds;
     CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, opts.external_stdio, &fds));
 
@@ -157,9 +160,8 @@ Result<uint64_t> dump_process(const DumpOptions& opts, const FrozenProcess& p, c
     const std::string& d = opts.image_dir;
     CKPT_TRY(image::write_image(d + "/core" + suffix, image::Kind::Core, core));
     CKPT_TRY(image::write_image(d + "/mm" + suffix, image::Kind::Mm, mm));
-    CKPT_TRY(image::write_image(d + "/pagemap" + suffix, image::Kind::PageMap, pm));
     CKPT_TRY(image::write_image(d + "/fds" + suffix, image::Kind::Fds, fds));
-    return pm.pages_bytes();
+    return ok();
 }
 
 }  // namespace
@@ -202,6 +204,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         if (!p.zombie) CKPT_TRY_CTX(count_pipe_ends(p.pid, &pipes), "pid {}", p.pid);
 
     uint64_t pages_written = 0;
+    std::deque<image::PageMap> pagemaps;  // stable addresses: plans point into it
+    std::vector<PagePlan> plans;
     std::set<pid_t> in_tree;
     for (const auto& p : tree.processes) in_tree.insert(p.pid);
     for (const auto& p : tree.processes) {
@@ -223,7 +227,14 @@ Result<DumpStats> dump(const DumpOptions& opts) {
             inv.set_owner_uid(st.uid[0]);
             inv.set_owner_gid(st.gid[0]);
         }
-        pages_written += CKPT_TRY(dump_process(opts, p, pipes, descs, files, ex));
+        CKPT_TRY(dump_process(opts, p, pipes, descs, files, ex, &pagemaps.emplace_back(), &plans.emplace_back()));
+    }
+    // Page data of every process at once, then the page maps that describe it.
+    CKPT_TRY(write_page_data(plans));
+    for (const auto& plan : plans) {
+        CKPT_TRY(image::write_image(opts.image_dir + "/pagemap-" + std::to_string(plan.pid) + ".img",
+                                    image::Kind::PageMap, *plan.pm));
+        pages_written += plan.total;
     }
     CKPT_TRY(image::write_image(opts.image_dir + "/files.img", image::Kind::Files, files.table()));
     CKPT_TRY(image::write_image(opts.image_dir + "/inventory.img", image::Kind::Inventory, inv));

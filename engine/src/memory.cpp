@@ -97,55 +97,39 @@ image::Vma::Kind classify(const ProcMapping& m) {
     return image::Vma::FILE;
 }
 
-// One run of pages to copy from the process into the pages file.
-struct PageCopy {
-    uint64_t vaddr, len, file_off;
-    bool readable;  // the mapping allows reads (else /proc/PID/mem, which may read more)
-};
-
-// Copies page data into the pages file with several threads, each owning whole blocks
-// of the file; returns the checksum of every block (block i covers
-// [i*kPageBlock, (i+1)*kPageBlock) of the file).
-Result<std::vector<uint64_t>> write_pages(pid_t pid, const std::vector<PageCopy>& copies, uint64_t total,
-                                          const std::string& path) {
-    auto fd = CKPT_TRY(open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-    if (total && ftruncate(fd.get(), static_cast<off_t>(total)) != 0) return sys_error("ftruncate {}", path);
-    size_t blocks = static_cast<size_t>((total + kPageBlock - 1) / kPageBlock);
-    std::vector<uint64_t> sums(blocks, 0);
-    CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
-        struct Scratch {
-            std::unique_ptr<char, decltype(&free)> buf{static_cast<char*>(aligned_alloc(kPage, kCopyBatch)), &free};
-            std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
-        };
-        thread_local Scratch scratch;
-        char* buf = scratch.buf.get();
-        XXH3_state_t* st = scratch.st.get();
-        uint64_t lo = b * kPageBlock, hi = std::min(total, lo + kPageBlock);
-        XXH3_64bits_reset(st);
-        // Copies overlapping [lo, hi), in file order.
-        auto it = std::upper_bound(copies.begin(), copies.end(), lo,
-                                   [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
-        for (; it != copies.end() && it->file_off < hi; ++it) {
-            uint64_t from = std::max(lo, it->file_off), to = std::min(hi, it->file_off + it->len);
-            while (from < to) {
-                size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
-                uint64_t addr = it->vaddr + (from - it->file_off);
-                bool done = false;
-                if (it->readable) {
-                    iovec local{buf, n}, remote{reinterpret_cast<void*>(addr), n};
-                    done = process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
-                }
-                if (!done) CKPT_TRY(read_remote(pid, addr, buf, n));
-                XXH3_64bits_update(st, buf, n);
-                if (pwrite(fd.get(), buf, n, static_cast<off_t>(from)) != static_cast<ssize_t>(n))
-                    return sys_error("pwrite {} at {}", path, from);
-                from += n;
+// Copies one block of a plan's pages file (block b covers [b*kPageBlock, (b+1)*kPageBlock)
+// of the file) and returns its checksum.
+Result<uint64_t> copy_block(const PagePlan& plan, int fd, size_t b) {
+    struct Scratch {
+        std::unique_ptr<char, decltype(&free)> buf{static_cast<char*>(aligned_alloc(kPage, kCopyBatch)), &free};
+        std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+    };
+    thread_local Scratch scratch;
+    char* buf = scratch.buf.get();
+    XXH3_state_t* st = scratch.st.get();
+    uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
+    XXH3_64bits_reset(st);
+    // Copies overlapping [lo, hi), in file order.
+    auto it = std::upper_bound(plan.copies.begin(), plan.copies.end(), lo,
+                               [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
+    for (; it != plan.copies.end() && it->file_off < hi; ++it) {
+        uint64_t from = std::max(lo, it->file_off), to = std::min(hi, it->file_off + it->len);
+        while (from < to) {
+            size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
+            uint64_t addr = it->vaddr + (from - it->file_off);
+            bool done = false;
+            if (it->readable) {
+                iovec local{buf, n}, remote{reinterpret_cast<void*>(addr), n};
+                done = process_vm_readv(plan.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
             }
+            if (!done) CKPT_TRY_CTX(read_remote(plan.pid, addr, buf, n), "pid {}", plan.pid);
+            XXH3_64bits_update(st, buf, n);
+            if (pwrite(fd, buf, n, static_cast<off_t>(from)) != static_cast<ssize_t>(n))
+                return sys_error("pwrite {} at {}", plan.path, from);
+            from += n;
         }
-        sums[b] = XXH3_64bits_digest(st);
-        return ok();
-    }));
-    return sums;
+    }
+    return XXH3_64bits_digest(st);
 }
 
 bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
@@ -157,7 +141,7 @@ bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
 }  // namespace
 
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
-                         const std::string& dir, image::MmCore* mm, image::PageMap* pm) {
+                         const std::string& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan) {
     auto maps = CKPT_TRY(read_maps(pid));
     auto vmflags = CKPT_TRY(read_vmflags(pid));
     auto st = CKPT_TRY(read_stat(pid));
@@ -258,12 +242,34 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         }
         v->set_has_pages(any);
     }
-    auto sums = CKPT_TRY_CTX(write_pages(pid, copies, file_off, dir + "/" + pages_name), "pid {}", pid);
     pm->set_pages_file(pages_name);
     pm->set_pages_bytes(file_off);
     pm->set_block_size(kPageBlock);
-    for (uint64_t sum : sums) pm->add_block_xxh3(sum);
     pm->set_page_size(kPage);
+    *plan = PagePlan{pid, dir + "/" + pages_name, file_off, std::move(copies), pm};
+    return ok();
+}
+
+Result<void> write_page_data(std::vector<PagePlan>& plans) {
+    std::vector<UniqueFd> fds;
+    std::vector<std::pair<size_t, size_t>> work;  // (plan, block)
+    std::vector<std::vector<uint64_t>> sums(plans.size());
+    for (size_t i = 0; i < plans.size(); ++i) {
+        const PagePlan& p = plans[i];
+        fds.push_back(CKPT_TRY(open_file(p.path, O_WRONLY | O_CREAT | O_TRUNC, 0600)));
+        if (p.total && ftruncate(fds.back().get(), static_cast<off_t>(p.total)) != 0)
+            return sys_error("ftruncate {}", p.path);
+        size_t blocks = static_cast<size_t>((p.total + kPageBlock - 1) / kPageBlock);
+        sums[i].resize(blocks);
+        for (size_t b = 0; b < blocks; ++b) work.emplace_back(i, b);
+    }
+    CKPT_TRY(parallel_for(work.size(), kCopyThreads, [&](size_t w) -> Result<void> {
+        auto [i, b] = work[w];
+        sums[i][b] = CKPT_TRY(copy_block(plans[i], fds[i].get(), b));
+        return ok();
+    }));
+    for (size_t i = 0; i < plans.size(); ++i)
+        for (uint64_t sum : sums[i]) plans[i].pm->add_block_xxh3(sum);
     return ok();
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "ckpt/base/result.h"
 #include "dump_context.h"
@@ -15,10 +16,29 @@ namespace ckpt::engine {
 class RemoteThread;
 struct RestoreTask;
 
-// Records the mappings of pid into mm and writes the pages worth saving to
-// <dir>/pages-<pid>.img, described by pm. brk is the process's current program break.
+// One run of pages to copy from a process into its pages file.
+struct PageCopy {
+    uint64_t vaddr, len, file_off;
+    bool readable;  // the mapping allows reads (else /proc/PID/mem, which may read more)
+};
+
+// The page data of one process: recorded, not yet copied.
+struct PagePlan {
+    pid_t pid = 0;
+    std::string path;  // the pages file
+    uint64_t total = 0;
+    std::vector<PageCopy> copies;  // in file order
+    image::PageMap* pm = nullptr;  // gets the block checksums
+};
+
+// Records the mappings of pid into mm and the runs of pages worth saving into pm, and plans
+// their copy to <dir>/pages-<pid>.img. brk is the process's current program break.
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
-                         const std::string& dir, image::MmCore* mm, image::PageMap* pm);
+                         const std::string& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan);
+
+// Copies the page data of every plan (all processes of a tree at once, on several
+// threads) and completes their page maps. The processes must still be frozen.
+Result<void> write_page_data(std::vector<PagePlan>& plans);
 
 // Recreates the address space in a restored process whose memory holds only the
 // trampoline and the vDSO: moves the vDSO, maps every recorded mapping, fills pages,

@@ -5,6 +5,8 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 
+#include <vector>
+
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "proc.h"
@@ -89,6 +91,9 @@ int64_t cpu_itimer_tick_usec() {
 // interface reads them, until the signal is delivered. Taking the signal inside the
 // process (sigtimedwait) makes the kernel fill in si_overrun; queueing that siginfo again
 // leaves the process as it was, with the overrun now recorded among its pending signals.
+// A restored process may hold two instances for one timer (the one queued at restore and
+// one its re-armed timer added, for real-time signals): they are merged into one, as the
+// kernel would have kept them, with the expiries of the second counted as overruns.
 Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, uint64_t scratch, const image::PosixTimer& t) {
     if (t.notify() != SIGEV_SIGNAL || t.signo() <= 0 || t.signo() > 64) return ok();
     auto st = CKPT_TRY(read_file(proc_path(pid, "status")));
@@ -98,14 +103,35 @@ Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, uint64_t s
     if (!(shared_pending & (1ull << (t.signo() - 1)))) return ok();
     uint64_t set = 1ull << (t.signo() - 1);
     int64_t zero[2] = {0, 0};
-    siginfo_t info{};
     CKPT_TRY(write_remote(pid, scratch, &set, sizeof set));
     CKPT_TRY(write_remote(pid, scratch + 8, zero, sizeof zero));
-    int64_t sig = CKPT_TRY(rt.syscall(SYS_rt_sigtimedwait, {scratch, scratch + 32, scratch + 8, 8}));
-    if (sig != t.signo()) return ok();  // taken meanwhile: nothing to settle
-    CKPT_TRY(read_remote(pid, scratch + 32, &info, sizeof info));
-    CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
-                           {static_cast<uint64_t>(pid), static_cast<uint64_t>(sig), scratch + 32}));
+    // Take every pending instance of the signal, in order.
+    std::vector<siginfo_t> taken;
+    for (int guard = 0; guard < 1024; ++guard) {
+        int64_t sig = CKPT_TRY(rt.syscall(SYS_rt_sigtimedwait, {scratch, scratch + 32, scratch + 8, 8}));
+        if (sig != t.signo()) break;
+        siginfo_t info{};
+        CKPT_TRY(read_remote(pid, scratch + 32, &info, sizeof info));
+        taken.push_back(info);
+    }
+    // Merge this timer's instances into its first.
+    std::vector<siginfo_t> requeue;
+    requeue.reserve(taken.size());  // first points into it
+    siginfo_t* first = nullptr;
+    for (auto& info : taken) {
+        bool ours = info.si_code == SI_TIMER && info.si_timerid == t.id();
+        if (ours && first) {
+            first->si_overrun += info.si_overrun + 1;
+            continue;
+        }
+        requeue.push_back(info);
+        if (ours) first = &requeue.back();
+    }
+    for (auto& info : requeue) {
+        CKPT_TRY(write_remote(pid, scratch + 32, &info, sizeof info));
+        CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
+                               {static_cast<uint64_t>(pid), static_cast<uint64_t>(t.signo()), scratch + 32}));
+    }
     return ok();
 }
 
