@@ -184,6 +184,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
 
     DumpExclusions ex;
     ex.memory = opts.exclude_memory;
+    ex.threads = opts.exclude_threads;
     ex.fds = opts.exclude_fds;
     FileRegistry files(opts.image_dir);
     PipeEnds pipes;

@@ -22,7 +22,8 @@ struct DumpOptions {
     // as external and bound at restore to the restorer's own stdin, stdout and stderr.
     bool external_stdio = false;
     // Left out of the dump (milestone 2: the MPI lower half).
-    std::vector<std::pair<uint64_t, uint64_t>> exclude_memory;
+    std::vector<std::pair<uint64_t, uint64_t>> exclude_memory;  // [start, end): mappings inside are left out
+    std::set<pid_t> exclude_threads;
     std::set<int> exclude_fds;
 };
 
