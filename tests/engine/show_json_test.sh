@@ -24,7 +24,8 @@ assert images[f"core-{pid}.img"]["threads"][0]["tid"] == pid
 assert any(v.get("name") == "[stack]" for v in images[f"mm-{pid}.img"]["vmas"])
 print("show --json ok")
 PY
-"$engine" show "$work/img" | grep -q "== $work/img/core-$pid.img (core)"
+"$engine" show "$work/img" > "$work/show.txt"
+grep -q "== $work/img/core-$pid.img (core)" "$work/show.txt"
 printf 'garbage' >> "$work/img/mm-$pid.img"
 if "$engine" show "$work/img" > /dev/null 2> "$work/err"; then
     echo "show accepted a corrupt image" >&2
