@@ -1,12 +1,133 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds ckpt and runs the demo.
-# For now the demo is the kernel feature check; the Slurm demo (a job checkpointed,
-# its node killed, the job resumed elsewhere) replaces it with the Slurm integration.
+# The demo: install what is missing, build, bring up a private Slurm cluster on this machine
+# (munged, slurmctld, three slurmd: tests/slurm/cluster.sh), submit examples/serial-job as an
+# unprivileged user with a 5 s checkpoint interval, kill the node it runs on, and watch Slurm
+# requeue it and ckpt resume it from its newest checkpoint on another node, finishing with the
+# answer of an uninterrupted run. Then `ckpt-job list` and a `ckpt-job restore` of the
+# finished job. Everything it started is stopped at the end, even on failure.
+#
+#   scripts/demo.sh            (as root; CKPT_BUILD_DIR and CKPT_DEMO_DIR override the paths)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+src=$PWD
 
+bold=$(tput bold 2>/dev/null || true)
+plain=$(tput sgr0 2>/dev/null || true)
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
+info() { printf '    %s\n' "$*"; }
+die() {
+    printf '\n%sdemo failed: %s%s\n' "$bold" "$*" "$plain" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "run it as root (it starts Slurm daemons and creates test users)"
+
+step "Installing packages (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
+
 build=${CKPT_BUILD_DIR:-build}
+step "Building into $build"
 cmake -S . -B "$build" >/dev/null
 cmake --build "$build" -j2
+build=$(cd "$build" && pwd)
+
+step "Kernel features the engine needs (ckpt-engine check)"
 "$build/engine/ckpt-engine" check
+
+demo=${CKPT_DEMO_DIR:-/tmp/ckpt-demo}
+# The job's user runs sbatch (which loads the plugin), ckpt-job and the example program:
+# give them copies it can read wherever the clone lives (/root is private).
+mkdir -p "$demo/bin"
+cp "$build/slurm-plugin/spank/spank_ckpt.so" "$build/slurm-plugin/cli/ckpt-job" \
+    "$build/examples/serial-job/serial-job" examples/serial-job/serial-job.sbatch "$demo/bin/"
+chmod 755 "$demo" "$demo/bin" "$demo/bin/"*
+export CKPT_SPANK_PLUGIN=$demo/bin/spank_ckpt.so
+export CKPT_SPANK_ARGS="dir=$demo/ckpt keep=2 engine=$build/engine/ckpt-engine agent=$build/slurm-plugin/agent/ckpt-agent"
+
+step "Starting a private Slurm cluster in $demo (munged, slurmctld, slurmd n1 n2 n3)"
+trap 'step "Stopping the cluster"; bash "$src/tests/slurm/cluster.sh" down "$demo" || true' EXIT
+bash tests/slurm/cluster.sh up "$demo"
+eval "$(bash tests/slurm/cluster.sh env "$demo")"
+info "plugstack.conf: $(grep -v '^#' "$demo/etc/plugstack.conf")"
+sinfo
+
+user=ckpttest
+work=$demo/work/$user/demo
+rm -rf "$work"
+mkdir -p "$work"
+chown "$user:$user" "$work"
+as_user() {
+    (cd "$work" && runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
+        SLURM_CONF="$SLURM_CONF" CKPT_ROOT="$demo/ckpt" HOME="$work" "$@")
+}
+ckpt_job() { as_user "$demo/bin/ckpt-job" "$@"; }
+state() { scontrol show job "$1" -o | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+wait_done() {
+    local job=$1 limit=$2 last="" s start=$SECONDS
+    while :; do
+        s="$(state "$job" JobState) $(state "$job" NodeList)"
+        [ "$s" = "$last" ] || info "$((SECONDS - start)) s: job $job ${s% } "
+        last=$s
+        case $s in COMPLETED* | FAILED* | CANCELLED* | TIMEOUT* | NODE_FAIL*) return ;; esac
+        ((SECONDS - start < limit)) || die "job $job not done after $limit s"
+        sleep 1
+    done
+}
+
+steps=400
+step "The answer of an uninterrupted run (serial-job $steps steps, run directly)"
+"$demo/bin/serial-job" "$steps" 0 "$work/expected.txt" >/dev/null
+info "$(cat "$work/expected.txt")"
+
+step "Submitting examples/serial-job as $user: sbatch --checkpoint-interval=5s (the script has --requeue)"
+job=$(as_user sbatch --parsable --export=ALL,SERIAL_JOB="$demo/bin/serial-job" \
+    --checkpoint-interval=5s "$demo/bin/serial-job.sbatch" "$steps" 60)
+job=${job%%;*}
+out=$work/serial-job-$job.out
+info "job $job; its output goes to $out"
+
+step "Waiting for its first committed checkpoint set"
+for ((i = 0; i < 60; i++)); do
+    ckpt_job list "$job" --json 2>/dev/null | grep -q '"current_set": [0-9]' && break
+    sleep 1
+done
+ckpt_job list "$job" --json | grep -q '"current_set": [0-9]' || die "no checkpoint after 60 s"
+ckpt_job list "$job"
+ckpt_job status "$job"
+node=$(state "$job" NodeList)
+info "last lines of the job's output:"
+tail -n 2 "$out" | sed 's/^/      /'
+
+step "Killing node $node (its slurmd, step daemons and the job's processes: SIGKILL)"
+bash tests/slurm/cluster.sh kill-node "$demo" "$node"
+info "Slurm notices the node is gone, requeues the job and starts it on another node (~30 s)"
+wait_done "$job" 180
+[ "$(state "$job" JobState)" = COMPLETED ] || die "job $job ended $(state "$job" JobState)"
+
+step "What the job printed (progress lines between start and restore elided)"
+grep -v '^step' "$out" | sed 's/^/      /'
+info "first progress lines after the restore (it continues, it does not start over):"
+sed -n '/restoring from/,$p' "$out" | grep '^step' | head -n 2 | sed 's/^/      /'
+starts=$(grep -c '^start:' "$out" || true)
+[ "$starts" = 1 ] || die "the program started $starts times"
+if cmp -s "$work/expected.txt" "$work/answer-$job.txt"; then
+    info "answer: $(cat "$work/answer-$job.txt")  == uninterrupted run's: the right answer"
+else
+    die "answer $(cat "$work/answer-$job.txt") differs from $(cat "$work/expected.txt")"
+fi
+bash tests/slurm/cluster.sh start-node "$demo" "$node"
+
+step "ckpt-job list (every job of $user) and the job's sets"
+ckpt_job list
+ckpt_job list "$job"
+
+step "ckpt-job restore $job: the finished job submitted again from its newest set"
+new=$(ckpt_job restore "$job")
+info "new job $new"
+wait_done "$new" 120
+[ "$(state "$new" JobState)" = COMPLETED ] || die "job $new ended $(state "$new" JobState)"
+sed 's/^/      /' "$work/serial-job-$new.out" | grep -v '^      step' || true
+cmp -s "$work/expected.txt" "$work/answer-$job.txt" || die "the restored job's answer differs"
+info "the restored job resumed from the set and wrote the same answer"
+
+step "Done: job $job survived the loss of $node and finished with the right answer"

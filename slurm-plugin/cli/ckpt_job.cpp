@@ -1,23 +1,29 @@
 // ckpt-job: a user's view of a job's checkpoints.
 // Exit codes: 0 success, 1 failure (one line on stderr says what failed), 2 usage.
 //
-// Commands are rows of kCommands; the Slurm commands (checkpoint, restore, status) join
-// the table when the agent exists.
+// Commands are rows of kCommands. checkpoint, restore and status talk to the job's agents
+// through its checkpoint folder and to Slurm through sbatch (docs/slurm.md).
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "ckpt/base/log.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/set/store.h"
+#include "ckpt/slurm/coordination.h"
+#include "ckpt/slurm/submit_options.h"
 
 namespace {
 
@@ -41,6 +47,13 @@ const char kUsage[] =
     "  rm JOBID [--set N | --keep N] remove one set, keep only the newest N committed sets,\n"
     "                                or (neither given) remove all of the job's checkpoints\n"
     "  repair JOBID                  rebuild the job's index.h5 from the set manifests\n"
+    "  checkpoint JOBID [--wait]     ask the running job's agents for a checkpoint set now;\n"
+    "                                --wait waits until it is committed and prints its number\n"
+    "  restore JOBID [--set N]       submit the job again (its saved script and options) to\n"
+    "                                resume from its newest committed set, or set N; works\n"
+    "                                after the job ended, failed or was cancelled; prints the\n"
+    "                                new job id\n"
+    "  status JOBID                  interval, last set, next due and each node's agent\n"
     "  help                          show this text\n"
     "\n"
     "options for every command:\n"
@@ -62,7 +75,7 @@ int failure(const Error& e) {
 }
 
 // Options a command accepts.
-enum Accepts : unsigned { kJson = 1, kSet = 2, kKeep = 4, kOptionalJob = 8 };
+enum Accepts : unsigned { kJson = 1, kSet = 2, kKeep = 4, kOptionalJob = 8, kWait = 16 };
 
 struct Args {
     std::string root;
@@ -70,6 +83,7 @@ struct Args {
     std::optional<uint64_t> set;
     std::optional<uint32_t> keep;
     bool json = false;
+    bool wait = false;
 };
 
 struct Command {
@@ -337,7 +351,169 @@ int cmd_repair(const Args& a) {
     return kExitOk;
 }
 
+// --- commands that reach the running job ---
+
+// Asks the lead agent for a set now: a request file in the job's folder, which only the
+// job's user (and root) can write. The agent takes it within a fraction of a second.
+int cmd_checkpoint(const Args& a) {
+    auto st = JobStore::open(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    uint64_t before = st->index().max_seq();
+    std::string path = st->dir() + "/" + slurm::kCheckpointRequest;
+    {
+        auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (!fd) return failure(fd.error());
+    }
+    if (!a.wait) {
+        log::get("slurm")->info("job {}: checkpoint requested", *a.jobid);
+        return kExitOk;
+    }
+    const int timeout_s = 300;
+    for (int i = 0; i < timeout_s * 5; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        if (auto r = st->reload(); !r) continue;  // the index is replaced atomically; retry
+        for (const SetRecord& s : st->index().sets) {
+            if (s.seq <= before) continue;
+            if (s.state == SetState::Committed) {
+                std::printf("%llu\n", static_cast<unsigned long long>(s.seq));
+                return kExitOk;
+            }
+            if (s.state == SetState::Failed)
+                return failure(error("job {} set {} failed: {}", *a.jobid, s.seq, s.failure));
+        }
+    }
+    bool taken = ::access(path.c_str(), F_OK) != 0;
+    return failure(error_code(
+        ETIMEDOUT, "job {}: no new set committed within {} s ({})", *a.jobid, timeout_s,
+        taken ? "the agent took the request" : "no agent took the request: is the job running?"));
+}
+
+// Submits the saved batch script again with --checkpoint-restore: the new job's tasks are
+// restored from the set instead of started (the batch step's, or each srun step's).
+int cmd_restore(const Args& a) {
+    auto st = JobStore::open(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    const Index& idx = st->index();
+    if (idx.job.batch_script.empty())
+        return failure(
+            error_code(ENOENT, "job {}: no saved batch script in {}", *a.jobid, st->dir()));
+    uint64_t seq = 0;
+    if (a.set) {
+        auto v = st->verify_set(*a.set);
+        if (!v) return failure(v.error());
+        seq = *a.set;
+    } else {
+        auto n = st->newest_verified();
+        if (!n) return failure(n.error());
+        seq = *n;
+    }
+    std::vector<std::string> options, script_args;
+    bool after = false;
+    for (std::string& w : slurm::split_submit_words(idx.job.submit_options)) {
+        if (!after && w == "--")
+            after = true;
+        else
+            (after ? script_args : options).push_back(std::move(w));
+    }
+    std::vector<std::string> argv = {"sbatch", "--parsable",
+                                     fmt::format("--checkpoint-restore={}:{}", *a.jobid, seq),
+                                     "--checkpoint-dir=" + a.root, "--open-mode=append"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back(st->dir() + "/" + idx.job.batch_script);
+    argv.insert(argv.end(), script_args.begin(), script_args.end());
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) return failure(sys_error("pipe"));
+    pid_t pid = ::fork();
+    if (pid < 0) return failure(sys_error("fork"));
+    if (pid == 0) {
+        ::dup2(out[1], 1);
+        std::vector<char*> args;
+        for (auto& s : argv) args.push_back(s.data());
+        args.push_back(nullptr);
+        ::execvp("sbatch", args.data());
+        std::fprintf(stderr, "ckpt-job: exec sbatch: %s\n", strerror(errno));
+        ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string text;
+    char buf[256];
+    ssize_t n;
+    while ((n = ::read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    std::string id(trim(text.substr(0, text.find(';'))));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !parse_uint(id))
+        return failure(error("job {}: sbatch failed (status {:#x}){}", *a.jobid, status,
+                             text.empty() ? "" : ": " + text));
+    log::get("slurm")->info("job {}: resubmitted as job {} to restore set {}", *a.jobid, id, seq);
+    std::printf("%s\n", id.c_str());
+    return kExitOk;
+}
+
+int cmd_status(const Args& a) {
+    auto st = JobStore::open(a.root, *a.jobid);
+    if (!st) return failure(st.error());
+    const Index& idx = st->index();
+    const SetRecord* cur = idx.newest_committed();
+    uint64_t now = static_cast<uint64_t>(::time(nullptr));
+    std::printf("job %llu of %s (%s), run %u\n", static_cast<unsigned long long>(*a.jobid),
+                idx.job.user.c_str(), idx.job.name.c_str(), idx.restart_count);
+    if (cur)
+        std::printf("last set: %llu (%s, %s, step %s)\n", static_cast<unsigned long long>(cur->seq),
+                    std::string(to_string(cur->trigger)).c_str(), utc_time(cur->end_ns).c_str(),
+                    slurm::step_name(cur->step_id).c_str());
+    else
+        std::printf("last set: none committed\n");
+    std::vector<std::string> names;
+    std::string agents = st->dir() + "/" + slurm::kAgentsDir;
+    if (DIR* d = ::opendir(agents.c_str())) {
+        while (dirent* e = ::readdir(d))
+            if (std::string_view(e->d_name).ends_with(".status")) names.push_back(e->d_name);
+        ::closedir(d);
+    }
+    std::sort(names.begin(), names.end());
+    auto dir = slurm::open_folder(agents, std::nullopt);
+    for (const std::string& name : names) {
+        auto text = dir ? slurm::read_file_at(dir->get(), name) : Result<std::string>(dir.error());
+        auto body = text ? slurm::unseal(*text, name) : Result<std::string>(text.error());
+        if (!body) {
+            std::printf("%s: %s\n", name.c_str(), body.error().message().c_str());
+            continue;
+        }
+        slurm::Fields f = slurm::parse_fields(*body);
+        auto num = [&](const char* k) {
+            auto v = slurm::uint_field(f, k, name);
+            return v ? *v : 0;
+        };
+        std::string step = name.substr(5, name.find(".node-") - 5);
+        std::printf(
+            "step %s node %s (%s): agent %s, pid %llu, run %llu, %llu tasks, updated %llus ago\n",
+            step.c_str(), slurm::field(f, "node_id").value_or("?").c_str(),
+            slurm::field(f, "node").value_or("?").c_str(),
+            slurm::field(f, "state").value_or("?").c_str(),
+            static_cast<unsigned long long>(num("pid")),
+            static_cast<unsigned long long>(num("run")),
+            static_cast<unsigned long long>(num("tasks")),
+            static_cast<unsigned long long>(now - std::min(now, num("updated"))));
+        if (num("lead")) {
+            uint64_t due = num("next_due");
+            std::printf("  interval: %s\n  next due: %s\n",
+                        num("interval") ? fmt::format("{} s", num("interval")).c_str()
+                                        : "none (on request only)",
+                        due ? fmt::format("in {} s", due > now ? due - now : 0).c_str() : "-");
+            if (auto r = slurm::field(f, "last_result"))
+                std::printf("  last result: %s\n", r->c_str());
+        }
+    }
+    if (names.empty()) std::printf("no agent has reported (is the job running?)\n");
+    return kExitOk;
+}
+
 const Command kCommands[] = {
+    {"checkpoint", kWait, cmd_checkpoint},
+    {"restore", kSet, cmd_restore},
+    {"status", 0, cmd_status},
     {"list", kJson | kOptionalJob, cmd_list},
     {"show", kJson | kSet, cmd_show},
     {"verify", kSet, cmd_verify},
@@ -358,6 +534,8 @@ std::optional<std::string> parse_args(const Command& c, const std::vector<std::s
             auto v = value(i);
             if (!v) return "--root needs a folder";
             a.root = *v;
+        } else if (s == "--wait" && (c.accepts & kWait)) {
+            a.wait = true;
         } else if (s == "--json" && (c.accepts & kJson)) {
             a.json = true;
         } else if ((s == "--set" && (c.accepts & kSet)) || (s == "--keep" && (c.accepts & kKeep))) {

@@ -9,7 +9,11 @@ extern "C" {
 #include <slurm/spank.h>
 }
 
+#include <sys/types.h>
+
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "ckpt/base/result.h"
 #include "ckpt/slurm/options.h"
@@ -20,6 +24,15 @@ struct PluginState {
     PluginConfig site;
     JobOptions options;
     std::optional<JobSettings> settings;  // set by init_post_opt
+
+    // Remote context: this step's agent on this node (agent_launch.cpp).
+    pid_t agent_pid = -1;
+    int agent_pidfd = -1;
+    int agent_feed = -1;           // write end of the pipe that tells the agent each task's pid
+    std::vector<int> task_status;  // wait statuses of the local tasks that exited
+    int stdio_courier = -1;        // in a restored task's helper child: where its stdio goes
+    std::string task_note;         // said on the task's stderr in task_init
+    std::optional<int> task_exit;  // the task exits with it in task_init (skipped, or failed)
 };
 
 PluginState& state();
@@ -34,5 +47,24 @@ Result<std::string> job_user(spank_t sp);
 // Remote context: logs the step's settings and exports them to its tasks' environment,
 // where the job script and the agent read them (step_settings.cpp).
 Result<void> export_step_settings(spank_t sp, const JobSettings& settings);
+
+// Remote context, slurmstepd: starts the step's agent on this node with the first local task
+// and tells it every task's pid (task_post_fork); stops it when the step ends (exit).
+Result<void> agent_task_forked(spank_t sp, const JobSettings& settings);
+Result<void> agent_step_exit(spank_t sp, const JobSettings& settings);
+
+// Remote context, in the task before exec (root): when the job restarts or asks for a
+// restore and the step has a usable set, execs the engine's restore of the task's images
+// instead of returning (task_restore.cpp).
+Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings);
+// In task_init (the user, stdio set up): hands the task's stdio to the restorer, if any.
+Result<void> send_stdio_to_restorer(spank_t sp);
+
+// The ckpt-agent and ckpt-engine to run: the plugin arguments, else found on PATH.
+std::string agent_path();
+// Runs a helper (ckpt-agent find-restore, step-done) and returns its stdout; a failure says
+// why ("error ..." lines of the helper become the message).
+Result<std::string> run_helper(const std::vector<std::string>& args);
+std::string engine_path();
 
 }  // namespace ckpt::slurm::spank

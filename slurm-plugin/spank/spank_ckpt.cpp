@@ -7,8 +7,9 @@
 //     A bad option value or a refused user rejects the submission here.
 //   slurmstepd (remote, one per step per node): init, option callbacks, init_post_opt,
 //     user_init, task callbacks, exit. The settings are recorded in user_init.
-// The per-node checkpoint agent is started from task_post_fork and stopped in exit; it lives
-// in its own module and is not part of this file.
+// The per-node checkpoint agent is started from task_post_fork and stopped in exit
+// (agent_launch.cpp); a restarted task becomes the engine's restore in task_init_privileged
+// (task_restore.cpp).
 //
 // spank.h declares the slurm_spank_* prototypes outside its own extern "C" block, hence the
 // include inside one (otherwise they would be C++ declarations that clash with ours).
@@ -90,6 +91,45 @@ CKPT_SPANK_EXPORT int slurm_spank_user_init(spank_t sp, int, char**) {
     return guarded("user_init", [&]() -> ckpt::Result<void> {
         if (!state().settings) return ckpt::ok();
         return export_step_settings(sp, *state().settings);
+    });
+}
+
+CKPT_SPANK_EXPORT int slurm_spank_task_init_privileged(spank_t sp, int, char**) {
+    return guarded("task_init_privileged", [&]() -> ckpt::Result<void> {
+        if (!spank_remote(sp) || !state().settings || !state().settings->active) return ckpt::ok();
+        return restore_task_if_wanted(sp, *state().settings);
+    });
+}
+
+CKPT_SPANK_EXPORT int slurm_spank_task_init(spank_t sp, int, char**) {
+    return guarded("task_init", [&]() -> ckpt::Result<void> {
+        if (!spank_remote(sp)) return ckpt::ok();
+        return send_stdio_to_restorer(sp);
+    });
+}
+
+CKPT_SPANK_EXPORT int slurm_spank_task_post_fork(spank_t sp, int, char**) {
+    return guarded("task_post_fork", [&]() -> ckpt::Result<void> {
+        if (!spank_remote(sp) || !state().settings || !state().settings->active) return ckpt::ok();
+        return agent_task_forked(sp, *state().settings);
+    });
+}
+
+CKPT_SPANK_EXPORT int slurm_spank_task_exit(spank_t sp, int, char**) {
+    return guarded("task_exit", [&]() -> ckpt::Result<void> {
+        if (!spank_remote(sp) || !state().settings || !state().settings->active) return ckpt::ok();
+        int status = 0;
+        if (spank_get_item(sp, S_TASK_EXIT_STATUS, &status) == ESPANK_SUCCESS)
+            state().task_status.push_back(status);
+        return ckpt::ok();
+    });
+}
+
+CKPT_SPANK_EXPORT int slurm_spank_exit(spank_t sp, int, char**) {
+    return guarded("exit", [&]() -> ckpt::Result<void> {
+        if (spank_context() != S_CTX_REMOTE || !state().settings || !state().settings->active)
+            return ckpt::ok();
+        return agent_step_exit(sp, *state().settings);
     });
 }
 

@@ -333,8 +333,9 @@ cmd_up() {
         chown "$u:$u" "$WORK/$u"
         chmod 700 "$WORK/$u"
     done
-    # Fresh state: no job of an earlier cluster comes back.
-    rm -rf "${SPOOL:?}"/* "$RUN"/*.pid
+    # Fresh state: no job of an earlier cluster comes back. Job ids start again at 1, so the
+    # checkpoints of an earlier cluster's job N must go too, or the new job N would resume them.
+    rm -rf "${SPOOL:?}"/* "$RUN"/*.pid "${DIR:?}"/ckpt/*
     mkdir -p "$SPOOL/ctld"
     choose_ports
     write_config

@@ -81,3 +81,89 @@ wait_for_line() {
         pause
     done
 }
+
+# --- checkpoint tests: `. lib.sh DIR SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM` ---------
+
+SERIAL_JOB=${2:-}
+CKPT_JOB=${3:-}
+CKPT_ENGINE=${4:-}
+IMAGE_CLAIM=${5:-}
+CKPT_ROOT=$CKPT_CLUSTER_DIR/ckpt
+
+# ckpt-job as the test user (or as $AS_USER) in directory $1.
+ckpt_job_in() {
+    local dir=$1
+    shift
+    (cd "$dir" && runuser -u "${AS_USER:-$TEST_USER}" -- env -i PATH=/usr/local/bin:/usr/bin:/bin \
+        SLURM_CONF="$SLURM_CONF" CKPT_ROOT="$CKPT_ROOT" HOME="$dir" "$CKPT_JOB" "$@")
+}
+
+# Prints the seq of the job's newest committed set ("" if none), as root.
+current_set() {
+    "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null |
+        sed -n 's/.*"current_set": \([0-9]*\).*/\1/p'
+}
+
+# Waits until the job has a committed set newer than $2 (default 0); prints its seq.
+wait_for_set() {
+    local job=$1 after=${2:-0} timeout=${3:-60} deadline cur
+    deadline=$((SECONDS + timeout))
+    while :; do
+        cur=$(current_set "$job")
+        if [ -n "$cur" ] && [ "$cur" -gt "$after" ]; then
+            echo "$cur"
+            return 0
+        fi
+        ((SECONDS < deadline)) || fail "job $job: no committed set after $after within $timeout s; agent log: $(cat "$CKPT_ROOT/$job"/agents/*.log 2>/dev/null | tail -5)"
+        pause
+    done
+}
+
+# Fails if any ckpt-agent or ckpt-engine of the job is still running (checked for a few
+# seconds: slurmstepd stops agents as the step ends).
+no_agent_left() {
+    local job=$1 i left
+    for ((i = 0; i < 20; i++)); do
+        left=$(pgrep -af -- "ckpt-agent run --job $job |ckpt-engine .*$CKPT_ROOT/$job/" || true)
+        [ -n "$left" ] || return 0
+        sleep 0.5
+    done
+    fail "job $job left processes behind: $left"
+}
+
+# The node a job runs on (from its output's first line "... on NODE, ...").
+job_node() {
+    squeue -h -j "$1" -o %N 2>/dev/null
+}
+
+# Checks a serial-job output that was checkpointed and restored: one start, a restore line,
+# progress after the restore continuing (not from step 10), and the expected answer.
+check_resumed_output() {
+    local out=$1 answer=$2 expected=$3 starts first_after
+    starts=$(grep -c '^start:' "$out" || true)
+    [ "$starts" = 1 ] || fail "$out: the program started $starts times (it must resume, not start over): $(cat "$out")"
+    grep -q 'restoring from' "$out" || fail "$out: no restore line: $(cat "$out")"
+    first_after=$(sed -n '/restoring from/,$p' "$out" | sed -n 's/^step \([0-9]*\) of.*/\1/p' | head -1)
+    [ -n "$first_after" ] && [ "$first_after" -gt 10 ] ||
+        fail "$out: progress after the restore starts at step '${first_after}': $(cat "$out")"
+    cmp -s "$expected" "$answer" || fail "answers differ: $(cat "$answer" 2>&1) vs $(cat "$expected")"
+    note "resumed at step $first_after; answer $(cat "$answer")"
+}
+
+# Kills NODE under the running JOB and waits until Slurm requeued it and it completed (one
+# restart); OUT is its output, shown on failure. The node is started again when the test
+# exits; restore_node does it earlier.
+kill_node_until_done() {
+    local job=$1 node=$2 out=$3
+    KILLED_NODE=$node
+    trap 'bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE" >/dev/null 2>&1 || true' EXIT
+    bash "$HERE/cluster.sh" kill-node "$CKPT_CLUSTER_DIR" "$node"
+    JOB_TIMEOUT=150 wait_jobs_done "$job"
+    [ "$(job_field "$job" JobState)" = COMPLETED ] || fail "job $job: $(job_field "$job" JobState): $(cat "$out")"
+    [ "$(job_field "$job" Restarts)" = 1 ] || fail "job $job: Restarts=$(job_field "$job" Restarts)"
+}
+
+restore_node() {
+    trap - EXIT
+    bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE"
+}

@@ -1,0 +1,615 @@
+#include "agent.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "ckpt/base/log.h"
+#include "ckpt/base/strings.h"
+#include "ckpt/set/store.h"
+#include "ckpt/slurm/coordination.h"
+#include "job_record.h"
+
+namespace ckpt::slurm::agent {
+
+namespace {
+
+using set::JobStore;
+using set::Trigger;
+
+auto logger() { return log::get("slurm"); }
+
+volatile sig_atomic_t g_stop = 0;
+void on_stop(int) { g_stop = 1; }
+
+uint64_t now_s() { return static_cast<uint64_t>(::time(nullptr)); }
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+bool pidfd_exited(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+}
+
+struct Task {
+    pid_t pid = 0;
+    int32_t global_id = 0;
+    UniqueFd pidfd;
+};
+
+// Reads "PID GLOBAL_ID" lines the plugin writes as each local task is forked.
+class TaskFeed {
+public:
+    explicit TaskFeed(int fd) : fd_(fd) {
+        if (fd_ >= 0) ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+    }
+    void poll(std::vector<Task>& tasks) {
+        if (fd_ < 0) return;
+        char buf[512];
+        for (;;) {
+            ssize_t n = ::read(fd_, buf, sizeof buf);
+            if (n > 0) {
+                pending_.append(buf, static_cast<size_t>(n));
+                continue;
+            }
+            if (n == 0) fd_ = -1;  // the plugin closed its end: no more tasks
+            break;
+        }
+        size_t nl;
+        while ((nl = pending_.find('\n')) != std::string::npos) {
+            auto parts = split(std::string_view(pending_).substr(0, nl), ' ');
+            if (parts.size() == 2) {
+                auto pid = parse_int(parts[0]);
+                auto gid = parse_int(parts[1]);
+                if (pid && gid) {
+                    // The task is slurmstepd's unreaped child, so its pid is still its own.
+                    Task t{static_cast<pid_t>(*pid), static_cast<int32_t>(*gid),
+                           UniqueFd(pidfd_open(static_cast<pid_t>(*pid)))};
+                    if (!t.pidfd) logger()->warn("task {}: pidfd_open: {}", *pid, strerror(errno));
+                    logger()->info("task {} (global id {}) is pid {}", tasks.size(), *gid, *pid);
+                    tasks.push_back(std::move(t));
+                }
+            }
+            pending_.erase(0, nl + 1);
+        }
+    }
+
+private:
+    int fd_;
+    std::string pending_;
+};
+
+std::string exe_of(pid_t pid) {
+    char buf[4096];
+    ssize_t n = ::readlink(fmt::format("/proc/{}/exe", pid).c_str(), buf, sizeof buf - 1);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+std::vector<pid_t> children_of(pid_t pid) {
+    std::vector<pid_t> out;
+    DIR* d = ::opendir(fmt::format("/proc/{}/task", pid).c_str());
+    if (!d) return out;
+    while (dirent* e = ::readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        auto text = read_file(fmt::format("/proc/{}/task/{}/children", pid, e->d_name));
+        if (!text) continue;
+        for (auto w : split(trim(*text), ' '))
+            if (auto c = parse_int(w); c) out.push_back(static_cast<pid_t>(*c));
+    }
+    ::closedir(d);
+    return out;
+}
+
+std::string comm_of(pid_t pid) {
+    auto c = read_file(fmt::format("/proc/{}/comm", pid));
+    return c ? std::string(trim(*c)) : "";
+}
+
+// The process tree a task stands for: the task itself, or, when the task is a restore by
+// the engine (a restarted task), the restored tree's root below the engine's processes.
+Result<pid_t> tree_root(pid_t task, const std::string& engine_exe) {
+    pid_t p = task;
+    for (int depth = 0; depth < 4 && !engine_exe.empty() && exe_of(p) == engine_exe; ++depth) {
+        auto kids = children_of(p);
+        if (kids.size() != 1)
+            return error("task {}: engine process {} has {} children, expected 1", task, p,
+                         kids.size());
+        p = kids[0];
+    }
+    return p;
+}
+
+bool tree_has(pid_t root, std::string_view comm) {
+    std::vector<pid_t> todo{root};
+    while (!todo.empty()) {
+        pid_t p = todo.back();
+        todo.pop_back();
+        if (comm_of(p) == comm) return true;
+        for (pid_t c : children_of(p)) todo.push_back(c);
+    }
+    return false;
+}
+
+Result<void> fsync_tree(const std::string& dir) {
+    UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d) return sys_error("open {}", dir);
+    DIR* it = ::fdopendir(::dup(d.get()));
+    if (!it) return sys_error("opendir {}", dir);
+    std::vector<std::string> subdirs;
+    while (dirent* e = ::readdir(it)) {
+        std::string name = e->d_name;
+        if (name == "." || name == "..") continue;
+        struct stat st;
+        if (::fstatat(d.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (S_ISDIR(st.st_mode)) {
+            subdirs.push_back(dir + "/" + name);
+        } else if (S_ISREG(st.st_mode)) {
+            UniqueFd f(::openat(d.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+            if (!f || ::fsync(f.get()) != 0) {
+                ::closedir(it);
+                return sys_error("fsync {}/{}", dir, name);
+            }
+        }
+    }
+    ::closedir(it);
+    for (const auto& s : subdirs) CKPT_TRY(fsync_tree(s));
+    if (::fsync(d.get()) != 0) return sys_error("fsync {}", dir);
+    return ok();
+}
+
+// Runs `ckpt-engine dump` for every task at once and waits for all.
+std::vector<std::optional<Error>> dump_all(const AgentConfig& cfg,
+                                           const std::vector<std::pair<pid_t, std::string>>& jobs) {
+    std::vector<pid_t> children;
+    std::vector<std::optional<Error>> out(jobs.size());
+    for (size_t i = 0; i < jobs.size(); ++i) {
+        std::string pid = std::to_string(jobs[i].first);
+        pid_t c = ::fork();
+        if (c == 0) {
+            // The engine must not outlive the agent (slurmstepd SIGKILLs the agent when the
+            // step's last task exits); its ptrace hold ends with it.
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            const char* argv[] = {cfg.engine.c_str(),
+                                  "dump",
+                                  "-t",
+                                  pid.c_str(),
+                                  "-D",
+                                  jobs[i].second.c_str(),
+                                  "--leave-running",
+                                  "--external-stdio",
+                                  nullptr};
+            ::execv(argv[0], const_cast<char* const*>(argv));
+            std::fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+            ::_exit(127);
+        }
+        children.push_back(c);
+        if (c < 0) out[i] = sys_error("fork");
+    }
+    for (size_t i = 0; i < children.size(); ++i) {
+        if (children[i] < 0) continue;
+        int status = 0;
+        while (::waitpid(children[i], &status, 0) < 0 && errno == EINTR) {
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            out[i] = error("ckpt-engine dump -t {} failed ({}; its messages are in this log)",
+                           jobs[i].first,
+                           WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status))
+                                             : fmt::format("signal {}", WTERMSIG(status)));
+    }
+    return out;
+}
+
+// <jobdir>/agents, created for the job's user if missing.
+Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t uid, gid_t gid) {
+    if (::mkdirat(job_fd, kAgentsDir, 0700) == 0) {
+        if (::fchownat(job_fd, kAgentsDir, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
+            return sys_error("chown {}/{}", job_dir, kAgentsDir);
+    } else if (errno != EEXIST) {
+        return sys_error("mkdir {}/{}", job_dir, kAgentsDir);
+    }
+    return open_folder(job_dir + "/" + kAgentsDir, uid);
+}
+
+// From now on the agent's (and its engines') stderr goes to agents/step-S.node-K.log.
+void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid) {
+    UniqueFd fd(::openat(agents_fd, name.c_str(),
+                         O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+    struct stat st;
+    // Root appends to a file in the user's folder: only a plain file of our own making.
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+        (st.st_uid != 0 && st.st_uid != uid))
+        return;
+    (void)::fchown(fd.get(), uid, gid);
+    ::dup2(fd.get(), 1);
+    ::dup2(fd.get(), 2);
+}
+
+class Agent {
+public:
+    explicit Agent(const AgentConfig& cfg) : cfg_(cfg), feed_(cfg.task_fd) {
+        engine_exe_ = cfg.engine;
+        if (char* r = ::realpath(cfg.engine.c_str(), nullptr)) {
+            engine_exe_ = r;
+            ::free(r);
+        }
+        job_dir_ = fmt::format("{}/{}", cfg.root, cfg.job);
+    }
+
+    int run() {
+        if (auto r = start(); !r) {
+            (void)open_folders();  // so that the error reaches the job's agent log if it can
+            logger()->error("job {} step {} node {}: {}", cfg_.job, step_name(cfg_.step),
+                            cfg_.node_id, r.error().message());
+            // Without the store the agent has nothing to do but must not take the job down.
+            return 1;
+        }
+        next_due_ = cfg_.interval ? now_s() + cfg_.interval : 0;
+        write_status("running");
+        while (!g_stop) {
+            feed_.poll(tasks_);
+            if (all_tasks_exited()) {
+                logger()->info("every local task exited");
+                break;
+            }
+            if (lead()) lead_tick();
+            node_tick();
+            if (now_s() >= status_written_ + 5) write_status("running");
+            std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        }
+        if (lead() && pending_) {
+            (void)store_->fail_set(pending_->seq, "the step ended while the set was written");
+            pending_.reset();
+        }
+        write_status(g_stop ? "stopped" : "finished");
+        return 0;
+    }
+
+private:
+    bool lead() const { return cfg_.node_id == 0; }
+
+    Result<void> open_folders() {
+        if (agents_fd_) return ok();
+        job_fd_ = CKPT_TRY(open_folder(job_dir_, cfg_.uid));
+        agents_fd_ = CKPT_TRY(open_agents_dir(job_fd_.get(), job_dir_, cfg_.uid, cfg_.gid));
+        open_log(agents_fd_.get(),
+                 fmt::format("step-{}.node-{}.log", step_name(cfg_.step), cfg_.node_id), cfg_.uid,
+                 cfg_.gid);
+        return ok();
+    }
+
+    // The run this agent belongs to: SLURM_RESTART_COUNT in its tasks' environment, once they
+    // exec'd (slurmstepd does not give it to plugins before). A stale copy of the job keeps
+    // its own, older count, which is what fences it.
+    void learn_restart_count() {
+        std::string stepd = exe_of(::getppid());
+        for (int i = 0; i < 300 && !g_stop; ++i) {
+            feed_.poll(tasks_);
+            bool ready = tasks_.size() >= cfg_.local_tasks;
+            for (const Task& t : tasks_) {
+                std::string exe = exe_of(t.pid);
+                if (exe.empty() || exe == stepd) ready = false;
+            }
+            if (ready) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        for (const Task& t : tasks_) {
+            auto env = read_file(fmt::format("/proc/{}/environ", t.pid));
+            if (!env) continue;
+            for (auto var : split(*env, '\0'))
+                if (var.starts_with("SLURM_RESTART_COUNT="))
+                    if (auto n = parse_uint(var.substr(20)); n)
+                        restart_count_ =
+                            std::max<uint32_t>(restart_count_, static_cast<uint32_t>(*n));
+        }
+    }
+
+    Result<void> start() {
+        restart_count_ = cfg_.restart_count;
+        learn_restart_count();
+        if (lead()) {
+            JobRecord rec = load_job_record(cfg_.job, cfg_.job_argv);
+            set::JobInfo info{cfg_.job, cfg_.user,   cfg_.uid,           cfg_.gid,
+                              rec.name, rec.cluster, rec.submit_options, ""};
+            store_ = CKPT_TRY(JobStore::open_writer(cfg_.root, info, restart_count_));
+            if (cfg_.step == kBatchStep && !rec.script.empty())
+                if (auto r = store_->save_batch_script(rec.script); !r)
+                    logger()->warn("{}", r.error().message());
+        }
+        // Other nodes wait for the lead to create the job folder.
+        for (int i = 0; i < 300 && ::access(job_dir_.c_str(), F_OK) != 0 && !g_stop; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        CKPT_TRY(open_folders());
+        if (lead()) {
+            // A request left by an earlier run names a set that run began; this run starts
+            // with its own requests only.
+            ::unlinkat(agents_fd_.get(), request_name(cfg_.step).c_str(), 0);
+        } else if (auto old = read_file_at(agents_fd_.get(), request_name(cfg_.step)); old) {
+            if (auto req = decode_request(*old); req && req->restart_count == restart_count_)
+                handled_seq_ = req->seq;  // of this run, before this agent started: skip
+        }
+        logger()->info("job {} step {} node {} of {} ({}): agent of run {} started, interval {} s",
+                       cfg_.job, step_name(cfg_.step), cfg_.node_id, cfg_.nodes, cfg_.node_name,
+                       restart_count_, cfg_.interval);
+        return ok();
+    }
+
+    bool all_tasks_exited() const {
+        if (tasks_.size() < cfg_.local_tasks) return false;
+        for (const Task& t : tasks_)
+            if (t.pidfd && !pidfd_exited(t.pidfd.get())) return false;
+        return true;
+    }
+
+    std::optional<Trigger> due() {
+        if (::unlinkat(job_fd_.get(), kCheckpointRequest, 0) == 0) {
+            logger()->info("checkpoint requested by the job's user");
+            return Trigger::Manual;
+        }
+        if (next_due_ && now_s() >= next_due_) return Trigger::Interval;
+        return std::nullopt;
+    }
+
+    void lead_tick() {
+        if (pending_) {
+            collect();
+            return;
+        }
+        if (cfg_.step == kBatchStep && runs_srun()) {
+            // The srun client holds sockets; the steps it started checkpoint their tasks (and
+            // take the user's requests, which this agent must leave to them).
+            if (next_due_ && now_s() >= next_due_) {
+                next_due_ = now_s() + cfg_.interval;
+                logger()->info(
+                    "set skipped: the batch script runs srun steps, which "
+                    "checkpoint themselves");
+            }
+            return;
+        }
+        auto trigger = due();
+        if (!trigger) return;
+        if (*trigger == Trigger::Interval) next_due_ = now_s() + cfg_.interval;
+        if (tasks_.size() < cfg_.local_tasks) {
+            logger()->info("set skipped: {} of {} local tasks started", tasks_.size(),
+                           cfg_.local_tasks);
+            return;
+        }
+        auto r = begin(*trigger);
+        if (!r) {
+            last_result_ = r.error().message();
+            logger()->error("{}", last_result_);
+            write_status("running");
+        }
+    }
+
+    bool runs_srun() const {
+        for (const Task& t : tasks_) {
+            auto root = tree_root(t.pid, engine_exe_);
+            if (root && tree_has(*root, "srun")) return true;
+        }
+        return false;
+    }
+
+    Result<void> begin(Trigger trigger) {
+        set::SetOptions o{trigger, cfg_.step, cfg_.nodes, cfg_.tasks_total};
+        uint64_t seq = CKPT_TRY(store_->begin_set(o));
+        pending_ = Pending{seq, now_s(), {}};
+        for (uint32_t m = 0; m < cfg_.tasks_total; ++m)
+            if (auto d = store_->make_member_dir(seq, static_cast<int32_t>(m)); !d) {
+                (void)store_->fail_set(seq, d.error().message());
+                pending_.reset();
+                return std::move(d).error();
+            }
+        SetRequest req{seq, trigger, restart_count_};
+        CKPT_TRY(write_file_at(agents_fd_.get(), request_name(cfg_.step), encode(req), cfg_.uid,
+                               cfg_.gid));
+        logger()->info("set {} begun ({})", seq, set::to_string(trigger));
+        return ok();
+    }
+
+    // The lead: reads the nodes' reports; commits when all are in, fails on a failed node
+    // or after the timeout.
+    void collect() {
+        Pending& p = *pending_;
+        for (uint32_t n = 0; n < cfg_.nodes; ++n) {
+            if (p.reports.count(n)) continue;
+            auto text = read_file_at(agents_fd_.get(), report_name(cfg_.step, p.seq, n));
+            if (!text) continue;
+            auto rep = decode_report(*text);
+            if (!rep) {
+                finish(error("node {}: {}", n, rep.error().message()));
+                return;
+            }
+            if (!rep->failure.empty()) {
+                finish(error("node {} ({}): {}", n, rep->node, rep->failure));
+                return;
+            }
+            p.reports[n] = std::move(*rep);
+        }
+        if (p.reports.size() == cfg_.nodes) {
+            finish(commit());
+        } else if (now_s() > p.started + cfg_.set_timeout) {
+            finish(error("{} of {} nodes reported within {} s", p.reports.size(), cfg_.nodes,
+                         cfg_.set_timeout));
+        }
+    }
+
+    Result<void> commit() {
+        Pending& p = *pending_;
+        for (auto& [n, rep] : p.reports)
+            for (auto& m : rep.members)
+                CKPT_TRY(store_->add_member(p.seq, {m.member_id, rep.node, m.image_dir, m.files}));
+        CKPT_TRY(store_->commit_set(p.seq));
+        auto kept = store_->keep_newest(cfg_.keep);
+        if (!kept) logger()->warn("keep_newest: {}", kept.error().message());
+        return ok();
+    }
+
+    void finish(Result<void> r) {
+        uint64_t seq = pending_->seq;
+        if (r) {
+            last_result_ = fmt::format("set {} committed", seq);
+            last_set_ = seq;
+            last_time_ = now_s();
+            logger()->info("{} in {} s", last_result_, now_s() - pending_->started);
+        } else {
+            last_result_ = fmt::format("set {} failed: {}", seq, r.error().message());
+            logger()->error("{}", last_result_);
+            if (auto f = store_->fail_set(seq, r.error().message()); !f)
+                logger()->error("{}", f.error().message());
+        }
+        for (uint32_t n = 0; n < cfg_.nodes; ++n)
+            ::unlinkat(agents_fd_.get(), report_name(cfg_.step, seq, n).c_str(), 0);
+        pending_.reset();
+        write_status("running");
+    }
+
+    // Every node: answers a new request of this run with its members.
+    void node_tick() {
+        auto text = read_file_at(agents_fd_.get(), request_name(cfg_.step));
+        if (!text) return;
+        auto req = decode_request(*text);
+        if (!req || req->restart_count != restart_count_ || req->seq <= handled_seq_) return;
+        handled_seq_ = req->seq;
+        write_status("dumping");
+        NodeReport rep = dump_members(req->seq);
+        if (!rep.failure.empty()) logger()->error("set {}: {}", req->seq, rep.failure);
+        if (auto w = write_file_at(agents_fd_.get(), report_name(cfg_.step, req->seq, cfg_.node_id),
+                                   encode(rep), cfg_.uid, cfg_.gid);
+            !w)
+            logger()->error("set {}: {}", req->seq, w.error().message());
+        write_status("running");
+    }
+
+    NodeReport dump_members(uint64_t seq) {
+        NodeReport rep{seq, cfg_.node_id, cfg_.node_name, "", {}};
+        std::vector<std::pair<pid_t, std::string>> jobs;
+        for (const Task& t : tasks_) {
+            if (t.pidfd && pidfd_exited(t.pidfd.get())) {
+                rep.failure = fmt::format("task {} (pid {}) has exited", t.global_id, t.pid);
+                return rep;
+            }
+            auto root = tree_root(t.pid, engine_exe_);
+            if (!root) {
+                rep.failure = root.error().message();
+                return rep;
+            }
+            std::string rel = fmt::format("{}/member-{}", set::set_folder_name(seq), t.global_id);
+            rep.members.push_back({t.global_id, rel, {}});
+            jobs.emplace_back(*root, job_dir_ + "/" + rel);
+        }
+        auto started = std::chrono::steady_clock::now();
+        auto results = dump_all(cfg_, jobs);
+        for (size_t i = 0; i < jobs.size(); ++i) {
+            if (results[i]) {
+                rep.failure = results[i]->message();
+                return rep;
+            }
+            auto r = fsync_tree(jobs[i].second);
+            auto files = r ? set::scan_member_files(jobs[i].second)
+                           : Result<std::vector<set::FileRecord>>(std::move(r).error());
+            if (!files) {
+                rep.failure = files.error().message();
+                return rep;
+            }
+            rep.members[i].files = std::move(*files);
+        }
+        logger()->info("set {}: {} local members dumped in {} ms", seq, jobs.size(),
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - started)
+                           .count());
+        return rep;
+    }
+
+    void write_status(const std::string& state) {
+        if (!agents_fd_) return;
+        std::string s = fmt::format(
+            "ckpt-agent-status 1\nnode {}\nnode_id {}\nstate {}\nlead {}\npid {}\nrun {}\n"
+            "interval {}\ntasks {}\nupdated {}\n",
+            cfg_.node_name, cfg_.node_id, state, lead() ? 1 : 0, ::getpid(), restart_count_,
+            cfg_.interval, tasks_.size(), now_s());
+        if (lead()) {
+            s += fmt::format("next_due {}\nlast_set {}\nlast_time {}\n", next_due_, last_set_,
+                             last_time_);
+            if (!last_result_.empty()) s += fmt::format("last_result {}\n", last_result_);
+        }
+        status_written_ = now_s();
+        if (auto w = write_file_at(agents_fd_.get(), status_name(cfg_.step, cfg_.node_id), seal(s),
+                                   cfg_.uid, cfg_.gid);
+            !w)
+            logger()->warn("status: {}", w.error().message());
+    }
+
+    struct Pending {
+        uint64_t seq;
+        uint64_t started;
+        std::map<uint32_t, NodeReport> reports;
+    };
+
+    const AgentConfig& cfg_;
+    TaskFeed feed_;
+    std::vector<Task> tasks_;
+    std::string engine_exe_;
+    std::string job_dir_;
+    UniqueFd job_fd_, agents_fd_;
+    std::optional<JobStore> store_;
+    std::optional<Pending> pending_;
+    uint64_t handled_seq_ = 0;
+    uint32_t restart_count_ = 0;
+    uint64_t status_written_ = 0;
+    uint64_t next_due_ = 0;
+    uint64_t last_set_ = 0, last_time_ = 0;
+    std::string last_result_;
+};
+
+}  // namespace
+
+int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid) {
+    std::string dir = fmt::format("{}/{}", root, job);
+    auto r = [&]() -> Result<void> {
+        // The step may end before the lead agent created the job's folder: the record must
+        // exist anyway, for a set taken later in the job.
+        if (::mkdir(dir.c_str(), 0700) == 0 && ::chown(dir.c_str(), uid, gid) != 0)
+            return sys_error("chown {}", dir);
+        UniqueFd job_fd = CKPT_TRY(open_folder(dir, uid));
+        UniqueFd agents = CKPT_TRY(open_agents_dir(job_fd.get(), dir, uid, gid));
+        timespec ts;
+        ::clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+        return write_file_at(agents.get(), step_done_name(step),
+                             seal(fmt::format("ckpt-step-done 1\ntime_ns {}\n", ns)), uid, gid);
+    }();
+    if (!r) {
+        std::printf("error job %llu step %s: %s\n", static_cast<unsigned long long>(job),
+                    step_name(step).c_str(), r.error().message().c_str());
+        return 1;
+    }
+    return 0;
+}
+
+int run_agent(const AgentConfig& cfg) {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop;
+    ::sigaction(SIGTERM, &sa, nullptr);
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+    Agent a(cfg);
+    return a.run();
+}
+
+}  // namespace ckpt::slurm::agent

@@ -1,0 +1,60 @@
+// ckpt-agent: one per node per job step, started by spank_ckpt.so in slurmstepd (root).
+//
+// Every node's agent dumps its local tasks' process trees when the step's lead agent (node
+// 0) asks for a set; the lead alone holds the job's JobStore writer: it begins the set,
+// collects every node's report and commits it (docs/slurm.md, "The agent"). The nodes talk
+// through files in the job's checkpoint folder (ckpt/slurm/coordination.h).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ckpt/base/result.h"
+
+namespace ckpt::slurm::agent {
+
+struct AgentConfig {
+    uint64_t job = 0;
+    uint32_t step = 0;
+    uint32_t node_id = 0;
+    uint32_t nodes = 1;
+    std::string node_name;
+    uint32_t tasks_total = 1;  // members of a set: one per task of the step
+    uint32_t local_tasks = 1;
+    uint64_t interval = 0;  // seconds; 0: only on request
+    std::string root;
+    uint32_t keep = 2;
+    std::string engine;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    std::string user;
+    uint32_t restart_count = 0;
+    int task_fd = -1;                   // "PID GLOBAL_TASK_ID" lines from the plugin
+    uint64_t set_timeout = 120;         // seconds the lead waits for every node's report
+    std::vector<std::string> job_argv;  // the batch script's arguments (saved for restore)
+};
+
+// Runs until every local task exited or SIGTERM. Returns the exit status.
+int run_agent(const AgentConfig& cfg);
+
+// `ckpt-agent find-restore`: which images a starting task restores from.
+struct RestoreQuery {
+    std::string root;
+    uint64_t job = 0;  // the job whose sets are searched (this one, or --checkpoint-restore's)
+    uint64_t current_job = 0;  // the job being started
+    uint32_t step = 0;
+    int32_t member = 0;  // global task id
+    uid_t uid = 0;       // the job's user: the sets must be theirs
+    bool explicit_set = false;
+    uint64_t set = 0;
+};
+// Prints one line: "restore SET DIR", "fresh REASON" or (exit 1) the error.
+int find_restore(const RestoreQuery& q);
+
+// `ckpt-agent step-done`: records in the job's folder that a step finished well.
+int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid);
+
+}  // namespace ckpt::slurm::agent

@@ -1,0 +1,103 @@
+// `ckpt-agent find-restore`: run by spank_ckpt.so in a starting task (root, before the
+// user's program is exec'd), so that slurmstepd itself never loads HDF5. It decides what the
+// task becomes (docs/slurm.md, "Restart"):
+//   restore SET DIR   the newest committed set of this step that verifies (or the set asked
+//                     for): DIR is this task's member image folder
+//   skip REASON       the step finished (exit 0) before the newest committed set was begun:
+//                     a re-run batch script does not run it again
+//   fresh REASON      nothing to restore: the task starts from the beginning
+// or exits 1 with the error (a set exists but cannot be used: the task must fail, loudly).
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "agent.h"
+#include "ckpt/set/store.h"
+#include "ckpt/slurm/coordination.h"
+
+namespace ckpt::slurm::agent {
+
+namespace {
+
+using set::JobStore;
+using set::SetRecord;
+using set::SetState;
+
+struct Decision {
+    std::string line;
+};
+
+// When the step was recorded finished (0: never).
+uint64_t step_done_ns(const JobStore& st, uint32_t step) {
+    auto dir = open_folder(st.dir() + "/" + kAgentsDir, std::nullopt);
+    if (!dir) return 0;
+    auto text = read_file_at(dir->get(), step_done_name(step));
+    if (!text) return 0;
+    auto body = unseal(*text, step_done_name(step));
+    if (!body) return 0;
+    auto t = uint_field(parse_fields(*body), "time_ns", "step record");
+    return t ? *t : 0;
+}
+
+Result<Decision> decide(const RestoreQuery& q) {
+    auto opened = JobStore::open(q.root, q.job);
+    if (!opened) {
+        if (opened.error().code() == ENOENT)
+            return Decision{fmt::format("fresh job {} has no checkpoints in {}", q.job, q.root)};
+        return std::move(opened).error();
+    }
+    const JobStore& st = *opened;
+    const auto& job = st.index().job;
+    if (job.uid != q.uid)
+        return error_code(EPERM, "job {}'s checkpoints belong to {} (uid {}), not to uid {}", q.job,
+                          job.user, job.uid, q.uid);
+    const SetRecord* newest = st.index().newest_committed();
+    if (uint64_t done = step_done_ns(st, q.step); done && newest && done < newest->start_ns)
+        return Decision{fmt::format("skip step {} finished before set {} was taken",
+                                    step_name(q.step), newest->seq)};
+
+    std::string why;
+    for (auto it = st.index().sets.rbegin(); it != st.index().sets.rend(); ++it) {
+        const SetRecord& s = *it;
+        if (q.explicit_set && s.seq != q.set) continue;
+        if (s.state != SetState::Committed || s.step_id != q.step) {
+            if (q.explicit_set)
+                return s.step_id != q.step
+                           ? Decision{fmt::format("fresh set {} is of step {}, not of step {}",
+                                                  s.seq, step_name(s.step_id), step_name(q.step))}
+                           : Result<Decision>(error("job {} set {} is {}, not committed", q.job,
+                                                    s.seq, set::to_string(s.state)));
+            continue;
+        }
+        if (auto v = st.verify_set(s.seq); !v) {
+            why += fmt::format("; {}", v.error().message());
+            if (q.explicit_set) break;
+            continue;
+        }
+        for (const auto& m : s.members)
+            if (m.member_id == q.member)
+                return Decision{fmt::format("restore {} {}/{}", s.seq, st.dir(), m.image_dir)};
+        return error("job {} set {} has no member {}", q.job, s.seq, q.member);
+    }
+    if (q.explicit_set && why.empty())
+        return error_code(ENOENT, "job {} has no set {}", q.job, q.set);
+    if (!why.empty())
+        return error("job {} step {}: no committed set verifies{}", q.job, step_name(q.step), why);
+    return Decision{
+        fmt::format("fresh job {} has no committed set of step {}", q.job, step_name(q.step))};
+}
+
+}  // namespace
+
+int find_restore(const RestoreQuery& q) {
+    auto d = decide(q);
+    if (!d) {
+        std::printf("error %s\n", d.error().message().c_str());
+        return 1;
+    }
+    std::printf("%s\n", d->line.c_str());
+    return 0;
+}
+
+}  // namespace ckpt::slurm::agent

@@ -1,0 +1,23 @@
+// What the agent saves of a job's submission so that `ckpt-job restore` can submit it again
+// after Slurm forgot it: the batch script and the sbatch options, from slurmctld's record.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ckpt::slurm::agent {
+
+struct JobRecord {
+    std::string name;
+    std::string cluster;
+    // sbatch options, one per word, each word with '%' and ' ' escaped as %25 and %20; the
+    // script's arguments follow a "--" word (ckpt-job restore reads them back).
+    std::string submit_options;
+    std::string script;  // the batch script's text ("" if slurmctld did not give it)
+};
+
+// Asks slurmctld (libslurm); what it cannot learn stays empty, with a warning in the log.
+JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_args);
+
+}  // namespace ckpt::slurm::agent

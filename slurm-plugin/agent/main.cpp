@@ -1,0 +1,113 @@
+// ckpt-agent: started by spank_ckpt.so, not by users.
+//
+//   ckpt-agent run --job J --step S --node-id K --nodes N --node-name NAME --tasks T
+//       --local-tasks L --interval SEC --root DIR --keep N --engine PATH --uid U --gid G
+//       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [-- SCRIPT ARGS...]
+//   ckpt-agent find-restore --root DIR --job J --current-job J --step S --member M --uid U
+//       [--set N]
+//   ckpt-agent step-done --root DIR --job J --step S --uid U --gid G
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "agent.h"
+#include "ckpt/base/log.h"
+#include "ckpt/base/strings.h"
+
+namespace {
+
+using namespace ckpt::slurm::agent;
+
+int usage(const std::string& why) {
+    std::fprintf(stderr,
+                 "ckpt-agent: %s\nusage: ckpt-agent run|find-restore --key value ... (started by "
+                 "spank_ckpt.so; see docs/slurm.md)\n",
+                 why.c_str());
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) return usage("no command");
+    std::string cmd = argv[1];
+    std::map<std::string, std::string> kv;
+    std::vector<std::string> rest;
+    int verbosity = 1;
+    for (int i = 2; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--") {
+            rest.assign(argv + i + 1, argv + argc);
+            break;
+        }
+        if (a == "-v" || a == "-vv") {
+            verbosity = static_cast<int>(a.size()) - 1;
+            continue;
+        }
+        if (!a.starts_with("--") || i + 1 >= argc) return usage("bad argument '" + a + "'");
+        kv[a.substr(2)] = argv[++i];
+    }
+    ckpt::log::configure(verbosity);
+    std::string missing;
+    auto num = [&](const char* key, uint64_t def, bool required) -> uint64_t {
+        auto it = kv.find(key);
+        if (it == kv.end()) {
+            if (required) missing = key;
+            return def;
+        }
+        auto n = ckpt::parse_uint(it->second);
+        if (!n) missing = key;
+        return n ? *n : def;
+    };
+    auto str = [&](const char* key) {
+        auto it = kv.find(key);
+        if (it == kv.end()) missing = key;
+        return it == kv.end() ? std::string() : it->second;
+    };
+    if (cmd == "run") {
+        AgentConfig c;
+        c.job = num("job", 0, true);
+        c.step = static_cast<uint32_t>(num("step", 0, true));
+        c.node_id = static_cast<uint32_t>(num("node-id", 0, true));
+        c.nodes = static_cast<uint32_t>(num("nodes", 1, true));
+        c.node_name = str("node-name");
+        c.tasks_total = static_cast<uint32_t>(num("tasks", 1, true));
+        c.local_tasks = static_cast<uint32_t>(num("local-tasks", 1, true));
+        c.interval = num("interval", 0, true);
+        c.root = str("root");
+        c.keep = static_cast<uint32_t>(num("keep", 2, true));
+        c.engine = str("engine");
+        c.uid = static_cast<uid_t>(num("uid", 0, true));
+        c.gid = static_cast<gid_t>(num("gid", 0, true));
+        c.user = str("user");
+        c.restart_count = static_cast<uint32_t>(num("restart-count", 0, true));
+        c.task_fd = static_cast<int>(num("task-fd", 0, true));
+        c.set_timeout = num("set-timeout", 120, false);
+        c.job_argv = rest;
+        if (!missing.empty()) return usage("run: --" + missing + " missing or bad");
+        return run_agent(c);
+    }
+    if (cmd == "find-restore") {
+        RestoreQuery q;
+        q.root = str("root");
+        q.job = num("job", 0, true);
+        q.current_job = num("current-job", 0, true);
+        q.step = static_cast<uint32_t>(num("step", 0, true));
+        q.member = static_cast<int32_t>(num("member", 0, true));
+        q.uid = static_cast<uid_t>(num("uid", 0, true));
+        if (kv.count("set")) q.explicit_set = true, q.set = num("set", 0, true);
+        if (!missing.empty()) return usage("find-restore: --" + missing + " missing or bad");
+        return find_restore(q);
+    }
+    if (cmd == "step-done") {
+        std::string root = str("root");
+        uint64_t job = num("job", 0, true);
+        auto step = static_cast<uint32_t>(num("step", 0, true));
+        auto uid = static_cast<uid_t>(num("uid", 0, true));
+        auto gid = static_cast<gid_t>(num("gid", 0, true));
+        if (!missing.empty()) return usage("step-done: --" + missing + " missing or bad");
+        return record_step_done(root, job, step, uid, gid);
+    }
+    return usage("unknown command '" + cmd + "'");
+}

@@ -1,0 +1,87 @@
+// How the agents of one job step, ckpt-job and the plugin talk: small files in the job's
+// checkpoint folder (<root>/<jobid>/, on storage every node sees), under agents/.
+//
+//   agents/step-S.request            the lead agent asks every node to dump set N
+//   agents/step-S.set-N.node-K       node K's report for set N: its members and their files
+//   agents/step-S.node-K.status      node K's agent state (for ckpt-job status)
+//   agents/step-S.done               step S finished (its tasks exited 0) in run R
+//   checkpoint-request               written by the job's user (ckpt-job checkpoint): take a
+//                                    set now
+//
+// Every file the agents write is text, ends with a "sum <xxh3>" line over everything before
+// it (a torn or edited file is refused), and is written as root into a folder the job's
+// user owns: always a fresh file (O_EXCL, never following links) renamed into place, so the
+// user cannot redirect a root write elsewhere.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ckpt/base/fd.h"
+#include "ckpt/base/result.h"
+#include "ckpt/set/model.h"
+
+namespace ckpt::slurm {
+
+inline constexpr char kAgentsDir[] = "agents";
+inline constexpr char kCheckpointRequest[] = "checkpoint-request";
+// Slurm's id of the batch step (SLURM_BATCH_SCRIPT).
+inline constexpr uint32_t kBatchStep = 0xfffffffb;
+
+std::string step_name(uint32_t step);  // "batch" or the number
+std::string request_name(uint32_t step);
+std::string report_name(uint32_t step, uint64_t seq, uint32_t node);
+std::string status_name(uint32_t step, uint32_t node);
+std::string step_done_name(uint32_t step);
+
+// Text with a trailing checksum line, and back.
+std::string seal(std::string body);
+Result<std::string> unseal(std::string_view text, std::string_view what);
+
+// key value lines (the value is the rest of the line).
+using Fields = std::multimap<std::string, std::string>;
+Fields parse_fields(std::string_view body);
+std::optional<std::string> field(const Fields& f, const std::string& key);
+Result<uint64_t> uint_field(const Fields& f, const std::string& key, std::string_view what);
+
+// A folder opened without following links; `owner` (if given) must own it.
+Result<UniqueFd> open_folder(const std::string& path, std::optional<uid_t> owner);
+// Writes name in dir atomically: a fresh temporary file (O_EXCL), fsynced, given to
+// uid:gid (when not -1), mode 0600, renamed over name.
+Result<void> write_file_at(int dir, const std::string& name, std::string_view content, uid_t uid,
+                           gid_t gid);
+// Reads name in dir, refusing links and anything but a regular file. ENOENT when missing.
+Result<std::string> read_file_at(int dir, const std::string& name);
+
+// What the lead asks of every node for one set.
+struct SetRequest {
+    uint64_t seq = 0;
+    set::Trigger trigger = set::Trigger::Interval;
+    uint32_t restart_count = 0;
+};
+std::string encode(const SetRequest& r);
+Result<SetRequest> decode_request(std::string_view text);
+
+// One node's answer for one set: its members (written, fsynced and scanned), or why not.
+struct NodeReport {
+    uint64_t seq = 0;
+    uint32_t node_id = 0;
+    std::string node;
+    std::string failure;  // empty: success
+    struct Member {
+        int32_t member_id = 0;
+        std::string image_dir;  // relative to the job folder
+        std::vector<set::FileRecord> files;
+    };
+    std::vector<Member> members;
+};
+std::string encode(const NodeReport& r);
+Result<NodeReport> decode_report(std::string_view text);
+
+}  // namespace ckpt::slurm

@@ -1,0 +1,226 @@
+// The step's ckpt-agent on this node, seen from slurmstepd (root): forked and exec'd when
+// the first local task is forked, fed each task's pid through a pipe, stopped when the step
+// ends. slurmstepd SIGKILLs an exec'd helper as soon as the step's last task exits, so the
+// agent keeps everything crash-safe; exit() here stops it if it is still there.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "plugin_state.h"
+
+extern "C" {
+#include <slurm/slurm.h>  // SLURM_BATCH_SCRIPT, SLURM_EXTERN_CONT
+}
+
+namespace ckpt::slurm::spank {
+
+namespace {
+
+std::string on_path(const std::string& configured, const char* name) {
+    if (!configured.empty()) return configured;
+    const char* path = std::getenv("PATH");
+    std::string dirs = path && *path ? path : "/usr/local/bin:/usr/bin:/bin";
+    size_t start = 0;
+    while (start <= dirs.size()) {
+        size_t end = dirs.find(':', start);
+        if (end == std::string::npos) end = dirs.size();
+        std::string cand = dirs.substr(start, end - start) + "/" + name;
+        if (::access(cand.c_str(), X_OK) == 0) return cand;
+        start = end + 1;
+    }
+    return std::string("/usr/local/bin/") + name;
+}
+
+template <typename T>
+T item(spank_t sp, spank_item_t which, T fallback) {
+    T v = fallback;
+    if (spank_get_item(sp, which, &v) != ESPANK_SUCCESS) return fallback;
+    return v;
+}
+
+std::string job_env(spank_t sp, const char* name) {
+    char buf[256];
+    if (spank_getenv(sp, name, buf, sizeof buf) != ESPANK_SUCCESS) return "";
+    return buf;
+}
+
+// In the forked child: a clean process for exec (own session, default signals, no
+// inherited fds but the pipe as fd 3, stdio on /dev/null until the agent opens its log).
+[[noreturn]] void exec_agent(int feed, const std::vector<std::string>& args) {
+    ::setsid();
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
+    if (feed != 3) {
+        ::dup2(feed, 3);
+    } else {
+        ::fcntl(3, F_SETFD, 0);
+    }
+    int null = ::open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
+    ::close_range(4, ~0u, 0);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+}
+
+Result<void> start_agent(spank_t sp, const JobSettings& settings) {
+    uint32_t job = item<uint32_t>(sp, S_JOB_ID, 0), step = item<uint32_t>(sp, S_JOB_STEPID, 0);
+    uint32_t node = item<uint32_t>(sp, S_JOB_NODEID, 0);
+    std::string user = CKPT_TRY(job_user(sp));
+    // SLURMD_NODENAME is the batch node's in srun steps (research note): only trusted for
+    // the batch step.
+    std::string node_name = job_env(sp, "SLURMD_NODENAME");
+    if (node_name.empty() && std::getenv("SLURMD_NODENAME"))
+        node_name = std::getenv("SLURMD_NODENAME");
+    if (node_name.empty() || step != SLURM_BATCH_SCRIPT) node_name = fmt::format("node{}", node);
+    // The batch step is one task on one node; Slurm leaves the counts at 0 there.
+    bool batch = step == SLURM_BATCH_SCRIPT;
+    uint32_t nodes = batch ? 1 : std::max(1u, item<uint32_t>(sp, S_JOB_NNODES, 1));
+    uint32_t tasks = batch ? 1 : std::max(1u, item<uint32_t>(sp, S_JOB_TOTAL_TASK_COUNT, 1));
+    uint32_t local = batch ? 1 : std::max(1u, item<uint32_t>(sp, S_JOB_LOCAL_TASK_COUNT, 1));
+    std::string restart_env = job_env(sp, "SLURM_RESTART_COUNT");
+    std::string restart = restart_env.empty() ? std::string("0") : restart_env;
+    std::vector<std::string> args = {
+        agent_path(),      "run",
+        "--job",           std::to_string(job),
+        "--step",          std::to_string(step),
+        "--node-id",       std::to_string(node),
+        "--nodes",         std::to_string(nodes),
+        "--node-name",     node_name,
+        "--tasks",         std::to_string(tasks),
+        "--local-tasks",   std::to_string(local),
+        "--interval",      std::to_string(settings.interval),
+        "--root",          settings.dir,
+        "--keep",          std::to_string(settings.keep),
+        "--engine",        engine_path(),
+        "--uid",           std::to_string(item<uid_t>(sp, S_JOB_UID, 0)),
+        "--gid",           std::to_string(item<gid_t>(sp, S_JOB_GID, 0)),
+        "--user",          user,
+        "--restart-count", restart,
+        "--task-fd",       "3",
+    };
+    if (step == SLURM_BATCH_SCRIPT) {
+        int argc = 0;
+        char** argv = nullptr;
+        if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) == ESPANK_SUCCESS && argc > 1) {
+            args.push_back("--");
+            for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+        }
+    }
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return sys_error("pipe");
+    pid_t pid = ::fork();
+    if (pid < 0) return sys_error("fork ckpt-agent");
+    if (pid == 0) exec_agent(fds[0], args);
+    ::close(fds[0]);
+    auto& s = state();
+    s.agent_pid = pid;
+    s.agent_feed = fds[1];
+    s.agent_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    slurm_info("ckpt: job %u step %s node %u: ckpt-agent started (pid %d, run %s)", job,
+               step == SLURM_BATCH_SCRIPT ? "batch" : std::to_string(step).c_str(), node, pid,
+               restart.c_str());
+    return ok();
+}
+
+bool agent_gone(int pidfd, int wait_ms) {
+    pollfd p{pidfd, POLLIN, 0};
+    return ::poll(&p, 1, wait_ms) > 0;
+}
+
+}  // namespace
+
+std::string agent_path() { return on_path(state().site.agent, "ckpt-agent"); }
+std::string engine_path() { return on_path(state().site.engine, "ckpt-engine"); }
+
+Result<void> agent_task_forked(spank_t sp, const JobSettings& settings) {
+    uint32_t step = item<uint32_t>(sp, S_JOB_STEPID, 0);
+    if (step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP) return ok();
+    if (state().agent_pid < 0) CKPT_TRY(start_agent(sp, settings));
+    pid_t task = item<pid_t>(sp, S_TASK_PID, 0);
+    uint32_t global = item<uint32_t>(sp, S_TASK_GLOBAL_ID, 0);
+    std::string line = fmt::format("{} {}\n", task, global);
+    if (state().agent_feed >= 0 &&
+        ::write(state().agent_feed, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+        slurm_error("ckpt: telling ckpt-agent of task %d: %m", task);
+    return ok();
+}
+
+Result<void> agent_step_exit(spank_t sp, const JobSettings& settings) {
+    auto& s = state();
+    if (s.agent_feed >= 0) ::close(s.agent_feed), s.agent_feed = -1;
+    if (s.agent_pidfd >= 0) {
+        // Never signal a bare pid here: slurmstepd may have reaped the agent already.
+        if (!agent_gone(s.agent_pidfd, 0)) {
+            ::syscall(SYS_pidfd_send_signal, s.agent_pidfd, SIGTERM, nullptr, 0);
+            if (!agent_gone(s.agent_pidfd, 3000))
+                ::syscall(SYS_pidfd_send_signal, s.agent_pidfd, SIGKILL, nullptr, 0);
+        }
+        ::waitpid(s.agent_pid, nullptr, WNOHANG);
+        ::close(s.agent_pidfd);
+        s.agent_pidfd = -1;
+    }
+    // A step that finished well is recorded, so that a re-run of the batch script does not
+    // run it again (docs/slurm.md, "Restart"). Node 0 records it for the step.
+    uint32_t step = item<uint32_t>(sp, S_JOB_STEPID, 0);
+    if (s.agent_pid < 0 || step == SLURM_BATCH_SCRIPT || item<uint32_t>(sp, S_JOB_NODEID, 1) != 0)
+        return ok();
+    for (int st : s.task_status)
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return ok();
+    if (s.task_status.empty()) return ok();
+    std::string job = std::to_string(item<uint32_t>(sp, S_JOB_ID, 0));
+    std::vector<std::string> args = {agent_path(), "step-done",
+                                     "--root",     settings.dir,
+                                     "--job",      job,
+                                     "--step",     std::to_string(step),
+                                     "--uid",      std::to_string(item<uid_t>(sp, S_JOB_UID, 0)),
+                                     "--gid",      std::to_string(item<gid_t>(sp, S_JOB_GID, 0))};
+    auto out = run_helper(args);
+    if (!out)
+        slurm_error("ckpt: job %s step %u: %s", job.c_str(), step, out.error().message().c_str());
+    return ok();
+}
+
+Result<std::string> run_helper(const std::vector<std::string>& args) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return sys_error("pipe");
+    pid_t pid = ::fork();
+    if (pid < 0) return sys_error("fork {}", args[0]);
+    if (pid == 0) {
+        ::dup2(fds[1], 1);
+        std::vector<char*> argv;
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    ::close(fds[1]);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) out.append(buf, static_cast<size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return out;
+    if (out.starts_with("error ")) return error("{}", out.substr(6));
+    return error("{} {} failed (status {:#x}): {}", args[0], args[1], status, out);
+}
+
+}  // namespace ckpt::slurm::spank

@@ -1,0 +1,184 @@
+// Automatic restart, in the task process (root) just before slurmstepd execs the user's
+// program: when the job was requeued (or asks for --checkpoint-restore) and this step has a
+// committed set that verifies, the task execs `ckpt-engine restore` of its member's images
+// instead; the engine stays as the launcher of the restored tree, forwards signals to it and
+// exits with its status, so to Slurm the task is the restored program. Its stdio is this
+// run's, which the restored tree's fds 0-2 are bound to (they were dumped as external).
+//
+// The lookup runs in a helper (ckpt-agent find-restore) so that HDF5 never loads into
+// slurmstepd. A set that exists but cannot be used fails the task with one line in the job's
+// output: the job must not silently start over.
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "plugin_state.h"
+
+extern "C" {
+#include <slurm/slurm.h>
+}
+
+namespace ckpt::slurm::spank {
+
+Result<void> become_restorer(const std::string& who, const std::string& engine,
+                             const std::string& dir, const std::string& as);
+
+Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings) {
+    uint32_t job = 0, step = 0, task = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    spank_get_item(sp, S_JOB_ID, &job);
+    spank_get_item(sp, S_JOB_STEPID, &step);
+    spank_get_item(sp, S_TASK_GLOBAL_ID, &task);
+    spank_get_item(sp, S_JOB_UID, &uid);
+    spank_get_item(sp, S_JOB_GID, &gid);
+    if (step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP) return ok();
+    // A set of this job and step can only have been written by an earlier run (a step id runs
+    // once per run), so its existence is what marks a restart.
+    if (!settings.restore && !settings.restart) return ok();
+    std::string step_text = step == SLURM_BATCH_SCRIPT ? "batch" : std::to_string(step);
+    uint64_t source = settings.restore ? settings.restore->job_id : job;
+    std::vector<std::string> args = {
+        agent_path(), "find-restore",         "--root",        settings.dir,
+        "--job",      std::to_string(source), "--current-job", std::to_string(job),
+        "--step",     std::to_string(step),   "--member",      std::to_string(task),
+        "--uid",      std::to_string(uid)};
+    if (settings.restore && settings.restore->set) {
+        args.push_back("--set");
+        args.push_back(std::to_string(*settings.restore->set));
+    }
+    auto out = run_helper(args);
+    std::string who = fmt::format("ckpt: job {} step {} task {}", job, step_text, task);
+    // Stdio is not the task's yet: what the job's output must show is said in task_init.
+    if (!out) {
+        slurm_error("%s: cannot restore from job %llu: %s", who.c_str(),
+                    static_cast<unsigned long long>(source), out.error().message().c_str());
+        state().task_note = fmt::format(
+            "{}: cannot restore from job {}: {}; the task fails "
+            "rather than start over",
+            who, source, out.error().message());
+        state().task_exit = 1;
+        return ok();
+    }
+    const std::string& line = *out;
+    slurm_info("%s: %s", who.c_str(), line.c_str());
+    if (line.starts_with("fresh ")) {
+        if (settings.restore)
+            state().task_note =
+                fmt::format("{}: starting from the beginning: {}", who, line.substr(6));
+        return ok();
+    }
+    if (line.starts_with("skip ")) {
+        state().task_note = fmt::format("{}: not run again: {}", who, line.substr(5));
+        state().task_exit = 0;
+        return ok();
+    }
+    if (!line.starts_with("restore ")) return error("ckpt-agent find-restore said '{}'", line);
+    std::string rest = line.substr(8);
+    size_t sp_at = rest.find(' ');
+    std::string seq = rest.substr(0, sp_at), dir = rest.substr(sp_at + 1);
+    who += fmt::format(": job {} checkpoint set {}", source, seq);
+    slurm_info("%s: restoring from job %llu set %s", who.c_str(),
+               static_cast<unsigned long long>(source), seq.c_str());
+
+    return become_restorer(who, engine_path(), dir, fmt::format("{}:{}", uid, gid));
+}
+
+// The task's stdio is set up by slurmstepd only after task_init_privileged, and task_init
+// runs as the user, who cannot restore. So the task forks: the child goes on along Slurm's
+// path and, in task_init, sends its fds 0-2 and the job's SLURM_RESTART_COUNT back over a
+// socket and exits; the task itself (the pid slurmstepd waits for, still root) takes them
+// and execs the engine's restore.
+Result<void> become_restorer(const std::string& who, const std::string& engine,
+                             const std::string& dir, const std::string& as) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return sys_error("socketpair");
+    pid_t child = ::fork();
+    if (child < 0) return sys_error("fork");
+    if (child == 0) {
+        ::close(sv[0]);
+        state().stdio_courier = sv[1];
+        return ok();  // on to task_init (send_stdio_to_restorer)
+    }
+    ::close(sv[1]);
+    char payload[256] = {};
+    alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))];
+    iovec iov{payload, sizeof payload - 1};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n;
+    while ((n = ::recvmsg(sv[0], &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+    }
+    cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int))) {
+        std::fprintf(stderr, "%s: the task's stdio never arrived (status %#x): not restored\n",
+                     who.c_str(), status);
+        ::_exit(1);
+    }
+    int fds[3];
+    std::memcpy(fds, CMSG_DATA(c), sizeof fds);
+    for (int i = 0; i < 3; ++i) ::dup2(fds[i], i);  // dup2 clears close-on-exec
+    for (int i = 0; i < 3; ++i)
+        if (fds[i] > 2) ::close(fds[i]);
+    if (std::string_view(payload).starts_with("SLURM_RESTART_COUNT="))
+        ::setenv("SLURM_RESTART_COUNT", payload + 20, 1);
+    std::fprintf(stderr, "%s: restoring from %s\n", who.c_str(), dir.c_str());
+    std::fflush(stderr);
+    // The engine forwards signals to the restored tree: none may stay blocked from slurmstepd.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    const char* argv[] = {engine.c_str(), "restore",      "-D",       dir.c_str(),
+                          "--new-pidns",  "--restore-as", as.c_str(), nullptr};
+    ::execv(argv[0], const_cast<char* const*>(argv));
+    std::fprintf(stderr, "%s: exec %s: %s\n", who.c_str(), engine.c_str(), strerror(errno));
+    ::_exit(1);
+}
+
+Result<void> send_stdio_to_restorer(spank_t sp) {
+    auto& st = state();
+    if (!st.task_note.empty()) {
+        std::fprintf(stderr, "%s\n", st.task_note.c_str());
+        std::fflush(stderr);
+    }
+    if (st.task_exit) ::_exit(*st.task_exit);
+    int sock = std::exchange(state().stdio_courier, -1);
+    if (sock < 0) return ok();
+    char restart[32] = "0";
+    if (spank_getenv(sp, "SLURM_RESTART_COUNT", restart, sizeof restart) != ESPANK_SUCCESS)
+        std::strcpy(restart, "0");
+    std::string payload = std::string("SLURM_RESTART_COUNT=") + restart;
+    int fds[3] = {0, 1, 2};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
+    iovec iov{payload.data(), payload.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof fds);
+    std::memcpy(CMSG_DATA(c), fds, sizeof fds);
+    ssize_t n = ::sendmsg(sock, &msg, 0);
+    // This process was only the courier: the restorer is the task.
+    ::_exit(n > 0 ? 0 : 1);
+}
+
+}  // namespace ckpt::slurm::spank
