@@ -61,10 +61,16 @@ uint64_t zero_pfn() {
     return pfn;
 }
 
-// VmFlags of every mapping, by start address.
-Result<std::map<uint64_t, std::string>> read_vmflags(pid_t pid) {
+// What smaps says of every mapping, by start address: VmFlags, and whether any of its
+// pages is resident or swapped.
+struct SmapsEntry {
+    std::string flags;
+    bool has_pages = false;
+};
+
+Result<std::map<uint64_t, SmapsEntry>> read_smaps(pid_t pid) {
     std::string text = CKPT_TRY(read_file(proc_path(pid, "smaps")));
-    std::map<uint64_t, std::string> out;
+    std::map<uint64_t, SmapsEntry> out;
     uint64_t current = 0;
     for (auto line : split(text, '\n')) {
         if (line.empty()) continue;
@@ -73,7 +79,10 @@ Result<std::map<uint64_t, std::string>> read_vmflags(pid_t pid) {
             auto start = parse_uint(line.substr(0, line.find('-')), 16);
             if (start) current = *start;
         } else if (starts_with(line, "VmFlags:")) {
-            out[current] = std::string(line.substr(8));
+            out[current].flags = std::string(line.substr(8));
+        } else if (starts_with(line, "Rss:") || starts_with(line, "Swap:")) {
+            auto kb = split(trim(line.substr(line.find(':') + 1)), ' ');
+            if (!kb.empty() && kb[0] != "0") out[current].has_pages = true;
         }
     }
     return out;
@@ -143,7 +152,7 @@ bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
                          const std::string& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan) {
     auto maps = CKPT_TRY(read_maps(pid));
-    auto vmflags = CKPT_TRY(read_vmflags(pid));
+    auto smaps = CKPT_TRY(read_smaps(pid));
     auto st = CKPT_TRY(read_stat(pid));
     mm->set_start_code(st.start_code);
     mm->set_end_code(st.end_code);
@@ -176,7 +185,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         v->set_start(m.start);
         v->set_end(m.end);
         v->set_prot((m.read ? PROT_READ : 0) | (m.write ? PROT_WRITE : 0) | (m.exec ? PROT_EXEC : 0));
-        const std::string& flags = vmflags[m.start];
+        const std::string& flags = smaps[m.start].flags;
         v->set_flags((m.shared ? MAP_SHARED : MAP_PRIVATE) | (has_flag(flags, "gd") ? MAP_GROWSDOWN : 0) |
                      (kind == image::Vma::ANON || kind == image::Vma::SHARED_ANON ? MAP_ANONYMOUS : 0));
         v->set_pgoff(m.offset);
@@ -202,44 +211,63 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             kind == image::Vma::VVAR_VCLOCK)
             continue;
 
-        uint64_t npages = (m.end - m.start) / kPage;
-        entries.resize(npages);
-        off_t off = static_cast<off_t>(m.start / kPage * 8);
-        ssize_t want = static_cast<ssize_t>(npages * 8);
-        if (pread(pagemap.get(), entries.data(), static_cast<size_t>(want), off) != want)
-            return sys_error("pid {}: pread pagemap for {:#x}-{:#x}", pid, m.start, m.end);
+        // Nothing resident or swapped (smaps says): no page to look for. This keeps huge
+        // reserved ranges (sanitizer shadows, runtimes' heaps) cheap.
+        if (!smaps[m.start].has_pages) continue;
 
         // Runs of pages to save: anonymous pages that are present or swapped; for file
         // mappings only the private copies (not page cache pages of the file itself).
+        // The page map is read in chunks; a run may span chunks.
         bool file_backed = kind == image::Vma::FILE;
-        uint64_t i = 0;
+        auto wanted = [&](uint64_t e) {
+            if (e & kPmSwapped) return true;
+            if (!(e & kPmPresent)) return false;
+            return !(file_backed && (e & kPmFile));
+        };
+        auto is_zero = [&](uint64_t e) { return (e & kPmPresent) && (e & kPmPfnMask) == zpfn; };
         bool any = false;
-        while (i < npages) {
-            auto wanted = [&](uint64_t e) {
-                if (e & kPmSwapped) return true;
-                if (!(e & kPmPresent)) return false;
-                return !(file_backed && (e & kPmFile));
-            };
-            if (!wanted(entries[i])) {
-                ++i;
-                continue;
-            }
-            bool zero = (entries[i] & kPmPresent) && (entries[i] & kPmPfnMask) == zpfn;
-            uint64_t j = i + 1;
-            while (j < npages && wanted(entries[j]) &&
-                   ((entries[j] & kPmPresent) && (entries[j] & kPmPfnMask) == zpfn) == zero)
-                ++j;
+        uint64_t run_start = 0, run_pages = 0;
+        bool run_zero = false;
+        auto end_run = [&] {
+            if (!run_pages) return;
             image::PageRun* run = pm->add_runs();
-            run->set_vaddr(m.start + i * kPage);
-            run->set_nr_pages(j - i);
-            run->set_zero(zero);
-            if (!zero) {
-                copies.push_back({m.start + i * kPage, (j - i) * kPage, file_off, m.read});
-                file_off += (j - i) * kPage;
+            run->set_vaddr(run_start);
+            run->set_nr_pages(run_pages);
+            run->set_zero(run_zero);
+            if (!run_zero) {
+                copies.push_back({run_start, run_pages * kPage, file_off, m.read});
+                file_off += run_pages * kPage;
             }
             any = true;
-            i = j;
+            run_pages = 0;
+        };
+        constexpr uint64_t kChunk = 1 << 16;  // page map entries read at once
+        entries.resize(kChunk);
+        for (uint64_t at = m.start; at < m.end; at += kChunk * kPage) {
+            uint64_t n = std::min(kChunk, (m.end - at) / kPage);
+            ssize_t want = static_cast<ssize_t>(n * 8);
+            ssize_t got = pread(pagemap.get(), entries.data(), static_cast<size_t>(want), static_cast<off_t>(at / kPage * 8));
+            if (got != want)
+                return got < 0 ? sys_error("pid {}: pread pagemap at {:#x}", pid, at)
+                               : error_code(EIO, "pid {}: short read of the page map at {:#x}", pid, at);
+            for (uint64_t k = 0; k < n; ++k) {
+                uint64_t e = entries[k], addr = at + k * kPage;
+                if (!wanted(e)) {
+                    end_run();
+                    continue;
+                }
+                bool zero = is_zero(e);
+                if (run_pages && zero == run_zero) {
+                    ++run_pages;
+                    continue;
+                }
+                end_run();
+                run_start = addr;
+                run_pages = 1;
+                run_zero = zero;
+            }
         }
+        end_run();
         v->set_has_pages(any);
     }
     pm->set_pages_file(pages_name);

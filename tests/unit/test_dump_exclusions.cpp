@@ -55,6 +55,14 @@ TEST(DumpExclusions, LeftOutMemoryThreadsAndFds) {
         s->ready = 1;
         for (;;) pause();
     }
+    // Killed however the test ends.
+    struct Reaper {
+        pid_t pid;
+        ~Reaper() {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+    } reaper{child};
     while (!s->ready) usleep(1000);
 
     char tmpl[] = "/tmp/ckpt-exclusions-XXXXXX";
@@ -94,7 +102,5 @@ TEST(DumpExclusions, LeftOutMemoryThreadsAndFds) {
     EXPECT_FALSE(extra_seen);
     EXPECT_TRUE(kept_seen);
 
-    kill(child, SIGKILL);
-    waitpid(child, nullptr, 0);
     std::system(("rm -rf " + dir).c_str());
 }
