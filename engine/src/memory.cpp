@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <linux/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
@@ -15,6 +16,7 @@
 #include <atomic>
 #include <mutex>
 #include <thread>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -23,6 +25,7 @@
 #include "ckpt/image/image_file.h"
 #include "files.h"
 #include "parallel.h"
+#include "ckpt/engine/syscalls.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
 #include "restore_task.h"
@@ -86,6 +89,62 @@ Result<std::map<uint64_t, SmapsEntry>> read_smaps(pid_t pid) {
         }
     }
     return out;
+}
+
+// Calls add(addr, npages, zero) for the pages of [start, end) worth saving, in address
+// order: with the PAGEMAP_SCAN ioctl (linux 6.7) a region of like pages at a time, so that
+// huge sparse mappings cost nothing; otherwise from /proc/PID/pagemap entries.
+template <typename Add>
+Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_backed, uint64_t zpfn,
+                        std::vector<uint64_t>& entries, Add&& add) {
+    // CKPT_NO_PAGEMAP_SCAN=1 takes the older path (for tests of it on newer kernels).
+    static std::atomic<bool> have_scan{std::getenv("CKPT_NO_PAGEMAP_SCAN") == nullptr};
+    if (have_scan) {
+        PageRegion regions[512];
+        PmScanArg arg{};
+        arg.size = sizeof arg;
+        arg.start = start;
+        arg.end = end;
+        arg.vec = reinterpret_cast<uint64_t>(regions);
+        arg.vec_len = std::size(regions);
+        arg.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+        arg.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
+        for (;;) {
+            long n = ioctl(pagemap, kPagemapScan, &arg);
+            if (n < 0) {
+                if ((errno == EINVAL || errno == ENOTTY) && arg.start == start) {
+                    have_scan = false;  // an older kernel: read the entries below
+                    break;
+                }
+                return sys_error("ioctl(PAGEMAP_SCAN) at {:#x}", arg.start);
+            }
+            for (long i = 0; i < n; ++i) {
+                uint64_t c = regions[i].categories;
+                bool wanted = (c & kPageIsSwapped) || ((c & kPageIsPresent) && !(file_backed && (c & kPageIsFile)));
+                if (wanted)
+                    add(regions[i].start, (regions[i].end - regions[i].start) / kPage,
+                        (c & kPageIsPresent) && (c & kPageIsPfnZero));
+            }
+            if (arg.walk_end >= end || n < static_cast<long>(std::size(regions))) return ok();
+            arg.start = arg.walk_end;
+        }
+    }
+    constexpr uint64_t kChunk = 1 << 16;  // page map entries read at once
+    entries.resize(kChunk);
+    for (uint64_t at = start; at < end; at += kChunk * kPage) {
+        uint64_t n = std::min(kChunk, (end - at) / kPage);
+        ssize_t want = static_cast<ssize_t>(n * 8);
+        ssize_t got = pread(pagemap, entries.data(), static_cast<size_t>(want), static_cast<off_t>(at / kPage * 8));
+        if (got != want)
+            return got < 0 ? sys_error("pread pagemap at {:#x}", at)
+                           : error_code(EIO, "short read of the page map at {:#x}", at);
+        for (uint64_t k = 0; k < n; ++k) {
+            uint64_t e = entries[k];
+            bool wanted = (e & kPmSwapped) || ((e & kPmPresent) && !(file_backed && (e & kPmFile)));
+            if (wanted) add(at + k * kPage, 1, (e & kPmPresent) && (e & kPmPfnMask) == zpfn);
+        }
+    }
+    return ok();
 }
 
 bool has_flag(const std::string& flags, const char* f) {
@@ -217,14 +276,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
 
         // Runs of pages to save: anonymous pages that are present or swapped; for file
         // mappings only the private copies (not page cache pages of the file itself).
-        // The page map is read in chunks; a run may span chunks.
         bool file_backed = kind == image::Vma::FILE;
-        auto wanted = [&](uint64_t e) {
-            if (e & kPmSwapped) return true;
-            if (!(e & kPmPresent)) return false;
-            return !(file_backed && (e & kPmFile));
-        };
-        auto is_zero = [&](uint64_t e) { return (e & kPmPresent) && (e & kPmPfnMask) == zpfn; };
         bool any = false;
         uint64_t run_start = 0, run_pages = 0;
         bool run_zero = false;
@@ -241,32 +293,19 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             any = true;
             run_pages = 0;
         };
-        constexpr uint64_t kChunk = 1 << 16;  // page map entries read at once
-        entries.resize(kChunk);
-        for (uint64_t at = m.start; at < m.end; at += kChunk * kPage) {
-            uint64_t n = std::min(kChunk, (m.end - at) / kPage);
-            ssize_t want = static_cast<ssize_t>(n * 8);
-            ssize_t got = pread(pagemap.get(), entries.data(), static_cast<size_t>(want), static_cast<off_t>(at / kPage * 8));
-            if (got != want)
-                return got < 0 ? sys_error("pid {}: pread pagemap at {:#x}", pid, at)
-                               : error_code(EIO, "pid {}: short read of the page map at {:#x}", pid, at);
-            for (uint64_t k = 0; k < n; ++k) {
-                uint64_t e = entries[k], addr = at + k * kPage;
-                if (!wanted(e)) {
-                    end_run();
-                    continue;
-                }
-                bool zero = is_zero(e);
-                if (run_pages && zero == run_zero) {
-                    ++run_pages;
-                    continue;
-                }
-                end_run();
-                run_start = addr;
-                run_pages = 1;
-                run_zero = zero;
+        // Pages [addr, addr + n pages) are to be saved: extend the run or start a new one.
+        auto add_pages = [&](uint64_t addr, uint64_t n, bool zero) {
+            if (run_pages && zero == run_zero && addr == run_start + run_pages * kPage) {
+                run_pages += n;
+                return;
             }
-        }
+            end_run();
+            run_start = addr;
+            run_pages = n;
+            run_zero = zero;
+        };
+        CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, file_backed, zpfn, entries, add_pages),
+                     "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
         end_run();
         v->set_has_pages(any);
     }
