@@ -9,7 +9,12 @@
  * from a checkpoint continues its step count, a run that starts over prints "start" again
  * and begins at step 0. The answer depends only on STEPS, so an interrupted and resumed run
  * must write the same answer as an uninterrupted one.
+ *
+ * It ignores SIGUSR1 and SIGUSR2: with sbatch --signal=USR1@SECS Slurm sends them to every
+ * process of the job's steps before the time limit, and ckpt's agent takes a final
+ * checkpoint then; the computation itself has nothing to do.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -41,6 +46,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: serial-job [STEPS [MS_PER_STEP [ANSWER_FILE]]]\n");
         return 2;
     }
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("start: %ld steps, pid %d\n", steps, (int)getpid());
 

@@ -36,7 +36,11 @@ using set::Trigger;
 auto logger() { return log::get("slurm"); }
 
 volatile sig_atomic_t g_stop = 0;
+volatile sig_atomic_t g_warned = 0;
 void on_stop(int) { g_stop = 1; }
+// SIGUSR1/SIGUSR2: Slurm's warning before the end (sbatch --signal=SIG@SECS reaches every
+// process of the job's steps, the agents included) or scancel --signal: take a set now.
+void on_warning(int) { g_warned = 1; }
 
 uint64_t now_s() { return static_cast<uint64_t>(::time(nullptr)); }
 
@@ -185,6 +189,9 @@ std::vector<std::optional<Error>> dump_all(const AgentConfig& cfg,
             // The engine must not outlive the agent (slurmstepd SIGKILLs the agent when the
             // step's last task exits); its ptrace hold ends with it.
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            // Slurm's warning signals reach every process of the step; a dump goes on.
+            ::signal(SIGUSR1, SIG_IGN);
+            ::signal(SIGUSR2, SIG_IGN);
             const char* argv[] = {cfg.engine.c_str(),
                                   "dump",
                                   "-t",
@@ -357,6 +364,11 @@ private:
     }
 
     std::optional<Trigger> due() {
+        if (g_warned) {
+            g_warned = 0;
+            logger()->info("signalled by Slurm (--signal or scancel --signal): final checkpoint");
+            return Trigger::Preempt;
+        }
         if (::unlinkat(job_fd_.get(), kCheckpointRequest, 0) == 0) {
             logger()->info("checkpoint requested by the job's user");
             return Trigger::Manual;
@@ -607,6 +619,9 @@ int run_agent(const AgentConfig& cfg) {
     sa.sa_handler = on_stop;
     ::sigaction(SIGTERM, &sa, nullptr);
     ::sigaction(SIGINT, &sa, nullptr);
+    sa.sa_handler = on_warning;
+    ::sigaction(SIGUSR1, &sa, nullptr);
+    ::sigaction(SIGUSR2, &sa, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
     Agent a(cfg);
     return a.run();

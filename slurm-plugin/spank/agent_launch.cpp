@@ -149,7 +149,14 @@ std::string engine_path() { return on_path(state().site.engine, "ckpt-engine"); 
 Result<void> agent_task_forked(spank_t sp, const JobSettings& settings) {
     uint32_t step = item<uint32_t>(sp, S_JOB_STEPID, 0);
     if (step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP) return ok();
-    if (state().agent_pid < 0) CKPT_TRY(start_agent(sp, settings));
+    if (state().agent_pid < 0) {
+        // Without its agent the job runs on unprotected; it must not fail for that.
+        if (auto r = start_agent(sp, settings); !r) {
+            slurm_error("ckpt: no checkpoints for this step: %s", r.error().message().c_str());
+            state().agent_pid = 0;  // not again for the next task
+            return ok();
+        }
+    }
     pid_t task = item<pid_t>(sp, S_TASK_PID, 0);
     uint32_t global = item<uint32_t>(sp, S_TASK_GLOBAL_ID, 0);
     std::string line = fmt::format("{} {}\n", task, global);
@@ -162,12 +169,14 @@ Result<void> agent_task_forked(spank_t sp, const JobSettings& settings) {
 Result<void> agent_step_exit(spank_t sp, const JobSettings& settings) {
     auto& s = state();
     if (s.agent_feed >= 0) ::close(s.agent_feed), s.agent_feed = -1;
-    if (s.agent_pidfd >= 0) {
+    if (s.agent_pid > 0 && s.agent_pidfd >= 0) {
         // Never signal a bare pid here: slurmstepd may have reaped the agent already.
         if (!agent_gone(s.agent_pidfd, 0)) {
             ::syscall(SYS_pidfd_send_signal, s.agent_pidfd, SIGTERM, nullptr, 0);
-            if (!agent_gone(s.agent_pidfd, 3000))
+            if (!agent_gone(s.agent_pidfd, 3000)) {
                 ::syscall(SYS_pidfd_send_signal, s.agent_pidfd, SIGKILL, nullptr, 0);
+                agent_gone(s.agent_pidfd, 1000);
+            }
         }
         ::waitpid(s.agent_pid, nullptr, WNOHANG);
         ::close(s.agent_pidfd);
@@ -176,7 +185,7 @@ Result<void> agent_step_exit(spank_t sp, const JobSettings& settings) {
     // A step that finished well is recorded, so that a re-run of the batch script does not
     // run it again (docs/slurm.md, "Restart"). Node 0 records it for the step.
     uint32_t step = item<uint32_t>(sp, S_JOB_STEPID, 0);
-    if (s.agent_pid < 0 || step == SLURM_BATCH_SCRIPT || item<uint32_t>(sp, S_JOB_NODEID, 1) != 0)
+    if (s.agent_pid <= 0 || step == SLURM_BATCH_SCRIPT || item<uint32_t>(sp, S_JOB_NODEID, 1) != 0)
         return ok();
     for (int st : s.task_status)
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return ok();
