@@ -57,7 +57,8 @@ const char kUsage[] =
     "  help                          show this text\n"
     "\n"
     "options for every command:\n"
-    "  --root DIR            checkpoint root (default $CKPT_ROOT, else /var/spool/ckpt)\n"
+    "  --root DIR            checkpoint root (default $CKPT_ROOT, else $CKPT_DIR inside a job,\n"
+    "                        else /var/spool/ckpt)\n"
     "  -v, -vv, -vvv         log info, debug, trace to stderr (or set "
     "CKPT_LOG=level[,component=level])\n"
     "  -h, --help            show this text\n"
@@ -567,6 +568,7 @@ std::optional<std::string> parse_args(const Command& c, const std::vector<std::s
     }
     if (a.root.empty()) {
         const char* env = std::getenv("CKPT_ROOT");
+        if (!env || !*env) env = std::getenv("CKPT_DIR");  // set by the plugin in a job
         a.root = env && *env ? env : kDefaultRoot;
     }
     return std::nullopt;

@@ -9,7 +9,7 @@ using namespace ckpt::slurm;
 TEST(PluginArgs, DefaultsWhenEmpty) {
     auto c = parse_plugin_args({});
     ASSERT_TRUE(c) << c.error().message();
-    EXPECT_EQ(c->root, "/var/lib/ckpt");
+    EXPECT_EQ(c->root, "/var/spool/ckpt");
     EXPECT_EQ(c->keep, 2u);
     EXPECT_EQ(c->interval, 0u);
     EXPECT_TRUE(c->user_dir);

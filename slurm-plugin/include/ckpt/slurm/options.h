@@ -21,7 +21,7 @@ namespace ckpt::slurm {
 //   required /usr/lib/x86_64-linux-gnu/slurm/spank_ckpt.so dir=/shared/ckpt keep=3
 // Each is key=value; see examples/plugstack.conf for the full list.
 struct PluginConfig {
-    std::string root = "/var/lib/ckpt";  // dir=: where jobs' checkpoint folders go by default
+    std::string root = "/var/spool/ckpt";  // dir=: where jobs' checkpoint folders go by default
     std::string engine;                  // engine=: ckpt-engine path ("" = found on PATH)
     std::string agent;                   // agent=: ckpt-agent path ("" = found on PATH)
     uint64_t interval = 0;               // interval=: default interval, seconds (0: only on request)
