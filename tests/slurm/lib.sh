@@ -100,7 +100,7 @@ ckpt_job_in() {
 
 # Prints the seq of the job's newest committed set ("" if none), as root.
 current_set() {
-    "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null |
+    { "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null || true; } |
         sed -n 's/.*"current_set": \([0-9]*\).*/\1/p'
 }
 

@@ -2,7 +2,8 @@
 # On demand and after the end: `ckpt-job checkpoint --wait` takes a set now (trigger
 # manual) and prints its number; `ckpt-job status` shows the agent; the job is cancelled;
 # `ckpt-job restore` submits it again and the new job resumes from that set and writes the
-# uninterrupted run's answer. No agent or engine process is left behind.
+# uninterrupted run's answer. No agent or engine process is left behind, after the
+# cancelled job, the restored one, and a job that fails.
 . "$(dirname "$0")/lib.sh"
 work=$(user_scratch)
 script=$(dirname "$SERIAL_JOB")/serial-job.sbatch
@@ -35,4 +36,11 @@ grep -q "job $job checkpoint set $seq: restoring from" "$work/serial-job-$new.ou
 cat "$out" "$work/serial-job-$new.out" >"$work/both.out"
 check_resumed_output "$work/both.out" "$work/answer-$job.txt" "$work/expected.txt"
 no_agent_left "$new"
+
+# A job that fails leaves nothing behind either.
+failing=$(submit "$work" --checkpoint-interval=1s -o "$work/failing.out" --wrap 'sleep 4; exit 3')
+wait_for_set "$failing" 0 20 >/dev/null
+wait_jobs_done "$failing"
+[ "$(job_field "$failing" JobState)" = FAILED ] || fail "job $failing: $(job_field "$failing" JobState)"
+no_agent_left "$failing"
 note "ok"
