@@ -325,6 +325,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
 
     // Load every image and check every pid before creating anything.
     const bool checked_owner = opts.restore_as_uid >= 0;
+    if (checked_owner && inv.owner_uid() != static_cast<uint32_t>(opts.restore_as_uid))
+        return error_code(EPERM, "{}: images belong to uid {}, not to uid {}: refused", dir, inv.owner_uid(),
+                          opts.restore_as_uid);
     std::map<pid_t, RestoreTask> tasks;
     std::vector<pid_t> order;
     for (const auto& te : inv.tasks()) {

@@ -459,6 +459,12 @@ Result<void> JobStore::commit_set(uint64_t seq) {
     if (s.members.size() != s.expected_members)
         return error_code(EAGAIN, "job {} set {}: not committed: {} of {} members reported", jobid_,
                           seq, s.members.size(), s.expected_members);
+    // A stale run is told so before anything else (its set folder may already be gone).
+    {
+        auto early = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        Index idx = CKPT_TRY(load_locked_index());
+        CKPT_TRY(check_fence(idx, "commit", seq));
+    }
     // Images first: every member file durable and still the size it was reported with.
     std::set<std::string> dirs{path(s.folder())};
     for (const MemberRecord& m : s.members) {
