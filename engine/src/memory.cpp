@@ -227,8 +227,6 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     mm->set_auxv(CKPT_TRY(read_file(proc_path(pid, "auxv"))));
     std::string exe_path = CKPT_TRY(read_link(proc_path(pid, "exe")));
     mm->set_exe_file_id(CKPT_TRY_CTX(files.add(proc_path(pid, "exe"), exe_path), "pid {}: exe", pid));
-    int thp = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);  // only our own: recorded via status below
-    (void)thp;
 
     std::string pages_name = "pages-" + std::to_string(pid) + ".img";
     std::vector<PageCopy> copies;
@@ -409,10 +407,11 @@ Result<void> fill_pages(RestoreTask& t) {
     // Segments of at most kCopyBatch bytes, so that the threads share the work evenly.
     static const std::vector<char> zeros(kCopyBatch, 0);
     std::vector<iovec> local, remote;
+    // Runs and mappings are both in address order: one walk finds each run's mapping.
+    auto vma = mm.vmas().begin();
     auto in_file_vma = [&](uint64_t addr) {
-        for (const auto& v : mm.vmas())
-            if (addr >= v.start() && addr < v.end()) return v.kind() == image::Vma::FILE;
-        return false;
+        while (vma != mm.vmas().end() && vma->end() <= addr) ++vma;
+        return vma != mm.vmas().end() && addr >= vma->start() && vma->kind() == image::Vma::FILE;
     };
     uint64_t off = 0;
     for (const auto& run : pm.runs()) {
