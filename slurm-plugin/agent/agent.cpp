@@ -331,17 +331,20 @@ private:
         learn_restart_count();
         if (lead()) {
             JobRecord rec = load_job_record(cfg_.job, cfg_.job_argv);
-            set::JobInfo info{cfg_.job, cfg_.user,   cfg_.uid,           cfg_.gid,
-                              rec.name, rec.cluster, rec.submit_options, ""};
+            set::JobInfo info{cfg_.job,    cfg_.user,          cfg_.uid, cfg_.gid, rec.name,
+                              rec.cluster, rec.submit_options, "",       "",       cfg_.incarnation,
+                              {}};
             store_ = CKPT_TRY(JobStore::open_writer(cfg_.root, info, restart_count_));
-            if (cfg_.step == kBatchStep && !rec.script.empty())
-                if (auto r = store_->save_batch_script(rec.script); !r)
-                    logger()->warn("{}", r.error().message());
+            if (cfg_.step == kBatchStep) save_submission(*store_, rec.script, cfg_.environment_fd);
         }
         // Other nodes wait for the lead to create the job folder.
         for (int i = 0; i < 300 && ::access(job_dir_.c_str(), F_OK) != 0 && !g_stop; ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         CKPT_TRY(open_folders());
+        if (lead() && !store_->set_aside().empty())
+            logger()->warn("job {}: the folder of an earlier job {} (same id, another incarnation) "
+                           "was moved aside to {}; not restoring from it",
+                           cfg_.job, cfg_.job, store_->set_aside());
         if (lead()) {
             // A request left by an earlier run names a set that run began; this run starts
             // with its own requests only.

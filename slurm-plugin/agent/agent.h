@@ -35,6 +35,8 @@ struct AgentConfig {
     int task_fd = -1;                   // "PID GLOBAL_TASK_ID" lines from the plugin
     uint64_t set_timeout = 120;         // seconds the lead waits for every node's report
     std::vector<std::string> job_argv;  // the batch script's arguments (saved for restore)
+    std::string incarnation;            // the job's (submit_options.h); "" if unknown
+    int environment_fd = -1;            // the batch step's environment, to save for restore
 };
 
 // Runs until every local task exited or SIGTERM. Returns the exit status.
@@ -50,6 +52,7 @@ struct RestoreQuery {
     uid_t uid = 0;       // the job's user: the sets must be theirs
     bool explicit_set = false;
     uint64_t set = 0;
+    std::string incarnation;  // the starting job's; "" if unknown
 };
 // Prints one line: "restore SET DIR", "fresh REASON" or (exit 1) the error.
 int find_restore(const RestoreQuery& q);

@@ -49,6 +49,13 @@ Result<Decision> decide(const RestoreQuery& q) {
     }
     const JobStore& st = *opened;
     const auto& job = st.index().job;
+    // A reused job id: the folder is an earlier job's (its writer moves it aside).
+    if (q.job == q.current_job && !q.incarnation.empty() && !job.incarnation.empty() &&
+        job.incarnation != q.incarnation)
+        return Decision{fmt::format(
+            "fresh {} holds an earlier job {} (incarnation {}, this job is {}): the job id was "
+            "reused; not restoring from it",
+            st.dir(), q.job, job.incarnation, q.incarnation)};
     if (job.uid != q.uid)
         return error_code(EPERM, "job {}'s checkpoints belong to {} (uid {}), not to uid {}", q.job,
                           job.user, job.uid, q.uid);

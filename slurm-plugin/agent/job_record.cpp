@@ -5,7 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <unistd.h>
+
+#include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
+#include "ckpt/base/strings.h"
 #include "ckpt/slurm/submit_options.h"
 
 extern "C" {
@@ -54,6 +58,29 @@ JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_a
     if (out) std::fclose(out);
     std::free(buf);
     return rec;
+}
+
+void save_submission(set::JobStore& store, const std::string& script, int environment_fd) {
+    auto log = log::get("slurm");
+    if (!script.empty())
+        if (auto r = store.save_batch_script(script); !r) log->warn("{}", r.error().message());
+    if (environment_fd < 0) return;
+    UniqueFd fd(environment_fd);
+    std::string raw;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) raw.append(buf, static_cast<size_t>(n));
+    if (n < 0) {
+        log->warn("job {}: the job's environment is not saved: read: {}", store.jobid(),
+                  strerror(errno));
+        return;
+    }
+    std::vector<std::string> env;
+    for (auto entry : split(raw, '\0'))
+        if (!entry.empty()) env.emplace_back(entry);
+    if (auto r = store.save_environment(environment_to_save(env)); !r)
+        log->warn("job {}: the job's environment is not saved: {}", store.jobid(),
+                  r.error().message());
 }
 
 }  // namespace ckpt::slurm::agent

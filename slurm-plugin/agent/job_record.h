@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/set/store.h"
+
 namespace ckpt::slurm::agent {
 
 struct JobRecord {
@@ -19,5 +21,10 @@ struct JobRecord {
 
 // Asks slurmctld (libslurm); what it cannot learn stays empty, with a warning in the log.
 JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_args);
+
+// The batch step's lead saves the script and the job's environment (read from
+// environment_fd, NUL-separated, as the plugin got it from slurmstepd; closed here) into the
+// job's store. What fails is logged: the job runs on, only `ckpt-job restore` will lack it.
+void save_submission(set::JobStore& store, const std::string& script, int environment_fd);
 
 }  // namespace ckpt::slurm::agent

@@ -2,9 +2,10 @@
 //
 //   ckpt-agent run --job J --step S --node-id K --nodes N --node-name NAME --tasks T
 //       --local-tasks L --interval SEC --root DIR --keep N --engine PATH --uid U --gid G
-//       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [-- SCRIPT ARGS...]
+//       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [--incarnation ID]
+//       [--environment-fd FD] [-- SCRIPT ARGS...]
 //   ckpt-agent find-restore --root DIR --job J --current-job J --step S --member M --uid U
-//       [--set N]
+//       [--set N] [--incarnation ID]
 //   ckpt-agent step-done --root DIR --job J --step S --uid U --gid G
 #include <cstdio>
 #include <map>
@@ -85,6 +86,9 @@ int main(int argc, char** argv) {
         c.task_fd = static_cast<int>(num("task-fd", 0, true));
         c.set_timeout = num("set-timeout", 120, false);
         c.job_argv = rest;
+        c.incarnation = kv.count("incarnation") ? kv["incarnation"] : "";
+        if (kv.count("environment-fd"))
+            c.environment_fd = static_cast<int>(num("environment-fd", 0, true));
         if (!missing.empty()) return usage("run: --" + missing + " missing or bad");
         return run_agent(c);
     }
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
         q.member = static_cast<int32_t>(num("member", 0, true));
         q.uid = static_cast<uid_t>(num("uid", 0, true));
         if (kv.count("set")) q.explicit_set = true, q.set = num("set", 0, true);
+        q.incarnation = kv.count("incarnation") ? kv["incarnation"] : "";
         if (!missing.empty()) return usage("find-restore: --" + missing + " missing or bad");
         return find_restore(q);
     }

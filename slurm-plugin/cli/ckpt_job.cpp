@@ -5,6 +5,7 @@
 // through its checkpoint folder and to Slurm through sbatch (docs/slurm.md).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/set/store.h"
@@ -174,11 +176,11 @@ std::string job_json(const Index& idx) {
     const JobInfo& j = idx.job;
     return fmt::format(
         "{{\"job_id\": {}, \"user\": {}, \"uid\": {}, \"gid\": {}, \"name\": {}, \"cluster\": {}, "
-        "\"submit_options\": {}, \"batch_script\": {}, \"restart_count\": {}, \"format_version\": "
-        "{}}}",
+        "\"submit_options\": {}, \"batch_script\": {}, \"environment\": {}, \"incarnation\": {}, "
+        "\"restart_count\": {}, \"format_version\": {}}}",
         j.jobid, json_string(j.user), j.uid, j.gid, json_string(j.name), json_string(j.cluster),
-        json_string(j.submit_options), json_string(j.batch_script), idx.restart_count,
-        idx.format_version);
+        json_string(j.submit_options), json_string(j.batch_script), json_string(j.environment),
+        json_string(j.incarnation), idx.restart_count, idx.format_version);
 }
 
 void print_set_table(const Index& idx) {
@@ -270,11 +272,12 @@ int cmd_show(const Args& a) {
     auto or_dash = [](const std::string& v) { return v.empty() ? "-" : v.c_str(); };
     std::printf(
         "job %llu\n  user: %s (uid %u)\n  name: %s\n  cluster: %s\n  submit options: %s\n"
-        "  batch script: %s\n  run: %u\n  folder: %s\n",
+        "  batch script: %s\n  environment: %s\n  incarnation: %s\n  run: %u\n  folder: %s\n",
         static_cast<unsigned long long>(j.jobid), or_dash(j.user), j.uid, or_dash(j.name),
         or_dash(j.cluster), or_dash(j.submit_options),
         j.batch_script.empty() ? "-" : (st->dir() + "/" + j.batch_script).c_str(),
-        idx.restart_count, st->dir().c_str());
+        j.environment.empty() ? "-" : (st->dir() + "/" + j.environment).c_str(),
+        or_dash(j.incarnation), idx.restart_count, st->dir().c_str());
     if (!s) {
         std::printf("no checkpoint sets\n");
         return kExitOk;
@@ -398,6 +401,20 @@ int cmd_restore(const Args& a) {
     if (idx.job.batch_script.empty())
         return failure(
             error_code(ENOENT, "job {}: no saved batch script in {}", *a.jobid, st->dir()));
+    if (auto script = st->read_saved_file(idx.job.batch_script); !script)
+        return failure(script.error());
+    // The job's own environment, not the caller's: sbatch reads it from a memory file on
+    // fd 3 (--export-file), and --export=ALL makes it the new job's whole environment.
+    UniqueFd environment;
+    if (!idx.job.environment.empty()) {
+        auto env = st->read_saved_file(idx.job.environment);
+        if (!env) return failure(env.error());
+        environment = UniqueFd(::memfd_create("ckpt-job-environment", MFD_CLOEXEC));
+        if (!environment) return failure(sys_error("memfd_create"));
+        if (auto w = write_all(environment.get(), env->data(), env->size()); !w)
+            return failure(w.error());
+        if (::lseek(environment.get(), 0, SEEK_SET) != 0) return failure(sys_error("lseek"));
+    }
     uint64_t seq = 0;
     if (a.set) {
         auto v = st->verify_set(*a.set);
@@ -419,6 +436,7 @@ int cmd_restore(const Args& a) {
     std::vector<std::string> argv = {"sbatch", "--parsable",
                                      fmt::format("--checkpoint-restore={}:{}", *a.jobid, seq),
                                      "--checkpoint-dir=" + a.root, "--open-mode=append"};
+    if (environment) argv.insert(argv.end(), {"--export-file=3", "--export=ALL"});
     argv.insert(argv.end(), options.begin(), options.end());
     argv.push_back(st->dir() + "/" + idx.job.batch_script);
     argv.insert(argv.end(), script_args.begin(), script_args.end());
@@ -428,6 +446,7 @@ int cmd_restore(const Args& a) {
     if (pid < 0) return failure(sys_error("fork"));
     if (pid == 0) {
         ::dup2(out[1], 1);
+        if (environment) ::dup2(environment.get(), 3);  // clears close-on-exec
         std::vector<char*> args;
         for (auto& s : argv) args.push_back(s.data());
         args.push_back(nullptr);

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/base/fd.h"
+#include "ckpt/slurm/submit_options.h"
 #include "plugin_state.h"
 
 extern "C" {
@@ -53,9 +56,25 @@ std::string job_env(spank_t sp, const char* name) {
     return buf;
 }
 
+// The step's environment as Slurm built it (the batch step's is the job's), in a memory
+// file for the agent to save: NAME=value entries, each ended by a NUL.
+Result<UniqueFd> environment_file(spank_t sp) {
+    char** env = nullptr;
+    spank_err_t rc = spank_get_item(sp, S_JOB_ENV, &env);
+    if (rc != ESPANK_SUCCESS) return error("spank_get_item(S_JOB_ENV): {}", spank_strerror(rc));
+    std::string text;
+    for (char** e = env; e && *e; ++e) text.append(*e).push_back('\0');
+    UniqueFd fd(::memfd_create("ckpt-job-environment", MFD_CLOEXEC));
+    if (!fd) return sys_error("memfd_create");
+    CKPT_TRY_CTX(write_all(fd.get(), text.data(), text.size()), "job environment");
+    if (::lseek(fd.get(), 0, SEEK_SET) != 0) return sys_error("lseek");
+    return fd;
+}
+
 // In the forked child: a clean process for exec (own session, default signals, no
-// inherited fds but the pipe as fd 3, stdio on /dev/null until the agent opens its log).
-[[noreturn]] void exec_agent(int feed, const std::vector<std::string>& args) {
+// inherited fds but the pipe as fd 3 and the environment file as fd 4, stdio on /dev/null
+// until the agent opens its log).
+[[noreturn]] void exec_agent(int feed, int environment, const std::vector<std::string>& args) {
     ::setsid();
     sigset_t none;
     sigemptyset(&none);
@@ -66,9 +85,10 @@ std::string job_env(spank_t sp, const char* name) {
     } else {
         ::fcntl(3, F_SETFD, 0);
     }
+    if (environment >= 0) ::dup2(environment, 4);
     int null = ::open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
-    ::close_range(4, ~0u, 0);
+    ::close_range(environment >= 0 ? 5 : 4, ~0u, 0);
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -111,8 +131,17 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
         "--user",          user,
         "--restart-count", restart,
         "--task-fd",       "3",
+        "--incarnation",   job_env(sp, kIncarnationJobEnv),
     };
+    UniqueFd environment;
     if (step == SLURM_BATCH_SCRIPT) {
+        if (auto f = environment_file(sp); f) {
+            environment = std::move(*f);
+            args.insert(args.end(), {"--environment-fd", "4"});
+        } else {
+            slurm_error("ckpt: job %u: the job's environment is not saved: %s", job,
+                        f.error().message().c_str());
+        }
         int argc = 0;
         char** argv = nullptr;
         if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) == ESPANK_SUCCESS && argc > 1) {
@@ -124,7 +153,7 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
     if (::pipe2(fds, O_CLOEXEC) != 0) return sys_error("pipe");
     pid_t pid = ::fork();
     if (pid < 0) return sys_error("fork ckpt-agent");
-    if (pid == 0) exec_agent(fds[0], args);
+    if (pid == 0) exec_agent(fds[0], environment ? environment.get() : -1, args);
     ::close(fds[0]);
     auto& s = state();
     s.agent_pid = pid;

@@ -44,6 +44,10 @@ Result<void> register_options(spank_t sp);
 // The name of the user the job runs as (remote) or who submits it (sbatch, srun).
 Result<std::string> job_user(spank_t sp);
 
+// sbatch, salloc, srun outside an allocation: gives the job being submitted a new
+// incarnation (ckpt/slurm/submit_options.h), which its steps find in their environment.
+Result<void> give_incarnation(spank_t sp);
+
 // Remote context: logs the step's settings and exports them to its tasks' environment,
 // where the job script and the agent read them (step_settings.cpp).
 Result<void> export_step_settings(spank_t sp, const JobSettings& settings);

@@ -83,6 +83,7 @@ CKPT_SPANK_EXPORT int slurm_spank_init_post_opt(spank_t sp, int, char**) {
         if (!options_context()) return ckpt::ok();
         std::string user = CKPT_TRY(job_user(sp));
         state().settings = CKPT_TRY(ckpt::slurm::resolve(state().options, state().site, user));
+        if (!spank_remote(sp) && state().settings->active) return give_incarnation(sp);
         return ckpt::ok();
     });
 }

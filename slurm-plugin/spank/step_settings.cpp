@@ -6,6 +6,9 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
+
+#include "ckpt/slurm/submit_options.h"
 #include "plugin_state.h"
 
 extern "C" {
@@ -25,6 +28,20 @@ Result<std::string> job_user(spank_t sp) {
     if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) != 0 || !found)
         return error("no user name for uid {}", uid);
     return std::string(found->pw_name);
+}
+
+Result<void> give_incarnation(spank_t sp) {
+    // srun inside an allocation starts a step of that job, which has its incarnation.
+    if (spank_context() == S_CTX_LOCAL && std::getenv("SLURM_JOB_ID")) return ok();
+    std::string id = CKPT_TRY(new_incarnation());
+    // Kept by slurmctld with the job (requeues included); sbatch and salloc also put it into
+    // the job's environment as SLURM_SPANK_CKPT_JOB_INCARNATION; srun's tasks get srun's.
+    spank_err_t rc = spank_job_control_setenv(sp, kIncarnationName, id.c_str(), 1);
+    if (rc != ESPANK_SUCCESS)
+        return error("spank_job_control_setenv({}): {}", kIncarnationName, spank_strerror(rc));
+    if (spank_context() == S_CTX_LOCAL && ::setenv(kIncarnationJobEnv, id.c_str(), 1) != 0)
+        return sys_error("setenv {}", kIncarnationJobEnv);
+    return ok();
 }
 
 Result<void> export_step_settings(spank_t sp, const JobSettings& settings) {

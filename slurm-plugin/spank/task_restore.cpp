@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "ckpt/slurm/submit_options.h"
 #include "plugin_state.h"
 
 extern "C" {
@@ -51,6 +52,9 @@ Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings) {
         "--job",      std::to_string(source), "--current-job", std::to_string(job),
         "--step",     std::to_string(step),   "--member",      std::to_string(task),
         "--uid",      std::to_string(uid)};
+    char incarnation[64];
+    if (spank_getenv(sp, kIncarnationJobEnv, incarnation, sizeof incarnation) == ESPANK_SUCCESS)
+        args.insert(args.end(), {"--incarnation", incarnation});
     if (settings.restore && settings.restore->set) {
         args.push_back("--set");
         args.push_back(std::to_string(*settings.restore->set));

@@ -1,6 +1,9 @@
 #include "ckpt/slurm/options.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <filesystem>
 
 #include "ckpt/base/strings.h"
 #include "ckpt/slurm/interval.h"
@@ -30,7 +33,25 @@ Result<bool> yes_no(std::string_view value, std::string_view what) {
     return error_code(EINVAL, "{} '{}' must be yes or no", what, value);
 }
 
+// The folder a path names: lexically normal, without a trailing slash, and through every
+// link when it exists here (the site root may be reached through a link, e.g. /shared ->
+// /gpfs/shared).
+std::string canonical_folder(const std::string& path) {
+    if (char* real = ::realpath(path.c_str(), nullptr)) {
+        std::string r = real;
+        ::free(real);
+        return r;
+    }
+    std::string p = std::filesystem::path(path).lexically_normal().string();
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    return p;
+}
+
 }  // namespace
+
+bool same_folder(const std::string& a, const std::string& b) {
+    return canonical_folder(a) == canonical_folder(b);
+}
 
 Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args) {
     PluginConfig c;
@@ -120,12 +141,18 @@ Result<void> set_option(JobOptions& opts, Option which, std::string_view value,
         opts.interval = s;
         return ok();
     }
-    case Option::Dir:
-        if (!site.user_dir)
-            return error_code(EPERM, "--checkpoint-dir is disabled on this cluster (checkpoints go to {})",
-                              site.root);
-        opts.dir = CKPT_TRY_CTX(absolute_path(value, "directory"), "--checkpoint-dir");
+    case Option::Dir: {
+        std::string dir = CKPT_TRY_CTX(absolute_path(value, "directory"), "--checkpoint-dir");
+        // user_dir=no forbids another folder; naming the site's own root (ckpt-job restore
+        // does) changes nothing.
+        if (!site.user_dir && !same_folder(dir, site.root))
+            return error_code(EPERM,
+                              "--checkpoint-dir={}: choosing the folder is disabled on this "
+                              "cluster (checkpoints go to {})",
+                              value, site.root);
+        opts.dir = dir;
         return ok();
+    }
     case Option::Keep:
         opts.keep = CKPT_TRY_CTX(count(value, 1, site.max_keep, "count"), "--checkpoint-keep");
         return ok();
@@ -151,6 +178,8 @@ Result<JobSettings> resolve(const JobOptions& opts, const PluginConfig& site, st
     s.active = opts.any() || site.interval != 0;
     s.interval = opts.interval.value_or(site.interval);
     s.dir = opts.dir.value_or(site.root);
+    // The site root by another spelling is the site root: one job folder path everywhere.
+    if (opts.dir && same_folder(*opts.dir, site.root)) s.dir = site.root;
     s.keep = opts.keep.value_or(site.keep);
     s.restore = opts.restore;
     s.restart = !opts.no_restart;

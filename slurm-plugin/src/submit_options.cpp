@@ -1,5 +1,13 @@
 #include "ckpt/slurm/submit_options.h"
 
+#include <sys/random.h>
+
+#include <fmt/format.h>
+
+#include <set>
+
+#include "ckpt/slurm/options.h"
+
 namespace ckpt::slurm {
 
 std::string join_submit_words(const std::vector<std::string>& words) {
@@ -36,6 +44,36 @@ std::vector<std::string> split_submit_words(std::string_view text) {
         }
     }
     return words;
+}
+
+std::string environment_to_save(const std::vector<std::string>& env) {
+    // The plugin's own variables, by asking for every one of them.
+    JobSettings all;
+    all.active = true;
+    all.restore = RestoreRequest{};
+    std::set<std::string, std::less<>> plugin_vars;
+    for (const auto& [name, value] : job_environment(all)) plugin_vars.insert(name);
+    std::string out;
+    for (std::string_view entry : env) {
+        size_t eq = entry.find('=');
+        if (eq == 0 || eq == std::string_view::npos) continue;
+        std::string_view name = entry.substr(0, eq);
+        if (name.starts_with("SLURM_") || name.starts_with("SLURMD_") ||
+            name.starts_with("_SLURM_SPANK_OPTION_") || plugin_vars.contains(name))
+            continue;
+        out.append(entry);
+        out += '\0';
+    }
+    return out;
+}
+
+Result<std::string> new_incarnation() {
+    unsigned char bytes[16];
+    if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes))
+        return sys_error("getrandom");
+    std::string id;
+    for (unsigned char b : bytes) id += fmt::format("{:02x}", b);
+    return id;
 }
 
 }  // namespace ckpt::slurm

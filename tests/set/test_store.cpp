@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "ckpt/image/image_file.h"
 #include "ckpt/set/index_h5.h"
@@ -15,6 +16,10 @@ using namespace ckpt::set;
 using namespace ckpt::set::testing;
 
 namespace {
+
+void overwrite(const std::string& path, const std::string& text) {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
+}
 
 class Store : public ::testing::Test {
 protected:
@@ -96,6 +101,9 @@ TEST_F(Store, IndexRoundTripsEveryField) {
     Index idx;
     idx.job = sample_job(kJob);
     idx.job.batch_script = "job-script";
+    idx.job.environment = "job-environment";
+    idx.job.incarnation = "5d41402abc4b2a76b9719d911017c592";
+    idx.job.saved_files = {{"job-script", 12, 0x1234}, {"job-environment", 40, 0xfedcba9876543210}};
     idx.restart_count = 3;
     SetRecord s;
     s.seq = 7;
@@ -136,6 +144,13 @@ TEST_F(Store, IndexRoundTripsEveryField) {
     EXPECT_EQ(back->job.name, "lattice-qcd");
     EXPECT_EQ(back->job.submit_options, idx.job.submit_options);
     EXPECT_EQ(back->job.batch_script, "job-script");
+    EXPECT_EQ(back->job.environment, "job-environment");
+    EXPECT_EQ(back->job.incarnation, idx.job.incarnation);
+    ASSERT_EQ(back->job.saved_files.size(), 2u);
+    EXPECT_EQ(back->job.saved_files[1].name, "job-environment");
+    EXPECT_EQ(back->job.saved_files[1].bytes, 40u);
+    EXPECT_EQ(back->job.saved_files[1].checksum, 0xfedcba9876543210ull);
+    EXPECT_EQ(back->format_version, kIndexFormatVersion);
     EXPECT_EQ(back->restart_count, 3u);
     ASSERT_EQ(back->sets.size(), 2u);
     const SetRecord& r = back->sets[0];
@@ -192,6 +207,117 @@ TEST_F(Store, CommitRecordsEverythingAndOwnsTheFolder) {
     EXPECT_EQ(m.state(), "committed");
     EXPECT_EQ(m.members_size(), 3);
     EXPECT_EQ(m.job().name(), "lattice-qcd");
+}
+
+// An index written by an earlier build (format 1: no environment, incarnation or saved-file
+// checksums) still reads; the next writer rewrites it in the current format.
+TEST_F(Store, AFormatOneIndexStillReads) {
+    {
+        JobStore st = writer();
+        ASSERT_TRUE(st.save_batch_script("#!/bin/sh\necho old\n").ok());
+        write_committed_set(st, 1);
+    }
+    Index old = reader().index();
+    std::string v1 = job_dir() + "/v1.h5";
+    ASSERT_TRUE(write_index_file(v1, old, 1).ok());
+    ASSERT_EQ(::rename(v1.c_str(), index_path().c_str()), 0);
+    JobStore r = reader();
+    EXPECT_EQ(r.index().format_version, 1u);
+    EXPECT_TRUE(r.index().job.saved_files.empty());
+    EXPECT_TRUE(r.index().job.incarnation.empty());
+    auto script = r.read_saved_file(kBatchScriptName);
+    ASSERT_TRUE(script.ok()) << script.error().message();
+    EXPECT_EQ(*script, "#!/bin/sh\necho old\n");
+    EXPECT_EQ(*r.newest_verified(), 1u);
+    JobStore w = writer();
+    EXPECT_EQ(reader().index().format_version, kIndexFormatVersion);
+    EXPECT_FALSE(write_index_file(job_dir() + "/v0.h5", old, 0).ok());
+}
+
+// The job's environment is saved like the batch script: the user's, 0600, and checked
+// against its recorded size and checksum when read back.
+TEST_F(Store, SavedFilesAreChecksummed) {
+    std::string env("HOME=/home/alice\0WEIRD=a b\nc=d\0", 32);
+    {
+        JobStore st = writer();
+        ASSERT_TRUE(st.save_batch_script("#!/bin/sh\n").ok());
+        ASSERT_TRUE(st.save_environment(env).ok());
+        write_committed_set(st, 1);
+    }
+    struct stat sb;
+    ASSERT_EQ(::stat((job_dir() + "/job-environment").c_str(), &sb), 0);
+    EXPECT_EQ(sb.st_mode & 07777, 0600u);
+    EXPECT_EQ(sb.st_uid, ::geteuid());
+    JobStore r = reader();
+    EXPECT_EQ(r.index().job.environment, "job-environment");
+    ASSERT_EQ(r.index().job.saved_files.size(), 2u);
+    auto back = r.read_saved_file(kEnvironmentName);
+    ASSERT_TRUE(back.ok()) << back.error().message();
+    EXPECT_EQ(*back, env);
+    // A later claim (a requeued run) keeps what was saved.
+    { JobStore again = writer(1); }
+    EXPECT_EQ(*reader().read_saved_file(kEnvironmentName), env);
+    // Every changed byte is refused, with the file named.
+    std::string changed = env;
+    changed[6] = 'X';
+    overwrite(job_dir() + "/job-environment", changed);
+    auto bad = reader().read_saved_file(kEnvironmentName);
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.error().message().find("job-environment"), std::string::npos);
+    EXPECT_NE(bad.error().message().find("changed or damaged"), std::string::npos);
+    overwrite(job_dir() + "/job-environment", env.substr(0, 10));
+    EXPECT_FALSE(reader().read_saved_file(kEnvironmentName).ok());
+    EXPECT_FALSE(reader().read_saved_file("no-such-file").ok());
+}
+
+// A job id reused by a new job (another incarnation): the old folder is moved aside whole,
+// the new job starts its own; the same incarnation (a requeue) or an unknown one keeps it.
+TEST_F(Store, AnotherIncarnationMovesTheOldFolderAside) {
+    JobInfo first = sample_job(kJob), second = first;
+    first.incarnation = "aaaa";
+    second.incarnation = "bbbb";
+    {
+        auto st = JobStore::open_writer(root_.path(), first, 0);
+        ASSERT_TRUE(st.ok()) << st.error().message();
+        ASSERT_TRUE(st->save_batch_script("#!/bin/sh\n").ok());
+        write_committed_set(*st, 1);
+        EXPECT_EQ(st->set_aside(), "");
+    }
+    for (JobInfo same : {first, sample_job(kJob)}) {
+        auto st = JobStore::open_writer(root_.path(), same, 1);
+        ASSERT_TRUE(st.ok()) << st.error().message();
+        EXPECT_EQ(st->set_aside(), "");
+        EXPECT_EQ(reader().index().sets.size(), 1u);
+        EXPECT_EQ(reader().index().job.incarnation, "aaaa");
+    }
+    auto st = JobStore::open_writer(root_.path(), second, 0);
+    ASSERT_TRUE(st.ok()) << st.error().message();
+    std::string aside = fmt::format("{}/{}.earlier-aaaa", root_.path(), kJob);
+    EXPECT_EQ(st->set_aside(), aside);
+    JobStore now = reader();
+    EXPECT_TRUE(now.index().sets.empty());
+    EXPECT_EQ(now.index().job.incarnation, "bbbb");
+    EXPECT_EQ(now.index().job.batch_script, "");
+    EXPECT_EQ(now.index().restart_count, 0u);
+    // The earlier job's sets are all there, and still verify.
+    auto idx = read_index(aside + "/index.h5");
+    ASSERT_TRUE(idx.ok()) << idx.error().message();
+    EXPECT_EQ(idx->job.incarnation, "aaaa");
+    ASSERT_EQ(idx->sets.size(), 1u);
+    EXPECT_TRUE(std::filesystem::exists(aside + "/job-script"));
+    EXPECT_TRUE(std::filesystem::exists(aside + "/set-000001/member-0"));
+
+    // An incarnation is the job's environment's, so the user's to choose: only a plain word
+    // becomes part of the name.
+    JobInfo odd = second, next = second;
+    odd.incarnation = "../../x";
+    next.incarnation = "cccc";
+    ASSERT_TRUE(JobStore::open_writer(root_.path(), odd, 0).ok());
+    auto third = JobStore::open_writer(root_.path(), next, 0);
+    ASSERT_TRUE(third.ok()) << third.error().message();
+    EXPECT_EQ(std::filesystem::path(third->set_aside()).parent_path(), root_.path());
+    EXPECT_EQ(third->set_aside().find("x"), std::string::npos) << third->set_aside();
+    EXPECT_TRUE(std::filesystem::is_directory(third->set_aside()));
 }
 
 TEST_F(Store, CommitWaitsForEveryMember) {

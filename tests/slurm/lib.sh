@@ -98,6 +98,20 @@ ckpt_job_in() {
         SLURM_CONF="$SLURM_CONF" CKPT_ROOT="$CKPT_ROOT" HOME="$dir" "$CKPT_JOB" "$@")
 }
 
+# A client configuration (slurm.conf and plugstack.conf in DIR/etc) whose plugin line has the
+# extra arguments given, e.g. user_dir=no: what sbatch and ckpt-job see on a site with those
+# settings (the nodes keep theirs). Prints the slurm.conf path.
+client_conf_with() {
+    local dir=$1/etc
+    shift
+    mkdir -p "$dir"
+    sed "s|^PlugStackConfig=.*|PlugStackConfig=$dir/plugstack.conf|" "$SLURM_CONF" >"$dir/slurm.conf"
+    sed "/^required /s|\$| $*|" "$(dirname "$SLURM_CONF")/plugstack.conf" >"$dir/plugstack.conf"
+    chmod 755 "$dir"
+    chmod 644 "$dir/slurm.conf" "$dir/plugstack.conf"
+    echo "$dir/slurm.conf"
+}
+
 # Prints the seq of the job's newest committed set ("" if none), as root.
 current_set() {
     { "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null || true; } |

@@ -1,8 +1,13 @@
 // The settings logic of spank_ckpt.so: plugstack.conf arguments, option values, how options
 // and site defaults combine, and the environment a job gets.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "ckpt/slurm/options.h"
+#include "ckpt/slurm/submit_options.h"
 
 using namespace ckpt::slurm;
 
@@ -77,6 +82,40 @@ TEST(Options, ValuesAndLimits) {
     EXPECT_FALSE(set_option(o, Option::Dir, "/scratch/me", site));
 }
 
+// user_dir=no forbids choosing a folder, but naming the site root itself (as ckpt-job
+// restore does) is no choice: accepted in any spelling, and the job uses the root as
+// configured.
+TEST(Options, UserDirNoAcceptsTheSiteRoot) {
+    char tmpl[] = "/tmp/ckpt-options-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string base = tmpl, root = base + "/root", link = base + "/link";
+    ASSERT_EQ(::mkdir(root.c_str(), 0700), 0);
+    ASSERT_EQ(::symlink(root.c_str(), link.c_str()), 0);
+    PluginConfig site = *parse_plugin_args({"dir=" + root, "user_dir=no"});
+    for (const std::string& same :
+         {root, root + "/", root + "//", base + "//root/.", base + "/x/../root", link, link + "/"}) {
+        JobOptions o;
+        EXPECT_TRUE(set_option(o, Option::Dir, same, site)) << same;
+        auto s = resolve(o, site, "alice");
+        ASSERT_TRUE(s) << same;
+        EXPECT_EQ(s->dir, root) << same;
+    }
+    for (const std::string& other : {base, base + "/root2", root + "/sub", std::string("/tmp")}) {
+        JobOptions o;
+        auto r = set_option(o, Option::Dir, other, site);
+        ASSERT_FALSE(r) << other;
+        EXPECT_EQ(r.error().code(), EPERM);
+        EXPECT_NE(r.error().message().find("disabled on this cluster"), std::string::npos);
+    }
+    // A root that does not exist here (sbatch on a login node without the file system) is
+    // compared by its normal form.
+    PluginConfig remote = *parse_plugin_args({"dir=/nonexistent/ckpt/root", "user_dir=no"});
+    JobOptions o;
+    EXPECT_TRUE(set_option(o, Option::Dir, "/nonexistent//ckpt/root/", remote));
+    EXPECT_FALSE(set_option(o, Option::Dir, "/nonexistent/ckpt", remote));
+    std::filesystem::remove_all(base);
+}
+
 TEST(Options, Restore) {
     auto a = parse_restore("123");
     ASSERT_TRUE(a);
@@ -139,4 +178,35 @@ TEST(FormatInterval, ShortestExactUnit) {
     EXPECT_EQ(format_interval(600), "10m");
     EXPECT_EQ(format_interval(7200), "2h");
     EXPECT_EQ(format_interval(86400), "1d");
+}
+
+// What ckpt-job restore gives the new job: the job's environment without what Slurm and
+// the plugin set for each job.
+TEST(SavedEnvironment, LeavesOutWhatEveryJobGetsAnew) {
+    std::vector<std::string> env = {"HOME=/home/alice",
+                                    "CKPT_TEST_VAR=a b\nc",
+                                    "SLURM_JOB_ID=42",
+                                    "SLURM_SPANK_CKPT_JOB_INCARNATION=abcd",
+                                    "SLURMD_NODENAME=n1",
+                                    "_SLURM_SPANK_OPTION_ckpt_checkpoint_interval=10m",
+                                    "CKPT_DIR=/ckpt",
+                                    "CKPT_RESTORE=41:2",
+                                    "CKPT_INTERVAL=600",
+                                    "CKPT_KEEP=2",
+                                    "CKPT_RESTART=1",
+                                    "CKPT_ROOT=/mine",
+                                    "EMPTY=",
+                                    "=novalue",
+                                    "noequals"};
+    EXPECT_EQ(environment_to_save(env),
+              std::string("HOME=/home/alice\0CKPT_TEST_VAR=a b\nc\0CKPT_ROOT=/mine\0EMPTY=\0", 60));
+    EXPECT_EQ(environment_to_save({}), "");
+}
+
+TEST(Incarnation, RandomHex) {
+    auto a = new_incarnation(), b = new_incarnation();
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(a->size(), 32u);
+    EXPECT_EQ(a->find_first_not_of("0123456789abcdef"), std::string::npos);
+    EXPECT_NE(*a, *b);
 }

@@ -252,6 +252,22 @@ Hid file_row_type() {
     return Hid(t);
 }
 
+// Rows of the job_files table (format 2): the files saved beside the index.
+struct JobFileRow {
+    const char* name;
+    uint64_t bytes;
+    uint64_t checksum;
+};
+
+Hid job_file_row_type() {
+    Hid s = string_type();
+    hid_t t = H5Tcreate(H5T_COMPOUND, sizeof(JobFileRow));
+    H5Tinsert(t, "name", HOFFSET(JobFileRow, name), s.get());
+    H5Tinsert(t, "bytes", HOFFSET(JobFileRow, bytes), H5T_NATIVE_UINT64);
+    H5Tinsert(t, "checksum", HOFFSET(JobFileRow, checksum), H5T_NATIVE_UINT64);
+    return Hid(t);
+}
+
 std::string group_name(uint64_t seq) { return fmt::format("{:06}", seq); }
 
 Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const SetRecord& s) {
@@ -408,10 +424,12 @@ Result<Index> read_index(const std::string& path) {
     Index idx;
     hid_t root = file.get();
     idx.format_version = CKPT_TRY(r.attr<uint32_t>(root, "format_version", ""));
-    if (idx.format_version != kIndexFormatVersion)
-        return error_code(
-            EINVAL, "{}: index format version {} is not supported (this build reads version {})",
-            path, idx.format_version, kIndexFormatVersion);
+    if (idx.format_version < kOldestIndexFormatVersion ||
+        idx.format_version > kIndexFormatVersion)
+        return error_code(EINVAL,
+                          "{}: index format version {} is not supported (this build reads "
+                          "versions {} to {})",
+                          path, idx.format_version, kOldestIndexFormatVersion, kIndexFormatVersion);
     idx.job.jobid = CKPT_TRY(r.attr<uint64_t>(root, "job_id", ""));
     idx.job.user = CKPT_TRY(r.str(root, "user", ""));
     idx.job.uid = CKPT_TRY(r.attr<uint32_t>(root, "uid", ""));
@@ -421,6 +439,17 @@ Result<Index> read_index(const std::string& path) {
     idx.job.submit_options = CKPT_TRY(r.str(root, "submit_options", ""));
     idx.job.batch_script = CKPT_TRY(r.str(root, "batch_script", ""));
     idx.restart_count = CKPT_TRY(r.attr<uint32_t>(root, "restart_count", ""));
+    if (idx.format_version >= 2) {
+        idx.job.environment = CKPT_TRY(r.str(root, "environment", ""));
+        idx.job.incarnation = CKPT_TRY(r.str(root, "incarnation", ""));
+        Hid jt = job_file_row_type();
+        CKPT_TRY(r.table<JobFileRow>(root, "job_files", jt.get(), "",
+                                     [&](const JobFileRow& row) -> Result<void> {
+                                         idx.job.saved_files.push_back(
+                                             {row.name ? row.name : "", row.bytes, row.checksum});
+                                         return ok();
+                                     }));
+    }
 
     auto sets = CKPT_TRY(check(H5Gopen2(root, "sets", H5P_DEFAULT), path, "open group /sets"));
     H5G_info_t info;
@@ -443,7 +472,9 @@ Result<Index> read_index(const std::string& path) {
     return idx;
 }
 
-Result<void> write_index_file(const std::string& path, const Index& idx) {
+Result<void> write_index_file(const std::string& path, const Index& idx, uint32_t version) {
+    if (version < kOldestIndexFormatVersion || version > kIndexFormatVersion)
+        return error_code(EINVAL, "{}: cannot write index format version {}", path, version);
     silence_hdf5();
     Hid fapl = file_access();
     hid_t fcpl_id = H5Pcreate(H5P_FILE_CREATE);
@@ -455,7 +486,7 @@ Result<void> write_index_file(const std::string& path, const Index& idx) {
     auto contents = [&]() -> Result<void> {
         Writer w(path);
         hid_t root = fid;
-        CKPT_TRY(w.attr<uint32_t>(root, "format_version", idx.format_version));
+        CKPT_TRY(w.attr<uint32_t>(root, "format_version", version));
         CKPT_TRY(w.attr<uint64_t>(root, "job_id", idx.job.jobid));
         CKPT_TRY(w.attr(root, "user", idx.job.user));
         CKPT_TRY(w.attr<uint32_t>(root, "uid", idx.job.uid));
@@ -464,6 +495,15 @@ Result<void> write_index_file(const std::string& path, const Index& idx) {
         CKPT_TRY(w.attr(root, "cluster", idx.job.cluster));
         CKPT_TRY(w.attr(root, "submit_options", idx.job.submit_options));
         CKPT_TRY(w.attr(root, "batch_script", idx.job.batch_script));
+        if (version >= 2) {
+            CKPT_TRY(w.attr(root, "environment", idx.job.environment));
+            CKPT_TRY(w.attr(root, "incarnation", idx.job.incarnation));
+            std::vector<JobFileRow> job_files;
+            for (const FileRecord& f : idx.job.saved_files)
+                job_files.push_back({f.name.c_str(), f.bytes, f.checksum});
+            Hid jt = job_file_row_type();
+            CKPT_TRY(w.table(root, "job_files", jt.get(), job_files));
+        }
         CKPT_TRY(w.attr<uint32_t>(root, "restart_count", idx.restart_count));
         const SetRecord* cur = idx.newest_committed();
         CKPT_TRY(w.attr<uint64_t>(root, "current_set", cur ? cur->seq : 0));

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <set>
 
@@ -70,6 +71,14 @@ image::SetManifest to_manifest(const SetRecord& s, const JobInfo& job) {
     pj->set_cluster(job.cluster);
     pj->set_submit_options(job.submit_options);
     pj->set_batch_script(job.batch_script);
+    pj->set_environment(job.environment);
+    pj->set_incarnation(job.incarnation);
+    for (const FileRecord& f : job.saved_files) {
+        auto* pf = pj->add_saved_files();
+        pf->set_name(f.name);
+        pf->set_bytes(f.bytes);
+        pf->set_xxh3(f.checksum);
+    }
     return m;
 }
 
@@ -104,8 +113,24 @@ Result<SetRecord> from_manifest(const image::SetManifest& m) {
 
 JobInfo job_from_manifest(const image::SetManifest& m) {
     const auto& pj = m.job();
-    return {pj.jobid(),   pj.user(),           pj.uid(),         pj.gid(), pj.name(),
-            pj.cluster(), pj.submit_options(), pj.batch_script()};
+    JobInfo job{pj.jobid(),   pj.user(),           pj.uid(),          pj.gid(),
+                pj.name(),    pj.cluster(),        pj.submit_options(), pj.batch_script(),
+                pj.environment(), pj.incarnation(), {}};
+    for (const auto& pf : pj.saved_files()) job.saved_files.push_back({pf.name(), pf.bytes(), pf.xxh3()});
+    return job;
+}
+
+// Where a job folder written by another job of the same id goes: beside it, named after
+// that job's incarnation, so nothing of it is lost and the id's folder is free.
+// The incarnation comes from the job's environment (the user's to change): only a plain word
+// becomes part of a name; anything else is replaced by its hash.
+std::string set_aside_name(uint64_t jobid, const std::string& incarnation) {
+    bool plain = !incarnation.empty() && incarnation.size() <= 64 &&
+                 std::all_of(incarnation.begin(), incarnation.end(),
+                             [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_'; });
+    if (plain) return fmt::format("{}.earlier-{}", jobid, incarnation);
+    return fmt::format("{}.earlier-{:016x}", jobid,
+                       image::checksum(incarnation.data(), incarnation.size()));
 }
 
 Result<image::SetManifest> read_manifest(const std::string& set_dir) {
@@ -324,6 +349,7 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
     st.writer_ = true;
     st.restart_count_ = restart_count;
     st.index_.job = job;
+    CKPT_TRY(st.set_aside_other_incarnation());
     CKPT_TRY_CTX(fsutil::make_private_dir(st.dir_, job.uid, job.gid, false), "job {}", job.jobid);
     struct stat sb;
     if (::stat(st.dir_.c_str(), &sb) != 0) return sys_error("job {}: {}", job.jobid, st.dir_);
@@ -348,9 +374,13 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
             job.jobid, st.path(kIndexName), job.jobid);
     }
     CKPT_TRY(st.check_fence(idx, "claim the job", 0));
-    std::string script = idx.job.batch_script;
+    // The saved files are the job's, not the claim's; an unknown incarnation learns this one.
+    JobInfo before = idx.job;
     idx.job = job;
-    if (idx.job.batch_script.empty()) idx.job.batch_script = script;
+    if (idx.job.batch_script.empty()) idx.job.batch_script = before.batch_script;
+    if (idx.job.environment.empty()) idx.job.environment = before.environment;
+    if (idx.job.saved_files.empty()) idx.job.saved_files = before.saved_files;
+    if (idx.job.incarnation.empty()) idx.job.incarnation = before.incarnation;
     idx.restart_count = restart_count;
     for (SetRecord& s : idx.sets)
         // One writer per job: whatever is still "writing" lost its writer, even if of this run.
@@ -359,16 +389,72 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
     return st;
 }
 
-Result<void> JobStore::save_batch_script(const std::string& text) {
+Result<void> JobStore::set_aside_other_incarnation() {
+    const std::string& ours = index_.job.incarnation;
+    if (ours.empty() || ::access(path(kIndexName).c_str(), F_OK) != 0) return ok();
     auto lock =
         CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
-    CKPT_TRY_CTX(
-        fsutil::write_file_atomic(path(kBatchScriptName), text, index_.job.uid, index_.job.gid),
-        "job {}", jobid_);
+    auto on_disk = read_index(path(kIndexName));
+    // An unreadable index is left to repair, as for any writer; only a readable one that
+    // names another incarnation proves the folder is another job's.
+    if (!on_disk || on_disk->job.incarnation.empty() || on_disk->job.incarnation == ours)
+        return ok();
+    std::string aside = fmt::format("{}/{}", root_, set_aside_name(jobid_, on_disk->job.incarnation));
+    if (::rename(dir_.c_str(), aside.c_str()) != 0)
+        return sys_error("job {}: {} holds another job {}'s checkpoints (incarnation {}, this "
+                         "job is {}); moving it aside to {}",
+                         jobid_, dir_, jobid_, on_disk->job.incarnation, ours, aside);
+    set_aside_ = aside;
+    log::get("set")->warn(
+        "job {}: {} held the checkpoints of an earlier job {} (incarnation {}; this job is {}: "
+        "the job id was reused, e.g. after slurmctld's state was reset); moved aside to {}, "
+        "which keeps its {} sets",
+        jobid_, dir_, jobid_, on_disk->job.incarnation, ours, aside, on_disk->sets.size());
+    return ok();
+}
+
+Result<void> JobStore::save_job_file(const std::string& name, const std::string& text) {
+    auto lock =
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
-    CKPT_TRY(check_fence(idx, "save the batch script", 0));
-    idx.job.batch_script = kBatchScriptName;
+    CKPT_TRY(check_fence(idx, fmt::format("save {}", name), 0));
+    CKPT_TRY_CTX(fsutil::write_file_atomic(path(name), text, index_.job.uid, index_.job.gid),
+                 "job {}", jobid_);
+    FileRecord rec = CKPT_TRY_CTX(fsutil::checksum_file(path(name), name), "job {}", jobid_);
+    auto& files = idx.job.saved_files;
+    std::erase_if(files, [&](const FileRecord& f) { return f.name == name; });
+    files.push_back(rec);
+    (name == kBatchScriptName ? idx.job.batch_script : idx.job.environment) = name;
     return replace_index(idx);
+}
+
+Result<void> JobStore::save_batch_script(const std::string& text) {
+    return save_job_file(kBatchScriptName, text);
+}
+
+Result<void> JobStore::save_environment(const std::string& text) {
+    return save_job_file(kEnvironmentName, text);
+}
+
+Result<std::string> JobStore::read_saved_file(const std::string& name) const {
+    const auto& files = index_.job.saved_files;
+    auto rec = std::find_if(files.begin(), files.end(),
+                            [&](const FileRecord& f) { return f.name == name; });
+    std::string p = path(name);
+    std::string text = CKPT_TRY_CTX(read_file(p), "job {}", jobid_);
+    // An index of format 1 recorded no checksums: its batch script is taken as it is.
+    if (rec == files.end()) {
+        if (index_.format_version < 2) return text;
+        return error_code(EINVAL, "job {}: {}: no size and checksum recorded in the index", jobid_,
+                          p);
+    }
+    uint64_t sum = image::checksum(text.data(), text.size());
+    if (text.size() != rec->bytes || sum != rec->checksum)
+        return error_code(EIO,
+                          "job {}: {}: {} bytes, xxh3 {:016x}; the index records {} bytes, xxh3 "
+                          "{:016x} (changed or damaged)",
+                          jobid_, p, text.size(), sum, rec->bytes, rec->checksum);
+    return text;
 }
 
 Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {

@@ -28,7 +28,8 @@ struct PluginConfig {
     uint64_t min_interval = 0;           // min_interval=: shortest interval a job may ask for
     uint32_t keep = 2;                   // keep=: committed sets kept per job by default
     uint32_t max_keep = 100;             // max_keep=: most sets a job may keep
-    bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir?
+    bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir
+                                         // (other than the root itself)?
     std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)
 };
 
@@ -55,6 +56,10 @@ struct JobOptions {
 };
 
 enum class Option { Interval, Dir, Keep, Restore, NoRestart };
+
+// True when both paths name one folder: equal after lexical normalization (no trailing
+// slash, no "." or ".."), or through links when the folders exist here.
+bool same_folder(const std::string& a, const std::string& b);
 
 // Records one option's value, validated against the site's limits. The error is the line
 // sbatch or srun shows the user (it names the option, the value and the valid forms).

@@ -18,7 +18,9 @@ namespace ckpt::set {
 Result<Index> read_index(const std::string& path);
 
 // Writes idx to a new file at path (which must not exist), seals it and fsyncs it; the
-// caller renames it into place.
-Result<void> write_index_file(const std::string& path, const Index& idx);
+// caller renames it into place. Writers use the current format version; an older one (what
+// an earlier build wrote, without the newer attributes) is for compatibility tests.
+Result<void> write_index_file(const std::string& path, const Index& idx,
+                              uint32_t version = kIndexFormatVersion);
 
 }  // namespace ckpt::set

@@ -13,8 +13,10 @@
 
 namespace ckpt::set {
 
-// The index schema version this build writes and the only one it reads.
-inline constexpr uint32_t kIndexFormatVersion = 1;
+// The index schema version this build writes; it also reads version 1 (without the job's
+// environment, incarnation and saved-file checksums).
+inline constexpr uint32_t kIndexFormatVersion = 2;
+inline constexpr uint32_t kOldestIndexFormatVersion = 1;
 
 enum class SetState { Writing, Committed, Failed };
 enum class Trigger { Interval, Manual, Preempt, TimeLimit };
@@ -27,6 +29,12 @@ Result<SetState> parse_set_state(std::string_view s);
 Result<Trigger> parse_trigger(std::string_view s);
 Result<MemberState> parse_member_state(std::string_view s);
 
+struct FileRecord {
+    std::string name;  // relative to the member's image folder (or the job folder)
+    uint64_t bytes = 0;
+    uint64_t checksum = 0;  // XXH3-64 of the file's bytes
+};
+
 struct JobInfo {
     uint64_t jobid = 0;
     std::string user;
@@ -36,12 +44,11 @@ struct JobInfo {
     std::string cluster;
     std::string submit_options;
     std::string batch_script;  // file name of the saved batch script beside the index; "" if none
-};
-
-struct FileRecord {
-    std::string name;  // relative to the member's image folder
-    uint64_t bytes = 0;
-    uint64_t checksum = 0;  // XXH3-64 of the file's bytes
+    std::string environment;   // file name of the saved job environment beside the index; "" if none
+    // Which job of this id: a random id given at submission that survives requeue; a reused
+    // job id has another. "" when unknown (then the job is assumed to be the same).
+    std::string incarnation;
+    std::vector<FileRecord> saved_files;  // the batch script and environment: size, XXH3-64
 };
 
 struct MemberRecord {

@@ -29,6 +29,7 @@ namespace ckpt::set {
 inline constexpr char kIndexName[] = "index.h5";
 inline constexpr char kManifestName[] = "manifest";
 inline constexpr char kBatchScriptName[] = "job-script";
+inline constexpr char kEnvironmentName[] = "job-environment";
 // Committed sets kept when --checkpoint-keep is not given.
 inline constexpr uint32_t kDefaultKeep = 2;
 
@@ -59,6 +60,9 @@ class JobStore {
 public:
     // For the writer of run restart_count: creates <root>/<jobid>/ (mode 0700, owned by
     // job.uid when run as root) and its index if missing, and claims the job for this run.
+    // A folder whose index names another incarnation than job.incarnation (both known) is
+    // another job's of the same id: it is renamed to <root>/<jobid>.earlier-<incarnation>
+    // (set_aside() says where) and this job starts a new folder.
     // Refused if a newer run already claimed it. There is one writer per job at a time
     // (the lead agent): sets left "writing" by an earlier writer are rolled forward (their
     // manifest says committed and every file has its size) or marked failed.
@@ -76,9 +80,16 @@ public:
     uint64_t jobid() const { return jobid_; }
     const Index& index() const { return index_; }
     Result<void> reload();
+    // Where open_writer moved an earlier job's folder of this id ("" if it did not).
+    const std::string& set_aside() const { return set_aside_; }
 
-    // Saves the batch script beside the index (atomically) and records its name.
+    // Save the batch script (job-script) and the job's environment (job-environment, NAME=value
+    // entries each ended by a NUL) beside the index, atomically, mode 0600, owned by the job's
+    // user; the index records each one's name, size and XXH3-64.
     Result<void> save_batch_script(const std::string& text);
+    Result<void> save_environment(const std::string& text);
+    // A saved file's content, checked against its recorded size and checksum.
+    Result<std::string> read_saved_file(const std::string& name) const;
 
     // Starts set seq (returned): creates its folder and records it as "writing".
     Result<uint64_t> begin_set(const SetOptions& opts);
@@ -121,6 +132,8 @@ private:
     Result<void> write_manifest(const SetRecord& s) const;
     Result<void> delete_folder(const std::string& name) const;
     Result<void> roll_forward_or_fail(SetRecord& s) const;
+    Result<void> set_aside_other_incarnation();
+    Result<void> save_job_file(const std::string& name, const std::string& text);
 
     std::string root_;
     std::string dir_;
@@ -129,6 +142,7 @@ private:
     bool writer_ = false;
     uint32_t restart_count_ = 0;
     std::map<uint64_t, SetRecord> pending_;  // sets this writer began and has not finished
+    std::string set_aside_;
 };
 
 // The access rule for reading a job's store, given the owner of its folder: the owner
