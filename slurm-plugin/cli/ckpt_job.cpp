@@ -5,7 +5,6 @@
 // through its checkpoint folder and to Slurm through sbatch (docs/slurm.md).
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -403,18 +402,6 @@ int cmd_restore(const Args& a) {
             error_code(ENOENT, "job {}: no saved batch script in {}", *a.jobid, st->dir()));
     if (auto script = st->read_saved_file(idx.job.batch_script); !script)
         return failure(script.error());
-    // The job's own environment, not the caller's: sbatch reads it from a memory file on
-    // fd 3 (--export-file), and --export=ALL makes it the new job's whole environment.
-    UniqueFd environment;
-    if (!idx.job.environment.empty()) {
-        auto env = st->read_saved_file(idx.job.environment);
-        if (!env) return failure(env.error());
-        environment = UniqueFd(::memfd_create("ckpt-job-environment", MFD_CLOEXEC));
-        if (!environment) return failure(sys_error("memfd_create"));
-        if (auto w = write_all(environment.get(), env->data(), env->size()); !w)
-            return failure(w.error());
-        if (::lseek(environment.get(), 0, SEEK_SET) != 0) return failure(sys_error("lseek"));
-    }
     uint64_t seq = 0;
     if (a.set) {
         auto v = st->verify_set(*a.set);
@@ -425,6 +412,21 @@ int cmd_restore(const Args& a) {
         if (!n) return failure(n.error());
         seq = *n;
     }
+    std::string restore_from = fmt::format("{}:{}", *a.jobid, seq);
+    // The job's own environment, not the caller's: sbatch reads it from a memory file on
+    // fd 3 (--export-file), and --export=ALL makes it the new job's whole environment. sbatch
+    // then drops the options below from what the batch step gets: the file carries them too.
+    UniqueFd environment;
+    if (!idx.job.environment.empty()) {
+        auto env = st->read_saved_file(idx.job.environment);
+        if (!env) return failure(env.error());
+        for (const auto& [option, value] :
+             {std::pair{"checkpoint-restore", restore_from}, {"checkpoint-dir", a.root}})
+            env->append(slurm::option_variable(option)).append("=").append(value).push_back('\0');
+        auto file = memory_file("ckpt-job-environment", *env);
+        if (!file) return failure(file.error());
+        environment = std::move(*file);
+    }
     std::vector<std::string> options, script_args;
     bool after = false;
     for (std::string& w : slurm::split_submit_words(idx.job.submit_options)) {
@@ -434,7 +436,7 @@ int cmd_restore(const Args& a) {
             (after ? script_args : options).push_back(std::move(w));
     }
     std::vector<std::string> argv = {"sbatch", "--parsable",
-                                     fmt::format("--checkpoint-restore={}:{}", *a.jobid, seq),
+                                     "--checkpoint-restore=" + restore_from,
                                      "--checkpoint-dir=" + a.root, "--open-mode=append"};
     if (environment) argv.insert(argv.end(), {"--export-file=3", "--export=ALL"});
     argv.insert(argv.end(), options.begin(), options.end());

@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,11 +63,7 @@ Result<UniqueFd> environment_file(spank_t sp) {
     if (rc != ESPANK_SUCCESS) return error("spank_get_item(S_JOB_ENV): {}", spank_strerror(rc));
     std::string text;
     for (char** e = env; e && *e; ++e) text.append(*e).push_back('\0');
-    UniqueFd fd(::memfd_create("ckpt-job-environment", MFD_CLOEXEC));
-    if (!fd) return sys_error("memfd_create");
-    CKPT_TRY_CTX(write_all(fd.get(), text.data(), text.size()), "job environment");
-    if (::lseek(fd.get(), 0, SEEK_SET) != 0) return sys_error("lseek");
-    return fd;
+    return memory_file("ckpt-job-environment", text);
 }
 
 // In the forked child: a clean process for exec (own session, default signals, no

@@ -33,14 +33,20 @@ Result<std::string> job_user(spank_t sp) {
 Result<void> give_incarnation(spank_t sp) {
     // srun inside an allocation starts a step of that job, which has its incarnation.
     if (spank_context() == S_CTX_LOCAL && std::getenv("SLURM_JOB_ID")) return ok();
-    std::string id = CKPT_TRY(new_incarnation());
+    // Without one the job still runs; only a reuse of its id goes unnoticed (README).
+    auto id = new_incarnation();
+    if (!id) {
+        slurm_error("ckpt: the job gets no incarnation: %s", id.error().message().c_str());
+        return ok();
+    }
     // Kept by slurmctld with the job (requeues included); sbatch and salloc also put it into
     // the job's environment as SLURM_SPANK_CKPT_JOB_INCARNATION; srun's tasks get srun's.
-    spank_err_t rc = spank_job_control_setenv(sp, kIncarnationName, id.c_str(), 1);
+    spank_err_t rc = spank_job_control_setenv(sp, kIncarnationName, id->c_str(), 1);
     if (rc != ESPANK_SUCCESS)
-        return error("spank_job_control_setenv({}): {}", kIncarnationName, spank_strerror(rc));
-    if (spank_context() == S_CTX_LOCAL && ::setenv(kIncarnationJobEnv, id.c_str(), 1) != 0)
-        return sys_error("setenv {}", kIncarnationJobEnv);
+        slurm_error("ckpt: the job gets no incarnation: spank_job_control_setenv(%s): %s",
+                    kIncarnationName, spank_strerror(rc));
+    else if (spank_context() == S_CTX_LOCAL)
+        ::setenv(kIncarnationJobEnv, id->c_str(), 1);
     return ok();
 }
 

@@ -67,6 +67,12 @@ std::string environment_to_save(const std::vector<std::string>& env) {
     return out;
 }
 
+std::string option_variable(std::string_view option) {
+    std::string name = "_SLURM_SPANK_OPTION_ckpt_";
+    for (char c : option) name += c == '-' ? '_' : c;
+    return name;
+}
+
 Result<std::string> new_incarnation() {
     unsigned char bytes[16];
     if (::getrandom(bytes, sizeof bytes, 0) != static_cast<ssize_t>(sizeof bytes))

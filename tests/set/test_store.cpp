@@ -316,7 +316,11 @@ TEST_F(Store, AnotherIncarnationMovesTheOldFolderAside) {
     auto third = JobStore::open_writer(root_.path(), next, 0);
     ASSERT_TRUE(third.ok()) << third.error().message();
     EXPECT_EQ(std::filesystem::path(third->set_aside()).parent_path(), root_.path());
-    EXPECT_EQ(third->set_aside().find("x"), std::string::npos) << third->set_aside();
+    std::string name = std::filesystem::path(third->set_aside()).filename().string();
+    std::string prefix = fmt::format("{}.earlier-", kJob);
+    ASSERT_TRUE(name.starts_with(prefix)) << name;
+    EXPECT_EQ(name.size(), prefix.size() + 16) << name;
+    EXPECT_EQ(name.find_first_not_of("0123456789abcdef", prefix.size()), std::string::npos) << name;
     EXPECT_TRUE(std::filesystem::is_directory(third->set_aside()));
 }
 

@@ -68,16 +68,19 @@ for form in "${!expect[@]}"; do
 done
 
 # In the script's #SBATCH lines, overridden per step by srun, inherited by srun without it.
-cat >"$work/script.sh" <<'SCRIPT'
+# The chosen folder is this cluster's: job ids (and so folders) repeat between clusters.
+user_dir=$CKPT_CLUSTER_DIR/user-dir
+rm -rf "$user_dir"
+cat >"$work/script.sh" <<SCRIPT
 #!/bin/bash
 #SBATCH --checkpoint-interval=10m
 #SBATCH --checkpoint-keep=3
-#SBATCH --checkpoint-dir=/tmp/ckpt-user-dir
+#SBATCH --checkpoint-dir=$user_dir
 #SBATCH --checkpoint-restore=12:3
 #SBATCH --no-checkpoint-restart
-echo "batch ${CKPT_INTERVAL-unset} ${CKPT_KEEP-unset} ${CKPT_DIR-unset} ${CKPT_RESTORE-unset} ${CKPT_RESTART-unset}"
-srun --checkpoint-interval=45s sh -c 'echo "step ${CKPT_INTERVAL-unset}"'
-srun sh -c 'echo "inherited ${CKPT_INTERVAL-unset}"'
+echo "batch \${CKPT_INTERVAL-unset} \${CKPT_KEEP-unset} \${CKPT_DIR-unset} \${CKPT_RESTORE-unset} \${CKPT_RESTART-unset}"
+srun --checkpoint-interval=45s sh -c 'echo "step \${CKPT_INTERVAL-unset}"'
+srun sh -c 'echo "inherited \${CKPT_INTERVAL-unset}"'
 SCRIPT
 chmod 755 "$work/script.sh"
 script_job=$(submit "$work" -o "$work/script.out" "$work/script.sh")
@@ -97,7 +100,7 @@ for form in "${!expect[@]}"; do
 done
 note "valid forms: ${!expect[*]}"
 
-want="batch 600 3 /tmp/ckpt-user-dir 12:3 0
+want="batch 600 3 $user_dir 12:3 0
 step 45
 inherited 600"
 # Job 12 has no checkpoints: each task says it starts from the beginning (lines "ckpt: ...").

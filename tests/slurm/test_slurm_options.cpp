@@ -203,6 +203,11 @@ TEST(SavedEnvironment, LeavesOutWhatEveryJobGetsAnew) {
     EXPECT_EQ(environment_to_save({}), "");
 }
 
+TEST(SavedEnvironment, OptionVariables) {
+    EXPECT_EQ(option_variable("checkpoint-restore"), "_SLURM_SPANK_OPTION_ckpt_checkpoint_restore");
+    EXPECT_EQ(option_variable("checkpoint-dir"), "_SLURM_SPANK_OPTION_ckpt_checkpoint_dir");
+}
+
 TEST(Incarnation, RandomHex) {
     auto a = new_incarnation(), b = new_incarnation();
     ASSERT_TRUE(a && b);

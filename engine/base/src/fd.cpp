@@ -1,6 +1,7 @@
 #include "ckpt/base/fd.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace ckpt {
@@ -30,6 +31,14 @@ Result<std::string> read_file(const std::string& path) {
         out.append(buf, static_cast<size_t>(n));
     }
     return out;
+}
+
+Result<UniqueFd> memory_file(const char* name, std::string_view text) {
+    UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
+    if (!fd) return sys_error("memfd_create {}", name);
+    CKPT_TRY_CTX(write_all(fd.get(), text.data(), text.size()), "memfd {}", name);
+    if (::lseek(fd.get(), 0, SEEK_SET) != 0) return sys_error("lseek memfd {}", name);
+    return fd;
 }
 
 Result<void> write_all(int fd, const void* buf, size_t len) {

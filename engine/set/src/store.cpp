@@ -391,9 +391,12 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
 
 Result<void> JobStore::set_aside_other_incarnation() {
     const std::string& ours = index_.job.incarnation;
-    if (ours.empty() || ::access(path(kIndexName).c_str(), F_OK) != 0) return ok();
-    auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+    struct stat sb;
+    if (ours.empty() || ::access(path(kIndexName).c_str(), F_OK) != 0 ||
+        ::stat(dir_.c_str(), &sb) != 0)
+        return ok();
+    // The folder's owner (maybe another user, whose job had the id) keeps its lock file.
+    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, sb.st_uid, sb.st_gid), "job {}", jobid_);
     auto on_disk = read_index(path(kIndexName));
     // An unreadable index is left to repair, as for any writer; only a readable one that
     // names another incarnation proves the folder is another job's.

@@ -22,6 +22,12 @@ std::vector<std::string> split_submit_words(std::string_view text);
 // so the restored job gets its own. Entries without a name are dropped.
 std::string environment_to_save(const std::vector<std::string>& env);
 
+// The variable in which sbatch hands the value of one of the plugin's options (the name
+// without "--") to the batch step: _SLURM_SPANK_OPTION_ckpt_<name, '-' as '_'>. sbatch
+// --export-file clears sbatch's environment after the plugin's options were put there, so
+// whoever submits with it must put them into the file (checked on Slurm 22.05).
+std::string option_variable(std::string_view option);
+
 // A job's incarnation: a random id spank_ckpt.so gives a job when it is submitted (job
 // control variable CKPT_JOB_INCARNATION, which sbatch also puts into the job's environment
 // as SLURM_SPANK_CKPT_JOB_INCARNATION). Slurm keeps a job's environment across requeues; a

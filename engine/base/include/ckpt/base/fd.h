@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "ckpt/base/result.h"
@@ -39,5 +40,8 @@ Result<std::string> read_file(const std::string& path);
 Result<void> write_all(int fd, const void* buf, size_t len);
 // Reads exactly len bytes at the current offset; a short file is an error.
 Result<void> read_exact(int fd, void* buf, size_t len);
+// An anonymous memory file (memfd, close-on-exec) holding text, at offset 0: a way to hand
+// bytes to a child through an fd without a file on disk or a pipe that could fill.
+Result<UniqueFd> memory_file(const char* name, std::string_view text);
 
 }  // namespace ckpt
