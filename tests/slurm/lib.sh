@@ -138,7 +138,8 @@ wait_for_set() {
 no_agent_left() {
     local job=$1 i left
     for ((i = 0; i < 20; i++)); do
-        left=$(pgrep -af -- "ckpt-agent run --job $job |ckpt-engine .*$CKPT_ROOT/$job/" || true)
+        # Only this cluster's (other build directories run clusters with the same job ids).
+        left=$(pgrep -af -- "ckpt-agent run --job $job .*--root $CKPT_ROOT |ckpt-engine .*$CKPT_ROOT/$job/" || true)
         [ -n "$left" ] || return 0
         sleep 0.5
     done
