@@ -15,7 +15,7 @@
 
 namespace ckpt::engine {
 
-Result<void> dump_creds(pid_t pid, RemoteThread& rt, uint64_t scratch, image::TaskCore* core) {
+Result<void> dump_creds(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
     auto s = CKPT_TRY(read_status(pid));
     auto* c = core->mutable_creds();
     c->set_uid(s.uid[0]);
@@ -48,14 +48,17 @@ Result<void> dump_creds(pid_t pid, RemoteThread& rt, uint64_t scratch, image::Ta
     if (slack) core->set_timer_slack_ns(parse_uint(trim(*slack)).value());
     core->set_cwd(CKPT_TRY(read_link(proc_path(pid, "cwd"))));
     core->set_root(CKPT_TRY(read_link(proc_path(pid, "root"))));
-    CKPT_TRY(rt.syscall_ok("prctl(PR_GET_PDEATHSIG)", SYS_prctl, {PR_GET_PDEATHSIG, scratch}));
+    auto sc = scratch.scope();
     int pdeath = 0;
-    CKPT_TRY(read_remote(pid, scratch, &pdeath, sizeof pdeath));
+    uint64_t at = CKPT_TRY(sc.take(sizeof pdeath, alignof(int)));
+    CKPT_TRY(rt.syscall_ok("prctl(PR_GET_PDEATHSIG)", SYS_prctl, {PR_GET_PDEATHSIG, at}));
+    CKPT_TRY(read_remote(pid, at, &pdeath, sizeof pdeath));
     core->set_pdeath_signal(pdeath);
     core->set_dumpable(CKPT_TRY(rt.syscall_ok("prctl(PR_GET_DUMPABLE)", SYS_prctl, {PR_GET_DUMPABLE})) == 1);
-    CKPT_TRY(rt.syscall_ok("prctl(PR_GET_CHILD_SUBREAPER)", SYS_prctl, {PR_GET_CHILD_SUBREAPER, scratch}));
     int subreaper = 0;
-    CKPT_TRY(read_remote(pid, scratch, &subreaper, sizeof subreaper));
+    at = CKPT_TRY(sc.take(sizeof subreaper, alignof(int)));
+    CKPT_TRY(rt.syscall_ok("prctl(PR_GET_CHILD_SUBREAPER)", SYS_prctl, {PR_GET_CHILD_SUBREAPER, at}));
+    CKPT_TRY(read_remote(pid, at, &subreaper, sizeof subreaper));
     core->set_child_subreaper(subreaper != 0);
     return ok();
 }
@@ -63,13 +66,14 @@ Result<void> dump_creds(pid_t pid, RemoteThread& rt, uint64_t scratch, image::Ta
 Result<void> restore_task_settings(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const auto& core = t.core;
-    uint64_t scratch = t.scratch();
     for (const auto& r : core.rlimits()) {
+        auto s = t.scratch.scope();
         struct rlimit64 {
             uint64_t cur, max;
         } lim{r.cur(), r.max()}, old{};
-        CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, scratch}));
-        CKPT_TRY(read_remote(t.host, scratch, &old, sizeof old));
+        uint64_t old_at = CKPT_TRY(s.take(sizeof old));
+        CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, old_at}));
+        CKPT_TRY(read_remote(t.host, old_at, &old, sizeof old));
         if (lim.max > old.max) {
             // Raising a hard limit needs CAP_SYS_RESOURCE, which the engine may lack: the
             // process gets the engine's (lower) hard limit, never more than it had.
@@ -77,8 +81,8 @@ Result<void> restore_task_settings(RestoreTask& t) {
             lim.max = old.max;
             lim.cur = std::min(lim.cur, lim.max);
         }
-        CKPT_TRY(write_remote(t.host, scratch, &lim, sizeof lim));
-        CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), scratch, 0}));
+        uint64_t lim_at = CKPT_TRY(s.put(lim));
+        CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), lim_at, 0}));
     }
     CKPT_TRY(rt.syscall_ok("umask", SYS_umask, {core.umask()}));
     CKPT_TRY(rt.syscall_ok("personality", SYS_personality, {core.personality()}));
@@ -98,26 +102,25 @@ Result<void> restore_task_settings(RestoreTask& t) {
         int fd = CKPT_TRY(t.install_fd(dir.get()));
         CKPT_TRY(rt.syscall_ok("fchdir", SYS_fchdir, {static_cast<uint64_t>(fd)}));
         if (is_root) {
+            auto s = t.scratch.scope();
             char dot[2] = ".";
-            CKPT_TRY(write_remote(t.host, scratch, dot, sizeof dot));
-            CKPT_TRY(rt.syscall_ok("chroot", SYS_chroot, {scratch}));
+            uint64_t at = CKPT_TRY(s.put(dot));
+            CKPT_TRY(rt.syscall_ok("chroot", SYS_chroot, {at}));
         }
         CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
     }
     return ok();
 }
 
-Result<void> restore_creds(RemoteThread& rt, const image::Creds& c) {
-    uint64_t scratch = rt.code_addr() + 4096 + 512;
-    pid_t tid = rt.tid();
+Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c) {
+    auto s = scratch.scope();
     // Bounding set first: dropping needs CAP_SETPCAP, which goes with the uid change.
     for (uint64_t cap = 0; cap <= CAP_LAST_CAP; ++cap)
         if (!(c.cap_bnd() & (1ull << cap))) CKPT_TRY(rt.syscall_ok("prctl(PR_CAPBSET_DROP)", SYS_prctl, {PR_CAPBSET_DROP, cap}));
     if (c.securebits()) CKPT_TRY(rt.syscall_ok("prctl(PR_SET_SECUREBITS)", SYS_prctl, {PR_SET_SECUREBITS, c.securebits()}));
     std::vector<uint32_t> groups(c.groups().begin(), c.groups().end());
-    if (groups.size() * 4 > 2048) return error("tid {}: too many supplementary groups ({})", tid, groups.size());
-    CKPT_TRY(write_remote(tid, scratch, groups.data(), groups.size() * 4));
-    CKPT_TRY(rt.syscall_ok("setgroups", SYS_setgroups, {groups.size(), scratch}));
+    uint64_t groups_at = CKPT_TRY(s.put(groups.data(), groups.size() * sizeof(uint32_t), alignof(uint32_t)));
+    CKPT_TRY(rt.syscall_ok("setgroups", SYS_setgroups, {groups.size(), groups_at}));
     CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {c.gid(), c.egid(), c.sgid()}));
     CKPT_TRY(rt.syscall_ok("setfsgid", SYS_setfsgid, {c.fsgid()}));
     CKPT_TRY(rt.syscall_ok("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, 1}));
@@ -128,9 +131,9 @@ Result<void> restore_creds(RemoteThread& rt, const image::Creds& c) {
     data[0] = {static_cast<uint32_t>(c.cap_eff()), static_cast<uint32_t>(c.cap_prm()), static_cast<uint32_t>(c.cap_inh())};
     data[1] = {static_cast<uint32_t>(c.cap_eff() >> 32), static_cast<uint32_t>(c.cap_prm() >> 32),
                static_cast<uint32_t>(c.cap_inh() >> 32)};
-    CKPT_TRY(write_remote(tid, scratch, &hdr, sizeof hdr));
-    CKPT_TRY(write_remote(tid, scratch + sizeof hdr, data, sizeof data));
-    CKPT_TRY(rt.syscall_ok("capset", SYS_capset, {scratch, scratch + sizeof hdr}));
+    uint64_t hdr_at = CKPT_TRY(s.put(hdr));
+    uint64_t data_at = CKPT_TRY(s.put(data));
+    CKPT_TRY(rt.syscall_ok("capset", SYS_capset, {hdr_at, data_at}));
     bool keep = c.securebits() & (1u << 4);  // SECBIT_KEEP_CAPS
     CKPT_TRY(rt.syscall_ok("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, keep ? 1u : 0u}));
     for (uint64_t cap = 0; cap <= CAP_LAST_CAP; ++cap)

@@ -121,19 +121,20 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
                                                      {0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                                                       static_cast<uint64_t>(-1), 0}));
         uint64_t s = static_cast<uint64_t>(scratch);
+        RemoteScratch arena(p.pid, s, 4096);
         auto collect = [&]() -> Result<void> {
             brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
-            CKPT_TRY(dump_sigactions(leader, s, &core));
-            CKPT_TRY(dump_creds(p.pid, leader, s, &core));
-            CKPT_TRY(dump_timers(p.pid, leader, s, &core));
+            CKPT_TRY(dump_sigactions(leader, arena, &core));
+            CKPT_TRY(dump_creds(p.pid, leader, arena, &core));
+            CKPT_TRY(dump_timers(p.pid, leader, arena, &core));
             for (pid_t tid : p.threads) {
                 if (ex.threads.count(tid)) continue;
                 if (tid == p.pid) {
-                    CKPT_TRY_CTX(dump_thread(p.pid, leader, s, core.add_threads()), "thread {}", tid);
+                    CKPT_TRY_CTX(dump_thread(p.pid, leader, arena, core.add_threads()), "thread {}", tid);
                     continue;
                 }
                 auto rt = CKPT_TRY_CTX(RemoteThread::attach(tid, code), "thread {}", tid);
-                auto r = dump_thread(p.pid, rt, s, core.add_threads());
+                auto r = dump_thread(p.pid, rt, arena, core.add_threads());
                 auto back = rt.restore_state();
                 if (!r) return std::move(r).error().context("thread {}", tid);
                 if (!back) return std::move(back).error();

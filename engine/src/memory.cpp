@@ -571,15 +571,13 @@ Result<void> restore_memory(RestoreTask& t) {
     map.arg_end = mm.arg_end();
     map.env_start = mm.env_start();
     map.env_end = mm.env_end();
-    uint64_t scratch = t.scratch();
-    map.auxv = reinterpret_cast<__u64*>(scratch + sizeof map);
+    auto s = t.scratch.scope();
+    uint64_t auxv_at = CKPT_TRY_CTX(s.put(mm.auxv().data(), mm.auxv().size()), "pid {}: auxv", pid);
+    map.auxv = reinterpret_cast<__u64*>(auxv_at);
     map.auxv_size = static_cast<uint32_t>(mm.auxv().size());
-    if (sizeof map + mm.auxv().size() > t.scratch_size())
-        return error("pid {}: auxv of {} bytes does not fit the trampoline", pid, mm.auxv().size());
     map.exe_fd = static_cast<uint32_t>(CKPT_TRY_CTX(t.install_file(mm.exe_file_id(), O_RDONLY), "pid {}: exe", pid));
-    CKPT_TRY(write_remote(host, scratch, &map, sizeof map));
-    CKPT_TRY(write_remote(host, scratch + sizeof map, mm.auxv().data(), mm.auxv().size()));
-    CKPT_TRY_CTX(rt.syscall_ok("prctl(PR_SET_MM_MAP)", SYS_prctl, {PR_SET_MM, PR_SET_MM_MAP, scratch, sizeof map}),
+    uint64_t map_at = CKPT_TRY(s.put(map));
+    CKPT_TRY_CTX(rt.syscall_ok("prctl(PR_SET_MM_MAP)", SYS_prctl, {PR_SET_MM, PR_SET_MM_MAP, map_at, sizeof map}),
                  "pid {}", pid);
     CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(map.exe_fd)}));
     return ok();

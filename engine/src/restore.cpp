@@ -158,13 +158,12 @@ Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
 // A child of parent's process, created from inside the parent so that it is its child.
 // Returns its pid as the engine sees it.
 Result<pid_t> create_child(RestoreTask& parent, pid_t pid) {
+    auto scratch = parent.scratch.scope();
     clone_args args{};
     args.exit_signal = SIGCHLD;
-    uint64_t at = parent.scratch() + 3072;
-    args.set_tid = at + sizeof args;
+    args.set_tid = CKPT_TRY(scratch.put(pid));
     args.set_tid_size = 1;
-    CKPT_TRY(write_remote(parent.host, at, &args, sizeof args));
-    CKPT_TRY(write_remote(parent.host, at + sizeof args, &pid, sizeof pid));
+    uint64_t at = CKPT_TRY(scratch.put(args));
     int64_t r = CKPT_TRY(parent.leader->syscall(SYS_clone3, {at, sizeof args}));
     if (r == -EEXIST) return error_code(EEXIST, "pid {} is in use", pid);
     if (r < 0) return sys_error_code(static_cast<int>(-r), fmt::format("pid {}: clone3(child {})", parent.pid, pid));
@@ -391,6 +390,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         }
         created.pids.push_back(t.host);
         t.trampoline = trampoline;
+        t.scratch = RemoteScratch(t.host, trampoline + RestoreTask::kCodeSize, RestoreTask::kScratchSize);
         t.leader = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(t.host, trampoline)));
         if (ptrace(PTRACE_SETOPTIONS, t.host, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", pid);
         CKPT_TRY_CTX(drop_inherited_rseq(*t.leader), "pid {}", pid);
@@ -430,14 +430,15 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             RemoteThread* rt = t.leader.get();
             std::unique_ptr<RemoteThread> other;
             if (i > 0) {
-                pid_t host = CKPT_TRY_CTX(create_thread(*t.leader, tc.tid()), "restore pid {}", pid);
+                pid_t host = CKPT_TRY_CTX(create_thread(*t.leader, t.scratch, tc.tid()), "restore pid {}", pid);
                 other = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(host, trampoline)));
                 rt = other.get();
             }
-            CKPT_TRY_CTX(restore_thread_final(*rt, tc), "restore pid {}: thread {}", pid, tc.tid());
-            CKPT_TRY_CTX(restore_pending(*rt, pid, &tc, tc.pending()), "restore pid {}: thread {}", pid, tc.tid());
+            CKPT_TRY_CTX(restore_thread_final(*rt, t.scratch, tc), "restore pid {}: thread {}", pid, tc.tid());
+            CKPT_TRY_CTX(restore_pending(*rt, t.scratch, pid, &tc, tc.pending()), "restore pid {}: thread {}", pid,
+                         tc.tid());
             if (i > 0) {
-                CKPT_TRY_CTX(restore_creds(*rt, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
+                CKPT_TRY_CTX(restore_creds(*rt, t.scratch, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
                 threads.push_back({rt->tid(), &tc});
             }
         }
@@ -461,12 +462,13 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         RestoreTask& t = tasks[pid];
         if (!t.leader) continue;
         CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
-        CKPT_TRY_CTX(restore_pending(*t.leader, pid, nullptr, t.core.shared_pending()), "restore pid {}", pid);
+        CKPT_TRY_CTX(restore_pending(*t.leader, t.scratch, pid, nullptr, t.core.shared_pending()), "restore pid {}",
+                     pid);
         // A filter needs no_new_privs or CAP_SYS_ADMIN: before the identity drop unless the
         // process has no_new_privs (then after, so the filter cannot refuse the drop).
         bool nnp = t.core.creds().no_new_privs();
         if (!nnp) CKPT_TRY(restore_seccomp(t));
-        CKPT_TRY_CTX(restore_creds(*t.leader, t.core.creds()), "restore pid {}", pid);
+        CKPT_TRY_CTX(restore_creds(*t.leader, t.scratch, t.core.creds()), "restore pid {}", pid);
         if (nnp) CKPT_TRY(restore_seccomp(t));
         // A change of identity makes the process non-dumpable (it would hide it from its own
         // user's debugger and /proc); set what it had, after the change.

@@ -13,6 +13,7 @@
 #include "files.pb.h"
 #include "mm.pb.h"
 #include "ptrace_ctl.h"
+#include "remote_scratch.h"
 
 namespace ckpt::engine {
 
@@ -41,12 +42,14 @@ struct RestoreTask {
     RestoreShared* shared = nullptr;
 
     std::unique_ptr<RemoteThread> leader;
-    uint64_t trampoline = 0;          // code page, then scratch pages
-    static constexpr uint64_t kTrampolineSize = 4 * 4096;
+    uint64_t trampoline = 0;  // code page, then scratch
+    // Room for the largest argument the kernel takes from a restore (NGROUPS_MAX
+    // supplementary groups), and a page for whatever is live beside it.
+    static constexpr uint64_t kScratchSize = 65536 * 4 + 4096;
+    static constexpr uint64_t kCodeSize = 4096;
+    static constexpr uint64_t kTrampolineSize = kCodeSize + kScratchSize;
+    RemoteScratch scratch;            // in the trampoline, once the process exists
     int engine_pidfd_in_target = -1;  // the engine's pidfd, as an fd of the target
-
-    uint64_t scratch() const { return trampoline + 4096; }
-    uint64_t scratch_size() const { return kTrampolineSize - 4096; }
 
     // Moves an fd of the engine into the target; returns its number there (at_fd if >= 0).
     Result<int> install_fd(int engine_fd, int at_fd = -1, bool cloexec = false);

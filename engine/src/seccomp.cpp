@@ -47,20 +47,21 @@ Result<void> dump_seccomp(pid_t pid, image::TaskCore* core) {
 Result<void> restore_seccomp(RestoreTask& t) {
     if (t.core.seccomp_size() == 0) return ok();
     RemoteThread& rt = *t.leader;
-    uint64_t scratch = t.scratch();
     bool threads = t.core.threads_size() > 1;
     for (const auto& f : t.core.seccomp()) {
-        if (f.bpf().size() % sizeof(sock_filter) || f.bpf().size() + 16 > t.scratch_size())
+        size_t insns = f.bpf().size() / sizeof(sock_filter);
+        if (f.bpf().size() % sizeof(sock_filter) || insns == 0 || insns > BPF_MAXINSNS)
             return error_code(EINVAL, "pid {}: malformed seccomp filter in image", t.pid);
+        auto s = t.scratch.scope();
+        uint64_t bpf_at = CKPT_TRY(s.put(f.bpf().data(), f.bpf().size()));
         struct {
             uint16_t len;
             uint16_t pad[3];
             uint64_t filter;
-        } prog{static_cast<uint16_t>(f.bpf().size() / sizeof(sock_filter)), {}, scratch + 16};
-        CKPT_TRY(write_remote(t.host, scratch, &prog, sizeof prog));
-        CKPT_TRY(write_remote(t.host, scratch + 16, f.bpf().data(), f.bpf().size()));
+        } prog{static_cast<uint16_t>(insns), {}, bpf_at};
+        uint64_t prog_at = CKPT_TRY(s.put(prog));
         uint64_t flags = f.flags() | (threads ? SECCOMP_FILTER_FLAG_TSYNC : 0);
-        CKPT_TRY_CTX(rt.syscall_ok("seccomp(SET_MODE_FILTER)", SYS_seccomp, {SECCOMP_SET_MODE_FILTER, flags, scratch}),
+        CKPT_TRY_CTX(rt.syscall_ok("seccomp(SET_MODE_FILTER)", SYS_seccomp, {SECCOMP_SET_MODE_FILTER, flags, prog_at}),
                      "pid {}", t.pid);
     }
     return ok();

@@ -12,13 +12,15 @@
 
 namespace ckpt::engine {
 
-Result<void> dump_sigactions(RemoteThread& rt, uint64_t scratch, image::TaskCore* core) {
+Result<void> dump_sigactions(RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
+    auto s = scratch.scope();
+    uint64_t at = CKPT_TRY(s.take(sizeof(arch::KernelSigaction), alignof(arch::KernelSigaction)));
     for (uint32_t sig = 1; sig <= 64; ++sig) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        int64_t r = CKPT_TRY(rt.syscall(SYS_rt_sigaction, {sig, 0, scratch, 8}));
+        int64_t r = CKPT_TRY(rt.syscall(SYS_rt_sigaction, {sig, 0, at, 8}));
         if (r < 0) continue;  // signals the kernel reserves
         arch::KernelSigaction ka{};
-        CKPT_TRY(read_remote(rt.tid(), scratch, &ka, sizeof ka));
+        CKPT_TRY(read_remote(rt.tid(), at, &ka, sizeof ka));
         if (ka.handler == reinterpret_cast<uint64_t>(SIG_DFL) && ka.flags == 0 && ka.mask == 0) continue;
         auto* a = core->add_sigactions();
         a->set_signo(sig);
@@ -31,15 +33,15 @@ Result<void> dump_sigactions(RemoteThread& rt, uint64_t scratch, image::TaskCore
 }
 
 Result<void> restore_sigactions(RestoreTask& t) {
-    uint64_t scratch = t.scratch();
     // Start from defaults: the engine's own handlers were inherited at clone.
     for (uint32_t sig = 1; sig <= 64; ++sig) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
         arch::KernelSigaction ka{};
         for (const auto& a : t.core.sigactions())
             if (a.signo() == sig) ka = {a.handler(), a.flags(), a.restorer(), a.mask()};
-        CKPT_TRY(write_remote(t.host, scratch, &ka, sizeof ka));
-        int64_t r = CKPT_TRY(t.leader->syscall(SYS_rt_sigaction, {sig, scratch, 0, 8}));
+        auto s = t.scratch.scope();
+        uint64_t at = CKPT_TRY(s.put(ka));
+        int64_t r = CKPT_TRY(t.leader->syscall(SYS_rt_sigaction, {sig, at, 0, 8}));
         if (r < 0 && ka.handler != 0)
             return sys_error_code(static_cast<int>(-r), fmt::format("pid {}: rt_sigaction({})", t.pid, sig));
     }
@@ -84,19 +86,19 @@ Result<void> dump_pending(pid_t pid, image::TaskCore* core) {
     return ok();
 }
 
-Result<void> restore_pending(RemoteThread& rt, pid_t tgid, const image::ThreadCore* thread,
+Result<void> restore_pending(RemoteThread& rt, RemoteScratch& scratch, pid_t tgid, const image::ThreadCore* thread,
                              const google::protobuf::RepeatedPtrField<image::SigInfo>& pending) {
-    uint64_t scratch = rt.code_addr() + 4096 + 1536;
     for (const auto& si : pending) {
         if (si.raw().size() != kSiginfoSize) return error_code(EINVAL, "tid {}: malformed pending signal", rt.tid());
-        CKPT_TRY(write_remote(rt.tid(), scratch, si.raw().data(), kSiginfoSize));
+        auto s = scratch.scope();
+        uint64_t at = CKPT_TRY(s.put(si.raw().data(), kSiginfoSize));
         uint64_t sig = static_cast<uint64_t>(signo_of(si));
         // Queued by the process to itself, so any si_code is accepted.
         if (thread)
             CKPT_TRY(rt.syscall_ok("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo,
-                                   {static_cast<uint64_t>(tgid), static_cast<uint64_t>(thread->tid()), sig, scratch}));
+                                   {static_cast<uint64_t>(tgid), static_cast<uint64_t>(thread->tid()), sig, at}));
         else
-            CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo, {static_cast<uint64_t>(tgid), sig, scratch}));
+            CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo, {static_cast<uint64_t>(tgid), sig, at}));
     }
     return ok();
 }

@@ -23,7 +23,7 @@ struct RseqConfiguration {
 
 }  // namespace
 
-Result<void> dump_thread(pid_t pid, RemoteThread& rt, uint64_t scratch, image::ThreadCore* tc) {
+Result<void> dump_thread(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::ThreadCore* tc) {
     pid_t tid = rt.tid();
     tc->set_tid(tid);
     arch::save_thread_state(rt.saved_state(), tc);
@@ -46,14 +46,17 @@ Result<void> dump_thread(pid_t pid, RemoteThread& rt, uint64_t scratch, image::T
     }
 
     // What only the thread itself can tell.
-    CKPT_TRY(rt.syscall_ok("prctl(PR_GET_TID_ADDRESS)", SYS_prctl, {PR_GET_TID_ADDRESS, scratch}));
+    auto s = scratch.scope();
     uint64_t tid_address = 0;
-    CKPT_TRY(read_remote(pid, scratch, &tid_address, sizeof tid_address));
+    uint64_t at = CKPT_TRY(s.take(sizeof tid_address));
+    CKPT_TRY(rt.syscall_ok("prctl(PR_GET_TID_ADDRESS)", SYS_prctl, {PR_GET_TID_ADDRESS, at}));
+    CKPT_TRY(read_remote(pid, at, &tid_address, sizeof tid_address));
     tc->set_clear_child_tid(tid_address);
 
-    CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {0, scratch}));
     stack_t ss{};
-    CKPT_TRY(read_remote(pid, scratch, &ss, sizeof ss));
+    at = CKPT_TRY(s.take(sizeof ss, alignof(stack_t)));
+    CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {0, at}));
+    CKPT_TRY(read_remote(pid, at, &ss, sizeof ss));
     tc->set_altstack_sp(reinterpret_cast<uint64_t>(ss.ss_sp));
     tc->set_altstack_size(ss.ss_size);
     tc->set_altstack_flags(ss.ss_flags);
@@ -76,15 +79,13 @@ Result<void> drop_inherited_rseq(RemoteThread& rt) {
     return ok();
 }
 
-Result<pid_t> create_thread(RemoteThread& leader, pid_t tid) {
+Result<pid_t> create_thread(RemoteThread& leader, RemoteScratch& scratch, pid_t tid) {
+    auto s = scratch.scope();
     clone_args args{};
     args.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
-    pid_t want = tid;
-    uint64_t at = leader.code_addr() + 4096 + 2048;  // scratch, past what memory restore uses
-    args.set_tid = at + sizeof args;
+    args.set_tid = CKPT_TRY(s.put(tid));
     args.set_tid_size = 1;
-    CKPT_TRY(write_remote(leader.tid(), at, &args, sizeof args));  // leader.tid() is the host pid
-    CKPT_TRY(write_remote(leader.tid(), at + sizeof args, &want, sizeof want));
+    uint64_t at = CKPT_TRY(s.put(args));
     int64_t r = CKPT_TRY(leader.syscall(SYS_clone3, {at, sizeof args}));
     if (r < 0) {
         if (r == -EEXIST) return error_code(EEXIST, "thread {}: pid {} is already in use", tid, tid);
@@ -97,7 +98,8 @@ Result<pid_t> create_thread(RemoteThread& leader, pid_t tid) {
     return host;
 }
 
-Result<void> restore_thread_final(RemoteThread& rt, const image::ThreadCore& tc) {
+Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, const image::ThreadCore& tc) {
+    auto s = scratch.scope();
     if (tc.clear_child_tid())
         CKPT_TRY(rt.syscall_ok("set_tid_address", SYS_set_tid_address, {tc.clear_child_tid()}));
     if (tc.robust_list())
@@ -108,28 +110,24 @@ Result<void> restore_thread_final(RemoteThread& rt, const image::ThreadCore& tc)
         ss.ss_size = tc.altstack_size();
         ss.ss_flags = tc.altstack_flags() & (1 << 31);  // SS_AUTODISARM
         if (!(tc.altstack_flags() & SS_DISABLE)) {
-            uint64_t scratch = rt.code_addr() + 4096 + 1024;
-            CKPT_TRY(write_remote(rt.tid(), scratch, &ss, sizeof ss));
-            CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {scratch, 0}));
+            uint64_t at = CKPT_TRY(s.put(ss));
+            CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {at, 0}));
         }
     }
     if (tc.sched_policy() != 0 || tc.sched_priority() != 0) {
-        uint64_t scratch = rt.code_addr() + 4096 + 1024;
-        int32_t prio = tc.sched_priority();
-        CKPT_TRY(write_remote(rt.tid(), scratch, &prio, sizeof prio));
+        uint64_t prio = CKPT_TRY(s.put(tc.sched_priority()));  // struct sched_param
         CKPT_TRY(rt.syscall_ok("sched_setscheduler", SYS_sched_setscheduler,
-                               {0, static_cast<uint64_t>(tc.sched_policy()), scratch}));
+                               {0, static_cast<uint64_t>(tc.sched_policy()), prio}));
     }
     if (tc.nice() != 0)
         CKPT_TRY(rt.syscall_ok("setpriority", SYS_setpriority, {PRIO_PROCESS, 0, static_cast<uint64_t>(tc.nice())}));
     if (tc.rseq_addr())
         CKPT_TRY(rt.syscall_ok("rseq", SYS_rseq, {tc.rseq_addr(), tc.rseq_len(), 0, tc.rseq_sig()}));
     if (!tc.comm().empty()) {
-        uint64_t scratch = rt.code_addr() + 4096 + 1024;
         char name[16] = {};
         tc.comm().copy(name, sizeof name - 1);
-        CKPT_TRY(write_remote(rt.tid(), scratch, name, sizeof name));
-        CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, scratch}));
+        uint64_t at = CKPT_TRY(s.put(name));
+        CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, at}));
     }
     return ok();
 }

@@ -5,20 +5,20 @@
 #include "ckpt/base/result.h"
 #include "core.pb.h"
 #include "ptrace_ctl.h"
+#include "remote_scratch.h"
 
 namespace ckpt::engine {
 
-// Records a stopped thread, attached for injection (rt); scratch is a writable scratch
-// area in the target.
-Result<void> dump_thread(pid_t pid, RemoteThread& rt, uint64_t scratch, image::ThreadCore* tc);
+// Records a stopped thread, attached for injection (rt); scratch is in its process.
+Result<void> dump_thread(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::ThreadCore* tc);
 // Drops an rseq registration inherited from the engine (a forked copy has the engine's,
 // pointing into memory about to be replaced; the kernel would fault the thread).
 Result<void> drop_inherited_rseq(RemoteThread& rt);
 // Creates thread tid (a new thread of leader's process, traced and stopped); returns its
 // tid as the engine sees it.
-Result<pid_t> create_thread(RemoteThread& leader, pid_t tid);
+Result<pid_t> create_thread(RemoteThread& leader, RemoteScratch& scratch, pid_t tid);
 // Per-thread kernel state set from inside the thread (after memory is back).
-Result<void> restore_thread_final(RemoteThread& rt, const image::ThreadCore& tc);
+Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, const image::ThreadCore& tc);
 // The last step: the thread's own registers and signal mask.
 Result<void> set_thread_registers(pid_t tid, const image::ThreadCore& tc);
 

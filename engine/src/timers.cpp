@@ -21,6 +21,9 @@ constexpr int kPrTimerCreateRestoreIds = 77;  // linux 6.17: timer_create takes 
 struct KItimerval {
     int64_t interval_sec, interval_usec, value_sec, value_usec;
 };
+struct KTimespec {
+    int64_t sec, nsec;
+};
 struct KItimerspec {
     int64_t interval_sec, interval_nsec, value_sec, value_nsec;
 };
@@ -94,24 +97,25 @@ int64_t cpu_itimer_tick_usec() {
 // A restored process may hold two instances for one timer (the one queued at restore and
 // one its re-armed timer added, for real-time signals): they are merged into one, as the
 // kernel would have kept them, with the expiries of the second counted as overruns.
-Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, uint64_t scratch, const image::PosixTimer& t) {
+Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, RemoteScratch& scratch,
+                                         const image::PosixTimer& t) {
     if (t.notify() != SIGEV_SIGNAL || t.signo() <= 0 || t.signo() > 64) return ok();
     auto st = CKPT_TRY(read_file(proc_path(pid, "status")));
     uint64_t shared_pending = 0;
     for (auto line : split(st, '\n'))
         if (starts_with(line, "ShdPnd:")) shared_pending = parse_uint(trim(line.substr(7)), 16).value();
     if (!(shared_pending & (1ull << (t.signo() - 1)))) return ok();
-    uint64_t set = 1ull << (t.signo() - 1);
-    int64_t zero[2] = {0, 0};
-    CKPT_TRY(write_remote(pid, scratch, &set, sizeof set));
-    CKPT_TRY(write_remote(pid, scratch + 8, zero, sizeof zero));
+    auto s = scratch.scope();
+    uint64_t set = CKPT_TRY(s.put(uint64_t{1} << (t.signo() - 1)));
+    uint64_t no_wait = CKPT_TRY(s.put(KTimespec{0, 0}));
+    uint64_t info_at = CKPT_TRY(s.take(sizeof(siginfo_t), alignof(siginfo_t)));
     // Take every pending instance of the signal, in order.
     std::vector<siginfo_t> taken;
     for (int guard = 0; guard < 1024; ++guard) {
-        int64_t sig = CKPT_TRY(rt.syscall(SYS_rt_sigtimedwait, {scratch, scratch + 32, scratch + 8, 8}));
+        int64_t sig = CKPT_TRY(rt.syscall(SYS_rt_sigtimedwait, {set, info_at, no_wait, 8}));
         if (sig != t.signo()) break;
         siginfo_t info{};
-        CKPT_TRY(read_remote(pid, scratch + 32, &info, sizeof info));
+        CKPT_TRY(read_remote(pid, info_at, &info, sizeof info));
         taken.push_back(info);
     }
     // Merge this timer's instances into its first.
@@ -128,27 +132,33 @@ Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, uint64_t s
         if (ours) first = &requeue.back();
     }
     for (auto& info : requeue) {
-        CKPT_TRY(write_remote(pid, scratch + 32, &info, sizeof info));
+        CKPT_TRY(write_remote(pid, info_at, &info, sizeof info));
         CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
-                               {static_cast<uint64_t>(pid), static_cast<uint64_t>(t.signo()), scratch + 32}));
+                               {static_cast<uint64_t>(pid), static_cast<uint64_t>(t.signo()), info_at}));
     }
     return ok();
 }
 
 }  // namespace
 
-Result<void> dump_timers(pid_t pid, RemoteThread& rt, uint64_t scratch, image::TaskCore* core) {
+Result<void> dump_timers(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
     image::ITimer* dst[3] = {core->mutable_itimer_real(), core->mutable_itimer_virt(), core->mutable_itimer_prof()};
     for (int which = 0; which < 3; ++which) {
+        auto s = scratch.scope();
         KItimerval v{};
-        CKPT_TRY(rt.syscall_ok("getitimer", SYS_getitimer, {static_cast<uint64_t>(which), scratch}));
-        CKPT_TRY(read_remote(pid, scratch, &v, sizeof v));
+        uint64_t at = CKPT_TRY(s.take(sizeof v));
+        CKPT_TRY(rt.syscall_ok("getitimer", SYS_getitimer, {static_cast<uint64_t>(which), at}));
+        CKPT_TRY(read_remote(pid, at, &v, sizeof v));
         to_proto(v, dst[which]);
     }
     for (auto& t : CKPT_TRY(read_posix_timers(pid))) {
         KItimerspec spec{};
-        CKPT_TRY(rt.syscall_ok("timer_gettime", SYS_timer_gettime, {static_cast<uint64_t>(t.id()), scratch}));
-        CKPT_TRY(read_remote(pid, scratch, &spec, sizeof spec));
+        {
+            auto s = scratch.scope();
+            uint64_t at = CKPT_TRY(s.take(sizeof spec));
+            CKPT_TRY(rt.syscall_ok("timer_gettime", SYS_timer_gettime, {static_cast<uint64_t>(t.id()), at}));
+            CKPT_TRY(read_remote(pid, at, &spec, sizeof spec));
+        }
         t.set_interval_ns(static_cast<uint64_t>(spec.interval_sec * 1000000000 + spec.interval_nsec));
         t.set_value_ns(static_cast<uint64_t>(spec.value_sec * 1000000000 + spec.value_nsec));
         t.set_overrun(static_cast<int32_t>(
@@ -161,7 +171,6 @@ Result<void> dump_timers(pid_t pid, RemoteThread& rt, uint64_t scratch, image::T
 
 Result<void> restore_timers(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
-    uint64_t scratch = t.scratch();
     const image::ITimer* src[3] = {&t.core.itimer_real(), &t.core.itimer_virt(), &t.core.itimer_prof()};
     for (int which = 0; which < 3; ++which) {
         KItimerval v{static_cast<int64_t>(src[which]->interval_sec()), static_cast<int64_t>(src[which]->interval_usec()),
@@ -173,8 +182,9 @@ Result<void> restore_timers(RestoreTask& t) {
             v.value_sec = usec / 1000000;
             v.value_usec = usec % 1000000;
         }
-        CKPT_TRY(write_remote(t.host, scratch, &v, sizeof v));
-        CKPT_TRY(rt.syscall_ok("setitimer", SYS_setitimer, {static_cast<uint64_t>(which), scratch, 0}));
+        auto s = t.scratch.scope();
+        uint64_t at = CKPT_TRY(s.put(v));
+        CKPT_TRY(rt.syscall_ok("setitimer", SYS_setitimer, {static_cast<uint64_t>(which), at, 0}));
     }
     if (t.core.posix_timers_size() == 0) return ok();
     CKPT_TRY_CTX(rt.syscall_ok("prctl(PR_TIMER_CREATE_RESTORE_IDS)", SYS_prctl, {kPrTimerCreateRestoreIds, 1}),
@@ -185,20 +195,20 @@ Result<void> restore_timers(RestoreTask& t) {
         sev.signo = pt.signo();
         sev.notify = pt.notify();
         sev.tid = pt.notify_tid();
-        int32_t id = pt.id();
-        CKPT_TRY(write_remote(t.host, scratch, &sev, sizeof sev));
-        CKPT_TRY(write_remote(t.host, scratch + sizeof sev, &id, sizeof id));
+        auto s = t.scratch.scope();
+        uint64_t sev_at = CKPT_TRY(s.put(sev));
+        uint64_t id_at = CKPT_TRY(s.put(pt.id()));
         CKPT_TRY_CTX(rt.syscall_ok("timer_create", SYS_timer_create,
-                                   {static_cast<uint64_t>(pt.clock_id()), scratch, scratch + sizeof sev}),
+                                   {static_cast<uint64_t>(pt.clock_id()), sev_at, id_at}),
                      "pid {}: timer {}", t.pid, pt.id());
         int32_t got = 0;
-        CKPT_TRY(read_remote(t.host, scratch + sizeof sev, &got, sizeof got));
+        CKPT_TRY(read_remote(t.host, id_at, &got, sizeof got));
         if (got != pt.id()) return error("pid {}: timer {} was created with id {}", t.pid, pt.id(), got);
         if (pt.value_ns() == 0) continue;
         KItimerspec spec{static_cast<int64_t>(pt.interval_ns() / 1000000000), static_cast<int64_t>(pt.interval_ns() % 1000000000),
                          static_cast<int64_t>(pt.value_ns() / 1000000000), static_cast<int64_t>(pt.value_ns() % 1000000000)};
-        CKPT_TRY(write_remote(t.host, scratch, &spec, sizeof spec));
-        CKPT_TRY(rt.syscall_ok("timer_settime", SYS_timer_settime, {static_cast<uint64_t>(pt.id()), 0, scratch, 0}));
+        uint64_t spec_at = CKPT_TRY(s.put(spec));
+        CKPT_TRY(rt.syscall_ok("timer_settime", SYS_timer_settime, {static_cast<uint64_t>(pt.id()), 0, spec_at, 0}));
     }
     CKPT_TRY(rt.syscall_ok("prctl(PR_TIMER_CREATE_RESTORE_IDS)", SYS_prctl, {kPrTimerCreateRestoreIds, 0}));
     return ok();
