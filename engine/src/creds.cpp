@@ -15,8 +15,9 @@
 
 namespace ckpt::engine {
 
-Result<void> dump_creds(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
-    auto s = CKPT_TRY(read_status(pid));
+Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
+    const pid_t pid = p.pid;
+    const ProcStatus& s = p.status;
     auto* c = core->mutable_creds();
     c->set_uid(s.uid[0]);
     c->set_euid(s.uid[1]);

@@ -30,13 +30,6 @@
 namespace ckpt::engine {
 namespace {
 
-struct FrozenProcess {
-    pid_t pid;
-    ProcStat stat;
-    std::vector<pid_t> threads;  // leader first
-    bool zombie = false;
-};
-
 // Every thread of the tree, stopped under ptrace. Detaching resumes them.
 class FrozenTree {
 public:
@@ -54,7 +47,7 @@ public:
                 queue.erase(queue.begin());
                 auto st = read_stat(pid);
                 if (!st) return std::move(st).error().context("pid {}", pid);
-                FrozenProcess p{pid, *st, {}, st->state == 'Z'};
+                FrozenProcess p{pid, *st, {}, st->state == 'Z', {}};
                 if (!p.zombie) {
                     for (pid_t tid : CKPT_TRY(read_tasks(pid))) {
                         if (!seized_.count(tid)) {
@@ -125,8 +118,8 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
         auto collect = [&]() -> Result<void> {
             brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
             CKPT_TRY(dump_sigactions(leader, arena, &core));
-            CKPT_TRY(dump_creds(p.pid, leader, arena, &core));
-            CKPT_TRY(dump_timers(p.pid, leader, arena, &core));
+            CKPT_TRY(dump_creds(p, leader, arena, &core));
+            CKPT_TRY(dump_timers(p, leader, arena, &core));
             for (pid_t tid : p.threads) {
                 if (ex.threads.count(tid)) continue;
                 if (tid == p.pid) {
@@ -150,7 +143,7 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
     }
     CKPT_TRY(site.remove());
     CKPT_TRY(dump_pending(p.pid, &core));
-    CKPT_TRY(dump_seccomp(p.pid, &core));
+    CKPT_TRY(dump_seccomp(p, &core));
 
     image::MmCore mm;
     CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, pm, plan));
@@ -210,7 +203,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     std::vector<PagePlan> plans;
     std::set<pid_t> in_tree;
     for (const auto& p : tree.processes) in_tree.insert(p.pid);
-    for (const auto& p : tree.processes) {
+    for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
         t->set_pid(p.pid);
         t->set_ppid(p.pid == opts.root ? 0 : p.stat.ppid);
@@ -224,10 +217,10 @@ Result<DumpStats> dump(const DumpOptions& opts) {
             continue;
         }
         for (pid_t tid : p.threads) t->add_threads(tid);
+        p.status = CKPT_TRY_CTX(read_status(p.pid), "pid {}", p.pid);
         if (p.pid == opts.root) {
-            auto st = CKPT_TRY(read_status(p.pid));
-            inv.set_owner_uid(st.uid[0]);
-            inv.set_owner_gid(st.gid[0]);
+            inv.set_owner_uid(p.status.uid[0]);
+            inv.set_owner_gid(p.status.gid[0]);
         }
         CKPT_TRY(dump_process(opts, p, pipes, descs, files, ex, &pagemaps.emplace_back(), &plans.emplace_back()));
     }

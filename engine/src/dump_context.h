@@ -13,6 +13,7 @@
 #include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
 #include "files.pb.h"
+#include "proc.h"
 
 namespace ckpt::engine {
 
@@ -35,6 +36,16 @@ private:
     std::string dir_;
     image::FileTable table_;
     std::map<std::pair<uint64_t, uint64_t>, uint32_t> by_inode_;  // (dev, ino) -> id
+};
+
+// One process of a frozen tree, as the dump read it from /proc once for every resource
+// kind to consult.
+struct FrozenProcess {
+    pid_t pid = 0;
+    ProcStat stat;
+    std::vector<pid_t> threads;  // leader first
+    bool zombie = false;
+    ProcStatus status;  // read when the process's turn comes (not for zombies)
 };
 
 // What a dump may leave out (for the MPI split rank: the lower half's memory, threads

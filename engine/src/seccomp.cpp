@@ -16,10 +16,10 @@ constexpr int kPtraceGetSeccompMetadata = 0x420d;
 
 }  // namespace
 
-Result<void> dump_seccomp(pid_t pid, image::TaskCore* core) {
-    auto st = CKPT_TRY(read_status(pid));
-    if (st.seccomp_mode == 0) return ok();
-    if (st.seccomp_mode == 1) return error("pid {}: strict seccomp mode cannot be restored", pid);
+Result<void> dump_seccomp(const FrozenProcess& p, image::TaskCore* core) {
+    const pid_t pid = p.pid;
+    if (p.status.seccomp_mode == 0) return ok();
+    if (p.status.seccomp_mode == 1) return error("pid {}: strict seccomp mode cannot be restored", pid);
     std::vector<image::SeccompFilter> newest_first;
     for (unsigned long index = 0;; ++index) {
         long n = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, nullptr);

@@ -25,15 +25,15 @@ Result<void> restore_pending(RemoteThread& rt, RemoteScratch& scratch, pid_t tgi
                              const google::protobuf::RepeatedPtrField<image::SigInfo>& pending);
 
 // Interval and POSIX timers (timers.cpp).
-Result<void> dump_timers(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core);
+Result<void> dump_timers(const FrozenProcess& p, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core);
 Result<void> restore_timers(RestoreTask& t);
 
 // Seccomp filters (seccomp.cpp).
-Result<void> dump_seccomp(pid_t pid, image::TaskCore* core);
+Result<void> dump_seccomp(const FrozenProcess& p, image::TaskCore* core);
 Result<void> restore_seccomp(RestoreTask& t);
 
 // Credentials, limits and settings (creds.cpp). dump_creds needs the frozen leader.
-Result<void> dump_creds(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core);
+Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core);
 // Settings that need privilege or come before the fds (limits, umask, cwd, root...).
 Result<void> restore_task_settings(RestoreTask& t);
 // Drops to the recorded identity: the last thing done inside each thread.

@@ -97,13 +97,14 @@ int64_t cpu_itimer_tick_usec() {
 // A restored process may hold two instances for one timer (the one queued at restore and
 // one its re-armed timer added, for real-time signals): they are merged into one, as the
 // kernel would have kept them, with the expiries of the second counted as overruns.
-Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, RemoteScratch& scratch,
+//
+// shared_pending is the process's pending set as read once for the whole dump: settling
+// one timer queues again all it took, so the set stays true for the next. A timer that
+// fires after that read is in the same place as one that fires after its settling (the
+// tree is frozen, its timers are not): a fresh read would only narrow a window that stays.
+Result<void> settle_pending_timer_signal(pid_t pid, uint64_t shared_pending, RemoteThread& rt, RemoteScratch& scratch,
                                          const image::PosixTimer& t) {
     if (t.notify() != SIGEV_SIGNAL || t.signo() <= 0 || t.signo() > 64) return ok();
-    auto st = CKPT_TRY(read_file(proc_path(pid, "status")));
-    uint64_t shared_pending = 0;
-    for (auto line : split(st, '\n'))
-        if (starts_with(line, "ShdPnd:")) shared_pending = parse_uint(trim(line.substr(7)), 16).value();
     if (!(shared_pending & (1ull << (t.signo() - 1)))) return ok();
     auto s = scratch.scope();
     uint64_t set = CKPT_TRY(s.put(uint64_t{1} << (t.signo() - 1)));
@@ -141,7 +142,8 @@ Result<void> settle_pending_timer_signal(pid_t pid, RemoteThread& rt, RemoteScra
 
 }  // namespace
 
-Result<void> dump_timers(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
+Result<void> dump_timers(const FrozenProcess& p, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
+    const pid_t pid = p.pid;
     image::ITimer* dst[3] = {core->mutable_itimer_real(), core->mutable_itimer_virt(), core->mutable_itimer_prof()};
     for (int which = 0; which < 3; ++which) {
         auto s = scratch.scope();
@@ -163,7 +165,7 @@ Result<void> dump_timers(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, im
         t.set_value_ns(static_cast<uint64_t>(spec.value_sec * 1000000000 + spec.value_nsec));
         t.set_overrun(static_cast<int32_t>(
             CKPT_TRY(rt.syscall_ok("timer_getoverrun", SYS_timer_getoverrun, {static_cast<uint64_t>(t.id())}))));
-        CKPT_TRY(settle_pending_timer_signal(pid, rt, scratch, t));
+        CKPT_TRY(settle_pending_timer_signal(pid, p.status.shd_pnd, rt, scratch, t));
         *core->add_posix_timers() = t;
     }
     return ok();
