@@ -254,7 +254,6 @@ Result<void> restore_process(RestoreTask& t) {
     CKPT_TRY(restore_sigactions(t));
     CKPT_TRY(restore_task_settings(t));
     CKPT_TRY(restore_fds(t));
-    CKPT_TRY(restore_timers(t));
     return ok();
 }
 
@@ -409,7 +408,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             CKPT_TRY(tasks[pid].leader->syscall_ok("setpgid", SYS_setpgid, {0, static_cast<uint64_t>(te.pgid())}));
     }
 
-    // 2. Each process: memory, handlers, settings, fds, timers; zombies just exit.
+    // 2. Each process: memory, handlers, settings, fds; zombies just exit.
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         const image::TaskEntry& te = *entry[pid];
@@ -464,6 +463,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
         CKPT_TRY_CTX(restore_pending(*t.leader, t.scratch, pid, nullptr, t.core.shared_pending()), "restore pid {}",
                      pid);
+        // Timers after every recorded pending signal: a timer due at once must queue its
+        // next signal behind the recorded one (which carries the overruns), not before it.
+        CKPT_TRY_CTX(restore_timers(t), "restore pid {}", pid);
         // A filter needs no_new_privs or CAP_SYS_ADMIN: before the identity drop unless the
         // process has no_new_privs (then after, so the filter cannot refuse the drop).
         bool nnp = t.core.creds().no_new_privs();
