@@ -163,8 +163,6 @@ Result<void> dump_timers(const FrozenProcess& p, RemoteThread& rt, RemoteScratch
         }
         t.set_interval_ns(static_cast<uint64_t>(spec.interval_sec * 1000000000 + spec.interval_nsec));
         t.set_value_ns(static_cast<uint64_t>(spec.value_sec * 1000000000 + spec.value_nsec));
-        t.set_overrun(static_cast<int32_t>(
-            CKPT_TRY(rt.syscall_ok("timer_getoverrun", SYS_timer_getoverrun, {static_cast<uint64_t>(t.id())}))));
         CKPT_TRY(settle_pending_timer_signal(pid, p.status.shd_pnd, rt, scratch, t));
         *core->add_posix_timers() = t;
     }
