@@ -108,6 +108,7 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
     uint64_t code = CKPT_TRY(trap_site_address(p.pid));
     auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
     uint64_t brk = 0;
+    image::MmCore mm;
     {
         auto leader = CKPT_TRY(RemoteThread::attach(p.pid, code));
         int64_t scratch = CKPT_TRY(leader.syscall_ok("mmap(scratch)", SYS_mmap,
@@ -117,6 +118,7 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
         RemoteScratch arena(p.pid, s, 4096);
         auto collect = [&]() -> Result<void> {
             brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
+            CKPT_TRY(dump_thp_disable(leader, &mm));
             CKPT_TRY(dump_sigactions(leader, arena, &core));
             CKPT_TRY(dump_creds(p, leader, arena, &core));
             CKPT_TRY(dump_timers(p, leader, arena, &core));
@@ -145,7 +147,6 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
     CKPT_TRY(dump_pending(p.pid, &core));
     CKPT_TRY(dump_seccomp(p, &core));
 
-    image::MmCore mm;
     CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, pm, plan));
     image::FdTable fds;
     CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, opts.external_stdio, &fds));

@@ -44,6 +44,7 @@ constexpr unsigned kCopyThreads = 4;
 
 // madvise flags worth replaying, as smaps VmFlags spells them.
 constexpr uint32_t kHugepage = 1, kNoHugepage = 2, kDontFork = 4, kWipeOnFork = 8, kDontDump = 16;
+constexpr uint64_t kThpDisableExceptAdvised = 1 << 1;  // PR_THP_DISABLE_EXCEPT_ADVISED, linux 6.18
 
 // The PFN of the kernel's shared zero page: pages mapped to it were only ever read.
 uint64_t zero_pfn() {
@@ -338,6 +339,13 @@ Result<void> write_page_data(std::vector<PagePlan>& plans) {
     return ok();
 }
 
+Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm) {
+    auto v = static_cast<uint64_t>(CKPT_TRY(rt.syscall_ok("prctl(PR_GET_THP_DISABLE)", SYS_prctl, {PR_GET_THP_DISABLE})));
+    mm->set_thp_disabled(v & 1);
+    mm->set_thp_disabled_except_advised((v & 1) && (v & kThpDisableExceptAdvised));
+    return ok();
+}
+
 Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
     std::vector<std::pair<uint64_t, uint64_t>> used;
     for (const auto& v : mm.vmas()) used.emplace_back(v.start(), v.end());
@@ -452,6 +460,14 @@ Result<void> restore_memory(RestoreTask& t) {
     const image::MmCore& mm = t.mm;
     const pid_t pid = t.pid;
     const pid_t host = t.host;
+
+    // 0. THP disable first, as it decides how the pages written below are backed; set either
+    // way, as the process has the engine's (or its parent's) until now.
+    uint64_t thp_flags = mm.thp_disabled() && mm.thp_disabled_except_advised() ? kThpDisableExceptAdvised : 0;
+    int64_t thp = CKPT_TRY(rt.syscall(SYS_prctl, {PR_SET_THP_DISABLE, mm.thp_disabled() ? 1u : 0u, thp_flags}));
+    if (thp == -EINVAL && thp_flags)
+        return error_code(EINVAL, "pid {}: THP disabled except where advised needs linux 6.18 or later", pid);
+    if (thp < 0) return sys_error_code(static_cast<int>(-thp), fmt::format("pid {}: prctl(PR_SET_THP_DISABLE)", pid));
 
     // 1. Drop everything the process inherited from the engine but the trampoline and vDSO.
     auto current = CKPT_TRY(read_maps(host));

@@ -36,6 +36,10 @@ struct PagePlan {
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
                          const std::string& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan);
 
+// The process's PR_SET_THP_DISABLE setting, asked from inside it (/proc/PID/status shows
+// only whether THP is disabled entirely).
+Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
+
 // Copies the page data of every plan (all processes of a tree at once, on several
 // threads) and completes their page maps. The processes must still be frozen.
 Result<void> write_page_data(std::vector<PagePlan>& plans);

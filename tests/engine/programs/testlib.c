@@ -294,10 +294,11 @@ void test_vma_perms(const void* addr, char perms[5]) {
     if (test_vma_line(addr, line, sizeof line) == 0) sscanf(line, "%*s %4s", perms);
 }
 
-void test_vma_flags(const void* addr, char* out, size_t size) {
+void test_smaps_field(const void* addr, const char* key, char* out, size_t size) {
     out[0] = '\0';
     if (test_read_text("/proc/self/smaps", maps_text, sizeof maps_text) < 0) return;
     uintptr_t a = (uintptr_t)addr;
+    size_t klen = strlen(key);
     int inside = 0;
     for (char* l = maps_text; l && *l;) {
         char* next = strchr(l, '\n');
@@ -306,10 +307,12 @@ void test_vma_flags(const void* addr, char* out, size_t size) {
         char c;
         if (sscanf(l, "%lx-%lx %c", &start, &end, &c) == 3)
             inside = a >= start && a < end;
-        else if (inside && strncmp(l, "VmFlags:", 8) == 0) {
-            snprintf(out, size, "%s", l + 8);
+        else if (inside && strncmp(l, key, klen) == 0 && l[klen] == ':') {
+            snprintf(out, size, "%s", l + klen + 1);
             return;
         }
         l = next;
     }
 }
+
+void test_vma_flags(const void* addr, char* out, size_t size) { test_smaps_field(addr, "VmFlags", out, size); }

@@ -90,7 +90,9 @@ int test_proc_is_ours(void);
 int test_vma_line(const void* addr, char* line, size_t size);
 /* Its permission string ("rw-p"), or "" when addr is not mapped. */
 void test_vma_perms(const void* addr, char perms[5]);
-/* The VmFlags line of the /proc/self/smaps entry containing addr ("" when none). */
+/* The value after "Key:" in the /proc/self/smaps entry containing addr ("" when none). */
+void test_smaps_field(const void* addr, const char* key, char* out, size_t size);
+/* Its VmFlags line. */
 void test_vma_flags(const void* addr, char* out, size_t size);
 
 #endif
