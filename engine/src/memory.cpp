@@ -154,6 +154,13 @@ bool has_flag(const std::string& flags, const char* f) {
     return false;
 }
 
+// The vDSO and its data pages: moved to their recorded place at restore, never mapped anew.
+bool is_vdso_part(image::Vma::Kind k) {
+    return k == image::Vma::VDSO || k == image::Vma::VVAR || k == image::Vma::VVAR_VCLOCK;
+}
+// What the kernel maps by itself (the vDSO's parts and vsyscall): no page data, no mmap.
+bool kernel_mapped(image::Vma::Kind k) { return k == image::Vma::VSYSCALL || is_vdso_part(k); }
+
 image::Vma::Kind classify(const ProcMapping& m) {
     if (m.path == "[vsyscall]") return image::Vma::VSYSCALL;
     if (m.path == "[vdso]") return image::Vma::VDSO;
@@ -252,9 +259,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         v->set_madvise((has_flag(flags, "hg") ? kHugepage : 0) | (has_flag(flags, "nh") ? kNoHugepage : 0) |
                        (has_flag(flags, "dc") ? kDontFork : 0) | (has_flag(flags, "wf") ? kWipeOnFork : 0) |
                        (has_flag(flags, "dd") ? kDontDump : 0));
-        bool special = kind == image::Vma::VSYSCALL || kind == image::Vma::VDSO || kind == image::Vma::VVAR ||
-                       kind == image::Vma::VVAR_VCLOCK;
-        if (!special && (has_flag(flags, "io") || has_flag(flags, "pf")))
+        if (!kernel_mapped(kind) && (has_flag(flags, "io") || has_flag(flags, "pf")))
             return error("pid {}: mapping {:#x}-{:#x} ({}) is device or PFN memory, which cannot be dumped", pid,
                          m.start, m.end, m.path);
 
@@ -265,9 +270,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             v->set_file_id(CKPT_TRY_CTX(files.add(link, m.path), "pid {}: mapping {:#x}", pid, m.start));
         }
         // Page data: private memory only. Shared mappings live in their file or object.
-        if (m.shared || kind == image::Vma::VSYSCALL || kind == image::Vma::VDSO || kind == image::Vma::VVAR ||
-            kind == image::Vma::VVAR_VCLOCK)
-            continue;
+        if (m.shared || kernel_mapped(kind)) continue;
 
         // Nothing resident or swapped (smaps says): no page to look for. This keeps huge
         // reserved ranges (sanitizer shadows, runtimes' heaps) cheap.
@@ -474,7 +477,7 @@ Result<void> restore_memory(RestoreTask& t) {
     std::map<image::Vma::Kind, ProcMapping> vdso_now;
     for (const auto& m : current) {
         auto kind = classify(m);
-        if (kind == image::Vma::VDSO || kind == image::Vma::VVAR || kind == image::Vma::VVAR_VCLOCK) {
+        if (is_vdso_part(kind)) {
             vdso_now[kind] = m;
             continue;
         }
@@ -492,7 +495,7 @@ Result<void> restore_memory(RestoreTask& t) {
     // free spot first, so that old and new places may overlap.
     std::vector<const image::Vma*> vdso_want;
     for (const auto& v : mm.vmas())
-        if (v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR || v.kind() == image::Vma::VVAR_VCLOCK)
+        if (is_vdso_part(v.kind()))
             vdso_want.push_back(&v);
     for (const image::Vma* v : vdso_want) {
         auto it = vdso_now.find(v->kind());
@@ -524,9 +527,7 @@ Result<void> restore_memory(RestoreTask& t) {
 
     // 3. Map every recorded mapping. Writable first where pages must be filled in.
     for (const auto& v : mm.vmas()) {
-        if (v.kind() == image::Vma::VSYSCALL || v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR ||
-            v.kind() == image::Vma::VVAR_VCLOCK)
-            continue;
+        if (kernel_mapped(v.kind())) continue;
         uint64_t len = v.end() - v.start();
         uint32_t prot = v.prot() | (v.has_pages() ? PROT_WRITE : 0);
         uint32_t flags = (v.flags() & (MAP_SHARED | MAP_PRIVATE | MAP_GROWSDOWN)) | MAP_FIXED;
@@ -548,9 +549,7 @@ Result<void> restore_memory(RestoreTask& t) {
 
     // 4. madvise flags first, so that huge pages are used where the process asked for them.
     for (const auto& v : mm.vmas()) {
-        if (v.kind() == image::Vma::VSYSCALL || v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR ||
-            v.kind() == image::Vma::VVAR_VCLOCK)
-            continue;
+        if (kernel_mapped(v.kind())) continue;
         static const std::pair<uint32_t, int> advice[] = {{kHugepage, MADV_HUGEPAGE},
                                                           {kNoHugepage, MADV_NOHUGEPAGE},
                                                           {kDontFork, MADV_DONTFORK},
@@ -567,9 +566,7 @@ Result<void> restore_memory(RestoreTask& t) {
 
     // 6. Final protections.
     for (const auto& v : mm.vmas()) {
-        if (v.kind() == image::Vma::VSYSCALL || v.kind() == image::Vma::VDSO || v.kind() == image::Vma::VVAR ||
-            v.kind() == image::Vma::VVAR_VCLOCK)
-            continue;
+        if (kernel_mapped(v.kind())) continue;
         if (v.has_pages() && !(v.prot() & PROT_WRITE))
             CKPT_TRY(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), v.end() - v.start(), v.prot()}));
     }
