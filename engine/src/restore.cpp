@@ -155,24 +155,6 @@ Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
     return static_cast<pid_t>(r);
 }
 
-// A child of parent's process, created from inside the parent so that it is its child.
-// Returns its pid as the engine sees it.
-Result<pid_t> create_child(RestoreTask& parent, pid_t pid) {
-    auto scratch = parent.scratch.scope();
-    clone_args args{};
-    args.exit_signal = SIGCHLD;
-    args.set_tid = CKPT_TRY(scratch.put(pid));
-    args.set_tid_size = 1;
-    uint64_t at = CKPT_TRY(scratch.put(args));
-    int64_t r = CKPT_TRY(parent.leader->syscall(SYS_clone3, {at, sizeof args}));
-    if (r == -EEXIST) return error_code(EEXIST, "pid {} is in use", pid);
-    if (r < 0) return sys_error_code(static_cast<int>(-r), fmt::format("pid {}: clone3(child {})", parent.pid, pid));
-    pid_t host = parent.leader->last_child();
-    if (host <= 0) return error("pid {}: created, but the engine was not told its pid", pid);
-    CKPT_TRY(wait_stopped(host));
-    return host;
-}
-
 // --new-pidns: the init of a new pid namespace (pid 1 there) creates the root with its
 // old pid as its own child, then reaps orphans and, once the root is gone, exits the way
 // the root did, so that whoever waits for the init learns the root's status. The root maps
@@ -385,7 +367,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             auto parent = tasks.find(te.ppid());
             if (parent == tasks.end() || !parent->second.leader)
                 return error("pid {}: parent {} is not in the images", pid, te.ppid());
-            t.host = CKPT_TRY(create_child(parent->second, pid));
+            // From inside the parent, so that it is the parent's child.
+            t.host = CKPT_TRY_CTX(create_task(*parent->second.leader, parent->second.scratch, NewTask::Process, pid),
+                                  "parent {}", te.ppid());
         }
         created.pids.push_back(t.host);
         t.trampoline = trampoline;
@@ -429,7 +413,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             RemoteThread* rt = t.leader.get();
             std::unique_ptr<RemoteThread> other;
             if (i > 0) {
-                pid_t host = CKPT_TRY_CTX(create_thread(*t.leader, t.scratch, tc.tid()), "restore pid {}", pid);
+                pid_t host =
+                    CKPT_TRY_CTX(create_task(*t.leader, t.scratch, NewTask::Thread, tc.tid()), "restore pid {}", pid);
                 other = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(host, trampoline)));
                 rt = other.get();
             }

@@ -79,21 +79,23 @@ Result<void> drop_inherited_rseq(RemoteThread& rt) {
     return ok();
 }
 
-Result<pid_t> create_thread(RemoteThread& leader, RemoteScratch& scratch, pid_t tid) {
+Result<pid_t> create_task(RemoteThread& creator, RemoteScratch& scratch, NewTask kind, pid_t pid) {
+    const char* what = kind == NewTask::Thread ? "thread" : "process";
     auto s = scratch.scope();
     clone_args args{};
-    args.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
-    args.set_tid = CKPT_TRY(s.put(tid));
+    if (kind == NewTask::Thread)
+        args.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    else
+        args.exit_signal = SIGCHLD;
+    args.set_tid = CKPT_TRY(s.put(pid));
     args.set_tid_size = 1;
     uint64_t at = CKPT_TRY(s.put(args));
-    int64_t r = CKPT_TRY(leader.syscall(SYS_clone3, {at, sizeof args}));
-    if (r < 0) {
-        if (r == -EEXIST) return error_code(EEXIST, "thread {}: pid {} is already in use", tid, tid);
-        return sys_error_code(static_cast<int>(-r), fmt::format("clone3(thread {})", tid));
-    }
-    // The new thread is traced from birth (PTRACE_O_TRACECLONE) and stops at once.
-    pid_t host = leader.last_child();
-    if (host <= 0) return error("thread {}: created, but the engine was not told its pid", tid);
+    int64_t r = CKPT_TRY(creator.syscall(SYS_clone3, {at, sizeof args}));
+    if (r == -EEXIST) return error_code(EEXIST, "{} {}: pid {} is in use", what, pid, pid);
+    if (r < 0) return sys_error_code(static_cast<int>(-r), fmt::format("{} {}: clone3", what, pid));
+    // Traced from birth (PTRACE_O_TRACECLONE / TRACEFORK), it stops at once.
+    pid_t host = creator.last_child();
+    if (host <= 0) return error("{} {}: created, but the engine was not told its pid", what, pid);
     CKPT_TRY(wait_stopped(host));
     return host;
 }

@@ -14,9 +14,11 @@ Result<void> dump_thread(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, im
 // Drops an rseq registration inherited from the engine (a forked copy has the engine's,
 // pointing into memory about to be replaced; the kernel would fault the thread).
 Result<void> drop_inherited_rseq(RemoteThread& rt);
-// Creates thread tid (a new thread of leader's process, traced and stopped); returns its
-// tid as the engine sees it.
-Result<pid_t> create_thread(RemoteThread& leader, RemoteScratch& scratch, pid_t tid);
+// Creates, from inside creator's process, a child process or a thread of that process with
+// the given pid (as its pid namespace sees it), traced from birth and stopped; returns its
+// pid as the engine sees it.
+enum class NewTask { Process, Thread };
+Result<pid_t> create_task(RemoteThread& creator, RemoteScratch& scratch, NewTask kind, pid_t pid);
 // Per-thread kernel state set from inside the thread (after memory is back).
 Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, const image::ThreadCore& tc);
 // The last step: the thread's own registers and signal mask.
