@@ -239,6 +239,23 @@ Result<void> restore_process(RestoreTask& t) {
     return ok();
 }
 
+// The groups of user uid with primary group gid, from the user database.
+Result<std::vector<gid_t>> user_groups(uid_t uid, gid_t gid) {
+    passwd* pw = getpwuid(uid);
+    if (!pw) return error_code(EPERM, "uid {}: unknown user", uid);
+    std::vector<gid_t> groups(64);
+    for (;;) {
+        int n = static_cast<int>(groups.size());
+        if (getgrouplist(pw->pw_name, gid, groups.data(), &n) >= 0) {
+            groups.resize(static_cast<size_t>(n));
+            return groups;
+        }
+        // Too small: n is now the size needed.
+        if (n <= static_cast<int>(groups.size())) return error_code(EPERM, "uid {}: cannot list the user's groups", uid);
+        groups.resize(static_cast<size_t>(n));
+    }
+}
+
 // Every uid and gid of the process is the owner's, and it holds no capability unless the
 // owner is root.
 Result<void> check_owner(const image::Creds& c, uint32_t uid, uint32_t gid) {
@@ -249,12 +266,7 @@ Result<void> check_owner(const image::Creds& c, uint32_t uid, uint32_t gid) {
     if (uid != 0 && (c.cap_prm() || c.cap_eff() || c.cap_inh() || c.cap_amb()))
         return error_code(EPERM, "images of uid {} claim capabilities: refused", uid);
     if (uid != 0) {
-        passwd* pw = getpwuid(uid);
-        std::vector<gid_t> allowed(256);
-        int n = static_cast<int>(allowed.size());
-        if (!pw || getgrouplist(pw->pw_name, gid, allowed.data(), &n) < 0)
-            return error_code(EPERM, "uid {}: cannot list the user's groups", uid);
-        allowed.resize(static_cast<size_t>(n));
+        std::vector<gid_t> allowed = CKPT_TRY(user_groups(uid, gid));
         for (uint32_t g : c.groups())
             if (std::find(allowed.begin(), allowed.end(), g) == allowed.end())
                 return error_code(EPERM, "images claim group {}, which uid {} is not in: refused", g, uid);
@@ -266,11 +278,8 @@ Result<void> check_owner(const image::Creds& c, uint32_t uid, uint32_t gid) {
 // opened with the owner's fsuid and fsgid (FsIdentity), so with the user's rights.
 Result<void> act_as_owner(uid_t uid, gid_t gid) {
     if (uid == 0) return ok();
-    passwd* pw = getpwuid(uid);
-    std::vector<gid_t> groups(256);
-    int n = static_cast<int>(groups.size());
-    if (!pw || getgrouplist(pw->pw_name, gid, groups.data(), &n) < 0) return error_code(EPERM, "uid {}: unknown user", uid);
-    if (setgroups(static_cast<size_t>(n), groups.data()) != 0) return sys_error("setgroups for uid {}", uid);
+    std::vector<gid_t> groups = CKPT_TRY(user_groups(uid, gid));
+    if (setgroups(groups.size(), groups.data()) != 0) return sys_error("setgroups for uid {}", uid);
     return ok();
 }
 
