@@ -15,7 +15,6 @@
 #include <map>
 
 #include "ckpt/arch/arch.h"
-#include "ckpt/base/strings.h"
 #include "ckpt/engine/engine.h"
 #include "ckpt/image/image_file.h"
 #include "dump_context.h"
@@ -211,10 +210,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         t->set_pgid(p.stat.pgid);
         t->set_sid(p.stat.sid);
         if (p.zombie) {
-            auto raw = CKPT_TRY(read_file(proc_path(p.pid, "stat")));
-            auto fields = split(trim(std::string_view(raw).substr(raw.rfind(')') + 2)), ' ');
             t->set_state(image::TaskEntry::ZOMBIE);
-            t->set_exit_status(fields.size() >= 50 ? static_cast<int32_t>(parse_int(fields.back()).value()) : 0);
+            t->set_exit_status(p.stat.exit_code);
             continue;
         }
         for (pid_t tid : p.threads) t->add_threads(tid);

@@ -85,6 +85,7 @@ Result<ProcStat> read_stat(pid_t pid, pid_t tid) {
     s.arg_end = field(49);
     s.env_start = field(50);
     s.env_end = field(51);
+    s.exit_code = static_cast<int>(field(52));
     return s;
 }
 

@@ -25,6 +25,7 @@ struct ProcStat {
     char state = '?';
     std::string comm;
     int exit_signal = 0;
+    int exit_code = 0;  // wait status, for a zombie
     uint64_t start_code = 0, end_code = 0, start_data = 0, end_data = 0, start_brk = 0, start_stack = 0;
     uint64_t arg_start = 0, arg_end = 0, env_start = 0, env_end = 0;
     int64_t nice = 0;
