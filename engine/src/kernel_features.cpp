@@ -116,11 +116,7 @@ std::string probe_clone3_set_tid(bool* ok) {
     for (int attempt = 0; attempt < 64; ++attempt) {
         pid_t want = static_cast<pid_t>(300 + (base + 1000 + attempt * 37) % (pid_max - 300));
         if (access(("/proc/" + std::to_string(want)).c_str(), F_OK) == 0) continue;
-        clone_args args{};
-        args.exit_signal = SIGCHLD;
-        args.set_tid = reinterpret_cast<uint64_t>(&want);
-        args.set_tid_size = 1;
-        long pid = sys_clone3(&args, sizeof args);
+        long pid = sys_fork_with_pid(want);
         if (pid == 0) _exit(0);
         if (pid < 0) {
             if (errno == EEXIST) continue;

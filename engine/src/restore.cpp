@@ -131,12 +131,8 @@ void map_trampoline_in_child(uint64_t trampoline, std::span<const uint8_t> code)
 // The root process: a child of the engine with the old pid, which maps the trampoline and
 // stops, traced.
 Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
-    clone_args args{};
-    args.exit_signal = SIGCHLD;
-    args.set_tid = reinterpret_cast<uint64_t>(&pid);
-    args.set_tid_size = 1;
     auto code = arch::syscall_trap_code();
-    long r = sys_clone3(&args, sizeof args);
+    long r = sys_fork_with_pid(pid);
     if (r == 0) {
         // Only raw system calls from here: this is a copy of the engine about to be replaced.
         map_trampoline_in_child(trampoline, code);
@@ -178,12 +174,7 @@ Result<PidnsRoot> create_root_in_pidns(pid_t root_in_ns, uint64_t trampoline) {
         sigset_t all;
         sigfillset(&all);
         syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, nullptr, 8);
-        clone_args rargs{};
-        pid_t want = root_in_ns;
-        rargs.exit_signal = SIGCHLD;
-        rargs.set_tid = reinterpret_cast<uint64_t>(&want);
-        rargs.set_tid_size = 1;
-        long root = sys_clone3(&rargs, sizeof rargs);
+        long root = sys_fork_with_pid(root_in_ns);
         if (root == 0) {
             map_trampoline_in_child(trampoline, code);
             char b = 1;

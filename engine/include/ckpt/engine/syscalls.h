@@ -3,6 +3,7 @@
 #pragma once
 
 #include <linux/sched.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -25,6 +26,15 @@ inline int sys_pidfd_getfd(int pidfd, int fd, unsigned flags) {
     return static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, flags));
 }
 inline long sys_clone3(clone_args* args, size_t size) { return syscall(SYS_clone3, args, size); }
+// fork() into a chosen pid of the caller's pid namespace (clone3 with set_tid); returns as
+// fork does. Raw system call only, so fit for a copy of the engine about to be replaced.
+inline long sys_fork_with_pid(pid_t pid) {
+    clone_args args{};
+    args.exit_signal = SIGCHLD;
+    args.set_tid = reinterpret_cast<uint64_t>(&pid);
+    args.set_tid_size = 1;
+    return sys_clone3(&args, sizeof args);
+}
 
 inline constexpr int kPtraceGetRseqConfiguration = 0x420f;
 
