@@ -8,13 +8,16 @@
  *    been pending long enough to have overruns still delivers SI_TIMER signals with its
  *    sival and si_timerid and keeps firing; a one-shot CLOCK_REALTIME timer has plausible
  *    remaining time; a disarmed timer is still disarmed; a SIGEV_NONE CLOCK_BOOTTIME timer
- *    keeps its interval;
+ *    keeps its interval; a SIGEV_THREAD_ID timer aimed at a thread other than the leader
+ *    still has its time left and, armed again, signals that thread;
  *  - the timer slack (PR_SET_TIMERSLACK). */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,8 +62,26 @@ static void check_itimer(int which, const char* name, struct itimerval before, l
           "%s: %lld ns left, was %lld ns with %lld ns elapsed since", name, left, was, elapsed);
 }
 
+static volatile pid_t worker_tid;
+static volatile int worker_got; /* sival of the thread-directed signal the worker took */
+
+/* Takes one SIGRTMIN + 7 aimed at this thread (it is blocked here, as in every thread). */
+static void* worker(void* arg) {
+    (void)arg;
+    worker_tid = (pid_t)syscall(SYS_gettid);
+    sigset_t w;
+    sigemptyset(&w);
+    sigaddset(&w, SIGRTMIN + 7);
+    siginfo_t info;
+    int got;
+    while ((got = sigwaitinfo(&w, &info)) < 0 && errno == EINTR) {
+    }
+    worker_got = got < 0 ? -1 : info.si_value.sival_int;
+    return NULL;
+}
+
 int main(int argc, char** argv) {
-    test_init(argc, argv, 7);
+    test_init(argc, argv, 8);
     prctl(PR_SET_TIMERSLACK, SLACK_NS);
 
     struct itimerval real = {{500, 0}, {1000, 0}}, virt = {{7, 250000}, {300, 0}},
@@ -74,28 +95,42 @@ int main(int argc, char** argv) {
     sigaddset(&timer_sigs, SIGRTMIN + 4);
     sigaddset(&timer_sigs, SIGRTMIN + 5);
     sigaddset(&timer_sigs, SIGRTMIN + 6);
+    sigaddset(&timer_sigs, SIGRTMIN + 7);
     sigprocmask(SIG_BLOCK, &timer_sigs, NULL);
+    pthread_t worker_thread;
+    if (pthread_create(&worker_thread, NULL, worker, NULL) != 0) test_fail("pthread_create failed");
+    while (!worker_tid) usleep(1000);
 
-    timer_t ids[6];
+    timer_t ids[7];
     ids[0] = make_timer(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 4, 100);
     ids[1] = make_timer(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 4, 101);
     ids[2] = make_timer(CLOCK_REALTIME, SIGEV_SIGNAL, SIGRTMIN + 5, 102);
     ids[3] = make_timer(CLOCK_MONOTONIC, SIGEV_NONE, 0, 0);
     ids[4] = make_timer(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGRTMIN + 6, 104);
     ids[5] = make_timer(CLOCK_BOOTTIME, SIGEV_NONE, 0, 0);
+    struct sigevent to_worker;
+    memset(&to_worker, 0, sizeof to_worker);
+    to_worker.sigev_notify = SIGEV_THREAD_ID;
+    to_worker.sigev_signo = SIGRTMIN + 7;
+    to_worker.sigev_value.sival_int = 106;
+    to_worker._sigev_un._tid = worker_tid;
+    if (timer_create(CLOCK_MONOTONIC, &to_worker, &ids[6]) != 0)
+        test_fail("timer_create(SIGEV_THREAD_ID): %s", strerror(errno));
     timer_delete(ids[1]);
     timer_delete(ids[3]);
     arm(ids[0], 20000000, 20000000); /* 20 ms, periodic */
     arm(ids[2], 1000 * SEC, 0);
     arm(ids[5], 500 * SEC, 3 * SEC);
+    arm(ids[6], 800 * SEC, 0);
     usleep(300000); /* let timer 0's pending signal collect overruns */
 
     struct itimerval real_at, virt_at, prof_at;
     getitimer(ITIMER_REAL, &real_at);
     getitimer(ITIMER_VIRTUAL, &virt_at);
     getitimer(ITIMER_PROF, &prof_at);
-    struct itimerspec t2_at;
+    struct itimerspec t2_at, t6_at;
     timer_gettime(ids[2], &t2_at);
+    timer_gettime(ids[6], &t6_at);
     long long mono_at = (long long)test_now_ns(), cpu_at = cpu_ns();
 
     test_ready();
@@ -111,6 +146,7 @@ int main(int argc, char** argv) {
         sigtimedwait(&timer_sigs, NULL, &(struct timespec){0, 0});
     }
     if (test_corrupt(7)) ids[5] = ids[3];
+    if (test_corrupt(8)) timer_delete(ids[6]);
 
     long long elapsed = (long long)test_now_ns() - mono_at, cpu = cpu_ns() - cpu_at;
     check_itimer(ITIMER_REAL, "ITIMER_REAL", real_at, elapsed);
@@ -121,8 +157,8 @@ int main(int argc, char** argv) {
     for (int i = 1; i <= 3; i += 2)
         CHECK(timer_gettime(ids[i], &its) != 0 && errno == EINVAL,
               "deleted POSIX timer id %ld is valid again", (long)(intptr_t)ids[i]);
-    int live[] = {0, 2, 4, 5};
-    for (int k = 0; k < 4; k++)
+    int live[] = {0, 2, 4, 5, 6};
+    for (int k = 0; k < 5; k++)
         CHECK(timer_gettime(ids[live[k]], &its) == 0, "POSIX timer id %ld is gone: %s",
               (long)(intptr_t)ids[live[k]], strerror(errno));
     if (timer_gettime(ids[2], &its) == 0) {
@@ -159,6 +195,17 @@ int main(int argc, char** argv) {
         if (round == 0)
             CHECK(info.si_overrun >= 5, "periodic POSIX timer: overrun %d, expected >= 5",
                   info.si_overrun);
+    }
+
+    /* The thread-directed timer: its time left, then a signal to the worker thread. */
+    if (timer_gettime(ids[6], &its) == 0) {
+        long long left = ts_ns(its.it_value), was = ts_ns(t6_at.it_value);
+        CHECK(left > 0 && left <= was && left >= was - elapsed - SEC,
+              "thread-directed POSIX timer: %lld ns left, was %lld ns", left, was);
+        arm(ids[6], 10000000, 0);
+        for (int i = 0; i < 2000 && !worker_got; i++) usleep(1000);
+        CHECK(worker_got == 106, "thread-directed POSIX timer: the worker thread took %d, expected sival 106",
+              worker_got);
     }
 
     unsigned long slack = (unsigned long)prctl(PR_GET_TIMERSLACK);
