@@ -38,6 +38,7 @@ const char kUsage[] =
     "      --shell-job         the tree's controlling terminal belongs to the restoring shell\n"
     "      --stats             print how long the tree was frozen and what was written (JSON)\n"
     "      --external-stdio    fds 0-2 belong to the launcher: bind them to the restorer's at restore\n"
+    "      --save-files-under DIR  save files open under DIR whole (restored as unlinked copies)\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --detach            return once the tree runs\n"
@@ -118,6 +119,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             stats = true;
         } else if (args[i] == "--external-stdio") {
             o.external_stdio = true;
+        } else if (take_value(args, i, "--save-files-under", &v)) {
+            o.save_files_under.push_back(v);
         } else {
             return usage_error("dump: unknown option '" + std::string(args[i]) + "'");
         }

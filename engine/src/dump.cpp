@@ -180,7 +180,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     ex.memory = opts.exclude_memory;
     ex.threads = opts.exclude_threads;
     ex.fds = opts.exclude_fds;
-    FileRegistry files(opts.image_dir);
+    FileRegistry files(opts.image_dir, opts.save_files_under);
     PipeEnds pipes;
     Descriptions descs;
     image::Inventory inv;

@@ -113,7 +113,7 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
     bool memfd = starts_with(p, "/memfd:");
     // Shared anonymous memory shows as "/dev/zero (deleted)" on the shmem device.
     bool anon_shmem = deleted && p == "/dev/zero";
-    if (deleted || memfd || anon_shmem) {
+    if (deleted || memfd || anon_shmem || (S_ISREG(st.st_mode) && saved_whole(p))) {
         if (!S_ISREG(st.st_mode)) return error("{}: deleted file of type {:o} is not supported", path, st.st_mode & S_IFMT);
         e->set_deleted(true);
         e->set_memfd(memfd || anon_shmem);
@@ -129,6 +129,16 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
         if (fd) e->set_build_id(build_id(fd->get()));
     }
     return id;
+}
+
+bool FileRegistry::saved_whole(const std::string& path) const {
+    for (const std::string& dir : save_whole_under_) {
+        std::string_view d = dir;
+        while (d.size() > 1 && d.ends_with('/')) d.remove_suffix(1);
+        if (path.size() > d.size() && starts_with(path, d) && (d == "/" || path[d.size()] == '/'))
+            return true;
+    }
+    return false;
 }
 
 FsIdentity::FsIdentity(uid_t uid, gid_t gid) {
@@ -148,23 +158,30 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
                                     bool skip_checks) {
     if (e.deleted()) {
         // Recreated from the saved content: a memfd for memfd and shared anonymous memory,
-        // an unlinked file beside the original path otherwise.
+        // an unlinked file beside the original path otherwise; a memfd named after the file
+        // when that folder is gone or closed to the restoring user (a batch system's
+        // per-job folder, deleted when the job ended or on another node).
         UniqueFd fd;
-        if (e.memfd()) {
-            std::string name = starts_with(e.path(), "/memfd:") ? e.path().substr(7) : "ckpt-shmem";
-            fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC));
-            if (!fd) return sys_error("memfd_create for {}", e.path());
-        } else {
+        bool in_memfd = e.memfd();
+        if (!in_memfd) {
             std::string dir = e.path().substr(0, e.path().rfind('/'));
             fd = UniqueFd(open(dir.empty() ? "/" : dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, e.mode() & 07777));
-            if (!fd) return sys_error("recreating deleted file {} (O_TMPFILE in {})", e.path(), dir);
+            if (!fd && errno != ENOENT && errno != EACCES && errno != EPERM)
+                return sys_error("recreating deleted file {} (O_TMPFILE in {})", e.path(), dir);
+            in_memfd = !fd;
+        }
+        if (in_memfd) {
+            std::string name = e.memfd() ? (starts_with(e.path(), "/memfd:") ? e.path().substr(7) : "ckpt-shmem")
+                                         : e.path().substr(e.path().rfind('/') + 1);
+            fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC));
+            if (!fd) return sys_error("memfd_create for {}", e.path());
         }
         auto from = CKPT_TRY(open_file(image_dir + "/" + e.content_file(), O_RDONLY));
         uint64_t sum = 0;
         CKPT_TRY_CTX(copy_sparse(from.get(), fd.get(), e.size(), &sum), "restoring content of {}", e.path());
         if (sum != e.content_xxh3())
             return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
-        if (!e.memfd()) {
+        if (!in_memfd) {
             // Reopen with the recorded access mode (O_TMPFILE needed O_RDWR).
             auto reopened = CKPT_TRY(open_file("/proc/self/fd/" + std::to_string(fd.get()), flags));
             return reopened;

@@ -125,10 +125,25 @@ std::string comm_of(pid_t pid) {
     return c ? std::string(trim(*c)) : "";
 }
 
-// The process tree a task stands for: the task itself, or, when the task is a restore by
-// the engine (a restarted task), the restored tree's root below the engine's processes.
+std::string own_exe() {
+    static const std::string exe = exe_of(::getpid());
+    return exe;
+}
+
+// What a task launched: the task itself, or, when the task is the batch step's relay
+// (`ckpt-agent relay`), the relay's child (the script's shell, or the engine restoring it).
+Result<pid_t> launched_by(pid_t task) {
+    if (exe_of(task) != own_exe()) return task;
+    auto kids = children_of(task);
+    if (kids.size() != 1)
+        return error("task {}: relay has {} children, expected 1", task, kids.size());
+    return kids[0];
+}
+
+// The process tree a task stands for: what it launched, or, when that is a restore by the
+// engine (a restarted task), the restored tree's root below the engine's processes.
 Result<pid_t> tree_root(pid_t task, const std::string& engine_exe) {
-    pid_t p = task;
+    pid_t p = CKPT_TRY(launched_by(task));
     for (int depth = 0; depth < 4 && !engine_exe.empty() && exe_of(p) == engine_exe; ++depth) {
         auto kids = children_of(p);
         if (kids.size() != 1)
@@ -192,16 +207,16 @@ std::vector<std::optional<Error>> dump_all(const AgentConfig& cfg,
             // Slurm's warning signals reach every process of the step; a dump goes on.
             ::signal(SIGUSR1, SIG_IGN);
             ::signal(SIGUSR2, SIG_IGN);
-            const char* argv[] = {cfg.engine.c_str(),
-                                  "dump",
-                                  "-t",
-                                  pid.c_str(),
-                                  "-D",
-                                  jobs[i].second.c_str(),
-                                  "--leave-running",
-                                  "--external-stdio",
-                                  nullptr};
-            ::execv(argv[0], const_cast<char* const*>(argv));
+            std::vector<const char*> argv = {cfg.engine.c_str(),     "dump",
+                                             "-t",                   pid.c_str(),
+                                             "-D",                   jobs[i].second.c_str(),
+                                             "--leave-running",      "--external-stdio"};
+            if (!cfg.save_files_under.empty()) {
+                argv.push_back("--save-files-under");
+                argv.push_back(cfg.save_files_under.c_str());
+            }
+            argv.push_back(nullptr);
+            ::execv(argv[0], const_cast<char* const*>(argv.data()));
             std::fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
             ::_exit(127);
         }
@@ -220,31 +235,6 @@ std::vector<std::optional<Error>> dump_all(const AgentConfig& cfg,
                                              : fmt::format("signal {}", WTERMSIG(status)));
     }
     return out;
-}
-
-// <jobdir>/agents, created for the job's user if missing.
-Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t uid, gid_t gid) {
-    if (::mkdirat(job_fd, kAgentsDir, 0700) == 0) {
-        if (::fchownat(job_fd, kAgentsDir, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
-            return sys_error("chown {}/{}", job_dir, kAgentsDir);
-    } else if (errno != EEXIST) {
-        return sys_error("mkdir {}/{}", job_dir, kAgentsDir);
-    }
-    return open_folder(job_dir + "/" + kAgentsDir, uid);
-}
-
-// From now on the agent's (and its engines') stderr goes to agents/step-S.node-K.log.
-void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid) {
-    UniqueFd fd(::openat(agents_fd, name.c_str(),
-                         O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
-    struct stat st;
-    // Root appends to a file in the user's folder: only a plain file of our own making.
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-        (st.st_uid != 0 && st.st_uid != uid))
-        return;
-    (void)::fchown(fd.get(), uid, gid);
-    ::dup2(fd.get(), 1);
-    ::dup2(fd.get(), 2);
 }
 
 class Agent {
@@ -309,14 +299,18 @@ private:
             feed_.poll(tasks_);
             bool ready = tasks_.size() >= cfg_.local_tasks;
             for (const Task& t : tasks_) {
-                std::string exe = exe_of(t.pid);
+                auto launched = launched_by(t.pid);
+                std::string exe = launched ? exe_of(*launched) : "";
                 if (exe.empty() || exe == stepd) ready = false;
             }
             if (ready) break;
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
+        // Not the restored tree's environment: that is the earlier run's.
         for (const Task& t : tasks_) {
-            auto env = read_file(fmt::format("/proc/{}/environ", t.pid));
+            auto launched = launched_by(t.pid);
+            if (!launched) continue;
+            auto env = read_file(fmt::format("/proc/{}/environ", *launched));
             if (!env) continue;
             for (auto var : split(*env, '\0'))
                 if (var.starts_with("SLURM_RESTART_COUNT="))
@@ -349,6 +343,8 @@ private:
             // A request left by an earlier run names a set that run began; this run starts
             // with its own requests only.
             ::unlinkat(agents_fd_.get(), request_name(cfg_.step).c_str(), 0);
+            // So is a final-set request of an earlier run's relay that no agent took.
+            if (cfg_.step == kBatchStep) ::unlinkat(job_fd_.get(), kPreemptRequest, 0);
         } else if (auto old = read_file_at(agents_fd_.get(), request_name(cfg_.step)); old) {
             if (auto req = decode_request(*old); req && req->restart_count == restart_count_)
                 handled_seq_ = req->seq;  // of this run, before this agent started: skip
@@ -370,6 +366,10 @@ private:
         if (g_warned) {
             g_warned = 0;
             logger()->info("signalled by Slurm (--signal or scancel --signal): final checkpoint");
+            return Trigger::Preempt;
+        }
+        if (::unlinkat(job_fd_.get(), kPreemptRequest, 0) == 0) {
+            logger()->info("Slurm warned the batch script (--signal=B:...): final checkpoint");
             return Trigger::Preempt;
         }
         if (::unlinkat(job_fd_.get(), kCheckpointRequest, 0) == 0) {
@@ -593,6 +593,29 @@ private:
 };
 
 }  // namespace
+
+Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t uid, gid_t gid) {
+    if (::mkdirat(job_fd, kAgentsDir, 0700) == 0) {
+        if (::fchownat(job_fd, kAgentsDir, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
+            return sys_error("chown {}/{}", job_dir, kAgentsDir);
+    } else if (errno != EEXIST) {
+        return sys_error("mkdir {}/{}", job_dir, kAgentsDir);
+    }
+    return open_folder(job_dir + "/" + kAgentsDir, uid);
+}
+
+void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid) {
+    UniqueFd fd(::openat(agents_fd, name.c_str(),
+                         O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+    struct stat st;
+    // Root appends to a file in the user's folder: only a plain file of our own making.
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+        (st.st_uid != 0 && st.st_uid != uid))
+        return;
+    (void)::fchown(fd.get(), uid, gid);
+    ::dup2(fd.get(), 1);
+    ::dup2(fd.get(), 2);
+}
 
 int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid) {
     std::string dir = fmt::format("{}/{}", root, job);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "ckpt/base/fd.h"
 #include "ckpt/base/result.h"
 
 namespace ckpt::slurm::agent {
@@ -37,6 +38,7 @@ struct AgentConfig {
     std::vector<std::string> job_argv;  // the batch script's arguments (saved for restore)
     std::string incarnation;            // the job's (submit_options.h); "" if unknown
     int environment_fd = -1;            // the batch step's environment, to save for restore
+    std::string save_files_under;       // the dumps save files open there whole (may be empty)
 };
 
 // Runs until every local task exited or SIGTERM. Returns the exit status.
@@ -56,6 +58,25 @@ struct RestoreQuery {
 };
 // Prints one line: "restore SET DIR", "fresh REASON" or (exit 1) the error.
 int find_restore(const RestoreQuery& q);
+
+// `ckpt-agent relay`: the batch step's task, passing signals on to its child (relay.cpp).
+struct RelayConfig {
+    pid_t child = 0;  // the script's shell, or the engine restoring it
+    std::string root;
+    uint64_t job = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    uint64_t take_timeout_s = 30;   // no agent took the final-set request: pass the signal on
+    uint64_t set_timeout_s = 600;   // the final set did not end: pass the signal on
+};
+// Returns (or dies with) the child's status.
+int run_relay(const RelayConfig& cfg);
+
+// <jobdir>/agents, created for the job's user if missing.
+Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t uid, gid_t gid);
+// From then on the process's stdout and stderr append to agents/<name> (a plain file of the
+// user's or root's; anything else is left alone).
+void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid);
 
 // `ckpt-agent step-done`: records in the job's folder that a step finished well.
 int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid);

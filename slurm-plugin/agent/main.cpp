@@ -3,10 +3,11 @@
 //   ckpt-agent run --job J --step S --node-id K --nodes N --node-name NAME --tasks T
 //       --local-tasks L --interval SEC --root DIR --keep N --engine PATH --uid U --gid G
 //       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [--incarnation ID]
-//       [--environment-fd FD] [-- SCRIPT ARGS...]
+//       [--environment-fd FD] [--save-files-under DIR] [-- SCRIPT ARGS...]
 //   ckpt-agent find-restore --root DIR --job J --current-job J --step S --member M --uid U
 //       [--set N] [--incarnation ID]
 //   ckpt-agent step-done --root DIR --job J --step S --uid U --gid G
+//   ckpt-agent relay --child PID --root DIR --job J --uid U --gid G
 #include <cstdio>
 #include <map>
 #include <string>
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
         c.incarnation = kv.count("incarnation") ? kv["incarnation"] : "";
         if (kv.count("environment-fd"))
             c.environment_fd = static_cast<int>(num("environment-fd", 0, true));
+        if (auto it = kv.find("save-files-under"); it != kv.end()) c.save_files_under = it->second;
         if (!missing.empty()) return usage("run: --" + missing + " missing or bad");
         return run_agent(c);
     }
@@ -113,6 +115,16 @@ int main(int argc, char** argv) {
         auto gid = static_cast<gid_t>(num("gid", 0, true));
         if (!missing.empty()) return usage("step-done: --" + missing + " missing or bad");
         return record_step_done(root, job, step, uid, gid);
+    }
+    if (cmd == "relay") {
+        RelayConfig c;
+        c.child = static_cast<pid_t>(num("child", 0, true));
+        c.root = str("root");
+        c.job = num("job", 0, true);
+        c.uid = static_cast<uid_t>(num("uid", 0, true));
+        c.gid = static_cast<gid_t>(num("gid", 0, true));
+        if (!missing.empty()) return usage("relay: --" + missing + " missing or bad");
+        return run_relay(c);
     }
     return usage("unknown command '" + cmd + "'");
 }

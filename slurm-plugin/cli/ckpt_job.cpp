@@ -374,16 +374,12 @@ int cmd_checkpoint(const Args& a) {
     const int timeout_s = 300;
     for (int i = 0; i < timeout_s * 5; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        if (auto r = st->reload(); !r) continue;  // the index is replaced atomically; retry
-        for (const SetRecord& s : st->index().sets) {
-            if (s.seq <= before) continue;
-            if (s.state == SetState::Committed) {
-                std::printf("%llu\n", static_cast<unsigned long long>(s.seq));
-                return kExitOk;
-            }
-            if (s.state == SetState::Failed)
-                return failure(error("job {} set {} failed: {}", *a.jobid, s.seq, s.failure));
-        }
+        auto s = slurm::set_ended_after(*st, before);
+        if (!s) continue;
+        if (s->state == SetState::Failed)
+            return failure(error("job {} set {} failed: {}", *a.jobid, s->seq, s->failure));
+        std::printf("%llu\n", static_cast<unsigned long long>(s->seq));
+        return kExitOk;
     }
     bool taken = ::access(path.c_str(), F_OK) != 0;
     return failure(error_code(

@@ -139,7 +139,15 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
         }
         int argc = 0;
         char** argv = nullptr;
-        if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) == ESPANK_SUCCESS && argc > 1) {
+        bool have_argv = spank_get_item(sp, S_JOB_ARGV, &argc, &argv) == ESPANK_SUCCESS;
+        // slurmd's copy of the script (which the shell keeps open) lives in the job's spool
+        // folder, deleted when the job ends: the dumps save what is open there.
+        if (have_argv && argc > 0 && argv[0][0] == '/') {
+            std::string script = argv[0];
+            args.push_back("--save-files-under");
+            args.push_back(script.substr(0, script.rfind('/')));
+        }
+        if (have_argv && argc > 1) {
             args.push_back("--");
             for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
         }

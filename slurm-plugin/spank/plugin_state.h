@@ -59,8 +59,21 @@ Result<void> agent_step_exit(spank_t sp, const JobSettings& settings);
 
 // Remote context, in the task before exec (root): when the job restarts or asks for a
 // restore and the step has a usable set, execs the engine's restore of the task's images
-// instead of returning (task_restore.cpp).
-Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings);
+// instead of returning; the batch step's task becomes its signal relay (task_restore.cpp).
+Result<void> prepare_task_launch(spank_t sp, const JobSettings& settings);
+// What the batch step's signal relay needs (batch_relay.cpp); nullopt for other steps.
+struct RelaySpec {
+    std::string root;
+    uint64_t job = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+};
+std::optional<RelaySpec> batch_relay_spec(spank_t sp, const JobSettings& settings);
+// In the task (root, before exec): forks; the parent, the pid slurmstepd waits for and
+// signals, execs `ckpt-agent relay` for the child; returns in the child, which goes on to
+// be the script's shell (or the engine's restore).
+Result<void> fork_behind_relay(const RelaySpec& relay);
+
 // In task_init (the user, stdio set up): hands the task's stdio to the restorer, if any.
 Result<void> send_stdio_to_restorer(spank_t sp);
 

@@ -9,7 +9,7 @@
 //     user_init, task callbacks, exit. The settings are recorded in user_init.
 // The per-node checkpoint agent is started from task_post_fork and stopped in exit
 // (agent_launch.cpp); a restarted task becomes the engine's restore in task_init_privileged
-// (task_restore.cpp).
+// and the batch step's task becomes its signal relay (task_restore.cpp, batch_relay.cpp).
 //
 // spank.h declares the slurm_spank_* prototypes outside its own extern "C" block, hence the
 // include inside one (otherwise they would be C++ declarations that clash with ours).
@@ -98,7 +98,7 @@ CKPT_SPANK_EXPORT int slurm_spank_user_init(spank_t sp, int, char**) {
 CKPT_SPANK_EXPORT int slurm_spank_task_init_privileged(spank_t sp, int, char**) {
     return guarded("task_init_privileged", [&]() -> ckpt::Result<void> {
         if (!spank_remote(sp) || !state().settings || !state().settings->active) return ckpt::ok();
-        return restore_task_if_wanted(sp, *state().settings);
+        return prepare_task_launch(sp, *state().settings);
     });
 }
 

@@ -8,6 +8,9 @@
 // The lookup runs in a helper (ckpt-agent find-restore) so that HDF5 never loads into
 // slurmstepd. A set that exists but cannot be used fails the task with one line in the job's
 // output: the job must not silently start over.
+//
+// The batch step's task also gets its signal relay here (batch_relay.cpp): it stays the
+// task's pid, with the script's shell, or the engine's restore, as its child.
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -30,9 +33,10 @@ extern "C" {
 namespace ckpt::slurm::spank {
 
 Result<void> become_restorer(const std::string& who, const std::string& engine,
-                             const std::string& dir, const std::string& as);
+                             const std::string& dir, const std::string& as,
+                             const std::optional<RelaySpec>& relay);
 
-Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings) {
+Result<void> prepare_task_launch(spank_t sp, const JobSettings& settings) {
     uint32_t job = 0, step = 0, task = 0;
     uid_t uid = 0;
     gid_t gid = 0;
@@ -42,9 +46,11 @@ Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings) {
     spank_get_item(sp, S_JOB_UID, &uid);
     spank_get_item(sp, S_JOB_GID, &gid);
     if (step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP) return ok();
+    auto relay = batch_relay_spec(sp, settings);
+    auto launch = [&]() { return relay ? fork_behind_relay(*relay) : ok(); };
     // A set of this job and step can only have been written by an earlier run (a step id runs
     // once per run), so its existence is what marks a restart.
-    if (!settings.restore && !settings.restart) return ok();
+    if (!settings.restore && !settings.restart) return launch();
     std::string step_text = step == SLURM_BATCH_SCRIPT ? "batch" : std::to_string(step);
     uint64_t source = settings.restore ? settings.restore->job_id : job;
     std::vector<std::string> args = {
@@ -78,7 +84,7 @@ Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings) {
         if (settings.restore)
             state().task_note =
                 fmt::format("{}: starting from the beginning: {}", who, line.substr(6));
-        return ok();
+        return launch();
     }
     if (line.starts_with("skip ")) {
         state().task_note = fmt::format("{}: not run again: {}", who, line.substr(5));
@@ -93,16 +99,17 @@ Result<void> restore_task_if_wanted(spank_t sp, const JobSettings& settings) {
     slurm_info("%s: restoring from job %llu set %s", who.c_str(),
                static_cast<unsigned long long>(source), seq.c_str());
 
-    return become_restorer(who, engine_path(), dir, fmt::format("{}:{}", uid, gid));
+    return become_restorer(who, engine_path(), dir, fmt::format("{}:{}", uid, gid), relay);
 }
 
 // The task's stdio is set up by slurmstepd only after task_init_privileged, and task_init
 // runs as the user, who cannot restore. So the task forks: the child goes on along Slurm's
 // path and, in task_init, sends its fds 0-2 and the job's SLURM_RESTART_COUNT back over a
 // socket and exits; the task itself (the pid slurmstepd waits for, still root) takes them
-// and execs the engine's restore.
+// and execs the engine's restore (the batch step's task first forks behind its relay).
 Result<void> become_restorer(const std::string& who, const std::string& engine,
-                             const std::string& dir, const std::string& as) {
+                             const std::string& dir, const std::string& as,
+                             const std::optional<RelaySpec>& relay) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return sys_error("socketpair");
@@ -147,6 +154,12 @@ Result<void> become_restorer(const std::string& who, const std::string& engine,
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (relay) {
+        if (auto r = fork_behind_relay(*relay); !r) {
+            std::fprintf(stderr, "%s: %s: not restored\n", who.c_str(), r.error().message().c_str());
+            ::_exit(1);
+        }
+    }
     const char* argv[] = {engine.c_str(), "restore",      "-D",       dir.c_str(),
                           "--new-pidns",  "--restore-as", as.c_str(), nullptr};
     ::execv(argv[0], const_cast<char* const*>(argv));

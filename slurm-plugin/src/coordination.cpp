@@ -187,3 +187,15 @@ Result<NodeReport> decode_report(std::string_view text) {
 }
 
 }  // namespace ckpt::slurm
+
+namespace ckpt::slurm {
+
+std::optional<set::SetRecord> set_ended_after(set::JobStore& store, uint64_t before) {
+    // The writer replaces the index atomically; a failed reload is a moment to retry.
+    if (!store.reload()) return std::nullopt;
+    for (const set::SetRecord& s : store.index().sets)
+        if (s.seq > before && s.state != set::SetState::Writing) return s;
+    return std::nullopt;
+}
+
+}  // namespace ckpt::slurm

@@ -21,6 +21,10 @@ struct DumpOptions {
     // Fds 0, 1 and 2 are the launcher's (a batch system's output files or pipes): recorded
     // as external and bound at restore to the restorer's own stdin, stdout and stderr.
     bool external_stdio = false;
+    // Files open under these folders are saved whole, like deleted ones, and come back at
+    // restore as unlinked copies: a batch system's per-job copies (slurmd's copy of the job
+    // script, which the shell keeps open) are gone, or elsewhere, when the job restarts.
+    std::vector<std::string> save_files_under;
     // Left out of the dump (milestone 2: the MPI lower half).
     std::vector<std::pair<uint64_t, uint64_t>> exclude_memory;  // [start, end): mappings inside are left out
     std::set<pid_t> exclude_threads;

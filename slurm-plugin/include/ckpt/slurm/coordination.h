@@ -7,6 +7,8 @@
 //   agents/step-S.done               step S finished (its tasks exited 0) in run R
 //   checkpoint-request               written by the job's user (ckpt-job checkpoint): take a
 //                                    set now
+//   preempt-request                  written by the batch step's signal relay when Slurm
+//                                    warns the batch shell (--signal=B:...): final set now
 //
 // Every file the agents write is text, ends with a "sum <xxh3>" line over everything before
 // it (a torn or edited file is refused), and is written as root into a folder the job's
@@ -26,11 +28,13 @@
 #include "ckpt/base/fd.h"
 #include "ckpt/base/result.h"
 #include "ckpt/set/model.h"
+#include "ckpt/set/store.h"
 
 namespace ckpt::slurm {
 
 inline constexpr char kAgentsDir[] = "agents";
 inline constexpr char kCheckpointRequest[] = "checkpoint-request";
+inline constexpr char kPreemptRequest[] = "preempt-request";
 // Slurm's id of the batch step (SLURM_BATCH_SCRIPT).
 inline constexpr uint32_t kBatchStep = 0xfffffffb;
 
@@ -83,5 +87,10 @@ struct NodeReport {
 };
 std::string encode(const NodeReport& r);
 Result<NodeReport> decode_report(std::string_view text);
+
+// The first set numbered above `before` that ended (committed or failed), after reloading
+// the index; nullopt while none has. How ckpt-job checkpoint --wait and the batch relay
+// learn the fate of the set they asked for.
+std::optional<set::SetRecord> set_ended_after(set::JobStore& store, uint64_t before);
 
 }  // namespace ckpt::slurm
