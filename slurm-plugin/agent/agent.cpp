@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -256,6 +257,7 @@ public:
             // Without the store the agent has nothing to do but must not take the job down.
             return 1;
         }
+        if (!passive_.empty()) return wait_passively();
         next_due_ = cfg_.interval ? now_s() + cfg_.interval : 0;
         write_status("running");
         while (!g_stop) {
@@ -279,6 +281,43 @@ public:
 
 private:
     bool lead() const { return cfg_.node_id == 0; }
+
+    // One srun step of a job is checkpointed at a time: its lead holds agents/steps.lock for
+    // as long as it runs (the lock goes with the process, however it ends). The lead of a
+    // step that starts while another one holds it leaves the store alone (claiming it would
+    // settle the other step's set in flight) and its step runs without checkpoints. The
+    // batch step takes no part: its agent never dumps while the script runs srun.
+    Result<bool> take_steps_lock() {
+        if (::mkdir(job_dir_.c_str(), 0700) == 0 && ::chown(job_dir_.c_str(), cfg_.uid, cfg_.gid) != 0)
+            return sys_error("chown {}", job_dir_);
+        UniqueFd job_fd = CKPT_TRY(open_folder(job_dir_, cfg_.uid));
+        UniqueFd agents = CKPT_TRY(open_agents_dir(job_fd.get(), job_dir_, cfg_.uid, cfg_.gid));
+        UniqueFd fd(::openat(agents.get(), kStepsLock,
+                             O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!fd) return sys_error("open {}/{}/{}", job_dir_, kAgentsDir, kStepsLock);
+        (void)::fchown(fd.get(), cfg_.uid, cfg_.gid);
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+            if (errno == EWOULDBLOCK) return false;
+            return sys_error("flock {}/{}/{}", job_dir_, kAgentsDir, kStepsLock);
+        }
+        steps_lock_ = std::move(fd);
+        return true;
+    }
+
+    // A step that is not checkpointed: its agents say so and wait for its tasks.
+    int wait_passively() {
+        logger()->warn("job {} step {}: not checkpointed: {}", cfg_.job, step_name(cfg_.step),
+                       passive_);
+        last_result_ = "not checkpointed: " + passive_;
+        write_status("idle");
+        while (!g_stop && !all_tasks_exited()) {
+            feed_.poll(tasks_);
+            if (now_s() >= status_written_ + 5) write_status("idle");
+            std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        }
+        write_status(g_stop ? "stopped" : "finished");
+        return 0;
+    }
 
     Result<void> open_folders() {
         if (agents_fd_) return ok();
@@ -323,6 +362,10 @@ private:
     Result<void> start() {
         restart_count_ = cfg_.restart_count;
         learn_restart_count();
+        if (lead() && cfg_.step != kBatchStep && !CKPT_TRY(take_steps_lock())) {
+            passive_ = "another srun step of this job is checkpointed (one step at a time)";
+            return open_folders();
+        }
         if (lead()) {
             JobRecord rec = load_job_record(cfg_.job, cfg_.job_argv);
             set::JobInfo info{cfg_.job,    cfg_.user,          cfg_.uid, cfg_.gid, rec.name,
@@ -582,6 +625,8 @@ private:
     std::string engine_exe_;
     std::string job_dir_;
     UniqueFd job_fd_, agents_fd_;
+    UniqueFd steps_lock_;  // held by the lead of the checkpointed srun step
+    std::string passive_;  // why this step is not checkpointed (empty: it is)
     std::optional<JobStore> store_;
     std::optional<Pending> pending_;
     uint64_t handled_seq_ = 0;

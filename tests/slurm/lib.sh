@@ -133,13 +133,13 @@ wait_for_set() {
     done
 }
 
-# Fails if any ckpt-agent or ckpt-engine of the job is still running (checked for a few
+# Fails if any ckpt-agent (or relay) or ckpt-engine of the job is still running (checked for a few
 # seconds: slurmstepd stops agents as the step ends).
 no_agent_left() {
     local job=$1 i left
     for ((i = 0; i < 20; i++)); do
-        # Only this cluster's (other build directories run clusters with the same job ids).
-        left=$(pgrep -af -- "ckpt-agent run --job $job .*--root $CKPT_ROOT |ckpt-engine .*$CKPT_ROOT/$job/" || true)
+        # Named by the root too: clusters of other build directories run jobs of the same ids.
+        left=$(pgrep -af -- "ckpt-agent run --job $job .*--root $CKPT_ROOT |ckpt-agent relay .*--root $CKPT_ROOT --job $job |ckpt-engine .*$CKPT_ROOT/$job/" || true)
         [ -n "$left" ] || return 0
         sleep 0.5
     done

@@ -5,6 +5,7 @@
 //   agents/step-S.set-N.node-K       node K's report for set N: its members and their files
 //   agents/step-S.node-K.status      node K's agent state (for ckpt-job status)
 //   agents/step-S.done               step S finished (its tasks exited 0) in run R
+//   agents/steps.lock                flock of the lead of the srun step being checkpointed
 //   checkpoint-request               written by the job's user (ckpt-job checkpoint): take a
 //                                    set now
 //   preempt-request                  written by the batch step's signal relay when Slurm
@@ -35,6 +36,8 @@ namespace ckpt::slurm {
 inline constexpr char kAgentsDir[] = "agents";
 inline constexpr char kCheckpointRequest[] = "checkpoint-request";
 inline constexpr char kPreemptRequest[] = "preempt-request";
+// agents/steps.lock: flock held by the lead agent of the srun step being checkpointed.
+inline constexpr char kStepsLock[] = "steps.lock";
 // Slurm's id of the batch step (SLURM_BATCH_SCRIPT).
 inline constexpr uint32_t kBatchStep = 0xfffffffb;
 
