@@ -367,7 +367,10 @@ private:
             return open_folders();
         }
         if (lead()) {
-            JobRecord rec = load_job_record(cfg_.job, cfg_.job_argv);
+            JobRecord rec = load_job_record(
+                cfg_.job, cfg_.job_argv,
+                {fmt::format("--checkpoint-interval={}s", cfg_.interval),
+                 fmt::format("--checkpoint-keep={}", cfg_.keep)});
             set::JobInfo info{cfg_.job,    cfg_.user,          cfg_.uid, cfg_.gid, rec.name,
                               rec.cluster, rec.submit_options, "",       "",       cfg_.incarnation,
                               {}};

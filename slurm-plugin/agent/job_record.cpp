@@ -18,7 +18,8 @@ extern "C" {
 
 namespace ckpt::slurm::agent {
 
-JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_args) {
+JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_args,
+                          const std::vector<std::string>& checkpoint_options) {
     JobRecord rec;
     auto log = log::get("slurm");
     job_info_msg_t* msg = nullptr;
@@ -40,6 +41,7 @@ JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_a
         if (j.time_limit != INFINITE && j.time_limit != NO_VAL)
             words.push_back(fmt::format("--time={}", j.time_limit));
         if (j.partition) words.push_back("--partition=" + s(j.partition));
+        words.insert(words.end(), checkpoint_options.begin(), checkpoint_options.end());
         words.push_back("--");
         for (const auto& a : script_args) words.push_back(a);
         rec.submit_options = join_submit_words(words);

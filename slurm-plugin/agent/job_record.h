@@ -20,7 +20,10 @@ struct JobRecord {
 };
 
 // Asks slurmctld (libslurm); what it cannot learn stays empty, with a warning in the log.
-JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_args);
+// checkpoint_options (the job's --checkpoint-interval and --checkpoint-keep, which
+// slurmctld does not know) are saved among the sbatch options.
+JobRecord load_job_record(uint64_t job, const std::vector<std::string>& script_args,
+                          const std::vector<std::string>& checkpoint_options);
 
 // The batch step's lead saves the script and the job's environment (read from
 // environment_fd, NUL-separated, as the plugin got it from slurmstepd; closed here) into the

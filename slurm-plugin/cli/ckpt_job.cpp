@@ -409,20 +409,6 @@ int cmd_restore(const Args& a) {
         seq = *n;
     }
     std::string restore_from = fmt::format("{}:{}", *a.jobid, seq);
-    // The job's own environment, not the caller's: sbatch reads it from a memory file on
-    // fd 3 (--export-file), and --export=ALL makes it the new job's whole environment. sbatch
-    // then drops the options below from what the batch step gets: the file carries them too.
-    UniqueFd environment;
-    if (!idx.job.environment.empty()) {
-        auto env = st->read_saved_file(idx.job.environment);
-        if (!env) return failure(env.error());
-        for (const auto& [option, value] :
-             {std::pair{"checkpoint-restore", restore_from}, {"checkpoint-dir", a.root}})
-            env->append(slurm::option_variable(option)).append("=").append(value).push_back('\0');
-        auto file = memory_file("ckpt-job-environment", *env);
-        if (!file) return failure(file.error());
-        environment = std::move(*file);
-    }
     std::vector<std::string> options, script_args;
     bool after = false;
     for (std::string& w : slurm::split_submit_words(idx.job.submit_options)) {
@@ -431,11 +417,31 @@ int cmd_restore(const Args& a) {
         else
             (after ? script_args : options).push_back(std::move(w));
     }
-    std::vector<std::string> argv = {"sbatch", "--parsable",
-                                     "--checkpoint-restore=" + restore_from,
-                                     "--checkpoint-dir=" + a.root, "--open-mode=append"};
+    // The plugin's options of the job (its interval and keep), and where to restore from.
+    std::vector<std::pair<std::string, std::string>> plugin_options = {
+        {"checkpoint-restore", restore_from}, {"checkpoint-dir", a.root}};
+    for (const std::string& o : options)
+        if (o.starts_with("--checkpoint-") && o.find('=') != std::string::npos)
+            plugin_options.emplace_back(o.substr(2, o.find('=') - 2), o.substr(o.find('=') + 1));
+    // The job's own environment, not the caller's: sbatch reads it from a memory file on
+    // fd 3 (--export-file), and --export=ALL makes it the new job's whole environment. sbatch
+    // then drops the options below from what the batch step gets: the file carries them too.
+    UniqueFd environment;
+    if (!idx.job.environment.empty()) {
+        auto env = st->read_saved_file(idx.job.environment);
+        if (!env) return failure(env.error());
+        for (const auto& [option, value] : plugin_options)
+            env->append(slurm::option_variable(option)).append("=").append(value).push_back('\0');
+        auto file = memory_file("ckpt-job-environment", *env);
+        if (!file) return failure(file.error());
+        environment = std::move(*file);
+    }
+    std::vector<std::string> argv = {"sbatch", "--parsable", "--open-mode=append"};
+    for (const auto& [option, value] : plugin_options)
+        argv.push_back(fmt::format("--{}={}", option, value));
     if (environment) argv.insert(argv.end(), {"--export-file=3", "--export=ALL"});
-    argv.insert(argv.end(), options.begin(), options.end());
+    for (const std::string& o : options)
+        if (!o.starts_with("--checkpoint-")) argv.push_back(o);
     argv.push_back(st->dir() + "/" + idx.job.batch_script);
     argv.insert(argv.end(), script_args.begin(), script_args.end());
     int out[2];

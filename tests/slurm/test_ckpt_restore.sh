@@ -29,6 +29,9 @@ new=$(ckpt_job_in "$work" restore "$job") || fail "ckpt-job restore failed: $new
 [[ $new =~ ^[0-9]+$ ]] || fail "ckpt-job restore printed '$new', not a job id"
 note "job $job restored as job $new"
 JOB_TIMEOUT=90 wait_jobs_done "$new"
+# The new job kept the original interval (10m), which slurmctld does not know.
+grep -q "interval 600 s" "$CKPT_ROOT/$new/agents/step-batch.node-0.log" ||
+    fail "job $new lost the interval: $(head -2 "$CKPT_ROOT/$new/agents/step-batch.node-0.log")"
 [ "$(job_field "$new" JobState)" = COMPLETED ] ||
     fail "job $new: $(job_field "$new" JobState): $(cat "$work/serial-job-$new.out" 2>&1)"
 grep -q "job $job checkpoint set $seq: restoring from" "$work/serial-job-$new.out" ||
