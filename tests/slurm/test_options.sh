@@ -104,7 +104,9 @@ want="batch 600 3 $user_dir 12:3 0
 step 45
 inherited 600"
 # Job 12 has no checkpoints: each task says it starts from the beginning (lines "ckpt: ...").
-[ "$(grep -v '^ckpt: ' "$work/script.out")" = "$want" ] || fail "#SBATCH options: got '$(cat "$work/script.out")', expected '$want'"
+# srun may say it waits for the previous step's resources ("srun: Job step creation
+# temporarily disabled, retrying") on a loaded machine.
+[ "$(grep -v '^ckpt: \|^srun: ' "$work/script.out")" = "$want" ] || fail "#SBATCH options: got '$(cat "$work/script.out")', expected '$want'"
 grep -q '^ckpt: job [0-9]* step batch task 0: starting from the beginning: job 12 has no checkpoints' "$work/script.out" ||
     fail "the restore of a job without checkpoints did not say so: $(cat "$work/script.out")"
 [ "$(cat "$work/plain.out")" = "CKPT_INTERVAL=unset" ] || fail "a job without options got: $(cat "$work/plain.out")"
