@@ -10,6 +10,7 @@
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/engine/syscalls.h"
+#include "event_fds.h"
 #include "files.h"
 #include "proc.h"
 #include "restore_task.h"
@@ -55,8 +56,8 @@ Result<std::string> peek_pipe(int read_end) {
 }
 
 // The id of the open file description behind pid's fd: the same as an fd seen before
-// when kcmp says they are one description.
-Result<uint64_t> description_of(Descriptions& descs, pid_t pid, int fd, const struct stat& st) {
+// when kcmp says they are one description (is_new says it was not).
+Result<uint64_t> description_of(Descriptions& descs, pid_t pid, int fd, const struct stat& st, bool* is_new = nullptr) {
     auto& seen = descs.by_inode[{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)}];
     constexpr int kKcmpFile = 0;
     for (const auto& s : seen) {
@@ -64,12 +65,58 @@ Result<uint64_t> description_of(Descriptions& descs, pid_t pid, int fd, const st
         if (r < 0) return sys_error("kcmp(pid {} fd {}, pid {} fd {})", s.pid, s.fd, pid, fd);
         if (r == 0) return s.id;
     }
+    if (is_new) *is_new = true;
     uint64_t id = descs.next_id++;
     seen.push_back({pid, fd, id});
     return id;
 }
 
+// eventfd, timerfd, signalfd and epoll (their own files); anything else behind an anonymous
+// inode is refused by name.
+Result<void> dump_anon_fd(pid_t pid, int fd, int pidfd, const std::string& link, Descriptions& descs,
+                          const DumpExclusions& ex, image::Fd* f) {
+    std::string_view kind = link;
+    kind.remove_prefix(std::string_view("anon_inode:").size());
+    if (kind == "[eventfd]") f->set_kind(image::Fd::EVENTFD);
+    else if (kind == "[timerfd]") f->set_kind(image::Fd::TIMERFD);
+    else if (kind == "[signalfd]") f->set_kind(image::Fd::SIGNALFD);
+    else if (kind == "[eventpoll]") f->set_kind(image::Fd::EPOLL);
+    else return error("unsupported fd kind: {}", link);
+    std::string link_path = proc_path(pid, "fd/") + std::to_string(fd);
+    struct stat st;
+    if (stat(link_path.c_str(), &st) != 0) return sys_error("stat");
+    bool is_new = false;
+    f->set_description_id(CKPT_TRY(description_of(descs, pid, fd, st, &is_new)));
+    std::string text = CKPT_TRY(read_file(proc_path(pid, "fdinfo/") + std::to_string(fd)));
+    switch (f->kind()) {
+        case image::Fd::EVENTFD: return dump_eventfd(text, f->mutable_eventfd());
+        case image::Fd::SIGNALFD: return dump_signalfd(text, f->mutable_signalfd());
+        case image::Fd::TIMERFD: {
+            UniqueFd mine(sys_pidfd_getfd(pidfd, fd, 0));
+            if (!mine) return sys_error("pidfd_getfd");
+            return dump_timerfd(pid, fd, mine.get(), f->mutable_timerfd());
+        }
+        default:
+            // The targets of a shared epoll are recorded once, by the first process seen
+            // holding it, and added again in that process at restore.
+            if (!is_new) {
+                f->mutable_epoll();
+                return ok();
+            }
+            return dump_epoll(pid, fd, text, ex, f->mutable_epoll());
+    }
+}
+
 }  // namespace
+
+std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key) {
+    for (size_t at = fdinfo.find(key); at != std::string_view::npos; at = fdinfo.find(key, at + 1)) {
+        if (at != 0 && fdinfo[at - 1] != '\n' && fdinfo[at - 1] != ' ' && fdinfo[at - 1] != '\t') continue;
+        std::string_view rest = fdinfo.substr(at + key.size());
+        return trim(rest.substr(0, rest.find('\n')));
+    }
+    return std::nullopt;
+}
 
 Result<void> count_pipe_ends(pid_t pid, PipeEnds* out) {
     for (int fd : CKPT_TRY(list_fds(pid))) {
@@ -145,6 +192,11 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
             }
             return ctx(error("unsupported fd kind: socket (sockets come with the next engine release)"));
         }
+        if (link.starts_with("anon_inode:")) {
+            auto r = dump_anon_fd(pid, fd, pidfd.get(), link, descs, ex, f);
+            if (!r) return ctx(std::move(r).error());
+            continue;
+        }
         if (!link.starts_with("/")) return ctx(error("unsupported fd kind: {}", link));
         struct stat st;
         if (stat(link_path.c_str(), &st) != 0) return ctx(sys_error("stat"));
@@ -179,9 +231,32 @@ Result<void> restore_fds(RestoreTask& t) {
             t.engine_pidfd_in_target = static_cast<int>(moved);
         }
     }
+    std::vector<const image::Fd*> registering_epolls;
     for (const auto& f : t.fds.fds()) {
         auto ctx = [&](Error e) { return e.context("pid {}: fd {}", t.pid, f.fd()); };
         switch (f.kind()) {
+            case image::Fd::EVENTFD:
+            case image::Fd::TIMERFD:
+            case image::Fd::SIGNALFD:
+            case image::Fd::EPOLL: {
+                // Made once in the engine, shared by every fd (in every process) that had it.
+                auto it = sh.descriptions.find(f.description_id());
+                if (it == sh.descriptions.end()) {
+                    auto made = f.kind() == image::Fd::EVENTFD    ? make_eventfd(f.eventfd())
+                                : f.kind() == image::Fd::TIMERFD  ? make_timerfd(sh, f.timerfd())
+                                : f.kind() == image::Fd::SIGNALFD ? make_signalfd(f.signalfd())
+                                                                  : make_epoll();
+                    if (!made) return ctx(std::move(made).error());
+                    // O_NONBLOCK and the other status flags belong to the description.
+                    if (fcntl(made->get(), F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE)) != 0)
+                        return ctx(sys_error("fcntl(F_SETFL)"));
+                    it = sh.descriptions.insert_or_assign(f.description_id(), std::move(*made)).first;
+                }
+                auto r = t.install_fd(it->second.get(), f.fd(), f.cloexec());
+                if (!r) return ctx(std::move(r).error());
+                if (f.kind() == image::Fd::EPOLL && f.epoll().registers_targets()) registering_epolls.push_back(&f);
+                break;
+            }
             case image::Fd::REG: {
                 // One description per id, shared by every fd (in every process) that had it.
                 auto it = sh.descriptions.find(f.description_id());
@@ -246,6 +321,9 @@ Result<void> restore_fds(RestoreTask& t) {
                 return ctx(error("unsupported fd kind {} in image", static_cast<int>(f.kind())));
         }
     }
+    // Epoll targets go in once every fd they name is in place (targets may be epolls too).
+    for (const image::Fd* f : registering_epolls)
+        CKPT_TRY_CTX(restore_epoll_targets(t, f->fd(), f->epoll()), "pid {}: fd {}", t.pid, f->fd());
     return ok();
 }
 
