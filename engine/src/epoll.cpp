@@ -37,8 +37,8 @@ Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpEx
         KcmpEpollSlot slot{static_cast<uint32_t>(fd), static_cast<uint32_t>(target), 0};
         long same = syscall(SYS_kcmp, pid, pid, kKcmpEpollTfd, target, &slot);
         if (same != 0 || ex.fds.count(target))
-            return error("epoll: target fd {} was closed or replaced after it was registered (the kernel "
-                         "still watches its file); such an epoll is not supported",
+            return error("unsupported epoll target: fd {} was closed or replaced after it was registered "
+                         "(the kernel still watches its file under that number)",
                          target);
         auto* e = out->add_targets();
         e->set_fd(target);

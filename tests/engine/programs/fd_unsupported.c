@@ -1,11 +1,15 @@
 /* fd_unsupported: holds an fd of a kind the engine does not dump (an io_uring instance),
  * for the negative test `unsupported-fd`: the dump must fail with a clear "unsupported"
  * error naming the fd, and leave the process running. Its own check: fd 9 is still the
- * io_uring instance it created. */
+ * fd it created. Built with EPOLL_CLOSED_TARGET (program fd_epoll_closed_target), fd 9 is
+ * an epoll instead, watching an eventfd registered as fd 10 that was then moved to fd 11:
+ * the kernel still watches the eventfd as fd 10, which the engine cannot register again. */
 #include <errno.h>
 #include <linux/io_uring.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,15 +26,26 @@ static void fd_target(char* out, size_t size) {
 
 int main(int argc, char** argv) {
     test_init(argc, argv, 1);
+#ifdef EPOLL_CLOSED_TARGET
+    const char* kind = "eventpoll";
+    int fd = epoll_create1(0);
+    dup2(eventfd(0, 0), 10);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 10};
+    if (epoll_ctl(fd, EPOLL_CTL_ADD, 10, &ev) != 0) test_fail("epoll_ctl: %s", strerror(errno));
+    dup2(10, 11);
+    close(10);
+#else
+    const char* kind = "io_uring";
     struct io_uring_params params;
     memset(&params, 0, sizeof params);
-    int ring = (int)syscall(SYS_io_uring_setup, 4, &params);
-    if (ring < 0) test_fail("io_uring_setup: %s", strerror(errno));
-    dup2(ring, RING_FD);
-    close(ring);
+    int fd = (int)syscall(SYS_io_uring_setup, 4, &params);
+#endif
+    if (fd < 0) test_fail("creating the %s: %s", kind, strerror(errno));
+    dup2(fd, RING_FD);
+    close(fd);
     char before[256], after[256];
     fd_target(before, sizeof before);
-    CHECK(strstr(before, "io_uring") != NULL, "fd %d is %s, not an io_uring", RING_FD, before);
+    CHECK(strstr(before, kind) != NULL, "fd %d is %s, not an %s", RING_FD, before, kind);
     test_ready();
     test_wait_check();
     if (test_corrupt(1)) close(RING_FD);
