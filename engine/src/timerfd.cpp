@@ -64,7 +64,8 @@ Result<void> dump_timerfd(pid_t pid, int fd, int engine_fd, image::TimerFdState*
     int64_t value_ns = CKPT_TRY(parse_timespec(*value)), interval_ns = CKPT_TRY(parse_timespec(*interval));
     // A periodic timer that expired again after timerfd_gettime shows no time left (it is
     // stopped until read, its expiry counted in ticks): its next expiry is within a period.
-    if (value_ns == 0 && interval_ns != 0) value_ns = interval_ns;
+    // A disarmed one shows its interval too, but no ticks (settime clears them).
+    if (value_ns == 0 && interval_ns != 0 && *t > 0) value_ns = interval_ns;
     out->set_clock_id(static_cast<int32_t>(*c));
     out->set_ticks(*t);
     out->set_settime_flags(static_cast<uint32_t>(*f));

@@ -7,6 +7,7 @@
  *   fd 31  timerfd CLOCK_MONOTONIC, one-shot, expired before the dump, not read
  *   fd 32  timerfd CLOCK_REALTIME, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, due in 1 h
  *   fd 33  timerfd CLOCK_MONOTONIC, one-shot, 2 s after set-up
+ *   fd 34  timerfd CLOCK_BOOTTIME, disarmed, with an interval of 5 ms
  *   fd 40  signalfd for SIGUSR1 and SIGUSR2 (both blocked), O_NONBLOCK; SIGUSR2 pending
  *   fd 50  epoll: 20 IN, 22 IN|ONESHOT (already reported), 30 IN, 31 IN, 32 IN, 40 IN,
  *          51 IN, 60 IN (empty pipe), 61 OUT (its write end); shared with the child
@@ -15,7 +16,7 @@
  * State checked after restore: the eventfd counts and semaphore reads; the periodic timer
  * reports at least the expirations due before the dump, the expired one-shot exactly one,
  * the absolute realtime timer keeps its wall-clock expiry and flags, the 2 s timer fires
- * no earlier than the time it says it has left; the signalfd mask, the signal pending at
+ * no earlier than the time it says it has left, the disarmed one stays disarmed; the signalfd mask, the signal pending at
  * dump and one sent after restore come out of it; the epoll reports exactly the ready
  * set with the data values given at registration (the fired one-shot stays quiet); a
  * count the child adds after restore through its fd 20 is read from the parent's fd 22. */
@@ -145,6 +146,12 @@ static void check_timers(long long min_ticks, long long realtime_due) {
     CHECK(fired, "the 2 s timerfd did not fire");
     CHECK(!fired || waited >= left - MS, "the 2 s timerfd fired %lld ms early", (left - waited) / MS);
     CHECK(!fired || read_u64(33) == 1, "the 2 s timerfd did not report one expiration");
+
+    if (test_corrupt(15)) arm(34, 0, PERIOD_NS, PERIOD_NS);
+    timerfd_gettime(34, &its);
+    CHECK(ts_ns(its.it_value) == 0 && ts_ns(its.it_interval) == 5 * MS,
+          "the disarmed timerfd has %lld ns left and an interval of %lld ns", ts_ns(its.it_value),
+          ts_ns(its.it_interval));
 }
 
 static void check_signalfd(void) {
@@ -201,7 +208,7 @@ static void check_epoll(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 14);
+    test_init(argc, argv, 15);
     sigset_t usr;
     sigemptyset(&usr);
     sigaddset(&usr, SIGUSR1);
@@ -221,6 +228,10 @@ int main(int argc, char** argv) {
     place(timerfd_create(CLOCK_REALTIME, 0), 32);
     long long realtime_due = now(CLOCK_REALTIME) + 3600 * SEC;
     arm(32, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, realtime_due, 0);
+    place(timerfd_create(CLOCK_BOOTTIME, 0), 34);
+    arm(34, 0, PERIOD_NS, PERIOD_NS);
+    usleep(10000);
+    arm(34, 0, 0, 5 * MS);
 
     place(signalfd(-1, &usr, SFD_NONBLOCK), 40);
     kill(getpid(), SIGUSR2);
