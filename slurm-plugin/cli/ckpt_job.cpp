@@ -449,8 +449,11 @@ int cmd_restore(const Args& a) {
     pid_t pid = ::fork();
     if (pid < 0) return failure(sys_error("fork"));
     if (pid == 0) {
-        ::dup2(out[1], 1);
-        if (environment) ::dup2(environment.get(), 3);  // clears close-on-exec
+        std::pair<int, int> moves[] = {{out[1], 1}, {environment.get(), 3}};
+        if (!place_fds_for_exec(std::span(moves, environment ? 2 : 1))) {
+            std::fprintf(stderr, "ckpt-job: fds for sbatch: %s\n", strerror(errno));
+            ::_exit(127);
+        }
         std::vector<char*> args;
         for (auto& s : argv) args.push_back(s.data());
         args.push_back(nullptr);

@@ -75,12 +75,8 @@ Result<UniqueFd> environment_file(spank_t sp) {
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     for (int s = 1; s < NSIG; ++s) ::signal(s, SIG_DFL);
-    if (feed != 3) {
-        ::dup2(feed, 3);
-    } else {
-        ::fcntl(3, F_SETFD, 0);
-    }
-    if (environment >= 0) ::dup2(environment, 4);
+    std::pair<int, int> moves[] = {{feed, 3}, {environment, 4}};
+    if (!place_fds_for_exec(std::span(moves, environment >= 0 ? 2 : 1))) ::_exit(127);
     int null = ::open("/dev/null", O_RDWR);
     for (int fd = 0; fd < 3; ++fd) ::dup2(null, fd);
     ::close_range(environment >= 0 ? 5 : 4, ~0u, 0);

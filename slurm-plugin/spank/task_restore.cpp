@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "ckpt/slurm/submit_options.h"
+#include "ckpt/base/fd.h"
 #include "plugin_state.h"
 
 extern "C" {
@@ -143,7 +144,11 @@ Result<void> become_restorer(const std::string& who, const std::string& engine,
     }
     int fds[3];
     std::memcpy(fds, CMSG_DATA(c), sizeof fds);
-    for (int i = 0; i < 3; ++i) ::dup2(fds[i], i);  // dup2 clears close-on-exec
+    std::pair<int, int> moves[] = {{fds[0], 0}, {fds[1], 1}, {fds[2], 2}};
+    if (!place_fds_for_exec(moves)) {
+        std::fprintf(stderr, "%s: the task's stdio: %s: not restored\n", who.c_str(), strerror(errno));
+        ::_exit(1);
+    }
     for (int i = 0; i < 3; ++i)
         if (fds[i] > 2) ::close(fds[i]);
     if (std::string_view(payload).starts_with("SLURM_RESTART_COUNT="))

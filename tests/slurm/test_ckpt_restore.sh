@@ -25,7 +25,10 @@ wait_jobs_done "$job"
 [ "$(job_field "$job" JobState)" = CANCELLED ] || fail "job $job: $(job_field "$job" JobState)"
 no_agent_left "$job"
 
-new=$(ckpt_job_in "$work" restore "$job") || fail "ckpt-job restore failed: $new"
+# With nothing open above stdio, as from a login shell: the environment file ckpt-job hands
+# to sbatch as fd 3 is then created as fd 3 itself.
+new=$(ckpt_job_in "$work" restore "$job" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-) ||
+    fail "ckpt-job restore failed: $new"
 [[ $new =~ ^[0-9]+$ ]] || fail "ckpt-job restore printed '$new', not a job id"
 note "job $job restored as job $new"
 JOB_TIMEOUT=90 wait_jobs_done "$new"

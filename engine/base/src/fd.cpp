@@ -1,6 +1,9 @@
 #include "ckpt/base/fd.h"
 
 #include <fcntl.h>
+#include <algorithm>
+#include <cerrno>
+#include <iterator>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -68,6 +71,21 @@ Result<void> read_exact(int fd, void* buf, size_t len) {
         len -= static_cast<size_t>(n);
     }
     return ok();
+}
+
+bool place_fds_for_exec(std::span<const std::pair<int, int>> moves) {
+    int copies[8];
+    if (moves.size() > std::size(copies)) {
+        errno = EINVAL;
+        return false;
+    }
+    int above = 0;
+    for (const auto& m : moves) above = std::max(above, m.second + 1);
+    for (size_t i = 0; i < moves.size(); ++i)
+        if ((copies[i] = ::fcntl(moves[i].first, F_DUPFD_CLOEXEC, above)) < 0) return false;
+    for (size_t i = 0; i < moves.size(); ++i)
+        if (::dup2(copies[i], moves[i].second) < 0) return false;
+    return true;
 }
 
 }  // namespace ckpt

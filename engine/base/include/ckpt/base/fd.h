@@ -1,6 +1,7 @@
 // UniqueFd: an owned file descriptor, closed when it goes out of scope.
 #pragma once
 
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,5 +44,12 @@ Result<void> read_exact(int fd, void* buf, size_t len);
 // An anonymous memory file (memfd, close-on-exec) holding text, at offset 0: a way to hand
 // bytes to a child through an fd without a file on disk or a pipe that could fill.
 Result<UniqueFd> memory_file(const char* name, std::string_view text);
+
+// In a forked child about to exec: puts each pair's fd (first) at the number second, open
+// across exec. Every source is first copied above all targets, so a source that sits on
+// another pair's target is not overwritten, and no fd is dup2'd onto itself (which would
+// leave close-on-exec set). The copies are close-on-exec. False (errno set) on failure.
+// Allocates nothing (at most 8 pairs).
+bool place_fds_for_exec(std::span<const std::pair<int, int>> moves);
 
 }  // namespace ckpt
