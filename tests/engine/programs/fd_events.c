@@ -8,6 +8,7 @@
  *   fd 32  timerfd CLOCK_REALTIME, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, due in 1 h
  *   fd 33  timerfd CLOCK_MONOTONIC, one-shot, 2 s after set-up
  *   fd 34  timerfd CLOCK_BOOTTIME, disarmed, with an interval of 5 ms
+ *   fd 35  timerfd CLOCK_MONOTONIC, TFD_TIMER_ABSTIME, due 1 h after set-up
  *   fd 40  signalfd for SIGUSR1 and SIGUSR2 (both blocked), O_NONBLOCK; SIGUSR2 pending
  *   fd 50  epoll: 20 IN, 22 IN|ONESHOT (already reported), 30 IN, 31 IN, 32 IN, 40 IN,
  *          51 IN, 60 IN (empty pipe), 61 OUT (its write end); shared with the child
@@ -16,7 +17,8 @@
  * State checked after restore: the eventfd counts and semaphore reads; the periodic timer
  * reports at least the expirations due before the dump, the expired one-shot exactly one,
  * the absolute realtime timer keeps its wall-clock expiry and flags, the 2 s timer fires
- * no earlier than the time it says it has left, the disarmed one stays disarmed; the signalfd mask, the signal pending at
+ * no earlier than the time it says it has left, the disarmed one stays disarmed, the
+ * absolute monotonic one keeps its flag and no more than the time it had left; the signalfd mask, the signal pending at
  * dump and one sent after restore come out of it; the epoll reports exactly the ready
  * set with the data values given at registration (the fired one-shot stays quiet); a
  * count the child adds after restore through its fd 20 is read from the parent's fd 22. */
@@ -106,7 +108,7 @@ static void check_eventfds(void) {
     CHECK(!nonblock || (read_u64(21) < 0 && errno == EAGAIN), "the semaphore eventfd held more than 3");
 }
 
-static void check_timers(long long min_ticks, long long realtime_due) {
+static void check_timers(long long min_ticks, long long realtime_due, long long monotonic_due, long long ready_at) {
     if (test_corrupt(4)) read_u64(30);
     long long ticks = read_u64(30);
     CHECK(ticks >= min_ticks, "the periodic timerfd reported %lld expirations, at least %lld were due", ticks, min_ticks);
@@ -152,6 +154,16 @@ static void check_timers(long long min_ticks, long long realtime_due) {
     CHECK(ts_ns(its.it_value) == 0 && ts_ns(its.it_interval) == 5 * MS,
           "the disarmed timerfd has %lld ns left and an interval of %lld ns", ts_ns(its.it_value),
           ts_ns(its.it_interval));
+
+    if (test_corrupt(16)) arm(35, 0, 3600 * SEC, 0);
+    fdinfo_field(35, "settime flags:", setflags, sizeof setflags);
+    CHECK(strtol(setflags, NULL, 8) == TFD_TIMER_ABSTIME, "the absolute monotonic timerfd's settime flags are %s",
+          setflags);
+    timerfd_gettime(35, &its);
+    left = ts_ns(its.it_value);
+    CHECK(left > 0 && left <= monotonic_due - ready_at,
+          "the absolute monotonic timerfd has %lld ms left, at most %lld expected", left / MS,
+          (monotonic_due - ready_at) / MS);
 }
 
 static void check_signalfd(void) {
@@ -208,7 +220,7 @@ static void check_epoll(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 15);
+    test_init(argc, argv, 16);
     sigset_t usr;
     sigemptyset(&usr);
     sigaddset(&usr, SIGUSR1);
@@ -232,6 +244,9 @@ int main(int argc, char** argv) {
     arm(34, 0, PERIOD_NS, PERIOD_NS);
     usleep(10000);
     arm(34, 0, 0, 5 * MS);
+    place(timerfd_create(CLOCK_MONOTONIC, 0), 35);
+    long long monotonic_due = now(CLOCK_MONOTONIC) + 3600 * SEC;
+    arm(35, TFD_TIMER_ABSTIME, monotonic_due, 0);
 
     place(signalfd(-1, &usr, SFD_NONBLOCK), 40);
     kill(getpid(), SIGUSR2);
@@ -273,14 +288,14 @@ int main(int argc, char** argv) {
     test_sync_wait(&started);
     place(timerfd_create(CLOCK_MONOTONIC, 0), 33);
     arm(33, 0, SOON_NS, 0);
-    long long min_ticks = (now(CLOCK_MONOTONIC) - periodic_from) / PERIOD_NS;
+    long long ready_at = now(CLOCK_MONOTONIC), min_ticks = (ready_at - periodic_from) / PERIOD_NS;
 
     test_ready();
     test_wait_check();
 
     check_epoll();
     check_eventfds();
-    check_timers(min_ticks, realtime_due);
+    check_timers(min_ticks, realtime_due, monotonic_due, ready_at);
     check_signalfd();
 
     kill(child, SIGTERM);
