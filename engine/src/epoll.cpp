@@ -22,12 +22,14 @@ struct KcmpEpollSlot {
 
 }  // namespace
 
-Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex, image::EpollState* out) {
+Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex,
+                        image::EpollState* out) {
     out->set_registers_targets(true);
     for (auto line : split(fdinfo, '\n')) {
         // "tfd:        5 events:       19 data:             1234  pos:0 ino:40f sdev:10"
         if (!starts_with(line, "tfd:")) continue;
-        auto t = fdinfo_value(line, "tfd:"), ev = fdinfo_value(line, "events:"), data = fdinfo_value(line, "data:");
+        auto t = fdinfo_value(line, "tfd:"), ev = fdinfo_value(line, "events:"),
+             data = fdinfo_value(line, "data:");
         if (!t || !ev || !data) return error("epoll: malformed fdinfo line '{}'", line);
         auto word = [](std::string_view v) { return v.substr(0, v.find(' ')); };
         auto tfd = parse_int(word(*t));
@@ -37,9 +39,10 @@ Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpEx
         KcmpEpollSlot slot{static_cast<uint32_t>(fd), static_cast<uint32_t>(target), 0};
         long same = syscall(SYS_kcmp, pid, pid, kKcmpEpollTfd, target, &slot);
         if (same != 0 || ex.fds.count(target))
-            return error("unsupported epoll target: fd {} was closed or replaced after it was registered "
-                         "(the kernel still watches its file under that number)",
-                         target);
+            return error(
+                "unsupported epoll target: fd {} was closed or replaced after it was registered "
+                "(the kernel still watches its file under that number)",
+                target);
         auto* e = out->add_targets();
         e->set_fd(target);
         e->set_events(static_cast<uint32_t>(*events));
@@ -64,7 +67,8 @@ Result<void> restore_epoll_targets(RestoreTask& t, int epoll_fd, const image::Ep
         auto r = t.leader->syscall_ok("epoll_ctl(ADD)", SYS_epoll_ctl,
                                       {static_cast<uint64_t>(epoll_fd), EPOLL_CTL_ADD,
                                        static_cast<uint64_t>(target.fd()), at});
-        if (!r) return std::move(r).error().context("epoll fd {}: target fd {}", epoll_fd, target.fd());
+        if (!r)
+            return std::move(r).error().context("epoll fd {}: target fd {}", epoll_fd, target.fd());
     }
     return ok();
 }

@@ -34,7 +34,8 @@ Result<UniqueFd> make_signalfd(const image::SignalFdState& s);
 
 // Records every target of pid's epoll fd; each must still be open in pid under the fd
 // number it was registered with.
-Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex, image::EpollState* out);
+Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex,
+                        image::EpollState* out);
 Result<UniqueFd> make_epoll();
 // Adds the recorded targets from inside the process, once all its fds are in place.
 Result<void> restore_epoll_targets(RestoreTask& t, int epoll_fd, const image::EpollState& s);

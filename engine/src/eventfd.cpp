@@ -25,8 +25,10 @@ Result<UniqueFd> make_eventfd(const image::EventFdState& s) {
     if (!fd) return sys_error("eventfd");
     uint64_t count = s.count();
     if (count == 0) return fd;
-    if (count == UINT64_MAX) return error_code(EINVAL, "eventfd: count {:#x} is out of range (image is corrupt)", count);
-    if (write(fd.get(), &count, sizeof count) != sizeof count) return sys_error("eventfd: write count {}", count);
+    if (count == UINT64_MAX)
+        return error_code(EINVAL, "eventfd: count {:#x} is out of range (image is corrupt)", count);
+    if (write(fd.get(), &count, sizeof count) != sizeof count)
+        return sys_error("eventfd: write count {}", count);
     return fd;
 }
 

@@ -28,7 +28,8 @@ constexpr unsigned long kTfdIocSetTicks = _IOW('T', 0, uint64_t);
 
 // "(12, 345)" -> nanoseconds.
 Result<int64_t> parse_timespec(std::string_view text) {
-    if (text.size() < 2 || text.front() != '(' || text.back() != ')') return error("malformed time '{}'", text);
+    if (text.size() < 2 || text.front() != '(' || text.back() != ')')
+        return error("malformed time '{}'", text);
     auto parts = split(text.substr(1, text.size() - 2), ',');
     if (parts.size() != 2) return error("malformed time '{}'", text);
     auto sec = parse_int(trim(parts[0])), nsec = parse_int(trim(parts[1]));
@@ -36,7 +37,9 @@ Result<int64_t> parse_timespec(std::string_view text) {
     return *sec * kNsPerSec + *nsec;
 }
 
-timespec to_timespec(int64_t ns) { return {static_cast<time_t>(ns / kNsPerSec), static_cast<long>(ns % kNsPerSec)}; }
+timespec to_timespec(int64_t ns) {
+    return {static_cast<time_t>(ns / kNsPerSec), static_cast<long>(ns % kNsPerSec)};
+}
 
 int64_t clock_now_ns(clockid_t clock) {
     timespec ts{};
@@ -57,11 +60,13 @@ Result<void> dump_timerfd(pid_t pid, int fd, int engine_fd, image::TimerFdState*
     auto clock = fdinfo_value(text, "clockid:"), ticks = fdinfo_value(text, "ticks:");
     auto flags = fdinfo_value(text, "settime flags:"), value = fdinfo_value(text, "it_value:");
     auto interval = fdinfo_value(text, "it_interval:");
-    if (!clock || !ticks || !flags || !value || !interval) return error("timerfd: fdinfo lacks a timerfd line");
+    if (!clock || !ticks || !flags || !value || !interval)
+        return error("timerfd: fdinfo lacks a timerfd line");
     auto c = parse_int(*clock);
     auto t = parse_uint(*ticks), f = parse_uint(*flags, 8);
     if (!c || !t || !f) return error("timerfd: malformed fdinfo");
-    int64_t value_ns = CKPT_TRY(parse_timespec(*value)), interval_ns = CKPT_TRY(parse_timespec(*interval));
+    int64_t value_ns = CKPT_TRY(parse_timespec(*value)),
+            interval_ns = CKPT_TRY(parse_timespec(*interval));
     // A periodic timer that expired again after timerfd_gettime shows no time left (it is
     // stopped until read, its expiry counted in ticks): its next expiry is within a period.
     // A disarmed one shows its interval too, but no ticks (settime clears them).
@@ -78,7 +83,8 @@ Result<UniqueFd> make_timerfd(const RestoreShared& sh, const image::TimerFdState
     // The engine creates the timerfd: an alarm clock needs CAP_WAKE_ALARM, which a process
     // restored for another user must not get from the engine.
     if (is_alarm(s.clock_id()) && sh.fs_uid != static_cast<uid_t>(-1) && sh.fs_uid != 0)
-        return error_code(EPERM, "timerfd on alarm clock {}: not restored for an unprivileged user", s.clock_id());
+        return error_code(EPERM, "timerfd on alarm clock {}: not restored for an unprivileged user",
+                          s.clock_id());
     UniqueFd fd(timerfd_create(s.clock_id(), TFD_CLOEXEC));
     if (!fd) return sys_error("timerfd_create(clock {})", s.clock_id());
     itimerspec its{};
@@ -94,8 +100,10 @@ Result<UniqueFd> make_timerfd(const RestoreShared& sh, const image::TimerFdState
         return sys_error("timerfd_settime(clock {}, flags {:o})", s.clock_id(), flags);
     uint64_t ticks = s.ticks();
     if (ticks && ioctl(fd.get(), kTfdIocSetTicks, &ticks) != 0)
-        return sys_error("timerfd: setting {} unread expirations (TFD_IOC_SET_TICKS needs CONFIG_CHECKPOINT_RESTORE)",
-                         ticks);
+        return sys_error(
+            "timerfd: setting {} unread expirations (TFD_IOC_SET_TICKS needs "
+            "CONFIG_CHECKPOINT_RESTORE)",
+            ticks);
     return fd;
 }
 

@@ -18,9 +18,9 @@
  * reports at least the expirations due before the dump, the expired one-shot exactly one,
  * the absolute realtime timer keeps its wall-clock expiry and flags, the 2 s timer fires
  * no earlier than the time it says it has left, the disarmed one stays disarmed, the
- * absolute monotonic one keeps its flag and no more than the time it had left; the signalfd mask, the signal pending at
- * dump and one sent after restore come out of it; the epoll reports exactly the ready
- * set with the data values given at registration (the fired one-shot stays quiet); a
+ * absolute monotonic one keeps its flag and no more than the time it had left; the signalfd mask,
+ * the signal pending at dump and one sent after restore come out of it; the epoll reports exactly
+ * the ready set with the data values given at registration (the fired one-shot stays quiet); a
  * count the child adds after restore through its fd 20 is read from the parent's fd 22. */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,12 +63,14 @@ static void place(int fd, int at) {
 
 static void arm(int fd, int flags, long long value, long long interval) {
     struct itimerspec its = {.it_interval = ns_ts(interval), .it_value = ns_ts(value)};
-    if (timerfd_settime(fd, flags, &its, NULL) != 0) test_fail("timerfd_settime: %s", strerror(errno));
+    if (timerfd_settime(fd, flags, &its, NULL) != 0)
+        test_fail("timerfd_settime: %s", strerror(errno));
 }
 
 static void watch(int ep, int fd, unsigned events, unsigned long long data) {
     struct epoll_event ev = {.events = events, .data.u64 = data};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) test_fail("epoll_ctl(ADD %d): %s", fd, strerror(errno));
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        test_fail("epoll_ctl(ADD %d): %s", fd, strerror(errno));
 }
 
 /* The value after "key" in /proc/self/fdinfo/FD (copied up to the end of its line). */
@@ -105,16 +107,21 @@ static void check_eventfds(void) {
         long long v = read_u64(21);
         CHECK(v == 1, "semaphore read %d gave %lld, expected 1", i + 1, v);
     }
-    CHECK(!nonblock || (read_u64(21) < 0 && errno == EAGAIN), "the semaphore eventfd held more than 3");
+    CHECK(!nonblock || (read_u64(21) < 0 && errno == EAGAIN),
+          "the semaphore eventfd held more than 3");
 }
 
-static void check_timers(long long min_ticks, long long realtime_due, long long monotonic_due, long long ready_at) {
+static void check_timers(long long min_ticks, long long realtime_due, long long monotonic_due,
+                         long long ready_at) {
     if (test_corrupt(4)) read_u64(30);
     long long ticks = read_u64(30);
-    CHECK(ticks >= min_ticks, "the periodic timerfd reported %lld expirations, at least %lld were due", ticks, min_ticks);
+    CHECK(ticks >= min_ticks,
+          "the periodic timerfd reported %lld expirations, at least %lld were due", ticks,
+          min_ticks);
     struct itimerspec its;
     timerfd_gettime(30, &its);
-    CHECK(ts_ns(its.it_interval) == PERIOD_NS, "the periodic timerfd's interval is %lld ns", ts_ns(its.it_interval));
+    CHECK(ts_ns(its.it_interval) == PERIOD_NS, "the periodic timerfd's interval is %lld ns",
+          ts_ns(its.it_interval));
 
     if (test_corrupt(5)) read_u64(31);
     int flags = fcntl(31, F_GETFL);
@@ -135,8 +142,8 @@ static void check_timers(long long min_ticks, long long realtime_due, long long 
           "the realtime timerfd's settime flags are %s", setflags);
     timerfd_gettime(32, &its);
     long long due = now(CLOCK_REALTIME) + ts_ns(its.it_value), off = due - realtime_due;
-    CHECK(off > -SEC && off < SEC, "the absolute realtime timerfd is due %lld ms away from its wall-clock time",
-          off / MS);
+    CHECK(off > -SEC && off < SEC,
+          "the absolute realtime timerfd is due %lld ms away from its wall-clock time", off / MS);
 
     if (test_corrupt(7)) arm(33, 0, 0, 0);
     timerfd_gettime(33, &its);
@@ -146,7 +153,8 @@ static void check_timers(long long min_ticks, long long realtime_due, long long 
     int fired = poll(&pfd, 1, (int)(left / MS) + 3000) == 1;
     long long waited = now(CLOCK_MONOTONIC) - from;
     CHECK(fired, "the 2 s timerfd did not fire");
-    CHECK(!fired || waited >= left - MS, "the 2 s timerfd fired %lld ms early", (left - waited) / MS);
+    CHECK(!fired || waited >= left - MS, "the 2 s timerfd fired %lld ms early",
+          (left - waited) / MS);
     CHECK(!fired || read_u64(33) == 1, "the 2 s timerfd did not report one expiration");
 
     if (test_corrupt(15)) arm(34, 0, PERIOD_NS, PERIOD_NS);
@@ -157,8 +165,8 @@ static void check_timers(long long min_ticks, long long realtime_due, long long 
 
     if (test_corrupt(16)) arm(35, 0, 3600 * SEC, 0);
     fdinfo_field(35, "settime flags:", setflags, sizeof setflags);
-    CHECK(strtol(setflags, NULL, 8) == TFD_TIMER_ABSTIME, "the absolute monotonic timerfd's settime flags are %s",
-          setflags);
+    CHECK(strtol(setflags, NULL, 8) == TFD_TIMER_ABSTIME,
+          "the absolute monotonic timerfd's settime flags are %s", setflags);
     timerfd_gettime(35, &its);
     left = ts_ns(its.it_value);
     CHECK(left > 0 && left <= monotonic_due - ready_at,
@@ -173,33 +181,43 @@ static void check_signalfd(void) {
         sigaddset(&one, SIGUSR1);
         signalfd(40, &one, SFD_NONBLOCK);
     }
-    if (test_corrupt(9)) sigtimedwait(&(sigset_t){{1ul << (SIGUSR2 - 1)}}, NULL, &(struct timespec){0, 0});
+    if (test_corrupt(9))
+        sigtimedwait(&(sigset_t){{1ul << (SIGUSR2 - 1)}}, NULL, &(struct timespec){0, 0});
     char mask[32];
     fdinfo_field(40, "sigmask:", mask, sizeof mask);
     unsigned long long want = (1ull << (SIGUSR1 - 1)) | (1ull << (SIGUSR2 - 1));
     CHECK(strtoull(mask, NULL, 16) == want, "the signalfd's mask is %s", mask);
     struct signalfd_siginfo si;
     ssize_t n = read(40, &si, sizeof si);
-    CHECK(n == (ssize_t)sizeof si && si.ssi_signo == SIGUSR2, "the SIGUSR2 pending at dump did not come out of the signalfd");
+    CHECK(n == (ssize_t)sizeof si && si.ssi_signo == SIGUSR2,
+          "the SIGUSR2 pending at dump did not come out of the signalfd");
     kill(getpid(), SIGUSR1);
     n = read(40, &si, sizeof si);
     CHECK(n == (ssize_t)sizeof si && si.ssi_signo == SIGUSR1 && si.ssi_code == SI_USER,
           "the SIGUSR1 sent after restore did not come out of the signalfd");
-    CHECK(read(40, &si, sizeof si) < 0 && errno == EAGAIN, "the signalfd is not non-blocking or holds more");
+    CHECK(read(40, &si, sizeof si) < 0 && errno == EAGAIN,
+          "the signalfd is not non-blocking or holds more");
 }
 
 /* The ready set: every expected data value once, with its events, and nothing else. */
 static void check_epoll(void) {
-    if (test_corrupt(10)) epoll_ctl(50, EPOLL_CTL_MOD, 61, &(struct epoll_event){.events = EPOLLOUT, .data.u64 = 0x99});
+    if (test_corrupt(10))
+        epoll_ctl(50, EPOLL_CTL_MOD, 61,
+                  &(struct epoll_event){.events = EPOLLOUT, .data.u64 = 0x99});
     if (test_corrupt(11)) epoll_ctl(50, EPOLL_CTL_DEL, 20, NULL);
     if (test_corrupt(12))
-        epoll_ctl(50, EPOLL_CTL_MOD, 22, &(struct epoll_event){.events = EPOLLIN | EPOLLONESHOT, .data.u64 = 0x22});
+        epoll_ctl(50, EPOLL_CTL_MOD, 22,
+                  &(struct epoll_event){.events = EPOLLIN | EPOLLONESHOT, .data.u64 = 0x22});
     if (test_corrupt(13)) epoll_ctl(51, EPOLL_CTL_DEL, 21, NULL);
     static const struct {
         unsigned long long data;
         unsigned events;
-    } want[] = {{0xe0e0000000000020ull, EPOLLIN}, {0x30, EPOLLIN}, {0x31, EPOLLIN}, {0x40, EPOLLIN},
-                {0x51, EPOLLIN}, {0x61, EPOLLOUT}};
+    } want[] = {{0xe0e0000000000020ull, EPOLLIN},
+                {0x30, EPOLLIN},
+                {0x31, EPOLLIN},
+                {0x40, EPOLLIN},
+                {0x51, EPOLLIN},
+                {0x61, EPOLLOUT}};
     const int nwant = sizeof want / sizeof want[0];
     struct epoll_event got[16];
     int n = epoll_wait(50, got, 16, 0);
@@ -207,16 +225,20 @@ static void check_epoll(void) {
     for (int i = 0; i < nwant; i++) {
         int found = 0;
         for (int j = 0; j < n; j++)
-            if (got[j].data.u64 == want[i].data) found = (got[j].events & (EPOLLIN | EPOLLOUT)) == want[i].events;
-        CHECK(found, "the epoll does not report data %#llx with events %#x", want[i].data, want[i].events);
+            if (got[j].data.u64 == want[i].data)
+                found = (got[j].events & (EPOLLIN | EPOLLOUT)) == want[i].events;
+        CHECK(found, "the epoll does not report data %#llx with events %#x", want[i].data,
+              want[i].events);
     }
     for (int j = 0; j < n; j++) {
         int known = 0;
         for (int i = 0; i < nwant; i++) known |= got[j].data.u64 == want[i].data;
-        CHECK(known, "the epoll reports unexpected data %#llx", (unsigned long long)got[j].data.u64);
+        CHECK(known, "the epoll reports unexpected data %#llx",
+              (unsigned long long)got[j].data.u64);
     }
     struct epoll_event inner;
-    CHECK(epoll_wait(51, &inner, 1, 0) == 1 && inner.data.u64 == 0x21, "the inner epoll does not report fd 21");
+    CHECK(epoll_wait(51, &inner, 1, 0) == 1 && inner.data.u64 == 0x21,
+          "the inner epoll does not report fd 21");
 }
 
 int main(int argc, char** argv) {
@@ -306,7 +328,7 @@ int main(int argc, char** argv) {
         eventfd_write(22, COUNT);
     }
     long long count = read_u64(22);
-    CHECK(count == (long long)(COUNT + CHILD_ADDS), "the shared eventfd holds %#llx, expected %#llx", count,
-          COUNT + CHILD_ADDS);
+    CHECK(count == (long long)(COUNT + CHILD_ADDS),
+          "the shared eventfd holds %#llx, expected %#llx", count, COUNT + CHILD_ADDS);
     return test_finish();
 }
