@@ -467,7 +467,7 @@ private:
     }
 
     Result<void> begin(Trigger trigger) {
-        set::SetOptions o{trigger, cfg_.step, cfg_.nodes, cfg_.tasks_total};
+        set::SetOptions o{trigger, cfg_.step, cfg_.nodes, cfg_.tasks_total, cfg_.step_command};
         uint64_t seq = CKPT_TRY(store_->begin_set(o));
         pending_ = Pending{seq, now_s(), {}};
         for (uint32_t m = 0; m < cfg_.tasks_total; ++m)
@@ -665,7 +665,8 @@ void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid) {
     ::dup2(fd.get(), 2);
 }
 
-int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid) {
+int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid,
+                     const std::string& step_command) {
     std::string dir = fmt::format("{}/{}", root, job);
     auto r = [&]() -> Result<void> {
         // The step may end before the lead agent created the job's folder: the record must
@@ -678,7 +679,9 @@ int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t
         ::clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
         return write_file_at(agents.get(), step_done_name(step),
-                             seal(fmt::format("ckpt-step-done 1\ntime_ns {}\n", ns)), uid, gid);
+                             seal(fmt::format("ckpt-step-done 1\ntime_ns {}\ncommand {}\n", ns,
+                                              step_command)),
+                             uid, gid);
     }();
     if (!r) {
         std::printf("error job %llu step %s: %s\n", static_cast<unsigned long long>(job),

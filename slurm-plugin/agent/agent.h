@@ -39,6 +39,7 @@ struct AgentConfig {
     std::string incarnation;            // the job's (submit_options.h); "" if unknown
     int environment_fd = -1;            // the batch step's environment, to save for restore
     std::string save_files_under;       // the dumps save files open there whole (may be empty)
+    std::string step_command;           // what the step runs (srun steps; see SetRecord)
 };
 
 // Runs until every local task exited or SIGTERM. Returns the exit status.
@@ -52,6 +53,7 @@ struct RestoreQuery {
     uint32_t step = 0;
     int32_t member = 0;  // global task id
     uid_t uid = 0;       // the job's user: the sets must be theirs
+    std::string step_command;  // what the starting step runs ("" for the batch step)
     bool explicit_set = false;
     uint64_t set = 0;
     std::string incarnation;  // the starting job's; "" if unknown
@@ -79,6 +81,7 @@ Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t u
 void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid);
 
 // `ckpt-agent step-done`: records in the job's folder that a step finished well.
-int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid);
+int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid,
+                     const std::string& step_command);
 
 }  // namespace ckpt::slurm::agent

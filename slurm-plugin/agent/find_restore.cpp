@@ -28,15 +28,28 @@ struct Decision {
     std::string line;
 };
 
-// When the step was recorded finished (0: never).
-uint64_t step_done_ns(const JobStore& st, uint32_t step) {
+// Whether a checkpoint of a step (its id and command) stands for the starting step. In a
+// requeued job: the same command when both are known, since the script re-run may number its
+// steps differently (a step left out by a test in the script, concurrent sruns). Else (and
+// for a restore into another job, whose steps' argv often hold their own job id) the same id.
+bool same_step(uint32_t step_id, const std::string& command, const RestoreQuery& q) {
+    if (q.job == q.current_job && !command.empty() && !q.step_command.empty())
+        return command == q.step_command;
+    return step_id == q.step;
+}
+
+// When the step with this id was recorded finished, if it ran what the starting step runs
+// (0: never).
+uint64_t step_done_ns(const JobStore& st, const RestoreQuery& q) {
     auto dir = open_folder(st.dir() + "/" + kAgentsDir, std::nullopt);
     if (!dir) return 0;
-    auto text = read_file_at(dir->get(), step_done_name(step));
+    auto text = read_file_at(dir->get(), step_done_name(q.step));
     if (!text) return 0;
-    auto body = unseal(*text, step_done_name(step));
+    auto body = unseal(*text, step_done_name(q.step));
     if (!body) return 0;
-    auto t = uint_field(parse_fields(*body), "time_ns", "step record");
+    Fields f = parse_fields(*body);
+    if (!same_step(q.step, field(f, "command").value_or(""), q)) return 0;
+    auto t = uint_field(f, "time_ns", "step record");
     return t ? *t : 0;
 }
 
@@ -60,7 +73,7 @@ Result<Decision> decide(const RestoreQuery& q) {
         return error_code(EPERM, "job {}'s checkpoints belong to {} (uid {}), not to uid {}", q.job,
                           job.user, job.uid, q.uid);
     const SetRecord* newest = st.index().newest_committed();
-    if (uint64_t done = step_done_ns(st, q.step); done && newest && done < newest->start_ns)
+    if (uint64_t done = step_done_ns(st, q); done && newest && done < newest->start_ns)
         return Decision{fmt::format("skip step {} finished before set {} was taken",
                                     step_name(q.step), newest->seq)};
 
@@ -68,9 +81,10 @@ Result<Decision> decide(const RestoreQuery& q) {
     for (auto it = st.index().sets.rbegin(); it != st.index().sets.rend(); ++it) {
         const SetRecord& s = *it;
         if (q.explicit_set && s.seq != q.set) continue;
-        if (s.state != SetState::Committed || s.step_id != q.step) {
+        bool ours = same_step(s.step_id, s.step_command, q);
+        if (s.state != SetState::Committed || !ours) {
             if (q.explicit_set)
-                return s.step_id != q.step
+                return !ours
                            ? Decision{fmt::format("fresh set {} is of step {}, not of step {}",
                                                   s.seq, step_name(s.step_id), step_name(q.step))}
                            : Result<Decision>(error("job {} set {} is {}, not committed", q.job,

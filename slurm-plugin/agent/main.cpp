@@ -3,10 +3,11 @@
 //   ckpt-agent run --job J --step S --node-id K --nodes N --node-name NAME --tasks T
 //       --local-tasks L --interval SEC --root DIR --keep N --engine PATH --uid U --gid G
 //       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [--incarnation ID]
-//       [--environment-fd FD] [--save-files-under DIR] [-- SCRIPT ARGS...]
+//       [--environment-fd FD] [--save-files-under DIR] [--step-command HASH]
+//       [-- SCRIPT ARGS...]
 //   ckpt-agent find-restore --root DIR --job J --current-job J --step S --member M --uid U
-//       [--set N] [--incarnation ID]
-//   ckpt-agent step-done --root DIR --job J --step S --uid U --gid G
+//       [--set N] [--incarnation ID] [--step-command HASH]
+//   ckpt-agent step-done --root DIR --job J --step S --uid U --gid G [--step-command HASH]
 //   ckpt-agent relay --child PID --root DIR --job J --uid U --gid G
 #include <cstdio>
 #include <map>
@@ -91,6 +92,7 @@ int main(int argc, char** argv) {
         if (kv.count("environment-fd"))
             c.environment_fd = static_cast<int>(num("environment-fd", 0, true));
         if (auto it = kv.find("save-files-under"); it != kv.end()) c.save_files_under = it->second;
+        if (auto it = kv.find("step-command"); it != kv.end()) c.step_command = it->second;
         if (!missing.empty()) return usage("run: --" + missing + " missing or bad");
         return run_agent(c);
     }
@@ -104,6 +106,7 @@ int main(int argc, char** argv) {
         q.uid = static_cast<uid_t>(num("uid", 0, true));
         if (kv.count("set")) q.explicit_set = true, q.set = num("set", 0, true);
         q.incarnation = kv.count("incarnation") ? kv["incarnation"] : "";
+        q.step_command = kv.count("step-command") ? kv["step-command"] : "";
         if (!missing.empty()) return usage("find-restore: --" + missing + " missing or bad");
         return find_restore(q);
     }
@@ -114,7 +117,8 @@ int main(int argc, char** argv) {
         auto uid = static_cast<uid_t>(num("uid", 0, true));
         auto gid = static_cast<gid_t>(num("gid", 0, true));
         if (!missing.empty()) return usage("step-done: --" + missing + " missing or bad");
-        return record_step_done(root, job, step, uid, gid);
+        std::string command = kv.count("step-command") ? kv["step-command"] : "";
+        return record_step_done(root, job, step, uid, gid, command);
     }
     if (cmd == "relay") {
         RelayConfig c;

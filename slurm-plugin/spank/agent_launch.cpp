@@ -124,6 +124,8 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
         "--task-fd",       "3",
         "--incarnation",   job_env(sp, kIncarnationJobEnv),
     };
+    if (std::string command = step_command_of(sp); !command.empty())
+        args.insert(args.end(), {"--step-command", command});
     UniqueFd environment;
     if (step == SLURM_BATCH_SCRIPT) {
         if (auto f = environment_file(sp); f) {
@@ -225,10 +227,21 @@ Result<void> agent_step_exit(spank_t sp, const JobSettings& settings) {
                                      "--step",     std::to_string(step),
                                      "--uid",      std::to_string(item<uid_t>(sp, S_JOB_UID, 0)),
                                      "--gid",      std::to_string(item<gid_t>(sp, S_JOB_GID, 0))};
+    if (std::string command = step_command_of(sp); !command.empty())
+        args.insert(args.end(), {"--step-command", command});
     auto out = run_helper(args);
     if (!out)
         slurm_error("ckpt: job %s step %u: %s", job.c_str(), step, out.error().message().c_str());
     return ok();
+}
+
+std::string step_command_of(spank_t sp) {
+    int argc = 0;
+    char** argv = nullptr;
+    if (item<uint32_t>(sp, S_JOB_STEPID, 0) == SLURM_BATCH_SCRIPT ||
+        spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc <= 0)
+        return "";
+    return step_command(std::vector<std::string>(argv, argv + argc));
 }
 
 Result<std::string> run_helper(const std::vector<std::string>& args) {

@@ -77,6 +77,10 @@ Result<void> fork_behind_relay(const RelaySpec& relay);
 // In task_init (the user, stdio set up): hands the task's stdio to the restorer, if any.
 Result<void> send_stdio_to_restorer(spank_t sp);
 
+// What this srun step runs (ckpt/slurm/submit_options.h, step_command); "" for the batch
+// step, whose id alone names it.
+std::string step_command_of(spank_t sp);
+
 // The ckpt-agent and ckpt-engine to run: the plugin arguments, else found on PATH.
 std::string agent_path();
 // Runs a helper (ckpt-agent find-restore, step-done) and returns its stdout; a failure says

@@ -62,6 +62,8 @@ Result<void> prepare_task_launch(spank_t sp, const JobSettings& settings) {
     char incarnation[64];
     if (spank_getenv(sp, kIncarnationJobEnv, incarnation, sizeof incarnation) == ESPANK_SUCCESS)
         args.insert(args.end(), {"--incarnation", incarnation});
+    if (std::string command = step_command_of(sp); !command.empty())
+        args.insert(args.end(), {"--step-command", command});
     if (settings.restore && settings.restore->set) {
         args.push_back("--set");
         args.push_back(std::to_string(*settings.restore->set));

@@ -3,6 +3,7 @@
 #include <sys/random.h>
 
 #include <fmt/format.h>
+#include <xxhash.h>
 
 #include <set>
 
@@ -65,6 +66,12 @@ std::string environment_to_save(const std::vector<std::string>& env) {
         out += '\0';
     }
     return out;
+}
+
+std::string step_command(const std::vector<std::string>& argv) {
+    std::string joined;
+    for (const std::string& a : argv) joined.append(a).push_back('\0');
+    return fmt::format("{:016x}", XXH3_64bits(joined.data(), joined.size()));
 }
 
 std::string option_variable(std::string_view option) {

@@ -37,7 +37,7 @@ void report(const std::string& event) {
 
 Result<void> one_set(JobStore& st, std::mt19937& rng) {
     uint32_t members = 1 + rng() % 3;
-    uint64_t seq = CKPT_TRY(st.begin_set({Trigger::Interval, 0, members, members}));
+    uint64_t seq = CKPT_TRY(st.begin_set({Trigger::Interval, 0, members, members, {}}));
     report(fmt::format("begin {}", seq));
     for (uint32_t m = 0; m < members; ++m) {
         std::string dir = CKPT_TRY(st.make_member_dir(seq, static_cast<int32_t>(m)));

@@ -63,7 +63,7 @@ inline void write_member_images(const std::string& dir, uint32_t seed, size_t sc
 
 // Begins a set, writes and reports `members` members, commits it; returns its seq.
 inline uint64_t write_committed_set(JobStore& st, uint32_t members, uint32_t seed = 1) {
-    auto seq = st.begin_set({Trigger::Interval, 0, 2, members});
+    auto seq = st.begin_set({Trigger::Interval, 0, 2, members, {}});
     EXPECT_TRUE(seq.ok()) << seq.error().message();
     if (!seq) return 0;
     for (uint32_t i = 0; i < members; ++i) {

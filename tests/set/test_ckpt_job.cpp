@@ -90,7 +90,7 @@ protected:
         write_committed_set(*st, 2, 1);
         write_committed_set(*st, 2, 2);
         write_committed_set(*st, 3, 3);
-        auto f = st->begin_set({Trigger::Preempt, 0, 1, 1});
+        auto f = st->begin_set({Trigger::Preempt, 0, 1, 1, {}});
         ASSERT_TRUE(st->fail_set(*f, "node lost").ok());
     }
     std::vector<std::string> with_root(std::vector<std::string> a) {

@@ -38,7 +38,7 @@ protected:
         ASSERT_TRUE(st->save_batch_script("#!/bin/sh\nsrun ./model\n").ok());
         write_committed_set(*st, 3, 1);
         write_committed_set(*st, 2, 2);
-        auto failed = st->begin_set({Trigger::Preempt, 7, 4, 4});
+        auto failed = st->begin_set({Trigger::Preempt, 7, 4, 4, {}});
         ASSERT_TRUE(st->fail_set(*failed, "node3 lost").ok());
         auto r = JobStore::open(root_.path(), kJob);
         ASSERT_TRUE(r.ok());
@@ -61,7 +61,7 @@ TEST_F(ForeignReaders, H5pyReadsEveryField) {
     EXPECT_TRUE(contains(out, "\"submit_options\": \"--checkpoint-interval=30m --requeue -N2\""))
         << out;
     EXPECT_TRUE(contains(out, "\"batch_script\": \"job-script\"")) << out;
-    EXPECT_TRUE(contains(out, "\"format_version\": 2")) << out;
+    EXPECT_TRUE(contains(out, "\"format_version\": 3")) << out;
     EXPECT_TRUE(contains(out, "\"restart_count\": 1")) << out;
     EXPECT_TRUE(contains(out, "\"current_set\": 2")) << out;
     // Each set, with the exact numbers the library recorded.

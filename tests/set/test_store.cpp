@@ -326,7 +326,7 @@ TEST_F(Store, AnotherIncarnationMovesTheOldFolderAside) {
 
 TEST_F(Store, CommitWaitsForEveryMember) {
     JobStore st = writer();
-    auto seq = st.begin_set({Trigger::Manual, 0, 2, 2});
+    auto seq = st.begin_set({Trigger::Manual, 0, 2, 2, {}});
     ASSERT_TRUE(seq.ok());
     auto dir = st.make_member_dir(*seq, 0);
     write_member_images(*dir, 1);
@@ -352,7 +352,7 @@ TEST_F(Store, CommitWaitsForEveryMember) {
 
 TEST_F(Store, CommitRefusesAnImageChangedAfterItsReport) {
     JobStore st = writer();
-    auto seq = st.begin_set({Trigger::Manual, 0, 1, 1});
+    auto seq = st.begin_set({Trigger::Manual, 0, 1, 1, {}});
     auto dir = st.make_member_dir(*seq, 0);
     write_member_images(*dir, 1);
     ASSERT_TRUE(st.add_member(*seq, 0, "node1", *dir).ok());
@@ -366,9 +366,9 @@ TEST_F(Store, CommitRefusesAnImageChangedAfterItsReport) {
 TEST_F(Store, RetentionKeepsNewestCommittedAndDropsOlderFailures) {
     JobStore st = writer();
     for (uint32_t i = 1; i <= 4; ++i) write_committed_set(st, 2, i);  // sets 1..4
-    auto failed = st.begin_set({Trigger::Manual, 0, 1, 1});           // 5: failed, newer than all
+    auto failed = st.begin_set({Trigger::Manual, 0, 1, 1, {}});           // 5: failed, newer than all
     ASSERT_TRUE(st.fail_set(*failed, "test").ok());
-    auto writing = st.begin_set({Trigger::Manual, 0, 1, 1});  // 6: being written
+    auto writing = st.begin_set({Trigger::Manual, 0, 1, 1, {}});  // 6: being written
     ASSERT_TRUE(writing.ok());
 
     auto r = st.keep_newest(2);
@@ -394,7 +394,7 @@ TEST_F(Store, RetentionKeepsNewestCommittedAndDropsOlderFailures) {
 
 TEST_F(Store, RetentionWithoutACommittedSetDeletesNothing) {
     JobStore st = writer();
-    auto a = st.begin_set({Trigger::Manual, 0, 1, 1});
+    auto a = st.begin_set({Trigger::Manual, 0, 1, 1, {}});
     ASSERT_TRUE(st.fail_set(*a, "x").ok());
     ASSERT_TRUE(st.keep_newest(1).ok());
     EXPECT_EQ(reader().index().sets.size(), 1u);
@@ -405,7 +405,7 @@ TEST_F(Store, RemoveSetAndJob) {
     JobStore st = writer();
     write_committed_set(st, 1, 1);
     write_committed_set(st, 1, 2);
-    auto busy = st.begin_set({Trigger::Manual, 0, 1, 1});
+    auto busy = st.begin_set({Trigger::Manual, 0, 1, 1, {}});
     JobStore r = reader();
     auto refused = r.remove_set(*busy);
     ASSERT_FALSE(refused.ok());
@@ -455,7 +455,7 @@ TEST_F(Store, VerifyFindsAFlippedByteAndRecoveryFallsBack) {
 
 TEST_F(Store, VerifyRefusesSetsThatAreNotCommitted) {
     JobStore st = writer();
-    auto seq = st.begin_set({Trigger::Manual, 0, 1, 1});
+    auto seq = st.begin_set({Trigger::Manual, 0, 1, 1, {}});
     auto v = reader().verify_set(*seq);
     ASSERT_FALSE(v.ok());
     EXPECT_NE(v.error().message().find("state writing"), std::string::npos);
@@ -468,7 +468,7 @@ TEST_F(Store, GarbageOrTruncatedIndexIsAClearErrorAndRepairRebuildsIt) {
     ASSERT_TRUE(st.save_batch_script("#!/bin/sh\n").ok());
     write_committed_set(st, 2, 1);
     write_committed_set(st, 2, 2);
-    auto failed = st.begin_set({Trigger::Preempt, 0, 1, 1});
+    auto failed = st.begin_set({Trigger::Preempt, 0, 1, 1, {}});
     ASSERT_TRUE(st.fail_set(*failed, "preempted").ok());
     Index before = reader().index();
 
@@ -540,10 +540,10 @@ TEST_F(Store, EveryFlippedByteOfTheIndexIsRefused) {
 TEST_F(Store, RepairKeepsAHalfWrittenSetOfTheLiveRunAndFailsAbandonedOnes) {
     JobStore old_run = writer(0);
     write_committed_set(old_run, 1, 1);
-    auto abandoned = old_run.begin_set({Trigger::Interval, 0, 1, 1});
+    auto abandoned = old_run.begin_set({Trigger::Interval, 0, 1, 1, {}});
     JobStore new_run = writer(1);  // claims: the abandoned set of run 0 becomes failed
     EXPECT_EQ(reader().index().find(*abandoned)->state, SetState::Failed);
-    auto live = new_run.begin_set({Trigger::Interval, 0, 1, 1});
+    auto live = new_run.begin_set({Trigger::Interval, 0, 1, 1, {}});
     ASSERT_EQ(::unlink(index_path().c_str()), 0);
     ASSERT_TRUE(JobStore::open_folder(root_.path(), kJob)->repair().ok());
     Index idx = reader().index();
@@ -595,7 +595,7 @@ TEST_F(Store, ACommittedManifestOfADeadRunIsRolledForward) {
 
 TEST_F(Store, AWriterRestartingInTheSameRunAbandonsItsOldSet) {
     auto first = writer(3);
-    auto seq = first.begin_set({Trigger::Interval, 0, 1, 1});
+    auto seq = first.begin_set({Trigger::Interval, 0, 1, 1, {}});
     ASSERT_TRUE(seq.ok());
     JobStore again = writer(3);  // the agent restarted
     Index idx = reader().index();
@@ -608,7 +608,7 @@ TEST_F(Store, AWriterRestartingInTheSameRunAbandonsItsOldSet) {
 TEST_F(Store, FencingRefusesAnOlderRun) {
     JobStore stale = writer(1);
     write_committed_set(stale, 1, 1);
-    auto in_flight = stale.begin_set({Trigger::Interval, 0, 1, 1});
+    auto in_flight = stale.begin_set({Trigger::Interval, 0, 1, 1, {}});
     ASSERT_TRUE(in_flight.ok());
     auto dir = stale.make_member_dir(*in_flight, 0);
     write_member_images(*dir, 5);
@@ -622,7 +622,7 @@ TEST_F(Store, FencingRefusesAnOlderRun) {
     EXPECT_EQ(c.error().code(), ESTALE);
     EXPECT_NE(c.error().message().find("run 1 but run 2"), std::string::npos)
         << c.error().message();
-    auto b = stale.begin_set({Trigger::Interval, 0, 1, 1});
+    auto b = stale.begin_set({Trigger::Interval, 0, 1, 1, {}});
     ASSERT_FALSE(b.ok());
     EXPECT_EQ(b.error().code(), ESTALE);
     auto claim = JobStore::open_writer(root_.path(), sample_job(kJob), 1);
@@ -673,3 +673,38 @@ TEST_F(Store, OpeningAMissingJobSaysSo) {
 }
 
 }  // namespace
+
+// What a step runs is recorded with its sets (format 3), in the index and in the manifest a
+// repair rebuilds the index from; a format 2 index reads back without it.
+TEST_F(Store, StepCommandIsRecordedAndSurvivesRepair) {
+    {
+        JobStore st = writer();
+        SetOptions o{Trigger::Manual, 4, 1, 1, {}};
+        o.step_command = "3f2a9c0d11e0b7aa";
+        auto seq = st.begin_set(o);
+        ASSERT_TRUE(seq.ok());
+        auto dir = st.make_member_dir(*seq, 0);
+        write_member_images(*dir, 1);
+        ASSERT_TRUE(st.add_member(*seq, 0, "node1", *dir).ok());
+        ASSERT_TRUE(st.commit_set(*seq).ok());
+    }
+    EXPECT_EQ(reader().index().sets[0].step_command, "3f2a9c0d11e0b7aa");
+    ASSERT_EQ(::unlink(index_path().c_str()), 0);
+    {
+        auto st = JobStore::open_folder(root_.path(), kJob);
+        ASSERT_TRUE(st.ok());
+        ASSERT_TRUE(st->repair().ok());
+    }
+    Index repaired = reader().index();
+    ASSERT_EQ(repaired.sets.size(), 1u);
+    EXPECT_EQ(repaired.sets[0].step_command, "3f2a9c0d11e0b7aa");
+    EXPECT_EQ(repaired.sets[0].step_id, 4u);
+
+    std::string v2 = job_dir() + "/v2.h5";
+    ASSERT_TRUE(write_index_file(v2, repaired, 2).ok());
+    ASSERT_EQ(::rename(v2.c_str(), index_path().c_str()), 0);
+    Index old = reader().index();
+    EXPECT_EQ(old.format_version, 2u);
+    EXPECT_EQ(old.sets[0].step_command, "");
+    EXPECT_EQ(old.sets[0].step_id, 4u);
+}

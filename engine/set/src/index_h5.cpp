@@ -270,7 +270,8 @@ Hid job_file_row_type() {
 
 std::string group_name(uint64_t seq) { return fmt::format("{:06}", seq); }
 
-Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const SetRecord& s) {
+Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const SetRecord& s,
+                       uint32_t version) {
     auto g = CKPT_TRY(
         check(H5Gcreate2(sets, group_name(s.seq).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
               path, fmt::format("create group /sets/{}", group_name(s.seq))));
@@ -287,6 +288,7 @@ Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const Set
     CKPT_TRY(w.attr<uint32_t>(id, "restart_count", s.restart_count));
     CKPT_TRY(w.attr(id, "folder", s.folder()));
     CKPT_TRY(w.attr(id, "failure", s.failure));
+    if (version >= 3) CKPT_TRY(w.attr(id, "step_command", s.step_command));
 
     std::vector<MemberRow> members;
     std::vector<FileRow> files;
@@ -303,7 +305,7 @@ Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const Set
 }
 
 Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets,
-                           const std::string& name) {
+                           const std::string& name, uint32_t version) {
     std::string where = fmt::format("set {}: ", name);
     auto g = CKPT_TRY(check(H5Gopen2(sets, name.c_str(), H5P_DEFAULT), path,
                             fmt::format("open group /sets/{}", name)));
@@ -327,6 +329,7 @@ Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets,
     s.expected_members = CKPT_TRY(r.attr<uint32_t>(id, "member_count", where));
     s.restart_count = CKPT_TRY(r.attr<uint32_t>(id, "restart_count", where));
     s.failure = CKPT_TRY(r.str(id, "failure", where));
+    if (version >= 3) s.step_command = CKPT_TRY(r.str(id, "step_command", where));
     uint64_t bytes = CKPT_TRY(r.attr<uint64_t>(id, "bytes", where));
 
     Hid mt = member_type(), ft = file_row_type();
@@ -462,7 +465,7 @@ Result<Index> read_index(const std::string& path) {
         H5Lget_name_by_idx(sets.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(),
                            H5P_DEFAULT);
         name.resize(static_cast<size_t>(len));
-        idx.sets.push_back(CKPT_TRY(read_set(r, path, sets.get(), name)));
+        idx.sets.push_back(CKPT_TRY(read_set(r, path, sets.get(), name, idx.format_version)));
     }
     std::sort(idx.sets.begin(), idx.sets.end(),
               [](const SetRecord& a, const SetRecord& b) { return a.seq < b.seq; });
@@ -509,7 +512,7 @@ Result<void> write_index_file(const std::string& path, const Index& idx, uint32_
         CKPT_TRY(w.attr<uint64_t>(root, "current_set", cur ? cur->seq : 0));
         auto sets = CKPT_TRY(check(H5Gcreate2(root, "sets", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
                                    path, "create group /sets"));
-        for (const SetRecord& s : idx.sets) CKPT_TRY(write_set(w, path, sets.get(), s));
+        for (const SetRecord& s : idx.sets) CKPT_TRY(write_set(w, path, sets.get(), s, version));
         return ok();
     };
     Result<void> written = contents();

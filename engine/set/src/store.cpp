@@ -38,6 +38,7 @@ image::SetManifest to_manifest(const SetRecord& s, const JobInfo& job) {
     m.set_restart_count(s.restart_count);
     m.set_trigger(std::string(to_string(s.trigger)));
     m.set_step_id(s.step_id);
+    m.set_step_command(s.step_command);
     m.set_start_ns(s.start_ns);
     m.set_end_ns(s.end_ns);
     m.set_expected_members(s.expected_members);
@@ -90,6 +91,7 @@ Result<SetRecord> from_manifest(const image::SetManifest& m) {
     s.start_ns = m.start_ns();
     s.end_ns = m.end_ns();
     s.step_id = m.step_id();
+    s.step_command = m.step_command();
     s.node_count = m.node_count();
     s.expected_members = m.expected_members();
     s.restart_count = m.restart_count();
@@ -477,6 +479,7 @@ Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {
     s.trigger = opts.trigger;
     s.start_ns = fsutil::now_ns();
     s.step_id = opts.step_id;
+    s.step_command = opts.step_command;
     s.node_count = opts.node_count;
     s.expected_members = opts.expected_members;
     s.restart_count = restart_count_;

@@ -28,6 +28,12 @@ std::string environment_to_save(const std::vector<std::string>& env);
 // whoever submits with it must put them into the file (checked on Slurm 22.05).
 std::string option_variable(std::string_view option);
 
+// What an srun step runs, as recorded with its sets and its "finished" record: XXH3-64 (hex)
+// of its argv, each word ended by a NUL. A script re-run after a requeue may number its
+// steps differently (a step skipped by a test in the script, concurrent sruns), so a restart
+// matches a step to its sets by this as well as by step id.
+std::string step_command(const std::vector<std::string>& argv);
+
 // A job's incarnation: a random id spank_ckpt.so gives a job when it is submitted (job
 // control variable CKPT_JOB_INCARNATION, which sbatch also puts into the job's environment
 // as SLURM_SPANK_CKPT_JOB_INCARNATION). Slurm keeps a job's environment across requeues; a

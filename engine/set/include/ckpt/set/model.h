@@ -15,7 +15,7 @@ namespace ckpt::set {
 
 // The index schema version this build writes; it also reads version 1 (without the job's
 // environment, incarnation and saved-file checksums).
-inline constexpr uint32_t kIndexFormatVersion = 2;
+inline constexpr uint32_t kIndexFormatVersion = 3;
 inline constexpr uint32_t kOldestIndexFormatVersion = 1;
 
 enum class SetState { Writing, Committed, Failed };
@@ -69,6 +69,9 @@ struct SetRecord {
     uint64_t start_ns = 0;
     uint64_t end_ns = 0;
     uint32_t step_id = 0;
+    // What the step runs (a hash of its argv, format 3; "" if unknown): a re-run script may
+    // number its steps differently, so a restart matches steps by it.
+    std::string step_command;
     uint32_t node_count = 0;
     uint32_t expected_members = 0;
     uint32_t restart_count = 0;  // the run that wrote it (fencing)

@@ -6,7 +6,7 @@
 // A writer (the agent) uses it like this:
 //
 //   auto store = JobStore::open_writer(root, job, restart_count);   // claims the job
-//   uint64_t seq = store->begin_set({Trigger::Interval, step, nodes, members});
+//   uint64_t seq = store->begin_set({Trigger::Interval, step, nodes, members, {}});
 //   for each member: dump into store->member_dir(seq, id), fsync, then
 //       store->add_member(seq, {id, node, dir, scan_member_files(dir)});
 //   store->commit_set(seq);          // or fail_set(seq, why)
@@ -38,6 +38,7 @@ struct SetOptions {
     uint32_t step_id = 0;
     uint32_t node_count = 1;
     uint32_t expected_members = 1;  // the set commits only when this many reported
+    std::string step_command;       // see SetRecord
 };
 
 struct MemberReport {
