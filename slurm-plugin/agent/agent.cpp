@@ -288,10 +288,7 @@ private:
     // settle the other step's set in flight) and its step runs without checkpoints. The
     // batch step takes no part: its agent never dumps while the script runs srun.
     Result<bool> take_steps_lock() {
-        if (::mkdir(job_dir_.c_str(), 0700) == 0 && ::chown(job_dir_.c_str(), cfg_.uid, cfg_.gid) != 0)
-            return sys_error("chown {}", job_dir_);
-        UniqueFd job_fd = CKPT_TRY(open_folder(job_dir_, cfg_.uid));
-        UniqueFd agents = CKPT_TRY(open_agents_dir(job_fd.get(), job_dir_, cfg_.uid, cfg_.gid));
+        UniqueFd agents = CKPT_TRY(make_agents_folder(job_dir_, cfg_.uid, cfg_.gid));
         UniqueFd fd(::openat(agents.get(), kStepsLock,
                              O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!fd) return sys_error("open {}/{}/{}", job_dir_, kAgentsDir, kStepsLock);
@@ -652,6 +649,13 @@ Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t u
     return open_folder(job_dir + "/" + kAgentsDir, uid);
 }
 
+Result<UniqueFd> make_agents_folder(const std::string& job_dir, uid_t uid, gid_t gid) {
+    if (::mkdir(job_dir.c_str(), 0700) == 0 && ::chown(job_dir.c_str(), uid, gid) != 0)
+        return sys_error("chown {}", job_dir);
+    UniqueFd job_fd = CKPT_TRY(open_folder(job_dir, uid));
+    return open_agents_dir(job_fd.get(), job_dir, uid, gid);
+}
+
 void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid) {
     UniqueFd fd(::openat(agents_fd, name.c_str(),
                          O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
@@ -671,10 +675,7 @@ int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t
     auto r = [&]() -> Result<void> {
         // The step may end before the lead agent created the job's folder: the record must
         // exist anyway, for a set taken later in the job.
-        if (::mkdir(dir.c_str(), 0700) == 0 && ::chown(dir.c_str(), uid, gid) != 0)
-            return sys_error("chown {}", dir);
-        UniqueFd job_fd = CKPT_TRY(open_folder(dir, uid));
-        UniqueFd agents = CKPT_TRY(open_agents_dir(job_fd.get(), dir, uid, gid));
+        UniqueFd agents = CKPT_TRY(make_agents_folder(dir, uid, gid));
         timespec ts;
         ::clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;

@@ -76,6 +76,9 @@ int run_relay(const RelayConfig& cfg);
 
 // <jobdir>/agents, created for the job's user if missing.
 Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t uid, gid_t gid);
+// <jobdir>/agents, with <jobdir> created for the job's user first if missing (an srun step's
+// agent or its finished record may come before the lead agent created the job's store).
+Result<UniqueFd> make_agents_folder(const std::string& job_dir, uid_t uid, gid_t gid);
 // From then on the process's stdout and stderr append to agents/<name> (a plain file of the
 // user's or root's; anything else is left alone).
 void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid);

@@ -176,10 +176,7 @@ private:
     }
     void open_log_once() {
         if (log_open_) return;
-        std::string dir = fmt::format("{}/{}", cfg_.root, cfg_.job);
-        auto job_fd = open_folder(dir, cfg_.uid);
-        if (!job_fd) return;
-        auto agents = open_agents_dir(job_fd->get(), dir, cfg_.uid, cfg_.gid);
+        auto agents = make_agents_folder(fmt::format("{}/{}", cfg_.root, cfg_.job), cfg_.uid, cfg_.gid);
         if (!agents) return;
         open_log(agents->get(), fmt::format("step-{}.node-0.log", step_name(kBatchStep)), cfg_.uid,
                  cfg_.gid);
