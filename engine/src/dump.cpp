@@ -97,9 +97,9 @@ Result<uint64_t> trap_site_address(pid_t pid) {
 
 // Records one process and writes its images but the page map, whose page data is copied
 // later for the whole tree at once (into plan and pm).
-Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const PipeEnds& pipes,
-                          Descriptions& descs, FileRegistry& files, const DumpExclusions& ex, image::PageMap* pm,
-                          PagePlan* plan) {
+Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, const FrozenProcess& p,
+                          const PipeEnds& pipes, Descriptions& descs, FileRegistry& files, const DumpExclusions& ex,
+                          image::PageMap* pm, PagePlan* plan) {
     image::TaskCore core;
     core.set_pid(p.pid);
     core.set_exit_signal(p.stat.exit_signal);
@@ -146,15 +146,57 @@ Result<void> dump_process(const DumpOptions& opts, const FrozenProcess& p, const
     CKPT_TRY(dump_pending(p.pid, &core));
     CKPT_TRY(dump_seccomp(p, &core));
 
-    CKPT_TRY(dump_memory(p.pid, brk, files, ex, opts.image_dir, &mm, pm, plan));
+    CKPT_TRY(dump_memory(p.pid, brk, files, ex, dir, &mm, pm, plan));
     image::FdTable fds;
     CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, opts.external_stdio, &fds));
 
     std::string suffix = "-" + std::to_string(p.pid) + ".img";
-    const std::string& d = opts.image_dir;
-    CKPT_TRY(image::write_image(d + "/core" + suffix, image::Kind::Core, core));
-    CKPT_TRY(image::write_image(d + "/mm" + suffix, image::Kind::Mm, mm));
-    CKPT_TRY(image::write_image(d + "/fds" + suffix, image::Kind::Fds, fds));
+    CKPT_TRY(image::write_image(dir, "core" + suffix, image::Kind::Core, core));
+    CKPT_TRY(image::write_image(dir, "mm" + suffix, image::Kind::Mm, mm));
+    CKPT_TRY(image::write_image(dir, "fds" + suffix, image::Kind::Fds, fds));
+    return ok();
+}
+
+// A dump by an engine that is not root takes only processes its user could trace without
+// privilege: it may hold CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE (ambient, as the user),
+// which would let it copy a root or setuid process of the user's tree (a `su` child) into
+// the user's folder. Checked on the frozen tree, so nothing can change, and before anything
+// else is read from it or injected into it.
+Result<void> check_own_processes(const FrozenTree& tree) {
+    const uid_t uid = geteuid();
+    const gid_t gid = getegid();
+    if (uid == 0) return ok();
+    for (const auto& p : tree.processes) {
+        if (p.zombie) continue;  // nothing is read from a zombie but its exit status
+        for (pid_t tid : p.threads) {
+            std::string who = tid == p.pid ? fmt::format("pid {}", p.pid) : fmt::format("pid {} (thread {})", p.pid, tid);
+            ProcStatus s = CKPT_TRY_CTX(read_status(p.pid, tid), "{}", who);
+            for (uint32_t u : s.uid)
+                if (u != uid)
+                    return error_code(EPERM, "{} runs as uid {} (the dump runs as uid {} and takes only that user's processes)",
+                                      who, u, uid);
+            for (uint32_t g : s.gid)
+                if (g != gid)
+                    return error_code(EPERM, "{} runs as gid {} (the dump runs as gid {} and takes only that group's processes)",
+                                      who, g, gid);
+            if (s.cap_prm || s.cap_eff || s.cap_inh || s.cap_amb)
+                return error_code(EPERM,
+                                  "{} holds capabilities (permitted {:#x}, effective {:#x}, inheritable {:#x}, ambient "
+                                  "{:#x}; the dump runs as uid {} and takes only processes without any)",
+                                  who, s.cap_prm, s.cap_eff, s.cap_inh, s.cap_amb, uid);
+            // The kernel gives the /proc files of a process that is not dumpable to root
+            // (task_dump_owner): its owner says so without running anything inside it.
+            std::string status = proc_task_path(p.pid, tid, "status");
+            struct stat st;
+            if (stat(status.c_str(), &st) != 0) return sys_error("stat {}", status);
+            if (st.st_uid != uid)
+                return error_code(EPERM,
+                                  "{} is not dumpable (it changed identity or cleared PR_SET_DUMPABLE; its /proc "
+                                  "files belong to uid {}): the dump runs as uid {} and takes only what that user "
+                                  "may trace",
+                                  who, st.st_uid, uid);
+        }
+    }
     return ok();
 }
 
@@ -167,20 +209,23 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     if (kill(opts.root, 0) != 0) return sys_error("pid {}", opts.root);
     if (opts.root == getpid()) return error_code(EINVAL, "pid {}: the engine cannot dump itself", opts.root);
     if (mkdir(opts.image_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir {}", opts.image_dir);
+    // Opened once: every file of the dump is created through it (image::ImageDir::create).
+    auto dir = CKPT_TRY(image::ImageDir::open(opts.image_dir));
     // A stale inventory must not make an unfinished dump look complete.
-    unlink((opts.image_dir + "/inventory.img").c_str());
+    CKPT_TRY(dir.remove("inventory.img"));
 
     auto root_stat = CKPT_TRY(read_stat(opts.root));
     if (root_stat.state == 'Z') return error_code(ESRCH, "pid {} is a zombie: nothing to dump", opts.root);
     FrozenTree tree;
     auto t0 = now_ns();
     CKPT_TRY(tree.freeze(opts.root));
+    CKPT_TRY(check_own_processes(tree));
 
     DumpExclusions ex;
     ex.memory = opts.exclude_memory;
     ex.threads = opts.exclude_threads;
     ex.fds = opts.exclude_fds;
-    FileRegistry files(opts.image_dir, opts.save_files_under);
+    FileRegistry files(dir, opts.save_files_under);
     PipeEnds pipes;
     Descriptions descs;
     image::Inventory inv;
@@ -220,17 +265,18 @@ Result<DumpStats> dump(const DumpOptions& opts) {
             inv.set_owner_uid(p.status.uid[0]);
             inv.set_owner_gid(p.status.gid[0]);
         }
-        CKPT_TRY(dump_process(opts, p, pipes, descs, files, ex, &pagemaps.emplace_back(), &plans.emplace_back()));
+        CKPT_TRY(
+            dump_process(opts, dir, p, pipes, descs, files, ex, &pagemaps.emplace_back(), &plans.emplace_back()));
     }
     // Page data of every process at once, then the page maps that describe it.
     CKPT_TRY(write_page_data(plans));
     for (const auto& plan : plans) {
-        CKPT_TRY(image::write_image(opts.image_dir + "/pagemap-" + std::to_string(plan.pid) + ".img",
-                                    image::Kind::PageMap, *plan.pm));
+        CKPT_TRY(image::write_image(dir, "pagemap-" + std::to_string(plan.pid) + ".img", image::Kind::PageMap,
+                                    *plan.pm));
         pages_written += plan.total;
     }
-    CKPT_TRY(image::write_image(opts.image_dir + "/files.img", image::Kind::Files, files.table()));
-    CKPT_TRY(image::write_image(opts.image_dir + "/inventory.img", image::Kind::Inventory, inv));
+    CKPT_TRY(image::write_image(dir, "files.img", image::Kind::Files, files.table()));
+    CKPT_TRY(image::write_image(dir, "inventory.img", image::Kind::Inventory, inv));
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
                    (now_ns() - t0) / 1e6);
 

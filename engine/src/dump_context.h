@@ -12,6 +12,7 @@
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
+#include "ckpt/image/image_file.h"
 #include "files.pb.h"
 #include "proc.h"
 
@@ -25,18 +26,18 @@ inline std::shared_ptr<spdlog::logger> logger() {
 // Files referred to by mappings, fds and links, each recorded once per dump.
 class FileRegistry {
 public:
-    FileRegistry(std::string image_dir, std::vector<std::string> save_whole_under = {})
-        : dir_(std::move(image_dir)), save_whole_under_(std::move(save_whole_under)) {}
+    // Saved copies are created in dir, which must outlive the registry.
+    FileRegistry(const image::ImageDir& dir, std::vector<std::string> save_whole_under = {})
+        : dir_(dir), save_whole_under_(std::move(save_whole_under)) {}
     // Registers the file open at fd_path (a /proc/PID/map_files or /proc/PID/fd link);
     // path is what the kernel reports for it. Returns its id.
     Result<uint32_t> add(const std::string& fd_path, const std::string& path);
     image::FileTable& table() { return table_; }
-    const std::string& dir() const { return dir_; }
 
 private:
     bool saved_whole(const std::string& path) const;
 
-    std::string dir_;
+    const image::ImageDir& dir_;
     std::vector<std::string> save_whole_under_;  // folders whose files are saved whole
     image::FileTable table_;
     std::map<std::pair<uint64_t, uint64_t>, uint32_t> by_inode_;  // (dev, ino) -> id

@@ -119,7 +119,7 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
         e->set_memfd(memfd || anon_shmem);
         auto from = CKPT_TRY(open_file(fd_path, O_RDONLY));
         std::string name = "file-" + std::to_string(id) + ".data";
-        auto to = CKPT_TRY(open_file(dir_ + "/" + name, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+        auto to = CKPT_TRY(dir_.create(name));
         uint64_t sum = 0;
         CKPT_TRY_CTX(copy_sparse(from.get(), to.get(), static_cast<uint64_t>(st.st_size), &sum), "saving {}", path);
         e->set_content_file(name);
@@ -161,6 +161,8 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
         // an unlinked file beside the original path otherwise; a memfd named after the file
         // when that folder is gone or closed to the restoring user (a batch system's
         // per-job folder, deleted when the job ended or on another node).
+        // The saved copy first: a name the image records is checked before anything is made.
+        auto from = CKPT_TRY(image::open_recorded_data(image_dir, "files.img", e.content_file(), e.size()));
         UniqueFd fd;
         bool in_memfd = e.memfd();
         if (!in_memfd) {
@@ -176,7 +178,6 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
             fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC));
             if (!fd) return sys_error("memfd_create for {}", e.path());
         }
-        auto from = CKPT_TRY(open_file(image_dir + "/" + e.content_file(), O_RDONLY));
         uint64_t sum = 0;
         CKPT_TRY_CTX(copy_sparse(from.get(), fd.get(), e.size(), &sum), "restoring content of {}", e.path());
         if (sum != e.content_xxh3())

@@ -217,7 +217,7 @@ bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
 }  // namespace
 
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
-                         const std::string& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan) {
+                         const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan) {
     auto maps = CKPT_TRY(read_maps(pid));
     auto smaps = CKPT_TRY(read_smaps(pid));
     auto st = CKPT_TRY(read_stat(pid));
@@ -315,7 +315,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     pm->set_pages_bytes(file_off);
     pm->set_block_size(kPageBlock);
     pm->set_page_size(kPage);
-    *plan = PagePlan{pid, dir + "/" + pages_name, file_off, std::move(copies), pm};
+    *plan = PagePlan{pid, &dir, pages_name, dir.path() + "/" + pages_name, file_off, std::move(copies), pm};
     return ok();
 }
 
@@ -325,7 +325,7 @@ Result<void> write_page_data(std::vector<PagePlan>& plans) {
     std::vector<std::vector<uint64_t>> sums(plans.size());
     for (size_t i = 0; i < plans.size(); ++i) {
         const PagePlan& p = plans[i];
-        fds.push_back(CKPT_TRY(open_file(p.path, O_WRONLY | O_CREAT | O_TRUNC, 0600)));
+        fds.push_back(CKPT_TRY(p.dir->create(p.name)));
         if (p.total && ftruncate(fds.back().get(), static_cast<off_t>(p.total)) != 0)
             return sys_error("ftruncate {}", p.path);
         size_t blocks = static_cast<size_t>((p.total + kPageBlock - 1) / kPageBlock);
@@ -376,12 +376,10 @@ public:
     ~MappedPages() {
         if (data_) munmap(const_cast<char*>(data_), size_);
     }
-    Result<void> map(const std::string& path, uint64_t size) {
-        auto fd = CKPT_TRY(open_file(path, O_RDONLY));
-        struct stat sb;
-        if (fstat(fd.get(), &sb) != 0) return sys_error("fstat {}", path);
-        if (static_cast<uint64_t>(sb.st_size) != size)
-            return error_code(EINVAL, "{}: {} bytes, expected {} (truncated image?)", path, sb.st_size, size);
+    // The pages file that image (in dir) records, of the size it records.
+    Result<void> map(const std::string& dir, const std::string& image, const std::string& name, uint64_t size) {
+        auto fd = CKPT_TRY(image::open_recorded_data(dir, image, name, size));
+        const std::string path = dir + "/" + name;
         if (size == 0) return ok();
         void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd.get(), 0);
         if (p == MAP_FAILED) return sys_error("mmap {}", path);
@@ -401,7 +399,7 @@ Result<void> fill_pages(RestoreTask& t) {
     const image::MmCore& mm = t.mm;
     std::string path = t.image_dir + "/" + pm.pages_file();
     MappedPages pages;
-    CKPT_TRY(pages.map(path, pm.pages_bytes()));
+    CKPT_TRY(pages.map(t.image_dir, "pagemap-" + std::to_string(t.pid) + ".img", pm.pages_file(), pm.pages_bytes()));
     const char* data = pages.data();
 
     uint64_t bs = pm.block_size();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ckpt/base/result.h"
+#include "ckpt/image/image_file.h"
 #include "dump_context.h"
 #include "mm.pb.h"
 
@@ -25,16 +26,18 @@ struct PageCopy {
 // The page data of one process: recorded, not yet copied.
 struct PagePlan {
     pid_t pid = 0;
-    std::string path;  // the pages file
+    const image::ImageDir* dir = nullptr;  // where the pages file is created
+    std::string name;                       // the pages file, in dir
+    std::string path;                       // dir and name, for messages
     uint64_t total = 0;
     std::vector<PageCopy> copies;  // in file order
     image::PageMap* pm = nullptr;  // gets the block checksums
 };
 
 // Records the mappings of pid into mm and the runs of pages worth saving into pm, and plans
-// their copy to <dir>/pages-<pid>.img. brk is the process's current program break.
+// their copy to pages-<pid>.img in dir. brk is the process's current program break.
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
-                         const std::string& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan);
+                         const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan);
 
 // The process's PR_SET_THP_DISABLE setting, asked from inside it (/proc/PID/status shows
 // only whether THP is disabled entirely).

@@ -25,6 +25,15 @@ Negative kinds (the program only provides a tree to dump):
   other-version and other-arch (well-formed images, checksums valid, of format version 99 or
   recorded on aarch64: refused with a message that says so), unsupported-fd (run with
   fd_unsupported: the dump fails naming "unsupported" and the fd, the tree runs on).
+Image folders written by their user (every file may be forged, at any moment):
+  image-fifo, image-devzero, image-symlink (every file of a dump in turn replaced by a FIFO,
+  a link to /dev/zero, a link to a valid copy of itself elsewhere: restore and show refuse it
+  by name within seconds), dump-symlinks (links planted at every name a dump writes, to a
+  canary file and to /proc/PID/mem of a canary process: neither is touched, the tree runs
+  on), pages-outside (a page map or file table naming a file outside the folder: refused),
+  dump-foreign-process (an engine run as nobody with CAP_SYS_PTRACE and
+  CAP_CHECKPOINT_RESTORE refuses a tree with a root child, naming it, and dumps an all-nobody
+  tree).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -45,6 +54,8 @@ import time
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 30.0
 ENGINE_TIMEOUT = 120.0
+REFUSAL_TIMEOUT = 20.0  # a forged image is refused at once: a hang is a failure
+NOBODY = 65534
 VERDICT_TIMEOUT = 60.0
 GONE_TIMEOUT = 30.0
 
@@ -210,7 +221,11 @@ class Run:
             for target, fd in extra.items():
                 os.dup2(fd, target)
             os.closerange(3 + len(extra), 1 << 16)
-            if self.args.user == "nobody":
+            if getattr(self, "exec_as", None) == NOBODY:  # entirely nobody's
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+            elif self.args.user == "nobody":
                 os.setgroups([65534, 100])
                 os.setresgid(65534, 65533, 65533)  # exec copies effective to saved
                 os.setresuid(65534, 65533, 65533)
@@ -236,13 +251,16 @@ class Run:
         self.pids = tree_pids(self.root)
         self.started.update(self.pids)
 
-    def engine(self, *argv, check=True, wait=True, stdout=None, keep_fd=None):
+    def engine(self, *argv, check=True, wait=True, stdout=None, keep_fd=None, timeout=ENGINE_TIMEOUT,
+               prefix=()):
         """Runs ckpt-engine; returns (exit code, stderr), or (pid, stderr file) if not wait.
+
+        prefix is a command that runs the engine (setpriv, to run it as another user).
 
         A --shell-job restore runs in a new session whose controlling terminal is a new pty
         (what a shell gives it); after a --detach restore that session leader stays alive,
         as a shell would, so the restored job keeps its terminal."""
-        cmd = [self.args.engine, *argv]
+        cmd = [*prefix, self.args.engine, *argv]
         with open(self.engine_log, "a") as log:
             log.write("$ " + " ".join(cmd) + "\n")
         err = open(self.engine_log + ".last", "w+")
@@ -291,9 +309,9 @@ class Run:
         if not wait:
             return pid, err
         if detached:
-            code = self.wait_for_file(status_file, ENGINE_TIMEOUT)
+            code = self.wait_for_file(status_file, timeout)
         else:
-            st = self.reaper.wait(pid, ENGINE_TIMEOUT)
+            st = self.reaper.wait(pid, timeout)
             code = None if st is None else exit_code(st)
         err.seek(0)
         stderr = err.read()
@@ -302,7 +320,7 @@ class Run:
             log.write(stderr)
             log.write(f"[exit {code}]\n")
         if code is None:
-            raise TestFailure(f"'{' '.join(argv[:1])}' did not finish in {ENGINE_TIMEOUT:.0f} s")
+            raise TestFailure(f"'{' '.join(argv[:1])}' did not finish in {timeout:.0f} s")
         if check and code != 0:
             line = stderr.strip().splitlines()[-1] if stderr.strip() else "(no message)"
             raise TestFailure(f"ckpt-engine {argv[0]} failed (exit {code}): {line}")
@@ -629,8 +647,8 @@ class Run:
         return "PASS"
 
     # ---- negative tests ----------------------------------------------------------------
-    def expect_failure(self, argv, must_name, what):
-        code, stderr = self.engine(*argv, check=False)
+    def expect_failure(self, argv, must_name, what, timeout=ENGINE_TIMEOUT, prefix=()):
+        code, stderr = self.engine(*argv, check=False, timeout=timeout, prefix=prefix)
         lines = [line for line in stderr.splitlines() if line.strip()]
         if code == 0:
             raise TestFailure(f"{what}: ckpt-engine {argv[0]} succeeded")
@@ -786,6 +804,241 @@ class Run:
         self.expect_tree_unharmed("a dump refused for an unsupported fd")
         return "PASS"
 
+    # ---- image folders written by their user -----------------------------------------
+    def replaced_copies(self, replace):
+        """Copies of the dump with each of its files in turn removed and replace(path, name)d."""
+        for name in sorted(os.listdir(self.images)):
+            copy = os.path.join(self.work, "replaced")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(self.images, copy, symlinks=True)
+            path = os.path.join(copy, name)
+            os.unlink(path)
+            replace(path, name)
+            yield name, copy
+
+    def refused_replaced_files(self, replace, what):
+        """Each file of a dump replaced in turn: restore refuses it by name, within seconds, and
+        leaves nothing; show refuses it too if it reads it, and never hangs."""
+        self.dumped_and_gone()
+        count = 0
+        for name, copy in self.replaced_copies(replace):
+            self.expect_failure(["restore", "-D", copy, "--detach"], name, f"{what} {name}",
+                                timeout=REFUSAL_TIMEOUT)
+            self.expect_nothing_restored(f"{what} {name}")
+            if name.endswith(".img") and not name.startswith("pages-"):  # what show decodes
+                self.expect_failure(["show", copy], name, f"show: {what} {name}", timeout=REFUSAL_TIMEOUT)
+            else:
+                self.engine("show", copy, check=False, timeout=REFUSAL_TIMEOUT)
+            count += 1
+        if count == 0:
+            raise TestFailure("dump wrote no file")
+        return f"PASS ({count} files)"
+
+    def neg_image_fifo(self):
+        # Before: restore and show blocked for ever opening the FIFO (inventory.img first).
+        return self.refused_replaced_files(lambda path, name: os.mkfifo(path), "FIFO as")
+
+    def neg_image_devzero(self):
+        # Before: read_file read /dev/zero without end, growing until memory ran out.
+        return self.refused_replaced_files(lambda path, name: os.symlink("/dev/zero", path),
+                                           "link to /dev/zero as")
+
+    def neg_image_symlink(self):
+        # Before: the link was followed and the restore succeeded from the copy.
+        elsewhere = os.path.join(self.work, "elsewhere")
+
+        def link_to_copy(path, name):
+            os.makedirs(elsewhere, exist_ok=True)
+            shutil.copy2(os.path.join(self.images, name), os.path.join(elsewhere, name))
+            os.symlink(os.path.join(elsewhere, name), path)
+
+        return self.refused_replaced_files(link_to_copy, "link to a valid copy as")
+
+    CANARY_PROCESS = r"""
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+# 4 MiB at address 0 (root may map there): an image written through /proc/PID/mem from
+# offset 0 lands in it.
+size = 4 << 20
+if libc.mmap(0, size, 3, 0x10 | 0x02 | 0x20, -1, 0) not in (0, None):
+    sys.exit("canary: cannot map address 0")
+mem = os.open("/proc/self/mem", os.O_RDWR)
+pattern = bytes(range(256)) * (size // 256)
+os.pwrite(mem, pattern, 0)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+open(sys.argv[1], "w").close()
+signal.sigwait([signal.SIGTERM])
+sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
+"""
+
+    def neg_dump_symlinks(self):
+        """Links planted at every name a dump writes: to a canary file outside the folder, and
+        to /proc/PID/mem of a canary process outside the tree. The dump succeeds or fails
+        cleanly, neither canary changes, the tree runs on.
+        Before: the first image opened with O_TRUNC through the link emptied the canary file
+        and wrote the image into it, and into the canary process's memory."""
+        self.start()
+        self.dump(leave_running=True)
+        names = sorted(os.listdir(self.images))
+        canary_file = os.path.join(self.work, "canary")
+        content = os.urandom(8192)
+        with open(canary_file, "wb") as f:
+            f.write(content)
+        ready = os.path.join(self.work, "canary.ready")
+        canary = subprocess.Popen([sys.executable, "-c", self.CANARY_PROCESS, ready])
+        self.started.add(canary.pid)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not os.path.exists(ready):
+            self.reaper.poll()
+            if canary.pid in self.reaper.status or time.monotonic() > deadline:
+                raise TestFailure("the canary process did not start")
+            time.sleep(0.02)
+        problems = []
+        for what, target in (("canary file", canary_file), ("canary process", f"/proc/{canary.pid}/mem")):
+            planted = os.path.join(self.work, "planted-" + what.split()[1])
+            os.makedirs(planted)
+            for name in names:
+                os.symlink(target, os.path.join(planted, name))
+            code, stderr = self.engine("dump", "-t", str(self.root), "-D", planted, "--leave-running",
+                                       check=False, timeout=REFUSAL_TIMEOUT)
+            lines = [line for line in stderr.splitlines() if line.strip()]
+            if code != 0 and len(lines) != 1:
+                problems.append(f"links to the {what}: the dump failed uncleanly: {stderr!r}")
+            if code == 0:
+                links = [n for n in os.listdir(planted) if not os.path.isfile(os.path.join(planted, n))
+                         or os.path.islink(os.path.join(planted, n))]
+                if links:
+                    problems.append(f"links to the {what}: the dump left {links} as they were")
+            with open(canary_file, "rb") as f:
+                if f.read() != content:
+                    problems.append(f"links to the {what}: the canary file changed")
+            if tree_pids(self.root) != self.pids:
+                problems.append(f"links to the {what}: the tree changed")
+        os.kill(canary.pid, signal.SIGTERM)
+        st = self.reaper.wait(canary.pid, VERDICT_TIMEOUT)
+        if st is None or exit_code(st) != 0:
+            problems.append(f"the canary process's memory changed ({describe_status(st)})")
+        if problems:
+            raise TestFailure("; ".join(problems))
+        self.expect_tree_unharmed("dumps into planted links")
+        return "PASS"
+
+    def neg_pages_outside(self):
+        """Images naming a file outside their folder (made by image_edit, checksums valid).
+        Before: the pages file was read from outside the folder and the restore succeeded; the
+        saved copy was read from outside (refused only by its checksum)."""
+        if not self.args.image_edit:
+            raise TestFailure("--image-edit is needed for this test")
+        self.dumped_and_gone()
+        names = sorted(os.listdir(self.images))
+        pages = [n for n in names if n.startswith("pages-")]
+        edits = [("pages-file", n.replace("pages-", "pagemap-"), "../outside-" + n) for n in pages]
+        edits.append(("content-file", "files.img", "../outside-content"))
+        for edit, image, outside in edits:
+            copy = os.path.join(self.work, "edited")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(self.images, copy)
+            if edit == "pages-file":  # a valid copy: only the name is wrong
+                shutil.copy2(os.path.join(self.images, image.replace("pagemap-", "pages-")),
+                             os.path.join(self.work, outside[3:]))
+            else:
+                with open(os.path.join(self.work, outside[3:]), "wb") as f:
+                    f.write(b"outside")
+            subprocess.run([self.args.image_edit, edit, os.path.join(copy, image), outside], check=True)
+            line = self.expect_failure(["restore", "-D", copy, "--detach"], image, f"{image} naming {outside}",
+                                       timeout=REFUSAL_TIMEOUT)
+            if f"names file '{outside}' outside its folder: refused" not in line:
+                raise TestFailure(f"{image} naming {outside}: not refused as outside the folder: {line}")
+            self.expect_nothing_restored(f"{image} naming {outside}")
+        return f"PASS ({len(edits)} images)"
+
+    def setpriv_nobody(self):
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            raise TestFailure("setpriv (util-linux) is needed for this test")
+        caps = "+checkpoint_restore,+sys_ptrace"
+        return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                f"--inh-caps={caps}", f"--ambient-caps={caps}"]
+
+    def spawn_mixed_tree(self):
+        """A tree whose root runs as nobody and whose child stays root: (root, child)."""
+        sleep = shutil.which("sleep")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                null = os.open("/dev/null", os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.closerange(3, 1 << 16)
+                if os.fork() == 0:
+                    os.execv(sleep, [sleep, "600"])
+                os.setgroups([])
+                os.setresgid(NOBODY, NOBODY, NOBODY)
+                os.setresuid(NOBODY, NOBODY, NOBODY)
+                os.execv(sleep, [sleep, "600"])
+            except BaseException:  # noqa: B902
+                pass
+            os._exit(127)
+        self.started.add(pid)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            pids = tree_pids(pid)
+            try:
+                ready = len(pids) == 2 and all(os.readlink(f"/proc/{p}/exe") == os.path.realpath(sleep)
+                                               for p in pids) and os.stat(f"/proc/{pid}").st_uid == NOBODY
+            except OSError:
+                ready = False
+            if ready:
+                break
+            if time.monotonic() > deadline:
+                raise TestFailure("the mixed tree did not start")
+            time.sleep(0.02)
+        self.started.update(pids)
+        return pid, [p for p in pids if p != pid][0]
+
+    def nobody_images(self, name):
+        images = os.path.join(self.work, name)
+        os.makedirs(images)
+        os.chown(images, NOBODY, NOBODY)
+        return images
+
+    def neg_dump_foreign_process(self):
+        """An engine run as nobody, holding CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE, refuses a
+        tree of nobody's with a child running as root (naming it; the tree runs on), and dumps
+        a tree entirely of nobody's (restored as root).
+        Before: it dumped the root child's memory and fds into nobody's folder."""
+        nobody = self.setpriv_nobody()
+        root, child = self.spawn_mixed_tree()
+        mixed = [root, child]
+        line = self.expect_failure(["dump", "-t", str(root), "-D", self.nobody_images("mixed")], f"pid {child}",
+                                   "dump as nobody of a tree with a root child", timeout=REFUSAL_TIMEOUT,
+                                   prefix=nobody)
+        if "uid 0" not in line:
+            raise TestFailure(f"the refusal does not say the child runs as uid 0: {line}")
+        time.sleep(0.2)
+        for p in mixed:
+            st = proc_state(p)
+            if st is None or st[1] != 0 or st[0] not in "SR":
+                raise TestFailure(f"after the refused dump: pid {p} is {st and st[0]}, traced by {st and st[1]}")
+        if tree_pids(root) != sorted(mixed):
+            raise TestFailure(f"after the refused dump the tree is {tree_pids(root)}, not {sorted(mixed)}")
+        self.kill_pids(mixed)
+        self.wait_gone(mixed)
+
+        # The program, entirely nobody's (all uids and gids, no groups), dumped by nobody.
+        os.chmod(self.work, 0o777)
+        self.exec_as = NOBODY
+        self.start()
+        self.images = self.nobody_images("images-nobody")
+        self.engine("dump", "-t", str(self.root), "-D", self.images, prefix=nobody)
+        self.wait_gone(self.pids)
+        self.restore()
+        self.check_verdict(what="after the dump as nobody and restore")
+        return "PASS"
+
     def neg_dump_enospc(self):
         """A dump that fails half way, with the tree frozen: its images fill a 16 KiB tmpfs."""
         self.start()
@@ -810,7 +1063,9 @@ def main():
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed", "other-version",
-                                           "other-arch", "unsupported-fd"])
+                                           "other-arch", "unsupported-fd", "image-fifo",
+                                           "image-devzero", "image-symlink", "dump-symlinks",
+                                           "pages-outside", "dump-foreign-process"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")

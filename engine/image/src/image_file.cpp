@@ -1,6 +1,7 @@
 #include "ckpt/image/image_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -44,9 +45,69 @@ const char* kind_name(Kind k) {
 
 uint64_t checksum(const void* p, size_t n) { return XXH3_64bits(p, n); }
 
-Result<ImageWriter> ImageWriter::create(const std::string& path, Kind kind) {
-    auto fd = CKPT_TRY(open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-    ImageWriter w(path, std::move(fd));
+Result<ImageDir> ImageDir::open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return sys_error("image directory {}", path);
+    return ImageDir(path, UniqueFd(fd));
+}
+
+Result<UniqueFd> ImageDir::create(const std::string& name) const {
+    const std::string path = path_ + "/" + name;
+    CKPT_TRY(check_plain_name(path_, name));
+    if (::unlinkat(fd_.get(), name.c_str(), 0) != 0 && errno != ENOENT) return sys_error("unlink {}", path);
+    int fd = ::openat(fd_.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return sys_error("create {} (something took the name again once it was removed: refused)", path);
+        return sys_error("create {}", path);
+    }
+    return UniqueFd(fd);
+}
+
+Result<void> ImageDir::remove(const std::string& name) const {
+    CKPT_TRY(check_plain_name(path_, name));
+    if (::unlinkat(fd_.get(), name.c_str(), 0) != 0 && errno != ENOENT)
+        return sys_error("unlink {}/{}", path_, name);
+    return ok();
+}
+
+Result<ImageFileFd> open_image_file(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ELOOP)
+            return error_code(ELOOP, "{}: not a regular file (a symbolic link; image folders hold only regular files): refused",
+                              path);
+        return sys_error("open {}", path);
+    }
+    ImageFileFd f{UniqueFd(fd), 0};
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return sys_error("fstat {}", path);
+    if (!S_ISREG(st.st_mode))
+        return error_code(EINVAL, "{}: not a regular file (image folders hold only regular files): refused", path);
+    f.size = static_cast<uint64_t>(st.st_size);
+    return f;
+}
+
+Result<void> check_plain_name(std::string_view image, std::string_view name) {
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string_view::npos ||
+        name.find('\0') != std::string_view::npos)
+        return error_code(EINVAL, "{}: names file '{}' outside its folder: refused", image, name);
+    return ok();
+}
+
+Result<UniqueFd> open_recorded_data(const std::string& dir, std::string_view image, const std::string& name,
+                                    uint64_t size) {
+    CKPT_TRY(check_plain_name(fmt::format("{}/{}", dir, image), name));
+    const std::string path = dir + "/" + name;
+    auto f = CKPT_TRY(open_image_file(path));
+    if (f.size != size)
+        return error_code(EINVAL, "{}: {} bytes, expected {} (truncated image?)", path, f.size, size);
+    return std::move(f.fd);
+}
+
+Result<ImageWriter> ImageWriter::create(const ImageDir& dir, const std::string& name, Kind kind) {
+    auto fd = CKPT_TRY(dir.create(name));
+    ImageWriter w(dir.path() + "/" + name, std::move(fd));
     Header h{};
     std::memcpy(h.magic, kMagic, sizeof kMagic);
     h.kind = static_cast<uint32_t>(kind);
@@ -85,7 +146,13 @@ Result<void> ImageWriter::finish(bool sync) {
 Result<ImageReader> ImageReader::open(const std::string& path, Kind kind) {
     ImageReader r;
     r.path_ = path;
-    r.data_ = CKPT_TRY(read_file(path));
+    auto f = CKPT_TRY(open_image_file(path));
+    if (f.size > kMaxImageBytes)
+        return error_code(EFBIG, "{}: {} bytes, more than an image may hold ({} MiB): refused", path, f.size,
+                          kMaxImageBytes >> 20);
+    // No further than the size fstat gave: a file that grows meanwhile is not read on.
+    r.data_.resize(f.size);
+    CKPT_TRY_CTX(read_exact(f.fd.get(), r.data_.data(), r.data_.size()), "{}", path);
     const std::string& d = r.data_;
     if (d.size() < sizeof(Header) + sizeof(Trailer))
         return error_code(EINVAL, "{}: truncated image ({} bytes)", path, d.size());
@@ -128,11 +195,18 @@ Result<void> ImageReader::parse(size_t index, google::protobuf::MessageLite* msg
     return ok();
 }
 
-Result<void> write_image(const std::string& path, Kind kind, const google::protobuf::MessageLite& msg,
-                         bool sync) {
-    auto w = CKPT_TRY(ImageWriter::create(path, kind));
+Result<void> write_image(const ImageDir& dir, const std::string& name, Kind kind,
+                         const google::protobuf::MessageLite& msg, bool sync) {
+    auto w = CKPT_TRY(ImageWriter::create(dir, name, kind));
     CKPT_TRY(w.add(msg));
     return w.finish(sync);
+}
+
+Result<void> write_image(const std::string& path, Kind kind, const google::protobuf::MessageLite& msg,
+                         bool sync) {
+    size_t slash = path.rfind('/');
+    auto dir = CKPT_TRY(ImageDir::open(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash)));
+    return write_image(dir, slash == std::string::npos ? path : path.substr(slash + 1), kind, msg, sync);
 }
 
 Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg) {

@@ -3,6 +3,9 @@
 //
 //   image_edit version FILE N     set the format version in FILE's header, reseal the checksum
 //   image_edit arch INVENTORY N   set the architecture recorded in an inventory image
+//   image_edit pages-file PAGEMAP NAME      set the pages file a page map names
+//   image_edit content-file FILES NAME      make the first file of a file table a saved copy
+//                                           (deleted) kept in NAME
 #include <fcntl.h>
 
 #include <cstdint>
@@ -13,7 +16,9 @@
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/image/image_file.h"
+#include "files.pb.h"
 #include "inventory.pb.h"
+#include "mm.pb.h"
 
 namespace {
 
@@ -37,14 +42,41 @@ ckpt::Result<void> set_arch(const std::string& path, int arch) {
     return ckpt::image::write_image(path, ckpt::image::Kind::Inventory, inv);
 }
 
+ckpt::Result<void> set_pages_file(const std::string& path, const std::string& name) {
+    ckpt::image::PageMap pm;
+    CKPT_TRY(ckpt::image::read_image(path, ckpt::image::Kind::PageMap, &pm));
+    pm.set_pages_file(name);
+    return ckpt::image::write_image(path, ckpt::image::Kind::PageMap, pm);
+}
+
+ckpt::Result<void> set_content_file(const std::string& path, const std::string& name) {
+    ckpt::image::FileTable t;
+    CKPT_TRY(ckpt::image::read_image(path, ckpt::image::Kind::Files, &t));
+    if (t.files_size() == 0) return ckpt::error("{}: no file to edit", path);
+    auto* e = t.mutable_files(0);
+    e->set_deleted(true);
+    e->set_content_file(name);
+    return ckpt::image::write_image(path, ckpt::image::Kind::Files, t);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc != 4) {
-        std::fprintf(stderr, "usage: image_edit version FILE N | arch INVENTORY N\n");
+        std::fprintf(stderr,
+                     "usage: image_edit version FILE N | arch INVENTORY N | pages-file PAGEMAP NAME | "
+                     "content-file FILES NAME\n");
         return 2;
     }
     std::string what = argv[1], path = argv[2];
+    if (what == "pages-file" || what == "content-file") {
+        auto r = what == "pages-file" ? set_pages_file(path, argv[3]) : set_content_file(path, argv[3]);
+        if (!r) {
+            std::fprintf(stderr, "image_edit: %s\n", r.error().message().c_str());
+            return 1;
+        }
+        return 0;
+    }
     auto value = ckpt::parse_uint(argv[3]);
     if (!value) {
         std::fprintf(stderr, "image_edit: %s\n", value.error().message().c_str());

@@ -5,12 +5,18 @@
 // A reader checks all of it before handing out a single message: a truncated file, a
 // flipped byte, an image of another kind or of a format version it does not know is
 // refused with a message that says which.
+//
+// Everything in an image folder may have been written by its user, at any moment, checksums
+// included. So files are written there only as fresh files created through the folder's fd
+// (ImageDir), and read only when they are regular files reached without following a link,
+// opened without blocking and read no further than their size (open_image_file).
 #pragma once
 
 #include <google/protobuf/message_lite.h>
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckpt/base/fd.h"
@@ -32,9 +38,50 @@ enum class Kind : uint32_t {
 };
 const char* kind_name(Kind k);
 
+// The largest protobuf image a reader accepts (a forged size must not exhaust memory).
+inline constexpr uint64_t kMaxImageBytes = 1ull << 30;
+
+// An image folder opened once for writing: every file is created in it through its fd.
+class ImageDir {
+public:
+    // Opens an existing folder (O_DIRECTORY). Its path may traverse symbolic links: where the
+    // folder is, is the caller's choice; what is inside it is not.
+    static Result<ImageDir> open(const std::string& path);
+    const std::string& path() const { return path_; }
+    // Creates name (a plain name) as a fresh file, write-only, mode 0600: whatever is there
+    // is removed first (a planted symbolic link itself, never its target), then the name is
+    // created with O_EXCL|O_NOFOLLOW. An existing file is never opened for writing.
+    Result<UniqueFd> create(const std::string& name) const;
+    // Removes name if it is there.
+    Result<void> remove(const std::string& name) const;
+
+private:
+    ImageDir(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
+    std::string path_;
+    UniqueFd fd_;
+};
+
+// A file of an image folder opened for reading: a regular file, of size bytes.
+struct ImageFileFd {
+    UniqueFd fd;
+    uint64_t size = 0;
+};
+// Opens path (its last component not followed if a link) with O_NONBLOCK, so that a FIFO
+// cannot block, and refuses anything but a regular file.
+Result<ImageFileFd> open_image_file(const std::string& path);
+
+// Refuses a file name recorded in image (a path, for the message) unless it is a plain name
+// of the image's own folder: not empty, no '/', not "." or "..", no NUL.
+Result<void> check_plain_name(std::string_view image, std::string_view name);
+
+// Opens the data file name that image (in dir) records, of the size it records: the name
+// is checked to be plain, the file opened as open_image_file does.
+Result<UniqueFd> open_recorded_data(const std::string& dir, std::string_view image, const std::string& name,
+                                    uint64_t size);
+
 class ImageWriter {
 public:
-    static Result<ImageWriter> create(const std::string& path, Kind kind);
+    static Result<ImageWriter> create(const ImageDir& dir, const std::string& name, Kind kind);
     Result<void> add(const google::protobuf::MessageLite& msg);
     // Writes the trailer; with sync, fsyncs the file. The image is invalid until then.
     Result<void> finish(bool sync = false);
@@ -61,7 +108,9 @@ private:
     std::vector<std::pair<size_t, size_t>> records_;  // offset, length
 };
 
-// One-message images, the common case.
+// One-message images, the common case. The path form opens the file's folder first.
+Result<void> write_image(const ImageDir& dir, const std::string& name, Kind kind,
+                         const google::protobuf::MessageLite& msg, bool sync = false);
 Result<void> write_image(const std::string& path, Kind kind, const google::protobuf::MessageLite& msg,
                          bool sync = false);
 Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg);
