@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/fs.h>
 
 #include <algorithm>
 #include <chrono>
@@ -26,6 +27,8 @@
 #include "ckpt/set/store.h"
 #include "ckpt/slurm/coordination.h"
 #include "job_record.h"
+#include "local_tasks.h"
+#include "privileged.h"
 
 namespace ckpt::slurm::agent {
 
@@ -44,127 +47,6 @@ void on_stop(int) { g_stop = 1; }
 void on_warning(int) { g_warned = 1; }
 
 uint64_t now_s() { return static_cast<uint64_t>(::time(nullptr)); }
-
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
-
-bool pidfd_exited(int fd) {
-    pollfd p{fd, POLLIN, 0};
-    return ::poll(&p, 1, 0) > 0;
-}
-
-struct Task {
-    pid_t pid = 0;
-    int32_t global_id = 0;
-    UniqueFd pidfd;
-};
-
-// Reads "PID GLOBAL_ID" lines the plugin writes as each local task is forked.
-class TaskFeed {
-public:
-    explicit TaskFeed(int fd) : fd_(fd) {
-        if (fd_ >= 0) ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
-    }
-    void poll(std::vector<Task>& tasks) {
-        if (fd_ < 0) return;
-        char buf[512];
-        for (;;) {
-            ssize_t n = ::read(fd_, buf, sizeof buf);
-            if (n > 0) {
-                pending_.append(buf, static_cast<size_t>(n));
-                continue;
-            }
-            if (n == 0) fd_ = -1;  // the plugin closed its end: no more tasks
-            break;
-        }
-        size_t nl;
-        while ((nl = pending_.find('\n')) != std::string::npos) {
-            auto parts = split(std::string_view(pending_).substr(0, nl), ' ');
-            if (parts.size() == 2) {
-                auto pid = parse_int(parts[0]);
-                auto gid = parse_int(parts[1]);
-                if (pid && gid) {
-                    // The task is slurmstepd's unreaped child, so its pid is still its own.
-                    Task t{static_cast<pid_t>(*pid), static_cast<int32_t>(*gid),
-                           UniqueFd(pidfd_open(static_cast<pid_t>(*pid)))};
-                    if (!t.pidfd) logger()->warn("task {}: pidfd_open: {}", *pid, strerror(errno));
-                    logger()->info("task {} (global id {}) is pid {}", tasks.size(), *gid, *pid);
-                    tasks.push_back(std::move(t));
-                }
-            }
-            pending_.erase(0, nl + 1);
-        }
-    }
-
-private:
-    int fd_;
-    std::string pending_;
-};
-
-std::string exe_of(pid_t pid) {
-    char buf[4096];
-    ssize_t n = ::readlink(fmt::format("/proc/{}/exe", pid).c_str(), buf, sizeof buf - 1);
-    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
-}
-
-std::vector<pid_t> children_of(pid_t pid) {
-    std::vector<pid_t> out;
-    DIR* d = ::opendir(fmt::format("/proc/{}/task", pid).c_str());
-    if (!d) return out;
-    while (dirent* e = ::readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        auto text = read_file(fmt::format("/proc/{}/task/{}/children", pid, e->d_name));
-        if (!text) continue;
-        for (auto w : split(trim(*text), ' '))
-            if (auto c = parse_int(w); c) out.push_back(static_cast<pid_t>(*c));
-    }
-    ::closedir(d);
-    return out;
-}
-
-std::string comm_of(pid_t pid) {
-    auto c = read_file(fmt::format("/proc/{}/comm", pid));
-    return c ? std::string(trim(*c)) : "";
-}
-
-std::string own_exe() {
-    static const std::string exe = exe_of(::getpid());
-    return exe;
-}
-
-// What a task launched: the task itself, or, when the task is the batch step's relay
-// (`ckpt-agent relay`), the relay's child (the script's shell, or the engine restoring it).
-Result<pid_t> launched_by(pid_t task) {
-    if (exe_of(task) != own_exe()) return task;
-    auto kids = children_of(task);
-    if (kids.size() != 1)
-        return error("task {}: relay has {} children, expected 1", task, kids.size());
-    return kids[0];
-}
-
-// The process tree a task stands for: what it launched, or, when that is a restore by the
-// engine (a restarted task), the restored tree's root below the engine's processes.
-Result<pid_t> tree_root(pid_t task, const std::string& engine_exe) {
-    pid_t p = CKPT_TRY(launched_by(task));
-    for (int depth = 0; depth < 4 && !engine_exe.empty() && exe_of(p) == engine_exe; ++depth) {
-        auto kids = children_of(p);
-        if (kids.size() != 1)
-            return error("task {}: engine process {} has {} children, expected 1", task, p,
-                         kids.size());
-        p = kids[0];
-    }
-    return p;
-}
-
-bool tree_has(pid_t root, std::string_view comm) {
-    std::vector<pid_t> todo{root};
-    while (!todo.empty()) {
-        pid_t p = todo.back();
-        todo.pop_back();
-        if (comm_of(p) == comm) return true;
-        for (pid_t c : children_of(p)) todo.push_back(c);
-    }
-    return false;
-}
 
 Result<void> fsync_tree(const std::string& dir) {
     UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -193,54 +75,10 @@ Result<void> fsync_tree(const std::string& dir) {
     return ok();
 }
 
-// Runs `ckpt-engine dump` for every task at once and waits for all.
-std::vector<std::optional<Error>> dump_all(const AgentConfig& cfg,
-                                           const std::vector<std::pair<pid_t, std::string>>& jobs) {
-    std::vector<pid_t> children;
-    std::vector<std::optional<Error>> out(jobs.size());
-    for (size_t i = 0; i < jobs.size(); ++i) {
-        std::string pid = std::to_string(jobs[i].first);
-        pid_t c = ::fork();
-        if (c == 0) {
-            // The engine must not outlive the agent (slurmstepd SIGKILLs the agent when the
-            // step's last task exits); its ptrace hold ends with it.
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            // Slurm's warning signals reach every process of the step; a dump goes on.
-            ::signal(SIGUSR1, SIG_IGN);
-            ::signal(SIGUSR2, SIG_IGN);
-            std::vector<const char*> argv = {cfg.engine.c_str(),     "dump",
-                                             "-t",                   pid.c_str(),
-                                             "-D",                   jobs[i].second.c_str(),
-                                             "--leave-running",      "--external-stdio"};
-            if (!cfg.save_files_under.empty()) {
-                argv.push_back("--save-files-under");
-                argv.push_back(cfg.save_files_under.c_str());
-            }
-            argv.push_back(nullptr);
-            ::execv(argv[0], const_cast<char* const*>(argv.data()));
-            std::fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-            ::_exit(127);
-        }
-        children.push_back(c);
-        if (c < 0) out[i] = sys_error("fork");
-    }
-    for (size_t i = 0; i < children.size(); ++i) {
-        if (children[i] < 0) continue;
-        int status = 0;
-        while (::waitpid(children[i], &status, 0) < 0 && errno == EINTR) {
-        }
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-            out[i] = error("ckpt-engine dump -t {} failed ({}; its messages are in this log)",
-                           jobs[i].first,
-                           WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status))
-                                             : fmt::format("signal {}", WTERMSIG(status)));
-    }
-    return out;
-}
-
 class Agent {
 public:
-    explicit Agent(const AgentConfig& cfg) : cfg_(cfg), feed_(cfg.task_fd) {
+    explicit Agent(const AgentConfig& cfg)
+        : cfg_(cfg), feed_(cfg.task_fd), channel_(cfg.channel_fd), agent_exe_(exe_of(::getpid())) {
         engine_exe_ = cfg.engine;
         if (char* r = ::realpath(cfg.engine.c_str(), nullptr)) {
             engine_exe_ = r;
@@ -288,11 +126,10 @@ private:
     // settle the other step's set in flight) and its step runs without checkpoints. The
     // batch step takes no part: its agent never dumps while the script runs srun.
     Result<bool> take_steps_lock() {
-        UniqueFd agents = CKPT_TRY(make_agents_folder(job_dir_, cfg_.uid, cfg_.gid));
+        UniqueFd agents = CKPT_TRY(make_agents_folder(job_dir_));
         UniqueFd fd(::openat(agents.get(), kStepsLock,
                              O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!fd) return sys_error("open {}/{}/{}", job_dir_, kAgentsDir, kStepsLock);
-        (void)::fchown(fd.get(), cfg_.uid, cfg_.gid);
         if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
             if (errno == EWOULDBLOCK) return false;
             return sys_error("flock {}/{}/{}", job_dir_, kAgentsDir, kStepsLock);
@@ -319,46 +156,17 @@ private:
     Result<void> open_folders() {
         if (agents_fd_) return ok();
         job_fd_ = CKPT_TRY(open_folder(job_dir_, cfg_.uid));
-        agents_fd_ = CKPT_TRY(open_agents_dir(job_fd_.get(), job_dir_, cfg_.uid, cfg_.gid));
-        open_log(agents_fd_.get(),
-                 fmt::format("step-{}.node-{}.log", step_name(cfg_.step), cfg_.node_id), cfg_.uid,
-                 cfg_.gid);
+        agents_fd_ = CKPT_TRY(open_agents_dir(job_fd_.get(), job_dir_));
+        if (open_log(agents_fd_.get(),
+                     fmt::format("step-{}.node-{}.log", step_name(cfg_.step), cfg_.node_id)))
+            if (auto r = channel_.send_log(STDERR_FILENO); !r)
+                logger()->warn("the engines' messages will not reach this log: {}", r.error().message());
         return ok();
     }
 
-    // The run this agent belongs to: SLURM_RESTART_COUNT in its tasks' environment, once they
-    // exec'd (slurmstepd does not give it to plugins before). A stale copy of the job keeps
-    // its own, older count, which is what fences it.
-    void learn_restart_count() {
-        std::string stepd = exe_of(::getppid());
-        for (int i = 0; i < 300 && !g_stop; ++i) {
-            feed_.poll(tasks_);
-            bool ready = tasks_.size() >= cfg_.local_tasks;
-            for (const Task& t : tasks_) {
-                auto launched = launched_by(t.pid);
-                std::string exe = launched ? exe_of(*launched) : "";
-                if (exe.empty() || exe == stepd) ready = false;
-            }
-            if (ready) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
-        // Not the restored tree's environment: that is the earlier run's.
-        for (const Task& t : tasks_) {
-            auto launched = launched_by(t.pid);
-            if (!launched) continue;
-            auto env = read_file(fmt::format("/proc/{}/environ", *launched));
-            if (!env) continue;
-            for (auto var : split(*env, '\0'))
-                if (var.starts_with("SLURM_RESTART_COUNT="))
-                    if (auto n = parse_uint(var.substr(20)); n)
-                        restart_count_ =
-                            std::max<uint32_t>(restart_count_, static_cast<uint32_t>(*n));
-        }
-    }
-
     Result<void> start() {
+        // Learnt by the privileged half from the tasks' environment (privileged.cpp).
         restart_count_ = cfg_.restart_count;
-        learn_restart_count();
         if (lead() && cfg_.step != kBatchStep && !CKPT_TRY(take_steps_lock())) {
             passive_ = "another srun step of this job is checkpointed (one step at a time)";
             return open_folders();
@@ -371,13 +179,16 @@ private:
             set::JobInfo info{cfg_.job,    cfg_.user,          cfg_.uid, cfg_.gid, rec.name,
                               rec.cluster, rec.submit_options, "",       "",       cfg_.incarnation,
                               {}};
-            store_ = CKPT_TRY(JobStore::open_writer(cfg_.root, info, restart_count_));
+            store_ = CKPT_TRY(JobStore::open_writer(
+                cfg_.root, info, restart_count_,
+                [this](const std::string& from, const std::string& to) { return move_aside(from, to); }));
             if (cfg_.step == kBatchStep) save_submission(*store_, rec.script, cfg_.environment_fd);
         }
         // Other nodes wait for the lead to create the job folder.
         for (int i = 0; i < 300 && ::access(job_dir_.c_str(), F_OK) != 0 && !g_stop; ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         CKPT_TRY(open_folders());
+        if (!cfg_.folder_note.empty()) logger()->warn("job {}: {}", cfg_.job, cfg_.folder_note);
         if (lead() && !store_->set_aside().empty())
             logger()->warn("job {}: the folder of an earlier job {} (same id, another incarnation) "
                            "was moved aside to {}; not restoring from it",
@@ -401,8 +212,17 @@ private:
     bool all_tasks_exited() const {
         if (tasks_.size() < cfg_.local_tasks) return false;
         for (const Task& t : tasks_)
-            if (t.pidfd && !pidfd_exited(t.pidfd.get())) return false;
+            if (t.pidfd && !t.exited()) return false;
         return true;
+    }
+
+    // An earlier job's folder of this id is renamed by the user where the user may write
+    // the checkpoint root, else by the privileged half (a root-owned root).
+    Result<void> move_aside(const std::string& from, const std::string& to) {
+        std::string a = fmt::format("{}/{}", cfg_.root, from), b = fmt::format("{}/{}", cfg_.root, to);
+        if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_NOREPLACE) == 0) return ok();
+        if (errno != EACCES && errno != EPERM) return sys_error("rename {} to {}", a, b);
+        return channel_.move_aside(to);
     }
 
     std::optional<Trigger> due() {
@@ -457,7 +277,7 @@ private:
 
     bool runs_srun() const {
         for (const Task& t : tasks_) {
-            auto root = tree_root(t.pid, engine_exe_);
+            auto root = tree_root(t.pid, agent_exe_, engine_exe_);
             if (root && tree_has(*root, "srun")) return true;
         }
         return false;
@@ -474,8 +294,7 @@ private:
                 return std::move(d).error();
             }
         SetRequest req{seq, trigger, restart_count_};
-        CKPT_TRY(write_file_at(agents_fd_.get(), request_name(cfg_.step), encode(req), cfg_.uid,
-                               cfg_.gid));
+        CKPT_TRY(write_file_at(agents_fd_.get(), request_name(cfg_.step), encode(req)));
         logger()->info("set {} begun ({})", seq, set::to_string(trigger));
         return ok();
     }
@@ -548,46 +367,48 @@ private:
         NodeReport rep = dump_members(req->seq);
         if (!rep.failure.empty()) logger()->error("set {}: {}", req->seq, rep.failure);
         if (auto w = write_file_at(agents_fd_.get(), report_name(cfg_.step, req->seq, cfg_.node_id),
-                                   encode(rep), cfg_.uid, cfg_.gid);
+                                   encode(rep));
             !w)
             logger()->error("set {}: {}", req->seq, w.error().message());
         write_status("running");
     }
 
+    // The privileged half runs the engines (privileged.cpp); this half checks and scans
+    // what they wrote, as the user.
     NodeReport dump_members(uint64_t seq) {
         NodeReport rep{seq, cfg_.node_id, cfg_.node_name, "", {}};
-        std::vector<std::pair<pid_t, std::string>> jobs;
+        std::vector<int32_t> ids;
         for (const Task& t : tasks_) {
-            if (t.pidfd && pidfd_exited(t.pidfd.get())) {
+            if (t.exited()) {
                 rep.failure = fmt::format("task {} (pid {}) has exited", t.global_id, t.pid);
                 return rep;
             }
-            auto root = tree_root(t.pid, engine_exe_);
-            if (!root) {
-                rep.failure = root.error().message();
-                return rep;
-            }
-            std::string rel = fmt::format("{}/member-{}", set::set_folder_name(seq), t.global_id);
-            rep.members.push_back({t.global_id, rel, {}});
-            jobs.emplace_back(*root, job_dir_ + "/" + rel);
+            ids.push_back(t.global_id);
+            rep.members.push_back(
+                {t.global_id, fmt::format("{}/member-{}", set::set_folder_name(seq), t.global_id), {}});
         }
         auto started = std::chrono::steady_clock::now();
-        auto results = dump_all(cfg_, jobs);
-        for (size_t i = 0; i < jobs.size(); ++i) {
-            if (results[i]) {
-                rep.failure = results[i]->message();
+        auto results = channel_.dump(seq, ids);
+        if (!results) {
+            rep.failure = results.error().message();
+            return rep;
+        }
+        for (auto& m : rep.members) {
+            if (const std::string& why = (*results)[m.member_id]; !why.empty()) {
+                rep.failure = why;
                 return rep;
             }
-            auto r = fsync_tree(jobs[i].second);
-            auto files = r ? set::scan_member_files(jobs[i].second)
+            std::string dir = job_dir_ + "/" + m.image_dir;
+            auto r = fsync_tree(dir);
+            auto files = r ? set::scan_member_files(dir)
                            : Result<std::vector<set::FileRecord>>(std::move(r).error());
             if (!files) {
                 rep.failure = files.error().message();
                 return rep;
             }
-            rep.members[i].files = std::move(*files);
+            m.files = std::move(*files);
         }
-        logger()->info("set {}: {} local members dumped in {} ms", seq, jobs.size(),
+        logger()->info("set {}: {} local members dumped in {} ms", seq, ids.size(),
                        std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::steady_clock::now() - started)
                            .count());
@@ -607,8 +428,7 @@ private:
             if (!last_result_.empty()) s += fmt::format("last_result {}\n", last_result_);
         }
         status_written_ = now_s();
-        if (auto w = write_file_at(agents_fd_.get(), status_name(cfg_.step, cfg_.node_id), seal(s),
-                                   cfg_.uid, cfg_.gid);
+        if (auto w = write_file_at(agents_fd_.get(), status_name(cfg_.step, cfg_.node_id), seal(s));
             !w)
             logger()->warn("status: {}", w.error().message());
     }
@@ -621,8 +441,9 @@ private:
 
     const AgentConfig& cfg_;
     TaskFeed feed_;
+    PrivilegedChannel channel_;
     std::vector<Task> tasks_;
-    std::string engine_exe_;
+    std::string agent_exe_, engine_exe_;
     std::string job_dir_;
     UniqueFd job_fd_, agents_fd_;
     UniqueFd steps_lock_;  // held by the lead of the checkpointed srun step
@@ -639,50 +460,41 @@ private:
 
 }  // namespace
 
-Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t uid, gid_t gid) {
-    if (::mkdirat(job_fd, kAgentsDir, 0700) == 0) {
-        if (::fchownat(job_fd, kAgentsDir, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)
-            return sys_error("chown {}/{}", job_dir, kAgentsDir);
-    } else if (errno != EEXIST) {
+Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir) {
+    if (::mkdirat(job_fd, kAgentsDir, 0700) != 0 && errno != EEXIST)
         return sys_error("mkdir {}/{}", job_dir, kAgentsDir);
-    }
-    return open_folder(job_dir + "/" + kAgentsDir, uid);
+    return open_folder(job_dir + "/" + kAgentsDir, ::geteuid());
 }
 
-Result<UniqueFd> make_agents_folder(const std::string& job_dir, uid_t uid, gid_t gid) {
-    if (::mkdir(job_dir.c_str(), 0700) == 0 && ::chown(job_dir.c_str(), uid, gid) != 0)
-        return sys_error("chown {}", job_dir);
-    UniqueFd job_fd = CKPT_TRY(open_folder(job_dir, uid));
-    return open_agents_dir(job_fd.get(), job_dir, uid, gid);
+Result<UniqueFd> make_agents_folder(const std::string& job_dir) {
+    if (::mkdir(job_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir {}", job_dir);
+    UniqueFd job_fd = CKPT_TRY(open_folder(job_dir, ::geteuid()));
+    return open_agents_dir(job_fd.get(), job_dir);
 }
 
-void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid) {
+bool open_log(int agents_fd, const std::string& name) {
     UniqueFd fd(::openat(agents_fd, name.c_str(),
-                         O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600));
+                         O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
     struct stat st;
-    // Root appends to a file in the user's folder: only a plain file of our own making.
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-        (st.st_uid != 0 && st.st_uid != uid))
-        return;
-    (void)::fchown(fd.get(), uid, gid);
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
     ::dup2(fd.get(), 1);
     ::dup2(fd.get(), 2);
+    return true;
 }
 
-int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid,
+int record_step_done(const std::string& root, uint64_t job, uint32_t step,
                      const std::string& step_command) {
     std::string dir = fmt::format("{}/{}", root, job);
     auto r = [&]() -> Result<void> {
         // The step may end before the lead agent created the job's folder: the record must
         // exist anyway, for a set taken later in the job.
-        UniqueFd agents = CKPT_TRY(make_agents_folder(dir, uid, gid));
+        UniqueFd agents = CKPT_TRY(make_agents_folder(dir));
         timespec ts;
         ::clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
         return write_file_at(agents.get(), step_done_name(step),
                              seal(fmt::format("ckpt-step-done 1\ntime_ns {}\ncommand {}\n", ns,
-                                              step_command)),
-                             uid, gid);
+                                              step_command)));
     }();
     if (!r) {
         std::printf("error job %llu step %s: %s\n", static_cast<unsigned long long>(job),

@@ -40,9 +40,14 @@ struct AgentConfig {
     int environment_fd = -1;            // the batch step's environment, to save for restore
     std::string save_files_under;       // the dumps save files open there whole (may be empty)
     std::string step_command;           // what the step runs (srun steps; see SetRecord)
+    std::string site_root;              // the site's checkpoint root (dir=), "" if unknown
+    // Set by the privileged half for the unprivileged one (privileged.h):
+    int channel_fd = -1;      // its end of the channel to the privileged half
+    std::string folder_note;  // what the privileged half did to the job's folder, for the log
 };
 
-// Runs until every local task exited or SIGTERM. Returns the exit status.
+// The agent's unprivileged half, as the job's user (privileged.h starts it): runs until
+// every local task exited or SIGTERM. Returns the exit status.
 int run_agent(const AgentConfig& cfg);
 
 // `ckpt-agent find-restore`: which images a starting task restores from.
@@ -52,7 +57,8 @@ struct RestoreQuery {
     uint64_t current_job = 0;  // the job being started
     uint32_t step = 0;
     int32_t member = 0;  // global task id
-    uid_t uid = 0;       // the job's user: the sets must be theirs
+    uid_t uid = 0;       // the job's user, who runs the lookup: the sets must be theirs
+    gid_t gid = 0;
     std::string step_command;  // what the starting step runs ("" for the batch step)
     bool explicit_set = false;
     uint64_t set = 0;
@@ -74,17 +80,18 @@ struct RelayConfig {
 // Returns (or dies with) the child's status.
 int run_relay(const RelayConfig& cfg);
 
-// <jobdir>/agents, created for the job's user if missing.
-Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir, uid_t uid, gid_t gid);
-// <jobdir>/agents, with <jobdir> created for the job's user first if missing (an srun step's
-// agent or its finished record may come before the lead agent created the job's store).
-Result<UniqueFd> make_agents_folder(const std::string& job_dir, uid_t uid, gid_t gid);
-// From then on the process's stdout and stderr append to agents/<name> (a plain file of the
-// user's or root's; anything else is left alone).
-void open_log(int agents_fd, const std::string& name, uid_t uid, gid_t gid);
+// The functions below run as the job's user and work with the user's own rights.
+// <jobdir>/agents, created if missing.
+Result<UniqueFd> open_agents_dir(int job_fd, const std::string& job_dir);
+// <jobdir>/agents, with <jobdir> created first if missing (an srun step's agent or its
+// finished record may come before the lead agent created the job's store).
+Result<UniqueFd> make_agents_folder(const std::string& job_dir);
+// From then on the process's stdout and stderr append to agents/<name> (a regular file;
+// anything else is left alone: false).
+bool open_log(int agents_fd, const std::string& name);
 
 // `ckpt-agent step-done`: records in the job's folder that a step finished well.
-int record_step_done(const std::string& root, uint64_t job, uint32_t step, uid_t uid, gid_t gid,
+int record_step_done(const std::string& root, uint64_t job, uint32_t step,
                      const std::string& step_command);
 
 }  // namespace ckpt::slurm::agent

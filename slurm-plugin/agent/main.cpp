@@ -4,19 +4,29 @@
 //       --local-tasks L --interval SEC --root DIR --keep N --engine PATH --uid U --gid G
 //       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [--incarnation ID]
 //       [--environment-fd FD] [--save-files-under DIR] [--step-command HASH]
-//       [-- SCRIPT ARGS...]
+//       [--site-root DIR] [-- SCRIPT ARGS...]
 //   ckpt-agent find-restore --root DIR --job J --current-job J --step S --member M --uid U
-//       [--set N] [--incarnation ID] [--step-command HASH]
+//       --gid G [--set N] [--incarnation ID] [--step-command HASH]
 //   ckpt-agent step-done --root DIR --job J --step S --uid U --gid G [--step-command HASH]
+//       [--site-root DIR]
 //   ckpt-agent relay --child PID --root DIR --job J --uid U --gid G
+//
+// Each starts as root (slurmstepd's plugin runs it) and becomes the job's user before it
+// touches the job's folder (docs/security.md); `run` keeps a privileged half (privileged.h).
 #include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
 
+#include <sys/prctl.h>
+
 #include "agent.h"
 #include "ckpt/base/log.h"
+#include "ckpt/base/privilege.h"
 #include "ckpt/base/strings.h"
+#include "ckpt/slurm/options.h"
+#include "job_folder.h"
+#include "privileged.h"
 
 namespace {
 
@@ -28,6 +38,19 @@ int usage(const std::string& why) {
                  "spank_ckpt.so; see docs/slurm.md)\n",
                  why.c_str());
     return 2;
+}
+
+// The helper commands do nothing as root but this: from here on they are the job's user,
+// without capabilities, and can gain none (no_new_privs).
+bool become_job_user(uid_t uid, gid_t gid) {
+    auto who = ckpt::privilege::user_identity(uid, gid);
+    auto r = who ? ckpt::privilege::become_user(*who, 0) : ckpt::Result<void>(std::move(who).error());
+    if (!r) {
+        std::printf("error %s\n", r.error().message().c_str());
+        return false;
+    }
+    ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    return true;
 }
 
 }  // namespace
@@ -93,8 +116,9 @@ int main(int argc, char** argv) {
             c.environment_fd = static_cast<int>(num("environment-fd", 0, true));
         if (auto it = kv.find("save-files-under"); it != kv.end()) c.save_files_under = it->second;
         if (auto it = kv.find("step-command"); it != kv.end()) c.step_command = it->second;
+        if (auto it = kv.find("site-root"); it != kv.end()) c.site_root = it->second;
         if (!missing.empty()) return usage("run: --" + missing + " missing or bad");
-        return run_agent(c);
+        return run_agent_privileged(std::move(c));
     }
     if (cmd == "find-restore") {
         RestoreQuery q;
@@ -104,10 +128,12 @@ int main(int argc, char** argv) {
         q.step = static_cast<uint32_t>(num("step", 0, true));
         q.member = static_cast<int32_t>(num("member", 0, true));
         q.uid = static_cast<uid_t>(num("uid", 0, true));
+        q.gid = static_cast<gid_t>(num("gid", 0, true));
         if (kv.count("set")) q.explicit_set = true, q.set = num("set", 0, true);
         q.incarnation = kv.count("incarnation") ? kv["incarnation"] : "";
         q.step_command = kv.count("step-command") ? kv["step-command"] : "";
         if (!missing.empty()) return usage("find-restore: --" + missing + " missing or bad");
+        if (!become_job_user(q.uid, q.gid)) return 1;
         return find_restore(q);
     }
     if (cmd == "step-done") {
@@ -118,7 +144,14 @@ int main(int argc, char** argv) {
         auto gid = static_cast<gid_t>(num("gid", 0, true));
         if (!missing.empty()) return usage("step-done: --" + missing + " missing or bad");
         std::string command = kv.count("step-command") ? kv["step-command"] : "";
-        return record_step_done(root, job, step, uid, gid, command);
+        // The job's folder, where only root may make it (job_folder.h).
+        if (auto it = kv.find("site-root"); it != kv.end() && ckpt::slurm::same_folder(root, it->second))
+            if (auto made = make_job_folder(it->second, job, uid, gid); !made) {
+                std::printf("error %s\n", made.error().message().c_str());
+                return 1;
+            }
+        if (!become_job_user(uid, gid)) return 1;
+        return record_step_done(root, job, step, command);
     }
     if (cmd == "relay") {
         RelayConfig c;
@@ -128,6 +161,9 @@ int main(int argc, char** argv) {
         c.uid = static_cast<uid_t>(num("uid", 0, true));
         c.gid = static_cast<gid_t>(num("gid", 0, true));
         if (!missing.empty()) return usage("relay: --" + missing + " missing or bad");
+        // The relay only passes signals on to its child (slurmstepd's, later the user's) and
+        // reads the job's folder: the user's rights suffice.
+        if (!become_job_user(c.uid, c.gid)) return 1;
         return run_relay(c);
     }
     return usage("unknown command '" + cmd + "'");

@@ -109,7 +109,7 @@ private:
             f.before = st->index().max_seq();
             store_ = std::move(*st);
         }
-        CKPT_TRY_CTX(write_file_at(job_fd.get(), kPreemptRequest, "", cfg_.uid, cfg_.gid),
+        CKPT_TRY_CTX(write_file_at(job_fd.get(), kPreemptRequest, ""),
                      "final checkpoint");
         job_fd_ = std::move(job_fd);
         f.asked_ms = now_ms();
@@ -176,10 +176,9 @@ private:
     }
     void open_log_once() {
         if (log_open_) return;
-        auto agents = make_agents_folder(fmt::format("{}/{}", cfg_.root, cfg_.job), cfg_.uid, cfg_.gid);
+        auto agents = make_agents_folder(fmt::format("{}/{}", cfg_.root, cfg_.job));
         if (!agents) return;
-        open_log(agents->get(), fmt::format("step-{}.node-0.log", step_name(kBatchStep)), cfg_.uid,
-                 cfg_.gid);
+        open_log(agents->get(), fmt::format("step-{}.node-0.log", step_name(kBatchStep)));
         log_open_ = true;
     }
 

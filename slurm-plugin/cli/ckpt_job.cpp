@@ -5,6 +5,7 @@
 // through its checkpoint folder and to Slurm through sbatch (docs/slurm.md).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
+#include "ckpt/base/privilege.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/set/store.h"
 #include "ckpt/slurm/coordination.h"
@@ -197,6 +199,61 @@ void print_set_table(const Index& idx) {
 
 // --- commands ---
 
+// Root reads no user's checkpoints as root (docs/security.md): run by root, ckpt-job first
+// becomes the owner of the job's folder (its owner as the kernel says, not as its index
+// does). A folder of root's own stays root's.
+Result<void> become_folder_owner(const std::string& root, uint64_t job) {
+    if (!privilege::is_root()) return ok();
+    std::string dir = fmt::format("{}/{}", root, job);
+    struct stat st;
+    if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid == 0) return ok();
+    auto who = privilege::user_identity(st.st_uid, st.st_gid);
+    privilege::Identity nameless{st.st_uid, st.st_gid, {st.st_gid}};
+    return privilege::become_user(who ? *who : nameless, 0).context("job {}: becoming the owner of {}", job, dir);
+}
+
+// One job's line (or JSON object) of `list`; "" for a job the caller may not see.
+std::string list_entry(const Args& a, uint64_t id) {
+    auto st = JobStore::open(a.root, id);
+    if (!st) {
+        if (st.error().code() == EACCES || a.json) return "";  // another user's job
+        return fmt::format("{:<10} ({})\n", id, st.error().message());
+    }
+    const Index& idx = st->index();
+    const SetRecord* cur = idx.newest_committed();
+    if (a.json)
+        return fmt::format("{{\"job\": {}, \"sets\": {}, \"current_set\": {}}}", job_json(idx),
+                           idx.sets.size(), cur ? std::to_string(cur->seq) : "null");
+    return fmt::format("{:<10} {:<12} {:<20} {:>5} {:>8}\n", id, idx.job.user, idx.job.name,
+                       idx.sets.size(), cur ? std::to_string(cur->seq) : "-");
+}
+
+// list_entry as the job folder's owner, in a child: root lists every user's jobs without
+// reading any of them as root.
+std::string list_entry_as_owner(const Args& a, uint64_t id) {
+    if (!privilege::is_root()) return list_entry(a, id);
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return "";
+    std::fflush(stdout);
+    pid_t child = ::fork();
+    if (child == 0) {
+        ::close(p[0]);
+        std::string out;
+        if (auto r = become_folder_owner(a.root, id); r) out = list_entry(a, id);
+        (void)write_all(p[1], out.data(), out.size());
+        ::_exit(0);
+    }
+    ::close(p[1]);
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(p[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) out.append(buf, static_cast<size_t>(n));
+    ::close(p[0]);
+    if (child > 0) ::waitpid(child, nullptr, 0);
+    return out;
+}
+
 int list_jobs(const Args& a) {
     std::vector<uint64_t> jobs;
     DIR* d = ::opendir(a.root.c_str());
@@ -209,25 +266,12 @@ int list_jobs(const Args& a) {
     if (!a.json)
         std::printf("%-10s %-12s %-20s %5s %8s\n", "JOBID", "USER", "NAME", "SETS", "CURRENT");
     for (uint64_t id : jobs) {
-        auto st = JobStore::open(a.root, id);
-        if (!st) {
-            if (st.error().code() == EACCES) continue;  // another user's job
-            if (!a.json)
-                std::printf("%-10llu (%s)\n", static_cast<unsigned long long>(id),
-                            st.error().message().c_str());
-            continue;
-        }
-        const Index& idx = st->index();
-        const SetRecord* cur = idx.newest_committed();
-        if (a.json) {
-            json += fmt::format("{}{{\"job\": {}, \"sets\": {}, \"current_set\": {}}}",
-                                json.size() > 1 ? ", " : "", job_json(idx), idx.sets.size(),
-                                cur ? std::to_string(cur->seq) : "null");
-        } else {
-            std::printf("%-10llu %-12s %-20s %5zu %8s\n", static_cast<unsigned long long>(id),
-                        idx.job.user.c_str(), idx.job.name.c_str(), idx.sets.size(),
-                        cur ? std::to_string(cur->seq).c_str() : "-");
-        }
+        std::string entry = list_entry_as_owner(a, id);
+        if (entry.empty()) continue;
+        if (a.json)
+            json += (json.size() > 1 ? ", " : "") + entry;
+        else
+            std::fputs(entry.c_str(), stdout);
     }
     if (a.json) std::printf("%s]\n", json.c_str());
     return kExitOk;
@@ -628,6 +672,8 @@ int main(int argc, char** argv) {
         Args args;
         if (auto bad = parse_args(c, {rest.begin() + 1, rest.end()}, args))
             return usage_error(*bad);
+        if (args.jobid)
+            if (auto r = become_folder_owner(args.root, *args.jobid); !r) return failure(r.error());
         return c.run(args);
     }
     return usage_error("unknown command '" + std::string(rest.front()) + "'");

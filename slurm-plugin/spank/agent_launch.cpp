@@ -123,6 +123,7 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
         "--restart-count", restart,
         "--task-fd",       "3",
         "--incarnation",   job_env(sp, kIncarnationJobEnv),
+        "--site-root",     state().site.root,
     };
     if (std::string command = step_command_of(sp); !command.empty())
         args.insert(args.end(), {"--step-command", command});
@@ -226,7 +227,8 @@ Result<void> agent_step_exit(spank_t sp, const JobSettings& settings) {
                                      "--job",      job,
                                      "--step",     std::to_string(step),
                                      "--uid",      std::to_string(item<uid_t>(sp, S_JOB_UID, 0)),
-                                     "--gid",      std::to_string(item<gid_t>(sp, S_JOB_GID, 0))};
+                                     "--gid",      std::to_string(item<gid_t>(sp, S_JOB_GID, 0)),
+                                     "--site-root", state().site.root};
     if (std::string command = step_command_of(sp); !command.empty())
         args.insert(args.end(), {"--step-command", command});
     auto out = run_helper(args);

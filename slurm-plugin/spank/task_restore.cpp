@@ -58,7 +58,7 @@ Result<void> prepare_task_launch(spank_t sp, const JobSettings& settings) {
         agent_path(), "find-restore",         "--root",        settings.dir,
         "--job",      std::to_string(source), "--current-job", std::to_string(job),
         "--step",     std::to_string(step),   "--member",      std::to_string(task),
-        "--uid",      std::to_string(uid)};
+        "--uid",      std::to_string(uid),            "--gid",         std::to_string(gid)};
     char incarnation[64];
     if (spank_getenv(sp, kIncarnationJobEnv, incarnation, sizeof incarnation) == ESPANK_SUCCESS)
         args.insert(args.end(), {"--incarnation", incarnation});

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -75,10 +76,11 @@ Result<UniqueFd> open_folder(const std::string& path, std::optional<uid_t> owner
     return fd;
 }
 
-Result<void> write_file_at(int dir, const std::string& name, std::string_view content, uid_t uid,
-                           gid_t gid) {
-    std::string tmp = fmt::format(".{}.tmp.{}", name, ::getpid());
-    ::unlinkat(dir, tmp.c_str(), 0);
+Result<void> write_file_at(int dir, const std::string& name, std::string_view content) {
+    uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))
+        return sys_error("getrandom for a temporary name");
+    std::string tmp = fmt::format(".{}.tmp.{:016x}", name, r);
     UniqueFd fd(
         ::openat(dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) return sys_error("create {}", tmp);
@@ -88,8 +90,6 @@ Result<void> write_file_at(int dir, const std::string& name, std::string_view co
     };
     if (auto w = write_all(fd.get(), content.data(), content.size()); !w)
         return fail(std::move(w).error().context("write {}", tmp));
-    if (uid != static_cast<uid_t>(-1) && ::fchown(fd.get(), uid, gid) != 0)
-        return fail(sys_error("chown {}", tmp));
     if (::fsync(fd.get()) != 0) return fail(sys_error("fsync {}", tmp));
     if (::renameat(dir, tmp.c_str(), dir, name.c_str()) != 0)
         return fail(sys_error("rename {} to {}", tmp, name));

@@ -22,15 +22,26 @@ class Permissions : public ::testing::Test {
 protected:
     void SetUp() override {
         if (::geteuid() != 0) GTEST_SKIP() << "needs root to create another user's files";
-        ::chmod(root_.path().c_str(), 0755);  // the checkpoint root is searchable by everyone
+        // The checkpoint root: everyone may make their job's folder (like a site root of mode
+        // 1777; a root-owned 0755 one has the folder made by the agent's privileged half).
+        ::chmod(root_.path().c_str(), 01777);
         JobInfo job = sample_job(kJob);
         job.user = "nobody";
         job.uid = kJobUser;
         job.gid = kJobUser;
-        auto st = JobStore::open_writer(root_.path(), job, 0);
-        ASSERT_TRUE(st.ok()) << st.error().message();
-        ASSERT_TRUE(st->save_batch_script("#!/bin/sh\n").ok());
-        write_committed_set(*st, 2);
+        // Root may not write a user's store: the writer is the user.
+        auto as_root = JobStore::open_writer(root_.path(), job, 0);
+        ASSERT_FALSE(as_root.ok());
+        EXPECT_EQ(as_root.error().code(), EPERM);
+        // A store written as the user (the agent's unprivileged half).
+        int rc = as_user(kJobUser, [&] {
+            JobInfo mine = job;
+            auto st = JobStore::open_writer(root_.path(), mine, 0);
+            if (!st.ok() || !st->save_batch_script("#!/bin/sh\n").ok()) return 1;
+            write_committed_set(*st, 2);
+            return ::testing::Test::HasFailure() ? 2 : 0;
+        });
+        ASSERT_EQ(rc, 0);
     }
     std::string job_dir() const { return root_.path() + "/" + std::to_string(kJob); }
 
@@ -39,7 +50,7 @@ protected:
     int as_user(uid_t uid, Fn fn) {
         pid_t pid = ::fork();
         if (pid == 0) {
-            if (::setegid(uid) != 0 || ::seteuid(uid) != 0) ::_exit(99);
+            if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(99);
             ::_exit(fn());
         }
         int status = 0;

@@ -708,3 +708,48 @@ TEST_F(Store, StepCommandIsRecordedAndSurvivesRepair) {
     EXPECT_EQ(old.sets[0].step_command, "");
     EXPECT_EQ(old.sets[0].step_id, 4u);
 }
+
+namespace {
+
+// Temporary files of the store have names nobody can predict, and are never written through
+// a link: links planted at every name the writer used to choose (<name>.tmp.<pid> and
+// .<name>.tmp.<pid>) leave their target alone.
+TEST_F(Store, TemporaryNamesAreNotPredictableAndNeverFollowed) {
+    JobStore w = writer();
+    std::string dir = root_.path() + "/" + std::to_string(kJob);
+    std::string canary = root_.path() + "/canary";
+    overwrite(canary, "untouched");
+    std::string pid = std::to_string(::getpid());
+    for (std::string name : {"job-script", "job-environment", "index.h5"})
+        for (std::string planted : {name + ".tmp." + pid, "." + name + ".tmp." + pid})
+            ASSERT_EQ(::symlink(canary.c_str(), (dir + "/" + planted).c_str()), 0) << planted;
+    ASSERT_TRUE(w.save_batch_script("#!/bin/sh\necho hi\n").ok());
+    ASSERT_TRUE(w.save_environment(std::string("A=1\0", 4)).ok());
+    uint64_t seq = *w.begin_set({Trigger::Manual, 0, 1, 1, {}});
+    EXPECT_TRUE(w.fail_set(seq, "test").ok());
+    std::ifstream in(canary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text, "untouched");
+    struct stat st;
+    ASSERT_EQ(::lstat((dir + "/job-script").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+}
+
+// Names a node report gives for a member's files must stay inside the member's folder.
+TEST_F(Store, AMemberReportNamingFilesOutsideIsRefused) {
+    JobStore w = writer();
+    uint64_t seq = *w.begin_set({Trigger::Manual, 0, 1, 1, {}});
+    std::string rel = set_folder_name(seq) + "/member-0";
+    for (std::string bad : {"../../../etc/passwd", "/etc/passwd", "a/../../x", ""}) {
+        auto r = w.add_member(seq, MemberReport{0, "n", rel, {{bad, 1, 1}}});
+        EXPECT_FALSE(r.ok()) << bad;
+    }
+    for (std::string bad_dir : {set_folder_name(seq) + "/../..", set_folder_name(seq) + "/./x", std::string("/etc")}) {
+        auto r = w.add_member(seq, MemberReport{0, "n", bad_dir, {{"core-1.img", 1, 1}}});
+        EXPECT_FALSE(r.ok()) << bad_dir;
+    }
+    EXPECT_TRUE(is_plain_relative_path("set-000001/member-0/core-1.img"));
+    EXPECT_FALSE(is_plain_relative_path("set-000001//x"));
+}
+
+}  // namespace

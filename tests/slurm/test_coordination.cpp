@@ -54,8 +54,8 @@ TEST(Coordination, WritesReplaceAndNeverFollowLinks) {
     std::string dir = tmpl;
     auto fd = open_folder(dir, ::geteuid());
     ASSERT_TRUE(fd) << fd.error().message();
-    ASSERT_TRUE(write_file_at(fd->get(), "status", "one", -1, -1));
-    ASSERT_TRUE(write_file_at(fd->get(), "status", "two", -1, -1));
+    ASSERT_TRUE(write_file_at(fd->get(), "status", "one"));
+    ASSERT_TRUE(write_file_at(fd->get(), "status", "two"));
     EXPECT_EQ(*read_file_at(fd->get(), "status"), "two");
     struct stat st;
     ASSERT_EQ(::stat((dir + "/status").c_str(), &st), 0);
@@ -63,10 +63,10 @@ TEST(Coordination, WritesReplaceAndNeverFollowLinks) {
 
     // A link the folder's owner planted is replaced, not written through, and not read.
     std::string victim = dir + "/victim";
-    ASSERT_TRUE(write_file_at(fd->get(), "victim", "keep", -1, -1));
+    ASSERT_TRUE(write_file_at(fd->get(), "victim", "keep"));
     ASSERT_EQ(::symlink(victim.c_str(), (dir + "/link").c_str()), 0);
     EXPECT_FALSE(read_file_at(fd->get(), "link"));
-    ASSERT_TRUE(write_file_at(fd->get(), "link", "root's data", -1, -1));
+    ASSERT_TRUE(write_file_at(fd->get(), "link", "root's data"));
     EXPECT_EQ(*read_file_at(fd->get(), "victim"), "keep");
     EXPECT_FALSE(open_folder(dir + "/link", std::nullopt));
     EXPECT_FALSE(open_folder(dir, ::geteuid() + 1));  // someone else's folder

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -11,6 +12,7 @@
 #include <vector>
 
 namespace ckpt::set::fsutil {
+namespace fs = std::filesystem;
 
 Result<void> fsync_path(const std::string& path) {
     auto fd = CKPT_TRY(open_file(path, O_RDONLY));
@@ -23,31 +25,36 @@ Result<void> install(const std::string& from, const std::string& to) {
     return fsync_path(std::filesystem::path(to).parent_path().string());
 }
 
-Result<void> give_to(const std::string& path, uid_t uid, gid_t gid) {
-    if (::geteuid() != 0) return ok();
-    if (::lchown(path.c_str(), uid, gid) != 0)
-        return sys_error("chown {} to {}:{}", path, uid, gid);
-    return ok();
+std::string temp_path(const std::string& path) {
+    uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))
+        r = now_ns() ^ (static_cast<uint64_t>(::getpid()) << 32);
+    fs::path p(path);
+    return (p.parent_path() / fmt::format(".{}.tmp.{:016x}", p.filename().string(), r)).string();
 }
 
-Result<void> write_file_atomic(const std::string& path, const std::string& text, uid_t uid,
-                               gid_t gid) {
-    std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
+Result<void> write_file_atomic(const std::string& path, const std::string& text) {
+    std::string tmp = temp_path(path);
     {
-        auto fd = CKPT_TRY(open_file(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-        CKPT_TRY_CTX(write_all(fd.get(), text.data(), text.size()), "{}", tmp);
-        if (::fsync(fd.get()) != 0) return sys_error("fsync {}", tmp);
+        auto fd = CKPT_TRY(open_file(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600));
+        auto fail = [&](Error e) {
+            ::unlink(tmp.c_str());
+            return e;
+        };
+        if (auto w = write_all(fd.get(), text.data(), text.size()); !w)
+            return fail(std::move(w).error().context("{}", tmp));
+        if (::fsync(fd.get()) != 0) return fail(sys_error("fsync {}", tmp));
     }
-    CKPT_TRY(give_to(tmp, uid, gid));
     return install(tmp, path);
 }
 
-Result<void> make_private_dir(const std::string& path, uid_t uid, gid_t gid, bool exclusive) {
-    if (::mkdir(path.c_str(), 0700) != 0) {
-        if (errno != EEXIST || exclusive) return sys_error("mkdir {}", path);
-        return ok();
-    }
-    return give_to(path, uid, gid);
+Result<void> make_private_dir(const std::string& path, bool exclusive) {
+    if (::mkdir(path.c_str(), 0700) == 0) return ok();
+    if (errno != EEXIST || exclusive) return sys_error("mkdir {}", path);
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return sys_error("lstat {}", path);
+    if (!S_ISDIR(st.st_mode)) return error_code(ENOTDIR, "{}: exists and is not a folder", path);
+    return ok();
 }
 
 Result<void> remove_tree(const std::string& parent, const std::string& name) {
@@ -64,17 +71,20 @@ Result<void> remove_tree(const std::string& parent, const std::string& name) {
     return fsync_path(parent);
 }
 
-Result<UniqueFd> lock_dir(const std::string& dir, uid_t uid, gid_t gid) {
+Result<UniqueFd> lock_dir(const std::string& dir) {
     std::string path = dir + "/.lock";
-    auto fd = CKPT_TRY(open_file(path, O_RDWR | O_CREAT, 0600));
-    CKPT_TRY(give_to(path, uid, gid));
+    auto fd = CKPT_TRY(open_file(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600));
     while (::flock(fd.get(), LOCK_EX) != 0)
         if (errno != EINTR) return sys_error("flock {}", path);
     return fd;
 }
 
 Result<FileRecord> checksum_file(const std::string& path, const std::string& name) {
-    auto fd = CKPT_TRY(open_file(path, O_RDONLY));
+    // A FIFO or device put in place of an image must not block or feed the reader forever.
+    auto fd = CKPT_TRY(open_file(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK));
+    struct stat sb;
+    if (::fstat(fd.get(), &sb) != 0) return sys_error("fstat {}", path);
+    if (!S_ISREG(sb.st_mode)) return error_code(EINVAL, "{}: not a regular file", path);
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st(XXH3_createState(), XXH3_freeState);
     XXH3_64bits_reset(st.get());
     // Reused: a fresh 1 MiB buffer per file costs more in page faults than small files take to

@@ -16,21 +16,23 @@ Result<void> fsync_path(const std::string& path);
 // rename(from, to) then fsync of the folder holding `to`: the replacement is atomic and,
 // once this returns, durable.
 Result<void> install(const std::string& from, const std::string& to);
-// Writes text to a temp file beside path, fsyncs it and installs it at path.
-Result<void> write_file_atomic(const std::string& path, const std::string& text, uid_t uid,
-                               gid_t gid);
-// Gives a file or folder to the job's user when we run as root (the agent does).
-Result<void> give_to(const std::string& path, uid_t uid, gid_t gid);
-// mkdir with mode 0700, given to uid:gid; an existing folder is an error when exclusive.
-Result<void> make_private_dir(const std::string& path, uid_t uid, gid_t gid, bool exclusive);
+// A name for a temporary file beside `path` that nobody can predict:
+// <folder>/.<name>.tmp.<random hex>.
+std::string temp_path(const std::string& path);
+// Writes text to a fresh temporary file beside path (O_EXCL, no link followed), fsyncs it
+// and installs it at path.
+Result<void> write_file_atomic(const std::string& path, const std::string& text);
+// mkdir with mode 0700; an existing folder is an error when exclusive, and an existing name
+// that is not a folder (a link) always is.
+Result<void> make_private_dir(const std::string& path, bool exclusive);
 // Removes a folder tree. Renames it to a hidden ".deleted-" name first, so that a crash
 // halfway never leaves a partial set folder under its real name.
 Result<void> remove_tree(const std::string& parent, const std::string& name);
 
 // An exclusive flock on <dir>/.lock, released when destroyed.
-Result<UniqueFd> lock_dir(const std::string& dir, uid_t uid, gid_t gid);
+Result<UniqueFd> lock_dir(const std::string& dir);
 
-// Size and XXH3-64 of one file, read in large chunks.
+// Size and XXH3-64 of one regular file (no link followed), read in large chunks.
 Result<FileRecord> checksum_file(const std::string& path, const std::string& name);
 
 // The current CLOCK_REALTIME in nanoseconds.

@@ -175,7 +175,12 @@ Result<void> check_member_files(const std::string& job_dir, const MemberRecord& 
     for (const FileRecord& f : m.files) {
         std::string p = job_dir + "/" + m.image_dir + "/" + f.name;
         struct stat st;
-        if (::stat(p.c_str(), &st) != 0) return sys_error("member {}: {}", m.member_id, p);
+        if (!is_plain_relative_path(m.image_dir) || !is_plain_relative_path(f.name))
+            return error_code(EINVAL, "member {}: {}: names a file outside the job folder",
+                              m.member_id, p);
+        if (::lstat(p.c_str(), &st) != 0) return sys_error("member {}: {}", m.member_id, p);
+        if (!S_ISREG(st.st_mode))
+            return error_code(EINVAL, "member {}: {}: not a regular file", m.member_id, p);
         if (static_cast<uint64_t>(st.st_size) != f.bytes)
             return error_code(EIO, "member {}: {}: {} bytes, expected {} (truncated or changed)",
                               m.member_id, p, st.st_size, f.bytes);
@@ -223,6 +228,19 @@ Result<std::vector<FileRecord>> scan_member_files(const std::string& dir) {
     return files;
 }
 
+bool is_plain_relative_path(std::string_view path) {
+    if (path.empty() || path.front() == '/' || path.find('\0') != std::string_view::npos) return false;
+    size_t start = 0;
+    while (start <= path.size()) {
+        size_t end = path.find('/', start);
+        if (end == std::string_view::npos) end = path.size();
+        std::string_view part = path.substr(start, end - start);
+        if (part.empty() || part == "." || part == "..") return false;
+        start = end + 1;
+    }
+    return true;
+}
+
 Result<void> check_reader(uint64_t jobid, const std::string& dir, uid_t owner, uid_t caller) {
     if (caller == 0 || caller == owner) return ok();
     return error_code(
@@ -238,7 +256,7 @@ Result<JobStore> JobStore::open_folder(const std::string& root, uint64_t jobid) 
     st.jobid_ = jobid;
     st.dir_ = fmt::format("{}/{}", root, jobid);
     struct stat sb;
-    if (::stat(st.dir_.c_str(), &sb) != 0) {
+    if (::lstat(st.dir_.c_str(), &sb) != 0) {
         if (errno == ENOENT)
             return error_code(ENOENT, "job {}: no checkpoints ({} does not exist)", jobid, st.dir_);
         return sys_error("job {}: {}", jobid, st.dir_);
@@ -246,6 +264,10 @@ Result<JobStore> JobStore::open_folder(const std::string& root, uint64_t jobid) 
     if (!S_ISDIR(sb.st_mode))
         return error_code(ENOTDIR, "job {}: {} is not a folder", jobid, st.dir_);
     CKPT_TRY(check_reader(jobid, st.dir_, sb.st_uid, ::geteuid()));
+    // Whoever else may write into the folder could have forged what it holds.
+    if (sb.st_mode & (S_IWGRP | S_IWOTH))
+        return error_code(EACCES, "job {}: {} is writable by group or others (mode {:o}): not trusted",
+                          jobid, st.dir_, sb.st_mode & 07777);
     st.index_.job.jobid = jobid;
     st.index_.job.uid = sb.st_uid;
     st.index_.job.gid = sb.st_gid;
@@ -284,11 +306,9 @@ Result<Index> JobStore::load_locked_index() const {
 }
 
 Result<void> JobStore::replace_index(const Index& idx) {
-    std::string tmp = fmt::format("{}/.{}.tmp.{}", dir_, kIndexName, ::getpid());
-    ::unlink(tmp.c_str());
+    std::string tmp = fsutil::temp_path(path(kIndexName));
     CKPT_TRY_CTX(write_index_file(tmp, idx), "job {}", jobid_);
     if (::chmod(tmp.c_str(), 0600) != 0) return sys_error("job {}: chmod {}", jobid_, tmp);
-    CKPT_TRY_CTX(fsutil::give_to(tmp, index_.job.uid, index_.job.gid), "job {}", jobid_);
     CKPT_TRY_CTX(fsutil::install(tmp, path(kIndexName)), "job {}", jobid_);
     index_ = idx;
     return ok();
@@ -308,11 +328,10 @@ Result<void> JobStore::check_fence(const Index& on_disk, std::string_view action
 
 Result<void> JobStore::write_manifest(const SetRecord& s) const {
     std::string set_dir = path(s.folder());
-    std::string tmp = fmt::format("{}/.{}.tmp.{}", set_dir, kManifestName, ::getpid());
+    std::string tmp = fsutil::temp_path(set_dir + "/" + kManifestName);
     CKPT_TRY_CTX(
         image::write_image(tmp, image::Kind::SetManifest, to_manifest(s, index_.job), true),
         "job {} set {}: manifest", jobid_, s.seq);
-    CKPT_TRY(fsutil::give_to(tmp, index_.job.uid, index_.job.gid));
     return fsutil::install(tmp, set_dir + "/" + kManifestName)
         .context("job {} set {}", jobid_, s.seq);
 }
@@ -340,9 +359,14 @@ Result<void> JobStore::roll_forward_or_fail(SetRecord& s) const {
 }
 
 Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& job,
-                                       uint32_t restart_count) {
+                                       uint32_t restart_count, const FolderMover& move_aside) {
+    // Root never writes a user's store: the writer is the job's user (docs/security.md).
+    if (::geteuid() != job.uid)
+        return error_code(EPERM,
+                          "job {}: the store of {} (uid {}) is written as that user, not as uid {}",
+                          job.jobid, job.user, job.uid, ::geteuid());
     std::error_code ec;
-    fs::create_directories(root, ec);
+    if (!fs::is_directory(root, ec)) fs::create_directories(root, ec);
     if (ec) return error_code(ec.value(), "job {}: create {}: {}", job.jobid, root, ec.message());
     JobStore st;
     st.root_ = root;
@@ -351,10 +375,10 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
     st.writer_ = true;
     st.restart_count_ = restart_count;
     st.index_.job = job;
-    CKPT_TRY(st.set_aside_other_incarnation());
-    CKPT_TRY_CTX(fsutil::make_private_dir(st.dir_, job.uid, job.gid, false), "job {}", job.jobid);
+    CKPT_TRY(st.set_aside_other_incarnation(move_aside));
+    CKPT_TRY_CTX(fsutil::make_private_dir(st.dir_, false), "job {}", job.jobid);
     struct stat sb;
-    if (::stat(st.dir_.c_str(), &sb) != 0) return sys_error("job {}: {}", job.jobid, st.dir_);
+    if (::lstat(st.dir_.c_str(), &sb) != 0) return sys_error("job {}: {}", job.jobid, st.dir_);
     if (sb.st_uid != job.uid)
         return error_code(
             EACCES, "job {}: {} belongs to uid {}, not to the job's user {} (uid {}); not using it",
@@ -362,7 +386,7 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
     if ((sb.st_mode & 07777) != 0700 && ::chmod(st.dir_.c_str(), 0700) != 0)
         return sys_error("job {}: chmod 0700 {}", job.jobid, st.dir_);
 
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(st.dir_, job.uid, job.gid), "job {}", job.jobid);
+    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(st.dir_), "job {}", job.jobid);
     FolderScan scan = CKPT_TRY_CTX(scan_job_folder(st.dir_), "job {}", job.jobid);
     for (const std::string& name : scan.leftovers)
         if (name.find(".tmp.") != std::string::npos) ::unlink(st.path(name).c_str());
@@ -391,24 +415,32 @@ Result<JobStore> JobStore::open_writer(const std::string& root, const JobInfo& j
     return st;
 }
 
-Result<void> JobStore::set_aside_other_incarnation() {
+Result<void> JobStore::set_aside_other_incarnation(const FolderMover& move_aside) {
     const std::string& ours = index_.job.incarnation;
     struct stat sb;
     if (ours.empty() || ::access(path(kIndexName).c_str(), F_OK) != 0 ||
         ::stat(dir_.c_str(), &sb) != 0)
         return ok();
-    // The folder's owner (maybe another user, whose job had the id) keeps its lock file.
-    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_, sb.st_uid, sb.st_gid), "job {}", jobid_);
+    // Another user's folder (whose job had the id) is not ours to read: the job's agent had
+    // it moved aside before (docs/security.md).
+    if (sb.st_uid != ::geteuid()) return ok();
+    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     auto on_disk = read_index(path(kIndexName));
     // An unreadable index is left to repair, as for any writer; only a readable one that
     // names another incarnation proves the folder is another job's.
     if (!on_disk || on_disk->job.incarnation.empty() || on_disk->job.incarnation == ours)
         return ok();
-    std::string aside = fmt::format("{}/{}", root_, set_aside_name(jobid_, on_disk->job.incarnation));
-    if (::rename(dir_.c_str(), aside.c_str()) != 0)
-        return sys_error("job {}: {} holds another job {}'s checkpoints (incarnation {}, this "
-                         "job is {}); moving it aside to {}",
-                         jobid_, dir_, jobid_, on_disk->job.incarnation, ours, aside);
+    std::string aside_name = set_aside_name(jobid_, on_disk->job.incarnation);
+    std::string aside = fmt::format("{}/{}", root_, aside_name);
+    auto moved = move_aside ? move_aside(std::to_string(jobid_), aside_name)
+                            : (::rename(dir_.c_str(), aside.c_str()) == 0
+                                   ? Result<void>(ok())
+                                   : Result<void>(sys_error("rename")));
+    if (!moved)
+        return std::move(moved).error().context(
+            "job {}: {} holds another job {}'s checkpoints (incarnation {}, this job is {}); "
+            "moving it aside to {}",
+            jobid_, dir_, jobid_, on_disk->job.incarnation, ours, aside);
     set_aside_ = aside;
     log::get("set")->warn(
         "job {}: {} held the checkpoints of an earlier job {} (incarnation {}; this job is {}: "
@@ -420,11 +452,10 @@ Result<void> JobStore::set_aside_other_incarnation() {
 
 Result<void> JobStore::save_job_file(const std::string& name, const std::string& text) {
     auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     CKPT_TRY(check_fence(idx, fmt::format("save {}", name), 0));
-    CKPT_TRY_CTX(fsutil::write_file_atomic(path(name), text, index_.job.uid, index_.job.gid),
-                 "job {}", jobid_);
+    CKPT_TRY_CTX(fsutil::write_file_atomic(path(name), text), "job {}", jobid_);
     FileRecord rec = CKPT_TRY_CTX(fsutil::checksum_file(path(name), name), "job {}", jobid_);
     auto& files = idx.job.saved_files;
     std::erase_if(files, [&](const FileRecord& f) { return f.name == name; });
@@ -467,7 +498,7 @@ Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {
     if (opts.expected_members == 0)
         return error_code(EINVAL, "job {}: begin a set: no members expected", jobid_);
     auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     CKPT_TRY(check_fence(idx, "begin a set", 0));
     FolderScan scan = CKPT_TRY_CTX(scan_job_folder(dir_), "job {}", jobid_);
@@ -484,7 +515,7 @@ Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {
     s.expected_members = opts.expected_members;
     s.restart_count = restart_count_;
     // Exclusive: a set folder is never reused, so no writer can overwrite another's set.
-    CKPT_TRY_CTX(fsutil::make_private_dir(path(s.folder()), index_.job.uid, index_.job.gid, true),
+    CKPT_TRY_CTX(fsutil::make_private_dir(path(s.folder()), true),
                  "job {} set {}", jobid_, seq);
     CKPT_TRY(write_manifest(s));
     idx.sets.push_back(s);
@@ -498,7 +529,7 @@ Result<std::string> JobStore::make_member_dir(uint64_t seq, int32_t member_id) {
     if (!pending_.count(seq))
         return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
     std::string dir = fmt::format("{}/{}/member-{}", dir_, set_folder_name(seq), member_id);
-    CKPT_TRY_CTX(fsutil::make_private_dir(dir, index_.job.uid, index_.job.gid, false),
+    CKPT_TRY_CTX(fsutil::make_private_dir(dir, false),
                  "job {} set {}", jobid_, seq);
     return dir;
 }
@@ -512,8 +543,7 @@ Result<void> JobStore::add_member(uint64_t seq, MemberReport report) {
     std::string rel = report.image_dir;
     if (rel.starts_with(dir_ + "/")) rel = rel.substr(dir_.size() + 1);
     while (!rel.empty() && rel.back() == '/') rel.pop_back();
-    if (!rel.starts_with(s.folder() + "/") || rel.find("..") != std::string::npos ||
-        rel.starts_with("/"))
+    if (!rel.starts_with(s.folder() + "/") || !is_plain_relative_path(rel))
         return error_code(EINVAL, "{}: image folder {} is not inside {}", where, report.image_dir,
                           path(s.folder()));
     for (const MemberRecord& m : s.members)
@@ -522,6 +552,9 @@ Result<void> JobStore::add_member(uint64_t seq, MemberReport report) {
         return error_code(EINVAL, "{}: the set expects only {} members", where, s.expected_members);
     if (report.files.empty())
         return error_code(EINVAL, "{}: {} holds no image files", where, report.image_dir);
+    for (const FileRecord& f : report.files)
+        if (!is_plain_relative_path(f.name))
+            return error_code(EINVAL, "{}: file name '{}' leaves its image folder", where, f.name);
     MemberRecord m;
     m.member_id = report.member_id;
     m.node = std::move(report.node);
@@ -553,7 +586,7 @@ Result<void> JobStore::commit_set(uint64_t seq) {
                           seq, s.members.size(), s.expected_members);
     // A stale run is told so before anything else (its set folder may already be gone).
     {
-        auto early = CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        auto early = CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
         Index idx = CKPT_TRY(load_locked_index());
         CKPT_TRY(check_fence(idx, "commit", seq));
     }
@@ -562,8 +595,8 @@ Result<void> JobStore::commit_set(uint64_t seq) {
     for (const MemberRecord& m : s.members) {
         for (const FileRecord& f : m.files) {
             std::string p = path(m.image_dir + "/" + f.name);
-            auto fd = CKPT_TRY_CTX(open_file(p, O_RDONLY), "job {} set {} member {}", jobid_, seq,
-                                   m.member_id);
+            auto fd = CKPT_TRY_CTX(open_file(p, O_RDONLY | O_NOFOLLOW | O_NONBLOCK),
+                                   "job {} set {} member {}", jobid_, seq, m.member_id);
             struct stat st;
             if (::fstat(fd.get(), &st) != 0)
                 return sys_error("job {} set {}: fstat {}", jobid_, seq, p);
@@ -571,25 +604,16 @@ Result<void> JobStore::commit_set(uint64_t seq) {
                 return error_code(EIO, "job {} set {} member {}: {} is {} bytes, {} when reported",
                                   jobid_, seq, m.member_id, p, st.st_size, f.bytes);
             if (::fsync(fd.get()) != 0) return sys_error("job {} set {}: fsync {}", jobid_, seq, p);
-            // Images written by root (the agent) become the job user's, like the rest of the
-            // folder.
-            if (::geteuid() == 0 && st.st_uid != index_.job.uid &&
-                ::fchown(fd.get(), index_.job.uid, index_.job.gid) != 0)
-                return sys_error("job {} set {}: chown {}", jobid_, seq, p);
             for (fs::path d = fs::path(p).parent_path();
                  d.string().size() > path(s.folder()).size(); d = d.parent_path())
                 dirs.insert(d.string());
         }
     }
-    for (const std::string& d : dirs) {
-        CKPT_TRY_CTX(fsutil::give_to(d, index_.job.uid, index_.job.gid), "job {} set {}", jobid_,
-                     seq);
-        CKPT_TRY_CTX(fsutil::fsync_path(d), "job {} set {}", jobid_, seq);
-    }
+    for (const std::string& d : dirs) CKPT_TRY_CTX(fsutil::fsync_path(d), "job {} set {}", jobid_, seq);
 
     // Then the manifest and the index, under the lock and only if no newer run took over.
     auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     CKPT_TRY(check_fence(idx, "commit", seq));
     SetRecord* on_disk = idx.find(seq);
@@ -615,7 +639,7 @@ Result<void> JobStore::fail_set(uint64_t seq, const std::string& reason) {
     SetRecord s = it->second;
     pending_.erase(it);
     auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     SetRecord* on_disk = idx.find(seq);
     // Only its own set, and only while it is still "writing": never touches a newer run's.
@@ -633,7 +657,7 @@ Result<void> JobStore::fail_set(uint64_t seq, const std::string& reason) {
 Result<Report> JobStore::keep_newest(uint32_t keep) {
     if (keep == 0) return error_code(EINVAL, "job {}: keep must be at least 1", jobid_);
     auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     FolderScan scan = CKPT_TRY_CTX(scan_job_folder(dir_), "job {}", jobid_);
     Report report;
@@ -680,7 +704,7 @@ Result<Report> JobStore::keep_newest(uint32_t keep) {
 
 Result<void> JobStore::remove_set(uint64_t seq) {
     auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     Index idx = CKPT_TRY(load_locked_index());
     const SetRecord* s = idx.find(seq);
     if (!s) return error_code(ENOENT, "job {}: no set {}", jobid_, seq);
@@ -752,7 +776,7 @@ Result<uint64_t> JobStore::newest_verified() const {
 
 Result<Report> JobStore::repair() {
     auto lock =
-        CKPT_TRY_CTX(fsutil::lock_dir(dir_, index_.job.uid, index_.job.gid), "job {}", jobid_);
+        CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
     Report report;
     auto old = read_index(path(kIndexName));
     if (!old)

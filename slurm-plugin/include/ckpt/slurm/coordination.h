@@ -11,10 +11,13 @@
 //   preempt-request                  written by the batch step's signal relay when Slurm
 //                                    warns the batch shell (--signal=B:...): final set now
 //
-// Every file the agents write is text, ends with a "sum <xxh3>" line over everything before
-// it (a torn or edited file is refused), and is written as root into a folder the job's
-// user owns: always a fresh file (O_EXCL, never following links) renamed into place, so the
-// user cannot redirect a root write elsewhere.
+// Every file the agents write is text and ends with a "sum <xxh3>" line over everything
+// before it: a torn file is refused. The sum detects damage; it does not prove who wrote a
+// file (anyone can compute it). It need not: everything here is written and read by the
+// job's user's own processes (the agents' unprivileged halves, ckpt-job, the relay), never
+// by root, so a forged file can only mislead the user's own agents (docs/security.md).
+// Files are written as a fresh temporary file of an unpredictable name (O_EXCL, no link
+// followed), renamed into place.
 #pragma once
 
 #include <sys/types.h>
@@ -59,10 +62,9 @@ Result<uint64_t> uint_field(const Fields& f, const std::string& key, std::string
 
 // A folder opened without following links; `owner` (if given) must own it.
 Result<UniqueFd> open_folder(const std::string& path, std::optional<uid_t> owner);
-// Writes name in dir atomically: a fresh temporary file (O_EXCL), fsynced, given to
-// uid:gid (when not -1), mode 0600, renamed over name.
-Result<void> write_file_at(int dir, const std::string& name, std::string_view content, uid_t uid,
-                           gid_t gid);
+// Writes name in dir atomically: a fresh temporary file of an unpredictable name (O_EXCL, no
+// link followed), fsynced, mode 0600, renamed over name.
+Result<void> write_file_at(int dir, const std::string& name, std::string_view content);
 // Reads name in dir, refusing links and anything but a regular file. ENOENT when missing.
 Result<std::string> read_file_at(int dir, const std::string& name);
 

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -59,16 +60,20 @@ struct Report {
 
 class JobStore {
 public:
-    // For the writer of run restart_count: creates <root>/<jobid>/ (mode 0700, owned by
-    // job.uid when run as root) and its index if missing, and claims the job for this run.
+    // For the writer of run restart_count: creates <root>/<jobid>/ (mode 0700) and its index
+    // if missing, and claims the job for this run.
     // A folder whose index names another incarnation than job.incarnation (both known) is
     // another job's of the same id: it is renamed to <root>/<jobid>.earlier-<incarnation>
     // (set_aside() says where) and this job starts a new folder.
     // Refused if a newer run already claimed it. There is one writer per job at a time
     // (the lead agent): sets left "writing" by an earlier writer are rolled forward (their
     // manifest says committed and every file has its size) or marked failed.
+    // Runs as the job's user (refused otherwise: root never writes a user's store).
+    // move_aside renames <root>/<from> to <root>/<to> (names, not paths) where the user may
+    // not write the root itself (the agent asks its privileged half); empty: rename here.
+    using FolderMover = std::function<Result<void>(const std::string& from, const std::string& to)>;
     static Result<JobStore> open_writer(const std::string& root, const JobInfo& job,
-                                        uint32_t restart_count);
+                                        uint32_t restart_count, const FolderMover& move_aside = {});
 
     // For readers: the job's folder must belong to the caller, unless the caller is root.
     // Loads the index; a damaged index is an error that says to run repair.
@@ -133,7 +138,7 @@ private:
     Result<void> write_manifest(const SetRecord& s) const;
     Result<void> delete_folder(const std::string& name) const;
     Result<void> roll_forward_or_fail(SetRecord& s) const;
-    Result<void> set_aside_other_incarnation();
+    Result<void> set_aside_other_incarnation(const FolderMover& move_aside);
     Result<void> save_job_file(const std::string& name, const std::string& text);
 
     std::string root_;
@@ -145,6 +150,10 @@ private:
     std::map<uint64_t, SetRecord> pending_;  // sets this writer began and has not finished
     std::string set_aside_;
 };
+
+// A relative path of plain names: not empty, not absolute, no "." or ".." component, no
+// empty component. What names in a node report or an index must be to stay inside a folder.
+bool is_plain_relative_path(std::string_view path);
 
 // The access rule for reading a job's store, given the owner of its folder: the owner
 // and root may; anyone else is refused with a message naming the job and both users.
