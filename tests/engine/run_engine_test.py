@@ -835,16 +835,17 @@ class Run:
         return f"PASS ({count} files)"
 
     def neg_image_fifo(self):
-        # Before: restore and show blocked for ever opening the FIFO (inventory.img first).
+        # Before: restore blocked for ever opening the FIFO (core-PID.img, the first replaced).
         return self.refused_replaced_files(lambda path, name: os.mkfifo(path), "FIFO as")
 
     def neg_image_devzero(self):
-        # Before: read_file read /dev/zero without end, growing until memory ran out.
+        # Before: restore read /dev/zero without end (core-PID.img first), memory growing,
+        # until the timeout.
         return self.refused_replaced_files(lambda path, name: os.symlink("/dev/zero", path),
                                            "link to /dev/zero as")
 
     def neg_image_symlink(self):
-        # Before: the link was followed and the restore succeeded from the copy.
+        # Before: the link was followed and the restore succeeded from the copy (core-PID.img).
         elsewhere = os.path.join(self.work, "elsewhere")
 
         def link_to_copy(path, name):
@@ -877,15 +878,14 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
         """Links planted at every name a dump writes: to a canary file outside the folder, and
         to /proc/PID/mem of a canary process outside the tree. The dump succeeds or fails
         cleanly, neither canary changes, the tree runs on.
-        Before: the first image opened with O_TRUNC through the link emptied the canary file
-        and wrote the image into it, and into the canary process's memory."""
+        Before: both dumps "succeeded", leaving the links; each image opened with O_TRUNC
+        through a link overwrote the canary file, and was written into the canary process's
+        memory (at address 0, through /proc/PID/mem)."""
         self.start()
         self.dump(leave_running=True)
         names = sorted(os.listdir(self.images))
         canary_file = os.path.join(self.work, "canary")
         content = os.urandom(8192)
-        with open(canary_file, "wb") as f:
-            f.write(content)
         ready = os.path.join(self.work, "canary.ready")
         canary = subprocess.Popen([sys.executable, "-c", self.CANARY_PROCESS, ready])
         self.started.add(canary.pid)
@@ -897,6 +897,8 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
             time.sleep(0.02)
         problems = []
         for what, target in (("canary file", canary_file), ("canary process", f"/proc/{canary.pid}/mem")):
+            with open(canary_file, "wb") as f:  # afresh, so that each round tells its own
+                f.write(content)
             planted = os.path.join(self.work, "planted-" + what.split()[1])
             os.makedirs(planted)
             for name in names:
@@ -927,8 +929,7 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
 
     def neg_pages_outside(self):
         """Images naming a file outside their folder (made by image_edit, checksums valid).
-        Before: the pages file was read from outside the folder and the restore succeeded; the
-        saved copy was read from outside (refused only by its checksum)."""
+        Before: the pages file was read from outside the folder and the restore succeeded."""
         if not self.args.image_edit:
             raise TestFailure("--image-edit is needed for this test")
         self.dumped_and_gone()
@@ -1009,7 +1010,9 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
         """An engine run as nobody, holding CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE, refuses a
         tree of nobody's with a child running as root (naming it; the tree runs on), and dumps
         a tree entirely of nobody's (restored as root).
-        Before: it dumped the root child's memory and fds into nobody's folder."""
+        Before: it seized the root child, ran injected system calls inside it and read its
+        mappings through map_files, and failed only at its fd folder (opendir /proc/PID/fd:
+        Permission denied), with no word of whose process it was."""
         nobody = self.setpriv_nobody()
         root, child = self.spawn_mixed_tree()
         mixed = [root, child]

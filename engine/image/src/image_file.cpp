@@ -45,6 +45,17 @@ const char* kind_name(Kind k) {
 
 uint64_t checksum(const void* p, size_t n) { return XXH3_64bits(p, n); }
 
+namespace {
+
+// The folder of path, opened, and the name in it: for the writers given a path.
+Result<std::pair<ImageDir, std::string>> open_parent(const std::string& path) {
+    size_t slash = path.rfind('/');
+    if (slash == std::string::npos) return std::pair{CKPT_TRY(ImageDir::open(".")), path};
+    return std::pair{CKPT_TRY(ImageDir::open(slash == 0 ? "/" : path.substr(0, slash))), path.substr(slash + 1)};
+}
+
+}  // namespace
+
 Result<ImageDir> ImageDir::open(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return sys_error("image directory {}", path);
@@ -114,6 +125,11 @@ Result<ImageWriter> ImageWriter::create(const ImageDir& dir, const std::string& 
     h.version = kFormatVersion;
     CKPT_TRY(w.append(&h, sizeof h));
     return w;
+}
+
+Result<ImageWriter> ImageWriter::create(const std::string& path, Kind kind) {
+    auto [dir, name] = CKPT_TRY(open_parent(path));
+    return create(dir, name, kind);
 }
 
 Result<void> ImageWriter::append(const void* p, size_t n) {
@@ -204,9 +220,8 @@ Result<void> write_image(const ImageDir& dir, const std::string& name, Kind kind
 
 Result<void> write_image(const std::string& path, Kind kind, const google::protobuf::MessageLite& msg,
                          bool sync) {
-    size_t slash = path.rfind('/');
-    auto dir = CKPT_TRY(ImageDir::open(slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash)));
-    return write_image(dir, slash == std::string::npos ? path : path.substr(slash + 1), kind, msg, sync);
+    auto [dir, name] = CKPT_TRY(open_parent(path));
+    return write_image(dir, name, kind, msg, sync);
 }
 
 Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg) {

@@ -82,6 +82,8 @@ Result<UniqueFd> open_recorded_data(const std::string& dir, std::string_view ima
 class ImageWriter {
 public:
     static Result<ImageWriter> create(const ImageDir& dir, const std::string& name, Kind kind);
+    // The same, opening the file's folder first.
+    static Result<ImageWriter> create(const std::string& path, Kind kind);
     Result<void> add(const google::protobuf::MessageLite& msg);
     // Writes the trailer; with sync, fsyncs the file. The image is invalid until then.
     Result<void> finish(bool sync = false);
