@@ -46,8 +46,9 @@ const char kUsage[] =
     "      --shell-job         attach the tree to this terminal\n"
     "      --inherit-fd fd[N]:KEY  bind the external resource KEY (e.g. pipe:[1234]) to fd N\n"
     "      --skip-file-checks  restore even if files changed since the dump\n"
-    "      --restore-as UID:GID  refuse images of anyone else (uids, gids, capabilities) and\n"
-    "                          open their files with this user's rights\n"
+    "      --restore-as UID:GID  run as root for a user: the whole restore runs as that user\n"
+    "                          (only CAP_CHECKPOINT_RESTORE kept until the tree exists), and\n"
+    "                          images that are not exactly the user are refused; needs --new-pidns\n"
     "      --new-pidns         restore in a new pid namespace under a minimal init, so the\n"
     "                          processes keep their pids even where those are taken here\n"
     "  show DIR [--json]     decode every image in DIR\n"
@@ -172,6 +173,9 @@ int cmd_restore(const std::vector<std::string_view>& args) {
         }
     }
     if (o.image_dir.empty()) return usage_error("restore: -D DIR is required");
+    if (o.restore_as_uid >= 0 && !o.new_pidns)
+        return usage_error("restore: --restore-as needs --new-pidns (a chosen pid in this pid namespace is a "
+                           "privilege the user does not have)");
     auto tree = ckpt::engine::restore(o);
     if (!tree) return fail(std::move(tree).error().context("restore"));
     if (o.detach) return kExitOk;

@@ -7,6 +7,12 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <set>
+
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "proc.h"
@@ -64,6 +70,18 @@ Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch&
     return ok();
 }
 
+namespace {
+
+const char* rlimit_name(uint32_t resource) {
+    static const char* const names[] = {"RLIMIT_CPU",     "RLIMIT_FSIZE",  "RLIMIT_DATA",   "RLIMIT_STACK",
+                                        "RLIMIT_CORE",    "RLIMIT_RSS",    "RLIMIT_NPROC",  "RLIMIT_NOFILE",
+                                        "RLIMIT_MEMLOCK", "RLIMIT_AS",     "RLIMIT_LOCKS",  "RLIMIT_SIGPENDING",
+                                        "RLIMIT_MSGQUEUE", "RLIMIT_NICE",  "RLIMIT_RTPRIO", "RLIMIT_RTTIME"};
+    return resource < std::size(names) ? names[resource] : "unknown limit";
+}
+
+}  // namespace
+
 Result<void> restore_task_settings(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const auto& core = t.core;
@@ -76,9 +94,11 @@ Result<void> restore_task_settings(RestoreTask& t) {
         CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, old_at}));
         CKPT_TRY(read_remote(t.host, old_at, &old, sizeof old));
         if (lim.max > old.max) {
-            // Raising a hard limit needs CAP_SYS_RESOURCE, which the engine may lack: the
-            // process gets the engine's (lower) hard limit, never more than it had.
-            logger()->warn("pid {}: limit {} hard {} capped at {}", t.pid, r.resource(), lim.max, old.max);
+            // Raising a hard limit needs CAP_SYS_RESOURCE, which the engine may lack (and a
+            // user's restore never has): the process gets the restorer's hard limit, never
+            // more than it had.
+            logger()->warn("pid {}: hard {} {} is above the restorer's {}: lowered to it", t.pid,
+                           rlimit_name(r.resource()), lim.max, old.max);
             lim.max = old.max;
             lim.cur = std::min(lim.cur, lim.max);
         }
@@ -91,22 +111,25 @@ Result<void> restore_task_settings(RestoreTask& t) {
     CKPT_TRY(rt.syscall_ok("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, static_cast<uint64_t>(core.pdeath_signal())}));
     CKPT_TRY(rt.syscall_ok("prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl, {PR_SET_CHILD_SUBREAPER, core.child_subreaper() ? 1u : 0u}));
 
-    // cwd and root: directories opened by the engine and entered through their fds.
+    // cwd and root: directories opened by the engine (with its rights: the user's under
+    // --restore-as) and entered through their fds.
     for (auto [path, is_root] : {std::pair{core.root(), true}, std::pair{core.cwd(), false}}) {
         if (path.empty() || (is_root && path == "/")) continue;
-        UniqueFd dir;
-        {
-            FsIdentity as(t.shared->fs_uid, t.shared->fs_gid);
-            dir = CKPT_TRY_CTX(open_file(path, O_RDONLY | O_DIRECTORY | O_PATH), "pid {}: {}", t.pid,
-                               is_root ? "root" : "cwd");
-        }
+        UniqueFd dir = CKPT_TRY_CTX(open_file(path, O_RDONLY | O_DIRECTORY | O_PATH), "pid {}: {}", t.pid,
+                                    is_root ? "root" : "cwd");
         int fd = CKPT_TRY(t.install_fd(dir.get()));
         CKPT_TRY(rt.syscall_ok("fchdir", SYS_fchdir, {static_cast<uint64_t>(fd)}));
         if (is_root) {
             auto s = t.scratch.scope();
             char dot[2] = ".";
             uint64_t at = CKPT_TRY(s.put(dot));
-            CKPT_TRY(rt.syscall_ok("chroot", SYS_chroot, {at}));
+            int64_t r = CKPT_TRY(rt.syscall(SYS_chroot, {at}));
+            if (r < 0) {
+                int err = static_cast<int>(-r);
+                // CAP_SYS_CHROOT: a user's restore never has it.
+                return error_code(err, "pid {}: chroot({}): {}{}", t.pid, path, std::strerror(err),
+                                  err == EPERM ? ": the user may not set it" : "");
+            }
         }
         CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
     }
@@ -141,6 +164,153 @@ Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image
         if (c.cap_amb() & (1ull << cap))
             CKPT_TRY(rt.syscall_ok("prctl(PR_CAP_AMBIENT_RAISE)", SYS_prctl, {PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap}));
     if (c.no_new_privs()) CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1}));
+    return ok();
+}
+
+
+namespace {
+
+constexpr uint32_t kSecbitKeepCaps = 1u << 4;  // SECBIT_KEEP_CAPS (linux/securebits.h)
+
+std::string join_ids(const std::vector<uint32_t>& ids) {
+    std::string out;
+    for (uint32_t id : ids) out += (out.empty() ? "" : " ") + std::to_string(id);
+    return out.empty() ? "none" : out;
+}
+
+std::vector<uint32_t> id_set(auto&& ids) {
+    std::vector<uint32_t> out(ids.begin(), ids.end());
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+}  // namespace
+
+Result<void> check_user_images(pid_t pid, const image::TaskCore& core, const RestoreShared& sh) {
+    const privilege::Identity& who = *sh.user;
+    const image::Creds& c = core.creds();
+    for (uint32_t u : {c.uid(), c.euid(), c.suid(), c.fsuid()})
+        if (u != who.uid)
+            return error_code(EPERM, "pid {}: the images claim uid {} but belong to uid {}: refused", pid, u, who.uid);
+    for (uint32_t g : {c.gid(), c.egid(), c.sgid(), c.fsgid()})
+        if (g != who.gid)
+            return error_code(EPERM, "pid {}: the images claim gid {}, the user's is {}: refused", pid, g, who.gid);
+    // Restored as the user, a process can only have the groups the user has now (setgroups
+    // needs CAP_SETGID).
+    std::vector<uint32_t> groups = id_set(c.groups()), user_groups = id_set(who.groups);
+    if (groups != user_groups)
+        return error_code(EPERM, "pid {}: the images claim groups [{}], the user's are [{}]: refused", pid,
+                          join_ids(groups), join_ids(user_groups));
+    if (c.cap_prm() || c.cap_eff() || c.cap_inh() || c.cap_amb())
+        return error_code(EPERM,
+                          "pid {}: the images claim capabilities (permitted {:#x}, effective {:#x}, inheritable {:#x}, "
+                          "ambient {:#x}) for uid {}: refused",
+                          pid, c.cap_prm(), c.cap_eff(), c.cap_inh(), c.cap_amb(), who.uid);
+    // Dropping from the bounding set needs CAP_SETPCAP: a user's process keeps the restorer's.
+    if (c.cap_bnd() != sh.own_cap_bnd)
+        return error_code(EPERM, "pid {}: capability bounding set {:#x} differs from the restorer's {:#x}: refused", pid,
+                          c.cap_bnd(), sh.own_cap_bnd);
+    if (c.securebits() & ~kSecbitKeepCaps)
+        return error_code(EPERM, "pid {}: securebits {:#x}: only SECBIT_KEEP_CAPS can be restored as a user: refused",
+                          pid, c.securebits());
+    if (core.seccomp_size() > 0 && !c.no_new_privs())
+        return error_code(EPERM, "pid {}: a seccomp filter without no_new_privs cannot be restored as a user", pid);
+    return ok();
+}
+
+Result<void> restore_creds_as_user(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c) {
+    // The thread is the user already (a copy of the init, which became the user); it holds
+    // CAP_CHECKPOINT_RESTORE for the restore only. Capabilities are per thread: each drops
+    // its own.
+    auto s = scratch.scope();
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct none[2] = {};
+    uint64_t hdr_at = CKPT_TRY(s.put(hdr));
+    uint64_t data_at = CKPT_TRY(s.put(none));
+    CKPT_TRY(rt.syscall_ok("capset(none)", SYS_capset, {hdr_at, data_at}));
+    CKPT_TRY(rt.syscall_ok("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", SYS_prctl, {PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL}));
+    bool keep = c.securebits() & kSecbitKeepCaps;
+    CKPT_TRY(rt.syscall_ok("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, keep ? 1u : 0u}));
+    if (c.no_new_privs()) CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1}));
+    return ok();
+}
+
+ExpectedIdentity expected_identity(const image::Creds& c, const RestoreShared& sh) {
+    ExpectedIdentity e;
+    if (sh.user) {
+        const privilege::Identity& who = *sh.user;
+        std::fill(std::begin(e.uid), std::end(e.uid), who.uid);
+        std::fill(std::begin(e.gid), std::end(e.gid), who.gid);
+        e.groups = id_set(who.groups);
+        e.cap_bnd = sh.own_cap_bnd;
+    } else {
+        uint32_t uid[4] = {c.uid(), c.euid(), c.suid(), c.fsuid()}, gid[4] = {c.gid(), c.egid(), c.sgid(), c.fsgid()};
+        std::copy(std::begin(uid), std::end(uid), e.uid);
+        std::copy(std::begin(gid), std::end(gid), e.gid);
+        e.groups = id_set(c.groups());
+        e.cap_inh = c.cap_inh();
+        e.cap_prm = c.cap_prm();
+        e.cap_eff = c.cap_eff();
+        e.cap_amb = c.cap_amb();
+        // A bounding capability the restorer lacks cannot be given back.
+        e.cap_bnd = c.cap_bnd() & sh.own_cap_bnd;
+    }
+    e.no_new_privs = c.no_new_privs();
+    return e;
+}
+
+namespace {
+
+// "Key:\tvalue" lines of a /proc status file.
+std::map<std::string, std::string, std::less<>> status_fields(const std::string& text) {
+    std::map<std::string, std::string, std::less<>> out;
+    for (std::string_view line : split(text, '\n')) {
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos) continue;
+        out.emplace(std::string(line.substr(0, colon)), std::string(trim(line.substr(colon + 1))));
+    }
+    return out;
+}
+
+std::vector<uint32_t> parse_ids(std::string_view value) {
+    std::vector<uint32_t> out;
+    for (auto a : split(value, '\t'))
+        for (auto b : split(a, ' '))
+            if (auto n = parse_uint(trim(b)); !trim(b).empty() && n) out.push_back(static_cast<uint32_t>(*n));
+    return out;
+}
+
+}  // namespace
+
+Result<void> verify_thread_identity(pid_t pid, pid_t tid, pid_t host_tgid, pid_t host_tid, const ExpectedIdentity& want) {
+    std::string text = CKPT_TRY_CTX(read_file(proc_task_path(host_tgid, host_tid, "status")), "pid {} tid {}", pid, tid);
+    auto fields = status_fields(text);
+    auto field = [&](std::string_view key) -> Result<std::string_view> {
+        auto it = fields.find(key);
+        if (it == fields.end()) return error("pid {} tid {}: /proc status has no {} field", pid, tid, key);
+        return std::string_view(it->second);
+    };
+    auto mismatch = [&](std::string_view key, std::string_view have, std::string want_text) {
+        return error_code(EPERM, "pid {} tid {}: {} is '{}' after the restore, expected '{}'", pid, tid, key, have,
+                          want_text);
+    };
+    for (auto [key, ids] : {std::pair{"Uid", want.uid}, std::pair{"Gid", want.gid}}) {
+        std::string_view v = CKPT_TRY(field(key));
+        std::vector<uint32_t> have = parse_ids(v), expected(ids, ids + 4);
+        if (have != expected) return mismatch(key, v, join_ids(expected));
+    }
+    std::string_view groups = CKPT_TRY(field("Groups"));
+    if (id_set(parse_ids(groups)) != want.groups) return mismatch("Groups", groups, join_ids(want.groups));
+    for (auto [key, caps] : {std::pair{"CapInh", want.cap_inh}, std::pair{"CapPrm", want.cap_prm},
+                             std::pair{"CapEff", want.cap_eff}, std::pair{"CapAmb", want.cap_amb},
+                             std::pair{"CapBnd", want.cap_bnd}}) {
+        std::string_view v = CKPT_TRY(field(key));
+        auto have = parse_uint(v, 16);
+        if (!have || *have != caps) return mismatch(key, v, fmt::format("{:016x}", caps));
+    }
+    std::string_view nnp = CKPT_TRY(field("NoNewPrivs"));
+    if (nnp != (want.no_new_privs ? "1" : "0")) return mismatch("NoNewPrivs", nnp, want.no_new_privs ? "1" : "0");
     return ok();
 }
 

@@ -2,7 +2,15 @@
 // by driving it with injected system calls. All or nothing: on any failure every process
 // created so far is killed (they are traced with PTRACE_O_EXITKILL, so even a crash of
 // the engine takes them down).
+//
+// Who runs as whom. Root restoring images as recorded (no --restore-as): everything runs as
+// root, as it did. --restore-as UID:GID (the batch system restoring a user's job; needs
+// --new-pidns): root only makes the new pid namespace, whose init becomes the user at once;
+// then this process becomes the user too, before reading a byte of the images. Both keep
+// only CAP_CHECKPOINT_RESTORE (clone3 set_tid, the PR_SET_MM_MAP exe link) until the tree
+// exists, so a forged image can do no more than the user could: the kernel refuses the rest.
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -10,15 +18,14 @@
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/fsuid.h>
 #include <sys/wait.h>
-#include <grp.h>
-#include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <span>
+#include <string_view>
 
 #include "ckpt/arch/arch.h"
 #include "ckpt/engine/engine.h"
@@ -59,11 +66,7 @@ Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
 
 Result<int> RestoreTask::install_file(uint32_t file_id, int flags, int at_fd, bool cloexec) {
     const image::FileEntry* e = CKPT_TRY(shared->file(file_id));
-    UniqueFd fd;
-    {
-        FsIdentity as(shared->fs_uid, shared->fs_gid);
-        fd = CKPT_TRY(open_recorded_file(image_dir, *e, flags, shared->skip_file_checks));
-    }
+    UniqueFd fd = CKPT_TRY(open_recorded_file(image_dir, *e, flags, shared->skip_file_checks));
     return install_fd(fd.get(), at_fd, cloexec);
 }
 
@@ -72,7 +75,6 @@ Result<int64_t> RestoreTask::mapping_fd(const image::Vma& v) {
     const image::FileEntry* e = CKPT_TRY(shared->file(v.file_id()));
     int engine_fd;
     UniqueFd opened;
-    FsIdentity as(shared->fs_uid, shared->fs_gid);
     if (e->memfd()) {
         // One memory object per recorded object, shared by every process that maps it.
         auto it = shared->shm_objects.find(v.file_id());
@@ -151,64 +153,143 @@ Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
     return static_cast<pid_t>(r);
 }
 
-// --new-pidns: the init of a new pid namespace (pid 1 there) creates the root with its
-// old pid as its own child, then reaps orphans and, once the root is gone, exits the way
-// the root did, so that whoever waits for the init learns the root's status. The root maps
-// the trampoline, reports ready and waits to be seized by the engine.
-struct PidnsRoot {
-    pid_t init = 0;
-    pid_t root = 0;  // as the engine sees it
+// --new-pidns: the init of a new pid namespace (pid 1 there), made before any image is read
+// (CLONE_NEWPID needs CAP_SYS_ADMIN, which a user's restore gives up first). Under
+// --restore-as it becomes the user at once, keeping CAP_CHECKPOINT_RESTORE until it has made
+// the tree's root. When the engine names the root's old pid and the trampoline address, it
+// creates the root as its own child; the root maps the trampoline and waits to be seized.
+// The init then drops every capability, reaps orphans and, once the root is gone, exits the
+// way the root did, so that whoever waits for the init learns the root's status.
+struct PidnsInit {
+    pid_t pid = 0;      // as the engine sees it
+    UniqueFd commands;  // engine -> init: InitCommand
+    UniqueFd reports;   // init -> engine: "ready", "created", or what failed
 };
 
-Result<PidnsRoot> create_root_in_pidns(pid_t root_in_ns, uint64_t trampoline) {
+struct InitCommand {
+    pid_t root = 0;
+    uint64_t trampoline = 0;
+};
+
+constexpr std::string_view kInitReady = "ready", kInitCreated = "created";
+
+// Drops every capability of the calling thread and checks from /proc that it is exactly
+// `who` with none left (the user's engine processes, once the tree exists).
+Result<void> drop_capabilities(const privilege::Identity& who) {
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct none[2] = {};
+    if (syscall(SYS_capset, &hdr, none) != 0) return sys_error("capset(none)");
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) return sys_error("prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
+    return privilege::verify_identity(who, 0);
+}
+
+// The init's life; `who` is null when root restores as recorded.
+[[noreturn]] void run_pidns_init(const privilege::Identity* who, int commands, int reports) {
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, nullptr);
+    auto report = [&](std::string_view msg) { (void)!write(reports, msg.data(), msg.size()); };
+    auto fail = [&](const Error& e) {
+        report(e.message());
+        _exit(1);
+    };
+    if (who) {
+        if (auto r = privilege::become_user(*who, privilege::cap_bit(CAP_CHECKPOINT_RESTORE)); !r) fail(r.error());
+        // The identity change made it non-dumpable, and the root inherits that: the engine
+        // (the user too) could not trace it. Holding a capability the user's processes lack,
+        // it stays out of their reach all the same (the kernel's ptrace check).
+        if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) fail(sys_error("prctl(PR_SET_DUMPABLE)"));
+    }
+    report(kInitReady);
+    InitCommand cmd;
+    if (read(commands, &cmd, sizeof cmd) != static_cast<ssize_t>(sizeof cmd)) _exit(0);  // the restore ended before the tree
     int ready[2];
-    if (pipe2(ready, O_CLOEXEC) != 0) return sys_error("pipe2");
-    UniqueFd ready_rd(ready[0]), ready_wr(ready[1]);
+    if (pipe2(ready, O_CLOEXEC) != 0) fail(sys_error("pipe2"));
     auto code = arch::syscall_trap_code();
+    long root = sys_fork_with_pid(cmd.root);
+    if (root == 0) {
+        // Raw system calls only: a copy of the engine about to be replaced. The protocol's
+        // pipes are closed, so that the engine sees the init's end.
+        syscall(SYS_close, commands);
+        syscall(SYS_close, reports);
+        map_trampoline_in_child(cmd.trampoline, code);
+        char b = 1;
+        syscall(SYS_write, ready[1], &b, 1);
+        for (;;) syscall(SYS_pause);
+    }
+    if (root < 0) fail(errno == EEXIST ? error_code(EEXIST, "pid {} is in use", cmd.root)
+                                       : sys_error("pid {}: clone3(set_tid) in the new pid namespace", cmd.root));
+    close(ready[1]);
+    char b;
+    if (read(ready[0], &b, 1) != 1) {
+        int status = 0;
+        waitpid(static_cast<pid_t>(root), &status, 0);
+        fail(error("pid {}: the restore trampoline cannot be mapped at {:#x} (status {:#x})", cmd.root, cmd.trampoline,
+                   status));
+    }
+    if (who) {
+        if (auto r = drop_capabilities(*who); !r) {
+            kill(static_cast<pid_t>(root), SIGKILL);
+            fail(r.error());
+        }
+        // Nothing of the user's may trace the init (nor take its fds) from here on.
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    report(kInitCreated);
+    for (int fd = 0; fd < 1024; ++fd) close(fd);
+    for (;;) {
+        int status = 0;
+        long p = syscall(SYS_wait4, -1, &status, __WALL, nullptr);
+        if (p == root) {
+            if (WIFSIGNALED(status)) _exit(128 + WTERMSIG(status));
+            _exit(WEXITSTATUS(status));
+        }
+        if (p < 0 && errno != EINTR) _exit(122);
+    }
+}
+
+Result<PidnsInit> start_pidns_init(const privilege::Identity* who) {
+    int commands[2], reports[2];
+    if (pipe2(commands, O_CLOEXEC) != 0) return sys_error("pipe2");
+    UniqueFd commands_rd(commands[0]), commands_wr(commands[1]);
+    if (pipe2(reports, O_CLOEXEC) != 0) return sys_error("pipe2");
+    UniqueFd reports_rd(reports[0]), reports_wr(reports[1]);
     clone_args args{};
     args.flags = CLONE_NEWPID;
     args.exit_signal = SIGCHLD;
-    long init = sys_clone3(&args, sizeof args);
-    if (init == 0) {
-        // Raw system calls only: a copy of the engine.
-        sigset_t all;
-        sigfillset(&all);
-        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, nullptr, 8);
-        long root = sys_fork_with_pid(root_in_ns);
-        if (root == 0) {
-            map_trampoline_in_child(trampoline, code);
-            char b = 1;
-            syscall(SYS_write, ready[1], &b, 1);
-            for (;;) syscall(SYS_pause);
-        }
-        if (root < 0) syscall(SYS_exit_group, 121);
-        for (int fd = 0; fd < 1024; ++fd) syscall(SYS_close, fd);
-        for (;;) {
-            int status = 0;
-            long p = syscall(SYS_wait4, -1, &status, __WALL, nullptr);
-            if (p == root) {
-                if (WIFSIGNALED(status)) syscall(SYS_exit_group, 128 + WTERMSIG(status));
-                syscall(SYS_exit_group, WEXITSTATUS(status));
-            }
-            if (p < 0) syscall(SYS_exit_group, 122);
-        }
+    long pid = sys_clone3(&args, sizeof args);
+    if (pid == 0) {
+        close(commands[1]);
+        close(reports[0]);
+        run_pidns_init(who, commands[0], reports[1]);
     }
-    if (init < 0) return sys_error("clone3(CLONE_NEWPID)");
-    PidnsRoot out{static_cast<pid_t>(init), 0};
-    ready_wr.reset();
-    char b;
-    if (read(ready_rd.get(), &b, 1) != 1) {
-        int status = 0;
-        waitpid(out.init, &status, 0);
-        return error("pid {}: the new pid namespace's init failed (status {:#x})", root_in_ns, status);
+    if (pid < 0) return sys_error("clone3(CLONE_NEWPID)");
+    return PidnsInit{static_cast<pid_t>(pid), std::move(commands_wr), std::move(reports_rd)};
+}
+
+// Waits for the init's next report; anything but `want` says what failed.
+Result<void> await_init(const PidnsInit& init, std::string_view want) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(init.reports.get(), buf, sizeof buf)) < 0 && errno == EINTR) {
     }
-    auto children = CKPT_TRY(read_children(out.init));
-    if (children.size() != 1) return error("pid {}: cannot find the new root under init {}", root_in_ns, out.init);
-    out.root = children[0];
-    if (ptrace(PTRACE_SEIZE, out.root, 0, kTraceOptions) != 0) return sys_error("ptrace(SEIZE) pid {}", out.root);
-    if (ptrace(PTRACE_INTERRUPT, out.root, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) pid {}", out.root);
-    CKPT_TRY(wait_stopped(out.root));
-    return out;
+    if (n > 0 && std::string_view(buf, static_cast<size_t>(n)) == want) return ok();
+    if (n > 0) return error_code(EPERM, "the new pid namespace's init: {}", std::string_view(buf, static_cast<size_t>(n)));
+    return error("the new pid namespace's init {} ended unexpectedly", init.pid);
+}
+
+// Has the init create the root with its old pid; seizes it.
+Result<pid_t> create_root_in_pidns(const PidnsInit& init, pid_t root_in_ns, uint64_t trampoline) {
+    InitCommand cmd{root_in_ns, trampoline};
+    CKPT_TRY(write_all(init.commands.get(), &cmd, sizeof cmd));
+    CKPT_TRY_CTX(await_init(init, kInitCreated), "pid {}", root_in_ns);
+    auto children = CKPT_TRY(read_children(init.pid));
+    if (children.size() != 1) return error("pid {}: cannot find the new root under init {}", root_in_ns, init.pid);
+    pid_t root = children[0];
+    if (ptrace(PTRACE_SEIZE, root, 0, kTraceOptions) != 0) return sys_error("ptrace(SEIZE) pid {}", root);
+    if (ptrace(PTRACE_INTERRUPT, root, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) pid {}", root);
+    CKPT_TRY(wait_stopped(root));
+    return root;
 }
 
 Result<void> load_task_images(RestoreTask& t) {
@@ -230,47 +311,23 @@ Result<void> restore_process(RestoreTask& t) {
     return ok();
 }
 
-// The groups of user uid with primary group gid, from the user database.
-Result<std::vector<gid_t>> user_groups(uid_t uid, gid_t gid) {
-    passwd* pw = getpwuid(uid);
-    if (!pw) return error_code(EPERM, "uid {}: unknown user", uid);
-    std::vector<gid_t> groups(64);
-    for (;;) {
-        int n = static_cast<int>(groups.size());
-        if (getgrouplist(pw->pw_name, gid, groups.data(), &n) >= 0) {
-            groups.resize(static_cast<size_t>(n));
-            return groups;
-        }
-        // Too small: n is now the size needed.
-        if (n <= static_cast<int>(groups.size())) return error_code(EPERM, "uid {}: cannot list the user's groups", uid);
-        groups.resize(static_cast<size_t>(n));
-    }
-}
-
-// Every uid and gid of the process is the owner's, and it holds no capability unless the
-// owner is root.
-Result<void> check_owner(const image::Creds& c, uint32_t uid, uint32_t gid) {
-    for (uint32_t u : {c.uid(), c.euid(), c.suid(), c.fsuid()})
-        if (u != uid) return error_code(EPERM, "images belong to uid {}, not to uid {}: refused", u, uid);
-    for (uint32_t g : {c.gid(), c.egid(), c.sgid(), c.fsgid()})
-        if (g != gid) return error_code(EPERM, "images have gid {}, expected {}: refused", g, gid);
-    if (uid != 0 && (c.cap_prm() || c.cap_eff() || c.cap_inh() || c.cap_amb()))
-        return error_code(EPERM, "images of uid {} claim capabilities: refused", uid);
-    if (uid != 0) {
-        std::vector<gid_t> allowed = CKPT_TRY(user_groups(uid, gid));
-        for (uint32_t g : c.groups())
-            if (std::find(allowed.begin(), allowed.end(), g) == allowed.end())
-                return error_code(EPERM, "images claim group {}, which uid {} is not in: refused", g, uid);
+// The identity and seccomp state of every thread of a process, from /proc, against what the
+// image records (and, under --restore-as, exactly the user).
+Result<void> verify_task_identity(const RestoreTask& t) {
+    ExpectedIdentity want = expected_identity(t.core.creds(), *t.shared);
+    for (int i = 0; i < t.core.threads_size(); ++i) {
+        pid_t host_tid = i == 0 ? t.host : t.thread_hosts.at(static_cast<size_t>(i - 1));
+        CKPT_TRY(verify_thread_identity(t.pid, t.core.threads(i).tid(), t.host, host_tid, want));
     }
     return ok();
 }
 
-// The engine takes the owner's supplementary groups; files of the images are then
-// opened with the owner's fsuid and fsgid (FsIdentity), so with the user's rights.
-Result<void> act_as_owner(uid_t uid, gid_t gid) {
-    if (uid == 0) return ok();
-    std::vector<gid_t> groups = CKPT_TRY(user_groups(uid, gid));
-    if (setgroups(groups.size(), groups.data()) != 0) return sys_error("setgroups for uid {}", uid);
+Result<void> verify_task_seccomp(const RestoreTask& t) {
+    for (int i = 0; i < t.core.threads_size(); ++i) {
+        pid_t host_tid = i == 0 ? t.host : t.thread_hosts.at(static_cast<size_t>(i - 1));
+        CKPT_TRY(verify_thread_seccomp(t.pid, t.core.threads(i).tid(), t.host, host_tid, t.core,
+                                       t.shared->own_seccomp_filters));
+    }
     return ok();
 }
 
@@ -278,6 +335,43 @@ Result<void> act_as_owner(uid_t uid, gid_t gid) {
 
 Result<RestoredTree> restore(const RestoreOptions& opts) {
     const std::string& dir = opts.image_dir;
+    RestoreShared shared;
+    shared.own_cap_bnd = CKPT_TRY(read_status(getpid())).cap_bnd;
+    shared.own_seccomp_filters = CKPT_TRY(own_seccomp_filters());
+    // The engine's pidfd, inherited by every process created below (a pid namespace of
+    // their own could not name the engine); opened first, so that the init has it too.
+    UniqueFd engine_pidfd(sys_pidfd_open(getpid(), 0));
+    if (!engine_pidfd) return sys_error("pidfd_open(self)");
+
+    Created created;
+    std::optional<privilege::Identity> user;
+    if (opts.restore_as_uid >= 0) {
+        if (!opts.new_pidns)
+            return error_code(EINVAL, "--restore-as needs --new-pidns: a chosen pid in this pid namespace is a "
+                                      "privilege the user does not have");
+        if (!privilege::is_root())
+            return error_code(EPERM, "--restore-as needs root (it makes a pid namespace, then becomes the user)");
+        if (opts.restore_as_uid == 0) return error_code(EINVAL, "--restore-as is for users other than root");
+        user = CKPT_TRY(privilege::user_identity(static_cast<uid_t>(opts.restore_as_uid),
+                                                 static_cast<gid_t>(opts.restore_as_gid)));
+    }
+    std::optional<PidnsInit> init;
+    if (opts.new_pidns) {
+        init = CKPT_TRY(start_pidns_init(user ? &*user : nullptr));
+        created.pids.push_back(init->pid);
+    }
+    if (user) {
+        // From here on nothing of the restore runs as root.
+        CKPT_TRY_CTX(privilege::become_user(*user, privilege::cap_bit(CAP_CHECKPOINT_RESTORE)), "becoming uid {}",
+                     user->uid);
+        // The restored processes take fds from the engine with pidfd_getfd, which needs it
+        // dumpable (the identity change cleared that). Holding a capability the user's
+        // processes lack, it stays out of their reach all the same (the kernel's ptrace check).
+        if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return sys_error("prctl(PR_SET_DUMPABLE)");
+        shared.user = user;
+    }
+    if (init) CKPT_TRY(await_init(*init, kInitReady));
+
     struct stat sb;
     if (stat(dir.c_str(), &sb) != 0) return sys_error("image directory {}", dir);
     image::Inventory inv;
@@ -289,7 +383,6 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     if (inv.shell_job() && !opts.shell_job)
         return error_code(EINVAL, "{}: the images are of a shell job (dumped with --shell-job); restore with --shell-job", dir);
 
-    RestoreShared shared;
     shared.image_dir = dir;
     shared.skip_file_checks = opts.skip_file_checks;
     shared.inherited = opts.inherit_fds;
@@ -304,10 +397,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     }
 
     // Load every image and check every pid before creating anything.
-    const bool checked_owner = opts.restore_as_uid >= 0;
-    if (checked_owner && inv.owner_uid() != static_cast<uint32_t>(opts.restore_as_uid))
-        return error_code(EPERM, "{}: images belong to uid {}, not to uid {}: refused", dir, inv.owner_uid(),
-                          opts.restore_as_uid);
+    if (user && inv.owner_uid() != user->uid)
+        return error_code(EPERM, "{}: images belong to uid {}, not to uid {}: refused", dir, inv.owner_uid(), user->uid);
     std::map<pid_t, RestoreTask> tasks;
     std::vector<pid_t> order;
     for (const auto& te : inv.tasks()) {
@@ -324,31 +415,25 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         order.push_back(te.pid());
         if (te.state() == image::TaskEntry::ZOMBIE) continue;
         CKPT_TRY(load_task_images(t));
-        if (checked_owner)
-            CKPT_TRY_CTX(check_owner(t.core.creds(), static_cast<uint32_t>(opts.restore_as_uid),
-                                     static_cast<uint32_t>(opts.restore_as_gid)),
-                         "{}/core-{}.img", dir, t.pid);
-    }
-    // Files are opened with the owner's rights, so images cannot reach what the user cannot.
-    if (checked_owner) {
-        CKPT_TRY(act_as_owner(static_cast<uid_t>(opts.restore_as_uid), static_cast<gid_t>(opts.restore_as_gid)));
-        shared.fs_uid = static_cast<uid_t>(opts.restore_as_uid);
-        shared.fs_gid = static_cast<gid_t>(opts.restore_as_gid);
+        if (user) CKPT_TRY_CTX(check_user_images(t.pid, t.core, shared), "{}/core-{}.img", dir, t.pid);
     }
     image::MmCore all_layouts;
     for (auto& [pid, t] : tasks)
         for (const auto& v : t.mm.vmas()) *all_layouts.add_vmas() = v;
+    // The root is a copy of the init, made before this process read the images: the
+    // trampoline must be free in the init's layout as well.
+    if (init) {
+        for (const auto& m : CKPT_TRY(read_maps(init->pid))) {
+            auto* v = all_layouts.add_vmas();
+            v->set_start(m.start);
+            v->set_end(m.end);
+        }
+    }
     uint64_t trampoline = CKPT_TRY(find_trampoline_hole(all_layouts, RestoreTask::kTrampolineSize));
 
-    Created created;
     std::map<pid_t, const image::TaskEntry*> entry;
     for (const auto& te : inv.tasks()) entry[te.pid()] = &te;
     pid_t root = inv.root_pid();
-
-    // The engine's pidfd, inherited by every process created below (a pid namespace of
-    // their own could not name the engine).
-    UniqueFd engine_pidfd(sys_pidfd_open(getpid(), 0));
-    if (!engine_pidfd) return sys_error("pidfd_open(self)");
 
     RestoredTree out;
 
@@ -356,11 +441,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         const image::TaskEntry& te = *entry[pid];
-        if (pid == root && opts.new_pidns) {
-            auto r = CKPT_TRY(create_root_in_pidns(pid, trampoline));
-            out.pidns_init = r.init;
-            created.pids.push_back(r.init);
-            t.host = r.root;
+        if (pid == root && init) {
+            t.host = CKPT_TRY(create_root_in_pidns(*init, pid, trampoline));
+            out.pidns_init = init->pid;
         } else if (pid == root) {
             t.host = CKPT_TRY(create_root(pid, trampoline));
         } else {
@@ -417,12 +500,15 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
                     CKPT_TRY_CTX(create_task(*t.leader, t.scratch, NewTask::Thread, tc.tid()), "restore pid {}", pid);
                 other = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(host, trampoline)));
                 rt = other.get();
+                t.thread_hosts.push_back(host);
             }
             CKPT_TRY_CTX(restore_thread_final(*rt, t.scratch, tc), "restore pid {}: thread {}", pid, tc.tid());
             CKPT_TRY_CTX(restore_pending(*rt, t.scratch, pid, &tc, tc.pending()), "restore pid {}: thread {}", pid,
                          tc.tid());
             if (i > 0) {
-                CKPT_TRY_CTX(restore_creds(*rt, t.scratch, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
+                // Capabilities are per thread: each drops its own (the leader's last, below).
+                if (user) CKPT_TRY_CTX(restore_creds_as_user(*rt, t.scratch, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
+                else CKPT_TRY_CTX(restore_creds(*rt, t.scratch, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
                 threads.push_back({rt->tid(), &tc});
             }
         }
@@ -451,18 +537,44 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // Timers after every recorded pending signal: a timer due at once must queue its
         // next signal behind the recorded one (which carries the overruns), not before it.
         CKPT_TRY_CTX(restore_timers(t), "restore pid {}", pid);
-        // A filter needs no_new_privs or CAP_SYS_ADMIN: before the identity drop unless the
-        // process has no_new_privs (then after, so the filter cannot refuse the drop).
-        bool nnp = t.core.creds().no_new_privs();
-        if (!nnp) CKPT_TRY(restore_seccomp(t));
-        CKPT_TRY_CTX(restore_creds(*t.leader, t.scratch, t.core.creds()), "restore pid {}", pid);
-        if (nnp) CKPT_TRY(restore_seccomp(t));
+        if (user) {
+            // The identity, checked from /proc for every thread, then the filters last: a
+            // filter can fake success for the calls that set the identity, never undo them.
+            // Only registers, dumpable and the trampoline's munmap come after it.
+            CKPT_TRY_CTX(restore_creds_as_user(*t.leader, t.scratch, t.core.creds()), "restore pid {}", pid);
+            CKPT_TRY(verify_task_identity(t));
+            CKPT_TRY(restore_seccomp(t));
+        } else {
+            // Root restoring as recorded: a filter needs no_new_privs or CAP_SYS_ADMIN, so it
+            // comes before the identity drop unless the process has no_new_privs (then after,
+            // so the filter cannot refuse the drop); the result is checked either way.
+            bool nnp = t.core.creds().no_new_privs();
+            if (!nnp) CKPT_TRY(restore_seccomp(t));
+            CKPT_TRY_CTX(restore_creds(*t.leader, t.scratch, t.core.creds()), "restore pid {}", pid);
+            CKPT_TRY(verify_task_identity(t));
+            if (nnp) CKPT_TRY(restore_seccomp(t));
+        }
+        CKPT_TRY(verify_task_seccomp(t));
         // A change of identity makes the process non-dumpable (it would hide it from its own
         // user's debugger and /proc); set what it had, after the change.
         CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, t.core.dumpable() ? 1u : 0u}));
         // munmap of the trampoline returns into unmapped memory: the fault stops the thread.
         CKPT_TRY_CTX(t.leader->syscall_removing_code(SYS_munmap, {trampoline, RestoreTask::kTrampolineSize}),
                      "pid {}: dropping the trampoline", pid);
+    }
+    if (user) {
+        // Every restored thread gave up the restore's capability: this process needs it no
+        // more (letting go is ptrace of its own tracees), nor may the user trace it.
+        CKPT_TRY_CTX(drop_capabilities(*user), "the restoring engine");
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return sys_error("prctl(PR_SET_DUMPABLE, 0)");
+    }
+    out.root = tasks[root].host;
+    // Written before the tree runs, so that a pidfile that cannot be written fails the
+    // restore whole. Never through a symlink: the name may be the user's.
+    if (!opts.pidfile.empty()) {
+        auto fd = CKPT_TRY(open_file(opts.pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0644));
+        std::string s = std::to_string(out.root) + "\n";
+        CKPT_TRY_CTX(write_all(fd.get(), s.data(), s.size()), "pidfile {}", opts.pidfile);
     }
     created.done = true;
     for (const auto& th : threads) ptrace(PTRACE_DETACH, th.host, 0, 0);
@@ -471,12 +583,6 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (!t.leader) continue;
         CKPT_TRY(set_thread_registers(t.host, t.core.threads(0)));
         if (ptrace(PTRACE_DETACH, t.host, 0, 0) != 0) return sys_error("ptrace(DETACH) pid {}", pid);
-    }
-    out.root = tasks[root].host;
-    if (!opts.pidfile.empty()) {
-        auto fd = CKPT_TRY(open_file(opts.pidfile, O_WRONLY | O_CREAT | O_TRUNC, 0644));
-        std::string s = std::to_string(out.root) + "\n";
-        CKPT_TRY(write_all(fd.get(), s.data(), s.size()));
     }
     return out;
 }

@@ -5,10 +5,12 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ckpt/base/fd.h"
+#include "ckpt/base/privilege.h"
 #include "core.pb.h"
 #include "files.pb.h"
 #include "mm.pb.h"
@@ -19,7 +21,9 @@ namespace ckpt::engine {
 
 struct RestoreShared;
 
-// While alive, the engine's fsuid and fsgid are the given ones (no-op for -1).
+// While alive, the engine's fsuid and fsgid are the given ones (no-op for -1). Obsolete: a
+// restore for a user runs as that user, so files are opened with the user's rights anyway
+// (fds.cpp still names it; it is a no-op there, fs_uid being -1).
 class FsIdentity {
 public:
     FsIdentity(uid_t uid, gid_t gid);
@@ -50,6 +54,7 @@ struct RestoreTask {
     static constexpr uint64_t kTrampolineSize = kCodeSize + kScratchSize;
     RemoteScratch scratch;            // in the trampoline, once the process exists
     int engine_pidfd_in_target = -1;  // the engine's pidfd, as an fd of the target
+    std::vector<pid_t> thread_hosts;  // every thread but the leader, as the engine sees them
 
     // Moves an fd of the engine into the target; returns its number there (at_fd if >= 0).
     Result<int> install_fd(int engine_fd, int at_fd = -1, bool cloexec = false);
@@ -71,11 +76,44 @@ struct RestoreShared {
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
-    // The identity files are opened with (--restore-as); -1: the engine's own.
+    // --restore-as: the user the whole restore runs as (the engine, the init and every
+    // restored process); empty when root restores images as recorded.
+    std::optional<privilege::Identity> user;
+    uint64_t own_cap_bnd = 0;     // the restorer's bounding set, which a user's processes keep
+    int own_seccomp_filters = 0;  // filters the restorer runs under, inherited by every process
+    // Never set any more (the engine itself is the user under --restore-as); left for the
+    // FsIdentity uses outside the restore's own files until they go.
     uid_t fs_uid = static_cast<uid_t>(-1);
     gid_t fs_gid = static_cast<gid_t>(-1);
 
     Result<const image::FileEntry*> file(uint32_t id) const;
 };
+
+// Identity under --restore-as (creds.cpp, seccomp.cpp). The kernel enforces what a user may
+// do because everything runs as the user; these say clearly what cannot be restored, and
+// check from /proc that what was asked for happened.
+
+// Refuses images whose process is not exactly the user: uids, gids, groups (as a set), no
+// capability, the restorer's bounding set, no securebit but SECBIT_KEEP_CAPS, and seccomp
+// filters only with no_new_privs.
+Result<void> check_user_images(pid_t pid, const image::TaskCore& core, const RestoreShared& sh);
+// The end of a thread's restore as the user: the restore's capability dropped, the recorded
+// KEEPCAPS and no_new_privs (per thread, as the kernel keeps them).
+Result<void> restore_creds_as_user(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c);
+// What /proc/PID/task/TID/status must show once a thread's identity is restored.
+struct ExpectedIdentity {
+    uint32_t uid[4]{}, gid[4]{};  // real, effective, saved, fs
+    std::vector<uint32_t> groups;  // sorted, unique
+    uint64_t cap_inh = 0, cap_prm = 0, cap_eff = 0, cap_amb = 0, cap_bnd = 0;
+    bool no_new_privs = false;
+};
+ExpectedIdentity expected_identity(const image::Creds& c, const RestoreShared& sh);
+// Reads the thread's status and names the first field that differs (pid and tid as recorded).
+Result<void> verify_thread_identity(pid_t pid, pid_t tid, pid_t host_tgid, pid_t host_tid, const ExpectedIdentity& want);
+// The thread's seccomp mode and filter count are the restorer's plus what the image records.
+Result<void> verify_thread_seccomp(pid_t pid, pid_t tid, pid_t host_tgid, pid_t host_tid, const image::TaskCore& core,
+                                   int own_filters);
+// The number of seccomp filters the calling thread runs under.
+Result<int> own_seccomp_filters();
 
 }  // namespace ckpt::engine

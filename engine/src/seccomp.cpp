@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 
 #include "ckpt/base/fd.h"
+#include "ckpt/base/strings.h"
 #include "proc.h"
 #include "restore_task.h"
 #include "task_state.h"
@@ -13,6 +14,29 @@ namespace ckpt::engine {
 namespace {
 
 constexpr int kPtraceGetSeccompMetadata = 0x420d;
+
+// "Seccomp:" and "Seccomp_filters:" of a status file (filters -1 on kernels before 5.9,
+// which do not show them).
+struct SeccompStatus {
+    int mode = -1;
+    int filters = -1;
+};
+
+Result<SeccompStatus> seccomp_status(const std::string& path) {
+    std::string text = CKPT_TRY(read_file(path));
+    SeccompStatus out;
+    for (std::string_view line : split(text, '\n')) {
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos) continue;
+        std::string_view key = line.substr(0, colon);
+        if (key != "Seccomp" && key != "Seccomp_filters") continue;
+        auto n = parse_uint(trim(line.substr(colon + 1)));
+        if (!n) return error("{}: unreadable {} field", path, key);
+        (key == "Seccomp" ? out.mode : out.filters) = static_cast<int>(*n);
+    }
+    if (out.mode < 0) return error("{}: no Seccomp field", path);
+    return out;
+}
 
 }  // namespace
 
@@ -64,6 +88,24 @@ Result<void> restore_seccomp(RestoreTask& t) {
         CKPT_TRY_CTX(rt.syscall_ok("seccomp(SET_MODE_FILTER)", SYS_seccomp, {SECCOMP_SET_MODE_FILTER, flags, prog_at}),
                      "pid {}", t.pid);
     }
+    return ok();
+}
+
+Result<int> own_seccomp_filters() {
+    SeccompStatus st = CKPT_TRY(seccomp_status("/proc/thread-self/status"));
+    if (st.mode == 1) return error("the restorer runs in strict seccomp mode");
+    return st.filters < 0 ? 0 : st.filters;
+}
+
+Result<void> verify_thread_seccomp(pid_t pid, pid_t tid, pid_t host_tgid, pid_t host_tid, const image::TaskCore& core,
+                                   int own_filters) {
+    SeccompStatus st = CKPT_TRY_CTX(seccomp_status(proc_task_path(host_tgid, host_tid, "status")), "pid {} tid {}",
+                                    pid, tid);
+    int filters = own_filters + core.seccomp_size();
+    int mode = filters > 0 ? 2 : 0;
+    if (st.mode != mode || (st.filters >= 0 && st.filters != filters))
+        return error_code(EPERM, "pid {} tid {}: Seccomp is mode {} with {} filters after the restore, expected mode {} with {}",
+                          pid, tid, st.mode, st.filters, mode, filters);
     return ok();
 }
 

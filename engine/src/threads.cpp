@@ -10,11 +10,32 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include <cstring>
+#include <string>
+
 #include "ckpt/engine/syscalls.h"
 #include "proc.h"
 
 namespace ckpt::engine {
 namespace {
+
+std::string policy_name(int policy) {
+    switch (policy) {
+        case SCHED_NORMAL: return "SCHED_OTHER";
+        case SCHED_FIFO: return "SCHED_FIFO";
+        case SCHED_RR: return "SCHED_RR";
+        case SCHED_BATCH: return "SCHED_BATCH";
+        case SCHED_IDLE: return "SCHED_IDLE";
+        case SCHED_DEADLINE: return "SCHED_DEADLINE";
+        default: return fmt::format("policy {}", policy);
+    }
+}
+
+// A scheduling setting the kernel refused the restorer (as the user: what the user may not do).
+Error setting_refused(int err, const std::string& what) {
+    bool denied = err == EPERM || err == EACCES;
+    return error_code(err, "{}: {}{}", what, std::strerror(err), denied ? ": the user may not set it" : "");
+}
 
 struct RseqConfiguration {
     uint64_t rseq_abi_pointer;
@@ -116,13 +137,19 @@ Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, cons
             CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {at, 0}));
         }
     }
+    // The kernel decides what the restoring user may set (a real-time policy, a nice value
+    // below the current one): its refusal is reported as such.
     if (tc.sched_policy() != 0 || tc.sched_priority() != 0) {
         uint64_t prio = CKPT_TRY(s.put(tc.sched_priority()));  // struct sched_param
-        CKPT_TRY(rt.syscall_ok("sched_setscheduler", SYS_sched_setscheduler,
-                               {0, static_cast<uint64_t>(tc.sched_policy()), prio}));
+        int64_t r = CKPT_TRY(rt.syscall(SYS_sched_setscheduler, {0, static_cast<uint64_t>(tc.sched_policy()), prio}));
+        if (r < 0)
+            return setting_refused(static_cast<int>(-r), fmt::format("sched_setscheduler({}, {})",
+                                                                     policy_name(tc.sched_policy()), tc.sched_priority()));
     }
-    if (tc.nice() != 0)
-        CKPT_TRY(rt.syscall_ok("setpriority", SYS_setpriority, {PRIO_PROCESS, 0, static_cast<uint64_t>(tc.nice())}));
+    if (tc.nice() != 0) {
+        int64_t r = CKPT_TRY(rt.syscall(SYS_setpriority, {PRIO_PROCESS, 0, static_cast<uint64_t>(tc.nice())}));
+        if (r < 0) return setting_refused(static_cast<int>(-r), fmt::format("setpriority(nice {})", tc.nice()));
+    }
     if (tc.rseq_addr())
         CKPT_TRY(rt.syscall_ok("rseq", SYS_rseq, {tc.rseq_addr(), tc.rseq_len(), 0, tc.rseq_sig()}));
     if (!tc.comm().empty()) {

@@ -6,16 +6,28 @@
 //   image_edit pages-file PAGEMAP NAME      set the pages file a page map names
 //   image_edit content-file FILES NAME      make the first file of a file table a saved copy
 //                                           (deleted) kept in NAME
+//   image_edit totext FILE                  print an image as protobuf text (kind from its name)
+//   image_edit fromtext FILE                rewrite FILE from protobuf text on stdin, resealed,
+//                                           as a user forging their own images would
+//                                           (restore_as_user_test.py)
 #include <fcntl.h>
 
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
+#include <iterator>
+#include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+
+#include <google/protobuf/text_format.h>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/image/image_file.h"
+#include "core.pb.h"
 #include "files.pb.h"
 #include "inventory.pb.h"
 #include "mm.pb.h"
@@ -59,13 +71,53 @@ ckpt::Result<void> set_content_file(const std::string& path, const std::string& 
     return ckpt::image::write_image(path, ckpt::image::Kind::Files, t);
 }
 
+// The message and kind of an image, from its file name (as `ckpt-engine show` tells them).
+ckpt::Result<std::pair<std::unique_ptr<google::protobuf::Message>, ckpt::image::Kind>> message_for(
+    const std::string& path) {
+    using ckpt::image::Kind;
+    std::string_view name = path;
+    name = name.substr(name.rfind('/') + 1);
+    if (name == "inventory.img") return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::Inventory), Kind::Inventory};
+    if (name == "files.img") return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::FileTable), Kind::Files};
+    if (name.starts_with("core-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::TaskCore), Kind::Core};
+    if (name.starts_with("mm-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::MmCore), Kind::Mm};
+    if (name.starts_with("pagemap-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::PageMap), Kind::PageMap};
+    if (name.starts_with("fds-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::FdTable), Kind::Fds};
+    return ckpt::error("{}: not an image name this tool knows", path);
+}
+
+ckpt::Result<void> to_text(const std::string& path) {
+    auto [msg, kind] = CKPT_TRY(message_for(path));
+    CKPT_TRY(ckpt::image::read_image(path, kind, msg.get()));
+    std::string out;
+    if (!google::protobuf::TextFormat::PrintToString(*msg, &out)) return ckpt::error("{}: cannot print", path);
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    return ckpt::ok();
+}
+
+ckpt::Result<void> from_text(const std::string& path) {
+    auto [msg, kind] = CKPT_TRY(message_for(path));
+    std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    if (!google::protobuf::TextFormat::ParseFromString(text, msg.get()))
+        return ckpt::error("{}: the text on stdin does not parse", path);
+    return ckpt::image::write_image(path, kind, *msg);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 3 && (std::string_view(argv[1]) == "totext" || std::string_view(argv[1]) == "fromtext")) {
+        auto r = std::string_view(argv[1]) == "totext" ? to_text(argv[2]) : from_text(argv[2]);
+        if (!r) {
+            std::fprintf(stderr, "image_edit: %s\n", r.error().message().c_str());
+            return 1;
+        }
+        return 0;
+    }
     if (argc != 4) {
         std::fprintf(stderr,
                      "usage: image_edit version FILE N | arch INVENTORY N | pages-file PAGEMAP NAME | "
-                     "content-file FILES NAME\n");
+                     "content-file FILES NAME | totext FILE | fromtext FILE\n");
         return 2;
     }
     std::string what = argv[1], path = argv[2];

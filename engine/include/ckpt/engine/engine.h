@@ -50,9 +50,12 @@ struct RestoreOptions {
     // Restore into a fresh pid namespace (under a minimal init), so that the processes
     // get their old pids even where those are taken.
     bool new_pidns = false;
-    // Restore only images of this user: every process must have recorded exactly these
-    // uids and gids and no capabilities (unless root), and every file is opened with this
-    // user's access rights. -1: no restriction (the restorer trusts the images).
+    // Restore for this user (the caller is root; needs new_pidns): the pid namespace is
+    // made as root, then the whole restore runs as the user (uid, gid, the user's groups)
+    // with only CAP_CHECKPOINT_RESTORE until the tree exists, so the kernel refuses whatever
+    // the user could not do. Images must describe exactly the user (uids, gids, groups, no
+    // capability, the restorer's bounding set, seccomp only with no_new_privs); every thread
+    // is checked from /proc before it runs. -1: root restores the images as recorded.
     int64_t restore_as_uid = -1;
     int64_t restore_as_gid = -1;
     std::map<std::string, int> inherit_fds;  // key -> fd of the restorer
@@ -63,8 +66,9 @@ struct RestoredTree {
     pid_t pidns_init = 0;  // the new pid namespace's init (new_pidns), else 0
 };
 
-// Restores the tree; its root becomes a child of the calling process, which waits for it
-// (or not, when detaching).
+// Restores the tree; its root becomes a child of the calling process (or of the new pid
+// namespace's init, the caller's child), which waits for it (or not, when detaching).
+// Under restore_as_uid the calling process has become the user, with no capability left.
 Result<RestoredTree> restore(const RestoreOptions& opts);
 
 // Stays with a restored tree as its launcher would: forwards termination and user
