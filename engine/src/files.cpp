@@ -161,7 +161,8 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
         // an unlinked file beside the original path otherwise; a memfd named after the file
         // when that folder is gone or closed to the restoring user (a batch system's
         // per-job folder, deleted when the job ended or on another node).
-        // The saved copy first: a name the image records is checked before anything is made.
+        // The saved copy is opened first: a name the image records is checked before
+        // anything is made.
         auto from = CKPT_TRY(image::open_recorded_data(image_dir, "files.img", e.content_file(), e.size()));
         UniqueFd fd;
         bool in_memfd = e.memfd();
