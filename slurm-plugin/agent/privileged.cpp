@@ -264,10 +264,13 @@ private:
         }
         if (m.starts_with("dump ")) return dump(m.substr(5));
         if (m.starts_with("aside ")) {
-            auto r = cfg_.site_root.empty() || !same_folder(cfg_.root, cfg_.site_root)
-                         ? Result<void>(error_code(EPERM, "{} is not the site's checkpoint root", cfg_.root))
-                         : move_job_folder_aside(cfg_.site_root, cfg_.job, cfg_.uid, std::string(m.substr(6)));
-            return r ? "ok" : "error " + r.error().message();
+            if (cfg_.site_root.empty() || !same_folder(cfg_.root, cfg_.site_root))
+                return fmt::format("error {} is not the site's checkpoint root", cfg_.root);
+            // Moved, and made anew: the user may not make it in this root.
+            auto r = move_job_folder_aside(cfg_.site_root, cfg_.job, cfg_.uid, std::string(m.substr(6)));
+            auto made = r ? make_job_folder(cfg_.site_root, cfg_.job, cfg_.uid, cfg_.gid)
+                          : Result<std::string>(std::move(r).error());
+            return made ? "ok" : "error " + made.error().message();
         }
         return "error unknown request";
     }

@@ -12,7 +12,8 @@ AGENT=$(dirname "$(dirname "$CKPT_JOB")")/agent/ckpt-agent
 job=$(submit "$work" --export=ALL,SERIAL_JOB="$SERIAL_JOB" --checkpoint-interval=2s "$script" 2000 40)
 out=$work/serial-job-$job.out
 first=$(wait_for_set "$job" 0 30)
-agent=$(pgrep -f -- "ckpt-agent run --job $job ") || fail "no agent of job $job"
+# The agent's unprivileged half, which writes the sets (its privileged half is root's).
+agent=$(pgrep -u "$TEST_USER" -f -- "ckpt-agent run --job $job ") || fail "no agent of job $job"
 request=$CKPT_ROOT/$job/agents/step-batch.request
 # Freeze the agent once its node reported the next set, before it commits it (it looks for
 # reports every 150 ms).
