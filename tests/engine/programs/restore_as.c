@@ -25,7 +25,8 @@ static void hold(const char* name, int at) {
     if (fd < 0 || write(fd, "held\n", 5) != 5) test_fail("creating %s: %s", path, strerror(errno));
     close(fd);
     fd = open(path, O_RDONLY);
-    if (fd < 0 || dup2(fd, at) != at) test_fail("opening %s at fd %d: %s", path, at, strerror(errno));
+    if (fd < 0 || dup2(fd, at) != at)
+        test_fail("opening %s at fd %d: %s", path, at, strerror(errno));
     close(fd);
 }
 
@@ -65,18 +66,19 @@ int main(int argc, char** argv) {
     getresuid(&r, &e, &s);
     getresgid(&gr, &ge, &gs);
     if (test_corrupt(1)) ruid++;
-    CHECK(r == ruid && e == euid && s == suid, "uids %u/%u/%u, expected %u/%u/%u", r, e, s, ruid, euid, suid);
+    CHECK(r == ruid && e == euid && s == suid, "uids %u/%u/%u, expected %u/%u/%u", r, e, s, ruid,
+          euid, suid);
     if (test_corrupt(2)) egid++;
-    CHECK(gr == rgid && ge == egid && gs == sgid, "gids %u/%u/%u, expected %u/%u/%u", gr, ge, gs, rgid, egid,
-          sgid);
+    CHECK(gr == rgid && ge == egid && gs == sgid, "gids %u/%u/%u, expected %u/%u/%u", gr, ge, gs,
+          rgid, egid, sgid);
     if (test_corrupt(3)) close(10);
     CHECK(fcntl(10, F_GETFD) >= 0 && fcntl(11, F_GETFD) >= 0, "fds 10 and 11 are not both open");
     if (test_corrupt(4)) nice_before++;
     errno = 0;
     int nice_now = getpriority(PRIO_PROCESS, 0);
     CHECK(sched_getscheduler(0) == SCHED_OTHER && nice_now >= nice_before,
-          "scheduling: policy %d nice %d, expected SCHED_OTHER with nice >= %d", sched_getscheduler(0), nice_now,
-          nice_before);
+          "scheduling: policy %d nice %d, expected SCHED_OTHER with nice >= %d",
+          sched_getscheduler(0), nice_now, nice_before);
     no_caps();
     return test_finish();
 }

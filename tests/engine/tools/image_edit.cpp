@@ -71,18 +71,18 @@ ckpt::Result<void> set_content_file(const std::string& path, const std::string& 
     return ckpt::image::write_image(path, ckpt::image::Kind::Files, t);
 }
 
+using Message = std::unique_ptr<google::protobuf::Message>;
+
 // The message and kind of an image, from its file name (as `ckpt-engine show` tells them).
-ckpt::Result<std::pair<std::unique_ptr<google::protobuf::Message>, ckpt::image::Kind>> message_for(
-    const std::string& path) {
+ckpt::Result<std::pair<Message, ckpt::image::Kind>> message_for(const std::string& path) {
     using ckpt::image::Kind;
-    std::string_view name = path;
-    name = name.substr(name.rfind('/') + 1);
-    if (name == "inventory.img") return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::Inventory), Kind::Inventory};
-    if (name == "files.img") return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::FileTable), Kind::Files};
-    if (name.starts_with("core-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::TaskCore), Kind::Core};
-    if (name.starts_with("mm-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::MmCore), Kind::Mm};
-    if (name.starts_with("pagemap-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::PageMap), Kind::PageMap};
-    if (name.starts_with("fds-")) return std::pair{std::unique_ptr<google::protobuf::Message>(new ckpt::image::FdTable), Kind::Fds};
+    std::string_view name = std::string_view(path).substr(path.rfind('/') + 1);
+    if (name == "inventory.img") return std::pair{Message(new ckpt::image::Inventory), Kind::Inventory};
+    if (name == "files.img") return std::pair{Message(new ckpt::image::FileTable), Kind::Files};
+    if (name.starts_with("core-")) return std::pair{Message(new ckpt::image::TaskCore), Kind::Core};
+    if (name.starts_with("mm-")) return std::pair{Message(new ckpt::image::MmCore), Kind::Mm};
+    if (name.starts_with("pagemap-")) return std::pair{Message(new ckpt::image::PageMap), Kind::PageMap};
+    if (name.starts_with("fds-")) return std::pair{Message(new ckpt::image::FdTable), Kind::Fds};
     return ckpt::error("{}: not an image name this tool knows", path);
 }
 
@@ -90,7 +90,8 @@ ckpt::Result<void> to_text(const std::string& path) {
     auto [msg, kind] = CKPT_TRY(message_for(path));
     CKPT_TRY(ckpt::image::read_image(path, kind, msg.get()));
     std::string out;
-    if (!google::protobuf::TextFormat::PrintToString(*msg, &out)) return ckpt::error("{}: cannot print", path);
+    if (!google::protobuf::TextFormat::PrintToString(*msg, &out))
+        return ckpt::error("{}: cannot print", path);
     std::fwrite(out.data(), 1, out.size(), stdout);
     return ckpt::ok();
 }
@@ -106,8 +107,9 @@ ckpt::Result<void> from_text(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc == 3 && (std::string_view(argv[1]) == "totext" || std::string_view(argv[1]) == "fromtext")) {
-        auto r = std::string_view(argv[1]) == "totext" ? to_text(argv[2]) : from_text(argv[2]);
+    std::string_view verb = argc > 1 ? argv[1] : "";
+    if (argc == 3 && (verb == "totext" || verb == "fromtext")) {
+        auto r = verb == "totext" ? to_text(argv[2]) : from_text(argv[2]);
         if (!r) {
             std::fprintf(stderr, "image_edit: %s\n", r.error().message().c_str());
             return 1;
