@@ -27,7 +27,7 @@ Result<UniqueFd> make_eventfd(const image::EventFdState& s);
 
 // engine_fd: the timerfd's description taken into the engine (pidfd_getfd).
 Result<void> dump_timerfd(pid_t pid, int fd, int engine_fd, image::TimerFdState* out);
-Result<UniqueFd> make_timerfd(const RestoreShared& sh, const image::TimerFdState& s);
+Result<UniqueFd> make_timerfd(const image::TimerFdState& s);
 
 Result<void> dump_signalfd(std::string_view fdinfo, image::SignalFdState* out);
 Result<UniqueFd> make_signalfd(const image::SignalFdState& s);

@@ -243,7 +243,7 @@ Result<void> restore_fds(RestoreTask& t) {
                 auto it = sh.descriptions.find(f.description_id());
                 if (it == sh.descriptions.end()) {
                     auto made = f.kind() == image::Fd::EVENTFD    ? make_eventfd(f.eventfd())
-                                : f.kind() == image::Fd::TIMERFD  ? make_timerfd(sh, f.timerfd())
+                                : f.kind() == image::Fd::TIMERFD  ? make_timerfd(f.timerfd())
                                 : f.kind() == image::Fd::SIGNALFD ? make_signalfd(f.signalfd())
                                                                   : make_epoll();
                     if (!made) return ctx(std::move(made).error());
@@ -264,7 +264,6 @@ Result<void> restore_fds(RestoreTask& t) {
                     auto e = sh.file(f.file_id());
                     if (!e) return ctx(std::move(e).error());
                     int flags = static_cast<int>(f.flags()) & ~(O_CREAT | O_TRUNC | O_EXCL);
-                    FsIdentity as(sh.fs_uid, sh.fs_gid);
                     auto fd = open_recorded_file(sh.image_dir, **e, flags, sh.skip_file_checks);
                     if (!fd) return ctx(std::move(fd).error());
                     if (S_ISREG((*e)->mode()) && lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET) < 0)

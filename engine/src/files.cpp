@@ -141,19 +141,6 @@ bool FileRegistry::saved_whole(const std::string& path) const {
     return false;
 }
 
-FsIdentity::FsIdentity(uid_t uid, gid_t gid) {
-    if (uid == static_cast<uid_t>(-1)) return;
-    setfsgid(gid);
-    setfsuid(uid);
-    active_ = true;
-}
-
-FsIdentity::~FsIdentity() {
-    if (!active_) return;
-    setfsuid(0);
-    setfsgid(0);
-}
-
 Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,
                                     bool skip_checks) {
     if (e.deleted()) {

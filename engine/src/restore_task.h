@@ -21,20 +21,6 @@ namespace ckpt::engine {
 
 struct RestoreShared;
 
-// While alive, the engine's fsuid and fsgid are the given ones (no-op for -1). Obsolete: a
-// restore for a user runs as that user, so files are opened with the user's rights anyway
-// (fds.cpp still names it; it is a no-op there, fs_uid being -1).
-class FsIdentity {
-public:
-    FsIdentity(uid_t uid, gid_t gid);
-    ~FsIdentity();
-    FsIdentity(const FsIdentity&) = delete;
-    FsIdentity& operator=(const FsIdentity&) = delete;
-
-private:
-    bool active_ = false;
-};
-
 struct RestoreTask {
     pid_t pid = 0;   // in the process's own pid namespace (as recorded)
     pid_t host = 0;  // as the engine sees it (differs under --new-pidns)
@@ -81,10 +67,6 @@ struct RestoreShared {
     std::optional<privilege::Identity> user;
     uint64_t own_cap_bnd = 0;     // the restorer's bounding set, which a user's processes keep
     int own_seccomp_filters = 0;  // filters the restorer runs under, inherited by every process
-    // Never set any more (the engine itself is the user under --restore-as); left for the
-    // FsIdentity uses outside the restore's own files until they go.
-    uid_t fs_uid = static_cast<uid_t>(-1);
-    gid_t fs_gid = static_cast<gid_t>(-1);
 
     Result<const image::FileEntry*> file(uint32_t id) const;
 };

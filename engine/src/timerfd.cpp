@@ -48,7 +48,6 @@ int64_t clock_now_ns(clockid_t clock) {
 }
 
 bool is_realtime(int clock) { return clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_ALARM; }
-bool is_alarm(int clock) { return clock == CLOCK_REALTIME_ALARM || clock == CLOCK_BOOTTIME_ALARM; }
 
 }  // namespace
 
@@ -79,12 +78,8 @@ Result<void> dump_timerfd(pid_t pid, int fd, int engine_fd, image::TimerFdState*
     return ok();
 }
 
-Result<UniqueFd> make_timerfd(const RestoreShared& sh, const image::TimerFdState& s) {
-    // The engine creates the timerfd: an alarm clock needs CAP_WAKE_ALARM, which a process
-    // restored for another user must not get from the engine.
-    if (is_alarm(s.clock_id()) && sh.fs_uid != static_cast<uid_t>(-1) && sh.fs_uid != 0)
-        return error_code(EPERM, "timerfd on alarm clock {}: not restored for an unprivileged user",
-                          s.clock_id());
+Result<UniqueFd> make_timerfd(const image::TimerFdState& s) {
+    // An alarm clock needs CAP_WAKE_ALARM: restoring as a user, the kernel refuses it.
     UniqueFd fd(timerfd_create(s.clock_id(), TFD_CLOEXEC));
     if (!fd) return sys_error("timerfd_create(clock {})", s.clock_id());
     itimerspec its{};
