@@ -46,7 +46,10 @@ public:
                 queue.erase(queue.begin());
                 auto st = read_stat(pid);
                 if (!st) return std::move(st).error().context("pid {}", pid);
-                FrozenProcess p{pid, *st, {}, st->state == 'Z', {}};
+                FrozenProcess p;
+                p.pid = pid;
+                p.stat = *st;
+                p.zombie = st->state == 'Z';
                 if (!p.zombie) {
                     for (pid_t tid : CKPT_TRY(read_tasks(pid))) {
                         if (!seized_.count(tid)) {
@@ -87,6 +90,94 @@ uint64_t now_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// The pids the images record are the tree's own, as its processes see themselves
+// (getpid, gettid, getpgid, getsid): the innermost level of NSpid, NSpgid and NSsid, in the
+// pid namespace of the root. So a tree restored with --new-pidns and dumped from the host
+// keeps its pids. A process in a namespace below the root's would need its other levels
+// recorded too: refused, naming it, until nested namespaces are supported. own_pidns says
+// whether the tree's namespace is the engine's (its numbers are the engine's then).
+Result<void> read_tree_pids(FrozenTree& tree, pid_t root, bool* own_pidns) {
+    const ino_t ns = CKPT_TRY_CTX(read_ns_inode(root, "pid"), "pid {}", root);
+    *own_pidns = ns == CKPT_TRY_CTX(read_ns_inode(getpid(), "pid"), "the engine");
+    auto innermost = [](const std::vector<pid_t>& levels) { return levels.back(); };
+    size_t root_levels = 0;
+    std::map<pid_t, pid_t> ns_of;  // pid or tid, the engine's -> the tree's
+    for (auto& p : tree.processes) {
+        ProcStatus s = CKPT_TRY_CTX(read_status(p.pid), "pid {}", p.pid);
+        if (s.nspid.empty() || s.nspgid.size() != s.nspid.size() || s.nssid.size() != s.nspid.size())
+            return error_code(ENOTSUP, "pid {}: /proc/{}/status lacks the NSpid, NSpgid and NSsid levels (Linux 4.1)",
+                              p.pid, p.pid);
+        if (p.pid == root) root_levels = s.nspid.size();  // the first, parents come first
+        bool nested = s.nspid.size() != root_levels;
+        // A zombie has no namespaces left to look at: its levels say it.
+        if (!nested && !p.zombie) nested = CKPT_TRY_CTX(read_ns_inode(p.pid, "pid"), "pid {}", p.pid) != ns;
+        if (nested)
+            return error_code(ENOTSUP,
+                              "pid {} is in a nested pid namespace (pid {} there) below the one of the tree's root "
+                              "{}: nested pid namespaces are not supported",
+                              p.pid, innermost(s.nspid), root);
+        if (!p.zombie) {
+            // After unshare(CLONE_NEWPID) its children would be born in a namespace of their
+            // own (ENOENT until the first one is), which a restore would not make again.
+            auto children = read_ns_inode(p.pid, "pid_for_children");
+            if (!children && children.error().code() != ENOENT)
+                return std::move(children).error().context("pid {}", p.pid);
+            if (!children || *children != ns)
+                return error_code(ENOTSUP,
+                                  "pid {} has unshared the pid namespace of its children (unshare(CLONE_NEWPID)): "
+                                  "they would be in a nested pid namespace, which is not supported",
+                                  p.pid);
+        }
+        p.ns_pid = innermost(s.nspid);
+        p.ns_pgid = innermost(s.nspgid);
+        p.ns_sid = innermost(s.nssid);
+        p.ns_threads.clear();
+        for (pid_t tid : p.threads) {
+            pid_t ns_tid = p.ns_pid;
+            if (tid != p.pid) {
+                ProcStatus ts = CKPT_TRY_CTX(read_status(p.pid, tid), "pid {} (thread {})", p.pid, tid);
+                if (ts.nspid.size() != s.nspid.size())
+                    return error_code(EINVAL, "pid {} (thread {}): NSpid has {} levels, its process {}", p.pid, tid,
+                                      ts.nspid.size(), s.nspid.size());
+                ns_tid = innermost(ts.nspid);
+            }
+            p.ns_threads.push_back(ns_tid);
+            ns_of[tid] = ns_tid;
+        }
+        ns_of[p.pid] = p.ns_pid;  // a zombie has no threads listed
+    }
+    for (auto& p : tree.processes) {
+        if (p.pid == root) {
+            p.ns_ppid = 0;
+            continue;
+        }
+        auto parent = ns_of.find(p.stat.ppid);
+        if (parent == ns_of.end()) return error("pid {}: its parent {} is not in the tree", p.pid, p.stat.ppid);
+        p.ns_ppid = parent->second;
+    }
+    return ok();
+}
+
+// The images' pids and tids of one process, from the engine's numbers the resource kinds
+// recorded (a timer's target is one of its threads).
+Result<void> record_tree_pids(const FrozenProcess& p, bool own_pidns, image::TaskCore* core, image::FdTable* fds) {
+    auto tid_in_tree = [&](pid_t tid) -> Result<pid_t> {
+        for (size_t i = 0; i < p.threads.size(); ++i)
+            if (p.threads[i] == tid) return p.ns_threads[i];
+        // The engine's own numbers are the tree's: kept as read, as ever.
+        if (own_pidns) return tid;
+        return error_code(ENOTSUP, "pid {}: tid {} is not a thread of the process: it cannot be recorded as the "
+                                   "tree's pid namespace sees it", p.pid, tid);
+    };
+    core->set_pid(p.ns_pid);
+    for (auto& tc : *core->mutable_threads()) tc.set_tid(CKPT_TRY(tid_in_tree(tc.tid())));
+    for (auto& t : *core->mutable_posix_timers())
+        if (t.notify_tid() != 0)
+            t.set_notify_tid(CKPT_TRY_CTX(tid_in_tree(t.notify_tid()), "POSIX timer {}", t.id()));
+    fds->set_pid(p.ns_pid);
+    return ok();
+}
+
 // A file-backed executable mapping to place the trap code in (not the vDSO: the engine
 // must leave no trace there).
 Result<uint64_t> trap_site_address(pid_t pid) {
@@ -98,10 +189,9 @@ Result<uint64_t> trap_site_address(pid_t pid) {
 // Records one process and writes its images but the page map, whose page data is copied
 // later for the whole tree at once (into plan and pm).
 Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, const FrozenProcess& p,
-                          const PipeEnds& pipes, Descriptions& descs, FileRegistry& files, const DumpExclusions& ex,
-                          image::PageMap* pm, PagePlan* plan) {
+                          bool own_pidns, const PipeEnds& pipes, Descriptions& descs, FileRegistry& files,
+                          const DumpExclusions& ex, image::PageMap* pm, PagePlan* plan) {
     image::TaskCore core;
-    core.set_pid(p.pid);
     core.set_exit_signal(p.stat.exit_signal);
 
     uint64_t code = CKPT_TRY(trap_site_address(p.pid));
@@ -149,8 +239,10 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
     CKPT_TRY(dump_memory(p.pid, brk, files, ex, dir, &mm, pm, plan));
     image::FdTable fds;
     CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, opts.external_stdio, &fds));
+    // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
+    CKPT_TRY(record_tree_pids(p, own_pidns, &core, &fds));
 
-    std::string suffix = "-" + std::to_string(p.pid) + ".img";
+    std::string suffix = "-" + std::to_string(p.ns_pid) + ".img";
     CKPT_TRY(image::write_image(dir, "core" + suffix, image::Kind::Core, core));
     CKPT_TRY(image::write_image(dir, "mm" + suffix, image::Kind::Mm, mm));
     CKPT_TRY(image::write_image(dir, "fds" + suffix, image::Kind::Fds, fds));
@@ -220,6 +312,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     auto t0 = now_ns();
     CKPT_TRY(tree.freeze(opts.root));
     CKPT_TRY(check_own_processes(tree));
+    bool own_pidns = true;
+    CKPT_TRY(read_tree_pids(tree, opts.root, &own_pidns));
 
     DumpExclusions ex;
     ex.memory = opts.exclude_memory;
@@ -236,7 +330,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     inv.set_kernel_release(u.release);
     inv.set_hostname(u.nodename);
     inv.set_dump_time_ns(t0);
-    inv.set_root_pid(opts.root);
+    inv.set_root_pid(tree.processes.front().ns_pid);
     inv.set_shell_job(opts.shell_job);
     inv.set_engine_version(CKPT_VERSION);
 
@@ -246,34 +340,37 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     uint64_t pages_written = 0;
     std::deque<image::PageMap> pagemaps;  // stable addresses: plans point into it
     std::vector<PagePlan> plans;
-    std::set<pid_t> in_tree;
-    for (const auto& p : tree.processes) in_tree.insert(p.pid);
+    std::vector<pid_t> plan_ns_pids;  // of plans[i], for the name of its page map
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
-        t->set_pid(p.pid);
-        t->set_ppid(p.pid == opts.root ? 0 : p.stat.ppid);
-        t->set_pgid(p.stat.pgid);
-        t->set_sid(p.stat.sid);
+        // A session or group led from outside the tree is recorded as its number in the
+        // tree's namespace (0 where the leader is not visible there): restore leaves such
+        // ones as the restorer's, like any leader outside the tree.
+        t->set_pid(p.ns_pid);
+        t->set_ppid(p.ns_ppid);
+        t->set_pgid(p.ns_pgid);
+        t->set_sid(p.ns_sid);
         if (p.zombie) {
             t->set_state(image::TaskEntry::ZOMBIE);
             t->set_exit_status(p.stat.exit_code);
             continue;
         }
-        for (pid_t tid : p.threads) t->add_threads(tid);
+        for (pid_t tid : p.ns_threads) t->add_threads(tid);
         p.status = CKPT_TRY_CTX(read_status(p.pid), "pid {}", p.pid);
         if (p.pid == opts.root) {
             inv.set_owner_uid(p.status.uid[0]);
             inv.set_owner_gid(p.status.gid[0]);
         }
-        CKPT_TRY(
-            dump_process(opts, dir, p, pipes, descs, files, ex, &pagemaps.emplace_back(), &plans.emplace_back()));
+        CKPT_TRY(dump_process(opts, dir, p, own_pidns, pipes, descs, files, ex, &pagemaps.emplace_back(),
+                              &plans.emplace_back()));
+        plan_ns_pids.push_back(p.ns_pid);
     }
     // Page data of every process at once, then the page maps that describe it.
     CKPT_TRY(write_page_data(plans));
-    for (const auto& plan : plans) {
-        CKPT_TRY(image::write_image(dir, "pagemap-" + std::to_string(plan.pid) + ".img", image::Kind::PageMap,
-                                    *plan.pm));
-        pages_written += plan.total;
+    for (size_t i = 0; i < plans.size(); ++i) {
+        CKPT_TRY(image::write_image(dir, "pagemap-" + std::to_string(plan_ns_pids[i]) + ".img", image::Kind::PageMap,
+                                    *plans[i].pm));
+        pages_written += plans[i].total;
     }
     CKPT_TRY(image::write_image(dir, "files.img", image::Kind::Files, files.table()));
     CKPT_TRY(image::write_image(dir, "inventory.img", image::Kind::Inventory, inv));

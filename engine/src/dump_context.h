@@ -45,12 +45,18 @@ private:
 
 // One process of a frozen tree, as the dump read it from /proc once for every resource
 // kind to consult.
+// Its pid and tids are the engine's view (ptrace, /proc); the images record the tree's
+// own: ns_pid, ns_threads, and ids.
 struct FrozenProcess {
     pid_t pid = 0;
     ProcStat stat;
     std::vector<pid_t> threads;  // leader first
     bool zombie = false;
     ProcStatus status;  // read when the process's turn comes (not for zombies)
+    // As the tree's pid namespace (the root's) sees them: what the process sees itself.
+    pid_t ns_pid = 0;
+    std::vector<pid_t> ns_threads;  // threads[i] there
+    pid_t ns_ppid = 0, ns_pgid = 0, ns_sid = 0;  // 0: outside the tree's namespace (or the root's parent)
 };
 
 // What a dump may leave out (for the MPI split rank: the lower half's memory, threads

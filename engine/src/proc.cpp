@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -137,8 +138,13 @@ Result<ProcStatus> read_status(pid_t pid, pid_t tid) {
             s.umask = static_cast<uint32_t>(parse_uint(val, 8).ok() ? parse_uint(val, 8).value() : 022);
         } else if (key == "Tgid") {
             s.tgid = static_cast<pid_t>(parse_int(val).ok() ? parse_int(val).value() : 0);
-        } else if (key == "NSpid") {
-            for (auto p : words()) s.nspid.push_back(static_cast<pid_t>(parse_int(p).value()));
+        } else if (key == "NSpid" || key == "NSpgid" || key == "NSsid") {
+            auto& dst = key == "NSpid" ? s.nspid : key == "NSpgid" ? s.nspgid : s.nssid;
+            for (auto p : words()) {
+                auto v = parse_int(p);
+                if (!v) return error_code(EINVAL, "pid {}: malformed status line '{}'", pid, line);
+                dst.push_back(static_cast<pid_t>(v.value()));
+            }
         }
     }
     return s;
@@ -181,6 +187,13 @@ Result<std::string> read_link(const std::string& path) {
     ssize_t n = readlink(path.c_str(), buf, sizeof buf - 1);
     if (n < 0) return sys_error("readlink {}", path);
     return std::string(buf, static_cast<size_t>(n));
+}
+
+Result<ino_t> read_ns_inode(pid_t pid, const char* ns) {
+    std::string path = proc_path(pid, "ns/") + ns;
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0) return sys_error("stat {}", path);
+    return st.st_ino;
 }
 
 Result<std::vector<Limit>> read_limits(pid_t pid) {

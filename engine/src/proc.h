@@ -42,7 +42,10 @@ struct ProcStatus {
     int seccomp_mode = 0;
     uint32_t umask = 022;
     pid_t tgid = 0;
-    std::vector<pid_t> nspid;
+    // One number per pid namespace level, from the one /proc was mounted in down to the
+    // task's own (the innermost, last). A pgid or sid of 0 at a level: its leader is not
+    // visible there.
+    std::vector<pid_t> nspid, nspgid, nssid;
 };
 
 std::string proc_path(pid_t pid, const char* what);
@@ -58,6 +61,9 @@ Result<std::vector<int>> read_numbered_dir(const std::string& dir);
 Result<std::vector<pid_t>> read_children(pid_t pid);
 // Target of a /proc symlink (exe, cwd, root, fd/N).
 Result<std::string> read_link(const std::string& path);
+// The inode of /proc/PID/ns/<ns> ("pid", "pid_for_children"...): which namespace it is.
+// ENOENT for pid_for_children after an unshare(CLONE_NEWPID) before any child.
+Result<ino_t> read_ns_inode(pid_t pid, const char* ns);
 
 // Soft and hard limit of every resource, from /proc/PID/limits (prlimit on another
 // user's process needs CAP_SYS_RESOURCE, which root lacks on some machines).

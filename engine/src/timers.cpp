@@ -102,8 +102,10 @@ int64_t cpu_itimer_tick_usec() {
 // one timer queues again all it took, so the set stays true for the next. A timer that
 // fires after that read is in the same place as one that fires after its settling (the
 // tree is frozen, its timers are not): a fresh read would only narrow a window that stays.
-Result<void> settle_pending_timer_signal(pid_t pid, uint64_t shared_pending, RemoteThread& rt, RemoteScratch& scratch,
-                                         const image::PosixTimer& t) {
+// pid is the engine's view of the process, own_pid its own (the signals are queued again
+// from inside it, in its pid namespace).
+Result<void> settle_pending_timer_signal(pid_t pid, pid_t own_pid, uint64_t shared_pending, RemoteThread& rt,
+                                         RemoteScratch& scratch, const image::PosixTimer& t) {
     if (t.notify() != SIGEV_SIGNAL || t.signo() <= 0 || t.signo() > 64) return ok();
     if (!(shared_pending & (1ull << (t.signo() - 1)))) return ok();
     auto s = scratch.scope();
@@ -135,7 +137,7 @@ Result<void> settle_pending_timer_signal(pid_t pid, uint64_t shared_pending, Rem
     for (auto& info : requeue) {
         CKPT_TRY(write_remote(pid, info_at, &info, sizeof info));
         CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
-                               {static_cast<uint64_t>(pid), static_cast<uint64_t>(t.signo()), info_at}));
+                               {static_cast<uint64_t>(own_pid), static_cast<uint64_t>(t.signo()), info_at}));
     }
     return ok();
 }
@@ -163,7 +165,7 @@ Result<void> dump_timers(const FrozenProcess& p, RemoteThread& rt, RemoteScratch
         }
         t.set_interval_ns(static_cast<uint64_t>(spec.interval_sec * 1000000000 + spec.interval_nsec));
         t.set_value_ns(static_cast<uint64_t>(spec.value_sec * 1000000000 + spec.value_nsec));
-        CKPT_TRY(settle_pending_timer_signal(pid, p.status.shd_pnd, rt, scratch, t));
+        CKPT_TRY(settle_pending_timer_signal(pid, p.ns_pid, p.status.shd_pnd, rt, scratch, t));
         *core->add_posix_timers() = t;
     }
     return ok();

@@ -17,6 +17,10 @@ Modes:
   twice          dump, restore, dump the restored tree, restore again, check
   new-pidns      dump --leave-running, restore --new-pidns --detach while the original still
                  holds every pid; the copy must see its old pids and pass, then the original
+  new-pidns-twice  dump --leave-running, restore --new-pidns --detach, dump that copy
+                 (--leave-running, from the host), kill its namespace, restore the second
+                 dump --new-pidns --detach: every pid and tid inside the new namespace must be
+                 the first dump's, the copy must pass, then the original
 Negative kinds (the program only provides a tree to dump):
   missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
   dump-nonexistent, dump-fails and dump-enospc (a dump refused at once, or failing half way
@@ -34,6 +38,9 @@ Image folders written by their user (every file may be forged, at any moment):
   dump-foreign-process (an engine run as nobody with CAP_SYS_PTRACE and
   CAP_CHECKPOINT_RESTORE refuses a tree with a root child, naming it, and dumps an all-nobody
   tree).
+Pid namespaces: nested-pidns (run with pidns_nested: a dump of a tree holding a process in a
+  pid namespace below the root's, or one that unshared its children's, is refused naming it;
+  the tree runs on).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -123,6 +130,12 @@ def tree_pids(root):
             except FileNotFoundError:
                 pass
     return sorted(set(found))
+
+
+def status_fields(pid):
+    """/proc/PID/status as a dict of stripped values."""
+    with open(f"/proc/{pid}/status") as f:
+        return {k: v.strip() for k, v in (line.split(":", 1) for line in f.read().splitlines() if ":" in line)}
 
 
 def pid_exists(pid):
@@ -635,6 +648,64 @@ class Run:
         self.check_verdict(what="original, after the copy ran in a new pid namespace")
         return "PASS"
 
+    def restore_in_new_pidns(self, images, what):
+        """restore --new-pidns --detach of images: (host pid of the root, its init). The root
+        must be the dumped root's pid in its own namespace."""
+        pidfile = os.path.join(self.work, "restore.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        self.engine("restore", "-D", images, "--new-pidns", "--detach", "--pidfile", pidfile)
+        try:
+            host_root = int(open(pidfile).read().strip())
+        except (OSError, ValueError):
+            raise TestFailure(f"{what}: no pid in the --pidfile")
+        self.started.add(host_root)
+        init = int(status_fields(host_root)["PPid"])
+        self.started.update(tree_pids(init))
+        return host_root, init
+
+    def pids_in_own_namespace(self, host_root):
+        """Every pid and tid of the tree at host_root as its own pid namespace sees them, or a
+        reason why that cannot be said."""
+        seen = []
+        for p in tree_pids(host_root):
+            try:
+                seen.append(int(status_fields(p)["NSpid"].split()[-1]))
+            except (OSError, KeyError, ValueError) as e:
+                return None, f"host pid {p}: no NSpid ({e})"
+        return sorted(seen), None
+
+    def mode_new_pidns_twice(self):
+        """A tree restored in a new pid namespace is dumped there and restored in another new
+        pid namespace (the Slurm agent's periodic checkpoints after a restart): it must get
+        the pids it had at the first dump, not the ones the host gave its first copy."""
+        self.start()
+        self.dump(leave_running=True)
+        first_root, first_init = self.restore_in_new_pidns(self.images, "first restore --new-pidns")
+        first = tree_pids(first_init)
+        second = self.images + "2"
+        os.makedirs(second, exist_ok=True)
+        self.engine("dump", "-t", str(first_root), "-D", second, "--leave-running")
+        # The first copy ends as a failed job would: its whole namespace at once.
+        os.kill(first_init, signal.SIGKILL)
+        self.wait_gone(first)
+        host_root, init = self.restore_in_new_pidns(second, "second restore --new-pidns")
+        ns_pids, problem = self.pids_in_own_namespace(host_root)
+        if problem is None and ns_pids != self.pids:
+            problem = f"the pids inside its namespace are {ns_pids}, the dumped tree had {self.pids}"
+        if os.path.exists(self.result):
+            os.unlink(self.result)
+        os.kill(host_root, signal.SIGTERM)
+        st = self.reaper.wait(init, VERDICT_TIMEOUT)
+        verdict = open(self.result).read().strip() if os.path.exists(self.result) else ""
+        if verdict != "PASS" or st is None or exit_code(st) != 0:
+            raise TestFailure(f"second copy in a new pid namespace: {verdict or 'no verdict'} "
+                              f"(its init: {describe_status(st)})" + (f"; {problem}" if problem else ""))
+        if problem:
+            raise TestFailure(f"second copy in a new pid namespace passed its checks, but {problem}")
+        self.check_verdict(what="original, after both copies ran")
+        return "PASS"
+
     def mode_twice(self):
         self.start()
         self.dump()
@@ -802,6 +873,24 @@ class Run:
         if "fd 9" not in line:
             raise TestFailure(f"the error does not name fd 9: {line}")
         self.expect_tree_unharmed("a dump refused for an unsupported fd")
+        return "PASS"
+
+    def neg_nested_pidns(self):
+        """A tree with a process in a pid namespace below the root's (pidns_nested; built with
+        UNSHARED, a process whose children would go to one): the dump refuses it, naming
+        that process, and the tree runs on.
+        Before: the process was recorded with the host's numbers and restored as an ordinary
+        member of the root's namespace, with other pids than it saw (or, unshared, without
+        the namespace its children were to have)."""
+        self.start()
+        others = [p for p in self.pids if p != self.root]
+        if len(others) != 1:
+            raise TestFailure(f"expected the root and one child, the tree is {self.pids}")
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {others[0]}",
+                                   "dump of a tree with a nested pid namespace", timeout=REFUSAL_TIMEOUT)
+        if "nested pid namespace" not in line:
+            raise TestFailure(f"the refusal does not say 'nested pid namespace': {line}")
+        self.expect_tree_unharmed("a dump refused for a nested pid namespace")
         return "PASS"
 
     # ---- image folders written by their user -----------------------------------------
@@ -1062,13 +1151,13 @@ def main():
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--mode", choices=["no-dump", "corrupt", "dump-kill", "restore-wait",
-                                       "leave-running", "twice", "new-pidns"])
+                                       "leave-running", "twice", "new-pidns", "new-pidns-twice"])
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed", "other-version",
                                            "other-arch", "unsupported-fd", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
-                                           "pages-outside", "dump-foreign-process"])
+                                           "pages-outside", "dump-foreign-process", "nested-pidns"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
