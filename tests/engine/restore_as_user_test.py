@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from public_stage import public_copy, public_folder
+
 NOBODY = 65534
 CAP_CHECKPOINT_RESTORE = 40
 PR_SET_CHILD_SUBREAPER = 36
@@ -747,7 +749,13 @@ def main():
         return 0
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         sys.exit("prctl(PR_SET_CHILD_SUBREAPER): " + os.strerror(ctypes.get_errno()))
-    os.makedirs(args.workdir, exist_ok=True)
+    # nobody runs the programs and writes in the work folder: both must be reachable.
+    public = public_folder("ckpt-restore-as-")
+    for name in os.listdir(args.programs):
+        path = os.path.join(args.programs, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            public_copy(path, public)
+    args.programs = args.workdir = public
     c = Case(args)
     try:
         try:
@@ -762,6 +770,7 @@ def main():
     print(f"restore-as {args.case}: PASS")
     for n in c.notes:
         print(f"  {n}")
+    shutil.rmtree(public, ignore_errors=True)
     return 0
 
 

@@ -58,6 +58,8 @@ import tempfile
 import termios
 import time
 
+from public_stage import public_copy, public_folder
+
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 30.0
 ENGINE_TIMEOUT = 120.0
@@ -1175,6 +1177,13 @@ def main():
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         sys.exit("runner: prctl(PR_SET_CHILD_SUBREAPER): " + os.strerror(ctypes.get_errno()))
 
+    # Tests where nobody runs the program or the engine work in a public folder of their own.
+    public = None
+    if args.user == "nobody" or args.negative == "dump-foreign-process":
+        public = public_folder("ckpt-enginetest-")
+        args.program = public_copy(args.program, public)
+        args.engine = public_copy(args.engine, public)
+        args.workdir = public
     run = Run(args)
     name = os.path.basename(args.program)
     label = f"{name} [{args.mode or args.negative}{', as nobody' if args.user == 'nobody' else ''}]"
@@ -1196,6 +1205,8 @@ def main():
     print(f"{label}: {outcome}")
     if not args.keep:  # images can be large: keep a work directory only after a failure
         shutil.rmtree(run.work if args.workdir else os.path.dirname(run.work), ignore_errors=True)
+        if public:
+            shutil.rmtree(public, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ Outcome ckpt_job(std::vector<std::string> args, std::vector<std::string> env = {
                  uid_t as_uid = 0) {
     int out[2], err[2];
     if (::pipe(out) != 0 || ::pipe(err) != 0) return {};
+    // Opened here and exec'd through the fd: another uid may not reach the build folder (a
+    // clone in a private folder), only the program itself.
+    int bin = ::open(CKPT_JOB_BIN, O_RDONLY | O_CLOEXEC);
     pid_t pid = ::fork();
     if (pid == 0) {
         ::dup2(out[1], 1);
@@ -47,9 +50,10 @@ Outcome ckpt_job(std::vector<std::string> args, std::vector<std::string> env = {
         std::vector<char*> argv{const_cast<char*>("ckpt-job")};
         for (std::string& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
-        ::execv(CKPT_JOB_BIN, argv.data());
+        ::fexecve(bin, argv.data(), environ);
         ::_exit(127);
     }
+    if (bin >= 0) ::close(bin);
     ::close(out[1]);
     ::close(err[1]);
     Outcome r;
