@@ -1,0 +1,283 @@
+/* The lower half's shim: the first object of the private dlmopen namespace, linked against the
+ * real libmpi so that libmpi and its dependencies follow it in the namespace's global scope.
+ * Symbols defined here therefore win over libc's for every object of the namespace:
+ *  - dlopen drops RTLD_GLOBAL: glibc crashes when an object in a dlmopen namespace is opened
+ *    with RTLD_GLOBAL, which Open MPI does for its MCA components;
+ *  - thread, fd and mapping creators record what the lower half owns, so that a dump can leave
+ *    it out (the upper half reads the lists through ckpt_shim_*).
+ * Calls libc makes to itself (fopen's open, malloc's mmap) are not seen here; the upper half
+ * adds what appeared around MPI_Init. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+static void* next_symbol(const char* name) {
+    void* p = dlsym(RTLD_NEXT, name);
+    if (!p)
+        abort();
+    return p;
+}
+#define NEXT(name) \
+    static __typeof__(&name) next_##name; \
+    if (!next_##name) next_##name = (__typeof__(&name))next_symbol(#name)
+
+/* ---- dlopen ---- */
+EXPORT void* dlopen(const char* file, int mode) {
+    NEXT(dlopen);
+    return next_dlopen(file, mode & ~RTLD_GLOBAL);
+}
+
+/* ---- threads ---- */
+#define MAX_THREADS 256
+static _Atomic pid_t threads[MAX_THREADS];
+static atomic_size_t nthreads;
+
+struct start {
+    void* (*fn)(void*);
+    void* arg;
+};
+
+static void* thread_start(void* p) {
+    struct start s = *(struct start*)p;
+    free(p);
+    size_t i = atomic_fetch_add(&nthreads, 1);
+    if (i < MAX_THREADS)
+        atomic_store(&threads[i], gettid());
+    return s.fn(s.arg);
+}
+
+EXPORT int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*fn)(void*), void* arg) {
+    NEXT(pthread_create);
+    struct start* s = malloc(sizeof *s);
+    if (!s)
+        return EAGAIN;
+    s->fn = fn;
+    s->arg = arg;
+    int rc = next_pthread_create(t, attr, thread_start, s);
+    if (rc != 0)
+        free(s);
+    return rc;
+}
+
+/* ---- fds ---- */
+#define MAX_FD 65536
+static atomic_uint_fast64_t fd_bits[MAX_FD / 64];
+
+static int note_fd(int fd) {
+    if (fd >= 0 && fd < MAX_FD)
+        atomic_fetch_or(&fd_bits[fd / 64], (uint64_t)1 << (fd % 64));
+    return fd;
+}
+static void forget_fd(int fd) {
+    if (fd >= 0 && fd < MAX_FD)
+        atomic_fetch_and(&fd_bits[fd / 64], ~((uint64_t)1 << (fd % 64)));
+}
+
+EXPORT int socket(int domain, int type, int protocol) {
+    NEXT(socket);
+    return note_fd(next_socket(domain, type, protocol));
+}
+EXPORT int socketpair(int domain, int type, int protocol, int sv[2]) {
+    NEXT(socketpair);
+    int rc = next_socketpair(domain, type, protocol, sv);
+    if (rc == 0) {
+        note_fd(sv[0]);
+        note_fd(sv[1]);
+    }
+    return rc;
+}
+EXPORT int accept(int fd, struct sockaddr* addr, socklen_t* len) {
+    NEXT(accept);
+    return note_fd(next_accept(fd, addr, len));
+}
+EXPORT int accept4(int fd, struct sockaddr* addr, socklen_t* len, int flags) {
+    NEXT(accept4);
+    return note_fd(next_accept4(fd, addr, len, flags));
+}
+EXPORT int pipe(int fds[2]) {
+    NEXT(pipe);
+    int rc = next_pipe(fds);
+    if (rc == 0) {
+        note_fd(fds[0]);
+        note_fd(fds[1]);
+    }
+    return rc;
+}
+EXPORT int pipe2(int fds[2], int flags) {
+    NEXT(pipe2);
+    int rc = next_pipe2(fds, flags);
+    if (rc == 0) {
+        note_fd(fds[0]);
+        note_fd(fds[1]);
+    }
+    return rc;
+}
+EXPORT int eventfd(unsigned int initval, int flags) {
+    NEXT(eventfd);
+    return note_fd(next_eventfd(initval, flags));
+}
+EXPORT int epoll_create(int size) {
+    NEXT(epoll_create);
+    return note_fd(next_epoll_create(size));
+}
+EXPORT int epoll_create1(int flags) {
+    NEXT(epoll_create1);
+    return note_fd(next_epoll_create1(flags));
+}
+EXPORT int open(const char* path, int flags, ...) {
+    NEXT(open);
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = va_arg(ap, mode_t);
+        va_end(ap);
+    }
+    return note_fd(next_open(path, flags, mode));
+}
+EXPORT int open64(const char* path, int flags, ...) {
+    NEXT(open64);
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = va_arg(ap, mode_t);
+        va_end(ap);
+    }
+    return note_fd(next_open64(path, flags, mode));
+}
+EXPORT int openat(int dirfd, const char* path, int flags, ...) {
+    NEXT(openat);
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = va_arg(ap, mode_t);
+        va_end(ap);
+    }
+    return note_fd(next_openat(dirfd, path, flags, mode));
+}
+EXPORT int close(int fd) {
+    NEXT(close);
+    forget_fd(fd);
+    return next_close(fd);
+}
+
+/* ---- mappings ---- */
+#define MAX_MAPS 1024
+struct range {
+    uintptr_t start, end;
+};
+static struct range maps[MAX_MAPS];
+static size_t nmaps;
+static atomic_flag maps_lock = ATOMIC_FLAG_INIT;
+
+static void lock_maps(void) {
+    while (atomic_flag_test_and_set_explicit(&maps_lock, memory_order_acquire)) {
+    }
+}
+static void unlock_maps(void) { atomic_flag_clear_explicit(&maps_lock, memory_order_release); }
+
+static void note_map(uintptr_t start, size_t len) {
+    lock_maps();
+    if (nmaps < MAX_MAPS)
+        maps[nmaps++] = (struct range){start, start + len};
+    unlock_maps();
+}
+
+static void forget_map(uintptr_t start, size_t len) {
+    uintptr_t end = start + len;
+    lock_maps();
+    for (size_t i = 0; i < nmaps;) {
+        struct range* r = &maps[i];
+        if (r->end <= start || r->start >= end) {
+            ++i;
+        } else if (r->start >= start && r->end <= end) {
+            *r = maps[--nmaps];
+        } else if (r->start < start && r->end > end) {
+            if (nmaps < MAX_MAPS)
+                maps[nmaps++] = (struct range){end, r->end};
+            r->end = start;
+            ++i;
+        } else {
+            if (r->start < start)
+                r->end = start;
+            else
+                r->start = end;
+            ++i;
+        }
+    }
+    unlock_maps();
+}
+
+EXPORT void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+    NEXT(mmap);
+    void* p = next_mmap(addr, len, prot, flags, fd, off);
+    if (p != MAP_FAILED)
+        note_map((uintptr_t)p, len);
+    return p;
+}
+EXPORT void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off64_t off) {
+    NEXT(mmap64);
+    void* p = next_mmap64(addr, len, prot, flags, fd, off);
+    if (p != MAP_FAILED)
+        note_map((uintptr_t)p, len);
+    return p;
+}
+EXPORT int munmap(void* addr, size_t len) {
+    NEXT(munmap);
+    int rc = next_munmap(addr, len);
+    if (rc == 0)
+        forget_map((uintptr_t)addr, len);
+    return rc;
+}
+
+/* ---- queries for the upper half: each returns the total, fills up to max ---- */
+EXPORT size_t ckpt_shim_threads(pid_t* out, size_t max) {
+    size_t n = atomic_load(&nthreads);
+    if (n > MAX_THREADS)
+        n = MAX_THREADS;
+    for (size_t i = 0; i < n && i < max; ++i)
+        out[i] = atomic_load(&threads[i]);
+    return n;
+}
+
+EXPORT size_t ckpt_shim_fds(int* out, size_t max) {
+    size_t n = 0;
+    for (int w = 0; w < MAX_FD / 64; ++w) {
+        uint64_t bits = atomic_load(&fd_bits[w]);
+        for (int b = 0; bits && b < 64; ++b, bits >>= 1)
+            if (bits & 1) {
+                if (n < max)
+                    out[n] = w * 64 + b;
+                ++n;
+            }
+    }
+    return n;
+}
+
+/* out holds pairs: start, end */
+EXPORT size_t ckpt_shim_mappings(uint64_t* out, size_t max_pairs) {
+    lock_maps();
+    size_t n = nmaps;
+    for (size_t i = 0; i < n && i < max_pairs; ++i) {
+        out[2 * i] = maps[i].start;
+        out[2 * i + 1] = maps[i].end;
+    }
+    unlock_maps();
+    return n;
+}

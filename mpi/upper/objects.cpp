@@ -1,0 +1,323 @@
+// Communicators, groups, datatypes, operations and error handlers made at run time: each is
+// an object of ours in the application's memory holding the lower half's handle and the
+// recipe to make it again (its origin, its arguments and the objects it was made from, which
+// it keeps alive through their reference counts).
+#include <mpi.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+
+#include "abi_impl.h"
+#include "runtime.h"
+
+namespace ckpt::mpi {
+namespace {
+
+void retain(Handle* h) {
+    if (h)
+        ++h->refs;
+}
+
+void release_comm(Comm* c);
+void release_group(Group* g);
+void release_datatype(Datatype* t);
+
+void release_group(Group* g) {
+    if (!g || --g->h.refs > 0)
+        return;
+    if (g->comm)
+        release_comm(g->comm);
+    if (g->parent)
+        release_group(g->parent);
+    delete[] g->ranks;
+    delete g;
+}
+
+void release_comm(Comm* c) {
+    if (!c || --c->h.refs > 0)
+        return;
+    if (c->parent)
+        release_comm(c->parent);
+    if (c->group)
+        release_group(c->group);
+    delete c;
+}
+
+void release_datatype(Datatype* t) {
+    if (!t || --t->h.refs > 0)
+        return;
+    if (t->old)
+        release_datatype(t->old);
+    delete t;
+}
+
+// A child communicator's id: parent's id and creation ordinal, mixed (splitmix64), so that
+// every rank names the same communicator alike and a dup differs from its parent.
+uint64_t comm_id(uint64_t parent, uint32_t ordinal) {
+    uint64_t z = parent * 0x9e3779b97f4a7c15ULL + ordinal + 1;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+// Wraps the lower half's result of a collective communicator creation. Every member calls
+// it, including those that get MPI_COMM_NULL, so the parent's ordinal stays the same on all.
+int new_comm(int rc, MPI_Comm lower_new, MPI_Comm parent, Origin origin, MPI_Comm* out, int color = 0,
+             int key = 0, Group* group = nullptr) {
+    Comm* p = obj<Comm>(parent);
+    uint32_t ordinal = p->children++;
+    if (rc != MPI_SUCCESS)
+        return rc;
+    if (lower_new == static_cast<MPI_Comm>(g_lower_comm_null)) {
+        *out = MPI_COMM_NULL;
+        return rc;
+    }
+    Comm* c = new Comm{};
+    c->h.real = lower_new;
+    c->origin = origin;
+    c->parent = p;
+    retain(&p->h);
+    c->ordinal = ordinal;
+    c->id = comm_id(p->id, ordinal);
+    c->color = color;
+    c->key = key;
+    c->group = group;
+    retain(group ? &group->h : nullptr);
+    *out = handle<MPI_Comm>(c);
+    return rc;
+}
+
+Group* new_group(MPI_Group lower_new, Origin origin) {
+    Group* g = new Group{};
+    g->h.real = lower_new;
+    g->origin = origin;
+    return g;
+}
+
+int new_datatype(int rc, MPI_Datatype lower_new, Origin origin, MPI_Datatype old, int count, int blocklength,
+                 int stride, MPI_Datatype* out) {
+    if (rc != MPI_SUCCESS)
+        return rc;
+    Datatype* t = new Datatype{};
+    t->h.real = lower_new;
+    t->origin = origin;
+    t->old = obj<Datatype>(old);
+    retain(&t->old->h);
+    t->count = count;
+    t->blocklength = blocklength;
+    t->stride = stride;
+    register_datatype(t);
+    *out = handle<MPI_Datatype>(t);
+    return rc;
+}
+
+// User operations: the lower half calls a trampoline of ours with its own datatype handle;
+// the trampoline calls the application's function with the application's handle. One
+// trampoline per slot, since MPI_User_function carries no user data.
+constexpr int kOpSlots = 64;
+std::array<Op*, kOpSlots> g_op_slots{};
+
+template <int I>
+void op_trampoline(void* in, void* inout, int* len, MPI_Datatype* lower_type) {
+    MPI_Datatype t = upper_datatype(*lower_type);
+    g_op_slots[I]->fn(in, inout, len, &t);
+}
+
+template <int... I>
+constexpr std::array<MPI_User_function*, kOpSlots> make_trampolines(std::integer_sequence<int, I...>) {
+    return {&op_trampoline<I>...};
+}
+constexpr auto kTrampolines = make_trampolines(std::make_integer_sequence<int, kOpSlots>{});
+
+}  // namespace
+
+namespace impl {
+
+// ---- communicators ----
+
+int Comm_dup(MPI_Comm comm, MPI_Comm* newcomm) {
+    MPI_Comm l = MPI_COMM_NULL;
+    int rc = g_lower.Comm_dup(in(comm), &l);
+    return new_comm(rc, l, comm, Origin::Dup, newcomm);
+}
+
+int Comm_split(MPI_Comm comm, int color, int key, MPI_Comm* newcomm) {
+    MPI_Comm l = MPI_COMM_NULL;
+    int rc = g_lower.Comm_split(in(comm), color, key, &l);
+    return new_comm(rc, l, comm, Origin::Split, newcomm, color, key);
+}
+
+int Comm_create(MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm) {
+    MPI_Comm l = MPI_COMM_NULL;
+    int rc = g_lower.Comm_create(in(comm), in(group), &l);
+    Group* g = group == MPI_GROUP_NULL ? nullptr : obj<Group>(group);
+    return new_comm(rc, l, comm, Origin::Create, newcomm, 0, 0, g);
+}
+
+int Comm_free(MPI_Comm* comm) {
+    Comm* c = obj<Comm>(*comm);
+    MPI_Comm l = in(*comm);
+    int rc = g_lower.Comm_free(&l);
+    if (rc != MPI_SUCCESS || c->origin == Origin::Predefined)  // the lower half refuses those
+        return rc;
+    c->h.real = nullptr;
+    release_comm(c);
+    *comm = MPI_COMM_NULL;
+    return rc;
+}
+
+int Comm_set_errhandler(MPI_Comm comm, MPI_Errhandler errhandler) {
+    int rc = g_lower.Comm_set_errhandler(in(comm), in(errhandler));
+    if (rc == MPI_SUCCESS)
+        obj<Comm>(comm)->errhandler = obj<Errhandler>(errhandler);
+    return rc;
+}
+
+int Comm_get_errhandler(MPI_Comm comm, MPI_Errhandler* errhandler) {
+    MPI_Errhandler l = MPI_ERRHANDLER_NULL;
+    int rc = g_lower.Comm_get_errhandler(in(comm), &l);
+    if (rc == MPI_SUCCESS)
+        *errhandler = upper_errhandler(l);
+    return rc;
+}
+
+int Errhandler_free(MPI_Errhandler* errhandler) {
+    MPI_Errhandler l = in(*errhandler);
+    int rc = g_lower.Errhandler_free(&l);
+    if (rc == MPI_SUCCESS)
+        *errhandler = MPI_ERRHANDLER_NULL;
+    return rc;
+}
+
+// ---- groups ----
+
+int Comm_group(MPI_Comm comm, MPI_Group* group) {
+    MPI_Group l = MPI_GROUP_NULL;
+    int rc = g_lower.Comm_group(in(comm), &l);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    Group* g = new_group(l, Origin::FromComm);
+    g->comm = obj<Comm>(comm);
+    retain(&g->comm->h);
+    *group = handle<MPI_Group>(g);
+    return rc;
+}
+
+static int group_subset(int rc, MPI_Group l, MPI_Group parent, Origin origin, int n, const int ranks[],
+                        MPI_Group* out) {
+    if (rc != MPI_SUCCESS)
+        return rc;
+    Group* g = new_group(l, origin);
+    g->parent = obj<Group>(parent);
+    retain(&g->parent->h);
+    g->nranks = n;
+    g->ranks = new int[std::max(n, 1)];
+    std::memcpy(g->ranks, ranks, sizeof(int) * n);
+    *out = handle<MPI_Group>(g);
+    return rc;
+}
+
+int Group_incl(MPI_Group group, int n, const int ranks[], MPI_Group* newgroup) {
+    MPI_Group l = MPI_GROUP_NULL;
+    int rc = g_lower.Group_incl(in(group), n, ranks, &l);
+    return group_subset(rc, l, group, Origin::Incl, n, ranks, newgroup);
+}
+
+int Group_excl(MPI_Group group, int n, const int ranks[], MPI_Group* newgroup) {
+    MPI_Group l = MPI_GROUP_NULL;
+    int rc = g_lower.Group_excl(in(group), n, ranks, &l);
+    return group_subset(rc, l, group, Origin::Excl, n, ranks, newgroup);
+}
+
+int Group_free(MPI_Group* group) {
+    Group* g = obj<Group>(*group);
+    MPI_Group l = in(*group);
+    int rc = g_lower.Group_free(&l);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    if (g->origin != Origin::Predefined) {
+        g->h.real = nullptr;
+        release_group(g);
+    }
+    *group = MPI_GROUP_NULL;
+    return rc;
+}
+
+// ---- datatypes ----
+
+int Type_contiguous(int count, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    MPI_Datatype l = MPI_DATATYPE_NULL;
+    int rc = g_lower.Type_contiguous(count, in(oldtype), &l);
+    return new_datatype(rc, l, Origin::Contiguous, oldtype, count, 0, 0, newtype);
+}
+
+int Type_vector(int count, int blocklength, int stride, MPI_Datatype oldtype, MPI_Datatype* newtype) {
+    MPI_Datatype l = MPI_DATATYPE_NULL;
+    int rc = g_lower.Type_vector(count, blocklength, stride, in(oldtype), &l);
+    return new_datatype(rc, l, Origin::Vector, oldtype, count, blocklength, stride, newtype);
+}
+
+int Type_commit(MPI_Datatype* type) {
+    Datatype* t = obj<Datatype>(*type);
+    MPI_Datatype l = in(*type);
+    int rc = g_lower.Type_commit(&l);
+    if (rc == MPI_SUCCESS)
+        t->committed = true;
+    return rc;
+}
+
+int Type_free(MPI_Datatype* type) {
+    Datatype* t = obj<Datatype>(*type);
+    MPI_Datatype l = in(*type);
+    int rc = g_lower.Type_free(&l);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    if (t->origin != Origin::Predefined) {
+        unregister_datatype(t);
+        t->h.real = nullptr;
+        release_datatype(t);
+    }
+    *type = MPI_DATATYPE_NULL;
+    return rc;
+}
+
+// ---- operations ----
+
+int Op_create(MPI_User_function* fn, int commute, MPI_Op* op) {
+    auto free_slot = std::find(g_op_slots.begin(), g_op_slots.end(), nullptr);
+    if (free_slot == g_op_slots.end())
+        fatal("MPI_Op_create: more than %d user operations at once are not supported by ckpt", kOpSlots);
+    int slot = static_cast<int>(free_slot - g_op_slots.begin());
+    MPI_Op l = MPI_OP_NULL;
+    int rc = g_lower.Op_create(kTrampolines[slot], commute, &l);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    Op* o = new Op{};
+    o->h.real = l;
+    o->origin = Origin::User;
+    o->fn = fn;
+    o->commute = commute;
+    o->slot = slot;
+    g_op_slots[slot] = o;
+    *op = handle<MPI_Op>(o);
+    return rc;
+}
+
+int Op_free(MPI_Op* op) {
+    Op* o = obj<Op>(*op);
+    MPI_Op l = in(*op);
+    int rc = g_lower.Op_free(&l);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    if (o->origin == Origin::User) {
+        g_op_slots[o->slot] = nullptr;
+        delete o;
+    }
+    *op = MPI_OP_NULL;
+    return rc;
+}
+
+}  // namespace impl
+}  // namespace ckpt::mpi

@@ -1,0 +1,210 @@
+// The lower half's threads, fds and memory. Two sources: the shim's records (threads it
+// started, fds and mappings made by calls between objects of the lower half) and the
+// difference of /proc/self/{fd,maps} across loading the lower half and MPI_Init (its
+// libraries, what its libc makes internally). Mappings the lower libc makes later (its malloc
+// after MPI_Init) are not seen yet: see docs/mpi.md.
+#include "resources.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "ckpt/mpi/lower_half.h"
+
+namespace ckpt::mpi {
+namespace {
+
+using Range = std::pair<uint64_t, uint64_t>;
+
+struct Snapshot {
+    std::set<int> fds;
+    std::vector<Range> maps;  // sorted
+};
+
+// Allocated once, never freed: the lists live as long as the process.
+Snapshot* g_before = nullptr;
+std::set<int>* g_init_fds = nullptr;
+std::vector<Range>* g_init_maps = nullptr;
+
+size_t (*g_shim_threads)(pid_t*, size_t) = nullptr;
+size_t (*g_shim_fds)(int*, size_t) = nullptr;
+size_t (*g_shim_mappings)(uint64_t*, size_t) = nullptr;
+
+std::set<int> open_fds() {
+    std::set<int> fds;
+    DIR* d = opendir("/proc/self/fd");
+    if (!d)
+        return fds;
+    int self = dirfd(d);
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.')
+            continue;
+        int fd = std::atoi(e->d_name);
+        if (fd != self)
+            fds.insert(fd);
+    }
+    closedir(d);
+    return fds;
+}
+
+// Mappings of the process, except the main heap and stacks (which only grow, and are the
+// application's).
+std::vector<Range> mappings() {
+    std::vector<Range> out;
+    FILE* f = std::fopen("/proc/self/maps", "re");
+    if (!f)
+        return out;
+    char line[4096];
+    while (std::fgets(line, sizeof line, f)) {
+        uint64_t a = 0, b = 0;
+        if (std::sscanf(line, "%" SCNx64 "-%" SCNx64, &a, &b) != 2)
+            continue;
+        if (std::strstr(line, "[heap]") || std::strstr(line, "[stack") || std::strstr(line, "[vvar]") ||
+            std::strstr(line, "[vdso]") || std::strstr(line, "[vsyscall]"))
+            continue;
+        out.emplace_back(a, b);
+    }
+    std::fclose(f);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// The parts of `after` not covered by `before` (both sorted).
+std::vector<Range> subtract(const std::vector<Range>& after, const std::vector<Range>& before) {
+    std::vector<Range> out;
+    for (auto [a, b] : after) {
+        uint64_t cur = a;
+        for (auto [c, d] : before) {
+            if (d <= cur || c >= b)
+                continue;
+            if (c > cur)
+                out.emplace_back(cur, c);
+            cur = std::max(cur, d);
+            if (cur >= b)
+                break;
+        }
+        if (cur < b)
+            out.emplace_back(cur, b);
+    }
+    return out;
+}
+
+std::vector<Range> merged(std::vector<Range> v) {
+    std::sort(v.begin(), v.end());
+    std::vector<Range> out;
+    for (auto r : v) {
+        if (!out.empty() && r.first <= out.back().second)
+            out.back().second = std::max(out.back().second, r.second);
+        else
+            out.push_back(r);
+    }
+    return out;
+}
+
+bool fd_open(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0;
+}
+
+// The parts of `a` that are also in `b` (both sorted and merged).
+std::vector<Range> intersect(const std::vector<Range>& a, const std::vector<Range>& b) {
+    std::vector<Range> out;
+    for (auto [s, e] : a)
+        for (auto [c, d] : b) {
+            uint64_t lo = std::max(s, c), hi = std::min(e, d);
+            if (lo < hi)
+                out.emplace_back(lo, hi);
+        }
+    return out;
+}
+
+template <class T>
+size_t fill(const std::vector<T>& v, T* out, size_t max) {
+    for (size_t i = 0; i < v.size() && i < max; ++i)
+        out[i] = v[i];
+    return v.size();
+}
+
+}  // namespace
+
+void resources_before_lower() {
+    g_before = new Snapshot{open_fds(), mappings()};
+}
+
+void resources_attach_shim(void* shim) {
+    g_shim_threads = reinterpret_cast<decltype(g_shim_threads)>(dlsym(shim, "ckpt_shim_threads"));
+    g_shim_fds = reinterpret_cast<decltype(g_shim_fds)>(dlsym(shim, "ckpt_shim_fds"));
+    g_shim_mappings = reinterpret_cast<decltype(g_shim_mappings)>(dlsym(shim, "ckpt_shim_mappings"));
+}
+
+void resources_after_init() {
+    if (!g_before)
+        return;
+    g_init_fds = new std::set<int>();
+    for (int fd : open_fds())
+        if (!g_before->fds.count(fd))
+            g_init_fds->insert(fd);
+    g_init_maps = new std::vector<Range>(subtract(mappings(), g_before->maps));
+}
+
+}  // namespace ckpt::mpi
+
+using namespace ckpt::mpi;
+
+extern "C" __attribute__((visibility("default"))) size_t ckpt_mpi_lower_threads(pid_t* out, size_t max) {
+    if (!g_shim_threads)
+        return 0;
+    std::vector<pid_t> tids(g_shim_threads(nullptr, 0));
+    tids.resize(std::min(tids.size(), g_shim_threads(tids.data(), tids.size())));
+    std::vector<pid_t> alive;
+    for (pid_t t : tids) {
+        char path[64];
+        std::snprintf(path, sizeof path, "/proc/self/task/%d", static_cast<int>(t));
+        if (t > 0 && access(path, F_OK) == 0)
+            alive.push_back(t);
+    }
+    return fill(alive, out, max);
+}
+
+extern "C" __attribute__((visibility("default"))) size_t ckpt_mpi_lower_fds(int* out, size_t max) {
+    if (!g_shim_fds)
+        return 0;
+    std::vector<int> shim(g_shim_fds(nullptr, 0));
+    shim.resize(std::min(shim.size(), g_shim_fds(shim.data(), shim.size())));
+    std::set<int> all(shim.begin(), shim.end());
+    if (g_init_fds)
+        all.insert(g_init_fds->begin(), g_init_fds->end());
+    std::vector<int> v;
+    for (int fd : all)
+        if (fd > STDERR_FILENO && fd_open(fd))
+            v.push_back(fd);
+    return fill(v, out, max);
+}
+
+extern "C" __attribute__((visibility("default"))) size_t ckpt_mpi_lower_memory(ckpt_mpi_range* out, size_t max) {
+    std::vector<Range> all;
+    if (g_init_maps)
+        all = *g_init_maps;
+    if (g_shim_mappings) {
+        std::vector<uint64_t> pairs(2 * g_shim_mappings(nullptr, 0));
+        size_t n = std::min(pairs.size() / 2, g_shim_mappings(pairs.data(), pairs.size() / 2));
+        for (size_t i = 0; i < n; ++i)
+            all.emplace_back(pairs[2 * i], pairs[2 * i + 1]);
+    }
+    // Only what is still mapped.
+    std::vector<Range> m = intersect(merged(std::move(all)), merged(mappings()));
+    std::vector<ckpt_mpi_range> v;
+    for (auto [a, b] : m)
+        v.push_back({a, b});
+    return fill(v, out, max);
+}

@@ -1,0 +1,200 @@
+// Loading the lower half, start-up and shut-down, and the messages of the upper half.
+#include "runtime.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_map>
+
+#include "abi_impl.h"
+#include "resources.h"
+
+#ifndef CKPT_MPI_SHIM_PATH
+#error "CKPT_MPI_SHIM_PATH (the lower half's shim) must be defined by the build"
+#endif
+
+namespace ckpt::mpi {
+
+LowerFns g_lower;
+bool g_lower_loaded = false;
+void* g_lower_request_null = nullptr;
+void* g_lower_comm_null = nullptr;
+void* g_lower_group_null = nullptr;
+
+namespace {
+
+void* g_shim = nullptr;
+bool g_initialized = false;
+bool g_finalized = false;
+// Lower-half handle -> application handle, for what the lower half hands back to us.
+std::unordered_map<void*, Handle*>* g_upper_of = nullptr;
+
+void vreport(const char* fmt, va_list ap) {
+    char buf[1024];
+    int n = std::snprintf(buf, sizeof buf, "ckpt: ");
+    n += std::vsnprintf(buf + n, sizeof buf - n, fmt, ap);
+    n = std::min<int>(n, sizeof buf - 2);
+    buf[n++] = '\n';
+    ssize_t w = ::write(STDERR_FILENO, buf, n);
+    (void)w;
+}
+
+const char* own_path() {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&own_path), &info) && info.dli_fname)
+        return info.dli_fname;
+    return "?";
+}
+
+const char* lower_libmpi_path() {
+    Dl_info info{};
+    if (g_lower.Init && dladdr(reinterpret_cast<void*>(g_lower.Init), &info) && info.dli_fname)
+        return info.dli_fname;
+    return "?";
+}
+
+// After MPI_Init: one line naming both halves, when CKPT_MPI_TRACE_INIT=1.
+void trace_init() {
+    const char* t = std::getenv("CKPT_MPI_TRACE_INIT");
+    if (!t || std::strcmp(t, "1") != 0)
+        return;
+    int rank = -1, size = -1;
+    g_lower.Comm_rank(in(MPI_COMM_WORLD), &rank);
+    g_lower.Comm_size(in(MPI_COMM_WORLD), &size);
+    Lmid_t lmid = 0;
+    dlinfo(g_shim, RTLD_DI_LMID, &lmid);
+    std::fprintf(stderr, "ckpt-mpi: rank %d of %d: upper half %s, lower half %s (namespace %ld)\n", rank,
+                 size, own_path(), lower_libmpi_path(), static_cast<long>(lmid));
+}
+
+MPI_Comm world() { return MPI_COMM_WORLD; }
+MPI_Comm self() { return MPI_COMM_SELF; }
+
+}  // namespace
+
+void fatal(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+    std::abort();
+}
+
+void load_lower() {
+    if (g_lower_loaded)
+        return;
+    resources_before_lower();
+    const char* shim = std::getenv("CKPT_MPI_LOWER_SHIM");
+    if (!shim || !*shim)
+        shim = CKPT_MPI_SHIM_PATH;
+    g_shim = dlmopen(LM_ID_NEWLM, shim, RTLD_NOW | RTLD_LOCAL);
+    if (!g_shim)
+        fatal("cannot load the lower half (%s): %s", shim, dlerror());
+    for_each_lower(g_lower, [](void** slot, const char* name) {
+        *slot = dlsym(g_shim, name);
+        if (!*slot)
+            fatal("the lower half has no %s", name);
+    });
+    g_upper_of = new std::unordered_map<void*, Handle*>();
+    for (std::size_t i = 0; i < kPredefinedCount; ++i) {
+        Handle* h = kPredefined[i].obj;
+        h->real = dlsym(g_shim, kPredefined[i].name);
+        if (!h->real)
+            fatal("the lower half has no %s", kPredefined[i].name);
+        (*g_upper_of)[h->real] = h;
+    }
+    g_lower_request_null = obj<Handle>(MPI_REQUEST_NULL)->real;
+    g_lower_comm_null = obj<Handle>(MPI_COMM_NULL)->real;
+    g_lower_group_null = obj<Handle>(MPI_GROUP_NULL)->real;
+    resources_attach_shim(g_shim);
+    g_lower_loaded = true;
+}
+
+MPI_Datatype upper_datatype(MPI_Datatype lower_type) {
+    auto it = g_upper_of->find(lower_type);
+    if (it == g_upper_of->end() || it->second->kind != Kind::Datatype)
+        fatal("the lower half handed back a datatype the upper half does not know (%p)",
+              static_cast<void*>(lower_type));
+    return handle<MPI_Datatype>(it->second);
+}
+
+void register_datatype(Datatype* t) { (*g_upper_of)[t->h.real] = &t->h; }
+void unregister_datatype(Datatype* t) { g_upper_of->erase(t->h.real); }
+
+MPI_Errhandler upper_errhandler(MPI_Errhandler lower_eh) {
+    auto it = g_upper_of->find(lower_eh);
+    if (it == g_upper_of->end() || it->second->kind != Kind::Errhandler)
+        fatal("MPI_Comm_get_errhandler: only predefined error handlers are supported by ckpt");
+    return handle<MPI_Errhandler>(it->second);
+}
+
+static void after_init() {
+    g_initialized = true;
+    // Communicator ids: parent's id and creation ordinal; the predefined ones are fixed.
+    obj<Comm>(world())->id = 1;
+    obj<Comm>(self())->id = 2;
+    resources_after_init();
+    trace_init();
+}
+
+namespace impl {
+
+int Init(int* argc, char*** argv) {
+    int rc = lower().Init(argc, argv);
+    if (rc == MPI_SUCCESS)
+        after_init();
+    return rc;
+}
+
+// MPI_THREAD_FUNNELED at most (one thread calls MPI, nothing in the upper half locks); a
+// request for more is answered with what is supported, as the standard allows.
+int Init_thread(int* argc, char*** argv, int required, int* provided) {
+    int level = std::min(required, static_cast<int>(MPI_THREAD_FUNNELED));
+    int got = MPI_THREAD_SINGLE;
+    int rc = lower().Init_thread(argc, argv, level, &got);
+    *provided = std::min(got, static_cast<int>(MPI_THREAD_FUNNELED));
+    if (rc == MPI_SUCCESS)
+        after_init();
+    return rc;
+}
+
+int Query_thread(int* provided) {
+    int got = MPI_THREAD_SINGLE;
+    int rc = lower().Query_thread(&got);
+    *provided = std::min(got, static_cast<int>(MPI_THREAD_FUNNELED));
+    return rc;
+}
+
+int Initialized(int* flag) {
+    *flag = g_initialized ? 1 : 0;
+    return MPI_SUCCESS;
+}
+
+int Finalized(int* flag) {
+    *flag = g_finalized ? 1 : 0;
+    return MPI_SUCCESS;
+}
+
+int Finalize() {
+    int rc = lower().Finalize();
+    g_finalized = true;
+    return rc;
+}
+
+}  // namespace impl
+}  // namespace ckpt::mpi
+
+// Called by the generated stubs (abi_stubs.c) of the functions not supported yet.
+extern "C" [[noreturn]] void ckpt_mpi_unsupported(const char* name) {
+    char buf[256];
+    int n = std::snprintf(buf, sizeof buf, "ckpt: %s is not supported by ckpt\n", name);
+    ssize_t w = ::write(STDERR_FILENO, buf, std::min<int>(n, sizeof buf - 1));
+    (void)w;
+    std::abort();
+}

@@ -1,0 +1,62 @@
+// The upper half's runtime: the lower half's entry points and handle translation.
+// Only one thread calls MPI (we grant at most MPI_THREAD_FUNNELED), so nothing here locks.
+#pragma once
+
+#include <mpi.h>
+
+#include <type_traits>
+
+#include "abi_lower.h"
+#include "objects.h"
+
+namespace ckpt::mpi {
+
+extern LowerFns g_lower;
+extern bool g_lower_loaded;
+
+// Loads the lower half (the real libmpi in its own dlmopen namespace) on first use.
+void load_lower();
+
+inline const LowerFns& lower() {
+    if (!g_lower_loaded) [[unlikely]]
+        load_lower();
+    return g_lower;
+}
+
+[[noreturn]] void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+template <class T>
+inline constexpr bool is_handle_v =
+    std::is_same_v<T, MPI_Comm> || std::is_same_v<T, MPI_Datatype> || std::is_same_v<T, MPI_Op> ||
+    std::is_same_v<T, MPI_Group> || std::is_same_v<T, MPI_Request> || std::is_same_v<T, MPI_Info> ||
+    std::is_same_v<T, MPI_Errhandler> || std::is_same_v<T, MPI_Win> || std::is_same_v<T, MPI_File> ||
+    std::is_same_v<T, MPI_Message>;
+
+// An argument on its way to the lower half: handles become the lower half's, the rest passes.
+template <class T>
+inline T in(T v) {
+    if constexpr (is_handle_v<T>)
+        return static_cast<T>(reinterpret_cast<const Handle*>(v)->real);
+    else
+        return v;
+}
+
+// The lower half's handle stored in one of our objects, typed.
+template <class H>
+inline H real_of(const Handle& h) {
+    return static_cast<H>(h.real);
+}
+
+// Lower-half datatype -> the application's (user operations are called with the former).
+MPI_Datatype upper_datatype(MPI_Datatype lower_type);
+void register_datatype(Datatype* t);
+void unregister_datatype(Datatype* t);
+// Lower-half errhandler -> the application's (only predefined error handlers so far).
+MPI_Errhandler upper_errhandler(MPI_Errhandler lower_eh);
+
+// Cached lower-half null handles.
+extern void* g_lower_request_null;
+extern void* g_lower_comm_null;
+extern void* g_lower_group_null;
+
+}  // namespace ckpt::mpi
