@@ -1,0 +1,74 @@
+#!/bin/bash
+# Runs an MPI test program with Open MPI alone and through libckpt_mpi (the split rank).
+#   run_split.sh compare     MPIEXEC UPPER_DIR NRANKS PROGRAM [ARGS...]
+#       both runs must succeed with the same standard output; in the second, every rank must
+#       report (CKPT_MPI_TRACE_INIT=1) that it runs on our upper half over the real libmpi
+#   run_split.sh ckpt        ...   only through libckpt_mpi, same checks
+#   run_split.sh unsupported ...   only through libckpt_mpi; must fail, naming $CKPT_EXPECT_UNSUPPORTED
+set -u
+mode=$1 mpiexec=$2 upper=$3 n=$4
+shift 4
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+run() {  # run <name> [env...]: mpirun the program, stdout and stderr to $work/<name>.{out,err}
+    local name=$1
+    shift
+    timeout 50 "$mpiexec" -n "$n" --oversubscribe "$@" "${prog[@]}" >"$work/$name.out" 2>"$work/$name.err"
+    echo $? >"$work/$name.rc"
+}
+show() {
+    echo "--- $1: exit $(cat "$work/$1.rc")"
+    sed 's/^/  out: /' "$work/$1.out"
+    sed 's/^/  err: /' "$work/$1.err" | head -40
+}
+fail() {
+    echo "FAIL: $*"
+    for r in plain ckpt; do [ -f "$work/$r.rc" ] && show $r; done
+    exit 1
+}
+check_traced() {  # every rank ran on our upper half, with the real libmpi as lower half
+    local traced
+    traced=$(grep -cE "^ckpt-mpi: rank [0-9]+ of $n: upper half $upper/[^ ]+, lower half /[^ ]+ \(namespace [1-9][0-9]*\)$" "$work/ckpt.err")
+    [ "$traced" = "$n" ] || fail "$traced of $n ranks report running through libckpt_mpi"
+    if grep -E "^ckpt-mpi: .*lower half $upper/" "$work/ckpt.err" >/dev/null; then
+        fail "the lower half is libckpt_mpi itself"
+    fi
+}
+
+prog=("$@")
+ckpt_env=(-x LD_LIBRARY_PATH="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" -x CKPT_MPI_TRACE_INIT=1)
+case $mode in
+compare)
+    run plain
+    [ "$(cat "$work/plain.rc")" = 0 ] || fail "Open MPI alone failed"
+    grep -q "^ckpt-mpi:" "$work/plain.err" && fail "the plain run went through libckpt_mpi"
+    run ckpt "${ckpt_env[@]}"
+    [ "$(cat "$work/ckpt.rc")" = 0 ] || fail "the run through libckpt_mpi failed"
+    check_traced
+    [ -s "$work/plain.out" ] || fail "no output"
+    cmp -s "$work/plain.out" "$work/ckpt.out" || fail "outputs differ"
+    cat "$work/ckpt.out"
+    echo "same output with Open MPI alone and through libckpt_mpi ($n ranks)"
+    ;;
+ckpt)
+    run ckpt "${ckpt_env[@]}"
+    [ "$(cat "$work/ckpt.rc")" = 0 ] || fail "the run through libckpt_mpi failed"
+    check_traced
+    cat "$work/ckpt.out"
+    echo "ran through libckpt_mpi ($n ranks)"
+    ;;
+unsupported)
+    run ckpt "${ckpt_env[@]}"
+    [ "$(cat "$work/ckpt.rc")" != 0 ] || fail "an unsupported call did not fail the run"
+    check_traced
+    grep -qx "ckpt: $CKPT_EXPECT_UNSUPPORTED is not supported by ckpt" "$work/ckpt.err" ||
+        fail "no 'ckpt: $CKPT_EXPECT_UNSUPPORTED is not supported by ckpt' line"
+    grep -q "returned" "$work/ckpt.out" && fail "the unsupported call returned"
+    echo "$CKPT_EXPECT_UNSUPPORTED refused clearly, exit $(cat "$work/ckpt.rc")"
+    ;;
+*)
+    echo "usage: $0 compare|ckpt|unsupported MPIEXEC UPPER_DIR NRANKS PROGRAM [ARGS...]" >&2
+    exit 2
+    ;;
+esac
