@@ -616,55 +616,53 @@ class Run:
         self.start()
         self.dump(leave_running=True)
         original = (self.stdio_pipes[:], self.tty_master)
+        host_root, init = self.restore_in_new_pidns(self.images, "restore --new-pidns --detach")
+        # The copy first (its init passes the root's status out), then the original.
+        self.check_copy(host_root, init, "restored copy in a new pid namespace")
+        self.stdio_pipes, self.tty_master = original
+        self.check_verdict(what="original, after the copy ran in a new pid namespace")
+        return "PASS"
+
+    def restore_in_new_pidns(self, images, what, check_root=True):
+        """restore --new-pidns --detach of images: (host pid of the root, its init). With
+        check_root, the root must have the dumped root's pid in its own namespace."""
         pidfile = os.path.join(self.work, "restore.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
         stdout = self.new_stdout_pipe()
-        argv = ["restore", "-D", self.images, "--new-pidns", "--detach", "--pidfile", pidfile]
+        argv = ["restore", "-D", images, "--new-pidns", "--detach", "--pidfile", pidfile]
         self.engine_pass_fds(argv + self.inherit_args() + self.shell_job_args(), stdout)
         try:
             host_root = int(open(pidfile).read().strip())
         except (OSError, ValueError):
-            raise TestFailure("restore --new-pidns --detach: no pid in the --pidfile")
+            raise TestFailure(f"{what}: no pid in the --pidfile")
         self.started.add(host_root)
-        with open(f"/proc/{host_root}/status") as f:
-            fields = dict(line.split(":", 1) for line in f.read().splitlines() if ":" in line)
+        fields = status_fields(host_root)
         nspid = [int(p) for p in fields["NSpid"].split()]
-        if len(nspid) < 2 or nspid[-1] != self.root:
-            raise TestFailure(f"restored root (host pid {host_root}) has NSpid {nspid}, "
+        if check_root and (len(nspid) < 2 or nspid[-1] != self.root):
+            raise TestFailure(f"{what}: the restored root (host pid {host_root}) has NSpid {nspid}, "
                               f"expected its own namespace with pid {self.root}")
         init = int(fields["PPid"])
         self.started.update(tree_pids(init))
-        # The copy first (its init passes the root's status out), then the original.
+        return host_root, init
+
+    def check_copy(self, host_root, init, what, problem=None):
+        """Asks a copy restored in a new pid namespace for its check: it must pass (its init
+        exits with the root's status). problem: what else is wrong with it, said either way."""
         if os.path.exists(self.result):
             os.unlink(self.result)
         os.kill(host_root, signal.SIGTERM)
         st = self.reaper.wait(init, VERDICT_TIMEOUT)
         verdict = open(self.result).read().strip() if os.path.exists(self.result) else ""
         if verdict != "PASS" or st is None or exit_code(st) != 0:
-            raise TestFailure(f"restored copy in a new pid namespace: {verdict or 'no verdict'} "
-                              f"(its init: {describe_status(st)})")
+            raise TestFailure(f"{what}: {verdict or 'no verdict'} (its init: {describe_status(st)})"
+                              + (f"; {problem}" if problem else ""))
+        if problem:
+            raise TestFailure(f"{what} passed its checks, but {problem}")
         if self.args.external_stdio:
-            self.check_external_output("restored copy in a new pid namespace")
+            self.check_external_output(what)
         if self.args.shell_job:
-            self.check_tty_output("restored copy in a new pid namespace")
-        self.stdio_pipes, self.tty_master = original
-        self.check_verdict(what="original, after the copy ran in a new pid namespace")
-        return "PASS"
-
-    def restore_in_new_pidns(self, images, what):
-        """restore --new-pidns --detach of images: (host pid of the root, its init). The root
-        must be the dumped root's pid in its own namespace."""
-        pidfile = os.path.join(self.work, "restore.pid")
-        if os.path.exists(pidfile):
-            os.unlink(pidfile)
-        self.engine("restore", "-D", images, "--new-pidns", "--detach", "--pidfile", pidfile)
-        try:
-            host_root = int(open(pidfile).read().strip())
-        except (OSError, ValueError):
-            raise TestFailure(f"{what}: no pid in the --pidfile")
-        self.started.add(host_root)
-        init = int(status_fields(host_root)["PPid"])
-        self.started.update(tree_pids(init))
-        return host_root, init
+            self.check_tty_output(what)
 
     def pids_in_own_namespace(self, host_root):
         """Every pid and tid of the tree at host_root as its own pid namespace sees them, or a
@@ -683,28 +681,24 @@ class Run:
         the pids it had at the first dump, not the ones the host gave its first copy."""
         self.start()
         self.dump(leave_running=True)
+        original = (self.stdio_pipes[:], self.tty_master)
         first_root, first_init = self.restore_in_new_pidns(self.images, "first restore --new-pidns")
         first = tree_pids(first_init)
+        if self.args.external_stdio:
+            self.fd3_key = os.readlink(f"/proc/{first_root}/fd/3")  # the first copy's pipe
         second = self.images + "2"
         os.makedirs(second, exist_ok=True)
-        self.engine("dump", "-t", str(first_root), "-D", second, "--leave-running")
+        self.engine("dump", "-t", str(first_root), "-D", second, "--leave-running", *self.shell_job_args())
         # The first copy ends as a failed job would: its whole namespace at once.
         os.kill(first_init, signal.SIGKILL)
         self.wait_gone(first)
-        host_root, init = self.restore_in_new_pidns(second, "second restore --new-pidns")
+        # Every pid checked after the program's own verdict, which says more when one is wrong.
+        host_root, init = self.restore_in_new_pidns(second, "second restore --new-pidns", check_root=False)
         ns_pids, problem = self.pids_in_own_namespace(host_root)
         if problem is None and ns_pids != self.pids:
             problem = f"the pids inside its namespace are {ns_pids}, the dumped tree had {self.pids}"
-        if os.path.exists(self.result):
-            os.unlink(self.result)
-        os.kill(host_root, signal.SIGTERM)
-        st = self.reaper.wait(init, VERDICT_TIMEOUT)
-        verdict = open(self.result).read().strip() if os.path.exists(self.result) else ""
-        if verdict != "PASS" or st is None or exit_code(st) != 0:
-            raise TestFailure(f"second copy in a new pid namespace: {verdict or 'no verdict'} "
-                              f"(its init: {describe_status(st)})" + (f"; {problem}" if problem else ""))
-        if problem:
-            raise TestFailure(f"second copy in a new pid namespace passed its checks, but {problem}")
+        self.check_copy(host_root, init, "second copy in a new pid namespace", problem)
+        self.stdio_pipes, self.tty_master = original
         self.check_verdict(what="original, after both copies ran")
         return "PASS"
 
