@@ -8,6 +8,8 @@
 #   cluster.sh start-node DIR NODE    start a killed node's slurmd again; wait until it is idle
 #   cluster.sh down DIR               stop everything `up` started; leave nothing running
 #   cluster.sh status DIR             print the nodes' states
+#   cluster.sh stage DIR FILE...      copy programs the test users run into DIR/bin; print
+#                                     the copies' paths
 #
 # Settings for `up` (remembered in DIR/etc/cluster.env for later commands):
 #   CKPT_SPANK_PLUGIN   spank_ckpt.so to load (plugstack.conf stays empty without it)
@@ -17,7 +19,9 @@
 #                       directories do not collide); slurmctld uses it, node i uses PORT+i
 #
 # Nothing outside DIR is written except the unprivileged test users (ckpttest, ckpttest2),
-# whose work directories are DIR/work/<user>. Run as root (the daemons need it).
+# whose work directories are DIR/work/<user>. Run as root (the daemons need it). DIR and its
+# parents must be searchable by everyone (the test users read its etc/ and run its bin/): the
+# build folder may be private (a clone in a 0700 folder), so the suite puts DIR under /tmp.
 set -euo pipefail
 
 readonly TEST_USERS=(ckpttest ckpttest2)
@@ -26,7 +30,7 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 say() { [ -n "${CKPT_CLUSTER_QUIET:-}" ] || echo "cluster.sh: $*" >&2; }
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -315,8 +319,41 @@ healthy() {
     scontrol ping >/dev/null 2>&1
 }
 
+# The build folder may be private: sbatch (as a test user) loads the plugin and the agent
+# runs the engine as the job's user, so both run from copies in DIR/bin, which everyone may
+# read. A copy is replaced (never rewritten in place: running daemons map it) when the
+# program changed.
+stage_file() {
+    local src=$1 dst
+    dst=$DIR/bin/$(basename "$1")
+    mkdir -p "$DIR/bin"
+    chmod 755 "$DIR" "$DIR/bin"
+    if [ "$(realpath "$src")" != "$dst" ] && ! cmp -s "$src" "$dst"; then
+        install -m 755 "$src" "$dst.tmp.$$" && mv -f "$dst.tmp.$$" "$dst"
+    fi
+    echo "$dst"
+}
+
+stage_plugin_programs() {
+    [ -z "${CKPT_SPANK_PLUGIN:-}" ] || CKPT_SPANK_PLUGIN=$(stage_file "$CKPT_SPANK_PLUGIN")
+    local args="" a
+    for a in ${CKPT_SPANK_ARGS:-}; do
+        case $a in
+        engine=/* | agent=/*) a="${a%%=*}=$(stage_file "${a#*=}")" ;;
+        esac
+        args+="${args:+ }$a"
+    done
+    CKPT_SPANK_ARGS=$args
+}
+
+cmd_stage() {
+    local f
+    for f in "$@"; do stage_file "$f"; done
+}
+
 cmd_up() {
     [ "$(id -u)" = 0 ] || die "run as root (it starts slurmd and munged)"
+    stage_plugin_programs
     if healthy && [ "$(plugstack)" = "$(cat "$ETC/plugstack.conf" 2>/dev/null)" ] &&
         [ "$(node_names | wc -l)" = "$(sinfo -h -N -o %N 2>/dev/null | wc -l)" ]; then
         wait_idle "" 60 busy-ok
@@ -417,6 +454,7 @@ main() {
     shift
     case $cmd in
     up) cmd_up ;;
+    stage) cmd_stage "$@" ;;
     env) cmd_env ;;
     kill-node) cmd_kill_node "$@" ;;
     start-node) cmd_start_node "$@" ;;

@@ -90,6 +90,21 @@ CKPT_ENGINE=${4:-}
 IMAGE_CLAIM=${5:-}
 CKPT_ROOT=$CKPT_CLUSTER_DIR/ckpt
 
+# A copy, in the cluster's bin/, of a program the test users run (or the engine the agent
+# runs as the job's user): the build folder may be private.
+stage() {
+    bash "$HERE/cluster.sh" stage "$CLUSTER" "$@"
+}
+if [ -n "$SERIAL_JOB" ]; then
+    # The batch scripts beside it are read by sbatch as the test user.
+    for f in "$(dirname "$SERIAL_JOB")"/*.sbatch; do
+        [ ! -f "$f" ] || stage "$f" >/dev/null
+    done
+    SERIAL_JOB=$(stage "$SERIAL_JOB")
+fi
+[ -z "$CKPT_JOB" ] || CKPT_JOB=$(stage "$CKPT_JOB")
+[ -z "$CKPT_ENGINE" ] || CKPT_ENGINE=$(stage "$CKPT_ENGINE")
+
 # ckpt-job as the test user (or as $AS_USER) in directory $1.
 ckpt_job_in() {
     local dir=$1

@@ -7,7 +7,8 @@
 . "$(dirname "$0")/lib.sh"
 work=$(user_scratch)
 script=$(dirname "$SERIAL_JOB")/serial-job.sbatch
-AGENT=$(dirname "$(dirname "$CKPT_JOB")")/agent/ckpt-agent
+AGENT=$(sed -n 's/.* agent=\([^ ]*\).*/\1/p' "$(dirname "$SLURM_CONF")/plugstack.conf")
+[ -x "$AGENT" ] || fail "no agent= in the cluster's plugstack.conf"
 
 job=$(submit "$work" --export=ALL,SERIAL_JOB="$SERIAL_JOB" --checkpoint-interval=2s "$script" 2000 40)
 out=$work/serial-job-$job.out

@@ -17,6 +17,7 @@
 . "$(dirname "$0")/lib.sh"
 FORGE=${6:?usage: test_ckpt_privilege.sh CLUSTER SERIAL_JOB CKPT_JOB ENGINE IMAGE_CLAIM FORGE AGENT}
 CKPT_AGENT=${7:?}
+FORGE=$(stage "$FORGE")
 work=$(user_scratch)
 OTHER=ckpttest2
 other_work=$USER_WORK/../$OTHER

@@ -34,8 +34,9 @@ note "$OTHER refused for list, show, verify, status, restore, checkpoint and rm"
 # The user forges their own images to claim root: the engine's --restore-as refuses them.
 member=$CKPT_ROOT/$job/set-$(printf %06d "$seq")/member-0
 forged=$work/forged
-cp -a "$member" "$forged"
-"$IMAGE_CLAIM" "$forged" 0 0 || fail "image_claim failed"
+IMAGE_CLAIM=$(stage "$IMAGE_CLAIM")
+runuser -u "$TEST_USER" -- cp -a "$member" "$forged"
+runuser -u "$TEST_USER" -- "$IMAGE_CLAIM" "$forged" 0 0 || fail "image_claim failed"
 # --detach: should the engine wrongly accept, the test stops what it restored.
 if msg=$("$CKPT_ENGINE" restore -D "$forged" --new-pidns --detach --pidfile "$work/forged.pid" \
     --restore-as "$(id -u "$TEST_USER"):$(id -g "$TEST_USER")" 2>&1); then
@@ -45,7 +46,7 @@ fi
 grep -qiE "uid|owner|belong" <<<"$msg" || fail "forged image refused without saying why: $msg"
 note "forged image refused: $msg"
 # The same edit inside the store is caught by verify, so the plugin never restores it.
-"$IMAGE_CLAIM" "$member" 0 0
+runuser -u "$TEST_USER" -- "$IMAGE_CLAIM" "$member" 0 0
 if msg=$(ckpt_job_in "$work" verify "$job" --set "$seq" 2>&1); then
     fail "verify passed an edited member image"
 fi

@@ -2,7 +2,8 @@
 # examples/serial-job through sbatch as the test user: the job sees its checkpoint interval
 # and writes the same answer as the program run directly.
 . "$(dirname "$0")/lib.sh"
-program=${2:?usage: $0 CLUSTER_DIR SERIAL_JOB_PROGRAM}
+[ -n "$SERIAL_JOB" ] || fail "usage: $0 CLUSTER_DIR SERIAL_JOB_PROGRAM"
+program=$SERIAL_JOB  # the copy lib.sh staged where the test user can run it
 script=$(dirname "$program")/serial-job.sbatch
 work=$(user_scratch)
 
