@@ -3,7 +3,7 @@
  * Symbols defined here therefore win over libc's for every object of the namespace:
  *  - dlopen drops RTLD_GLOBAL: glibc crashes when an object in a dlmopen namespace is opened
  *    with RTLD_GLOBAL, which Open MPI does for its MCA components;
- *  - thread, fd and mapping creators record what the lower half owns, so that a dump can leave
+ *  - thread, fd, mapping and signal-handler creators record what the lower half owns, so that a dump can leave
  *    it out (the upper half reads the lists through ckpt_shim_*).
  * Calls libc makes to itself (fopen's open, malloc's mmap) are not seen here; the upper half
  * adds what appeared around MPI_Init. */
@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -246,6 +247,29 @@ EXPORT int munmap(void* addr, size_t len) {
     return rc;
 }
 
+/* ---- signal handlers ---- */
+static atomic_uint_fast64_t signal_bits; /* bit s-1: the lower half set signal s's handler */
+
+static void note_signal(int sig) {
+    if (sig >= 1 && sig <= 64)
+        atomic_fetch_or(&signal_bits, (uint64_t)1 << (sig - 1));
+}
+
+EXPORT int sigaction(int sig, const struct sigaction* act, struct sigaction* old) {
+    NEXT(sigaction);
+    int rc = next_sigaction(sig, act, old);
+    if (rc == 0 && act)
+        note_signal(sig);
+    return rc;
+}
+EXPORT sighandler_t signal(int sig, sighandler_t handler) {
+    NEXT(signal);
+    sighandler_t rc = next_signal(sig, handler);
+    if (rc != SIG_ERR)
+        note_signal(sig);
+    return rc;
+}
+
 /* ---- queries for the upper half: each returns the total, fills up to max ---- */
 EXPORT size_t ckpt_shim_threads(pid_t* out, size_t max) {
     size_t n = atomic_load(&nthreads);
@@ -269,6 +293,8 @@ EXPORT size_t ckpt_shim_fds(int* out, size_t max) {
     }
     return n;
 }
+
+EXPORT uint64_t ckpt_shim_signals(void) { return atomic_load(&signal_bits); }
 
 /* out holds pairs: start, end */
 EXPORT size_t ckpt_shim_mappings(uint64_t* out, size_t max_pairs) {

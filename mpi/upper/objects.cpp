@@ -13,6 +13,9 @@
 #include "runtime.h"
 
 namespace ckpt::mpi {
+
+void release_group(Group* g);
+
 namespace {
 
 void retain(Handle* h) {
@@ -20,9 +23,7 @@ void retain(Handle* h) {
         ++h->refs;
 }
 
-void release_comm(Comm* c);
-void release_group(Group* g);
-void release_datatype(Datatype* t);
+}  // namespace
 
 void release_group(Group* g) {
     if (!g || --g->h.refs > 0)
@@ -52,6 +53,8 @@ void release_datatype(Datatype* t) {
         release_datatype(t->old);
     delete t;
 }
+
+namespace {
 
 // A child communicator's id: parent's id and creation ordinal, mixed (splitmix64), so that
 // every rank names the same communicator alike and a dup differs from its parent.

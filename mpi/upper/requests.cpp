@@ -30,6 +30,10 @@ Request* alloc_request() {
 }
 
 void free_request(Request* r) {
+    release_datatype(r->type);
+    release_comm(r->comm);
+    r->type = nullptr;
+    r->comm = nullptr;
     r->h.real = nullptr;
     r->next_free = g_free;
     g_free = r;
@@ -56,7 +60,8 @@ int post(Request::Call call, const void* buf, int count, MPI_Datatype type, int 
     MPI_Request lower_req = MPI_REQUEST_NULL;
     int rc = fn(&lower_req);
     if (rc != MPI_SUCCESS) {
-        free_request(r);
+        r->next_free = g_free;
+        g_free = r;
         return rc;
     }
     r->h.real = lower_req;
@@ -65,8 +70,10 @@ int post(Request::Call call, const void* buf, int count, MPI_Datatype type, int 
     r->count = count;
     r->peer = peer;
     r->tag = tag;
-    r->type = obj<Datatype>(type);
+    r->type = obj<Datatype>(type);  // the recipe keeps both alive until the request is done
     r->comm = obj<Comm>(comm);
+    ++r->type->h.refs;
+    ++r->comm->h.refs;
     *request = handle<MPI_Request>(r);
     return rc;
 }

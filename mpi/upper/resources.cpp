@@ -6,6 +6,7 @@
 #include "resources.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,6 +40,7 @@ std::vector<Range>* g_init_maps = nullptr;
 size_t (*g_shim_threads)(pid_t*, size_t) = nullptr;
 size_t (*g_shim_fds)(int*, size_t) = nullptr;
 size_t (*g_shim_mappings)(uint64_t*, size_t) = nullptr;
+uint64_t (*g_shim_signals)() = nullptr;
 
 std::set<int> open_fds() {
     std::set<int> fds;
@@ -145,6 +147,7 @@ void resources_attach_shim(void* shim) {
     g_shim_threads = reinterpret_cast<decltype(g_shim_threads)>(dlsym(shim, "ckpt_shim_threads"));
     g_shim_fds = reinterpret_cast<decltype(g_shim_fds)>(dlsym(shim, "ckpt_shim_fds"));
     g_shim_mappings = reinterpret_cast<decltype(g_shim_mappings)>(dlsym(shim, "ckpt_shim_mappings"));
+    g_shim_signals = reinterpret_cast<decltype(g_shim_signals)>(dlsym(shim, "ckpt_shim_signals"));
 }
 
 void resources_after_init() {
@@ -206,5 +209,27 @@ extern "C" __attribute__((visibility("default"))) size_t ckpt_mpi_lower_memory(c
     std::vector<ckpt_mpi_range> v;
     for (auto [a, b] : m)
         v.push_back({a, b});
+    return fill(v, out, max);
+}
+
+extern "C" __attribute__((visibility("default"))) size_t ckpt_mpi_lower_signals(int* out, size_t max) {
+    if (!g_shim_signals)
+        return 0;
+    std::vector<ckpt_mpi_range> ranges(ckpt_mpi_lower_memory(nullptr, 0));
+    ranges.resize(std::min(ranges.size(), ckpt_mpi_lower_memory(ranges.data(), ranges.size())));
+    uint64_t bits = g_shim_signals();
+    std::vector<int> v;
+    for (int sig = 1; sig <= 64; ++sig) {
+        struct sigaction sa {};
+        if (!(bits & (uint64_t{1} << (sig - 1))) || sigaction(sig, nullptr, &sa) != 0)
+            continue;
+        auto handler = (sa.sa_flags & SA_SIGINFO) ? reinterpret_cast<uint64_t>(sa.sa_sigaction)
+                                                  : reinterpret_cast<uint64_t>(sa.sa_handler);
+        for (const ckpt_mpi_range& r : ranges)
+            if (handler >= r.start && handler < r.end) {
+                v.push_back(sig);
+                break;
+            }
+    }
     return fill(v, out, max);
 }

@@ -54,6 +54,11 @@ void unregister_datatype(Datatype* t);
 // Lower-half errhandler -> the application's (only predefined error handlers so far).
 MPI_Errhandler upper_errhandler(MPI_Errhandler lower_eh);
 
+// Drop one reference to an object made at run time (predefined ones are never freed); the
+// last one deletes it and drops its recipe's references.
+void release_comm(Comm* c);
+void release_datatype(Datatype* t);
+
 // Cached lower-half null handles.
 extern void* g_lower_request_null;
 extern void* g_lower_comm_null;

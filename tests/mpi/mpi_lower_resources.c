@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,8 @@ int main(int argc, char** argv) {
     ckpt_mpi_lower_threads_fn threads_fn = (ckpt_mpi_lower_threads_fn)dlsym(RTLD_DEFAULT, "ckpt_mpi_lower_threads");
     ckpt_mpi_lower_fds_fn fds_fn = (ckpt_mpi_lower_fds_fn)dlsym(RTLD_DEFAULT, "ckpt_mpi_lower_fds");
     ckpt_mpi_lower_memory_fn memory_fn = (ckpt_mpi_lower_memory_fn)dlsym(RTLD_DEFAULT, "ckpt_mpi_lower_memory");
-    if (!threads_fn || !fds_fn || !memory_fn) {
+    ckpt_mpi_lower_signals_fn signals_fn = (ckpt_mpi_lower_signals_fn)dlsym(RTLD_DEFAULT, "ckpt_mpi_lower_signals");
+    if (!threads_fn || !fds_fn || !memory_fn || !signals_fn) {
         printf("lower resources FAILED: not running through libckpt_mpi\n");
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
@@ -107,12 +109,27 @@ int main(int argc, char** argv) {
     CHECK(!in_ranges(ranges, nm, (uint64_t)(uintptr_t)on_heap), "the heap is listed");
     free(on_heap);
 
+    /* Open MPI installs its backtrace printers (SIGSEGV and others) from the lower half. */
+    int sigs[64];
+    size_t ns = signals_fn(sigs, 64);
+    int segv = 0;
+    for (size_t i = 0; i < ns && i < 64; ++i) {
+        struct sigaction sa;
+        CHECK(sigaction(sigs[i], NULL, &sa) == 0 && sa.sa_handler != SIG_DFL, "signal %d has no handler", sigs[i]);
+        segv |= sigs[i] == SIGSEGV;
+    }
+    CHECK(segv, "SIGSEGV's handler is not listed (%zu signals)", ns);
+    signal(SIGUSR2, SIG_IGN); /* the application's own */
+    ns = signals_fn(sigs, 64);
+    for (size_t i = 0; i < ns && i < 64; ++i)
+        CHECK(sigs[i] != SIGUSR2, "the application's SIGUSR2 is listed");
+
     MPI_Barrier(MPI_COMM_WORLD);
     int any = 0;
     MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     if (rank == 0 && !any)
-        printf("lower resources ok: %zu threads, %zu fds (%d sockets), %zu ranges, %zu KiB\n", nt, nf, sockets, nm,
-               bytes / 1024);
+        printf("lower resources ok: %zu threads, %zu fds (%d sockets), %zu ranges, %zu KiB, %zu signals\n", nt, nf,
+               sockets, nm, bytes / 1024, ns);
     if (rank == 0 && any)
         printf("lower resources FAILED\n");
     MPI_Finalize();

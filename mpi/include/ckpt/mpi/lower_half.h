@@ -1,5 +1,5 @@
 /* What the lower half of a split rank owns, for a dump to leave out (the engine's
- * DumpOptions::exclude_threads, exclude_fds and exclude_memory). Exported by libckpt_mpi (the
+ * DumpOptions::exclude_threads, exclude_fds and exclude_memory; its signal handlers). Exported by libckpt_mpi (the
  * upper half, which carries the soname of the real libmpi); a program or tool inside the rank
  * finds them with dlsym(RTLD_DEFAULT, ...) as they exist only when the rank runs through ckpt.
  *
@@ -29,6 +29,11 @@ size_t ckpt_mpi_lower_fds(int* out, size_t max);
  * sorted and merged. */
 size_t ckpt_mpi_lower_memory(struct ckpt_mpi_range* out, size_t max);
 
+/* Signals whose handler the lower half installed and which still run code of the lower half
+ * (Open MPI's backtrace printers): a restored rank gets them from its fresh lower half. */
+size_t ckpt_mpi_lower_signals(int* out, size_t max);
+
+typedef size_t (*ckpt_mpi_lower_signals_fn)(int*, size_t);
 typedef size_t (*ckpt_mpi_lower_threads_fn)(pid_t*, size_t);
 typedef size_t (*ckpt_mpi_lower_fds_fn)(int*, size_t);
 typedef size_t (*ckpt_mpi_lower_memory_fn)(struct ckpt_mpi_range*, size_t);
