@@ -152,6 +152,12 @@ int Comm_split(MPI_Comm comm, int color, int key, MPI_Comm* newcomm) {
     return new_comm(rc, l, comm, Origin::Split, newcomm, color, key);
 }
 
+int Comm_split_type(MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm) {
+    MPI_Comm l = MPI_COMM_NULL;
+    int rc = g_lower.Comm_split_type(in(comm), split_type, key, in(info), &l);
+    return new_comm(rc, l, comm, Origin::SplitType, newcomm, split_type, key);
+}
+
 int Comm_create(MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm) {
     MPI_Comm l = MPI_COMM_NULL;
     int rc = g_lower.Comm_create(in(comm), in(group), &l);

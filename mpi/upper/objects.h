@@ -28,7 +28,7 @@ struct Group;
 struct Errhandler;
 
 // How an object was made: replayed in order on a fresh lower half at restart.
-enum class Origin : uint8_t { Predefined, Dup, Split, Create, FromComm, Incl, Excl, Contiguous, Vector, User };
+enum class Origin : uint8_t { Predefined, Dup, Split, SplitType, Create, FromComm, Incl, Excl, Contiguous, Vector, User };
 
 struct Comm {
     Handle h{.kind = Kind::Comm};
@@ -37,7 +37,7 @@ struct Comm {
     uint64_t id = 0;                // parent's id and creation ordinal (see comm_id)
     uint32_t ordinal = 0;           // which child of the parent this is
     uint32_t children = 0;          // communicators created from this one so far
-    int color = 0, key = 0;         // Split
+    int color = 0, key = 0;         // Split; SplitType: color is the split type (re-queried at restart)
     Group* group = nullptr;         // Create
     Errhandler* errhandler = nullptr;  // set by MPI_Comm_set_errhandler, replayed
 };

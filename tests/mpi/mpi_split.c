@@ -1,4 +1,4 @@
-/* Communicators and groups: split (with reversed keys and an MPI_UNDEFINED colour), dup,
+/* Communicators and groups: split (with reversed keys and an MPI_UNDEFINED colour), split_type, dup,
  * create from a group, and the blocking collectives on them; every rank checks its results. */
 #include <mpi.h>
 #include <stdio.h>
@@ -141,6 +141,14 @@ int main(int argc, char** argv) {
     } else {
         CHECK(ends_comm == MPI_COMM_NULL);
     }
+    /* All ranks share this node's memory. */
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+    int nsize = -1, nrank = -1;
+    MPI_Comm_size(node, &nsize);
+    MPI_Comm_rank(node, &nrank);
+    CHECK(nsize == size && nrank == rank);
+    MPI_Comm_free(&node);
     MPI_Comm none;
     MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? MPI_UNDEFINED : 1, 0, &none);
     CHECK((rank == 0) == (none == MPI_COMM_NULL));
