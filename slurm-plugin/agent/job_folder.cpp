@@ -27,6 +27,13 @@ bool closed_root_folder(int fd) {
     return ::fstat(fd, &st) == 0 && st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
 }
 
+// A name part nobody can guess or have taken.
+Result<uint64_t> random_word() {
+    uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) return sys_error("getrandom");
+    return r;
+}
+
 Result<void> rename_noreplace(int dir, const std::string& from, const std::string& to) {
     if (::syscall(SYS_renameat2, dir, from.c_str(), dir, to.c_str(), RENAME_NOREPLACE) != 0)
         return sys_error("rename {} to {}", from, to);
@@ -50,9 +57,7 @@ Result<std::string> make_job_folder(const std::string& site_root, uint64_t job, 
     struct stat st;
     if (::fstatat(root.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
         if (S_ISDIR(st.st_mode) && st.st_uid == uid) return std::string();
-        uint64_t r = 0;
-        if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r))
-            return sys_error("getrandom");
+        uint64_t r = CKPT_TRY(random_word());
         std::string aside = fmt::format("{}.earlier-uid{}-{:08x}", name, st.st_uid, r & 0xffffffffu);
         CKPT_TRY_CTX(rename_noreplace(root.get(), name, aside), "{}", site_root);
         note = fmt::format("{}/{} belonged to uid {} (an earlier job of id {}): moved aside to {}",
@@ -60,10 +65,24 @@ Result<std::string> make_job_folder(const std::string& site_root, uint64_t job, 
     } else if (errno != ENOENT) {
         return sys_error("stat {}/{}", site_root, name);
     }
-    if (::mkdirat(root.get(), name.c_str(), 0700) != 0) return sys_error("mkdir {}/{}", site_root, name);
-    UniqueFd dir(::openat(root.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!dir) return sys_error("open {}/{}", site_root, name);
-    if (::fchown(dir.get(), uid, gid) != 0) return sys_error("chown {}/{}", site_root, name);
+    // Made under a temporary name, given to the user, then renamed into place: nobody (the
+    // task's restart lookup, as the user, runs at the same time) ever sees it as root's.
+    std::string fresh = fmt::format(".{}.new-{:016x}", name, CKPT_TRY(random_word()));
+    if (::mkdirat(root.get(), fresh.c_str(), 0700) != 0) return sys_error("mkdir {}/{}", site_root, fresh);
+    UniqueFd dir(::openat(root.get(), fresh.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir || ::fchown(dir.get(), uid, gid) != 0) {
+        Error e = sys_error("chown {}/{}", site_root, fresh);
+        ::unlinkat(root.get(), fresh.c_str(), AT_REMOVEDIR);
+        return e;
+    }
+    if (auto moved = rename_noreplace(root.get(), fresh, name); !moved) {
+        ::unlinkat(root.get(), fresh.c_str(), AT_REMOVEDIR);
+        // Made meanwhile by another helper of the job (step-done, another step's agent).
+        if (::fstatat(root.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+            st.st_uid == uid)
+            return note;
+        return std::move(moved).error().context("{}", site_root);
+    }
     return note;
 }
 
