@@ -264,7 +264,8 @@ Result<void> restore_fds(RestoreTask& t) {
                     auto e = sh.file(f.file_id());
                     if (!e) return ctx(std::move(e).error());
                     int flags = static_cast<int>(f.flags()) & ~(O_CREAT | O_TRUNC | O_EXCL);
-                    auto fd = open_recorded_file(sh.image_dir, **e, flags, sh.skip_file_checks);
+                    // A saved file is one object for every fd and mapping that had it.
+                    auto fd = sh.open_file(f.file_id(), flags);
                     if (!fd) return ctx(std::move(fd).error());
                     if (S_ISREG((*e)->mode()) && lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET) < 0)
                         return ctx(sys_error("lseek"));

@@ -141,42 +141,41 @@ bool FileRegistry::saved_whole(const std::string& path) const {
     return false;
 }
 
+Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::FileEntry& e) {
+    // Recreated from the saved content: a memfd for memfd and shared anonymous memory,
+    // an unlinked file beside the original path otherwise; a memfd named after the file
+    // when that folder is gone or closed to the restoring user (a batch system's
+    // per-job folder, deleted when the job ended or on another node).
+    // The saved copy is opened first: a name the image records is checked before
+    // anything is made.
+    auto from = CKPT_TRY(image::open_recorded_data(image_dir, "files.img", e.content_file(), e.size()));
+    UniqueFd fd;
+    bool in_memfd = e.memfd();
+    if (!in_memfd) {
+        std::string dir = e.path().substr(0, e.path().rfind('/'));
+        fd = UniqueFd(open(dir.empty() ? "/" : dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, e.mode() & 07777));
+        if (!fd && errno != ENOENT && errno != EACCES && errno != EPERM)
+            return sys_error("recreating deleted file {} (O_TMPFILE in {})", e.path(), dir);
+        in_memfd = !fd;
+    }
+    if (in_memfd) {
+        std::string name = e.memfd() ? (starts_with(e.path(), "/memfd:") ? e.path().substr(7) : "ckpt-shmem")
+                                     : e.path().substr(e.path().rfind('/') + 1);
+        fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC));
+        if (!fd) return sys_error("memfd_create for {}", e.path());
+    }
+    uint64_t sum = 0;
+    CKPT_TRY_CTX(copy_sparse(from.get(), fd.get(), e.size(), &sum), "restoring content of {}", e.path());
+    if (sum != e.content_xxh3())
+        return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
+    return fd;
+}
+
 Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,
                                     bool skip_checks) {
-    if (e.deleted()) {
-        // Recreated from the saved content: a memfd for memfd and shared anonymous memory,
-        // an unlinked file beside the original path otherwise; a memfd named after the file
-        // when that folder is gone or closed to the restoring user (a batch system's
-        // per-job folder, deleted when the job ended or on another node).
-        // The saved copy is opened first: a name the image records is checked before
-        // anything is made.
-        auto from = CKPT_TRY(image::open_recorded_data(image_dir, "files.img", e.content_file(), e.size()));
-        UniqueFd fd;
-        bool in_memfd = e.memfd();
-        if (!in_memfd) {
-            std::string dir = e.path().substr(0, e.path().rfind('/'));
-            fd = UniqueFd(open(dir.empty() ? "/" : dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, e.mode() & 07777));
-            if (!fd && errno != ENOENT && errno != EACCES && errno != EPERM)
-                return sys_error("recreating deleted file {} (O_TMPFILE in {})", e.path(), dir);
-            in_memfd = !fd;
-        }
-        if (in_memfd) {
-            std::string name = e.memfd() ? (starts_with(e.path(), "/memfd:") ? e.path().substr(7) : "ckpt-shmem")
-                                         : e.path().substr(e.path().rfind('/') + 1);
-            fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC));
-            if (!fd) return sys_error("memfd_create for {}", e.path());
-        }
-        uint64_t sum = 0;
-        CKPT_TRY_CTX(copy_sparse(from.get(), fd.get(), e.size(), &sum), "restoring content of {}", e.path());
-        if (sum != e.content_xxh3())
-            return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
-        if (!in_memfd) {
-            // Reopen with the recorded access mode (O_TMPFILE needed O_RDWR).
-            auto reopened = CKPT_TRY(open_file("/proc/self/fd/" + std::to_string(fd.get()), flags));
-            return reopened;
-        }
-        return fd;
-    }
+    (void)image_dir;
+    if (e.deleted())
+        return error_code(EINVAL, "{}: a saved file is opened through its one recreated object", e.path());
     int fd = open(e.path().c_str(), flags | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return sys_error("open {}", e.path());
     UniqueFd owned(fd);

@@ -49,6 +49,23 @@ Result<const image::FileEntry*> RestoreShared::file(uint32_t id) const {
     return &files.files(static_cast<int>(id) - 1);
 }
 
+Result<int> RestoreShared::saved_object(uint32_t id) {
+    if (auto it = saved_objects.find(id); it != saved_objects.end()) return it->second.get();
+    const image::FileEntry* e = CKPT_TRY(file(id));
+    if (!e->deleted()) return error_code(EINVAL, "{}/files.img: file {} is not a saved file", image_dir, id);
+    UniqueFd fd = CKPT_TRY(recreate_saved_file(image_dir, *e));
+    return saved_objects.emplace(id, std::move(fd)).first->second.get();
+}
+
+Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
+    const image::FileEntry* e = CKPT_TRY(file(id));
+    if (!e->deleted()) return open_recorded_file(image_dir, *e, flags, skip_file_checks);
+    // Opened again through /proc with the recorded flags: a description of its own, on the
+    // same object as every other fd and mapping of the file.
+    int object = CKPT_TRY(saved_object(id));
+    return CKPT_TRY_CTX(ckpt::open_file("/proc/self/fd/" + std::to_string(object), flags), "{}", e->path());
+}
+
 Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
     int64_t fd = CKPT_TRY(leader->syscall_ok("pidfd_getfd", SYS_pidfd_getfd,
                                              {static_cast<uint64_t>(engine_pidfd_in_target),
@@ -65,8 +82,7 @@ Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
 }
 
 Result<int> RestoreTask::install_file(uint32_t file_id, int flags, int at_fd, bool cloexec) {
-    const image::FileEntry* e = CKPT_TRY(shared->file(file_id));
-    UniqueFd fd = CKPT_TRY(open_recorded_file(image_dir, *e, flags, shared->skip_file_checks));
+    UniqueFd fd = CKPT_TRY(shared->open_file(file_id, flags));
     return install_fd(fd.get(), at_fd, cloexec);
 }
 
@@ -75,17 +91,13 @@ Result<int64_t> RestoreTask::mapping_fd(const image::Vma& v) {
     const image::FileEntry* e = CKPT_TRY(shared->file(v.file_id()));
     int engine_fd;
     UniqueFd opened;
-    if (e->memfd()) {
-        // One memory object per recorded object, shared by every process that maps it.
-        auto it = shared->shm_objects.find(v.file_id());
-        if (it == shared->shm_objects.end()) {
-            auto fd = CKPT_TRY(open_recorded_file(image_dir, *e, O_RDWR, shared->skip_file_checks));
-            it = shared->shm_objects.emplace(v.file_id(), std::move(fd)).first;
-        }
-        engine_fd = it->second.get();
+    if (e->deleted()) {
+        // One object per saved file, shared by every process that maps it or holds an fd on
+        // it (a sem_open semaphore whose name was unlinked, shared anonymous memory, a memfd).
+        engine_fd = CKPT_TRY(shared->saved_object(v.file_id()));
     } else {
         bool shared_write = (v.flags() & MAP_SHARED) && (v.prot() & PROT_WRITE);
-        opened = CKPT_TRY(open_recorded_file(image_dir, *e, shared_write ? O_RDWR : O_RDONLY, shared->skip_file_checks));
+        opened = CKPT_TRY(shared->open_file(v.file_id(), shared_write ? O_RDWR : O_RDONLY));
         engine_fd = opened.get();
     }
     int fd = CKPT_TRY(install_fd(engine_fd));

@@ -58,7 +58,9 @@ struct RestoreShared {
     std::string image_dir;
     image::FileTable files;
     bool skip_file_checks = false;
-    std::map<uint32_t, UniqueFd> shm_objects;  // file id -> memfd, shared by all its mappers
+    // file id -> the one object remade from a saved file (deleted, memfd, shared anonymous
+    // memory), O_RDWR: every fd and mapping of that file, in every process, is of it.
+    std::map<uint32_t, UniqueFd> saved_objects;
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
@@ -69,6 +71,11 @@ struct RestoreShared {
     int own_seccomp_filters = 0;  // filters the restorer runs under, inherited by every process
 
     Result<const image::FileEntry*> file(uint32_t id) const;
+    // The engine's fd of the one object of saved file id, made at first use.
+    Result<int> saved_object(uint32_t id);
+    // A new open file description of recorded file id with the given flags: by path
+    // (checked), or on the saved file's one object.
+    Result<UniqueFd> open_file(uint32_t id, int flags);
 };
 
 // Identity under --restore-as (creds.cpp, seccomp.cpp). The kernel enforces what a user may
