@@ -1,6 +1,7 @@
 #include "fds.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -107,6 +108,18 @@ Result<void> dump_anon_fd(pid_t pid, int fd, int pidfd, const std::string& link,
     }
 }
 
+// Whether nobody holds the other end of a pipe the tree holds one end of: no writer left
+// (a read end polls POLLHUP) or no reader (a write end polls POLLERR). Such a pipe is the
+// tree's own, restored with that end closed; only a pipe whose other end a process outside
+// the tree holds is an external resource.
+Result<bool> other_end_gone(int pidfd, int fd, bool read_end) {
+    UniqueFd mine(sys_pidfd_getfd(pidfd, fd, 0));
+    if (!mine) return sys_error("pidfd_getfd");
+    pollfd p{mine.get(), 0, 0};  // POLLHUP and POLLERR are reported whatever is asked
+    if (::poll(&p, 1, 0) < 0) return sys_error("poll");
+    return read_end ? (p.revents & POLLHUP) != 0 : (p.revents & POLLERR) != 0;
+}
+
 }  // namespace
 
 std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key) {
@@ -157,7 +170,14 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         if (starts_with(link, "pipe:[")) {
             uint64_t ino = pipe_inode(link);
             auto it = pipes.ends.find(ino);
+            bool read_end = (info.flags & O_ACCMODE) == O_RDONLY;
             bool internal = it != pipes.ends.end() && it->second.first > 0 && it->second.second > 0;
+            bool widowed = false;
+            if (!internal) {
+                auto gone = other_end_gone(pidfd.get(), fd, read_end);
+                if (!gone) return ctx(std::move(gone).error());
+                internal = widowed = *gone;
+            }
             if (!internal) {
                 f->set_kind(image::Fd::EXTERNAL);
                 f->set_external_key(link);
@@ -165,16 +185,20 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
             }
             f->set_kind(image::Fd::PIPE);
             f->set_pipe_id(ino);
-            if (!saved_pipes.count(ino) && (info.flags & O_ACCMODE) == O_RDONLY) {
+            // Recorded by a reader (with what is queued), or by the writer of a pipe nobody
+            // reads any more (what is queued there can never be read).
+            if (!saved_pipes.count(ino) && (read_end || widowed)) {
                 UniqueFd mine(sys_pidfd_getfd(pidfd.get(), fd, 0));
                 if (!mine) return ctx(sys_error("pidfd_getfd"));
                 auto* p = files.table().add_pipes();
                 p->set_id(ino);
                 int cap = fcntl(mine.get(), F_GETPIPE_SZ);
                 p->set_capacity(cap > 0 ? static_cast<uint32_t>(cap) : 0);
-                auto data = peek_pipe(mine.get());
-                if (!data) return ctx(std::move(data).error());
-                p->set_queued(*data);
+                if (read_end) {
+                    auto data = peek_pipe(mine.get());
+                    if (!data) return ctx(std::move(data).error());
+                    p->set_queued(*data);
+                }
                 saved_pipes.insert(ino);
             }
             continue;

@@ -4,11 +4,14 @@
  *   parent writes fd 41 -> pipe "up" -> child reads fd 40      (5000 bytes queued,
  *                                                               capacity set to 256 KiB)
  *   parent: a pipe to itself, fds 50/51, 100 bytes queued, O_NONBLOCK on the read end
+ *   parent: fd 60, the read end of a pipe whose every writer closed, 200 bytes queued
+ *   parent: fd 71, the write end of a pipe whose every reader closed
  *
  * State checked after restore: the queued bytes come out in order, the ends are still
  * connected (data written after restore reaches the other process), F_GETPIPE_SZ and
  * O_NONBLOCK are kept, and when the writer closes its end the reader sees end of file
- * (no stray copy of a write end survived in the tree). */
+ * (no stray copy of a write end survived in the tree); a pipe whose other end nobody holds
+ * is still the tree's (not an outside resource): its data, then end of file; EPIPE. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,6 +27,7 @@
 #define UP_BYTES 5000
 #define SELF_BYTES 100
 #define UP_PIPE_SIZE (256 * 1024)
+#define WIDOWED_BYTES 200
 
 static void make_pipe(int rd, int wr) {
     int p[2];
@@ -56,11 +60,19 @@ static int at_eof(int fd) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 6);
+    test_init(argc, argv, 8);
+    signal(SIGPIPE, SIG_IGN);
     static unsigned char buf[DOWN_BYTES];
     make_pipe(30, 31);
     make_pipe(40, 41);
     make_pipe(50, 51);
+    make_pipe(60, 61);
+    make_pipe(70, 71);
+    static unsigned char widowed[WIDOWED_BYTES];
+    test_fill(widowed, sizeof widowed, 4);
+    if (write(61, widowed, sizeof widowed) != (ssize_t)sizeof widowed) test_fail("write: %s", strerror(errno));
+    close(61);
+    close(70);
     fcntl(41, F_SETPIPE_SZ, UP_PIPE_SIZE);
     int up_size = fcntl(41, F_GETPIPE_SZ);
 
@@ -72,6 +84,8 @@ int main(int argc, char** argv) {
         close(41);
         close(50);
         close(51);
+        close(60);
+        close(71);
         static unsigned char down[DOWN_BYTES];
         test_fill(down, sizeof down, 1);
         if (write(31, down, sizeof down) != (ssize_t)sizeof down) test_fail("child: write");
@@ -107,6 +121,8 @@ int main(int argc, char** argv) {
     if (test_corrupt(3)) fcntl(50, F_SETFL, 0);
     if (test_corrupt(5)) write(51, "z", 1);
     if (test_corrupt(6)) dup2(41, 42); /* a stray write end: the child never sees EOF */
+    if (test_corrupt(7)) read(60, buf, 1);
+    if (test_corrupt(8)) make_pipe(72, 71); /* a reader again: no EPIPE */
 
     CHECK(fcntl(41, F_GETPIPE_SZ) == up_size, "up pipe capacity %d, expected %d",
           fcntl(41, F_GETPIPE_SZ), up_size);
@@ -119,6 +135,10 @@ int main(int argc, char** argv) {
     CHECK(n == SELF_BYTES && memcmp(got, self, SELF_BYTES) == 0,
           "the pipe to itself held %zd bytes, expected its %d", n, SELF_BYTES);
     CHECK(!nonblock || (read(50, got, 1) < 0 && errno == EAGAIN), "the empty non-blocking pipe did not say EAGAIN");
+    unsigned char left[WIDOWED_BYTES];
+    CHECK(read_all(60, left, WIDOWED_BYTES) && memcmp(left, widowed, WIDOWED_BYTES) == 0 && at_eof(60),
+          "the pipe without writers: not its %d bytes, then end of file", WIDOWED_BYTES);
+    CHECK(write(71, "x", 1) < 0 && errno == EPIPE, "the pipe without readers took a write (no EPIPE)");
 
     kill(child, SIGTERM);
     CHECK(write(41, "after-rs", 8) == 8, "cannot write the up pipe after restore");
