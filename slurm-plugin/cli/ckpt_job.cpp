@@ -244,11 +244,7 @@ std::string list_entry_as_owner(const Args& a, uint64_t id) {
         ::_exit(0);
     }
     ::close(p[1]);
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(p[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-        if (n > 0) out.append(buf, static_cast<size_t>(n));
+    std::string out = read_to_end(p[0]);
     ::close(p[0]);
     if (child > 0) ::waitpid(child, nullptr, 0);
     return out;

@@ -260,11 +260,7 @@ Result<std::string> run_helper(const std::vector<std::string>& args) {
         ::_exit(127);
     }
     ::close(fds[1]);
-    std::string out;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-        if (n > 0) out.append(buf, static_cast<size_t>(n));
+    std::string out = read_to_end(fds[0]);
     ::close(fds[0]);
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {

@@ -36,6 +36,15 @@ Result<std::string> read_file(const std::string& path) {
     return out;
 }
 
+std::string read_to_end(int fd) {
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) out.append(buf, static_cast<size_t>(n));
+    return out;
+}
+
 Result<UniqueFd> memory_file(const char* name, std::string_view text) {
     UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
     if (!fd) return sys_error("memfd_create {}", name);

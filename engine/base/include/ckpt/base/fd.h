@@ -37,6 +37,8 @@ private:
 Result<UniqueFd> open_file(const std::string& path, int flags, int mode = 0);
 // Reads a whole file (e.g. under /proc) into a string.
 Result<std::string> read_file(const std::string& path);
+// Reads fd (a pipe, a file) to its end, retrying EINTR; what came before an error is kept.
+std::string read_to_end(int fd);
 // Writes all of buf, retrying short writes and EINTR.
 Result<void> write_all(int fd, const void* buf, size_t len);
 // Reads exactly len bytes at the current offset; a short file is an error.
