@@ -89,8 +89,8 @@ def read_table(path):
         if not line:
             continue
         f = line.split()
-        if len(f) != 2 or f[1] not in ("forward", "custom", "lower"):
-            fail(f"{path}:{n}: expected '<MPI_Name> forward|custom|lower'")
+        if len(f) != 2 or f[1] not in ("forward", "collective", "custom", "lower"):
+            fail(f"{path}:{n}: expected '<MPI_Name> forward|collective|custom|lower'")
         if not f[0].startswith("MPI_"):
             fail(f"{path}:{n}: names start with MPI_")
         table.append((f[0], f[1]))
@@ -148,7 +148,7 @@ def main():
 
     # abi_exports.cpp: supported functions.
     with open(os.path.join(a.out, "abi_exports.cpp.tmp"), "w") as f:
-        f.write(banner + '#include <mpi.h>\n#include "abi_impl.h"\n#include "runtime.h"\n\n')
+        f.write(banner + '#include <mpi.h>\n#include "abi_impl.h"\n#include "quiesce.h"\n#include "runtime.h"\n\n')
         f.write("using ckpt::mpi::in;\n\n")
         for n, mode in table:
             if mode == "lower":
@@ -156,13 +156,21 @@ def main():
             ret, params = protos[n]
             ps = split_params(params)
             args = ", ".join(name for _, name, _ in ps)
-            if mode == "forward":
+            if mode in ("forward", "collective"):
                 if ret in HANDLE_TYPES:
                     fail(f"{n} returns a handle: it cannot be 'forward'")
                 for text, name, typ in ps:
                     if re.search(r"\b(%s)\b" % "|".join(HANDLE_TYPES), typ) and typ not in HANDLE_TYPES:
                         fail(f"{n}: parameter '{text}' carries handles by address: it cannot be 'forward'")
                 body = f"ckpt::mpi::lower().{n[4:]}({', '.join(f'in({name})' for _, name, _ in ps)})"
+                if mode == "collective":
+                    comms = [name for _, name, typ in ps if typ == "MPI_Comm"]
+                    if len(comms) != 1:
+                        fail(f"{n}: a collective needs exactly one MPI_Comm parameter")
+                    f.write(f"extern \"C\" {ret} P{n}({params}) {{\n"
+                            f"    ckpt::mpi::CollectiveScope scope({comms[0]});\n    return {body};\n}}\n")
+                    f.write(f"extern \"C\" {ret} {n}({params}) __attribute__((alias(\"P{n}\")));\n")
+                    continue
             else:
                 body = f"ckpt::mpi::impl::{n[4:]}({args})"
             f.write(f"extern \"C\" {ret} P{n}({params}) {{ return {body}; }}\n")

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "abi_impl.h"
+#include "quiesce.h"
 #include "runtime.h"
 
 namespace ckpt::mpi {
@@ -43,6 +44,7 @@ void release_comm(Comm* c) {
         release_comm(c->parent);
     if (c->group)
         release_group(c->group);
+    delete[] c->world_of;
     delete c;
 }
 
@@ -88,6 +90,7 @@ int new_comm(int rc, MPI_Comm lower_new, MPI_Comm parent, Origin origin, MPI_Com
     c->key = key;
     c->group = group;
     retain(group ? &group->h : nullptr);
+    register_comm(c);
     *out = handle<MPI_Comm>(c);
     return rc;
 }
@@ -142,25 +145,41 @@ namespace impl {
 
 int Comm_dup(MPI_Comm comm, MPI_Comm* newcomm) {
     MPI_Comm l = MPI_COMM_NULL;
-    int rc = g_lower.Comm_dup(in(comm), &l);
+    int rc;
+    {
+        CollectiveScope scope(comm);  // a collective on the parent
+        rc = g_lower.Comm_dup(in(comm), &l);
+    }
     return new_comm(rc, l, comm, Origin::Dup, newcomm);
 }
 
 int Comm_split(MPI_Comm comm, int color, int key, MPI_Comm* newcomm) {
     MPI_Comm l = MPI_COMM_NULL;
-    int rc = g_lower.Comm_split(in(comm), color, key, &l);
+    int rc;
+    {
+        CollectiveScope scope(comm);  // a collective on the parent
+        rc = g_lower.Comm_split(in(comm), color, key, &l);
+    }
     return new_comm(rc, l, comm, Origin::Split, newcomm, color, key);
 }
 
 int Comm_split_type(MPI_Comm comm, int split_type, int key, MPI_Info info, MPI_Comm* newcomm) {
     MPI_Comm l = MPI_COMM_NULL;
-    int rc = g_lower.Comm_split_type(in(comm), split_type, key, in(info), &l);
+    int rc;
+    {
+        CollectiveScope scope(comm);  // a collective on the parent
+        rc = g_lower.Comm_split_type(in(comm), split_type, key, in(info), &l);
+    }
     return new_comm(rc, l, comm, Origin::SplitType, newcomm, split_type, key);
 }
 
 int Comm_create(MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm) {
     MPI_Comm l = MPI_COMM_NULL;
-    int rc = g_lower.Comm_create(in(comm), in(group), &l);
+    int rc;
+    {
+        CollectiveScope scope(comm);  // a collective on the parent
+        rc = g_lower.Comm_create(in(comm), in(group), &l);
+    }
     Group* g = group == MPI_GROUP_NULL ? nullptr : obj<Group>(group);
     return new_comm(rc, l, comm, Origin::Create, newcomm, 0, 0, g);
 }
@@ -172,6 +191,7 @@ int Comm_free(MPI_Comm* comm) {
     if (rc != MPI_SUCCESS || c->origin == Origin::Predefined)  // the lower half refuses those
         return rc;
     c->h.real = nullptr;
+    retire_comm(c);
     release_comm(c);
     *comm = MPI_COMM_NULL;
     return rc;

@@ -40,6 +40,13 @@ struct Comm {
     int color = 0, key = 0;         // Split; SplitType: color is the split type (re-queried at restart)
     Group* group = nullptr;         // Create
     Errhandler* errhandler = nullptr;  // set by MPI_Comm_set_errhandler, replayed
+    // Quiesce (quiesce.h): the name every member gives this communicator (id and the world
+    // rank of its rank 0, since the children of one split share an id), the collectives
+    // entered on it so far, and its ranks' world ranks (nullptr for MPI_COMM_WORLD).
+    uint64_t quiesce_key = 0;
+    uint64_t coll_seq = 0;
+    int* world_of = nullptr;
+    int size = 0;
 };
 
 struct Group {
@@ -78,6 +85,14 @@ struct Request {
     Datatype* type = nullptr;
     Comm* comm = nullptr;
     Request* next_free = nullptr;
+    // While posted: in the list of active requests, which a quiesce completes or re-posts.
+    Request* prev_active = nullptr;
+    Request* next_active = nullptr;
+    // Completion seen by the upper half before the application asked for it (a quiesce
+    // drained it, or a drained message satisfied a receive): counted once, status kept.
+    bool counted = false;
+    bool done_upper = false;  // no lower request any more: complete with `status`
+    MPI_Status status{};
 };
 
 struct Errhandler { Handle h{.kind = Kind::Errhandler}; };

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "abi_impl.h"
+#include "quiesce.h"
 #include "resources.h"
 
 #ifndef CKPT_MPI_SHIM_PATH
@@ -140,6 +141,7 @@ static void after_init() {
     obj<Comm>(world())->id = 1;
     obj<Comm>(self())->id = 2;
     resources_after_init();
+    quiesce_after_init();
     trace_init();
 }
 
@@ -182,6 +184,7 @@ int Finalized(int* flag) {
 }
 
 int Finalize() {
+    quiesce_before_finalize();
     int rc = lower().Finalize();
     g_finalized = true;
     return rc;
