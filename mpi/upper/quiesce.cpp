@@ -47,7 +47,10 @@ enum Phase : uint32_t { kNone, kIntent, kTargets, kStop, kExpect, kAborted };
 std::atomic<uint32_t> g_phase{kNone};
 std::atomic<uint32_t> g_events{0};  // bumped (and futex-woken) on every message
 uint32_t g_cycle = 0;
+// Targets: replaced by the control thread when raised, read by the application's thread.
+std::mutex g_targets_mutex;
 std::vector<ctl::CommSeq> g_targets;  // sorted by key
+std::atomic<uint64_t> g_targets_generation{0};
 std::vector<uint64_t> g_expect;
 
 int g_world_rank = -1;
@@ -66,8 +69,15 @@ std::vector<ctl::CommSeq> g_retired;
 DrainedMessage* g_drained_tail = nullptr;
 
 // Per cycle, the application's thread only.
-bool g_reached_sent = false;
+uint64_t g_reached_generation = 0;  // of the targets last reported reached
 bool g_sent_sent = false;
+uint64_t g_cycles_finished = 0;
+
+bool g_trace = false;  // CKPT_MPI_TRACE_QUIESCE=1: every step on stderr
+#define TRACE(fmt, ...)                                                                        \
+    do {                                                                                       \
+        if (g_trace) std::fprintf(stderr, "ckpt-mpi: rank %d: " fmt, g_world_rank, __VA_ARGS__); \
+    } while (0)
 
 uint64_t load_seq(const Comm* c) {
     return std::atomic_ref<uint64_t>(const_cast<uint64_t&>(c->coll_seq)).load(std::memory_order_relaxed);
@@ -142,6 +152,7 @@ void snapshot_and_send_seqs() {
             seqs.push_back({c->quiesce_key, load_seq(c)});
         seqs.insert(seqs.end(), g_retired.begin(), g_retired.end());
     }
+    for (auto& cs : seqs) TRACE("cycle %u: comm %016llx at %llu\n", g_cycle, (unsigned long long)cs.key, (unsigned long long)cs.seq);
     send_record(ctl::Msg::Seqs, seqs.data(), seqs.size() * sizeof(ctl::CommSeq));
 }
 
@@ -173,12 +184,23 @@ void* control_main(void*) {
                 snapshot_and_send_seqs();
                 g_phase.store(kIntent, std::memory_order_release);
                 break;
-            case ctl::Msg::Targets:
-                g_targets = payload_of<ctl::CommSeq>(rec);
-                std::sort(g_targets.begin(), g_targets.end(),
-                          [](const ctl::CommSeq& a, const ctl::CommSeq& b) { return a.key < b.key; });
-                g_phase.store(kTargets, std::memory_order_release);
+            case ctl::Msg::Targets: {
+                if (rec.size() < sizeof(ctl::Header) + sizeof(uint64_t))
+                    fatal("quiesce: a malformed targets message");
+                uint64_t generation;
+                std::memcpy(&generation, rec.data() + sizeof(ctl::Header), sizeof generation);
+                std::vector<ctl::CommSeq> t((rec.size() - sizeof(ctl::Header) - sizeof generation) / sizeof(ctl::CommSeq));
+                std::memcpy(t.data(), rec.data() + sizeof(ctl::Header) + sizeof generation, t.size() * sizeof(ctl::CommSeq));
+                std::sort(t.begin(), t.end(), [](const ctl::CommSeq& a, const ctl::CommSeq& b) { return a.key < b.key; });
+                {
+                    std::lock_guard<std::mutex> lock(g_targets_mutex);
+                    g_targets = std::move(t);
+                }
+                g_targets_generation.store(generation, std::memory_order_release);
+                if (g_phase.load(std::memory_order_relaxed) < kTargets)
+                    g_phase.store(kTargets, std::memory_order_release);
                 break;
+            }
             case ctl::Msg::Stop:
                 g_phase.store(kStop, std::memory_order_release);
                 break;
@@ -235,16 +257,23 @@ void stop_control_thread() {
     g_control_running = false;
 }
 
-uint64_t target_of(uint64_t key) {
+// Under g_targets_mutex.
+uint64_t target_of_locked(uint64_t key) {
     auto it = std::lower_bound(g_targets.begin(), g_targets.end(), key,
                                [](const ctl::CommSeq& a, uint64_t k) { return a.key < k; });
     // A communicator nobody reported was made after every member's snapshot: nothing on it.
     return it != g_targets.end() && it->key == key ? it->seq : 0;
 }
 
+uint64_t target_of(uint64_t key) {
+    std::lock_guard<std::mutex> lock(g_targets_mutex);
+    return target_of_locked(key);
+}
+
 bool at_targets() {
+    std::lock_guard<std::mutex> lock(g_targets_mutex);
     for (const Comm* c : g_comms)
-        if (load_seq(c) != target_of(c->quiesce_key))
+        if (load_seq(c) != target_of_locked(c->quiesce_key))
             return false;
     return true;
 }
@@ -304,13 +333,17 @@ void close_control() {
 }
 
 void finish_cycle(bool completed) {
+    ++g_cycles_finished;
     if (g_coordinator_gone.load(std::memory_order_relaxed)) {
         stop_control_thread();
         close_control();
     }
-    g_reached_sent = false;
     g_sent_sent = false;
-    g_targets.clear();
+    {
+        std::lock_guard<std::mutex> lock(g_targets_mutex);
+        g_targets.clear();
+    }
+    g_reached_generation = 0;
     g_expect.clear();
     if (completed) {
         // Every member had every communicator at the same count: no one is behind on a freed one.
@@ -395,9 +428,14 @@ void service(bool outside) {
         return finish_cycle(false);
     if (!outside)
         return;
-    if (phase >= kTargets && !g_reached_sent && at_targets()) {
-        send_record(ctl::Msg::Reached, nullptr, 0);
-        g_reached_sent = true;
+    if (phase >= kTargets) {
+        // Reached, once per generation of targets (a raise makes the ranks report again).
+        uint64_t generation = g_targets_generation.load(std::memory_order_acquire);
+        if (generation != g_reached_generation && at_targets()) {
+            TRACE("cycle %u: reached generation %llu\n", g_cycle, (unsigned long long)generation);
+            send_record(ctl::Msg::Reached, &generation, sizeof generation);
+            g_reached_generation = generation;
+        }
     }
     if (phase >= kStop)
         quiesce_here();
@@ -477,14 +515,26 @@ CollectiveScope::CollectiveScope(MPI_Comm comm) : c_(obj<Comm>(comm)) {
             finish_cycle(false);
             continue;
         }
+        TRACE("cycle %u: entering collective %llu on %016llx, target %llu\n", g_cycle, (unsigned long long)load_seq(c_), (unsigned long long)c_->quiesce_key, (unsigned long long)target_of(c_->quiesce_key));
         if (load_seq(c_) <= target_of(c_->quiesce_key))
             return;  // inside the targets: go on
-        // Beyond the target: step back out and stay until the cycle is over.
+        // Beyond the target: step back out and stay until this cycle is over (the next one
+        // may begin at once: its control thread starts when this one ends) or the targets
+        // are raised. If this rank still has to reach a target elsewhere, program order
+        // runs through this collective: ask for it.
         store_seq(c_, load_seq(c_) - 1);
-        while (g_quiesce_active.load(std::memory_order_acquire)) {
+        const uint64_t cycle = g_cycles_finished;
+        const uint64_t generation = g_targets_generation.load(std::memory_order_acquire);
+        if (!at_targets()) {
+            ctl::CommSeq need{c_->quiesce_key, load_seq(c_) + 1};
+            TRACE("cycle %u: asks for collective %llu on %016llx\n", g_cycle, (unsigned long long)need.seq,
+                  (unsigned long long)need.key);
+            send_record(ctl::Msg::Raise, &need, sizeof need);
+        }
+        while (g_cycles_finished == cycle && g_targets_generation.load(std::memory_order_acquire) == generation) {
             uint32_t seen = g_events.load(std::memory_order_acquire);
             service(true);
-            if (!g_quiesce_active.load(std::memory_order_acquire))
+            if (g_cycles_finished != cycle)
                 break;
             progress();
             wait_events(seen, 1'000'000);
@@ -535,6 +585,7 @@ void retire_comm(Comm* c) {
 void quiesce_after_init() {
     g_lower.Comm_rank(in(MPI_COMM_WORLD), &g_world_rank);
     g_lower.Comm_size(in(MPI_COMM_WORLD), &g_world_size);
+    g_trace = std::getenv("CKPT_MPI_TRACE_QUIESCE") && std::strcmp(std::getenv("CKPT_MPI_TRACE_QUIESCE"), "1") == 0;
     g_sent = new uint64_t[g_world_size]();
     g_received = new uint64_t[g_world_size]();
     register_comm(obj<Comm>(MPI_COMM_WORLD));
@@ -575,9 +626,18 @@ void quiesce_before_finalize() {
         // MPI_Finalize is a collective on MPI_COMM_WORLD: a cycle in progress completes first.
         CollectiveScope scope(MPI_COMM_WORLD);
     }
+    stop_control_thread();
     g_cycle = 0;
     send_record(ctl::Msg::Bye, nullptr, 0);
-    stop_control_thread();
+    // Closing with a message unread would reset the connection before the coordinator reads
+    // the goodbye: wait (briefly) until it closes its end, discarding what it still sent.
+    shutdown(g_control_fd, SHUT_WR);
+    std::vector<char> rec;
+    for (int i = 0; i < 100; ++i) {
+        pollfd p{g_control_fd, POLLIN, 0};
+        if (poll(&p, 1, 20) > 0 && recv_record(rec) == 0)
+            break;
+    }
     close(g_control_fd);
     g_control_fd = -1;
 }

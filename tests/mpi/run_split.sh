@@ -5,6 +5,8 @@
 #       report (CKPT_MPI_TRACE_INIT=1) that it runs on our upper half over the real libmpi
 #   run_split.sh ckpt        ...   only through libckpt_mpi, same checks
 #   run_split.sh unsupported ...   only through libckpt_mpi; must fail, naming $CKPT_EXPECT_UNSUPPORTED
+#   run_split.sh quiesce     ...   as compare, while $CKPT_MPI_COORD (ckpt-mpi-coord) quiesces and
+#       resumes the ranks of the second run back to back, at least $CKPT_MIN_CYCLES times
 set -u
 mode=$1 mpiexec=$2 upper=$3 n=$4
 shift 4
@@ -69,8 +71,30 @@ unsupported)
     grep -q "returned" "$work/ckpt.out" && fail "the unsupported call returned"
     echo "$CKPT_EXPECT_UNSUPPORTED refused clearly, exit $(cat "$work/ckpt.rc")"
     ;;
+quiesce)
+    run plain
+    [ "$(cat "$work/plain.rc")" = 0 ] || fail "Open MPI alone failed"
+    # The socket lives in a private folder: only this user's ranks reach it.
+    mkdir -m 700 "$work/ctl"
+    timeout 55 "$CKPT_MPI_COORD" --socket "$work/ctl/sock" --ranks "$n" --min-cycles "$CKPT_MIN_CYCLES" \
+        --timeout-ms 20000 >"$work/coord.out" 2>"$work/coord.err" &
+    coord=$!
+    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && break; sleep 0.05; done
+    [ -S "$work/ctl/sock" ] || fail "the coordinator did not listen"
+    run ckpt "${ckpt_env[@]}" -x CKPT_MPI_CONTROL="$work/ctl/sock"
+    wait $coord
+    coord_rc=$?
+    sed 's/^/  coordinator: /' "$work/coord.out" "$work/coord.err"
+    [ "$(cat "$work/ckpt.rc")" = 0 ] || fail "the run through libckpt_mpi failed"
+    check_traced
+    [ "$coord_rc" = 0 ] || fail "the coordinator failed (exit $coord_rc)"
+    [ -s "$work/plain.out" ] || fail "no output"
+    cmp -s "$work/plain.out" "$work/ckpt.out" || fail "outputs differ"
+    cat "$work/ckpt.out"
+    echo "same output with Open MPI alone and while quiesced $(grep -oE '^quiesce: [0-9]+ cycles' "$work/coord.out" | grep -oE '[0-9]+') times ($n ranks)"
+    ;;
 *)
-    echo "usage: $0 compare|ckpt|unsupported MPIEXEC UPPER_DIR NRANKS PROGRAM [ARGS...]" >&2
+    echo "usage: $0 compare|ckpt|unsupported|quiesce MPIEXEC UPPER_DIR NRANKS PROGRAM [ARGS...]" >&2
     exit 2
     ;;
 esac

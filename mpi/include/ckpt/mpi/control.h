@@ -6,6 +6,11 @@
 // One cycle: Intent -> Seqs (every rank) -> Targets -> Reached (every rank) -> Stop ->
 // Sent (every rank) -> Expect -> Quiesced (every rank) -> Resume. Abort, at any point after
 // Intent, ends the cycle on every rank: the ranks go on as if none had begun.
+//
+// Targets may be raised while ranks head for them: a rank held at a collective beyond its
+// communicator's target, which still has to reach a target elsewhere (program order runs
+// through that collective), asks with Raise; the coordinator sends new Targets (a higher
+// generation) to every rank, and only Reached of the newest generation counts.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +26,8 @@ enum class Msg : uint32_t {
     Hello = 1,  // rank -> coordinator: Hello
     Intent,     // coordinator -> rank: a cycle begins
     Seqs,       // rank -> coordinator: CommSeq[], its collective count per communicator
-    Targets,    // coordinator -> rank: CommSeq[], the count every member stops at
-    Reached,    // rank -> coordinator: at every target, inside no collective
+    Targets,    // coordinator -> rank: uint64_t generation, CommSeq[], the count every member stops at
+    Reached,    // rank -> coordinator: uint64_t generation; at every target, inside no collective
     Stop,       // coordinator -> rank: no point-to-point call may start
     Sent,       // rank -> coordinator: uint64_t[world size], messages sent to each rank
     Expect,     // coordinator -> rank: uint64_t[world size], messages each rank sent it
@@ -30,6 +35,7 @@ enum class Msg : uint32_t {
     Resume,     // coordinator -> rank: go on
     Abort,      // coordinator -> rank: the cycle is abandoned; go on
     Bye,        // rank -> coordinator: MPI_Finalize; it is never quiesced again
+    Raise,      // rank -> coordinator: CommSeq, the count it must reach on that communicator
 };
 
 struct Header {

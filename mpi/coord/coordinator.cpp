@@ -1,0 +1,431 @@
+// The quiesce protocol, coordinator side (coordinator.h, docs/mpi.md).
+#include "coordinator.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+
+#include "ckpt/base/log.h"
+#include "ckpt/mpi/control.h"
+
+namespace ckpt::mpi {
+namespace {
+
+namespace ctl = control;
+using Clock = std::chrono::steady_clock;
+
+auto logger() {
+    static auto l = log::get("mpi");
+    return l;
+}
+
+const char* msg_name(uint32_t t) {
+    switch (static_cast<ctl::Msg>(t)) {
+        case ctl::Msg::Hello: return "hello";
+        case ctl::Msg::Intent: return "intent";
+        case ctl::Msg::Seqs: return "collective counts";
+        case ctl::Msg::Targets: return "targets";
+        case ctl::Msg::Reached: return "reached";
+        case ctl::Msg::Stop: return "stop";
+        case ctl::Msg::Sent: return "sent counts";
+        case ctl::Msg::Expect: return "expected counts";
+        case ctl::Msg::Quiesced: return "parked";
+        case ctl::Msg::Resume: return "resume";
+        case ctl::Msg::Abort: return "abort";
+        case ctl::Msg::Bye: return "goodbye (MPI_Finalize)";
+        case ctl::Msg::Raise: return "a raise";
+    }
+    return "an unknown message";
+}
+
+int ms_left(Clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    return left > 0 ? static_cast<int>(std::min<long long>(left, 1000)) : 0;
+}
+
+// One record: its header, and its payload in `body`. 0 bytes: the channel closed.
+Result<ctl::Header> read_record(int fd, std::vector<char>& body) {
+    std::vector<char> buf(ctl::kMaxRecord);
+    ssize_t n;
+    do
+        n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_TRUNC);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) return sys_error("recv");
+    if (n == 0) return error_code(EPIPE, "closed its control channel");
+    if (static_cast<size_t>(n) > buf.size()) return error("sent a record of {} bytes", n);
+    if (static_cast<size_t>(n) < sizeof(ctl::Header)) return error("sent a record of {} bytes", n);
+    ctl::Header h;
+    std::memcpy(&h, buf.data(), sizeof h);
+    body.assign(buf.begin() + sizeof h, buf.begin() + n);
+    return h;
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+    std::string s;
+    for (size_t i = 0; i < ranks.size() && i < 16; ++i) s += (i ? "," : "") + std::to_string(ranks[i]);
+    if (ranks.size() > 16) s += fmt::format(",... ({} ranks)", ranks.size());
+    return s;
+}
+
+}  // namespace
+
+Result<Coordinator> Coordinator::listen(const std::string& path, int world_size) {
+    if (world_size <= 0) return error("{} ranks: nothing to coordinate", world_size);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) return error("{}: too long for a socket path", path);
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    Coordinator c;
+    c.listener_ = UniqueFd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!c.listener_) return sys_error("socket");
+    // Only its owner may connect (the socket's mode; the peer's uid is checked too).
+    mode_t old = umask(0177);
+    int rc = bind(c.listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    umask(old);
+    if (rc != 0) return sys_error("bind {}", path);
+    if (::listen(c.listener_.get(), 128) != 0) return sys_error("listen {}", path);
+    c.path_ = path;
+    c.world_size_ = world_size;
+    c.ranks_.resize(world_size);
+    return c;
+}
+
+Result<void> Coordinator::accept_ranks(std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    int accepted = 0;
+    for (auto& r : ranks_) accepted += r.rank >= 0;
+    // Connections whose hello has not come yet.
+    std::vector<UniqueFd> pending;
+    while (accepted < world_size_) {
+        std::vector<pollfd> p{{listener_.get(), POLLIN, 0}};
+        for (auto& f : pending) p.push_back({f.get(), POLLIN, 0});
+        int left = ms_left(deadline);
+        if (left == 0)
+            return error_code(ETIMEDOUT, "{} of {} ranks reached the coordinator at {} within {} ms", accepted,
+                              world_size_, path_, timeout.count());
+        if (poll(p.data(), p.size(), left) < 0 && errno != EINTR) return sys_error("poll");
+        if (p[0].revents & POLLIN) {
+            int fd = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+            if (fd >= 0) {
+                ucred cred{};
+                socklen_t len = sizeof cred;
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid()) {
+                    logger()->warn("refused a connection from uid {} (not the job's user)", cred.uid);
+                    close(fd);
+                } else {
+                    pending.emplace_back(fd);
+                }
+            }
+        }
+        for (size_t i = 1; i < p.size(); ++i) {
+            if (!p[i].revents) continue;
+            UniqueFd fd = std::move(pending[i - 1]);
+            std::vector<char> body;
+            auto h = read_record(fd.get(), body);
+            if (!h) {
+                logger()->warn("a rank left before saying hello: {}", h.error().message());
+                continue;
+            }
+            ctl::Hello hello;
+            if (h->type != static_cast<uint32_t>(ctl::Msg::Hello) || body.size() != sizeof hello)
+                return error("a rank's first message is {}, not hello", msg_name(h->type));
+            std::memcpy(&hello, body.data(), sizeof hello);
+            if (hello.version != ctl::kVersion)
+                return error("rank {} speaks control protocol {}, this coordinator {}", hello.rank, hello.version,
+                             ctl::kVersion);
+            if (hello.size != world_size_)
+                return error("rank {} is one of {} ranks, the coordinator expects {}", hello.rank, hello.size,
+                             world_size_);
+            if (hello.rank < 0 || hello.rank >= world_size_ || ranks_[hello.rank].rank >= 0)
+                return error("two ranks say they are rank {}", hello.rank);
+            Rank& r = ranks_[hello.rank];
+            r.fd = std::move(fd);
+            r.rank = hello.rank;
+            r.pid = hello.pid;
+            ++accepted;
+            logger()->debug("rank {} (pid {}) connected", r.rank, r.pid);
+        }
+        pending.erase(std::remove_if(pending.begin(), pending.end(), [](const UniqueFd& f) { return !f.valid(); }),
+                      pending.end());
+    }
+    return ok();
+}
+
+Result<void> Coordinator::send_to(Rank& r, uint32_t type, const void* payload, size_t len) {
+    ctl::Header h{type, cycle_};
+    iovec iov[2] = {{&h, sizeof h}, {const_cast<void*>(payload), len}};
+    msghdr m{};
+    m.msg_iov = iov;
+    m.msg_iovlen = 2;
+    ssize_t n;
+    do
+        n = sendmsg(r.fd.get(), &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        r.gone = true;
+        return sys_error("rank {} (pid {}): sending {}", r.rank, r.pid, msg_name(type));
+    }
+    return ok();
+}
+
+Result<void> Coordinator::send_all(uint32_t type, const void* payload, size_t len) {
+    for (auto& r : ranks_) CKPT_TRY(send_to(r, type, payload, len));
+    return ok();
+}
+
+template <class Take>
+Result<void> Coordinator::collect(uint32_t type, const char* phase, Clock::time_point deadline, Take&& take) {
+    std::vector<bool> have(world_size_, false);
+    int missing = world_size_;
+    std::vector<char> body;
+    while (missing > 0) {
+        std::vector<pollfd> p;
+        std::vector<int> who;
+        for (int i = 0; i < world_size_; ++i)
+            if (!have[i]) {
+                p.push_back({ranks_[i].fd.get(), POLLIN, 0});
+                who.push_back(i);
+            }
+        int left = ms_left(deadline);
+        if (left == 0)
+            return error_code(ETIMEDOUT, "cycle {}: no {} from rank(s) {} in time", cycle_, phase, rank_list(who));
+        if (poll(p.data(), p.size(), left) < 0 && errno != EINTR) return sys_error("poll");
+        for (size_t k = 0; k < p.size(); ++k) {
+            if (!p[k].revents) continue;
+            Rank& r = ranks_[who[k]];
+            auto h = read_record(r.fd.get(), body);
+            if (!h) {
+                if (h.error().code() == EAGAIN) continue;
+                r.gone = true;
+                return std::move(h).error().context("cycle {}: rank {} (pid {}) while {}", cycle_, r.rank, r.pid, phase);
+            }
+            if (h->type == static_cast<uint32_t>(ctl::Msg::Bye)) {
+                finalized(r);
+                return error("cycle {}: rank {} (pid {}) called MPI_Finalize: a finishing job is not checkpointed",
+                             cycle_, r.rank, r.pid);
+            }
+            if (h->cycle != 0 && h->cycle < cycle_) continue;  // left over from an aborted cycle
+            if (h->type != type || h->cycle != cycle_)
+                return error("cycle {}: rank {} sent {} (cycle {}) while {}", cycle_, r.rank, msg_name(h->type),
+                             h->cycle, phase);
+            CKPT_TRY_CTX(take(r, body), "cycle {}: rank {}", cycle_, r.rank);
+            have[who[k]] = true;
+            --missing;
+        }
+    }
+    return ok();
+}
+
+// A rank said goodbye: it waits for this end to close before it closes its own.
+void Coordinator::finalized(Rank& r) {
+    r.finalized = true;
+    r.gone = true;
+    r.fd.reset();
+}
+
+void Coordinator::abort_cycle() {
+    for (auto& r : ranks_)
+        if (r.fd.valid() && !r.gone) (void)send_to(r, static_cast<uint32_t>(ctl::Msg::Abort), nullptr, 0);
+    parked_ = false;
+}
+
+// Sends the targets and waits until every rank reached the newest generation of them;
+// a rank's Raise lifts a target and starts a new generation.
+Result<void> Coordinator::reach_targets(std::map<uint64_t, uint64_t>& targets, Clock::time_point deadline) {
+    uint64_t generation = 0;
+    std::vector<uint64_t> reached(world_size_, 0);
+    auto send_targets = [&]() -> Result<void> {
+        ++generation;
+        std::vector<char> body(sizeof generation);
+        std::memcpy(body.data(), &generation, sizeof generation);
+        for (auto [k, v] : targets) {
+            ctl::CommSeq cs{k, v};
+            body.insert(body.end(), reinterpret_cast<char*>(&cs), reinterpret_cast<char*>(&cs) + sizeof cs);
+        }
+        return send_all(static_cast<uint32_t>(ctl::Msg::Targets), body.data(), body.size());
+    };
+    CKPT_TRY(send_targets());
+    std::vector<char> body;
+    for (;;) {
+        std::vector<pollfd> p;
+        std::vector<int> waiting;
+        for (int i = 0; i < world_size_; ++i) {
+            p.push_back({ranks_[i].fd.get(), POLLIN, 0});
+            if (reached[i] != generation) waiting.push_back(i);
+        }
+        if (waiting.empty()) return ok();
+        int left = ms_left(deadline);
+        if (left == 0)
+            return error_code(ETIMEDOUT, "cycle {}: rank(s) {} did not reach the collective targets in time", cycle_,
+                              rank_list(waiting));
+        if (poll(p.data(), p.size(), left) < 0 && errno != EINTR) return sys_error("poll");
+        bool raised = false;
+        for (int i = 0; i < world_size_; ++i) {
+            if (!p[i].revents) continue;
+            Rank& r = ranks_[i];
+            auto h = read_record(r.fd.get(), body);
+            if (!h) {
+                if (h.error().code() == EAGAIN) continue;
+                r.gone = true;
+                return std::move(h).error().context("cycle {}: rank {} (pid {}) while reaching its targets", cycle_,
+                                                    r.rank, r.pid);
+            }
+            if (h->type == static_cast<uint32_t>(ctl::Msg::Bye)) {
+                finalized(r);
+                return error("cycle {}: rank {} (pid {}) called MPI_Finalize: a finishing job is not checkpointed",
+                             cycle_, r.rank, r.pid);
+            }
+            if (h->cycle != 0 && h->cycle < cycle_) continue;
+            if (h->type == static_cast<uint32_t>(ctl::Msg::Raise) && body.size() == sizeof(ctl::CommSeq)) {
+                ctl::CommSeq need;
+                std::memcpy(&need, body.data(), sizeof need);
+                auto& t = targets[need.key];
+                if (need.seq > t) {
+                    logger()->debug("cycle {}: rank {} raises {:016x} to {}", cycle_, r.rank, need.key, need.seq);
+                    t = need.seq;
+                    raised = true;
+                }
+            } else if (h->type == static_cast<uint32_t>(ctl::Msg::Reached) && body.size() == sizeof(uint64_t)) {
+                std::memcpy(&reached[i], body.data(), sizeof(uint64_t));
+            } else {
+                return error("cycle {}: rank {} sent {} while reaching its targets", cycle_, r.rank, msg_name(h->type));
+            }
+        }
+        if (raised) CKPT_TRY(send_targets());
+    }
+}
+
+Result<std::vector<ParkedRank>> Coordinator::quiesce(std::chrono::milliseconds timeout, QuiesceTimes* times) {
+    for (auto& r : ranks_) {
+        if (r.rank < 0) return error("rank {} never reached the coordinator", &r - ranks_.data());
+        if (r.gone && !r.finalized) return error("rank {} (pid {}) is gone", r.rank, r.pid);
+        if (r.finalized) return error("rank {} (pid {}) called MPI_Finalize: a finishing job is not checkpointed", r.rank, r.pid);
+    }
+    if (parked_) return error("the ranks are parked already");
+    ++cycle_;
+    auto start = Clock::now();
+    auto deadline = start + timeout;
+    auto run = [&]() -> Result<std::vector<ParkedRank>> {
+        using M = ctl::Msg;
+        CKPT_TRY(send_all(static_cast<uint32_t>(M::Intent), nullptr, 0));
+        // Targets: the highest count any member reached, per communicator.
+        std::map<uint64_t, uint64_t> targets;
+        CKPT_TRY(collect(static_cast<uint32_t>(M::Seqs), "sending its collective counts", deadline,
+                         [&](Rank&, const std::vector<char>& b) -> Result<void> {
+                             if (b.size() % sizeof(ctl::CommSeq)) return error("a malformed count list");
+                             for (size_t o = 0; o < b.size(); o += sizeof(ctl::CommSeq)) {
+                                 ctl::CommSeq cs;
+                                 std::memcpy(&cs, b.data() + o, sizeof cs);
+                                 auto& t = targets[cs.key];
+                                 t = std::max(t, cs.seq);
+                             }
+                             return ok();
+                         }));
+        auto t_seqs = Clock::now();
+        CKPT_TRY(reach_targets(targets, deadline));
+        auto t_reached = Clock::now();
+        CKPT_TRY(send_all(static_cast<uint32_t>(M::Stop), nullptr, 0));
+        // sent[from * n + to]
+        std::vector<uint64_t> sent(static_cast<size_t>(world_size_) * world_size_);
+        CKPT_TRY(collect(static_cast<uint32_t>(M::Sent), "stopping point-to-point", deadline,
+                         [&](Rank& r, const std::vector<char>& b) -> Result<void> {
+                             if (b.size() != sizeof(uint64_t) * world_size_) return error("a malformed sent count");
+                             std::memcpy(&sent[static_cast<size_t>(r.rank) * world_size_], b.data(), b.size());
+                             return ok();
+                         }));
+        auto t_counts = Clock::now();
+        std::vector<uint64_t> expect(world_size_);
+        for (auto& r : ranks_) {
+            for (int from = 0; from < world_size_; ++from)
+                expect[from] = sent[static_cast<size_t>(from) * world_size_ + r.rank];
+            CKPT_TRY(send_to(r, static_cast<uint32_t>(M::Expect), expect.data(), expect.size() * sizeof(uint64_t)));
+        }
+        std::vector<ParkedRank> parked(world_size_);
+        CKPT_TRY(collect(static_cast<uint32_t>(M::Quiesced), "draining its messages", deadline,
+                         [&](Rank& r, const std::vector<char>& b) -> Result<void> {
+                             ctl::Quiesced q;
+                             if (b.size() < sizeof q) return error("a malformed parked report");
+                             std::memcpy(&q, b.data(), sizeof q);
+                             size_t need = sizeof q + q.nthreads * sizeof(int32_t) + q.nfds * sizeof(int32_t) +
+                                           q.nranges * 2 * sizeof(uint64_t);
+                             if (b.size() != need) return error("a malformed parked report");
+                             ParkedRank& p = parked[r.rank];
+                             p.rank = r.rank;
+                             p.pid = r.pid;
+                             p.control_fd = q.control_fd;
+                             const char* at = b.data() + sizeof q;
+                             p.lower_threads.resize(q.nthreads);
+                             std::memcpy(p.lower_threads.data(), at, q.nthreads * sizeof(int32_t));
+                             at += q.nthreads * sizeof(int32_t);
+                             p.lower_fds.resize(q.nfds);
+                             std::memcpy(p.lower_fds.data(), at, q.nfds * sizeof(int32_t));
+                             at += q.nfds * sizeof(int32_t);
+                             p.lower_memory.resize(q.nranges);
+                             std::memcpy(p.lower_memory.data(), at, q.nranges * 2 * sizeof(uint64_t));
+                             return ok();
+                         }));
+        if (times) {
+            auto t_parked = Clock::now();
+            times->to_seqs = t_seqs - start;
+            times->to_reached = t_reached - start;
+            times->to_counts = t_counts - start;
+            times->to_parked = t_parked - start;
+        }
+        parked_ = true;
+        return parked;
+    };
+    auto result = run();
+    if (!result) {
+        abort_cycle();
+        logger()->warn("quiesce failed, every rank goes on: {}", result.error().message());
+    }
+    return result;
+}
+
+Result<void> Coordinator::resume() {
+    if (!parked_) return error("no rank is parked");
+    parked_ = false;
+    return send_all(static_cast<uint32_t>(ctl::Msg::Resume), nullptr, 0);
+}
+
+int Coordinator::live_ranks() const {
+    int n = 0;
+    for (const auto& r : ranks_) n += r.fd.valid() && !r.gone && !r.finalized;
+    return n;
+}
+
+Result<void> Coordinator::wait_finished(std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    std::vector<char> body;
+    for (;;) {
+        std::vector<pollfd> p;
+        std::vector<Rank*> who;
+        for (auto& r : ranks_)
+            if (r.fd.valid() && !r.gone) {
+                p.push_back({r.fd.get(), POLLIN, 0});
+                who.push_back(&r);
+            }
+        if (p.empty()) return ok();
+        int left = ms_left(deadline);
+        if (left == 0) return error_code(ETIMEDOUT, "{} ranks still running", p.size());
+        if (poll(p.data(), p.size(), left) < 0 && errno != EINTR) return sys_error("poll");
+        for (size_t k = 0; k < p.size(); ++k) {
+            if (!p[k].revents) continue;
+            auto h = read_record(p[k].fd, body);
+            if (!h && h.error().code() == EAGAIN) continue;
+            if (!h) {
+                who[k]->gone = true;
+            } else if (h->type == static_cast<uint32_t>(ctl::Msg::Bye)) {
+                finalized(*who[k]);
+            }
+        }
+    }
+}
+
+}  // namespace ckpt::mpi
