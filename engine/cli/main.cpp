@@ -39,6 +39,10 @@ const char kUsage[] =
     "      --stats             print how long the tree was frozen and what was written (JSON)\n"
     "      --external-stdio    fds 0-2 belong to the launcher: bind them to the restorer's at restore\n"
     "      --save-files-under DIR  save files open under DIR whole (restored as unlinked copies)\n"
+    "      --exclude-fds N,...       leave these fds out (e.g. an MPI rank's lower half)\n"
+    "      --exclude-threads TID,... leave these threads out\n"
+    "      --exclude-memory S-E,...  leave out the mappings inside these [start, end) ranges (hex)\n"
+    "      --external-fd N:KEY       record the root's fd N as external resource KEY (see --inherit-fd)\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --detach            return once the tree runs\n"
@@ -122,6 +126,32 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.external_stdio = true;
         } else if (take_value(args, i, "--save-files-under", &v)) {
             o.save_files_under.push_back(v);
+        } else if (take_value(args, i, "--exclude-fds", &v)) {
+            for (auto item : ckpt::split(v, ',')) {
+                auto n = ckpt::parse_int(item);
+                if (!n || *n < 0) return usage_error("dump: --exclude-fds wants N[,N...]");
+                o.exclude_fds.insert(static_cast<int>(*n));
+            }
+        } else if (take_value(args, i, "--exclude-threads", &v)) {
+            for (auto item : ckpt::split(v, ',')) {
+                auto n = ckpt::parse_int(item);
+                if (!n || *n <= 0) return usage_error("dump: --exclude-threads wants TID[,TID...]");
+                o.exclude_threads.insert(static_cast<pid_t>(*n));
+            }
+        } else if (take_value(args, i, "--exclude-memory", &v)) {
+            for (auto item : ckpt::split(v, ',')) {
+                size_t dash = item.find('-');
+                auto a = dash == std::string_view::npos ? ckpt::parse_uint("") : ckpt::parse_uint(item.substr(0, dash), 16);
+                auto b = dash == std::string_view::npos ? ckpt::parse_uint("") : ckpt::parse_uint(item.substr(dash + 1), 16);
+                if (!a || !b || *a >= *b) return usage_error("dump: --exclude-memory wants START-END[,...] (hex)");
+                o.exclude_memory.emplace_back(*a, *b);
+            }
+        } else if (take_value(args, i, "--external-fd", &v)) {
+            // N:KEY
+            size_t colon = v.find(':');
+            auto n = colon == std::string::npos ? ckpt::parse_int("") : ckpt::parse_int(std::string_view(v).substr(0, colon));
+            if (!n || *n < 0 || colon + 1 >= v.size()) return usage_error("dump: --external-fd wants N:KEY");
+            o.external_fds[static_cast<int>(*n)] = v.substr(colon + 1);
         } else {
             return usage_error("dump: unknown option '" + std::string(args[i]) + "'");
         }

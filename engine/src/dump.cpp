@@ -319,6 +319,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     ex.memory = opts.exclude_memory;
     ex.threads = opts.exclude_threads;
     ex.fds = opts.exclude_fds;
+    ex.root = opts.root;
+    ex.external_fds = opts.external_fds;
     FileRegistry files(dir, opts.save_files_under);
     PipeEnds pipes;
     Descriptions descs;

@@ -65,6 +65,9 @@ struct DumpExclusions {
     std::vector<std::pair<uint64_t, uint64_t>> memory;  // [start, end) ranges
     std::set<pid_t> threads;
     std::set<int> fds;
+    // The root's fds recorded as external resources under these keys (DumpOptions::external_fds).
+    pid_t root = 0;
+    std::map<int, std::string> external_fds;
 };
 
 }  // namespace ckpt::engine

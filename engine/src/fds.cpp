@@ -166,6 +166,11 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
             f->set_external_key(link);
             continue;
         }
+        if (auto named = ex.external_fds.find(fd); pid == ex.root && named != ex.external_fds.end()) {
+            f->set_kind(image::Fd::EXTERNAL);
+            f->set_external_key(named->second);
+            continue;
+        }
 
         if (starts_with(link, "pipe:[")) {
             uint64_t ino = pipe_inode(link);

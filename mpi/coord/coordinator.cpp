@@ -1,6 +1,7 @@
 // The quiesce protocol, coordinator side (coordinator.h, docs/mpi.md).
 #include "coordinator.h"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,6 +41,7 @@ const char* msg_name(uint32_t t) {
         case ctl::Msg::Abort: return "abort";
         case ctl::Msg::Bye: return "goodbye (MPI_Finalize)";
         case ctl::Msg::Raise: return "a raise";
+        case ctl::Msg::Restarted: return "restarted";
     }
     return "an unknown message";
 }
@@ -64,6 +66,34 @@ Result<ctl::Header> read_record(int fd, std::vector<char>& body) {
     std::memcpy(&h, buf.data(), sizeof h);
     body.assign(buf.begin() + sizeof h, buf.begin() + n);
     return h;
+}
+
+// A rank's thread ids as its own pid namespace numbers them -> as this process sees them
+// (a restored rank runs in a pid namespace of its own).
+Result<std::vector<pid_t>> host_tids(pid_t pid, const std::vector<pid_t>& inner) {
+    std::map<pid_t, pid_t> host_of;
+    std::string dir = fmt::format("/proc/{}/task", pid);
+    DIR* d = opendir(dir.c_str());
+    if (!d) return sys_error("opendir {}", dir);
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] == '.') continue;
+        auto status = read_file(fmt::format("{}/{}/status", dir, e->d_name));
+        if (!status) continue;
+        size_t at = status->find("NSpid:");
+        if (at == std::string::npos) continue;
+        std::string line = status->substr(at + 6, status->find('\n', at) - at - 6);
+        size_t last = line.find_last_of(" \t");
+        pid_t innermost = static_cast<pid_t>(std::atoi(line.c_str() + (last == std::string::npos ? 0 : last + 1)));
+        host_of[innermost] = static_cast<pid_t>(std::atoi(e->d_name));
+    }
+    closedir(d);
+    std::vector<pid_t> out;
+    for (pid_t t : inner) {
+        auto it = host_of.find(t);
+        if (it == host_of.end()) return error("pid {}: no thread {} (as the rank numbers it)", pid, t);
+        out.push_back(it->second);
+    }
+    return out;
 }
 
 std::string rank_list(const std::vector<int>& ranks) {
@@ -102,6 +132,8 @@ Result<void> Coordinator::accept_ranks(std::chrono::milliseconds timeout) {
     for (auto& r : ranks_) accepted += r.rank >= 0;
     // Connections whose hello has not come yet.
     std::vector<UniqueFd> pending;
+    // As this process sees them (a restored rank's getpid() is its own pid namespace's).
+    std::vector<pid_t> pending_pids;
     while (accepted < world_size_) {
         std::vector<pollfd> p{{listener_.get(), POLLIN, 0}};
         for (auto& f : pending) p.push_back({f.get(), POLLIN, 0});
@@ -120,12 +152,14 @@ Result<void> Coordinator::accept_ranks(std::chrono::milliseconds timeout) {
                     close(fd);
                 } else {
                     pending.emplace_back(fd);
+                    pending_pids.push_back(cred.pid);
                 }
             }
         }
         for (size_t i = 1; i < p.size(); ++i) {
             if (!p[i].revents) continue;
             UniqueFd fd = std::move(pending[i - 1]);
+            pid_t peer_pid = pending_pids[i - 1];
             std::vector<char> body;
             auto h = read_record(fd.get(), body);
             if (!h) {
@@ -147,12 +181,15 @@ Result<void> Coordinator::accept_ranks(std::chrono::milliseconds timeout) {
             Rank& r = ranks_[hello.rank];
             r.fd = std::move(fd);
             r.rank = hello.rank;
-            r.pid = hello.pid;
+            r.pid = peer_pid;
             ++accepted;
             logger()->debug("rank {} (pid {}) connected", r.rank, r.pid);
         }
-        pending.erase(std::remove_if(pending.begin(), pending.end(), [](const UniqueFd& f) { return !f.valid(); }),
-                      pending.end());
+        for (size_t k = pending.size(); k-- > 0;)
+            if (!pending[k].valid()) {
+                pending.erase(pending.begin() + k);
+                pending_pids.erase(pending_pids.begin() + k);
+            }
     }
     return ok();
 }
@@ -360,8 +397,9 @@ Result<std::vector<ParkedRank>> Coordinator::quiesce(std::chrono::milliseconds t
                              p.pid = r.pid;
                              p.control_fd = q.control_fd;
                              const char* at = b.data() + sizeof q;
-                             p.lower_threads.resize(q.nthreads);
-                             std::memcpy(p.lower_threads.data(), at, q.nthreads * sizeof(int32_t));
+                             std::vector<pid_t> inner(q.nthreads);
+                             std::memcpy(inner.data(), at, q.nthreads * sizeof(int32_t));
+                             p.lower_threads = CKPT_TRY(host_tids(r.pid, inner));
                              at += q.nthreads * sizeof(int32_t);
                              p.lower_fds.resize(q.nfds);
                              std::memcpy(p.lower_fds.data(), at, q.nfds * sizeof(int32_t));

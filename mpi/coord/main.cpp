@@ -1,6 +1,10 @@
 // ckpt-mpi-coord: quiesces the ranks of one MPI run again and again (a stress test and the
 // quiesce benchmark), outside Slurm: start it, then run the ranks with CKPT_MPI_CONTROL set
 // to its socket and libckpt_mpi on their library path (docs/mpi.md).
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,13 +27,65 @@ int usage(const char* why) {
     std::fprintf(stderr,
                  "ckpt-mpi-coord: %s\n"
                  "usage: ckpt-mpi-coord --socket PATH --ranks N [--cycles K] [--min-cycles K] [--interval-ms MS]\n"
-                 "                      [--hold-ms MS] [--timeout-ms MS] [-v]\n"
+                 "                      [--hold-ms MS] [--timeout-ms MS] [--dump DIR --engine PATH [--kill-after-dump]] [-v]\n"
                  "  quiesces the N ranks of one run up to K times (default: until they finish), MS apart,\n"
                  "  holding them parked for --hold-ms each time; prints the quiesce latencies; fails if\n"
                  "  a cycle fails for any other reason than the ranks finishing, or fewer than --min-cycles\n"
-                 "  completed\n",
+                 "  completed. With --dump, each parked cycle dumps every rank (lower half left out) into\n"
+                 "  DIR/set-C/rank-R with the engine, and writes C to DIR/latest when all succeeded;\n"
+                 "  --kill-after-dump then kills the ranks (a node failure) and ends\n",
                  why);
     return 2;
+}
+
+std::string join(const auto& v, auto&& fmt) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ",") + fmt(x);
+    return s;
+}
+
+// Dumps every parked rank (in parallel) into dir/rank-N, leaving its lower half out and
+// recording the fd it waits on as external resource "mpi-control". Returns "" or an error.
+std::string dump_ranks(const std::vector<ckpt::mpi::ParkedRank>& parked, const std::string& engine,
+                       const std::string& dir) {
+    if (mkdir(dir.c_str(), 0700) != 0) return dir + ": " + std::strerror(errno);
+    std::vector<pid_t> children;
+    std::string failure;
+    for (const auto& p : parked) {
+        std::vector<std::string> args = {engine, "dump", "-t", std::to_string(p.pid), "-D",
+                                         dir + "/rank-" + std::to_string(p.rank), "--leave-running",
+                                         "--external-stdio", "--external-fd",
+                                         std::to_string(p.control_fd) + ":mpi-control"};
+        if (!p.lower_fds.empty())
+            args.insert(args.end(), {"--exclude-fds", join(p.lower_fds, [](int f) { return std::to_string(f); })});
+        if (!p.lower_threads.empty())
+            args.insert(args.end(),
+                        {"--exclude-threads", join(p.lower_threads, [](pid_t t) { return std::to_string(t); })});
+        if (!p.lower_memory.empty())
+            args.insert(args.end(), {"--exclude-memory", join(p.lower_memory, [](const auto& r) {
+                                         char b[64];
+                                         std::snprintf(b, sizeof b, "%llx-%llx", (unsigned long long)r.first,
+                                                       (unsigned long long)r.second);
+                                         return std::string(b);
+                                     })});
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        pid_t child = 0;
+        int rc = posix_spawn(&child, engine.c_str(), nullptr, nullptr, argv.data(), environ);
+        if (rc != 0) {
+            failure = engine + ": " + std::strerror(rc);
+            break;
+        }
+        children.push_back(child);
+    }
+    for (size_t i = 0; i < children.size(); ++i) {
+        int st = 0;
+        waitpid(children[i], &st, 0);
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) && failure.empty())
+            failure = "the dump of rank " + std::to_string(parked[i].rank) + " failed";
+    }
+    return failure;
 }
 
 double ms(nanoseconds d) { return duration<double, std::milli>(d).count(); }
@@ -43,9 +99,10 @@ double percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string socket_path;
+    std::string socket_path, dump_dir, engine;
     long ranks = 0, cycles = -1, min_cycles = 0, interval_ms = 0, hold_ms = 0, timeout_ms = 30000;
     int verbosity = 0;
+    bool kill_after_dump = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&](long* out) {
@@ -62,10 +119,14 @@ int main(int argc, char** argv) {
         else if (a == "--interval-ms") { if (!value(&interval_ms)) return usage("--interval-ms wants a number"); }
         else if (a == "--hold-ms") { if (!value(&hold_ms)) return usage("--hold-ms wants a number"); }
         else if (a == "--timeout-ms") { if (!value(&timeout_ms)) return usage("--timeout-ms wants a number"); }
+        else if (a == "--dump" && i + 1 < argc) dump_dir = argv[++i];
+        else if (a == "--engine" && i + 1 < argc) engine = argv[++i];
+        else if (a == "--kill-after-dump") kill_after_dump = true;
         else if (a == "-v") ++verbosity;
         else return usage(("unknown option " + a).c_str());
     }
     if (socket_path.empty() || ranks <= 0) return usage("--socket and --ranks are required");
+    if (dump_dir.empty() != engine.empty()) return usage("--dump and --engine go together");
     ckpt::log::configure(verbosity);
 
     auto coord = ckpt::mpi::Coordinator::listen(socket_path, static_cast<int>(ranks));
@@ -96,6 +157,29 @@ int main(int argc, char** argv) {
         seqs.push_back(ms(t.to_seqs));
         reached.push_back(ms(t.to_reached));
         counts.push_back(ms(t.to_counts));
+        if (!dump_dir.empty()) {
+            std::string set = dump_dir + "/set-" + std::to_string(total.size());
+            std::string failure = dump_ranks(*parked, engine, set);
+            if (!failure.empty()) {
+                ended = failure;
+                failed = true;
+                (void)coord->resume();
+                break;
+            }
+            FILE* f = std::fopen((dump_dir + "/latest").c_str(), "we");
+            if (f) {
+                std::fprintf(f, "%zu\n", total.size());
+                std::fclose(f);
+            }
+            std::printf("dumped %ld ranks into %s\n", ranks, set.c_str());
+            std::fflush(stdout);
+            if (kill_after_dump) {
+                // As a node failure would: the ranks die parked, the set is all that is left.
+                for (const auto& p : *parked) kill(p.pid, SIGKILL);
+                std::printf("killed the ranks\n");
+                return 0;
+            }
+        }
         if (hold_ms) std::this_thread::sleep_for(milliseconds(hold_ms));
         if (auto r = coord->resume(); !r) {
             ended = r.error().message();

@@ -21,6 +21,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -77,11 +78,25 @@ EXPORT int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*fn)(
 /* ---- fds ---- */
 #define MAX_FD 65536
 static atomic_uint_fast64_t fd_bits[MAX_FD / 64];
+/* What each noted fd was: libc closes some of its own (fclose) where this shim does not see
+ * it, and the number may then be another's (the application's). Only an fd that is still the
+ * same file counts. */
+static uint64_t fd_dev[MAX_FD], fd_ino[MAX_FD];
 
 static int note_fd(int fd) {
-    if (fd >= 0 && fd < MAX_FD)
+    if (fd >= 0 && fd < MAX_FD) {
+        struct stat st;
+        if (fstat(fd, &st) != 0)
+            return fd;
+        fd_dev[fd] = st.st_dev;
+        fd_ino[fd] = st.st_ino;
         atomic_fetch_or(&fd_bits[fd / 64], (uint64_t)1 << (fd % 64));
+    }
     return fd;
+}
+static int still_noted(int fd) {
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_dev == fd_dev[fd] && st.st_ino == fd_ino[fd];
 }
 static void forget_fd(int fd) {
     if (fd >= 0 && fd < MAX_FD)
@@ -285,7 +300,7 @@ EXPORT size_t ckpt_shim_fds(int* out, size_t max) {
     for (int w = 0; w < MAX_FD / 64; ++w) {
         uint64_t bits = atomic_load(&fd_bits[w]);
         for (int b = 0; bits && b < 64; ++b, bits >>= 1)
-            if (bits & 1) {
+            if ((bits & 1) && still_noted(w * 64 + b)) {
                 if (n < max)
                     out[n] = w * 64 + b;
                 ++n;

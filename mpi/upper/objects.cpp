@@ -24,6 +24,39 @@ void retain(Handle* h) {
         ++h->refs;
 }
 
+// What a restart replays on a fresh lower half, in the order it happened: every collective
+// creation of a communicator (also where this rank got MPI_COMM_NULL, or the application
+// freed the result since: the other members replay it too), and the groups, datatypes and
+// operations that exist (local calls: only the living ones).
+struct Recipe {
+    bool collective = false;
+    // collective: the call
+    Origin origin = Origin::Predefined;
+    Comm* parent = nullptr;
+    int color = 0, key = 0;
+    Group* group = nullptr;
+    Comm* result = nullptr;  // nullptr: this rank got MPI_COMM_NULL
+    // local
+    Handle* object = nullptr;
+};
+std::vector<Recipe>* g_recipes = nullptr;
+
+void add_recipe(const Recipe& r) {
+    if (!g_recipes)
+        g_recipes = new std::vector<Recipe>();
+    g_recipes->push_back(r);
+}
+
+void drop_local_recipe(Handle* h) {
+    if (!g_recipes)
+        return;
+    for (auto it = g_recipes->begin(); it != g_recipes->end(); ++it)
+        if (!it->collective && it->object == h) {
+            g_recipes->erase(it);
+            return;
+        }
+}
+
 }  // namespace
 
 void release_group(Group* g) {
@@ -33,6 +66,7 @@ void release_group(Group* g) {
         release_comm(g->comm);
     if (g->parent)
         release_group(g->parent);
+    drop_local_recipe(&g->h);
     delete[] g->ranks;
     delete g;
 }
@@ -53,6 +87,7 @@ void release_datatype(Datatype* t) {
         return;
     if (t->old)
         release_datatype(t->old);
+    drop_local_recipe(&t->h);
     delete t;
 }
 
@@ -75,11 +110,18 @@ int new_comm(int rc, MPI_Comm lower_new, MPI_Comm parent, Origin origin, MPI_Com
     uint32_t ordinal = p->children++;
     if (rc != MPI_SUCCESS)
         return rc;
+    Recipe recipe{.collective = true, .origin = origin, .parent = p, .color = color, .key = key, .group = group};
+    retain(&p->h);
+    retain(group ? &group->h : nullptr);
     if (lower_new == static_cast<MPI_Comm>(g_lower_comm_null)) {
+        add_recipe(recipe);
         *out = MPI_COMM_NULL;
         return rc;
     }
     Comm* c = new Comm{};
+    recipe.result = c;
+    retain(&c->h);  // communicators live as long as the process: the recipes replay them
+    add_recipe(recipe);
     c->h.real = lower_new;
     c->origin = origin;
     c->parent = p;
@@ -99,6 +141,7 @@ Group* new_group(MPI_Group lower_new, Origin origin) {
     Group* g = new Group{};
     g->h.real = lower_new;
     g->origin = origin;
+    add_recipe({.object = &g->h});
     return g;
 }
 
@@ -115,6 +158,7 @@ int new_datatype(int rc, MPI_Datatype lower_new, Origin origin, MPI_Datatype old
     t->blocklength = blocklength;
     t->stride = stride;
     register_datatype(t);
+    add_recipe({.object = &t->h});
     *out = handle<MPI_Datatype>(t);
     return rc;
 }
@@ -191,6 +235,7 @@ int Comm_free(MPI_Comm* comm) {
     if (rc != MPI_SUCCESS || c->origin == Origin::Predefined)  // the lower half refuses those
         return rc;
     c->h.real = nullptr;
+    c->h.app_freed = true;
     retire_comm(c);
     release_comm(c);
     *comm = MPI_COMM_NULL;
@@ -268,6 +313,7 @@ int Group_free(MPI_Group* group) {
         return rc;
     if (g->origin != Origin::Predefined) {
         g->h.real = nullptr;
+        g->h.app_freed = true;
         release_group(g);
     }
     *group = MPI_GROUP_NULL;
@@ -306,6 +352,7 @@ int Type_free(MPI_Datatype* type) {
     if (t->origin != Origin::Predefined) {
         unregister_datatype(t);
         t->h.real = nullptr;
+        t->h.app_freed = true;
         release_datatype(t);
     }
     *type = MPI_DATATYPE_NULL;
@@ -330,6 +377,7 @@ int Op_create(MPI_User_function* fn, int commute, MPI_Op* op) {
     o->commute = commute;
     o->slot = slot;
     g_op_slots[slot] = o;
+    add_recipe({.object = &o->h});
     *op = handle<MPI_Op>(o);
     return rc;
 }
@@ -342,6 +390,7 @@ int Op_free(MPI_Op* op) {
         return rc;
     if (o->origin == Origin::User) {
         g_op_slots[o->slot] = nullptr;
+        drop_local_recipe(&o->h);
         delete o;
     }
     *op = MPI_OP_NULL;
@@ -349,4 +398,106 @@ int Op_free(MPI_Op* op) {
 }
 
 }  // namespace impl
+}  // namespace ckpt::mpi
+
+namespace ckpt::mpi {
+
+// On a fresh lower half (restart): every recipe again, in order; then what the application
+// had freed is freed again. Fails (naming the call) rather than carry on with a wrong object.
+void replay_objects() {
+    auto check = [](int rc, const char* call) {
+        if (rc != MPI_SUCCESS)
+            fatal("restart: replaying %s failed (error %d)", call, rc);
+    };
+    std::vector<Handle*> freed;
+    for (const Recipe& r : g_recipes ? *g_recipes : std::vector<Recipe>{}) {
+        if (r.collective) {
+            MPI_Comm parent = real_of<MPI_Comm>(r.parent->h), l = MPI_COMM_NULL;
+            switch (r.origin) {
+                case Origin::Dup: check(g_lower.Comm_dup(parent, &l), "MPI_Comm_dup"); break;
+                case Origin::Split: check(g_lower.Comm_split(parent, r.color, r.key, &l), "MPI_Comm_split"); break;
+                case Origin::SplitType:
+                    // Re-queried: the ranks may share other nodes now.
+                    check(g_lower.Comm_split_type(parent, r.color, r.key, in(MPI_INFO_NULL), &l), "MPI_Comm_split_type");
+                    break;
+                case Origin::Create:
+                    check(g_lower.Comm_create(parent, r.group ? real_of<MPI_Group>(r.group->h) : in(MPI_GROUP_NULL), &l),
+                          "MPI_Comm_create");
+                    break;
+                default: fatal("restart: a communicator recipe of unknown origin %d", static_cast<int>(r.origin));
+            }
+            bool got = l != static_cast<MPI_Comm>(g_lower_comm_null);
+            if (got != (r.result != nullptr))
+                fatal("restart: a replayed communicator creation gave %s here, and %s before the checkpoint",
+                      got ? "a communicator" : "MPI_COMM_NULL", r.result ? "a communicator" : "MPI_COMM_NULL");
+            if (!r.result)
+                continue;
+            r.result->h.real = l;
+            if (r.result->errhandler)
+                check(g_lower.Comm_set_errhandler(l, in(handle<MPI_Errhandler>(r.result->errhandler))),
+                      "MPI_Comm_set_errhandler");
+            refresh_comm(r.result);
+            if (r.result->h.app_freed)
+                freed.push_back(&r.result->h);
+            continue;
+        }
+        Handle* h = r.object;
+        switch (h->kind) {
+            case Kind::Group: {
+                auto* g = reinterpret_cast<Group*>(h);
+                MPI_Group l = MPI_GROUP_NULL;
+                if (g->origin == Origin::FromComm)
+                    check(g_lower.Comm_group(real_of<MPI_Comm>(g->comm->h), &l), "MPI_Comm_group");
+                else if (g->origin == Origin::Incl)
+                    check(g_lower.Group_incl(real_of<MPI_Group>(g->parent->h), g->nranks, g->ranks, &l), "MPI_Group_incl");
+                else
+                    check(g_lower.Group_excl(real_of<MPI_Group>(g->parent->h), g->nranks, g->ranks, &l), "MPI_Group_excl");
+                h->real = l;
+                break;
+            }
+            case Kind::Datatype: {
+                auto* t = reinterpret_cast<Datatype*>(h);
+                MPI_Datatype l = MPI_DATATYPE_NULL, old = real_of<MPI_Datatype>(t->old->h);
+                if (t->origin == Origin::Contiguous)
+                    check(g_lower.Type_contiguous(t->count, old, &l), "MPI_Type_contiguous");
+                else
+                    check(g_lower.Type_vector(t->count, t->blocklength, t->stride, old, &l), "MPI_Type_vector");
+                if (t->committed)
+                    check(g_lower.Type_commit(&l), "MPI_Type_commit");
+                h->real = l;
+                register_datatype(t);
+                break;
+            }
+            case Kind::Op: {
+                auto* o = reinterpret_cast<Op*>(h);
+                MPI_Op l = MPI_OP_NULL;
+                check(g_lower.Op_create(kTrampolines[o->slot], o->commute, &l), "MPI_Op_create");
+                h->real = l;
+                break;
+            }
+            default: fatal("restart: a recipe for an object of kind %d", static_cast<int>(h->kind));
+        }
+        if (h->app_freed)
+            freed.push_back(h);
+    }
+    // Error handlers the application set on the predefined communicators.
+    for (MPI_Comm c : {MPI_COMM_WORLD, MPI_COMM_SELF})
+        if (Errhandler* e = obj<Comm>(c)->errhandler)
+            check(g_lower.Comm_set_errhandler(in(c), in(handle<MPI_Errhandler>(e))), "MPI_Comm_set_errhandler");
+    for (Handle* h : freed) {
+        switch (h->kind) {
+            case Kind::Comm: { MPI_Comm l = real_of<MPI_Comm>(*h); g_lower.Comm_free(&l); break; }
+            case Kind::Group: { MPI_Group l = real_of<MPI_Group>(*h); g_lower.Group_free(&l); break; }
+            case Kind::Datatype: {
+                unregister_datatype(reinterpret_cast<Datatype*>(h));
+                MPI_Datatype l = real_of<MPI_Datatype>(*h);
+                g_lower.Type_free(&l);
+                break;
+            }
+            default: break;
+        }
+        h->real = nullptr;
+    }
+}
+
 }  // namespace ckpt::mpi

@@ -22,6 +22,7 @@ struct Handle {
     Kind kind{};
     const char* symbol = nullptr;  // predefined objects: the same-named symbol in the lower half
     uint32_t refs = 1;             // the application's handle plus recipes that name this object
+    bool app_freed = false;        // the application freed it; kept for the recipes that name it
 };
 
 struct Group;

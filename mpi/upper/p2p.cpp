@@ -19,11 +19,14 @@ int post_from_drained(DrainedMessage* m, void* buf, int count, MPI_Datatype type
 
 namespace {
 
+// The lower half's entry is looked up after p2p_entry(), which may park the rank: after a
+// restart the lower half is another library (a pointer taken before would be the dead one's).
 template <class LowerSend>
-int send(const void* buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm, LowerSend fn) {
+int send(const void* buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm,
+         LowerSend LowerFns::*fn) {
     p2p_entry();
     count_sent(obj<Comm>(comm), dest);
-    return fn(buf, count, in(type), dest, tag, in(comm));
+    return (g_lower.*fn)(buf, count, in(type), dest, tag, in(comm));
 }
 
 }  // namespace
@@ -31,15 +34,15 @@ int send(const void* buf, int count, MPI_Datatype type, int dest, int tag, MPI_C
 namespace impl {
 
 int Send(const void* buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm) {
-    return send(buf, count, type, dest, tag, comm, g_lower.Send);
+    return send(buf, count, type, dest, tag, comm, &LowerFns::Send);
 }
 
 int Ssend(const void* buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm) {
-    return send(buf, count, type, dest, tag, comm, g_lower.Ssend);
+    return send(buf, count, type, dest, tag, comm, &LowerFns::Ssend);
 }
 
 int Rsend(const void* buf, int count, MPI_Datatype type, int dest, int tag, MPI_Comm comm) {
-    return send(buf, count, type, dest, tag, comm, g_lower.Rsend);
+    return send(buf, count, type, dest, tag, comm, &LowerFns::Rsend);
 }
 
 int Recv(void* buf, int count, MPI_Datatype type, int source, int tag, MPI_Comm comm, MPI_Status* status) {

@@ -19,11 +19,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "ckpt/mpi/control.h"
 #include "ckpt/mpi/lower_half.h"
 #include "drained.h"
+#include "resources.h"
 #include "runtime.h"
 
 namespace ckpt::mpi {
@@ -35,6 +37,9 @@ DrainedMessage* g_drained_head = nullptr;
 
 bool note_completed_requests();
 bool all_sends_complete();
+void repost_requests();
+void connect_control();
+std::vector<int> g_lower_signals;
 
 namespace {
 
@@ -368,15 +373,9 @@ void send_quiesced() {
         }
         fds.resize(n);
     }
-    std::vector<ckpt_mpi_range> ranges(256);
-    for (;;) {
-        size_t n = ckpt_mpi_lower_memory(ranges.data(), ranges.size());
-        if (n <= ranges.size()) {
-            ranges.resize(n);
-            break;
-        }
-        ranges.resize(n);
-    }
+    // The channel this rank parks on is the upper half's, whatever number it got.
+    std::erase(fds, g_control_fd);
+    auto ranges = lower_memory_to_leave_out();
     ctl::Quiesced q;
     q.control_fd = g_control_fd;
     q.nthreads = static_cast<uint32_t>(threads.size());
@@ -387,7 +386,7 @@ void send_quiesced() {
     auto append = [&](const void* p, size_t n) { body.insert(body.end(), (const char*)p, (const char*)p + n); };
     append(threads.data(), threads.size() * sizeof(pid_t));
     append(fds.data(), fds.size() * sizeof(int));
-    append(ranges.data(), ranges.size() * sizeof(ckpt_mpi_range));
+    append(ranges.data(), ranges.size() * sizeof(ranges[0]));
     send_record(ctl::Msg::Quiesced, body.data(), body.size());
 }
 
@@ -412,9 +411,31 @@ void quiesce_here() {
     stop_control_thread();
     if (g_phase.load(std::memory_order_acquire) == kAborted)
         return finish_cycle(false);
+    g_lower_signals = lower_signals();
     send_quiesced();
     std::vector<char> rec;
+    // A dump saves this thread here, in recv on the control fd; a restore gives it a new
+    // channel at the same number, on which its restorer sends Restarted.
     uint32_t type = g_control_fd >= 0 ? recv_record(rec) : 0;
+    if (type == static_cast<uint32_t>(ctl::Msg::Restarted)) {
+        std::vector<std::string> env;
+        const char* at = rec.data() + sizeof(ctl::Header);
+        const char* end = rec.data() + rec.size();
+        while (at < end) {
+            const char* nul = static_cast<const char*>(std::memchr(at, 0, end - at));
+            if (!nul)
+                fatal("restart: a malformed environment from the restorer");
+            env.emplace_back(at, nul);
+            at = nul + 1;
+        }
+        close(g_control_fd);
+        g_control_fd = -1;
+        restart_lower(env);
+        repost_requests();
+        g_coordinator_gone.store(false);
+        connect_control();
+        return finish_cycle(true);
+    }
     if (type != static_cast<uint32_t>(ctl::Msg::Resume) && type != static_cast<uint32_t>(ctl::Msg::Abort))
         close_control();
     finish_cycle(type == static_cast<uint32_t>(ctl::Msg::Resume));
@@ -485,6 +506,29 @@ bool note_completed_requests() {
     return any;
 }
 
+// After a restart: requests the drain saw complete are complete in the upper half (their
+// lower half is gone); receives still waiting are posted again on the new lower half.
+void repost_requests() {
+    for (Request* r = g_active_head; r;) {
+        Request* next = r->next_active;
+        if (r->counted) {
+            r->done_upper = true;
+            r->h.real = g_lower_request_null;
+            unlink_active(r);
+        } else if (r->call == Request::Call::Recv) {
+            MPI_Request l = MPI_REQUEST_NULL;
+            int rc = g_lower.Irecv(const_cast<void*>(r->buf), r->count, in(handle<MPI_Datatype>(r->type)), r->peer,
+                                   r->tag, in(handle<MPI_Comm>(r->comm)), &l);
+            if (rc != MPI_SUCCESS)
+                fatal("restart: cannot post a pending receive again (error %d)", rc);
+            r->h.real = l;
+        } else {
+            fatal("restart: a send was still in flight at the checkpoint");
+        }
+        r = next;
+    }
+}
+
 bool all_sends_complete() {
     for (Request* r = g_active_head; r; r = r->next_active)
         if (r->call != Request::Call::Recv && !r->counted && !r->done_upper)
@@ -549,11 +593,12 @@ CollectiveScope::~CollectiveScope() {
         service(true);
 }
 
-void register_comm(Comm* c) {
+void refresh_comm(Comm* c) {
     int size = 0;
     g_lower.Comm_size(in(handle<MPI_Comm>(c)), &size);
     c->size = size;
     if (c != obj<Comm>(MPI_COMM_WORLD)) {
+        delete[] c->world_of;
         MPI_Group mine = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
         g_lower.Comm_group(in(handle<MPI_Comm>(c)), &mine);
         g_lower.Comm_group(in(MPI_COMM_WORLD), &world);
@@ -565,6 +610,10 @@ void register_comm(Comm* c) {
         g_lower.Group_free(&mine);
         g_lower.Group_free(&world);
     }
+}
+
+void register_comm(Comm* c) {
+    refresh_comm(c);
     // The children of one split share an id: the world rank of rank 0 tells them apart.
     uint64_t first = static_cast<uint64_t>(world_rank_of(c, 0));
     c->quiesce_key = c->id * 0x100000001b3ULL ^ (first + 1) * 0x9e3779b97f4a7c15ULL;
@@ -585,12 +634,16 @@ void retire_comm(Comm* c) {
 void quiesce_after_init() {
     g_lower.Comm_rank(in(MPI_COMM_WORLD), &g_world_rank);
     g_lower.Comm_size(in(MPI_COMM_WORLD), &g_world_size);
-    g_trace = std::getenv("CKPT_MPI_TRACE_QUIESCE") && std::strcmp(std::getenv("CKPT_MPI_TRACE_QUIESCE"), "1") == 0;
     g_sent = new uint64_t[g_world_size]();
     g_received = new uint64_t[g_world_size]();
     register_comm(obj<Comm>(MPI_COMM_WORLD));
     register_comm(obj<Comm>(MPI_COMM_SELF));
 
+    connect_control();
+}
+
+void connect_control() {
+    g_trace = std::getenv("CKPT_MPI_TRACE_QUIESCE") && std::strcmp(std::getenv("CKPT_MPI_TRACE_QUIESCE"), "1") == 0;
     const char* path = std::getenv(ctl::kSocketEnv);
     if (!path || !*path)
         return;

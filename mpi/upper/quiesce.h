@@ -39,6 +39,8 @@ void quiesce_before_finalize();
 // members may still be behind).
 void register_comm(Comm* c);
 void retire_comm(Comm* c);
+// Its size and world ranks again (after a restart's replay).
+void refresh_comm(Comm* c);
 
 inline int world_rank_of(const Comm* c, int rank) { return c->world_of ? c->world_of[rank] : rank; }
 

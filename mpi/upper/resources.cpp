@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <set>
 #include <utility>
 #include <vector>
@@ -34,7 +35,9 @@ struct Snapshot {
 
 // Allocated once, never freed: the lists live as long as the process.
 Snapshot* g_before = nullptr;
-std::set<int>* g_init_fds = nullptr;
+// fd -> (st_dev, st_ino) when MPI_Init ended: a number the lower half gave up since may be
+// another's now.
+std::map<int, std::pair<uint64_t, uint64_t>>* g_init_fds = nullptr;
 std::vector<Range>* g_init_maps = nullptr;
 
 size_t (*g_shim_threads)(pid_t*, size_t) = nullptr;
@@ -153,11 +156,41 @@ void resources_attach_shim(void* shim) {
 void resources_after_init() {
     if (!g_before)
         return;
-    g_init_fds = new std::set<int>();
-    for (int fd : open_fds())
-        if (!g_before->fds.count(fd))
-            g_init_fds->insert(fd);
+    g_init_fds = new std::map<int, std::pair<uint64_t, uint64_t>>();
+    for (int fd : open_fds()) {
+        struct stat st {};
+        if (!g_before->fds.count(fd) && fstat(fd, &st) == 0)
+            (*g_init_fds)[fd] = {st.st_dev, st.st_ino};
+    }
     g_init_maps = new std::vector<Range>(subtract(mappings(), g_before->maps));
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> lower_memory_to_leave_out() {
+    std::vector<ckpt_mpi_range> lower(ckpt_mpi_lower_memory(nullptr, 0));
+    lower.resize(std::min(lower.size(), ckpt_mpi_lower_memory(lower.data(), lower.size())));
+    std::vector<Range> out;
+    FILE* f = std::fopen("/proc/self/maps", "re");
+    if (!f)
+        return out;
+    char line[4096];
+    while (std::fgets(line, sizeof line, f)) {
+        uint64_t a = 0, b = 0;
+        char perms[8] = {};
+        if (std::sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s", &a, &b, perms) != 3)
+            continue;
+        // Shared segments and files of this launch (Open MPI's and PMIx's shared memory, in
+        // /dev/shm or the session folder) do not exist where the rank comes back.
+        bool launch_only = perms[3] == 's' || std::strstr(line, " (deleted)") || std::strstr(line, " /dev/shm/");
+        if (!launch_only)
+            continue;
+        for (const ckpt_mpi_range& r : lower)
+            if (a >= r.start && b <= r.end) {
+                out.emplace_back(a, b);
+                break;
+            }
+    }
+    std::fclose(f);
+    return out;
 }
 
 }  // namespace ckpt::mpi
@@ -169,13 +202,34 @@ extern "C" __attribute__((visibility("default"))) size_t ckpt_mpi_lower_threads(
         return 0;
     std::vector<pid_t> tids(g_shim_threads(nullptr, 0));
     tids.resize(std::min(tids.size(), g_shim_threads(tids.data(), tids.size())));
-    std::vector<pid_t> alive;
-    for (pid_t t : tids) {
-        char path[64];
-        std::snprintf(path, sizeof path, "/proc/self/task/%d", static_cast<int>(t));
-        if (t > 0 && access(path, F_OK) == 0)
-            alive.push_back(t);
+    // Thread ids as this process's pid namespace numbers them (what gettid() gave the shim);
+    // /proc may be another namespace's (a restored rank's is its restorer's), so the live
+    // ones are read from the innermost NSpid of each task.
+    std::set<pid_t> live;
+    if (DIR* d = opendir("/proc/self/task")) {
+        while (dirent* e = readdir(d)) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[300];
+            std::snprintf(path, sizeof path, "/proc/self/task/%s/status", e->d_name);
+            FILE* f = std::fopen(path, "re");
+            if (!f)
+                continue;
+            char line[512];
+            while (std::fgets(line, sizeof line, f))
+                if (std::strncmp(line, "NSpid:", 6) == 0) {
+                    const char* last = std::strrchr(line, '\t');
+                    live.insert(static_cast<pid_t>(std::atoi(last ? last + 1 : line + 6)));
+                    break;
+                }
+            std::fclose(f);
+        }
+        closedir(d);
     }
+    std::vector<pid_t> alive;
+    for (pid_t t : tids)
+        if (t > 0 && live.count(t))
+            alive.push_back(t);
     return fill(alive, out, max);
 }
 
@@ -186,7 +240,11 @@ extern "C" __attribute__((visibility("default"))) size_t ckpt_mpi_lower_fds(int*
     shim.resize(std::min(shim.size(), g_shim_fds(shim.data(), shim.size())));
     std::set<int> all(shim.begin(), shim.end());
     if (g_init_fds)
-        all.insert(g_init_fds->begin(), g_init_fds->end());
+        for (const auto& [fd, id] : *g_init_fds) {
+            struct stat st {};
+            if (fstat(fd, &st) == 0 && st.st_dev == id.first && st.st_ino == id.second)
+                all.insert(fd);
+        }
     std::vector<int> v;
     for (int fd : all)
         if (fd > STDERR_FILENO && fd_open(fd))

@@ -2,6 +2,7 @@
 #include "runtime.h"
 
 #include <dlfcn.h>
+#include <signal.h>
 #include <link.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <unordered_map>
 
 #include "abi_impl.h"
+#include "ckpt/mpi/lower_half.h"
 #include "quiesce.h"
 #include "resources.h"
 
@@ -35,6 +37,9 @@ bool g_initialized = false;
 bool g_finalized = false;
 // Lower-half handle -> application handle, for what the lower half hands back to us.
 std::unordered_map<void*, Handle*>* g_upper_of = nullptr;
+
+int g_thread_level = MPI_THREAD_SINGLE;  // what MPI_Init(_thread) asked the lower half for
+int g_rank_at_init = -1, g_size_at_init = -1;
 
 void vreport(const char* fmt, va_list ap) {
     char buf[1024];
@@ -137,11 +142,62 @@ MPI_Errhandler upper_errhandler(MPI_Errhandler lower_eh) {
 
 static void after_init() {
     g_initialized = true;
+    g_lower.Comm_rank(in(MPI_COMM_WORLD), &g_rank_at_init);
+    g_lower.Comm_size(in(MPI_COMM_WORLD), &g_size_at_init);
     // Communicator ids: parent's id and creation ordinal; the predefined ones are fixed.
     obj<Comm>(world())->id = 1;
     obj<Comm>(self())->id = 2;
     resources_after_init();
     quiesce_after_init();
+    trace_init();
+}
+
+std::vector<int> lower_signals() {
+    std::vector<int> sigs(64);
+    sigs.resize(std::min<size_t>(sigs.size(), ckpt_mpi_lower_signals(sigs.data(), sigs.size())));
+    return sigs;
+}
+
+// Variables a launch sets for its ranks: taken from the new launch at restart, the rest of
+// the environment is the application's.
+static bool launch_variable(const std::string& kv) {
+    for (const char* prefix : {"OMPI_", "PMIX_", "OPAL_", "SLURM_", "CKPT_MPI_"})
+        if (kv.rfind(prefix, 0) == 0)
+            return true;
+    return false;
+}
+
+void restart_lower(const std::vector<std::string>& env) {
+    std::vector<std::string> stale;
+    for (char** e = environ; e && *e; ++e)
+        if (launch_variable(*e))
+            stale.emplace_back(*e, std::strcspn(*e, "="));
+    for (const auto& name : stale)
+        unsetenv(name.c_str());
+    for (const auto& kv : env) {
+        size_t eq = kv.find('=');
+        if (eq != std::string::npos && eq > 0 && launch_variable(kv))
+            setenv(kv.substr(0, eq).c_str(), kv.c_str() + eq + 1, 1);
+    }
+    // The old lower half's handlers run code of a library that is no more.
+    for (int sig : g_lower_signals)
+        signal(sig, SIG_DFL);
+    g_lower_loaded = false;
+    load_lower();
+    int got = MPI_THREAD_SINGLE;
+    int rc = g_lower.Init_thread(nullptr, nullptr, g_thread_level, &got);
+    if (rc != MPI_SUCCESS)
+        fatal("restart: MPI_Init_thread failed on the new lower half (error %d)", rc);
+    int rank = -1, size = -1;
+    g_lower.Comm_rank(in(MPI_COMM_WORLD), &rank);
+    g_lower.Comm_size(in(MPI_COMM_WORLD), &size);
+    if (rank != g_rank_at_init || size != g_size_at_init)
+        fatal("restart: this is rank %d of %d, restored from the image of rank %d of %d", rank, size, g_rank_at_init,
+              g_size_at_init);
+    resources_after_init();
+    refresh_comm(obj<Comm>(MPI_COMM_WORLD));
+    refresh_comm(obj<Comm>(MPI_COMM_SELF));
+    replay_objects();
     trace_init();
 }
 
@@ -158,6 +214,7 @@ int Init(int* argc, char*** argv) {
 // request for more is answered with what is supported, as the standard allows.
 int Init_thread(int* argc, char*** argv, int required, int* provided) {
     int level = std::min(required, static_cast<int>(MPI_THREAD_FUNNELED));
+    g_thread_level = level;
     int got = MPI_THREAD_SINGLE;
     int rc = lower().Init_thread(argc, argv, level, &got);
     *provided = std::min(got, static_cast<int>(MPI_THREAD_FUNNELED));

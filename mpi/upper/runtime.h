@@ -4,7 +4,9 @@
 
 #include <mpi.h>
 
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "abi_lower.h"
 #include "objects.h"
@@ -58,6 +60,15 @@ MPI_Errhandler upper_errhandler(MPI_Errhandler lower_eh);
 // last one deletes it and drops its recipe's references.
 void release_comm(Comm* c);
 void release_datatype(Datatype* t);
+
+// Restart (runtime.cpp): takes the new launch's environment, drops the old lower half's
+// signal handlers, loads a fresh lower half, initialises MPI again (same rank and size, or
+// it fails), and replays every object (objects.cpp: replay_objects).
+void restart_lower(const std::vector<std::string>& env);
+void replay_objects();
+// Signals whose handlers run code of the lower half (reset at restart).
+std::vector<int> lower_signals();
+extern std::vector<int> g_lower_signals;  // as the rank parked (quiesce.cpp)
 
 // Cached lower-half null handles.
 extern void* g_lower_request_null;

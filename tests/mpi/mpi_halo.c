@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (rank == 0) fprintf(stderr, "halo: started\n"); /* a restored run never prints it */
     int steps = argc > 1 ? atoi(argv[1]) : 50;
     const int ld = LC + 2;
     long* a = calloc(ROWS * ld, sizeof(long));

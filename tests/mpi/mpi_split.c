@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (rank == 0) fprintf(stderr, "split: started\n"); /* a restored run never prints it */
     int rounds = argc > 1 ? atoi(argv[1]) : 20;
 
     /* Split by parity, ranks reversed inside each half. */

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     int iterations = argc > 1 ? atoi(argv[1]) : 100;
+    if (rank == 0) fprintf(stderr, "stress: started\n"); /* a restored run never prints it */
     int right = (rank + 1) % size, left = (rank + size - 1) % size;
     MPI_Comm half;
     MPI_Comm_split(MPI_COMM_WORLD, rank % 2, rank, &half);

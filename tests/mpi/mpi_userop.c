@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (rank == 0) fprintf(stderr, "userop: started\n"); /* a restored run never prints it */
     if (provided < MPI_THREAD_FUNNELED || queried != provided) {
         printf("userop FAILED: thread level %d (queried %d)\n", provided, queried);
         MPI_Abort(MPI_COMM_WORLD, 1);

@@ -29,6 +29,10 @@ struct DumpOptions {
     std::vector<std::pair<uint64_t, uint64_t>> exclude_memory;  // [start, end): mappings inside are left out
     std::set<pid_t> exclude_threads;
     std::set<int> exclude_fds;
+    // Fds of the root recorded as external resources under a key of the caller's, to be
+    // given back at restore with --inherit-fd fd[N]:KEY (the MPI control channel a parked
+    // rank waits on).
+    std::map<int, std::string> external_fds;
 };
 
 struct DumpStats {

@@ -36,7 +36,13 @@ enum class Msg : uint32_t {
     Abort,      // coordinator -> rank: the cycle is abandoned; go on
     Bye,        // rank -> coordinator: MPI_Finalize; it is never quiesced again
     Raise,      // rank -> coordinator: CommSeq, the count it must reach on that communicator
+    Restarted,  // restorer -> restored rank (on the fd it was parked on): the new launch's
+                // environment, "NAME=VALUE" strings each ended by a NUL
 };
+
+// The key under which a dump records the fd a parked rank waits on; a restorer gives the
+// restored rank its end of a new channel under this key (the engine's --inherit-fd).
+inline constexpr const char* kControlFdKey = "mpi-control";
 
 struct Header {
     uint32_t type = 0;   // Msg

@@ -1,0 +1,72 @@
+#!/bin/bash
+# Checkpoint and restart of a split MPI run, outside Slurm:
+#   run_restart.sh MPIEXEC UPPER_DIR COORD RESTORER ENGINE NRANKS RESTARTS PROGRAM [ARGS...]
+# 1. the program alone (Open MPI only): the expected output;
+# 2. through libckpt_mpi while ckpt-mpi-coord quiesces the ranks once, dumps them (lower
+#    halves left out) and kills them, as a node failure would;
+# 3. RESTARTS times: a new mpirun of ckpt-mpi-restore restores every rank from the newest set
+#    and the ranks go on with a fresh lower half; each restart but the last is itself
+#    checkpointed and killed again.
+# The last run must print exactly what the program alone printed, and none of the restarts
+# may have started the program over (rank 0 says "<program>: started" on stderr at start).
+set -u
+mpiexec=$1 upper=$2 coord=$3 restorer=$4 engine=$5 n=$6 restarts=$7
+shift 7
+prog=("$@")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -m 700 "$work/ctl" "$work/sets"
+fail() {
+    echo "FAIL: $*"
+    for f in "$work"/*.out "$work"/*.err; do [ -s "$f" ] && { echo "--- $(basename "$f")"; head -40 "$f"; }; done
+    exit 1
+}
+ckpt_env=(-x LD_LIBRARY_PATH="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" -x CKPT_MPI_CONTROL="$work/ctl/sock")
+# Checkpoints after a while, then kills the ranks; $1: what the run is called.
+start_coord() {
+    rm -f "$work/ctl/sock"
+    timeout 80 "$coord" --socket "$work/ctl/sock" --ranks "$n" --cycles 1 --interval-ms 300 --timeout-ms 30000 \
+        --dump "$work/sets" --engine "$engine" --kill-after-dump >"$work/coord-$1.out" 2>"$work/coord-$1.err" &
+    coord_pid=$!
+    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && return; sleep 0.05; done
+    fail "the coordinator did not listen"
+}
+latest() { echo "$work/sets/set-$(cat "$work/sets/latest")"; }
+
+timeout 80 "$mpiexec" -n "$n" --oversubscribe "${prog[@]}" >"$work/plain.out" 2>"$work/plain.err" ||
+    fail "Open MPI alone failed"
+[ -s "$work/plain.out" ] || fail "no output from the program alone"
+
+start_coord first
+timeout 80 "$mpiexec" -n "$n" --oversubscribe "${ckpt_env[@]}" "${prog[@]}" >"$work/first.out" 2>"$work/first.err"
+wait $coord_pid || fail "the first run was not checkpointed"
+grep -q "^killed the ranks" "$work/coord-first.out" || fail "the coordinator did not kill the ranks"
+grep -q ": started$" "$work/first.err" || fail "the program does not say it started"
+grep -q "ok" "$work/first.out" && fail "the first run finished before its checkpoint (make it longer)"
+
+for r in $(seq "$restarts"); do
+    set_dir=$(latest)
+    mv "$set_dir" "$work/sets/restart-$r"
+    extra=()
+    if [ "$r" -lt "$restarts" ]; then
+        start_coord "restart-$r"
+        extra=(-x CKPT_MPI_CONTROL="$work/ctl/sock")
+    fi
+    timeout 80 "$mpiexec" -n "$n" --oversubscribe -x LD_LIBRARY_PATH="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        -x CKPT_MPI_TRACE_INIT=1 "${extra[@]}" "$restorer" --images "$work/sets/restart-$r" --new-pidns \
+        >"$work/restart-$r.out" 2>"$work/restart-$r.err"
+    rc=$?
+    traced=$(grep -oE "ckpt-mpi: rank [0-9]+ of $n: upper half $upper/[^ ]+, lower half /[^ ]+ \(namespace [0-9]+\)" \
+        "$work/restart-$r.err" | sort -u | wc -l)
+    [ "$traced" = "$n" ] || fail "restart $r: $traced of $n ranks loaded a fresh lower half"
+    grep -q ": started$" "$work/restart-$r.err" && fail "restart $r started the program over"
+    if [ "$r" -lt "$restarts" ]; then
+        wait $coord_pid || fail "restart $r was not checkpointed again"
+        grep -q "^killed the ranks" "$work/coord-restart-$r.out" || fail "restart $r: the ranks were not killed"
+    else
+        [ "$rc" = 0 ] || fail "restart $r failed (exit $rc)"
+        cmp -s "$work/plain.out" "$work/restart-$r.out" || fail "restart $r printed something else than the program alone"
+    fi
+done
+cat "$work/restart-$restarts.out"
+echo "restarted $restarts times from checkpoints (lower halves left out), same output as Open MPI alone ($n ranks)"
