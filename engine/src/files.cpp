@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "ckpt/image/image_file.h"
@@ -104,6 +105,8 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
     e->set_dev(key.first);
     e->set_ino(key.second);
     e->set_mode(st.st_mode);
+    e->set_uid(st.st_uid);
+    e->set_gid(st.st_gid);
     by_inode_[key] = id;
 
     std::string p = path;
@@ -118,6 +121,12 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
         e->set_deleted(true);
         e->set_memfd(memfd || anon_shmem);
         auto from = CKPT_TRY(open_file(fd_path, O_RDONLY));
+        if (memfd) {
+            // Seals belong to the inode: any description of it tells them.
+            int seals = fcntl(from.get(), F_GET_SEALS);
+            if (seals < 0 && errno != EINVAL) return sys_error("{}: fcntl(F_GET_SEALS)", path);
+            e->set_seals(seals > 0 ? static_cast<uint32_t>(seals) : 0);
+        }
         std::string name = "file-" + std::to_string(id) + ".data";
         auto to = CKPT_TRY(dir_.create(name));
         uint64_t sum = 0;
@@ -161,14 +170,60 @@ Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::
     if (in_memfd) {
         std::string name = e.memfd() ? (starts_with(e.path(), "/memfd:") ? e.path().substr(7) : "ckpt-shmem")
                                      : e.path().substr(e.path().rfind('/') + 1);
-        fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC));
+        // Sealable, so that the recorded seals can be added once everything is in place
+        // (seal_saved_files); one made without MFD_ALLOW_SEALING records F_SEAL_SEAL.
+        fd = UniqueFd(memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
         if (!fd) return sys_error("memfd_create for {}", e.path());
     }
     uint64_t sum = 0;
     CKPT_TRY_CTX(copy_sparse(from.get(), fd.get(), e.size(), &sum), "restoring content of {}", e.path());
     if (sum != e.content_xxh3())
         return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
+    // Its own owner and mode, not the restorer's (nor its umask): owner first, as a change of
+    // owner clears set-id bits. Whatever the restoring user may not set fails the restore.
+    if (fchown(fd.get(), e.uid(), e.gid()) != 0)
+        return sys_error("{}: giving the recreated file its owner {}:{} (fchown)", e.path(), e.uid(), e.gid());
+    if (fchmod(fd.get(), e.mode() & 07777) != 0)
+        return sys_error("{}: giving the recreated file its mode {:o} (fchmod)", e.path(), e.mode() & 07777);
     return fd;
+}
+
+Result<UniqueFd> reopen_saved_file(const image::FileEntry& e, int object, int flags) {
+    std::string proc = "/proc/self/fd/" + std::to_string(object);
+    if (!(flags & O_NOFOLLOW)) return CKPT_TRY_CTX(open_file(proc, flags), "{}", e.path());
+    // O_NOFOLLOW (shm_open sets it) refuses the /proc link: the object is given a name for
+    // the moment of the open, beside where it was, and the name is checked to be the object.
+    std::string dir = e.path().substr(0, e.path().rfind('/'));
+    if (dir.empty()) dir = "/";
+    UniqueFd dirfd(open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dirfd) return sys_error("{}: reopening with O_NOFOLLOW (open {})", e.path(), dir);
+    std::string name = fmt::format(".ckpt-reopen-{}-{}", getpid(), object);
+    if (linkat(AT_FDCWD, proc.c_str(), dirfd.get(), name.c_str(), AT_SYMLINK_FOLLOW) != 0)
+        return sys_error("{}: reopening with O_NOFOLLOW needs a name for it in {} (linkat)", e.path(), dir);
+    int fd = openat(dirfd.get(), name.c_str(), flags | O_CLOEXEC | O_NOCTTY);
+    int saved_errno = errno;
+    unlinkat(dirfd.get(), name.c_str(), 0);
+    if (fd < 0) return error_code(saved_errno, "{}: reopening with O_NOFOLLOW (open {}/{}): {}", e.path(), dir, name,
+                                  strerror(saved_errno));
+    UniqueFd owned(fd);
+    struct stat a, b;
+    if (fstat(fd, &a) != 0 || fstat(object, &b) != 0) return sys_error("{}: fstat", e.path());
+    if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+        return error_code(EEXIST, "{}: the name {}/{} was taken by another file while reopening", e.path(), dir, name);
+    return owned;
+}
+
+Result<void> seal_saved_files(const image::FileTable& files, const std::map<uint32_t, UniqueFd>& objects) {
+    for (const auto& [id, fd] : objects) {
+        const image::FileEntry& e = files.files(static_cast<int>(id) - 1);
+        if (!e.memfd() || e.seals() == 0) continue;
+        if (fcntl(fd.get(), F_ADD_SEALS, e.seals()) != 0)
+            return sys_error("{}: fcntl(F_ADD_SEALS, {:#x})", e.path(), e.seals());
+        int now = fcntl(fd.get(), F_GET_SEALS);
+        if (now < 0 || static_cast<uint32_t>(now) != e.seals())
+            return error_code(EINVAL, "{}: seals {:#x} after restore, {:#x} at dump", e.path(), now, e.seals());
+    }
+    return ok();
 }
 
 Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,

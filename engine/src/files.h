@@ -1,6 +1,7 @@
 // Files: the registry used while dumping, and opening a recorded file at restore.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "ckpt/base/fd.h"
@@ -24,6 +25,12 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
 // saved under --save-files-under) again from its content: a new object, open O_RDWR. A
 // restore makes it once and opens it again for every fd and mapping of that file
 // (RestoreShared::saved_object), so that all of them share it as they did.
+// The copy gets the recorded owner and mode (a memfd is made sealable, its seals added later).
 Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::FileEntry& e);
+// A new open file description with flags of a saved file's one object (engine fd `object`).
+Result<UniqueFd> reopen_saved_file(const image::FileEntry& e, int object, int flags);
+// Adds the recorded seals to every memfd made again (objects: file id -> fd), once its
+// content, every mapping of it and every fd on it are in place, then checks them.
+Result<void> seal_saved_files(const image::FileTable& files, const std::map<uint32_t, UniqueFd>& objects);
 
 }  // namespace ckpt::engine

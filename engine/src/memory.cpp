@@ -254,6 +254,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         v->set_flags((m.shared ? MAP_SHARED : MAP_PRIVATE) | (has_flag(flags, "gd") ? MAP_GROWSDOWN : 0) |
                      (kind == image::Vma::ANON || kind == image::Vma::SHARED_ANON ? MAP_ANONYMOUS : 0));
         v->set_pgoff(m.offset);
+        v->set_may_write(m.shared && has_flag(flags, "mw"));
         v->set_kind(kind);
         v->set_name(m.path);
         v->set_madvise((has_flag(flags, "hg") ? kHugepage : 0) | (has_flag(flags, "nh") ? kNoHugepage : 0) |

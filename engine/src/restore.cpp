@@ -63,7 +63,7 @@ Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
     // Opened again through /proc with the recorded flags: a description of its own, on the
     // same object as every other fd and mapping of the file.
     int object = CKPT_TRY(saved_object(id));
-    return CKPT_TRY_CTX(ckpt::open_file("/proc/self/fd/" + std::to_string(object), flags), "{}", e->path());
+    return reopen_saved_file(*e, object, flags);
 }
 
 Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
@@ -87,21 +87,26 @@ Result<int> RestoreTask::install_file(uint32_t file_id, int flags, int at_fd, bo
 }
 
 Result<int64_t> RestoreTask::mapping_fd(const image::Vma& v) {
-    if (auto it = mapping_fds_.find(v.file_id()); it != mapping_fds_.end()) return it->second;
+    // A shared mapping keeps whether it may become writable (VM_MAYWRITE, which the kernel
+    // takes from the description): a read-only description gives a mapping that mprotect
+    // cannot make writable and that does not hold off F_SEAL_WRITE, as it was.
+    bool writable = (v.flags() & MAP_SHARED) && (v.may_write() || (v.prot() & PROT_WRITE));
+    auto key = std::make_pair(v.file_id(), writable);
+    if (auto it = mapping_fds_.find(key); it != mapping_fds_.end()) return it->second;
     const image::FileEntry* e = CKPT_TRY(shared->file(v.file_id()));
     int engine_fd;
     UniqueFd opened;
-    if (e->deleted()) {
+    if (e->deleted() && (writable || !(v.flags() & MAP_SHARED))) {
         // One object per saved file, shared by every process that maps it or holds an fd on
         // it (a sem_open semaphore whose name was unlinked, shared anonymous memory, a memfd).
         engine_fd = CKPT_TRY(shared->saved_object(v.file_id()));
     } else {
-        bool shared_write = (v.flags() & MAP_SHARED) && (v.prot() & PROT_WRITE);
-        opened = CKPT_TRY(shared->open_file(v.file_id(), shared_write ? O_RDWR : O_RDONLY));
+        // A saved file's object is reopened read-only through /proc: still the one object.
+        opened = CKPT_TRY(shared->open_file(v.file_id(), writable ? O_RDWR : O_RDONLY));
         engine_fd = opened.get();
     }
     int fd = CKPT_TRY(install_fd(engine_fd));
-    mapping_fds_[v.file_id()] = fd;
+    mapping_fds_[key] = fd;
     return fd;
 }
 
@@ -525,6 +530,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             }
         }
     }
+    // Memfd seals once every mapping and fd of each is in place (F_SEAL_WRITE refuses
+    // writable mappings, F_SEAL_FUTURE_WRITE new ones).
+    CKPT_TRY_CTX(seal_saved_files(shared.files, shared.saved_objects), "restore");
     // 4. Zombies: the process exits the way it did.
     for (pid_t pid : order) {
         const image::TaskEntry& te = *entry[pid];

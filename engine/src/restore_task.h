@@ -50,7 +50,7 @@ struct RestoreTask {
     Result<int64_t> mapping_fd(const image::Vma& v);
     Result<void> close_mapping_fds();
 
-    std::map<uint32_t, int> mapping_fds_;  // file id -> fd in target
+    std::map<std::pair<uint32_t, bool>, int> mapping_fds_;  // (file id, writable) -> fd in target
 };
 
 // What every process of one restore shares: the recorded files and pipes, options.

@@ -25,7 +25,9 @@
 namespace ckpt::image {
 
 // The image format version this build writes and the only major one it reads.
-inline constexpr uint32_t kFormatVersion = 1;
+// 2: status flags kept whole, fd owners and signals (Fd.async), saved files' owner and memfd
+//    seals, Vma.may_write; a version 1 image lacks them and is refused, not restored wrong.
+inline constexpr uint32_t kFormatVersion = 2;
 
 enum class Kind : uint32_t {
     Inventory = 1,
