@@ -1,5 +1,6 @@
 // Dump: freeze the tree, record every process, write the images, then resume or kill.
 // Any failure resumes the tree exactly as it was.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -160,7 +161,24 @@ Result<void> read_tree_pids(FrozenTree& tree, pid_t root, bool* own_pidns) {
 
 // The images' pids and tids of one process, from the engine's numbers the resource kinds
 // recorded (a timer's target is one of its threads).
-Result<void> record_tree_pids(const FrozenProcess& p, bool own_pidns, image::TaskCore* core, image::FdTable* fds) {
+// The owner of an fd's signals (F_SETOWN) as the tree sees it; it must be of the tree, which
+// a restore makes again: one of its threads, processes, or a group one of them leads.
+Result<pid_t> owner_in_tree(const FrozenTree& tree, uint32_t type, pid_t owner) {
+    for (const auto& q : tree.processes) {
+        if (type == F_OWNER_TID) {
+            for (size_t i = 0; i < q.threads.size(); ++i)
+                if (q.threads[i] == owner) return q.ns_threads[i];
+        } else if (q.pid == owner && (type == F_OWNER_PID || q.ns_pgid == q.ns_pid)) {
+            return q.ns_pid;
+        }
+    }
+    const char* what = type == F_OWNER_TID ? "thread" : type == F_OWNER_PGRP ? "process group" : "process";
+    return error_code(ENOTSUP, "its owner (F_SETOWN) is {} {}, outside the dumped tree: it cannot be restored", what,
+                      owner);
+}
+
+Result<void> record_tree_pids(const FrozenTree& tree, const FrozenProcess& p, bool own_pidns, image::TaskCore* core,
+                              image::FdTable* fds) {
     auto tid_in_tree = [&](pid_t tid) -> Result<pid_t> {
         for (size_t i = 0; i < p.threads.size(); ++i)
             if (p.threads[i] == tid) return p.ns_threads[i];
@@ -175,6 +193,10 @@ Result<void> record_tree_pids(const FrozenProcess& p, bool own_pidns, image::Tas
         if (t.notify_tid() != 0)
             t.set_notify_tid(CKPT_TRY_CTX(tid_in_tree(t.notify_tid()), "POSIX timer {}", t.id()));
     fds->set_pid(p.ns_pid);
+    for (auto& f : *fds->mutable_fds())
+        if (f.has_async() && f.async().owner() != 0)
+            f.mutable_async()->set_owner(CKPT_TRY_CTX(owner_in_tree(tree, f.async().owner_type(), f.async().owner()),
+                                                      "pid {}: fd {}", p.pid, f.fd()));
     return ok();
 }
 
@@ -188,7 +210,7 @@ Result<uint64_t> trap_site_address(pid_t pid) {
 
 // Records one process and writes its images but the page map, whose page data is copied
 // later for the whole tree at once (into plan and pm).
-Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, const FrozenProcess& p,
+Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, const FrozenTree& tree, const FrozenProcess& p,
                           bool own_pidns, const PipeEnds& pipes, Descriptions& descs, FileRegistry& files,
                           const DumpExclusions& ex, image::PageMap* pm, PagePlan* plan) {
     image::TaskCore core;
@@ -240,7 +262,7 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
     image::FdTable fds;
     CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, opts.external_stdio, &fds));
     // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
-    CKPT_TRY(record_tree_pids(p, own_pidns, &core, &fds));
+    CKPT_TRY(record_tree_pids(tree, p, own_pidns, &core, &fds));
 
     std::string suffix = "-" + std::to_string(p.ns_pid) + ".img";
     CKPT_TRY(image::write_image(dir, "core" + suffix, image::Kind::Core, core));
@@ -363,7 +385,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
             inv.set_owner_uid(p.status.uid[0]);
             inv.set_owner_gid(p.status.gid[0]);
         }
-        CKPT_TRY(dump_process(opts, dir, p, own_pidns, pipes, descs, files, ex, &pagemaps.emplace_back(),
+        CKPT_TRY(dump_process(opts, dir, tree, p, own_pidns, pipes, descs, files, ex, &pagemaps.emplace_back(),
                               &plans.emplace_back()));
         plan_ns_pids.push_back(p.ns_pid);
     }

@@ -120,6 +120,28 @@ Result<bool> other_end_gone(int pidfd, int fd, bool read_end) {
     return read_end ? (p.revents & POLLHUP) != 0 : (p.revents & POLLERR) != 0;
 }
 
+// F_GETOWN_EX and F_GETSIG of pid's fd, when either is set. The owner is as the engine sees
+// it; the dump records it as the tree sees it, and only inside the tree (dump.cpp).
+Result<void> dump_async(int pidfd, int fd, image::Fd* f) {
+    UniqueFd mine(sys_pidfd_getfd(pidfd, fd, 0));
+    if (!mine) return sys_error("pidfd_getfd");
+    f_owner_ex owner{};
+    if (fcntl(mine.get(), F_GETOWN_EX, &owner) != 0) return sys_error("fcntl(F_GETOWN_EX)");
+    int sig = fcntl(mine.get(), F_GETSIG);
+    if (sig < 0) return sys_error("fcntl(F_GETSIG)");
+    if (owner.pid == 0 && sig == 0) return ok();
+    auto* a = f->mutable_async();
+    a->set_owner_type(static_cast<uint32_t>(owner.type));
+    a->set_owner(owner.pid);
+    a->set_signal(sig);
+    return ok();
+}
+
+// The status flags open() or the kernel cannot take back at once: O_ASYNC goes in last,
+// once the owner and signal are set (restore_fd_async); open() would record it without
+// registering the fd for signals.
+constexpr uint32_t kLateFlags = O_ASYNC;
+
 }  // namespace
 
 std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key) {
@@ -161,7 +183,16 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         f->set_cloexec(info.flags & O_CLOEXEC);
         f->set_pos(info.pos);
         auto ctx = [&](Error e) { return e.context("pid {}: fd {} ({})", pid, fd, link); };
+        if (auto r = dump_async(pidfd.get(), fd, f); !r) return ctx(std::move(r).error());
+        // Bound at restore to the restorer's fds, whose owner and O_ASYNC are the restorer's.
+        auto refuse_async_external = [&]() -> Result<void> {
+            if (f->has_async() || (f->flags() & O_ASYNC))
+                return ctx(error_code(ENOTSUP, "O_ASYNC or an owner (F_SETOWN/F_SETSIG) on a resource outside the "
+                                               "tree cannot be restored"));
+            return ok();
+        };
         if (external_stdio && fd <= 2) {
+            CKPT_TRY(refuse_async_external());
             f->set_kind(image::Fd::EXTERNAL);
             f->set_external_key(link);
             continue;
@@ -184,6 +215,7 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
                 internal = widowed = *gone;
             }
             if (!internal) {
+                CKPT_TRY(refuse_async_external());
                 f->set_kind(image::Fd::EXTERNAL);
                 f->set_external_key(link);
                 continue;
@@ -209,12 +241,14 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
             continue;
         }
         if (link.starts_with("/dev/pts/") || link == "/dev/tty" || link.starts_with("/dev/tty")) {
+            CKPT_TRY(refuse_async_external());
             f->set_kind(shell_job ? image::Fd::TTY : image::Fd::EXTERNAL);
             f->set_external_key("tty");
             continue;
         }
         if (link.starts_with("socket:[")) {
             if (fd <= 2) {
+                CKPT_TRY(refuse_async_external());
                 f->set_kind(image::Fd::EXTERNAL);
                 f->set_external_key(link);
                 continue;
@@ -234,6 +268,11 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         if (S_ISCHR(st.st_mode) && link != "/dev/null" && link != "/dev/zero" && link != "/dev/urandom" &&
             link != "/dev/random" && link != "/dev/full")
             return ctx(error("unsupported fd kind: character device {}", link));
+        // Such a description can only come from open(O_TMPFILE) in its folder, which would be
+        // another file: an open of the same file with these flags does not exist.
+        if (info.flags & __O_TMPFILE)
+            return ctx(error_code(ENOTSUP, "opened with O_TMPFILE: a description with these flags cannot be "
+                                           "made again on the same file"));
         f->set_kind(image::Fd::REG);
         auto id = files.add(link_path, link);
         if (!id) return ctx(std::move(id).error());
@@ -277,7 +316,7 @@ Result<void> restore_fds(RestoreTask& t) {
                                                                   : make_epoll();
                     if (!made) return ctx(std::move(made).error());
                     // O_NONBLOCK and the other status flags belong to the description.
-                    if (fcntl(made->get(), F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE)) != 0)
+                    if (fcntl(made->get(), F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE) & ~kLateFlags) != 0)
                         return ctx(sys_error("fcntl(F_SETFL)"));
                     it = sh.descriptions.insert_or_assign(f.description_id(), std::move(*made)).first;
                 }
@@ -292,7 +331,7 @@ Result<void> restore_fds(RestoreTask& t) {
                 if (it == sh.descriptions.end() || f.description_id() == 0) {
                     auto e = sh.file(f.file_id());
                     if (!e) return ctx(std::move(e).error());
-                    int flags = static_cast<int>(f.flags()) & ~(O_CREAT | O_TRUNC | O_EXCL);
+                    int flags = static_cast<int>(f.flags() & ~kLateFlags) & ~(O_CREAT | O_TRUNC | O_EXCL);
                     // A saved file is one object for every fd and mapping that had it.
                     auto fd = sh.open_file(f.file_id(), flags);
                     if (!fd) return ctx(std::move(fd).error());
@@ -313,7 +352,7 @@ Result<void> restore_fds(RestoreTask& t) {
                 if (!r) return ctx(std::move(r).error());
                 // Status flags (O_NONBLOCK) live in the shared open file description.
                 CKPT_TRY(t.leader->syscall_ok("fcntl(F_SETFL)", SYS_fcntl,
-                                              {static_cast<uint64_t>(f.fd()), F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE)}));
+                                              {static_cast<uint64_t>(f.fd()), F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE) & ~kLateFlags}));
                 break;
             }
             case image::Fd::TTY: {
@@ -353,6 +392,44 @@ Result<void> restore_fds(RestoreTask& t) {
     // Epoll targets go in once every fd they name is in place (targets may be epolls too).
     for (const image::Fd* f : registering_epolls)
         CKPT_TRY_CTX(restore_epoll_targets(t, f->fd(), f->epoll()), "pid {}: fd {}", t.pid, f->fd());
+    return ok();
+}
+
+Result<void> restore_fd_async(RestoreTask& t) {
+    for (const auto& f : t.fds.fds()) {
+        if (f.kind() == image::Fd::EXTERNAL || f.kind() == image::Fd::TTY) continue;
+        if (!f.has_async() && !(f.flags() & kLateFlags)) continue;
+        auto ctx = [&](Error e) { return e.context("pid {}: fd {}", t.pid, f.fd()); };
+        const uint64_t fd = static_cast<uint64_t>(f.fd());
+        if (f.has_async()) {
+            // From inside the process: the owner is named in the tree's pid namespace, and the
+            // kernel records the process's credentials as the owner's, as when it set them.
+            auto s = t.scratch.scope();
+            f_owner_ex owner{static_cast<__pid_type>(f.async().owner_type()), f.async().owner()};
+            uint64_t at = CKPT_TRY(s.put(owner));
+            auto r = t.leader->syscall_ok("fcntl(F_SETOWN_EX)", SYS_fcntl, {fd, F_SETOWN_EX, at});
+            if (r) r = t.leader->syscall_ok("fcntl(F_SETSIG)", SYS_fcntl,
+                                             {fd, F_SETSIG, static_cast<uint64_t>(f.async().signal())});
+            if (!r) return ctx(std::move(r).error());
+        }
+        auto r = t.leader->syscall_ok("fcntl(F_SETFL)", SYS_fcntl,
+                                      {fd, F_SETFL, f.flags() & ~static_cast<uint32_t>(O_ACCMODE)});
+        if (!r) return ctx(std::move(r).error());
+    }
+    return ok();
+}
+
+Result<void> verify_fd_flags(const RestoreTask& t) {
+    for (const auto& f : t.fds.fds()) {
+        // Bound to the restorer's own fds, whose flags are the restorer's.
+        if (f.kind() == image::Fd::EXTERNAL || f.kind() == image::Fd::TTY) continue;
+        auto info = read_fdinfo(t.host, f.fd());
+        if (!info) return std::move(info).error().context("pid {}: fd {}", t.pid, f.fd());
+        uint32_t want = f.flags() | (f.cloexec() ? static_cast<uint32_t>(O_CLOEXEC) : 0u);
+        if (info->flags != want)
+            return error_code(EINVAL, "pid {}: fd {}: file status flags 0{:o} after restore, 0{:o} at dump (differ in 0{:o})",
+                              t.pid, f.fd(), info->flags, want, info->flags ^ want);
+    }
     return ok();
 }
 

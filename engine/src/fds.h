@@ -36,5 +36,11 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
                       const DumpExclusions& ex, bool shell_job, bool external_stdio, image::FdTable* table);
 
 Result<void> restore_fds(RestoreTask& t);
+// Owners (F_SETOWN_EX), signals (F_SETSIG) and O_ASYNC of t's fds, from inside t once every
+// process and thread of the tree exists (an owner may be any of them).
+Result<void> restore_fd_async(RestoreTask& t);
+// Every fd's status flags, from /proc/PID/fdinfo, exactly as recorded (close-on-exec too);
+// a difference fails the restore naming pid, fd and bits.
+Result<void> verify_fd_flags(const RestoreTask& t);
 
 }  // namespace ckpt::engine

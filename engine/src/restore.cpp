@@ -530,8 +530,15 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             }
         }
     }
-    // Memfd seals once every mapping and fd of each is in place (F_SEAL_WRITE refuses
-    // writable mappings, F_SEAL_FUTURE_WRITE new ones).
+    // Every thread exists now: fd owners (which may be any of them) and O_ASYNC; then each
+    // fd's status flags are checked whole. Memfd seals last, once every mapping and fd of
+    // each is in place (F_SEAL_WRITE refuses writable mappings, F_SEAL_FUTURE_WRITE new ones).
+    for (pid_t pid : order) {
+        RestoreTask& t = tasks[pid];
+        if (entry[pid]->state() == image::TaskEntry::ZOMBIE) continue;
+        CKPT_TRY_CTX(restore_fd_async(t), "restore pid {}", pid);
+        CKPT_TRY_CTX(verify_fd_flags(t), "restore");
+    }
     CKPT_TRY_CTX(seal_saved_files(shared.files, shared.saved_objects), "restore");
     // 4. Zombies: the process exits the way it did.
     for (pid_t pid : order) {
