@@ -28,7 +28,9 @@ Negative kinds (the program only provides a tree to dump):
   a mapping touched after the dump: restore refuses it by name, --skip-file-checks restores),
   other-version and other-arch (well-formed images, checksums valid, of format version 99 or
   recorded on aarch64: refused with a message that says so), unsupported-fd (run with
-  fd_unsupported: the dump fails naming "unsupported" and the fd, the tree runs on).
+  fd_unsupported: the dump fails naming "unsupported" and the fd, the tree runs on),
+  fd-owner-outside (run with fd_owner_outside: the dump refuses an fd whose F_SETOWN owner
+  is outside the tree, naming the fd and the owner; the tree runs on).
 Image folders written by their user (every file may be forged, at any moment):
   image-fifo, image-devzero, image-symlink (every file of a dump in turn replaced by a FIFO,
   a link to /dev/zero, a link to a valid copy of itself elsewhere: restore and show refuse it
@@ -871,6 +873,17 @@ class Run:
         self.expect_tree_unharmed("a dump refused for an unsupported fd")
         return "PASS"
 
+    def neg_fd_owner_outside(self):
+        """An fd whose signal owner (F_SETOWN) is outside the tree: the dump refuses it, naming
+        the fd, and the tree runs on (fd_owner_outside: fd 9, owned by the runner)."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], "outside the dumped tree",
+                                   "dump of an fd owned from outside the tree")
+        if "fd 9" not in line or f"process {os.getpid()}" not in line:
+            raise TestFailure(f"the error does not name fd 9 and its owner {os.getpid()}: {line}")
+        self.expect_tree_unharmed("a dump refused for an fd owned from outside")
+        return "PASS"
+
     def neg_nested_pidns(self):
         """A tree with a process in a pid namespace below the root's (pidns_nested; built with
         UNSHARED, a process whose children would go to one): the dump refuses it, naming
@@ -1151,7 +1164,7 @@ def main():
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed", "other-version",
-                                           "other-arch", "unsupported-fd", "image-fifo",
+                                           "other-arch", "unsupported-fd", "fd-owner-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
                                            "pages-outside", "dump-foreign-process", "nested-pidns"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")

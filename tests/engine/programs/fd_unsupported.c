@@ -3,9 +3,14 @@
  * error naming the fd, and leave the process running. Its own check: fd 9 is still the
  * fd it created. Built with EPOLL_CLOSED_TARGET (program fd_epoll_closed_target), fd 9 is
  * an epoll instead, watching an eventfd registered as fd 10 that was then moved to fd 11:
- * the kernel still watches the eventfd as fd 10, which the engine cannot register again. */
+ * the kernel still watches the eventfd as fd 10, which the engine cannot register again.
+ * Built with OWNER_OUTSIDE (program fd_owner_outside), fd 9 is the read end of a pipe of its
+ * own (write end fd 10) with O_ASYNC whose owner (F_SETOWN) is the runner, outside the tree
+ * (F_SETSIG SIGWINCH, which the runner ignores). */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/io_uring.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -34,6 +39,17 @@ int main(int argc, char** argv) {
     if (epoll_ctl(fd, EPOLL_CTL_ADD, 10, &ev) != 0) test_fail("epoll_ctl: %s", strerror(errno));
     dup2(10, 11);
     close(10);
+#elif defined(OWNER_OUTSIDE)
+    const char* kind = "pipe";
+    int p[2];
+    if (pipe(p) != 0) test_fail("pipe: %s", strerror(errno));
+    int fd = p[0];
+    dup2(p[1], 10);
+    close(p[1]);
+    /* SIGWINCH, ignored by default: the runner is not hurt when the pipe closes. */
+    if (fcntl(fd, F_SETOWN, getppid()) != 0 || fcntl(fd, F_SETSIG, SIGWINCH) != 0 ||
+        fcntl(fd, F_SETFL, O_ASYNC) != 0)
+        test_fail("F_SETOWN: %s", strerror(errno));
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;
