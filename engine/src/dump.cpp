@@ -37,7 +37,9 @@ public:
     std::vector<FrozenProcess> processes;  // parents before children
 
     Result<void> freeze(pid_t root) {
-        // Seize until a pass finds no new thread or child (the tree may be forking).
+        // Seize until a pass finds no new thread or child (the tree may be forking, and its
+        // processes exiting: what exits meanwhile is seen as it is at the next pass).
+        int half_dead_passes = 0;
         for (int pass = 0;; ++pass) {
             bool grew = false;
             std::vector<pid_t> queue{root};
@@ -46,17 +48,36 @@ public:
                 pid_t pid = queue.front();
                 queue.erase(queue.begin());
                 auto st = read_stat(pid);
+                if (!st && pid != root && gone(pid, pid)) {
+                    grew = true;  // reaped by its parent since it was listed
+                    continue;
+                }
                 if (!st) return std::move(st).error().context("pid {}", pid);
                 FrozenProcess p;
                 p.pid = pid;
                 p.stat = *st;
                 p.zombie = st->state == 'Z';
-                if (!p.zombie) {
+                if (p.zombie) {
+                    // A leader that called pthread_exit is a zombie while its threads run on.
+                    std::string live = CKPT_TRY(live_threads_of_zombie(pid));
+                    if (!live.empty()) {
+                        if (++half_dead_passes > 20)
+                            return error_code(ENOTSUP,
+                                              "pid {}: its thread-group leader has exited (pthread_exit) while its "
+                                              "threads {}run on: such a process cannot be dumped",
+                                              pid, live);
+                        usleep(1000);  // or the whole group is exiting: let it finish
+                        grew = true;
+                    }
+                } else {
                     for (pid_t tid : CKPT_TRY(read_tasks(pid))) {
                         if (!seized_.count(tid)) {
-                            CKPT_TRY_CTX(seize_and_stop(tid), "pid {}", pid);
-                            seized_.insert(tid);
+                            auto sig = seize_and_stop(tid);
                             grew = true;
+                            if (!sig && gone(pid, tid)) continue;  // exited meanwhile
+                            if (!sig) return std::move(sig).error().context("pid {}", pid);
+                            seized_.insert(tid);
+                            stop_of_[tid] = *sig;
                         }
                         p.threads.push_back(tid);
                     }
@@ -65,9 +86,15 @@ public:
                 order.push_back(std::move(p));
             }
             processes = std::move(order);
-            if (!grew && pass > 0) return ok();
+            if (!grew && pass > 0) break;
             if (pass > 100) return error("pid {}: the tree keeps changing; cannot freeze it", root);
         }
+        for (auto& p : processes) {
+            if (p.zombie) continue;
+            for (pid_t tid : p.threads) p.thread_stops.push_back(stop_of_[tid]);
+            CKPT_TRY(settle_stop_state(p));
+        }
+        return ok();
     }
 
     void release() {
@@ -82,7 +109,24 @@ public:
     }
 
 private:
+    // A thread (or process) that has exited, or is exiting: no longer to be seized.
+    static bool gone(pid_t pid, pid_t tid) {
+        auto st = read_stat(pid, tid);
+        return !st || st->state == 'Z' || st->state == 'X';
+    }
+    // The threads, other than the leader, of a zombie leader that are neither exiting nor
+    // gone ("" when none).
+    static Result<std::string> live_threads_of_zombie(pid_t pid) {
+        auto tasks = read_tasks(pid);
+        if (!tasks) return std::string();  // reaped meanwhile
+        std::string live;
+        for (pid_t tid : *tasks)
+            if (tid != pid && !gone(pid, tid)) live += std::to_string(tid) + " ";
+        return live;
+    }
+
     std::set<pid_t> seized_;
+    std::map<pid_t, int> stop_of_;  // the stop each seized thread reported
 };
 
 uint64_t now_ns() {
@@ -210,11 +254,15 @@ Result<uint64_t> trap_site_address(pid_t pid) {
 
 // Records one process and writes its images but the page map, whose page data is copied
 // later for the whole tree at once (into plan and pm).
-Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, const FrozenTree& tree, const FrozenProcess& p,
-                          bool own_pidns, const PipeEnds& pipes, Descriptions& descs, FileRegistry& files,
-                          const DumpExclusions& ex, image::PageMap* pm, PagePlan* plan) {
+Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, const FrozenTree& tree,
+                          const FrozenProcess& p, std::vector<FrozenProcess*> live_children, bool own_pidns,
+                          const PipeEnds& pipes, Descriptions& descs, FileRegistry& files, const DumpExclusions& ex,
+                          image::PageMap* pm, PagePlan* plan) {
     image::TaskCore core;
     core.set_exit_signal(p.stat.exit_signal);
+    // Injected syscalls would take a pending SIGSTOP: held back, then put back as it was.
+    const PendingStops stops_before = CKPT_TRY(read_pending_stops(p));
+    int held_stops = 0;
 
     uint64_t code = CKPT_TRY(trap_site_address(p.pid));
     auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
@@ -233,6 +281,7 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
             CKPT_TRY(dump_sigactions(leader, arena, &core));
             CKPT_TRY(dump_creds(p, leader, arena, &core));
             CKPT_TRY(dump_timers(p, leader, arena, &core));
+            for (FrozenProcess* c : live_children) CKPT_TRY(dump_child_wait_state(leader, arena, *c));
             for (pid_t tid : p.threads) {
                 if (ex.threads.count(tid)) continue;
                 if (tid == p.pid) {
@@ -242,6 +291,7 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
                 auto rt = CKPT_TRY_CTX(RemoteThread::attach(tid, code), "thread {}", tid);
                 auto r = dump_thread(p.pid, rt, arena, core.add_threads());
                 auto back = rt.restore_state();
+                held_stops += rt.held_stops();
                 if (!r) return std::move(r).error().context("thread {}", tid);
                 if (!back) return std::move(back).error();
             }
@@ -250,7 +300,10 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
         auto r = collect();
         auto unmapped = leader.syscall_ok("munmap(scratch)", SYS_munmap, {s, 4096});
         auto restored = leader.restore_state();
+        held_stops += leader.held_stops();
+        auto put_back = put_back_stops(p, stops_before, held_stops);
         if (!r) return std::move(r).error().context("pid {}", p.pid);
+        if (!put_back) return std::move(put_back).error();
         if (!unmapped) return std::move(unmapped).error();
         if (!restored) return std::move(restored).error();
     }
@@ -268,6 +321,35 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
     CKPT_TRY(image::write_image(dir, "core" + suffix, image::Kind::Core, core));
     CKPT_TRY(image::write_image(dir, "mm" + suffix, image::Kind::Mm, mm));
     CKPT_TRY(image::write_image(dir, "fds" + suffix, image::Kind::Fds, fds));
+    return ok();
+}
+
+// The restore makes each process from its recorded parent, then gives it its own session
+// (setsid) or process group (setpgid), or moves it into a group led in the tree. A session
+// other than its own or its parent's, or a group whose leader is not in the tree (exited, or
+// moved to another group) and is not its parent's, cannot be made: refused by name.
+Result<void> check_groups(const FrozenTree& tree) {
+    std::map<pid_t, const FrozenProcess*> by_ns;
+    for (const auto& p : tree.processes) by_ns[p.ns_pid] = &p;
+    for (const auto& p : tree.processes) {
+        if (&p == &tree.processes.front()) continue;  // the root's groups may be led from outside
+        auto up = by_ns.find(p.ns_ppid);
+        if (up == by_ns.end()) return error("pid {}: its parent {} is not in the tree", p.pid, p.ns_ppid);
+        const FrozenProcess* parent = up->second;
+        const char* what = p.zombie ? "zombie " : "";
+        if (p.ns_sid != p.ns_pid && p.ns_sid != parent->ns_sid)
+            return error_code(ENOTSUP,
+                              "{}pid {}: its session {} is neither its own nor its parent {}'s ({}): a restore "
+                              "cannot put it there",
+                              what, p.pid, p.ns_sid, parent->pid, parent->ns_sid);
+        if (p.ns_pgid == p.ns_pid || p.ns_pgid == parent->ns_pgid) continue;
+        auto leader = by_ns.find(p.ns_pgid);
+        if (leader == by_ns.end() || leader->second->ns_pgid != p.ns_pgid || leader->second->ns_sid != p.ns_sid)
+            return error_code(ENOTSUP,
+                              "{}pid {}: its process group {} has no leader in the tree (it exited or changed "
+                              "groups) and is not its parent's: a restore cannot make that group",
+                              what, p.pid, p.ns_pgid);
+    }
     return ok();
 }
 
@@ -336,6 +418,9 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     CKPT_TRY(check_own_processes(tree));
     bool own_pidns = true;
     CKPT_TRY(read_tree_pids(tree, opts.root, &own_pidns));
+    CKPT_TRY(check_groups(tree));
+    for (const auto& p : tree.processes)
+        if (p.zombie) CKPT_TRY(check_zombie(p));
 
     DumpExclusions ex;
     ex.memory = opts.exclude_memory;
@@ -377,16 +462,22 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         if (p.zombie) {
             t->set_state(image::TaskEntry::ZOMBIE);
             t->set_exit_status(p.stat.exit_code);
+            t->set_comm(p.stat.comm);
             continue;
         }
+        t->set_stop_signal(p.stop_signal);
+        t->set_stop_reported(p.stop_reported);
         for (pid_t tid : p.ns_threads) t->add_threads(tid);
         p.status = CKPT_TRY_CTX(read_status(p.pid), "pid {}", p.pid);
         if (p.pid == opts.root) {
             inv.set_owner_uid(p.status.uid[0]);
             inv.set_owner_gid(p.status.gid[0]);
         }
-        CKPT_TRY(dump_process(opts, dir, tree, p, own_pidns, pipes, descs, files, ex, &pagemaps.emplace_back(),
-                              &plans.emplace_back()));
+        std::vector<FrozenProcess*> live_children;
+        for (auto& c : tree.processes)
+            if (!c.zombie && c.pid != opts.root && c.ns_ppid == p.ns_pid) live_children.push_back(&c);
+        CKPT_TRY(dump_process(opts, dir, tree, p, live_children, own_pidns, pipes, descs, files, ex,
+                              &pagemaps.emplace_back(), &plans.emplace_back()));
         plan_ns_pids.push_back(p.ns_pid);
     }
     // Page data of every process at once, then the page maps that describe it.

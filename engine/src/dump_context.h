@@ -57,6 +57,11 @@ struct FrozenProcess {
     pid_t ns_pid = 0;
     std::vector<pid_t> ns_threads;  // threads[i] there
     pid_t ns_ppid = 0, ns_pgid = 0, ns_sid = 0;  // 0: outside the tree's namespace (or the root's parent)
+    // Job control (jobctl.cpp): the signal of the group stop holding it (0: it runs), and
+    // whether its parent has already learnt of that stop by wait.
+    int stop_signal = 0;
+    bool stop_reported = false;
+    std::vector<int> thread_stops;  // threads[i]'s stop when seized: SIGTRAP, or a stop signal
 };
 
 // What a dump may leave out (for the MPI split rank: the lower half's memory, threads

@@ -124,6 +124,8 @@ Result<ProcStatus> read_status(pid_t pid, pid_t tid) {
             s.cap_amb = hex();
         } else if (key == "ShdPnd") {
             s.shd_pnd = hex();
+        } else if (key == "SigPnd") {
+            s.sig_pnd = hex();
         } else if (key == "SigBlk") {
             s.sig_blk = hex();
         } else if (key == "SigIgn") {

@@ -37,6 +37,7 @@ struct ProcStatus {
     std::vector<uint32_t> groups;
     uint64_t cap_inh = 0, cap_prm = 0, cap_eff = 0, cap_bnd = 0, cap_amb = 0;
     uint64_t shd_pnd = 0;  // signals pending for the whole process
+    uint64_t sig_pnd = 0;  // signals pending for this thread
     uint64_t sig_blk = 0, sig_ign = 0, sig_cgt = 0;
     bool no_new_privs = false;
     int seccomp_mode = 0;

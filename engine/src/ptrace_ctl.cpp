@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,16 +31,26 @@ Result<int> wait_stopped(pid_t tid) {
     return status;
 }
 
-Result<void> seize_and_stop(pid_t tid) {
-    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) return sys_error("ptrace(SEIZE) tid {}", tid);
-    if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
+bool is_group_stop(pid_t tid, int status) {
+    if (!WIFSTOPPED(status)) return false;
+    int event = status >> 16;
+    if (event == PTRACE_EVENT_STOP) return WSTOPSIG(status) != SIGTRAP;
+    if (event != 0) return false;
+    siginfo_t si{};
+    return ptrace(PTRACE_GETSIGINFO, tid, 0, &si) != 0 && errno == EINVAL;
+}
+
+namespace {
+
+// Waits for the PTRACE_EVENT_STOP that follows an interrupt; returns its signal.
+Result<int> await_event_stop(pid_t tid) {
     for (;;) {
         int status = CKPT_TRY(wait_stopped(tid));
         int event = status >> 16;
-        if (event == PTRACE_EVENT_STOP) return ok();
+        if (event == PTRACE_EVENT_STOP) return WSTOPSIG(status);
         if (WIFSTOPPED(status) && event == 0) {
             // A signal reached the thread before our interrupt: let it be delivered as it
-            // would have been, then stop again.
+            // would have been (a stop signal starts a group stop), then stop again.
             int sig = WSTOPSIG(status);
             if (ptrace(PTRACE_CONT, tid, 0, sig) != 0) return sys_error("ptrace(CONT) tid {}", tid);
             if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
@@ -48,6 +59,20 @@ Result<void> seize_and_stop(pid_t tid) {
         if (ptrace(PTRACE_CONT, tid, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid);
         if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
     }
+}
+
+}  // namespace
+
+Result<int> seize_and_stop(pid_t tid) {
+    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) return sys_error("ptrace(SEIZE) tid {}", tid);
+    if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
+    return await_event_stop(tid);
+}
+
+Result<int> restop(pid_t tid) {
+    if (ptrace(PTRACE_CONT, tid, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid);
+    if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
+    return await_event_stop(tid);
 }
 
 Result<RemoteThread> RemoteThread::attach(pid_t tid, uint64_t code_addr) {
@@ -74,6 +99,19 @@ Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
     for (;;) {
         int status = CKPT_TRY_CTX(wait_stopped(tid_), "injected syscall {}", nr);
         if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0) break;
+        if (is_group_stop(tid_, status)) {
+            // A group stop the thread joins (a thread born into a stopped process): it
+            // stays stopped for the group, the injection goes on.
+            if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
+            continue;
+        }
+        if (WIFSTOPPED(status) && (status >> 16) == 0 && WSTOPSIG(status) == SIGSTOP) {
+            // A pending SIGSTOP cannot be blocked: held back, the caller queues it again.
+            ++held_stops_;
+            log->debug("tid {}: a pending SIGSTOP held back during injection", tid_);
+            if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
+            continue;
+        }
         if (WIFSTOPPED(status) && (status >> 16) == 0) {
             int sig = WSTOPSIG(status);
             auto now = arch::read_thread_state(tid_);
@@ -112,6 +150,27 @@ Result<void> RemoteThread::syscall_removing_code(long nr, std::array<uint64_t, 6
     auto after = CKPT_TRY(arch::read_thread_state(tid_));
     if (WSTOPSIG(status) == SIGTRAP && arch::syscall_return(after) < 0)
         return sys_error_code(static_cast<int>(-arch::syscall_return(after)), fmt::format("tid {}: syscall {}", tid_, nr));
+    return ok();
+}
+
+Result<void> RemoteThread::enter_group_stop(int sig) {
+    // Pointed at a harmless syscall first: if the kernel discards the signal instead of
+    // stopping, the thread runs getpid and traps, and says so, instead of running on.
+    arch::ThreadState st;
+    st.regs = saved_.regs;
+    arch::prepare_syscall(st, code_addr_, SYS_getpid, {});
+    CKPT_TRY(arch::write_thread_state(tid_, st));
+    uint64_t mask = ~0ull & ~(1ull << (sig - 1));
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof mask, &mask) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
+    // In the stop after the injected syscall's trap, which is a signal delivery: the
+    // signal given here replaces SIGTRAP and takes its default action.
+    if (ptrace(PTRACE_CONT, tid_, 0, sig) != 0) return sys_error("ptrace(CONT, {}) tid {}", sig, tid_);
+    int status = CKPT_TRY_CTX(wait_stopped(tid_), "stopping it with signal {}", sig);
+    uint64_t all = ~0ull;
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof all, &all) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
+    if (!is_group_stop(tid_, status) || WSTOPSIG(status) != sig)
+        return error_code(EIO, "tid {}: signal {} did not stop it (stop status {:#x}; a SIGTSTP, SIGTTIN or SIGTTOU "
+                               "to an orphaned process group is discarded)", tid_, sig, status);
     return ok();
 }
 

@@ -20,7 +20,16 @@ namespace ckpt::engine {
 
 // PTRACE_SEIZE + PTRACE_INTERRUPT, waiting until the thread is in a ptrace stop.
 // A signal that arrives first is delivered (the handler runs) and the interrupt repeated.
-Result<void> seize_and_stop(pid_t tid);
+// Returns the signal of the stop: SIGTRAP when the interrupt stopped it, the stop signal
+// (SIGSTOP, SIGTSTP...) when it is in a group stop.
+Result<int> seize_and_stop(pid_t tid);
+// Lets a seized thread that reported SIGTRAP pass through signal delivery once more and
+// stops it again: a group stop begun meanwhile by another thread is then reported (its
+// signal is returned), else SIGTRAP.
+Result<int> restop(pid_t tid);
+// The stop a traced thread is in is a group stop (not a signal to deliver): for a thread
+// seized, PTRACE_EVENT_STOP; for one traced otherwise, a stop without siginfo.
+bool is_group_stop(pid_t tid, int status);
 // Waits for the next stop of a traced thread; returns the wait status.
 Result<int> wait_stopped(pid_t tid);
 
@@ -42,6 +51,17 @@ public:
     // the thread then faults on the breakpoint's address, which is the expected end.
     Result<void> syscall_removing_code(long nr, std::array<uint64_t, 6> args);
 
+    // Makes the thread enter a group stop with sig (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), as
+    // if that signal had been delivered with its default action; the thread must be in the
+    // stop after an injected syscall. Fails, naming the status, if the kernel did not stop
+    // it (SIGTSTP to an orphaned process group is discarded).
+    Result<void> enter_group_stop(int sig);
+
+    // SIGSTOPs that were pending and that injected syscalls took out of the way: a SIGSTOP
+    // cannot be blocked, so it is delivered when the thread resumes. The caller puts them
+    // back (jobctl.cpp).
+    int held_stops() const { return held_stops_; }
+
     // Puts back the registers and signal mask the thread had when attached.
     Result<void> restore_state();
     const arch::ThreadState& saved_state() const { return saved_; }
@@ -56,6 +76,7 @@ private:
     arch::ThreadState saved_;
     uint64_t saved_sigmask_ = 0;
     pid_t last_child_ = 0;
+    int held_stops_ = 0;
 };
 
 // Temporarily places the trap code at addr (an executable page of a frozen process),

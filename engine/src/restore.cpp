@@ -485,14 +485,35 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // engine's pidfd under the same number: its way to take fds from the engine.
         t.engine_pidfd_in_target = engine_pidfd.get();
     }
-    // Groups led by another process of the tree.
+    // Groups led by another process of the tree (even the parent's: the parent may have
+    // joined its group only now, after this process was made in its old one).
     for (pid_t pid : order) {
         const image::TaskEntry& te = *entry[pid];
-        if (te.pgid() != pid && te.sid() != pid && tasks.count(te.pgid()) && te.pgid() != entry[te.ppid() ? te.ppid() : pid]->pgid())
-            CKPT_TRY(tasks[pid].leader->syscall_ok("setpgid", SYS_setpgid, {0, static_cast<uint64_t>(te.pgid())}));
+        if (te.pgid() != pid && te.sid() != pid && tasks.count(te.pgid()))
+            CKPT_TRY_CTX(tasks[pid].leader->syscall_ok("setpgid", SYS_setpgid, {0, static_cast<uint64_t>(te.pgid())}),
+                         "pid {}: joining process group {}", pid, te.pgid());
     }
+    // Stopped processes enter their group stop now, groups in place (a SIGTSTP needs its
+    // group not orphaned) and before any thread is made (threads join it).
+    for (pid_t pid : order) {
+        const image::TaskEntry& te = *entry[pid];
+        if (te.state() == image::TaskEntry::ZOMBIE || te.stop_signal() == 0) continue;
+        auto parent = tasks.find(te.ppid());
+        RestoreTask* up = pid != root && parent != tasks.end() ? &parent->second : nullptr;
+        CKPT_TRY_CTX(restore_stop(tasks[pid], te.stop_signal(), te.stop_reported(), up), "restore pid {}", pid);
+    }
+    // Zombies: the process exits the way it did, with its name.
+    for (pid_t pid : order) {
+        const image::TaskEntry& te = *entry[pid];
+        if (te.state() != image::TaskEntry::ZOMBIE) continue;
+        CKPT_TRY_CTX(restore_zombie(tasks[pid], te.exit_status(), te.comm()), "restore pid {}", pid);
+    }
+    // Their parents were sent SIGCHLD for those stops and exits, which the originals had
+    // long been sent: taken back before the recorded pending signals are queued.
+    for (pid_t pid : order)
+        if (entry[pid]->state() != image::TaskEntry::ZOMBIE) CKPT_TRY(drain_restore_sigchld(tasks[pid]));
 
-    // 2. Each process: memory, handlers, settings, fds; zombies just exit.
+    // 2. Each process: memory, handlers, settings, fds (zombies have exited).
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         const image::TaskEntry& te = *entry[pid];
@@ -540,20 +561,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         CKPT_TRY_CTX(verify_fd_flags(t), "restore");
     }
     CKPT_TRY_CTX(seal_saved_files(shared.files, shared.saved_objects), "restore");
-    // 4. Zombies: the process exits the way it did.
-    for (pid_t pid : order) {
-        const image::TaskEntry& te = *entry[pid];
-        if (te.state() != image::TaskEntry::ZOMBIE) continue;
-        RestoreTask& t = tasks[pid];
-        int status = te.exit_status();
-        if (WIFSIGNALED(status)) {
-            CKPT_TRY(t.leader->syscall(SYS_kill, {static_cast<uint64_t>(pid), static_cast<uint64_t>(WTERMSIG(status))}));
-        }
-        (void)t.leader->syscall(SYS_exit_group, {static_cast<uint64_t>(WEXITSTATUS(status))});
-        waitpid(t.host, nullptr, __WALL);  // the tracer's view; the parent still sees the zombie
-        t.leader.reset();
-    }
-    // 5. Let go: threads' registers, then each leader drops its trampoline and identity.
+    // 4. Let go: threads' registers, then each leader drops its trampoline and identity.
     for (const auto& th : threads) CKPT_TRY(set_thread_registers(th.host, *th.core));
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
@@ -609,6 +617,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         RestoreTask& t = tasks[pid];
         if (!t.leader) continue;
         CKPT_TRY(set_thread_registers(t.host, t.core.threads(0)));
+        CKPT_TRY(requeue_stops(t));
         if (ptrace(PTRACE_DETACH, t.host, 0, 0) != 0) return sys_error("ptrace(DETACH) pid {}", pid);
     }
     return out;

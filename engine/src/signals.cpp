@@ -93,6 +93,9 @@ Result<void> restore_pending(RemoteThread& rt, RemoteScratch& scratch, pid_t tgi
         auto s = scratch.scope();
         uint64_t at = CKPT_TRY(s.put(si.raw().data(), kSiginfoSize));
         uint64_t sig = static_cast<uint64_t>(signo_of(si));
+        // A SIGSTOP would be taken by the next injected syscall: the engine queues it once
+        // nothing more is injected (requeue_stops, jobctl.cpp).
+        if (sig == SIGSTOP) continue;
         // Queued by the process to itself, so any si_code is accepted.
         if (thread)
             CKPT_TRY(rt.syscall_ok("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo,

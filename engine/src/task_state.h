@@ -4,6 +4,9 @@
 
 #include <sys/types.h>
 
+#include <string>
+#include <vector>
+
 #include "ckpt/base/result.h"
 #include "core.pb.h"
 #include "dump_context.h"
@@ -38,5 +41,39 @@ Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch&
 Result<void> restore_task_settings(RestoreTask& t);
 // Drops to the recorded identity: the last thing done inside each thread.
 Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c);
+
+// Job control (jobctl.cpp): stopped processes and pending SIGSTOPs.
+// The stop state of a frozen process from what its threads reported when seized; a group
+// stop still being entered is let settle (pid for messages).
+Result<void> settle_stop_state(FrozenProcess& p);
+// The SIGSTOPs pending in a frozen process (SigPnd of each thread, ShdPnd).
+struct PendingStops {
+    bool shared = false;
+    std::vector<pid_t> threads;
+};
+Result<PendingStops> read_pending_stops(const FrozenProcess& p);
+// Queues again the SIGSTOPs injected syscalls held back (RemoteThread::held_stops): those
+// pending before, as they were, and any sent meanwhile, to the process.
+Result<void> put_back_stops(const FrozenProcess& p, const PendingStops& before, int held);
+// What a wait by the parent would report of a live child: a stop not yet reported
+// (recorded), a continue not yet reported (refused: a restore cannot make it). Run from
+// inside the frozen parent.
+Result<void> dump_child_wait_state(RemoteThread& parent, RemoteScratch& scratch, FrozenProcess& child);
+// Puts a restored process, with only its leader yet, into its recorded group stop; its
+// threads join it as they are made. Under parent (null for the root), the stop is then
+// waited for if the original parent had already done so.
+Result<void> restore_stop(RestoreTask& t, int stop_signal, bool stop_reported, RestoreTask* parent);
+// Takes the SIGCHLD the restore's own stops and exits sent to a process, before its
+// recorded pending signals are queued.
+Result<void> drain_restore_sigchld(RestoreTask& t);
+// Queues the recorded pending SIGSTOPs, from the engine, once nothing more is injected
+// (restore_pending leaves them out: injected syscalls would take them).
+Result<void> requeue_stops(const RestoreTask& t);
+
+// Zombies (zombie.cpp).
+// Refuses an exit status a restore cannot make again (a core dump).
+Result<void> check_zombie(const FrozenProcess& p);
+// The zombie's process, just created (its leader only), exits the way it did.
+Result<void> restore_zombie(RestoreTask& t, int exit_status, const std::string& comm);
 
 }  // namespace ckpt::engine

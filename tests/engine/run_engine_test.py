@@ -566,7 +566,8 @@ class Run:
         stdout = self.new_stdout_pipe()
         argv = ["restore", "-D", self.images] + self.inherit_args() + self.shell_job_args()
         pid, err = self.engine_pass_fds(argv, stdout, wait=False)
-        # The restored tree is ready when every pid is back, untraced and asleep.
+        # The restored tree is ready when every pid is back, untraced and asleep (or stopped,
+        # as it was: the `stopped` program).
         deadline = time.monotonic() + ENGINE_TIMEOUT
         while True:
             self.reaper.poll()
@@ -575,7 +576,7 @@ class Run:
                 raise TestFailure(f"restore exited early ({describe_status(self.reaper.status[pid])}): "
                                   f"{err.read().strip()}")
             states = [proc_state(p) for p in self.pids]
-            if all(s is not None and s[1] == 0 and s[0] in "SZ" for s in states):
+            if all(s is not None and s[1] == 0 and s[0] in "SZT" for s in states):
                 break
             if time.monotonic() > deadline:
                 raise TestFailure("restored tree not running after %.0f s" % ENGINE_TIMEOUT)
