@@ -85,11 +85,13 @@ Result<void> put_back_stops(const FrozenProcess& p, const PendingStops& before, 
 }
 
 Result<void> dump_child_wait_state(RemoteThread& parent, RemoteScratch& scratch, FrozenProcess& child) {
+    // __WALL: a child whose exit signal is not SIGCHLD is waited for all the same.
     auto s = scratch.scope();
     siginfo_t si{};
     uint64_t at = CKPT_TRY(s.put(si));
     CKPT_TRY(parent.syscall_ok("waitid(WNOWAIT)", SYS_waitid,
-                               {P_PID, static_cast<uint64_t>(child.ns_pid), at, WSTOPPED | WCONTINUED | WNOHANG | WNOWAIT, 0}));
+                               {P_PID, static_cast<uint64_t>(child.ns_pid), at,
+                                WSTOPPED | WCONTINUED | WNOHANG | WNOWAIT | __WALL, 0}));
     CKPT_TRY(read_remote(parent.tid(), at, &si, sizeof si));
     child.stop_reported = child.stop_signal != 0;
     if (si.si_pid != child.ns_pid) return ok();  // nothing to report
@@ -122,7 +124,7 @@ Result<void> restore_stop(RestoreTask& t, int stop_signal, bool stop_reported, R
     CKPT_TRY_CTX(t.leader->enter_group_stop(stop_signal), "pid {}", t.pid);
     if (parent && stop_reported) {
         // The original parent had waited for this stop (WUNTRACED): so does the copy.
-        int64_t r = CKPT_TRY(parent->leader->syscall(SYS_wait4, {static_cast<uint64_t>(t.pid), 0, WUNTRACED | WNOHANG, 0}));
+        int64_t r = CKPT_TRY(parent->leader->syscall(SYS_wait4, {static_cast<uint64_t>(t.pid), 0, WUNTRACED | WNOHANG | __WALL, 0}));
         if (r != t.pid)
             return error_code(EIO, "pid {}: its parent {} was not told of its stop (wait4 gave {})", t.pid, parent->pid, r);
     }
