@@ -62,24 +62,31 @@ std::set<int> open_fds() {
     return fds;
 }
 
+// Calls fn(start, end, perms, line) for each line of /proc/self/maps.
+template <class Fn>
+void for_each_mapping(Fn&& fn) {
+    FILE* f = std::fopen("/proc/self/maps", "re");
+    if (!f)
+        return;
+    char line[4096];
+    while (std::fgets(line, sizeof line, f)) {
+        uint64_t a = 0, b = 0;
+        char perms[8] = {};
+        if (std::sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s", &a, &b, perms) == 3)
+            fn(a, b, perms, line);
+    }
+    std::fclose(f);
+}
+
 // Mappings of the process, except the main heap and stacks (which only grow, and are the
 // application's).
 std::vector<Range> mappings() {
     std::vector<Range> out;
-    FILE* f = std::fopen("/proc/self/maps", "re");
-    if (!f)
-        return out;
-    char line[4096];
-    while (std::fgets(line, sizeof line, f)) {
-        uint64_t a = 0, b = 0;
-        if (std::sscanf(line, "%" SCNx64 "-%" SCNx64, &a, &b) != 2)
-            continue;
-        if (std::strstr(line, "[heap]") || std::strstr(line, "[stack") || std::strstr(line, "[vvar]") ||
-            std::strstr(line, "[vdso]") || std::strstr(line, "[vsyscall]"))
-            continue;
-        out.emplace_back(a, b);
-    }
-    std::fclose(f);
+    for_each_mapping([&](uint64_t a, uint64_t b, const char*, const char* line) {
+        if (!std::strstr(line, "[heap]") && !std::strstr(line, "[stack") && !std::strstr(line, "[vvar]") &&
+            !std::strstr(line, "[vdso]") && !std::strstr(line, "[vsyscall]"))
+            out.emplace_back(a, b);
+    });
     std::sort(out.begin(), out.end());
     return out;
 }
@@ -169,27 +176,18 @@ std::vector<std::pair<uint64_t, uint64_t>> lower_memory_to_leave_out() {
     std::vector<ckpt_mpi_range> lower(ckpt_mpi_lower_memory(nullptr, 0));
     lower.resize(std::min(lower.size(), ckpt_mpi_lower_memory(lower.data(), lower.size())));
     std::vector<Range> out;
-    FILE* f = std::fopen("/proc/self/maps", "re");
-    if (!f)
-        return out;
-    char line[4096];
-    while (std::fgets(line, sizeof line, f)) {
-        uint64_t a = 0, b = 0;
-        char perms[8] = {};
-        if (std::sscanf(line, "%" SCNx64 "-%" SCNx64 " %7s", &a, &b, perms) != 3)
-            continue;
+    for_each_mapping([&](uint64_t a, uint64_t b, const char* perms, const char* line) {
         // Shared segments and files of this launch (Open MPI's and PMIx's shared memory, in
         // /dev/shm or the session folder) do not exist where the rank comes back.
         bool launch_only = perms[3] == 's' || std::strstr(line, " (deleted)") || std::strstr(line, " /dev/shm/");
         if (!launch_only)
-            continue;
+            return;
         for (const ckpt_mpi_range& r : lower)
             if (a >= r.start && b <= r.end) {
                 out.emplace_back(a, b);
-                break;
+                return;
             }
-    }
-    std::fclose(f);
+    });
     return out;
 }
 
