@@ -1,5 +1,6 @@
 // A dump can leave out listed memory ranges, threads and fds (what the MPI split rank
-// needs: the lower half is not the application's). Checked on a real process's images.
+// needs: the lower half is not the application's), and record a named fd as external (the
+// channel a parked rank waits on). Checked on a real process's images.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <pthread.h>
@@ -27,6 +28,7 @@ struct Shared {
     pid_t extra_tid;   // the thread to leave out
     int extra_fd;      // the fd to leave out
     int kept_fd;
+    int named_fd;      // recorded as an external resource under a name of the caller's
     volatile int ready;
 };
 
@@ -49,6 +51,7 @@ TEST(DumpExclusions, LeftOutMemoryThreadsAndFds) {
         s->region = reinterpret_cast<uint64_t>(r);
         s->extra_fd = open("/dev/null", O_RDONLY);
         s->kept_fd = open("/dev/zero", O_RDONLY);
+        s->named_fd = open("/dev/urandom", O_RDONLY);
         pthread_t t;
         pthread_create(&t, nullptr, idle, s);
         while (!s->extra_tid) usleep(1000);
@@ -75,6 +78,7 @@ TEST(DumpExclusions, LeftOutMemoryThreadsAndFds) {
     o.exclude_memory = {{s->region, s->region + 8 * 4096}};
     o.exclude_threads = {s->extra_tid};
     o.exclude_fds = {s->extra_fd};
+    o.external_fds = {{s->named_fd, "mpi-control"}};
     auto r = engine::dump(o);
     ASSERT_TRUE(r.ok()) << r.error().message();
     EXPECT_EQ(kill(child, 0), 0) << "the process must keep running";
@@ -94,13 +98,15 @@ TEST(DumpExclusions, LeftOutMemoryThreadsAndFds) {
 
     image::FdTable fds;
     ASSERT_TRUE(image::read_image(dir + "/fds" + suffix, image::Kind::Fds, &fds).ok());
-    bool extra_seen = false, kept_seen = false;
+    bool extra_seen = false, kept_seen = false, named_seen = false;
     for (const auto& f : fds.fds()) {
         extra_seen |= f.fd() == s->extra_fd;
-        kept_seen |= f.fd() == s->kept_fd;
+        kept_seen |= f.fd() == s->kept_fd && f.kind() != image::Fd::EXTERNAL;
+        named_seen |= f.fd() == s->named_fd && f.kind() == image::Fd::EXTERNAL && f.external_key() == "mpi-control";
     }
     EXPECT_FALSE(extra_seen);
     EXPECT_TRUE(kept_seen);
+    EXPECT_TRUE(named_seen);
 
     std::system(("rm -rf " + dir).c_str());
 }
