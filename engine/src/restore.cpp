@@ -434,6 +434,14 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         CKPT_TRY(load_task_images(t));
         if (user) CKPT_TRY_CTX(check_user_images(t.pid, t.core, shared), "{}/core-{}.img", dir, t.pid);
     }
+    // Every resource given with --inherit-fd must be one the images name: a wrong key is a
+    // mistake (the wrong images, or a typo), not something to restore without.
+    for (const auto& [key, fd] : opts.inherit_fds) {
+        bool named = false;
+        for (auto& [pid, t] : tasks)
+            for (const auto& f : t.fds.fds()) named |= f.kind() == image::Fd::EXTERNAL && f.external_key() == key;
+        if (!named) return error_code(EINVAL, "{}: --inherit-fd fd[{}]:{}: the images have no external resource {}", dir, fd, key, key);
+    }
     image::MmCore all_layouts;
     for (auto& [pid, t] : tasks)
         for (const auto& v : t.mm.vmas()) *all_layouts.add_vmas() = v;
