@@ -21,10 +21,9 @@
 
 namespace ckpt::engine {
 
-Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
-    const pid_t pid = p.pid;
-    const ProcStatus& s = p.status;
-    auto* c = core->mutable_creds();
+namespace {
+
+void fill_creds(const ProcStatus& s, image::Creds* c) {
     c->set_uid(s.uid[0]);
     c->set_euid(s.uid[1]);
     c->set_suid(s.uid[2]);
@@ -40,6 +39,15 @@ Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch&
     c->set_cap_bnd(s.cap_bnd);
     c->set_cap_amb(s.cap_amb);
     c->set_no_new_privs(s.no_new_privs);
+}
+
+}  // namespace
+
+Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core) {
+    const pid_t pid = p.pid;
+    const ProcStatus& s = p.status;
+    auto* c = core->mutable_creds();
+    fill_creds(s, c);
     c->set_securebits(static_cast<uint32_t>(CKPT_TRY(rt.syscall_ok("prctl(PR_GET_SECUREBITS)", SYS_prctl, {PR_GET_SECUREBITS}))));
     core->set_umask(s.umask);
 
@@ -68,6 +76,20 @@ Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch&
     CKPT_TRY(read_remote(pid, at, &subreaper, sizeof subreaper));
     core->set_child_subreaper(subreaper != 0);
     return ok();
+}
+
+Result<void> dump_thread_creds(pid_t pid, RemoteThread& rt, const image::Creds& process, image::ThreadCore* tc) {
+    // Credentials are per thread in the kernel: a thread that called the raw setresuid (or
+    // capset, setgroups...) for itself alone has its own. Kept only where they differ.
+    image::Creds c;
+    fill_creds(CKPT_TRY(read_status(pid, rt.tid())), &c);
+    c.set_securebits(static_cast<uint32_t>(CKPT_TRY(rt.syscall_ok("prctl(PR_GET_SECUREBITS)", SYS_prctl, {PR_GET_SECUREBITS}))));
+    if (c.SerializeAsString() != process.SerializeAsString()) *tc->mutable_creds() = c;
+    return ok();
+}
+
+const image::Creds& thread_creds(const image::TaskCore& core, const image::ThreadCore& tc) {
+    return tc.has_creds() ? tc.creds() : core.creds();
 }
 
 namespace {
@@ -189,6 +211,12 @@ std::vector<uint32_t> id_set(auto&& ids) {
 
 Result<void> check_user_images(pid_t pid, const image::TaskCore& core, const RestoreShared& sh) {
     const privilege::Identity& who = *sh.user;
+    // A user's restore gives every thread the user's identity: a thread with credentials of
+    // its own cannot come back as it was.
+    for (const auto& tc : core.threads())
+        if (tc.has_creds())
+            return error_code(EPERM, "pid {} tid {}: the thread has credentials of its own (uid {}, gid {}): refused",
+                              pid, tc.tid(), tc.creds().uid(), tc.creds().gid());
     const image::Creds& c = core.creds();
     for (uint32_t u : {c.uid(), c.euid(), c.suid(), c.fsuid()})
         if (u != who.uid)

@@ -24,6 +24,7 @@
 #include "memory.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
+#include "sched_state.h"
 #include "task_state.h"
 #include "threads.h"
 
@@ -280,6 +281,7 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
             CKPT_TRY(dump_thp_disable(leader, &mm));
             CKPT_TRY(dump_sigactions(leader, arena, &core));
             CKPT_TRY(dump_creds(p, leader, arena, &core));
+            CKPT_TRY(dump_proc_attrs(p.pid, &core));
             CKPT_TRY(dump_timers(p, leader, arena, &core));
             for (FrozenProcess* c : live_children) CKPT_TRY(dump_child_wait_state(leader, arena, *c));
             for (pid_t tid : p.threads) {
@@ -289,7 +291,9 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
                     continue;
                 }
                 auto rt = CKPT_TRY_CTX(RemoteThread::attach(tid, code), "thread {}", tid);
-                auto r = dump_thread(p.pid, rt, arena, core.add_threads());
+                image::ThreadCore* tc = core.add_threads();
+                auto r = dump_thread(p.pid, rt, arena, tc);
+                if (r) r = dump_thread_creds(p.pid, rt, core.creds(), tc);
                 auto back = rt.restore_state();
                 held_stops += rt.held_stops();
                 if (!r) return std::move(r).error().context("thread {}", tid);

@@ -38,6 +38,7 @@
 #include "memory.h"
 #include "proc.h"
 #include "restore_task.h"
+#include "sched_state.h"
 #include "task_state.h"
 #include "threads.h"
 
@@ -323,6 +324,8 @@ Result<void> load_task_images(RestoreTask& t) {
 Result<void> restore_process(RestoreTask& t) {
     CKPT_TRY(restore_memory(t));
     CKPT_TRY(restore_sigactions(t));
+    // Before the root changes (and while the process is as privileged as the restorer).
+    CKPT_TRY(restore_proc_attrs(t));
     CKPT_TRY(restore_task_settings(t));
     CKPT_TRY(restore_fds(t));
     return ok();
@@ -331,9 +334,9 @@ Result<void> restore_process(RestoreTask& t) {
 // The identity and seccomp state of every thread of a process, from /proc, against what the
 // image records (and, under --restore-as, exactly the user).
 Result<void> verify_task_identity(const RestoreTask& t) {
-    ExpectedIdentity want = expected_identity(t.core.creds(), *t.shared);
     for (int i = 0; i < t.core.threads_size(); ++i) {
         pid_t host_tid = i == 0 ? t.host : t.thread_hosts.at(static_cast<size_t>(i - 1));
+        ExpectedIdentity want = expected_identity(thread_creds(t.core, t.core.threads(i)), *t.shared);
         CKPT_TRY(verify_thread_identity(t.pid, t.core.threads(i).tid(), t.host, host_tid, want));
     }
     return ok();
@@ -433,6 +436,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (te.state() == image::TaskEntry::ZOMBIE) continue;
         CKPT_TRY(load_task_images(t));
         if (user) CKPT_TRY_CTX(check_user_images(t.pid, t.core, shared), "{}/core-{}.img", dir, t.pid);
+        CKPT_TRY_CTX(check_proc_attrs(t.pid, t.core, shared), "{}/core-{}.img", dir, t.pid);
     }
     // Every resource given with --inherit-fd must be one the images name: a wrong key is a
     // mistake (the wrong images, or a typo), not something to restore without.
@@ -554,10 +558,12 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             if (i > 0) {
                 // Capabilities are per thread: each drops its own (the leader's last, below).
                 if (user) CKPT_TRY_CTX(restore_creds_as_user(*rt, t.scratch, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
-                else CKPT_TRY_CTX(restore_creds(*rt, t.scratch, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
+                else CKPT_TRY_CTX(restore_creds(*rt, t.scratch, thread_creds(t.core, tc)), "restore pid {}: thread {}", pid, tc.tid());
                 threads.push_back({rt->tid(), &tc});
             }
         }
+        // Once every thread exists (each was made from the leader and has its settings).
+        CKPT_TRY_CTX(restore_sched(t), "restore");
     }
     // Every thread exists now: fd owners (which may be any of them) and O_ASYNC; then each
     // fd's status flags are checked whole. Memfd seals last, once every mapping and fd of

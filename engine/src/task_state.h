@@ -37,6 +37,10 @@ Result<void> restore_seccomp(RestoreTask& t);
 
 // Credentials, limits and settings (creds.cpp). dump_creds needs the frozen leader.
 Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core);
+// A non-leader thread's credentials, recorded only where they differ from its process's.
+Result<void> dump_thread_creds(pid_t pid, RemoteThread& rt, const image::Creds& process, image::ThreadCore* tc);
+// The credentials a thread is restored with: its own if recorded, else its process's.
+const image::Creds& thread_creds(const image::TaskCore& core, const image::ThreadCore& tc);
 // Settings that need privilege or come before the fds (limits, umask, cwd, root...).
 Result<void> restore_task_settings(RestoreTask& t);
 // Drops to the recorded identity: the last thing done inside each thread.

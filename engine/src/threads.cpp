@@ -1,11 +1,10 @@
 // Threads: registers and extended state, signal mask, TLS (in the registers),
-// clear_child_tid, robust futex list, rseq registration and sigaltstack.
+// clear_child_tid, robust futex list, rseq registration and sigaltstack (scheduling: sched.cpp).
 #include "threads.h"
 
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -15,27 +14,10 @@
 
 #include "ckpt/engine/syscalls.h"
 #include "proc.h"
+#include "sched_state.h"
 
 namespace ckpt::engine {
 namespace {
-
-std::string policy_name(int policy) {
-    switch (policy) {
-        case SCHED_NORMAL: return "SCHED_OTHER";
-        case SCHED_FIFO: return "SCHED_FIFO";
-        case SCHED_RR: return "SCHED_RR";
-        case SCHED_BATCH: return "SCHED_BATCH";
-        case SCHED_IDLE: return "SCHED_IDLE";
-        case SCHED_DEADLINE: return "SCHED_DEADLINE";
-        default: return fmt::format("policy {}", policy);
-    }
-}
-
-// A scheduling setting the kernel refused the restorer (as the user: what the user may not do).
-Error setting_refused(int err, const std::string& what) {
-    bool denied = err == EPERM || err == EACCES;
-    return error_code(err, "{}: {}{}", what, std::strerror(err), denied ? ": the user may not set it" : "");
-}
 
 struct RseqConfiguration {
     uint64_t rseq_abi_pointer;
@@ -84,9 +66,7 @@ Result<void> dump_thread(pid_t pid, RemoteThread& rt, RemoteScratch& scratch, im
 
     auto st = CKPT_TRY(read_stat(pid, tid));
     tc->set_comm(st.comm);
-    tc->set_nice(static_cast<int32_t>(st.nice));
-    tc->set_sched_policy(static_cast<int32_t>(st.policy));
-    tc->set_sched_priority(static_cast<int32_t>(st.rt_priority));
+    CKPT_TRY(dump_sched(pid, tid, tc));
     return ok();
 }
 
@@ -136,19 +116,6 @@ Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, cons
             uint64_t at = CKPT_TRY(s.put(ss));
             CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {at, 0}));
         }
-    }
-    // The kernel decides what the restoring user may set (a real-time policy, a nice value
-    // below the current one): its refusal is reported as such.
-    if (tc.sched_policy() != 0 || tc.sched_priority() != 0) {
-        uint64_t prio = CKPT_TRY(s.put(tc.sched_priority()));  // struct sched_param
-        int64_t r = CKPT_TRY(rt.syscall(SYS_sched_setscheduler, {0, static_cast<uint64_t>(tc.sched_policy()), prio}));
-        if (r < 0)
-            return setting_refused(static_cast<int>(-r), fmt::format("sched_setscheduler({}, {})",
-                                                                     policy_name(tc.sched_policy()), tc.sched_priority()));
-    }
-    if (tc.nice() != 0) {
-        int64_t r = CKPT_TRY(rt.syscall(SYS_setpriority, {PRIO_PROCESS, 0, static_cast<uint64_t>(tc.nice())}));
-        if (r < 0) return setting_refused(static_cast<int>(-r), fmt::format("setpriority(nice {})", tc.nice()));
     }
     if (tc.rseq_addr())
         CKPT_TRY(rt.syscall_ok("rseq", SYS_rseq, {tc.rseq_addr(), tc.rseq_len(), 0, tc.rseq_sig()}));

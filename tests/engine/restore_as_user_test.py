@@ -486,7 +486,7 @@ def case_sched_fifo(c):
         t.set("sched_priority", "10")
     c.edit_core(change)
     c.expect_refused(c.restore(),
-                     r"sched_setscheduler\(SCHED_FIFO, 10\): Operation not permitted: the user may not set it")
+                     r"sched_setattr\(SCHED_FIFO, 10\): Operation not permitted: the user may not set it")
 
 
 def case_nice(c):

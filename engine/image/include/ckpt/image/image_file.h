@@ -27,7 +27,9 @@ namespace ckpt::image {
 // The image format version this build writes and the only major one it reads.
 // 2: status flags kept whole, fd owners and signals (Fd.async), saved files' owner and memfd
 //    seals, Vma.may_write; a version 1 image lacks them and is refused, not restored wrong.
-inline constexpr uint32_t kFormatVersion = 2;
+// 3: per-thread scheduling flags and utilization clamps, per-thread credentials,
+//    oom_score_adj, loginuid; a version 2 image lacks them and is refused.
+inline constexpr uint32_t kFormatVersion = 3;
 
 enum class Kind : uint32_t {
     Inventory = 1,
