@@ -238,10 +238,21 @@ Result<void> record_tree_pids(const FrozenTree& tree, const FrozenProcess& p, bo
         if (t.notify_tid() != 0)
             t.set_notify_tid(CKPT_TRY_CTX(tid_in_tree(t.notify_tid()), "POSIX timer {}", t.id()));
     fds->set_pid(p.ns_pid);
-    for (auto& f : *fds->mutable_fds())
+    for (auto& f : *fds->mutable_fds()) {
+        if (f.kind() == image::Fd::PIDFD) {
+            // Only a process of the tree comes back to be named again (zombies included).
+            const FrozenProcess* named = nullptr;
+            for (const auto& q : tree.processes)
+                if (q.pid == f.pidfd().pid()) named = &q;
+            if (!named)
+                return error_code(ENOTSUP, "pid {}: fd {} is a pidfd of process {}, outside the dumped tree: refused",
+                                  p.pid, f.fd(), f.pidfd().pid());
+            f.mutable_pidfd()->set_pid(named->ns_pid);
+        }
         if (f.has_async() && f.async().owner() != 0)
             f.mutable_async()->set_owner(CKPT_TRY_CTX(owner_in_tree(tree, f.async().owner_type(), f.async().owner()),
                                                       "pid {}: fd {}", p.pid, f.fd()));
+    }
     return ok();
 }
 

@@ -1,5 +1,5 @@
-// eventfd, timerfd, signalfd and epoll fds: one file each (eventfd.cpp, timerfd.cpp,
-// signalfd.cpp, epoll.cpp) with its dump and restore side. Each state is read from
+// eventfd, timerfd, signalfd, epoll fds and pidfds: one file each (eventfd.cpp, timerfd.cpp,
+// signalfd.cpp, epoll.cpp, pidfd.cpp) with its dump and restore side. Each state is read from
 // /proc/PID/fdinfo at dump and made again in the engine at restore, then handed over like
 // any other description (fds.cpp keeps one description shared by all the fds holding it).
 #pragma once
@@ -37,6 +37,10 @@ Result<UniqueFd> make_signalfd(const image::SignalFdState& s);
 Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex,
                         image::EpollState* out);
 Result<UniqueFd> make_epoll();
+
+// pidfd.cpp. flags: the description's status flags (PIDFD_THREAD is refused).
+Result<void> dump_pidfd(std::string_view fdinfo, uint32_t flags, image::PidFdState* out);
+Result<UniqueFd> make_pidfd(const image::PidFdState& s, const RestoreShared& sh);
 // Adds the recorded targets from inside the process, once all its fds are in place.
 Result<void> restore_epoll_targets(RestoreTask& t, int epoll_fd, const image::EpollState& s);
 

@@ -72,7 +72,7 @@ Result<uint64_t> description_of(Descriptions& descs, pid_t pid, int fd, const st
     return id;
 }
 
-// eventfd, timerfd, signalfd and epoll (their own files); anything else behind an anonymous
+// eventfd, timerfd, signalfd, epoll and pidfd (their own files); anything else behind an anonymous
 // inode is refused by name.
 Result<void> dump_anon_fd(pid_t pid, int fd, int pidfd, const std::string& link, Descriptions& descs,
                           const DumpExclusions& ex, image::Fd* f) {
@@ -82,6 +82,7 @@ Result<void> dump_anon_fd(pid_t pid, int fd, int pidfd, const std::string& link,
     else if (kind == "[timerfd]") f->set_kind(image::Fd::TIMERFD);
     else if (kind == "[signalfd]") f->set_kind(image::Fd::SIGNALFD);
     else if (kind == "[eventpoll]") f->set_kind(image::Fd::EPOLL);
+    else if (kind == "[pidfd]") f->set_kind(image::Fd::PIDFD);
     else return error("unsupported fd kind: {}", link);
     std::string link_path = proc_path(pid, "fd/") + std::to_string(fd);
     struct stat st;
@@ -92,6 +93,7 @@ Result<void> dump_anon_fd(pid_t pid, int fd, int pidfd, const std::string& link,
     switch (f->kind()) {
         case image::Fd::EVENTFD: return dump_eventfd(text, f->mutable_eventfd());
         case image::Fd::SIGNALFD: return dump_signalfd(text, f->mutable_signalfd());
+        case image::Fd::PIDFD: return dump_pidfd(text, f->flags(), f->mutable_pidfd());
         case image::Fd::TIMERFD: {
             UniqueFd mine(sys_pidfd_getfd(pidfd, fd, 0));
             if (!mine) return sys_error("pidfd_getfd");
@@ -306,6 +308,7 @@ Result<void> restore_fds(RestoreTask& t) {
             case image::Fd::EVENTFD:
             case image::Fd::TIMERFD:
             case image::Fd::SIGNALFD:
+            case image::Fd::PIDFD:
             case image::Fd::EPOLL: {
                 // Made once in the engine, shared by every fd (in every process) that had it.
                 auto it = sh.descriptions.find(f.description_id());
@@ -313,6 +316,7 @@ Result<void> restore_fds(RestoreTask& t) {
                     auto made = f.kind() == image::Fd::EVENTFD    ? make_eventfd(f.eventfd())
                                 : f.kind() == image::Fd::TIMERFD  ? make_timerfd(f.timerfd())
                                 : f.kind() == image::Fd::SIGNALFD ? make_signalfd(f.signalfd())
+                                : f.kind() == image::Fd::PIDFD    ? make_pidfd(f.pidfd(), sh)
                                                                   : make_epoll();
                     if (!made) return ctx(std::move(made).error());
                     // O_NONBLOCK and the other status flags belong to the description.

@@ -484,6 +484,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
                                   "parent {}", te.ppid());
         }
         created.pids.push_back(t.host);
+        shared.hosts[pid] = t.host;
         t.trampoline = trampoline;
         t.scratch = RemoteScratch(t.host, trampoline + RestoreTask::kCodeSize, RestoreTask::kScratchSize);
         t.leader = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(t.host, trampoline)));

@@ -64,6 +64,7 @@ struct RestoreShared {
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
+    std::map<pid_t, pid_t> hosts;  // every process created: recorded pid -> as the engine sees it
     // --restore-as: the user the whole restore runs as (the engine, the init and every
     // restored process); empty when root restores images as recorded.
     std::optional<privilege::Identity> user;

@@ -30,7 +30,9 @@ Negative kinds (the program only provides a tree to dump):
   recorded on aarch64: refused with a message that says so), unsupported-fd (run with
   fd_unsupported: the dump fails naming "unsupported" and the fd, the tree runs on),
   fd-owner-outside (run with fd_owner_outside: the dump refuses an fd whose F_SETOWN owner
-  is outside the tree, naming the fd and the owner; the tree runs on).
+  is outside the tree, naming the fd and the owner; the tree runs on), pidfd-reaped and
+  pidfd-outside (run with pidfd_reaped / pidfd_outside: fd 9 is a pidfd of a child already
+  reaped / of the runner; the dump refuses it naming the pid and fd 9, the tree runs on).
 Image folders written by their user (every file may be forged, at any moment):
   image-fifo, image-devzero, image-symlink (every file of a dump in turn replaced by a FIFO,
   a link to /dev/zero, a link to a valid copy of itself elsewhere: restore and show refuse it
@@ -885,6 +887,29 @@ class Run:
         self.expect_tree_unharmed("a dump refused for an fd owned from outside")
         return "PASS"
 
+    def neg_pidfd_reaped(self):
+        """A pidfd of a child that exited and was reaped (pidfd_reaped, fd 9): no restored
+        process can be that one again, so the dump refuses it naming the pid and the fd.
+        Before: refused only as an "unsupported fd kind"."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], "reaped",
+                                   "dump of a pidfd of a reaped child")
+        if "fd 9" not in line or f"pid {self.root}" not in line:
+            raise TestFailure(f"the error does not name pid {self.root} and fd 9: {line}")
+        self.expect_tree_unharmed("a dump refused for a pidfd of a reaped child")
+        return "PASS"
+
+    def neg_pidfd_outside(self):
+        """A pidfd of a process outside the tree (pidfd_outside: fd 9, of the runner): the dump
+        refuses it naming pid, fd and the process named, and the tree runs on."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], "outside the dumped tree",
+                                   "dump of a pidfd of a process outside the tree")
+        if "fd 9" not in line or f"process {os.getpid()}" not in line or f"pid {self.root}" not in line:
+            raise TestFailure(f"the error does not name pid {self.root}, fd 9 and process {os.getpid()}: {line}")
+        self.expect_tree_unharmed("a dump refused for a pidfd of a process outside the tree")
+        return "PASS"
+
     def neg_nested_pidns(self):
         """A tree with a process in a pid namespace below the root's (pidns_nested; built with
         UNSHARED, a process whose children would go to one): the dump refuses it, naming
@@ -1165,7 +1190,8 @@ def main():
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed", "other-version",
-                                           "other-arch", "unsupported-fd", "fd-owner-outside", "image-fifo",
+                                           "other-arch", "unsupported-fd", "fd-owner-outside",
+                                           "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
                                            "pages-outside", "dump-foreign-process", "nested-pidns"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")

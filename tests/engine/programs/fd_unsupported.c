@@ -6,7 +6,10 @@
  * the kernel still watches the eventfd as fd 10, which the engine cannot register again.
  * Built with OWNER_OUTSIDE (program fd_owner_outside), fd 9 is the read end of a pipe of its
  * own (write end fd 10) with O_ASYNC whose owner (F_SETOWN) is the runner, outside the tree
- * (F_SETSIG SIGWINCH, which the runner ignores). */
+ * (F_SETSIG SIGWINCH, which the runner ignores).
+ * Built with PIDFD_REAPED (program pidfd_reaped), fd 9 is a pidfd of a child that exited and
+ * was reaped; with PIDFD_OUTSIDE (program pidfd_outside), a pidfd of the runner, outside the
+ * tree. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
@@ -16,6 +19,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -50,6 +54,17 @@ int main(int argc, char** argv) {
     if (fcntl(fd, F_SETOWN, getppid()) != 0 || fcntl(fd, F_SETSIG, SIGWINCH) != 0 ||
         fcntl(fd, F_SETFL, O_ASYNC) != 0)
         test_fail("F_SETOWN: %s", strerror(errno));
+#elif defined(PIDFD_REAPED)
+    const char* kind = "pidfd";
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    siginfo_t si;
+    waitid(P_PID, (id_t)child, &si, WEXITED | WNOWAIT);
+    int fd = (int)syscall(SYS_pidfd_open, child, 0);
+    waitpid(child, NULL, 0);
+#elif defined(PIDFD_OUTSIDE)
+    const char* kind = "pidfd";
+    int fd = (int)syscall(SYS_pidfd_open, getppid(), 0);
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;
