@@ -621,6 +621,18 @@ def case_claim_uid0(c):
     c.expect_refused(c.restore(), r"claim uid 0 but belong to uid 65534: refused")
 
 
+def case_thread_creds(c):
+    # The leader thread claims credentials of its own, uid 0 (format version 3). A user's
+    # restore gives every thread the user's identity: refused by pid and tid, never made.
+    dumped(c)
+    def change(core):
+        cr = core.blocks("threads")[0].add("creds")
+        for k in ("uid", "euid", "suid", "fsuid"):
+            cr.set(k, "0")
+    c.edit_core(change)
+    c.expect_refused(c.restore(), r"tid \d+: the thread has credentials of its own \(uid 0, gid 0\): refused")
+
+
 def case_claim_groups(c):
     # The process claims no supplementary group (the user is in nogroup): dropping a group
     # needs CAP_SETGID (a group can be denied access: a way around a group's deny ACL).
@@ -729,6 +741,7 @@ CASES = {
     "pidfile-symlink": case_pidfile_symlink,
     "claim-uid0": case_claim_uid0,
     "claim-groups": case_claim_groups,
+    "thread-creds": case_thread_creds,
     "engine-protected": case_engine_protected,
     "positive-identity": lambda c: positive(c, "identity", twice=True),
     "positive-tree": lambda c: positive(c, "tree", twice=False),

@@ -9,6 +9,8 @@
  *    reports that child's pid and exit 0;
  *  - the dup: F_SETFL O_NONBLOCK on one fd shows on the other (one description);
  *  - the zombie: waitid(P_PIDFD, WEXITED) on it reports its pid and exit code 7.
+ * The child holds a pidfd of its parent, the root: after restore it names the same process
+ * as a new pidfd_open(getppid()) (one inode per process where the kernel has pidfs).
  * Where /proc is ours, fdinfo's Pid: of each is also compared. */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,7 +44,7 @@ static long fdinfo_pid(int fd) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 6);
+    test_init(argc, argv, 7);
 
     test_sync_t sync;
     test_sync_init(&sync);
@@ -51,9 +54,22 @@ int main(int argc, char** argv) {
         sigemptyset(&usr1);
         sigaddset(&usr1, SIGUSR1);
         sigprocmask(SIG_BLOCK, &usr1, NULL);
+        int parent_fd = 30, opened = pidfd_open(getppid(), 0);
+        dup2(opened, parent_fd);
+        close(opened);
         test_sync_signal(&sync);
         int sig = 0;
         sigwait(&usr1, &sig);
+        if (test_corrupt(7)) dup2(pidfd_open(getpid(), 0), parent_fd);
+        int fresh = pidfd_open(getppid(), 0);
+        struct stat held, now;
+        if (fstat(parent_fd, &held) != 0 || fstat(fresh, &now) != 0)
+            test_fail("child: fstat of the parent's pidfd: %s", strerror(errno));
+        else if (held.st_ino != now.st_ino)
+            test_fail("child: its pidfd of the parent is not the parent's (inode %lu, expected %lu)",
+                      (unsigned long)held.st_ino, (unsigned long)now.st_ino);
+        if (test_proc_is_ours() && fdinfo_pid(parent_fd) != getppid())
+            test_fail("child: parent pidfd: Pid %ld, expected %d", fdinfo_pid(parent_fd), getppid());
         test_child_exit();
     }
     test_sync_wait(&sync);
