@@ -116,9 +116,11 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
     bool memfd = starts_with(p, "/memfd:");
     // Shared anonymous memory shows as "/dev/zero (deleted)" on the shmem device.
     bool anon_shmem = deleted && p == "/dev/zero";
-    if (deleted || memfd || anon_shmem || (S_ISREG(st.st_mode) && saved_whole(p))) {
+    bool copy = !deleted && !memfd && S_ISREG(st.st_mode) && saved_whole(p);
+    if (deleted || memfd || anon_shmem || copy) {
         if (!S_ISREG(st.st_mode)) return error("{}: deleted file of type {:o} is not supported", path, st.st_mode & S_IFMT);
         e->set_deleted(true);
+        e->set_saved_copy(copy);
         e->set_memfd(memfd || anon_shmem);
         auto from = CKPT_TRY(open_file(fd_path, O_RDONLY));
         if (memfd) {
@@ -181,8 +183,12 @@ Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::
         return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
     // Its own owner and mode, not the restorer's (nor its umask): owner first, as a change of
     // owner clears set-id bits. Whatever the restoring user may not set fails the restore.
-    if (fchown(fd.get(), e.uid(), e.gid()) != 0)
-        return sys_error("{}: giving the recreated file its owner {}:{} (fchown)", e.path(), e.uid(), e.gid());
+    if (fchown(fd.get(), e.uid(), e.gid()) != 0) {
+        if (!(e.saved_copy() && errno == EPERM))
+            return sys_error("{}: giving the recreated file its owner {}:{} (fchown)", e.path(), e.uid(), e.gid());
+        // A batch system's copy (see FileEntry.saved_copy): the restoring user's own.
+        logger()->info("{}: the copy stays the restoring user's (owner {}:{} not permitted)", e.path(), e.uid(), e.gid());
+    }
     if (fchmod(fd.get(), e.mode() & 07777) != 0)
         return sys_error("{}: giving the recreated file its mode {:o} (fchmod)", e.path(), e.mode() & 07777);
     return fd;
