@@ -373,7 +373,7 @@ Result<std::vector<ParkedRank>> Coordinator::quiesce(std::chrono::milliseconds t
         CKPT_TRY(collect(static_cast<uint32_t>(M::Sent), "stopping point-to-point", deadline,
                          [&](Rank& r, const std::vector<char>& b) -> Result<void> {
                              if (b.size() != sizeof(uint64_t) * world_size_) return error("a malformed sent count");
-                             std::memcpy(&sent[static_cast<size_t>(r.rank) * world_size_], b.data(), b.size());
+                             if (!b.empty()) std::memcpy(&sent[static_cast<size_t>(r.rank) * world_size_], b.data(), b.size());
                              return ok();
                          }));
         auto t_counts = Clock::now();
@@ -398,14 +398,16 @@ Result<std::vector<ParkedRank>> Coordinator::quiesce(std::chrono::milliseconds t
                              p.control_fd = q.control_fd;
                              const char* at = b.data() + sizeof q;
                              std::vector<pid_t> inner(q.nthreads);
-                             std::memcpy(inner.data(), at, q.nthreads * sizeof(int32_t));
+                             // (memcpy wants real pointers, which empty lists do not have)
+                             auto take = [](void* to, const char* from, size_t n) { if (n) std::memcpy(to, from, n); };
+                             take(inner.data(), at, q.nthreads * sizeof(int32_t));
                              p.lower_threads = CKPT_TRY(host_tids(r.pid, inner));
                              at += q.nthreads * sizeof(int32_t);
                              p.lower_fds.resize(q.nfds);
-                             std::memcpy(p.lower_fds.data(), at, q.nfds * sizeof(int32_t));
+                             take(p.lower_fds.data(), at, q.nfds * sizeof(int32_t));
                              at += q.nfds * sizeof(int32_t);
                              p.lower_memory.resize(q.nranges);
-                             std::memcpy(p.lower_memory.data(), at, q.nranges * 2 * sizeof(uint64_t));
+                             take(p.lower_memory.data(), at, q.nranges * 2 * sizeof(uint64_t));
                              return ok();
                          }));
         if (times) {

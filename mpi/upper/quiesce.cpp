@@ -139,7 +139,8 @@ template <class T>
 std::vector<T> payload_of(const std::vector<char>& rec) {
     size_t n = (rec.size() - sizeof(ctl::Header)) / sizeof(T);
     std::vector<T> v(n);
-    std::memcpy(v.data(), rec.data() + sizeof(ctl::Header), n * sizeof(T));
+    if (n)
+        std::memcpy(v.data(), rec.data() + sizeof(ctl::Header), n * sizeof(T));
     return v;
 }
 
@@ -195,7 +196,8 @@ void* control_main(void*) {
                 uint64_t generation;
                 std::memcpy(&generation, rec.data() + sizeof(ctl::Header), sizeof generation);
                 std::vector<ctl::CommSeq> t((rec.size() - sizeof(ctl::Header) - sizeof generation) / sizeof(ctl::CommSeq));
-                std::memcpy(t.data(), rec.data() + sizeof(ctl::Header) + sizeof generation, t.size() * sizeof(ctl::CommSeq));
+                if (!t.empty())
+                    std::memcpy(t.data(), rec.data() + sizeof(ctl::Header) + sizeof generation, t.size() * sizeof(ctl::CommSeq));
                 std::sort(t.begin(), t.end(), [](const ctl::CommSeq& a, const ctl::CommSeq& b) { return a.key < b.key; });
                 {
                     std::lock_guard<std::mutex> lock(g_targets_mutex);
