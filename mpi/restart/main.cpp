@@ -4,6 +4,7 @@
 // the rank, the rank's exit status as its own). docs/mpi.md, "Restart".
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -57,6 +58,16 @@ int main(int argc, char** argv) {
     if (rank < 0) {
         std::fprintf(stderr, "ckpt-mpi-restore: no rank in the environment (not started by mpirun or srun?)\n");
         return 1;
+    }
+    // The images are restored as they describe themselves (no --restore-as here): only from
+    // folders the caller owns and nobody else may write, never through a link.
+    for (const std::string& path : {images, images + "/rank-" + std::to_string(rank)}) {
+        struct stat st {};
+        if (lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022)) {
+            std::fprintf(stderr, "ckpt-mpi-restore: rank %d: %s: not a folder of this user's that only it may write: refused\n",
+                         rank, path.c_str());
+            return 1;
+        }
     }
     int sp[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
