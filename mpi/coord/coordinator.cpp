@@ -13,6 +13,7 @@
 #include <map>
 
 #include "ckpt/base/log.h"
+#include "ckpt/base/strings.h"
 #include "ckpt/mpi/control.h"
 
 namespace ckpt::mpi {
@@ -68,8 +69,15 @@ Result<ctl::Header> read_record(int fd, std::vector<char>& body) {
     return h;
 }
 
-// A rank's thread ids as its own pid namespace numbers them -> as this process sees them
-// (a restored rank runs in a pid namespace of its own).
+std::string rank_list(const std::vector<int>& ranks) {
+    std::string s;
+    for (size_t i = 0; i < ranks.size() && i < 16; ++i) s += (i ? "," : "") + std::to_string(ranks[i]);
+    if (ranks.size() > 16) s += fmt::format(",... ({} ranks)", ranks.size());
+    return s;
+}
+
+}  // namespace
+
 Result<std::vector<pid_t>> host_tids(pid_t pid, const std::vector<pid_t>& inner) {
     std::map<pid_t, pid_t> host_of;
     std::string dir = fmt::format("/proc/{}/task", pid);
@@ -96,70 +104,123 @@ Result<std::vector<pid_t>> host_tids(pid_t pid, const std::vector<pid_t>& inner)
     return out;
 }
 
-std::string rank_list(const std::vector<int>& ranks) {
-    std::string s;
-    for (size_t i = 0; i < ranks.size() && i < 16; ++i) s += (i ? "," : "") + std::to_string(ranks[i]);
-    if (ranks.size() > 16) s += fmt::format(",... ({} ranks)", ranks.size());
-    return s;
+Result<socklen_t> unix_address(const std::string& name, sockaddr_un* out) {
+    *out = sockaddr_un{};
+    out->sun_family = AF_UNIX;
+    if (name.empty() || name.size() >= sizeof out->sun_path) return error("'{}': not a usable socket name", name);
+    std::memcpy(out->sun_path, name.c_str(), name.size());
+    if (name[0] != '@') return static_cast<socklen_t>(sizeof *out);
+    out->sun_path[0] = '\0';  // abstract: the name is the bytes given, no terminator
+    return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + name.size());
 }
+
+std::string encode_parked(const ParkedRank& p) {
+    auto list = [](const auto& v, auto&& one) {
+        std::string s;
+        for (const auto& x : v) s += (s.empty() ? "" : ",") + one(x);
+        return s.empty() ? std::string("-") : s;
+    };
+    auto num = [](auto n) { return std::to_string(n); };
+    return fmt::format("{} {} {} {} {} {}", p.rank, p.pid, p.control_fd, list(p.lower_threads, num),
+                       list(p.lower_fds, num),
+                       list(p.lower_memory, [](const auto& r) { return fmt::format("{:x}-{:x}", r.first, r.second); }));
+}
+
+Result<ParkedRank> decode_parked(std::string_view line) {
+    auto words = split(line, ' ');
+    if (words.size() != 6) return error("a parked rank of {} fields", words.size());
+    auto items = [](std::string_view w) {
+        return w == "-" ? std::vector<std::string_view>{} : split(w, ',');
+    };
+    ParkedRank p;
+    auto rank = parse_int(words[0]), pid = parse_int(words[1]), fd = parse_int(words[2]);
+    if (!rank || !pid || !fd || *rank < 0 || *pid <= 0 || *fd < 0) return error("a malformed parked rank");
+    p.rank = static_cast<int>(*rank);
+    p.pid = static_cast<pid_t>(*pid);
+    p.control_fd = static_cast<int>(*fd);
+    for (auto w : items(words[3])) {
+        auto t = parse_int(w);
+        if (!t || *t <= 0) return error("a malformed thread id '{}'", w);
+        p.lower_threads.push_back(static_cast<pid_t>(*t));
+    }
+    for (auto w : items(words[4])) {
+        auto f = parse_int(w);
+        if (!f || *f < 0) return error("a malformed fd '{}'", w);
+        p.lower_fds.push_back(static_cast<int>(*f));
+    }
+    for (auto w : items(words[5])) {
+        size_t dash = w.find('-');
+        auto a = dash == std::string_view::npos ? parse_uint("") : parse_uint(w.substr(0, dash), 16);
+        auto b = dash == std::string_view::npos ? parse_uint("") : parse_uint(w.substr(dash + 1), 16);
+        if (!a || !b || *a >= *b) return error("a malformed memory range '{}'", w);
+        p.lower_memory.emplace_back(*a, *b);
+    }
+    return p;
+}
+
+std::vector<std::string> dump_exclusion_args(const ParkedRank& p) {
+    auto join = [](const auto& v, auto&& one) {
+        std::string s;
+        for (const auto& x : v) s += (s.empty() ? "" : ",") + one(x);
+        return s;
+    };
+    std::vector<std::string> args = {"--external-fd", fmt::format("{}:{}", p.control_fd, control::kControlFdKey)};
+    if (!p.lower_fds.empty())
+        args.insert(args.end(), {"--exclude-fds", join(p.lower_fds, [](int f) { return std::to_string(f); })});
+    if (!p.lower_threads.empty())
+        args.insert(args.end(), {"--exclude-threads", join(p.lower_threads, [](pid_t t) { return std::to_string(t); })});
+    if (!p.lower_memory.empty())
+        args.insert(args.end(), {"--exclude-memory", join(p.lower_memory, [](const auto& r) {
+                                     return fmt::format("{:x}-{:x}", r.first, r.second);
+                                 })});
+    return args;
+}
+
+namespace {
+
 
 }  // namespace
 
-Result<Coordinator> Coordinator::listen(const std::string& path, int world_size) {
+Result<Coordinator> Coordinator::listen(const std::string& path, int world_size, bool relayed) {
     if (world_size <= 0) return error("{} ranks: nothing to coordinate", world_size);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) return error("{}: too long for a socket path", path);
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    sockaddr_un addr;
+    socklen_t len = CKPT_TRY(unix_address(path, &addr));
     Coordinator c;
     c.listener_ = UniqueFd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!c.listener_) return sys_error("socket");
     // Only its owner may connect (the socket's mode; the peer's uid is checked too).
     mode_t old = umask(0177);
-    int rc = bind(c.listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    int rc = bind(c.listener_.get(), reinterpret_cast<sockaddr*>(&addr), len);
     umask(old);
     if (rc != 0) return sys_error("bind {}", path);
     if (::listen(c.listener_.get(), 128) != 0) return sys_error("listen {}", path);
     c.path_ = path;
     c.world_size_ = world_size;
     c.ranks_.resize(world_size);
+    c.relayed_ = relayed;
     return c;
+}
+
+int Coordinator::connected_ranks() const {
+    int n = 0;
+    for (const auto& r : ranks_) n += r.rank >= 0;
+    return n;
 }
 
 Result<void> Coordinator::accept_ranks(std::chrono::milliseconds timeout) {
     auto deadline = Clock::now() + timeout;
-    int accepted = 0;
-    for (auto& r : ranks_) accepted += r.rank >= 0;
-    // Connections whose hello has not come yet.
-    std::vector<UniqueFd> pending;
-    // As this process sees them (a restored rank's getpid() is its own pid namespace's).
-    std::vector<pid_t> pending_pids;
-    while (accepted < world_size_) {
-        std::vector<pollfd> p{{listener_.get(), POLLIN, 0}};
-        for (auto& f : pending) p.push_back({f.get(), POLLIN, 0});
+    int accepted = connected_ranks();
+    for (bool first = true; accepted < world_size_; first = false) {
         int left = ms_left(deadline);
-        if (left == 0)
+        if (left == 0 && !first)
             return error_code(ETIMEDOUT, "{} of {} ranks reached the coordinator at {} within {} ms", accepted,
                               world_size_, path_, timeout.count());
+        std::vector<pollfd> p{{listener_.get(), POLLIN, 0}};
+        for (auto& [f, pid] : pending_) p.push_back({f.get(), POLLIN, 0});
         if (poll(p.data(), p.size(), left) < 0 && errno != EINTR) return sys_error("poll");
-        if (p[0].revents & POLLIN) {
-            int fd = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-            if (fd >= 0) {
-                ucred cred{};
-                socklen_t len = sizeof cred;
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid()) {
-                    logger()->warn("refused a connection from uid {} (not the job's user)", cred.uid);
-                    close(fd);
-                } else {
-                    pending.emplace_back(fd);
-                    pending_pids.push_back(cred.pid);
-                }
-            }
-        }
         for (size_t i = 1; i < p.size(); ++i) {
             if (!p[i].revents) continue;
-            UniqueFd fd = std::move(pending[i - 1]);
-            pid_t peer_pid = pending_pids[i - 1];
+            auto [fd, peer_pid] = std::move(pending_[i - 1]);
             std::vector<char> body;
             auto h = read_record(fd.get(), body);
             if (!h) {
@@ -181,15 +242,29 @@ Result<void> Coordinator::accept_ranks(std::chrono::milliseconds timeout) {
             Rank& r = ranks_[hello.rank];
             r.fd = std::move(fd);
             r.rank = hello.rank;
-            r.pid = peer_pid;
+            // A relay of this process speaks for a rank on its node: the pid is that node's.
+            r.relayed = relayed_;
+            r.pid = r.relayed ? hello.pid : peer_pid;
             ++accepted;
-            logger()->debug("rank {} (pid {}) connected", r.rank, r.pid);
+            logger()->debug("rank {} (pid {}) connected{}", r.rank, r.pid, r.relayed ? " through a relay" : "");
         }
-        for (size_t k = pending.size(); k-- > 0;)
-            if (!pending[k].valid()) {
-                pending.erase(pending.begin() + k);
-                pending_pids.erase(pending_pids.begin() + k);
+        std::erase_if(pending_, [](const auto& e) { return !e.first.valid(); });
+        if (p[0].revents & POLLIN) {
+            for (;;) {
+                int fd = accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+                if (fd < 0) break;
+                ucred cred{};
+                socklen_t len = sizeof cred;
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid() ||
+                    (relayed_ && cred.pid != getpid())) {
+                    logger()->warn("refused a connection from pid {} uid {} (not the job's user, or not a relay)",
+                                   cred.pid, cred.uid);
+                    close(fd);
+                } else {
+                    pending_.emplace_back(UniqueFd(fd), cred.pid);
+                }
             }
+        }
     }
     return ok();
 }
@@ -401,7 +476,8 @@ Result<std::vector<ParkedRank>> Coordinator::quiesce(std::chrono::milliseconds t
                              // (memcpy wants real pointers, which empty lists do not have)
                              auto take = [](void* to, const char* from, size_t n) { if (n) std::memcpy(to, from, n); };
                              take(inner.data(), at, q.nthreads * sizeof(int32_t));
-                             p.lower_threads = CKPT_TRY(host_tids(r.pid, inner));
+                             // A relay translated them where the rank runs.
+                             p.lower_threads = r.relayed ? inner : CKPT_TRY(host_tids(r.pid, inner));
                              at += q.nthreads * sizeof(int32_t);
                              p.lower_fds.resize(q.nfds);
                              take(p.lower_fds.data(), at, q.nfds * sizeof(int32_t));

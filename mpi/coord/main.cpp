@@ -38,12 +38,6 @@ int usage(const char* why) {
     return 2;
 }
 
-std::string join(const auto& v, auto&& fmt) {
-    std::string s;
-    for (const auto& x : v) s += (s.empty() ? "" : ",") + fmt(x);
-    return s;
-}
-
 // Dumps every parked rank (in parallel) into dir/rank-N, leaving its lower half out and
 // recording the fd it waits on as external resource "mpi-control". Returns "" or an error.
 std::string dump_ranks(const std::vector<ckpt::mpi::ParkedRank>& parked, const std::string& engine,
@@ -54,20 +48,8 @@ std::string dump_ranks(const std::vector<ckpt::mpi::ParkedRank>& parked, const s
     for (const auto& p : parked) {
         std::vector<std::string> args = {engine, "dump", "-t", std::to_string(p.pid), "-D",
                                          dir + "/rank-" + std::to_string(p.rank), "--leave-running",
-                                         "--external-stdio", "--external-fd",
-                                         std::to_string(p.control_fd) + ":mpi-control"};
-        if (!p.lower_fds.empty())
-            args.insert(args.end(), {"--exclude-fds", join(p.lower_fds, [](int f) { return std::to_string(f); })});
-        if (!p.lower_threads.empty())
-            args.insert(args.end(),
-                        {"--exclude-threads", join(p.lower_threads, [](pid_t t) { return std::to_string(t); })});
-        if (!p.lower_memory.empty())
-            args.insert(args.end(), {"--exclude-memory", join(p.lower_memory, [](const auto& r) {
-                                         char b[64];
-                                         std::snprintf(b, sizeof b, "%llx-%llx", (unsigned long long)r.first,
-                                                       (unsigned long long)r.second);
-                                         return std::string(b);
-                                     })});
+                                         "--external-stdio"};
+        for (auto& a : ckpt::mpi::dump_exclusion_args(p)) args.push_back(std::move(a));
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);

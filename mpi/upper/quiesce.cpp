@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -649,16 +650,31 @@ void connect_control() {
     const char* path = std::getenv(ctl::kSocketEnv);
     if (!path || !*path)
         return;
+    // A path, or "@name" in the abstract namespace (what a Slurm step's agent listens on).
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    if (std::strlen(path) >= sizeof addr.sun_path) {
+    size_t len = std::strlen(path);
+    if (len >= sizeof addr.sun_path) {
         std::fprintf(stderr, "ckpt: rank %d: %s=%s is too long a socket path; not checkpointed\n", g_world_rank,
                      ctl::kSocketEnv, path);
         return;
     }
-    std::strcpy(addr.sun_path, path);
+    std::memcpy(addr.sun_path, path, len);
+    socklen_t addr_len = sizeof addr;
+    if (path[0] == '@') {
+        addr.sun_path[0] = '\0';
+        addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
+    }
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    // The node's agent starts with the step's first task and may not listen yet: retry for a while.
+    int rc = -1;
+    for (int attempt = 0; fd >= 0 && attempt < 200; ++attempt) {
+        rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), addr_len);
+        if (rc == 0 || (errno != ECONNREFUSED && errno != ENOENT))
+            break;
+        usleep(50 * 1000);
+    }
+    if (fd < 0 || rc != 0) {
         std::fprintf(stderr, "ckpt: rank %d: cannot reach the checkpoint coordinator at %s: %s; not checkpointed\n",
                      g_world_rank, path, std::strerror(errno));
         if (fd >= 0)

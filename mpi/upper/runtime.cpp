@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <unordered_map>
 
 #include "abi_impl.h"
@@ -96,9 +97,19 @@ void load_lower() {
     if (g_lower_loaded)
         return;
     resources_before_lower();
+    // The shim sits in lower/ beside this library's folder (upper/), in the build and where
+    // it is installed or staged as a whole; the build's own path is the last resort.
+    std::string beside;
     const char* shim = std::getenv("CKPT_MPI_LOWER_SHIM");
-    if (!shim || !*shim)
-        shim = CKPT_MPI_SHIM_PATH;
+    if (!shim || !*shim) {
+        std::string own = own_path();
+        std::string built = CKPT_MPI_SHIM_PATH;
+        size_t slash = own.rfind('/');
+        size_t parent = slash == std::string::npos || slash == 0 ? std::string::npos : own.rfind('/', slash - 1);
+        if (parent != std::string::npos)
+            beside = own.substr(0, parent) + "/lower" + built.substr(built.rfind('/'));
+        shim = !beside.empty() && access(beside.c_str(), R_OK) == 0 ? beside.c_str() : CKPT_MPI_SHIM_PATH;
+    }
     g_shim = dlmopen(LM_ID_NEWLM, shim, RTLD_NOW | RTLD_LOCAL);
     if (!g_shim)
         fatal("cannot load the lower half (%s): %s", shim, dlerror());

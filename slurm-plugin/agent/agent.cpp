@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -29,6 +30,7 @@
 #include "job_record.h"
 #include "local_tasks.h"
 #include "privileged.h"
+#include "relay.h"
 
 namespace ckpt::slurm::agent {
 
@@ -75,6 +77,14 @@ Result<void> fsync_tree(const std::string& dir) {
     return ok();
 }
 
+Result<void> write_rank_marker(const std::string& member_dir, int rank) {
+    std::string path = member_dir + "/" + kMpiRankMarker;
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) return sys_error("create {}", path);
+    std::string text = fmt::format("rank {}\n", rank);
+    return write_all(fd.get(), text.data(), text.size());
+}
+
 class Agent {
 public:
     explicit Agent(const AgentConfig& cfg)
@@ -104,6 +114,7 @@ public:
                 logger()->info("every local task exited");
                 break;
             }
+            if (relay_ && !relay_->has_lead()) learn_mpi_lead();
             if (lead()) lead_tick();
             node_tick();
             if (now_s() >= status_written_ + 5) write_status("running");
@@ -113,6 +124,7 @@ public:
             (void)store_->fail_set(pending_->seq, "the step ended while the set was written");
             pending_.reset();
         }
+        resume_ranks();
         write_status(g_stop ? "stopped" : "finished");
         return 0;
     }
@@ -203,6 +215,7 @@ private:
             if (auto req = decode_request(*old); req && req->restart_count == restart_count_)
                 handled_seq_ = req->seq;  // of this run, before this agent started: skip
         }
+        if (cfg_.step != kBatchStep && !cfg_.mpi_control.empty()) CKPT_TRY_CTX(start_mpi(), "MPI ranks");
         logger()->info("job {} step {} node {} of {} ({}): agent of run {} started, interval {} s",
                        cfg_.job, step_name(cfg_.step), cfg_.node_id, cfg_.nodes, cfg_.node_name,
                        restart_count_, cfg_.interval);
@@ -293,6 +306,12 @@ private:
                 pending_.reset();
                 return std::move(d).error();
             }
+        if (auto q = quiesce_ranks(); !q) {
+            std::string why = fmt::format("set {} failed: {}", seq, q.error().message());
+            (void)store_->fail_set(seq, q.error().message());
+            pending_.reset();
+            return error("{}", why);
+        }
         SetRequest req{seq, trigger, restart_count_};
         CKPT_TRY(write_file_at(agents_fd_.get(), request_name(cfg_.step), encode(req)));
         logger()->info("set {} begun ({})", seq, set::to_string(trigger));
@@ -353,7 +372,84 @@ private:
         for (uint32_t n = 0; n < cfg_.nodes; ++n)
             ::unlinkat(agents_fd_.get(), report_name(cfg_.step, seq, n).c_str(), 0);
         pending_.reset();
+        resume_ranks();
         write_status("running");
+    }
+
+    // MPI (docs/mpi.md, "Under Slurm"): every node's agent relays its ranks' control
+    // channels; the lead's also runs the step's coordinator and says, in the job's folder,
+    // where the nodes reach it and with which token.
+    Result<void> start_mpi() {
+        relay_ = CKPT_TRY(mpi::Relay::start(cfg_.mpi_control));
+        if (char* r = ::realpath(cfg_.mpi_dir.c_str(), nullptr)) {
+            mpi_dir_ = r;
+            ::free(r);
+        } else {
+            mpi_dir_ = cfg_.mpi_dir;
+        }
+        if (!lead()) return ok();
+        unsigned char b[8];
+        if (::getrandom(b, sizeof b, 0) != sizeof b) return sys_error("getrandom");
+        std::string name = fmt::format("@ckpt-mpi-coord-{}-{}-", cfg_.job, step_name(cfg_.step));
+        for (unsigned char c : b) name += fmt::format("{:02x}", c);
+        coordinator_ = CKPT_TRY(mpi::Coordinator::listen(name, static_cast<int>(cfg_.tasks_total), true));
+        mpi::LeadAddress lead = CKPT_TRY(relay_->serve_as_lead(name));
+        return write_file_at(agents_fd_.get(), mpi_lead_name(cfg_.step),
+                             seal(fmt::format("ckpt-mpi-lead 1\nrun {}\nhost {}\nport {}\ntoken {}\n",
+                                              restart_count_, lead.host, lead.port, lead.token)));
+    }
+
+    // A node: where the lead's relay is, once the lead wrote it for this run.
+    void learn_mpi_lead() {
+        auto text = read_file_at(agents_fd_.get(), mpi_lead_name(cfg_.step));
+        if (!text) return;
+        auto body = unseal(*text, "MPI lead");
+        if (!body) return;
+        Fields f = parse_fields(*body);
+        auto run = uint_field(f, "run", "MPI lead");
+        auto port = uint_field(f, "port", "MPI lead");
+        if (field(f, "ckpt-mpi-lead") != "1" || !run || *run != restart_count_ || !port || *port > 65535) return;
+        relay_->set_lead({field(f, "host").value_or(""), static_cast<uint16_t>(*port), field(f, "token").value_or("")});
+        logger()->info("MPI ranks relayed to the lead at {}:{}", field(f, "host").value_or(""), *port);
+    }
+
+    // The lead, as a set begins: an MPI step's ranks are quiesced before any node dumps.
+    // A step none of whose tasks reached the coordinator is dumped as plain processes (each
+    // node refuses a task that maps ckpt's libmpi without being parked).
+    Result<void> quiesce_ranks() {
+        if (!coordinator_) return ok();
+        (void)coordinator_->accept_ranks(std::chrono::milliseconds(0));
+        int connected = coordinator_->connected_ranks();
+        if (connected == 0) return ok();
+        if (connected < static_cast<int>(cfg_.tasks_total))
+            return error("{} of {} MPI ranks reached the coordinator (the others have not finished MPI_Init)",
+                         connected, cfg_.tasks_total);
+        mpi::QuiesceTimes t;
+        CKPT_TRY(coordinator_->quiesce(std::chrono::seconds(60), &t));
+        ranks_parked_ = true;
+        logger()->info("{} MPI ranks quiesced in {} ms", connected,
+                       std::chrono::duration_cast<std::chrono::milliseconds>(t.to_parked).count());
+        return ok();
+    }
+
+    void resume_ranks() {
+        if (!ranks_parked_) return;
+        ranks_parked_ = false;
+        if (auto r = coordinator_->resume(); !r) logger()->error("MPI ranks not resumed: {}", r.error().message());
+    }
+
+    // Whether a process of the tree below `root` maps ckpt's libmpi (an MPI rank).
+    bool maps_ckpt_mpi(pid_t root) const {
+        if (mpi_dir_.empty()) return false;
+        std::vector<pid_t> todo{root};
+        while (!todo.empty()) {
+            pid_t p = todo.back();
+            todo.pop_back();
+            auto maps = read_file(fmt::format("/proc/{}/maps", p));
+            if (maps && maps->find(mpi_dir_ + "/") != std::string::npos) return true;
+            for (pid_t c : children_of(p)) todo.push_back(c);
+        }
+        return false;
     }
 
     // Every node: answers a new request of this run with its members.
@@ -378,9 +474,20 @@ private:
     NodeReport dump_members(uint64_t seq) {
         NodeReport rep{seq, cfg_.node_id, cfg_.node_name, "", {}};
         std::vector<int32_t> ids;
+        std::map<int32_t, mpi::ParkedRank> ranks;
+        auto parked = relay_ ? relay_->parked() : std::map<pid_t, mpi::ParkedRank>{};
         for (const Task& t : tasks_) {
             if (t.exited()) {
                 rep.failure = fmt::format("task {} (pid {}) has exited", t.global_id, t.pid);
+                return rep;
+            }
+            // An MPI rank is dumped parked, without its lower half, or not at all.
+            auto root = tree_root(t.pid, agent_exe_, engine_exe_);
+            if (root && parked.count(*root)) {
+                ranks[t.global_id] = parked[*root];
+            } else if (root && maps_ckpt_mpi(*root)) {
+                rep.failure = fmt::format("task {} is an MPI rank that is not parked (not in MPI yet, finishing, or "
+                                          "launched through another process)", t.global_id);
                 return rep;
             }
             ids.push_back(t.global_id);
@@ -388,7 +495,7 @@ private:
                 {t.global_id, fmt::format("{}/member-{}", set::set_folder_name(seq), t.global_id), {}});
         }
         auto started = std::chrono::steady_clock::now();
-        auto results = channel_.dump(seq, ids);
+        auto results = channel_.dump(seq, ids, ranks);
         if (!results) {
             rep.failure = results.error().message();
             return rep;
@@ -399,6 +506,12 @@ private:
                 return rep;
             }
             std::string dir = job_dir_ + "/" + m.image_dir;
+            // A restart gives a rank's image a new control channel and launch environment.
+            if (auto rank = ranks.find(m.member_id); rank != ranks.end())
+                if (auto w = write_rank_marker(dir, rank->second.rank); !w) {
+                    rep.failure = w.error().message();
+                    return rep;
+                }
             auto r = fsync_tree(dir);
             auto files = r ? set::scan_member_files(dir)
                            : Result<std::vector<set::FileRecord>>(std::move(r).error());
@@ -450,6 +563,10 @@ private:
     std::string passive_;  // why this step is not checkpointed (empty: it is)
     std::optional<JobStore> store_;
     std::optional<Pending> pending_;
+    std::unique_ptr<mpi::Relay> relay_;          // an MPI step's, every node
+    std::optional<mpi::Coordinator> coordinator_;  // an MPI step's, the lead
+    bool ranks_parked_ = false;
+    std::string mpi_dir_;
     uint64_t handled_seq_ = 0;
     uint32_t restart_count_ = 0;
     uint64_t status_written_ = 0;

@@ -41,6 +41,11 @@ struct AgentConfig {
     std::string save_files_under;       // the dumps save files open there whole (may be empty)
     std::string step_command;           // what the step runs (srun steps; see SetRecord)
     std::string site_root;              // the site's checkpoint root (dir=), "" if unknown
+    // An srun step whose tasks may be MPI ranks split by libckpt_mpi (docs/mpi.md): where
+    // the node's ranks reach this agent (an abstract socket, CKPT_MPI_CONTROL) and the folder
+    // of ckpt's libmpi (a task that maps it is a rank, which is dumped only parked).
+    std::string mpi_control;
+    std::string mpi_dir;
     // Set by the privileged half for the unprivileged one (privileged.h):
     int channel_fd = -1;      // its end of the channel to the privileged half
     std::string folder_note;  // what the privileged half did to the job's folder, for the log

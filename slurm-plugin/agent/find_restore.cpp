@@ -3,6 +3,8 @@
 // task becomes (docs/slurm.md, "Restart"):
 //   restore SET DIR   the newest committed set of this step that verifies (or the set asked
 //                     for): DIR is this task's member image folder
+//   restore-mpi SET DIR  the same, and the member is an MPI rank (kMpiRankMarker): its
+//                     restorer hands it a new control channel and the launch's environment
 //   skip REASON       the step finished (exit 0) before the newest committed set was begun:
 //                     a re-run batch script does not run it again
 //   fresh REASON      nothing to restore: the task starts from the beginning
@@ -10,6 +12,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "agent.h"
@@ -96,8 +99,13 @@ Result<Decision> decide(const RestoreQuery& q) {
             continue;
         }
         for (const auto& m : s.members)
-            if (m.member_id == q.member)
-                return Decision{fmt::format("restore {} {}/{}", s.seq, st.dir(), m.image_dir)};
+            if (m.member_id == q.member) {
+                // The marker is one of the member's files: the set's checksums cover it.
+                bool rank = std::any_of(m.files.begin(), m.files.end(),
+                                        [](const set::FileRecord& f) { return f.name == kMpiRankMarker; });
+                return Decision{fmt::format("{} {} {}/{}", rank ? "restore-mpi" : "restore", s.seq, st.dir(),
+                                            m.image_dir)};
+            }
         return error("job {} set {} has no member {}", q.job, s.seq, q.member);
     }
     if (q.explicit_set && why.empty())

@@ -4,7 +4,7 @@
 //       --local-tasks L --interval SEC --root DIR --keep N --engine PATH --uid U --gid G
 //       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [--incarnation ID]
 //       [--environment-fd FD] [--save-files-under DIR] [--step-command HASH]
-//       [--site-root DIR] [-- SCRIPT ARGS...]
+//       [--site-root DIR] [--mpi-control @NAME --mpi-dir DIR] [-- SCRIPT ARGS...]
 //   ckpt-agent find-restore --root DIR --job J --current-job J --step S --member M --uid U
 //       --gid G [--set N] [--incarnation ID] [--step-command HASH]
 //   ckpt-agent step-done --root DIR --job J --step S --uid U --gid G [--step-command HASH]
@@ -117,6 +117,9 @@ int main(int argc, char** argv) {
         if (auto it = kv.find("save-files-under"); it != kv.end()) c.save_files_under = it->second;
         if (auto it = kv.find("step-command"); it != kv.end()) c.step_command = it->second;
         if (auto it = kv.find("site-root"); it != kv.end()) c.site_root = it->second;
+        if (auto it = kv.find("mpi-control"); it != kv.end()) c.mpi_control = it->second;
+        if (auto it = kv.find("mpi-dir"); it != kv.end()) c.mpi_dir = it->second;
+        if (c.mpi_control.empty() != c.mpi_dir.empty()) missing = c.mpi_dir.empty() ? "mpi-dir" : "mpi-control";
         if (!missing.empty()) return usage("run: --" + missing + " missing or bad");
         return run_agent_privileged(std::move(c));
     }

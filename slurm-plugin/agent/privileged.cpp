@@ -1,5 +1,6 @@
 #include "privileged.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/capability.h>
@@ -15,6 +16,7 @@
 #include <csignal>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "ckpt/base/log.h"
@@ -31,7 +33,7 @@ namespace {
 
 auto logger() { return log::get("slurm"); }
 
-constexpr size_t kMaxMessage = 64 * 1024;
+constexpr size_t kMaxMessage = 192 * 1024;  // a dump request names every local rank's exclusions
 
 Result<void> send_message(int sock, const std::string& text, int pass_fd = -1) {
     iovec iov{const_cast<char*>(text.data()), text.size()};
@@ -91,6 +93,7 @@ privilege::CapSet dump_capabilities() {
 class PrivilegedHalf {
 public:
     explicit PrivilegedHalf(AgentConfig cfg) : cfg_(std::move(cfg)), feed_(cfg_.task_fd) {
+        launcher_ = ::getppid();  // slurmstepd, which forked this agent
         agent_exe_ = exe_of(::getpid());
         engine_exe_ = cfg_.engine;
         if (char* r = ::realpath(cfg_.engine.c_str(), nullptr)) {
@@ -276,14 +279,28 @@ private:
     }
 
     // "SEQ ID ID ...": every listed member is a local task of this step, dumped into the
-    // folder its set and id name, all at once.
-    std::string dump(std::string_view args) {
-        auto words = split(args, ' ');
+    // folder its set and id name, all at once. Then "rank ID PARKED" lines: that member is
+    // a parked MPI rank, dumped without its lower half (numbers only are taken from them,
+    // and the rank must be the task's own process).
+    std::string dump(std::string_view request) {
+        auto lines = split(request, '\n');
+        auto words = split(lines[0], ' ');
+        std::map<int32_t, mpi::ParkedRank> ranks;
+        for (size_t l = 1; l < lines.size(); ++l) {
+            if (lines[l].empty()) continue;
+            auto w = split(lines[l], ' ');
+            auto id = w.size() > 2 && w[0] == "rank" ? parse_int(w[1]) : parse_int("");
+            size_t at = lines[l].find(' ', 5);
+            auto p = id && at != std::string_view::npos ? mpi::decode_parked(lines[l].substr(at + 1))
+                                                        : Result<mpi::ParkedRank>(error("bad line"));
+            if (!p) return "error bad dump request: " + p.error().message();
+            ranks[static_cast<int32_t>(*id)] = std::move(*p);
+        }
         auto seq = words.empty() ? Result<uint64_t>(error("no set")) : parse_uint(words[0]);
         if (!seq) return "error bad dump request";
         std::string job_dir = fmt::format("{}/{}", cfg_.root, cfg_.job);
         std::string answer = fmt::format("dumped {}\n", *seq);
-        std::vector<std::pair<int32_t, std::pair<pid_t, std::string>>> jobs;
+        std::vector<std::pair<int32_t, DumpTarget>> jobs;
         for (size_t i = 1; i < words.size(); ++i) {
             auto id = parse_int(words[i]);
             auto task = std::find_if(tasks_.begin(), tasks_.end(),
@@ -297,14 +314,22 @@ private:
                 if (r) root = *r;
                 else failure = r.error().message();
             }
+            auto rank = failure.empty() ? ranks.find(static_cast<int32_t>(*id)) : ranks.end();
+            if (rank != ranks.end() && rank->second.pid != *root)
+                failure = fmt::format("task {}: its MPI rank (pid {}) is not the task's own process (pid {})", *id,
+                                      rank->second.pid, *root);
             if (!failure.empty()) {
                 answer += fmt::format("{} {}\n", words[i], failure);
                 continue;
             }
+            std::vector<std::string> extra;
+            if (rank != ranks.end()) extra = mpi::dump_exclusion_args(rank->second);
+            if (std::string leaked = launcher_sockets_in(*root); !leaked.empty())
+                extra.insert(extra.end(), {"--exclude-fds", leaked});
             jobs.push_back({static_cast<int32_t>(*id),
-                            {*root, fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*seq), *id)}});
+                            {*root, fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*seq), *id), extra}});
         }
-        std::vector<std::pair<pid_t, std::string>> targets;
+        std::vector<DumpTarget> targets;
         for (auto& j : jobs) targets.push_back(j.second);
         auto results = dump_all(targets);
         for (size_t i = 0; i < jobs.size(); ++i)
@@ -312,15 +337,47 @@ private:
         return answer;
     }
 
+    // Sockets slurmstepd leaked into the task (its mpi/pmix plugin's listener reaches every
+    // task of a pmix step without close-on-exec): the launch's, not the program's, which
+    // never knew them; the next launch has its own. Left out of the dump: "N,N" or "".
+    std::string launcher_sockets_in(pid_t root) const {
+        auto links = [](pid_t pid) {
+            std::map<int, std::string> out;
+            std::string dir = fmt::format("/proc/{}/fd", pid);
+            if (DIR* d = ::opendir(dir.c_str())) {
+                while (dirent* e = ::readdir(d)) {
+                    char target[128];
+                    ssize_t n = ::readlinkat(::dirfd(d), e->d_name, target, sizeof target - 1);
+                    auto fd = parse_int(e->d_name);
+                    if (n > 0 && fd) out[static_cast<int>(*fd)] = std::string(target, static_cast<size_t>(n));
+                }
+                ::closedir(d);
+            }
+            return out;
+        };
+        std::set<std::string> launcher;
+        for (auto& [fd, target] : links(launcher_))
+            if (target.starts_with("socket:")) launcher.insert(target);
+        std::string list;
+        for (auto& [fd, target] : links(root))
+            if (launcher.count(target)) list += (list.empty() ? "" : ",") + std::to_string(fd);
+        return list;
+    }
+
     // Runs `ckpt-engine dump` for every target at once, each as the job's user with only
     // the capabilities a dump needs, and waits for all.
-    std::vector<std::optional<Error>> dump_all(const std::vector<std::pair<pid_t, std::string>>& targets) {
+    struct DumpTarget {
+        pid_t root;
+        std::string dir;
+        std::vector<std::string> extra_args;  // an MPI rank's exclusions
+    };
+    std::vector<std::optional<Error>> dump_all(const std::vector<DumpTarget>& targets) {
         std::vector<pid_t> children;
         std::vector<std::optional<Error>> out(targets.size());
         privilege::CapSet caps = dump_capabilities();
         pid_t parent = ::getpid();
         for (size_t i = 0; i < targets.size(); ++i) {
-            std::string pid = std::to_string(targets[i].first);
+            std::string pid = std::to_string(targets[i].root);
             pid_t c = ::fork();
             if (c == 0) {
                 if (auto r = privilege::become_user(who_, caps); !r) {
@@ -335,8 +392,9 @@ private:
                 sigemptyset(&none);
                 ::sigprocmask(SIG_SETMASK, &none, nullptr);
                 std::vector<const char*> argv = {cfg_.engine.c_str(), "dump", "-t", pid.c_str(), "-D",
-                                                 targets[i].second.c_str(), "--leave-running",
+                                                 targets[i].dir.c_str(), "--leave-running",
                                                  "--external-stdio"};
+                for (const auto& a : targets[i].extra_args) argv.push_back(a.c_str());
                 if (!cfg_.save_files_under.empty()) {
                     argv.push_back("--save-files-under");
                     argv.push_back(cfg_.save_files_under.c_str());
@@ -356,7 +414,7 @@ private:
             }
             if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
                 out[i] = error("ckpt-engine dump -t {} failed ({}; its messages are in this log)",
-                               targets[i].first,
+                               targets[i].root,
                                WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status))
                                                  : fmt::format("signal {}", WTERMSIG(status)));
         }
@@ -371,6 +429,7 @@ private:
     privilege::Identity who_;
     std::string note_;
     uint32_t restart_count_ = 0;
+    pid_t launcher_ = -1;
     pid_t user_half_ = -1;
     UniqueFd sock_, user_feed_;
 };
@@ -395,9 +454,11 @@ Result<void> PrivilegedChannel::send_log(int log_fd) {
 }
 
 Result<std::map<int32_t, std::string>> PrivilegedChannel::dump(uint64_t seq,
-                                                               const std::vector<int32_t>& members) {
+                                                               const std::vector<int32_t>& members,
+                                                               const std::map<int32_t, mpi::ParkedRank>& ranks) {
     std::string req = fmt::format("dump {}", seq);
     for (int32_t m : members) req += fmt::format(" {}", m);
+    for (const auto& [id, p] : ranks) req += fmt::format("\nrank {} {}", id, mpi::encode_parked(p));
     std::string answer = CKPT_TRY(ask(req));
     if (answer.starts_with("error ")) return error("{}", answer.substr(6));
     auto lines = split(answer, '\n');

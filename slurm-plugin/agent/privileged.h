@@ -8,7 +8,9 @@
 //
 // The halves talk over a SOCK_SEQPACKET socket pair, one message per request and answer:
 //   user -> privileged   "log" with one fd       the user's log file, for the engines' stderr
-//   user -> privileged   "dump SEQ ID..."        dump these local members of set SEQ
+//   user -> privileged   "dump SEQ ID..."        dump these local members of set SEQ; then
+//                        "rank ID PARKED" lines   a member that is a parked MPI rank, and
+//                                                 what its dump leaves out (mpi encode_parked)
 //   privileged -> user   "dumped SEQ" then one line per member: "ID ok" or "ID <failure>"
 //   user -> privileged   "aside NAME"            move the job folder to NAME in the root
 //   privileged -> user   "ok" or "error <text>"
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "agent.h"
+#include "coordinator.h"
 
 namespace ckpt::slurm::agent {
 
@@ -38,7 +41,8 @@ public:
     // Engines write their messages into this file from now on.
     Result<void> send_log(int log_fd);
     // Dumps the local members of set seq; per member "" (done) or why it failed.
-    Result<std::map<int32_t, std::string>> dump(uint64_t seq, const std::vector<int32_t>& members);
+    Result<std::map<int32_t, std::string>> dump(uint64_t seq, const std::vector<int32_t>& members,
+                                                const std::map<int32_t, mpi::ParkedRank>& ranks);
     Result<void> move_aside(const std::string& to);
 
 private:

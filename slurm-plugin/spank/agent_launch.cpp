@@ -127,6 +127,8 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
     };
     if (std::string command = step_command_of(sp); !command.empty())
         args.insert(args.end(), {"--step-command", command});
+    if (!state().mpi_control.empty())
+        args.insert(args.end(), {"--mpi-control", state().mpi_control, "--mpi-dir", state().site.mpi_dir});
     UniqueFd environment;
     if (step == SLURM_BATCH_SCRIPT) {
         if (auto f = environment_file(sp); f) {

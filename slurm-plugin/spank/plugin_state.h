@@ -33,6 +33,8 @@ struct PluginState {
     int stdio_courier = -1;        // in a restored task's helper child: where its stdio goes
     std::string task_note;         // said on the task's stderr in task_init
     std::optional<int> task_exit;  // the task exits with it in task_init (skipped, or failed)
+    bool courier_sends_environment = false;  // the restorer of an MPI rank needs it
+    std::string mpi_control;  // srun step with mpi=: where its ranks reach this node's agent
 };
 
 PluginState& state();
@@ -73,6 +75,13 @@ std::optional<RelaySpec> batch_relay_spec(spank_t sp, const JobSettings& setting
 // signals, execs `ckpt-agent relay` for the child; returns in the child, which goes on to
 // be the script's shell (or the engine's restore).
 Result<void> fork_behind_relay(const RelaySpec& relay);
+
+// Remote context, user_init: an srun step that checkpoints, with the site's mpi=, gets the
+// name its ranks reach their node's agent at (mpi_launch.cpp).
+Result<void> prepare_mpi_step(spank_t sp, const JobSettings& settings);
+// In task_init (the user): an MPI rank of such a step gets ckpt's libmpi first on its library
+// path and CKPT_MPI_CONTROL; other tasks are left alone.
+Result<void> put_rank_on_ckpt_mpi(spank_t sp);
 
 // In task_init (the user, stdio set up): hands the task's stdio to the restorer, if any.
 Result<void> send_stdio_to_restorer(spank_t sp);

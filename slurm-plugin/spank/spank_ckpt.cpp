@@ -91,7 +91,8 @@ CKPT_SPANK_EXPORT int slurm_spank_init_post_opt(spank_t sp, int, char**) {
 CKPT_SPANK_EXPORT int slurm_spank_user_init(spank_t sp, int, char**) {
     return guarded("user_init", [&]() -> ckpt::Result<void> {
         if (!state().settings) return ckpt::ok();
-        return export_step_settings(sp, *state().settings);
+        CKPT_TRY(export_step_settings(sp, *state().settings));
+        return prepare_mpi_step(sp, *state().settings);
     });
 }
 
@@ -105,6 +106,8 @@ CKPT_SPANK_EXPORT int slurm_spank_task_init_privileged(spank_t sp, int, char**) 
 CKPT_SPANK_EXPORT int slurm_spank_task_init(spank_t sp, int, char**) {
     return guarded("task_init", [&]() -> ckpt::Result<void> {
         if (!spank_remote(sp)) return ckpt::ok();
+        // First: a restored rank's restorer takes the environment as it is then.
+        CKPT_TRY(put_rank_on_ckpt_mpi(sp));
         return send_stdio_to_restorer(sp);
     });
 }

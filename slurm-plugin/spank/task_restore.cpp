@@ -25,6 +25,7 @@
 
 #include "ckpt/slurm/submit_options.h"
 #include "ckpt/base/fd.h"
+#include "ckpt/mpi/control.h"
 #include "plugin_state.h"
 
 extern "C" {
@@ -33,9 +34,13 @@ extern "C" {
 
 namespace ckpt::slurm::spank {
 
+// The most a restored task's courier sends: its restart count and, for an MPI rank, the
+// task's environment.
+constexpr size_t kCourierMax = 256 * 1024;
+
 Result<void> become_restorer(const std::string& who, const std::string& engine,
                              const std::string& dir, const std::string& as,
-                             const std::optional<RelaySpec>& relay);
+                             const std::optional<RelaySpec>& relay, bool mpi_rank);
 
 Result<void> prepare_task_launch(spank_t sp, const JobSettings& settings) {
     uint32_t job = 0, step = 0, task = 0;
@@ -94,16 +99,40 @@ Result<void> prepare_task_launch(spank_t sp, const JobSettings& settings) {
         state().task_exit = 0;
         return ok();
     }
-    if (!line.starts_with("restore ")) return error("ckpt-agent find-restore said '{}'", line);
-    std::string rest = line.substr(8);
+    bool mpi_rank = line.starts_with("restore-mpi ");
+    if (!line.starts_with("restore ") && !mpi_rank) return error("ckpt-agent find-restore said '{}'", line);
+    std::string rest = line.substr(mpi_rank ? 12 : 8);
     size_t sp_at = rest.find(' ');
     std::string seq = rest.substr(0, sp_at), dir = rest.substr(sp_at + 1);
     who += fmt::format(": job {} checkpoint set {}", source, seq);
     slurm_info("%s: restoring from job %llu set %s", who.c_str(),
                static_cast<unsigned long long>(source), seq.c_str());
 
-    return become_restorer(who, engine_path(), dir, fmt::format("{}:{}", uid, gid), relay);
+    return become_restorer(who, engine_path(), dir, fmt::format("{}:{}", uid, gid), relay, mpi_rank);
 }
+
+namespace {
+
+// An MPI rank's restorer: the restored rank, parked where it was dumped, waits on its control
+// channel for the new launch's environment (docs/mpi.md, "Restart"); it gets a new channel
+// whose first record is that environment, at fd `at` for the engine's --inherit-fd.
+bool give_rank_its_launch(const char* env, size_t len, int at) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return false;
+    mpi::control::Header h{static_cast<uint32_t>(mpi::control::Msg::Restarted), 0};
+    std::string record(reinterpret_cast<const char*>(&h), sizeof h);
+    record.append(env, len);
+    int size = static_cast<int>(record.size()) + 4096;
+    ::setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+    bool sent = ::send(sv[0], record.data(), record.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(record.size());
+    ::close(sv[0]);  // the record stays queued for the rank
+    std::pair<int, int> move[] = {{sv[1], at}};
+    bool placed = sent && place_fds_for_exec(move);
+    if (sv[1] != at) ::close(sv[1]);
+    return placed;
+}
+
+}  // namespace
 
 // The task's stdio is set up by slurmstepd only after task_init_privileged, and task_init
 // runs as the user, who cannot restore. So the task forks: the child goes on along Slurm's
@@ -112,7 +141,7 @@ Result<void> prepare_task_launch(spank_t sp, const JobSettings& settings) {
 // and execs the engine's restore (the batch step's task first forks behind its relay).
 Result<void> become_restorer(const std::string& who, const std::string& engine,
                              const std::string& dir, const std::string& as,
-                             const std::optional<RelaySpec>& relay) {
+                             const std::optional<RelaySpec>& relay, bool mpi_rank) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return sys_error("socketpair");
@@ -121,12 +150,17 @@ Result<void> become_restorer(const std::string& who, const std::string& engine,
     if (child == 0) {
         ::close(sv[0]);
         state().stdio_courier = sv[1];
+        state().courier_sends_environment = mpi_rank;
         return ok();  // on to task_init (send_stdio_to_restorer)
     }
     ::close(sv[1]);
-    char payload[256] = {};
+    // "SLURM_RESTART_COUNT=N", a NUL, and for an MPI rank the task's environment (NAME=VALUE
+    // strings, each ended by a NUL).
+    std::vector<char> payload(kCourierMax + 1, '\0');
+    int rcvbuf = static_cast<int>(kCourierMax) + 4096;
+    ::setsockopt(sv[0], SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
     alignas(cmsghdr) char control[CMSG_SPACE(3 * sizeof(int))];
-    iovec iov{payload, sizeof payload - 1};
+    iovec iov{payload.data(), kCourierMax};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -139,7 +173,7 @@ Result<void> become_restorer(const std::string& who, const std::string& engine,
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
-    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int))) {
+    if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(3 * sizeof(int)) || (msg.msg_flags & MSG_TRUNC)) {
         std::fprintf(stderr, "%s: the task's stdio never arrived (status %#x): not restored\n",
                      who.c_str(), status);
         ::_exit(1);
@@ -153,8 +187,15 @@ Result<void> become_restorer(const std::string& who, const std::string& engine,
     }
     for (int i = 0; i < 3; ++i)
         if (fds[i] > 2) ::close(fds[i]);
-    if (std::string_view(payload).starts_with("SLURM_RESTART_COUNT="))
-        ::setenv("SLURM_RESTART_COUNT", payload + 20, 1);
+    if (std::string_view(payload.data()).starts_with("SLURM_RESTART_COUNT="))
+        ::setenv("SLURM_RESTART_COUNT", payload.data() + 20, 1);
+    size_t first = std::strlen(payload.data()) + 1;
+    if (mpi_rank && (static_cast<size_t>(n) <= first ||
+                     !give_rank_its_launch(payload.data() + first, static_cast<size_t>(n) - first, 3))) {
+        std::fprintf(stderr, "%s: the MPI rank's new launch environment: %s: not restored\n", who.c_str(),
+                     static_cast<size_t>(n) <= first ? "never arrived" : strerror(errno));
+        ::_exit(1);
+    }
     std::fprintf(stderr, "%s: restoring from %s\n", who.c_str(), dir.c_str());
     std::fflush(stderr);
     // The engine forwards signals to the restored tree: none may stay blocked from slurmstepd.
@@ -167,9 +208,12 @@ Result<void> become_restorer(const std::string& who, const std::string& engine,
             ::_exit(1);
         }
     }
-    const char* argv[] = {engine.c_str(), "restore",      "-D",       dir.c_str(),
-                          "--new-pidns",  "--restore-as", as.c_str(), nullptr};
-    ::execv(argv[0], const_cast<char* const*>(argv));
+    std::vector<const char*> argv = {engine.c_str(), "restore", "-D", dir.c_str(), "--new-pidns", "--restore-as",
+                                     as.c_str()};
+    std::string inherit = fmt::format("fd[3]:{}", mpi::control::kControlFdKey);
+    if (mpi_rank) argv.insert(argv.end(), {"--inherit-fd", inherit.c_str()});
+    argv.push_back(nullptr);
+    ::execv(argv[0], const_cast<char* const*>(argv.data()));
     std::fprintf(stderr, "%s: exec %s: %s\n", who.c_str(), engine.c_str(), strerror(errno));
     ::_exit(1);
 }
@@ -187,6 +231,14 @@ Result<void> send_stdio_to_restorer(spank_t sp) {
     if (spank_getenv(sp, "SLURM_RESTART_COUNT", restart, sizeof restart) != ESPANK_SUCCESS)
         std::strcpy(restart, "0");
     std::string payload = std::string("SLURM_RESTART_COUNT=") + restart;
+    payload.push_back('\0');
+    if (st.courier_sends_environment) {
+        char** env = nullptr;
+        if (spank_get_item(sp, S_JOB_ENV, &env) == ESPANK_SUCCESS)
+            for (; env && *env; ++env) payload.append(*env).push_back('\0');
+        int sndbuf = static_cast<int>(payload.size()) + 4096;
+        ::setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    }
     int fds[3] = {0, 1, 2};
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
     iovec iov{payload.data(), payload.size()};

@@ -20,6 +20,7 @@ std::string status_name(uint32_t step, uint32_t node) {
     return fmt::format("step-{}.node-{}.status", step_name(step), node);
 }
 std::string step_done_name(uint32_t step) { return fmt::format("step-{}.done", step_name(step)); }
+std::string mpi_lead_name(uint32_t step) { return fmt::format("step-{}.mpi-lead", step_name(step)); }
 
 std::string seal(std::string body) {
     return body + fmt::format("sum {:016x}\n", XXH3_64bits(body.data(), body.size()));

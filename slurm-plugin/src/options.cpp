@@ -70,6 +70,10 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
             auto r = absolute_path(value, "program");
             if (!r) return ctx(std::move(r).error());
             (key == "engine" ? c.engine : c.agent) = *r;
+        } else if (key == "mpi") {
+            auto r = absolute_path(value, "folder of ckpt's libmpi");
+            if (!r) return ctx(std::move(r).error());
+            c.mpi_dir = *r;
         } else if (key == "interval" || key == "min_interval") {
             auto r = parse_interval(value);
             if (!r) return ctx(std::move(r).error());
@@ -90,7 +94,7 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
         } else {
             return error_code(EINVAL,
                               "unknown plugin argument '{}' (known: dir, engine, agent, interval, "
-                              "min_interval, keep, max_keep, user_dir, users)",
+                              "min_interval, keep, max_keep, user_dir, users, mpi)",
                               arg);
         }
     }

@@ -334,12 +334,28 @@ stage_file() {
     echo "$dst"
 }
 
+# mpi=UPPER: ckpt's libmpi folder (upper/) and the shim beside it (lower/), staged as a whole
+# under DIR/lib/mpi, where the upper half finds its shim again.
+stage_mpi() {
+    local upper=$1 f dst
+    for f in "$upper"/* "$upper"/../lower/*; do
+        [ -f "$f" ] || continue
+        dst=$DIR/lib/mpi/$(basename "$(dirname "$(realpath "$f")")")
+        mkdir -p "$dst" && chmod 755 "$DIR/lib" "$DIR/lib/mpi" "$dst"
+        if ! cmp -s "$f" "$dst/$(basename "$f")"; then
+            install -m 755 "$f" "$dst/$(basename "$f").tmp.$$" && mv -f "$dst/$(basename "$f").tmp.$$" "$dst/$(basename "$f")"
+        fi
+    done
+    echo "$DIR/lib/mpi/upper"
+}
+
 stage_plugin_programs() {
     [ -z "${CKPT_SPANK_PLUGIN:-}" ] || CKPT_SPANK_PLUGIN=$(stage_file "$CKPT_SPANK_PLUGIN")
     local args="" a
     for a in ${CKPT_SPANK_ARGS:-}; do
         case $a in
         engine=/* | agent=/*) a="${a%%=*}=$(stage_file "${a#*=}")" ;;
+        mpi=/*) a="mpi=$(stage_mpi "${a#*=}")" ;;
         esac
         args+="${args:+ }$a"
     done

@@ -5,6 +5,7 @@
 //   agents/step-S.set-N.node-K       node K's report for set N: its members and their files
 //   agents/step-S.node-K.status      node K's agent state (for ckpt-job status)
 //   agents/step-S.done               step S finished (its tasks exited 0) in run R
+//   agents/step-S.mpi-lead           where the nodes' MPI relays reach the lead's (an MPI step)
 //   agents/steps.lock                flock of the lead of the srun step being checkpointed
 //   checkpoint-request               written by the job's user (ckpt-job checkpoint): take a
 //                                    set now
@@ -41,6 +42,9 @@ inline constexpr char kCheckpointRequest[] = "checkpoint-request";
 inline constexpr char kPreemptRequest[] = "preempt-request";
 // agents/steps.lock: flock held by the lead agent of the srun step being checkpointed.
 inline constexpr char kStepsLock[] = "steps.lock";
+// In a member's image folder: the member is an MPI rank ("rank R"), restored with a new
+// control channel and the new launch's environment (docs/mpi.md, "Under Slurm").
+inline constexpr char kMpiRankMarker[] = "mpi-rank";
 // Slurm's id of the batch step (SLURM_BATCH_SCRIPT).
 inline constexpr uint32_t kBatchStep = 0xfffffffb;
 
@@ -49,6 +53,7 @@ std::string request_name(uint32_t step);
 std::string report_name(uint32_t step, uint64_t seq, uint32_t node);
 std::string status_name(uint32_t step, uint32_t node);
 std::string step_done_name(uint32_t step);
+std::string mpi_lead_name(uint32_t step);
 
 // Text with a trailing checksum line, and back.
 std::string seal(std::string body);

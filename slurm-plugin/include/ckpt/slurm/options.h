@@ -31,6 +31,8 @@ struct PluginConfig {
     bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir
                                          // (other than the root itself)?
     std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)
+    std::string mpi_dir;                 // mpi=: folder of ckpt's libmpi.so.40 ("": MPI ranks
+                                         // are not split, and cannot be checkpointed)
 };
 
 // The arguments are validated whole: an unknown key or a bad value is an error that names
