@@ -381,12 +381,6 @@ private:
     // where the nodes reach it and with which token.
     Result<void> start_mpi() {
         relay_ = CKPT_TRY(mpi::Relay::start(cfg_.mpi_control));
-        if (char* r = ::realpath(cfg_.mpi_dir.c_str(), nullptr)) {
-            mpi_dir_ = r;
-            ::free(r);
-        } else {
-            mpi_dir_ = cfg_.mpi_dir;
-        }
         if (!lead()) return ok();
         unsigned char b[8];
         if (::getrandom(b, sizeof b, 0) != sizeof b) return sys_error("getrandom");
@@ -438,19 +432,6 @@ private:
         if (auto r = coordinator_->resume(); !r) logger()->error("MPI ranks not resumed: {}", r.error().message());
     }
 
-    // Whether a process of the tree below `root` maps ckpt's libmpi (an MPI rank).
-    bool maps_ckpt_mpi(pid_t root) const {
-        if (mpi_dir_.empty()) return false;
-        std::vector<pid_t> todo{root};
-        while (!todo.empty()) {
-            pid_t p = todo.back();
-            todo.pop_back();
-            auto maps = read_file(fmt::format("/proc/{}/maps", p));
-            if (maps && maps->find(mpi_dir_ + "/") != std::string::npos) return true;
-            for (pid_t c : children_of(p)) todo.push_back(c);
-        }
-        return false;
-    }
 
     // Every node: answers a new request of this run with its members.
     void node_tick() {
@@ -474,20 +455,14 @@ private:
     NodeReport dump_members(uint64_t seq) {
         NodeReport rep{seq, cfg_.node_id, cfg_.node_name, "", {}};
         std::vector<int32_t> ids;
-        std::map<int32_t, mpi::ParkedRank> ranks;
-        auto parked = relay_ ? relay_->parked() : std::map<pid_t, mpi::ParkedRank>{};
+        // Parked MPI ranks: the privileged half, which sees the tasks' trees whole, matches
+        // them to the tasks they are.
+        std::vector<mpi::ParkedRank> parked;
+        if (relay_)
+            for (auto& [pid, p] : relay_->parked()) parked.push_back(p);
         for (const Task& t : tasks_) {
             if (t.exited()) {
                 rep.failure = fmt::format("task {} (pid {}) has exited", t.global_id, t.pid);
-                return rep;
-            }
-            // An MPI rank is dumped parked, without its lower half, or not at all.
-            auto root = tree_root(t.pid, agent_exe_, engine_exe_);
-            if (root && parked.count(*root)) {
-                ranks[t.global_id] = parked[*root];
-            } else if (root && maps_ckpt_mpi(*root)) {
-                rep.failure = fmt::format("task {} is an MPI rank that is not parked (not in MPI yet, finishing, or "
-                                          "launched through another process)", t.global_id);
                 return rep;
             }
             ids.push_back(t.global_id);
@@ -495,20 +470,21 @@ private:
                 {t.global_id, fmt::format("{}/member-{}", set::set_folder_name(seq), t.global_id), {}});
         }
         auto started = std::chrono::steady_clock::now();
-        auto results = channel_.dump(seq, ids, ranks);
+        auto results = channel_.dump(seq, ids, parked);
         if (!results) {
             rep.failure = results.error().message();
             return rep;
         }
         for (auto& m : rep.members) {
-            if (const std::string& why = (*results)[m.member_id]; !why.empty()) {
-                rep.failure = why;
+            const auto& result = (*results)[m.member_id];
+            if (!result.failure.empty()) {
+                rep.failure = result.failure;
                 return rep;
             }
             std::string dir = job_dir_ + "/" + m.image_dir;
             // A restart gives a rank's image a new control channel and launch environment.
-            if (auto rank = ranks.find(m.member_id); rank != ranks.end())
-                if (auto w = write_rank_marker(dir, rank->second.rank); !w) {
+            if (result.mpi_rank >= 0)
+                if (auto w = write_rank_marker(dir, result.mpi_rank); !w) {
                     rep.failure = w.error().message();
                     return rep;
                 }
@@ -566,7 +542,6 @@ private:
     std::unique_ptr<mpi::Relay> relay_;          // an MPI step's, every node
     std::optional<mpi::Coordinator> coordinator_;  // an MPI step's, the lead
     bool ranks_parked_ = false;
-    std::string mpi_dir_;
     uint64_t handled_seq_ = 0;
     uint32_t restart_count_ = 0;
     uint64_t status_written_ = 0;

@@ -94,6 +94,11 @@ class PrivilegedHalf {
 public:
     explicit PrivilegedHalf(AgentConfig cfg) : cfg_(std::move(cfg)), feed_(cfg_.task_fd) {
         launcher_ = ::getppid();  // slurmstepd, which forked this agent
+        if (!cfg_.mpi_dir.empty()) {
+            char* r = ::realpath(cfg_.mpi_dir.c_str(), nullptr);
+            mpi_dir_ = r ? r : cfg_.mpi_dir;
+            ::free(r);
+        }
         agent_exe_ = exe_of(::getpid());
         engine_exe_ = cfg_.engine;
         if (char* r = ::realpath(cfg_.engine.c_str(), nullptr)) {
@@ -279,27 +284,25 @@ private:
     }
 
     // "SEQ ID ID ...": every listed member is a local task of this step, dumped into the
-    // folder its set and id name, all at once. Then "rank ID PARKED" lines: that member is
-    // a parked MPI rank, dumped without its lower half (numbers only are taken from them,
-    // and the rank must be the task's own process).
+    // folder its set and id name, all at once. Then "rank PARKED" lines: the node's parked
+    // MPI ranks; a task whose process is one of them is dumped without its lower half (only
+    // numbers are taken from the lines, and only for the task's own process).
     std::string dump(std::string_view request) {
         auto lines = split(request, '\n');
         auto words = split(lines[0], ' ');
-        std::map<int32_t, mpi::ParkedRank> ranks;
+        std::map<pid_t, mpi::ParkedRank> parked;
         for (size_t l = 1; l < lines.size(); ++l) {
             if (lines[l].empty()) continue;
-            auto w = split(lines[l], ' ');
-            auto id = w.size() > 2 && w[0] == "rank" ? parse_int(w[1]) : parse_int("");
-            size_t at = lines[l].find(' ', 5);
-            auto p = id && at != std::string_view::npos ? mpi::decode_parked(lines[l].substr(at + 1))
-                                                        : Result<mpi::ParkedRank>(error("bad line"));
+            auto p = lines[l].starts_with("rank ") ? mpi::decode_parked(lines[l].substr(5))
+                                                   : Result<mpi::ParkedRank>(error("'{}'", lines[l]));
             if (!p) return "error bad dump request: " + p.error().message();
-            ranks[static_cast<int32_t>(*id)] = std::move(*p);
+            parked[p->pid] = std::move(*p);
         }
         auto seq = words.empty() ? Result<uint64_t>(error("no set")) : parse_uint(words[0]);
         if (!seq) return "error bad dump request";
         std::string job_dir = fmt::format("{}/{}", cfg_.root, cfg_.job);
         std::string answer = fmt::format("dumped {}\n", *seq);
+        std::map<int32_t, int> rank_of;
         std::vector<std::pair<int32_t, DumpTarget>> jobs;
         for (size_t i = 1; i < words.size(); ++i) {
             auto id = parse_int(words[i]);
@@ -314,16 +317,19 @@ private:
                 if (r) root = *r;
                 else failure = r.error().message();
             }
-            auto rank = failure.empty() ? ranks.find(static_cast<int32_t>(*id)) : ranks.end();
-            if (rank != ranks.end() && rank->second.pid != *root)
-                failure = fmt::format("task {}: its MPI rank (pid {}) is not the task's own process (pid {})", *id,
-                                      rank->second.pid, *root);
+            auto rank = failure.empty() ? parked.find(*root) : parked.end();
+            if (failure.empty() && rank == parked.end() && maps_ckpt_mpi(*root))
+                failure = fmt::format("task {} is an MPI rank that is not parked (not in MPI yet, finishing, or "
+                                      "launched through another process of the task)", *id);
             if (!failure.empty()) {
                 answer += fmt::format("{} {}\n", words[i], failure);
                 continue;
             }
             std::vector<std::string> extra;
-            if (rank != ranks.end()) extra = mpi::dump_exclusion_args(rank->second);
+            if (rank != parked.end()) {
+                extra = mpi::dump_exclusion_args(rank->second);
+                rank_of[static_cast<int32_t>(*id)] = rank->second.rank;
+            }
             if (std::string leaked = launcher_sockets_in(*root); !leaked.empty())
                 extra.insert(extra.end(), {"--exclude-fds", leaked});
             jobs.push_back({static_cast<int32_t>(*id),
@@ -332,9 +338,28 @@ private:
         std::vector<DumpTarget> targets;
         for (auto& j : jobs) targets.push_back(j.second);
         auto results = dump_all(targets);
-        for (size_t i = 0; i < jobs.size(); ++i)
-            answer += fmt::format("{} {}\n", jobs[i].first, results[i] ? results[i]->message() : "ok");
+        for (size_t i = 0; i < jobs.size(); ++i) {
+            auto r = rank_of.find(jobs[i].first);
+            answer += fmt::format("{} {}\n", jobs[i].first,
+                                  results[i]              ? results[i]->message()
+                                  : r != rank_of.end() ? fmt::format("ok rank {}", r->second)
+                                                          : std::string("ok"));
+        }
         return answer;
+    }
+
+    // Whether a process of the tree below `root` maps ckpt's libmpi (an MPI rank).
+    bool maps_ckpt_mpi(pid_t root) const {
+        if (mpi_dir_.empty()) return false;
+        std::vector<pid_t> todo{root};
+        while (!todo.empty()) {
+            pid_t p = todo.back();
+            todo.pop_back();
+            auto maps = read_file(fmt::format("/proc/{}/maps", p));
+            if (maps && maps->find(mpi_dir_ + "/") != std::string::npos) return true;
+            for (pid_t c : children_of(p)) todo.push_back(c);
+        }
+        return false;
     }
 
     // Sockets slurmstepd leaked into the task (its mpi/pmix plugin's listener reaches every
@@ -430,6 +455,7 @@ private:
     std::string note_;
     uint32_t restart_count_ = 0;
     pid_t launcher_ = -1;
+    std::string mpi_dir_;  // ckpt's libmpi folder, resolved
     pid_t user_half_ = -1;
     UniqueFd sock_, user_feed_;
 };
@@ -453,28 +479,34 @@ Result<void> PrivilegedChannel::send_log(int log_fd) {
     return send_message(fd_, "log", log_fd);
 }
 
-Result<std::map<int32_t, std::string>> PrivilegedChannel::dump(uint64_t seq,
-                                                               const std::vector<int32_t>& members,
-                                                               const std::map<int32_t, mpi::ParkedRank>& ranks) {
+Result<std::map<int32_t, PrivilegedChannel::Dumped>> PrivilegedChannel::dump(
+    uint64_t seq, const std::vector<int32_t>& members, const std::vector<mpi::ParkedRank>& parked) {
     std::string req = fmt::format("dump {}", seq);
     for (int32_t m : members) req += fmt::format(" {}", m);
-    for (const auto& [id, p] : ranks) req += fmt::format("\nrank {} {}", id, mpi::encode_parked(p));
+    for (const auto& p : parked) req += fmt::format("\nrank {}", mpi::encode_parked(p));
     std::string answer = CKPT_TRY(ask(req));
     if (answer.starts_with("error ")) return error("{}", answer.substr(6));
     auto lines = split(answer, '\n');
     if (lines.empty() || lines[0] != fmt::format("dumped {}", seq))
         return error("unexpected answer to a dump: {}", lines.empty() ? "" : std::string(lines[0]));
-    std::map<int32_t, std::string> out;
+    std::map<int32_t, Dumped> out;
     for (size_t i = 1; i < lines.size(); ++i) {
         if (lines[i].empty()) continue;
         size_t sp = lines[i].find(' ');
         auto id = parse_int(lines[i].substr(0, sp));
         std::string_view rest = sp == std::string_view::npos ? "" : lines[i].substr(sp + 1);
         if (!id) return error("unexpected answer to a dump: {}", lines[i]);
-        out[static_cast<int32_t>(*id)] = rest == "ok" ? "" : std::string(rest);
+        Dumped& d = out[static_cast<int32_t>(*id)];
+        if (rest.starts_with("ok rank ")) {
+            auto rank = parse_int(rest.substr(8));
+            if (!rank || *rank < 0) return error("unexpected answer to a dump: {}", lines[i]);
+            d.mpi_rank = static_cast<int>(*rank);
+        } else if (rest != "ok") {
+            d.failure = std::string(rest);
+        }
     }
     for (int32_t m : members)
-        if (!out.count(m)) out[m] = "no answer for this member";
+        if (!out.count(m)) out[m].failure = "no answer for this member";
     return out;
 }
 

@@ -9,9 +9,10 @@
 // The halves talk over a SOCK_SEQPACKET socket pair, one message per request and answer:
 //   user -> privileged   "log" with one fd       the user's log file, for the engines' stderr
 //   user -> privileged   "dump SEQ ID..."        dump these local members of set SEQ; then
-//                        "rank ID PARKED" lines   a member that is a parked MPI rank, and
-//                                                 what its dump leaves out (mpi encode_parked)
-//   privileged -> user   "dumped SEQ" then one line per member: "ID ok" or "ID <failure>"
+//                        "rank PARKED" lines      this node's parked MPI ranks, and what
+//                                                 their dumps leave out (mpi encode_parked)
+//   privileged -> user   "dumped SEQ" then one line per member: "ID ok", "ID ok rank R"
+//                        (the member is MPI rank R) or "ID <failure>"
 //   user -> privileged   "aside NAME"            move the job folder to NAME in the root
 //   privileged -> user   "ok" or "error <text>"
 // The privileged half takes from the user half no path, no pid and no file name: members are
@@ -40,9 +41,14 @@ public:
     bool valid() const { return fd_ >= 0; }
     // Engines write their messages into this file from now on.
     Result<void> send_log(int log_fd);
-    // Dumps the local members of set seq; per member "" (done) or why it failed.
-    Result<std::map<int32_t, std::string>> dump(uint64_t seq, const std::vector<int32_t>& members,
-                                                const std::map<int32_t, mpi::ParkedRank>& ranks);
+    // Dumps the local members of set seq. A member whose process is one of the parked ranks
+    // is dumped without its lower half; one that maps ckpt's libmpi but is not parked fails.
+    struct Dumped {
+        std::string failure;  // "" when done
+        int mpi_rank = -1;    // the member is this MPI rank
+    };
+    Result<std::map<int32_t, Dumped>> dump(uint64_t seq, const std::vector<int32_t>& members,
+                                           const std::vector<mpi::ParkedRank>& parked);
     Result<void> move_aside(const std::string& to);
 
 private:

@@ -5,13 +5,15 @@
 # lower halves, the lead commits one set with a member per rank. One node is killed; Slurm
 # requeues the job, the ranks are restored on the nodes it gets (a fresh libmpi, the new
 # step's PMIx), and the run ends with the checksum of an uninterrupted run, without having
-# started over. The uninterrupted run is the same program in a job that does not checkpoint,
-# whose ranks must not even see ckpt's library.
+# started over; the restored run is checkpointed in turn, and `ckpt-job restore` of the
+# finished job runs its end once more from the newest set, again with the same checksum. The
+# uninterrupted run is the same program in a job that does not checkpoint, whose ranks must
+# not even see ckpt's library; a step of a program not linked with MPI is left alone too.
 #   test_mpi_requeue.sh CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM MPI_STRESS
 . "$(dirname "$0")/lib.sh"
 work=$(user_scratch)
 prog=$(stage "${6:?the MPI program}")
-iterations=${CKPT_TEST_MPI_ITERATIONS:-60000}
+iterations=${CKPT_TEST_MPI_ITERATIONS:-40000}
 
 cat >"$work/mpi.sbatch" <<SCRIPT
 #!/bin/bash
@@ -23,12 +25,32 @@ cat >"$work/mpi.sbatch" <<SCRIPT
 export OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
 export OMPI_MCA_mpi_yield_when_idle=1
 echo "job \$SLURM_JOB_ID run \${SLURM_RESTART_COUNT:-0} on \$SLURM_JOB_NODELIST"
+srun --mpi=pmix -n1 bash -c 'echo "not MPI: LD_LIBRARY_PATH=\${LD_LIBRARY_PATH:-} CKPT_MPI_CONTROL=\${CKPT_MPI_CONTROL:-}"'
 srun --mpi=pmix $prog $iterations
 echo "mpi step done"
 SCRIPT
 chown "$TEST_USER:$TEST_USER" "$work/mpi.sbatch"
 
+# Which libmpi the ranks of a running job mapped: "ckpt" or "open-mpi".
+libmpi_of_ranks() {
+    local pid
+    for pid in $(pgrep -u "$TEST_USER" -f "^$prog " || true); do
+        if grep -q "$CKPT_CLUSTER_DIR/lib/mpi/upper/" "/proc/$pid/maps" 2>/dev/null; then echo ckpt
+        elif grep -q "/libmpi.so" "/proc/$pid/maps" 2>/dev/null; then echo open-mpi; fi
+    done | sort -u
+}
+wait_for_ranks() {
+    local deadline=$((SECONDS + 60)) seen
+    while seen=$(libmpi_of_ranks) && [ -z "$seen" ]; do
+        ((SECONDS < deadline)) || fail "no rank of job $1 running after 60 s"
+        pause
+    done
+    echo "$seen"
+}
+
 plain=$(submit "$work" --output="$work/plain-%j.out" "$work/mpi.sbatch")
+seen=$(wait_for_ranks "$plain")
+[ "$seen" = open-mpi ] || fail "the ranks of a job that does not checkpoint mapped: $seen"
 JOB_TIMEOUT=240 wait_jobs_done "$plain"
 [ "$(job_field "$plain" JobState)" = COMPLETED ] || fail "the uninterrupted run: $(cat "$work/plain-$plain.out")"
 expected=$(grep '^stress ok:' "$work/plain-$plain.out") || fail "no result: $(cat "$work/plain-$plain.out")"
@@ -36,11 +58,13 @@ note "uninterrupted: $expected"
 
 job=$(submit "$work" --output="$work/mpi-%j.out" --checkpoint-interval=5s "$work/mpi.sbatch")
 out=$work/mpi-$job.out
+seen=$(wait_for_ranks "$job")
+[ "$seen" = ckpt ] || fail "the ranks of a checkpointed job mapped: $seen (not only ckpt's libmpi)"
 seq=$(wait_for_set "$job" 0 90)
 shown=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")
 echo "$shown" | grep -q "members: 4 of 4" || fail "set $seq does not hold the 4 ranks: $shown"
-grep -q "MPI ranks quiesced" "$CKPT_ROOT/$job"/agents/step-0.node-0.log ||
-    fail "the ranks were not quiesced: $(tail -5 "$CKPT_ROOT/$job"/agents/step-0.node-0.log)"
+grep -q "MPI ranks quiesced" "$CKPT_ROOT/$job"/agents/step-1.node-0.log ||
+    fail "the ranks were not quiesced: $(tail -5 "$CKPT_ROOT/$job"/agents/step-1.node-0.log)"
 [ "$(job_field "$job" JobState)" = RUNNING ] || fail "the job ended before the node was killed (make it longer): $(cat "$out")"
 node=$(scontrol show hostnames "$(job_field "$job" NodeList)" | tail -1)
 note "job $job committed set $seq (4 ranks on 2 nodes); killing $node"
@@ -48,8 +72,25 @@ kill_node_until_done "$job" "$node" "$out"
 got=$(grep '^stress ok:' "$out") || fail "no result after the restart: $(cat "$out")"
 [ "$got" = "$expected" ] || fail "after the restart '$got', uninterrupted '$expected'"
 [ "$(grep -c '^stress: started' "$out")" = 1 ] || fail "the program started over: $(cat "$out")"
-grep -q "step 0 task 3: job $job checkpoint set [0-9]*: restoring from" "$out" ||
+grep -q "step 1 task 3: job $job checkpoint set [0-9]*: restoring from" "$out" ||
     fail "rank 3 was not restored: $(cat "$out")"
+grep -q '^not MPI: LD_LIBRARY_PATH= CKPT_MPI_CONTROL=$' "$out" ||
+    fail "a step not linked with MPI was changed: $(grep '^not MPI' "$out")"
+"$CKPT_JOB" show "$job" --root "$CKPT_ROOT" | grep -q "written by run: 1" ||
+    fail "the restored run was not checkpointed: $("$CKPT_JOB" show "$job" --root "$CKPT_ROOT")"
 no_agent_left "$job"
 restore_node
-note "ok ($node killed; 4 ranks restored, $got)"
+note "job $job: $node killed, 4 ranks restored on other nodes, $got"
+
+# The finished job, once more from its newest set.
+again=$(ckpt_job_in "$work" restore "$job" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-) ||
+    fail "ckpt-job restore $job: $again"
+[[ $again =~ ^[0-9]+$ ]] || fail "ckpt-job restore printed '$again', not a job id"
+JOB_TIMEOUT=180 wait_jobs_done "$again"
+out2=$work/mpi-$again.out
+[ "$(job_field "$again" JobState)" = COMPLETED ] || fail "ckpt-job restore's job $again: $(cat "$out2")"
+[ "$(grep '^stress ok:' "$out2")" = "$expected" ] || fail "ckpt-job restore's job $again: $(cat "$out2")"
+grep -q '^stress: started' "$out2" && fail "ckpt-job restore's job $again started over: $(cat "$out2")"
+grep -q "step 1 task 0: job $job checkpoint set [0-9]*: restoring from" "$out2" ||
+    fail "job $again did not restore rank 0: $(cat "$out2")"
+note "ok (and ckpt-job restore $job as job $again: $expected)"
