@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The demo: install what is missing, build, bring up a private Slurm cluster on this machine
-# (munged, slurmctld, three slurmd: tests/slurm/cluster.sh), submit examples/serial-job as an
-# unprivileged user with a 5 s checkpoint interval, kill the node it runs on, and watch Slurm
-# requeue it and ckpt resume it from its newest checkpoint on another node, finishing with the
-# answer of an uninterrupted run. Then `ckpt-job list` and a `ckpt-job restore` of the
-# finished job. Everything it started is stopped at the end, even on failure.
+# (munged, slurmctld, three slurmd: tests/slurm/cluster.sh), then, as an unprivileged user:
+# 1. examples/mpi-job, an unmodified Open MPI program, 4 ranks over 2 nodes, checkpointed
+#    every 5 s; one of its nodes is killed; Slurm requeues it and ckpt restores every rank on
+#    the nodes it gets, with a fresh MPI underneath: the answer of an uninterrupted run;
+# 2. examples/serial-job, the same story for a serial batch job, then `ckpt-job list` and a
+#    `ckpt-job restore` of the finished job.
+# Everything it started is stopped at the end, even on failure.
 #
 #   scripts/demo.sh            (as root; CKPT_BUILD_DIR and CKPT_DEMO_DIR override the paths)
 set -euo pipefail
@@ -39,10 +41,12 @@ demo=${CKPT_DEMO_DIR:-/tmp/ckpt-demo}
 # give them copies it can read wherever the clone lives (/root is private).
 mkdir -p "$demo/bin"
 cp "$build/slurm-plugin/spank/spank_ckpt.so" "$build/slurm-plugin/cli/ckpt-job" \
-    "$build/examples/serial-job/serial-job" examples/serial-job/serial-job.sbatch "$demo/bin/"
+    "$build/examples/serial-job/serial-job" examples/serial-job/serial-job.sbatch \
+    "$build/examples/mpi-job/mpi-job" examples/mpi-job/mpi-job.sbatch "$demo/bin/"
 chmod 755 "$demo" "$demo/bin" "$demo/bin/"*
 export CKPT_SPANK_PLUGIN=$demo/bin/spank_ckpt.so
-export CKPT_SPANK_ARGS="dir=$demo/ckpt keep=2 engine=$build/engine/ckpt-engine agent=$build/slurm-plugin/agent/ckpt-agent"
+# mpi=: ckpt's libmpi (the ranks' upper half), staged by cluster.sh under $demo/lib/mpi.
+export CKPT_SPANK_ARGS="dir=$demo/ckpt keep=2 engine=$build/engine/ckpt-engine agent=$build/slurm-plugin/agent/ckpt-agent mpi=$build/mpi/upper"
 
 step "Starting a private Slurm cluster in $demo (munged, slurmctld, slurmd n1 n2 n3)"
 trap 'step "Stopping the cluster"; bash "$src/tests/slurm/cluster.sh" down "$demo" || true' EXIT
@@ -74,6 +78,59 @@ wait_done() {
     done
 }
 
+wait_first_set() {
+    for ((i = 0; i < 60; i++)); do
+        ckpt_job list "$1" --json 2>/dev/null | grep -q '"current_set": [0-9]' && return
+        sleep 1
+    done
+    die "job $1: no checkpoint after 60 s"
+}
+
+# --- 1. an MPI job -------------------------------------------------------------------------
+mpi_steps=800
+mpi_env=(OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_mpi_yield_when_idle=1)
+step "The answer of an uninterrupted MPI run (mpi-job $mpi_steps steps, 4 ranks under mpirun, no ckpt)"
+env "${mpi_env[@]}" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    mpirun -n 4 --oversubscribe "$demo/bin/mpi-job" "$mpi_steps" 0 "$work/mpi-expected.txt" >/dev/null
+info "$(cat "$work/mpi-expected.txt")"
+
+step "Submitting examples/mpi-job as $user: 4 ranks on 2 nodes, sbatch --checkpoint-interval=5s"
+info "(several slurmd share this host: the ranks talk TCP over loopback, hence the OMPI_MCA_* settings)"
+job=$(as_user env "${mpi_env[@]}" sbatch --parsable --export=ALL,MPI_JOB="$demo/bin/mpi-job" \
+    --checkpoint-interval=5s "$demo/bin/mpi-job.sbatch" "$mpi_steps" 40)
+job=${job%%;*}
+out=$work/mpi-job-$job.out
+info "job $job; its output goes to $out"
+
+step "Waiting for its first committed checkpoint set (every rank quiesced, no message in flight)"
+wait_first_set "$job"
+ckpt_job show "$job" | sed -n '/^set /,$p'
+info "the agents' log: $(grep -h 'quiesced' "$demo/ckpt/$job"/agents/step-0.node-0.log | tail -1 | sed 's/^ckpt slurm\[[0-9]*\] //')"
+nodes=$(state "$job" NodeList)
+node=$(scontrol show hostnames "$nodes" | tail -1)
+info "ranks run on $nodes; last lines of the job's output:"
+tail -n 2 "$out" | sed 's/^/      /'
+
+step "Killing node $node (ranks 2 and 3: its slurmd, step daemons and ranks, SIGKILL)"
+bash tests/slurm/cluster.sh kill-node "$demo" "$node"
+info "Slurm notices, requeues the job and starts it on the nodes left (~30 s)"
+wait_done "$job" 240
+[ "$(state "$job" JobState)" = COMPLETED ] || die "job $job ended $(state "$job" JobState)"
+
+step "What the MPI job printed (progress lines elided)"
+grep -v '^step' "$out" | sed 's/^/      /'
+info "first progress line after the restore (it continues, it does not start over):"
+sed -n '/restoring from/,$p' "$out" | grep '^step' | head -n 1 | sed 's/^/      /'
+[ "$(grep -c '^start:' "$out" || true)" = 4 ] || die "the ranks started more than once"
+if cmp -s "$work/mpi-expected.txt" "$work/answer-$job.txt"; then
+    info "answer: $(cat "$work/answer-$job.txt")  == uninterrupted run's: the right answer"
+else
+    die "answer $(cat "$work/answer-$job.txt" 2>&1) differs from $(cat "$work/mpi-expected.txt")"
+fi
+bash tests/slurm/cluster.sh start-node "$demo" "$node"
+mpi_job=$job
+
+# --- 2. a serial job -----------------------------------------------------------------------
 steps=400
 step "The answer of an uninterrupted run (serial-job $steps steps, run directly)"
 "$demo/bin/serial-job" "$steps" 0 "$work/expected.txt" >/dev/null
@@ -87,11 +144,7 @@ out=$work/serial-job-$job.out
 info "job $job; its output goes to $out"
 
 step "Waiting for its first committed checkpoint set"
-for ((i = 0; i < 60; i++)); do
-    ckpt_job list "$job" --json 2>/dev/null | grep -q '"current_set": [0-9]' && break
-    sleep 1
-done
-ckpt_job list "$job" --json | grep -q '"current_set": [0-9]' || die "no checkpoint after 60 s"
+wait_first_set "$job"
 ckpt_job list "$job"
 ckpt_job status "$job"
 node=$(state "$job" NodeList)
@@ -131,4 +184,4 @@ sed 's/^/      /' "$work/serial-job-$new.out" | grep -v '^      step' || true
 cmp -s "$work/expected.txt" "$work/answer-$job.txt" || die "the restored job's answer differs or is missing"
 info "the restored job resumed from the set and wrote the same answer"
 
-step "Done: job $job survived the loss of $node and finished with the right answer"
+step "Done: MPI job $mpi_job and serial job $job survived the loss of a node and finished with the right answers"
