@@ -52,10 +52,22 @@ struct LeadLink {
     UniqueFd coord;
 };
 
+// Never SIGPIPE: a peer gone is an error of this channel, not the agent's death.
+Result<void> send_all(int fd, const char* data, size_t len) {
+    while (len > 0) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return sys_error("send");
+        data += n;
+        len -= static_cast<size_t>(n);
+    }
+    return ok();
+}
+
 Result<void> send_frame(int fd, const char* data, size_t len) {
     uint32_t n = htonl(static_cast<uint32_t>(len));
-    CKPT_TRY(write_all(fd, &n, sizeof n));
-    return write_all(fd, data, len);
+    CKPT_TRY(send_all(fd, reinterpret_cast<const char*>(&n), sizeof n));
+    return send_all(fd, data, len);
 }
 
 // Appends what the socket has to `buf` and takes out whole frames. False: the connection

@@ -4,7 +4,11 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <map>
 
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +20,7 @@
 
 #include "ckpt/mpi/control.h"
 #include "coordinator.h"
+#include "relay.h"
 
 using namespace ckpt;
 namespace ctl = ckpt::mpi::control;
@@ -27,10 +32,10 @@ class FakeRank {
 public:
     FakeRank(const std::string& path, int rank, int size, uint32_t version = ctl::kVersion) : rank_(rank) {
         fd_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-        sockaddr_un a{};
-        a.sun_family = AF_UNIX;
-        std::strcpy(a.sun_path, path.c_str());
-        EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+        sockaddr_un a;
+        auto len = mpi::unix_address(path, &a);  // a path, or "@name" (abstract)
+        EXPECT_TRUE(len.ok());
+        EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), *len), 0) << std::strerror(errno);
         ctl::Hello h;
         h.version = version;
         h.rank = rank;
@@ -274,4 +279,103 @@ TEST(MpiCoordinator, ForgedHellosAreRefused) {
         ASSERT_FALSE(r.ok());
         EXPECT_NE(r.error().message().find("0 of 1 ranks"), std::string::npos) << r.error().message();
     }
+}
+
+// --- Relays: ranks on two nodes reach the lead's coordinator (mpi/coord/relay.h) -------------
+
+namespace {
+
+std::string unique_name(const char* what) {
+    return "@ckpt-test-" + std::string(what) + "-" + std::to_string(getpid()) + "-" +
+           std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
+}  // namespace
+
+TEST(MpiRelay, RanksOfTwoNodesReachTheLeadsCoordinatorAndTheirNodesKeepTheirExclusions) {
+    std::string coord_name = unique_name("coord"), lead_ranks = unique_name("lead"), node_ranks = unique_name("node");
+    auto c = mpi::Coordinator::listen(coord_name, 2, /*relayed=*/true);
+    ASSERT_TRUE(c.ok()) << c.error().message();
+    auto lead = mpi::Relay::start(lead_ranks);
+    auto node = mpi::Relay::start(node_ranks);
+    ASSERT_TRUE(lead.ok() && node.ok());
+    auto where = (*lead)->serve_as_lead(coord_name);
+    ASSERT_TRUE(where.ok()) << where.error().message();
+    EXPECT_EQ(where->token.size(), 32u);
+    (*node)->set_lead(*where);
+    FakeRank r0(lead_ranks, 0, 2), r1(node_ranks, 1, 2);
+    ASSERT_TRUE(c->accept_ranks(5s).ok());
+    EXPECT_EQ((*node)->ranks(), (std::map<pid_t, int>{{getpid(), 1}}));
+    std::vector<uint64_t> e0, e1;
+    std::thread t0([&] { e0 = play_cycle(r0, 3, {0, 5}); });
+    std::thread t1([&] { e1 = play_cycle(r1, 4, {7, 1}); });
+    auto parked = c->quiesce(5s);
+    EXPECT_TRUE(parked.ok()) << parked.error().message();
+    // Parked: each node's relay holds its own rank's exclusions, keyed by the pid it saw.
+    auto on_node = (*node)->parked();
+    auto on_lead = (*lead)->parked();
+    EXPECT_TRUE(c->resume().ok());
+    t0.join();
+    t1.join();
+    ASSERT_TRUE(parked.ok());
+    EXPECT_EQ(e0, (std::vector<uint64_t>{0, 7}));
+    EXPECT_EQ(e1, (std::vector<uint64_t>{5, 1}));
+    EXPECT_EQ((*parked)[1].pid, getpid()) << "the relay puts in the pid its node saw, not the rank's word";
+    ASSERT_EQ(on_node.size(), 1u);
+    ASSERT_EQ(on_lead.size(), 1u);
+    const mpi::ParkedRank& p = on_node.begin()->second;
+    EXPECT_EQ(p.rank, 1);
+    EXPECT_EQ(p.control_fd, 7);
+    EXPECT_EQ(p.lower_fds, std::vector<int>{9});
+    ASSERT_EQ(p.lower_memory.size(), 1u);
+    EXPECT_EQ(p.lower_memory[0], (std::pair<uint64_t, uint64_t>{0x1000, 0x2000}));
+    // Resumed: nothing is parked any more (a dump now would be refused).
+    for (int i = 0; i < 100 && !(*node)->parked().empty(); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_TRUE((*node)->parked().empty());
+    // The text form the agent's halves exchange carries it whole.
+    auto back = mpi::decode_parked(mpi::encode_parked(p));
+    ASSERT_TRUE(back.ok()) << back.error().message();
+    EXPECT_EQ(back->lower_memory, p.lower_memory);
+    EXPECT_EQ(back->lower_fds, p.lower_fds);
+    EXPECT_EQ(back->pid, p.pid);
+    EXPECT_FALSE(mpi::decode_parked("1 2 3 - - 10-5").ok()) << "an empty range";
+    EXPECT_FALSE(mpi::decode_parked("1 2 3 -- - -").ok());
+}
+
+TEST(MpiRelay, ANodeWithoutTheTokenReachesNothing) {
+    std::string coord_name = unique_name("coord"), lead_ranks = unique_name("lead"), node_ranks = unique_name("node");
+    auto c = mpi::Coordinator::listen(coord_name, 1, /*relayed=*/true);
+    ASSERT_TRUE(c.ok());
+    auto lead = mpi::Relay::start(lead_ranks);
+    auto node = mpi::Relay::start(node_ranks);
+    ASSERT_TRUE(lead.ok() && node.ok());
+    auto where = (*lead)->serve_as_lead(coord_name);
+    ASSERT_TRUE(where.ok());
+    mpi::LeadAddress forged = *where;
+    forged.token[0] = forged.token[0] == '0' ? '1' : '0';
+    (*node)->set_lead(forged);
+    FakeRank r0(node_ranks, 0, 1);
+    auto accepted = c->accept_ranks(1s);
+    EXPECT_FALSE(accepted.ok()) << "a relay with a wrong token was let through";
+    EXPECT_EQ(c->connected_ranks(), 0);
+    uint32_t cycle = 0;
+    std::string payload;
+    EXPECT_EQ(r0.recv(&cycle, &payload), 0u) << "the rank's channel must close";
+}
+
+TEST(MpiRelay, ARelayedCoordinatorTakesNoOtherProcess) {
+    std::string coord_name = unique_name("coord");
+    auto c = mpi::Coordinator::listen(coord_name, 1, /*relayed=*/true);
+    ASSERT_TRUE(c.ok());
+    pid_t child = fork();
+    if (child == 0) {
+        FakeRank r(coord_name, 0, 1);
+        sleep(2);
+        _exit(0);
+    }
+    auto accepted = c->accept_ranks(1s);
+    EXPECT_FALSE(accepted.ok()) << "a rank that is no relay of this process was accepted";
+    EXPECT_EQ(c->connected_ranks(), 0);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
 }
