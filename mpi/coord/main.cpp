@@ -141,7 +141,9 @@ int main(int argc, char** argv) {
         counts.push_back(ms(t.to_counts));
         if (!dump_dir.empty()) {
             std::string set = dump_dir + "/set-" + std::to_string(total.size());
+            auto dump_start = steady_clock::now();
             std::string failure = dump_ranks(*parked, engine, set);
+            double dump_ms = ms(steady_clock::now() - dump_start);
             if (!failure.empty()) {
                 ended = failure;
                 failed = true;
@@ -153,7 +155,7 @@ int main(int argc, char** argv) {
                 std::fprintf(f, "%zu\n", total.size());
                 std::fclose(f);
             }
-            std::printf("dumped %ld ranks into %s\n", ranks, set.c_str());
+            std::printf("dumped %ld ranks into %s in %.1f ms\n", ranks, set.c_str(), dump_ms);
             std::fflush(stdout);
             if (kill_after_dump) {
                 // As a node failure would: the ranks die parked, the set is all that is left.
