@@ -8,6 +8,7 @@
 #include <array>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "abi_impl.h"
 #include "quiesce.h"
@@ -87,7 +88,12 @@ void release_datatype(Datatype* t) {
         return;
     if (t->old)
         release_datatype(t->old);
+    for (int i = 0; t->types && i < t->count; ++i)
+        release_datatype(t->types[i]);
     drop_local_recipe(&t->h);
+    delete[] t->blocklengths;
+    delete[] t->displacements;
+    delete[] t->types;
     delete t;
 }
 
@@ -145,22 +151,36 @@ Group* new_group(MPI_Group lower_new, Origin origin) {
     return g;
 }
 
+// A datatype the lower half made: its recipe `t` (holding references to the types it names)
+// becomes the application's handle.
+int adopt_datatype(Datatype* t, MPI_Datatype lower_new, MPI_Datatype* out) {
+    t->h.real = lower_new;
+    register_datatype(t);
+    add_recipe({.object = &t->h});
+    *out = handle<MPI_Datatype>(t);
+    return MPI_SUCCESS;
+}
+
 int new_datatype(int rc, MPI_Datatype lower_new, Origin origin, MPI_Datatype old, int count, int blocklength,
                  int stride, MPI_Datatype* out) {
     if (rc != MPI_SUCCESS)
         return rc;
     Datatype* t = new Datatype{};
-    t->h.real = lower_new;
     t->origin = origin;
     t->old = obj<Datatype>(old);
     retain(&t->old->h);
     t->count = count;
     t->blocklength = blocklength;
     t->stride = stride;
-    register_datatype(t);
-    add_recipe({.object = &t->h});
-    *out = handle<MPI_Datatype>(t);
-    return rc;
+    return adopt_datatype(t, lower_new, out);
+}
+
+// The lower half's handles of a struct's block types, for a call.
+std::vector<MPI_Datatype> lower_types(int count, Datatype* const types[]) {
+    std::vector<MPI_Datatype> l(std::max(count, 0));
+    for (int i = 0; i < count; ++i)
+        l[i] = real_of<MPI_Datatype>(types[i]->h);
+    return l;
 }
 
 // User operations: the lower half calls a trampoline of ours with its own datatype handle;
@@ -334,6 +354,31 @@ int Type_vector(int count, int blocklength, int stride, MPI_Datatype oldtype, MP
     return new_datatype(rc, l, Origin::Vector, oldtype, count, blocklength, stride, newtype);
 }
 
+int Type_create_struct(int count, const int blocklengths[], const MPI_Aint displacements[],
+                       const MPI_Datatype types[], MPI_Datatype* newtype) {
+    // The lower half checks the arguments (a negative count, a null type) first.
+    std::vector<MPI_Datatype> lt(std::max(count, 0));
+    for (int i = 0; i < count; ++i)
+        lt[i] = in(types[i]);
+    MPI_Datatype l = MPI_DATATYPE_NULL;
+    int rc = g_lower.Type_create_struct(count, blocklengths, displacements, lt.data(), &l);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    Datatype* t = new Datatype{};
+    t->origin = Origin::Struct;
+    t->count = count;
+    t->blocklengths = new int[std::max(count, 1)];  // a struct of no blocks is valid
+    t->displacements = new MPI_Aint[std::max(count, 1)];
+    t->types = new Datatype*[std::max(count, 1)];
+    for (int i = 0; i < count; ++i) {
+        t->blocklengths[i] = blocklengths[i];
+        t->displacements[i] = displacements[i];
+        t->types[i] = obj<Datatype>(types[i]);
+        retain(&t->types[i]->h);
+    }
+    return adopt_datatype(t, l, newtype);
+}
+
 int Type_commit(MPI_Datatype* type) {
     Datatype* t = obj<Datatype>(*type);
     MPI_Datatype l = in(*type);
@@ -402,14 +447,21 @@ int Op_free(MPI_Op* op) {
 
 namespace ckpt::mpi {
 
-// On a fresh lower half (restart): every recipe again, in order; then what the application
-// had freed is freed again. Fails (naming the call) rather than carry on with a wrong object.
+namespace {
+// Replayed objects the application had freed: freed again once pending receives that name
+// them are posted again (free_replayed_objects).
+std::vector<Handle*> g_refree;
+}  // namespace
+
+// On a fresh lower half (restart): every recipe again, in order. Fails (naming the call)
+// rather than carry on with a wrong object.
 void replay_objects() {
     auto check = [](int rc, const char* call) {
         if (rc != MPI_SUCCESS)
             fatal("restart: replaying %s failed (error %d)", call, rc);
     };
-    std::vector<Handle*> freed;
+    std::vector<Handle*>& freed = g_refree;
+    freed.clear();
     for (const Recipe& r : g_recipes ? *g_recipes : std::vector<Recipe>{}) {
         if (r.collective) {
             MPI_Comm parent = real_of<MPI_Comm>(r.parent->h), l = MPI_COMM_NULL;
@@ -457,11 +509,18 @@ void replay_objects() {
             }
             case Kind::Datatype: {
                 auto* t = reinterpret_cast<Datatype*>(h);
-                MPI_Datatype l = MPI_DATATYPE_NULL, old = real_of<MPI_Datatype>(t->old->h);
-                if (t->origin == Origin::Contiguous)
+                MPI_Datatype l = MPI_DATATYPE_NULL, old = t->old ? real_of<MPI_Datatype>(t->old->h) : nullptr;
+                if (t->origin == Origin::Contiguous) {
                     check(g_lower.Type_contiguous(t->count, old, &l), "MPI_Type_contiguous");
-                else
+                } else if (t->origin == Origin::Vector) {
                     check(g_lower.Type_vector(t->count, t->blocklength, t->stride, old, &l), "MPI_Type_vector");
+                } else {
+                    // Displacements as the application gave them: absolute addresses (from
+                    // MPI_BOTTOM) still hold, the image keeps the memory where it was.
+                    std::vector<MPI_Datatype> lt = lower_types(t->count, t->types);
+                    check(g_lower.Type_create_struct(t->count, t->blocklengths, t->displacements, lt.data(), &l),
+                          "MPI_Type_create_struct");
+                }
                 if (t->committed)
                     check(g_lower.Type_commit(&l), "MPI_Type_commit");
                 h->real = l;
@@ -484,7 +543,11 @@ void replay_objects() {
     for (MPI_Comm c : {MPI_COMM_WORLD, MPI_COMM_SELF})
         if (Errhandler* e = obj<Comm>(c)->errhandler)
             check(g_lower.Comm_set_errhandler(in(c), in(handle<MPI_Errhandler>(e))), "MPI_Comm_set_errhandler");
-    for (Handle* h : freed) {
+}
+
+// What the application had freed is freed again (pending operations keep what they use).
+void free_replayed_objects() {
+    for (Handle* h : g_refree) {
         switch (h->kind) {
             case Kind::Comm: { MPI_Comm l = real_of<MPI_Comm>(*h); g_lower.Comm_free(&l); break; }
             case Kind::Group: { MPI_Group l = real_of<MPI_Group>(*h); g_lower.Group_free(&l); break; }
@@ -498,6 +561,7 @@ void replay_objects() {
         }
         h->real = nullptr;
     }
+    g_refree.clear();
 }
 
 }  // namespace ckpt::mpi

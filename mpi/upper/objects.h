@@ -29,7 +29,9 @@ struct Group;
 struct Errhandler;
 
 // How an object was made: replayed in order on a fresh lower half at restart.
-enum class Origin : uint8_t { Predefined, Dup, Split, SplitType, Create, FromComm, Incl, Excl, Contiguous, Vector, User };
+enum class Origin : uint8_t {
+    Predefined, Dup, Split, SplitType, Create, FromComm, Incl, Excl, Contiguous, Vector, Struct, User
+};
 
 struct Comm {
     Handle h{.kind = Kind::Comm};
@@ -62,8 +64,12 @@ struct Group {
 struct Datatype {
     Handle h{.kind = Kind::Datatype};
     Origin origin = Origin::Predefined;
-    Datatype* old = nullptr;
+    Datatype* old = nullptr;        // Contiguous, Vector
     int count = 0, blocklength = 0, stride = 0;
+    // Struct: count blocks, each with its length, displacement and type (kept alive).
+    int* blocklengths = nullptr;
+    MPI_Aint* displacements = nullptr;
+    Datatype** types = nullptr;
     bool committed = false;
 };
 

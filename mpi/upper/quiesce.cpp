@@ -435,6 +435,7 @@ void quiesce_here() {
         g_control_fd = -1;
         restart_lower(env);
         repost_requests();
+        free_replayed_objects();
         g_coordinator_gone.store(false);
         connect_control();
         return finish_cycle(true);

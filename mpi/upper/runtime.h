@@ -66,6 +66,9 @@ void release_datatype(Datatype* t);
 // it fails), and replays every object (objects.cpp: replay_objects).
 void restart_lower(const std::vector<std::string>& env);
 void replay_objects();
+// After the pending receives are posted again: frees the replayed objects the application
+// had freed (a receive may name a datatype or communicator freed since it was posted).
+void free_replayed_objects();
 // Signals whose handlers run code of the lower half (reset at restart).
 std::vector<int> lower_signals();
 extern std::vector<int> g_lower_signals;  // as the rank parked (quiesce.cpp)
