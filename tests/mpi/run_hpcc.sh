@@ -1,0 +1,193 @@
+#!/bin/bash
+# hpcc (the HPC Challenge benchmark as Debian packages it: an unmodified MPI application) with
+# a small input, checked by its own verification (HPL residual, PTRANS, RandomAccess, STREAM,
+# FFT). Timings differ from run to run, so runs are compared by their verification results.
+#   run_hpcc.sh split   MPIEXEC UPPER_DIR HPCC NRANKS
+#       hpcc with Open MPI alone, then through libckpt_mpi; both must pass alike
+#   run_hpcc.sh quiesce MPIEXEC UPPER_DIR HPCC NRANKS COORD MIN_CYCLES
+#       as split, while COORD (ckpt-mpi-coord) quiesces and resumes the ranks of the second
+#       run back to back, at least MIN_CYCLES times
+#   run_hpcc.sh restart MPIEXEC UPPER_DIR HPCC NRANKS COORD RESTORER ENGINE
+#       as split, but the second run is checkpointed once (lower halves left out) and killed;
+#       a new mpirun of RESTORER restores it from the images and it must finish and pass
+# Each run works in a folder of its own (hpcc reads hpccinf.txt from its working folder and
+# appends to hpccoutf.txt there).
+set -u
+mode=$1 mpiexec=$2 upper=$3 hpcc=$4 n=$5
+shift 5
+umask 077
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+fail() {
+    echo "FAIL: $*"
+    for f in "$work"/*.out "$work"/*.err "$work"/*/hpccoutf.txt; do
+        [ -s "$f" ] && { echo "--- ${f#"$work"/}"; tail -40 "$f"; }
+    done
+    exit 1
+}
+
+# A process grid P x Q = NRANKS, as square as it gets.
+p=1
+for ((i = 1; i * i <= n; i++)); do ((n % i == 0)) && p=$i; done
+q=$((n / p))
+# hpccinf.txt: HPL's input (N=400, NB=40: RandomAccess, FFT, STREAM and DGEMM take their
+# sizes from HPL's matrix, so everything stays small), then PTRANS's (none beyond HPL's).
+input() {
+    mkdir -p "$1"
+    cat >"$1/hpccinf.txt" <<EOF
+HPLinpack benchmark input file
+Innovative Computing Laboratory, University of Tennessee
+HPL.out      output file name (if any)
+8            device out (6=stdout,7=stderr,file)
+1            # of problems sizes (N)
+400          Ns
+1            # of NBs
+40           NBs
+0            PMAP process mapping (0=Row-,1=Column-major)
+1            # of process grids (P x Q)
+$p            Ps
+$q            Qs
+16.0         threshold
+1            # of panel fact
+2            PFACTs (0=left, 1=Crout, 2=Right)
+1            # of recursive stopping criterium
+4            NBMINs (>= 1)
+1            # of panels in recursion
+2            NDIVs
+1            # of recursive panel fact.
+1            RFACTs (0=left, 1=Crout, 2=Right)
+1            # of broadcast
+1            BCASTs (0=1rg,1=1rM,2=2rg,3=2rM,4=Lng,5=LnM)
+1            # of lookahead depth
+1            DEPTHs (>=0)
+2            SWAP (0=bin-exch,1=long,2=mix)
+64           swapping threshold
+0            L1 in (0=transposed,1=no-transposed) form
+0            U  in (0=transposed,1=no-transposed) form
+1            Equilibration (0=no,1=yes)
+8            memory alignment in double (> 0)
+##### This line (no. 32) is ignored (it serves as a separator). ######
+0                               Number of additional problem sizes for PTRANS
+1200                            values of N
+0                               number of additional blocking sizes for PTRANS
+40                              values of NB
+EOF
+}
+
+# The verification results of a run, one per line, without timings.
+verdicts() {
+    grep -E 'PASSED|FAILED|Found [0-9]+ errors|Solution Validates|Node\(s\) with error|^Success=|tests completed and|End of HPC Challenge tests' "$1" |
+        sed -E -e 's/^(WALL|CPU) .* (PASSED|FAILED) .*/PTRANS \2/' \
+            -e 's/^\|\|Ax-b\|\|.*\.\.\.\.\.\. (PASSED|FAILED)$/HPL residual \1/' -e 's/^ +//'
+}
+
+# hpcc's own verification passed in the run in folder $1 (named $2).
+check_passed() {
+    local out=$1/hpccoutf.txt
+    [ -s "$out" ] || fail "$2: no hpccoutf.txt"
+    verdicts "$out" >"$1.verdicts"
+    grep -q "FAILED" "$out" && fail "$2: a verification FAILED"
+    grep -qx "HPL residual PASSED" "$1.verdicts" || fail "$2: no HPL residual PASSED line"
+    grep -qx "PTRANS PASSED" "$1.verdicts" || fail "$2: no PTRANS PASSED line"
+    grep -qx "Success=1" "$1.verdicts" || fail "$2: hpcc did not report Success=1"
+    grep -q "Solution Validates" "$1.verdicts" || fail "$2: STREAM did not validate"
+    grep -qE "Found [1-9][0-9]* errors|with error [1-9]|^[1-9][0-9]* tests completed and failed" "$1.verdicts" &&
+        fail "$2: errors found by the verification"
+    [ "$(grep -c "Found 0 errors" "$1.verdicts")" -ge 4 ] || fail "$2: RandomAccess was not verified"
+    grep -qx "End of HPC Challenge tests." "$1.verdicts" || fail "$2: hpcc did not finish"
+    # Started once: a run started over would write its header again.
+    [ "$(grep -c "^Begin of MPIRandomAccess section" "$out")" = 1 ] || fail "$2: hpcc started more than once"
+}
+
+# run <name> [mpirun args...]: hpcc in $work/<name>, output to $work/<name>.{out,err,rc}.
+run() {
+    local name=$1
+    shift
+    input "$work/$name"
+    (cd "$work/$name" && timeout 100 "$mpiexec" -n "$n" --oversubscribe "$@" "$hpcc") \
+        >"$work/$name.out" 2>"$work/$name.err"
+    echo $? >"$work/$name.rc"
+}
+
+check_traced() {  # every rank of run $1 ran on our upper half over the real libmpi
+    local traced
+    traced=$(grep -oE "ckpt-mpi: rank [0-9]+ of $n: upper half $upper/[^ ]+, lower half /[^ ]+ \(namespace [0-9]+\)" \
+        "$work/$1.err" | sort -u | wc -l)
+    [ "$traced" = "$n" ] || fail "$1: $traced of $n ranks report running through libckpt_mpi"
+}
+
+library_path="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+ckpt_env=(-x LD_LIBRARY_PATH="$library_path" -x CKPT_MPI_TRACE_INIT=1)
+
+run plain
+[ "$(cat "$work/plain.rc")" = 0 ] || fail "hpcc with Open MPI alone failed (exit $(cat "$work/plain.rc"))"
+grep -q "^ckpt-mpi:" "$work/plain.err" && fail "the plain run went through libckpt_mpi"
+check_passed "$work/plain" "Open MPI alone"
+
+case $mode in
+split)
+    run ckpt "${ckpt_env[@]}"
+    [ "$(cat "$work/ckpt.rc")" = 0 ] || fail "hpcc through libckpt_mpi failed (exit $(cat "$work/ckpt.rc"))"
+    check_traced ckpt
+    check_passed "$work/ckpt" "through libckpt_mpi"
+    cmp -s "$work/plain.verdicts" "$work/ckpt.verdicts" || fail "the verification results differ"
+    echo "hpcc verification passed with Open MPI alone and through libckpt_mpi ($n ranks)"
+    ;;
+quiesce)
+    coord=$1 min_cycles=$2
+    mkdir -m 700 "$work/ctl"  # only this user's ranks reach the socket
+    # Not back to back: hpcc times its latency tests, a rank parked every few ms makes them
+    # crawl. A cycle every 100 ms still lands in every section.
+    timeout 110 "$coord" --socket "$work/ctl/sock" --ranks "$n" --min-cycles "$min_cycles" --interval-ms 100 \
+        --timeout-ms 30000 >"$work/coord.out" 2>"$work/coord.err" &
+    coord_pid=$!
+    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && break; sleep 0.05; done
+    [ -S "$work/ctl/sock" ] || fail "the coordinator did not listen"
+    run ckpt "${ckpt_env[@]}" -x CKPT_MPI_CONTROL="$work/ctl/sock"
+    wait $coord_pid
+    coord_rc=$?
+    sed 's/^/  coordinator: /' "$work/coord.out" "$work/coord.err"
+    [ "$(cat "$work/ckpt.rc")" = 0 ] || fail "hpcc through libckpt_mpi failed (exit $(cat "$work/ckpt.rc"))"
+    check_traced ckpt
+    [ "$coord_rc" = 0 ] || fail "the coordinator failed (exit $coord_rc)"
+    check_passed "$work/ckpt" "while quiesced"
+    cmp -s "$work/plain.verdicts" "$work/ckpt.verdicts" || fail "the verification results differ"
+    cycles=$(grep -oE '^quiesce: [0-9]+ cycles' "$work/coord.out" | grep -oE '[0-9]+')
+    echo "hpcc verification passed with Open MPI alone and while quiesced ${cycles:-0} times ($n ranks)"
+    ;;
+restart)
+    coord=$1 restorer=$2 engine=$3
+    mkdir -m 700 "$work/ctl" "$work/sets"
+    # One checkpoint a second in (inside the MPI RandomAccess section, with receives
+    # pending), then the ranks are killed as a node failure would.
+    timeout 110 "$coord" --socket "$work/ctl/sock" --ranks "$n" --cycles 1 --interval-ms 1000 --timeout-ms 30000 \
+        --dump "$work/sets" --engine "$engine" --kill-after-dump >"$work/coord.out" 2>"$work/coord.err" &
+    coord_pid=$!
+    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && break; sleep 0.05; done
+    [ -S "$work/ctl/sock" ] || fail "the coordinator did not listen"
+    run ckpt "${ckpt_env[@]}" -x CKPT_MPI_CONTROL="$work/ctl/sock"
+    wait $coord_pid || fail "the run was not checkpointed"
+    grep -q "^killed the ranks" "$work/coord.out" || fail "the coordinator did not kill the ranks"
+    check_traced ckpt
+    grep -q "End of HPC Challenge tests" "$work/ckpt/hpccoutf.txt" && fail "hpcc finished before its checkpoint"
+    set_dir="$work/sets/set-$(cat "$work/sets/latest")"
+    # The restored ranks go on in their own working folder ($work/ckpt); the restorer's is
+    # another one, so that nothing relies on it.
+    mkdir "$work/restorer"
+    (cd "$work/restorer" && timeout 100 "$mpiexec" -n "$n" --oversubscribe -x LD_LIBRARY_PATH="$library_path" \
+        -x CKPT_MPI_TRACE_INIT=1 "$restorer" --images "$set_dir" --new-pidns) \
+        >"$work/restart.out" 2>"$work/restart.err"
+    rc=$?
+    check_traced restart
+    [ "$rc" = 0 ] || fail "the restart failed (exit $rc)"
+    [ -e "$work/restorer/hpccoutf.txt" ] && fail "a restored rank wrote in the restorer's folder"
+    check_passed "$work/ckpt" "after the restart"
+    cmp -s "$work/plain.verdicts" "$work/ckpt.verdicts" || fail "the verification results differ"
+    echo "hpcc verification passed with Open MPI alone and after a restart from a checkpoint ($n ranks)"
+    ;;
+*)
+    echo "usage: $0 split|quiesce|restart MPIEXEC UPPER_DIR HPCC NRANKS [COORD [MIN_CYCLES | RESTORER ENGINE]]" >&2
+    exit 2
+    ;;
+esac
