@@ -1,6 +1,9 @@
 /* A halo exchange on a grid split by columns: the halo columns travel as an MPI_Type_vector
- * (Isend/Irecv/Waitall on even steps, Sendrecv on odd ones); the result is gathered with an
- * MPI_Type_contiguous block and rank 0 compares every cell with a serial computation. */
+ * (Isend/Irecv/Waitall on even steps, Sendrecv on odd ones); every fourth step the left halo
+ * is received through a struct type made at that step from its absolute address (from
+ * MPI_BOTTOM) and freed while the receive is pending, as HPL does with its panels. The result
+ * is gathered with an MPI_Type_contiguous block and rank 0 compares every cell with a serial
+ * computation. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +43,18 @@ int main(int argc, char** argv) {
         /* halo columns 0 and LC+1 are zero at the grid's edges (MPI_PROC_NULL leaves them) */
         if (s % 2 == 0) {
             MPI_Request r[4];
-            MPI_Irecv(&a[0], 1, column, left, 1, MPI_COMM_WORLD, &r[0]);
+            if (s % 4 == 0) {
+                MPI_Datatype at_left;
+                MPI_Aint where;
+                int one = 1;
+                MPI_Get_address(&a[0], &where);
+                MPI_Type_create_struct(1, &one, &where, &column, &at_left);
+                MPI_Type_commit(&at_left);
+                MPI_Irecv(MPI_BOTTOM, 1, at_left, left, 1, MPI_COMM_WORLD, &r[0]);
+                MPI_Type_free(&at_left); /* the pending receive keeps it */
+            } else {
+                MPI_Irecv(&a[0], 1, column, left, 1, MPI_COMM_WORLD, &r[0]);
+            }
             MPI_Irecv(&a[LC + 1], 1, column, right, 2, MPI_COMM_WORLD, &r[1]);
             MPI_Isend(&a[LC], 1, column, right, 1, MPI_COMM_WORLD, &r[2]);
             MPI_Isend(&a[1], 1, column, left, 2, MPI_COMM_WORLD, &r[3]);
