@@ -415,6 +415,7 @@ void quiesce_here() {
     if (g_phase.load(std::memory_order_acquire) == kAborted)
         return finish_cycle(false);
     g_lower_signals = lower_signals();
+    g_wtime_parked = g_lower.Wtime() + g_wtime_offset;
     send_quiesced();
     std::vector<char> rec;
     // A dump saves this thread here, in recv on the control fd; a restore gives it a new

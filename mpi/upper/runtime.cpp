@@ -30,6 +30,8 @@ bool g_lower_loaded = false;
 void* g_lower_request_null = nullptr;
 void* g_lower_comm_null = nullptr;
 void* g_lower_group_null = nullptr;
+double g_wtime_offset = 0;
+double g_wtime_parked = 0;
 
 namespace {
 
@@ -205,6 +207,7 @@ void restart_lower(const std::vector<std::string>& env) {
     if (rank != g_rank_at_init || size != g_size_at_init)
         fatal("restart: this is rank %d of %d, restored from the image of rank %d of %d", rank, size, g_rank_at_init,
               g_size_at_init);
+    g_wtime_offset = g_wtime_parked - g_lower.Wtime();
     resources_after_init();
     refresh_comm(obj<Comm>(MPI_COMM_WORLD));
     refresh_comm(obj<Comm>(MPI_COMM_SELF));
@@ -250,6 +253,8 @@ int Finalized(int* flag) {
     *flag = g_finalized ? 1 : 0;
     return MPI_SUCCESS;
 }
+
+double Wtime() { return lower().Wtime() + g_wtime_offset; }
 
 int Finalize() {
     quiesce_before_finalize();

@@ -69,6 +69,10 @@ void replay_objects();
 // After the pending receives are posted again: frees the replayed objects the application
 // had freed (a receive may name a datatype or communicator freed since it was posted).
 void free_replayed_objects();
+// MPI_Wtime: a lower half's clock starts at its MPI_Init, so a restart sets the offset that
+// makes it go on from its value when the rank parked (the time the job was down left out).
+extern double g_wtime_offset;
+extern double g_wtime_parked;
 // Signals whose handlers run code of the lower half (reset at restart).
 std::vector<int> lower_signals();
 extern std::vector<int> g_lower_signals;  // as the rank parked (quiesce.cpp)
