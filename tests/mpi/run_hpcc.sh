@@ -18,6 +18,7 @@ shift 5
 umask 077
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/coord.sh"
 
 fail() {
     echo "FAIL: $*"
@@ -136,14 +137,9 @@ split)
     ;;
 quiesce)
     coord=$1 min_cycles=$2
-    mkdir -m 700 "$work/ctl"  # only this user's ranks reach the socket
     # Not back to back: hpcc times its latency tests, a rank parked every few ms makes them
     # crawl. A cycle every 100 ms still lands in every section.
-    timeout 110 "$coord" --socket "$work/ctl/sock" --ranks "$n" --min-cycles "$min_cycles" --interval-ms 100 \
-        --timeout-ms 30000 >"$work/coord.out" 2>"$work/coord.err" &
-    coord_pid=$!
-    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && break; sleep 0.05; done
-    [ -S "$work/ctl/sock" ] || fail "the coordinator did not listen"
+    start_coord coord 110 "$coord" --min-cycles "$min_cycles" --interval-ms 100 --timeout-ms 30000
     run ckpt "${ckpt_env[@]}" -x CKPT_MPI_CONTROL="$work/ctl/sock"
     wait $coord_pid
     coord_rc=$?
@@ -158,14 +154,11 @@ quiesce)
     ;;
 restart)
     coord=$1 restorer=$2 engine=$3
-    mkdir -m 700 "$work/ctl" "$work/sets"
+    mkdir -m 700 "$work/sets"
     # One checkpoint a second in (inside the MPI RandomAccess section, with receives
     # pending), then the ranks are killed as a node failure would.
-    timeout 110 "$coord" --socket "$work/ctl/sock" --ranks "$n" --cycles 1 --interval-ms 1000 --timeout-ms 30000 \
-        --dump "$work/sets" --engine "$engine" --kill-after-dump >"$work/coord.out" 2>"$work/coord.err" &
-    coord_pid=$!
-    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && break; sleep 0.05; done
-    [ -S "$work/ctl/sock" ] || fail "the coordinator did not listen"
+    start_coord coord 110 "$coord" --cycles 1 --interval-ms 1000 --timeout-ms 30000 --dump "$work/sets" \
+        --engine "$engine" --kill-after-dump
     run ckpt "${ckpt_env[@]}" -x CKPT_MPI_CONTROL="$work/ctl/sock"
     wait $coord_pid || fail "the run was not checkpointed"
     grep -q "^killed the ranks" "$work/coord.out" || fail "the coordinator did not kill the ranks"

@@ -15,7 +15,8 @@ shift 7
 prog=("$@")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -m 700 "$work/ctl" "$work/sets"
+. "$(dirname "$0")/coord.sh"
+mkdir -m 700 "$work/sets"
 fail() {
     echo "FAIL: $*"
     for f in "$work"/*.out "$work"/*.err; do [ -s "$f" ] && { echo "--- $(basename "$f")"; head -40 "$f"; }; done
@@ -23,13 +24,9 @@ fail() {
 }
 ckpt_env=(-x LD_LIBRARY_PATH="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" -x CKPT_MPI_CONTROL="$work/ctl/sock")
 # Checkpoints after a while, then kills the ranks; $1: what the run is called.
-start_coord() {
-    rm -f "$work/ctl/sock"
-    timeout 80 "$coord" --socket "$work/ctl/sock" --ranks "$n" --cycles 1 --interval-ms 300 --timeout-ms 30000 \
-        --dump "$work/sets" --engine "$engine" --kill-after-dump >"$work/coord-$1.out" 2>"$work/coord-$1.err" &
-    coord_pid=$!
-    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && return; sleep 0.05; done
-    fail "the coordinator did not listen"
+checkpoint_once() {
+    start_coord "coord-$1" 80 "$coord" --cycles 1 --interval-ms 300 --timeout-ms 30000 --dump "$work/sets" \
+        --engine "$engine" --kill-after-dump
 }
 latest() { echo "$work/sets/set-$(cat "$work/sets/latest")"; }
 
@@ -37,7 +34,7 @@ timeout 80 "$mpiexec" -n "$n" --oversubscribe "${prog[@]}" >"$work/plain.out" 2>
     fail "Open MPI alone failed"
 [ -s "$work/plain.out" ] || fail "no output from the program alone"
 
-start_coord first
+checkpoint_once first
 timeout 80 "$mpiexec" -n "$n" --oversubscribe "${ckpt_env[@]}" "${prog[@]}" >"$work/first.out" 2>"$work/first.err"
 wait $coord_pid || fail "the first run was not checkpointed"
 grep -q "^killed the ranks" "$work/coord-first.out" || fail "the coordinator did not kill the ranks"
@@ -49,7 +46,7 @@ for r in $(seq "$restarts"); do
     mv "$set_dir" "$work/sets/restart-$r"
     extra=()
     if [ "$r" -lt "$restarts" ]; then
-        start_coord "restart-$r"
+        checkpoint_once "restart-$r"
         extra=(-x CKPT_MPI_CONTROL="$work/ctl/sock")
     fi
     timeout 80 "$mpiexec" -n "$n" --oversubscribe -x LD_LIBRARY_PATH="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \

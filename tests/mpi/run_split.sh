@@ -12,6 +12,7 @@ mode=$1 mpiexec=$2 upper=$3 n=$4
 shift 4
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/coord.sh"
 
 run() {  # run <name> [env...]: mpirun the program, stdout and stderr to $work/<name>.{out,err}
     local name=$1
@@ -74,15 +75,9 @@ unsupported)
 quiesce)
     run plain
     [ "$(cat "$work/plain.rc")" = 0 ] || fail "Open MPI alone failed"
-    # The socket lives in a private folder: only this user's ranks reach it.
-    mkdir -m 700 "$work/ctl"
-    timeout 55 "$CKPT_MPI_COORD" --socket "$work/ctl/sock" --ranks "$n" --min-cycles "$CKPT_MIN_CYCLES" \
-        --timeout-ms 20000 >"$work/coord.out" 2>"$work/coord.err" &
-    coord=$!
-    for _ in $(seq 100); do [ -S "$work/ctl/sock" ] && break; sleep 0.05; done
-    [ -S "$work/ctl/sock" ] || fail "the coordinator did not listen"
+    start_coord coord 55 "$CKPT_MPI_COORD" --min-cycles "$CKPT_MIN_CYCLES" --timeout-ms 20000
     run ckpt "${ckpt_env[@]}" -x CKPT_MPI_CONTROL="$work/ctl/sock"
-    wait $coord
+    wait $coord_pid
     coord_rc=$?
     sed 's/^/  coordinator: /' "$work/coord.out" "$work/coord.err"
     [ "$(cat "$work/ckpt.rc")" = 0 ] || fail "the run through libckpt_mpi failed"
