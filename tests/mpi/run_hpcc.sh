@@ -7,9 +7,10 @@
 #   run_hpcc.sh quiesce MPIEXEC UPPER_DIR HPCC NRANKS COORD MIN_CYCLES
 #       as split, while COORD (ckpt-mpi-coord) quiesces and resumes the ranks of the second
 #       run back to back, at least MIN_CYCLES times
-#   run_hpcc.sh restart MPIEXEC UPPER_DIR HPCC NRANKS COORD RESTORER ENGINE
-#       as split, but the second run is checkpointed once (lower halves left out) and killed;
-#       a new mpirun of RESTORER restores it from the images and it must finish and pass
+#   run_hpcc.sh restart MPIEXEC UPPER_DIR HPCC NRANKS COORD RESTORER ENGINE RESTARTS
+#       as split, but the second run is checkpointed (lower halves left out) and killed; a new
+#       mpirun of RESTORER restores it from the images, RESTARTS times (each restart but the
+#       last is checkpointed and killed again); the last must finish and pass
 # Each run works in a folder of its own (hpcc reads hpccinf.txt from its working folder and
 # appends to hpccoutf.txt there).
 set -u
@@ -153,36 +154,56 @@ quiesce)
     echo "hpcc verification passed with Open MPI alone and while quiesced ${cycles:-0} times ($n ranks)"
     ;;
 restart)
-    coord=$1 restorer=$2 engine=$3
-    mkdir -m 700 "$work/sets"
-    # One checkpoint a second in (inside the MPI RandomAccess section, with receives
-    # pending), then the ranks are killed as a node failure would.
-    start_coord coord 110 "$coord" --cycles 1 --interval-ms 1000 --timeout-ms 30000 --dump "$work/sets" \
-        --engine "$engine" --kill-after-dump
+    coord=$1 restorer=$2 engine=$3 restarts=$4
+    mkdir -m 700 "$work/sets" "$work/restorer"
+    # Checkpoints once, after SECONDS ($2) of the run named $1, and kills the ranks as a node
+    # failure would.
+    checkpoint_once() {
+        start_coord "coord-$1" 110 "$coord" --cycles 1 --interval-ms "$2" --timeout-ms 30000 --dump "$work/sets" \
+            --engine "$engine" --kill-after-dump
+    }
+    checkpointed() {  # the run $1 was checkpointed and killed before hpcc finished
+        wait $coord_pid || fail "$1 was not checkpointed"
+        grep -q "^killed the ranks" "$work/coord-$1.out" || fail "$1: the coordinator did not kill the ranks"
+        grep -q "End of HPC Challenge tests" "$work/ckpt/hpccoutf.txt" && fail "hpcc finished before $1's checkpoint"
+    }
+    # The first checkpoint a second in (in the MPI RandomAccess section, receives pending);
+    # restarted runs but the last are checkpointed again 3 s after they connect.
+    checkpoint_once ckpt 1000
     run ckpt "${ckpt_env[@]}" -x CKPT_MPI_CONTROL="$work/ctl/sock"
-    wait $coord_pid || fail "the run was not checkpointed"
-    grep -q "^killed the ranks" "$work/coord.out" || fail "the coordinator did not kill the ranks"
     check_traced ckpt
-    grep -q "End of HPC Challenge tests" "$work/ckpt/hpccoutf.txt" && fail "hpcc finished before its checkpoint"
-    set_dir="$work/sets/set-$(cat "$work/sets/latest")"
-    # The restored ranks go on in their own working folder ($work/ckpt); the restorer's is
-    # another one, so that nothing relies on it.
-    mkdir "$work/restorer"
-    (cd "$work/restorer" && timeout 100 "$mpiexec" -n "$n" --oversubscribe -x LD_LIBRARY_PATH="$library_path" \
-        -x CKPT_MPI_TRACE_INIT=1 "$restorer" --images "$set_dir" --new-pidns) \
-        >"$work/restart.out" 2>"$work/restart.err"
-    rc=$?
-    check_traced restart
-    [ "$rc" = 0 ] || fail "the restart failed (exit $rc)"
+    checkpointed ckpt
+    for r in $(seq "$restarts"); do
+        mv "$work/sets/set-$(cat "$work/sets/latest")" "$work/sets/restart-$r"
+        extra=()
+        if [ "$r" -lt "$restarts" ]; then
+            checkpoint_once "restart-$r" 3000
+            extra=(-x CKPT_MPI_CONTROL="$work/ctl/sock")
+        fi
+        # The restored ranks go on in their own working folder ($work/ckpt); the restorer's
+        # is another one, so that nothing relies on it.
+        (cd "$work/restorer" && timeout 100 "$mpiexec" -n "$n" --oversubscribe -x LD_LIBRARY_PATH="$library_path" \
+            -x CKPT_MPI_TRACE_INIT=1 "${extra[@]}" "$restorer" --images "$work/sets/restart-$r" --new-pidns) \
+            >"$work/restart-$r.out" 2>"$work/restart-$r.err"
+        rc=$?
+        check_traced "restart-$r"
+        if [ "$r" -lt "$restarts" ]; then
+            checkpointed "restart-$r"
+        else
+            [ "$rc" = 0 ] || fail "restart $r failed (exit $rc)"
+        fi
+    done
     [ -e "$work/restorer/hpccoutf.txt" ] && fail "a restored rank wrote in the restorer's folder"
-    check_passed "$work/ckpt" "after the restart"
-    # The section the checkpoint fell in timed itself across the restart with MPI_Wtime.
-    grep -qE "(time used|Wall time) = -" "$work/ckpt/hpccoutf.txt" && fail "MPI_Wtime went back at the restart"
+    check_passed "$work/ckpt" "after the restarts"
+    # The sections a checkpoint fell in timed themselves across a restart with MPI_Wtime ("Real
+    # time"; their "CPU time" is the process's, which a restored process counts anew).
+    grep -qE "Real time used = -" "$work/ckpt/hpccoutf.txt" && fail "MPI_Wtime went back at a restart"
     cmp -s "$work/plain.verdicts" "$work/ckpt.verdicts" || fail "the verification results differ"
-    echo "hpcc verification passed with Open MPI alone and after a restart from a checkpoint ($n ranks)"
+    echo "hpcc verification passed with Open MPI alone and after $restarts restarts from checkpoints ($n ranks)"
     ;;
 *)
-    echo "usage: $0 split|quiesce|restart MPIEXEC UPPER_DIR HPCC NRANKS [COORD [MIN_CYCLES | RESTORER ENGINE]]" >&2
+    echo "usage: $0 split|quiesce|restart MPIEXEC UPPER_DIR HPCC NRANKS" \
+        "[COORD MIN_CYCLES | COORD RESTORER ENGINE RESTARTS]" >&2
     exit 2
     ;;
 esac
