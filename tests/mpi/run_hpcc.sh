@@ -6,7 +6,7 @@
 #       hpcc with Open MPI alone, then through libckpt_mpi; both must pass alike
 #   run_hpcc.sh quiesce MPIEXEC UPPER_DIR HPCC NRANKS COORD MIN_CYCLES
 #       as split, while COORD (ckpt-mpi-coord) quiesces and resumes the ranks of the second
-#       run back to back, at least MIN_CYCLES times
+#       run every 100 ms, at least MIN_CYCLES times
 #   run_hpcc.sh restart MPIEXEC UPPER_DIR HPCC NRANKS COORD RESTORER ENGINE RESTARTS
 #       as split, but the second run is checkpointed (lower halves left out) and killed; a new
 #       mpirun of RESTORER restores it from the images, RESTARTS times (each restart but the
@@ -112,9 +112,11 @@ run() {
     echo $? >"$work/$name.rc"
 }
 
-check_traced() {  # every rank of run $1 ran on our upper half over the real libmpi
+# check_traced RUN [NAMESPACE]: every rank of RUN ran on our upper half over the real libmpi
+# (loaded in the dlmopen namespace NAMESPACE, a regex: a restored rank loads a fresh one).
+check_traced() {
     local traced
-    traced=$(grep -oE "ckpt-mpi: rank [0-9]+ of $n: upper half $upper/[^ ]+, lower half /[^ ]+ \(namespace [0-9]+\)" \
+    traced=$(grep -oE "ckpt-mpi: rank [0-9]+ of $n: upper half $upper/[^ ]+, lower half /[^ ]+ \(namespace ${2:-1}\)" \
         "$work/$1.err" | sort -u | wc -l)
     [ "$traced" = "$n" ] || fail "$1: $traced of $n ranks report running through libckpt_mpi"
 }
@@ -186,7 +188,7 @@ restart)
             -x CKPT_MPI_TRACE_INIT=1 "${extra[@]}" "$restorer" --images "$work/sets/restart-$r" --new-pidns) \
             >"$work/restart-$r.out" 2>"$work/restart-$r.err"
         rc=$?
-        check_traced "restart-$r"
+        check_traced "restart-$r" "$((r + 1))"
         if [ "$r" -lt "$restarts" ]; then
             checkpointed "restart-$r"
         else
