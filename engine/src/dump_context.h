@@ -32,6 +32,9 @@ public:
     // Registers the file open at fd_path (a /proc/PID/map_files or /proc/PID/fd link);
     // path is what the kernel reports for it. Returns its id.
     Result<uint32_t> add(const std::string& fd_path, const std::string& path);
+    // File id (a regular file, not saved whole) is open for writing by the tree: records what
+    // lets a restore roll it back to its size now (FileEntry.written). Once per file.
+    Result<void> mark_written(uint32_t id, const std::string& fd_path);
     image::FileTable& table() { return table_; }
 
 private:

@@ -279,6 +279,8 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         auto id = files.add(link_path, link);
         if (!id) return ctx(std::move(id).error());
         f->set_file_id(*id);
+        if ((info.flags & O_ACCMODE) != O_RDONLY && S_ISREG(st.st_mode))
+            if (auto w = files.mark_written(*id, link_path); !w) return ctx(std::move(w).error());
         auto desc = description_of(descs, pid, fd, st);
         if (!desc) return ctx(std::move(desc).error());
         f->set_description_id(*desc);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -232,6 +233,63 @@ Result<void> seal_saved_files(const image::FileTable& files, const std::map<uint
     return ok();
 }
 
+namespace {
+
+// What of a written file a restore checks before it rolls the file back: all of it up to
+// 64 MiB, else its last 64 MiB (hashing a file read from the page cache costs milliseconds
+// per 64 MiB while the tree is frozen).
+constexpr uint64_t kWrittenChecked = 64ull << 20;
+
+Result<uint64_t> hash_range(int fd, uint64_t from, uint64_t to) {
+    XXH3_state_t* st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    std::vector<char> buf(1 << 20);
+    for (uint64_t at = from; at < to;) {
+        ssize_t n = pread(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(buf.size(), to - at)),
+                          static_cast<off_t>(at));
+        if (n <= 0) {
+            XXH3_freeState(st);
+            return n < 0 ? sys_error("pread at {}", at) : error("the file ends at {}, before {}", at, to);
+        }
+        XXH3_64bits_update(st, buf.data(), static_cast<size_t>(n));
+        at += static_cast<uint64_t>(n);
+    }
+    uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return h;
+}
+
+// A file the tree wrote to that changed since the dump: rolled back to its size at the dump
+// when only bytes after that size differ (its writer, restored, writes them again). False
+// when it cannot be told (then the restore refuses).
+Result<bool> roll_back_written(int fd, const image::FileEntry& e, uint64_t size_now) {
+    if (!e.written() || size_now < e.size() || e.written_from() > e.size()) return false;
+    // Through descriptions of their own: the fd being restored may be write-only, or read-only.
+    std::string self = "/proc/self/fd/" + std::to_string(fd);
+    UniqueFd r(open(self.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    if (!r) return sys_error("{}: reading it to compare with the dump", e.path());
+    if (CKPT_TRY(hash_range(r.get(), e.written_from(), e.size())) != e.written_xxh3()) return false;
+    if (size_now == e.size()) return true;  // rolled back by an earlier fd of this restore
+    UniqueFd w(open(self.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY));
+    if (!w || ftruncate(w.get(), static_cast<off_t>(e.size())) != 0)
+        return sys_error("{}: rolling it back to its size at the dump ({} bytes; ftruncate)", e.path(), e.size());
+    logger()->info("{}: rolled back to its size at the dump ({} -> {} bytes): its writer writes the rest again",
+                   e.path(), size_now, e.size());
+    return true;
+}
+
+}  // namespace
+
+Result<void> FileRegistry::mark_written(uint32_t id, const std::string& fd_path) {
+    image::FileEntry* e = table_.mutable_files(static_cast<int>(id) - 1);
+    if (e->written() || e->deleted()) return ok();
+    auto fd = CKPT_TRY(open_file(fd_path, O_RDONLY));
+    e->set_written(true);
+    e->set_written_from(e->size() > kWrittenChecked ? e->size() - kWrittenChecked : 0);
+    e->set_written_xxh3(CKPT_TRY_CTX(hash_range(fd.get(), e->written_from(), e->size()), "{}", e->path()));
+    return ok();
+}
+
 Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,
                                     bool skip_checks) {
     (void)image_dir;
@@ -244,7 +302,8 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
     struct stat st;
     if (fstat(fd, &st) != 0) return sys_error("fstat {}", e.path());
     int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
-    if (static_cast<uint64_t>(st.st_size) != e.size() || mtime != e.mtime_ns())
+    if ((static_cast<uint64_t>(st.st_size) != e.size() || mtime != e.mtime_ns()) &&
+        !CKPT_TRY_CTX(roll_back_written(fd, e, static_cast<uint64_t>(st.st_size)), "{}", e.path()))
         return error_code(ESTALE, "{} changed since the dump (size {} -> {}, mtime changed: {}); use --skip-file-checks to restore anyway",
                           e.path(), e.size(), st.st_size, mtime != e.mtime_ns() ? "yes" : "no");
     if (!e.build_id().empty() && build_id(fd) != e.build_id())
