@@ -29,78 +29,10 @@ fail() {
     exit 1
 }
 
-# A process grid P x Q = NRANKS, as square as it gets.
-p=1
-for ((i = 1; i * i <= n; i++)); do ((n % i == 0)) && p=$i; done
-q=$((n / p))
-# hpccinf.txt: HPL's input (N=400, NB=40: RandomAccess, FFT, STREAM and DGEMM take their
-# sizes from HPL's matrix, so everything stays small), then PTRANS's (none beyond HPL's).
-input() {
-    mkdir -p "$1"
-    cat >"$1/hpccinf.txt" <<EOF
-HPLinpack benchmark input file
-Innovative Computing Laboratory, University of Tennessee
-HPL.out      output file name (if any)
-8            device out (6=stdout,7=stderr,file)
-1            # of problems sizes (N)
-400          Ns
-1            # of NBs
-40           NBs
-0            PMAP process mapping (0=Row-,1=Column-major)
-1            # of process grids (P x Q)
-$p            Ps
-$q            Qs
-16.0         threshold
-1            # of panel fact
-2            PFACTs (0=left, 1=Crout, 2=Right)
-1            # of recursive stopping criterium
-4            NBMINs (>= 1)
-1            # of panels in recursion
-2            NDIVs
-1            # of recursive panel fact.
-1            RFACTs (0=left, 1=Crout, 2=Right)
-1            # of broadcast
-1            BCASTs (0=1rg,1=1rM,2=2rg,3=2rM,4=Lng,5=LnM)
-1            # of lookahead depth
-1            DEPTHs (>=0)
-2            SWAP (0=bin-exch,1=long,2=mix)
-64           swapping threshold
-0            L1 in (0=transposed,1=no-transposed) form
-0            U  in (0=transposed,1=no-transposed) form
-1            Equilibration (0=no,1=yes)
-8            memory alignment in double (> 0)
-##### This line (no. 32) is ignored (it serves as a separator). ######
-0                               Number of additional problem sizes for PTRANS
-1200                            values of N
-0                               number of additional blocking sizes for PTRANS
-40                              values of NB
-EOF
-}
-
-# The verification results of a run, one per line, without timings.
-verdicts() {
-    grep -E 'PASSED|FAILED|Found [0-9]+ errors|Solution Validates|Node\(s\) with error|^Success=|tests completed and|End of HPC Challenge tests' "$1" |
-        sed -E -e 's/^(WALL|CPU) .* (PASSED|FAILED) .*/PTRANS \2/' \
-            -e 's/^\|\|Ax-b\|\|.*\.\.\.\.\.\. (PASSED|FAILED)$/HPL residual \1/' -e 's/^ +//'
-}
-
+. "$(dirname "$0")/hpcc_lib.sh"
+input() { hpcc_input "$1" "$n"; }
 # hpcc's own verification passed in the run in folder $1 (named $2).
-check_passed() {
-    local out=$1/hpccoutf.txt
-    [ -s "$out" ] || fail "$2: no hpccoutf.txt"
-    verdicts "$out" >"$1.verdicts"
-    grep -q "FAILED" "$out" && fail "$2: a verification FAILED"
-    grep -qx "HPL residual PASSED" "$1.verdicts" || fail "$2: no HPL residual PASSED line"
-    grep -qx "PTRANS PASSED" "$1.verdicts" || fail "$2: no PTRANS PASSED line"
-    grep -qx "Success=1" "$1.verdicts" || fail "$2: hpcc did not report Success=1"
-    grep -q "Solution Validates" "$1.verdicts" || fail "$2: STREAM did not validate"
-    grep -qE "Found [1-9][0-9]* errors|with error [1-9]|^[1-9][0-9]* tests completed and failed" "$1.verdicts" &&
-        fail "$2: errors found by the verification"
-    [ "$(grep -c "Found 0 errors" "$1.verdicts")" -ge 4 ] || fail "$2: RandomAccess was not verified"
-    grep -qx "End of HPC Challenge tests." "$1.verdicts" || fail "$2: hpcc did not finish"
-    # Started once: a run started over would write its header again.
-    [ "$(grep -c "^Begin of MPIRandomAccess section" "$out")" = 1 ] || fail "$2: hpcc started more than once"
-}
+check_passed() { hpcc_check_passed "$1/hpccoutf.txt" "$1.verdicts" "$2"; }
 
 # run <name> [mpirun args...]: hpcc in $work/<name>, output to $work/<name>.{out,err,rc}.
 run() {
