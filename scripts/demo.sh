@@ -86,6 +86,21 @@ wait_first_set() {
     die "job $1: no checkpoint after 60 s"
 }
 
+# Kills node $2 ($3 runs there) under job $1, waits until Slurm requeued the job and it
+# completed (within $4 s), and shows what it printed ($5) around the restore.
+lose_node() {
+    local job=$1 node=$2 what=$3 limit=$4 out=$5
+    step "Killing node $node ($what: its slurmd, step daemons and processes, SIGKILL)"
+    bash tests/slurm/cluster.sh kill-node "$demo" "$node"
+    info "Slurm notices the node is gone, requeues the job and starts it on the nodes left (~30 s)"
+    wait_done "$job" "$limit"
+    [ "$(state "$job" JobState)" = COMPLETED ] || die "job $job ended $(state "$job" JobState)"
+    step "What the job printed (progress lines elided)"
+    grep -v '^step' "$out" | sed 's/^/      /'
+    info "first progress line after the restore (it continues, it does not start over):"
+    sed -n '/restoring from/,$p' "$out" | grep '^step' | head -n 1 | sed 's/^/      /'
+}
+
 # --- 1. an MPI job -------------------------------------------------------------------------
 mpi_steps=800
 mpi_env=(OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_mpi_yield_when_idle=1)
@@ -111,16 +126,7 @@ node=$(scontrol show hostnames "$nodes" | tail -1)
 info "ranks run on $nodes; last lines of the job's output:"
 tail -n 2 "$out" | sed 's/^/      /'
 
-step "Killing node $node (ranks 2 and 3: its slurmd, step daemons and ranks, SIGKILL)"
-bash tests/slurm/cluster.sh kill-node "$demo" "$node"
-info "Slurm notices, requeues the job and starts it on the nodes left (~30 s)"
-wait_done "$job" 240
-[ "$(state "$job" JobState)" = COMPLETED ] || die "job $job ended $(state "$job" JobState)"
-
-step "What the MPI job printed (progress lines elided)"
-grep -v '^step' "$out" | sed 's/^/      /'
-info "first progress line after the restore (it continues, it does not start over):"
-sed -n '/restoring from/,$p' "$out" | grep '^step' | head -n 1 | sed 's/^/      /'
+lose_node "$job" "$node" "ranks 2 and 3" 240 "$out"
 [ "$(grep -c '^start:' "$out" || true)" = 4 ] || die "the ranks started more than once"
 if cmp -s "$work/mpi-expected.txt" "$work/answer-$job.txt"; then
     info "answer: $(cat "$work/answer-$job.txt")  == uninterrupted run's: the right answer"
@@ -151,16 +157,7 @@ node=$(state "$job" NodeList)
 info "last lines of the job's output:"
 tail -n 2 "$out" | sed 's/^/      /'
 
-step "Killing node $node (its slurmd, step daemons and the job's processes: SIGKILL)"
-bash tests/slurm/cluster.sh kill-node "$demo" "$node"
-info "Slurm notices the node is gone, requeues the job and starts it on another node (~30 s)"
-wait_done "$job" 180
-[ "$(state "$job" JobState)" = COMPLETED ] || die "job $job ended $(state "$job" JobState)"
-
-step "What the job printed (progress lines between start and restore elided)"
-grep -v '^step' "$out" | sed 's/^/      /'
-info "first progress lines after the restore (it continues, it does not start over):"
-sed -n '/restoring from/,$p' "$out" | grep '^step' | head -n 2 | sed 's/^/      /'
+lose_node "$job" "$node" "the job" 180 "$out"
 starts=$(grep -c '^start:' "$out" || true)
 [ "$starts" = 1 ] || die "the program started $starts times"
 if cmp -s "$work/expected.txt" "$work/answer-$job.txt"; then
