@@ -331,8 +331,14 @@ int cmd_show(const Args& a) {
         utc_time(s->start_ns).c_str(), utc_time(s->end_ns).c_str(), s->step_id, s->node_count,
         s->members.size(), s->expected_members, static_cast<unsigned long long>(s->bytes()),
         human_bytes(s->bytes()).c_str(), s->restart_count, st->dir().c_str(), s->folder().c_str());
+    // An MPI step's members are its ranks (each holds the marker the restart looks for).
+    auto is_rank = [](const MemberRecord& m) {
+        return std::any_of(m.files.begin(), m.files.end(),
+                           [](const FileRecord& f) { return f.name == slurm::kMpiRankMarker; });
+    };
+    bool ranks = !s->members.empty() && std::all_of(s->members.begin(), s->members.end(), is_rank);
     if (!s->members.empty())
-        std::printf("  %-8s %-16s %-28s %10s %-16s %s\n", "MEMBER", "NODE", "IMAGES", "BYTES",
+        std::printf("  %-8s %-16s %-28s %10s %-16s %s\n", ranks ? "RANK" : "MEMBER", "NODE", "IMAGES", "BYTES",
                     "CHECKSUM", "STATE");
     for (const MemberRecord& m : s->members)
         std::printf("  %-8d %-16s %-28s %10s %016llx %s\n", m.member_id, m.node.c_str(),

@@ -62,7 +62,8 @@ seen=$(wait_for_ranks "$job")
 [ "$seen" = ckpt ] || fail "the ranks of a checkpointed job mapped: $seen (not only ckpt's libmpi)"
 seq=$(wait_for_set "$job" 0 90)
 shown=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")
-echo "$shown" | grep -q "members: 4 of 4" || fail "set $seq does not hold the 4 ranks: $shown"
+echo "$shown" | grep -q "members: 4 of 4" && echo "$shown" | grep -q "^  RANK " ||
+    fail "set $seq does not hold the 4 ranks: $shown"
 grep -q "MPI ranks quiesced" "$CKPT_ROOT/$job"/agents/step-1.node-0.log ||
     fail "the ranks were not quiesced: $(tail -5 "$CKPT_ROOT/$job"/agents/step-1.node-0.log)"
 [ "$(job_field "$job" JobState)" = RUNNING ] || fail "the job ended before the node was killed (make it longer): $(cat "$out")"
