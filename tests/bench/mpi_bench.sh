@@ -59,7 +59,7 @@ row "MPI_Isend+MPI_Wait to MPI_PROC_NULL (ns)" '[0-9.]+ ns MPI_Isend'
 row "8-byte ping-pong, Send/Recv (us one way)" '[0-9.]+ us one way'
 row "8-byte ping-pong, Isend/Irecv/Wait (us)" '[0-9.]+ us \(Isend'
 row "64 KiB stream (MB/s)" '[0-9.]+ MB/s'
-row "8-byte allreduce (us)" 'allreduce: 8 bytes: [0-9.]+ us'
+row "8-byte allreduce (us)" 'bytes: [0-9.]+ us$'
 
 # Checkpoint time: trigger to every rank's images written (quiesce, then the parallel dumps).
 dump_ms() {  # dump_ms <ranks>: ms to dump <ranks> ranks of mpi_memory
