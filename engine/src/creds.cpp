@@ -57,10 +57,13 @@ Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch&
         r->set_cur(l.cur);
         r->set_max(l.max);
     }
-    auto pers = CKPT_TRY(read_file(proc_path(pid, "personality")));
-    core->set_personality(static_cast<uint32_t>(parse_uint(trim(pers), 16).value()));
-    auto slack = read_file(proc_path(pid, "timerslack_ns"));
-    if (slack) core->set_timer_slack_ns(parse_uint(trim(*slack)).value());
+    std::string pers_path = proc_path(pid, "personality");
+    auto pers = CKPT_TRY(read_file(pers_path));
+    core->set_personality(static_cast<uint32_t>(CKPT_TRY_CTX(parse_uint(trim(pers), 16), "{}", pers_path)));
+    // timerslack_ns is unreadable without CAP_SYS_NICE over the task: then the default stays.
+    std::string slack_path = proc_path(pid, "timerslack_ns");
+    auto slack = read_file(slack_path);
+    if (slack) core->set_timer_slack_ns(CKPT_TRY_CTX(parse_uint(trim(*slack)), "{}", slack_path));
     core->set_cwd(CKPT_TRY(read_link(proc_path(pid, "cwd"))));
     core->set_root(CKPT_TRY(read_link(proc_path(pid, "root"))));
     auto sc = scratch.scope();

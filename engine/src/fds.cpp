@@ -19,27 +19,17 @@
 namespace ckpt::engine {
 namespace {
 
-struct FdInfo {
-    uint64_t pos = 0;
-    uint32_t flags = 0;
-};
-
 Result<FdInfo> read_fdinfo(pid_t pid, int fd) {
-    std::string text = CKPT_TRY(read_file(proc_path(pid, "fdinfo/") + std::to_string(fd)));
-    FdInfo info;
-    for (auto line : split(text, '\n')) {
-        if (starts_with(line, "pos:")) info.pos = parse_uint(trim(line.substr(4))).value();
-        if (starts_with(line, "flags:")) info.flags = static_cast<uint32_t>(parse_uint(trim(line.substr(6)), 8).value());
-    }
-    return info;
+    std::string path = proc_path(pid, "fdinfo/") + std::to_string(fd);
+    std::string text = CKPT_TRY(read_file(path));
+    return parse_fdinfo(text).context("{}", path);
 }
 
 Result<std::vector<int>> list_fds(pid_t pid) { return read_numbered_dir(proc_path(pid, "fd")); }
 
-uint64_t pipe_inode(const std::string& link) {
+Result<uint64_t> pipe_inode(const std::string& link) {
     // "pipe:[12345]"
-    auto v = parse_uint(std::string_view(link).substr(6, link.size() - 7));
-    return v.ok() ? v.value() : 0;
+    return parse_uint(std::string_view(link).substr(6, link.size() - 7)).context("pipe fd link '{}'", link);
 }
 
 // Copies what is queued in a pipe without taking it out (tee into a private pipe).
@@ -160,7 +150,7 @@ Result<void> count_pipe_ends(pid_t pid, PipeEnds* out) {
         auto link = read_link(proc_path(pid, "fd/") + std::to_string(fd));
         if (!link || !starts_with(*link, "pipe:[")) continue;
         auto info = CKPT_TRY(read_fdinfo(pid, fd));
-        auto& e = out->ends[pipe_inode(*link)];
+        auto& e = out->ends[CKPT_TRY_CTX(pipe_inode(*link), "pid {}: fd {}", pid, fd)];
         ((info.flags & O_ACCMODE) == O_RDONLY ? e.first : e.second)++;
     }
     return ok();
@@ -206,7 +196,7 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         }
 
         if (starts_with(link, "pipe:[")) {
-            uint64_t ino = pipe_inode(link);
+            uint64_t ino = CKPT_TRY_CTX(pipe_inode(link), "pid {}: fd {}", pid, fd);
             auto it = pipes.ends.find(ino);
             bool read_end = (info.flags & O_ACCMODE) == O_RDONLY;
             bool internal = it != pipes.ends.end() && it->second.first > 0 && it->second.second > 0;

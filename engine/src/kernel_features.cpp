@@ -111,10 +111,13 @@ std::string probe_clone3_set_tid(bool* ok) {
     auto last = read_file("/proc/sys/kernel/ns_last_pid");
     auto maxp = read_file("/proc/sys/kernel/pid_max");
     if (!last || !maxp) return "cannot read /proc/sys/kernel/ns_last_pid or pid_max";
-    int64_t base = parse_int(trim(*last)).ok() ? parse_int(trim(*last)).value() : 300;
-    int64_t pid_max = parse_int(trim(*maxp)).ok() ? parse_int(trim(*maxp)).value() : 32768;
+    auto base = parse_int(trim(*last)), pid_max = parse_int(trim(*maxp));
+    // The pid picked below lies in [300, pid_max).
+    if (!base || !pid_max || *pid_max <= 300)
+        return "cannot parse /proc/sys/kernel/ns_last_pid '" + std::string(trim(*last)) + "' or pid_max '" +
+               std::string(trim(*maxp)) + "'";
     for (int attempt = 0; attempt < 64; ++attempt) {
-        pid_t want = static_cast<pid_t>(300 + (base + 1000 + attempt * 37) % (pid_max - 300));
+        pid_t want = static_cast<pid_t>(300 + (*base + 1000 + attempt * 37) % (*pid_max - 300));
         if (access(("/proc/" + std::to_string(want)).c_str(), F_OK) == 0) continue;
         long pid = sys_fork_with_pid(want);
         if (pid == 0) _exit(0);

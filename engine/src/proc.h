@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ckpt/base/result.h"
@@ -73,5 +74,21 @@ struct Limit {
     uint64_t cur, max;
 };
 Result<std::vector<Limit>> read_limits(pid_t pid);
+
+// What the engine reads from /proc/PID/fdinfo/N (the rest is read by each fd kind).
+struct FdInfo {
+    uint64_t pos = 0;
+    uint32_t flags = 0;
+};
+
+// The parsers behind read_*: the text of the /proc file in, its fields out. A malformed
+// line is an error naming the line and field (never a crash: the tree may be frozen);
+// read_* add which file it was.
+Result<std::vector<ProcMapping>> parse_maps(std::string_view text);
+Result<ProcStat> parse_stat(std::string_view text);
+Result<ProcStatus> parse_status(std::string_view text);
+Result<std::vector<pid_t>> parse_children(std::string_view text);
+Result<std::vector<Limit>> parse_limits(std::string_view text);
+Result<FdInfo> parse_fdinfo(std::string_view text);
 
 }  // namespace ckpt::engine

@@ -45,32 +45,37 @@ void to_proto(const KItimerval& v, image::ITimer* t) {
 
 // /proc/PID/timers: "ID: 3", "signal: 14/00007f...", "notify: signal/pid.123", "ClockID: 1".
 Result<std::vector<image::PosixTimer>> read_posix_timers(pid_t pid) {
-    std::string text = CKPT_TRY(read_file(proc_path(pid, "timers")));
+    std::string path = proc_path(pid, "timers");
+    std::string text = CKPT_TRY(read_file(path));
     std::vector<image::PosixTimer> out;
     for (auto line : split(text, '\n')) {
+        // Each number names its line and file when it does not parse.
+        auto num = [&](std::string_view v, int base = 10) -> Result<int64_t> {
+            return parse_int(trim(v), base).context("{}: line '{}'", path, line);
+        };
         if (starts_with(line, "ID:")) {
-            out.emplace_back().set_id(static_cast<int32_t>(parse_int(trim(line.substr(3))).value()));
+            out.emplace_back().set_id(static_cast<int32_t>(CKPT_TRY(num(line.substr(3)))));
             continue;
         }
         if (out.empty()) continue;
         auto& t = out.back();
         if (starts_with(line, "signal:")) {
             auto parts = split(trim(line.substr(7)), '/');
-            if (parts.size() != 2) return error_code(EINVAL, "pid {}: malformed timers line '{}'", pid, line);
-            t.set_signo(static_cast<int32_t>(parse_int(parts[0]).value()));
-            t.set_sival(parse_uint(parts[1], 16).value());
+            if (parts.size() != 2) return error_code(EINVAL, "{}: malformed line '{}'", path, line);
+            t.set_signo(static_cast<int32_t>(CKPT_TRY(num(parts[0]))));
+            t.set_sival(CKPT_TRY_CTX(parse_uint(parts[1], 16), "{}: line '{}'", path, line));
         } else if (starts_with(line, "notify:")) {
             auto v = trim(line.substr(7));
             auto slash = v.find('/'), dot = v.find('.');
             if (slash == std::string_view::npos || dot == std::string_view::npos)
-                return error_code(EINVAL, "pid {}: malformed timers line '{}'", pid, line);
+                return error_code(EINVAL, "{}: malformed line '{}'", path, line);
             auto kind = v.substr(0, slash);
             int notify = kind == "none" ? SIGEV_NONE : kind == "thread" ? SIGEV_THREAD : SIGEV_SIGNAL;
             if (v.substr(slash + 1, 3) == "tid") notify |= SIGEV_THREAD_ID;
             t.set_notify(notify);
-            t.set_notify_tid(static_cast<int32_t>(parse_int(v.substr(dot + 1)).value()));
+            t.set_notify_tid(static_cast<int32_t>(CKPT_TRY(num(v.substr(dot + 1)))));
         } else if (starts_with(line, "ClockID:")) {
-            t.set_clock_id(static_cast<int32_t>(parse_int(trim(line.substr(8))).value()));
+            t.set_clock_id(static_cast<int32_t>(CKPT_TRY(num(line.substr(8)))));
         }
     }
     return out;
