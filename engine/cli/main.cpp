@@ -28,14 +28,14 @@ namespace {
 constexpr int kExitOk = 0, kExitFail = 1, kExitUsage = 2;
 
 const char kUsage[] =
-    "usage: ckpt-engine [-v...] <command> [options]\n"
+    "usage: ckpt-engine [-v...] [-o LOG] <command> [options]\n"
     "\n"
     "Checkpoint and restore Linux process trees.\n"
     "\n"
     "commands:\n"
     "  dump -t PID -D DIR    save the process tree rooted at PID into DIR\n"
-    "      --leave-running     keep the tree running after the dump (default: kill it)\n"
-    "      --shell-job         the tree's controlling terminal belongs to the restoring shell\n"
+    "      -R, --leave-running keep the tree running after the dump (default: kill it)\n"
+    "      -j, --shell-job     the tree's controlling terminal belongs to the restoring shell\n"
     "      --stats             print how long the tree was frozen and what was written (JSON)\n"
     "      --external-stdio    fds 0-2 belong to the launcher: bind them to the restorer's at restore\n"
     "      --save-files-under DIR  save files open under DIR whole (restored as unlinked copies)\n"
@@ -45,9 +45,9 @@ const char kUsage[] =
     "      --external-fd N:KEY       record the root's fd N as external resource KEY (see --inherit-fd)\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
-    "      --detach            return once the tree runs\n"
+    "      -d, --detach, --restore-detached  return once the tree runs\n"
     "      --pidfile FILE      write the root's pid to FILE\n"
-    "      --shell-job         attach the tree to this terminal\n"
+    "      -j, --shell-job     attach the tree to this terminal\n"
     "      --inherit-fd fd[N]:KEY  bind the external resource KEY (e.g. pipe:[1234]) to fd N\n"
     "      --skip-file-checks  restore even if files changed since the dump\n"
     "      --restore-as UID:GID  run as root for a user: the whole restore runs as that user\n"
@@ -61,7 +61,19 @@ const char kUsage[] =
     "\n"
     "options for every command:\n"
     "  -v, -vv, -vvv         log info, debug, trace to stderr (or set CKPT_LOG=level[,component=level])\n"
-    "  -h, --help            show this text\n";
+    "  -vN                   CRIU's levels: -v0 nothing, -v1 errors, -v2 warnings (the default),\n"
+    "                        -v3 info, -v4 debug, -v5 trace\n"
+    "  -o, --log-file LOG    write the log to the file LOG instead of stderr (the final error\n"
+    "                        is printed on stderr too)\n"
+    "  -h, --help            show this text\n"
+    "\n"
+    "CRIU's options, for dump and restore (-t/--tree, -D/--images-dir, -R, -j, -d, --pidfile\n"
+    "are above):\n"
+    "  --link-remap          accepted: files deleted while open are always saved whole\n"
+    "  --manage-cgroups=ignore  accepted: the tree stays in the cgroups it is restored in;\n"
+    "                        other modes are refused (cgroups are not managed)\n"
+    "  --tcp-established, --ext-unix-sk, --file-locks  refused: sockets and file locks are\n"
+    "                        not saved yet, so these cannot be honoured\n";
 
 int usage_error(const std::string& msg) {
     std::fprintf(stderr, "ckpt-engine: %s\n(see ckpt-engine --help)\n", msg.c_str());
@@ -85,12 +97,16 @@ int cmd_check(const std::vector<std::string_view>& args) {
     return kExitOk;
 }
 
+bool g_log_file = false;  // -o: the log is in a file, which should end with the error too
+
 int fail(const ckpt::Error& e) {
     std::fprintf(stderr, "ckpt-engine: %s\n", e.message().c_str());
+    if (g_log_file) ckpt::log::get("engine")->error("{}", e.message());
     return kExitFail;
 }
 
-// Options of the form --name VALUE or --name=VALUE.
+// Options of the form --name VALUE or --name=VALUE, and -X VALUE or -XVALUE (getopt's forms,
+// which CRIU users type: -t1234).
 bool take_value(const std::vector<std::string_view>& args, size_t& i, std::string_view name, std::string* out) {
     std::string_view a = args[i];
     if (a == name) {
@@ -98,9 +114,38 @@ bool take_value(const std::vector<std::string_view>& args, size_t& i, std::strin
         *out = std::string(args[++i]);
         return true;
     }
+    if (name.size() == 2 && a.size() > 2 && a.substr(0, 2) == name) {
+        *out = std::string(a.substr(2));
+        return true;
+    }
     if (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=') {
         *out = std::string(a.substr(name.size() + 1));
         return true;
+    }
+    return false;
+}
+
+// CRIU's options a CRIU command line brings along: accepted where the engine already does what
+// they ask, else refused by name (never "unknown option", and never accepted while the engine
+// would not do it). Returns false when `a` is none of them; *exit_code is then untouched.
+bool criu_option(std::string_view a, int* exit_code) {
+    auto refuse = [&](std::string_view why) {
+        std::fprintf(stderr, "ckpt-engine: %.*s is not supported yet (%.*s)\n", static_cast<int>(a.size()), a.data(),
+                     static_cast<int>(why.size()), why.data());
+        *exit_code = kExitFail;
+        return true;
+    };
+    auto is = [&](std::string_view name) {  // --name or --name=VALUE
+        return a == name || (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=');
+    };
+    if (is("--tcp-established") || is("--ext-unix-sk")) return refuse("sockets come with a later release");
+    if (is("--file-locks")) return refuse("file locks come with a later release");
+    // Deleted files are saved whole, which is what a linked-then-deleted file needs.
+    if (a == "--link-remap") return true;
+    if (is("--manage-cgroups")) {
+        // "ignore" is what the engine does: restored processes stay in the restorer's cgroups.
+        if (a == "--manage-cgroups=ignore") return true;
+        return refuse("cgroups are not managed; only --manage-cgroups=ignore is accepted");
     }
     return false;
 }
@@ -152,6 +197,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             auto n = colon == std::string::npos ? ckpt::parse_int("") : ckpt::parse_int(std::string_view(v).substr(0, colon));
             if (!n || *n < 0 || colon + 1 >= v.size()) return usage_error("dump: --external-fd wants N:KEY");
             o.external_fds[static_cast<int>(*n)] = v.substr(colon + 1);
+        } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
+            if (rc != kExitOk) return rc;
         } else {
             return usage_error("dump: unknown option '" + std::string(args[i]) + "'");
         }
@@ -182,7 +229,7 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             auto n = ckpt::parse_int(std::string_view(v).substr(3, close - 3));
             if (!n || *n < 0) return usage_error("restore: --inherit-fd wants fd[N]:KEY");
             o.inherit_fds[v.substr(close + 2)] = static_cast<int>(*n);
-        } else if (args[i] == "--detach" || args[i] == "-d") {
+        } else if (args[i] == "--detach" || args[i] == "-d" || args[i] == "--restore-detached") {
             o.detach = true;
         } else if (args[i] == "--shell-job" || args[i] == "-j") {
             o.shell_job = true;
@@ -198,6 +245,8 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             o.restore_as_gid = *gid;
         } else if (args[i] == "--skip-file-checks") {
             o.skip_file_checks = true;
+        } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
+            if (rc != kExitOk) return rc;
         } else {
             return usage_error("restore: unknown option '" + std::string(args[i]) + "'");
         }
@@ -267,9 +316,10 @@ int cmd_show(const std::vector<std::string_view>& args) {
 
 int main(int argc, char** argv) {
     int verbosity = 0;
-    std::vector<std::string_view> rest;
-    for (int i = 1; i < argc; ++i) {
-        std::string_view a = argv[i];
+    std::string log_file;
+    std::vector<std::string_view> all(argv + 1, argv + argc), rest;
+    for (size_t i = 0; i < all.size(); ++i) {
+        std::string_view a = all[i];
         if (a == "-h" || a == "--help") {
             std::fputs(kUsage, stdout);
             return kExitOk;
@@ -278,11 +328,24 @@ int main(int argc, char** argv) {
             verbosity += static_cast<int>(a.size() - 1);
             continue;
         }
+        if (a.size() > 2 && a.substr(0, 2) == "-v" && a.find_first_not_of("0123456789", 2) == std::string_view::npos) {
+            // CRIU's -vN sets the level (2 is its default, warnings) rather than adding to it.
+            auto n = ckpt::parse_int(a.substr(2));
+            if (!n || *n > 9) return usage_error("bad verbosity '" + std::string(a) + "' (-v0 to -v5)");
+            verbosity = static_cast<int>(*n) - 2;
+            continue;
+        }
         if (a == "--verbose") {
             ++verbosity;
             continue;
         }
+        if (take_value(all, i, "-o", &log_file) || take_value(all, i, "--log-file", &log_file)) continue;
+        if (a == "-o" || a == "--log-file") return usage_error(std::string(a) + " wants a file name");
         rest.push_back(a);
+    }
+    if (!log_file.empty()) {
+        if (auto r = ckpt::log::log_to_file(log_file); !r) return fail(r.error());
+        g_log_file = true;
     }
     ckpt::log::configure(verbosity);
     if (rest.empty()) return usage_error("no command given");

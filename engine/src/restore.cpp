@@ -635,6 +635,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         CKPT_TRY(requeue_stops(t));
         if (ptrace(PTRACE_DETACH, t.host, 0, 0) != 0) return sys_error("ptrace(DETACH) pid {}", pid);
     }
+    logger()->info("restored {} processes of tree {} from {}", order.size(), out.root, dir);
     return out;
 }
 

@@ -1,5 +1,7 @@
 #include "ckpt/base/log.h"
 
+#include <fcntl.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <cstdlib>
@@ -7,8 +9,28 @@
 #include <mutex>
 #include <string>
 
+#include "ckpt/base/fd.h"
+
 namespace ckpt::log {
 namespace {
+
+// A sink on an fd the engine opened itself, so that it is O_CLOEXEC (spdlog's file sinks
+// open theirs without it) and O_APPEND (processes forked during a restore log through it too).
+class FdSink : public spdlog::sinks::base_sink<std::mutex> {
+public:
+    explicit FdSink(UniqueFd fd) : fd_(std::move(fd)) {}
+
+protected:
+    void sink_it_(const spdlog::details::log_msg& msg) override {
+        spdlog::memory_buf_t line;
+        formatter_->format(msg, line);
+        (void)write_all(fd_.get(), line.data(), line.size());  // a lost log line must not fail the work
+    }
+    void flush_() override {}
+
+private:
+    UniqueFd fd_;
+};
 
 struct Registry {
     std::mutex mu;
@@ -86,8 +108,22 @@ bool apply_spec(std::string_view spec, std::string* message) {
     return true;
 }
 
+Result<void> log_to_file(const std::string& path) {
+    UniqueFd fd = CKPT_TRY_CTX(open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600), "log file");
+    Registry& r = registry();
+    std::lock_guard lock(r.mu);
+    r.sink = std::make_shared<FdSink>(std::move(fd));
+    for (auto& [name, logger] : r.loggers) logger->sinks() = {r.sink};
+    return ok();
+}
+
 void configure(int verbosity) {
-    const char* v = verbosity >= 3 ? "trace" : verbosity == 2 ? "debug" : verbosity == 1 ? "info" : nullptr;
+    const char* v = verbosity >= 3    ? "trace"
+                    : verbosity == 2  ? "debug"
+                    : verbosity == 1  ? "info"
+                    : verbosity == -1 ? "error"
+                    : verbosity <= -2 ? "off"
+                                      : nullptr;
     if (v) apply_spec(v, nullptr);
     if (const char* env = std::getenv("CKPT_LOG")) {
         std::string msg;
