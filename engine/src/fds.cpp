@@ -20,9 +20,7 @@ namespace ckpt::engine {
 namespace {
 
 Result<FdInfo> read_fdinfo(pid_t pid, int fd) {
-    std::string path = proc_path(pid, "fdinfo/") + std::to_string(fd);
-    std::string text = CKPT_TRY(read_file(path));
-    return parse_fdinfo(text).context("{}", path);
+    return read_parsed(proc_path(pid, "fdinfo/") + std::to_string(fd), parse_fdinfo);
 }
 
 Result<std::vector<int>> list_fds(pid_t pid) { return read_numbered_dir(proc_path(pid, "fd")); }

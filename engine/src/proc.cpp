@@ -51,9 +51,7 @@ Result<std::vector<ProcMapping>> parse_maps(std::string_view text) {
 }
 
 Result<std::vector<ProcMapping>> read_maps(pid_t pid) {
-    std::string path = proc_path(pid, "maps");
-    std::string text = CKPT_TRY(read_file(path));
-    return parse_maps(text).context("{}", path);
+    return read_parsed(proc_path(pid, "maps"), parse_maps);
 }
 
 Result<ProcStat> parse_stat(std::string_view text) {
@@ -99,9 +97,7 @@ Result<ProcStat> parse_stat(std::string_view text) {
 }
 
 Result<ProcStat> read_stat(pid_t pid, pid_t tid) {
-    std::string path = tid ? proc_task_path(pid, tid, "stat") : proc_path(pid, "stat");
-    std::string text = CKPT_TRY(read_file(path));
-    return parse_stat(text).context("{}", path);
+    return read_parsed(tid ? proc_task_path(pid, tid, "stat") : proc_path(pid, "stat"), parse_stat);
 }
 
 Result<ProcStatus> parse_status(std::string_view text) {
@@ -155,9 +151,7 @@ Result<ProcStatus> parse_status(std::string_view text) {
 }
 
 Result<ProcStatus> read_status(pid_t pid, pid_t tid) {
-    std::string path = tid ? proc_task_path(pid, tid, "status") : proc_path(pid, "status");
-    std::string text = CKPT_TRY(read_file(path));
-    return parse_status(text).context("{}", path);
+    return read_parsed(tid ? proc_task_path(pid, tid, "status") : proc_path(pid, "status"), parse_status);
 }
 
 Result<std::vector<int>> read_numbered_dir(const std::string& dir) {
@@ -241,9 +235,7 @@ Result<std::vector<Limit>> parse_limits(std::string_view text) {
 }
 
 Result<std::vector<Limit>> read_limits(pid_t pid) {
-    std::string path = proc_path(pid, "limits");
-    std::string text = CKPT_TRY(read_file(path));
-    return parse_limits(text).context("{}", path);
+    return read_parsed(proc_path(pid, "limits"), parse_limits);
 }
 
 Result<FdInfo> parse_fdinfo(std::string_view text) {

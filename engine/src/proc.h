@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ckpt/base/fd.h"
 #include "ckpt/base/result.h"
 
 namespace ckpt::engine {
@@ -90,5 +91,12 @@ Result<ProcStatus> parse_status(std::string_view text);
 Result<std::vector<pid_t>> parse_children(std::string_view text);
 Result<std::vector<Limit>> parse_limits(std::string_view text);
 Result<FdInfo> parse_fdinfo(std::string_view text);
+
+// Reads the file at path and parses it with one of the parsers above; an error names the file.
+template <typename Parse>
+auto read_parsed(const std::string& path, Parse parse) -> decltype(parse(std::string_view{})) {
+    std::string text = CKPT_TRY(read_file(path));
+    return parse(text).context("{}", path);
+}
 
 }  // namespace ckpt::engine
