@@ -5,7 +5,7 @@ Inputs, all read at build time so the ABI follows the MPI actually installed:
   - the real library (its exported MPI_*/PMPI_*/OMPI_C_* functions, through `nm -D`, and the
     sizes of its predefined-object data symbols, through `nm -S -D`);
   - its mpi.h (the prototypes of the C bindings and the predefined objects it declares);
-  - functions.tbl: the functions ckpt supports and how ("forward" or "custom").
+  - functions.tbl: the functions ckpt supports and how ("forward", "custom", ...).
 
 Outputs (into --out):
   abi_exports.cpp    PMPI_X for every supported X, MPI_X as an alias of it
@@ -89,9 +89,11 @@ def read_table(path):
         if not line:
             continue
         f = line.split()
-        if len(f) != 2 or f[1] not in ("forward", "collective", "custom", "lower"):
-            fail(f"{path}:{n}: expected '<MPI_Name> forward|collective|custom|lower'")
-        if not f[0].startswith("MPI_"):
+        if len(f) != 2 or f[1] not in ("forward", "collective", "custom", "lower", "callback"):
+            fail(f"{path}:{n}: expected '<MPI_Name> forward|collective|custom|lower|callback'")
+        if f[1] == "callback" and not f[0].startswith("OMPI_C_MPI_"):
+            fail(f"{path}:{n}: callbacks are the OMPI_C_MPI_* predefined callback functions")
+        if f[1] != "callback" and not f[0].startswith("MPI_"):
             fail(f"{path}:{n}: names start with MPI_")
         table.append((f[0], f[1]))
     return table
@@ -109,6 +111,13 @@ def main():
     syms = exported(a.nm, a.lib)
     protos, objects, pointers = parse_header(a.header)
     table = read_table(a.table)
+    # Predefined attribute callbacks are written by hand (extern "C", mpi/upper/attrs.cpp):
+    # only kept out of the stubs, with no PMPI_ name and no lower-half entry.
+    callbacks = [n for n, m in table if m == "callback"]
+    for n in callbacks:
+        if n not in protos or n not in syms:
+            fail(f"{n} is not declared in {a.header} or not exported by {a.lib}")
+    table = [(n, m) for n, m in table if m != "callback"]
 
     functions = sorted(n for n, (t, _) in syms.items()
                        if t in "TWi" and re.match(r"^(P?MPI_|OMPI_C_MPI_)", n))
@@ -125,10 +134,12 @@ def main():
     # abi_lower.h: the lower half's entry points for every table entry.
     with open(os.path.join(a.out, "abi_lower.h.tmp"), "w") as f:
         f.write(banner + "#pragma once\n#include <mpi.h>\n\nnamespace ckpt::mpi {\n\n")
+        # The MPI-1 attribute functions are declared deprecated; naming them is not a use.
+        f.write("#pragma GCC diagnostic push\n#pragma GCC diagnostic ignored \"-Wdeprecated-declarations\"\n")
         f.write("struct LowerFns {\n")
         for n, _ in table:
             f.write(f"    decltype(&::P{n}) {n[4:]} = nullptr;\n")
-        f.write("};\n\n// name of each entry in the lower half, in LowerFns order\n")
+        f.write("};\n#pragma GCC diagnostic pop\n\n// name of each entry in the lower half, in LowerFns order\n")
         f.write("inline constexpr const char* kLowerNames[] = {\n")
         for n, _ in table:
             f.write(f"    \"P{n}\",\n")
@@ -177,7 +188,8 @@ def main():
             f.write(f"extern \"C\" {ret} {n}({params}) __attribute__((alias(\"P{n}\")));\n")
 
     # abi_stubs.c: everything else the real library exports.
-    supported = {n for n, m in table if m != "lower"} | {"P" + n for n, m in table if m != "lower"}
+    supported = ({n for n, m in table if m != "lower"} | {"P" + n for n, m in table if m != "lower"} |
+                 set(callbacks))
     with open(os.path.join(a.out, "abi_stubs.c.tmp"), "w") as f:
         f.write(banner.replace("//", "/*", 1).rstrip() + " */\n")
         f.write("/* Functions ckpt does not support yet: each aborts naming itself. They are defined\n"

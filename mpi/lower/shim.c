@@ -3,6 +3,7 @@
  * Symbols defined here therefore win over libc's for every object of the namespace:
  *  - dlopen drops RTLD_GLOBAL: glibc crashes when an object in a dlmopen namespace is opened
  *    with RTLD_GLOBAL, which Open MPI does for its MCA components;
+ *  - pthread keys are the application's libc's (see "thread-specific keys");
  *  - thread, fd, mapping and signal-handler creators record what the lower half owns, so that a dump can leave
  *    it out (the upper half reads the lists through ckpt_shim_*).
  * Calls libc makes to itself (fopen's open, malloc's mmap) are not seen here; the upper half
@@ -73,6 +74,40 @@ EXPORT int pthread_create(pthread_t* t, const pthread_attr_t* attr, void* (*fn)(
     if (rc != 0)
         free(s);
     return rc;
+}
+
+/* ---- thread-specific keys ----
+ * Both libcs use the same thread descriptors (the threads are the process's), but each has its
+ * own table of keys: the lower libc would hand out key numbers the application's libc already
+ * gave (an interpreter holds some: Python does), and the two would overwrite, and free, each
+ * other's values. So keys, and the values stored under them, go to the application's libc
+ * (the base namespace's): one table for the process. */
+static void* base_symbol(const char* name) {
+    static void* base_libc;
+    if (!base_libc)
+        base_libc = dlmopen(LM_ID_BASE, "libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    void* p = base_libc ? dlsym(base_libc, name) : NULL;
+    return p ? p : next_symbol(name);
+}
+#define BASE(name) \
+    static __typeof__(&name) base_##name; \
+    if (!base_##name) base_##name = (__typeof__(&name))base_symbol(#name)
+
+EXPORT int pthread_key_create(pthread_key_t* key, void (*destructor)(void*)) {
+    BASE(pthread_key_create);
+    return base_pthread_key_create(key, destructor);
+}
+EXPORT int pthread_key_delete(pthread_key_t key) {
+    BASE(pthread_key_delete);
+    return base_pthread_key_delete(key);
+}
+EXPORT void* pthread_getspecific(pthread_key_t key) {
+    BASE(pthread_getspecific);
+    return base_pthread_getspecific(key);
+}
+EXPORT int pthread_setspecific(pthread_key_t key, const void* value) {
+    BASE(pthread_setspecific);
+    return base_pthread_setspecific(key, value);
 }
 
 /* ---- fds ---- */

@@ -24,10 +24,15 @@ extern DrainedMessage* g_drained_head;
 
 // First held message matching a receive (source and tag may be the wildcards), or nullptr.
 DrainedMessage* find_drained(const Comm* comm, int source, int tag);
-// Adds one at the end (takes `data`, allocated with malloc).
-void push_drained(Comm* comm, int source, int tag, std::size_t bytes, char* data);
+// Receives the message a lower-half probe found (status `probed`) as bytes into a new held
+// message, counted as received, not listed yet; `why` names the caller in a fatal error.
+DrainedMessage* pull_message(Comm* comm, const MPI_Status& probed, const char* why);
+// Adds one at the end of the list.
+void append_drained(DrainedMessage* m);
+// Takes m out of the list (a matched probe owns it then); a no-op when it is not in it.
+void unlink_drained(DrainedMessage* m);
 // Copies m into the receive buffer (as MPI_Recv would: MPI_ERR_TRUNCATE when it does not fit),
-// fills the status, removes and frees m. Returns the MPI error code.
+// fills the status, removes (if listed) and frees m. Returns the MPI error code.
 int deliver_drained(DrainedMessage* m, void* buf, int count, MPI_Datatype type, MPI_Status* status);
 // The status a probe reports for m, leaving it held.
 void drained_status(const DrainedMessage* m, MPI_Status* status);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "abi_impl.h"
+#include "attrs.h"
 #include "quiesce.h"
 #include "runtime.h"
 
@@ -214,7 +215,10 @@ int Comm_dup(MPI_Comm comm, MPI_Comm* newcomm) {
         CollectiveScope scope(comm);  // a collective on the parent
         rc = g_lower.Comm_dup(in(comm), &l);
     }
-    return new_comm(rc, l, comm, Origin::Dup, newcomm);
+    rc = new_comm(rc, l, comm, Origin::Dup, newcomm);
+    // The new communicator exists for the other members alike: a failing copy callback
+    // leaves it to the application (with the attributes copied so far), error returned.
+    return rc == MPI_SUCCESS ? copy_comm_attrs(comm, *newcomm) : rc;
 }
 
 int Comm_split(MPI_Comm comm, int color, int key, MPI_Comm* newcomm) {
@@ -250,6 +254,10 @@ int Comm_create(MPI_Comm comm, MPI_Group group, MPI_Comm* newcomm) {
 
 int Comm_free(MPI_Comm* comm) {
     Comm* c = obj<Comm>(*comm);
+    // Delete callbacks first, while the communicator still works (they may use it).
+    if (c->origin != Origin::Predefined)
+        if (int rc = delete_comm_attrs(*comm); rc != MPI_SUCCESS)
+            return rc;
     MPI_Comm l = in(*comm);
     int rc = g_lower.Comm_free(&l);
     if (rc != MPI_SUCCESS || c->origin == Origin::Predefined)  // the lower half refuses those

@@ -27,6 +27,7 @@ struct Handle {
 
 struct Group;
 struct Errhandler;
+struct AttrList;
 
 // How an object was made: replayed in order on a fresh lower half at restart.
 enum class Origin : uint8_t {
@@ -43,6 +44,7 @@ struct Comm {
     int color = 0, key = 0;         // Split; SplitType: color is the split type (re-queried at restart)
     Group* group = nullptr;         // Create
     Errhandler* errhandler = nullptr;  // set by MPI_Comm_set_errhandler, replayed
+    AttrList* attrs = nullptr;      // cached attributes (attrs.cpp): upper half only, never replayed
     // Quiesce (quiesce.h): the name every member gives this communicator (id and the world
     // rank of its rank 0, since the children of one split share an id), the collectives
     // entered on it so far, and its ranks' world ranks (nullptr for MPI_COMM_WORLD).
@@ -104,7 +106,13 @@ struct Request {
 
 struct Errhandler { Handle h{.kind = Kind::Errhandler}; };
 struct Info { Handle h{.kind = Kind::Info}; };
-struct Message { Handle h{.kind = Kind::Message}; };
+struct DrainedMessage;
+// MPI_Mprobe/MPI_Improbe: the matched message, already received into the upper half as bytes
+// (so it is in the image; the lower half no longer knows it), until MPI_Mrecv/MPI_Imrecv.
+struct Message {
+    Handle h{.kind = Kind::Message};
+    DrainedMessage* matched = nullptr;
+};
 struct Win { Handle h{.kind = Kind::Win}; };
 struct File { Handle h{.kind = Kind::File}; };
 

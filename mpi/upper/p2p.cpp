@@ -102,5 +102,80 @@ int Probe(int source, int tag, MPI_Comm comm, MPI_Status* status) {
     }
 }
 
+// Matched probes: the message is received into the upper half at once (as a quiesce drains
+// one), so nothing matched is left in the lower half for a checkpoint to lose.
+int Improbe(int source, int tag, MPI_Comm comm, int* flag, MPI_Message* message, MPI_Status* status) {
+    p2p_entry();
+    Comm* c = obj<Comm>(comm);
+    DrainedMessage* m = g_drained_head ? find_drained(c, source, tag) : nullptr;
+    if (m) {
+        unlink_drained(m);
+    } else {
+        MPI_Status st{};
+        int rc = g_lower.Iprobe(source, tag, in(comm), flag, &st);
+        if (rc != MPI_SUCCESS || !*flag)
+            return rc;
+        if (st.MPI_SOURCE == MPI_PROC_NULL) {
+            *message = MPI_MESSAGE_NO_PROC;
+            if (status != MPI_STATUS_IGNORE)
+                *status = st;
+            return rc;
+        }
+        m = pull_message(c, st, "MPI_Improbe");
+    }
+    *flag = 1;
+    if (status != MPI_STATUS_IGNORE)
+        drained_status(m, status);
+    *message = handle<MPI_Message>(new Message{.matched = m});
+    return MPI_SUCCESS;
+}
+
+int Mprobe(int source, int tag, MPI_Comm comm, MPI_Message* message, MPI_Status* status) {
+    for (;;) {
+        int flag = 0;
+        int rc = Improbe(source, tag, comm, &flag, message, status);
+        if (flag || rc != MPI_SUCCESS)
+            return rc;
+        waiting();
+    }
+}
+
+namespace {
+// The matched message behind *message, which becomes MPI_MESSAGE_NULL; nullptr for
+// MPI_MESSAGE_NO_PROC (a probe of MPI_PROC_NULL).
+int take_matched(MPI_Message* message, DrainedMessage** m) {
+    *m = nullptr;
+    if (*message == MPI_MESSAGE_NULL)
+        return raise_error(MPI_COMM_WORLD, MPI_ERR_REQUEST);
+    if (*message != MPI_MESSAGE_NO_PROC) {
+        Message* msg = obj<Message>(*message);
+        *m = msg->matched;
+        delete msg;
+    }
+    *message = MPI_MESSAGE_NULL;
+    return MPI_SUCCESS;
+}
+}  // namespace
+
+int Mrecv(void* buf, int count, MPI_Datatype type, MPI_Message* message, MPI_Status* status) {
+    p2p_entry();
+    DrainedMessage* m = nullptr;
+    if (int rc = take_matched(message, &m); rc != MPI_SUCCESS)
+        return rc;
+    if (!m)  // as a receive from MPI_PROC_NULL
+        return Recv(buf, count, type, MPI_PROC_NULL, MPI_ANY_TAG, MPI_COMM_SELF, status);
+    return deliver_drained(m, buf, count, type, status);
+}
+
+int Imrecv(void* buf, int count, MPI_Datatype type, MPI_Message* message, MPI_Request* req) {
+    p2p_entry();
+    DrainedMessage* m = nullptr;
+    if (int rc = take_matched(message, &m); rc != MPI_SUCCESS)
+        return rc;
+    if (!m)
+        return Irecv(buf, count, type, MPI_PROC_NULL, MPI_ANY_TAG, MPI_COMM_SELF, req);
+    return post_from_drained(m, buf, count, type, m->source, m->tag, handle<MPI_Comm>(m->comm), req);
+}
+
 }  // namespace impl
 }  // namespace ckpt::mpi

@@ -303,18 +303,7 @@ bool drain_step() {
             g_lower.Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, in(handle<MPI_Comm>(c)), &flag, &st);
             if (!flag)
                 break;
-            int bytes = 0;
-            g_lower.Get_count(&st, in(MPI_BYTE), &bytes);
-            char* data = static_cast<char*>(std::malloc(bytes > 0 ? bytes : 1));
-            if (!data)
-                fatal("quiesce: out of memory holding a %d-byte message", bytes);
-            MPI_Status got{};
-            int rc = g_lower.Recv(data, bytes, in(MPI_BYTE), st.MPI_SOURCE, st.MPI_TAG, in(handle<MPI_Comm>(c)), &got);
-            if (rc != MPI_SUCCESS)
-                fatal("quiesce: cannot pull a message from rank %d (tag %d): error %d", st.MPI_SOURCE, st.MPI_TAG, rc);
-            count_received(c, got);
-            ++c->h.refs;
-            push_drained(c, got.MPI_SOURCE, got.MPI_TAG, static_cast<size_t>(bytes), data);
+            append_drained(pull_message(c, st, "quiesce"));
             any = true;
         }
     }
@@ -724,13 +713,43 @@ DrainedMessage* find_drained(const Comm* comm, int source, int tag) {
     return nullptr;
 }
 
-void push_drained(Comm* comm, int source, int tag, size_t bytes, char* data) {
-    auto* m = new DrainedMessage{comm, source, tag, bytes, data, nullptr};
+DrainedMessage* pull_message(Comm* c, const MPI_Status& probed, const char* why) {
+    int bytes = 0;
+    g_lower.Get_count(&probed, in(MPI_BYTE), &bytes);
+    char* data = static_cast<char*>(std::malloc(bytes > 0 ? bytes : 1));
+    if (!data)
+        fatal("%s: out of memory holding a %d-byte message", why, bytes);
+    MPI_Status got{};
+    // In-order matching: the probed message is the first from that source with that tag.
+    int rc = g_lower.Recv(data, bytes, in(MPI_BYTE), probed.MPI_SOURCE, probed.MPI_TAG, in(handle<MPI_Comm>(c)), &got);
+    if (rc != MPI_SUCCESS)
+        fatal("%s: cannot pull a message from rank %d (tag %d): error %d", why, probed.MPI_SOURCE, probed.MPI_TAG, rc);
+    count_received(c, got);
+    ++c->h.refs;
+    return new DrainedMessage{c, got.MPI_SOURCE, got.MPI_TAG, static_cast<size_t>(bytes), data, nullptr};
+}
+
+void append_drained(DrainedMessage* m) {
     if (g_drained_tail)
         g_drained_tail->next = m;
     else
         g_drained_head = m;
     g_drained_tail = m;
+}
+
+void unlink_drained(DrainedMessage* m) {
+    DrainedMessage** link = &g_drained_head;
+    DrainedMessage* prev = nullptr;
+    while (*link && *link != m) {
+        prev = *link;
+        link = &(*link)->next;
+    }
+    if (!*link)
+        return;
+    *link = m->next;
+    m->next = nullptr;
+    if (g_drained_tail == m)
+        g_drained_tail = prev;
 }
 
 void drained_status(const DrainedMessage* m, MPI_Status* status) {
@@ -762,16 +781,7 @@ int deliver_drained(DrainedMessage* m, void* buf, int count, MPI_Datatype type, 
     st.MPI_ERROR = rc;
     if (status != MPI_STATUS_IGNORE)
         *status = st;
-    // Unlink.
-    DrainedMessage** link = &g_drained_head;
-    DrainedMessage* prev = nullptr;
-    while (*link != m) {
-        prev = *link;
-        link = &(*link)->next;
-    }
-    *link = m->next;
-    if (g_drained_tail == m)
-        g_drained_tail = prev;
+    unlink_drained(m);  // a matched probe's message is not in the list any more: no-op
     release_comm(m->comm);
     std::free(m->data);
     delete m;

@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "abi_impl.h"
+#include "attrs.h"
 #include "ckpt/mpi/lower_half.h"
 #include "quiesce.h"
 #include "resources.h"
@@ -257,6 +258,11 @@ int Finalized(int* flag) {
 double Wtime() { return lower().Wtime() + g_wtime_offset; }
 
 int Finalize() {
+    // MPI_COMM_SELF's attributes are deleted first, as the standard requires (a library's
+    // clean-up hook), then MPI_COMM_WORLD's, as Open MPI does, while MPI still works.
+    for (MPI_Comm c : {MPI_COMM_SELF, MPI_COMM_WORLD})
+        if (int rc = delete_comm_attrs(c); rc != MPI_SUCCESS)
+            return rc;
     quiesce_before_finalize();
     int rc = lower().Finalize();
     g_finalized = true;

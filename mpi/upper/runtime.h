@@ -27,6 +27,13 @@ inline const LowerFns& lower() {
 
 [[noreturn]] void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
+// An error found in the upper half, reported as the real library would: through the
+// communicator's error handler (which may abort), then returned.
+inline int raise_error(MPI_Comm comm, int code) {
+    g_lower.Comm_call_errhandler(static_cast<MPI_Comm>(reinterpret_cast<const Handle*>(comm)->real), code);
+    return code;
+}
+
 template <class T>
 inline constexpr bool is_handle_v =
     std::is_same_v<T, MPI_Comm> || std::is_same_v<T, MPI_Datatype> || std::is_same_v<T, MPI_Op> ||
