@@ -33,6 +33,11 @@ fail() {
 input() { hpcc_input "$1" "$n"; }
 # hpcc's own verification passed in the run in folder $1 (named $2).
 check_passed() { hpcc_check_passed "$1/hpccoutf.txt" "$1.verdicts" "$2"; }
+# The second run's verification results are the plain run's (the difference shown if not).
+same_verdicts() {
+    local diff
+    diff=$(diff "$work/plain.verdicts" "$work/ckpt.verdicts") || fail "the verification results differ:" $'\n'"$diff"
+}
 
 # run <name> [mpirun args...]: hpcc in $work/<name>, output to $work/<name>.{out,err,rc}.
 run() {
@@ -67,7 +72,7 @@ split)
     [ "$(cat "$work/ckpt.rc")" = 0 ] || fail "hpcc through libckpt_mpi failed (exit $(cat "$work/ckpt.rc"))"
     check_traced ckpt
     check_passed "$work/ckpt" "through libckpt_mpi"
-    cmp -s "$work/plain.verdicts" "$work/ckpt.verdicts" || fail "the verification results differ"
+    same_verdicts
     echo "hpcc verification passed with Open MPI alone and through libckpt_mpi ($n ranks)"
     ;;
 quiesce)
@@ -83,7 +88,7 @@ quiesce)
     check_traced ckpt
     [ "$coord_rc" = 0 ] || fail "the coordinator failed (exit $coord_rc)"
     check_passed "$work/ckpt" "while quiesced"
-    cmp -s "$work/plain.verdicts" "$work/ckpt.verdicts" || fail "the verification results differ"
+    same_verdicts
     cycles=$(grep -oE '^quiesce: [0-9]+ cycles' "$work/coord.out" | grep -oE '[0-9]+')
     echo "hpcc verification passed with Open MPI alone and while quiesced ${cycles:-0} times ($n ranks)"
     ;;
@@ -132,7 +137,7 @@ restart)
     # The sections a checkpoint fell in timed themselves across a restart with MPI_Wtime ("Real
     # time"; their "CPU time" is the process's, which a restored process counts anew).
     grep -qE "Real time used = -" "$work/ckpt/hpccoutf.txt" && fail "MPI_Wtime went back at a restart"
-    cmp -s "$work/plain.verdicts" "$work/ckpt.verdicts" || fail "the verification results differ"
+    same_verdicts
     echo "hpcc verification passed with Open MPI alone and after $restarts restarts from checkpoints ($n ranks)"
     ;;
 *)
