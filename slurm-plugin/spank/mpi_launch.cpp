@@ -1,7 +1,7 @@
 // MPI ranks of a checkpointed srun step (docs/mpi.md, "Under Slurm"): with the site's
 // `mpi=DIR` (the folder holding ckpt's libmpi.so.40, libckpt_mpi), a task launched by the
-// pmix plugin whose program is linked with libmpi gets that folder first on its library
-// path, so the program's MPI calls land in ckpt's upper half, and CKPT_MPI_CONTROL, where the
+// pmix plugin whose program is linked with libmpi (any such task, with
+// --checkpoint-mpi=always; none with never) gets that folder first on its library path, so the program's MPI calls land in ckpt's upper half, and CKPT_MPI_CONTROL, where the
 // step's agent on this node relays its control channel to the step's coordinator. Other
 // tasks, and jobs that do not checkpoint, are left exactly as Slurm made them.
 #include <elf.h>
@@ -28,8 +28,9 @@ namespace ckpt::slurm::spank {
 namespace {
 
 // Whether the ELF program at `path` names a libmpi.so among the libraries it needs. A
-// program that loads MPI at run time (an interpreter) is not recognised: it runs unchanged,
-// and a dump of it refuses its sockets rather than saving something that cannot come back.
+// program that loads MPI at run time (an interpreter) is not recognised: unless the job says
+// --checkpoint-mpi=always it runs unchanged, and a dump of it refuses its sockets rather than
+// saving something that cannot come back.
 bool needs_libmpi(const std::string& path) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st;
@@ -75,8 +76,8 @@ Result<void> prepare_mpi_step(spank_t sp, const JobSettings& settings) {
     spank_get_item(sp, S_JOB_ID, &job);
     spank_get_item(sp, S_JOB_STEPID, &step);
     spank_get_item(sp, S_JOB_NODEID, &node);
-    if (!settings.active || state().site.mpi_dir.empty() || step == SLURM_BATCH_SCRIPT ||
-        step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP)
+    if (!settings.active || settings.mpi == MpiRanks::None || state().site.mpi_dir.empty() ||
+        step == SLURM_BATCH_SCRIPT || step == SLURM_EXTERN_CONT || step == SLURM_INTERACTIVE_STEP)
         return ok();
     // Abstract: no file the ranks and the agent must share; a random name, so nobody can
     // take it first (and the agent takes only the job's user's connections).
@@ -85,6 +86,7 @@ Result<void> prepare_mpi_step(spank_t sp, const JobSettings& settings) {
     std::string name = fmt::format("@ckpt-mpi-{}-{}-{}-", job, step, node);
     for (unsigned char c : b) name += fmt::format("{:02x}", c);
     state().mpi_control = name;
+    state().mpi_ranks = settings.mpi;
     return ok();
 }
 
@@ -93,7 +95,8 @@ Result<void> put_rank_on_ckpt_mpi(spank_t sp) {
     if (st.mpi_control.empty() || getenv_of(sp, "PMIX_RANK").empty()) return ok();
     int argc = 0;
     char** argv = nullptr;
-    if (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || !needs_libmpi(argv[0]))
+    if (st.mpi_ranks != MpiRanks::All &&
+        (spank_get_item(sp, S_JOB_ARGV, &argc, &argv) != ESPANK_SUCCESS || argc < 1 || !needs_libmpi(argv[0])))
         return ok();
     std::string path = st.site.mpi_dir;
     if (std::string old = getenv_of(sp, "LD_LIBRARY_PATH"); !old.empty()) path += ":" + old;

@@ -41,13 +41,19 @@ char kRestore[] = "checkpoint-restore", kRestoreArg[] = "jobid[:set]";
 char kRestoreUsage[] = "Start from a checkpoint of job <jobid> (its newest set, or set <set>)";
 char kNoRestart[] = "no-checkpoint-restart";
 char kNoRestartUsage[] = "When requeued, start over instead of resuming from a checkpoint";
+char kMpi[] = "checkpoint-mpi", kMpiArg[] = "auto|always|never";
+char kMpiUsage[] =
+    "Which tasks of srun --mpi=pmix steps run on ckpt's MPI library so that they can be "
+    "checkpointed: auto (programs linked with libmpi), always (also interpreters that load it, "
+    "e.g. python with mpi4py), never";
 
-std::array<struct spank_option, 5> options = {{
+std::array<struct spank_option, 6> options = {{
     {kInterval, kIntervalArg, kIntervalUsage, 1, static_cast<int>(Option::Interval), on_option},
     {kDir, kDirArg, kDirUsage, 1, static_cast<int>(Option::Dir), on_option},
     {kKeep, kKeepArg, kKeepUsage, 1, static_cast<int>(Option::Keep), on_option},
     {kRestore, kRestoreArg, kRestoreUsage, 1, static_cast<int>(Option::Restore), on_option},
     {kNoRestart, nullptr, kNoRestartUsage, 0, static_cast<int>(Option::NoRestart), on_option},
+    {kMpi, kMpiArg, kMpiUsage, 1, static_cast<int>(Option::Mpi), on_option},
 }};
 
 }  // namespace

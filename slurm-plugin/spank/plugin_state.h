@@ -35,6 +35,7 @@ struct PluginState {
     std::optional<int> task_exit;  // the task exits with it in task_init (skipped, or failed)
     bool courier_sends_environment = false;  // the restorer of an MPI rank needs it
     std::string mpi_control;  // srun step with mpi=: where its ranks reach this node's agent
+    MpiRanks mpi_ranks = MpiRanks::Linked;  // which of its tasks are ranks (--checkpoint-mpi)
 };
 
 PluginState& state();

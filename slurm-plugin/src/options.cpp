@@ -166,6 +166,9 @@ Result<void> set_option(JobOptions& opts, Option which, std::string_view value,
     case Option::NoRestart:
         opts.no_restart = true;
         return ok();
+    case Option::Mpi:
+        opts.mpi = CKPT_TRY_CTX(parse_mpi_ranks(value), "--checkpoint-mpi");
+        return ok();
     }
     return error_code(EINVAL, "unknown option");
 }
@@ -187,7 +190,24 @@ Result<JobSettings> resolve(const JobOptions& opts, const PluginConfig& site, st
     s.keep = opts.keep.value_or(site.keep);
     s.restore = opts.restore;
     s.restart = !opts.no_restart;
+    s.mpi = opts.mpi.value_or(MpiRanks::Linked);
     return s;
+}
+
+Result<MpiRanks> parse_mpi_ranks(std::string_view text) {
+    if (text == "auto") return MpiRanks::Linked;
+    if (text == "always") return MpiRanks::All;
+    if (text == "never") return MpiRanks::None;
+    return error_code(EINVAL, "'{}' is not one of auto, always, never", text);
+}
+
+std::string_view to_string(MpiRanks m) {
+    switch (m) {
+    case MpiRanks::Linked: return "auto";
+    case MpiRanks::All: return "always";
+    case MpiRanks::None: return "never";
+    }
+    return "?";
 }
 
 std::vector<std::pair<std::string, std::string>> job_environment(const JobSettings& s) {

@@ -130,6 +130,27 @@ TEST(Options, Restore) {
         EXPECT_FALSE(parse_restore(bad)) << bad;
 }
 
+TEST(Options, MpiRanks) {
+    PluginConfig site = *parse_plugin_args({"dir=/ckpt"});
+    JobOptions none;
+    EXPECT_EQ(resolve(none, site, "alice")->mpi, MpiRanks::Linked);
+    for (auto [text, want] : {std::pair{"auto", MpiRanks::Linked}, {"always", MpiRanks::All}, {"never", MpiRanks::None}}) {
+        JobOptions o;
+        ASSERT_TRUE(set_option(o, Option::Mpi, text, site)) << text;
+        auto s = resolve(o, site, "alice");
+        ASSERT_TRUE(s);
+        EXPECT_TRUE(s->active);
+        EXPECT_EQ(s->mpi, want);
+        EXPECT_EQ(to_string(want), text);
+    }
+    JobOptions o;
+    for (const char* bad : {"", "yes", "Always", "all"}) {
+        auto r = set_option(o, Option::Mpi, bad, site);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_NE(r.error().message().find("--checkpoint-mpi"), std::string::npos) << r.error().message();
+    }
+}
+
 TEST(Resolve, OptionsOverDefaultsAndEnvironment) {
     PluginConfig site = *parse_plugin_args({"dir=/ckpt", "keep=4"});
     JobOptions none;

@@ -47,6 +47,17 @@ struct RestoreRequest {
 };
 Result<RestoreRequest> parse_restore(std::string_view text);
 
+// Which tasks of a checkpointed srun step run on ckpt's libmpi (--checkpoint-mpi=, docs/mpi.md).
+enum class MpiRanks {
+    Linked,  // auto (the default): a task launched by the pmix plugin whose program is linked
+             // with libmpi
+    All,     // always: every task launched by the pmix plugin (an interpreter that loads libmpi
+             // at run time: python with mpi4py)
+    None,    // never: no task (its MPI ranks then cannot be checkpointed)
+};
+Result<MpiRanks> parse_mpi_ranks(std::string_view text);
+std::string_view to_string(MpiRanks m);
+
 // The options a job gave; unset ones take the site's defaults.
 struct JobOptions {
     std::optional<uint64_t> interval;
@@ -54,10 +65,11 @@ struct JobOptions {
     std::optional<uint32_t> keep;
     std::optional<RestoreRequest> restore;
     bool no_restart = false;
-    bool any() const { return interval || dir || keep || restore || no_restart; }
+    std::optional<MpiRanks> mpi;
+    bool any() const { return interval || dir || keep || restore || no_restart || mpi; }
 };
 
-enum class Option { Interval, Dir, Keep, Restore, NoRestart };
+enum class Option { Interval, Dir, Keep, Restore, NoRestart, Mpi };
 
 // True when both paths name one folder: equal after lexical normalization (no trailing
 // slash, no "." or ".."), or through links when the folders exist here.
@@ -76,6 +88,7 @@ struct JobSettings {
     uint32_t keep = 0;
     std::optional<RestoreRequest> restore;
     bool restart = true;  // a requeued run resumes from the newest committed set
+    MpiRanks mpi = MpiRanks::Linked;
 };
 
 // Options over site defaults. `user` is the job's user name, checked against users=.

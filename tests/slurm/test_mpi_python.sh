@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# An MPI program in Python (tests/mpi/mpi4py_ring.py: mpi4py, which loads libmpi at run time,
+# so the plugin cannot tell from the program that it is an MPI rank) as 4 ranks over 2 nodes
+# under `srun --mpi=pmix /usr/bin/python3`, in a job submitted with --checkpoint-mpi=always:
+# every rank runs on ckpt's libmpi, is quiesced and checkpointed every few seconds; a node is
+# killed after a committed set, Slurm requeues the job, and the ranks are restored on the
+# nodes it gets and finish with the checksums an uninterrupted run computes, without
+# starting over.
+#   test_mpi_python.sh CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM MPI4PY_RING
+. "$(dirname "$0")/lib.sh"
+work=$(user_scratch)
+ring=$(stage "${6:?mpi4py_ring.py}")
+rounds=${CKPT_TEST_MPI4PY_ROUNDS:-3000}
+python=/usr/bin/python3
+"$python" -c "import mpi4py" 2>/dev/null || fail "$python has no mpi4py (scripts/install-deps.sh installs python3-mpi4py)"
+
+# What mpi4py_ring.py computes: rank r's checksum adds, every round k, the allreduce of
+# rank + k (6 + 4k for 4 ranks) and twice what came from its left neighbour l (3l + 2k).
+checksums=()
+for r in 0 1 2 3; do
+    l=$(((r + 3) % 4))
+    checksums+=("$((rounds * (6 + 3 * l) + 3 * rounds * (rounds - 1)))")
+done
+expected="mpi4py ring ok: 4 ranks, $rounds rounds, checksums [$(IFS=,; echo "${checksums[*]}" | sed 's/,/, /g')], MPI (3, 1)"
+
+cat >"$work/python.sbatch" <<SCRIPT
+#!/bin/bash
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=2
+#SBATCH --requeue
+#SBATCH --open-mode=append
+# Several slurmd on one host share one host name and /dev/shm: TCP between the ranks.
+export OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
+export OMPI_MCA_mpi_yield_when_idle=1
+echo "job \$SLURM_JOB_ID run \${SLURM_RESTART_COUNT:-0} on \$SLURM_JOB_NODELIST"
+srun --mpi=pmix $python $ring $rounds
+echo "python step done"
+SCRIPT
+chown "$TEST_USER:$TEST_USER" "$work/python.sbatch"
+
+# Which libmpi each running rank mapped, once each has one: "ckpt" or "open-mpi" per rank.
+libmpi_of_ranks() {
+    local pid
+    for pid in $(pgrep -u "$TEST_USER" -f "^$python $ring " || true); do
+        if grep -q "$CKPT_CLUSTER_DIR/lib/mpi/upper/" "/proc/$pid/maps" 2>/dev/null; then echo ckpt
+        elif grep -q "/libmpi.so" "/proc/$pid/maps" 2>/dev/null; then echo open-mpi; fi
+    done
+}
+
+job=$(submit "$work" --output="$work/python-%j.out" --checkpoint-interval=4s --checkpoint-mpi=always \
+    "$work/python.sbatch")
+out=$work/python-$job.out
+# mpi4py loads libmpi as the script imports it: the ranks are judged once all 4 have.
+deadline=$((SECONDS + 60))
+until seen=$(libmpi_of_ranks) && [ "$(echo "$seen" | grep -c .)" = 4 ] && [ "$(echo "$seen" | sort -u)" = ckpt ]; do
+    ((SECONDS < deadline)) || fail "the 4 ranks of job $job (--checkpoint-mpi=always) not all on ckpt's libmpi after 60 s: $(echo $seen); $(cat "$out")"
+    pause
+done
+seq=$(wait_for_set "$job" 0 90)
+shown=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")
+echo "$shown" | grep -q "members: 4 of 4" && echo "$shown" | grep -q "^  RANK " ||
+    fail "set $seq does not hold the 4 ranks: $shown"
+[ "$(job_field "$job" JobState)" = RUNNING ] || fail "the job ended before the node was killed (make it longer): $(cat "$out")"
+node=$(scontrol show hostnames "$(job_field "$job" NodeList)" | tail -1)
+note "job $job committed set $seq (4 python ranks on 2 nodes); killing $node"
+kill_node_until_done "$job" "$node" "$out"
+got=$(grep '^mpi4py ring ok:' "$out") || fail "no result after the restart: $(cat "$out")"
+[ "$got" = "$expected" ] || fail "after the restart '$got', expected '$expected'"
+[ "$(grep -c '^mpi4py_ring: started' "$out")" = 1 ] || fail "the program started over: $(cat "$out")"
+grep -q "step 0 task [0-3]: job $job checkpoint set [0-9]*: restoring from" "$out" ||
+    fail "no rank was restored: $(cat "$out")"
+no_agent_left "$job"
+restore_node
+note "ok ($node killed; 4 python ranks restored: $got)"
