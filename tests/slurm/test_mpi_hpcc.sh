@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # An unmodified real MPI application packaged by Debian, hpcc (the HPC Challenge benchmark:
 # HPL, PTRANS, RandomAccess, FFT, STREAM, DGEMM, each verified by hpcc itself), as 4 ranks
-# over 2 nodes under `srun --mpi=pmix`, checkpointed every 3 s. One node is killed after a
+# over 2 nodes, launched as job scripts launch it, with mpirun (ckpt-mpirun, which runs the ranks
+# with srun --mpi=pmix inside the allocation), checkpointed every 3 s. One node is killed after a
 # committed set; Slurm requeues the job and the ranks are restored on the nodes it gets.
 # hpcc's own verification must pass, alike to an uninterrupted run's, and its output must
 # show it did not start over: hpccoutf.txt, which rank 0 keeps open and writes after the
 # checkpoint, is rolled back to its size at the checkpoint and written on from there.
-#   test_mpi_hpcc.sh CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM HPCC_LIB
+#   test_mpi_hpcc.sh CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM HPCC_LIB CKPT_MPIRUN
 . "$(dirname "$0")/lib.sh"
 . "${6:?hpcc_lib.sh}"
 work=$(user_scratch)
 hpcc=$(command -v hpcc) || fail "hpcc is not installed (scripts/install-deps.sh installs it)"
+mpirun=$(stage "${7:?ckpt-mpirun}")
 
 cat >"$work/hpcc.sbatch" <<SCRIPT
 #!/bin/bash
@@ -20,9 +22,8 @@ cat >"$work/hpcc.sbatch" <<SCRIPT
 #SBATCH --open-mode=append
 # Several slurmd on one host share one host name and /dev/shm: TCP between the ranks.
 export OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
-export OMPI_MCA_mpi_yield_when_idle=1
 echo "job \$SLURM_JOB_ID run \${SLURM_RESTART_COUNT:-0} on \$SLURM_JOB_NODELIST"
-srun --mpi=pmix $hpcc
+$mpirun -np 4 --map-by ppr:2:node --mca mpi_yield_when_idle 1 $hpcc
 echo "hpcc step done"
 SCRIPT
 # Each run in a folder of its own: hpcc reads hpccinf.txt there and writes hpccoutf.txt.

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "ckpt/slurm/mpirun_args.h"
 #include "ckpt/slurm/options.h"
 #include "ckpt/slurm/submit_options.h"
 
@@ -148,6 +149,50 @@ TEST(Options, MpiRanks) {
         auto r = set_option(o, Option::Mpi, bad, site);
         ASSERT_FALSE(r) << bad;
         EXPECT_NE(r.error().message().find("--checkpoint-mpi"), std::string::npos) << r.error().message();
+    }
+}
+
+TEST(Mpirun, TranslatedToSrun) {
+    using V = std::vector<std::string>;
+    auto a = srun_for_mpirun({"-np", "4", "--map-by", "ppr:2:node", "-x", "FOO=a=b", "-x", "BAR", "--mca", "btl",
+                              "self,tcp", "--oversubscribe", "--bind-to=core", "--allow-run-as-root", "./app", "-n",
+                              "3"});
+    ASSERT_TRUE(a) << a.error().message();
+    EXPECT_EQ(a->args, (V{"--mpi=pmix", "--kill-on-bad-exit=1", "--ntasks=4", "--ntasks-per-node=2", "--overcommit",
+                          "--cpu-bind=cores", "--export=ALL", "./app", "-n", "3"}));
+    std::vector<std::pair<std::string, std::string>> env = {{"FOO", "a=b"}, {"OMPI_MCA_btl", "self,tcp"}};
+    EXPECT_EQ(a->env, env);
+
+    auto b = srun_for_mpirun({"-N", "1", "--wdir", "/w", "--tag-output", "--", "-weird-name"});
+    ASSERT_TRUE(b) << b.error().message();
+    EXPECT_EQ(b->args, (V{"--mpi=pmix", "--kill-on-bad-exit=1", "--ntasks-per-node=1", "--chdir=/w", "--label",
+                          "-weird-name"}));
+    EXPECT_TRUE(b->env.empty());
+
+    auto c = srun_for_mpirun({"python3", "ring.py"});
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->args, (V{"--mpi=pmix", "--kill-on-bad-exit=1", "python3", "ring.py"}));
+}
+
+TEST(Mpirun, RefusedByName) {
+    struct Case {
+        std::vector<std::string> args;
+        const char* says;
+    };
+    for (const Case& c : std::vector<Case>{{{"--hostfile", "h", "./a"}, "--hostfile"},
+                                           {{"-H", "n1,n2", "./a"}, "-H"},
+                                           {{"--map-by", "ppr:2:socket", "./a"}, "--map-by ppr:2:socket"},
+                                           {{"--bind-to", "numa", "./a"}, "--bind-to numa"},
+                                           {{"-np", "0", "./a"}, "-np"},
+                                           {{"-np", "x", "./a"}, "-np"},
+                                           {{"-np"}, "needs a value"},
+                                           {{"-x", "1BAD=2", "./a"}, "-x 1BAD=2"},
+                                           {{"--mca", "btl"}, "needs a value"},
+                                           {{"-np", "2"}, "no program"},
+                                           {{}, "no program"}}) {
+        auto r = srun_for_mpirun(c.args);
+        ASSERT_FALSE(r) << c.says;
+        EXPECT_NE(r.error().message().find(c.says), std::string::npos) << r.error().message();
     }
 }
 
