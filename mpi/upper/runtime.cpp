@@ -2,6 +2,7 @@
 #include "runtime.h"
 
 #include <dlfcn.h>
+#include <pmix_common.h>
 #include <signal.h>
 #include <link.h>
 #include <unistd.h>
@@ -86,14 +87,16 @@ void trace_init() {
 MPI_Comm world() { return MPI_COMM_WORLD; }
 MPI_Comm self() { return MPI_COMM_SELF; }
 
-// Open MPI 4.1 lets a rank leave MPI_Init once the modex fence has completed on its node,
-// while a peer whose node learns it later has not registered its message handlers yet; a
-// message reaching that peer then calls a null handler and the rank dies of SIGSEGV in
-// MPI_Init (under Slurm: 2 starts in 25 of plain Open MPI whose ranks start up to 2 s apart,
-// 1 in 20 with ckpt's agents starting beside the ranks; never once in 30 without either). A PMIx
-// fence after MPI_Init, on the lower half's own PMIx client, holds every rank until all have
-// left MPI_Init; it sends no MPI message. Without that client (another PMIx, a singleton)
-// there is nothing to wait for.
+// Open MPI 4.1 ends MPI_Init with a PMIx fence that collects no data, and under Slurm's pmix
+// plugin (22.05, PMIx 4.2) such a fence holds only the ranks of one node: measured, the ranks
+// of the node that came first left it at once while a rank of the other node still slept. So
+// a rank may leave MPI_Init while a peer on another node has not registered its message
+// handlers yet, and its first message kills that peer with SIGSEGV inside MPI_Init (plain
+// Open MPI under this cluster's srun: 2 starts in 25 with ranks started up to 2 s apart;
+// through ckpt about 1 in 20). A fence that collects data is a barrier of every rank: one
+// after MPI_Init, on the lower half's own PMIx client, holds each rank until all have left
+// MPI_Init. It sends no MPI message. Without that client (another PMIx, a singleton) there
+// is nothing to wait for.
 void fence_after_init() {
     Lmid_t lmid = 0;
     if (dlinfo(g_shim, RTLD_DI_LMID, &lmid) != 0)
@@ -101,10 +104,16 @@ void fence_after_init() {
     void* pmix = dlmopen(lmid, "libpmix.so.2", RTLD_NOW | RTLD_NOLOAD);
     if (!pmix)
         return;
-    using FenceFn = int (*)(const void* procs, size_t nprocs, const void* info, size_t ninfo);
-    if (auto fence = reinterpret_cast<FenceFn>(dlsym(pmix, "PMIx_Fence")))
-        if (int rc = fence(nullptr, 0, nullptr, 0); rc != 0 && std::getenv("CKPT_MPI_TRACE_INIT"))
+    using FenceFn = pmix_status_t (*)(const pmix_proc_t procs[], size_t nprocs, const pmix_info_t info[], size_t ninfo);
+    if (auto fence = reinterpret_cast<FenceFn>(dlsym(pmix, "PMIx_Fence"))) {
+        pmix_info_t collect;
+        std::memset(&collect, 0, sizeof collect);
+        std::strncpy(collect.key, PMIX_COLLECT_DATA, PMIX_MAX_KEYLEN);
+        collect.value.type = PMIX_BOOL;
+        collect.value.data.flag = true;
+        if (pmix_status_t rc = fence(nullptr, 0, &collect, 1); rc != PMIX_SUCCESS && std::getenv("CKPT_MPI_TRACE_INIT"))
             std::fprintf(stderr, "ckpt-mpi: the PMIx fence after MPI_Init failed (%d)\n", rc);
+    }
     dlclose(pmix);
 }
 
