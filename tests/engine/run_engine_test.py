@@ -45,6 +45,9 @@ Image folders written by their user (every file may be forged, at any moment):
 Pid namespaces: nested-pidns (run with pidns_nested: a dump of a tree holding a process in a
   pid namespace below the root's, or one that unshared its children's, is refused naming it;
   the tree runs on).
+Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping of a deleted
+  name of a file still linked elsewhere; the dump refuses it naming the pid and the mapping,
+  the tree runs on).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -876,6 +879,18 @@ class Run:
         self.expect_tree_unharmed("a dump refused for an unsupported fd")
         return "PASS"
 
+    def neg_unsupported_mapping(self):
+        """A mapping the engine cannot restore exactly (mem_deleted_linked: a MAP_SHARED mapping
+        of a deleted name of a file still linked elsewhere): the dump refuses it, naming the
+        pid and the mapping, and the tree runs on."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
+                                   "dump of a mapping that cannot be restored exactly")
+        if "mapping" not in line:
+            raise TestFailure(f"the refusal does not name the mapping: {line}")
+        self.expect_tree_unharmed("a dump refused for a mapping")
+        return "PASS"
+
     def neg_fd_owner_outside(self):
         """An fd whose signal owner (F_SETOWN) is outside the tree: the dump refuses it, naming
         the fd, and the tree runs on (fd_owner_outside: fd 9, owned by the runner)."""
@@ -1193,7 +1208,8 @@ def main():
                                            "other-arch", "unsupported-fd", "fd-owner-outside",
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
-                                           "pages-outside", "dump-foreign-process", "nested-pidns"])
+                                           "pages-outside", "dump-foreign-process", "nested-pidns",
+                                           "unsupported-mapping"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
