@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -16,6 +17,7 @@
 #include <atomic>
 #include <mutex>
 #include <thread>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -37,6 +39,9 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
 constexpr uint64_t kPmFile = 1ull << 61;
+constexpr uint64_t kPmGuard = 1ull << 58;  // PM_GUARD_REGION (linux 6.14)
+constexpr uint64_t kPageIsGuard = 1ull << 8;  // PAGE_IS_GUARD of PAGEMAP_SCAN (linux 6.14)
+constexpr int kMadvGuardInstall = 102;  // MADV_GUARD_INSTALL (linux 6.13)
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
 constexpr size_t kCopyBatch = 4u << 20;
 constexpr uint64_t kPageBlock = 64ull << 20;  // checksum and work unit of page data
@@ -92,28 +97,39 @@ Result<std::map<uint64_t, SmapsEntry>> read_smaps(pid_t pid) {
     return out;
 }
 
-// Calls add(addr, npages, zero) for the pages of [start, end) worth saving, in address
-// order: with the PAGEMAP_SCAN ioctl (linux 6.7) a region of like pages at a time, so that
-// huge sparse mappings cost nothing; otherwise from /proc/PID/pagemap entries.
-template <typename Add>
-Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_backed, uint64_t zpfn,
-                        std::vector<uint64_t>& entries, Add&& add) {
+// Calls add(addr, npages, zero) for the pages of [start, end) worth saving (when want_pages)
+// and guard(addr, npages) for its guard pages (MADV_GUARD_INSTALL), in address order: with
+// the PAGEMAP_SCAN ioctl (linux 6.7) a region of like pages at a time, so that huge sparse
+// mappings cost nothing; otherwise from /proc/PID/pagemap entries. A guard page shows as
+// swapped too (a PTE marker): it is never taken for page data.
+template <typename Add, typename Guard>
+Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_backed, bool want_pages, uint64_t zpfn,
+                        std::vector<uint64_t>& entries, Add&& add, Guard&& guard) {
     // CKPT_NO_PAGEMAP_SCAN=1 takes the older path (for tests of it on newer kernels).
     static std::atomic<bool> have_scan{std::getenv("CKPT_NO_PAGEMAP_SCAN") == nullptr};
-    if (have_scan) {
+    // PAGE_IS_GUARD (linux 6.14); a kernel without it refuses the bit in a mask.
+    static std::atomic<bool> have_guard_bit{true};
+    while (have_scan) {
         PageRegion regions[512];
         PmScanArg arg{};
+        const uint64_t guard_bit = have_guard_bit ? kPageIsGuard : 0;
         arg.size = sizeof arg;
         arg.start = start;
         arg.end = end;
         arg.vec = reinterpret_cast<uint64_t>(regions);
         arg.vec_len = std::size(regions);
-        arg.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
-        arg.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero;
+        arg.category_anyof_mask = kPageIsPresent | kPageIsSwapped | guard_bit;
+        arg.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero | guard_bit;
+        bool retry = false;
         for (;;) {
             long n = ioctl(pagemap, kPagemapScan, &arg);
             if (n < 0) {
                 if ((errno == EINVAL || errno == ENOTTY) && arg.start == start) {
+                    if (guard_bit) {
+                        have_guard_bit = false;  // an older kernel: ask again without the bit
+                        retry = true;
+                        break;
+                    }
                     have_scan = false;  // an older kernel: read the entries below
                     break;
                 }
@@ -121,14 +137,18 @@ Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_bac
             }
             for (long i = 0; i < n; ++i) {
                 uint64_t c = regions[i].categories;
+                uint64_t pages = (regions[i].end - regions[i].start) / kPage;
+                if (c & guard_bit) {
+                    guard(regions[i].start, pages);
+                    continue;
+                }
                 bool wanted = (c & kPageIsSwapped) || ((c & kPageIsPresent) && !(file_backed && (c & kPageIsFile)));
-                if (wanted)
-                    add(regions[i].start, (regions[i].end - regions[i].start) / kPage,
-                        (c & kPageIsPresent) && (c & kPageIsPfnZero));
+                if (wanted && want_pages) add(regions[i].start, pages, (c & kPageIsPresent) && (c & kPageIsPfnZero));
             }
             if (arg.walk_end >= end || n < static_cast<long>(std::size(regions))) return ok();
             arg.start = arg.walk_end;
         }
+        if (!retry) break;
     }
     constexpr uint64_t kChunk = 1 << 16;  // page map entries read at once
     entries.resize(kChunk);
@@ -141,11 +161,30 @@ Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_bac
                            : error_code(EIO, "short read of the page map at {:#x}", at);
         for (uint64_t k = 0; k < n; ++k) {
             uint64_t e = entries[k];
+            if (e & kPmGuard) {
+                guard(at + k * kPage, 1);
+                continue;
+            }
             bool wanted = (e & kPmSwapped) || ((e & kPmPresent) && !(file_backed && (e & kPmFile)));
-            if (wanted) add(at + k * kPage, 1, (e & kPmPresent) && (e & kPmPfnMask) == zpfn);
+            if (wanted && want_pages) add(at + k * kPage, 1, (e & kPmPresent) && (e & kPmPfnMask) == zpfn);
         }
     }
     return ok();
+}
+
+// Whether this kernel may have guard pages (MADV_GUARD_INSTALL, linux 6.13) in a mapping
+// whose VmFlags do not say so ("gu", newer kernels): then every private mapping is scanned
+// for them, even one without a resident page.
+bool guards_may_hide() {
+    static const bool hide = [] {
+        utsname u{};
+        if (uname(&u) != 0) return true;
+        unsigned major = 0, minor = 0;
+        if (std::sscanf(u.release, "%u.%u", &major, &minor) != 2) return true;
+        auto v = std::make_pair(major, minor);
+        return v >= std::make_pair(6u, 13u) && v < std::make_pair(6u, 19u);
+    }();
+    return hide;
 }
 
 bool has_flag(const std::string& flags, const char* f) {
@@ -264,18 +303,52 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             return error("pid {}: mapping {:#x}-{:#x} ({}) is device or PFN memory, which cannot be dumped", pid,
                          m.start, m.end, m.path);
 
+        if (!kernel_mapped(kind) && has_flag(flags, "ht"))
+            return error("pid {}: mapping {:#x}-{:#x} ({}) is hugetlb memory, which is not supported yet", pid, m.start,
+                         m.end, m.path);
         if (kind == image::Vma::FILE || kind == image::Vma::SHARED_ANON) {
             std::string link = proc_path(pid, "map_files/") + fmt::format("{:x}-{:x}", m.start, m.end);
             if (starts_with(m.path, "/SYSV"))
                 return error("pid {}: System V shared memory at {:#x} is not supported yet", pid, m.start);
+            // A deleted name of a file still linked elsewhere: the file is restored as a copy
+            // of its content, which writes through the mapping would no longer reach (nor
+            // would others' writes reach the mapping).
+            if (kind == image::Vma::FILE && m.shared && m.path.ends_with(" (deleted)") && !starts_with(m.path, "/memfd:")) {
+                struct stat st;
+                if (stat(link.c_str(), &st) != 0)
+                    return sys_error("pid {}: mapping {:#x}-{:#x}: stat {}", pid, m.start, m.end, link);
+                if (st.st_nlink > 0)
+                    return error("pid {}: shared mapping {:#x}-{:#x} of {} whose file still has {} other link(s): "
+                                 "a restored copy would not share its writes; not supported",
+                                 pid, m.start, m.end, m.path, st.st_nlink);
+            }
             v->set_file_id(CKPT_TRY_CTX(files.add(link, m.path), "pid {}: mapping {:#x}", pid, m.start));
         }
+        if (kernel_mapped(kind)) continue;
+        // Guard pages (MADV_GUARD_INSTALL): recorded in runs, installed again at restore.
+        auto add_guard = [&](uint64_t addr, uint64_t n) {
+            int k = v->guards_size();
+            if (k && v->guards(k - 1).vaddr() + v->guards(k - 1).nr_pages() * kPage == addr) {
+                v->mutable_guards(k - 1)->set_nr_pages(v->guards(k - 1).nr_pages() + n);
+                return;
+            }
+            image::PageRange* g = v->add_guards();
+            g->set_vaddr(addr);
+            g->set_nr_pages(n);
+        };
+        const bool guards_possible = has_flag(flags, "gu") || guards_may_hide();
         // Page data: private memory only. Shared mappings live in their file or object.
-        if (m.shared || kernel_mapped(kind)) continue;
+        if (m.shared) {
+            if (guards_possible)
+                CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, true, false, zpfn, entries,
+                                        [](uint64_t, uint64_t, bool) {}, add_guard),
+                             "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
+            continue;
+        }
 
         // Nothing resident or swapped (smaps says): no page to look for. This keeps huge
         // reserved ranges (sanitizer shadows, runtimes' heaps) cheap.
-        if (!smaps[m.start].has_pages) continue;
+        if (!smaps[m.start].has_pages && !guards_possible) continue;
 
         // Runs of pages to save: anonymous pages that are present or swapped; for file
         // mappings only the private copies (not page cache pages of the file itself).
@@ -307,7 +380,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             run_pages = n;
             run_zero = zero;
         };
-        CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, file_backed, zpfn, entries, add_pages),
+        CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, file_backed, true, zpfn, entries, add_pages, add_guard),
                      "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
         end_run();
         v->set_has_pages(any);
@@ -562,6 +635,18 @@ Result<void> restore_memory(RestoreTask& t) {
     // 5. Page data, straight from the (mapped) pages file into the process, verified and
     // written by several threads.
     CKPT_TRY_CTX(fill_pages(t), "pid {}: writing pages", pid);
+
+    // 5b. Guard pages, where nothing was written.
+    for (const auto& v : mm.vmas()) {
+        for (const auto& g : v.guards()) {
+            if (g.vaddr() < v.start() || g.nr_pages() > (v.end() - g.vaddr()) / kPage)
+                return error_code(EINVAL, "pid {}: guard pages {:#x} outside mapping {:#x}-{:#x} (image is corrupt)", pid,
+                                  g.vaddr(), v.start(), v.end());
+            CKPT_TRY_CTX(rt.syscall_ok("madvise(MADV_GUARD_INSTALL)", SYS_madvise,
+                                       {g.vaddr(), g.nr_pages() * kPage, static_cast<uint64_t>(kMadvGuardInstall)}),
+                         "pid {}: guard pages at {:#x} in mapping {:#x}-{:#x}", pid, g.vaddr(), v.start(), v.end());
+        }
+    }
 
     // 6. Final protections.
     for (const auto& v : mm.vmas()) {
