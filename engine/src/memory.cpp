@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <utility>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
@@ -598,7 +599,16 @@ Result<void> restore_memory(RestoreTask& t) {
     }
 
     // 3. Map every recorded mapping. Writable first where pages must be filled in.
+    // A private anonymous mapping right after another one was a mapping of its own (the
+    // kernel had not merged them: one was moved by mremap, say). Mapped in place, it would
+    // be merged into its neighbour: one mapping where there were two (maps, and an mremap
+    // across both that failed would succeed). It is mapped elsewhere, given its anon_vma by
+    // a write (a mapping never written takes the page offset of wherever it is moved to),
+    // moved into place, which keeps a page offset that does not continue its neighbour's,
+    // and the page written is dropped again.
+    const image::Vma* prev = nullptr;
     for (const auto& v : mm.vmas()) {
+        const image::Vma* before = std::exchange(prev, &v);
         if (kernel_mapped(v.kind())) continue;
         uint64_t len = v.end() - v.start();
         uint32_t prot = v.prot() | (v.has_pages() ? PROT_WRITE : 0);
@@ -611,6 +621,25 @@ Result<void> restore_memory(RestoreTask& t) {
                                      v.name());
         }
         uint64_t pgoff = v.kind() == image::Vma::ANON ? 0 : v.pgoff();
+        bool apart = v.kind() == image::Vma::ANON && !(v.flags() & MAP_GROWSDOWN) && before &&
+                     before->end() == v.start() && !kernel_mapped(before->kind());
+        if (apart) {
+            int64_t tmp = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
+                                                      {0, len, prot, flags & ~MAP_FIXED, static_cast<uint64_t>(-1), 0}),
+                                       "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());
+            const char zero = 0;
+            CKPT_TRY_CTX(write_remote(host, static_cast<uint64_t>(tmp), &zero, 1), "pid {}: mapping {:#x}-{:#x}", pid,
+                         v.start(), v.end());
+            int64_t got = CKPT_TRY_CTX(rt.syscall_ok("mremap", SYS_mremap,
+                                                      {static_cast<uint64_t>(tmp), len, len,
+                                                       MREMAP_MAYMOVE | MREMAP_FIXED, v.start()}),
+                                       "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());
+            if (static_cast<uint64_t>(got) != v.start())
+                return error("pid {}: mremap placed {:#x} at {:#x}", pid, v.start(), got);
+            CKPT_TRY_CTX(rt.syscall_ok("madvise(MADV_DONTNEED)", SYS_madvise, {v.start(), kPage, MADV_DONTNEED}),
+                         "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+            continue;
+        }
         int64_t got = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
                                                   {v.start(), len, prot, flags, static_cast<uint64_t>(target_fd), pgoff}),
                                    "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());

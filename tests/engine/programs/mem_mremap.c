@@ -2,7 +2,7 @@
  *
  * State checked after restore:
  *  - private anonymous regions: one moved to a new address (right after another anonymous
- *    region, which it must not be confused with), one grown (old pages keep their data, a
+ *    region: still two mappings, not merged into one), one grown (old pages keep their data, a
  *    page touched in the new part too, the rest reads 0), one shrunk (the cut-off part is
  *    unmapped);
  *  - a private file mapping moved, so that its offset no longer follows its address: pages
@@ -47,7 +47,7 @@ static int is_zero(const unsigned char* p, size_t len) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 7);
+    test_init(argc, argv, 8);
     const int anon = MAP_PRIVATE | MAP_ANONYMOUS;
 
     /* 64 pages reserved (PROT_NONE) to place moved regions in. */
@@ -83,6 +83,9 @@ int main(int argc, char** argv) {
     unsigned char* pf = map(NULL, 8 * PAGE, MAP_PRIVATE, fd, 2 * PAGE);
     test_fill(pf + PAGE, 2 * PAGE, 46);
     pf = remap(pf, 8 * PAGE, 8 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, area + 32 * PAGE);
+    char moved_line[512] = "", neighbour_line[512] = "";
+    test_vma_line(moved, moved_line, sizeof moved_line);
+    test_vma_line(neighbour, neighbour_line, sizeof neighbour_line);
     char pf_line[512] = "";
     test_vma_line(pf, pf_line, sizeof pf_line);
 
@@ -112,10 +115,24 @@ int main(int argc, char** argv) {
     }
     if (test_corrupt(6)) sf[7 * PAGE] ^= 1;
     if (test_corrupt(7)) sa[3] ^= 1;
+    if (test_corrupt(8)) {
+        /* the two merged into one, as a restore in place gives */
+        unsigned char* tmp = map(NULL, 12 * PAGE, anon, -1, 0);
+        memcpy(tmp, neighbour, 12 * PAGE);
+        map(neighbour, 12 * PAGE, anon | MAP_FIXED, -1, 0);
+        memcpy(neighbour, tmp, 12 * PAGE);
+    }
 
     static unsigned char expect[16 * PAGE];
     CHECK(test_verify(moved, 8 * PAGE, 40) < 0, "moved anonymous region: data differs");
     CHECK(test_verify(neighbour, 4 * PAGE, 41) < 0, "anonymous region before the moved one: data differs");
+    /* Two mappings still: not merged into one (an mremap across both fails). */
+    char line_now[512] = "";
+    test_vma_line(moved, line_now, sizeof line_now);
+    CHECK(strcmp(line_now, moved_line) == 0, "moved anonymous region: maps line '%s', was '%s'", line_now, moved_line);
+    test_vma_line(neighbour, line_now, sizeof line_now);
+    CHECK(strcmp(line_now, neighbour_line) == 0, "anonymous region before the moved one: maps line '%s', was '%s'",
+          line_now, neighbour_line);
     test_fill(expect, 4 * PAGE, 42);
     CHECK(memcmp(grown, expect, 4 * PAGE) == 0, "grown anonymous region: old pages differ");
     CHECK(test_verify(grown + 6 * PAGE, PAGE, 43) < 0, "grown anonymous region: the new page written differs");
