@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ckpt/image/image_file.h"
+#include "memory.h"
 #include "restore_task.h"
 
 namespace ckpt::engine {
@@ -169,6 +170,17 @@ Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::
         if (!fd && errno != ENOENT && errno != EACCES && errno != EPERM)
             return sys_error("recreating deleted file {} (O_TMPFILE in {})", e.path(), dir);
         in_memfd = !fd;
+    }
+    // Shared anonymous memory: a shared anonymous object again (mapped, it shows as
+    // "/dev/zero (deleted)" as it did, not as a memfd).
+    if (in_memfd && e.path() == "/dev/zero") {
+        auto anon = make_anon_shmem(e.size());
+        if (anon) {
+            fd = std::move(*anon);
+            in_memfd = false;
+        } else {
+            logger()->info("shared anonymous memory of {} bytes made as a memfd: {}", e.size(), anon.error().message());
+        }
     }
     if (in_memfd) {
         std::string name = e.memfd() ? (starts_with(e.path(), "/memfd:") ? e.path().substr(7) : "ckpt-shmem")

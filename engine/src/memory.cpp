@@ -424,6 +424,17 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm) {
     return ok();
 }
 
+Result<UniqueFd> make_anon_shmem(uint64_t size) {
+    if (size == 0 || size % kPage) return error_code(EINVAL, "shared anonymous memory of {} bytes", size);
+    void* p = mmap(nullptr, size, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return sys_error("mmap(MAP_SHARED|MAP_ANONYMOUS, {} bytes)", size);
+    auto at = reinterpret_cast<uint64_t>(p);
+    auto fd = open_file(fmt::format("/proc/self/map_files/{:x}-{:x}", at, at + size), O_RDWR);
+    munmap(p, size);
+    if (!fd) return fd.error();
+    return std::move(*fd);
+}
+
 Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
     std::vector<std::pair<uint64_t, uint64_t>> used;
     for (const auto& v : mm.vmas()) used.emplace_back(v.start(), v.end());

@@ -52,6 +52,10 @@ Result<void> write_page_data(std::vector<PagePlan>& plans);
 // applies protections and madvise flags, then the mm fields.
 Result<void> restore_memory(RestoreTask& t);
 
+// A new shared anonymous memory object (what mmap(MAP_SHARED|MAP_ANONYMOUS) makes) of size
+// bytes, open O_RDWR: made in the engine and opened through /proc/self/map_files.
+Result<UniqueFd> make_anon_shmem(uint64_t size);
+
 // An address range free in both the recorded layout and the engine's own, for the
 // trampoline of a restored process.
 Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size);

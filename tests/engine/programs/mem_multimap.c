@@ -6,7 +6,8 @@
  *    each, a write through A seen through B (and back), a write through A seen in a page of
  *    P never written (still the file's page) and in the file, a write to P not in the file;
  *  - a MAP_SHARED|MAP_ANONYMOUS region duplicated with mremap(old_size = 0): both views
- *    show one object, a write through one is seen through the other;
+ *    show one object, still shared anonymous memory ("/dev/zero (deleted)" in maps, not a
+ *    memfd), a write through one is seen through the other;
  *  - a memfd (no fd left) mapped MAP_SHARED twice (whole, and its second half) and
  *    MAP_PRIVATE once (one page copied): the same, through each pair. */
 #include <errno.h>
@@ -41,7 +42,7 @@ static void unshare(unsigned char* p, size_t len) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 6);
+    test_init(argc, argv, 7);
 
     /* The file: 16 pages of seed 10. */
     char path[4200];
@@ -91,6 +92,13 @@ int main(int argc, char** argv) {
     if (test_corrupt(4)) memcpy(MP, M1, PAGE);
     if (test_corrupt(5)) unshare(M2, 4 * PAGE);
     if (test_corrupt(6)) unshare(P + 6 * PAGE, PAGE);
+    if (test_corrupt(7)) {
+        /* S2 as a memfd's mapping, as a restore from a memfd gives */
+        int m = memfd_create("ckpt-shmem", MFD_CLOEXEC);
+        if (m >= 0 && ftruncate(m, 8 * PAGE) == 0 && pwrite(m, S2, 8 * PAGE, 0) == (ssize_t)(8 * PAGE))
+            map(S2, 8 * PAGE, MAP_SHARED | MAP_FIXED, m, 0);
+        if (m >= 0) close(m);
+    }
 
     /* Content as at dump. */
     /* File pages 10 and 11 are written below (also by a copy restored beside this process,
@@ -107,6 +115,11 @@ int main(int argc, char** argv) {
     test_fill(expect, 8 * PAGE, 13);
     CHECK(memcmp(S, expect, 8 * PAGE) == 0, "shared anonymous region: content differs");
     CHECK(memcmp(S2, expect, 8 * PAGE) == 0, "shared anonymous region (mremap copy): content differs");
+    char line[512] = "";
+    const char* anon_name = "/dev/zero (deleted)";
+    test_vma_line(S2, line, sizeof line);
+    CHECK(strlen(line) > strlen(anon_name) && strcmp(line + strlen(line) - strlen(anon_name), anon_name) == 0,
+          "shared anonymous region is no longer shared anonymous memory: %s", line);
     test_fill(expect, 8 * PAGE, 14);
     CHECK(memcmp(M1, expect, 8 * PAGE) == 0, "memfd mapping M1: content differs");
     CHECK(memcmp(M2, expect + 4 * PAGE, 4 * PAGE) == 0, "memfd mapping M2: content differs");
