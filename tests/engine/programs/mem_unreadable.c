@@ -4,9 +4,10 @@
  *  - PROT_NONE regions holding data: private anonymous, a private file mapping with pages
  *    copied on write, shared anonymous memory (data written, then mprotect(PROT_NONE));
  *    protection still ---, data back after mprotect(PROT_READ);
- *  - guard pages (MADV_GUARD_INSTALL, linux 6.13) in a private anonymous region and in a
- *    private file mapping: still guards (a read faults with SIGSEGV), the pages around them
- *    keep their data (skipped, and said so, where the kernel has no guard pages);
+ *  - guard pages (MADV_GUARD_INSTALL, linux 6.13) in a private anonymous region, in a
+ *    private file mapping and in shared anonymous memory (linux 6.15): still guards (a read
+ *    faults with SIGSEGV), the pages around them keep their data (skipped, and said so,
+ *    where the kernel has no guard pages);
  *  - a file mapped MAP_SHARED PROT_READ|PROT_WRITE from an O_RDWR fd, and one mapped
  *    PROT_READ from an O_RDWR fd, both files then chmod 0444: content, a write through the
  *    first reaches the file, the second can still be made writable (mprotect). */
@@ -75,7 +76,7 @@ static void expect_perms(const void* addr, const char* want, const char* what) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 7);
+    test_init(argc, argv, 8);
     char path[4200];
 
     /* PROT_NONE with data. */
@@ -100,6 +101,10 @@ int main(int argc, char** argv) {
     close(fd);
     test_fill(guarded_file + 2 * PAGE, PAGE, 36);
     int have_file_guards = have_guards && madvise(guarded_file + PAGE, PAGE, MADV_GUARD_INSTALL) == 0;
+    unsigned char* guarded_shared = map(4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    test_fill(guarded_shared, 4 * PAGE, 40);
+    int have_shared_guards = have_guards && madvise(guarded_shared + 2 * PAGE, PAGE, MADV_GUARD_INSTALL) == 0;
+    if (have_guards && !have_shared_guards) fprintf(stderr, "no guard pages in shared mappings here: not checked\n");
     if (!have_guards) fprintf(stderr, "no guard pages on this kernel (%s): not checked\n", strerror(errno));
 
     /* Writable shared file mappings of files made read-only afterwards. */
@@ -144,6 +149,12 @@ int main(int argc, char** argv) {
         close(fd);
     }
     if (test_corrupt(7)) rw[PAGE + 3] ^= 1;
+    if (test_corrupt(8)) {
+        if (have_shared_guards)
+            madvise(guarded_shared + 2 * PAGE, PAGE, 103 /* MADV_GUARD_REMOVE */);
+        else
+            guarded_shared[0] ^= 1;
+    }
 
     static unsigned char expect[8 * PAGE];
     expect_perms(none_anon, "---p", "PROT_NONE anonymous region");
@@ -174,6 +185,11 @@ int main(int argc, char** argv) {
     CHECK(memcmp(guarded_file, expect, PAGE) == 0 && memcmp(guarded_file + 2 * PAGE, expect + 2 * PAGE, 2 * PAGE) == 0,
           "private file mapping around its guard page: data differs");
     if (have_file_guards) CHECK(faults(guarded_file + PAGE), "guard page of the private file mapping no longer faults");
+    test_fill(expect, 4 * PAGE, 40);
+    CHECK(memcmp(guarded_shared, expect, 2 * PAGE) == 0 && memcmp(guarded_shared + 3 * PAGE, expect + 3 * PAGE, PAGE) == 0,
+          "shared anonymous region around its guard page: data differs");
+    if (have_shared_guards)
+        CHECK(faults(guarded_shared + 2 * PAGE), "guard page of the shared anonymous region no longer faults");
 
     test_fill(expect, 4 * PAGE, 37);
     test_fill(expect + PAGE, PAGE, 38);
