@@ -50,6 +50,9 @@ constexpr unsigned kCopyThreads = 4;
 
 // madvise flags worth replaying, as smaps VmFlags spells them.
 constexpr uint32_t kHugepage = 1, kNoHugepage = 2, kDontFork = 4, kWipeOnFork = 8, kDontDump = 16;
+// Format version 4: attributes replayed last, in the same field: mlock ("lo") and mseal ("sl").
+constexpr uint32_t kLocked = 32, kSealed = 64;
+constexpr long kSysMseal = 462;  // mseal (linux 6.10)
 constexpr uint64_t kThpDisableExceptAdvised = 1 << 1;  // PR_THP_DISABLE_EXCEPT_ADVISED, linux 6.18
 
 // The PFN of the kernel's shared zero page: pages mapped to it were only ever read.
@@ -299,7 +302,8 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         v->set_name(m.path);
         v->set_madvise((has_flag(flags, "hg") ? kHugepage : 0) | (has_flag(flags, "nh") ? kNoHugepage : 0) |
                        (has_flag(flags, "dc") ? kDontFork : 0) | (has_flag(flags, "wf") ? kWipeOnFork : 0) |
-                       (has_flag(flags, "dd") ? kDontDump : 0));
+                       (has_flag(flags, "dd") ? kDontDump : 0) | (has_flag(flags, "lo") ? kLocked : 0) |
+                       (has_flag(flags, "sl") ? kSealed : 0));
         if (!kernel_mapped(kind) && (has_flag(flags, "io") || has_flag(flags, "pf")))
             return error("pid {}: mapping {:#x}-{:#x} ({}) is device or PFN memory, which cannot be dumped", pid,
                          m.start, m.end, m.path);
@@ -693,6 +697,20 @@ Result<void> restore_memory(RestoreTask& t) {
         if (kernel_mapped(v.kind())) continue;
         if (v.has_pages() && !(v.prot() & PROT_WRITE))
             CKPT_TRY(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), v.end() - v.start(), v.prot()}));
+    }
+
+    // 6b. Locks, then seals: nothing may change a sealed mapping after this.
+    for (const auto& v : mm.vmas()) {
+        if (kernel_mapped(v.kind())) continue;
+        if (v.madvise() & kLocked)
+            CKPT_TRY_CTX(rt.syscall_ok("mlock", SYS_mlock, {v.start(), v.end() - v.start()}),
+                         "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+    }
+    for (const auto& v : mm.vmas()) {
+        if (kernel_mapped(v.kind())) continue;
+        if (v.madvise() & kSealed)
+            CKPT_TRY_CTX(rt.syscall_ok("mseal", kSysMseal, {v.start(), v.end() - v.start(), 0}),
+                         "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
     }
 
     // 7. mm fields and the exe link.

@@ -29,7 +29,8 @@ namespace ckpt::image {
 //    seals, Vma.may_write; a version 1 image lacks them and is refused, not restored wrong.
 // 3: per-thread scheduling flags and utilization clamps, per-thread credentials,
 //    oom_score_adj, loginuid; a version 2 image lacks them and is refused.
-// 4: guard pages of mappings (Vma.guards); a version 3 image may lack them and is refused.
+// 4: guard pages of mappings (Vma.guards), mlock'ed and mseal'ed mappings (Vma.madvise); a
+//    version 3 image may lack them and is refused.
 inline constexpr uint32_t kFormatVersion = 4;
 
 enum class Kind : uint32_t {
