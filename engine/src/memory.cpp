@@ -639,8 +639,10 @@ Result<void> restore_memory(RestoreTask& t) {
         bool apart = v.kind() == image::Vma::ANON && !(v.flags() & MAP_GROWSDOWN) && before &&
                      before->end() == v.start() && !kernel_mapped(before->kind());
         if (apart) {
+            // Writable while it is written (no forced write through /proc/PID/mem needed).
+            const uint32_t tmp_prot = prot | PROT_READ | PROT_WRITE;
             int64_t tmp = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
-                                                      {0, len, prot, flags & ~MAP_FIXED, static_cast<uint64_t>(-1), 0}),
+                                                      {0, len, tmp_prot, flags & ~MAP_FIXED, static_cast<uint64_t>(-1), 0}),
                                        "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());
             const char zero = 0;
             CKPT_TRY_CTX(write_remote(host, static_cast<uint64_t>(tmp), &zero, 1), "pid {}: mapping {:#x}-{:#x}", pid,
@@ -653,6 +655,9 @@ Result<void> restore_memory(RestoreTask& t) {
                 return error("pid {}: mremap placed {:#x} at {:#x}", pid, v.start(), got);
             CKPT_TRY_CTX(rt.syscall_ok("madvise(MADV_DONTNEED)", SYS_madvise, {v.start(), kPage, MADV_DONTNEED}),
                          "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+            if (tmp_prot != prot)
+                CKPT_TRY_CTX(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), len, prot}),
+                             "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
             continue;
         }
         int64_t got = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
