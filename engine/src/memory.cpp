@@ -636,8 +636,10 @@ Result<void> restore_memory(RestoreTask& t) {
                                      v.name());
         }
         uint64_t pgoff = v.kind() == image::Vma::ANON ? 0 : v.pgoff();
+        // (Only where nothing else keeps the two apart: same protection, flags and advice.)
         bool apart = v.kind() == image::Vma::ANON && !(v.flags() & MAP_GROWSDOWN) && before &&
-                     before->end() == v.start() && !kernel_mapped(before->kind());
+                     before->end() == v.start() && before->kind() == image::Vma::ANON &&
+                     before->prot() == v.prot() && before->flags() == v.flags() && before->madvise() == v.madvise();
         if (apart) {
             // Writable while it is written (no forced write through /proc/PID/mem needed).
             const uint32_t tmp_prot = prot | PROT_READ | PROT_WRITE;
