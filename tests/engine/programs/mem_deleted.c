@@ -23,16 +23,6 @@
 
 #define PAGE 4096ul
 
-static unsigned char* map(size_t len, int prot, int flags, int fd, off_t off) {
-    unsigned char* p = mmap(NULL, len, prot, flags, fd, off);
-    if (p == MAP_FAILED) {
-        test_fail("mmap %zu bytes at offset %lld: %s", len, (long long)off, strerror(errno));
-        test_finish();
-        _exit(1);
-    }
-    return p;
-}
-
 static volatile uint64_t* word(unsigned char* p) { return (volatile uint64_t*)p; }
 
 static int wait_for(volatile uint64_t* w, uint64_t value) {
@@ -69,9 +59,9 @@ int main(int argc, char** argv) {
     unlink(other);
     if (link(path, other) != 0) test_fail("link %s: %s", other, strerror(errno));
 #endif
-    unsigned char* A = map(16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    unsigned char* B = map(8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 8 * PAGE);
-    unsigned char* P = map(8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 4 * PAGE);
+    unsigned char* A = test_mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    unsigned char* B = test_mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 8 * PAGE);
+    unsigned char* P = test_mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 4 * PAGE);
     test_fill(P, 2 * PAGE, 21);
     volatile unsigned char sink = 0;
     for (size_t i = 2; i < 8; i++) sink += P[i * PAGE];
@@ -80,7 +70,7 @@ int main(int argc, char** argv) {
     test_fill(filebuf + 9 * PAGE, PAGE, 22);
     close(fd);
     int rofd = make_file(ro_path, robuf, sizeof robuf, O_RDONLY);
-    unsigned char* R = map(4 * PAGE, PROT_READ, MAP_SHARED, rofd, 0);
+    unsigned char* R = test_mmap(NULL, 4 * PAGE, PROT_READ, MAP_SHARED, rofd, 0);
     close(rofd);
     if (unlink(path) != 0 || unlink(ro_path) != 0) test_fail("unlink: %s", strerror(errno));
 

@@ -20,14 +20,8 @@
 
 #define PAGE 4096ul
 
-static unsigned char* map(void* at, size_t len, int flags, int fd, off_t off) {
-    unsigned char* p = mmap(at, len, PROT_READ | PROT_WRITE, flags, fd, off);
-    if (p == MAP_FAILED) {
-        test_fail("mmap %zu bytes: %s", len, strerror(errno));
-        test_finish();
-        _exit(1);
-    }
-    return p;
+static unsigned char* map_rw(void* addr, size_t len, int flags, int fd, off_t off) {
+    return test_mmap(addr, len, PROT_READ | PROT_WRITE, flags, fd, off);
 }
 
 static unsigned char* remap(void* old, size_t old_len, size_t new_len, int flags, void* to) {
@@ -40,12 +34,6 @@ static unsigned char* remap(void* old, size_t old_len, size_t new_len, int flags
     return p;
 }
 
-static int is_zero(const unsigned char* p, size_t len) {
-    for (size_t i = 0; i < len; i++)
-        if (p[i]) return 0;
-    return 1;
-}
-
 int main(int argc, char** argv) {
     test_init(argc, argv, 8);
     const int anon = MAP_PRIVATE | MAP_ANONYMOUS;
@@ -55,20 +43,20 @@ int main(int argc, char** argv) {
     if (area == MAP_FAILED) test_fail("mmap: %s", strerror(errno));
 
     /* Moved: [neighbour 4 pages][moved 8 pages], the neighbour mapped after the move. */
-    unsigned char* moved_from = map(NULL, 8 * PAGE, anon, -1, 0);
+    unsigned char* moved_from = map_rw(NULL, 8 * PAGE, anon, -1, 0);
     test_fill(moved_from, 8 * PAGE, 40);
     unsigned char* moved = remap(moved_from, 8 * PAGE, 8 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, area + 4 * PAGE);
-    unsigned char* neighbour = map(area, 4 * PAGE, anon | MAP_FIXED, -1, 0);
+    unsigned char* neighbour = map_rw(area, 4 * PAGE, anon | MAP_FIXED, -1, 0);
     test_fill(neighbour, 4 * PAGE, 41);
 
     /* Grown from 4 to 12 pages (moved if it must), page 6 touched afterwards. */
-    unsigned char* grown = map(NULL, 4 * PAGE, anon, -1, 0);
+    unsigned char* grown = map_rw(NULL, 4 * PAGE, anon, -1, 0);
     test_fill(grown, 4 * PAGE, 42);
     grown = remap(grown, 4 * PAGE, 12 * PAGE, MREMAP_MAYMOVE, NULL);
     test_fill(grown + 6 * PAGE, PAGE, 43);
 
     /* Shrunk from 12 to 4 pages. */
-    unsigned char* shrunk = map(area + 16 * PAGE, 12 * PAGE, anon | MAP_FIXED, -1, 0);
+    unsigned char* shrunk = map_rw(area + 16 * PAGE, 12 * PAGE, anon | MAP_FIXED, -1, 0);
     test_fill(shrunk, 12 * PAGE, 44);
     remap(shrunk, 12 * PAGE, 4 * PAGE, 0, NULL);
 
@@ -80,7 +68,7 @@ int main(int argc, char** argv) {
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, filebuf, sizeof filebuf) != (ssize_t)sizeof filebuf)
         test_fail("write %s: %s", path, strerror(errno));
-    unsigned char* pf = map(NULL, 8 * PAGE, MAP_PRIVATE, fd, 2 * PAGE);
+    unsigned char* pf = map_rw(NULL, 8 * PAGE, MAP_PRIVATE, fd, 2 * PAGE);
     test_fill(pf + PAGE, 2 * PAGE, 46);
     pf = remap(pf, 8 * PAGE, 8 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, area + 32 * PAGE);
     char moved_line[512] = "", neighbour_line[512] = "";
@@ -90,14 +78,14 @@ int main(int argc, char** argv) {
     test_vma_line(pf, pf_line, sizeof pf_line);
 
     /* A shared file mapping (file pages 8-11) moved and grown to pages 8-15. */
-    unsigned char* sf = map(NULL, 4 * PAGE, MAP_SHARED, fd, 8 * PAGE);
+    unsigned char* sf = map_rw(NULL, 4 * PAGE, MAP_SHARED, fd, 8 * PAGE);
     sf = remap(sf, 4 * PAGE, 8 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, area + 48 * PAGE);
     test_fill(sf + 6 * PAGE, PAGE, 47);
     test_fill(filebuf + 14 * PAGE, PAGE, 47);
     close(fd);
 
     /* A shared anonymous region moved. */
-    unsigned char* sa = map(NULL, 4 * PAGE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    unsigned char* sa = map_rw(NULL, 4 * PAGE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     test_fill(sa, 4 * PAGE, 48);
     sa = remap(sa, 4 * PAGE, 4 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, area + 58 * PAGE);
 
@@ -106,20 +94,20 @@ int main(int argc, char** argv) {
 
     if (test_corrupt(1)) moved[PAGE] ^= 1;
     if (test_corrupt(2)) grown[8 * PAGE] = 1;
-    if (test_corrupt(3)) map(shrunk + 4 * PAGE, PAGE, anon | MAP_FIXED, -1, 0);
+    if (test_corrupt(3)) map_rw(shrunk + 4 * PAGE, PAGE, anon | MAP_FIXED, -1, 0);
     if (test_corrupt(4)) pf[PAGE] ^= 1;
     if (test_corrupt(5)) {
         fd = open(path, O_RDONLY | O_CLOEXEC);
-        map(pf + 4 * PAGE, PAGE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+        map_rw(pf + 4 * PAGE, PAGE, MAP_PRIVATE | MAP_FIXED, fd, 0);
         close(fd);
     }
     if (test_corrupt(6)) sf[7 * PAGE] ^= 1;
     if (test_corrupt(7)) sa[3] ^= 1;
     if (test_corrupt(8)) {
         /* the two merged into one, as a restore in place gives */
-        unsigned char* tmp = map(NULL, 12 * PAGE, anon, -1, 0);
+        unsigned char* tmp = map_rw(NULL, 12 * PAGE, anon, -1, 0);
         memcpy(tmp, neighbour, 12 * PAGE);
-        map(neighbour, 12 * PAGE, anon | MAP_FIXED, -1, 0);
+        map_rw(neighbour, 12 * PAGE, anon | MAP_FIXED, -1, 0);
         memcpy(neighbour, tmp, 12 * PAGE);
     }
 
@@ -136,7 +124,7 @@ int main(int argc, char** argv) {
     test_fill(expect, 4 * PAGE, 42);
     CHECK(memcmp(grown, expect, 4 * PAGE) == 0, "grown anonymous region: old pages differ");
     CHECK(test_verify(grown + 6 * PAGE, PAGE, 43) < 0, "grown anonymous region: the new page written differs");
-    CHECK(is_zero(grown + 4 * PAGE, 2 * PAGE) && is_zero(grown + 7 * PAGE, 5 * PAGE),
+    CHECK(test_is_zero(grown + 4 * PAGE, 2 * PAGE) && test_is_zero(grown + 7 * PAGE, 5 * PAGE),
           "grown anonymous region: untouched new pages are not zero");
     test_fill(expect, 12 * PAGE, 44);
     CHECK(memcmp(shrunk, expect, 4 * PAGE) == 0, "shrunk anonymous region: data differs");

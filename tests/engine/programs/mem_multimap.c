@@ -20,14 +20,8 @@
 
 #define PAGE 4096ul
 
-static unsigned char* map(void* addr, size_t len, int flags, int fd, off_t off) {
-    unsigned char* p = mmap(addr, len, PROT_READ | PROT_WRITE, flags, fd, off);
-    if (p == MAP_FAILED) {
-        test_fail("mmap %zu bytes at offset %lld: %s", len, (long long)off, strerror(errno));
-        test_finish();
-        _exit(1);
-    }
-    return p;
+static unsigned char* map_rw(void* addr, size_t len, int flags, int fd, off_t off) {
+    return test_mmap(addr, len, PROT_READ | PROT_WRITE, flags, fd, off);
 }
 
 static volatile uint64_t* word(unsigned char* p) { return (volatile uint64_t*)p; }
@@ -37,7 +31,7 @@ static volatile uint64_t* word(unsigned char* p) { return (volatile uint64_t*)p;
 static void unshare(unsigned char* p, size_t len) {
     static unsigned char copy[16 * PAGE];
     memcpy(copy, p, len);
-    map(p, len, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    map_rw(p, len, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     memcpy(p, copy, len);
 }
 
@@ -52,9 +46,9 @@ int main(int argc, char** argv) {
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, filebuf, sizeof filebuf) != (ssize_t)sizeof filebuf)
         test_fail("write %s: %s", path, strerror(errno));
-    unsigned char* A = map(NULL, 16 * PAGE, MAP_SHARED, fd, 0);
-    unsigned char* B = map(NULL, 8 * PAGE, MAP_SHARED, fd, 8 * PAGE);
-    unsigned char* P = map(NULL, 8 * PAGE, MAP_PRIVATE, fd, 4 * PAGE);
+    unsigned char* A = map_rw(NULL, 16 * PAGE, MAP_SHARED, fd, 0);
+    unsigned char* B = map_rw(NULL, 8 * PAGE, MAP_SHARED, fd, 8 * PAGE);
+    unsigned char* P = map_rw(NULL, 8 * PAGE, MAP_PRIVATE, fd, 4 * PAGE);
     test_fill(P, 2 * PAGE, 11);                 /* P pages 0-1 (file 4-5): private copies */
     volatile unsigned char sink = 0;
     for (size_t i = 2; i < 8; i++) sink += P[i * PAGE];  /* the rest: file pages, read */
@@ -64,7 +58,7 @@ int main(int argc, char** argv) {
     close(fd);
 
     /* Shared anonymous memory, seen twice. */
-    unsigned char* S = map(NULL, 8 * PAGE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    unsigned char* S = map_rw(NULL, 8 * PAGE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     test_fill(S, 8 * PAGE, 13);
     unsigned char* S2 = mremap(S, 0, 8 * PAGE, MREMAP_MAYMOVE);
     if (S2 == MAP_FAILED) {
@@ -75,9 +69,9 @@ int main(int argc, char** argv) {
     /* A memfd mapped three times, its fd closed. */
     int mfd = memfd_create("multimap", MFD_CLOEXEC);
     if (mfd < 0 || ftruncate(mfd, 8 * PAGE) != 0) test_fail("memfd: %s", strerror(errno));
-    unsigned char* M1 = map(NULL, 8 * PAGE, MAP_SHARED, mfd, 0);
-    unsigned char* M2 = map(NULL, 4 * PAGE, MAP_SHARED, mfd, 4 * PAGE);
-    unsigned char* MP = map(NULL, 8 * PAGE, MAP_PRIVATE, mfd, 0);
+    unsigned char* M1 = map_rw(NULL, 8 * PAGE, MAP_SHARED, mfd, 0);
+    unsigned char* M2 = map_rw(NULL, 4 * PAGE, MAP_SHARED, mfd, 4 * PAGE);
+    unsigned char* MP = map_rw(NULL, 8 * PAGE, MAP_PRIVATE, mfd, 0);
     test_fill(M1, 8 * PAGE, 14);
     test_fill(MP, PAGE, 15);                    /* MP page 0: a private copy */
     for (size_t i = 1; i < 8; i++) sink += MP[i * PAGE];
@@ -96,7 +90,7 @@ int main(int argc, char** argv) {
         /* S2 as a memfd's mapping, as a restore from a memfd gives */
         int m = memfd_create("ckpt-shmem", MFD_CLOEXEC);
         if (m >= 0 && ftruncate(m, 8 * PAGE) == 0 && pwrite(m, S2, 8 * PAGE, 0) == (ssize_t)(8 * PAGE))
-            map(S2, 8 * PAGE, MAP_SHARED | MAP_FIXED, m, 0);
+            map_rw(S2, 8 * PAGE, MAP_SHARED | MAP_FIXED, m, 0);
         if (m >= 0) close(m);
     }
 

@@ -25,22 +25,6 @@
 #define BIG_BYTES (64ul << 20)
 #define FILE_PAGES 16
 
-static void* map_anon(size_t len, int prot) {
-    void* p = mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        test_fail("mmap %zu bytes: %s", len, strerror(errno));
-        test_finish();
-        _exit(1);
-    }
-    return p;
-}
-
-static int is_zero(const unsigned char* p, size_t len) {
-    for (size_t i = 0; i < len; i++)
-        if (p[i]) return 0;
-    return 1;
-}
-
 static void expect_perms(const void* addr, const char* want, const char* what) {
     char perms[5];
     test_vma_perms(addr, perms);
@@ -52,7 +36,7 @@ int main(int argc, char** argv) {
     test_init(argc, argv, 10);
 
     /* Sparse anonymous memory: even pages written, odd pages never touched. */
-    unsigned char* sparse = map_anon(SPARSE_PAGES * PAGE, PROT_READ | PROT_WRITE);
+    unsigned char* sparse = test_mmap(NULL, SPARSE_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     for (size_t i = 0; i < SPARSE_PAGES; i += 2) test_fill(sparse + i * PAGE, PAGE, 100 + i);
 
     /* brk heap. */
@@ -61,7 +45,7 @@ int main(int argc, char** argv) {
     test_fill(heap, HEAP_BYTES, 2);
 
     /* Protections: r-- | --- | guard gap (---) | rw-. */
-    unsigned char* prot = map_anon(4 * PAGE, PROT_READ | PROT_WRITE);
+    unsigned char* prot = test_mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     test_fill(prot, 4 * PAGE, 3);
     mprotect(prot, PAGE, PROT_READ);
     mprotect(prot + PAGE, PAGE, PROT_NONE);  /* data hidden behind PROT_NONE */
@@ -69,19 +53,19 @@ int main(int argc, char** argv) {
     mmap(prot + 2 * PAGE, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 
     /* MADV_DONTNEED holes. */
-    unsigned char* holes = map_anon(DONTNEED_PAGES * PAGE, PROT_READ | PROT_WRITE);
+    unsigned char* holes = test_mmap(NULL, DONTNEED_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     test_fill(holes, DONTNEED_PAGES * PAGE, 4);
     madvise(holes + 4 * PAGE, 4 * PAGE, MADV_DONTNEED);
 
     /* Transparent huge pages: a 2 MiB-aligned region with MADV_HUGEPAGE. */
-    unsigned char* thp_raw = map_anon(THP_BYTES + (2ul << 20), PROT_READ | PROT_WRITE);
+    unsigned char* thp_raw = test_mmap(NULL, THP_BYTES + (2ul << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     unsigned char* thp =
         (unsigned char*)(((uintptr_t)thp_raw + (2ul << 20) - 1) & ~((2ul << 20) - 1));
     madvise(thp, THP_BYTES, MADV_HUGEPAGE);
     test_fill(thp, THP_BYTES, 5);
 
     /* 64 MiB of random data. */
-    unsigned char* big = map_anon(BIG_BYTES, PROT_READ | PROT_WRITE);
+    unsigned char* big = test_mmap(NULL, BIG_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     test_fill(big, BIG_BYTES, 6);
     uint64_t big_hash = test_hash(big, BIG_BYTES);
 
@@ -122,7 +106,7 @@ int main(int argc, char** argv) {
         if (i % 2 == 0)
             CHECK(test_verify(page, PAGE, 100 + i) < 0, "anonymous page %zu lost its data", i);
         else
-            CHECK(is_zero(page, PAGE), "never-touched anonymous page %zu is not zero", i);
+            CHECK(test_is_zero(page, PAGE), "never-touched anonymous page %zu is not zero", i);
     }
 
     CHECK(sbrk(0) == brk_end, "program break moved: %p, expected %p", sbrk(0), brk_end);
@@ -146,7 +130,7 @@ int main(int argc, char** argv) {
 
     static unsigned char expect_holes[DONTNEED_PAGES * PAGE];
     test_fill(expect_holes, sizeof expect_holes, 4);
-    CHECK(is_zero(holes + 4 * PAGE, 4 * PAGE), "MADV_DONTNEED hole is not zero");
+    CHECK(test_is_zero(holes + 4 * PAGE, 4 * PAGE), "MADV_DONTNEED hole is not zero");
     CHECK(memcmp(holes, expect_holes, 4 * PAGE) == 0 &&
               memcmp(holes + 8 * PAGE, expect_holes + 8 * PAGE, 8 * PAGE) == 0,
           "pages around the MADV_DONTNEED hole changed");

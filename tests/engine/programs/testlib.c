@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -316,3 +317,20 @@ void test_smaps_field(const void* addr, const char* key, char* out, size_t size)
 }
 
 void test_vma_flags(const void* addr, char* out, size_t size) { test_smaps_field(addr, "VmFlags", out, size); }
+
+int test_is_zero(const void* p, size_t len) {
+    const unsigned char* b = p;
+    for (size_t i = 0; i < len; i++)
+        if (b[i]) return 0;
+    return 1;
+}
+
+void* test_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+    void* p = mmap(addr, len, prot, flags, fd, off);
+    if (p == MAP_FAILED) {
+        test_fail("mmap %zu bytes at offset %lld: %s", len, (long long)off, strerror(errno));
+        test_finish();
+        _exit(1);
+    }
+    return p;
+}

@@ -72,6 +72,10 @@ void test_fill(void* buf, size_t len, uint64_t seed);
 /* Offset of the first byte differing from test_fill(seed), or -1. */
 ptrdiff_t test_verify(const void* buf, size_t len, uint64_t seed);
 uint64_t test_hash(const void* buf, size_t len);
+/* 1 when every byte of [p, p + len) is zero. */
+int test_is_zero(const void* p, size_t len);
+/* mmap that fails the test and exits when the mapping cannot be made (a setup error). */
+void* test_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
 
 /* Reads a whole small file with plain syscalls (no malloc, so the memory layout of the
  * caller does not change); returns the length or -1. The text is NUL-terminated. */
