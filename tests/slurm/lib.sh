@@ -10,8 +10,14 @@ TEST_USER=ckpttest
 USER_WORK=$CKPT_CLUSTER_DIR/work/$TEST_USER
 TEST_NAME=$(basename "$0" .sh)
 
+# A failed test cancels the test users' jobs it leaves: the tests share the cluster one after
+# the other, and a job left running (or pending) would hold nodes the next test needs.
 fail() {
     echo "FAIL ($TEST_NAME): $*" >&2
+    if [ -n "${SLURM_CONF:-}" ]; then
+        scancel -u ckpttest 2>/dev/null || true
+        scancel -u ckpttest2 2>/dev/null || true
+    fi
     exit 1
 }
 
@@ -145,6 +151,17 @@ wait_for_set() {
         fi
         ((SECONDS < deadline)) || fail "job $job: no committed set after $after within $timeout s; agent log: $(cat "$CKPT_ROOT/$job"/agents/*.log 2>/dev/null | tail -5)"
         pause
+    done
+}
+
+# Which libmpi each running process of the test user whose command line starts with PATTERN
+# (a regex) mapped, one line per process that mapped one: "ckpt" (ckpt's upper half, staged
+# by the cluster) or "open-mpi".
+libmpi_of_ranks() {
+    local pid
+    for pid in $(pgrep -u "$TEST_USER" -f "^$1" || true); do
+        if grep -q "$CKPT_CLUSTER_DIR/lib/mpi/upper/" "/proc/$pid/maps" 2>/dev/null; then echo ckpt
+        elif grep -q "/libmpi.so" "/proc/$pid/maps" 2>/dev/null; then echo open-mpi; fi
     done
 }
 

@@ -38,21 +38,12 @@ echo "python step done"
 SCRIPT
 chown "$TEST_USER:$TEST_USER" "$work/python.sbatch"
 
-# Which libmpi each running rank mapped, once each has one: "ckpt" or "open-mpi" per rank.
-libmpi_of_ranks() {
-    local pid
-    for pid in $(pgrep -u "$TEST_USER" -f "^$python $ring " || true); do
-        if grep -q "$CKPT_CLUSTER_DIR/lib/mpi/upper/" "/proc/$pid/maps" 2>/dev/null; then echo ckpt
-        elif grep -q "/libmpi.so" "/proc/$pid/maps" 2>/dev/null; then echo open-mpi; fi
-    done
-}
-
 job=$(submit "$work" --output="$work/python-%j.out" --checkpoint-interval=4s --checkpoint-mpi=always \
     "$work/python.sbatch")
 out=$work/python-$job.out
 # mpi4py loads libmpi as the script imports it: the ranks are judged once all 4 have.
 deadline=$((SECONDS + 60))
-until seen=$(libmpi_of_ranks) && [ "$(echo "$seen" | grep -c .)" = 4 ] && [ "$(echo "$seen" | sort -u)" = ckpt ]; do
+until seen=$(libmpi_of_ranks "$python $ring ") && [ "$(echo "$seen" | grep -c .)" = 4 ] && [ "$(echo "$seen" | sort -u)" = ckpt ]; do
     ((SECONDS < deadline)) || fail "the 4 ranks of job $job (--checkpoint-mpi=always) not all on ckpt's libmpi after 60 s: $(echo $seen); $(cat "$out")"
     pause
 done

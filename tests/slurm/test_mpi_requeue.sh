@@ -31,17 +31,9 @@ echo "mpi step done"
 SCRIPT
 chown "$TEST_USER:$TEST_USER" "$work/mpi.sbatch"
 
-# Which libmpi the ranks of a running job mapped: "ckpt" or "open-mpi".
-libmpi_of_ranks() {
-    local pid
-    for pid in $(pgrep -u "$TEST_USER" -f "^$prog " || true); do
-        if grep -q "$CKPT_CLUSTER_DIR/lib/mpi/upper/" "/proc/$pid/maps" 2>/dev/null; then echo ckpt
-        elif grep -q "/libmpi.so" "/proc/$pid/maps" 2>/dev/null; then echo open-mpi; fi
-    done | sort -u
-}
 wait_for_ranks() {
     local deadline=$((SECONDS + 60)) seen
-    while seen=$(libmpi_of_ranks) && [ -z "$seen" ]; do
+    while seen=$(libmpi_of_ranks "$prog " | sort -u) && [ -z "$seen" ]; do
         ((SECONDS < deadline)) || fail "no rank of job $1 running after 60 s"
         pause
     done
