@@ -48,6 +48,10 @@ Pid namespaces: nested-pidns (run with pidns_nested: a dump of a tree holding a 
 Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping of a deleted
   name of a file still linked elsewhere; the dump refuses it naming the pid and the mapping,
   the tree runs on).
+Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
+  linked elsewhere / a removed directory; the dump refuses it naming the pid and fd 9, the
+  tree runs on), refused-cwd (run with cwd_removed: the cwd was removed; refused naming the
+  pid and the cwd).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -879,6 +883,29 @@ class Run:
         self.expect_tree_unharmed("a dump refused for an unsupported fd")
         return "PASS"
 
+    def neg_refused_fd(self):
+        """An fd the engine could not restore exactly (fd_deleted_linked: a deleted name of a file
+        linked elsewhere; fd_dir_removed: a directory removed after it was opened): the dump
+        refuses it naming the pid and fd 9, and the tree runs on."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
+                                   "dump of an fd that cannot be restored exactly")
+        if "fd 9" not in line:
+            raise TestFailure(f"the refusal does not name fd 9: {line}")
+        self.expect_tree_unharmed("a dump refused for an fd")
+        return "PASS"
+
+    def neg_refused_cwd(self):
+        """A cwd removed (rmdir) after it was entered (cwd_removed): the dump refuses it naming
+        the pid and the cwd, and the tree runs on."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
+                                   "dump of a removed cwd")
+        if "cwd" not in line:
+            raise TestFailure(f"the refusal does not name the cwd: {line}")
+        self.expect_tree_unharmed("a dump refused for a removed cwd")
+        return "PASS"
+
     def neg_unsupported_mapping(self):
         """A mapping the engine cannot restore exactly (mem_deleted_linked: a MAP_SHARED mapping
         of a deleted name of a file still linked elsewhere): the dump refuses it, naming the
@@ -1209,7 +1236,7 @@ def main():
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
-                                           "unsupported-mapping"])
+                                           "unsupported-mapping", "refused-fd", "refused-cwd"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")

@@ -9,7 +9,11 @@
  * (F_SETSIG SIGWINCH, which the runner ignores).
  * Built with PIDFD_REAPED (program pidfd_reaped), fd 9 is a pidfd of a child that exited and
  * was reaped; with PIDFD_OUTSIDE (program pidfd_outside), a pidfd of the runner, outside the
- * tree. */
+ * tree.
+ * Built with DELETED_LINKED (program fd_deleted_linked), fd 9 is a file whose name was unlinked
+ * while a second hard link to it lives in another folder; with DIR_REMOVED (program
+ * fd_dir_removed), a directory removed (rmdir) after it was opened; with CWD_REMOVED (program
+ * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -65,6 +70,31 @@ int main(int argc, char** argv) {
 #elif defined(PIDFD_OUTSIDE)
     const char* kind = "pidfd";
     int fd = (int)syscall(SYS_pidfd_open, getppid(), 0);
+#elif defined(DELETED_LINKED)
+    const char* kind = "(deleted)";
+    char a[600], other[600], b[700];
+    test_data_path(a, sizeof a, "name");
+    test_data_path(other, sizeof other, "elsewhere");
+    mkdir(other, 0755);
+    snprintf(b, sizeof b, "%s/other-link", other);
+    unlink(b);
+    int fd = open(a, O_CREAT | O_TRUNC | O_RDWR, 0644);
+    if (fd < 0 || write(fd, "data", 4) != 4 || link(a, b) != 0 || unlink(a) != 0)
+        test_fail("deleted linked file: %s", strerror(errno));
+#elif defined(DIR_REMOVED)
+    const char* kind = "(deleted)";
+    char d[600];
+    test_data_path(d, sizeof d, "removed");
+    mkdir(d, 0755);
+    int fd = open(d, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || rmdir(d) != 0) test_fail("removed directory: %s", strerror(errno));
+#elif defined(CWD_REMOVED)
+    const char* kind = "/dev/null";
+    char d[600];
+    test_data_path(d, sizeof d, "removed-cwd");
+    mkdir(d, 0755);
+    if (chdir(d) != 0 || rmdir(d) != 0) test_fail("removed cwd: %s", strerror(errno));
+    int fd = open("/dev/null", O_RDONLY);
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;
