@@ -66,6 +66,13 @@ Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch&
     if (slack) core->set_timer_slack_ns(CKPT_TRY_CTX(parse_uint(trim(*slack)), "{}", slack_path));
     core->set_cwd(CKPT_TRY(read_link(proc_path(pid, "cwd"))));
     core->set_root(CKPT_TRY(read_link(proc_path(pid, "root"))));
+    // A folder removed after it was entered cannot be entered again (a restore would fail,
+    // or enter another folder of that name).
+    for (auto [path, what] : {std::pair{core->cwd(), "cwd"}, std::pair{core->root(), "root"}})
+        if (path.ends_with(" (deleted)"))
+            return error_code(ENOTSUP, "pid {}: its {} {} was removed (rmdir) after it was entered: it cannot be "
+                                       "restored; refused",
+                              pid, what, path.substr(0, path.size() - std::string_view(" (deleted)").size()));
     auto sc = scratch.scope();
     int pdeath = 0;
     uint64_t at = CKPT_TRY(sc.take(sizeof pdeath, alignof(int)));

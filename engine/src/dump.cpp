@@ -460,6 +460,17 @@ Result<DumpStats> dump(const DumpOptions& opts) {
 
     for (const auto& p : tree.processes)
         if (!p.zombie) CKPT_TRY_CTX(count_pipe_ends(p.pid, &pipes), "pid {}", p.pid);
+    {
+        // For fds on /proc files of the tree's processes (reopened for the restored ones).
+        std::map<pid_t, pid_t> tree_pids;
+        std::set<pid_t> other_threads;
+        for (const auto& p : tree.processes) {
+            tree_pids[p.pid] = p.ns_pid;
+            for (pid_t tid : p.threads)
+                if (tid != p.pid) other_threads.insert(tid);
+        }
+        files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
+    }
 
     uint64_t pages_written = 0;
     std::deque<image::PageMap> pagemaps;  // stable addresses: plans point into it

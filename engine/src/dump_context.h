@@ -36,14 +36,23 @@ public:
     // lets a restore roll it back to its size now (FileEntry.written). Once per file.
     Result<void> mark_written(uint32_t id, const std::string& fd_path);
     image::FileTable& table() { return table_; }
+    // The tree's processes (the engine's pid -> the tree's) and other threads (the engine's
+    // tids), for files of /proc naming them.
+    void set_tree_pids(std::map<pid_t, pid_t> processes, std::set<pid_t> threads) {
+        processes_ = std::move(processes);
+        threads_ = std::move(threads);
+    }
 
 private:
     bool saved_whole(const std::string& path) const;
+    Result<void> record_proc_file(image::FileEntry* e, const std::string& path) const;
 
     const image::ImageDir& dir_;
     std::vector<std::string> save_whole_under_;  // folders whose files are saved whole
     image::FileTable table_;
     std::map<std::pair<uint64_t, uint64_t>, uint32_t> by_inode_;  // (dev, ino) -> id
+    std::map<pid_t, pid_t> processes_;
+    std::set<pid_t> threads_;
 };
 
 // One process of a frozen tree, as the dump read it from /proc once for every resource

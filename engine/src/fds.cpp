@@ -173,7 +173,11 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         f->set_cloexec(info.flags & O_CLOEXEC);
         f->set_pos(info.pos);
         auto ctx = [&](Error e) { return e.context("pid {}: fd {} ({})", pid, fd, link); };
-        if (auto r = dump_async(pidfd.get(), fd, f); !r) return ctx(std::move(r).error());
+        // An O_PATH fd names a file without opening it: no owner, signal or offset to keep
+        // (fcntl(F_GETOWN_EX) refuses it).
+        const bool o_path = (info.flags & O_PATH) != 0;
+        if (!o_path)
+            if (auto r = dump_async(pidfd.get(), fd, f); !r) return ctx(std::move(r).error());
         // Bound at restore to the restorer's fds, whose owner and O_ASYNC are the restorer's.
         auto refuse_async_external = [&]() -> Result<void> {
             if (f->has_async() || (f->flags() & O_ASYNC))
@@ -253,21 +257,42 @@ Result<void> dump_fds(pid_t pid, const PipeEnds& pipes, Descriptions& descs, Fil
         if (!link.starts_with("/")) return ctx(error("unsupported fd kind: {}", link));
         struct stat st;
         if (stat(link_path.c_str(), &st) != 0) return ctx(sys_error("stat"));
-        if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISDIR(st.st_mode))
+        const bool deleted_name = link.ends_with(" (deleted)");
+        // A folder removed after it was opened cannot be made again as the same folder (nor
+        // would a new one be what the fd names).
+        if (S_ISDIR(st.st_mode) && deleted_name)
+            return ctx(error_code(ENOTSUP, "directory {} was removed (rmdir) after it was opened: it cannot be "
+                                           "restored; refused",
+                                  link.substr(0, link.size() - std::string_view(" (deleted)").size())));
+        // O_PATH (a symlink itself with O_NOFOLLOW, a device, a FIFO...): opened again by path
+        // with the same flags, which opens nothing behind it.
+        if (o_path && !deleted_name && (S_ISLNK(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode) ||
+                                        S_ISSOCK(st.st_mode))) {
+        } else if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISDIR(st.st_mode)) {
             return ctx(error("unsupported fd kind: file type {:o}", st.st_mode & S_IFMT));
-        if (S_ISCHR(st.st_mode) && link != "/dev/null" && link != "/dev/zero" && link != "/dev/urandom" &&
-            link != "/dev/random" && link != "/dev/full")
+        } else if (S_ISCHR(st.st_mode) && !o_path && link != "/dev/null" && link != "/dev/zero" &&
+                   link != "/dev/urandom" && link != "/dev/random" && link != "/dev/full") {
             return ctx(error("unsupported fd kind: character device {}", link));
+        }
         // Such a description can only come from open(O_TMPFILE) in its folder, which would be
         // another file: an open of the same file with these flags does not exist.
-        if (info.flags & __O_TMPFILE)
+        // (glibc's __O_TMPFILE holds O_DIRECTORY too: every bit of it, not any.)
+        if ((info.flags & __O_TMPFILE) == __O_TMPFILE)
             return ctx(error_code(ENOTSUP, "opened with O_TMPFILE: a description with these flags cannot be "
                                            "made again on the same file"));
         f->set_kind(image::Fd::REG);
         auto id = files.add(link_path, link);
         if (!id) return ctx(std::move(id).error());
         f->set_file_id(*id);
-        if ((info.flags & O_ACCMODE) != O_RDONLY && S_ISREG(st.st_mode))
+        const image::FileEntry& entry = files.table().files(static_cast<int>(*id) - 1);
+        // A deleted name of a file that still has a link elsewhere: a restored copy would no
+        // longer be the file the others write and read.
+        if (entry.deleted() && !entry.memfd() && !entry.saved_copy() && st.st_nlink > 0)
+            return ctx(error_code(ENOTSUP,
+                                  "file deleted while open still has {} other link(s) elsewhere: a restored copy "
+                                  "would not share its writes; refused",
+                                  st.st_nlink));
+        if ((info.flags & O_ACCMODE) != O_RDONLY && S_ISREG(st.st_mode) && !entry.proc())
             if (auto w = files.mark_written(*id, link_path); !w) return ctx(std::move(w).error());
         auto desc = description_of(descs, pid, fd, st);
         if (!desc) return ctx(std::move(desc).error());
@@ -329,8 +354,13 @@ Result<void> restore_fds(RestoreTask& t) {
                     // A saved file is one object for every fd and mapping that had it.
                     auto fd = sh.open_file(f.file_id(), flags);
                     if (!fd) return ctx(std::move(fd).error());
-                    if (S_ISREG((*e)->mode()) && lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET) < 0)
-                        return ctx(sys_error("lseek"));
+                    // O_PATH has no offset (lseek refuses it); a /proc file's must be taken.
+                    if (S_ISREG((*e)->mode()) && !(flags & O_PATH)) {
+                        off_t at = lseek(fd->get(), static_cast<off_t>(f.pos()), SEEK_SET);
+                        if (at < 0) return ctx(sys_error("lseek to {} in {}", f.pos(), (*e)->path()));
+                        if (static_cast<uint64_t>(at) != f.pos())
+                            return ctx(error_code(EINVAL, "lseek to {} in {} went to {}", f.pos(), (*e)->path(), at));
+                    }
                     it = sh.descriptions.insert_or_assign(f.description_id(), std::move(*fd)).first;
                 }
                 auto r = t.install_fd(it->second.get(), f.fd(), f.cloexec());

@@ -8,7 +8,10 @@
 #include <sys/mman.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #include <algorithm>
 #include <cstring>
@@ -111,6 +114,14 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
     e->set_gid(st.st_gid);
     by_inode_[key] = id;
 
+    struct statfs fs;
+    if (statfs(fd_path.c_str(), &fs) != 0) return sys_error("statfs {} ({})", fd_path, path);
+    if (fs.f_type == PROC_SUPER_MAGIC) {
+        e->set_path(path);
+        CKPT_TRY(record_proc_file(e, path));
+        return id;
+    }
+
     std::string p = path;
     bool deleted = p.size() > kDeletedSuffix.size() && p.ends_with(kDeletedSuffix);
     if (deleted) p.resize(p.size() - kDeletedSuffix.size());
@@ -142,6 +153,83 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
         if (fd) e->set_build_id(build_id(fd->get()));
     }
     return id;
+}
+
+namespace {
+
+// Whether a path under /proc stays there: no "." or ".." component, no empty one.
+bool plain_relative(std::string_view rest) {
+    if (rest.empty()) return true;
+    for (auto part : split(rest, '/'))
+        if (part.empty() || part == "." || part == "..") return false;
+    return true;
+}
+
+bool all_digits(std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+}  // namespace
+
+Result<void> FileRegistry::record_proc_file(image::FileEntry* e, const std::string& path) const {
+    constexpr std::string_view kProc = "/proc/";
+    if (!starts_with(path, kProc) || path.ends_with(kDeletedSuffix))
+        return error_code(ENOTSUP, "{}: a file of procfs not under /proc (or gone) cannot be reopened", path);
+    std::string_view rest = std::string_view(path).substr(kProc.size());
+    std::string_view first = rest.substr(0, rest.find('/'));
+    e->set_proc(true);
+    if (all_digits(first)) {
+        pid_t n = static_cast<pid_t>(CKPT_TRY(parse_int(first)));
+        rest.remove_prefix(std::min(rest.size(), first.size() + 1));
+        auto it = processes_.find(n);
+        if (it == processes_.end()) {
+            if (threads_.count(n))
+                return error_code(ENOTSUP, "{}: a /proc file of thread {} (not its process's leader): not supported", path, n);
+            return error_code(ENOTSUP,
+                              "{}: a /proc file of process {}, outside the dumped tree: it cannot be reopened for a "
+                              "restored process",
+                              path, n);
+        }
+        // /proc/PID/task/TID/...: only the leader's own (other threads come after the fds).
+        if (starts_with(rest, "task/")) {
+            std::string_view tid = rest.substr(5, rest.find('/', 5) == std::string_view::npos ? std::string_view::npos
+                                                                                               : rest.find('/', 5) - 5);
+            if (tid != first)
+                return error_code(ENOTSUP, "{}: a /proc file of thread {} (not its process's leader): not supported",
+                                  path, tid);
+        }
+        e->set_proc_pid(it->second);
+    } else if (first == "self" || first == "thread-self") {
+        return error_code(ENOTSUP, "{}: unexpected /proc link in an fd's path", path);
+    }
+    if (!plain_relative(rest)) return error_code(ENOTSUP, "{}: unexpected /proc path", path);
+    e->set_proc_rest(std::string(rest));
+    return ok();
+}
+
+Result<UniqueFd> open_proc_file(const image::FileEntry& e, int flags, const std::map<pid_t, pid_t>& hosts) {
+    // The image may be the user's to forge: the path stays a plain one under /proc.
+    if (!plain_relative(e.proc_rest()) || (e.proc_pid() == 0 && e.proc_rest().empty()))
+        return error_code(EINVAL, "/proc file '{}' of pid {}: not a plain path under /proc", e.proc_rest(), e.proc_pid());
+    std::string path = "/proc/";
+    if (e.proc_pid() != 0) {
+        auto it = hosts.find(e.proc_pid());
+        if (it == hosts.end())
+            return error_code(EINVAL, "{}: a /proc file of pid {}, which is not a process of the restored tree",
+                              e.path(), e.proc_pid());
+        path += std::to_string(it->second);
+        if (!e.proc_rest().empty()) path += "/";
+    }
+    path += e.proc_rest();
+    int fd = open(path.c_str(), flags | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return sys_error("reopening /proc file {} (was {})", path, e.path());
+    UniqueFd owned(fd);
+    struct stat st;
+    if (fstat(fd, &st) != 0) return sys_error("fstat {}", path);
+    struct statfs fs;
+    if (fstatfs(fd, &fs) != 0 || fs.f_type != PROC_SUPER_MAGIC || (st.st_mode & S_IFMT) != (e.mode() & S_IFMT))
+        return error_code(ESTALE, "{}: not the same kind of /proc file as {} at the dump", path, e.path());
+    return owned;
 }
 
 bool FileRegistry::saved_whole(const std::string& path) const {
@@ -310,9 +398,13 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
     int fd = open(e.path().c_str(), flags | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return sys_error("open {}", e.path());
     UniqueFd owned(fd);
-    if (skip_checks || !S_ISREG(e.mode())) return owned;
     struct stat st;
     if (fstat(fd, &st) != 0) return sys_error("fstat {}", e.path());
+    // An O_PATH open of a symlink itself, a folder, a device: the same kind of file again.
+    if (!skip_checks && (st.st_mode & S_IFMT) != (e.mode() & S_IFMT))
+        return error_code(ESTALE, "{} changed since the dump (file type {:o}, was {:o}); use --skip-file-checks to restore anyway",
+                          e.path(), st.st_mode & S_IFMT, e.mode() & S_IFMT);
+    if (skip_checks || !S_ISREG(e.mode())) return owned;
     int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
     if ((static_cast<uint64_t>(st.st_size) != e.size() || mtime != e.mtime_ns()) &&
         !CKPT_TRY_CTX(roll_back_written(fd, e, static_cast<uint64_t>(st.st_size)), "{}", e.path()))

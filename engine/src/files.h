@@ -21,6 +21,9 @@ Result<void> copy_sparse(int from, int to, uint64_t size, uint64_t* xxh3);
 // file that was dumped (unless skip_checks). Not for saved files (e.deleted()).
 Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,
                                     bool skip_checks);
+// Opens a file of /proc recorded at dump (e.proc()): its pid translated to the restored
+// process's as the engine sees it (hosts: recorded pid -> the engine's).
+Result<UniqueFd> open_proc_file(const image::FileEntry& e, int flags, const std::map<pid_t, pid_t>& hosts);
 // Makes a saved file (e.deleted(): deleted while open, memfd, shared anonymous memory, or
 // saved under --save-files-under) again from its content: a new object, open O_RDWR. A
 // restore makes it once and opens it again for every fd and mapping of that file

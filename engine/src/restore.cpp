@@ -60,6 +60,7 @@ Result<int> RestoreShared::saved_object(uint32_t id) {
 
 Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
     const image::FileEntry* e = CKPT_TRY(file(id));
+    if (e->proc()) return open_proc_file(*e, flags, hosts);
     if (!e->deleted()) return open_recorded_file(image_dir, *e, flags, skip_file_checks);
     // Opened again through /proc with the recorded flags: a description of its own, on the
     // same object as every other fd and mapping of the file.

@@ -31,7 +31,9 @@ namespace ckpt::image {
 //    oom_score_adj, loginuid; a version 2 image lacks them and is refused.
 // 4: guard pages of mappings (Vma.guards), mlock'ed and mseal'ed mappings (Vma.madvise); a
 //    version 3 image may lack them and is refused.
-inline constexpr uint32_t kFormatVersion = 4;
+// 5: fds on /proc files reopened for the restored process (FileEntry.proc); a version 4
+//    image refused them at restore as changed files, and is refused.
+inline constexpr uint32_t kFormatVersion = 5;
 
 enum class Kind : uint32_t {
     Inventory = 1,
