@@ -70,6 +70,7 @@ import termios
 import time
 
 from public_stage import public_copy, public_folder
+import proc_compare
 
 PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT = 30.0
@@ -186,6 +187,7 @@ class Run:
         self.root_waiter = None  # who reports the root's exit: its "shell" in --shell-job mode
         self.tty_master = None   # the pty of the shell-job session, read for the tty marker
         self.shells = 0
+        self.eintr_threads = set()  # --compare: threads whose syscall returns EINTR after a dump
 
     # ---- processes -------------------------------------------------------------------
     def spawn_program(self, env_extra=None):
@@ -441,6 +443,11 @@ class Run:
             argv.append("--shell-job")
         os.makedirs(images or self.images, exist_ok=True)
         self.engine(*argv)
+        if self.args.compare:
+            try:
+                self.eintr_threads |= proc_compare.eintr_threads(self.args.engine, images or self.images)
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+                raise TestFailure(f"--compare: reading the dump's registers: {e}")
         if not leave_running:
             # The engine killed the tree: the root is our child, orphans come to us.
             self.wait_gone(self.pids)
@@ -464,6 +471,9 @@ class Run:
         argv += self.inherit_args()
         self.engine_pass_fds(argv, stdout)
         self.after_restore_check(pidfile)
+        if self.args.compare:
+            self.restores = getattr(self, "restores", 0) + 1
+            self.compare_with_before(f"restore {self.restores}")
 
     def shell_job_args(self):
         return ["--shell-job"] if self.args.shell_job else []
@@ -525,6 +535,34 @@ class Run:
         self.spawn_program()
         self.wait_ready()
         self.prepare_external()
+        if self.args.compare:
+            self.before = self.snapshot("before the dump")
+
+    def snapshot(self, when):
+        """--compare: the tree's mappings, memory and fds now (tools/proc_snapshot)."""
+        try:
+            raw = None
+            if os.environ.get("CKPT_COMPARE_RAW"):  # by hand: every mapping's bytes, to cmp
+                raw = os.path.join(self.work, f"raw {when}")
+                os.makedirs(raw, exist_ok=True)
+            text = proc_compare.take(self.args.compare, self.root, raw)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            raise TestFailure(f"snapshot {when}: {e}")
+        with open(os.path.join(self.work, f"snapshot {when}.txt"), "w") as f:
+            f.write(text)
+        return proc_compare.canonical(text, self.root, self.args.external_stdio, self.args.shell_job)
+
+    def compare_with_before(self, what):
+        """--compare: the restored tree must hold what the dumped one held (proc_compare.py)."""
+        diff, known = proc_compare.differences(self.before, self.snapshot(f"after {what}"),
+                                               os.path.basename(self.args.program), self.eintr_threads)
+        for line in known:
+            print(f"  {what}: {line}")
+        if diff:
+            shown = diff[:20] + ([f"... and {len(diff) - 20} more"] if len(diff) > 20 else [])
+            raise TestFailure(f"{what}: the restored tree differs from the dumped one "
+                              f"({len(diff)} differences; snapshots kept in the work directory):\n  "
+                              + "\n  ".join(shown))
 
     def prepare_external(self):
         if self.args.external_stdio:
@@ -1244,6 +1282,9 @@ def main():
     ap.add_argument("--shell-job", action="store_true",
                     help="run the program as a job of a shell session with a terminal, dump and "
                          "restore it with --shell-job")
+    ap.add_argument("--compare", metavar="PROC_SNAPSHOT",
+                    help="compare the tree's mappings, memory and fds before the dump and after "
+                         "each restore (tools/proc_snapshot; modes dump-kill, leave-running, twice)")
     ap.add_argument("--workdir", help="where to keep results, logs and images")
     ap.add_argument("--keep", action="store_true", help="keep the work directory on success")
     args = ap.parse_args()
