@@ -45,6 +45,8 @@ Image folders written by their user (every file may be forged, at any moment):
 Pid namespaces: nested-pidns (run with pidns_nested: a dump of a tree holding a process in a
   pid namespace below the root's, or one that unshared its children's, is refused naming it;
   the tree runs on).
+Comparison: compare-detects (with --compare: one heap byte and one file offset of the restored
+  root changed before the snapshot after the restore; the comparison must report exactly both).
 Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping of a deleted
   name of a file still linked elsewhere; the dump refuses it naming the pid and the mapping,
   the tree runs on).
@@ -1246,6 +1248,50 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
         self.check_verdict(what="after the dump as nobody and restore")
         return "PASS"
 
+    def neg_compare_detects(self):
+        """--compare can fail: after the restore, one byte of the root's heap is changed through
+        /proc/PID/mem and the offset of one of its regular files moved (through a copy of its
+        fd from pidfd_getfd, which shares the description); the comparison must name both."""
+        if not self.args.compare:
+            raise TestFailure("--compare is needed for this test")
+        self.start()
+        self.dump()
+        pidfile = os.path.join(self.work, "restore.pid")
+        self.engine("restore", "-D", self.images, "--detach", "--pidfile", pidfile)
+        self.after_restore_check(pidfile)
+        heap = None
+        with open(f"/proc/{self.root}/maps") as f:
+            for line in f:
+                if line.rstrip().endswith("[heap]"):
+                    heap = line.split()[0]
+        if heap is None:
+            raise TestFailure(f"pid {self.root} has no [heap] mapping to change")
+        start = int(heap.split("-")[0], 16)
+        with open(f"/proc/{self.root}/mem", "r+b", buffering=0) as mem:
+            mem.seek(start + 64)
+            byte = mem.read(1)
+            mem.seek(start + 64)
+            mem.write(bytes([byte[0] ^ 0xff]))
+        fd = next((int(n) for n in sorted(os.listdir(f"/proc/{self.root}/fd"), key=int)
+                   if os.path.isfile(os.readlink(f"/proc/{self.root}/fd/{n}")) and int(n) > 2), None)
+        if fd is None:
+            raise TestFailure(f"pid {self.root} has no regular file open above fd 2")
+        libc = ctypes.CDLL(None, use_errno=True)
+        pidfd = os.pidfd_open(self.root)
+        copy = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+        os.close(pidfd)
+        if copy < 0:
+            raise TestFailure(f"pidfd_getfd: {os.strerror(ctypes.get_errno())}")
+        os.lseek(copy, 1, os.SEEK_CUR)
+        os.close(copy)
+        diff, _ = proc_compare.differences(self.before, self.snapshot("after the changes"),
+                                           os.path.basename(self.args.program), self.eintr_threads)
+        wanted = [f"pid {self.root} mapping {heap} contents differ", f"pid {self.root} fd {fd} fdinfo pos:"]
+        missing = [w for w in wanted if not any(line.startswith(w) for line in diff)]
+        if missing or len(diff) != 2:
+            raise TestFailure(f"the comparison should report exactly {wanted}, it reports {diff}")
+        return "PASS (a changed heap byte and file offset reported)"
+
     def neg_dump_enospc(self):
         """A dump that fails half way, with the tree frozen: its images fill a 16 KiB tmpfs."""
         self.start()
@@ -1274,7 +1320,8 @@ def main():
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
-                                           "unsupported-mapping", "refused-fd", "refused-cwd"])
+                                           "unsupported-mapping", "refused-fd", "refused-cwd",
+                                           "compare-detects"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
