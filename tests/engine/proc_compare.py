@@ -92,6 +92,12 @@ KNOWN_DIFFERENCES = [
        "a file deleted while open comes back named #INODE or .ckpt-reopen-PID-N in /proc "
        "(docs/engine.md, What is not handled yet)")
       for program in ("mem_deleted", "fd_files", "fd_flags", "ipc_pool")],
+    # Not a restore bug as such (the restart block is not kept, see the TLS note above): its
+    # workers wait in sem_timedwait (futex with a timeout, restarted through the restart
+    # block); after the restore that call returns EINTR and the program's retry loop runs for
+    # the first time, binding a libc function (GOT in its .data, ld.so's data) on its stack.
+    ("ipc_pool", {"mem"}, r"contents differ \((.*/ipc_pool|.*/ld-linux-x86-64\.so\.2|\[stack\])\)$", False,
+     "ipc_pool: its workers' sem_timedwait returns EINTR after the restore and their retry path runs"),
     ("timers", {"mem", "tls"}, r"contents differ", False,
      "timers: handlers of its still-running timers write its memory between snapshot and dump"),
 ]

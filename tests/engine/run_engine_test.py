@@ -544,7 +544,23 @@ class Run:
             # memory for the first time (binding a libc function, its stack). The first
             # snapshot lets that happen once; the second is the one compared.
             self.snapshot("to settle")
+            self.wait_asleep()
             self.before = self.snapshot("before the dump")
+
+    def wait_asleep(self):
+        """Until no thread of the tree is running (each back in its blocking call), or 5 s."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            running = False
+            for p in tree_pids(self.root):
+                try:
+                    with open(f"/proc/{p}/stat") as f:
+                        running |= f.read().rsplit(")", 1)[1].split()[0] == "R"
+                except OSError:
+                    pass
+            if not running:
+                return
+            time.sleep(0.01)
 
     def snapshot(self, when):
         """--compare: the tree's mappings, memory and fds now (tools/proc_snapshot)."""
