@@ -3,6 +3,7 @@
 probe; allreduce, bcast), buffers (Sendrecv, Allreduce on array('d')), a duplicated
 communicator and an attribute cached on it. Rank 0 prints the results; every rank checks."""
 import sys
+import time
 import traceback
 from array import array
 
@@ -23,6 +24,9 @@ rank, size = comm.Get_rank(), comm.Get_size()
 if rank == 0:
     print("mpi4py_ring: started", file=sys.stderr, flush=True)  # a restored run never says it
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+# Milliseconds each rank sleeps per round: a run that must last, whatever the machine's speed
+# (the results do not depend on it).
+pause = int(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0
 right, left = (rank + 1) % size, (rank - 1) % size
 
 ring = comm.Dup()
@@ -33,6 +37,8 @@ assert comm.Get_attr(MPI.TAG_UB) >= 32767
 checksum = 0
 out, got = array("d", [0.0]), array("d", [0.0])
 for r in range(rounds):
+    if pause:
+        time.sleep(pause)
     # A pickled token around the ring, one hop per rank.
     if rank == 0:
         token = ring.sendrecv({"hops": 0, "round": r}, dest=right, source=left)

@@ -2,7 +2,7 @@
 # An MPI program in Python (tests/mpi/mpi4py_ring.py: mpi4py, which loads libmpi at run time,
 # so the plugin cannot tell from the program that it is an MPI rank) as 4 ranks over 2 nodes
 # under `srun --mpi=pmix /usr/bin/python3`, in a job submitted with --checkpoint-mpi=always:
-# every rank runs on ckpt's libmpi, is quiesced and checkpointed every few seconds; a node is
+# every rank runs on ckpt's libmpi, is quiesced and checkpointed every 3 s; a node is
 # killed after a committed set, Slurm requeues the job, and the ranks are restored on the
 # nodes it gets and finish with the checksums an uninterrupted run computes, without
 # starting over.
@@ -10,7 +10,9 @@
 . "$(dirname "$0")/lib.sh"
 work=$(user_scratch)
 ring=$(stage "${6:?mpi4py_ring.py}")
-rounds=${CKPT_TEST_MPI4PY_ROUNDS:-3000}
+# 2000 rounds of at least 10 ms: 20 s or more on any machine (3000 rounds alone took 20 s on
+# a loaded machine and less than 4 s on a quiet one, ending before the first set).
+rounds=${CKPT_TEST_MPI4PY_ROUNDS:-2000}
 python=/usr/bin/python3
 "$python" -c "import mpi4py" 2>/dev/null || fail "$python has no mpi4py (scripts/install-deps.sh installs python3-mpi4py)"
 
@@ -33,12 +35,12 @@ cat >"$work/python.sbatch" <<SCRIPT
 export OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
 export OMPI_MCA_mpi_yield_when_idle=1
 echo "job \$SLURM_JOB_ID run \${SLURM_RESTART_COUNT:-0} on \$SLURM_JOB_NODELIST"
-srun --mpi=pmix $python $ring $rounds
+srun --mpi=pmix $python $ring $rounds 10
 echo "python step done"
 SCRIPT
 chown "$TEST_USER:$TEST_USER" "$work/python.sbatch"
 
-job=$(submit "$work" --output="$work/python-%j.out" --checkpoint-interval=4s --checkpoint-mpi=always \
+job=$(submit "$work" --output="$work/python-%j.out" --checkpoint-interval=3s --checkpoint-mpi=always \
     "$work/python.sbatch")
 out=$work/python-$job.out
 # mpi4py loads libmpi as the script imports it: the ranks are judged once all 4 have.
