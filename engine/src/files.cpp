@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <linux/magic.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 
 #include <algorithm>
 #include <cstring>
@@ -221,8 +223,13 @@ Result<UniqueFd> open_proc_file(const image::FileEntry& e, int flags, const std:
         if (!e.proc_rest().empty()) path += "/";
     }
     path += e.proc_rest();
-    int fd = open(path.c_str(), flags | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return sys_error("reopening /proc file {} (was {})", path, e.path());
+    // No symlink on the way: /proc/self, /proc/PID/root, cwd, fd/N... lead out of /proc,
+    // and a forged image could name them.
+    struct open_how how{};
+    how.flags = static_cast<uint64_t>(flags | O_CLOEXEC | O_NOCTTY);
+    how.resolve = RESOLVE_NO_SYMLINKS;
+    int fd = static_cast<int>(syscall(SYS_openat2, AT_FDCWD, path.c_str(), &how, sizeof how));
+    if (fd < 0) return sys_error("reopening /proc file {} (was {}; openat2 without symlinks)", path, e.path());
     UniqueFd owned(fd);
     struct stat st;
     if (fstat(fd, &st) != 0) return sys_error("fstat {}", path);

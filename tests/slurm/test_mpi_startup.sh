@@ -26,7 +26,6 @@ cat >"$work/starts.sbatch" <<SCRIPT
 # Several slurmd on one host share one host name and /dev/shm: TCP between the ranks.
 export OMPI_MCA_btl=self,tcp OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
 export OMPI_MCA_mpi_yield_when_idle=1 CKPT_MPI_TRACE_INIT=1
-ulimit -c unlimited
 for i in \$(seq $starts); do
     srun --mpi=pmix $work/late.sh $prog 20 >"$work/start-\$i.out" 2>&1
     echo "start \$i: \$?"
