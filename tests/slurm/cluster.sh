@@ -131,6 +131,8 @@ kill_tree() {
     kill -STOP "${all[@]}" 2>/dev/null || true
     mapfile -t all < <({ printf '%s\n' "${all[@]}"; descendants "${all[@]}"; } | sort -u)
     kill -KILL "${all[@]}" 2>/dev/null || true
+    # SIGKILL only starts the exit; the caller waits for these with wait_gone.
+    KILLED+=("${all[@]}")
 }
 
 # Sends SIGTERM, waits up to $2 seconds, then SIGKILLs.
@@ -144,11 +146,16 @@ stop_pid() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# A process that exists and is not a zombie.
+alive() {
+    [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+
 wait_gone() {
     local pid i
     for pid in "$@"; do
-        for ((i = 0; i < 50; i++)); do
-            [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || break
+        for ((i = 0; i < 100; i++)); do
+            alive "$pid" || break
             sleep 0.1
         done
     done
@@ -410,13 +417,14 @@ cmd_kill_node() {
     [ -n "$node" ] || usage
     node_names | grep -qx "$node" || die "no node $node in $DIR"
     local pids=()
+    KILLED=()
     mapfile -t pids < <({
         pid_from_file "$RUN/slurmd.$node.pid" || true
         stepd_pids "$node/"
         orphaned_job_pids "$node"
     } | sort -u)
     kill_tree "${pids[@]}"
-    wait_gone "${pids[@]}"
+    wait_gone "${KILLED[@]}"
     say "killed node $node (${#pids[@]} processes and their children)"
 }
 
@@ -432,6 +440,7 @@ cmd_start_node() {
 
 cmd_down() {
     local pids=() pid node
+    KILLED=()
     # 1. Step daemons and their tasks, frozen and killed together, then job processes that
     #    already lost their step daemon.
     mapfile -t pids < <(stepd_pids "")
@@ -448,9 +457,10 @@ cmd_down() {
     #    and step daemons that appeared meanwhile.
     mapfile -t pids < <({ processes_naming_dir; stepd_pids ""; orphaned_job_pids ""; } | sort -u)
     kill_tree "${pids[@]}"
-    wait_gone "${pids[@]}"
+    wait_gone "${KILLED[@]}"
     rm -f "$RUN"/*.pid "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
-    mapfile -t pids < <({ processes_naming_dir; stepd_pids ""; orphaned_job_pids ""; } | sort -u)
+    mapfile -t pids < <({ processes_naming_dir; stepd_pids ""; orphaned_job_pids "";
+        for pid in "${KILLED[@]}"; do alive "$pid" && echo "$pid"; done; } | sort -u)
     if [ ${#pids[@]} -gt 0 ]; then
         ps -o pid,ppid,user,args -p "$(IFS=,; echo "${pids[*]}")" >&2 || true
         die "processes of $DIR still running: ${pids[*]}"
