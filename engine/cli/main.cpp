@@ -18,6 +18,7 @@
 #include "ckpt/engine/engine.h"
 #include "ckpt/engine/kernel_features.h"
 #include "ckpt/image/image_file.h"
+#include "ckpt/image/image_names.h"
 #include "core.pb.h"
 #include "files.pb.h"
 #include "inventory.pb.h"
@@ -300,12 +301,17 @@ int cmd_show(const std::vector<std::string_view>& args) {
     for (const auto& n : names) {
         std::string p = dir + "/" + n;
         int rc = kExitOk;
-        if (n == "inventory.img") rc = show_one<ckpt::image::Inventory>(p, K::Inventory, json, &first);
-        else if (n == "files.img") rc = show_one<ckpt::image::FileTable>(p, K::Files, json, &first);
-        else if (n.rfind("core-", 0) == 0) rc = show_one<ckpt::image::TaskCore>(p, K::Core, json, &first);
-        else if (n.rfind("mm-", 0) == 0) rc = show_one<ckpt::image::MmCore>(p, K::Mm, json, &first);
-        else if (n.rfind("pagemap-", 0) == 0) rc = show_one<ckpt::image::PageMap>(p, K::PageMap, json, &first);
-        else if (n.rfind("fds-", 0) == 0) rc = show_one<ckpt::image::FdTable>(p, K::Fds, json, &first);
+        auto kind = ckpt::image::names::kind_of(n);
+        if (!kind) continue;  // page data, saved files
+        switch (*kind) {
+            case K::Inventory: rc = show_one<ckpt::image::Inventory>(p, *kind, json, &first); break;
+            case K::Files: rc = show_one<ckpt::image::FileTable>(p, *kind, json, &first); break;
+            case K::Core: rc = show_one<ckpt::image::TaskCore>(p, *kind, json, &first); break;
+            case K::Mm: rc = show_one<ckpt::image::MmCore>(p, *kind, json, &first); break;
+            case K::PageMap: rc = show_one<ckpt::image::PageMap>(p, *kind, json, &first); break;
+            case K::Fds: rc = show_one<ckpt::image::FdTable>(p, *kind, json, &first); break;
+            case K::SetManifest: break;  // not in an image folder
+        }
         if (rc != kExitOk) return rc;
     }
     if (json) std::printf("\n}}\n");

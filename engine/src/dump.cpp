@@ -18,8 +18,9 @@
 #include "ckpt/arch/arch.h"
 #include "ckpt/engine/engine.h"
 #include "ckpt/image/image_file.h"
+#include "ckpt/image/image_names.h"
 #include "dump_context.h"
-#include "fds.h"
+#include "fd_table.h"
 #include "inventory.pb.h"
 #include "memory.h"
 #include "proc.h"
@@ -264,22 +265,75 @@ Result<uint64_t> trap_site_address(pid_t pid) {
     return error("pid {}: no executable file mapping to run injected system calls from", pid);
 }
 
-// Records one process and writes its images but the page map, whose page data is copied
-// later for the whole tree at once (into plan and pm).
-Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, const FrozenTree& tree,
-                          const FrozenProcess& p, std::vector<FrozenProcess*> live_children, bool own_pidns,
-                          const PipeEnds& pipes, Descriptions& descs, FileRegistry& files, const DumpExclusions& ex,
-                          image::PageMap* pm, PagePlan* plan) {
+// One dump of a tree: what the dump of every process shares.
+struct DumpShared {
+    const DumpOptions& opts;
+    const image::ImageDir& dir;
+    const FrozenTree& tree;
+    bool own_pidns;
+    FileRegistry& files;
+    const DumpExclusions& ex;
+    FdDumpState& fds;
+};
+
+// One process being dumped (the dump's side of RestoreTask): its images as they are
+// recorded. The page data is copied later, for the whole tree at once (plan).
+struct DumpTask {
+    DumpTask(DumpShared& s, FrozenProcess& proc) : shared(s), p(proc) {}
+    DumpShared& shared;
+    FrozenProcess& p;
+    std::vector<FrozenProcess*> live_children;  // their wait state is read from p
     image::TaskCore core;
-    core.set_exit_signal(p.stat.exit_signal);
+    image::MmCore mm;
+    image::FdTable fds;
+    image::PageMap pagemap;
+    PagePlan plan;
+    uint64_t brk = 0;
+};
+
+// What only the process can tell, asked from inside it through injected system calls (its
+// threads attached one after the other).
+Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& arena, uint64_t code,
+                              int* held_stops) {
+    const FrozenProcess& p = t.p;
+    const DumpExclusions& ex = t.shared.ex;
+    t.brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
+    CKPT_TRY(dump_thp_disable(leader, &t.mm));
+    CKPT_TRY(dump_sigactions(leader, arena, &t.core));
+    CKPT_TRY(dump_creds(p, leader, arena, &t.core));
+    CKPT_TRY(dump_proc_attrs(p.pid, &t.core));
+    CKPT_TRY(dump_timers(p, leader, arena, &t.core));
+    for (FrozenProcess* c : t.live_children) CKPT_TRY(dump_child_wait_state(leader, arena, *c));
+    for (pid_t tid : p.threads) {
+        if (ex.threads.count(tid)) continue;
+        if (tid == p.pid) {
+            CKPT_TRY_CTX(dump_thread(p.pid, leader, arena, t.core.add_threads()), "thread {}", tid);
+            continue;
+        }
+        auto rt = CKPT_TRY_CTX(RemoteThread::attach(tid, code), "thread {}", tid);
+        image::ThreadCore* tc = t.core.add_threads();
+        auto r = dump_thread(p.pid, rt, arena, tc);
+        if (r) r = dump_thread_creds(p.pid, rt, t.core.creds(), tc);
+        auto back = rt.restore_state();
+        *held_stops += rt.held_stops();
+        if (!r) return std::move(r).error().context("thread {}", tid);
+        if (!back) return std::move(back).error();
+    }
+    return ok();
+}
+
+// Records one process and writes its images but the page map, whose page data is copied
+// later for the whole tree at once (t.plan).
+Result<void> dump_process(DumpTask& t) {
+    const FrozenProcess& p = t.p;
+    DumpShared& sh = t.shared;
+    t.core.set_exit_signal(p.stat.exit_signal);
     // Injected syscalls would take a pending SIGSTOP: held back, then put back as it was.
     const PendingStops stops_before = CKPT_TRY(read_pending_stops(p));
     int held_stops = 0;
 
     uint64_t code = CKPT_TRY(trap_site_address(p.pid));
     auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
-    uint64_t brk = 0;
-    image::MmCore mm;
     {
         auto leader = CKPT_TRY(RemoteThread::attach(p.pid, code));
         int64_t scratch = CKPT_TRY(leader.syscall_ok("mmap(scratch)", SYS_mmap,
@@ -287,32 +341,7 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
                                                       static_cast<uint64_t>(-1), 0}));
         uint64_t s = static_cast<uint64_t>(scratch);
         RemoteScratch arena(p.pid, s, 4096);
-        auto collect = [&]() -> Result<void> {
-            brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
-            CKPT_TRY(dump_thp_disable(leader, &mm));
-            CKPT_TRY(dump_sigactions(leader, arena, &core));
-            CKPT_TRY(dump_creds(p, leader, arena, &core));
-            CKPT_TRY(dump_proc_attrs(p.pid, &core));
-            CKPT_TRY(dump_timers(p, leader, arena, &core));
-            for (FrozenProcess* c : live_children) CKPT_TRY(dump_child_wait_state(leader, arena, *c));
-            for (pid_t tid : p.threads) {
-                if (ex.threads.count(tid)) continue;
-                if (tid == p.pid) {
-                    CKPT_TRY_CTX(dump_thread(p.pid, leader, arena, core.add_threads()), "thread {}", tid);
-                    continue;
-                }
-                auto rt = CKPT_TRY_CTX(RemoteThread::attach(tid, code), "thread {}", tid);
-                image::ThreadCore* tc = core.add_threads();
-                auto r = dump_thread(p.pid, rt, arena, tc);
-                if (r) r = dump_thread_creds(p.pid, rt, core.creds(), tc);
-                auto back = rt.restore_state();
-                held_stops += rt.held_stops();
-                if (!r) return std::move(r).error().context("thread {}", tid);
-                if (!back) return std::move(back).error();
-            }
-            return ok();
-        };
-        auto r = collect();
+        auto r = dump_from_inside(t, leader, arena, code, &held_stops);
         auto unmapped = leader.syscall_ok("munmap(scratch)", SYS_munmap, {s, 4096});
         auto restored = leader.restore_state();
         held_stops += leader.held_stops();
@@ -323,19 +352,17 @@ Result<void> dump_process(const DumpOptions& opts, const image::ImageDir& dir, c
         if (!restored) return std::move(restored).error();
     }
     CKPT_TRY(site.remove());
-    CKPT_TRY(dump_pending(p.pid, &core));
-    CKPT_TRY(dump_seccomp(p, &core));
+    CKPT_TRY(dump_pending(p.pid, &t.core));
+    CKPT_TRY(dump_seccomp(p, &t.core));
 
-    CKPT_TRY(dump_memory(p.pid, brk, files, ex, dir, &mm, pm, plan));
-    image::FdTable fds;
-    CKPT_TRY(dump_fds(p.pid, pipes, descs, files, ex, opts.shell_job, opts.external_stdio, &fds));
+    CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan));
+    CKPT_TRY(dump_fds(p.pid, sh.fds, &t.fds));
     // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
-    CKPT_TRY(record_tree_pids(tree, p, own_pidns, &core, &fds));
+    CKPT_TRY(record_tree_pids(sh.tree, p, sh.own_pidns, &t.core, &t.fds));
 
-    std::string suffix = "-" + std::to_string(p.ns_pid) + ".img";
-    CKPT_TRY(image::write_image(dir, "core" + suffix, image::Kind::Core, core));
-    CKPT_TRY(image::write_image(dir, "mm" + suffix, image::Kind::Mm, mm));
-    CKPT_TRY(image::write_image(dir, "fds" + suffix, image::Kind::Fds, fds));
+    CKPT_TRY(image::write_image(sh.dir, image::names::core(p.ns_pid), image::Kind::Core, t.core));
+    CKPT_TRY(image::write_image(sh.dir, image::names::mm(p.ns_pid), image::Kind::Mm, t.mm));
+    CKPT_TRY(image::write_image(sh.dir, image::names::fds(p.ns_pid), image::Kind::Fds, t.fds));
     return ok();
 }
 
@@ -423,7 +450,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     // Opened once: every file of the dump is created through it (image::ImageDir::create).
     auto dir = CKPT_TRY(image::ImageDir::open(opts.image_dir));
     // A stale inventory must not make an unfinished dump look complete.
-    CKPT_TRY(dir.remove("inventory.img"));
+    CKPT_TRY(dir.remove(image::names::kInventory));
 
     auto root_stat = CKPT_TRY(read_stat(opts.root));
     if (root_stat.state == 'Z') return error_code(ESRCH, "pid {} is a zombie: nothing to dump", opts.root);
@@ -444,8 +471,9 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     ex.root = opts.root;
     ex.external_fds = opts.external_fds;
     FileRegistry files(dir, opts.save_files_under);
-    PipeEnds pipes;
-    Descriptions descs;
+    FdDumpState fd_state(files, ex);
+    fd_state.shell_job = opts.shell_job;
+    fd_state.external_stdio = opts.external_stdio;
     image::Inventory inv;
     inv.set_format_version(image::kFormatVersion);
     inv.set_arch(static_cast<image::Arch>(arch::image_arch()));
@@ -459,7 +487,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     inv.set_engine_version(CKPT_VERSION);
 
     for (const auto& p : tree.processes)
-        if (!p.zombie) CKPT_TRY_CTX(count_pipe_ends(p.pid, &pipes), "pid {}", p.pid);
+        if (!p.zombie) CKPT_TRY(survey_fds(p.pid, fd_state));
     {
         // For fds on /proc files of the tree's processes (reopened for the restored ones).
         std::map<pid_t, pid_t> tree_pids;
@@ -472,10 +500,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
     }
 
-    uint64_t pages_written = 0;
-    std::deque<image::PageMap> pagemaps;  // stable addresses: plans point into it
-    std::vector<PagePlan> plans;
-    std::vector<pid_t> plan_ns_pids;  // of plans[i], for the name of its page map
+    DumpShared shared{opts, dir, tree, own_pidns, files, ex, fd_state};
+    std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
         // A session or group led from outside the tree is recorded as its number in the
@@ -499,22 +525,23 @@ Result<DumpStats> dump(const DumpOptions& opts) {
             inv.set_owner_uid(p.status.uid[0]);
             inv.set_owner_gid(p.status.gid[0]);
         }
-        std::vector<FrozenProcess*> live_children;
+        DumpTask& task = tasks.emplace_back(shared, p);
         for (auto& c : tree.processes)
-            if (!c.zombie && c.pid != opts.root && c.ns_ppid == p.ns_pid) live_children.push_back(&c);
-        CKPT_TRY(dump_process(opts, dir, tree, p, live_children, own_pidns, pipes, descs, files, ex,
-                              &pagemaps.emplace_back(), &plans.emplace_back()));
-        plan_ns_pids.push_back(p.ns_pid);
+            if (!c.zombie && c.pid != opts.root && c.ns_ppid == p.ns_pid) task.live_children.push_back(&c);
+        CKPT_TRY(dump_process(task));
     }
     // Page data of every process at once, then the page maps that describe it.
+    std::vector<PagePlan> plans;
+    for (auto& t : tasks) plans.push_back(std::move(t.plan));
     CKPT_TRY(write_page_data(plans));
+    uint64_t pages_written = 0;
     for (size_t i = 0; i < plans.size(); ++i) {
-        CKPT_TRY(image::write_image(dir, "pagemap-" + std::to_string(plan_ns_pids[i]) + ".img", image::Kind::PageMap,
+        CKPT_TRY(image::write_image(dir, image::names::pagemap(tasks[i].p.ns_pid), image::Kind::PageMap,
                                     *plans[i].pm));
         pages_written += plans[i].total;
     }
-    CKPT_TRY(image::write_image(dir, "files.img", image::Kind::Files, files.table()));
-    CKPT_TRY(image::write_image(dir, "inventory.img", image::Kind::Inventory, inv));
+    CKPT_TRY(image::write_image(dir, image::names::kFiles, image::Kind::Files, files.table()));
+    CKPT_TRY(image::write_image(dir, image::names::kInventory, image::Kind::Inventory, inv));
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
                    (now_ns() - t0) / 1e6);
 

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "ckpt/image/image_file.h"
+#include "ckpt/image/image_names.h"
 #include "memory.h"
 #include "restore_task.h"
 
@@ -144,7 +145,7 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
             if (seals < 0 && errno != EINVAL) return sys_error("{}: fcntl(F_GET_SEALS)", path);
             e->set_seals(seals > 0 ? static_cast<uint32_t>(seals) : 0);
         }
-        std::string name = "file-" + std::to_string(id) + ".data";
+        std::string name = image::names::saved_file(id);
         auto to = CKPT_TRY(dir_.create(name));
         uint64_t sum = 0;
         CKPT_TRY_CTX(copy_sparse(from.get(), to.get(), static_cast<uint64_t>(st.st_size), &sum), "saving {}", path);
@@ -256,7 +257,7 @@ Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::
     // per-job folder, deleted when the job ended or on another node).
     // The saved copy is opened first: a name the image records is checked before
     // anything is made.
-    auto from = CKPT_TRY(image::open_recorded_data(image_dir, "files.img", e.content_file(), e.size()));
+    auto from = CKPT_TRY(image::open_recorded_data(image_dir, image::names::kFiles, e.content_file(), e.size()));
     UniqueFd fd;
     bool in_memfd = e.memfd();
     if (!in_memfd) {

@@ -26,6 +26,7 @@
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/image/image_file.h"
+#include "ckpt/image/image_names.h"
 #include "files.h"
 #include "parallel.h"
 #include "ckpt/engine/syscalls.h"
@@ -279,7 +280,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     std::string exe_path = CKPT_TRY(read_link(proc_path(pid, "exe")));
     mm->set_exe_file_id(CKPT_TRY_CTX(files.add(proc_path(pid, "exe"), exe_path), "pid {}: exe", pid));
 
-    std::string pages_name = "pages-" + std::to_string(pid) + ".img";
+    std::string pages_name = image::names::pages(pid);
     std::vector<PageCopy> copies;
     uint64_t file_off = 0;
     auto pagemap = CKPT_TRY(open_file(proc_path(pid, "pagemap"), O_RDONLY));
@@ -489,7 +490,7 @@ Result<void> fill_pages(RestoreTask& t) {
     const image::MmCore& mm = t.mm;
     std::string path = t.image_dir + "/" + pm.pages_file();
     MappedPages pages;
-    CKPT_TRY(pages.map(t.image_dir, "pagemap-" + std::to_string(t.pid) + ".img", pm.pages_file(), pm.pages_bytes()));
+    CKPT_TRY(pages.map(t.image_dir, image::names::pagemap(t.pid), pm.pages_file(), pm.pages_bytes()));
     const char* data = pages.data();
 
     uint64_t bs = pm.block_size();

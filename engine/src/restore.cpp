@@ -31,8 +31,9 @@
 #include "ckpt/engine/engine.h"
 #include "ckpt/engine/syscalls.h"
 #include "ckpt/image/image_file.h"
+#include "ckpt/image/image_names.h"
 #include "dump_context.h"
-#include "fds.h"
+#include "fd_table.h"
 #include "files.h"
 #include "inventory.pb.h"
 #include "memory.h"
@@ -46,14 +47,14 @@ namespace ckpt::engine {
 
 Result<const image::FileEntry*> RestoreShared::file(uint32_t id) const {
     if (id == 0 || static_cast<int>(id) > files.files_size())
-        return error_code(EINVAL, "{}/files.img: no file {}", image_dir, id);
+        return error_code(EINVAL, "{}/{}: no file {}", image_dir, image::names::kFiles, id);
     return &files.files(static_cast<int>(id) - 1);
 }
 
 Result<int> RestoreShared::saved_object(uint32_t id) {
     if (auto it = saved_objects.find(id); it != saved_objects.end()) return it->second.get();
     const image::FileEntry* e = CKPT_TRY(file(id));
-    if (!e->deleted()) return error_code(EINVAL, "{}/files.img: file {} is not a saved file", image_dir, id);
+    if (!e->deleted()) return error_code(EINVAL, "{}/{}: file {} is not a saved file", image_dir, image::names::kFiles, id);
     UniqueFd fd = CKPT_TRY(recreate_saved_file(image_dir, *e));
     return saved_objects.emplace(id, std::move(fd)).first->second.get();
 }
@@ -312,13 +313,12 @@ Result<pid_t> create_root_in_pidns(const PidnsInit& init, pid_t root_in_ns, uint
 }
 
 Result<void> load_task_images(RestoreTask& t) {
-    std::string s = "-" + std::to_string(t.pid) + ".img";
-    const std::string& d = t.image_dir;
-    CKPT_TRY(image::read_image(d + "/core" + s, image::Kind::Core, &t.core));
-    CKPT_TRY(image::read_image(d + "/mm" + s, image::Kind::Mm, &t.mm));
-    CKPT_TRY(image::read_image(d + "/pagemap" + s, image::Kind::PageMap, &t.pagemap));
-    CKPT_TRY(image::read_image(d + "/fds" + s, image::Kind::Fds, &t.fds));
-    if (t.core.threads_size() == 0) return error_code(EINVAL, "{}/core{}: no threads", d, s);
+    const std::string d = t.image_dir + "/";
+    CKPT_TRY(image::read_image(d + image::names::core(t.pid), image::Kind::Core, &t.core));
+    CKPT_TRY(image::read_image(d + image::names::mm(t.pid), image::Kind::Mm, &t.mm));
+    CKPT_TRY(image::read_image(d + image::names::pagemap(t.pid), image::Kind::PageMap, &t.pagemap));
+    CKPT_TRY(image::read_image(d + image::names::fds(t.pid), image::Kind::Fds, &t.fds));
+    if (t.core.threads_size() == 0) return error_code(EINVAL, "{}{}: no threads", d, image::names::core(t.pid));
     return ok();
 }
 
@@ -396,26 +396,19 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     struct stat sb;
     if (stat(dir.c_str(), &sb) != 0) return sys_error("image directory {}", dir);
     image::Inventory inv;
-    CKPT_TRY(image::read_image(dir + "/inventory.img", image::Kind::Inventory, &inv));
+    CKPT_TRY(image::read_image(dir + "/" + image::names::kInventory, image::Kind::Inventory, &inv));
     if (inv.arch() != arch::image_arch())
         return error_code(EINVAL, "{}: images are for architecture {}, this machine is {}", dir,
                           image::Arch_Name(inv.arch()), arch::name());
-    if (inv.tasks_size() == 0) return error_code(EINVAL, "{}/inventory.img: no processes", dir);
+    if (inv.tasks_size() == 0) return error_code(EINVAL, "{}/{}: no processes", dir, image::names::kInventory);
     if (inv.shell_job() && !opts.shell_job)
         return error_code(EINVAL, "{}: the images are of a shell job (dumped with --shell-job); restore with --shell-job", dir);
 
     shared.image_dir = dir;
     shared.skip_file_checks = opts.skip_file_checks;
     shared.inherited = opts.inherit_fds;
-    CKPT_TRY(image::read_image(dir + "/files.img", image::Kind::Files, &shared.files));
-    for (const auto& p : shared.files.pipes()) {
-        int fds[2];
-        if (pipe2(fds, O_CLOEXEC) != 0) return sys_error("pipe2");
-        shared.pipes[p.id()] = {UniqueFd(fds[0]), UniqueFd(fds[1])};
-        if (p.capacity() && fcntl(fds[1], F_SETPIPE_SZ, p.capacity()) < 0)
-            logger()->warn("pipe {}: cannot set capacity {}: {}", p.id(), p.capacity(), strerror(errno));
-        CKPT_TRY_CTX(write_all(fds[1], p.queued().data(), p.queued().size()), "pipe {}: queued data", p.id());
-    }
+    CKPT_TRY(image::read_image(dir + "/" + image::names::kFiles, image::Kind::Files, &shared.files));
+    CKPT_TRY(prepare_fd_restore(shared));
 
     // Load every image and check every pid before creating anything.
     if (user && inv.owner_uid() != user->uid)
@@ -436,8 +429,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         order.push_back(te.pid());
         if (te.state() == image::TaskEntry::ZOMBIE) continue;
         CKPT_TRY(load_task_images(t));
-        if (user) CKPT_TRY_CTX(check_user_images(t.pid, t.core, shared), "{}/core-{}.img", dir, t.pid);
-        CKPT_TRY_CTX(check_proc_attrs(t.pid, t.core, shared), "{}/core-{}.img", dir, t.pid);
+        if (user) CKPT_TRY_CTX(check_user_images(t.pid, t.core, shared), "{}/{}", dir, image::names::core(t.pid));
+        CKPT_TRY_CTX(check_proc_attrs(t.pid, t.core, shared), "{}/{}", dir, image::names::core(t.pid));
     }
     // Every resource given with --inherit-fd must be one the images name: a wrong key is a
     // mistake (the wrong images, or a typo), not something to restore without.

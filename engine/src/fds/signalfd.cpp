@@ -5,11 +5,15 @@
 #include <unistd.h>
 
 #include "ckpt/base/strings.h"
-#include "event_fds.h"
+#include "fd_kind.h"
+#include "restore_task.h"
 
 namespace ckpt::engine {
+namespace {
 
-Result<void> dump_signalfd(std::string_view fdinfo, image::SignalFdState* out) {
+bool claims_signalfd(std::string_view link) { return link == "anon_inode:[signalfd]"; }
+
+Result<void> parse_signalfd(std::string_view fdinfo, image::SignalFdState* out) {
     auto mask = fdinfo_value(fdinfo, "sigmask:");
     if (!mask) return error("signalfd: no sigmask in fdinfo");
     auto v = parse_uint(*mask, 16);
@@ -24,5 +28,24 @@ Result<UniqueFd> make_signalfd(const image::SignalFdState& s) {
     if (!fd) return sys_error("signalfd (mask {:#x})", mask);
     return fd;
 }
+
+Result<void> dump_signalfd(const FdProbe& probe, image::Fd* f) {
+    f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
+    return parse_signalfd(CKPT_TRY(probe.fdinfo_text()), f->mutable_signalfd());
+}
+
+Result<void> restore_signalfd(RestoreTask& t, const image::Fd& f) {
+    return install_description(t, f, [&] { return make_signalfd(f.signalfd()); }, true);
+}
+
+}  // namespace
+
+extern const FdKind kSignalFdKind{
+    .name = "signalfd",
+    .image_kind = image::Fd::SIGNALFD,
+    .claims = claims_signalfd,
+    .dump = dump_signalfd,
+    .restore = restore_signalfd,
+};
 
 }  // namespace ckpt::engine

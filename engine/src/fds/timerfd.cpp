@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "ckpt/base/strings.h"
-#include "event_fds.h"
+#include "fd_kind.h"
 #include "proc.h"
 #include "restore_task.h"
 
@@ -49,12 +49,15 @@ int64_t clock_now_ns(clockid_t clock) {
 
 bool is_realtime(int clock) { return clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_ALARM; }
 
-}  // namespace
+bool claims_timerfd(std::string_view link) { return link == "anon_inode:[timerfd]"; }
 
-Result<void> dump_timerfd(pid_t pid, int fd, int engine_fd, image::TimerFdState* out) {
+Result<void> dump_timerfd(const FdProbe& probe, image::Fd* fd_image) {
+    fd_image->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
+    image::TimerFdState* out = fd_image->mutable_timerfd();
+    UniqueFd mine = CKPT_TRY(probe.take());
     itimerspec settled{};
-    if (timerfd_gettime(engine_fd, &settled) != 0) return sys_error("timerfd_gettime");
-    std::string text = CKPT_TRY(read_file(proc_path(pid, "fdinfo/") + std::to_string(fd)));
+    if (timerfd_gettime(mine.get(), &settled) != 0) return sys_error("timerfd_gettime");
+    std::string text = CKPT_TRY(probe.fdinfo_text());
     out->set_realtime_at_dump_ns(clock_now_ns(CLOCK_REALTIME));
     auto clock = fdinfo_value(text, "clockid:"), ticks = fdinfo_value(text, "ticks:");
     auto flags = fdinfo_value(text, "settime flags:"), value = fdinfo_value(text, "it_value:");
@@ -101,5 +104,19 @@ Result<UniqueFd> make_timerfd(const image::TimerFdState& s) {
             ticks);
     return fd;
 }
+
+Result<void> restore_timerfd(RestoreTask& t, const image::Fd& f) {
+    return install_description(t, f, [&] { return make_timerfd(f.timerfd()); }, true);
+}
+
+}  // namespace
+
+extern const FdKind kTimerFdKind{
+    .name = "timerfd",
+    .image_kind = image::Fd::TIMERFD,
+    .claims = claims_timerfd,
+    .dump = dump_timerfd,
+    .restore = restore_timerfd,
+};
 
 }  // namespace ckpt::engine

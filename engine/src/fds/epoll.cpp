@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "ckpt/base/strings.h"
-#include "event_fds.h"
+#include "fd_kind.h"
 #include "restore_task.h"
 
 namespace ckpt::engine {
@@ -20,10 +20,10 @@ struct KcmpEpollSlot {
     uint32_t efd, tfd, toff;
 };
 
-}  // namespace
+bool claims_epoll(std::string_view link) { return link == "anon_inode:[eventpoll]"; }
 
-Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex,
-                        image::EpollState* out) {
+Result<void> dump_targets(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex,
+                          image::EpollState* out) {
     out->set_registers_targets(true);
     for (auto line : split(fdinfo, '\n')) {
         // "tfd:        5 events:       19 data:             1234  pos:0 ino:40f sdev:10"
@@ -51,13 +51,32 @@ Result<void> dump_epoll(pid_t pid, int fd, std::string_view fdinfo, const DumpEx
     return ok();
 }
 
-Result<UniqueFd> make_epoll() {
-    UniqueFd fd(epoll_create1(EPOLL_CLOEXEC));
-    if (!fd) return sys_error("epoll_create1");
-    return fd;
+Result<void> dump_epoll(const FdProbe& probe, image::Fd* f) {
+    bool is_new = false;
+    f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()), &is_new)));
+    // The targets of a shared epoll are recorded once, by the first process seen holding
+    // it, and added again in that process at restore.
+    if (!is_new) {
+        f->mutable_epoll();
+        return ok();
+    }
+    return dump_targets(probe.pid, probe.fd, CKPT_TRY(probe.fdinfo_text()), probe.state->ex, f->mutable_epoll());
 }
 
-Result<void> restore_epoll_targets(RestoreTask& t, int epoll_fd, const image::EpollState& s) {
+Result<void> restore_epoll(RestoreTask& t, const image::Fd& f) {
+    auto make = []() -> Result<UniqueFd> {
+        UniqueFd fd(epoll_create1(EPOLL_CLOEXEC));
+        if (!fd) return sys_error("epoll_create1");
+        return fd;
+    };
+    return install_description(t, f, make, true);
+}
+
+// From inside the process, once all its fds are in place (targets may be epolls too).
+Result<void> restore_epoll_targets(RestoreTask& t, const image::Fd& f) {
+    if (!f.epoll().registers_targets()) return ok();
+    const int epoll_fd = f.fd();
+    const image::EpollState& s = f.epoll();
     for (const auto& target : s.targets()) {
         auto sc = t.scratch.scope();
         epoll_event ev{};
@@ -72,5 +91,16 @@ Result<void> restore_epoll_targets(RestoreTask& t, int epoll_fd, const image::Ep
     }
     return ok();
 }
+
+}  // namespace
+
+extern const FdKind kEpollKind{
+    .name = "epoll",
+    .image_kind = image::Fd::EPOLL,
+    .claims = claims_epoll,
+    .dump = dump_epoll,
+    .restore = restore_epoll,
+    .restore_late = restore_epoll_targets,
+};
 
 }  // namespace ckpt::engine

@@ -4,11 +4,15 @@
 #include <unistd.h>
 
 #include "ckpt/base/strings.h"
-#include "event_fds.h"
+#include "fd_kind.h"
+#include "restore_task.h"
 
 namespace ckpt::engine {
+namespace {
 
-Result<void> dump_eventfd(std::string_view fdinfo, image::EventFdState* out) {
+bool claims_eventfd(std::string_view link) { return link == "anon_inode:[eventfd]"; }
+
+Result<void> parse_eventfd(std::string_view fdinfo, image::EventFdState* out) {
     auto count = fdinfo_value(fdinfo, "eventfd-count:");
     if (!count) return error("eventfd: no eventfd-count in fdinfo");
     auto v = parse_uint(*count, 16);
@@ -31,5 +35,25 @@ Result<UniqueFd> make_eventfd(const image::EventFdState& s) {
         return sys_error("eventfd: write count {}", count);
     return fd;
 }
+
+Result<void> dump_eventfd(const FdProbe& probe, image::Fd* f) {
+    f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
+    return parse_eventfd(CKPT_TRY(probe.fdinfo_text()), f->mutable_eventfd());
+}
+
+// Made once in the engine, shared by every fd (in every process) that had it.
+Result<void> restore_eventfd(RestoreTask& t, const image::Fd& f) {
+    return install_description(t, f, [&] { return make_eventfd(f.eventfd()); }, true);
+}
+
+}  // namespace
+
+extern const FdKind kEventFdKind{
+    .name = "eventfd",
+    .image_kind = image::Fd::EVENTFD,
+    .claims = claims_eventfd,
+    .dump = dump_eventfd,
+    .restore = restore_eventfd,
+};
 
 }  // namespace ckpt::engine

@@ -7,12 +7,16 @@
 
 #include "ckpt/base/strings.h"
 #include "ckpt/engine/syscalls.h"
-#include "event_fds.h"
+#include "fd_kind.h"
 #include "restore_task.h"
 
 namespace ckpt::engine {
+namespace {
 
-Result<void> dump_pidfd(std::string_view fdinfo, uint32_t flags, image::PidFdState* out) {
+bool claims_pidfd(std::string_view link) { return link == "anon_inode:[pidfd]"; }
+
+// flags: the description's status flags.
+Result<void> parse_pidfd(std::string_view fdinfo, uint32_t flags, image::PidFdState* out) {
     // PIDFD_THREAD (O_EXCL) names one thread: not restored yet.
     if (flags & O_EXCL) return error_code(ENOTSUP, "a pidfd of a single thread (PIDFD_THREAD) cannot be restored: refused");
     auto v = fdinfo_value(fdinfo, "Pid:");
@@ -37,5 +41,24 @@ Result<UniqueFd> make_pidfd(const image::PidFdState& s, const RestoreShared& sh)
     if (!fd) return sys_error("pidfd_open(process {})", s.pid());
     return fd;
 }
+
+Result<void> dump_pidfd(const FdProbe& probe, image::Fd* f) {
+    f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
+    return parse_pidfd(CKPT_TRY(probe.fdinfo_text()), f->flags(), f->mutable_pidfd());
+}
+
+Result<void> restore_pidfd(RestoreTask& t, const image::Fd& f) {
+    return install_description(t, f, [&] { return make_pidfd(f.pidfd(), *t.shared); }, true);
+}
+
+}  // namespace
+
+extern const FdKind kPidFdKind{
+    .name = "pidfd",
+    .image_kind = image::Fd::PIDFD,
+    .claims = claims_pidfd,
+    .dump = dump_pidfd,
+    .restore = restore_pidfd,
+};
 
 }  // namespace ckpt::engine

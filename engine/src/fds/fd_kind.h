@@ -1,0 +1,132 @@
+// One kind of file descriptor (a pipe, a regular file, an eventfd...): how the dump tells it
+// from the others, records it, and how the restore makes it again. Each kind lives in its own
+// file of this folder with both sides next to each other, and is listed once in
+// fd_kinds.cpp; fd_table.cpp walks a process's fd table and hands each fd to its kind.
+//
+// Adding a kind: a file here defining `const FdKind kXxxKind`, its entry in fd_kinds.cpp
+// (in the order kinds are tried), its image message in proto/files.proto.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <fcntl.h>
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ckpt/base/fd.h"
+#include "ckpt/base/result.h"
+#include "dump_context.h"
+#include "files.pb.h"
+#include "proc.h"
+
+namespace ckpt::engine {
+
+struct RestoreShared;
+struct RestoreTask;
+
+// Open file descriptions seen so far in the tree (dup'ed and inherited fds share one).
+struct Descriptions {
+    struct Seen {
+        pid_t pid;
+        int fd;
+        uint64_t id;
+    };
+    std::map<std::pair<uint64_t, uint64_t>, std::vector<Seen>> by_inode;  // (dev, ino)
+    uint64_t next_id = 1;
+};
+
+// Per pipe inode, the read and write ends the whole tree holds (the survey counts them), so
+// that a pipe with both ends in the tree is restored as a pipe and any other as external.
+struct PipeEnds {
+    std::map<uint64_t, std::pair<int, int>> ends;  // inode -> (readers, writers)
+    std::set<uint64_t> saved;                      // pipes whose buffer is recorded already
+};
+
+// What the kinds share over one dump of a tree.
+struct FdDumpState {
+    FdDumpState(FileRegistry& f, const DumpExclusions& e) : files(f), ex(e) {}
+    FileRegistry& files;
+    const DumpExclusions& ex;
+    bool shell_job = false;       // terminals are the shell's, taken again at restore
+    bool external_stdio = false;  // fds 0-2 of every process are the restorer's
+    Descriptions descs;
+    PipeEnds pipes;
+};
+
+// One fd of one frozen process, as /proc shows it.
+struct FdProbe {
+    pid_t pid = 0;  // the engine's view
+    int fd = -1;
+    int pidfd = -1;         // of pid, for pidfd_getfd
+    std::string link;       // readlink of /proc/PID/fd/N
+    std::string link_path;  // /proc/PID/fd/N
+    FdInfo info;
+    FdDumpState* state = nullptr;
+
+    // A duplicate of the fd in the engine (pidfd_getfd): the same open file description.
+    Result<UniqueFd> take() const;
+    // stat(2) of what the fd names.
+    Result<struct stat> stat_target() const;
+    // The fd's /proc/PID/fdinfo text.
+    Result<std::string> fdinfo_text() const;
+    // The id of the fd's open file description: the same as an fd seen before in the tree
+    // when kcmp says they are one description (is_new says it was not seen before).
+    Result<uint64_t> description_id(const struct stat& st, bool* is_new = nullptr) const;
+    // O_ASYNC or an owner can be restored only on a resource the tree owns: an fd bound at
+    // restore to one of the restorer's has the restorer's.
+    Result<void> refuse_async_external(const image::Fd& f) const;
+};
+
+struct FdKind {
+    const char* name;
+    // The image kind the restore dispatches on (a kind may also record an fd as EXTERNAL).
+    image::Fd::Kind image_kind;
+    // Dump: whether the fd, by its /proc link, is of this kind (null: never by its link).
+    bool (*claims)(std::string_view link) = nullptr;
+    // Dump, first pass over every fd of the tree before any is recorded (may be null).
+    Result<void> (*survey)(const FdProbe& probe) = nullptr;
+    // Dump: records the fd into f (fd number, flags, offset, owner are set already).
+    Result<void> (*dump)(const FdProbe& probe, image::Fd* f) = nullptr;
+    // Restore, once before any process is made: what the tree's fds of this kind share
+    // (may be null).
+    Result<void> (*prepare_restore)(RestoreShared& shared) = nullptr;
+    // Restore: installs f at its number in the process (null: a kind the dump records as
+    // another, e.g. EXTERNAL, or refuses).
+    Result<void> (*restore)(RestoreTask& t, const image::Fd& f) = nullptr;
+    // Restore, once every fd of the process is in place (may be null).
+    Result<void> (*restore_late)(RestoreTask& t, const image::Fd& f) = nullptr;
+    // Bound at restore to one of the restorer's own fds: its flags and owner are the
+    // restorer's, neither restored nor verified.
+    bool restorers_fd = false;
+};
+
+// Every kind, in the order the dump asks them to claim an fd.
+const std::vector<const FdKind*>& fd_kinds();
+// Every kind's prepare_restore.
+Result<void> prepare_fd_restore(RestoreShared& shared);
+// The kind that restores fds recorded as k (null: none, the image is corrupt or newer).
+const FdKind* fd_kind_of(image::Fd::Kind k);
+
+// The status flags open() or the kernel cannot take back at once: O_ASYNC goes in last,
+// once the owner and signal are set (restore_fd_async); open() would record it without
+// registering the fd for signals.
+inline constexpr uint32_t kLateFlags = O_ASYNC;
+
+// The text after "key" on its fdinfo line, trimmed (nullopt when the kernel has no such line).
+std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key);
+
+// Restore: installs the open file description f names, made with make() (in the engine) by
+// the first fd of the tree that has it, shared by every later one (in every process).
+// With set_flags, the recorded status flags are set on a description just made.
+Result<void> install_description(RestoreTask& t, const image::Fd& f, const std::function<Result<UniqueFd>()>& make,
+                                 bool set_flags);
+
+}  // namespace ckpt::engine

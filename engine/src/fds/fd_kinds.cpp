@@ -1,0 +1,26 @@
+// Every fd kind the engine knows, once. The dump offers an fd to them in this order (the
+// first whose claims() takes its /proc link records it); the restore finds a kind by the
+// image kind it recorded.
+#include "fd_kind.h"
+
+namespace ckpt::engine {
+
+extern const FdKind kPipeKind, kTerminalKind, kSocketKind, kEventFdKind, kTimerFdKind, kSignalFdKind, kEpollKind,
+    kPidFdKind, kRegularFileKind, kExternalKind;
+
+const std::vector<const FdKind*>& fd_kinds() {
+    // Terminals before regular files: both are paths.
+    static const std::vector<const FdKind*> kinds{&kPipeKind,    &kTerminalKind,  &kSocketKind,
+                                                  &kEventFdKind, &kTimerFdKind,   &kSignalFdKind,
+                                                  &kEpollKind,   &kPidFdKind,     &kRegularFileKind,
+                                                  &kExternalKind};
+    return kinds;
+}
+
+Result<void> prepare_fd_restore(RestoreShared& shared) {
+    for (const FdKind* k : fd_kinds())
+        if (k->prepare_restore) CKPT_TRY_CTX(k->prepare_restore(shared), "{} fds", k->name);
+    return ok();
+}
+
+}  // namespace ckpt::engine

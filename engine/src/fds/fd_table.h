@@ -1,0 +1,27 @@
+// A process's fd table: every fd handed to its kind (fd_kind.h), with what all kinds share:
+// the fd number, close-on-exec, status flags, offset, owner and signal (F_SETOWN/F_SETSIG).
+#pragma once
+
+#include <sys/types.h>
+
+#include "ckpt/base/result.h"
+#include "fd_kind.h"
+#include "files.pb.h"
+
+namespace ckpt::engine {
+
+// The survey of one process's fds (every kind's first pass); run for every process of the
+// tree before any fd is dumped.
+Result<void> survey_fds(pid_t pid, FdDumpState& state);
+// Records the fds of pid.
+Result<void> dump_fds(pid_t pid, FdDumpState& state, image::FdTable* table);
+
+Result<void> restore_fds(RestoreTask& t);
+// Owners (F_SETOWN_EX), signals (F_SETSIG) and O_ASYNC of t's fds, from inside t once every
+// process and thread of the tree exists (an owner may be any of them).
+Result<void> restore_fd_async(RestoreTask& t);
+// Every fd's status flags, from /proc/PID/fdinfo, exactly as recorded (close-on-exec too);
+// a difference fails the restore naming pid, fd and bits.
+Result<void> verify_fd_flags(const RestoreTask& t);
+
+}  // namespace ckpt::engine

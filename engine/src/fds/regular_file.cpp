@@ -1,0 +1,98 @@
+// Regular files, folders and the harmless character devices (/dev/null, /dev/zero,
+// /dev/random, /dev/urandom, /dev/full), and O_PATH fds on any of these or on a symlink,
+// a block device, a FIFO or a socket node: recorded in the file registry (files.cpp, which
+// checks at restore that each file is still the one dumped) and opened again by path, or
+// on a saved copy when the file was deleted, is a memfd or was saved whole.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckpt/base/strings.h"
+#include "fd_kind.h"
+#include "files.h"
+#include "restore_task.h"
+
+namespace ckpt::engine {
+namespace {
+
+bool claims_path(std::string_view link) { return starts_with(link, "/"); }
+
+bool harmless_device(std::string_view path) {
+    return path == "/dev/null" || path == "/dev/zero" || path == "/dev/urandom" || path == "/dev/random" ||
+           path == "/dev/full";
+}
+
+Result<void> dump_regular(const FdProbe& probe, image::Fd* f) {
+    const std::string& link = probe.link;
+    const bool o_path = (probe.info.flags & O_PATH) != 0;
+    struct stat st = CKPT_TRY(probe.stat_target());
+    const bool deleted_name = link.ends_with(" (deleted)");
+    // A folder removed after it was opened cannot be made again as the same folder (nor
+    // would a new one be what the fd names).
+    if (S_ISDIR(st.st_mode) && deleted_name)
+        return error_code(ENOTSUP, "directory {} was removed (rmdir) after it was opened: it cannot be restored; refused",
+                          link.substr(0, link.size() - std::string_view(" (deleted)").size()));
+    // O_PATH (a symlink itself with O_NOFOLLOW, a device, a FIFO...): opened again by path
+    // with the same flags, which opens nothing behind it.
+    const bool path_only = o_path && !deleted_name &&
+                           (S_ISLNK(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+    if (!path_only) {
+        if (!S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode) && !S_ISDIR(st.st_mode))
+            return error_code(ENOTSUP, "unsupported fd kind: file type {:o}", st.st_mode & S_IFMT);
+        if (S_ISCHR(st.st_mode) && !o_path && !harmless_device(link))
+            return error_code(ENOTSUP, "unsupported fd kind: character device {}", link);
+    }
+    // Such a description can only come from open(O_TMPFILE) in its folder, which would be
+    // another file: an open of the same file with these flags does not exist.
+    // (glibc's __O_TMPFILE holds O_DIRECTORY too: every bit of it, not any.)
+    if ((probe.info.flags & __O_TMPFILE) == __O_TMPFILE)
+        return error_code(ENOTSUP, "opened with O_TMPFILE: a description with these flags cannot be made again on the "
+                                   "same file");
+    FileRegistry& files = probe.state->files;
+    uint32_t id = CKPT_TRY(files.add(probe.link_path, link));
+    f->set_file_id(id);
+    const image::FileEntry& entry = files.table().files(static_cast<int>(id) - 1);
+    // A deleted name of a file that still has a link elsewhere: a restored copy would no
+    // longer be the file the others write and read.
+    if (entry.deleted() && !entry.memfd() && !entry.saved_copy() && st.st_nlink > 0)
+        return error_code(ENOTSUP,
+                          "file deleted while open still has {} other link(s) elsewhere: a restored copy would not "
+                          "share its writes; refused",
+                          st.st_nlink);
+    if ((probe.info.flags & O_ACCMODE) != O_RDONLY && S_ISREG(st.st_mode) && !entry.proc())
+        CKPT_TRY(files.mark_written(id, probe.link_path));
+    f->set_description_id(CKPT_TRY(probe.description_id(st)));
+    return ok();
+}
+
+// One description per id, shared by every fd (in every process) that had it.
+Result<void> restore_regular(RestoreTask& t, const image::Fd& f) {
+    RestoreShared& sh = *t.shared;
+    auto open = [&]() -> Result<UniqueFd> {
+        const image::FileEntry* e = CKPT_TRY(sh.file(f.file_id()));
+        int flags = static_cast<int>(f.flags() & ~kLateFlags) & ~(O_CREAT | O_TRUNC | O_EXCL);
+        // A saved file is one object for every fd and mapping that had it.
+        UniqueFd fd = CKPT_TRY(sh.open_file(f.file_id(), flags));
+        // O_PATH has no offset (lseek refuses it); a /proc file's must be taken.
+        if (S_ISREG(e->mode()) && !(flags & O_PATH)) {
+            off_t at = lseek(fd.get(), static_cast<off_t>(f.pos()), SEEK_SET);
+            if (at < 0) return sys_error("lseek to {} in {}", f.pos(), e->path());
+            if (static_cast<uint64_t>(at) != f.pos())
+                return error_code(EINVAL, "lseek to {} in {} went to {}", f.pos(), e->path(), at);
+        }
+        return fd;
+    };
+    return install_description(t, f, open, false);
+}
+
+}  // namespace
+
+extern const FdKind kRegularFileKind{
+    .name = "file",
+    .image_kind = image::Fd::REG,
+    .claims = claims_path,
+    .dump = dump_regular,
+    .restore = restore_regular,
+};
+
+}  // namespace ckpt::engine
