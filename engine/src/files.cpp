@@ -250,17 +250,68 @@ bool FileRegistry::saved_whole(const std::string& path) const {
     return false;
 }
 
-Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::FileEntry& e) {
+namespace {
+
+// The saved file made again as a fresh file under its old name in its old folder, if both
+// are there and the name is free (O_EXCL|O_NOFOLLOW: nothing planted there is opened).
+// Mode 0600 until its content is in; root's until it is unlinked, so that in a sticky
+// folder its user cannot swap the name before the restore removes it.
+Result<std::optional<UniqueFd>> create_under_old_name(const image::FileEntry& e, std::optional<SavedName>* named) {
+    const std::string& path = e.path();
+    size_t slash = path.rfind('/');
+    if (slash == std::string::npos || slash + 1 == path.size()) return std::optional<UniqueFd>();
+    std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+    UniqueFd dirfd(open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dirfd) return std::optional<UniqueFd>();
+    std::string name = path.substr(slash + 1);
+    UniqueFd fd(openat(dirfd.get(), name.c_str(), O_CREAT | O_EXCL | O_NOFOLLOW | O_RDWR | O_CLOEXEC, 0600));
+    if (!fd) {
+        if (errno == EEXIST || errno == ENOENT || errno == EACCES || errno == EPERM || errno == EROFS)
+            return std::optional<UniqueFd>();
+        return sys_error("recreating deleted file {} under its name", path);
+    }
+    struct stat st;
+    if (fstat(fd.get(), &st) != 0) return sys_error("{}: fstat", path);
+    named->emplace();
+    (*named)->dir = std::move(dirfd);
+    (*named)->name = std::move(name);
+    (*named)->dev = st.st_dev;
+    (*named)->ino = st.st_ino;
+    return std::optional<UniqueFd>(std::move(fd));
+}
+
+}  // namespace
+
+void remove_saved_name(const image::FileEntry& e, const SavedName& n) {
+    struct stat st;
+    if (fstatat(n.dir.get(), n.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != n.dev ||
+        st.st_ino != n.ino) {
+        logger()->warn("{}: its name was taken by another file during the restore; left alone", e.path());
+        return;
+    }
+    if (unlinkat(n.dir.get(), n.name.c_str(), 0) != 0)
+        logger()->warn("{}: removing the name of the restored copy: {}", e.path(), strerror(errno));
+}
+
+Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::FileEntry& e,
+                                     std::optional<SavedName>* named) {
     // Recreated from the saved content: a memfd for memfd and shared anonymous memory,
-    // an unlinked file beside the original path otherwise; a memfd named after the file
-    // when that folder is gone or closed to the restoring user (a batch system's
-    // per-job folder, deleted when the job ended or on another node).
+    // a file under its old name (removed once the restore is done) or an unlinked file
+    // beside the original path otherwise; a memfd named after the file when that folder is
+    // gone or closed to the restoring user (a batch system's per-job folder, deleted when
+    // the job ended or on another node).
     // The saved copy is opened first: a name the image records is checked before
     // anything is made.
     auto from = CKPT_TRY(image::open_recorded_data(image_dir, image::names::kFiles, e.content_file(), e.size()));
     UniqueFd fd;
     bool in_memfd = e.memfd();
-    if (!in_memfd) {
+    // A copy saved whole of a file that was not deleted (saved_copy) stays nameless: its
+    // name, where it still exists, is the original's.
+    if (!in_memfd && !e.saved_copy() && e.path() != "/dev/zero") {
+        auto made = CKPT_TRY(create_under_old_name(e, named));
+        if (made) fd = std::move(*made);
+    }
+    if (!in_memfd && !fd) {
         std::string dir = e.path().substr(0, e.path().rfind('/'));
         fd = UniqueFd(open(dir.empty() ? "/" : dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, e.mode() & 07777));
         if (!fd && errno != ENOENT && errno != EACCES && errno != EPERM)
@@ -290,22 +341,39 @@ Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::
     CKPT_TRY_CTX(copy_sparse(from.get(), fd.get(), e.size(), &sum), "restoring content of {}", e.path());
     if (sum != e.content_xxh3())
         return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
+    // Under its old name: owner and mode once the name is gone (remove_saved_name's caller).
+    if (*named) return fd;
+    CKPT_TRY(give_saved_owner(e, fd.get()));
+    return fd;
+}
+
+Result<void> give_saved_owner(const image::FileEntry& e, int fd) {
     // Its own owner and mode, not the restorer's (nor its umask): owner first, as a change of
     // owner clears set-id bits. Whatever the restoring user may not set fails the restore.
-    if (fchown(fd.get(), e.uid(), e.gid()) != 0) {
+    if (fchown(fd, e.uid(), e.gid()) != 0) {
         if (!(e.saved_copy() && errno == EPERM))
             return sys_error("{}: giving the recreated file its owner {}:{} (fchown)", e.path(), e.uid(), e.gid());
         // A batch system's copy (see FileEntry.saved_copy): the restoring user's own.
         logger()->info("{}: the copy stays the restoring user's (owner {}:{} not permitted)", e.path(), e.uid(), e.gid());
     }
-    if (fchmod(fd.get(), e.mode() & 07777) != 0)
+    if (fchmod(fd, e.mode() & 07777) != 0)
         return sys_error("{}: giving the recreated file its mode {:o} (fchmod)", e.path(), e.mode() & 07777);
-    return fd;
+    return ok();
 }
 
-Result<UniqueFd> reopen_saved_file(const image::FileEntry& e, int object, int flags) {
+Result<UniqueFd> reopen_saved_file(const image::FileEntry& e, int object, int flags, const SavedName* named) {
     std::string proc = "/proc/self/fd/" + std::to_string(object);
     if (!(flags & O_NOFOLLOW)) return CKPT_TRY_CTX(open_file(proc, flags), "{}", e.path());
+    if (named) {
+        // By its name, checked to still be the object.
+        UniqueFd fd(openat(named->dir.get(), named->name.c_str(), flags | O_CLOEXEC | O_NOCTTY));
+        if (!fd) return sys_error("{}: reopening with O_NOFOLLOW", e.path());
+        struct stat st;
+        if (fstat(fd.get(), &st) != 0) return sys_error("{}: fstat", e.path());
+        if (st.st_dev != named->dev || st.st_ino != named->ino)
+            return error_code(EEXIST, "{}: its name was taken by another file during the restore", e.path());
+        return fd;
+    }
     // O_NOFOLLOW (shm_open sets it) refuses the /proc link: the object is given a name for
     // the moment of the open, beside where it was, and the name is checked to be the object.
     std::string dir = e.path().substr(0, e.path().rfind('/'));

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include "ckpt/base/fd.h"
@@ -29,9 +30,26 @@ Result<UniqueFd> open_proc_file(const image::FileEntry& e, int flags, const std:
 // restore makes it once and opens it again for every fd and mapping of that file
 // (RestoreShared::saved_object), so that all of them share it as they did.
 // The copy gets the recorded owner and mode (a memfd is made sealable, its seals added later).
-Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::FileEntry& e);
-// A new open file description with flags of a saved file's one object (engine fd `object`).
-Result<UniqueFd> reopen_saved_file(const image::FileEntry& e, int object, int flags);
+//
+// A file deleted while open is made again under its old name when that name is free, and
+// keeps it until every fd and mapping of it is in place (then remove_saved_name): /proc
+// then names it "PATH (deleted)", as it did. Where the name is taken it is made nameless
+// (O_TMPFILE: "DIR/#INODE (deleted)"), and where the folder is gone or closed, as a memfd.
+struct SavedName {
+    UniqueFd dir;
+    std::string name;
+    dev_t dev = 0;
+    ino_t ino = 0;
+};
+Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::FileEntry& e,
+                                     std::optional<SavedName>* named);
+// The recorded owner and mode of a saved file made again (fd: the object).
+Result<void> give_saved_owner(const image::FileEntry& e, int fd);
+// Unlinks the name, if it is still the saved file's (a name taken meanwhile is left alone).
+void remove_saved_name(const image::FileEntry& e, const SavedName& n);
+// A new open file description with flags of a saved file's one object (engine fd `object`),
+// named: the saved file's name while it has one.
+Result<UniqueFd> reopen_saved_file(const image::FileEntry& e, int object, int flags, const SavedName* named);
 // Adds the recorded seals to every memfd made again (objects: file id -> fd), once its
 // content, every mapping of it and every fd on it are in place, then checks them.
 Result<void> seal_saved_files(const image::FileTable& files, const std::map<uint32_t, UniqueFd>& objects);

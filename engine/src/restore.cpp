@@ -55,8 +55,22 @@ Result<int> RestoreShared::saved_object(uint32_t id) {
     if (auto it = saved_objects.find(id); it != saved_objects.end()) return it->second.get();
     const image::FileEntry* e = CKPT_TRY(file(id));
     if (!e->deleted()) return error_code(EINVAL, "{}/{}: file {} is not a saved file", image_dir, image::names::kFiles, id);
-    UniqueFd fd = CKPT_TRY(recreate_saved_file(image_dir, *e));
+    std::optional<SavedName> named;
+    UniqueFd fd = CKPT_TRY(recreate_saved_file(image_dir, *e, &named));
+    if (named) saved_names.emplace(id, std::move(*named));
     return saved_objects.emplace(id, std::move(fd)).first->second.get();
+}
+
+Result<void> RestoreShared::release_saved_names() {
+    Result<void> first = ok();
+    for (auto& [id, name] : saved_names) {
+        const image::FileEntry& e = files.files(static_cast<int>(id) - 1);
+        remove_saved_name(e, name);
+        auto given = give_saved_owner(e, saved_objects.at(id).get());
+        if (!given && first) first = std::move(given);
+    }
+    saved_names.clear();
+    return first;
 }
 
 Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
@@ -66,7 +80,8 @@ Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
     // Opened again through /proc with the recorded flags: a description of its own, on the
     // same object as every other fd and mapping of the file.
     int object = CKPT_TRY(saved_object(id));
-    return reopen_saved_file(*e, object, flags);
+    auto named = saved_names.find(id);
+    return reopen_saved_file(*e, object, flags, named == saved_names.end() ? nullptr : &named->second);
 }
 
 Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
@@ -570,6 +585,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         CKPT_TRY_CTX(verify_fd_flags(t), "restore");
     }
     CKPT_TRY_CTX(seal_saved_files(shared.files, shared.saved_objects), "restore");
+    CKPT_TRY_CTX(shared.release_saved_names(), "restore");
     // 4. Let go: threads' registers, then each leader drops its trampoline and identity.
     for (const auto& th : threads) CKPT_TRY(set_thread_registers(th.host, *th.core));
     for (pid_t pid : order) {

@@ -12,6 +12,7 @@
 #include "ckpt/base/fd.h"
 #include "ckpt/base/privilege.h"
 #include "core.pb.h"
+#include "files.h"
 #include "files.pb.h"
 #include "mm.pb.h"
 #include "ptrace_ctl.h"
@@ -61,6 +62,8 @@ struct RestoreShared {
     // file id -> the one object remade from a saved file (deleted, memfd, shared anonymous
     // memory), O_RDWR: every fd and mapping of that file, in every process, is of it.
     std::map<uint32_t, UniqueFd> saved_objects;
+    // file id -> the old name a deleted file was made under, until the restore is done.
+    std::map<uint32_t, SavedName> saved_names;
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
@@ -77,6 +80,10 @@ struct RestoreShared {
     // A new open file description of recorded file id with the given flags: by path
     // (checked), or on the saved file's one object.
     Result<UniqueFd> open_file(uint32_t id, int flags);
+    // Once every fd and mapping of the saved files is in place: their temporary names
+    // removed, their recorded owner and mode given. Also when a restore fails.
+    Result<void> release_saved_names();
+    ~RestoreShared() { (void)release_saved_names(); }
 };
 
 // Identity under --restore-as (creds.cpp, seccomp.cpp). The kernel enforces what a user may

@@ -81,17 +81,6 @@ KNOWN_DIFFERENCES = [
     ("fd_events", {"fdinfo"}, r"fdinfo tfd \d+: before the dump '\d+ events: 40000000 .*"
      r"after the restore '\d+ events: 40000018 ", True,
      "a reported EPOLLONESHOT target comes back armed for EPOLLERR|EPOLLHUP (docs/engine.md, Event fds)"),
-    # A restore bug, not fixed: a file deleted while open (shm_open and sem_open objects
-    # too) is made again with O_TMPFILE, which /proc names "DIR/#INODE (deleted)": maps lines
-    # and fd links show that instead of "DIR/NAME (deleted)"; an fd reopened with O_NOFOLLOW
-    # shows the engine's temporary name ".ckpt-reopen-PID-N". The object itself is right.
-    # Linking the copy under its old name for one open is not enough: an O_TMPFILE inode can
-    # be linked only once, and the O_NOFOLLOW reopen needs that link later.
-    *[(program, {"map", "fd"}, r": before the dump '[^']*/[^/']+ \(deleted\)', after the restore "
-       r"'[^']*/(#\d+|\.ckpt-reopen-\d+-\d+) \(deleted\)'$", True,
-       "a file deleted while open comes back named #INODE or .ckpt-reopen-PID-N in /proc "
-       "(docs/engine.md, What is not handled yet)")
-      for program in ("mem_deleted", "fd_files", "fd_flags", "ipc_pool")],
     # Not a restore bug as such (the restart block is not kept, see the TLS note above): its
     # workers wait in sem_timedwait (futex with a timeout, restarted through the restart
     # block); after the restore that call returns EINTR and the program's retry loop runs for
