@@ -44,6 +44,9 @@ const char kUsage[] =
     "      --exclude-threads TID,... leave these threads out\n"
     "      --exclude-memory S-E,...  leave out the mappings inside these [start, end) ranges (hex)\n"
     "      --external-fd N:KEY       record the root's fd N as external resource KEY (see --inherit-fd)\n"
+    "      --action-script FILE      run /bin/sh -c FILE with CRTOOLS_SCRIPT_ACTION=pre-dump before the\n"
+    "                                tree is frozen and =post-dump once the images are written, the tree\n"
+    "                                still frozen (e.g. to snapshot its files); a failure fails the dump\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      -d, --detach, --restore-detached  return once the tree runs\n"
@@ -141,6 +144,8 @@ bool criu_option(std::string_view a, int* exit_code) {
     };
     if (is("--tcp-established") || is("--ext-unix-sk")) return refuse("sockets come with a later release");
     if (is("--file-locks")) return refuse("file locks come with a later release");
+    // Dump takes it before this; a restore has no hook to run it at yet.
+    if (is("--action-script")) return refuse("action scripts run at dump only (pre-dump, post-dump)");
     // Deleted files are saved whole, which is what a linked-then-deleted file needs.
     if (a == "--link-remap") return true;
     if (is("--manage-cgroups")) {
@@ -198,6 +203,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             auto n = colon == std::string::npos ? ckpt::parse_int("") : ckpt::parse_int(std::string_view(v).substr(0, colon));
             if (!n || *n < 0 || colon + 1 >= v.size()) return usage_error("dump: --external-fd wants N:KEY");
             o.external_fds[static_cast<int>(*n)] = v.substr(colon + 1);
+        } else if (take_value(args, i, "--action-script", &v)) {
+            o.action_scripts.push_back(v);
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <map>
 
@@ -400,6 +401,37 @@ Result<void> check_groups(const FrozenTree& tree) {
 // which would let it copy a root or setuid process of the user's tree (a `su` child) into
 // the user's folder. Checked on the frozen tree, so nothing can change, and before anything
 // else is read from it or injected into it.
+// CRIU's action scripts: /bin/sh -c SCRIPT with CRTOOLS_SCRIPT_ACTION, CRTOOLS_IMAGE_DIR and
+// CRTOOLS_INIT_PID in its environment (CRIU's names), waited for; any failure is the dump's.
+// The environment is built before fork: the engine may have threads, so the child only execs.
+Result<void> run_action_scripts(const DumpOptions& opts, const char* action) {
+    for (const auto& script : opts.action_scripts) {
+        std::vector<std::string> env{std::string("CRTOOLS_SCRIPT_ACTION=") + action,
+                                     "CRTOOLS_IMAGE_DIR=" + opts.image_dir,
+                                     "CRTOOLS_INIT_PID=" + std::to_string(opts.root)};
+        for (char** e = environ; *e; ++e)
+            if (std::strncmp(*e, "CRTOOLS_", 8) != 0) env.emplace_back(*e);
+        std::vector<char*> envp;
+        for (auto& e : env) envp.push_back(e.data());
+        envp.push_back(nullptr);
+        const char* argv[] = {"sh", "-c", script.c_str(), nullptr};
+        pid_t pid = fork();
+        if (pid < 0) return sys_error("action script {} ({}): fork", script, action);
+        if (pid == 0) {
+            execve("/bin/sh", const_cast<char* const*>(argv), envp.data());
+            _exit(127);
+        }
+        int st = 0;
+        while (waitpid(pid, &st, 0) < 0)
+            if (errno != EINTR) return sys_error("action script {} ({}): waitpid", script, action);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) continue;
+        if (WIFEXITED(st))
+            return error_code(EIO, "action script {} ({}) exited {}", script, action, WEXITSTATUS(st));
+        return error_code(EIO, "action script {} ({}) was killed by signal {}", script, action, WTERMSIG(st));
+    }
+    return ok();
+}
+
 Result<void> check_own_processes(const FrozenTree& tree) {
     const uid_t uid = geteuid();
     const gid_t gid = getegid();
@@ -454,6 +486,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
 
     auto root_stat = CKPT_TRY(read_stat(opts.root));
     if (root_stat.state == 'Z') return error_code(ESRCH, "pid {} is a zombie: nothing to dump", opts.root);
+    CKPT_TRY(run_action_scripts(opts, "pre-dump"));
     FrozenTree tree;
     auto t0 = now_ns();
     CKPT_TRY(tree.freeze(opts.root));
@@ -544,6 +577,11 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     CKPT_TRY(image::write_image(dir, image::names::kInventory, image::Kind::Inventory, inv));
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
                    (now_ns() - t0) / 1e6);
+    if (auto r = run_action_scripts(opts, "post-dump"); !r) {
+        // The tree runs on (the destructor lets it go); the images must not look complete.
+        (void)dir.remove(image::names::kInventory);
+        return std::move(r).error();
+    }
 
     if (opts.leave_running) {
         tree.release();

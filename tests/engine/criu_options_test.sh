@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CRIU's option names on ckpt-engine dump/restore: the accepted ones do what CRIU users
 # expect (-o LOG and -vN log to a file, -R leaves the tree running, --restore-detached and
-# --pidfile return with the root's pid, --link-remap and --manage-cgroups=ignore are taken);
+# --pidfile return with the root's pid, --link-remap and --manage-cgroups=ignore are taken,
+# --action-script runs pre-dump and post-dump scripts);
 # the refused ones fail naming the option as "not supported yet", never "unknown option",
 # before the tree is touched.
 set -euo pipefail
@@ -39,6 +40,9 @@ for opt in --tcp-established --ext-unix-sk --ext-unix-sk=123 --file-locks --mana
         if grep -qi "unknown option" "$work/err"; then die "$cmd $opt: $(cat "$work/err")"; fi
     done
 done
+# --action-script is dump's only: restore refuses it by name.
+if "$engine" restore -D "$work/refused" --action-script=true 2> "$work/err"; then die "restore --action-script was accepted"; fi
+grep -qF -- "--action-script=true is not supported yet" "$work/err" || die "restore --action-script: $(cat "$work/err")"
 kill -0 "$pid" || die "a refused dump harmed the tree"
 [ ! -e "$work/refused" ] || [ -z "$(ls -A "$work/refused")" ] || die "a refused dump wrote images"
 
@@ -64,6 +68,27 @@ if "$engine" -o "$work/no/such/dir/log" dump -t "$pid" -D "$work/img4" -R 2> "$w
 fi
 grep -qF "$work/no/such/dir/log" "$work/err" || die "log file error does not name it: $(cat "$work/err")"
 kill -0 "$pid" || die "the tree died"
+
+# --action-script: run with CRTOOLS_SCRIPT_ACTION=pre-dump before the tree is frozen and
+# =post-dump once the images are written, the tree still frozen (a tracing stop); a script
+# that fails fails the dump, which leaves the tree running and untraced and no inventory.
+cat > "$work/action.sh" <<'SH'
+state=$(awk '/^State:/ {print $2}' "/proc/$CRTOOLS_INIT_PID/status")
+echo "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID $CRTOOLS_IMAGE_DIR $state $(ls "$CRTOOLS_IMAGE_DIR" | grep -c '^inventory.img$')" >> "$1"
+SH
+"$engine" dump -t "$pid" -D "$work/img6" -R --action-script "sh $work/action.sh $work/actions" \
+    || die "dump with --action-script failed"
+printf 'pre-dump %s %s S 0\npost-dump %s %s t 1\n' "$pid" "$work/img6" "$pid" "$work/img6" > "$work/actions.want"
+cmp -s "$work/actions" "$work/actions.want" || die "--action-script saw: $(cat "$work/actions")"
+if "$engine" dump -t "$pid" -D "$work/img7" -R --action-script '[ "$CRTOOLS_SCRIPT_ACTION" != post-dump ]' \
+    2> "$work/err"; then
+    die "a dump whose post-dump script failed succeeded"
+fi
+grep -q "action script .* (post-dump) exited 1" "$work/err" || die "failed post-dump script: $(cat "$work/err")"
+[ ! -e "$work/img7/inventory.img" ] || die "a dump whose post-dump script failed left an inventory"
+kill -0 "$pid" || die "a failed post-dump script killed the tree"
+sleep 0.1
+grep -q '^TracerPid:[[:space:]]*0$' "/proc/$pid/status" || die "a failed post-dump script left the tree traced"
 
 # A dump that kills the tree, then restore --restore-detached --pidfile: returns at once with
 # the root's pid in the file and the root running.

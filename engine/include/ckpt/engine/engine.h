@@ -33,6 +33,10 @@ struct DumpOptions {
     // given back at restore with --inherit-fd fd[N]:KEY (the MPI control channel a parked
     // rank waits on).
     std::map<int, std::string> external_fds;
+    // CRIU's --action-script: each run by /bin/sh -c with CRTOOLS_SCRIPT_ACTION set to
+    // "pre-dump" (before the tree is frozen) and "post-dump" (images written, the tree still
+    // frozen: the moment to snapshot the files it works on). A script that fails fails the dump.
+    std::vector<std::string> action_scripts;
 };
 
 struct DumpStats {
