@@ -180,6 +180,14 @@ Result<std::vector<pid_t>> parse_children(std::string_view text) {
     return out;
 }
 
+Error pid_in_use_error(pid_t pid, std::string_view what) {
+    if (access(proc_path(pid, "").c_str(), F_OK) == 0) return error_code(EEXIST, "{}pid {} is in use", what, pid);
+    return error_code(EEXIST,
+                      "{}pid {} is in use as the id of a process group or session that still has members "
+                      "(a zombie not yet reaped?)",
+                      what, pid);
+}
+
 Result<std::vector<pid_t>> read_children(pid_t pid) {
     std::vector<pid_t> out;
     for (pid_t tid : CKPT_TRY(read_tasks(pid))) {

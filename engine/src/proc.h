@@ -62,6 +62,9 @@ Result<std::vector<pid_t>> read_tasks(pid_t pid);
 Result<std::vector<int>> read_numbered_dir(const std::string& dir);
 // Children of every thread of pid.
 Result<std::vector<pid_t>> read_children(pid_t pid);
+// Why clone3(set_tid=pid) said EEXIST: a process or thread has that pid, or (no /proc entry)
+// it is still the id of a process group or session with members, e.g. an unreaped orphan.
+Error pid_in_use_error(pid_t pid, std::string_view what);
 // Target of a /proc symlink (exe, cwd, root, fd/N).
 Result<std::string> read_link(const std::string& path);
 // The inode of /proc/PID/ns/<ns> ("pid", "pid_for_children"...): which namespace it is.

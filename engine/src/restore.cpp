@@ -178,7 +178,7 @@ Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
         syscall(SYS_exit_group, 122);
     }
     if (r < 0) {
-        if (errno == EEXIST) return error_code(EEXIST, "pid {} is in use", pid);
+        if (errno == EEXIST) return pid_in_use_error(pid, "");
         return sys_error("clone3(set_tid={})", pid);
     }
     int status = CKPT_TRY(wait_stopped(static_cast<pid_t>(r)));

@@ -92,7 +92,7 @@ Result<pid_t> create_task(RemoteThread& creator, RemoteScratch& scratch, NewTask
     args.set_tid_size = 1;
     uint64_t at = CKPT_TRY(s.put(args));
     int64_t r = CKPT_TRY(creator.syscall(SYS_clone3, {at, sizeof args}));
-    if (r == -EEXIST) return error_code(EEXIST, "{} {}: pid {} is in use", what, pid, pid);
+    if (r == -EEXIST) return pid_in_use_error(pid, fmt::format("{} {}: ", what, pid));
     if (r < 0) return sys_error_code(static_cast<int>(-r), fmt::format("{} {}: clone3", what, pid));
     // Traced from birth (PTRACE_O_TRACECLONE / TRACEFORK), it stops at once.
     pid_t host = creator.last_child();
