@@ -14,6 +14,7 @@ packages=(
   hpcc python3-mpi4py
   slurmctld slurmd slurm-client libslurm-dev munge
   procps psmisc iproute2 util-linux
+  gawk
   python3
 )
 
