@@ -15,6 +15,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <optional>
 
 #include "ckpt/arch/arch.h"
 #include "ckpt/engine/engine.h"
@@ -284,6 +285,9 @@ struct DumpTask {
     DumpShared& shared;
     FrozenProcess& p;
     std::vector<FrozenProcess*> live_children;  // their wait state is read from p
+    // Its parent, dumped before it, when alive in the tree: pages they still share
+    // copy-on-write are recorded as inherited (memory.cpp).
+    std::optional<ForkParent> fork_parent;
     image::TaskCore core;
     image::MmCore mm;
     image::FdTable fds;
@@ -356,7 +360,8 @@ Result<void> dump_process(DumpTask& t) {
     CKPT_TRY(dump_pending(p.pid, &t.core));
     CKPT_TRY(dump_seccomp(p, &t.core));
 
-    CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan));
+    CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan,
+                         t.fork_parent ? &*t.fork_parent : nullptr));
     CKPT_TRY(dump_fds(p.pid, sh.fds, &t.fds));
     // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
     CKPT_TRY(record_tree_pids(sh.tree, p, sh.own_pidns, &t.core, &t.fds));
@@ -561,6 +566,9 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         DumpTask& task = tasks.emplace_back(shared, p);
         for (auto& c : tree.processes)
             if (!c.zombie && c.pid != opts.root && c.ns_ppid == p.ns_pid) task.live_children.push_back(&c);
+        for (auto& up : tasks)
+            if (p.pid != opts.root && &up != &task && up.p.ns_pid == p.ns_ppid)
+                task.fork_parent = ForkParent{up.p.pid, &up.mm, &up.pagemap, &up.plan};
         CKPT_TRY(dump_process(task));
     }
     // Page data of every process at once, then the page maps that describe it.

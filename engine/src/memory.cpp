@@ -232,13 +232,17 @@ Result<uint64_t> copy_block(const PagePlan& plan, int fd, size_t b) {
     // Copies overlapping [lo, hi), in file order.
     auto it = std::upper_bound(plan.copies.begin(), plan.copies.end(), lo,
                                [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
+    UniqueFd mem;  // /proc/PID/mem, for pages to keep shared
     for (; it != plan.copies.end() && it->file_off < hi; ++it) {
         uint64_t from = std::max(lo, it->file_off), to = std::min(hi, it->file_off + it->len);
         while (from < to) {
             size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
             uint64_t addr = it->vaddr + (from - it->file_off);
             bool done = false;
-            if (it->readable) {
+            if (it->keep_shared) {
+                if (!mem) mem = CKPT_TRY(open_file(proc_path(plan.pid, "mem"), O_RDONLY));
+                done = pread(mem.get(), buf, n, static_cast<off_t>(addr)) == static_cast<ssize_t>(n);
+            } else if (it->readable) {
                 iovec local{buf, n}, remote{reinterpret_cast<void*>(addr), n};
                 done = process_vm_readv(plan.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
             }
@@ -252,6 +256,62 @@ Result<uint64_t> copy_block(const PagePlan& plan, int fd, size_t b) {
     return XXH3_64bits_digest(st);
 }
 
+// What a run of pages holds: data in the pages file, zeros, or the parent's pages.
+enum class RunKind { Data, Zero, Inherited };
+
+// Madvise flags under which fork does not hand a mapping's pages to the child.
+bool fork_drops_pages(const image::Vma& v) { return v.madvise() & (kDontFork | kWipeOnFork); }
+
+// The recorded mapping of mm that starts at start, or null.
+const image::Vma* vma_at(const image::MmCore& mm, uint64_t start) {
+    auto it = std::lower_bound(mm.vmas().begin(), mm.vmas().end(), start,
+                               [](const image::Vma& v, uint64_t at) { return v.start() < at; });
+    return it != mm.vmas().end() && it->start() == start ? &*it : nullptr;
+}
+
+// Whether the private mapping v may share pages with the parent's mapping at the same place
+// and be inherited whole at restore: the same range of the same object, flags and advice
+// (which the restored child keeps from its parent), and fork hands its pages on.
+bool same_inheritable(const image::Vma& v, const image::Vma* p) {
+    if (v.kind() != image::Vma::ANON && v.kind() != image::Vma::FILE) return false;
+    if ((v.flags() & MAP_SHARED) || fork_drops_pages(v)) return false;
+    return p && p->start() == v.start() && p->end() == v.end() && p->kind() == v.kind() && p->flags() == v.flags() &&
+           p->pgoff() == v.pgoff() && p->file_id() == v.file_id() && p->madvise() == v.madvise() && p->has_pages() &&
+           p->guards_size() == 0;  // guard markers are inherited too: only where the parent has none
+}
+bool shares_with_parent(const image::Vma& v, const ForkParent& parent) {
+    return same_inheritable(v, vma_at(*parent.mm, v.start()));
+}
+
+// Splits present pages [addr, addr + n pages) of a child into runs of its own data and runs
+// of the parent's pages (the same frame at the same address in both, not the zero page).
+// Frame numbers are visible only with CAP_SYS_ADMIN; without it they read 0 and nothing is
+// taken for the parent's.
+template <typename AddRun>
+Result<void> split_inherited(int pagemap, int parent_pagemap, uint64_t addr, uint64_t n, uint64_t zpfn,
+                             std::vector<uint64_t>& mine, std::vector<uint64_t>& theirs, AddRun&& add_run) {
+    constexpr uint64_t kChunk = 1 << 16;
+    for (uint64_t done = 0; done < n;) {
+        uint64_t k = std::min(kChunk, n - done), at = addr + done * kPage;
+        mine.resize(k);
+        theirs.resize(k);
+        auto want = static_cast<ssize_t>(k * 8);
+        auto off = static_cast<off_t>(at / kPage * 8);
+        if (pread(pagemap, mine.data(), static_cast<size_t>(want), off) != want)
+            return sys_error("pread pagemap at {:#x}", at);
+        if (pread(parent_pagemap, theirs.data(), static_cast<size_t>(want), off) != want)
+            return sys_error("pread the parent's pagemap at {:#x}", at);
+        for (uint64_t i = 0; i < k; ++i) {
+            uint64_t pfn = mine[i] & kPmPfnMask;
+            bool shared = (mine[i] & kPmPresent) && !(mine[i] & kPmFile) && pfn != 0 && pfn != zpfn &&
+                          (theirs[i] & kPmPresent) && !(theirs[i] & kPmFile) && (theirs[i] & kPmPfnMask) == pfn;
+            add_run(at + i * kPage, 1, shared ? RunKind::Inherited : RunKind::Data);
+        }
+        done += k;
+    }
+    return ok();
+}
+
 bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
     for (auto [s, e] : ex.memory)
         if (start >= s && end <= e) return true;
@@ -261,7 +321,8 @@ bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
 }  // namespace
 
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
-                         const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan) {
+                         const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan,
+                         const ForkParent* parent) {
     auto maps = CKPT_TRY(read_maps(pid));
     auto smaps = CKPT_TRY(read_smaps(pid));
     auto st = CKPT_TRY(read_stat(pid));
@@ -286,6 +347,9 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     auto pagemap = CKPT_TRY(open_file(proc_path(pid, "pagemap"), O_RDONLY));
     const uint64_t zpfn = zero_pfn();
     std::vector<uint64_t> entries;
+    UniqueFd parent_pagemap;  // opened at the first mapping the parent has too
+    std::vector<std::pair<uint64_t, uint64_t>> inherited;  // [start, end) of inherited runs
+    std::vector<uint64_t> mine, theirs;
 
     for (const auto& m : maps) {
         if (excluded(ex, m.start, m.end)) continue;
@@ -361,35 +425,63 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         bool file_backed = kind == image::Vma::FILE;
         bool any = false;
         uint64_t run_start = 0, run_pages = 0;
-        bool run_zero = false;
+        RunKind run_kind = RunKind::Data;
         auto end_run = [&] {
             if (!run_pages) return;
             image::PageRun* run = pm->add_runs();
             run->set_vaddr(run_start);
             run->set_nr_pages(run_pages);
-            run->set_zero(run_zero);
-            if (!run_zero) {
+            run->set_zero(run_kind == RunKind::Zero);
+            run->set_inherited(run_kind == RunKind::Inherited);
+            if (run_kind == RunKind::Data) {
                 copies.push_back({run_start, run_pages * kPage, file_off, m.read});
                 file_off += run_pages * kPage;
+            }
+            if (run_kind == RunKind::Inherited) {
+                v->set_inherited(true);
+                inherited.emplace_back(run_start, run_start + run_pages * kPage);
             }
             any = true;
             run_pages = 0;
         };
         // Pages [addr, addr + n pages) are to be saved: extend the run or start a new one.
-        auto add_pages = [&](uint64_t addr, uint64_t n, bool zero) {
-            if (run_pages && zero == run_zero && addr == run_start + run_pages * kPage) {
+        auto add_run = [&](uint64_t addr, uint64_t n, RunKind k) {
+            if (run_pages && k == run_kind && addr == run_start + run_pages * kPage) {
                 run_pages += n;
                 return;
             }
             end_run();
             run_start = addr;
             run_pages = n;
-            run_zero = zero;
+            run_kind = k;
+        };
+        // The parent's mapping here, if the child may still share its pages (same mapping,
+        // inherited by fork: see shares_with_parent).
+        const bool from_parent = parent && shares_with_parent(*v, *parent);
+        if (from_parent && !parent_pagemap)
+            parent_pagemap = CKPT_TRY_CTX(open_file(proc_path(parent->pid, "pagemap"), O_RDONLY), "pid {}: parent", pid);
+        Result<void> split = ok();
+        auto add_pages = [&](uint64_t addr, uint64_t n, bool zero) {
+            if (zero || !from_parent || !split) return add_run(addr, n, zero ? RunKind::Zero : RunKind::Data);
+            // Present pages whose frame is the parent's at the same address: shared since the
+            // fork. (Swapped pages are copied: their swap entries are not compared.)
+            split = split_inherited(pagemap.get(), parent_pagemap.get(), addr, n, zpfn, mine, theirs, add_run);
         };
         CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, file_backed, true, zpfn, entries, add_pages, add_guard),
                      "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
+        CKPT_TRY_CTX(std::move(split), "pid {}: page maps of {:#x}-{:#x} and of parent {}", pid, m.start, m.end,
+                     parent->pid);
         end_run();
         v->set_has_pages(any);
+    }
+    // The parent's copies of pages it shares with this process read them without unsharing.
+    if (parent && parent->plan) {
+        auto& theirs = parent->plan->copies;  // in address order
+        for (auto [lo, hi] : inherited) {
+            auto c = std::upper_bound(theirs.begin(), theirs.end(), lo,
+                                      [](uint64_t at, const PageCopy& x) { return at < x.vaddr + x.len; });
+            for (; c != theirs.end() && c->vaddr < hi; ++c) c->keep_shared = true;
+        }
     }
     pm->set_pages_file(pages_name);
     pm->set_pages_bytes(file_off);
@@ -519,6 +611,7 @@ Result<void> fill_pages(RestoreTask& t) {
         // Zero runs of anonymous memory need nothing: fresh memory reads as zero. In file
         // mappings the file's content must be overwritten with zeros.
         if (run.zero() && !in_file_vma(run.vaddr())) continue;
+        if (run.inherited()) continue;  // the parent's pages, kept from the fork
         if (!run.zero() && off + len > pm.pages_bytes())
             return error_code(EINVAL, "{}: page runs exceed the data (image is corrupt)", path);
         for (uint64_t done = 0; done < len;) {
@@ -547,7 +640,48 @@ Result<void> fill_pages(RestoreTask& t) {
 
 }  // namespace
 
-Result<void> restore_memory(RestoreTask& t) {
+Result<void> check_inherited_memory(const RestoreTask& t, const RestoreTask* parent) {
+    const std::string where = fmt::format("{}/pagemap-{}.img", t.image_dir, t.pid);
+    std::vector<const image::Vma*> kept;
+    for (const auto& v : t.mm.vmas()) {
+        if (!v.inherited()) continue;
+        if (!parent)
+            return error_code(EINVAL, "{}: mapping {:#x}-{:#x} inherited, but the parent is not restored with pid {} "
+                                      "(image is corrupt)", where, v.start(), v.end(), t.pid);
+        if (!same_inheritable(v, vma_at(parent->mm, v.start())))
+            return error_code(EINVAL, "{}: mapping {:#x}-{:#x} inherited, but parent {} has no such mapping "
+                                      "(image is corrupt)", where, v.start(), v.end(), parent->pid);
+        kept.push_back(&v);
+    }
+    const auto& theirs = parent ? parent->pagemap.runs() : t.pagemap.runs();
+    for (const auto& run : t.pagemap.runs()) {
+        if (!run.inherited()) continue;
+        uint64_t lo = run.vaddr(), hi = lo + run.nr_pages() * kPage;
+        if (run.zero() || run.nr_pages() == 0 || hi < lo)
+            return error_code(EINVAL, "{}: malformed inherited run at {:#x} (image is corrupt)", where, lo);
+        bool inside = std::any_of(kept.begin(), kept.end(), [&](auto* v) { return lo >= v->start() && hi <= v->end(); });
+        if (!inside)
+            return error_code(EINVAL, "{}: inherited pages {:#x}-{:#x} outside an inherited mapping (image is corrupt)",
+                              where, lo, hi);
+        // The parent's runs of data (its own or inherited in turn) must cover them all.
+        auto it = std::upper_bound(theirs.begin(), theirs.end(), lo,
+                                   [](uint64_t at, const image::PageRun& r) { return at < r.vaddr(); });
+        uint64_t at = lo;
+        if (it != theirs.begin()) --it;
+        for (; it != theirs.end() && at < hi; ++it) {
+            uint64_t rlo = it->vaddr(), rhi = rlo + it->nr_pages() * kPage;
+            if (rhi <= at) continue;
+            if (rlo > at || it->zero()) break;
+            at = rhi;
+        }
+        if (at < hi)
+            return error_code(EINVAL, "{}: inherited page {:#x} has no data in parent {} (image is corrupt)", where, at,
+                              parent->pid);
+    }
+    return ok();
+}
+
+Result<void> restore_memory_layout(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const image::MmCore& mm = t.mm;
     const pid_t pid = t.pid;
@@ -561,8 +695,28 @@ Result<void> restore_memory(RestoreTask& t) {
         return error_code(EINVAL, "pid {}: THP disabled except where advised needs linux 6.18 or later", pid);
     if (thp < 0) return sys_error_code(static_cast<int>(-thp), fmt::format("pid {}: prctl(PR_SET_THP_DISABLE)", pid));
 
-    // 1. Drop everything the process inherited from the engine but the trampoline and vDSO.
+    // 1. Drop everything the process inherited from the engine (or its parent) but the
+    // trampoline, the vDSO and the mappings it shares pages with its parent in (inherited):
+    // of a mapping that overlaps those, only the rest goes.
+    std::vector<std::pair<uint64_t, uint64_t>> kept;
+    for (const auto& v : mm.vmas())
+        if (v.inherited()) kept.emplace_back(v.start(), v.end());
     auto current = CKPT_TRY(read_maps(host));
+    for (auto [lo, hi] : kept) {
+        uint64_t covered = 0;
+        for (const auto& m : current) covered += m.end > lo && m.start < hi ? std::min(m.end, hi) - std::max(m.start, lo) : 0;
+        if (covered != hi - lo)
+            return error("pid {}: mapping {:#x}-{:#x} was not inherited from its parent", pid, lo, hi);
+    }
+    auto drop = [&](uint64_t lo, uint64_t hi) -> Result<void> {
+        for (auto [klo, khi] : kept) {  // in address order
+            if (khi <= lo || klo >= hi) continue;
+            if (klo > lo) CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {lo, klo - lo}));
+            lo = std::max(lo, khi);
+        }
+        if (lo < hi) CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {lo, hi - lo}));
+        return ok();
+    };
     std::map<image::Vma::Kind, ProcMapping> vdso_now;
     for (const auto& m : current) {
         auto kind = classify(m);
@@ -577,7 +731,7 @@ Result<void> restore_memory(RestoreTask& t) {
             continue;
         }
         logger()->trace("pid {}: dropping inherited mapping {:#x}-{:#x} {}", pid, m.start, m.end, m.path);
-        CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {m.start, m.end - m.start}));
+        CKPT_TRY(drop(m.start, m.end));
     }
 
     // 2. Move the vDSO and its data pages to where the process had them. Each moves to a
@@ -628,6 +782,27 @@ Result<void> restore_memory(RestoreTask& t) {
         if (kernel_mapped(v.kind())) continue;
         uint64_t len = v.end() - v.start();
         uint32_t prot = v.prot() | (v.has_pages() ? PROT_WRITE : 0);
+        if (v.inherited()) {
+            // The parent's mapping, kept: its own protection, and every page but those still
+            // shared with the parent dropped (its own data is written below; what it never
+            // had reads as zero, or as the file).
+            CKPT_TRY_CTX(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), len, prot}), "pid {}: mapping {:#x}-{:#x}",
+                         pid, v.start(), v.end());
+            uint64_t at = v.start();
+            auto forget = [&](uint64_t to) -> Result<void> {
+                if (to > at)
+                    CKPT_TRY_CTX(rt.syscall_ok("madvise(MADV_DONTNEED)", SYS_madvise, {at, to - at, MADV_DONTNEED}),
+                                 "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+                return ok();
+            };
+            for (const auto& run : t.pagemap.runs()) {
+                if (!run.inherited() || run.vaddr() < v.start() || run.vaddr() >= v.end()) continue;
+                CKPT_TRY(forget(run.vaddr()));
+                at = run.vaddr() + run.nr_pages() * kPage;
+            }
+            CKPT_TRY(forget(v.end()));
+            continue;
+        }
         uint32_t flags = (v.flags() & (MAP_SHARED | MAP_PRIVATE | MAP_GROWSDOWN)) | MAP_FIXED;
         int64_t target_fd = -1;
         if (v.kind() == image::Vma::ANON) {
@@ -687,6 +862,13 @@ Result<void> restore_memory(RestoreTask& t) {
     // 5. Page data, straight from the (mapped) pages file into the process, verified and
     // written by several threads.
     CKPT_TRY_CTX(fill_pages(t), "pid {}: writing pages", pid);
+    return ok();
+}
+
+Result<void> restore_memory_finish(RestoreTask& t) {
+    RemoteThread& rt = *t.leader;
+    const image::MmCore& mm = t.mm;
+    const pid_t pid = t.pid;
 
     // 5b. Guard pages, where nothing was written.
     for (const auto& v : mm.vmas()) {

@@ -21,6 +21,10 @@ struct RestoreTask;
 struct PageCopy {
     uint64_t vaddr, len, file_off;
     bool readable;  // the mapping allows reads (else /proc/PID/mem, which may read more)
+    // Shared copy-on-write with a child (which records them as inherited): read through
+    // /proc/PID/mem, as process_vm_readv pins pages and so makes the process copy shared ones
+    // (the tree would use more memory after a dump --leave-running).
+    bool keep_shared = false;
 };
 
 // The page data of one process: recorded, not yet copied.
@@ -34,10 +38,20 @@ struct PagePlan {
     image::PageMap* pm = nullptr;  // gets the block checksums
 };
 
+// The recorded parent of a process being dumped (alive, in the tree, dumped before it):
+// pages the two still share copy-on-write since a fork are recorded as inherited, not copied.
+struct ForkParent {
+    pid_t pid = 0;                       // as the engine sees it
+    const image::MmCore* mm = nullptr;   // its recorded mappings
+    const image::PageMap* pm = nullptr;  // and page runs
+    PagePlan* plan = nullptr;            // its copies: those of pages it shares get keep_shared
+};
+
 // Records the mappings of pid into mm and the runs of pages worth saving into pm, and plans
 // their copy to pages-<pid>.img in dir. brk is the process's current program break.
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
-                         const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan);
+                         const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan,
+                         const ForkParent* parent = nullptr);
 
 // The process's PR_SET_THP_DISABLE setting, asked from inside it (/proc/PID/status shows
 // only whether THP is disabled entirely).
@@ -47,10 +61,20 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 // threads) and completes their page maps. The processes must still be frozen.
 Result<void> write_page_data(std::vector<PagePlan>& plans);
 
-// Recreates the address space in a restored process whose memory holds only the
-// trampoline and the vDSO: moves the vDSO, maps every recorded mapping, fills pages,
-// applies protections and madvise flags, then the mm fields.
-Result<void> restore_memory(RestoreTask& t);
+// Refuses page maps whose inherited mappings and runs (format version 6) do not match the
+// parent's recorded ones: every inherited run in an inherited mapping, the parent's mapping
+// the same one, and the parent holding data for every inherited page. parent is null for a
+// process whose parent is not restored with it.
+Result<void> check_inherited_memory(const RestoreTask& t, const RestoreTask* parent);
+
+// Step one of a restored process's address space, right after it is created and before
+// its children are (which inherit by fork what they share with it): drops what it has
+// from the engine (or from its parent) but the trampoline, the vDSO and its inherited
+// mappings, moves the vDSO, maps every other recorded mapping, applies madvise flags and
+// fills pages.
+Result<void> restore_memory_layout(RestoreTask& t);
+// Step two, once its children exist: guard pages, protections, locks, seals, mm fields.
+Result<void> restore_memory_finish(RestoreTask& t);
 
 // A new shared anonymous memory object (what mmap(MAP_SHARED|MAP_ANONYMOUS) makes) of size
 // bytes, open O_RDWR: made in the engine and opened through /proc/self/map_files.

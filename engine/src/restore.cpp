@@ -338,7 +338,7 @@ Result<void> load_task_images(RestoreTask& t) {
 }
 
 Result<void> restore_process(RestoreTask& t) {
-    CKPT_TRY(restore_memory(t));
+    CKPT_TRY(restore_memory_finish(t));
     CKPT_TRY(restore_sigactions(t));
     // Before the root changes (and while the process is as privileged as the restorer).
     CKPT_TRY(restore_proc_attrs(t));
@@ -455,6 +455,13 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             for (const auto& f : t.fds.fds()) named |= f.kind() == image::Fd::EXTERNAL && f.external_key() == key;
         if (!named) return error_code(EINVAL, "{}: --inherit-fd fd[{}]:{}: the images have no external resource {}", dir, fd, key, key);
     }
+    // Pages shared with the parent (format version 6) need the parent restored with them.
+    for (const auto& te : inv.tasks()) {
+        if (te.state() == image::TaskEntry::ZOMBIE) continue;
+        auto up = tasks.find(te.ppid());
+        bool parent_here = te.pid() != inv.root_pid() && up != tasks.end() && !up->second.mm.vmas().empty();
+        CKPT_TRY(check_inherited_memory(tasks[te.pid()], parent_here ? &up->second : nullptr));
+    }
     image::MmCore all_layouts;
     for (auto& [pid, t] : tasks)
         for (const auto& v : t.mm.vmas()) *all_layouts.add_vmas() = v;
@@ -506,6 +513,10 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // Every process is a copy of the engine (or of its parent) and so holds the
         // engine's pidfd under the same number: its way to take fds from the engine.
         t.engine_pidfd_in_target = engine_pidfd.get();
+        // Its mappings and pages before its children are made: they inherit by fork the
+        // pages they shared with it at the dump, copy-on-write as they were.
+        if (te.state() != image::TaskEntry::ZOMBIE)
+            CKPT_TRY_CTX(restore_memory_layout(t), "restore pid {}", pid);
     }
     // Groups led by another process of the tree (even the parent's: the parent may have
     // joined its group only now, after this process was made in its old one).

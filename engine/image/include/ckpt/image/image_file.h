@@ -33,7 +33,10 @@ namespace ckpt::image {
 //    version 3 image may lack them and is refused.
 // 5: fds on /proc files reopened for the restored process (FileEntry.proc); a version 4
 //    image refused them at restore as changed files, and is refused.
-inline constexpr uint32_t kFormatVersion = 5;
+// 6: pages a child shares copy-on-write with its parent since a fork, stored once (the
+//    parent's) and inherited by fork at restore (Vma.inherited, PageRun.inherited); a
+//    version 5 reader would restore such pages as zeros, so it must refuse version 6.
+inline constexpr uint32_t kFormatVersion = 6;
 
 enum class Kind : uint32_t {
     Inventory = 1,
