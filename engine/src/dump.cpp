@@ -524,6 +524,17 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     inv.set_shell_job(opts.shell_job);
     inv.set_engine_version(CKPT_VERSION);
 
+    std::set<pid_t> fd_table_of_parent;
+    {
+        std::map<pid_t, pid_t> live;  // ns pid -> pid
+        for (const auto& p : tree.processes)
+            if (!p.zombie) live[p.ns_pid] = p.pid;
+        std::vector<std::pair<pid_t, pid_t>> procs;
+        for (const auto& p : tree.processes)
+            if (!p.zombie)
+                procs.emplace_back(p.pid, p.pid != opts.root && live.count(p.ns_ppid) ? live[p.ns_ppid] : 0);
+        fd_table_of_parent = CKPT_TRY(find_shared_fd_tables(procs));
+    }
     for (const auto& p : tree.processes)
         if (!p.zombie) CKPT_TRY(survey_fds(p.pid, fd_state));
     {
@@ -555,6 +566,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
             t->set_comm(p.stat.comm);
             continue;
         }
+        t->set_fd_table_of_parent(fd_table_of_parent.count(p.pid) > 0);
         t->set_stop_signal(p.stop_signal);
         t->set_stop_reported(p.stop_reported);
         for (pid_t tid : p.ns_threads) t->add_threads(tid);

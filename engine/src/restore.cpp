@@ -86,7 +86,7 @@ Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
 
 Result<int> RestoreTask::install_fd(int engine_fd, int at_fd, bool cloexec) {
     int64_t fd = CKPT_TRY(leader->syscall_ok("pidfd_getfd", SYS_pidfd_getfd,
-                                             {static_cast<uint64_t>(engine_pidfd_in_target),
+                                             {static_cast<uint64_t>(engine_pidfd()),
                                               static_cast<uint64_t>(engine_fd), 0}));
     if (at_fd >= 0 && fd != at_fd) {
         CKPT_TRY(leader->syscall_ok("dup3", SYS_dup3,
@@ -343,7 +343,7 @@ Result<void> restore_process(RestoreTask& t) {
     // Before the root changes (and while the process is as privileged as the restorer).
     CKPT_TRY(restore_proc_attrs(t));
     CKPT_TRY(restore_task_settings(t));
-    CKPT_TRY(restore_fds(t));
+    if (!t.fd_owner) CKPT_TRY(restore_fds(t));  // a shared table is restored once, by its first
     return ok();
 }
 
@@ -455,6 +455,15 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             for (const auto& f : t.fds.fds()) named |= f.kind() == image::Fd::EXTERNAL && f.external_key() == key;
         if (!named) return error_code(EINVAL, "{}: --inherit-fd fd[{}]:{}: the images have no external resource {}", dir, fd, key, key);
     }
+    // A table shared with the parent (format version 6) needs the parent restored with it.
+    for (const auto& te : inv.tasks()) {
+        if (!te.fd_table_of_parent()) continue;
+        auto up = tasks.find(te.ppid());
+        if (te.state() == image::TaskEntry::ZOMBIE || te.pid() == inv.root_pid() || up == tasks.end() ||
+            up->second.core.threads_size() == 0)
+            return error_code(EINVAL, "{}/inventory.img: pid {} shares the fd table of parent {}, which is not "
+                                      "restored with it (image is corrupt)", dir, te.pid(), te.ppid());
+    }
     // Pages shared with the parent (format version 6) need the parent restored with them.
     for (const auto& te : inv.tasks()) {
         if (te.state() == image::TaskEntry::ZOMBIE) continue;
@@ -495,9 +504,15 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             auto parent = tasks.find(te.ppid());
             if (parent == tasks.end() || !parent->second.leader)
                 return error("pid {}: parent {} is not in the images", pid, te.ppid());
-            // From inside the parent, so that it is the parent's child.
-            t.host = CKPT_TRY_CTX(create_task(*parent->second.leader, parent->second.scratch, NewTask::Process, pid),
-                                  "parent {}", te.ppid());
+            // From inside the parent, so that it is the parent's child (and has its fd table
+            // when it shared it).
+            RestoreTask& up = parent->second;
+            NewTask kind = NewTask::Process;
+            if (te.fd_table_of_parent()) {
+                kind = NewTask::ProcessSharingFds;
+                t.fd_owner = up.fd_owner ? up.fd_owner : &up;
+            }
+            t.host = CKPT_TRY_CTX(create_task(*up.leader, up.scratch, kind, pid), "parent {}", te.ppid());
         }
         created.pids.push_back(t.host);
         shared.hosts[pid] = t.host;
@@ -592,7 +607,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         if (entry[pid]->state() == image::TaskEntry::ZOMBIE) continue;
-        CKPT_TRY_CTX(restore_fd_async(t), "restore pid {}", pid);
+        if (!t.fd_owner) CKPT_TRY_CTX(restore_fd_async(t), "restore pid {}", pid);
         CKPT_TRY_CTX(verify_fd_flags(t), "restore");
     }
     CKPT_TRY_CTX(seal_saved_files(shared.files, shared.saved_objects), "restore");
@@ -602,7 +617,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         if (!t.leader) continue;
-        CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
+        // A shared table's pidfd is closed once, by its first process (which comes first).
+        if (!t.fd_owner)
+            CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(t.engine_pidfd_in_target)}));
         CKPT_TRY_CTX(restore_pending(*t.leader, t.scratch, pid, nullptr, t.core.shared_pending()), "restore pid {}",
                      pid);
         // Timers after every recorded pending signal: a timer due at once must queue its

@@ -41,6 +41,10 @@ struct RestoreTask {
     static constexpr uint64_t kTrampolineSize = kCodeSize + kScratchSize;
     RemoteScratch scratch;            // in the trampoline, once the process exists
     int engine_pidfd_in_target = -1;  // the engine's pidfd, as an fd of the target
+    // The process whose fd table this one shares (its parent's, or theirs in turn), which
+    // alone restores the table's fds and holds the pidfd's number; null for the first.
+    RestoreTask* fd_owner = nullptr;
+    int engine_pidfd() const { return fd_owner ? fd_owner->engine_pidfd_in_target : engine_pidfd_in_target; }
     std::vector<pid_t> thread_hosts;  // every thread but the leader, as the engine sees them
 
     // Moves an fd of the engine into the target; returns its number there (at_fd if >= 0).

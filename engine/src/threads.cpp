@@ -88,6 +88,7 @@ Result<pid_t> create_task(RemoteThread& creator, RemoteScratch& scratch, NewTask
         args.flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
     else
         args.exit_signal = SIGCHLD;
+    if (kind == NewTask::ProcessSharingFds) args.flags = CLONE_FILES;
     args.set_tid = CKPT_TRY(s.put(pid));
     args.set_tid_size = 1;
     uint64_t at = CKPT_TRY(s.put(args));

@@ -17,7 +17,8 @@ Result<void> drop_inherited_rseq(RemoteThread& rt);
 // Creates, from inside creator's process, a child process or a thread of that process with
 // the given pid (as its pid namespace sees it), traced from birth and stopped; returns its
 // pid as the engine sees it.
-enum class NewTask { Process, Thread };
+// ProcessSharingFds: a process with its creator's fd table (CLONE_FILES).
+enum class NewTask { Process, ProcessSharingFds, Thread };
 Result<pid_t> create_task(RemoteThread& creator, RemoteScratch& scratch, NewTask kind, pid_t pid);
 // Per-thread kernel state set from inside the thread (after memory is back).
 Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, const image::ThreadCore& tc);

@@ -54,7 +54,9 @@ Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping o
 Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
   linked elsewhere / a removed directory; the dump refuses it naming the pid and fd 9, the
   tree runs on), refused-cwd (run with cwd_removed: the cwd was removed; refused naming the
-  pid and the cwd).
+  pid and the cwd), shared-fd-table (run with fd_shared_orphans: two orphans sharing an fd
+  table (clone(CLONE_FILES)) neither has from the other or from the root; the dump refuses
+  it naming both pids, the tree runs on).
 
 The runner is a child subreaper, so orphans of the tree and trees restored with --detach
 become its children: it reaps them all itself and records every exit status. It kills
@@ -945,6 +947,23 @@ class Run:
         self.expect_tree_unharmed("a dump refused for an unsupported fd")
         return "PASS"
 
+    def neg_shared_fd_table(self):
+        """Two processes sharing one fd table (clone(CLONE_FILES)) that neither has from the
+        other nor from a parent sharing it (fd_shared_orphans: their parent exited, they were
+        reparented to the root): no clone from a restored parent can make that table again, so
+        the dump refuses it, naming both pids, and the tree runs on.
+        Before: dumped and restored as two tables, an fd opened by one no longer the other's."""
+        self.start()
+        others = [p for p in self.pids if p != self.root]
+        if len(others) != 2:
+            raise TestFailure(f"expected the root and two orphans, the tree is {self.pids}")
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], "fd table",
+                                   "dump of processes sharing one fd table", timeout=REFUSAL_TIMEOUT)
+        if any(f"pid {p}" not in line for p in others):
+            raise TestFailure(f"the refusal does not name pids {others}: {line}")
+        self.expect_tree_unharmed("a dump refused for a shared fd table")
+        return "PASS"
+
     def neg_refused_fd(self):
         """An fd the engine could not restore exactly (fd_deleted_linked: a deleted name of a file
         linked elsewhere; fd_dir_removed: a directory removed after it was opened): the dump
@@ -1348,7 +1367,7 @@ def main():
                                            "image-devzero", "image-symlink", "dump-symlinks",
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
-                                           "compare-detects"])
+                                           "compare-detects", "shared-fd-table"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")

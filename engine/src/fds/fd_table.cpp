@@ -5,6 +5,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <map>
+
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/engine/syscalls.h"
@@ -235,6 +237,41 @@ Result<void> verify_fd_flags(const RestoreTask& t) {
                               t.pid, f.fd(), info->flags, want, info->flags ^ want);
     }
     return ok();
+}
+
+// A table shared by several processes (clone with CLONE_FILES, not CLONE_THREAD): an fd one
+// opens or closes is the others' too. The restore makes such a child with CLONE_FILES from its
+// restored parent, and only the first process of the table restores its fds (restore.cpp).
+Result<std::set<pid_t>> find_shared_fd_tables(const std::vector<std::pair<pid_t, pid_t>>& procs) {
+    constexpr int kKcmpFiles = 2;  // KCMP_FILES
+    auto same = [](pid_t a, pid_t b) -> Result<bool> {
+        long r = syscall(SYS_kcmp, a, b, kKcmpFiles, 0, 0);
+        if (r < 0) return sys_error("kcmp(pid {}, pid {}, KCMP_FILES)", a, b);
+        return r == 0;
+    };
+    std::set<pid_t> sharing;  // processes with their parent's table
+    std::map<pid_t, pid_t> parent_of;
+    for (auto [pid, parent] : procs) {
+        parent_of[pid] = parent;
+        if (parent > 0 && CKPT_TRY(same(parent, pid))) sharing.insert(pid);
+    }
+    // The first process of a table: up the parents while they share it.
+    auto first = [&](pid_t p) {
+        while (sharing.count(p)) p = parent_of[p];
+        return p;
+    };
+    // Any other sharing (processes that got the table from one that has exited, say) cannot
+    // be made again by clone from a restored parent: refused, rather than split unnoticed.
+    for (size_t i = 0; i < procs.size(); ++i)
+        for (size_t j = i + 1; j < procs.size(); ++j) {
+            pid_t a = procs[i].first, b = procs[j].first;
+            if (first(a) != first(b) && CKPT_TRY(same(a, b)))
+                return error_code(ENOTSUP,
+                                  "pid {} and pid {} share one fd table (clone with CLONE_FILES) but neither "
+                                  "has it from the other or from a parent sharing it: cannot be restored",
+                                  a, b);
+        }
+    return sharing;
 }
 
 }  // namespace ckpt::engine

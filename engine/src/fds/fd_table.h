@@ -4,6 +4,10 @@
 
 #include <sys/types.h>
 
+#include <set>
+#include <utility>
+#include <vector>
+
 #include "ckpt/base/result.h"
 #include "fd_kind.h"
 #include "files.pb.h"
@@ -15,6 +19,11 @@ namespace ckpt::engine {
 Result<void> survey_fds(pid_t pid, FdDumpState& state);
 // Records the fds of pid.
 Result<void> dump_fds(pid_t pid, FdDumpState& state, image::FdTable* table);
+
+// Of the tree's live processes (pid and parent, as the engine sees them; parent 0 when it is
+// not a live process of the tree), those that share their parent's fd table: clone with
+// CLONE_FILES, not CLONE_THREAD. Refuses processes that share a table otherwise.
+Result<std::set<pid_t>> find_shared_fd_tables(const std::vector<std::pair<pid_t, pid_t>>& procs);
 
 Result<void> restore_fds(RestoreTask& t);
 // Owners (F_SETOWN_EX), signals (F_SETSIG) and O_ASYNC of t's fds, from inside t once every
