@@ -307,6 +307,7 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
     CKPT_TRY(dump_sigactions(leader, arena, &t.core));
     CKPT_TRY(dump_creds(p, leader, arena, &t.core));
     CKPT_TRY(dump_proc_attrs(p.pid, &t.core));
+    CKPT_TRY(dump_membarrier(leader, &t.core));
     CKPT_TRY(dump_timers(p, leader, arena, &t.core));
     for (FrozenProcess* c : t.live_children) CKPT_TRY(dump_child_wait_state(leader, arena, *c));
     for (pid_t tid : p.threads) {

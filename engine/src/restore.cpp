@@ -339,6 +339,7 @@ Result<void> load_task_images(RestoreTask& t) {
 
 Result<void> restore_process(RestoreTask& t) {
     CKPT_TRY(restore_memory_finish(t));
+    CKPT_TRY(restore_membarrier(t));
     CKPT_TRY(restore_sigactions(t));
     // Before the root changes (and while the process is as privileged as the restorer).
     CKPT_TRY(restore_proc_attrs(t));
@@ -601,6 +602,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // Once every thread exists (each was made from the leader and has its settings).
         CKPT_TRY_CTX(restore_sched(t), "restore");
     }
+    // Every fd of every process is in place: what the fd kinds held for them goes.
+    CKPT_TRY_CTX(finish_fd_restore(shared), "restore");
     // Every thread exists now: fd owners (which may be any of them) and O_ASYNC; then each
     // fd's status flags are checked whole. Memfd seals last, once every mapping and fd of
     // each is in place (F_SEAL_WRITE refuses writable mappings, F_SEAL_FUTURE_WRITE new ones).

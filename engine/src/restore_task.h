@@ -69,6 +69,8 @@ struct RestoreShared {
     // file id -> the old name a deleted file was made under, until the restore is done.
     std::map<uint32_t, SavedName> saved_names;
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
+    // FIFO id -> the engine's open of it, holding it open until every fd of it is in place.
+    std::map<uint64_t, UniqueFd> fifos;
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
     std::map<pid_t, pid_t> hosts;  // every process created: recorded pid -> as the engine sees it

@@ -74,6 +74,10 @@ Result<void> drain_restore_sigchld(RestoreTask& t);
 // (restore_pending leaves them out: injected syscalls would take them).
 Result<void> requeue_stops(const RestoreTask& t);
 
+// membarrier(2) registrations (membarrier.cpp), asked from inside the frozen leader.
+Result<void> dump_membarrier(RemoteThread& rt, image::TaskCore* core);
+Result<void> restore_membarrier(RestoreTask& t);
+
 // Zombies (zombie.cpp).
 // Refuses an exit status a restore cannot make again (a core dump).
 Result<void> check_zombie(const FrozenProcess& p);

@@ -24,7 +24,9 @@ Modes:
 Negative kinds (the program only provides a tree to dump):
   missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
   dump-nonexistent, dump-fails and dump-enospc (a dump refused at once, or failing half way
-  on a full file system, must leave the tree running unharmed), file-changed (a file behind
+  on a full file system, must leave the tree running unharmed), fifo-changed (run with
+  fd_fifos: a FIFO removed, replaced by a file, or holding other data at restore is refused
+  naming it, and the restore then succeeds), file-changed (a file behind
   a mapping touched after the dump: restore refuses it by name, --skip-file-checks restores),
   other-version and other-arch (well-formed images, checksums valid, of format version 99 or
   recorded on aarch64: refused with a message that says so), unsupported-fd (run with
@@ -68,6 +70,7 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -522,7 +525,9 @@ class Run:
         for dirpath, _, files in os.walk(data):
             for name in files:
                 path = os.path.join(dirpath, name)
-                st = os.stat(path)
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # a FIFO would block the open; links are the program's
                 saved[path] = (open(path, "rb").read(), st.st_mtime_ns, st.st_atime_ns)
         return saved
 
@@ -872,6 +877,34 @@ class Run:
         self.expect_nothing_restored(f"changed {name}")
         self.restore(extra=["--skip-file-checks"])
         self.check_verdict(what="after restore with --skip-file-checks")
+        return "PASS"
+
+    def neg_fifo_changed(self):
+        """fd_fifos's FIFOs after the dump: one removed, one replaced by a regular file, one
+        holding other data through an open of its own: each refused by name, nothing left."""
+        self.start()
+        self.dump()
+        data = self.result + ".data"
+        link, self_fifo = os.path.join(data, "link.fifo"), os.path.join(data, "self.fifo")
+        os.rename(link, link + ".away")
+        self.expect_failure(["restore", "-D", self.images, "--detach"], "no longer exists", "removed FIFO")
+        self.expect_nothing_restored("removed FIFO")
+        os.rename(link + ".away", link)
+        os.rename(self_fifo, self_fifo + ".away")
+        open(self_fifo, "w").close()
+        self.expect_failure(["restore", "-D", self.images, "--detach"], "no longer a FIFO", "replaced FIFO")
+        self.expect_nothing_restored("replaced FIFO")
+        os.unlink(self_fifo)
+        os.rename(self_fifo + ".away", self_fifo)
+        holder = os.open(self_fifo, os.O_RDWR | os.O_NONBLOCK)
+        try:
+            os.write(holder, b"someone else's data")
+            self.expect_failure(["restore", "-D", self.images, "--detach"], "other than", "FIFO with other data")
+            self.expect_nothing_restored("FIFO with other data")
+        finally:
+            os.close(holder)
+        self.restore()
+        self.check_verdict(what="after restore with the FIFOs as they were")
         return "PASS"
 
     def refused_edited_images(self, edit, value, must_say, what):
@@ -1367,7 +1400,7 @@ def main():
                                            "image-devzero", "image-symlink", "dump-symlinks",
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
-                                           "compare-detects", "shared-fd-table"])
+                                           "compare-detects", "shared-fd-table", "fifo-changed"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")

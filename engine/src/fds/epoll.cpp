@@ -20,7 +20,7 @@ struct KcmpEpollSlot {
     uint32_t efd, tfd, toff;
 };
 
-bool claims_epoll(std::string_view link) { return link == "anon_inode:[eventpoll]"; }
+bool claims_epoll(const FdProbe& probe) { return probe.link == "anon_inode:[eventpoll]"; }
 
 Result<void> dump_targets(pid_t pid, int fd, std::string_view fdinfo, const DumpExclusions& ex,
                           image::EpollState* out) {

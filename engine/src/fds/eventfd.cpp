@@ -10,7 +10,7 @@
 namespace ckpt::engine {
 namespace {
 
-bool claims_eventfd(std::string_view link) { return link == "anon_inode:[eventfd]"; }
+bool claims_eventfd(const FdProbe& probe) { return probe.link == "anon_inode:[eventfd]"; }
 
 Result<void> parse_eventfd(std::string_view fdinfo, image::EventFdState* out) {
     auto count = fdinfo_value(fdinfo, "eventfd-count:");

@@ -59,6 +59,7 @@ struct FdDumpState {
     bool external_stdio = false;  // fds 0-2 of every process are the restorer's
     Descriptions descs;
     PipeEnds pipes;
+    std::map<std::pair<uint64_t, uint64_t>, int> fifos;  // (dev, ino) -> index in FileTable.fifos
 };
 
 // One fd of one frozen process, as /proc shows it.
@@ -89,8 +90,8 @@ struct FdKind {
     const char* name;
     // The image kind the restore dispatches on (a kind may also record an fd as EXTERNAL).
     image::Fd::Kind image_kind;
-    // Dump: whether the fd, by its /proc link, is of this kind (null: never by its link).
-    bool (*claims)(std::string_view link) = nullptr;
+    // Dump: whether the fd is of this kind, mostly by its /proc link (null: never).
+    bool (*claims)(const FdProbe& probe) = nullptr;
     // Dump, first pass over every fd of the tree before any is recorded (may be null).
     Result<void> (*survey)(const FdProbe& probe) = nullptr;
     // Dump: records the fd into f (fd number, flags, offset, owner are set already).
@@ -103,6 +104,8 @@ struct FdKind {
     Result<void> (*restore)(RestoreTask& t, const image::Fd& f) = nullptr;
     // Restore, once every fd of the process is in place (may be null).
     Result<void> (*restore_late)(RestoreTask& t, const image::Fd& f) = nullptr;
+    // Restore, once every fd of every process is in place (may be null).
+    Result<void> (*finish_restore)(RestoreShared& shared) = nullptr;
     // Bound at restore to one of the restorer's own fds: its flags and owner are the
     // restorer's, neither restored nor verified.
     bool restorers_fd = false;
@@ -110,8 +113,9 @@ struct FdKind {
 
 // Every kind, in the order the dump asks them to claim an fd.
 const std::vector<const FdKind*>& fd_kinds();
-// Every kind's prepare_restore.
+// Every kind's prepare_restore, and finish_restore.
 Result<void> prepare_fd_restore(RestoreShared& shared);
+Result<void> finish_fd_restore(RestoreShared& shared);
 // The kind that restores fds recorded as k (null: none, the image is corrupt or newer).
 const FdKind* fd_kind_of(image::Fd::Kind k);
 
@@ -119,6 +123,9 @@ const FdKind* fd_kind_of(image::Fd::Kind k);
 // once the owner and signal are set (restore_fd_async); open() would record it without
 // registering the fd for signals.
 inline constexpr uint32_t kLateFlags = O_ASYNC;
+
+// What is queued in a pipe or FIFO (fd: a read end), copied without taking it out.
+Result<std::string> peek_pipe(int fd);
 
 // The text after "key" on its fdinfo line, trimmed (nullopt when the kernel has no such line).
 std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key);

@@ -5,12 +5,12 @@
 
 namespace ckpt::engine {
 
-extern const FdKind kPipeKind, kTerminalKind, kSocketKind, kEventFdKind, kTimerFdKind, kSignalFdKind, kEpollKind,
+extern const FdKind kPipeKind, kFifoKind, kTerminalKind, kSocketKind, kEventFdKind, kTimerFdKind, kSignalFdKind, kEpollKind,
     kPidFdKind, kRegularFileKind, kExternalKind;
 
 const std::vector<const FdKind*>& fd_kinds() {
-    // Terminals before regular files: both are paths.
-    static const std::vector<const FdKind*> kinds{&kPipeKind,    &kTerminalKind,  &kSocketKind,
+    // Terminals and FIFOs before regular files: all are paths.
+    static const std::vector<const FdKind*> kinds{&kPipeKind,    &kFifoKind,      &kTerminalKind,  &kSocketKind,
                                                   &kEventFdKind, &kTimerFdKind,   &kSignalFdKind,
                                                   &kEpollKind,   &kPidFdKind,     &kRegularFileKind,
                                                   &kExternalKind};
@@ -20,6 +20,12 @@ const std::vector<const FdKind*>& fd_kinds() {
 Result<void> prepare_fd_restore(RestoreShared& shared) {
     for (const FdKind* k : fd_kinds())
         if (k->prepare_restore) CKPT_TRY_CTX(k->prepare_restore(shared), "{} fds", k->name);
+    return ok();
+}
+
+Result<void> finish_fd_restore(RestoreShared& shared) {
+    for (const FdKind* k : fd_kinds())
+        if (k->finish_restore) CKPT_TRY_CTX(k->finish_restore(shared), "{} fds", k->name);
     return ok();
 }
 

@@ -33,10 +33,10 @@ Result<void> dump_async(const FdProbe& probe, image::Fd* f) {
     return ok();
 }
 
-// The kind that claims the fd by its link; null when none does.
-const FdKind* claiming_kind(std::string_view link) {
+// The kind that claims the fd; null when none does.
+const FdKind* claiming_kind(const FdProbe& probe) {
     for (const FdKind* k : fd_kinds())
-        if (k->claims && k->claims(link)) return k;
+        if (k->claims && k->claims(probe)) return k;
     return nullptr;
 }
 
@@ -113,7 +113,7 @@ Result<void> survey_fds(pid_t pid, FdDumpState& state) {
         auto probe = probe_fd(pid, fd, pidfd.get(), state);
         // Closed meanwhile is not possible (the tree is frozen); anything else is an error.
         if (!probe) return std::move(probe).error().context("pid {}: fd {}", pid, fd);
-        const FdKind* kind = claiming_kind(probe->link);
+        const FdKind* kind = claiming_kind(*probe);
         if (kind && kind->survey)
             CKPT_TRY_CTX(kind->survey(*probe), "pid {}: fd {} ({})", pid, fd, probe->link);
     }
@@ -150,7 +150,7 @@ Result<void> dump_fds(pid_t pid, FdDumpState& state, image::FdTable* table) {
             f->set_external_key(external_stdio ? probe.link : named->second);
             continue;
         }
-        const FdKind* kind = claiming_kind(probe.link);
+        const FdKind* kind = claiming_kind(probe);
         if (!kind) return ctx(error_code(ENOTSUP, "unsupported fd kind: {}", probe.link));
         f->set_kind(kind->image_kind);
         if (auto r = kind->dump(probe, f); !r) return ctx(std::move(r).error());

@@ -13,7 +13,7 @@
 namespace ckpt::engine {
 namespace {
 
-bool claims_pidfd(std::string_view link) { return link == "anon_inode:[pidfd]"; }
+bool claims_pidfd(const FdProbe& probe) { return probe.link == "anon_inode:[pidfd]"; }
 
 // flags: the description's status flags.
 Result<void> parse_pidfd(std::string_view fdinfo, uint32_t flags, image::PidFdState* out) {

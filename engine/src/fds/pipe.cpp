@@ -24,20 +24,6 @@ Result<uint64_t> pipe_inode(std::string_view link) {
 
 bool read_end(const FdProbe& probe) { return (probe.info.flags & O_ACCMODE) == O_RDONLY; }
 
-// Copies what is queued in a pipe without taking it out (tee into a private pipe).
-Result<std::string> peek_pipe(int read_end) {
-    int tmp[2];
-    if (pipe2(tmp, O_CLOEXEC | O_NONBLOCK) != 0) return sys_error("pipe2");
-    UniqueFd tr(tmp[0]), tw(tmp[1]);
-    int cap = fcntl(read_end, F_GETPIPE_SZ);
-    if (cap > 0) fcntl(tw.get(), F_SETPIPE_SZ, cap);  // may be capped by pipe-max-size
-    ssize_t n = tee(read_end, tw.get(), static_cast<size_t>(cap > 0 ? cap : 65536), SPLICE_F_NONBLOCK);
-    if (n < 0 && errno != EAGAIN) return sys_error("tee");
-    std::string data(n > 0 ? static_cast<size_t>(n) : 0, '\0');
-    if (n > 0) CKPT_TRY(read_exact(tr.get(), data.data(), data.size()));
-    return data;
-}
-
 // Whether nobody holds the other end of a pipe the tree holds one end of: no writer left
 // (a read end polls POLLHUP) or no reader (a write end polls POLLERR). Such a pipe is the
 // tree's own, restored with that end closed; only a pipe whose other end a process outside
@@ -49,7 +35,7 @@ Result<bool> other_end_gone(const FdProbe& probe) {
     return read_end(probe) ? (p.revents & POLLHUP) != 0 : (p.revents & POLLERR) != 0;
 }
 
-bool claims_pipe(std::string_view link) { return starts_with(link, "pipe:["); }
+bool claims_pipe(const FdProbe& probe) { return starts_with(probe.link, "pipe:["); }
 
 // Counts the ends every process of the tree holds.
 Result<void> survey_pipe(const FdProbe& probe) {
@@ -112,6 +98,19 @@ Result<void> restore_pipe(RestoreTask& t, const image::Fd& f) {
 }
 
 }  // namespace
+
+Result<std::string> peek_pipe(int read_end) {
+    int tmp[2];
+    if (pipe2(tmp, O_CLOEXEC | O_NONBLOCK) != 0) return sys_error("pipe2");
+    UniqueFd tr(tmp[0]), tw(tmp[1]);
+    int cap = fcntl(read_end, F_GETPIPE_SZ);
+    if (cap > 0) fcntl(tw.get(), F_SETPIPE_SZ, cap);  // may be capped by pipe-max-size
+    ssize_t n = tee(read_end, tw.get(), static_cast<size_t>(cap > 0 ? cap : 65536), SPLICE_F_NONBLOCK);
+    if (n < 0 && errno != EAGAIN) return sys_error("tee");
+    std::string data(n > 0 ? static_cast<size_t>(n) : 0, '\0');
+    if (n > 0) CKPT_TRY(read_exact(tr.get(), data.data(), data.size()));
+    return data;
+}
 
 extern const FdKind kPipeKind{
     .name = "pipe",

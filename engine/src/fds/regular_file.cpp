@@ -15,7 +15,7 @@
 namespace ckpt::engine {
 namespace {
 
-bool claims_path(std::string_view link) { return starts_with(link, "/"); }
+bool claims_path(const FdProbe& probe) { return starts_with(probe.link, "/"); }
 
 bool harmless_device(std::string_view path) {
     return path == "/dev/null" || path == "/dev/zero" || path == "/dev/urandom" || path == "/dev/random" ||
@@ -73,8 +73,9 @@ Result<void> restore_regular(RestoreTask& t, const image::Fd& f) {
         int flags = static_cast<int>(f.flags() & ~kLateFlags) & ~(O_CREAT | O_TRUNC | O_EXCL);
         // A saved file is one object for every fd and mapping that had it.
         UniqueFd fd = CKPT_TRY(sh.open_file(f.file_id(), flags));
-        // O_PATH has no offset (lseek refuses it); a /proc file's must be taken.
-        if (S_ISREG(e->mode()) && !(flags & O_PATH)) {
+        // O_PATH has no offset (lseek refuses it); a /proc file's must be taken. A folder's is
+        // where its listing goes on (the file system's cookie: ext4's hash, tmpfs's index).
+        if ((S_ISREG(e->mode()) || S_ISDIR(e->mode())) && !(flags & O_PATH)) {
             off_t at = lseek(fd.get(), static_cast<off_t>(f.pos()), SEEK_SET);
             if (at < 0) return sys_error("lseek to {} in {}", f.pos(), e->path());
             if (static_cast<uint64_t>(at) != f.pos())

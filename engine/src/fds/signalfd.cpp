@@ -11,7 +11,7 @@
 namespace ckpt::engine {
 namespace {
 
-bool claims_signalfd(std::string_view link) { return link == "anon_inode:[signalfd]"; }
+bool claims_signalfd(const FdProbe& probe) { return probe.link == "anon_inode:[signalfd]"; }
 
 Result<void> parse_signalfd(std::string_view fdinfo, image::SignalFdState* out) {
     auto mask = fdinfo_value(fdinfo, "sigmask:");

@@ -6,7 +6,7 @@
 namespace ckpt::engine {
 namespace {
 
-bool claims_socket(std::string_view link) { return starts_with(link, "socket:["); }
+bool claims_socket(const FdProbe& probe) { return starts_with(probe.link, "socket:["); }
 
 Result<void> dump_socket(const FdProbe& probe, image::Fd* f) {
     if (probe.fd > 2)

@@ -11,7 +11,7 @@
 namespace ckpt::engine {
 namespace {
 
-bool claims_terminal(std::string_view link) { return starts_with(link, "/dev/pts/") || starts_with(link, "/dev/tty"); }
+bool claims_terminal(const FdProbe& probe) { return starts_with(probe.link, "/dev/pts/") || starts_with(probe.link, "/dev/tty"); }
 
 Result<void> dump_terminal(const FdProbe& probe, image::Fd* f) {
     CKPT_TRY(probe.refuse_async_external(*f));

@@ -49,7 +49,7 @@ int64_t clock_now_ns(clockid_t clock) {
 
 bool is_realtime(int clock) { return clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_ALARM; }
 
-bool claims_timerfd(std::string_view link) { return link == "anon_inode:[timerfd]"; }
+bool claims_timerfd(const FdProbe& probe) { return probe.link == "anon_inode:[timerfd]"; }
 
 Result<void> dump_timerfd(const FdProbe& probe, image::Fd* fd_image) {
     fd_image->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));

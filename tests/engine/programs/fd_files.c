@@ -8,13 +8,18 @@
  *    still in the same directory (its old name may have been taken since, so the name is
  *    not compared);
  *  - fds 20, 21, 22: /dev/null, /dev/zero, /dev/urandom (same device numbers, they work);
+ *  - fd 30: a folder of 200 files read halfway with getdents64: the rest of the listing comes
+ *    after restore, every name once (a lost position would list the first ones again);
  *  - after restore, writing through the O_APPEND fd still appends. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -92,8 +97,36 @@ static void check_fd(const struct expect_fd* e) {
     }
 }
 
+#define DIR_FILES 200
+
+/* Reads up to max entries of fd 30 with getdents64 (a small buffer each time, so that the
+ * kernel's position moves entry by entry), counting each "f<N>" name in seen[N]; returns how
+ * many entries it read, -1 on an error or a name it does not know. */
+static int read_dir_entries(int fd, int max, int seen[DIR_FILES]) {
+    static union {
+        struct dirent64 d;
+        char bytes[2 * sizeof(struct dirent64)];
+    } buf;
+    int n = 0;
+    while (n < max) {
+        long got = syscall(SYS_getdents64, fd, buf.bytes, 64);
+        if (got < 0) return -1;
+        if (got == 0) break;
+        for (long at = 0; at < got;) {
+            struct dirent64* d = (struct dirent64*)(buf.bytes + at);
+            at += d->d_reclen;
+            n++;
+            if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) continue;
+            int i = d->d_name[0] == 'f' ? atoi(d->d_name + 1) : -1;
+            if (i < 0 || i >= DIR_FILES) return -1;
+            seen[i]++;
+        }
+    }
+    return n;
+}
+
 int main(int argc, char** argv) {
-    test_init(argc, argv, 8);
+    test_init(argc, argv, 9);
     static unsigned char content[FILE_BYTES], deleted_content[DELETED_BYTES], buf[DELETED_BYTES];
     char path[PATH_MAX], deleted[PATH_MAX];
     test_data_path(path, sizeof path, "regular.bin");
@@ -116,6 +149,17 @@ int main(int argc, char** argv) {
     place(open("/dev/null", O_WRONLY), 20);
     place(open("/dev/zero", O_RDONLY), 21);
     place(open("/dev/urandom", O_RDONLY | O_CLOEXEC), 22);
+    char dir[PATH_MAX], entry[PATH_MAX + 16];
+    test_data_path(dir, sizeof dir, "listing");
+    mkdir(dir, 0755);
+    for (int i = 0; i < DIR_FILES; i++) {
+        snprintf(entry, sizeof entry, "%s/f%d", dir, i);
+        close(open(entry, O_WRONLY | O_CREAT, 0600));
+    }
+    place(open(dir, O_RDONLY | O_DIRECTORY), 30);
+    static int seen[DIR_FILES];
+    int first_half = read_dir_entries(30, DIR_FILES / 2, seen);
+    if (first_half < DIR_FILES / 2) test_fail("the listing of %s stopped at %d entries", dir, first_half);
     int order[] = {10, 11, 12, 13, 20, 21, 22, 47};
     for (int i = 0; i < 8; i++) remember(order[i]);
 
@@ -135,6 +179,7 @@ int main(int argc, char** argv) {
     if (test_corrupt(6)) place(open("/dev/null", O_RDONLY), 21);
     if (test_corrupt(7)) close(22);
     if (test_corrupt(8)) pwrite(10, "y", 1, 100);
+    if (test_corrupt(9)) lseek(30, 0, SEEK_SET);
 
     for (int i = 0; i < nfds; i++) check_fd(&fds[i]);
 
@@ -154,6 +199,12 @@ int main(int argc, char** argv) {
     CHECK(read(22, buf, 16) == 16, "/dev/urandom does not read");
     CHECK(write(11, "END", 3) == 3 && lseek(11, 0, SEEK_CUR) == FILE_BYTES + 3,
           "O_APPEND fd does not append any more");
+    int rest = read_dir_entries(30, 10 * DIR_FILES, seen);
+    int once = 0;
+    for (int i = 0; i < DIR_FILES; i++) once += seen[i] == 1;
+    CHECK(rest >= 0 && once == DIR_FILES && first_half + rest == DIR_FILES + 2,
+          "the folder's listing went on wrong after restore: %d entries before, %d after, %d of %d names once",
+          first_half, rest, once, DIR_FILES);
     ftruncate(10, FILE_BYTES); /* leave the file as it was for the next check */
     return test_finish();
 }

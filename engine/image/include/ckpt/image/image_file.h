@@ -35,8 +35,9 @@ namespace ckpt::image {
 //    image refused them at restore as changed files, and is refused.
 // 6: pages a child shares copy-on-write with its parent since a fork, stored once (the
 //    parent's) and inherited by fork at restore (Vma.inherited, PageRun.inherited); fd tables
-//    shared with the parent (TaskEntry.fd_table_of_parent); a version 5 reader would restore
-//    such pages as zeros and such tables split, so it must refuse version 6.
+//    shared with the parent (TaskEntry.fd_table_of_parent); named pipes (Fd.FIFO,
+//    FileTable.fifos); membarrier registrations (TaskCore); a version 5 reader would restore such pages as zeros and such tables
+//    split, so it must refuse version 6.
 inline constexpr uint32_t kFormatVersion = 6;
 
 enum class Kind : uint32_t {
