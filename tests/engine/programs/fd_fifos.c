@@ -49,20 +49,6 @@ static void make_fifo(char* path, const char* name) {
     if (mkfifo(path, 0640) != 0) test_fail("mkfifo %s: %s", path, strerror(errno));
 }
 
-/* Reads len bytes, giving up when nothing comes for 3 s. */
-static int read_all(int fd, unsigned char* buf, size_t len) {
-    size_t got = 0;
-    while (got < len) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        if (poll(&pfd, 1, 3000) != 1) return 0;
-        ssize_t n = read(fd, buf + got, len - got);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n <= 0) return 0;
-        got += (size_t)n;
-    }
-    return 1;
-}
-
 static int is_fifo_fd(int fd, int accmode, int status_flags) {
     struct stat st;
     int fl = fcntl(fd, F_GETFL);
@@ -129,12 +115,12 @@ int main(int argc, char** argv) {
         static unsigned char got[LINK_BYTES];
         CHECK(is_fifo_fd(30, O_RDONLY, 0), "child: fd 30 is not the FIFO's blocking read end");
         CHECK(same_file_as_path(30, link_path), "child: fd 30 is not the FIFO at %s", link_path);
-        CHECK(read_all(30, got, LINK_BYTES) && test_verify(got, LINK_BYTES, 1) < 0,
+        CHECK(test_read_all(30, got, LINK_BYTES) && test_verify(got, LINK_BYTES, 1) < 0,
               "child: the data queued in the link FIFO changed");
         unsigned char token[8];
-        CHECK(read_all(30, token, 8) && memcmp(token, "after-rs", 8) == 0,
+        CHECK(test_read_all(30, token, 8) && memcmp(token, "after-rs", 8) == 0,
               "child: nothing written after restore arrived through the link FIFO");
-        CHECK(read_all(30, token, 6) && memcmp(token, "byname", 6) == 0,
+        CHECK(test_read_all(30, token, 6) && memcmp(token, "byname", 6) == 0,
               "child: a writer opening the FIFO by its name after restore did not reach it");
         test_child_exit();
     }
@@ -162,7 +148,7 @@ int main(int argc, char** argv) {
     CHECK(is_fifo_fd(40, O_RDWR, 0) && same_file_as_path(40, self_path), "fd 40 is not the self FIFO, O_RDWR");
     CHECK(queued(40) == SELF_BYTES, "the self FIFO holds %d bytes, expected %d", queued(40), SELF_BYTES);
     static unsigned char got[SELF_BYTES];
-    CHECK(read_all(40, got, SELF_BYTES) && memcmp(got, selfbuf, SELF_BYTES) == 0,
+    CHECK(test_read_all(40, got, SELF_BYTES) && memcmp(got, selfbuf, SELF_BYTES) == 0,
           "the data queued in the self FIFO changed");
 
     /* The unlinked FIFO: no name, named "PATH (deleted)", two descriptions of one FIFO. */
@@ -178,7 +164,7 @@ int main(int argc, char** argv) {
     CHECK(strcmp(link_text, want) == 0, "fd 50 is named '%s', expected '%s'", link_text, want);
     CHECK(is_fifo_fd(50, O_RDWR, 0) && is_fifo_fd(51, O_RDONLY, O_NONBLOCK), "fds 50/51: access mode or flags changed");
     unsigned char gone_got[GONE_BYTES];
-    CHECK(read_all(51, gone_got, GONE_BYTES) && memcmp(gone_got, gonebuf, GONE_BYTES) == 0 && queued(50) == 0,
+    CHECK(test_read_all(51, gone_got, GONE_BYTES) && memcmp(gone_got, gonebuf, GONE_BYTES) == 0 && queued(50) == 0,
           "the data queued in the unlinked FIFO changed");
     CHECK(write(50, "w", 1) == 1 && read(51, gone_got, 1) == 1 && gone_got[0] == 'w',
           "a write through fd 50 did not come out of fd 51");

@@ -38,20 +38,6 @@ static void make_pipe(int rd, int wr) {
     close(p[1]);
 }
 
-/* Reads len bytes, giving up when nothing comes for 3 s. */
-static int read_all(int fd, unsigned char* buf, size_t len) {
-    size_t got = 0;
-    while (got < len) {
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        if (poll(&pfd, 1, 3000) != 1) return 0;
-        ssize_t n = read(fd, buf + got, len - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return 0;
-        got += (size_t)n;
-    }
-    return 1;
-}
-
 /* True when the pipe says end of file within 3 s. */
 static int at_eof(int fd) {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -93,10 +79,10 @@ int main(int argc, char** argv) {
         test_wait_check();
         if (test_corrupt(4)) read(40, buf, 1);
         static unsigned char up[UP_BYTES];
-        CHECK(read_all(40, up, UP_BYTES) && test_verify(up, UP_BYTES, 2) < 0,
+        CHECK(test_read_all(40, up, UP_BYTES) && test_verify(up, UP_BYTES, 2) < 0,
               "child: the data queued in the up pipe changed");
         unsigned char token[8];
-        CHECK(read_all(40, token, 8) && memcmp(token, "after-rs", 8) == 0,
+        CHECK(test_read_all(40, token, 8) && memcmp(token, "after-rs", 8) == 0,
               "child: nothing written after restore arrived through the up pipe");
         CHECK(at_eof(40), "child: no end of file on the up pipe");
         CHECK(write(31, "reply", 5) == 5, "child: cannot write the down pipe");
@@ -128,7 +114,7 @@ int main(int argc, char** argv) {
           fcntl(41, F_GETPIPE_SZ), up_size);
     int nonblock = fcntl(50, F_GETFL) & O_NONBLOCK;
     CHECK(nonblock, "O_NONBLOCK of fd 50 lost");
-    CHECK(read_all(30, buf, DOWN_BYTES) && test_verify(buf, DOWN_BYTES, 1) < 0,
+    CHECK(test_read_all(30, buf, DOWN_BYTES) && test_verify(buf, DOWN_BYTES, 1) < 0,
           "the data queued in the down pipe changed");
     unsigned char got[SELF_BYTES + 1];
     ssize_t n = read(50, got, sizeof got);
@@ -136,7 +122,7 @@ int main(int argc, char** argv) {
           "the pipe to itself held %zd bytes, expected its %d", n, SELF_BYTES);
     CHECK(!nonblock || (read(50, got, 1) < 0 && errno == EAGAIN), "the empty non-blocking pipe did not say EAGAIN");
     unsigned char left[WIDOWED_BYTES];
-    CHECK(read_all(60, left, WIDOWED_BYTES) && memcmp(left, widowed, WIDOWED_BYTES) == 0 && at_eof(60),
+    CHECK(test_read_all(60, left, WIDOWED_BYTES) && memcmp(left, widowed, WIDOWED_BYTES) == 0 && at_eof(60),
           "the pipe without writers: not its %d bytes, then end of file", WIDOWED_BYTES);
     CHECK(write(71, "x", 1) < 0 && errno == EPIPE, "the pipe without readers took a write (no EPIPE)");
 
@@ -144,7 +130,7 @@ int main(int argc, char** argv) {
     CHECK(write(41, "after-rs", 8) == 8, "cannot write the up pipe after restore");
     close(41);
     unsigned char reply[5];
-    CHECK(read_all(30, reply, 5) && memcmp(reply, "reply", 5) == 0,
+    CHECK(test_read_all(30, reply, 5) && memcmp(reply, "reply", 5) == 0,
           "the child's reply written after restore did not arrive");
     test_expect_child_ok(child, "child");
     CHECK(at_eof(30), "no end of file on the down pipe after the child exited");

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -230,6 +231,19 @@ ssize_t test_read_text(const char* path, char* buf, size_t size) {
     close(fd);
     buf[len] = '\0';
     return (ssize_t)len;
+}
+
+int test_read_all(int fd, void* buf, size_t len) {
+    size_t got = 0;
+    while (got < len) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (poll(&pfd, 1, 3000) != 1) return 0;
+        ssize_t n = read(fd, (char*)buf + got, len - got);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) return 0;
+        got += (size_t)n;
+    }
+    return 1;
 }
 
 int test_status_field(pid_t pid, const char* key, char* out, size_t size) {

@@ -80,6 +80,9 @@ void* test_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off);
 /* Reads a whole small file with plain syscalls (no malloc, so the memory layout of the
  * caller does not change); returns the length or -1. The text is NUL-terminated. */
 ssize_t test_read_text(const char* path, char* buf, size_t size);
+/* Reads exactly len bytes from a pipe, FIFO or socket (blocking or not), giving up when
+ * nothing comes for 3 s; 1 when all came. */
+int test_read_all(int fd, void* buf, size_t len);
 /* Value of "Key:" in /proc/self/status (or /proc/PID/status), copied without spaces. */
 int test_status_field(pid_t pid, const char* key, char* out, size_t size);
 
