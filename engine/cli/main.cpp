@@ -76,8 +76,10 @@ const char kUsage[] =
     "  --link-remap          accepted: files deleted while open are always saved whole\n"
     "  --manage-cgroups=ignore  accepted: the tree stays in the cgroups it is restored in;\n"
     "                        other modes are refused (cgroups are not managed)\n"
-    "  --tcp-established, --ext-unix-sk, --file-locks  refused: sockets and file locks are\n"
-    "                        not saved yet, so these cannot be honoured\n";
+    "  --file-locks          dump: save flock, POSIX and OFD locks held through the tree's fds\n"
+    "                        (without it a held lock fails the dump); restore takes them again\n"
+    "  --tcp-established, --ext-unix-sk  refused: sockets are not saved yet, so these cannot\n"
+    "                        be honoured\n";
 
 int usage_error(const std::string& msg) {
     std::fprintf(stderr, "ckpt-engine: %s\n(see ckpt-engine --help)\n", msg.c_str());
@@ -143,7 +145,8 @@ bool criu_option(std::string_view a, int* exit_code) {
         return a == name || (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=');
     };
     if (is("--tcp-established") || is("--ext-unix-sk")) return refuse("sockets come with a later release");
-    if (is("--file-locks")) return refuse("file locks come with a later release");
+    // Restore takes every lock the images hold (dump saves them only when asked).
+    if (a == "--file-locks") return true;
     // Dump takes it before this; a restore has no hook to run it at yet.
     if (is("--action-script")) return refuse("action scripts run at dump only (pre-dump, post-dump)");
     // Deleted files are saved whole, which is what a linked-then-deleted file needs.
@@ -205,6 +208,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.external_fds[static_cast<int>(*n)] = v.substr(colon + 1);
         } else if (take_value(args, i, "--action-script", &v)) {
             o.action_scripts.push_back(v);
+        } else if (args[i] == "--file-locks") {
+            o.file_locks = true;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {

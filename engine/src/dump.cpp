@@ -513,6 +513,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     FdDumpState fd_state(files, ex);
     fd_state.shell_job = opts.shell_job;
     fd_state.external_stdio = opts.external_stdio;
+    fd_state.file_locks = opts.file_locks;
     image::Inventory inv;
     inv.set_format_version(image::kFormatVersion);
     inv.set_arch(static_cast<image::Arch>(arch::image_arch()));

@@ -2,14 +2,15 @@
 # CRIU's option names on ckpt-engine dump/restore: the accepted ones do what CRIU users
 # expect (-o LOG and -vN log to a file, -R leaves the tree running, --restore-detached and
 # --pidfile return with the root's pid, --link-remap and --manage-cgroups=ignore are taken,
-# --action-script runs pre-dump and post-dump scripts);
+# --action-script runs pre-dump and post-dump scripts, --file-locks saves held locks, which
+# a dump without it refuses);
 # the refused ones fail naming the option as "not supported yet", never "unknown option",
 # before the tree is touched.
 set -euo pipefail
 engine=$1
 work=$(mktemp -d /tmp/ckpt-criuopts-XXXXXX)
 pid=
-trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null; rm -rf "$work"' EXIT
+trap '[ -n "$pid" ] && { pkill -9 -P $pid; kill -9 $pid; } 2>/dev/null; rm -rf "$work"' EXIT
 
 # A sleeper with only fds 0-2 (on /dev/null), whatever the calling shell has open.
 start_sleeper() {
@@ -29,7 +30,7 @@ start_sleeper
 
 # Refused: non-zero exit, the option named, "not supported yet", no "unknown option", and
 # the tree left alone.
-for opt in --tcp-established --ext-unix-sk --ext-unix-sk=123 --file-locks --manage-cgroups \
+for opt in --tcp-established --ext-unix-sk --ext-unix-sk=123 --manage-cgroups \
            --manage-cgroups=soft; do
     for cmd in dump restore; do
         if [ $cmd = dump ]; then args=(-t "$pid" -D "$work/refused"); else args=(-D "$work/refused"); fi
@@ -92,14 +93,34 @@ grep -q '^TracerPid:[[:space:]]*0$' "/proc/$pid/status" || die "a failed post-du
 
 # A dump that kills the tree, then restore --restore-detached --pidfile: returns at once with
 # the root's pid in the file and the root running.
-"$engine" dump -t "$pid" -D "$work/img5" --link-remap
+"$engine" dump -t "$pid" -D "$work/img5" --link-remap --file-locks
 wait "$pid" 2>/dev/null || true
 old=$pid
 pid=
 "$engine" -v4 -o "$work/restore.log" restore -D "$work/img5" --restore-detached --pidfile "$work/pidfile" \
-    --link-remap --manage-cgroups=ignore || die "restore with CRIU's options failed"
+    --link-remap --manage-cgroups=ignore --file-locks || die "restore with CRIU's options failed"
 pid=$(cat "$work/pidfile")
 [ "$pid" = "$old" ] || die "--pidfile says $pid, the root was $old"
 kill -0 "$pid" || die "--restore-detached: the restored root is not running"
 grep -q "info: restored 1 processes of tree $pid" "$work/restore.log" || die "restore -o LOG: $(cat "$work/restore.log")"
+kill -9 "$pid"
+pid=
+
+# A held lock: without --file-locks the dump fails saying so and the tree runs on; with it,
+# the dump saves the lock.
+(
+    for fd in /proc/$BASHPID/fd/*; do
+        n=${fd##*/}
+        if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi
+    done
+    exec flock -x "$work/locked" sleep 300
+) </dev/null >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 50); do cat /proc/$pid/fdinfo/* 2>/dev/null | grep -q "^lock:" && break; sleep 0.1; done
+if "$engine" dump -t "$pid" -D "$work/img6" -R 2> "$work/err"; then die "a dump without --file-locks saved a held lock"; fi
+grep -qF -- "--file-locks" "$work/err" || die "dump of a held lock: $(cat "$work/err")"
+kill -0 "$pid" || die "a refused dump harmed the locking tree"
+"$engine" dump -t "$pid" -D "$work/img6" -R --file-locks 2> "$work/err" || die "dump --file-locks: $(cat "$work/err")"
+"$engine" show --json "$work/img6" > "$work/show.json"
+grep -q '"locks"' "$work/show.json" || die "dump --file-locks recorded no lock"
 echo "criu-options ok"

@@ -2,7 +2,7 @@
 """Runs one engine conformance program in one mode, or one negative test, and prints one line.
 
   run_engine_test.py --engine ckpt-engine --program PROG --mode MODE [--user nobody]
-                     [--external-stdio] [--workdir DIR]
+                     [--external-stdio] [--file-locks] [--workdir DIR]
   run_engine_test.py --engine ckpt-engine --program PROG --negative KIND
 
 Modes:
@@ -449,6 +449,8 @@ class Run:
             argv.append("--leave-running")
         if self.args.shell_job:
             argv.append("--shell-job")
+        if self.args.file_locks:
+            argv.append("--file-locks")
         os.makedirs(images or self.images, exist_ok=True)
         self.engine(*argv)
         if self.args.compare:
@@ -769,7 +771,8 @@ class Run:
             self.fd3_key = os.readlink(f"/proc/{first_root}/fd/3")  # the first copy's pipe
         second = self.images + "2"
         os.makedirs(second, exist_ok=True)
-        self.engine("dump", "-t", str(first_root), "-D", second, "--leave-running", *self.shell_job_args())
+        self.engine("dump", "-t", str(first_root), "-D", second, "--leave-running", *self.shell_job_args(),
+                    *(["--file-locks"] if self.args.file_locks else []))
         # The first copy ends as a failed job would: its whole namespace at once.
         os.kill(first_init, signal.SIGKILL)
         self.wait_gone(first)
@@ -1402,6 +1405,7 @@ def main():
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
+    ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
     ap.add_argument("--image-edit", help="the image_edit helper (other-version, other-arch)")

@@ -57,6 +57,7 @@ struct FdDumpState {
     const DumpExclusions& ex;
     bool shell_job = false;       // terminals are the shell's, taken again at restore
     bool external_stdio = false;  // fds 0-2 of every process are the restorer's
+    bool file_locks = false;      // locks are saved (dump --file-locks), not refused
     Descriptions descs;
     PipeEnds pipes;
     std::map<std::pair<uint64_t, uint64_t>, int> fifos;  // (dev, ino) -> index in FileTable.fifos

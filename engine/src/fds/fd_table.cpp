@@ -154,6 +154,14 @@ Result<void> dump_fds(pid_t pid, FdDumpState& state, image::FdTable* table) {
         if (!kind) return ctx(error_code(ENOTSUP, "unsupported fd kind: {}", probe.link));
         f->set_kind(kind->image_kind);
         if (auto r = kind->dump(probe, f); !r) return ctx(std::move(r).error());
+        // Locks are saved on regular files only: any other lock would be lost silently.
+        if (f->kind() != image::Fd::REG) {
+            auto text = probe.fdinfo_text();
+            if (!text) return ctx(std::move(text).error());
+            if (text->find("\nlock:") != std::string::npos)
+                return ctx(error_code(ENOTSUP, "holds a file lock on a {}: only locks on regular files are saved",
+                                      kind->name));
+        }
     }
     return ok();
 }

@@ -5,7 +5,11 @@
 // on a saved copy when the file was deleted, is a memfd or was saved whole.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cstdint>
 
 #include "ckpt/base/strings.h"
 #include "fd_kind.h"
@@ -16,6 +20,38 @@ namespace ckpt::engine {
 namespace {
 
 bool claims_path(const FdProbe& probe) { return starts_with(probe.link, "/"); }
+
+// The locks fdinfo lists for the fd ("lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"):
+// the description's flock and OFD locks, the process's POSIX locks set through it. Leases and
+// mandatory locks are refused.
+Result<void> dump_locks(const FdProbe& probe, image::Fd* f) {
+    std::string text = CKPT_TRY(probe.fdinfo_text());
+    for (auto line : split(text, '\n')) {
+        if (!starts_with(line, "lock:")) continue;
+        std::vector<std::string_view> w;
+        for (auto word : split(line.substr(5), ' '))
+            if (!trim(word).empty()) w.push_back(trim(word));
+        // id: TYPE MODE ACCESS PID DEV:INO START END
+        if (w.size() != 8) return error("malformed fdinfo lock line '{}'", line);
+        if (!probe.state->file_locks)
+            return error_code(ENOTSUP, "holds a file lock ({} {} {}-{}): dump with --file-locks to save it", w[1], w[3],
+                              w[6], w[7]);
+        image::FileLock* l = f->add_locks();
+        if (w[1] == "FLOCK") l->set_type(image::FileLock::FLOCK);
+        else if (w[1] == "POSIX") l->set_type(image::FileLock::POSIX);
+        else if (w[1] == "OFDLCK") l->set_type(image::FileLock::OFD);
+        else return error_code(ENOTSUP, "holds a {} lock (leases and delegations are not supported): refused", w[1]);
+        if (w[2] != "ADVISORY") return error_code(ENOTSUP, "holds a {} {} lock: only advisory locks are supported", w[2], w[1]);
+        if (w[3] != "READ" && w[3] != "WRITE") return error("malformed fdinfo lock line '{}'", line);
+        l->set_write(w[3] == "WRITE");
+        auto start = parse_uint(w[6]);
+        auto end = w[7] == "EOF" ? parse_uint("0") : parse_uint(w[7]);
+        if (!start || !end || (w[7] != "EOF" && *end < *start)) return error("malformed fdinfo lock line '{}'", line);
+        l->set_start(*start);
+        l->set_length(w[7] == "EOF" ? 0 : *end - *start + 1);
+    }
+    return ok();
+}
 
 bool harmless_device(std::string_view path) {
     return path == "/dev/null" || path == "/dev/zero" || path == "/dev/urandom" || path == "/dev/random" ||
@@ -62,7 +98,7 @@ Result<void> dump_regular(const FdProbe& probe, image::Fd* f) {
     if ((probe.info.flags & O_ACCMODE) != O_RDONLY && S_ISREG(st.st_mode) && !entry.proc())
         CKPT_TRY(files.mark_written(id, probe.link_path));
     f->set_description_id(CKPT_TRY(probe.description_id(st)));
-    return ok();
+    return dump_locks(probe, f);
 }
 
 // One description per id, shared by every fd (in every process) that had it.
@@ -86,6 +122,44 @@ Result<void> restore_regular(RestoreTask& t, const image::Fd& f) {
     return install_description(t, f, open, false);
 }
 
+// From inside the process once its fds are in place: a POSIX lock is the process's own, and
+// flock and OFD locks taken again on a description it shares are the same lock. A lock held
+// by someone else by now fails the restore by name.
+Result<void> restore_locks(RestoreTask& t, const image::Fd& f) {
+    const uint64_t fd = static_cast<uint64_t>(f.fd());
+    for (const auto& l : f.locks()) {
+        auto ctx = [&](Error e) {
+            return e.context("{} lock {} {}+{}", image::FileLock::Type_Name(l.type()), l.write() ? "write" : "read",
+                             l.start(), l.length());
+        };
+        Result<int64_t> r = 0;
+        if (l.type() == image::FileLock::FLOCK) {
+            r = t.leader->syscall_ok("flock", SYS_flock, {fd, static_cast<uint64_t>((l.write() ? LOCK_EX : LOCK_SH) | LOCK_NB)});
+        } else if (l.type() == image::FileLock::POSIX || l.type() == image::FileLock::OFD) {
+            if (l.start() > static_cast<uint64_t>(INT64_MAX) || l.length() > static_cast<uint64_t>(INT64_MAX))
+                return ctx(error_code(EINVAL, "out of range (image is corrupt)"));
+            struct flock fl{};
+            fl.l_type = l.write() ? F_WRLCK : F_RDLCK;
+            fl.l_whence = SEEK_SET;
+            fl.l_start = static_cast<off_t>(l.start());
+            fl.l_len = static_cast<off_t>(l.length());
+            auto s = t.scratch.scope();
+            uint64_t at = CKPT_TRY(s.put(fl));
+            int cmd = l.type() == image::FileLock::POSIX ? F_SETLK : F_OFD_SETLK;
+            r = t.leader->syscall_ok("fcntl(F_SETLK)", SYS_fcntl, {fd, static_cast<uint64_t>(cmd), at});
+        } else {
+            return ctx(error_code(EINVAL, "unknown lock type (image is corrupt)"));
+        }
+        if (!r) {
+            int code = r.error().code();
+            if (code == EAGAIN || code == EACCES || code == EWOULDBLOCK)
+                return ctx(error_code(code, "the lock is held by another process now: refused"));
+            return ctx(std::move(r).error());
+        }
+    }
+    return ok();
+}
+
 }  // namespace
 
 extern const FdKind kRegularFileKind{
@@ -94,6 +168,7 @@ extern const FdKind kRegularFileKind{
     .claims = claims_path,
     .dump = dump_regular,
     .restore = restore_regular,
+    .restore_late = restore_locks,
 };
 
 }  // namespace ckpt::engine

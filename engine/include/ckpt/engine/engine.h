@@ -37,6 +37,9 @@ struct DumpOptions {
     // "pre-dump" (before the tree is frozen) and "post-dump" (images written, the tree still
     // frozen: the moment to snapshot the files it works on). A script that fails fails the dump.
     std::vector<std::string> action_scripts;
+    // CRIU's --file-locks: flock, POSIX and OFD locks held through the tree's fds are saved
+    // and taken again at restore. Without it a held lock fails the dump by name.
+    bool file_locks = false;
 };
 
 struct DumpStats {
