@@ -48,7 +48,7 @@ std::string dump_ranks(const std::vector<ckpt::mpi::ParkedRank>& parked, const s
     for (const auto& p : parked) {
         std::vector<std::string> args = {engine, "dump", "-t", std::to_string(p.pid), "-D",
                                          dir + "/rank-" + std::to_string(p.rank), "--leave-running",
-                                         "--external-stdio"};
+                                         "--external-stdio", "--file-locks"};
         for (auto& a : ckpt::mpi::dump_exclusion_args(p)) args.push_back(std::move(a));
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());

@@ -416,9 +416,11 @@ private:
                 sigset_t none;
                 sigemptyset(&none);
                 ::sigprocmask(SIG_SETMASK, &none, nullptr);
+                // --file-locks: a job's locks (HDF5 takes one on every file it opens) are
+                // its own and come back with it.
                 std::vector<const char*> argv = {cfg_.engine.c_str(), "dump", "-t", pid.c_str(), "-D",
                                                  targets[i].dir.c_str(), "--leave-running",
-                                                 "--external-stdio"};
+                                                 "--external-stdio", "--file-locks"};
                 for (const auto& a : targets[i].extra_args) argv.push_back(a.c_str());
                 if (!cfg_.save_files_under.empty()) {
                     argv.push_back("--save-files-under");
