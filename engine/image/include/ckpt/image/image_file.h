@@ -36,7 +36,8 @@ namespace ckpt::image {
 // 6: pages a child shares copy-on-write with its parent since a fork, stored once (the
 //    parent's) and inherited by fork at restore (Vma.inherited, PageRun.inherited); fd tables
 //    shared with the parent (TaskEntry.fd_table_of_parent); named pipes (Fd.FIFO,
-//    FileTable.fifos); membarrier registrations (TaskCore); a version 5 reader would restore such pages as zeros and such tables
+//    FileTable.fifos); membarrier registrations (TaskCore); file locks (Fd.locks); inotify
+//    (Fd.INOTIFY); a version 5 reader would restore such pages as zeros and such tables
 //    split, so it must refuse version 6.
 inline constexpr uint32_t kFormatVersion = 6;
 
