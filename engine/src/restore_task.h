@@ -71,6 +71,8 @@ struct RestoreShared {
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     // FIFO id -> the engine's open of it, holding it open until every fd of it is in place.
     std::map<uint64_t, UniqueFd> fifos;
+    // unix socket pair id -> its two ends, made with their queued data before any process.
+    std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> unix_pairs;
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
     std::map<pid_t, pid_t> hosts;  // every process created: recorded pid -> as the engine sees it

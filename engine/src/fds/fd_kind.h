@@ -61,6 +61,8 @@ struct FdDumpState {
     Descriptions descs;
     PipeEnds pipes;
     std::map<std::pair<uint64_t, uint64_t>, int> fifos;  // (dev, ino) -> index in FileTable.fifos
+    std::set<uint64_t> sockets;                 // inodes of every socket the tree holds (survey)
+    std::map<uint64_t, int> unix_pairs;         // pair id -> index in FileTable.unix_sockets
 };
 
 // One fd of one frozen process, as /proc shows it.

@@ -13,17 +13,22 @@
  * Built with DELETED_LINKED (program fd_deleted_linked), fd 9 is a file whose name was unlinked
  * while a second hard link to it lives in another folder; with DIR_REMOVED (program
  * fd_dir_removed), a directory removed (rmdir) after it was opened; with CWD_REMOVED (program
- * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered. */
+ * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered.
+ * Built with UNIX_LISTENING (program fd_unix_listening), fd 9 is an AF_UNIX stream socket bound
+ * to an abstract name and listening. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -95,6 +100,16 @@ int main(int argc, char** argv) {
     mkdir(d, 0755);
     if (chdir(d) != 0 || rmdir(d) != 0) test_fail("removed cwd: %s", strerror(errno));
     int fd = open("/dev/null", O_RDONLY);
+#elif defined(UNIX_LISTENING)
+    const char* kind = "socket";
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "ckpt-test-listening-%d", (int)getpid());
+    if (bind(fd, (struct sockaddr*)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) != 0 ||
+        listen(fd, 4) != 0)
+        test_fail("bind/listen: %s", strerror(errno));
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;

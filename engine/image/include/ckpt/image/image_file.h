@@ -37,7 +37,8 @@ namespace ckpt::image {
 //    parent's) and inherited by fork at restore (Vma.inherited, PageRun.inherited); fd tables
 //    shared with the parent (TaskEntry.fd_table_of_parent); named pipes (Fd.FIFO,
 //    FileTable.fifos); membarrier registrations (TaskCore); file locks (Fd.locks); inotify
-//    (Fd.INOTIFY); a version 5 reader would restore such pages as zeros and such tables
+//    (Fd.INOTIFY); connected unnamed AF_UNIX pairs (Fd.UNIX_SOCKET, FileTable.unix_sockets); a
+//    version 5 reader would restore such pages as zeros and such tables
 //    split, so it must refuse version 6.
 inline constexpr uint32_t kFormatVersion = 6;
 
