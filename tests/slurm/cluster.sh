@@ -111,6 +111,26 @@ orphaned_job_pids() {
     done
 }
 
+# Every process of a job of this cluster (batch scripts, tasks, their children), whatever its
+# parent: its environment names this cluster's slurm.conf and a job id. A task whose step
+# daemon was not found (still starting, or its socket not listed) is one of them. Never this
+# script nor its callers.
+job_pids() {
+    local env pid self=" "
+    pid=$BASHPID
+    while [ "$pid" -gt 1 ] 2>/dev/null; do
+        self+="$pid "
+        pid=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null) || break
+    done
+    for env in /proc/[0-9]*/environ; do
+        pid=${env#/proc/}; pid=${pid%/environ}
+        [[ "$self" != *" $pid "* ]] || continue
+        tr '\0' '\n' 2>/dev/null <"$env" | grep -qxF "SLURM_CONF=$CONF" || continue
+        tr '\0' '\n' 2>/dev/null <"$env" | grep -q "^SLURM_JOB_ID=" || continue
+        echo "$pid"
+    done
+}
+
 # Any process whose command line names DIR (daemons, batch scripts in the spool, programs
 # in the work directories), except this script and its callers.
 processes_naming_dir() {
@@ -445,7 +465,7 @@ cmd_down() {
     #    already lost their step daemon.
     mapfile -t pids < <(stepd_pids "")
     kill_tree "${pids[@]}"
-    mapfile -t pids < <(orphaned_job_pids "")
+    mapfile -t pids < <({ orphaned_job_pids ""; job_pids; } | sort -u)
     kill_tree "${pids[@]}"
     # 2. The daemons, politely first.
     for node in $(node_names); do
@@ -455,11 +475,11 @@ cmd_down() {
     pid=$(pid_from_file "$RUN/munged.pid") && stop_pid "$pid" 5
     # 3. Anything else that names DIR (a daemon whose pid file was lost, a job's program),
     #    and step daemons that appeared meanwhile.
-    mapfile -t pids < <({ processes_naming_dir; stepd_pids ""; orphaned_job_pids ""; } | sort -u)
+    mapfile -t pids < <({ processes_naming_dir; stepd_pids ""; orphaned_job_pids ""; job_pids; } | sort -u)
     kill_tree "${pids[@]}"
     wait_gone "${KILLED[@]}"
     rm -f "$RUN"/*.pid "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
-    mapfile -t pids < <({ processes_naming_dir; stepd_pids ""; orphaned_job_pids "";
+    mapfile -t pids < <({ processes_naming_dir; stepd_pids ""; orphaned_job_pids ""; job_pids;
         for pid in "${KILLED[@]}"; do alive "$pid" && echo "$pid"; done; } | sort -u)
     if [ ${#pids[@]} -gt 0 ]; then
         ps -o pid,ppid,user,args -p "$(IFS=,; echo "${pids[*]}")" >&2 || true
