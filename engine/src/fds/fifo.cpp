@@ -67,6 +67,21 @@ Result<void> dump_fifo(const FdProbe& probe, image::Fd* f) {
     return ok();
 }
 
+// Opens the FIFO name in dirfd (AT_FDCWD: a path) O_RDWR, without blocking, having checked it
+// is one first: the name is resolved O_PATH (its last component not followed) and only a
+// FIFO is opened for real, so a device or file put in its place is never opened.
+Result<UniqueFd> open_fifo_at(int dirfd, const std::string& name) {
+    UniqueFd path(openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!path) return sys_error("open");
+    struct stat st;
+    if (fstat(path.get(), &st) != 0) return sys_error("fstat");
+    if (!S_ISFIFO(st.st_mode)) return error_code(EEXIST, "it is no longer a FIFO (mode {:o})", st.st_mode);
+    std::string self = "/proc/self/fd/" + std::to_string(path.get());
+    UniqueFd fd(open(self.c_str(), O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    if (!fd) return sys_error("open");
+    return fd;
+}
+
 // A deleted FIFO made again under its old name (or a hidden one beside it when that is
 // taken), opened, and its name removed at once: /proc names it "PATH (deleted)" as before.
 Result<UniqueFd> make_deleted_fifo(const image::FifoEntry& e) {
@@ -84,13 +99,9 @@ Result<UniqueFd> make_deleted_fifo(const image::FifoEntry& e) {
         if (mkfifoat(dirfd.get(), name.c_str(), 0600) != 0)
             return sys_error("FIFO {} (deleted): mkfifo {}/{}", path, dir, name);
     }
-    UniqueFd fd(openat(dirfd.get(), name.c_str(), O_RDWR | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-    int saved_errno = errno;
+    auto opened = open_fifo_at(dirfd.get(), name);
     unlinkat(dirfd.get(), name.c_str(), 0);
-    if (!fd) return error_code(saved_errno, "FIFO {} (deleted): open: {}", path, strerror(saved_errno));
-    struct stat st;
-    if (fstat(fd.get(), &st) != 0) return sys_error("FIFO {}: fstat", path);
-    if (!S_ISFIFO(st.st_mode)) return error_code(EEXIST, "FIFO {} (deleted): its name was taken meanwhile", path);
+    UniqueFd fd = CKPT_TRY_CTX(std::move(opened), "FIFO {} (deleted), made again as {}/{}", path, dir, name);
     if (fchown(fd.get(), e.uid(), e.gid()) != 0)
         return sys_error("FIFO {} (deleted): giving it its owner {}:{} (fchown)", path, e.uid(), e.gid());
     if (fchmod(fd.get(), e.mode() & 07777) != 0)
@@ -100,16 +111,9 @@ Result<UniqueFd> make_deleted_fifo(const image::FifoEntry& e) {
 
 // The FIFO at its recorded path: it must still be one (the last component not followed).
 Result<UniqueFd> open_fifo(const image::FifoEntry& e) {
-    UniqueFd fd(open(e.path().c_str(), O_RDWR | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) {
-        if (errno == ENOENT) return error_code(ENOENT, "FIFO {}: it no longer exists", e.path());
-        if (errno == ELOOP) return error_code(ELOOP, "FIFO {}: it is now a symbolic link; refused", e.path());
-        return sys_error("FIFO {}: open", e.path());
-    }
-    struct stat st;
-    if (fstat(fd.get(), &st) != 0) return sys_error("FIFO {}: fstat", e.path());
-    if (!S_ISFIFO(st.st_mode)) return error_code(EEXIST, "FIFO {}: it is no longer a FIFO (mode {:o})", e.path(), st.st_mode);
-    return fd;
+    auto fd = open_fifo_at(AT_FDCWD, e.path());
+    if (!fd && fd.error().code() == ENOENT) return error_code(ENOENT, "FIFO {}: it no longer exists", e.path());
+    return CKPT_TRY_CTX(std::move(fd), "FIFO {}", e.path());
 }
 
 Result<void> make_fifos(RestoreShared& sh) {
