@@ -40,7 +40,9 @@ namespace ckpt::image {
 //    (Fd.INOTIFY); connected unnamed AF_UNIX pairs (Fd.UNIX_SOCKET, FileTable.unix_sockets); a
 //    version 5 reader would restore such pages as zeros and such tables
 //    split, so it must refuse version 6.
-inline constexpr uint32_t kFormatVersion = 6;
+// 7: more fd kinds (issue 12), each listed here; a version 6 reader would not know them and
+//    refuses version 7 (one bump for all of them):
+inline constexpr uint32_t kFormatVersion = 7;
 
 enum class Kind : uint32_t {
     Inventory = 1,
