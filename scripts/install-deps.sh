@@ -10,7 +10,7 @@ packages=(
   libgtest-dev libgmock-dev
   libhdf5-dev hdf5-tools python3-h5py
   libbpf-dev libelf-dev zlib1g-dev libxxhash-dev
-  openmpi-bin libopenmpi-dev libpmix-dev
+  openmpi-bin libopenmpi-dev libpmix-dev gfortran
   hpcc python3-mpi4py
   slurmctld slurmd slurm-client libslurm-dev munge
   procps psmisc iproute2 util-linux

@@ -20,6 +20,12 @@ import re
 import subprocess
 import sys
 
+# Functions any thread may call (MPI 4.0, 11.6: the thread-safe queries; MPI_Wtime and
+# MPI_Wtick read a clock). Every other exported function checks it runs on the thread that
+# initialized MPI (ckpt grants MPI_THREAD_FUNNELED at most: runtime.h, check_thread).
+ANY_THREAD = {"MPI_Initialized", "MPI_Finalized", "MPI_Query_thread", "MPI_Is_thread_main",
+              "MPI_Get_version", "MPI_Get_library_version", "MPI_Wtime", "MPI_Wtick"}
+
 HANDLE_TYPES = ("MPI_Comm", "MPI_Datatype", "MPI_Op", "MPI_Group", "MPI_Request", "MPI_Info",
                 "MPI_Errhandler", "MPI_Win", "MPI_File", "MPI_Message")
 
@@ -36,6 +42,11 @@ KIND_OF_STRUCT = {
     "ompi_predefined_win_t": "Win",
     "ompi_predefined_file_t": "File",
 }
+
+
+def check_thread(name):
+    """The statement an exported function starts with (nothing for ANY_THREAD)."""
+    return "" if name in ANY_THREAD else f'ckpt::mpi::check_thread("{name}"); '
 
 
 def fail(msg):
@@ -106,6 +117,9 @@ def main():
     ap.add_argument("--header", required=True)
     ap.add_argument("--table", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--companion", action="append", default=[],
+                    help="a library of the MPI installation loaded beside libmpi (libmpi_cxx): "
+                         "the libmpi internals it needs are exported too, refusing to be used")
     a = ap.parse_args()
 
     syms = exported(a.nm, a.lib)
@@ -178,13 +192,13 @@ def main():
                     comms = [name for _, name, typ in ps if typ == "MPI_Comm"]
                     if len(comms) != 1:
                         fail(f"{n}: a collective needs exactly one MPI_Comm parameter")
-                    f.write(f"extern \"C\" {ret} P{n}({params}) {{\n"
-                            f"    ckpt::mpi::CollectiveScope scope({comms[0]});\n    return {body};\n}}\n")
+                    f.write(f"extern \"C\" {ret} P{n}({params}) {{\n    {check_thread(n)}"
+                            f"ckpt::mpi::CollectiveScope scope({comms[0]});\n    return {body};\n}}\n")
                     f.write(f"extern \"C\" {ret} {n}({params}) __attribute__((alias(\"P{n}\")));\n")
                     continue
             else:
                 body = f"ckpt::mpi::impl::{n[4:]}({args})"
-            f.write(f"extern \"C\" {ret} P{n}({params}) {{ return {body}; }}\n")
+            f.write(f"extern \"C\" {ret} P{n}({params}) {{ {check_thread(n)}return {body}; }}\n")
             f.write(f"extern \"C\" {ret} {n}({params}) __attribute__((alias(\"P{n}\")));\n")
 
     # abi_stubs.c: everything else the real library exports.
@@ -200,6 +214,27 @@ def main():
         for n in functions:
             if n not in supported:
                 f.write(f"STUB({n})\n")
+        # Open MPI internals a companion library binds to when it is loaded (at once: Debian
+        # links with -z now), so a program built with mpicxx loads and runs on the C bindings.
+        # Using one of them aborts naming it; a data object is only its real size of zeros, a
+        # handle no call accepts (in() gives the lower half a null handle, which it refuses).
+        f.write("#define INTERNAL(n, what) __attribute__((visibility(\"default\"))) void n(void); "
+                "void n(void) { ckpt_mpi_unsupported(#n \" (\" what \")\"); }\n")
+        for lib in a.companion:
+            what = os.path.basename(lib).split(".so")[0]
+            out = subprocess.run([a.nm, "-D", "--undefined-only", lib], check=True,
+                                 capture_output=True, text=True).stdout
+            needed = sorted({line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()})
+            for n in needed:
+                if n in supported or n in functions or n not in syms:
+                    continue
+                if not re.fullmatch(r"ompi_[A-Za-z0-9_]+", n):
+                    fail(f"{lib} needs {n} of {a.lib}: not an Open MPI internal ckpt knows how to stand in for")
+                t, size = syms[n]
+                if t in "TWi":
+                    f.write(f"INTERNAL({n}, \"{what}\")\n")
+                elif n not in (name for _, name in objects):
+                    f.write(f"__attribute__((visibility(\"default\"))) unsigned char {n}[{max(size, 1)}];\n")
 
     # abi_predefined.cpp: the predefined objects, sized as in the real library.
     sizes = {}

@@ -185,9 +185,20 @@ MPI_Errhandler upper_errhandler(MPI_Errhandler lower_eh) {
     return handle<MPI_Errhandler>(it->second);
 }
 
+pthread_t g_mpi_thread{};
+bool g_mpi_thread_known = false;
+
+void called_from_other_thread(const char* function) {
+    fatal("%s was called from a thread other than the one that initialized MPI: ckpt supports "
+          "MPI_THREAD_FUNNELED at most (MPI calls from several threads are not supported yet)",
+          function);
+}
+
 static void after_init() {
     fence_after_init();
     g_initialized = true;
+    g_mpi_thread = pthread_self();
+    g_mpi_thread_known = true;
     g_lower.Comm_rank(in(MPI_COMM_WORLD), &g_rank_at_init);
     g_lower.Comm_size(in(MPI_COMM_WORLD), &g_size_at_init);
     // Communicator ids: parent's id and creation ordinal; the predefined ones are fixed.

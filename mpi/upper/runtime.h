@@ -3,6 +3,7 @@
 #pragma once
 
 #include <mpi.h>
+#include <pthread.h>
 
 #include <string>
 #include <type_traits>
@@ -26,6 +27,19 @@ inline const LowerFns& lower() {
 }
 
 [[noreturn]] void fatal(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// The thread that initialized MPI: the only one that may call it (MPI_THREAD_FUNNELED is the
+// most we grant, also to a program that asked for MPI_THREAD_MULTIPLE and did not check what
+// it got). pthread_self() is the thread pointer, which a restored image keeps.
+extern pthread_t g_mpi_thread;
+extern bool g_mpi_thread_known;
+[[noreturn]] void called_from_other_thread(const char* function);
+
+// Every exported function but the few any thread may call (generated into abi_exports.cpp).
+inline void check_thread(const char* function) {
+    if (g_mpi_thread_known && !pthread_equal(pthread_self(), g_mpi_thread)) [[unlikely]]
+        called_from_other_thread(function);
+}
 
 // An error found in the upper half, reported as the real library would: through the
 // communicator's error handler (which may abort), then returned.

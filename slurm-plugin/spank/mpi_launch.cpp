@@ -27,7 +27,9 @@ namespace ckpt::slurm::spank {
 
 namespace {
 
-// Whether the ELF program at `path` names a libmpi.so among the libraries it needs. A
+// Whether the ELF program at `path` names Open MPI's libmpi.so, or one of its bindings'
+// libraries (libmpi_mpifh, libmpi_usempif08, libmpi_cxx ...: a Fortran program may need only
+// those, and must meet ckpt's stand-in that refuses it by name), among the libraries it needs. A
 // program that loads MPI at run time (an interpreter) is not recognised: unless the job says
 // --checkpoint-mpi=always it runs unchanged, and a dump of it refuses its sockets rather than
 // saving something that cannot come back.
@@ -57,7 +59,8 @@ bool needs_libmpi(const std::string& path) {
             continue;
         for (const Elf64_Dyn& d : dyn)
             if (d.d_tag == DT_NEEDED && d.d_un.d_val < names.size() &&
-                std::strncmp(names.c_str() + d.d_un.d_val, "libmpi.so", 9) == 0)
+                (std::strncmp(names.c_str() + d.d_un.d_val, "libmpi.so", 9) == 0 ||
+                 std::strncmp(names.c_str() + d.d_un.d_val, "libmpi_", 7) == 0))
                 return true;
     }
     return false;
