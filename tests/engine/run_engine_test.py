@@ -521,10 +521,14 @@ class Run:
         self.started.update(now)
 
     def remember_files(self):
-        """Content and mtime of the program's data files, as they are at dump time."""
+        """Content and mtime of the program's data files, as they are at dump time. A folder
+        named no-snapshot holds files the runner must not open (a lease would be broken, a
+        fanotify mark would report it)."""
         saved = {}
         data = self.result + ".data"
-        for dirpath, _, files in os.walk(data):
+        for dirpath, dirs, files in os.walk(data):
+            if "no-snapshot" in dirs:
+                dirs.remove("no-snapshot")
             for name in files:
                 path = os.path.join(dirpath, name)
                 st = os.lstat(path)

@@ -133,6 +133,17 @@ Result<std::string> peek_pipe(int fd);
 // The text after "key" on its fdinfo line, trimmed (nullopt when the kernel has no such line).
 std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key);
 
+// A path field of /proc/PID/mountinfo with its octal escapes ("\\040" for a space) undone.
+std::string unescape_mount_path(std::string_view field);
+// A mount of the file system the kernel calls sdev in fdinfo (its internal dev_t: major << 20 |
+// minor) whose root is that file system's root, opened (open_by_handle_at refuses an O_PATH
+// fd); from the engine's mount table.
+Result<UniqueFd> mount_of(uint64_t sdev);
+// The path of an object inotify or fanotify watches, from its file handle in fdinfo
+// ("fhandle-type:", "f_handle:" hex bytes): open_by_handle_at (CAP_DAC_READ_SEARCH). A
+// deleted object is refused: a watch on it cannot be made again.
+Result<std::string> path_of_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex);
+
 // Restore: installs the open file description f names, made with make() (in the engine) by
 // the first fd of the tree that has it, shared by every later one (in every process).
 // With set_flags, the recorded status flags are set on a description just made.

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/fanotify.h>
 #include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -110,6 +111,15 @@ int main(int argc, char** argv) {
     if (bind(fd, (struct sockaddr*)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) != 0 ||
         listen(fd, 4) != 0)
         test_fail("bind/listen: %s", strerror(errno));
+#elif defined(FANOTIFY_QUEUED)
+    const char* kind = "[fanotify]";
+    char f[600];
+    test_data_path(f, sizeof f, "watched");
+    close(open(f, O_CREAT | O_WRONLY, 0644));
+    int fd = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
+    if (fd < 0 || fanotify_mark(fd, FAN_MARK_ADD, FAN_CLOSE_WRITE, AT_FDCWD, f) != 0)
+        test_fail("fanotify: %s", strerror(errno));
+    close(open(f, O_WRONLY)); /* an event queued, never read */
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;
