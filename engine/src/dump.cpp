@@ -539,6 +539,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     }
     for (const auto& p : tree.processes)
         if (!p.zombie) CKPT_TRY(survey_fds(p.pid, fd_state));
+    CKPT_TRY(record_pty_sessions(tree.processes, fd_state));
     {
         // For fds on /proc files of the tree's processes (reopened for the restored ones).
         std::map<pid_t, pid_t> tree_pids;

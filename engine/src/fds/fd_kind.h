@@ -50,6 +50,19 @@ struct PipeEnds {
     std::set<uint64_t> saved;                      // pipes whose buffer is recorded already
 };
 
+// The pty pairs whose master the tree holds, and what of their slaves it holds (pty.cpp).
+struct PtyPairs {
+    struct Master {
+        int entry = -1;   // index in FileTable.ptys
+        pid_t pid = 0;    // the first fd of the tree on it
+        int fd = -1;
+        bool hup = false;  // polls POLLHUP: every holder of the slave closed it
+    };
+    std::map<std::pair<uint64_t, uint32_t>, Master> masters;  // (devpts st_dev, pts index)
+    std::set<std::pair<uint64_t, uint32_t>> slaves;           // slaves the tree holds open
+    std::set<uint64_t> dev_tty;  // the terminals (st_rdev) /dev/tty fds of the tree name
+};
+
 // What the kinds share over one dump of a tree.
 struct FdDumpState {
     FdDumpState(FileRegistry& f, const DumpExclusions& e) : files(f), ex(e) {}
@@ -63,6 +76,7 @@ struct FdDumpState {
     std::map<std::pair<uint64_t, uint64_t>, int> fifos;  // (dev, ino) -> index in FileTable.fifos
     std::set<uint64_t> sockets;                 // inodes of every socket the tree holds (survey)
     std::map<uint64_t, int> unix_pairs;         // pair id -> index in FileTable.unix_sockets
+    PtyPairs ptys;
 };
 
 // One fd of one frozen process, as /proc shows it.
@@ -87,6 +101,9 @@ struct FdProbe {
     // O_ASYNC or an owner can be restored only on a resource the tree owns: an fd bound at
     // restore to one of the restorer's has the restorer's.
     Result<void> refuse_async_external(const image::Fd& f) const;
+    // Whether the caller says the fd is its own (--external-stdio, --external): restored as
+    // external whatever its kind, so no kind counts it as the tree's.
+    bool restorers() const;
 };
 
 struct FdKind {

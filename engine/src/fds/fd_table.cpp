@@ -149,6 +149,11 @@ Result<void> FdProbe::refuse_async_external(const image::Fd& f) const {
     return ok();
 }
 
+bool FdProbe::restorers() const {
+    const DumpExclusions& ex = state->ex;
+    return (state->external_stdio && fd <= 2) || (pid == ex.root && ex.external_fds.count(fd));
+}
+
 const FdKind* fd_kind_of(image::Fd::Kind k) {
     for (const FdKind* kind : fd_kinds())
         if (kind->image_kind == k && kind->restore) return kind;

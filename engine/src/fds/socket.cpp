@@ -200,15 +200,9 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
 
 bool claims_socket(const FdProbe& probe) { return starts_with(probe.link, "socket:["); }
 
-// An fd the caller says is its own (restored as external): no end of a pair of the tree.
-bool restorers(const FdProbe& probe) {
-    const DumpExclusions& ex = probe.state->ex;
-    return (probe.state->external_stdio && probe.fd <= 2) || (probe.pid == ex.root && ex.external_fds.count(probe.fd));
-}
-
 // Collects the inode of every socket the tree holds, so that the dump knows a peer is inside.
 Result<void> survey_socket(const FdProbe& probe) {
-    if (!restorers(probe)) probe.state->sockets.insert(CKPT_TRY(socket_inode(probe.link)));
+    if (!probe.restorers()) probe.state->sockets.insert(CKPT_TRY(socket_inode(probe.link)));
     return ok();
 }
 

@@ -15,7 +15,12 @@
  * fd_dir_removed), a directory removed (rmdir) after it was opened; with CWD_REMOVED (program
  * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered.
  * Built with UNIX_LISTENING (program fd_unix_listening), fd 9 is an AF_UNIX stream socket bound
- * to an abstract name and listening. */
+ * to an abstract name and listening.
+ * Built with CONSOLE (program fd_console), fd 9 is /dev/console; with PTY_OUTSIDE (program
+ * fd_pty_outside), the slave of a pty whose master only a process outside the tree holds (a
+ * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
+ * (program fd_pty_queued), the master of a pty whose slave (fd 10) wrote 6 bytes it has not
+ * read. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
@@ -23,8 +28,11 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/fanotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -120,6 +128,41 @@ int main(int argc, char** argv) {
     if (fd < 0 || fanotify_mark(fd, FAN_MARK_ADD, FAN_CLOSE_WRITE, AT_FDCWD, f) != 0)
         test_fail("fanotify: %s", strerror(errno));
     close(open(f, O_WRONLY)); /* an event queued, never read */
+#elif defined(CONSOLE)
+    const char* kind = "/dev/console";
+    int fd = open("/dev/console", O_RDONLY | O_NOCTTY | O_NONBLOCK);
+#elif defined(PTY_OUTSIDE) || defined(PTY_QUEUED)
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    char name[64] = "";
+    if (m < 0 || unlockpt(m) != 0 || ptsname_r(m, name, sizeof name) != 0) test_fail("posix_openpt: %s", strerror(errno));
+    int slave = open(name, O_RDWR | O_NOCTTY);
+    if (slave < 0) test_fail("open %s: %s", name, strerror(errno));
+#ifdef PTY_OUTSIDE
+    const char* kind = "/dev/pts/";
+    pid_t middle = fork();
+    if (middle == 0) {
+        if (fork() == 0) {
+            /* Reparented to the runner once middle exits: holds the master until the slave closes. */
+            close(slave);
+            char c;
+            while (read(m, &c, 1) > 0 || errno == EINTR) {
+            }
+            _exit(0);
+        }
+        _exit(0);
+    }
+    waitpid(middle, NULL, 0);
+    close(m);
+    int fd = slave;
+#else
+    const char* kind = "/dev/ptmx";
+    if (write(slave, "queued", 6) != 6) test_fail("write %s: %s", name, strerror(errno));
+    struct pollfd p = {.fd = m, .events = POLLIN};
+    if (poll(&p, 1, 10000) != 1) test_fail("the master of %s has nothing to read", name);
+    dup2(slave, 10);
+    close(slave);
+    int fd = m;
+#endif
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;

@@ -43,6 +43,7 @@ namespace ckpt::image {
 // 7: more fd kinds (issue 12), each listed here; a version 6 reader would not know them and
 //    refuses version 7 (one bump for all of them):
 //    leases (FileLock.LEASE); fanotify groups (Fd.FANOTIFY, Fd.fanotify);
+//    - pty pairs inside the tree and /dev/tty on their slave (Fd.PTY, FileTable.ptys).
 inline constexpr uint32_t kFormatVersion = 7;
 
 enum class Kind : uint32_t {
