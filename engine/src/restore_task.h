@@ -73,6 +73,9 @@ struct RestoreShared {
     std::map<uint64_t, UniqueFd> fifos;
     // unix socket pair id -> its two ends, made with their queued data before any process.
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> unix_pairs;
+    // AF_UNIX socket id -> the socket made (bound, listening, connected) before any process.
+    std::map<uint64_t, UniqueFd> unix_sks;
+    bool ext_unix_sk = false;  // restore --ext-unix-sk
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
     std::map<pid_t, pid_t> hosts;  // every process created: recorded pid -> as the engine sees it
