@@ -624,15 +624,8 @@ Result<void> make_unix_pairs(RestoreShared& sh) {
     return ok();
 }
 
-Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
-    auto it = t.shared->unix_pairs.find(f.unix_socket_id());
-    if (it == t.shared->unix_pairs.end())
-        return error_code(EINVAL, "unix socket pair {} missing from the images (image is corrupt)", f.unix_socket_id());
-    if (f.unix_socket_end() > 1)
-        return error_code(EINVAL, "unix socket pair {}: end {} (image is corrupt)", f.unix_socket_id(), f.unix_socket_end());
-    if (f.description_id() == 0)
-        return error_code(EINVAL, "unix socket pair {}: no description id (image is corrupt)", f.unix_socket_id());
-    int mine = f.unix_socket_end() == 0 ? it->second.first.get() : it->second.second.get();
+// Installs f as a description of the engine's socket mine (a copy of it, with f's flags).
+Result<void> install_socket(RestoreTask& t, const image::Fd& f, int mine) {
     return install_description(
         t, f,
         [mine]() -> Result<UniqueFd> {
@@ -641,6 +634,17 @@ Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
             return d;
         },
         true);
+}
+
+Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
+    auto it = t.shared->unix_pairs.find(f.unix_socket_id());
+    if (it == t.shared->unix_pairs.end())
+        return error_code(EINVAL, "unix socket pair {} missing from the images (image is corrupt)", f.unix_socket_id());
+    if (f.unix_socket_end() > 1)
+        return error_code(EINVAL, "unix socket pair {}: end {} (image is corrupt)", f.unix_socket_id(), f.unix_socket_end());
+    if (f.description_id() == 0)
+        return error_code(EINVAL, "unix socket pair {}: no description id (image is corrupt)", f.unix_socket_id());
+    return install_socket(t, f, f.unix_socket_end() == 0 ? it->second.first.get() : it->second.second.get());
 }
 
 // Every end is in place: the engine's own copies go (a restore that keeps running after the
@@ -958,15 +962,7 @@ Result<void> restore_unix_sk(RestoreTask& t, const image::Fd& f) {
         return error_code(EINVAL, "AF_UNIX socket {} missing from the images (image is corrupt)", f.unix_sk_id());
     if (f.description_id() == 0)
         return error_code(EINVAL, "AF_UNIX socket {}: no description id (image is corrupt)", f.unix_sk_id());
-    int mine = it->second.get();
-    return install_description(
-        t, f,
-        [mine]() -> Result<UniqueFd> {
-            UniqueFd d(fcntl(mine, F_DUPFD_CLOEXEC, 3));
-            if (!d) return sys_error("dup");
-            return d;
-        },
-        true);
+    return install_socket(t, f, it->second.get());
 }
 
 Result<void> release_unix_sks(RestoreShared& sh) {
