@@ -146,7 +146,8 @@ bool criu_option(std::string_view a, int* exit_code) {
     auto is = [&](std::string_view name) {  // --name or --name=VALUE
         return a == name || (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=');
     };
-    if (is("--tcp-established")) return refuse("sockets come with a later release");
+    // --ext-unix-sk alone is taken (dump, restore); CRIU's --ext-unix-sk=INODE form is not.
+    if (is("--tcp-established") || a.starts_with("--ext-unix-sk=")) return refuse("sockets come with a later release");
     // Restore takes every lock the images hold (dump saves them only when asked).
     if (a == "--file-locks") return true;
     // Dump takes it before this; a restore has no hook to run it at yet.

@@ -762,7 +762,7 @@ Result<void> bind_path(int sock, const SkEntry& e, NamesToUnlink& later) {
 }
 
 // What an image may say of one socket, checked before anything is made.
-Result<void> check_sk(const SkEntry& e, const std::map<uint64_t, const SkEntry*>& by_id, const RestoreShared& sh) {
+Result<void> check_sk(const SkEntry& e, const std::map<uint64_t, const SkEntry*>& by_id) {
     auto other = [&](uint64_t id, const char* what) -> Result<const SkEntry*> {
         auto it = by_id.find(id);
         if (it == by_id.end()) return error_code(EINVAL, "its {} socket:[{}] is not in the images", what, id);
@@ -780,9 +780,6 @@ Result<void> check_sk(const SkEntry& e, const std::map<uint64_t, const SkEntry*>
     if (e.state() == SkEntry::CONNECTED) {
         if (e.type() == SOCK_DGRAM) {
             if ((e.peer() != 0) == !e.ext_peer().empty()) return error_code(EINVAL, "connected to no peer, or to two");
-            if (!e.ext_peer().empty() && !sh.ext_unix_sk)
-                return error_code(ENOTSUP, "connected to '{}' outside the tree: restore with --ext-unix-sk to connect "
-                                           "to it again", shown_name(e.ext_peer()));
             if (e.peer()) {
                 const SkEntry* p = CKPT_TRY(other(e.peer(), "peer"));
                 if (p->type() != SOCK_DGRAM || p->name().empty() || p->accepted())
@@ -874,7 +871,12 @@ Result<void> make_unix_sks(RestoreShared& sh) {
     for (const auto& e : list)
         if (e.id() == 0 || !by_id.emplace(e.id(), &e).second)
             return error_code(EINVAL, "AF_UNIX socket id {} twice or zero (image is corrupt)", e.id());
-    for (const auto& e : list) CKPT_TRY_CTX(check_sk(e, by_id, sh), "{} (image is corrupt)", sk_name(e));
+    for (const auto& e : list) {
+        CKPT_TRY_CTX(check_sk(e, by_id), "{} (image is corrupt)", sk_name(e));
+        if (!e.ext_peer().empty() && !sh.ext_unix_sk)
+            return error_code(ENOTSUP, "{}: connected to '{}' outside the tree: restore with --ext-unix-sk to connect "
+                                       "to it again", sk_name(e), shown_name(e.ext_peer()));
+    }
 
     NamesToUnlink later;
     auto& made = sh.unix_sks;
