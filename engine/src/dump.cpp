@@ -514,6 +514,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     fd_state.shell_job = opts.shell_job;
     fd_state.external_stdio = opts.external_stdio;
     fd_state.file_locks = opts.file_locks;
+    fd_state.ext_unix_sk = opts.ext_unix_sk;
     image::Inventory inv;
     inv.set_format_version(image::kFormatVersion);
     inv.set_arch(static_cast<image::Arch>(arch::image_arch()));

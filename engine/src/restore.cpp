@@ -422,6 +422,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
 
     shared.image_dir = dir;
     shared.skip_file_checks = opts.skip_file_checks;
+    shared.ext_unix_sk = opts.ext_unix_sk;
     shared.inherited = opts.inherit_fds;
     CKPT_TRY(image::read_image(dir + "/" + image::names::kFiles, image::Kind::Files, &shared.files));
     CKPT_TRY(prepare_fd_restore(shared));

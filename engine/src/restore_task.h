@@ -76,6 +76,9 @@ struct RestoreShared {
     // pty pair id -> its master and the engine's open of its slave (none when the tree holds
     // no slave), made before any process and let go once every fd is in place.
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> ptys;
+    // AF_UNIX socket id -> the socket made (bound, listening, connected) before any process.
+    std::map<uint64_t, UniqueFd> unix_sks;
+    bool ext_unix_sk = false;  // restore --ext-unix-sk
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
     std::map<pid_t, pid_t> hosts;  // every process created: recorded pid -> as the engine sees it

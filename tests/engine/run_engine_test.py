@@ -54,8 +54,9 @@ Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping o
   name of a file still linked elsewhere; the dump refuses it naming the pid and the mapping,
   the tree runs on).
 Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
-  linked elsewhere / a removed directory; with fd_unix_listening, a bound listening AF_UNIX
-  socket; the dump refuses it naming the pid and fd 9, the tree runs on), refused-cwd (run
+  linked elsewhere / a removed directory; with fd_unix_rights, an AF_UNIX socket with an fd in
+  flight queued; with fd_unix_outside, a listening AF_UNIX socket with a connection pending
+  from outside the tree; the dump refuses it naming the pid and fd 9, the tree runs on), refused-cwd (run
   with cwd_removed: the cwd was removed; refused naming the pid and the cwd), shared-fd-table (run with fd_shared_orphans: two orphans sharing an fd
   table (clone(CLONE_FILES)) neither has from the other or from the root; the dump refuses
   it naming both pids, the tree runs on).
@@ -1007,7 +1008,8 @@ class Run:
     def neg_refused_fd(self):
         """An fd the engine could not restore exactly (fd_deleted_linked: a deleted name of a file
         linked elsewhere; fd_dir_removed: a directory removed after it was opened;
-        fd_unix_listening: a bound, listening AF_UNIX socket): the dump
+        fd_unix_rights: an fd in flight on an AF_UNIX socket; fd_unix_outside: a connection
+        pending on a listening AF_UNIX socket from outside the tree): the dump
         refuses it naming the pid and fd 9, and the tree runs on."""
         self.start()
         line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",

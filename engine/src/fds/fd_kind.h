@@ -77,6 +77,13 @@ struct FdDumpState {
     std::set<uint64_t> sockets;                 // inodes of every socket the tree holds (survey)
     std::map<uint64_t, int> unix_pairs;         // pair id -> index in FileTable.unix_sockets
     PtyPairs ptys;
+    bool ext_unix_sk = false;                   // dump --ext-unix-sk
+    // AF_UNIX sockets other than pairs (socket.cpp): inode -> index in FileTable.unix_sks;
+    // what the survey saw: listeners by name, datagram sockets by name, pending clients.
+    std::map<uint64_t, int> unix_sks;
+    std::map<std::string, uint64_t> unix_listeners;
+    std::map<std::string, uint64_t> unix_dgram_names;
+    std::map<uint64_t, uint64_t> unix_pending;  // client inode -> listener inode
 };
 
 // One fd of one frozen process, as /proc shows it.

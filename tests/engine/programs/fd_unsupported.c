@@ -14,27 +14,30 @@
  * while a second hard link to it lives in another folder; with DIR_REMOVED (program
  * fd_dir_removed), a directory removed (rmdir) after it was opened; with CWD_REMOVED (program
  * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered.
- * Built with UNIX_LISTENING (program fd_unix_listening), fd 9 is an AF_UNIX stream socket bound
- * to an abstract name and listening.
+ * Built with UNIX_RIGHTS (program fd_unix_rights), fd 9 is an end of an AF_UNIX socketpair
+ * with a message queued that carries an fd (SCM_RIGHTS); with UNIX_OUTSIDE (program
+ * fd_unix_outside), a stream socket listening on an abstract name with a connection pending
+ * from a process outside the tree (an orphan the runner adopted, which exits once the
+ * listener is gone).
  * Built with CONSOLE (program fd_console), fd 9 is /dev/console; with PTY_OUTSIDE (program
  * fd_pty_outside), the slave of a pty whose master only a process outside the tree holds (a
  * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
  * (program fd_pty_queued), the master of a pty whose slave (fd 10) wrote 6 bytes it has not
- * read. */
+ * read; with FANOTIFY_QUEUED (program fanotify_queued), a fanotify group with an event queued. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <string.h>
-#include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
-#include <sys/fanotify.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/eventfd.h>
+#include <sys/fanotify.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -109,16 +112,50 @@ int main(int argc, char** argv) {
     mkdir(d, 0755);
     if (chdir(d) != 0 || rmdir(d) != 0) test_fail("removed cwd: %s", strerror(errno));
     int fd = open("/dev/null", O_RDONLY);
-#elif defined(UNIX_LISTENING)
+#elif defined(UNIX_RIGHTS)
+    const char* kind = "socket";
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
+    int fd = sv[0];
+    int passed = sv[1];  /* the other end passes itself */
+    char byte = 'x';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &passed, sizeof passed);
+    if (sendmsg(sv[1], &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
+#elif defined(UNIX_OUTSIDE)
     const char* kind = "socket";
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un addr;
     memset(&addr, 0, sizeof addr);
     addr.sun_family = AF_UNIX;
-    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "ckpt-test-listening-%d", (int)getpid());
-    if (bind(fd, (struct sockaddr*)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) != 0 ||
-        listen(fd, 4) != 0)
-        test_fail("bind/listen: %s", strerror(errno));
+    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "ckpt-test-outside-%d", (int)getpid());
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
+    if (bind(fd, (struct sockaddr*)&addr, alen) != 0 || listen(fd, 4) != 0) test_fail("bind/listen: %s", strerror(errno));
+    pid_t middle = fork();
+    if (middle == 0) {
+        if (fork() == 0) {
+            /* Adopted by the runner once the middle one exits: outside the tree. */
+            int s = socket(AF_UNIX, SOCK_STREAM, 0);
+            if (connect(s, (struct sockaddr*)&addr, alen) != 0) _exit(1);
+            char b;
+            (void)!read(s, &b, 1);  /* until the listener, and with it the connection, is gone */
+            _exit(0);
+        }
+        _exit(0);
+    }
+    waitpid(middle, NULL, 0);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 10000) != 1) test_fail("no connection from outside the tree");
 #elif defined(FANOTIFY_QUEUED)
     const char* kind = "[fanotify]";
     char f[600];

@@ -44,6 +44,8 @@ namespace ckpt::image {
 //    refuses version 7 (one bump for all of them):
 //    leases (FileLock.LEASE); fanotify groups (Fd.FANOTIFY, Fd.fanotify);
 //    - pty pairs inside the tree and /dev/tty on their slave (Fd.PTY, FileTable.ptys).
+//    - AF_UNIX sockets bound, listening (with pending connections), accepted, connected to a
+//      named socket or alone (Fd.UNIX_SK, FileTable.unix_sks: UnixSkEntry, UnixMessage)
 inline constexpr uint32_t kFormatVersion = 7;
 
 enum class Kind : uint32_t {
