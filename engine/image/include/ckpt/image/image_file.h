@@ -42,6 +42,7 @@ namespace ckpt::image {
 //    split, so it must refuse version 6.
 // 7: more fd kinds (issue 12), each listed here; a version 6 reader would not know them and
 //    refuses version 7 (one bump for all of them):
+//    - TCP sockets, listening or established (Fd.TCP_SOCKET, Fd.tcp);
 inline constexpr uint32_t kFormatVersion = 7;
 
 enum class Kind : uint32_t {
