@@ -15,10 +15,13 @@
  * fd_dir_removed), a directory removed (rmdir) after it was opened; with CWD_REMOVED (program
  * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered.
  * Built with UNIX_LISTENING (program fd_unix_listening), fd 9 is an AF_UNIX stream socket bound
- * to an abstract name and listening. */
+ * to an abstract name and listening.
+ * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
+ * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -110,6 +113,20 @@ int main(int argc, char** argv) {
     if (bind(fd, (struct sockaddr*)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) != 0 ||
         listen(fd, 4) != 0)
         test_fail("bind/listen: %s", strerror(errno));
+#elif defined(TCP_ACCEPT_QUEUE)
+    const char* kind = "socket";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0 || listen(fd, 4) != 0 ||
+        getsockname(fd, (struct sockaddr*)&addr, &alen) != 0 || connect(client, (struct sockaddr*)&addr, alen) != 0 ||
+        dup2(client, 10) != 10)
+        test_fail("listen/connect: %s", strerror(errno));
+    close(client);
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;
