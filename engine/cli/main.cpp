@@ -80,8 +80,8 @@ const char kUsage[] =
     "                        (without it a held lock fails the dump); restore takes them again\n"
     "  --ext-unix-sk         dump, restore: a datagram AF_UNIX socket connected to a name outside\n"
     "                        the tree is connected to it again\n"
-    "  --tcp-established     refused: TCP sockets are not saved yet, so this cannot\n"
-    "                        be honoured\n";
+    "  --tcp-established     dump and restore established TCP connections (TCP_REPAIR, needs\n"
+    "                        CAP_NET_ADMIN); without it such a connection fails the dump\n";
 
 int usage_error(const std::string& msg) {
     std::fprintf(stderr, "ckpt-engine: %s\n(see ckpt-engine --help)\n", msg.c_str());
@@ -147,7 +147,7 @@ bool criu_option(std::string_view a, int* exit_code) {
         return a == name || (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=');
     };
     // --ext-unix-sk alone is taken (dump, restore); CRIU's --ext-unix-sk=INODE form is not.
-    if (is("--tcp-established") || a.starts_with("--ext-unix-sk=")) return refuse("sockets come with a later release");
+    if (a.starts_with("--ext-unix-sk=")) return refuse("sockets come with a later release");
     // Restore takes every lock the images hold (dump saves them only when asked).
     if (a == "--file-locks") return true;
     // Dump takes it before this; a restore has no hook to run it at yet.
@@ -215,6 +215,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.file_locks = true;
         } else if (args[i] == "--ext-unix-sk") {
             o.ext_unix_sk = true;
+        } else if (args[i] == "--tcp-established") {
+            o.tcp_established = true;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {
@@ -265,6 +267,8 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             o.restore_as_gid = *gid;
         } else if (args[i] == "--skip-file-checks") {
             o.skip_file_checks = true;
+        } else if (args[i] == "--tcp-established") {
+            o.tcp_established = true;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {

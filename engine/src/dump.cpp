@@ -515,6 +515,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     fd_state.external_stdio = opts.external_stdio;
     fd_state.file_locks = opts.file_locks;
     fd_state.ext_unix_sk = opts.ext_unix_sk;
+    fd_state.tcp_established = opts.tcp_established;
     image::Inventory inv;
     inv.set_format_version(image::kFormatVersion);
     inv.set_arch(static_cast<image::Arch>(arch::image_arch()));
@@ -608,8 +609,10 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     }
 
     if (opts.leave_running) {
+        fd_state.tcp_repair.release();  // before the tree runs: a send in repair mode fails
         tree.release();
     } else {
+        fd_state.tcp_repair.close_silently = true;
         CKPT_TRY(tree.kill_all());
     }
     stats.frozen_ns = now_ns() - t0;

@@ -373,6 +373,7 @@ Result<void> verify_task_seccomp(const RestoreTask& t) {
 Result<RestoredTree> restore(const RestoreOptions& opts) {
     const std::string& dir = opts.image_dir;
     RestoreShared shared;
+    shared.tcp_established = opts.tcp_established;
     shared.own_cap_bnd = CKPT_TRY(read_status(getpid())).cap_bnd;
     shared.own_seccomp_filters = CKPT_TRY(own_seccomp_filters());
     // The engine's pidfd, inherited by every process created below (a pid namespace of

@@ -63,6 +63,21 @@ struct PtyPairs {
     std::set<uint64_t> dev_tty;  // the terminals (st_rdev) /dev/tty fds of the tree name
 };
 
+// Established TCP connections of the tree held in repair mode by the dump (fds/tcp.cpp), each
+// through the engine's own copy of its fd: while the dump reads them, incoming segments are
+// dropped unacknowledged by a socket filter, so nothing arrives that the image would lack.
+// release() takes them out of repair mode (and the filter off) so that the tree, let go,
+// goes on using them; the destructor does the same unless close_silently is set, when the
+// tree is killed: a socket closed in repair mode sends neither FIN nor reset to its peer.
+struct TcpRepairHold {
+    std::vector<UniqueFd> socks;
+    bool close_silently = false;
+    void release();
+    ~TcpRepairHold() {
+        if (!close_silently) release();
+    }
+};
+
 // What the kinds share over one dump of a tree.
 struct FdDumpState {
     FdDumpState(FileRegistry& f, const DumpExclusions& e) : files(f), ex(e) {}
@@ -71,6 +86,8 @@ struct FdDumpState {
     bool shell_job = false;       // terminals are the shell's, taken again at restore
     bool external_stdio = false;  // fds 0-2 of every process are the restorer's
     bool file_locks = false;      // locks are saved (dump --file-locks), not refused
+    bool tcp_established = false; // established TCP connections are saved (--tcp-established)
+    TcpRepairHold tcp_repair;
     Descriptions descs;
     PipeEnds pipes;
     std::map<std::pair<uint64_t, uint64_t>, int> fifos;  // (dev, ino) -> index in FileTable.fifos

@@ -23,10 +23,13 @@
  * fd_pty_outside), the slave of a pty whose master only a process outside the tree holds (a
  * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
  * (program fd_pty_queued), the master of a pty whose slave (fd 10) wrote 6 bytes it has not
- * read; with FANOTIFY_QUEUED (program fanotify_queued), a fanotify group with an event queued. */
+ * read; with FANOTIFY_QUEUED (program fanotify_queued), a fanotify group with an event queued.
+ * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
+ * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -200,6 +203,20 @@ int main(int argc, char** argv) {
     close(slave);
     int fd = m;
 #endif
+#elif defined(TCP_ACCEPT_QUEUE)
+    const char* kind = "socket";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0 || listen(fd, 4) != 0 ||
+        getsockname(fd, (struct sockaddr*)&addr, &alen) != 0 || connect(client, (struct sockaddr*)&addr, alen) != 0 ||
+        dup2(client, 10) != 10)
+        test_fail("listen/connect: %s", strerror(errno));
+    close(client);
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;

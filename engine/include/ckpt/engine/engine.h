@@ -43,6 +43,10 @@ struct DumpOptions {
     // CRIU's --ext-unix-sk: a datagram AF_UNIX socket connected to a named socket outside the
     // tree is recorded by that name, not refused.
     bool ext_unix_sk = false;
+    // CRIU's --tcp-established: established TCP connections are saved with TCP_REPAIR (and,
+    // when the tree is killed, closed without a FIN or a reset). Without it an established
+    // connection fails the dump by name.
+    bool tcp_established = false;
 };
 
 struct DumpStats {
@@ -76,6 +80,9 @@ struct RestoreOptions {
     // CRIU's --ext-unix-sk: datagram sockets recorded connected to a name outside the tree
     // are connected to it again (refused without it).
     bool ext_unix_sk = false;
+    // CRIU's --tcp-established: images holding established TCP connections are restored
+    // (TCP_REPAIR); without it they are refused.
+    bool tcp_established = false;
 };
 
 struct RestoredTree {

@@ -46,6 +46,7 @@ namespace ckpt::image {
 //    - pty pairs inside the tree and /dev/tty on their slave (Fd.PTY, FileTable.ptys).
 //    - AF_UNIX sockets bound, listening (with pending connections), accepted, connected to a
 //      named socket or alone (Fd.UNIX_SK, FileTable.unix_sks: UnixSkEntry, UnixMessage)
+//    - TCP sockets, listening or established (Fd.TCP_SOCKET, Fd.tcp);
 inline constexpr uint32_t kFormatVersion = 7;
 
 enum class Kind : uint32_t {
