@@ -588,6 +588,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
                 task.fork_parent = ForkParent{up.p.pid, &up.mm, &up.pagemap, &up.plan};
         CKPT_TRY(dump_process(task));
     }
+    CKPT_TRY(finish_fd_dump(fd_state));
     // Page data of every process at once, then the page maps that describe it.
     std::vector<PagePlan> plans;
     for (auto& t : tasks) plans.push_back(std::move(t.plan));

@@ -101,6 +101,19 @@ struct FdDumpState {
     std::map<std::string, uint64_t> unix_listeners;
     std::map<std::string, uint64_t> unix_dgram_names;
     std::map<uint64_t, uint64_t> unix_pending;  // client inode -> listener inode
+    // fds in flight (SCM_RIGHTS) in messages queued on AF_UNIX sockets, as the engine's peek
+    // received them: told apart (which description of the tree each is) once every fd of the
+    // tree has been seen.
+    struct FdsInFlight {
+        pid_t pid = 0;        // the first fd of the tree on the socket
+        int fd = -1;
+        uint64_t socket = 0;  // a pair's id (unix_pairs) or a socket's inode (unix_sks)
+        bool pair = false;
+        uint32_t end = 0;     // of the pair
+        uint32_t message = 0;  // index in its queued list
+        std::vector<UniqueFd> fds;
+    };
+    std::vector<FdsInFlight> fds_in_flight;
 };
 
 // One fd of one frozen process, as /proc shows it.
@@ -140,6 +153,8 @@ struct FdKind {
     Result<void> (*survey)(const FdProbe& probe) = nullptr;
     // Dump: records the fd into f (fd number, flags, offset, owner are set already).
     Result<void> (*dump)(const FdProbe& probe, image::Fd* f) = nullptr;
+    // Dump, once every fd of every process is recorded (may be null).
+    Result<void> (*finish_dump)(FdDumpState& state) = nullptr;
     // Restore, once before any process is made: what the tree's fds of this kind share
     // (may be null).
     Result<void> (*prepare_restore)(RestoreShared& shared) = nullptr;
@@ -157,6 +172,8 @@ struct FdKind {
 
 // Every kind, in the order the dump asks them to claim an fd.
 const std::vector<const FdKind*>& fd_kinds();
+// Every kind's finish_dump.
+Result<void> finish_fd_dump(FdDumpState& state);
 // Every kind's prepare_restore, and finish_restore.
 Result<void> prepare_fd_restore(RestoreShared& shared);
 Result<void> finish_fd_restore(RestoreShared& shared);

@@ -18,6 +18,12 @@ const std::vector<const FdKind*>& fd_kinds() {
     return kinds;
 }
 
+Result<void> finish_fd_dump(FdDumpState& state) {
+    for (const FdKind* k : fd_kinds())
+        if (k->finish_dump) CKPT_TRY_CTX(k->finish_dump(state), "{} fds", k->name);
+    return ok();
+}
+
 Result<void> prepare_fd_restore(RestoreShared& shared) {
     for (const FdKind* k : fd_kinds())
         if (k->prepare_restore) CKPT_TRY_CTX(k->prepare_restore(shared), "{} fds", k->name);

@@ -164,9 +164,9 @@ std::string_view type_name(int type) {
     }
 }
 
-// Closes fds a peek with SCM_RIGHTS put into the engine; says what ancillary data came.
-std::string close_passed_fds(msghdr& mh) {
-    size_t fds = 0;
+// Takes the fds a peek with SCM_RIGHTS put into the engine into fds; says what other
+// ancillary data came (empty: none).
+std::string take_ancillary(msghdr& mh, std::vector<UniqueFd>* fds) {
     std::string what;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
@@ -176,14 +176,12 @@ std::string close_passed_fds(msghdr& mh) {
             for (size_t i = 0; i < count; ++i) {
                 int passed;
                 std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
-                ::close(passed);
+                fds->emplace_back(passed);
             }
-            fds += count;
         } else if (what.empty()) {
             what = fmt::format("ancillary data of level {} type {}", c->cmsg_level, c->cmsg_type);
         }
     }
-    if (fds) return fmt::format("{} fd(s) in flight (SCM_RIGHTS)", fds);
     if (what.empty() && (mh.msg_flags & MSG_CTRUNC)) what = "ancillary data (truncated)";
     return what;
 }
@@ -202,11 +200,17 @@ std::string shown_name(std::string_view name) {
     return std::string(name.substr(0, name.find('\0')));
 }
 
+// The fds in flight of the messages of a queue: (index in the queue, the engine's copies).
+using PassedFds = std::vector<std::pair<uint32_t, std::vector<UniqueFd>>>;
+
 // What is queued for sock to read, copied without taking it out: each message, or the
 // stream's bytes as one entry. SO_PEEK_OFF is put back as it was, whatever happens.
 // senders (SOCK_DGRAM): each message's sender address, as address_name gives it.
+// passed: the fds messages carry (SCM_RIGHTS), received by the peek; null: refused. Never
+// on a stream: the fds come with the read that reaches the first byte sent with them, but a
+// peek that stops before them returns them too, so where they begin cannot be read.
 Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d,
-                                            std::vector<std::string>* senders = nullptr) {
+                                            std::vector<std::string>* senders = nullptr, PassedFds* passed = nullptr) {
     int saved_off = CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF"));
     int zero = 0;
     if (setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) != 0) return sys_error("setsockopt(SO_PEEK_OFF)");
@@ -217,6 +221,7 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
                 logger()->warn("cannot put SO_PEEK_OFF back to {}: {}", off, strerror(errno));
         }
     } restore{sock, saved_off};
+    if (type == SOCK_STREAM) passed = nullptr;
 
     std::vector<std::string> out;
     std::string buf(kMaxMessage, '\0');
@@ -236,9 +241,16 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) break;
         if (n < 0) return sys_error("recvmsg(MSG_PEEK)");
-        std::string ancillary = close_passed_fds(mh);
+        std::vector<UniqueFd> fds;
+        std::string ancillary = take_ancillary(mh, &fds);
         if (!ancillary.empty())
             return error_code(ENOTSUP, "a message queued on this AF_UNIX socket carries {}: not supported", ancillary);
+        if (!fds.empty() && !passed)
+            return error_code(ENOTSUP, "a message queued on this AF_UNIX socket carries {} fd(s) in flight (SCM_RIGHTS), "
+                                       "which are kept on socketpairs and connections of type SOCK_SEQPACKET or "
+                                       "SOCK_DGRAM only{}",
+                              fds.size(), type == SOCK_STREAM ? " (on a stream a peek cannot tell where the bytes "
+                                                                "sent with them begin)" : "");
         if (mh.msg_flags & MSG_TRUNC)
             return error_code(ENOTSUP, "a message queued on this AF_UNIX socket is larger than {} bytes", kMaxMessage);
         if (n == 0) {
@@ -251,10 +263,12 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
         total += static_cast<size_t>(n);
         if (total > kMaxQueued)
             return error_code(ENOTSUP, "more than {} bytes queued on this AF_UNIX socket: not supported", kMaxQueued);
-        if (type == SOCK_STREAM && !out.empty())
+        if (type == SOCK_STREAM && !out.empty()) {
             out.back().append(buf.data(), static_cast<size_t>(n));
-        else
+        } else {
             out.emplace_back(buf.data(), static_cast<size_t>(n));
+            if (!fds.empty()) passed->emplace_back(static_cast<uint32_t>(out.size() - 1), std::move(fds));
+        }
     }
     // sock_diag counts the bytes queued for a stream or seqpacket socket: all of them were seen.
     if (type != SOCK_DGRAM && total != d.rqueue)
@@ -443,7 +457,14 @@ Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino,
     // An unconnected stream socket has nothing queued (and recv refuses it).
     if (type == SOCK_DGRAM || e->state() == image::UnixSkEntry::CONNECTED || e->state() == image::UnixSkEntry::PENDING) {
         std::vector<std::string> senders;
-        auto queued = CKPT_TRY(peek_queue(sock, type, d, type == SOCK_DGRAM ? &senders : nullptr));
+        // fds in flight are sent again by the peer of a seqpacket connection (a datagram's
+        // sender may be gone, or outside the tree; streams: see peek_queue).
+        PassedFds passed;
+        bool connection = type == SOCK_SEQPACKET && e->state() == image::UnixSkEntry::CONNECTED;
+        auto queued = CKPT_TRY(peek_queue(sock, type, d, type == SOCK_DGRAM ? &senders : nullptr,
+                                          connection ? &passed : nullptr));
+        for (auto& [message, fds] : passed)
+            st.fds_in_flight.push_back({probe.pid, probe.fd, ino, false, 0, message, std::move(fds)});
         if (type == SOCK_DGRAM && !queued.empty() && (!d.named || d.name.empty()))
             return fmt::format("an unnamed AF_UNIX SOCK_DGRAM socket with {} message(s) queued", queued.size());
         for (size_t i = 0; i < queued.size(); ++i) {
@@ -487,7 +508,9 @@ Result<void> dump_pair_end(const FdProbe& probe, int sock, uint64_t ino, int typ
     }
     image::UnixSocketEnd* me = table.mutable_unix_sockets(it->second)->mutable_ends(static_cast<int>(end));
     if (me->recorded()) return ok();  // another fd of the same end
-    for (auto& m : CKPT_TRY(peek_queue(sock, type, d))) me->add_queued(std::move(m));
+    PassedFds passed;
+    for (auto& m : CKPT_TRY(peek_queue(sock, type, d, nullptr, &passed))) me->add_queued(std::move(m));
+    for (auto& [message, fds] : passed) probe.state->fds_in_flight.push_back({probe.pid, probe.fd, id, true, end, message, std::move(fds)});
     me->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
     me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
     me->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
@@ -542,6 +565,56 @@ Result<void> dump_socket(const FdProbe& probe, image::Fd* f) {
     return ok();
 }
 
+// Which open file description of the tree an fd in flight is (the engine's copy of it).
+Result<image::InFlightFd> in_flight_description(const FdDumpState& st, int fd) {
+    struct stat s;
+    if (fstat(fd, &s) != 0) return sys_error("fstat");
+    std::string link = CKPT_TRY(read_link("/proc/self/fd/" + std::to_string(fd)));
+    image::InFlightFd r;
+    if (starts_with(link, "pipe:[")) {
+        auto it = st.pipes.ends.find(s.st_ino);
+        if (it == st.pipes.ends.end() || it->second.first == 0 || it->second.second == 0)
+            return error_code(ENOTSUP, "an fd in flight (SCM_RIGHTS) on {}, a pipe whose two ends the tree does not "
+                                       "both hold: not supported", link);
+        r.set_pipe_id(s.st_ino);
+        r.set_pipe_write((fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY);
+        return r;
+    }
+    constexpr int kKcmpFile = 0;
+    auto seen = st.descs.by_inode.find({static_cast<uint64_t>(s.st_dev), static_cast<uint64_t>(s.st_ino)});
+    if (seen != st.descs.by_inode.end())
+        for (const auto& held : seen->second) {
+            long same = syscall(SYS_kcmp, getpid(), held.pid, kKcmpFile, fd, held.fd);
+            if (same < 0) return sys_error("kcmp(pid {} fd {})", held.pid, held.fd);
+            if (same == 0) {
+                r.set_description_id(held.id);
+                return r;
+            }
+        }
+    return error_code(ENOTSUP, "an fd in flight (SCM_RIGHTS) on {} that no process of the tree holds open: not "
+                               "supported (only the message holds it)", link);
+}
+
+// Every fd in flight of the tree's queues, now that every fd of the tree has been seen.
+Result<void> record_fds_in_flight(FdDumpState& st) {
+    image::FileTable& table = st.files.table();
+    for (auto& m : st.fds_in_flight) {
+        google::protobuf::RepeatedPtrField<image::InFlightFd>* out;
+        if (m.pair) {
+            auto* fds = table.mutable_unix_sockets(st.unix_pairs.at(m.socket))->mutable_ends(static_cast<int>(m.end))->add_in_flight();
+            fds->set_message(m.message);
+            out = fds->mutable_fds();
+        } else {
+            out = table.mutable_unix_sks(st.unix_sks.at(m.socket))->mutable_queued(static_cast<int>(m.message))->mutable_fds();
+        }
+        for (const UniqueFd& fd : m.fds)
+            *out->Add() = CKPT_TRY_CTX(in_flight_description(st, fd.get()), "pid {}: fd {} (AF_UNIX socket): message {} queued",
+                                       m.pid, m.fd, m.message);
+    }
+    st.fds_in_flight.clear();
+    return ok();
+}
+
 // Sets a buffer size read by getsockopt (twice what was asked) when the fresh socket's differs.
 Result<void> set_buffer(int sock, int opt, int force, uint32_t want, const char* name) {
     if (want == 0) return ok();
@@ -571,10 +644,86 @@ Result<void> send_queued(int from, int type, const std::string& m, const sockadd
     return ok();
 }
 
-// Sends what is queued for one end from the other, message by message.
-Result<void> queue_into(int from, int type, const image::UnixSocketEnd& to, uint64_t id, int end) {
-    for (const std::string& m : to.queued())
-        CKPT_TRY_CTX(send_queued(from, type, m), "unix socket pair {}: sending what end {} had queued", id, end);
+// The engine's copy of the open file description an fd in flight is: made by the restore of
+// the tree's fds (so only once every fd of the tree is in place).
+Result<int> in_flight_fd(const RestoreShared& sh, const image::InFlightFd& f) {
+    if ((f.description_id() != 0) == (f.pipe_id() != 0))
+        return error_code(EINVAL, "an fd in flight names no open file description, or two (image is corrupt)");
+    if (f.pipe_id()) {
+        auto it = sh.pipes.find(f.pipe_id());
+        if (it == sh.pipes.end()) return error_code(EINVAL, "an fd in flight on pipe {}, not in the images", f.pipe_id());
+        return f.pipe_write() ? it->second.second.get() : it->second.first.get();
+    }
+    auto it = sh.descriptions.find(f.description_id());
+    if (it == sh.descriptions.end())
+        return error_code(EINVAL, "an fd in flight on open file description {}, which no fd of the tree has (image "
+                                  "is corrupt)", f.description_id());
+    return it->second.get();
+}
+
+constexpr int kMaxFdsPerMessage = 253;  // SCM_MAX_FD
+
+// Sends one queued message with the fds in flight it carries.
+Result<void> send_with_fds(int from, const std::string& m, const RestoreShared& sh,
+                           const google::protobuf::RepeatedPtrField<image::InFlightFd>& in_flight) {
+    if (m.empty()) return error_code(EINVAL, "an empty queued message (image is corrupt)");
+    if (in_flight.empty() || in_flight.size() > kMaxFdsPerMessage)
+        return error_code(EINVAL, "a message with {} fds in flight (image is corrupt)", in_flight.size());
+    std::vector<int> fds;
+    for (const auto& f : in_flight) fds.push_back(CKPT_TRY(in_flight_fd(sh, f)));
+    std::vector<cmsghdr> control(CMSG_SPACE(sizeof(int) * fds.size()) / sizeof(cmsghdr) + 1);
+    iovec iov{const_cast<char*>(m.data()), m.size()};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control.data();
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    for (;;) {
+        ssize_t n = sendmsg(from, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return error_code(ENOBUFS, "the data queued does not fit the socket's buffer");
+        if (n < 0) return sys_error("sendmsg(SCM_RIGHTS)");
+        if (static_cast<size_t>(n) != m.size()) return error("a message of {} bytes sent as {}", m.size(), n);
+        return ok();
+    }
+}
+
+// What a list of messages' fds in flight may say, checked before anything is made.
+Result<void> check_in_flight(const google::protobuf::RepeatedPtrField<image::MessageFds>& list, int type, int queued) {
+    if (!list.empty() && type == SOCK_STREAM) return error_code(EINVAL, "fds in flight on a stream (image is corrupt)");
+    int64_t last = -1;
+    for (const auto& m : list) {
+        if (static_cast<int64_t>(m.message()) <= last || static_cast<int64_t>(m.message()) >= queued)
+            return error_code(EINVAL, "fds in flight of message {} of {}, or out of order (image is corrupt)", m.message(),
+                              queued);
+        if (m.fds().empty() || m.fds_size() > kMaxFdsPerMessage)
+            return error_code(EINVAL, "a message with {} fds in flight (image is corrupt)", m.fds_size());
+        last = m.message();
+    }
+    return ok();
+}
+
+// Sends what is queued for one end from the other, message by message (with the fds in
+// flight they carry: sh, once every fd of the tree is in place).
+Result<void> queue_into(int from, int type, const image::UnixSocketEnd& to, uint64_t id, int end,
+                        const RestoreShared* sh = nullptr) {
+    auto fds = to.in_flight().begin();
+    for (int i = 0; i < to.queued_size(); ++i) {
+        const std::string& m = to.queued(i);
+        if (fds != to.in_flight().end() && fds->message() == static_cast<uint32_t>(i)) {
+            if (!sh) return error("unix socket pair {}: fds in flight before the tree's fds are in place", id);
+            CKPT_TRY_CTX(send_with_fds(from, m, *sh, fds->fds()), "unix socket pair {}: message {} queued for end {}", id,
+                         i, end);
+            ++fds;
+        } else {
+            CKPT_TRY_CTX(send_queued(from, type, m), "unix socket pair {}: sending what end {} had queued", id, end);
+        }
+    }
     return ok();
 }
 
@@ -586,6 +735,19 @@ Result<void> shut(int fd, uint32_t s) {
               : (s & kSendShutdown)                     ? SHUT_WR
                                                         : -1;
     if (how >= 0 && shutdown(fd, how) != 0) return sys_error("shutdown");
+    return ok();
+}
+
+bool pair_has_fds_in_flight(const image::UnixSocketEntry& e) {
+    return e.ends(0).in_flight_size() > 0 || e.ends(1).in_flight_size() > 0;
+}
+
+// Puts back what is queued for each end, then shuts them down as they were.
+Result<void> fill_pair(const image::UnixSocketEntry& e, int a, int b, const RestoreShared* sh = nullptr) {
+    int fds[2] = {a, b};
+    for (int i = 0; i < 2; ++i) CKPT_TRY(queue_into(fds[1 - i], e.type(), e.ends(i), e.id(), i, sh));
+    // Shut down once the data is in: a peer that cannot receive refuses it.
+    for (int i = 0; i < 2; ++i) CKPT_TRY_CTX(shut(fds[i], e.ends(i).shutdown()), "unix socket pair {} end {}", e.id(), i);
     return ok();
 }
 
@@ -609,10 +771,11 @@ Result<void> make_unix_pairs(RestoreShared& sh) {
             CKPT_TRY_CTX(set_buffer(fds[i], SO_RCVBUF, SO_RCVBUFFORCE, e.ends(i).rcvbuf(), "SO_RCVBUF"),
                          "unix socket pair {} end {}", e.id(), i);
         }
-        for (int i = 0; i < 2; ++i) CKPT_TRY(queue_into(fds[1 - i], e.type(), e.ends(i), e.id(), i));
-        // Shut down once the data is in: a peer that cannot receive refuses it.
         for (int i = 0; i < 2; ++i)
-            CKPT_TRY_CTX(shut(fds[i], e.ends(i).shutdown()), "unix socket pair {} end {}", e.id(), i);
+            CKPT_TRY_CTX(check_in_flight(e.ends(i).in_flight(), e.type(), e.ends(i).queued_size()), "unix socket pair {} end {}",
+                         e.id(), i);
+        // A pair with fds in flight is filled once they exist (release_unix_pairs).
+        if (!pair_has_fds_in_flight(e)) CKPT_TRY(fill_pair(e, a.get(), b.get()));
         sh.unix_pairs[e.id()] = {std::move(a), std::move(b)};
     }
     return ok();
@@ -641,9 +804,15 @@ Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
     return install_socket(t, f, f.unix_socket_end() == 0 ? it->second.first.get() : it->second.second.get());
 }
 
-// Every end is in place: the engine's own copies go (a restore that keeps running after the
-// tree must not hold an end open).
+// Every end is in place: the pairs with fds in flight are filled now that those fds exist,
+// then the engine's own copies go (a restore that keeps running after the tree must not hold
+// an end open).
 Result<void> release_unix_pairs(RestoreShared& sh) {
+    for (const auto& e : sh.files.unix_sockets()) {
+        if (!pair_has_fds_in_flight(e)) continue;
+        const auto& ends = sh.unix_pairs.at(e.id());
+        CKPT_TRY(fill_pair(e, ends.first.get(), ends.second.get(), &sh));
+    }
     sh.unix_pairs.clear();
     return ok();
 }
@@ -812,6 +981,8 @@ Result<void> check_sk(const SkEntry& e, const std::map<uint64_t, const SkEntry*>
         if (m.data().empty() || m.data().size() > kMaxMessage || total > kMaxQueued || m.sender().size() > kSunPath)
             return error_code(EINVAL, "a queued message empty or too large");
         if (e.type() != SOCK_DGRAM && (!m.sender().empty() || m.sender_id())) return error_code(EINVAL, "a stream with senders");
+        if (m.fds_size() && (e.type() != SOCK_SEQPACKET || e.state() != SkEntry::CONNECTED || m.fds_size() > kMaxFdsPerMessage))
+            return error_code(EINVAL, "fds in flight on a socket that is no connection, or too many");
         if (e.type() == SOCK_DGRAM && e.name().empty()) return error_code(EINVAL, "messages queued for no name");
         if (m.sender_id()) {
             const SkEntry* p = CKPT_TRY(other(m.sender_id(), "sender"));
@@ -852,6 +1023,32 @@ Result<ino_t> inode_of(int fd) {
     struct stat st;
     if (fstat(fd, &st) != 0) return sys_error("fstat");
     return st.st_ino;
+}
+
+bool sk_has_fds_in_flight(const SkEntry& e) {
+    return std::any_of(e.queued().begin(), e.queued().end(), [](const image::UnixMessage& m) { return m.fds_size() > 0; });
+}
+
+// Whether e is shut down only once fds in flight exist: its queue, or its peer's, has some.
+bool waits_for_fds_in_flight(const SkEntry& e, const std::map<uint64_t, const SkEntry*>& by_id) {
+    if (sk_has_fds_in_flight(e)) return true;
+    if (e.type() == SOCK_DGRAM || e.state() != SkEntry::CONNECTED) return false;
+    auto peer = by_id.find(e.peer());
+    return peer != by_id.end() && sk_has_fds_in_flight(*peer->second);
+}
+
+// What is queued on a connection, sent by its peer (with the fds in flight: sh, once every
+// fd of the tree is in place).
+Result<void> send_connection_queue(const SkEntry& e, int peer, const RestoreShared* sh) {
+    for (const auto& m : e.queued()) {
+        if (m.fds_size()) {
+            if (!sh) return error("{}: fds in flight before the tree's fds are in place", sk_name(e));
+            CKPT_TRY_CTX(send_with_fds(peer, m.data(), *sh, m.fds()), "{}: a message queued with fds in flight", sk_name(e));
+        } else {
+            CKPT_TRY_CTX(send_queued(peer, e.type(), m.data()), "{}: sending what it had queued", sk_name(e));
+        }
+    }
+    return ok();
 }
 
 // Every AF_UNIX socket of the tree but the pairs, before any process: made, bound, listening,
@@ -935,16 +1132,15 @@ Result<void> make_unix_sks(RestoreShared& sh) {
     }
     for (const auto& e : list) {
         int fd = fd_of(e.id());
-        if (e.type() != SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
-            for (const auto& m : e.queued())
-                CKPT_TRY_CTX(send_queued(fd_of(e.peer()), e.type(), m.data()), "{}: sending what it had queued",
-                             sk_name(e));
+        // A queue with fds in flight is sent once they exist (release_unix_sks).
+        if (e.type() != SOCK_DGRAM && e.state() == SkEntry::CONNECTED && !sk_has_fds_in_flight(e))
+            CKPT_TRY(send_connection_queue(e, fd_of(e.peer()), nullptr));
         if (e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
             CKPT_TRY_CTX(connect_to(fd, e.peer() ? by_id.at(e.peer())->name() : e.ext_peer()), "{}", sk_name(e));
     }
     for (const auto& e : list) {
         int fd = fd_of(e.id());
-        CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
+        if (!waits_for_fds_in_flight(e, by_id)) CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
         int on = 1;
         if (e.passcred() && setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
             return sys_error("{}: setsockopt(SO_PASSCRED)", sk_name(e));
@@ -961,7 +1157,16 @@ Result<void> restore_unix_sk(RestoreTask& t, const image::Fd& f) {
     return install_socket(t, f, it->second.get());
 }
 
+// Every fd of the tree is in place: the queues with fds in flight are sent now, and their
+// sockets shut down as they were; then the engine's own copies go.
 Result<void> release_unix_sks(RestoreShared& sh) {
+    std::map<uint64_t, const SkEntry*> by_id;
+    for (const auto& e : sh.files.unix_sks()) by_id.emplace(e.id(), &e);
+    for (const auto& e : sh.files.unix_sks())
+        if (sk_has_fds_in_flight(e)) CKPT_TRY(send_connection_queue(e, sh.unix_sks.at(e.peer()).get(), &sh));
+    for (const auto& e : sh.files.unix_sks())
+        if (waits_for_fds_in_flight(e, by_id))
+            CKPT_TRY_CTX(shut(sh.unix_sks.at(e.id()).get(), e.shutdown()), "{}", sk_name(e));
     sh.unix_sks.clear();
     return ok();
 }
@@ -974,6 +1179,7 @@ extern const FdKind kSocketKind{
     .claims = claims_socket,
     .survey = survey_socket,
     .dump = dump_socket,
+    .finish_dump = record_fds_in_flight,
     .prepare_restore = make_unix_pairs,
     .restore = restore_unix_socket,
     .finish_restore = release_unix_pairs,

@@ -36,15 +36,6 @@ static const size_t dgram_to_41[] = {700, 3};
 static const size_t seq_to_50[] = {7, 3000, 60};
 static const size_t seq_to_51[] = {333};
 
-static void make_pair(int type, int a, int b) {
-    int sv[2];
-    if (socketpair(AF_UNIX, type, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
-    dup2(sv[0], a);
-    dup2(sv[1], b);
-    close(sv[0]);
-    close(sv[1]);
-}
-
 /* Reads len bytes, giving up when nothing comes for 3 s. */
 static int read_all(int fd, unsigned char* buf, size_t len) {
     size_t got = 0;
@@ -93,11 +84,11 @@ static int expect_messages(int fd, const size_t* sizes, size_t count, uint64_t s
 int main(int argc, char** argv) {
     test_init(argc, argv, 6);
     signal(SIGPIPE, SIG_IGN);
-    make_pair(SOCK_STREAM, 30, 31);
-    make_pair(SOCK_DGRAM, 40, 41);
-    make_pair(SOCK_SEQPACKET, 50, 51);
-    make_pair(SOCK_STREAM, 60, 61);
-    make_pair(SOCK_STREAM, 70, 71);
+    test_socketpair_at(SOCK_STREAM, 30, 31);
+    test_socketpair_at(SOCK_DGRAM, 40, 41);
+    test_socketpair_at(SOCK_SEQPACKET, 50, 51);
+    test_socketpair_at(SOCK_STREAM, 60, 61);
+    test_socketpair_at(SOCK_STREAM, 70, 71);
 
     test_sync_t started;
     test_sync_init(&started);
@@ -148,7 +139,7 @@ int main(int argc, char** argv) {
     if (test_corrupt(5)) {
         dup2(70, 72);
         close(70);
-        make_pair(SOCK_STREAM, 70, 73);
+        test_socketpair_at(SOCK_STREAM, 70, 73);
     }
     if (test_corrupt(6)) send(40, "y", 1, 0);
 

@@ -15,7 +15,8 @@
  * fd_dir_removed), a directory removed (rmdir) after it was opened; with CWD_REMOVED (program
  * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered.
  * Built with UNIX_RIGHTS (program fd_unix_rights), fd 9 is an end of an AF_UNIX socketpair
- * with a message queued that carries an fd (SCM_RIGHTS); with UNIX_OUTSIDE (program
+ * with a message queued that carries an fd (SCM_RIGHTS) no process holds any more (the sender
+ * closed it: only the message has it); with UNIX_OUTSIDE (program
  * fd_unix_outside), a stream socket listening on an abstract name with a connection pending
  * from a process outside the tree (an orphan the runner adopted, which exits once the
  * listener is gone).
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
     int fd = sv[0];
-    int passed = sv[1];  /* the other end passes itself */
+    int passed = open("/dev/null", O_RDONLY);  /* closed once sent */
     char byte = 'x';
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
     union {
@@ -135,6 +136,7 @@ int main(int argc, char** argv) {
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &passed, sizeof passed);
     if (sendmsg(sv[1], &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
+    close(passed);
 #elif defined(UNIX_OUTSIDE)
     const char* kind = "socket";
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);

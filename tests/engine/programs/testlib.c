@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -347,4 +348,13 @@ void* test_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) 
         _exit(1);
     }
     return p;
+}
+
+void test_socketpair_at(int type, int a, int b) {
+    int sv[2];
+    if (socketpair(AF_UNIX, type, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
+    dup2(sv[0], a);
+    dup2(sv[1], b);
+    close(sv[0]);
+    close(sv[1]);
 }

@@ -57,6 +57,9 @@ void test_child_exit(void) __attribute__((noreturn));
 /* Waits for a child and fails unless it exited 0. */
 void test_expect_child_ok(pid_t pid, const char* role);
 
+/* An AF_UNIX socketpair of the type at fds a and b. */
+void test_socketpair_at(int type, int a, int b);
+
 /* One-shot start-up barrier between a parent and a child; both pipe ends are closed once
  * used, so nothing of it survives into the dump. */
 typedef struct {
