@@ -9,13 +9,17 @@
 // is, and that controlling terminal itself: the session leader takes it again (TIOCSCTTY)
 // before any process of its session is made, then the foreground process group is set.
 //
-// Queued data is refused by name: what the slave side wrote and the master has not read
-// (FIONREAD of the master), complete lines or raw bytes the master wrote that the slave has
-// not read (FIONREAD of the slave), a packet-mode status not yet read (POLLPRI). Reading it
-// consumes it and writing it again would go through the line discipline a second time (echo,
-// ICRNL, OPOST), so it is not kept. The kernel shows no count of a canonical line not yet
-// ended (FIONREAD counts complete lines): such a partial line, and data the master wrote to a
-// locked slave nobody opened, cannot be seen at dump and are lost (docs/engine.md).
+// What the slave side wrote and the master has not read (a program's output its terminal
+// has not shown yet: Open MPI's ranks write to ptys mpirun reads) is kept: read out of the
+// master at dump and written back at once through the slave with output processing (OPOST)
+// off for the time of the write, so the master finds the same bytes (already processed), and
+// written the same way at restore. Refused by name: such data in packet mode (each read adds
+// a status byte) or when the tree holds no slave; complete lines or raw bytes the master
+// wrote that the slave has not read (FIONREAD of the slave: writing them again would go
+// through echo and input processing a second time); a packet-mode status not yet read
+// (POLLPRI). The kernel shows no count of a canonical line not yet ended (FIONREAD counts
+// complete lines): such a partial line, and data the master wrote to a locked slave nobody
+// opened, cannot be seen at dump and are lost (docs/engine.md).
 //
 // Refused: the console, virtual terminals, serial ports and any other terminal device, and a
 // pty whose other end is outside the tree (unless it is a shell job's terminal, --shell-job:
@@ -213,6 +217,56 @@ Result<void> refuse_queued(int fd, const char* what) {
     return ok();
 }
 
+// Writes data through the slave to be read by the master as it is: output processing off
+// (termios, set through the master, is the slave's) for the time of the write.
+Result<void> write_through_slave(int master, int slave, const std::string& data) {
+    KTermios2 t{};
+    if (::ioctl(master, kTcgets2, &t) != 0) return sys_error("ioctl(TCGETS2)");
+    KTermios2 raw = t;
+    constexpr uint32_t kOpost = 01;  // OPOST (asm/termbits.h)
+    raw.oflag &= ~kOpost;
+    if (::ioctl(master, kTcsets2, &raw) != 0) return sys_error("ioctl(TCSETS2) without OPOST");
+    Result<void> written = write_all(slave, data.data(), data.size());
+    if (::ioctl(master, kTcsets2, &t) != 0) return sys_error("ioctl(TCSETS2) putting OPOST back");
+    return written;
+}
+
+// What the slave wrote that the master has not read, taken out of the master (non-blocking
+// for the time of the read: a read, unlike FIONREAD, first takes in what the kernel still
+// holds in its buffers) and given back at once through the slave.
+Result<std::string> take_master_input(int master) {
+    int fl = fcntl(master, F_GETFL);
+    if (fl < 0) return sys_error("fcntl(F_GETFL)");
+    if (!(fl & O_NONBLOCK) && fcntl(master, F_SETFL, fl | O_NONBLOCK) != 0) return sys_error("fcntl(F_SETFL)");
+    std::string data;
+    char buf[65536];
+    int err = 0;
+    for (;;) {
+        ssize_t n = ::read(master, buf, sizeof buf);
+        if (n > 0) {
+            data.append(buf, static_cast<size_t>(n));
+            if (data.size() > (1u << 20)) {
+                err = EFBIG;
+                break;
+            }
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno != EAGAIN && errno != EIO) err = errno;
+        break;
+    }
+    if (!(fl & O_NONBLOCK) && fcntl(master, F_SETFL, fl) != 0) return sys_error("fcntl(F_SETFL)");
+    if (!data.empty()) {
+        UniqueFd slave(::ioctl(master, TIOCGPTPEER, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC));
+        if (!slave) return sys_error("ioctl(TIOCGPTPEER): giving the master back the {} bytes read out", data.size());
+        CKPT_TRY_CTX(write_through_slave(master, slave.get(), data), "giving the master back the {} bytes read out",
+                     data.size());
+    }
+    if (err == EFBIG) return error_code(ENOTSUP, "more than 1 MiB queued for the master: not supported");
+    if (err) return sys_error_code(err, "read of the master");
+    return data;
+}
+
 Result<void> dump_pty(const FdProbe& probe, image::Fd* f) {
     PtyPairs& ptys = probe.state->ptys;
     image::FileTable& table = probe.state->files.table();
@@ -226,7 +280,13 @@ Result<void> dump_pty(const FdProbe& probe, image::Fd* f) {
         if (it == ptys.masters.end()) return error("a pty master the survey of the tree did not see");
         pair = &it->second;
         const image::PtyEntry& e = table.ptys(pair->entry);
-        CKPT_TRY(refuse_queued(mine.get(), fmt::format("the slave /dev/pts/{} wrote are not read by this master", e.index()).c_str()));
+        if (e.packet() || !e.slave_held()) {
+            CKPT_TRY(refuse_queued(mine.get(), fmt::format("the slave /dev/pts/{} wrote are not read by this master{}",
+                                                           e.index(), e.packet() ? " in packet mode" : "").c_str()));
+        } else if (pair->pid == probe.pid && pair->fd == probe.fd) {
+            std::string out = CKPT_TRY_CTX(take_master_input(mine.get()), "/dev/pts/{}", e.index());
+            table.mutable_ptys(pair->entry)->set_to_master(std::move(out));
+        }
         if (e.packet() && (CKPT_TRY(poll_now(mine.get())) & POLLPRI))
             return error_code(ENOTSUP, "a packet-mode status of /dev/pts/{} is not read by this master yet: not supported",
                               e.index());
@@ -350,6 +410,13 @@ Result<void> make_ptys(RestoreShared& sh) {
         if (e.packet() && ::ioctl(master->get(), TIOCPKT, &on) != 0) return ctx(sys_error_code(errno, "ioctl(TIOCPKT)"));
         if (e.master_exclusive() && ::ioctl(master->get(), TIOCEXCL) != 0)
             return ctx(sys_error_code(errno, "ioctl(TIOCEXCL)"));
+        if (!e.to_master().empty()) {
+            if (!slave || e.packet() || e.to_master().size() > (1u << 20))
+                return error_code(EINVAL, "pty {}: data for the master with no slave, in packet mode or too much (image "
+                                          "is corrupt)", e.id());
+            if (auto r = write_through_slave(master->get(), slave.get(), e.to_master()); !r)
+                return ctx(std::move(r).error().context("what the slave had written"));
+        }
         sh.ptys[e.id()] = {std::move(*master), std::move(slave)};
     }
     return ok();

@@ -3,7 +3,8 @@
  *     child, which leads a session of its own (setsid, TIOCSCTTY) and holds the slave at fd 5
  *     and /dev/tty at fd 6; the foreground process group is the grandchild's own. Canonical
  *     mode with echo, non-default erase and kill characters, IUTF8, 19200 baud, a window of
- *     33x101 (640x480 pixels).
+ *     33x101 (640x480 pixels). The child wrote "early\n" and "more" to it that the root's master
+ *     has not read at dump (the master reads "early\r\nmore", ONLCR done once).
  *   B (master fd 30, slave fd 31 in the root, exclusive): raw (cfmakeraw), packet mode, a
  *     window of 10x20.
  *   C (master fd 40): locked, nobody opened the slave, a window of 5x6 (7x8 pixels).
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
         }
         setpgid(gc, gc);
         if (tcsetpgrp(CHILD_SLAVE, gc) != 0) test_fail("child: tcsetpgrp: %s", strerror(errno));
+        if (write(CHILD_SLAVE, "early\nmore", 10) != 10) test_fail("child: write %s: %s", a_name, strerror(errno));
         test_sync_signal(&started);
         test_wait_check();
         CHECK(tcgetsid(CHILD_SLAVE) == getpid(), "child: the session of its terminal is %d, not its own", tcgetsid(CHILD_SLAVE));
@@ -223,7 +225,7 @@ int main(int argc, char** argv) {
 
     /* A: a line to the grandchild, echoed; its answer. */
     CHECK(write(A_MASTER, "hello\n", 6) == 6, "write master A");
-    read_exactly(A_MASTER, "hello\r\nOK hello\r\n", 17);
+    read_exactly(A_MASTER, "early\r\nmorehello\r\nOK hello\r\n", 28);
     test_expect_child_ok(child, "child");
     return test_finish();
 }

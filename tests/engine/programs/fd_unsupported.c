@@ -23,7 +23,7 @@
  * Built with CONSOLE (program fd_console), fd 9 is /dev/console; with PTY_OUTSIDE (program
  * fd_pty_outside), the slave of a pty whose master only a process outside the tree holds (a
  * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
- * (program fd_pty_queued), the master of a pty whose slave (fd 10) wrote 6 bytes it has not
+ * (program fd_pty_queued), the slave of a pty whose master (fd 10) wrote a line it has not
  * read; with FANOTIFY_QUEUED (program fanotify_queued), a fanotify group with an event queued.
  * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
  * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
@@ -197,13 +197,13 @@ int main(int argc, char** argv) {
     close(m);
     int fd = slave;
 #else
-    const char* kind = "/dev/ptmx";
-    if (write(slave, "queued", 6) != 6) test_fail("write %s: %s", name, strerror(errno));
-    struct pollfd p = {.fd = m, .events = POLLIN};
-    if (poll(&p, 1, 10000) != 1) test_fail("the master of %s has nothing to read", name);
-    dup2(slave, 10);
-    close(slave);
-    int fd = m;
+    const char* kind = "/dev/pts/";
+    if (write(m, "queued\n", 7) != 7) test_fail("write the master of %s: %s", name, strerror(errno));
+    struct pollfd p = {.fd = slave, .events = POLLIN};
+    if (poll(&p, 1, 10000) != 1) test_fail("%s has nothing to read", name);
+    dup2(m, 10);
+    close(m);
+    int fd = slave;
 #endif
 #elif defined(TCP_ACCEPT_QUEUE)
     const char* kind = "socket";

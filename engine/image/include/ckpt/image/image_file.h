@@ -51,6 +51,7 @@ namespace ckpt::image {
 //    know them, and refuses version 8:
 //    - fds in flight (SCM_RIGHTS) in queued messages (UnixSocketEnd.in_flight,
 //      UnixMessage.fds): a version 7 reader would send the messages without them.
+//    - output of a pty's slave not read by its master yet (PtyEntry.to_master).
 inline constexpr uint32_t kFormatVersion = 8;
 
 enum class Kind : uint32_t {
