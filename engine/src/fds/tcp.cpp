@@ -451,13 +451,18 @@ Result<UniqueFd> make_tcp(RestoreShared& sh, const image::TcpSocket& t) {
     if (established)
         if (auto r = set_int(s.get(), IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON, "TCP_REPAIR"); !r)
             return std::move(r).error().context("TCP_REPAIR needs CAP_NET_ADMIN");
+    // A listener shares its port with the connections it accepted, which may be made before it
+    // (in repair mode: bound at once): SO_REUSEADDR for the time of bind and listen lets it
+    // (a listener of that address elsewhere, the original still running, is still refused).
+    if (!established && !t.reuseaddr()) CKPT_TRY(set_int(s.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"));
     if (bind(s.get(), reinterpret_cast<sockaddr*>(&local), local_len) != 0)
         return sys_error("bind to {}", show_addr(t.local()));
     if (established) {
         CKPT_TRY_CTX(make_connection(sh, s.get(), family, t), "TCP connection {} -> {}", show_addr(t.local()),
                      show_addr(t.peer()));
-    } else if (listen(s.get(), static_cast<int>(t.backlog())) != 0) {
-        return sys_error("listen on {}", show_addr(t.local()));
+    } else {
+        if (listen(s.get(), static_cast<int>(t.backlog())) != 0) return sys_error("listen on {}", show_addr(t.local()));
+        if (!t.reuseaddr()) CKPT_TRY(set_int(s.get(), SOL_SOCKET, SO_REUSEADDR, 0, "SO_REUSEADDR"));
     }
     return s;
 }
