@@ -2,7 +2,7 @@
 """Runs one engine conformance program in one mode, or one negative test, and prints one line.
 
   run_engine_test.py --engine ckpt-engine --program PROG --mode MODE [--user nobody]
-                     [--external-stdio] [--file-locks] [--workdir DIR]
+                     [--external-stdio] [--file-locks] [--link-remap] [--workdir DIR]
   run_engine_test.py --engine ckpt-engine --program PROG --negative KIND
 
 Modes:
@@ -499,6 +499,8 @@ class Run:
             argv.append("--shell-job")
         if self.args.file_locks:
             argv.append("--file-locks")
+        if self.args.link_remap:
+            argv.append("--link-remap")
         os.makedirs(images or self.images, exist_ok=True)
         self.engine(*argv)
         if self.args.compare:
@@ -824,7 +826,8 @@ class Run:
         second = self.images + "2"
         os.makedirs(second, exist_ok=True)
         self.engine("dump", "-t", str(first_root), "-D", second, "--leave-running", *self.shell_job_args(),
-                    *(["--file-locks"] if self.args.file_locks else []))
+                    *(["--file-locks"] if self.args.file_locks else []),
+                    *(["--link-remap"] if self.args.link_remap else []))
         # The first copy ends as a failed job would: its whole namespace at once.
         os.kill(first_init, signal.SIGKILL)
         self.wait_gone(first)
@@ -1514,6 +1517,7 @@ def main():
                                            "tcp-refused", "tcp-forged", "leave-running-original"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
+    ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")
     ap.add_argument("--tcp-established", action="store_true",
                     help="dump and restore with --tcp-established")
     ap.add_argument("--peer", metavar="PROGRAM",
