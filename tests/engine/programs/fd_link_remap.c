@@ -1,8 +1,8 @@
 /* fd_link_remap: a file whose name was removed while a second link to it remains, dumped with
  * --link-remap (kept through a hidden link, not saved as a copy).
  *
- *   DATA/lr/name      made with 8 KiB of known data, then unlinked once DATA/other/second
- *                     was made as a second link to it
+ *   DATA/lr/name      a second link to DATA/other/second (8 KiB of known data), opened, mapped
+ *                     and watched by that name, then unlinked
  *   fd 20             O_RDWR on it, at offset 1234
  *   a MAP_SHARED mapping of its 8 KiB (read-write)
  *   fd 21             inotify watching it (IN_MODIFY | IN_ATTRIB), added by the old name
@@ -109,8 +109,15 @@ int main(int argc, char** argv) {
 
     static unsigned char data[SIZE];
     test_fill(data, SIZE, SEED);
-    int fd = open(name, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0 || write(fd, data, SIZE) != SIZE) test_fail("making %s: %s", name, strerror(errno));
+    /* Made under the second name first: the old name's is then the newest name of the inode,
+     * the one the kernel finds again from the watch's file handle (a deleted one: the case
+     * --link-remap keeps for inotify), while the second name stays. */
+    int fd = open(second, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write(fd, data, SIZE) != SIZE) test_fail("making %s: %s", second, strerror(errno));
+    close(fd);
+    if (link(second, name) != 0) test_fail("link %s: %s", name, strerror(errno));
+    fd = open(name, O_RDWR);
+    if (fd < 0) test_fail("open %s: %s", name, strerror(errno));
     dup2(fd, 20);
     close(fd);
     lseek(20, 1234, SEEK_SET);
@@ -121,7 +128,7 @@ int main(int argc, char** argv) {
     close(in);
     int wd = inotify_add_watch(21, name, IN_MODIFY | IN_ATTRIB);
     if (wd < 0) test_fail("inotify_add_watch %s: %s", name, strerror(errno));
-    if (link(name, second) != 0 || unlink(name) != 0) test_fail("second link, unlink: %s", strerror(errno));
+    if (unlink(name) != 0) test_fail("unlink %s: %s", name, strerror(errno));
     /* The IN_ATTRIB of link and unlink: read, so nothing is queued at dump. */
     char drain[4096] __attribute__((aligned(8)));
     while (queued(21) > 0) read(21, drain, sizeof drain);
