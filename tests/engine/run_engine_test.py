@@ -51,8 +51,8 @@ Comparison: compare-detects (with --compare: one data byte and one file offset o
   root changed before the snapshot after the restore; the comparison must report both, and
   nothing else than the offsets of dups of that fd).
 Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping of a deleted
-  name of a file still linked elsewhere; the dump refuses it naming the pid and the mapping,
-  the tree runs on).
+  name of a file still linked elsewhere, dumped without --link-remap; the dump refuses it
+  naming the pid and the mapping and saying that --link-remap keeps it, the tree runs on).
 Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
   linked elsewhere / a removed directory; with fd_unix_rights, an AF_UNIX socket with an fd in
   flight queued; with fd_unix_outside, a listening AF_UNIX socket with a connection pending
@@ -1066,6 +1066,8 @@ class Run:
                                    "dump of an fd that cannot be restored exactly")
         if "fd 9" not in line:
             raise TestFailure(f"the refusal does not name fd 9: {line}")
+        if os.path.basename(self.args.program) == "fd_deleted_linked" and "--link-remap" not in line:
+            raise TestFailure(f"the refusal does not say that --link-remap keeps such a file: {line}")
         self.expect_tree_unharmed("a dump refused for an fd")
         return "PASS"
 
@@ -1142,6 +1144,8 @@ class Run:
                                    "dump of a mapping that cannot be restored exactly")
         if "mapping" not in line:
             raise TestFailure(f"the refusal does not name the mapping: {line}")
+        if "--link-remap" not in line:
+            raise TestFailure(f"the refusal does not say that --link-remap keeps such a file: {line}")
         self.expect_tree_unharmed("a dump refused for a mapping")
         return "PASS"
 
