@@ -73,7 +73,12 @@ const char kUsage[] =
     "\n"
     "CRIU's options, for dump and restore (-t/--tree, -D/--images-dir, -R, -j, -d, --pidfile\n"
     "are above):\n"
-    "  --link-remap          accepted: files deleted while open are always saved whole\n"
+    "  --link-remap          dump: a file whose name was removed while the tree holds it open,\n"
+    "                        maps it MAP_SHARED or watches it (inotify) but which has another\n"
+    "                        link is kept through a hidden hard link made in the folder of its\n"
+    "                        old name (.ckpt-link-remap.DEV-INO-N), restored through it and\n"
+    "                        removed by the restore that succeeds (without it such a file fails\n"
+    "                        the dump); restore: accepted (the images say what to do)\n"
     "  --manage-cgroups=ignore  accepted: the tree stays in the cgroups it is restored in;\n"
     "                        other modes are refused (cgroups are not managed)\n"
     "  --file-locks          dump: save flock, POSIX and OFD locks held through the tree's fds\n"
@@ -152,7 +157,7 @@ bool criu_option(std::string_view a, int* exit_code) {
     if (a == "--file-locks") return true;
     // Dump takes it before this; a restore has no hook to run it at yet.
     if (is("--action-script")) return refuse("action scripts run at dump only (pre-dump, post-dump)");
-    // Deleted files are saved whole, which is what a linked-then-deleted file needs.
+    // Dump takes it before this; a restore follows what the images recorded.
     if (a == "--link-remap") return true;
     if (is("--manage-cgroups")) {
         // "ignore" is what the engine does: restored processes stay in the restorer's cgroups.
@@ -217,6 +222,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.ext_unix_sk = true;
         } else if (args[i] == "--tcp-established") {
             o.tcp_established = true;
+        } else if (args[i] == "--link-remap") {
+            o.link_remap = true;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {

@@ -510,6 +510,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     ex.root = opts.root;
     ex.external_fds = opts.external_fds;
     FileRegistry files(dir, opts.save_files_under);
+    files.set_link_remap(opts.link_remap);
     FdDumpState fd_state(files, ex);
     fd_state.shell_job = opts.shell_job;
     fd_state.external_stdio = opts.external_stdio;
@@ -599,6 +600,9 @@ Result<DumpStats> dump(const DumpOptions& opts) {
                                     *plans[i].pm));
         pages_written += plans[i].total;
     }
+    // Every resource of the tree is recorded (the inotify fds checked for queued events):
+    // the hidden links of --link-remap now.
+    CKPT_TRY(files.make_link_remaps());
     CKPT_TRY(image::write_image(dir, image::names::kFiles, image::Kind::Files, files.table()));
     CKPT_TRY(image::write_image(dir, image::names::kInventory, image::Kind::Inventory, inv));
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
@@ -608,6 +612,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         (void)dir.remove(image::names::kInventory);
         return std::move(r).error();
     }
+    // The images are complete: the hidden links stay for their restore (or a later dump).
+    files.keep_link_remaps();
 
     if (opts.leave_running) {
         fd_state.tcp_repair.release();  // before the tree runs: a send in repair mode fails

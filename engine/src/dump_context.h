@@ -39,6 +39,23 @@ public:
     // lets a restore roll it back to its size now (FileEntry.written). Once per file.
     Result<void> mark_written(uint32_t id, const std::string& fd_path, int reader = -1);
     image::FileTable& table() { return table_; }
+    // dump --link-remap: a file whose name was removed while another link to it remains is
+    // recorded with FileEntry.link_remap (not saved whole); its hidden link is made by
+    // make_link_remaps, once every resource of the tree is recorded.
+    void set_link_remap(bool on) { link_remap_ = on; }
+    bool link_remap() const { return link_remap_; }
+    // Makes (or finds, from an earlier dump of the same inode) the hidden hard link of every
+    // file recorded for --link-remap, in the folder of its old name, and records its name.
+    // Made last: the link is an IN_ATTRIB event for the tree's watches on the file (and
+    // IN_CREATE for its folder's), which must not be queued while the tree's inotify fds are
+    // checked for queued events.
+    Result<void> make_link_remaps();
+    // The dump is complete: the links it made stay (for the restore). Otherwise the
+    // destructor removes them again (a dump that fails leaves nothing behind).
+    void keep_link_remaps() { keep_links_ = true; }
+    FileRegistry(const FileRegistry&) = delete;
+    FileRegistry& operator=(const FileRegistry&) = delete;
+    ~FileRegistry();
     // The tree's processes (the engine's pid -> the tree's) and other threads (the engine's
     // tids), for files of /proc naming them.
     void set_tree_pids(std::map<pid_t, pid_t> processes, std::set<pid_t> threads) {
@@ -56,6 +73,20 @@ private:
     std::map<std::pair<uint64_t, uint64_t>, uint32_t> by_inode_;  // (dev, ino) -> id
     std::map<pid_t, pid_t> processes_;
     std::set<pid_t> threads_;
+    bool link_remap_ = false;
+    bool keep_links_ = false;
+    struct PendingRemap {
+        uint32_t id;
+        UniqueFd object;  // O_PATH, the very inode
+    };
+    std::vector<PendingRemap> remaps_;
+    struct MadeLink {
+        UniqueFd dir;
+        std::string name;
+        dev_t dev;
+        ino_t ino;
+    };
+    std::vector<MadeLink> made_;
 };
 
 // One process of a frozen tree, as the dump read it from /proc once for every resource

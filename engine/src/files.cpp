@@ -133,6 +133,17 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
     // Shared anonymous memory shows as "/dev/zero (deleted)" on the shmem device.
     bool anon_shmem = deleted && p == "/dev/zero";
     bool copy = !deleted && !memfd && S_ISREG(st.st_mode) && saved_whole(p);
+    // dump --link-remap: a name removed while another link remains. The file lives on in the
+    // file system: kept through a hidden link to it (make_link_remaps), not copied.
+    if (deleted && link_remap_ && !memfd && !anon_shmem && S_ISREG(st.st_mode) && st.st_nlink > 0) {
+        UniqueFd object(open(fd_path.c_str(), O_PATH | O_CLOEXEC));
+        struct stat again;
+        if (!object || fstat(object.get(), &again) != 0) return sys_error("{}: open O_PATH {}", path, fd_path);
+        if (again.st_dev != st.st_dev || again.st_ino != st.st_ino)
+            return error_code(ESTALE, "{}: {} changed while it was recorded", path, fd_path);
+        remaps_.push_back({id, std::move(object)});
+        deleted = false;
+    }
     if (deleted || memfd || anon_shmem || copy) {
         if (!S_ISREG(st.st_mode)) return error("{}: deleted file of type {:o} is not supported", path, st.st_mode & S_IFMT);
         e->set_deleted(true);
@@ -159,6 +170,91 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
         }
     }
     return id;
+}
+
+namespace {
+
+constexpr std::string_view kLinkRemapPrefix = ".ckpt-link-remap.";
+
+// The folder of an absolute path and the last component ("/" and "a" for "/a").
+bool split_path(const std::string& path, std::string* dir, std::string* base) {
+    size_t slash = path.rfind('/');
+    if (path.empty() || path[0] != '/' || slash == std::string::npos || slash + 1 == path.size()) return false;
+    *dir = slash == 0 ? "/" : path.substr(0, slash);
+    *base = path.substr(slash + 1);
+    return *base != "." && *base != "..";
+}
+
+// A folder opened O_PATH without following any symlink on the way.
+UniqueFd open_folder_nofollow(const std::string& dir) {
+    struct open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS;
+    return UniqueFd(static_cast<int>(syscall(SYS_openat2, AT_FDCWD, dir.c_str(), &how, sizeof how)));
+}
+
+bool same_inode(const struct stat& st, dev_t dev, ino_t ino) { return st.st_dev == dev && st.st_ino == ino; }
+
+}  // namespace
+
+Result<void> FileRegistry::make_link_remaps() {
+    for (auto& r : remaps_) {
+        image::FileEntry* e = table_.mutable_files(static_cast<int>(r.id) - 1);
+        const std::string path = e->path();
+        auto ctx = [&](Error err) {
+            return err.context("{} (its name removed while the tree holds it, another link remaining; --link-remap)",
+                               path);
+        };
+        std::string dir, base;
+        if (!split_path(path, &dir, &base))
+            return ctx(error_code(ENOTSUP, "not an absolute path: no folder to keep it in"));
+        UniqueFd dirfd = open_folder_nofollow(dir);
+        if (!dirfd) return ctx(sys_error("its folder {} cannot take the hidden link (open without symlinks)", dir));
+        const dev_t dev = static_cast<dev_t>(e->dev());
+        const ino_t ino = static_cast<ino_t>(e->ino());
+        const std::string self = "/proc/self/fd/" + std::to_string(r.object.get());
+        for (int n = 0;; ++n) {
+            if (n == 64) return ctx(error_code(EEXIST, "{}/{}{}-{}-N: every name is taken by another file", dir,
+                                               kLinkRemapPrefix, dev, ino));
+            std::string name = fmt::format("{}{}-{}-{}", kLinkRemapPrefix, dev, ino, n);
+            struct stat st;
+            if (fstatat(dirfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+                // An earlier dump's link to this inode (dump --leave-running, not restored
+                // since): reused, so that repeated dumps do not pile links up.
+                if (S_ISREG(st.st_mode) && same_inode(st, dev, ino)) {
+                    e->set_link_remap(name);
+                    break;
+                }
+                continue;
+            }
+            if (errno != ENOENT) return ctx(sys_error("{}/{}: fstatat", dir, name));
+            // Through the engine's own O_PATH open of the inode: /proc/self/fd/N followed to
+            // the very file (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+            if (linkat(AT_FDCWD, self.c_str(), dirfd.get(), name.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+                if (errno == EEXIST) continue;
+                return ctx(sys_error("its folder {} cannot take the hidden link {} (another file system or mount, "
+                                     "read-only, or no permission): linkat",
+                                     dir, name));
+            }
+            if (fstatat(dirfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !same_inode(st, dev, ino))
+                return ctx(error_code(ESTALE, "{}/{}: the hidden link is not the file once made", dir, name));
+            made_.push_back({UniqueFd(dup(dirfd.get())), name, dev, ino});
+            e->set_link_remap(name);
+            logger()->info("{}: kept through the hidden link {}/{}", path, dir, name);
+            break;
+        }
+    }
+    remaps_.clear();
+    return ok();
+}
+
+FileRegistry::~FileRegistry() {
+    if (keep_links_) return;
+    for (const auto& m : made_) {
+        struct stat st;
+        if (m.dir && fstatat(m.dir.get(), m.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && same_inode(st, m.dev, m.ino))
+            unlinkat(m.dir.get(), m.name.c_str(), 0);
+    }
 }
 
 namespace {
@@ -481,13 +577,18 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
     int fd = open(e.path().c_str(), flags | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) return sys_error("open {}", e.path());
     UniqueFd owned(fd);
+    CKPT_TRY(check_recorded_file(fd, e, skip_checks));
+    return owned;
+}
+
+Result<void> check_recorded_file(int fd, const image::FileEntry& e, bool skip_checks) {
     struct stat st;
     if (fstat(fd, &st) != 0) return sys_error("fstat {}", e.path());
     // An O_PATH open of a symlink itself, a folder, a device: the same kind of file again.
     if (!skip_checks && (st.st_mode & S_IFMT) != (e.mode() & S_IFMT))
         return error_code(ESTALE, "{} changed since the dump (file type {:o}, was {:o}); use --skip-file-checks to restore anyway",
                           e.path(), st.st_mode & S_IFMT, e.mode() & S_IFMT);
-    if (skip_checks || !S_ISREG(e.mode())) return owned;
+    if (skip_checks || !S_ISREG(e.mode())) return ok();
     int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
     if ((static_cast<uint64_t>(st.st_size) != e.size() || mtime != e.mtime_ns()) &&
         !CKPT_TRY_CTX(roll_back_written(fd, e, static_cast<uint64_t>(st.st_size)), "{}", e.path()))
@@ -496,7 +597,104 @@ Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::F
     if (!e.build_id().empty() && build_id(fd) != e.build_id())
         return error_code(ESTALE, "{} changed since the dump (ELF build-id differs); use --skip-file-checks to restore anyway",
                           e.path());
+    return ok();
+}
+
+Result<LinkRemapped> open_link_remapped(const image::FileEntry& e, bool skip_checks) {
+    const std::string& name = e.link_remap();
+    // The image may be forged: the link is a plain name of the recognisable form, in the
+    // folder of the recorded path, reached without following any symlink.
+    std::string dir, base;
+    if (!starts_with(name, kLinkRemapPrefix) || name.find('/') != std::string::npos || name.size() > 255 ||
+        !split_path(e.path(), &dir, &base))
+        return error_code(EINVAL, "{}: hidden link '{}' is not a plain .ckpt-link-remap name beside an absolute path "
+                                  "(image is corrupt)",
+                          e.path(), name);
+    auto ctx = [&](Error err) {
+        return err.context("{} (kept by dump --link-remap through {}/{})", e.path(), dir, name);
+    };
+    LinkRemapped l;
+    l.dir = open_folder_nofollow(dir);
+    if (!l.dir) return ctx(sys_error("opening its folder {} (openat2 without symlinks)", dir));
+    struct open_how how{};
+    how.flags = O_PATH | O_NOFOLLOW | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+    l.object = UniqueFd(static_cast<int>(syscall(SYS_openat2, l.dir.get(), name.c_str(), &how, sizeof how)));
+    if (!l.object) return ctx(sys_error("opening the hidden link (removed, or the images were restored already?)"));
+    struct stat st;
+    if (fstat(l.object.get(), &st) != 0) return ctx(sys_error("fstat"));
+    if (!S_ISREG(st.st_mode))
+        return ctx(error_code(ESTALE, "the hidden link is not a regular file (type {:o}): refused", st.st_mode & S_IFMT));
+    if (!skip_checks && static_cast<uint64_t>(st.st_ino) != e.ino())
+        return ctx(error_code(ESTALE, "the hidden link is another file (inode {}, was {}); use --skip-file-checks to "
+                                      "restore anyway",
+                              st.st_ino, e.ino()));
+    l.dev = st.st_dev;
+    l.ino = st.st_ino;
+    // Given back its old name for the moment of the restore when that name is free, so that
+    // /proc names every fd and mapping of it "PATH (deleted)" as before (removed with the
+    // saved files' names, drop_old_name); where the name is taken (by another file since),
+    // the hidden link's name shows instead.
+    const std::string self = "/proc/self/fd/" + std::to_string(l.object.get());
+    if (linkat(AT_FDCWD, self.c_str(), l.dir.get(), base.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+        l.old_name = base;
+        UniqueFd by_name(openat(l.dir.get(), base.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        struct stat again;
+        if (by_name && fstat(by_name.get(), &again) == 0 && same_inode(again, l.dev, l.ino)) {
+            l.object = std::move(by_name);
+        } else {
+            logger()->warn("{}: its old name was taken by another file while the restore gave it back", e.path());
+            l.old_name.clear();
+        }
+    } else {
+        logger()->info("{}: its old name cannot be given back for the restore ({}): the fds and mappings of it are "
+                       "named after the hidden link {}",
+                       e.path(), strerror(errno), name);
+    }
+    return l;
+}
+
+Result<UniqueFd> reopen_link_remapped(const image::FileEntry& e, const LinkRemapped& l, int flags, bool skip_checks,
+                                      bool check_content) {
+    int fd;
+    if (flags & O_NOFOLLOW) {
+        // The /proc link refuses O_NOFOLLOW: by name in the folder, checked to be the object.
+        const std::string& name = l.old_name.empty() ? e.link_remap() : l.old_name;
+        fd = openat(l.dir.get(), name.c_str(), flags | O_CLOEXEC | O_NOCTTY);
+    } else {
+        std::string self = "/proc/self/fd/" + std::to_string(l.object.get());
+        fd = open(self.c_str(), flags | O_CLOEXEC | O_NOCTTY);
+    }
+    if (fd < 0) return sys_error("{}: reopening it through its hidden link {}", e.path(), e.link_remap());
+    UniqueFd owned(fd);
+    struct stat st;
+    if (fstat(fd, &st) != 0) return sys_error("{}: fstat", e.path());
+    if (!same_inode(st, l.dev, l.ino))
+        return error_code(ESTALE, "{}: its name was taken by another file during the restore", e.path());
+    if (check_content && !(flags & O_PATH)) CKPT_TRY(check_recorded_file(fd, e, skip_checks));
     return owned;
+}
+
+void drop_old_name(const image::FileEntry& e, LinkRemapped& l) {
+    if (l.old_name.empty()) return;
+    struct stat st;
+    if (fstatat(l.dir.get(), l.old_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && same_inode(st, l.dev, l.ino)) {
+        if (unlinkat(l.dir.get(), l.old_name.c_str(), 0) != 0)
+            logger()->warn("{}: removing the name given back for the restore: {}", e.path(), strerror(errno));
+    } else {
+        logger()->warn("{}: its name was taken by another file during the restore; left alone", e.path());
+    }
+    l.old_name.clear();
+}
+
+void remove_link_remap(const image::FileEntry& e, const LinkRemapped& l) {
+    struct stat st;
+    if (fstatat(l.dir.get(), e.link_remap().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !same_inode(st, l.dev, l.ino)) {
+        logger()->warn("{}: its hidden link {} is no longer the file; left alone", e.path(), e.link_remap());
+        return;
+    }
+    if (unlinkat(l.dir.get(), e.link_remap().c_str(), 0) != 0)
+        logger()->warn("{}: removing its hidden link {}: {}", e.path(), e.link_remap(), strerror(errno));
 }
 
 }  // namespace ckpt::engine

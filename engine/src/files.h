@@ -22,6 +22,28 @@ Result<void> copy_sparse(int from, int to, uint64_t size, uint64_t* xxh3);
 // file that was dumped (unless skip_checks). Not for saved files (e.deleted()).
 Result<UniqueFd> open_recorded_file(const std::string& image_dir, const image::FileEntry& e, int flags,
                                     bool skip_checks);
+// The checks open_recorded_file makes on fd, an open of e: the same kind of file; for a
+// regular file its size and mtime (a written file rolled back) and ELF build-id.
+Result<void> check_recorded_file(int fd, const image::FileEntry& e, bool skip_checks);
+// A file kept by dump --link-remap (e.link_remap()): its folder and the object, opened O_PATH
+// through the hidden link in that folder (no symlink followed, a regular file with the
+// recorded inode). The old name is given back to it for the restore when free (old_name),
+// and removed again with drop_old_name; the hidden link is removed by remove_link_remap once
+// the restore has succeeded (a failed one leaves it, so the images stay restorable).
+struct LinkRemapped {
+    UniqueFd dir;
+    UniqueFd object;
+    std::string old_name;
+    dev_t dev = 0;
+    ino_t ino = 0;
+};
+Result<LinkRemapped> open_link_remapped(const image::FileEntry& e, bool skip_checks);
+// A new open file description of it with flags, checked to be the object (and, with
+// check_content, as open_recorded_file checks a file).
+Result<UniqueFd> reopen_link_remapped(const image::FileEntry& e, const LinkRemapped& l, int flags, bool skip_checks,
+                                      bool check_content);
+void drop_old_name(const image::FileEntry& e, LinkRemapped& l);
+void remove_link_remap(const image::FileEntry& e, const LinkRemapped& l);
 // Opens a file of /proc recorded at dump (e.proc()): its pid translated to the restored
 // process's as the engine sees it (hosts: recorded pid -> the engine's).
 Result<UniqueFd> open_proc_file(const image::FileEntry& e, int flags, const std::map<pid_t, pid_t>& hosts);

@@ -382,14 +382,17 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
                 return error("pid {}: System V shared memory at {:#x} is not supported yet", pid, m.start);
             // A deleted name of a file still linked elsewhere: the file is restored as a copy
             // of its content, which writes through the mapping would no longer reach (nor
-            // would others' writes reach the mapping).
-            if (kind == image::Vma::FILE && m.shared && m.path.ends_with(" (deleted)") && !starts_with(m.path, "/memfd:")) {
+            // would others' writes reach the mapping). With --link-remap the file itself is
+            // kept through a hidden link (files.cpp) and mapped again.
+            if (kind == image::Vma::FILE && m.shared && m.path.ends_with(" (deleted)") && !starts_with(m.path, "/memfd:") &&
+                !files.link_remap()) {
                 struct stat st;
                 if (stat(link.c_str(), &st) != 0)
                     return sys_error("pid {}: mapping {:#x}-{:#x}: stat {}", pid, m.start, m.end, link);
                 if (st.st_nlink > 0)
                     return error("pid {}: shared mapping {:#x}-{:#x} of {} whose file still has {} other link(s): "
-                                 "a restored copy would not share its writes; not supported",
+                                 "a restored copy would not share its writes; refused (dump with --link-remap to "
+                                 "keep the file through a hidden link)",
                                  pid, m.start, m.end, m.path, st.st_nlink);
             }
             v->set_file_id(CKPT_TRY_CTX(files.add(link, m.path), "pid {}: mapping {:#x}", pid, m.start));

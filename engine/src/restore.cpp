@@ -13,6 +13,7 @@
 #include <linux/capability.h>
 #include <linux/sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -70,12 +71,58 @@ Result<void> RestoreShared::release_saved_names() {
         if (!given && first) first = std::move(given);
     }
     saved_names.clear();
+    // The old names given back to files kept by --link-remap (their hidden links stay until
+    // the restore has succeeded).
+    for (auto& [id, l] : link_remapped) drop_old_name(files.files(static_cast<int>(id) - 1), l);
     return first;
+}
+
+Result<LinkRemapped*> RestoreShared::link_remapped_of(uint32_t id) {
+    if (auto it = link_remapped.find(id); it != link_remapped.end()) return &it->second;
+    const image::FileEntry* e = CKPT_TRY(file(id));
+    LinkRemapped l = CKPT_TRY(open_link_remapped(*e, skip_file_checks));
+    return &link_remapped.emplace(id, std::move(l)).first->second;
+}
+
+Result<UniqueFd> RestoreShared::open_watched(uint32_t id) {
+    const image::FileEntry* e = CKPT_TRY(file(id));
+    if (e->link_remap().empty())
+        return error_code(EINVAL, "{}/{}: file {} is not kept by --link-remap (image is corrupt)", image_dir,
+                          image::names::kFiles, id);
+    LinkRemapped* l = CKPT_TRY(link_remapped_of(id));
+    return reopen_link_remapped(*e, *l, O_PATH, skip_file_checks, false);
+}
+
+Result<void> RestoreShared::remove_link_remaps() {
+    if (link_remapped.empty()) return ok();
+    for (auto& [id, l] : link_remapped) {
+        const image::FileEntry& e = files.files(static_cast<int>(id) - 1);
+        drop_old_name(e, l);
+        remove_link_remap(e, l);
+    }
+    link_remapped.clear();
+    // Giving a name back and taking it again, and removing the hidden link, are IN_CREATE,
+    // IN_DELETE and IN_ATTRIB events of the restored watches on the file and its folder, which
+    // the tree never saw: read away before it runs (an event of a real change in this moment
+    // of the restore goes too, as any between the dump and the restore does).
+    for (uint64_t id : inotify_descriptions) {
+        auto it = descriptions.find(id);
+        if (it == descriptions.end()) continue;
+        alignas(8) char buf[4096];
+        int queued = 0;
+        while (ioctl(it->second.get(), FIONREAD, &queued) == 0 && queued > 0)
+            if (read(it->second.get(), buf, sizeof buf) <= 0) break;
+    }
+    return ok();
 }
 
 Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
     const image::FileEntry* e = CKPT_TRY(file(id));
     if (e->proc()) return open_proc_file(*e, flags, hosts);
+    if (!e->link_remap().empty()) {
+        LinkRemapped* l = CKPT_TRY(link_remapped_of(id));
+        return reopen_link_remapped(*e, *l, flags, skip_file_checks, true);
+    }
     if (!e->deleted()) return open_recorded_file(image_dir, *e, flags, skip_file_checks);
     // Opened again through /proc with the recorded flags: a description of its own, on the
     // same object as every other fd and mapping of the file.
@@ -674,6 +721,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         std::string s = std::to_string(out.root) + "\n";
         CKPT_TRY_CTX(write_all(fd.get(), s.data(), s.size()), "pidfile {}", opts.pidfile);
     }
+    // Nothing fails from here on: the hidden links of --link-remap go (a failed restore
+    // leaves them, so that the images can be restored again).
+    CKPT_TRY_CTX(shared.remove_link_remaps(), "restore");
     created.done = true;
     for (const auto& th : threads) ptrace(PTRACE_DETACH, th.host, 0, 0);
     for (pid_t pid : order) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -68,6 +69,11 @@ struct RestoreShared {
     std::map<uint32_t, UniqueFd> saved_objects;
     // file id -> the old name a deleted file was made under, until the restore is done.
     std::map<uint32_t, SavedName> saved_names;
+    // file id -> a file kept by dump --link-remap, opened through its hidden link at first use.
+    std::map<uint32_t, LinkRemapped> link_remapped;
+    // The inotify descriptions made (description ids): drained once the hidden links are
+    // removed (remove_link_remaps), whose removal is an event of their watches.
+    std::set<uint64_t> inotify_descriptions;
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
     // FIFO id -> the engine's open of it, holding it open until every fd of it is in place.
     std::map<uint64_t, UniqueFd> fifos;
@@ -106,6 +112,14 @@ struct RestoreShared {
     // A new open file description of recorded file id with the given flags: by path
     // (checked), or on the saved file's one object.
     Result<UniqueFd> open_file(uint32_t id, int flags);
+    // O_PATH on the object of a file kept by dump --link-remap that an inotify watch watched
+    // (its content is not checked: the watch never read it).
+    Result<UniqueFd> open_watched(uint32_t id);
+    // The restore has succeeded: the hidden links of dump --link-remap are removed, and the
+    // events that removal (and the old names given back for the restore) queued on the
+    // restored tree's inotify instances are read away.
+    Result<void> remove_link_remaps();
+    Result<LinkRemapped*> link_remapped_of(uint32_t id);
     // Once every fd and mapping of the saved files is in place: their temporary names
     // removed, their recorded owner and mode given. Also when a restore fails.
     Result<void> release_saved_names();

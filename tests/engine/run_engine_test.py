@@ -2,7 +2,7 @@
 """Runs one engine conformance program in one mode, or one negative test, and prints one line.
 
   run_engine_test.py --engine ckpt-engine --program PROG --mode MODE [--user nobody]
-                     [--external-stdio] [--file-locks] [--workdir DIR]
+                     [--external-stdio] [--file-locks] [--link-remap] [--workdir DIR]
   run_engine_test.py --engine ckpt-engine --program PROG --negative KIND
 
 Modes:
@@ -51,8 +51,8 @@ Comparison: compare-detects (with --compare: one data byte and one file offset o
   root changed before the snapshot after the restore; the comparison must report both, and
   nothing else than the offsets of dups of that fd).
 Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping of a deleted
-  name of a file still linked elsewhere; the dump refuses it naming the pid and the mapping,
-  the tree runs on).
+  name of a file still linked elsewhere, dumped without --link-remap; the dump refuses it
+  naming the pid and the mapping and saying that --link-remap keeps it, the tree runs on).
 Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
   linked elsewhere / a removed directory; with fd_unix_rights, an AF_UNIX socket with an fd in
   flight queued; with fd_unix_outside, a listening AF_UNIX socket with a connection pending
@@ -499,6 +499,8 @@ class Run:
             argv.append("--shell-job")
         if self.args.file_locks:
             argv.append("--file-locks")
+        if self.args.link_remap:
+            argv.append("--link-remap")
         os.makedirs(images or self.images, exist_ok=True)
         self.engine(*argv)
         if self.args.compare:
@@ -824,7 +826,8 @@ class Run:
         second = self.images + "2"
         os.makedirs(second, exist_ok=True)
         self.engine("dump", "-t", str(first_root), "-D", second, "--leave-running", *self.shell_job_args(),
-                    *(["--file-locks"] if self.args.file_locks else []))
+                    *(["--file-locks"] if self.args.file_locks else []),
+                    *(["--link-remap"] if self.args.link_remap else []))
         # The first copy ends as a failed job would: its whole namespace at once.
         os.kill(first_init, signal.SIGKILL)
         self.wait_gone(first)
@@ -1063,6 +1066,8 @@ class Run:
                                    "dump of an fd that cannot be restored exactly")
         if "fd 9" not in line:
             raise TestFailure(f"the refusal does not name fd 9: {line}")
+        if os.path.basename(self.args.program) == "fd_deleted_linked" and "--link-remap" not in line:
+            raise TestFailure(f"the refusal does not say that --link-remap keeps such a file: {line}")
         self.expect_tree_unharmed("a dump refused for an fd")
         return "PASS"
 
@@ -1139,6 +1144,8 @@ class Run:
                                    "dump of a mapping that cannot be restored exactly")
         if "mapping" not in line:
             raise TestFailure(f"the refusal does not name the mapping: {line}")
+        if "--link-remap" not in line:
+            raise TestFailure(f"the refusal does not say that --link-remap keeps such a file: {line}")
         self.expect_tree_unharmed("a dump refused for a mapping")
         return "PASS"
 
@@ -1514,6 +1521,7 @@ def main():
                                            "tcp-refused", "tcp-forged", "leave-running-original"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
+    ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")
     ap.add_argument("--tcp-established", action="store_true",
                     help="dump and restore with --tcp-established")
     ap.add_argument("--peer", metavar="PROGRAM",

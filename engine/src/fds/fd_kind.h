@@ -201,6 +201,8 @@ Result<UniqueFd> mount_of(uint64_t sdev);
 // ("fhandle-type:", "f_handle:" hex bytes): open_by_handle_at (CAP_DAC_READ_SEARCH). A
 // deleted object is refused: a watch on it cannot be made again.
 Result<std::string> path_of_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex);
+// The object itself, O_PATH (its /proc/self/fd link names it, " (deleted)" when it is).
+Result<UniqueFd> open_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex);
 
 // Restore: installs the open file description f names, made with make() (in the engine) by
 // the first fd of the tree that has it, shared by every later one (in every process).

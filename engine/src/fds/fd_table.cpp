@@ -85,7 +85,7 @@ Result<UniqueFd> mount_of(uint64_t sdev) {
                       sdev);
 }
 
-Result<std::string> path_of_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex) {
+Result<UniqueFd> open_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex) {
     if (hex.size() % 2 || hex.size() > 2 * MAX_HANDLE_SZ) return error("malformed f_handle '{}'", hex);
     std::string buf(sizeof(file_handle) + hex.size() / 2, '\0');
     auto* h = reinterpret_cast<file_handle*>(buf.data());
@@ -99,6 +99,11 @@ Result<std::string> path_of_file_handle(uint64_t sdev, uint32_t handle_type, std
     UniqueFd mnt = CKPT_TRY(mount_of(sdev));
     UniqueFd obj(open_by_handle_at(mnt.get(), h, O_PATH | O_CLOEXEC));
     if (!obj) return sys_error("open_by_handle_at (needs CAP_DAC_READ_SEARCH)");
+    return obj;
+}
+
+Result<std::string> path_of_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex) {
+    UniqueFd obj = CKPT_TRY(open_file_handle(sdev, handle_type, hex));
     std::string path = CKPT_TRY(read_link("/proc/self/fd/" + std::to_string(obj.get())));
     if (path.ends_with(" (deleted)"))
         return error_code(ENOTSUP, "it watches {}, deleted since: such a watch cannot be made again", path);

@@ -6,10 +6,13 @@
 // given up are used and given up again first, to come to the same numbers.
 //
 // Events queued at dump are not saved (the only way to read them takes them from the
-// process): an inotify fd with events queued is refused, as is a watch on a deleted file.
+// process): an inotify fd with events queued is refused, as is a watch on a deleted file (but
+// with dump --link-remap one whose watched name was removed while another link remains: the
+// file is kept through a hidden link, files.cpp, and watched again through it).
 #include <fcntl.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +27,40 @@ namespace ckpt::engine {
 namespace {
 
 bool claims_inotify(const FdProbe& probe) { return probe.link == "anon_inode:inotify"; }
+
+// The watched object: its path; or, when its watched name was removed while another link to
+// it remains, with --link-remap, the file kept through a hidden link (file_id).
+Result<void> record_watched(const FdProbe& probe, uint64_t sdev, uint32_t type, std::string_view handle,
+                            image::InotifyWatch* watch) {
+    UniqueFd obj = CKPT_TRY(open_file_handle(sdev, type, handle));
+    const std::string self = "/proc/self/fd/" + std::to_string(obj.get());
+    std::string path = CKPT_TRY(read_link(self));
+    constexpr std::string_view kDeleted = " (deleted)";
+    if (!path.ends_with(kDeleted)) {
+        watch->set_path(path);
+        return ok();
+    }
+    struct stat st;
+    if (fstat(obj.get(), &st) != 0) return sys_error("fstat {}", path);
+    if (st.st_nlink == 0 || !S_ISREG(st.st_mode))
+        return error_code(ENOTSUP, "it watches {}, deleted since: such a watch cannot be made again", path);
+    FileRegistry& files = probe.state->files;
+    if (!files.link_remap())
+        return error_code(ENOTSUP,
+                          "it watches {}, whose name was removed while {} other link(s) remain: refused (dump with "
+                          "--link-remap to keep the file through a hidden link)",
+                          path, st.st_nlink);
+    // The O_PATH open is the reader: nothing is read, so the tree's watches see no access.
+    uint32_t id = CKPT_TRY(files.add(self, path, obj.get()));
+    const image::FileEntry& e = files.table().files(static_cast<int>(id) - 1);
+    watch->set_path(e.path());
+    // Recorded earlier under a name it still has (an fd of the tree opened by that name):
+    // watched again by that name.
+    if (e.deleted()) return error_code(ENOTSUP, "it watches {}, saved as a copy: refused", path);
+    if (e.path() != path.substr(0, path.size() - kDeleted.size()) || e.ino() != st.st_ino) return ok();
+    watch->set_file_id(id);
+    return ok();
+}
 
 Result<void> dump_inotify(const FdProbe& probe, image::Fd* f) {
     f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
@@ -53,13 +90,13 @@ Result<void> dump_inotify(const FdProbe& probe, image::Fd* f) {
         auto* watch = st->add_watches();
         watch->set_wd(static_cast<int32_t>(*w));
         watch->set_mask(static_cast<uint32_t>(*m));
-        watch->set_path(CKPT_TRY_CTX(path_of_file_handle(*d, static_cast<uint32_t>(*t), word(*handle)), "inotify watch {}", *w));
+        CKPT_TRY_CTX(record_watched(probe, *d, static_cast<uint32_t>(*t), word(*handle), watch), "inotify watch {}", *w);
     }
     return ok();
 }
 
 // The watches added again in increasing wd order, numbers in between taken and given up.
-Result<UniqueFd> make_inotify(const image::InotifyState& s) {
+Result<UniqueFd> make_inotify(const image::InotifyState& s, RestoreShared& sh) {
     // Non-blocking while it is made, to drain it (its recorded flags are set afterwards).
     UniqueFd fd(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!fd) return sys_error("inotify_init1");
@@ -77,7 +114,16 @@ Result<UniqueFd> make_inotify(const image::InotifyState& s) {
                 return error_code(EINVAL, "inotify: watch number {} came out as {}", next, burnt);
             ++next;
         }
-        int wd = inotify_add_watch(fd.get(), w->path().c_str(), w->mask() | IN_DONT_FOLLOW);
+        int wd;
+        if (w->file_id() != 0) {
+            // A file kept by dump --link-remap: its object, opened through the hidden link
+            // (checked), watched through /proc/self/fd (followed to that very inode).
+            UniqueFd obj = CKPT_TRY_CTX(sh.open_watched(w->file_id()), "inotify: watch {}", w->wd());
+            std::string self = "/proc/self/fd/" + std::to_string(obj.get());
+            wd = inotify_add_watch(fd.get(), self.c_str(), w->mask() & ~static_cast<uint32_t>(IN_DONT_FOLLOW));
+        } else {
+            wd = inotify_add_watch(fd.get(), w->path().c_str(), w->mask() | IN_DONT_FOLLOW);
+        }
         if (wd < 0) return sys_error("inotify: watching {} (mask {:#x})", w->path(), w->mask());
         if (wd != w->wd())
             return error_code(EINVAL, "inotify: watching {} gave watch {}, it was {} (one file watched twice?)",
@@ -94,7 +140,8 @@ Result<UniqueFd> make_inotify(const image::InotifyState& s) {
 }
 
 Result<void> restore_inotify(RestoreTask& t, const image::Fd& f) {
-    return install_description(t, f, [&] { return make_inotify(f.inotify()); }, true);
+    t.shared->inotify_descriptions.insert(f.description_id());
+    return install_description(t, f, [&] { return make_inotify(f.inotify(), *t.shared); }, true);
 }
 
 }  // namespace

@@ -110,7 +110,7 @@ Result<void> dump_regular(const FdProbe& probe, image::Fd* f) {
     if (entry.deleted() && !entry.memfd() && !entry.saved_copy() && st.st_nlink > 0)
         return error_code(ENOTSUP,
                           "file deleted while open still has {} other link(s) elsewhere: a restored copy would not "
-                          "share its writes; refused",
+                          "share its writes; refused (dump with --link-remap to keep the file through a hidden link)",
                           st.st_nlink);
     if ((probe.info.flags & O_ACCMODE) != O_RDONLY && S_ISREG(st.st_mode) && !entry.proc())
         CKPT_TRY(files.mark_written(id, probe.link_path, reader));

@@ -47,6 +47,13 @@ struct DumpOptions {
     // when the tree is killed, closed without a FIN or a reset). Without it an established
     // connection fails the dump by name.
     bool tcp_established = false;
+    // CRIU's --link-remap: a file the tree holds open, maps or watches whose name was removed
+    // while another link to it remains is kept through a hidden hard link in the folder of its
+    // old name (".ckpt-link-remap.DEV-INO-N"), recorded in the images, opened through it at
+    // restore and removed by the restore that succeeds (a dump with --leave-running leaves it
+    // until then; a later dump of the same file reuses it). Without it such a file fails the
+    // dump by name.
+    bool link_remap = false;
 };
 
 struct DumpStats {
