@@ -32,8 +32,14 @@
 #ifndef MSG_COPY
 #define MSG_COPY 040000
 #endif
-#ifndef SHM_STAT_ANY
+#ifndef SHM_STAT_ANY  // glibc 2.28 and later have them (linux 4.17)
 #define SHM_STAT_ANY 15
+#endif
+#ifndef SEM_STAT_ANY
+#define SEM_STAT_ANY 20
+#endif
+#ifndef MSG_STAT_ANY
+#define MSG_STAT_ANY 13
 #endif
 
 namespace ckpt::engine {
@@ -444,13 +450,17 @@ Result<void> make_objects(const image::IpcNamespace& ns) {
         most_sems = std::max(most_sems, s.values_size());
         sems += static_cast<uint64_t>(s.values_size());
     }
-    for (const auto& q : ns.queues())
+    int64_t most_qbytes = 0;  // above msgmnb, a queue's qbytes needs CAP_SYS_RESOURCE
+    for (const auto& q : ns.queues()) {
+        most_qbytes = std::max<int64_t>(most_qbytes, static_cast<int64_t>(q.qbytes()));
         for (const auto& m : q.messages()) longest = std::max<int64_t>(longest, static_cast<int64_t>(m.text().size()));
+    }
     auto at_least = [](int64_t rec, int64_t need) { return std::to_string(std::max(rec, need)); };
     CKPT_TRY(write_sysctl("shmmax", std::to_string(std::max(ns.shmmax(), biggest))));
     CKPT_TRY(write_sysctl("shmall", std::to_string(std::max(ns.shmall(), total_pages))));
     CKPT_TRY(write_sysctl("shmmni", at_least(ns.shmmni(), ns.shms_size())));
     CKPT_TRY(write_sysctl("msgmax", at_least(ns.msgmax(), longest)));
+    CKPT_TRY(write_sysctl("msgmnb", at_least(ns.msgmnb(), most_qbytes)));
     CKPT_TRY(write_sysctl("msgmni", at_least(ns.msgmni(), ns.queues_size())));
     CKPT_TRY(write_sysctl("sem", fmt::format("{} {} {} {}", at_least(ns.sem(0), most_sems),
                                              at_least(ns.sem(1), static_cast<int64_t>(sems)), ns.sem(2),
@@ -521,9 +531,10 @@ Result<void> finish_objects(const image::IpcNamespace& ns) {
     CKPT_TRY(write_sysctl("msgmni", std::to_string(ns.msgmni())));
     CKPT_TRY(write_sysctl("sem", fmt::format("{} {} {} {}", ns.sem(0), ns.sem(1), ns.sem(2), ns.sem(3))));
     CKPT_TRY(write_sysctl("shm_rmid_forced", std::to_string(ns.shm_rmid_forced())));
-    CKPT_TRY(write_sysctl("shm_next_id", std::to_string(ns.shm_next_id())));
-    CKPT_TRY(write_sysctl("sem_next_id", std::to_string(ns.sem_next_id())));
-    CKPT_TRY(write_sysctl("msg_next_id", std::to_string(ns.msg_next_id())));
+    // -1 (unset, as every create leaves it) cannot be written, and is what they are now.
+    if (ns.shm_next_id() >= 0) CKPT_TRY(write_sysctl("shm_next_id", std::to_string(ns.shm_next_id())));
+    if (ns.sem_next_id() >= 0) CKPT_TRY(write_sysctl("sem_next_id", std::to_string(ns.sem_next_id())));
+    if (ns.msg_next_id() >= 0) CKPT_TRY(write_sysctl("msg_next_id", std::to_string(ns.msg_next_id())));
     return ok();
 }
 

@@ -50,6 +50,24 @@
 #define A_TOKEN (A_SIZE - 16) /* parent -> child after restore */
 #define A_ANSWER (A_SIZE - 8) /* child -> parent */
 
+#ifdef HOST_NS
+int main(int argc, char** argv) {
+    test_init(argc, argv, 1);
+    int id = shmget(IPC_PRIVATE, B_SIZE, IPC_CREAT | 0600);
+    unsigned char* p = id < 0 ? (void*)-1 : shmat(id, NULL, 0);
+    if (p == (void*)-1) {
+        test_fail("shmget/shmat: %s", strerror(errno));
+        return test_finish();
+    }
+    shmctl(id, IPC_RMID, NULL); /* gone with the process */
+    test_fill(p, B_SIZE, 19);
+    test_ready();
+    test_wait_check();
+    if (test_corrupt(1)) p[3] ^= 1;
+    CHECK(test_verify(p, B_SIZE, 19) < 0, "the segment's content changed");
+    return test_finish();
+}
+#else
 enum { SEM_CHILD_GO, SEM_PARENT_GO, SEM_SEVEN, SEM_FORTY_TWO, NSEMS };
 
 union semun {
@@ -147,24 +165,6 @@ static void make_gaps(void) {
     }
 }
 
-#ifdef HOST_NS
-int main(int argc, char** argv) {
-    test_init(argc, argv, 1);
-    int id = shmget(IPC_PRIVATE, B_SIZE, IPC_CREAT | 0600);
-    unsigned char* p = id < 0 ? (void*)-1 : shmat(id, NULL, 0);
-    if (p == (void*)-1) {
-        test_fail("shmget/shmat: %s", strerror(errno));
-        return test_finish();
-    }
-    shmctl(id, IPC_RMID, NULL); /* gone with the process */
-    test_fill(p, B_SIZE, 19);
-    test_ready();
-    test_wait_check();
-    if (test_corrupt(1)) p[3] ^= 1;
-    CHECK(test_verify(p, B_SIZE, 19) < 0, "the segment's content changed");
-    return test_finish();
-}
-#else
 int main(int argc, char** argv) {
     test_init(argc, argv, 10);
     if (geteuid() != 0 || unshare(CLONE_NEWIPC) != 0) {
