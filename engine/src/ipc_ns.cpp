@@ -284,6 +284,7 @@ Result<bool> dump_ipc_namespace(const std::vector<FrozenProcess>& procs, image::
 
     // Every attachment is the tree's, of a whole segment.
     std::map<int, uint64_t> size_of, attached;
+    std::map<int, int32_t> name_key;
     for (const auto& s : out->shms()) size_of[s.perm().id()] = s.size();
     for (const auto& p : procs) {
         if (p.zombie) continue;
@@ -303,8 +304,14 @@ Result<bool> dump_ipc_namespace(const std::vector<FrozenProcess>& procs, image::
                                   "segment of {} bytes (split by mprotect, munmap or mremap): not supported",
                                   p.pid, m.start, m.end, id, it->second);
             ++attached[id];
+            // "/SYSV%08x": the key it was made with, kept after IPC_RMID made it private.
+            auto key = parse_uint(std::string_view(m.path).substr(5, 8), 16);
+            if (!key) return error("pid {}: mapping {:#x}: unexpected name '{}'", p.pid, m.start, m.path);
+            name_key[id] = static_cast<int32_t>(*key);
         }
     }
+    for (auto& s : *out->mutable_shms())
+        if (s.destroyed()) s.set_name_key(name_key[s.perm().id()]);
     for (const auto& s : out->shms())
         if (attached[s.perm().id()] != s.nattch())
             return error_code(ENOTSUP,
@@ -437,7 +444,7 @@ void fill_set(Ds& ds, const image::IpcPerm& p, struct ipc_perm Ds::*perm) {
 
 // In the namespace: limits that let every object be made (the recorded ones may be lower
 // than what exists: lowered afterwards), then every object.
-Result<void> make_objects(const image::IpcNamespace& ns) {
+Result<void> make_objects(const image::IpcNamespace& ns, std::vector<void*>* held_) {
     if (geteuid() != 0 || getegid() != 0) return error_code(EPERM, "making System V objects needs root");
     uint64_t biggest = 0, total_pages = 0, sems = 0;
     int most_sems = 0;
@@ -466,11 +473,27 @@ Result<void> make_objects(const image::IpcNamespace& ns) {
                                              at_least(ns.sem(1), static_cast<int64_t>(sems)), ns.sem(2),
                                              at_least(ns.sem(3), ns.sems_size()))));
 
-    for (const auto& s : ns.shms()) {
+    // Segments marked for destruction first: made with the key of their name, removed at once
+    // (their key becomes private, free for a live segment), kept by an attachment of the
+    // engine's until the tree's processes hold theirs.
+    std::vector<const image::SysvShm*> order;
+    for (const auto& s : ns.shms())
+        if (s.destroyed()) order.push_back(&s);
+    for (const auto& s : ns.shms())
+        if (!s.destroyed()) order.push_back(&s);
+    for (const image::SysvShm* sp : order) {
+        const image::SysvShm& s = *sp;
         const auto& p = s.perm();
+        const key_t key = s.destroyed() ? s.name_key() : p.key();
         CKPT_TRY(make_with_id("shm_next_id", p, "segment", [&] {
-            return shmget(p.key(), s.size(), static_cast<int>(IPC_CREAT | IPC_EXCL | p.mode()));
+            return shmget(key, s.size(), static_cast<int>(IPC_CREAT | IPC_EXCL | p.mode()));
         }));
+        if (s.destroyed()) {
+            void* held = shmat(p.id(), nullptr, SHM_RDONLY);
+            if (held == reinterpret_cast<void*>(-1)) return sys_error("segment id {}: shmat to hold it", p.id());
+            held_->push_back(held);
+            if (shmctl(p.id(), IPC_RMID, nullptr) != 0) return sys_error("segment id {}: IPC_RMID", p.id());
+        }
         if (s.data_size() > 0) {
             void* at = shmat(p.id(), nullptr, 0);
             if (at == reinterpret_cast<void*>(-1)) return sys_error("segment id {}: shmat to write it", p.id());
@@ -520,9 +543,6 @@ Result<void> make_objects(const image::IpcNamespace& ns) {
 }
 
 Result<void> finish_objects(const image::IpcNamespace& ns) {
-    for (const auto& s : ns.shms())
-        if (s.destroyed() && shmctl(s.perm().id(), IPC_RMID, nullptr) != 0)
-            return sys_error("segment id {}: IPC_RMID", s.perm().id());
     CKPT_TRY(write_sysctl("shmmax", std::to_string(ns.shmmax())));
     CKPT_TRY(write_sysctl("shmall", std::to_string(ns.shmall())));
     CKPT_TRY(write_sysctl("shmmni", std::to_string(ns.shmmni())));
@@ -545,11 +565,18 @@ Result<IpcRestore> IpcRestore::create(RemoteThread& root, pid_t host, const imag
     IpcRestore out;
     out.ns_ = CKPT_TRY(open_file(proc_path(host, "ns/ipc"), O_RDONLY | O_CLOEXEC));
     out.img_ = &ns;
-    CKPT_TRY_CTX(in_namespace(out.ns_.get(), [&] { return make_objects(ns); }), "the tree's IPC namespace");
+    CKPT_TRY_CTX(in_namespace(out.ns_.get(), [&] { return make_objects(ns, &out.held_); }), "the tree's IPC namespace");
     return out;
 }
 
+IpcRestore::~IpcRestore() {
+    for (void* p : held_) shmdt(p);
+}
+
 Result<void> IpcRestore::finish() {
+    // The tree's processes hold every segment marked for destruction now: the engine lets go.
+    for (void* p : held_) shmdt(p);
+    held_.clear();
     CKPT_TRY_CTX(in_namespace(ns_.get(), [&] { return finish_objects(*img_); }), "the tree's IPC namespace");
     return ok();
 }

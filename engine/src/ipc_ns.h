@@ -41,6 +41,10 @@ Result<void> check_shm_attachment(const image::IpcNamespace* ns, const image::Vm
 // its segments when its memory is restored (memory.cpp); finish() once all are attached.
 class IpcRestore {
 public:
+    IpcRestore() = default;
+    IpcRestore(IpcRestore&& o) noexcept : ns_(std::move(o.ns_)), img_(o.img_), held_(std::move(o.held_)) { o.held_.clear(); }
+    IpcRestore& operator=(IpcRestore&&) = delete;
+    ~IpcRestore();
     static Result<IpcRestore> create(RemoteThread& root, pid_t host, const image::IpcNamespace& ns);
     // Segments marked for destruction are removed (they stay while attached), and the
     // namespace's sysctls are set as recorded.
@@ -49,6 +53,7 @@ public:
 private:
     UniqueFd ns_;  // /proc/ROOT/ns/ipc
     const image::IpcNamespace* img_ = nullptr;
+    std::vector<void*> held_;  // the engine's attachments of segments marked for destruction
 };
 
 }  // namespace ckpt::engine

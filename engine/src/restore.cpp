@@ -548,7 +548,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (ptrace(PTRACE_SETOPTIONS, t.host, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", pid);
         // The root enters a new IPC namespace, filled before any segment is attached; every
         // process made after it inherits it.
-        if (pid == root && ipc) ipc_restore = CKPT_TRY_CTX(IpcRestore::create(*t.leader, t.host, *ipc), "restore pid {}", pid);
+        if (pid == root && ipc) ipc_restore.emplace(CKPT_TRY_CTX(IpcRestore::create(*t.leader, t.host, *ipc), "restore pid {}", pid));
         CKPT_TRY_CTX(drop_inherited_rseq(*t.leader), "pid {}", pid);
         // Sessions and groups led by this process; others are inherited from the parent
         // (or, for the root, from the restorer).
@@ -565,7 +565,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (te.state() != image::TaskEntry::ZOMBIE)
             CKPT_TRY_CTX(restore_memory_layout(t), "restore pid {}", pid);
     }
-    // Every segment is attached where it was: those marked for destruction are removed now.
+    // Every segment is attached where it was: the engine lets go of those marked for
+    // destruction (held until now), and the namespace's sysctls are set as recorded.
     if (ipc_restore) CKPT_TRY_CTX(ipc_restore->finish(), "restore");
     // Groups led by another process of the tree (even the parent's: the parent may have
     // joined its group only now, after this process was made in its old one).
