@@ -54,7 +54,9 @@ Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping o
   name of a file still linked elsewhere; with ipc_sysv_host, a System V segment attached in the
   host's IPC namespace; the dump refuses it naming the pid and the mapping, the tree runs on).
 System V IPC: ipc-forged (run with ipc_sysv: fields of ipc.img forged, and an attachment naming
-  no segment; each restore refuses it as corrupt, nothing is restored).
+  no segment; each restore refuses it as corrupt, nothing is restored), ipc-refused (run with
+  ipc_sysv_undo: a semaphore held with SEM_UNDO; the dump refuses it naming the pid, the tree
+  runs on).
 Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
   linked elsewhere / a removed directory; with fd_unix_rights, an AF_UNIX socket with an fd in
   flight queued; with fd_unix_outside, a listening AF_UNIX socket with a connection pending
@@ -1121,6 +1123,18 @@ class Run:
             count += 1
         return f"PASS ({count} forged fields refused)"
 
+    def neg_ipc_refused(self):
+        """System V IPC state of the tree's own IPC namespace that cannot be restored
+        (ipc_sysv_undo: a semaphore adjustment held with SEM_UNDO): the dump refuses it, naming
+        the pid and SEM_UNDO, and the tree runs on."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
+                                   "dump of a tree holding SEM_UNDO adjustments")
+        if "SEM_UNDO" not in line:
+            raise TestFailure(f"the refusal does not name SEM_UNDO: {line}")
+        self.expect_tree_unharmed("a dump refused for SEM_UNDO")
+        return "PASS"
+
     def neg_ipc_forged(self):
         """Images of a tree with its own IPC namespace (ipc_sysv) edited as their user could:
         each forged field of ipc.img, and an attachment naming no segment, is refused at restore
@@ -1542,7 +1556,8 @@ def main():
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
-                                           "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged"])
+                                           "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged",
+                                           "ipc-refused"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--tcp-established", action="store_true",

@@ -22,6 +22,9 @@
  * then that they work: the parent releases the child through the semaphore, each writes into
  * A what the other then reads, the child answers through the semaphore and a new message.
  *
+ * Built with SEM_UNDO_USED (ipc_sysv_undo, only for the negative test ipc-refused): in its own
+ * namespace, a semaphore raised with SEM_UNDO: its undo adjustment cannot be read, so the dump
+ * must refuse the process by name.
  * Built with HOST_NS (ipc_sysv_host, only for the negative test sysv-host-ns): no namespace
  * of its own, one private segment attached (removed at once, so nothing outlives the test)
  * in the host's IPC namespace: the dump must refuse it naming the pid and the mapping. */
@@ -50,7 +53,26 @@
 #define A_TOKEN (A_SIZE - 16) /* parent -> child after restore */
 #define A_ANSWER (A_SIZE - 8) /* child -> parent */
 
-#ifdef HOST_NS
+#if defined(SEM_UNDO_USED)
+int main(int argc, char** argv) {
+    test_init(argc, argv, 1);
+    if (geteuid() != 0 || unshare(CLONE_NEWIPC) != 0) {
+        test_fail("ipc_sysv_undo must run as root (unshare(CLONE_NEWIPC): %s)", strerror(errno));
+        return test_finish();
+    }
+    int id = semget(IPC_PRIVATE, 1, 0600);
+    struct sembuf op = {0, 1, SEM_UNDO};
+    if (id < 0 || semop(id, &op, 1) != 0) {
+        test_fail("semget/semop(SEM_UNDO): %s", strerror(errno));
+        return test_finish();
+    }
+    test_ready();
+    test_wait_check();
+    if (test_corrupt(1)) semop(id, &op, 1);
+    CHECK(semctl(id, 0, GETVAL) == 1, "the semaphore's value changed");
+    return test_finish();
+}
+#elif defined(HOST_NS)
 int main(int argc, char** argv) {
     test_init(argc, argv, 1);
     int id = shmget(IPC_PRIVATE, B_SIZE, IPC_CREAT | 0600);
