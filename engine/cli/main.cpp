@@ -22,6 +22,7 @@
 #include "core.pb.h"
 #include "files.pb.h"
 #include "inventory.pb.h"
+#include "ipc.pb.h"
 #include "mm.pb.h"
 
 namespace {
@@ -340,6 +341,7 @@ int cmd_show(const std::vector<std::string_view>& args) {
             case K::Mm: rc = show_one<ckpt::image::MmCore>(p, *kind, json, &first); break;
             case K::PageMap: rc = show_one<ckpt::image::PageMap>(p, *kind, json, &first); break;
             case K::Fds: rc = show_one<ckpt::image::FdTable>(p, *kind, json, &first); break;
+            case K::Ipc: rc = show_one<ckpt::image::IpcNamespace>(p, *kind, json, &first); break;
             case K::SetManifest: break;  // not in an image folder
         }
         if (rc != kExitOk) return rc;

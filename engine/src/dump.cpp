@@ -24,6 +24,7 @@
 #include "dump_context.h"
 #include "fd_table.h"
 #include "inventory.pb.h"
+#include "ipc_ns.h"
 #include "memory.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
@@ -273,6 +274,7 @@ struct DumpShared {
     const image::ImageDir& dir;
     const FrozenTree& tree;
     bool own_pidns;
+    bool own_ipcns;  // the tree has its own IPC namespace (ipc_ns.h)
     FileRegistry& files;
     const DumpExclusions& ex;
     FdDumpState& fds;
@@ -362,7 +364,7 @@ Result<void> dump_process(DumpTask& t) {
     CKPT_TRY(dump_seccomp(p, &t.core));
 
     CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan,
-                         t.fork_parent ? &*t.fork_parent : nullptr));
+                         t.fork_parent ? &*t.fork_parent : nullptr, sh.own_ipcns));
     CKPT_TRY(dump_fds(p.pid, sh.fds, &t.fds));
     // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
     CKPT_TRY(record_tree_pids(sh.tree, p, sh.own_pidns, &t.core, &t.fds));
@@ -502,6 +504,10 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     CKPT_TRY(check_groups(tree));
     for (const auto& p : tree.processes)
         if (p.zombie) CKPT_TRY(check_zombie(p));
+    // System V IPC: a namespace of the tree's own is recorded whole (before anything is
+    // injected: nothing of the tree runs meanwhile).
+    image::IpcNamespace ipc;
+    const bool own_ipcns = CKPT_TRY(dump_ipc_namespace(tree.processes, &ipc));
 
     DumpExclusions ex;
     ex.memory = opts.exclude_memory;
@@ -555,7 +561,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
     }
 
-    DumpShared shared{opts, dir, tree, own_pidns, files, ex, fd_state};
+    DumpShared shared{opts, dir, tree, own_pidns, own_ipcns, files, ex, fd_state};
     std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
@@ -604,6 +610,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     // the hidden links of --link-remap now.
     CKPT_TRY(files.make_link_remaps());
     CKPT_TRY(image::write_image(dir, image::names::kFiles, image::Kind::Files, files.table()));
+    if (own_ipcns) CKPT_TRY(image::write_image(dir, image::names::kIpc, image::Kind::Ipc, ipc));
+    else CKPT_TRY(dir.remove(image::names::kIpc));  // a stale one must not make a namespace
     CKPT_TRY(image::write_image(dir, image::names::kInventory, image::Kind::Inventory, inv));
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
                    (now_ns() - t0) / 1e6);

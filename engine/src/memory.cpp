@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/utsname.h>
@@ -322,7 +323,7 @@ bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
 
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
                          const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan,
-                         const ForkParent* parent) {
+                         const ForkParent* parent, bool own_ipcns) {
     auto maps = CKPT_TRY(read_maps(pid));
     auto smaps = CKPT_TRY(read_smaps(pid));
     auto st = CKPT_TRY(read_stat(pid));
@@ -378,8 +379,20 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
                          m.end, m.path);
         if (kind == image::Vma::FILE || kind == image::Vma::SHARED_ANON) {
             std::string link = proc_path(pid, "map_files/") + fmt::format("{:x}-{:x}", m.start, m.end);
-            if (starts_with(m.path, "/SYSV"))
-                return error("pid {}: System V shared memory at {:#x} is not supported yet", pid, m.start);
+            if (starts_with(m.path, "/SYSV") && !own_ipcns)
+                return error_code(ENOTSUP,
+                                  "pid {}: System V shared memory mapping {:#x}-{:#x} (shmid {}) is in the host's IPC "
+                                  "namespace, shared with others, its id not choosable at restore: not supported; the "
+                                  "tree needs its own IPC namespace (unshare -i)",
+                                  pid, m.start, m.end, m.inode);
+            if (starts_with(m.path, "/SYSV")) {
+                // Whole and the tree's (checked by ipc_ns.cpp): attached again by shmat.
+                v->set_sysv_shm(true);
+                v->set_shm_id(static_cast<int32_t>(m.inode));
+                v->set_shm_rdonly(!has_flag(flags, "mw"));
+                v->set_kind(image::Vma::SHARED_ANON);
+                continue;
+            }
             // A deleted name of a file still linked elsewhere: the file is restored as a copy
             // of its content, which writes through the mapping would no longer reach (nor
             // would others' writes reach the mapping). With --link-remap the file itself is
@@ -804,6 +817,23 @@ Result<void> restore_memory_layout(RestoreTask& t) {
                 at = run.vaddr() + run.nr_pages() * kPage;
             }
             CKPT_TRY(forget(v.end()));
+            continue;
+        }
+        if (v.sysv_shm()) {
+            // A System V segment of the tree's IPC namespace (made by ipc_ns.cpp), attached
+            // whole, as it was; then given the protection the process had set.
+            const uint32_t exec = v.prot() & PROT_EXEC;
+            uint64_t shmflg = SHM_REMAP | (v.shm_rdonly() ? SHM_RDONLY : 0) | (exec ? SHM_EXEC : 0);
+            int64_t got = CKPT_TRY_CTX(rt.syscall_ok("shmat", SYS_shmat,
+                                                      {static_cast<uint64_t>(static_cast<uint32_t>(v.shm_id())),
+                                                       v.start(), shmflg}),
+                                       "pid {}: System V segment id {} at {:#x}", pid, v.shm_id(), v.start());
+            if (static_cast<uint64_t>(got) != v.start())
+                return error("pid {}: shmat placed segment id {} at {:#x}, not {:#x}", pid, v.shm_id(), got, v.start());
+            const uint32_t given = PROT_READ | (v.shm_rdonly() ? 0 : PROT_WRITE) | exec;
+            if (given != v.prot())
+                CKPT_TRY_CTX(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), len, v.prot()}),
+                             "pid {}: System V segment id {} at {:#x}", pid, v.shm_id(), v.start());
             continue;
         }
         uint32_t flags = (v.flags() & (MAP_SHARED | MAP_PRIVATE | MAP_GROWSDOWN)) | MAP_FIXED;

@@ -37,6 +37,7 @@
 #include "fd_table.h"
 #include "files.h"
 #include "inventory.pb.h"
+#include "ipc_ns.h"
 #include "memory.h"
 #include "proc.h"
 #include "restore_task.h"
@@ -473,6 +474,24 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     shared.ext_unix_sk = opts.ext_unix_sk;
     shared.inherited = opts.inherit_fds;
     CKPT_TRY(image::read_image(dir + "/" + image::names::kFiles, image::Kind::Files, &shared.files));
+    // System V IPC: a tree with an IPC namespace of its own gets a new one (ipc_ns.h).
+    std::optional<image::IpcNamespace> ipc;
+    {
+        const std::string ipc_path = dir + "/" + image::names::kIpc;
+        struct stat ist;
+        if (lstat(ipc_path.c_str(), &ist) == 0) {
+            if (user || !privilege::is_root())
+                return error_code(EPERM,
+                                  "{}: the tree has its own IPC namespace (System V IPC), which only a restore with "
+                                  "CAP_SYS_ADMIN (as root, without --restore-as) can make: refused",
+                                  ipc_path);
+            ipc.emplace();
+            CKPT_TRY(image::read_image(ipc_path, image::Kind::Ipc, &*ipc));
+            CKPT_TRY(check_ipc_image(*ipc, ipc_path));
+        } else if (errno != ENOENT) {
+            return sys_error("{}", ipc_path);
+        }
+    }
     CKPT_TRY(prepare_fd_restore(shared));
 
     // Load every image and check every pid before creating anything.
@@ -494,6 +513,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         order.push_back(te.pid());
         if (te.state() == image::TaskEntry::ZOMBIE) continue;
         CKPT_TRY(load_task_images(t));
+        for (const auto& v : t.mm.vmas())
+            if (v.sysv_shm())
+                CKPT_TRY(check_shm_attachment(ipc ? &*ipc : nullptr, v, dir + "/" + image::names::mm(t.pid)));
         if (user) CKPT_TRY_CTX(check_user_images(t.pid, t.core, shared), "{}/{}", dir, image::names::core(t.pid));
         CKPT_TRY_CTX(check_proc_attrs(t.pid, t.core, shared), "{}/{}", dir, image::names::core(t.pid));
     }
@@ -540,6 +562,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     pid_t root = inv.root_pid();
 
     RestoredTree out;
+    std::optional<IpcRestore> ipc_restore;
 
     // 1. The tree: each process created by its parent, in inventory order (parents first).
     for (pid_t pid : order) {
@@ -570,6 +593,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         t.scratch = RemoteScratch(t.host, trampoline + RestoreTask::kCodeSize, RestoreTask::kScratchSize);
         t.leader = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(t.host, trampoline)));
         if (ptrace(PTRACE_SETOPTIONS, t.host, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", pid);
+        // The root enters a new IPC namespace, filled before any segment is attached; every
+        // process made after it inherits it.
+        if (pid == root && ipc) ipc_restore.emplace(CKPT_TRY_CTX(IpcRestore::create(*t.leader, t.host, *ipc), "restore pid {}", pid));
         CKPT_TRY_CTX(drop_inherited_rseq(*t.leader), "pid {}", pid);
         // Sessions and groups led by this process; others are inherited from the parent
         // (or, for the root, from the restorer).
@@ -586,6 +612,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (te.state() != image::TaskEntry::ZOMBIE)
             CKPT_TRY_CTX(restore_memory_layout(t), "restore pid {}", pid);
     }
+    // Every segment is attached where it was: the engine lets go of those marked for
+    // destruction (held until now), and the namespace's sysctls are set as recorded.
+    if (ipc_restore) CKPT_TRY_CTX(ipc_restore->finish(), "restore");
     // Groups led by another process of the tree (even the parent's: the parent may have
     // joined its group only now, after this process was made in its old one).
     for (pid_t pid : order) {

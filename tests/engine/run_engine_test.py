@@ -52,7 +52,13 @@ Comparison: compare-detects (with --compare: one data byte and one file offset o
   nothing else than the offsets of dups of that fd).
 Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping of a deleted
   name of a file still linked elsewhere, dumped without --link-remap; the dump refuses it
-  naming the pid and the mapping and saying that --link-remap keeps it, the tree runs on).
+  naming the pid and the mapping and saying that --link-remap keeps it; with ipc_sysv_host, a
+  System V segment attached in the host's IPC namespace; the dump refuses it naming the pid and
+  the mapping, the tree runs on).
+System V IPC: ipc-forged (run with ipc_sysv: fields of ipc.img forged, and an attachment naming
+  no segment; each restore refuses it as corrupt, nothing is restored), ipc-refused (run with
+  ipc_sysv_undo: a semaphore held with SEM_UNDO; the dump refuses it naming the pid, the tree
+  runs on).
 Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
   linked elsewhere / a removed directory; with fd_unix_rights, an AF_UNIX socket with an fd in
   flight queued; with fd_unix_outside, a listening AF_UNIX socket with a connection pending
@@ -1124,6 +1130,47 @@ class Run:
             count += 1
         return f"PASS ({count} forged fields refused)"
 
+    def neg_ipc_refused(self):
+        """System V IPC state of the tree's own IPC namespace that cannot be restored
+        (ipc_sysv_undo: a semaphore adjustment held with SEM_UNDO): the dump refuses it, naming
+        the pid and SEM_UNDO, and the tree runs on."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
+                                   "dump of a tree holding SEM_UNDO adjustments")
+        if "SEM_UNDO" not in line:
+            raise TestFailure(f"the refusal does not name SEM_UNDO: {line}")
+        self.expect_tree_unharmed("a dump refused for SEM_UNDO")
+        return "PASS"
+
+    def neg_ipc_forged(self):
+        """Images of a tree with its own IPC namespace (ipc_sysv) edited as their user could:
+        each forged field of ipc.img, and an attachment naming no segment, is refused at restore
+        ("image is corrupt"), nothing is restored."""
+        if not self.args.image_edit:
+            raise TestFailure("--image-edit is needed for this test")
+        self.dumped_and_gone()
+        edits = [("ipc.img", r"size: 65536", "size: 0"), ("ipc.img", r"mode: 416", "mode: 4095"),
+                 ("ipc.img", r"values: 42", "values: 40000"), ("ipc.img", r"type: 2\b", "type: -2"),
+                 ("ipc.img", r"offset: 409600", "offset: 409601"), ("ipc.img", r"qbytes: 20000", "qbytes: 10"),
+                 ("ipc.img", r"sem: 128", ""), ("ipc.img", r"id: (\d+)\n", "id: -5\n"),
+                 (f"mm-{self.root}.img", r"shm_id: \d+", "shm_id: 999999")]
+        count = 0
+        for name, pattern, forged in edits:
+            copy = os.path.join(self.work, "edited")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(self.images, copy)
+            path = os.path.join(copy, name)
+            text = subprocess.run([self.args.image_edit, "totext", path], capture_output=True, text=True,
+                                  check=True).stdout
+            edited, n = re.subn(pattern, forged, text, count=1)
+            if n != 1:
+                raise TestFailure(f"{name} has no {pattern!r} to forge")
+            subprocess.run([self.args.image_edit, "fromtext", path], input=edited, text=True, check=True)
+            self.expect_failure(["restore", "-D", copy, "--detach"], "image is corrupt", f"forged {forged!r}")
+            self.expect_nothing_restored(f"forged {forged!r}")
+            count += 1
+        return f"PASS ({count} forged fields refused)"
+
     def neg_refused_cwd(self):
         """A cwd removed (rmdir) after it was entered (cwd_removed): the dump refuses it naming
         the pid and the cwd, and the tree runs on."""
@@ -1518,7 +1565,8 @@ def main():
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
-                                           "tcp-refused", "tcp-forged", "leave-running-original"])
+                                           "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged",
+                                           "ipc-refused"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")

@@ -39,6 +39,7 @@ const char* kind_name(Kind k) {
         case Kind::Fds: return "fds";
         case Kind::Files: return "files";
         case Kind::SetManifest: return "set-manifest";
+        case Kind::Ipc: return "ipc";
     }
     return "unknown";
 }

@@ -29,6 +29,7 @@ std::string saved_file(uint32_t id) { return "file-" + std::to_string(id) + ".da
 std::optional<Kind> kind_of(std::string_view name) {
     if (name == kInventory) return Kind::Inventory;
     if (name == kFiles) return Kind::Files;
+    if (name == kIpc) return Kind::Ipc;
     if (is_per_process(name, "core")) return Kind::Core;
     if (is_per_process(name, "mm")) return Kind::Mm;
     if (is_per_process(name, "fds")) return Kind::Fds;

@@ -30,6 +30,7 @@
 #include "core.pb.h"
 #include "files.pb.h"
 #include "inventory.pb.h"
+#include "ipc.pb.h"
 #include "mm.pb.h"
 
 namespace {
@@ -79,6 +80,7 @@ ckpt::Result<std::pair<Message, ckpt::image::Kind>> message_for(const std::strin
     std::string_view name = std::string_view(path).substr(path.rfind('/') + 1);
     if (name == "inventory.img") return std::pair{Message(new ckpt::image::Inventory), Kind::Inventory};
     if (name == "files.img") return std::pair{Message(new ckpt::image::FileTable), Kind::Files};
+    if (name == "ipc.img") return std::pair{Message(new ckpt::image::IpcNamespace), Kind::Ipc};
     if (name.starts_with("core-")) return std::pair{Message(new ckpt::image::TaskCore), Kind::Core};
     if (name.starts_with("mm-")) return std::pair{Message(new ckpt::image::MmCore), Kind::Mm};
     if (name.starts_with("pagemap-")) return std::pair{Message(new ckpt::image::PageMap), Kind::PageMap};

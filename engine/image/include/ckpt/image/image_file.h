@@ -62,6 +62,7 @@ enum class Kind : uint32_t {
     Fds = 5,
     Files = 6,
     SetManifest = 7,
+    Ipc = 20,
 };
 const char* kind_name(Kind k);
 

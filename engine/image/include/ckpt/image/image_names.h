@@ -3,6 +3,7 @@
 //
 //   inventory.img       the tree: its processes, format version, architecture (written last)
 //   files.img           files, pipes and saved copies referred to by every process
+//   ipc.img             System V IPC objects of the tree's own IPC namespace (when it has one)
 //   core-PID.img        a process's threads, registers, signals, credentials, timers
 //   mm-PID.img          its mappings and mm fields
 //   fds-PID.img         its fd table
@@ -25,6 +26,7 @@ namespace ckpt::image::names {
 
 inline constexpr const char* kInventory = "inventory.img";
 inline constexpr const char* kFiles = "files.img";
+inline constexpr const char* kIpc = "ipc.img";
 
 std::string core(pid_t pid);
 std::string mm(pid_t pid);
