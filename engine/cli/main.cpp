@@ -36,6 +36,9 @@ const char kUsage[] =
     "commands:\n"
     "  dump -t PID -D DIR    save the process tree rooted at PID into DIR\n"
     "      -R, --leave-running keep the tree running after the dump (default: kill it)\n"
+    "      --no-snapshot       with --leave-running: keep the tree frozen until every page is copied\n"
+    "                          (default: frozen only while its state is recorded, pages copied\n"
+    "                          copy-on-write while it runs)\n"
     "      -j, --shell-job     the tree's controlling terminal belongs to the restoring shell\n"
     "      --stats             print how long the tree was frozen and what was written (JSON)\n"
     "      --external-stdio    fds 0-2 belong to the launcher: bind them to the restorer's at restore\n"
@@ -172,6 +175,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.image_dir = v;
         } else if (args[i] == "--leave-running" || args[i] == "-R") {
             o.leave_running = true;
+        } else if (args[i] == "--no-snapshot") {
+            o.no_snapshot = true;
         } else if (args[i] == "--shell-job" || args[i] == "-j") {
             o.shell_job = true;
         } else if (args[i] == "--stats") {
@@ -221,9 +226,11 @@ int cmd_dump(const std::vector<std::string_view>& args) {
     auto r = ckpt::engine::dump(o);
     if (!r) return fail(std::move(r).error().context("dump"));
     if (stats)
-        std::printf("{\"frozen_ms\": %.3f, \"dump_ms\": %.3f, \"pages_bytes\": %llu, \"processes\": %llu, \"threads\": %llu}\n",
+        std::printf("{\"frozen_ms\": %.3f, \"dump_ms\": %.3f, \"pages_bytes\": %llu, \"processes\": %llu, \"threads\": %llu, "
+                    "\"snapshot\": %s, \"snapshot_faults\": %llu}\n",
                     r->frozen_ns / 1e6, r->total_ns / 1e6, static_cast<unsigned long long>(r->pages_bytes),
-                    static_cast<unsigned long long>(r->processes), static_cast<unsigned long long>(r->threads));
+                    static_cast<unsigned long long>(r->processes), static_cast<unsigned long long>(r->threads),
+                    r->snapshot ? "true" : "false", static_cast<unsigned long long>(r->snapshot_faults));
     return kExitOk;
 }
 

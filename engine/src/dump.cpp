@@ -1,5 +1,6 @@
 // Dump: freeze the tree, record every process, write the images, then resume or kill.
 // Any failure resumes the tree exactly as it was.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -28,6 +29,7 @@
 #include "proc.h"
 #include "ptrace_ctl.h"
 #include "sched_state.h"
+#include "snapshot.h"
 #include "task_state.h"
 #include "threads.h"
 
@@ -276,6 +278,9 @@ struct DumpShared {
     FileRegistry& files;
     const DumpExclusions& ex;
     FdDumpState& fds;
+    // The pages are to be copied by a copy-on-write snapshot: every process has its
+    // userfaultfd (false once one cannot).
+    bool snapshot = false;
 };
 
 // One process being dumped (the dump's side of RestoreTask): its images as they are
@@ -294,6 +299,7 @@ struct DumpTask {
     image::PageMap pagemap;
     PagePlan plan;
     uint64_t brk = 0;
+    UniqueFd uffd;  // for the snapshot
 };
 
 // What only the process can tell, asked from inside it through injected system calls (its
@@ -324,6 +330,10 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
         *held_stops += rt.held_stops();
         if (!r) return std::move(r).error().context("thread {}", tid);
         if (!back) return std::move(back).error();
+    }
+    if (t.shared.snapshot) {
+        t.uffd = CKPT_TRY(make_snapshot_uffd(p.pid, leader, p.status.seccomp_mode != 0));
+        if (!t.uffd) t.shared.snapshot = false;
     }
     return ok();
 }
@@ -478,7 +488,12 @@ Result<void> check_own_processes(const FrozenTree& tree) {
 
 }  // namespace
 
-Result<DumpStats> dump(const DumpOptions& opts) {
+namespace {
+
+// One dump; with snapshot, the pages are copied while the tree runs. *again: the snapshot
+// failed once the tree was running again (it changed its mappings under the copy...): the
+// images are not the instant's, and the dump is to be made again, frozen.
+Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again) {
     DumpStats stats;
     const uint64_t start = now_ns();
     if (opts.root <= 0) return error_code(EINVAL, "no process to dump (-t PID)");
@@ -551,7 +566,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
     }
 
-    DumpShared shared{opts, dir, tree, own_pidns, files, ex, fd_state};
+    DumpShared shared{opts, dir, tree, own_pidns, files, ex, fd_state, snapshot};
     std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
@@ -587,8 +602,37 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     }
     // Page data of every process at once, then the page maps that describe it.
     std::vector<PagePlan> plans;
-    for (auto& t : tasks) plans.push_back(std::move(t.plan));
-    CKPT_TRY(write_page_data(plans));
+    std::vector<UniqueFd> uffds;
+    for (auto& t : tasks) {
+        plans.push_back(std::move(t.plan));
+        uffds.push_back(std::move(t.uffd));
+    }
+    std::unique_ptr<Snapshot> snap;
+    if (shared.snapshot) {
+        logger()->debug("tree {}: state recorded {:.1f} ms after the freeze", opts.root, (now_ns() - t0) / 1e6);
+        auto armed = Snapshot::arm(plans, std::move(uffds));
+        if (armed) snap = std::move(*armed);
+        else logger()->debug("snapshot not armed ({}): pages copied frozen", armed.error().message());
+    }
+    if (!snap) {
+        CKPT_TRY(write_page_data(plans));
+    } else {
+        // Frozen no longer: the pages are copied as the tree runs.
+        tree.release();
+        stats.frozen_ns = now_ns() - t0;
+        logger()->debug("tree {} frozen {:.1f} ms; copying its pages copy-on-write", opts.root, stats.frozen_ns / 1e6);
+        auto copied = snap->finish();
+        snap.reset();
+        if (!copied) {
+            *again = true;
+            return std::move(copied).error();
+        }
+        stats.snapshot = true;
+        stats.snapshot_faults = copied->faults;
+        logger()->debug("tree {}: pages copied {:.1f} ms after the freeze; {} writes waited for their page, {} bytes "
+                        "copied frozen",
+                        opts.root, (now_ns() - t0) / 1e6, copied->faults, copied->frozen_bytes);
+    }
     uint64_t pages_written = 0;
     for (size_t i = 0; i < plans.size(); ++i) {
         CKPT_TRY(image::write_image(dir, image::names::pagemap(tasks[i].p.ns_pid), image::Kind::PageMap,
@@ -610,12 +654,39 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     } else {
         CKPT_TRY(tree.kill_all());
     }
-    stats.frozen_ns = now_ns() - t0;
+    if (!stats.snapshot) stats.frozen_ns = now_ns() - t0;
     stats.total_ns = now_ns() - start;
     stats.processes = tree.processes.size();
     for (const auto& p : tree.processes) stats.threads += p.threads.size();
     stats.pages_bytes = pages_written;
     return stats;
+}
+
+}  // namespace
+
+Result<DumpStats> dump(const DumpOptions& opts) {
+    // The post-dump action scripts' moment is the tree still frozen, images written.
+    const bool snapshot = opts.leave_running && !opts.no_snapshot && opts.action_scripts.empty();
+    if (snapshot) {
+        // Pages files of an earlier dump into this folder would be freed while the tree is
+        // frozen when the new ones replace them: removed before it is.
+        if (DIR* d = opendir(opts.image_dir.c_str())) {
+            std::vector<std::string> stale;
+            while (dirent* e = readdir(d)) {
+                std::string_view n = e->d_name;
+                if (n.starts_with("pages-") && n.ends_with(".img")) stale.emplace_back(n);
+            }
+            closedir(d);
+            if (auto dir = image::ImageDir::open(opts.image_dir))
+                for (const auto& n : stale) (void)dir->remove(n);
+        }
+    }
+    bool again = false;
+    auto r = dump_tree(opts, snapshot, &again);
+    if (r || !again) return r;
+    logger()->debug("copy-on-write snapshot of tree {} given up ({}): dumping it again, frozen", opts.root,
+                    r.error().message());
+    return dump_tree(opts, false, &again);
 }
 
 }  // namespace ckpt::engine

@@ -61,6 +61,14 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 // threads) and completes their page maps. The processes must still be frozen.
 Result<void> write_page_data(std::vector<PagePlan>& plans);
 
+// The copy in pieces, for the copy-on-write snapshot (snapshot.cpp), which copies pages
+// while the tree runs: the pages files of plans, created at their full size; the pages of
+// file range [lo, hi) of a plan copied into its file; once every page is, the checksums
+// of every block read back from the files.
+Result<std::vector<UniqueFd>> create_pages_files(const std::vector<PagePlan>& plans);
+Result<void> copy_page_range(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi);
+Result<void> checksum_page_data(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written);
+
 // Refuses page maps whose inherited mappings and runs (format version 6) do not match the
 // parent's recorded ones: every inherited run in an inherited mapping, the parent's mapping
 // the same one, and the parent holding data for every inherited page. parent is null for a

@@ -451,6 +451,7 @@ class Run:
             argv.append("--shell-job")
         if self.args.file_locks:
             argv.append("--file-locks")
+        argv += self.args.dump_arg
         os.makedirs(images or self.images, exist_ok=True)
         self.engine(*argv)
         if self.args.compare:
@@ -1407,6 +1408,7 @@ def main():
                                            "compare-detects", "shared-fd-table", "fifo-changed"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
+    ap.add_argument("--dump-arg", action="append", default=[], help="one more argument for every dump (--no-snapshot)")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
     ap.add_argument("--image-edit", help="the image_edit helper (other-version, other-arch)")
