@@ -73,20 +73,25 @@ def du_bytes(path):
     return total
 
 
+def start_workload(args, ready, mib, procs):
+    """The workload set up (READY exists): its Popen and the pids of its tree."""
+    # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
+    # keep them open after the restorer is gone.
+    w = subprocess.Popen([args.workload, ready, str(mib), str(procs)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not os.path.exists(ready):
+        if w.poll() is not None:
+            raise RuntimeError("workload failed")
+        time.sleep(0.01)
+    return w, tree_pids(w.pid)
+
+
 def one_run(args, mib, procs, base):
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
     images = os.path.join(workdir, "images")
     ready = os.path.join(workdir, "ready")
     try:
-        # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
-        # keep them open after the restorer is gone.
-        w = subprocess.Popen([args.workload, ready, str(mib), str(procs)], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not os.path.exists(ready):
-            if w.poll() is not None:
-                raise RuntimeError("workload failed")
-            time.sleep(0.01)
-        pids = tree_pids(w.pid)
+        w, pids = start_workload(args, ready, mib, procs)
         t = time.monotonic()
         out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats"],
                              capture_output=True, text=True)
@@ -118,13 +123,7 @@ def frozen_run(args, mib, snapshot):
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
     ready = os.path.join(workdir, "ready")
     try:
-        w = subprocess.Popen([args.workload, ready, str(mib), "1"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not os.path.exists(ready):
-            if w.poll() is not None:
-                raise RuntimeError("workload failed")
-            time.sleep(0.01)
-        pids = tree_pids(w.pid)
+        w, pids = start_workload(args, ready, mib, 1)
         argv = [args.engine, "dump", "-t", str(w.pid), "-D", os.path.join(workdir, "images"), "--stats",
                 "--leave-running"] + ([] if snapshot else ["--no-snapshot"])
         t = time.monotonic()
