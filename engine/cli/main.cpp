@@ -81,8 +81,10 @@ const char kUsage[] =
     "                        other modes are refused (cgroups are not managed)\n"
     "  --file-locks          dump: save flock, POSIX and OFD locks held through the tree's fds\n"
     "                        (without it a held lock fails the dump); restore takes them again\n"
-    "  --tcp-established, --ext-unix-sk  refused: sockets are not saved yet, so these cannot\n"
-    "                        be honoured\n";
+    "  --ext-unix-sk         dump, restore: a datagram AF_UNIX socket connected to a name outside\n"
+    "                        the tree is connected to it again\n"
+    "  --tcp-established     dump and restore established TCP connections (TCP_REPAIR, needs\n"
+    "                        CAP_NET_ADMIN); without it such a connection fails the dump\n";
 
 int usage_error(const std::string& msg) {
     std::fprintf(stderr, "ckpt-engine: %s\n(see ckpt-engine --help)\n", msg.c_str());
@@ -147,7 +149,8 @@ bool criu_option(std::string_view a, int* exit_code) {
     auto is = [&](std::string_view name) {  // --name or --name=VALUE
         return a == name || (a.size() > name.size() && a.substr(0, name.size()) == name && a[name.size()] == '=');
     };
-    if (is("--tcp-established") || is("--ext-unix-sk")) return refuse("sockets come with a later release");
+    // --ext-unix-sk alone is taken (dump, restore); CRIU's --ext-unix-sk=INODE form is not.
+    if (a.starts_with("--ext-unix-sk=")) return refuse("sockets come with a later release");
     // Restore takes every lock the images hold (dump saves them only when asked).
     if (a == "--file-locks") return true;
     // Dump takes it before this; a restore has no hook to run it at yet.
@@ -215,6 +218,10 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.action_scripts.push_back(v);
         } else if (args[i] == "--file-locks") {
             o.file_locks = true;
+        } else if (args[i] == "--ext-unix-sk") {
+            o.ext_unix_sk = true;
+        } else if (args[i] == "--tcp-established") {
+            o.tcp_established = true;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {
@@ -255,6 +262,8 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             o.shell_job = true;
         } else if (args[i] == "--new-pidns") {
             o.new_pidns = true;
+        } else if (args[i] == "--ext-unix-sk") {
+            o.ext_unix_sk = true;
         } else if (take_value(args, i, "--restore-as", &v)) {
             // UID:GID
             size_t colon = v.find(':');
@@ -265,6 +274,8 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             o.restore_as_gid = *gid;
         } else if (args[i] == "--skip-file-checks") {
             o.skip_file_checks = true;
+        } else if (args[i] == "--tcp-established") {
+            o.tcp_established = true;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {

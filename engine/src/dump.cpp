@@ -529,6 +529,8 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     fd_state.shell_job = opts.shell_job;
     fd_state.external_stdio = opts.external_stdio;
     fd_state.file_locks = opts.file_locks;
+    fd_state.ext_unix_sk = opts.ext_unix_sk;
+    fd_state.tcp_established = opts.tcp_established;
     image::Inventory inv;
     inv.set_format_version(image::kFormatVersion);
     inv.set_arch(static_cast<image::Arch>(arch::image_arch()));
@@ -554,6 +556,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     }
     for (const auto& p : tree.processes)
         if (!p.zombie) CKPT_TRY(survey_fds(p.pid, fd_state));
+    CKPT_TRY(record_pty_sessions(tree.processes, fd_state));
     {
         // For fds on /proc files of the tree's processes (reopened for the restored ones).
         std::map<pid_t, pid_t> tree_pids;
@@ -650,8 +653,10 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     }
 
     if (opts.leave_running) {
+        fd_state.tcp_repair.release();  // before the tree runs: a send in repair mode fails
         tree.release();
     } else {
+        fd_state.tcp_repair.close_silently = true;
         CKPT_TRY(tree.kill_all());
     }
     if (!stats.snapshot) stats.frozen_ns = now_ns() - t0;

@@ -30,11 +30,14 @@ public:
     FileRegistry(const image::ImageDir& dir, std::vector<std::string> save_whole_under = {})
         : dir_(dir), save_whole_under_(std::move(save_whole_under)) {}
     // Registers the file open at fd_path (a /proc/PID/map_files or /proc/PID/fd link);
-    // path is what the kernel reports for it. Returns its id.
-    Result<uint32_t> add(const std::string& fd_path, const std::string& path);
+    // path is what the kernel reports for it. Returns its id. reader, when not -1, is the
+    // tree's own open description of it (pidfd_getfd), read with pread only: a new open would
+    // break a lease the tree holds, be an event of the tree's inotify and fanotify marks and
+    // touch the access time.
+    Result<uint32_t> add(const std::string& fd_path, const std::string& path, int reader = -1);
     // File id (a regular file, not saved whole) is open for writing by the tree: records what
     // lets a restore roll it back to its size now (FileEntry.written). Once per file.
-    Result<void> mark_written(uint32_t id, const std::string& fd_path);
+    Result<void> mark_written(uint32_t id, const std::string& fd_path, int reader = -1);
     image::FileTable& table() { return table_; }
     // The tree's processes (the engine's pid -> the tree's) and other threads (the engine's
     // tids), for files of /proc naming them.

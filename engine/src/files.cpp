@@ -99,7 +99,7 @@ Result<void> copy_sparse(int from, int to, uint64_t size, uint64_t* xxh3) {
     return ok();
 }
 
-Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string& path) {
+Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string& path, int reader) {
     struct stat st;
     if (stat(fd_path.c_str(), &st) != 0) return sys_error("stat {} ({})", fd_path, path);
     auto key = std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
@@ -152,8 +152,11 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
         e->set_content_file(name);
         e->set_content_xxh3(sum);
     } else if (S_ISREG(st.st_mode)) {
-        auto fd = open_file(fd_path, O_RDONLY);
-        if (fd) e->set_build_id(build_id(fd->get()));
+        if (reader >= 0) {
+            e->set_build_id(build_id(reader));
+        } else if (auto fd = open_file(fd_path, O_RDONLY)) {
+            e->set_build_id(build_id(fd->get()));
+        }
     }
     return id;
 }
@@ -456,13 +459,17 @@ Result<bool> roll_back_written(int fd, const image::FileEntry& e, uint64_t size_
 
 }  // namespace
 
-Result<void> FileRegistry::mark_written(uint32_t id, const std::string& fd_path) {
+Result<void> FileRegistry::mark_written(uint32_t id, const std::string& fd_path, int reader) {
     image::FileEntry* e = table_.mutable_files(static_cast<int>(id) - 1);
     if (e->written() || e->deleted()) return ok();
-    auto fd = CKPT_TRY(open_file(fd_path, O_RDONLY));
+    UniqueFd opened;
+    if (reader < 0) {
+        opened = CKPT_TRY(open_file(fd_path, O_RDONLY));
+        reader = opened.get();
+    }
     e->set_written(true);
     e->set_written_from(e->size() > kWrittenChecked ? e->size() - kWrittenChecked : 0);
-    e->set_written_xxh3(CKPT_TRY_CTX(hash_range(fd.get(), e->written_from(), e->size()), "{}", e->path()));
+    e->set_written_xxh3(CKPT_TRY_CTX(hash_range(reader, e->written_from(), e->size()), "{}", e->path()));
     return ok();
 }
 

@@ -373,6 +373,7 @@ Result<void> verify_task_seccomp(const RestoreTask& t) {
 Result<RestoredTree> restore(const RestoreOptions& opts) {
     const std::string& dir = opts.image_dir;
     RestoreShared shared;
+    shared.tcp_established = opts.tcp_established;
     shared.own_cap_bnd = CKPT_TRY(read_status(getpid())).cap_bnd;
     shared.own_seccomp_filters = CKPT_TRY(own_seccomp_filters());
     // The engine's pidfd, inherited by every process created below (a pid namespace of
@@ -422,6 +423,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
 
     shared.image_dir = dir;
     shared.skip_file_checks = opts.skip_file_checks;
+    shared.ext_unix_sk = opts.ext_unix_sk;
     shared.inherited = opts.inherit_fds;
     CKPT_TRY(image::read_image(dir + "/" + image::names::kFiles, image::Kind::Files, &shared.files));
     CKPT_TRY(prepare_fd_restore(shared));
@@ -529,6 +531,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // Every process is a copy of the engine (or of its parent) and so holds the
         // engine's pidfd under the same number: its way to take fds from the engine.
         t.engine_pidfd_in_target = engine_pidfd.get();
+        // A session leader whose terminal is a pty of the tree takes it before any process of
+        // its session is made (they inherit it).
+        if (te.sid() == pid) CKPT_TRY_CTX(take_pty_terminal(t), "restore");
         // Its mappings and pages before its children are made: they inherit by fork the
         // pages they shared with it at the dump, copy-on-write as they were.
         if (te.state() != image::TaskEntry::ZOMBIE)
@@ -542,6 +547,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             CKPT_TRY_CTX(tasks[pid].leader->syscall_ok("setpgid", SYS_setpgid, {0, static_cast<uint64_t>(te.pgid())}),
                          "pid {}: joining process group {}", pid, te.pgid());
     }
+    // Every group exists: the foreground group of each pty of the tree that is a terminal.
+    CKPT_TRY_CTX(restore_pty_foreground(tasks), "restore");
     // Stopped processes enter their group stop now, groups in place (a SIGTSTP needs its
     // group not orphaned) and before any thread is made (threads join it).
     for (pid_t pid : order) {

@@ -73,7 +73,25 @@ struct RestoreShared {
     std::map<uint64_t, UniqueFd> fifos;
     // unix socket pair id -> its two ends, made with their queued data before any process.
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> unix_pairs;
+    // pty pair id -> its master and the engine's open of its slave (none when the tree holds
+    // no slave), made before any process and let go once every fd is in place.
+    std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> ptys;
+    // AF_UNIX socket id -> the socket made (bound, listening, connected) before any process.
+    std::map<uint64_t, UniqueFd> unix_sks;
+    bool ext_unix_sk = false;  // restore --ext-unix-sk
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
+    // --tcp-established: established TCP connections may be restored (fds/tcp.cpp). Each is
+    // made in repair mode and held here, with the bytes it had not sent yet, until every fd
+    // of the tree is in place (its peer may be in the tree too); a restore that fails closes
+    // them still in repair mode, silently.
+    bool tcp_established = false;
+    struct TcpRepairing {
+        UniqueFd sock;
+        std::string unsent;
+        bool reuseaddr = false;          // leaving repair mode clears SO_REUSEADDR
+        uint32_t sndbuf = 0, rcvbuf = 0;  // as recorded (raised meanwhile to take the queues)
+    };
+    std::vector<TcpRepairing> tcp_repairing;
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
     std::map<pid_t, pid_t> hosts;  // every process created: recorded pid -> as the engine sees it
     // --restore-as: the user the whole restore runs as (the engine, the init and every

@@ -30,7 +30,7 @@ start_sleeper
 
 # Refused: non-zero exit, the option named, "not supported yet", no "unknown option", and
 # the tree left alone.
-for opt in --tcp-established --ext-unix-sk --ext-unix-sk=123 --manage-cgroups \
+for opt in --ext-unix-sk=123 --manage-cgroups \
            --manage-cgroups=soft; do
     for cmd in dump restore; do
         if [ $cmd = dump ]; then args=(-t "$pid" -D "$work/refused"); else args=(-D "$work/refused"); fi

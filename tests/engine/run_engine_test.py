@@ -54,8 +54,9 @@ Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping o
   name of a file still linked elsewhere; the dump refuses it naming the pid and the mapping,
   the tree runs on).
 Fds: refused-fd (run with fd_deleted_linked / fd_dir_removed: fd 9 is a deleted name of a file
-  linked elsewhere / a removed directory; with fd_unix_listening, a bound listening AF_UNIX
-  socket; the dump refuses it naming the pid and fd 9, the tree runs on), refused-cwd (run
+  linked elsewhere / a removed directory; with fd_unix_rights, an AF_UNIX socket with an fd in
+  flight queued; with fd_unix_outside, a listening AF_UNIX socket with a connection pending
+  from outside the tree; the dump refuses it naming the pid and fd 9, the tree runs on), refused-cwd (run
   with cwd_removed: the cwd was removed; refused naming the pid and the cwd), shared-fd-table (run with fd_shared_orphans: two orphans sharing an fd
   table (clone(CLONE_FILES)) neither has from the other or from the root; the dump refuses
   it naming both pids, the tree runs on).
@@ -68,6 +69,7 @@ import argparse
 import ctypes
 import fcntl
 import os
+import re
 import shutil
 import signal
 import stat
@@ -195,12 +197,56 @@ class Run:
         self.root_waiter = None  # who reports the root's exit: its "shell" in --shell-job mode
         self.tty_master = None   # the pty of the shell-job session, read for the tty marker
         self.shells = 0
+        self.peer = None       # --peer: (pid, port) of the peer outside the tree
         self.eintr_threads = set()  # --compare: threads whose syscall returns EINTR after a dump
 
     # ---- processes -------------------------------------------------------------------
+    def start_peer(self):
+        """--peer: starts the peer program outside the tree (the runner's child, in a session
+        of its own), which prints the TCP port it listens on; the program finds it in
+        CKPT_TEST_PEER_PORT. The peer's own verdict is its exit status (finish_peer)."""
+        r, w = os.pipe()
+        log_fd = os.open(os.path.join(self.work, "peer.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+                os.dup2(w, 1)
+                os.dup2(log_fd, 2)
+                os.closerange(3, 1 << 16)
+                os.execv(self.args.peer, [self.args.peer])
+            except BaseException as e:  # noqa: B902: report anything and die
+                os.write(2, f"runner: cannot start the peer {self.args.peer}: {e}\n".encode())
+            os._exit(127)
+        os.close(w)
+        os.close(log_fd)
+        self.started.add(pid)
+        with os.fdopen(r) as out:
+            line = out.readline().strip()
+        if not line.isdigit():
+            raise TestFailure(f"the peer printed no port ({line!r})")
+        self.peer = (pid, int(line))
+
+    def finish_peer(self):
+        """Asks the peer for its verdict (SIGTERM): it waits for its connections to end and
+        exits 0 only if none was reset and every byte was right."""
+        pid = self.peer[0]
+        os.kill(pid, signal.SIGTERM)
+        st = self.reaper.wait(pid, VERDICT_TIMEOUT)
+        self.started.discard(pid)
+        if st is None or exit_code(st) != 0:
+            log = open(os.path.join(self.work, "peer.log"), errors="replace").read().strip()
+            raise TestFailure(f"the peer outside the tree noticed ({describe_status(st) if st is not None else 'no exit'}): "
+                              f"{log[-2000:]}")
+
     def spawn_program(self, env_extra=None):
         env = dict(os.environ)
         env.pop("CKPT_TEST_CORRUPT", None)
+        if self.args.peer:
+            if self.peer is None:
+                self.start_peer()
+            env["CKPT_TEST_PEER_PORT"] = str(self.peer[1])
         if env_extra:
             env.update(env_extra)
         log_fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
@@ -296,6 +342,8 @@ class Run:
         A --shell-job restore runs in a new session whose controlling terminal is a new pty
         (what a shell gives it); after a --detach restore that session leader stays alive,
         as a shell would, so the restored job keeps its terminal."""
+        if self.args.tcp_established and argv and argv[0] in ("dump", "restore"):
+            argv = (*argv, "--tcp-established")
         cmd = [*prefix, self.args.engine, *argv]
         with open(self.engine_log, "a") as log:
             log.write("$ " + " ".join(cmd) + "\n")
@@ -522,10 +570,14 @@ class Run:
         self.started.update(now)
 
     def remember_files(self):
-        """Content and mtime of the program's data files, as they are at dump time."""
+        """Content and mtime of the program's data files, as they are at dump time. A folder
+        named no-snapshot holds files the runner must not open (a lease would be broken, a
+        fanotify mark would report it)."""
         saved = {}
         data = self.result + ".data"
-        for dirpath, _, files in os.walk(data):
+        for dirpath, dirs, files in os.walk(data):
+            if "no-snapshot" in dirs:
+                dirs.remove("no-snapshot")
             for name in files:
                 path = os.path.join(dirpath, name)
                 st = os.lstat(path)
@@ -1004,7 +1056,8 @@ class Run:
     def neg_refused_fd(self):
         """An fd the engine could not restore exactly (fd_deleted_linked: a deleted name of a file
         linked elsewhere; fd_dir_removed: a directory removed after it was opened;
-        fd_unix_listening: a bound, listening AF_UNIX socket): the dump
+        fd_unix_rights: an fd in flight on an AF_UNIX socket; fd_unix_outside: a connection
+        pending on a listening AF_UNIX socket from outside the tree): the dump
         refuses it naming the pid and fd 9, and the tree runs on."""
         self.start()
         line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
@@ -1013,6 +1066,59 @@ class Run:
             raise TestFailure(f"the refusal does not name fd 9: {line}")
         self.expect_tree_unharmed("a dump refused for an fd")
         return "PASS"
+
+    def neg_tcp_refused(self):
+        """An established TCP connection dumped without --tcp-established (tcp_established,
+        with its peer): the dump refuses it naming the pid, fd 20 and the option; the tree
+        runs on and its connections carry on, the peer noticing nothing."""
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
+                                   "dump of an established TCP connection without --tcp-established")
+        if "fd 20" not in line or "--tcp-established" not in line:
+            raise TestFailure(f"the refusal does not name fd 20 and --tcp-established: {line}")
+        self.expect_tree_unharmed("a dump refused for a TCP connection")
+        self.finish_peer()
+        return "PASS"
+
+    def neg_leave_running_original(self):
+        """dump --leave-running, then only the original's check (no restore): for programs
+        whose copy cannot be restored after the original ran on (tcp_established: its peer
+        has closed the connections by then)."""
+        self.start()
+        self.dump(leave_running=True)
+        self.check_verdict(what="original after dump --leave-running")
+        if self.peer:
+            self.finish_peer()
+        return "PASS"
+
+    def neg_tcp_forged(self):
+        """Images of established TCP connections (tcp_established) edited as their user could:
+        each forged field is refused at restore ("image is corrupt"), nothing is restored."""
+        if not self.args.image_edit:
+            raise TestFailure("--image-edit is needed for this test")
+        self.dumped_and_gone()
+        edits = [(r"mss: ", "unsent: 99999999 mss: "), (r"snd_wscale: \d+", "snd_wscale: 15"),
+                 (r"family: 2\b", "family: 1"), (r"port: \d+", "port: 70000"), (r"mss: \d+", "mss: 0"),
+                 (r"state: ESTABLISHED", "state: ESTABLISHED backlog: 7")]
+        name = f"fds-{self.root}.img"
+        count = 0
+        for pattern, forged in edits:
+            copy = os.path.join(self.work, "edited")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(self.images, copy)
+            path = os.path.join(copy, name)
+            text = subprocess.run([self.args.image_edit, "totext", path], capture_output=True, text=True,
+                                  check=True).stdout
+            edited, n = re.subn(pattern, forged, text, count=1)
+            if n != 1:
+                raise TestFailure(f"{name} has no {pattern!r} to forge")
+            subprocess.run([self.args.image_edit, "fromtext", path], input=edited, text=True, check=True)
+            line = self.expect_failure(["restore", "-D", copy, "--detach"], "image is corrupt", f"forged {forged!r}")
+            if "TCP" not in line:
+                raise TestFailure(f"forged {forged!r}: the refusal does not say TCP: {line}")
+            self.expect_nothing_restored(f"forged {forged!r}")
+            count += 1
+        return f"PASS ({count} forged fields refused)"
 
     def neg_refused_cwd(self):
         """A cwd removed (rmdir) after it was entered (cwd_removed): the dump refuses it naming
@@ -1405,10 +1511,17 @@ def main():
                                            "image-devzero", "image-symlink", "dump-symlinks",
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
-                                           "compare-detects", "shared-fd-table", "fifo-changed"])
+                                           "compare-detects", "shared-fd-table", "fifo-changed",
+                                           "tcp-refused", "tcp-forged", "leave-running-original"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--dump-arg", action="append", default=[], help="one more argument for every dump (--no-snapshot)")
+    ap.add_argument("--tcp-established", action="store_true",
+                    help="dump and restore with --tcp-established")
+    ap.add_argument("--peer", metavar="PROGRAM",
+                    help="start PROGRAM outside the tree first: it prints a TCP port on stdout, given to the "
+                         "program as CKPT_TEST_PEER_PORT; its exit status after SIGTERM is its verdict, "
+                         "required to be 0 in every mode but corrupt")
     ap.add_argument("--external-stdio", action="store_true",
                     help="the program's fd 1 and fd 3 are pipes to the runner")
     ap.add_argument("--image-edit", help="the image_edit helper (other-version, other-arch)")
@@ -1441,6 +1554,8 @@ def main():
     try:
         if args.mode:
             outcome = getattr(run, "mode_" + args.mode.replace("-", "_"))()
+            if run.peer and args.mode != "corrupt":  # corruptions may reset its connections
+                run.finish_peer()
         else:
             outcome = getattr(run, "neg_" + args.negative.replace("-", "_"))()
     except (TestFailure, OSError) as e:

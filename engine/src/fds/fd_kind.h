@@ -50,6 +50,34 @@ struct PipeEnds {
     std::set<uint64_t> saved;                      // pipes whose buffer is recorded already
 };
 
+// The pty pairs whose master the tree holds, and what of their slaves it holds (pty.cpp).
+struct PtyPairs {
+    struct Master {
+        int entry = -1;   // index in FileTable.ptys
+        pid_t pid = 0;    // the first fd of the tree on it
+        int fd = -1;
+        bool hup = false;  // polls POLLHUP: every holder of the slave closed it
+    };
+    std::map<std::pair<uint64_t, uint32_t>, Master> masters;  // (devpts st_dev, pts index)
+    std::set<std::pair<uint64_t, uint32_t>> slaves;           // slaves the tree holds open
+    std::set<uint64_t> dev_tty;  // the terminals (st_rdev) /dev/tty fds of the tree name
+};
+
+// Established TCP connections of the tree held in repair mode by the dump (fds/tcp.cpp), each
+// through the engine's own copy of its fd: while the dump reads them, incoming segments are
+// dropped unacknowledged by a socket filter, so nothing arrives that the image would lack.
+// release() takes them out of repair mode (and the filter off) so that the tree, let go,
+// goes on using them; the destructor does the same unless close_silently is set, when the
+// tree is killed: a socket closed in repair mode sends neither FIN nor reset to its peer.
+struct TcpRepairHold {
+    std::vector<UniqueFd> socks;
+    bool close_silently = false;
+    void release();
+    ~TcpRepairHold() {
+        if (!close_silently) release();
+    }
+};
+
 // What the kinds share over one dump of a tree.
 struct FdDumpState {
     FdDumpState(FileRegistry& f, const DumpExclusions& e) : files(f), ex(e) {}
@@ -58,11 +86,21 @@ struct FdDumpState {
     bool shell_job = false;       // terminals are the shell's, taken again at restore
     bool external_stdio = false;  // fds 0-2 of every process are the restorer's
     bool file_locks = false;      // locks are saved (dump --file-locks), not refused
+    bool tcp_established = false; // established TCP connections are saved (--tcp-established)
+    TcpRepairHold tcp_repair;
     Descriptions descs;
     PipeEnds pipes;
     std::map<std::pair<uint64_t, uint64_t>, int> fifos;  // (dev, ino) -> index in FileTable.fifos
     std::set<uint64_t> sockets;                 // inodes of every socket the tree holds (survey)
     std::map<uint64_t, int> unix_pairs;         // pair id -> index in FileTable.unix_sockets
+    PtyPairs ptys;
+    bool ext_unix_sk = false;                   // dump --ext-unix-sk
+    // AF_UNIX sockets other than pairs (socket.cpp): inode -> index in FileTable.unix_sks;
+    // what the survey saw: listeners by name, datagram sockets by name, pending clients.
+    std::map<uint64_t, int> unix_sks;
+    std::map<std::string, uint64_t> unix_listeners;
+    std::map<std::string, uint64_t> unix_dgram_names;
+    std::map<uint64_t, uint64_t> unix_pending;  // client inode -> listener inode
 };
 
 // One fd of one frozen process, as /proc shows it.
@@ -87,6 +125,9 @@ struct FdProbe {
     // O_ASYNC or an owner can be restored only on a resource the tree owns: an fd bound at
     // restore to one of the restorer's has the restorer's.
     Result<void> refuse_async_external(const image::Fd& f) const;
+    // Whether the caller says the fd is its own (--external-stdio, --external): restored as
+    // external whatever its kind, so no kind counts it as the tree's.
+    bool restorers() const;
 };
 
 struct FdKind {
@@ -132,6 +173,17 @@ Result<std::string> peek_pipe(int fd);
 
 // The text after "key" on its fdinfo line, trimmed (nullopt when the kernel has no such line).
 std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key);
+
+// A path field of /proc/PID/mountinfo with its octal escapes ("\\040" for a space) undone.
+std::string unescape_mount_path(std::string_view field);
+// A mount of the file system the kernel calls sdev in fdinfo (its internal dev_t: major << 20 |
+// minor) whose root is that file system's root, opened (open_by_handle_at refuses an O_PATH
+// fd); from the engine's mount table.
+Result<UniqueFd> mount_of(uint64_t sdev);
+// The path of an object inotify or fanotify watches, from its file handle in fdinfo
+// ("fhandle-type:", "f_handle:" hex bytes): open_by_handle_at (CAP_DAC_READ_SEARCH). A
+// deleted object is refused: a watch on it cannot be made again.
+Result<std::string> path_of_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex);
 
 // Restore: installs the open file description f names, made with make() (in the engine) by
 // the first fd of the tree that has it, shared by every later one (in every process).

@@ -5,14 +5,15 @@
 
 namespace ckpt::engine {
 
-extern const FdKind kPipeKind, kFifoKind, kInotifyKind, kTerminalKind, kSocketKind, kEventFdKind, kTimerFdKind, kSignalFdKind, kEpollKind,
+extern const FdKind kPipeKind, kFifoKind, kPtyKind, kInotifyKind, kFanotifyKind, kTerminalKind, kTcpKind, kSocketKind, kUnixSkKind, kEventFdKind, kTimerFdKind, kSignalFdKind, kEpollKind,
     kPidFdKind, kRegularFileKind, kExternalKind;
 
 const std::vector<const FdKind*>& fd_kinds() {
-    // Terminals and FIFOs before regular files: all are paths.
-    static const std::vector<const FdKind*> kinds{&kPipeKind,    &kFifoKind,      &kTerminalKind,  &kSocketKind,
+    // Terminals and FIFOs before regular files: all are paths. TCP sockets before the others.
+    static const std::vector<const FdKind*> kinds{&kPipeKind,    &kFifoKind,      &kPtyKind, &kTerminalKind,  &kTcpKind, &kSocketKind,
+                                                  &kUnixSkKind,
                                                   &kEventFdKind, &kTimerFdKind,   &kSignalFdKind,
-                                                  &kEpollKind,   &kPidFdKind,     &kInotifyKind,     &kRegularFileKind,
+                                                  &kEpollKind,   &kPidFdKind,     &kInotifyKind,     &kFanotifyKind,    &kRegularFileKind,
                                                   &kExternalKind};
     return kinds;
 }

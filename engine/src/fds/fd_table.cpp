@@ -55,6 +55,56 @@ Result<FdProbe> probe_fd(pid_t pid, int fd, int pidfd, FdDumpState& state) {
 
 }  // namespace
 
+std::string unescape_mount_path(std::string_view field) {
+    std::string out;
+    for (size_t i = 0; i < field.size(); ++i) {
+        if (field[i] == '\\' && field.size() - i >= 4) {
+            auto code = parse_uint(field.substr(i + 1, 3), 8);
+            if (code && *code < 256) {
+                out += static_cast<char>(*code);
+                i += 3;
+                continue;
+            }
+        }
+        out += field[i];
+    }
+    return out;
+}
+
+Result<UniqueFd> mount_of(uint64_t sdev) {
+    const std::string want = fmt::format("{}:{}", sdev >> 20, sdev & 0xfffff);
+    std::string table = CKPT_TRY(read_file("/proc/self/mountinfo"));
+    for (auto line : split(table, '\n')) {
+        // "36 35 98:0 /mnt1 /mnt/parent rw,noatime ..."
+        auto f = split(line, ' ');
+        if (f.size() < 5 || f[2] != want || f[3] != "/") continue;
+        UniqueFd fd(open(unescape_mount_path(f[4]).c_str(), O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC));
+        if (fd) return fd;
+    }
+    return error_code(ENOENT, "no mount of the file system {} (device {}) with its root visible to the engine", want,
+                      sdev);
+}
+
+Result<std::string> path_of_file_handle(uint64_t sdev, uint32_t handle_type, std::string_view hex) {
+    if (hex.size() % 2 || hex.size() > 2 * MAX_HANDLE_SZ) return error("malformed f_handle '{}'", hex);
+    std::string buf(sizeof(file_handle) + hex.size() / 2, '\0');
+    auto* h = reinterpret_cast<file_handle*>(buf.data());
+    h->handle_bytes = static_cast<unsigned>(hex.size() / 2);
+    h->handle_type = static_cast<int>(handle_type);
+    for (size_t i = 0; i < hex.size() / 2; ++i) {
+        auto byte = parse_uint(hex.substr(2 * i, 2), 16);
+        if (!byte) return error("malformed f_handle '{}'", hex);
+        h->f_handle[i] = static_cast<unsigned char>(*byte);
+    }
+    UniqueFd mnt = CKPT_TRY(mount_of(sdev));
+    UniqueFd obj(open_by_handle_at(mnt.get(), h, O_PATH | O_CLOEXEC));
+    if (!obj) return sys_error("open_by_handle_at (needs CAP_DAC_READ_SEARCH)");
+    std::string path = CKPT_TRY(read_link("/proc/self/fd/" + std::to_string(obj.get())));
+    if (path.ends_with(" (deleted)"))
+        return error_code(ENOTSUP, "it watches {}, deleted since: such a watch cannot be made again", path);
+    return path;
+}
+
 std::optional<std::string_view> fdinfo_value(std::string_view fdinfo, std::string_view key) {
     for (size_t at = fdinfo.find(key); at != std::string_view::npos; at = fdinfo.find(key, at + 1)) {
         if (at != 0 && fdinfo[at - 1] != '\n' && fdinfo[at - 1] != ' ' && fdinfo[at - 1] != '\t') continue;
@@ -97,6 +147,11 @@ Result<void> FdProbe::refuse_async_external(const image::Fd& f) const {
         return error_code(ENOTSUP, "O_ASYNC or an owner (F_SETOWN/F_SETSIG) on a resource outside the tree cannot be "
                                    "restored");
     return ok();
+}
+
+bool FdProbe::restorers() const {
+    const DumpExclusions& ex = state->ex;
+    return (state->external_stdio && fd <= 2) || (pid == ex.root && ex.external_fds.count(fd));
 }
 
 const FdKind* fd_kind_of(image::Fd::Kind k) {

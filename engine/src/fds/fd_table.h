@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <set>
 #include <utility>
 #include <vector>
@@ -32,5 +33,14 @@ Result<void> restore_fd_async(RestoreTask& t);
 // Every fd's status flags, from /proc/PID/fdinfo, exactly as recorded (close-on-exec too);
 // a difference fails the restore naming pid, fd and bits.
 Result<void> verify_fd_flags(const RestoreTask& t);
+
+// Controlling terminals that are pty slaves of the tree (pty.cpp). Dump: once every fd is
+// surveyed, which sessions have one and their foreground groups (refusing what cannot be made).
+Result<void> record_pty_sessions(const std::vector<FrozenProcess>& processes, FdDumpState& state);
+// Restore: the session leader t takes its terminal, just after setsid and before any process
+// of its session is made (they inherit it); then, once every process group exists, each
+// terminal's foreground group.
+Result<void> take_pty_terminal(RestoreTask& t);
+Result<void> restore_pty_foreground(std::map<pid_t, RestoreTask>& tasks);
 
 }  // namespace ckpt::engine

@@ -25,44 +25,6 @@ namespace {
 
 bool claims_inotify(const FdProbe& probe) { return probe.link == "anon_inode:inotify"; }
 
-// A mount of the file system the kernel calls sdev (its internal dev_t: major << 20 | minor),
-// whose root is that file system's root, opened (open_by_handle_at refuses an O_PATH fd);
-// from the engine's mount table.
-Result<UniqueFd> mount_of(uint64_t sdev) {
-    const std::string want = fmt::format("{}:{}", sdev >> 20, sdev & 0xfffff);
-    std::string table = CKPT_TRY(read_file("/proc/self/mountinfo"));
-    for (auto line : split(table, '\n')) {
-        // "36 35 98:0 /mnt1 /mnt/parent rw,noatime ..."
-        auto f = split(line, ' ');
-        if (f.size() < 5 || f[2] != want || f[3] != "/") continue;
-        UniqueFd fd(open(std::string(f[4]).c_str(), O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC));
-        if (fd) return fd;
-    }
-    return error_code(ENOENT, "no mount of the file system {} (device {}) with its root visible to the engine", want,
-                      sdev);
-}
-
-// The path of the watched object from its file handle ("f_handle:" hex bytes).
-Result<std::string> watched_path(uint64_t sdev, uint32_t handle_type, std::string_view hex) {
-    if (hex.size() % 2 || hex.size() > 2 * MAX_HANDLE_SZ) return error("malformed f_handle '{}'", hex);
-    std::string buf(sizeof(file_handle) + hex.size() / 2, '\0');
-    auto* h = reinterpret_cast<file_handle*>(buf.data());
-    h->handle_bytes = static_cast<unsigned>(hex.size() / 2);
-    h->handle_type = static_cast<int>(handle_type);
-    for (size_t i = 0; i < hex.size() / 2; ++i) {
-        auto byte = parse_uint(hex.substr(2 * i, 2), 16);
-        if (!byte) return error("malformed f_handle '{}'", hex);
-        h->f_handle[i] = static_cast<unsigned char>(*byte);
-    }
-    UniqueFd mnt = CKPT_TRY(mount_of(sdev));
-    UniqueFd obj(open_by_handle_at(mnt.get(), h, O_PATH | O_CLOEXEC));
-    if (!obj) return sys_error("open_by_handle_at (needs CAP_DAC_READ_SEARCH)");
-    std::string path = CKPT_TRY(read_link("/proc/self/fd/" + std::to_string(obj.get())));
-    if (path.ends_with(" (deleted)"))
-        return error_code(ENOTSUP, "it watches {}, deleted since: such a watch cannot be made again", path);
-    return path;
-}
-
 Result<void> dump_inotify(const FdProbe& probe, image::Fd* f) {
     f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
     {
@@ -91,7 +53,7 @@ Result<void> dump_inotify(const FdProbe& probe, image::Fd* f) {
         auto* watch = st->add_watches();
         watch->set_wd(static_cast<int32_t>(*w));
         watch->set_mask(static_cast<uint32_t>(*m));
-        watch->set_path(CKPT_TRY_CTX(watched_path(*d, static_cast<uint32_t>(*t), word(*handle)), "inotify watch {}", *w));
+        watch->set_path(CKPT_TRY_CTX(path_of_file_handle(*d, static_cast<uint32_t>(*t), word(*handle)), "inotify watch {}", *w));
     }
     return ok();
 }

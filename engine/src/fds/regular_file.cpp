@@ -22,7 +22,8 @@ namespace {
 bool claims_path(const FdProbe& probe) { return starts_with(probe.link, "/"); }
 
 // The locks fdinfo lists for the fd ("lock:\t1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"):
-// the description's flock and OFD locks, the process's POSIX locks set through it. Leases and
+// the description's flock and OFD locks, the process's POSIX locks set through it, and a lease
+// on the description ("LEASE  ACTIVE    READ"). A lease being broken, delegations and
 // mandatory locks are refused.
 Result<void> dump_locks(const FdProbe& probe, image::Fd* f) {
     std::string text = CKPT_TRY(probe.fdinfo_text());
@@ -40,8 +41,16 @@ Result<void> dump_locks(const FdProbe& probe, image::Fd* f) {
         if (w[1] == "FLOCK") l->set_type(image::FileLock::FLOCK);
         else if (w[1] == "POSIX") l->set_type(image::FileLock::POSIX);
         else if (w[1] == "OFDLCK") l->set_type(image::FileLock::OFD);
-        else return error_code(ENOTSUP, "holds a {} lock (leases and delegations are not supported): refused", w[1]);
-        if (w[2] != "ADVISORY") return error_code(ENOTSUP, "holds a {} {} lock: only advisory locks are supported", w[2], w[1]);
+        else if (w[1] == "LEASE") l->set_type(image::FileLock::LEASE);
+        else return error_code(ENOTSUP, "holds a {} lock (delegations are not supported): refused", w[1]);
+        if (l->type() == image::FileLock::LEASE) {
+            // BREAKING: someone opened the file and waits for the holder to give the lease up;
+            // that wait (and the break's deadline) cannot be made again.
+            if (w[2] != "ACTIVE")
+                return error_code(ENOTSUP, "holds a {} lease that is being broken ({}): refused", w[3], w[2]);
+        } else if (w[2] != "ADVISORY") {
+            return error_code(ENOTSUP, "holds a {} {} lock: only advisory locks are supported", w[2], w[1]);
+        }
         if (w[3] != "READ" && w[3] != "WRITE") return error("malformed fdinfo lock line '{}'", line);
         l->set_write(w[3] == "WRITE");
         auto start = parse_uint(w[6]);
@@ -85,7 +94,15 @@ Result<void> dump_regular(const FdProbe& probe, image::Fd* f) {
         return error_code(ENOTSUP, "opened with O_TMPFILE: a description with these flags cannot be made again on the "
                                    "same file");
     FileRegistry& files = probe.state->files;
-    uint32_t id = CKPT_TRY(files.add(probe.link_path, link));
+    // The tree's own description is read when it can be (pread: its offset stays), so the
+    // dump opens nothing the tree would notice (a lease broken, a watch's event). O_DIRECT
+    // would need aligned reads.
+    UniqueFd own;
+    const int access = static_cast<int>(probe.info.flags & O_ACCMODE);
+    if (S_ISREG(st.st_mode) && !o_path && !(probe.info.flags & O_DIRECT) && (access == O_RDONLY || access == O_RDWR))
+        own = CKPT_TRY(probe.take());
+    const int reader = own ? own.get() : -1;
+    uint32_t id = CKPT_TRY(files.add(probe.link_path, link, reader));
     f->set_file_id(id);
     const image::FileEntry& entry = files.table().files(static_cast<int>(id) - 1);
     // A deleted name of a file that still has a link elsewhere: a restored copy would no
@@ -96,7 +113,7 @@ Result<void> dump_regular(const FdProbe& probe, image::Fd* f) {
                           "share its writes; refused",
                           st.st_nlink);
     if ((probe.info.flags & O_ACCMODE) != O_RDONLY && S_ISREG(st.st_mode) && !entry.proc())
-        CKPT_TRY(files.mark_written(id, probe.link_path));
+        CKPT_TRY(files.mark_written(id, probe.link_path, reader));
     f->set_description_id(CKPT_TRY(probe.description_id(st)));
     return dump_locks(probe, f);
 }
@@ -147,13 +164,20 @@ Result<void> restore_locks(RestoreTask& t, const image::Fd& f) {
             uint64_t at = CKPT_TRY(s.put(fl));
             int cmd = l.type() == image::FileLock::POSIX ? F_SETLK : F_OFD_SETLK;
             r = t.leader->syscall_ok("fcntl(F_SETLK)", SYS_fcntl, {fd, static_cast<uint64_t>(cmd), at});
+        } else if (l.type() == image::FileLock::LEASE) {
+            // Taken again from inside: the lease is the description's, and the kernel checks
+            // the process may take it (owner of the file, or CAP_LEASE; no conflicting open).
+            r = t.leader->syscall_ok("fcntl(F_SETLEASE)", SYS_fcntl,
+                                     {fd, static_cast<uint64_t>(F_SETLEASE), static_cast<uint64_t>(l.write() ? F_WRLCK : F_RDLCK)});
         } else {
             return ctx(error_code(EINVAL, "unknown lock type (image is corrupt)"));
         }
         if (!r) {
             int code = r.error().code();
             if (code == EAGAIN || code == EACCES || code == EWOULDBLOCK)
-                return ctx(error_code(code, "the lock is held by another process now: refused"));
+                return ctx(l.type() == image::FileLock::LEASE
+                               ? error_code(code, "the file is open elsewhere in a way the lease conflicts with: refused")
+                               : error_code(code, "the lock is held by another process now: refused"));
             return ctx(std::move(r).error());
         }
     }

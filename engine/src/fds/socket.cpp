@@ -1,21 +1,35 @@
 // Sockets. A connected pair of unnamed AF_UNIX sockets (a socketpair) whose two ends the tree
 // holds is the tree's own: made again at restore with socketpair(), with what is queued for
 // each end (message by message for SOCK_DGRAM and SOCK_SEQPACKET), its shutdown state and
-// buffer sizes. Any other socket as fd 0-2 (a service's stdio connected to a socket) is an
-// external resource bound at restore to the restorer's own; any other socket is refused.
+// buffer sizes. Any other AF_UNIX socket the tree holds is one entry of its own (UNIX_SK):
+// bound to a path (the socket file made again, in the same folder, with its owner and mode;
+// a deleted one bound and unlinked again), an abstract or autobind name, listening with the
+// clients (of the tree) whose connections wait in its accept queue, an end accepted from a
+// listener of the tree and its client, a datagram socket connected to a named socket of the
+// tree (or, with --ext-unix-sk, outside it) with what is queued for it and who sent each
+// message. Every one is made in the engine before any process: bound, listening, the clients
+// connected again (and accepted where they were), the data sent again by its peer or sender.
+// Any other socket as fd 0-2 (a service's stdio connected to a socket) is an external
+// resource bound at restore to the restorer's own; any other socket is refused by name.
 //
 // Each end is found by its inode ("socket:[INODE]"), its peer, name, queue length and shutdown
 // state by NETLINK_SOCK_DIAG (man 7 sock_diag). What is queued is read without taking it
 // out: MSG_PEEK, walking the queue with SO_PEEK_OFF, put back as it was afterwards.
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
+#include <linux/openat2.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 #include "ckpt/base/fd.h"
@@ -32,6 +46,8 @@ constexpr size_t kMaxQueued = 64u << 20;
 constexpr size_t kMaxMessage = 8u << 20;
 constexpr uint32_t kRcvShutdown = 1, kSendShutdown = 2;  // sk_shutdown bits
 
+constexpr uint8_t kEstablished = 1, kClose = 7, kListen = 10;  // sk_state (TCP_*)
+
 struct UnixDiag {
     uint8_t type = 0;
     uint8_t state = 0;
@@ -39,7 +55,11 @@ struct UnixDiag {
     bool named = false;
     std::string name;
     uint32_t rqueue = 0;
+    uint32_t wqueue = 0;  // bytes sent not yet read (a listener: its backlog)
     uint8_t shutdown = 0;
+    bool has_vfs = false;  // bound in the file system: the socket file's inode
+    uint32_t vfs_ino = 0, vfs_dev = 0;
+    std::vector<uint32_t> icons;  // a listener's pending connections: their clients' inodes
 };
 
 Result<uint64_t> socket_inode(std::string_view link) {
@@ -48,7 +68,7 @@ Result<uint64_t> socket_inode(std::string_view link) {
 }
 
 // What sock_diag says of the AF_UNIX socket of inode ino (in the engine's network namespace).
-Result<UnixDiag> unix_diag(uint64_t ino) {
+Result<UnixDiag> unix_diag(uint64_t ino, uint32_t show = 0) {
     UniqueFd nl(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
     if (!nl) return sys_error("socket(NETLINK_SOCK_DIAG)");
     struct {
@@ -62,13 +82,13 @@ Result<UnixDiag> unix_diag(uint64_t ino) {
     msg.req.sdiag_family = AF_UNIX;
     msg.req.udiag_states = ~0u;
     msg.req.udiag_ino = static_cast<uint32_t>(ino);
-    msg.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN;  // the shutdown bits always come
+    msg.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | show;  // the shutdown bits always come
     msg.req.udiag_cookie[0] = msg.req.udiag_cookie[1] = INET_DIAG_NOCOOKIE;
     sockaddr_nl kernel{};
     kernel.nl_family = AF_NETLINK;
     if (sendto(nl.get(), &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
         return sys_error("sock_diag: send");
-    alignas(nlmsghdr) static thread_local char buf[16384];
+    alignas(nlmsghdr) static thread_local char buf[1 << 17];
     ssize_t n = recv(nl.get(), buf, sizeof buf, 0);
     if (n < 0) return sys_error("sock_diag: recv");
     auto* h = reinterpret_cast<nlmsghdr*>(buf);
@@ -98,8 +118,24 @@ Result<UnixDiag> unix_diag(uint64_t ino) {
                     if (dlen >= 4) std::memcpy(&d.peer, data, 4);
                     break;
                 case UNIX_DIAG_RQLEN:
-                    if (dlen >= sizeof(unix_diag_rqlen))
+                    if (dlen >= sizeof(unix_diag_rqlen)) {
                         d.rqueue = reinterpret_cast<const unix_diag_rqlen*>(data)->udiag_rqueue;
+                        d.wqueue = reinterpret_cast<const unix_diag_rqlen*>(data)->udiag_wqueue;
+                    }
+                    break;
+                case UNIX_DIAG_VFS:
+                    if (dlen >= sizeof(unix_diag_vfs)) {
+                        d.has_vfs = true;
+                        d.vfs_ino = reinterpret_cast<const unix_diag_vfs*>(data)->udiag_vfs_ino;
+                        d.vfs_dev = reinterpret_cast<const unix_diag_vfs*>(data)->udiag_vfs_dev;
+                    }
+                    break;
+                case UNIX_DIAG_ICONS:
+                    for (size_t i = 0; i + 4 <= dlen; i += 4) {
+                        uint32_t c;
+                        std::memcpy(&c, data + i, 4);
+                        d.icons.push_back(c);
+                    }
                     break;
                 case UNIX_DIAG_SHUTDOWN:
                     if (dlen >= 1) d.shutdown = static_cast<uint8_t>(data[0]);
@@ -128,22 +164,49 @@ std::string_view type_name(int type) {
     }
 }
 
-// Closes fds a peek with SCM_RIGHTS put into the engine.
-void close_passed_fds(msghdr& mh) {
+// Closes fds a peek with SCM_RIGHTS put into the engine; says what ancillary data came.
+std::string close_passed_fds(msghdr& mh) {
+    size_t fds = 0;
+    std::string what;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < count; ++i) {
-            int passed;
-            std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
-            ::close(passed);
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+            what = "its sender's credentials (SCM_CREDENTIALS: the receiver has SO_PASSCRED)";
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < count; ++i) {
+                int passed;
+                std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+                ::close(passed);
+            }
+            fds += count;
+        } else if (what.empty()) {
+            what = fmt::format("ancillary data of level {} type {}", c->cmsg_level, c->cmsg_type);
         }
     }
+    if (fds) return fmt::format("{} fd(s) in flight (SCM_RIGHTS)", fds);
+    if (what.empty() && (mh.msg_flags & MSG_CTRUNC)) what = "ancillary data (truncated)";
+    return what;
+}
+
+// The sun_path bytes of an address (empty: unnamed).
+std::string address_name(const sockaddr_un& a, socklen_t len) {
+    if (len <= offsetof(sockaddr_un, sun_path)) return std::string();
+    size_t n = std::min<size_t>(len - offsetof(sockaddr_un, sun_path), sizeof a.sun_path);
+    return std::string(a.sun_path, n);
+}
+
+// A name as people write it: a path, or "@name" for an abstract one.
+std::string shown_name(std::string_view name) {
+    if (name.empty()) return "(unnamed)";
+    if (name[0] == '\0') return "@" + std::string(name.substr(1));
+    return std::string(name.substr(0, name.find('\0')));
 }
 
 // What is queued for sock to read, copied without taking it out: each message, or the
 // stream's bytes as one entry. SO_PEEK_OFF is put back as it was, whatever happens.
-Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d) {
+// senders (SOCK_DGRAM): each message's sender address, as address_name gives it.
+Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d,
+                                            std::vector<std::string>* senders = nullptr) {
     int saved_off = CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF"));
     int zero = 0;
     if (setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) != 0) return sys_error("setsockopt(SO_PEEK_OFF)");
@@ -161,7 +224,10 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
     size_t total = 0;
     for (;;) {
         iovec iov{buf.data(), buf.size()};
+        sockaddr_un from{};
         msghdr mh{};
+        mh.msg_name = &from;
+        mh.msg_namelen = sizeof from;
         mh.msg_iov = &iov;
         mh.msg_iovlen = 1;
         mh.msg_control = control;
@@ -170,12 +236,9 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) break;
         if (n < 0) return sys_error("recvmsg(MSG_PEEK)");
-        bool ancillary = mh.msg_controllen > 0 || (mh.msg_flags & MSG_CTRUNC);
-        close_passed_fds(mh);
-        if (ancillary)
-            return error_code(ENOTSUP,
-                              "a message queued on this AF_UNIX socket carries ancillary data (SCM_RIGHTS fds in "
-                              "flight or SCM_CREDENTIALS): not supported");
+        std::string ancillary = close_passed_fds(mh);
+        if (!ancillary.empty())
+            return error_code(ENOTSUP, "a message queued on this AF_UNIX socket carries {}: not supported", ancillary);
         if (mh.msg_flags & MSG_TRUNC)
             return error_code(ENOTSUP, "a message queued on this AF_UNIX socket is larger than {} bytes", kMaxMessage);
         if (n == 0) {
@@ -184,6 +247,7 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
             if (type == SOCK_STREAM || (d.shutdown & kRcvShutdown)) break;
             return error_code(ENOTSUP, "a zero-length message is queued on this AF_UNIX socket: not supported");
         }
+        if (senders && (type != SOCK_STREAM || out.empty())) senders->push_back(address_name(from, mh.msg_namelen));
         total += static_cast<size_t>(n);
         if (total > kMaxQueued)
             return error_code(ENOTSUP, "more than {} bytes queued on this AF_UNIX socket: not supported", kMaxQueued);
@@ -198,74 +262,213 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
     return out;
 }
 
-bool claims_socket(const FdProbe& probe) { return starts_with(probe.link, "socket:["); }
-
-// An fd the caller says is its own (restored as external): no end of a pair of the tree.
-bool restorers(const FdProbe& probe) {
-    const DumpExclusions& ex = probe.state->ex;
-    return (probe.state->external_stdio && probe.fd <= 2) || (probe.pid == ex.root && ex.external_fds.count(probe.fd));
+// The socket's address family (SO_DOMAIN), -1 when it cannot be read.
+int socket_domain(const FdProbe& probe) {
+    auto sock = probe.take();
+    if (!sock) return -1;
+    auto domain = sockopt_int(sock->get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN");
+    return domain ? *domain : -1;
 }
 
-// Collects the inode of every socket the tree holds, so that the dump knows a peer is inside.
+// Every socket but TCP/UDP ones (fds/tcp.cpp claims AF_INET and AF_INET6).
+bool claims_socket(const FdProbe& probe) {
+    if (!starts_with(probe.link, "socket:[")) return false;
+    int domain = socket_domain(probe);
+    return domain != AF_INET && domain != AF_INET6;
+}
+
+// Collects the inode of every socket the tree holds, so that the dump knows a peer is inside,
+// and of AF_UNIX ones the listeners by name (and their pending clients) and the datagram
+// sockets by name (the senders of queued messages).
 Result<void> survey_socket(const FdProbe& probe) {
-    if (!restorers(probe)) probe.state->sockets.insert(CKPT_TRY(socket_inode(probe.link)));
+    if (probe.restorers()) return ok();
+    uint64_t ino = CKPT_TRY(socket_inode(probe.link));
+    FdDumpState& st = *probe.state;
+    st.sockets.insert(ino);
+    auto d = unix_diag(ino, UDIAG_SHOW_ICONS);
+    if (!d) return ok();  // not AF_UNIX, or not examinable: the dump says why
+    if (d->state == kListen && d->named) {
+        st.unix_listeners[d->name] = ino;
+        for (uint32_t c : d->icons)
+            if (c) st.unix_pending[c] = ino;
+    }
+    if (d->type == SOCK_DGRAM && d->named) st.unix_dgram_names[d->name] = ino;
     return ok();
 }
 
-// Why the socket is not an end of a pair of the tree (empty: it is one).
-Result<std::string> not_a_pair(const FdProbe& probe, uint64_t ino, int type, const UnixDiag& d) {
-    if (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_SEQPACKET)
-        return fmt::format("an AF_UNIX socket of type {}", type);
-    if (d.state == 10 /* TCP_LISTEN */) return fmt::format("a listening AF_UNIX socket '{}'", d.name);
-    if (d.named && !d.name.empty()) {
-        std::string shown = d.name[0] == '\0' ? "@" + d.name.substr(1) : d.name;
-        return fmt::format("an AF_UNIX {} socket bound to '{}' (bound sockets are not supported)", type_name(type), shown);
-    }
-    if (d.peer == 0)
-        return fmt::format("an unconnected AF_UNIX {} socket, or one whose peer is closed", type_name(type));
-    if (!probe.state->sockets.count(d.peer))
-        return fmt::format("an AF_UNIX {} socket connected to socket:[{}] outside the tree", type_name(type), d.peer);
+// Whether the socket is an end of a connected unnamed pair of the tree (a socketpair).
+Result<bool> is_pair(const FdProbe& probe, uint64_t ino, int type, const UnixDiag& d) {
+    if (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_SEQPACKET) return false;
+    if (d.state == kListen || (d.named && !d.name.empty()) || d.peer == 0) return false;
+    if (!probe.state->sockets.count(d.peer)) return false;
     auto pd = unix_diag(d.peer);
-    if (!pd) return fmt::format("an AF_UNIX socket whose peer socket:[{}] cannot be examined ({})", d.peer,
-                                pd.error().message());
-    if (pd->peer != ino || (pd->named && !pd->name.empty()))
-        return fmt::format("an AF_UNIX {} socket connected to socket:[{}], itself named or connected elsewhere",
-                           type_name(type), d.peer);
+    if (!pd) return false;
+    return pd->peer == ino && !(pd->named && !pd->name.empty());
+}
+
+// Whether a connected end carries the name of a listener of the tree other than itself
+// (accept() gives the accepted end its listener's name).
+std::optional<uint64_t> accepted_from(const FdDumpState& st, uint64_t ino, const UnixDiag& d) {
+    if (!d.named || d.name.empty()) return std::nullopt;
+    auto it = st.unix_listeners.find(d.name);
+    if (it == st.unix_listeners.end() || it->second == ino) return std::nullopt;
+    return it->second;
+}
+
+// The major and minor of a kernel dev_t (sock_diag's) and of a user one (stat's) agree.
+bool same_dev(uint32_t kdev, dev_t udev) { return (kdev >> 20) == major(udev) && (kdev & 0xfffff) == minor(udev); }
+
+// Records the socket file of a name bound in the file system: its mode and owner, its folder,
+// or that it was deleted (or replaced) since. Returns why it cannot be restored (empty: it can).
+std::string record_path(const std::string& name, const UnixDiag& d, image::UnixSkEntry* e) {
+    std::string path(name.c_str());
+    if (path.empty() || path[0] != '/')
+        return fmt::format("bound to the relative path '{}' (only absolute paths are restored)", path);
+    size_t slash = path.rfind('/');
+    std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+    struct stat ds;
+    if (::stat(dir.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode))
+        return fmt::format("bound to '{}' whose folder no longer exists", path);
+    e->set_dir_dev(ds.st_dev);
+    e->set_dir_ino(ds.st_ino);
+    struct stat st;
+    bool same = d.has_vfs && ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == d.vfs_ino &&
+                same_dev(d.vfs_dev, st.st_dev);
+    if (!same) {
+        e->set_deleted(true);
+        return std::string();
+    }
+    e->set_mode(st.st_mode & 07777);
+    e->set_uid(st.st_uid);
+    e->set_gid(st.st_gid);
     return std::string();
 }
 
-Result<void> dump_socket(const FdProbe& probe, image::Fd* f) {
-    uint64_t ino = CKPT_TRY(socket_inode(probe.link));
-    std::string why;
-    UniqueFd sock;
-    int type = 0;
-    UnixDiag d;
-    if (probe.state->sockets.count(ino)) {
-        sock = CKPT_TRY(probe.take());
-        type = CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_TYPE, "SO_TYPE"));
-        int domain = CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN"));
-        if (domain == AF_UNIX) {
-            auto diag = unix_diag(ino);
-            if (diag) {
-                d = *diag;
-                why = CKPT_TRY(not_a_pair(probe, ino, type, d));
-            } else {
-                why = fmt::format("an AF_UNIX socket sock_diag cannot examine ({})", diag.error().message());
-            }
-        } else {
-            why = fmt::format("a socket of address family {} (only AF_UNIX socketpairs are supported)", domain);
+// Whether the socket has a peer, closed or not (getpeername fails with ENOTCONN when none).
+bool has_peer_name(int sock) {
+    sockaddr_un a{};
+    socklen_t len = sizeof a;
+    return getpeername(sock, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+}
+
+// Records an AF_UNIX socket that is not an end of a pair into e, or says why it cannot be
+// restored (empty: it can).
+Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino, int type, const UnixDiag& d,
+                                   image::UnixSkEntry* e) {
+    FdDumpState& st = *probe.state;
+    std::string_view tn = type_name(type);
+    if (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_SEQPACKET)
+        return fmt::format("an AF_UNIX socket of type {}", type);
+    e->set_id(ino);
+    e->set_type(type);
+    if (d.named) e->set_name(d.name);
+    std::string shown = shown_name(d.name);
+    auto peer_diag = [&](const char* what) -> Result<UnixDiag> {
+        return CKPT_TRY_CTX(unix_diag(d.peer), "{} socket:[{}]", what, d.peer);
+    };
+
+    if (d.state == kListen) {
+        e->set_state(image::UnixSkEntry::LISTENING);
+        e->set_backlog(d.wqueue);
+        auto icons = CKPT_TRY(unix_diag(ino, UDIAG_SHOW_ICONS)).icons;
+        for (uint32_t c : icons) {
+            if (c == 0)
+                return fmt::format("a listening AF_UNIX socket '{}' with a pending connection whose client has closed "
+                                   "(it cannot be made again)", shown);
+            if (!st.sockets.count(c))
+                return fmt::format("a listening AF_UNIX socket '{}' with a pending connection from socket:[{}] outside "
+                                   "the tree (it cannot be made again)", shown, c);
+            e->add_pending(c);
         }
+    } else if (d.state == kEstablished && type == SOCK_DGRAM && d.peer == 0 && !has_peer_name(sock)) {
+        // The target of another's connect() is ESTABLISHED too, and connected to nobody.
+        e->set_state(image::UnixSkEntry::ALONE);
+    } else if (d.state == kEstablished && type == SOCK_DGRAM) {
+        e->set_state(image::UnixSkEntry::CONNECTED);
+        if (d.peer == 0) return fmt::format("an AF_UNIX SOCK_DGRAM socket '{}' connected to a socket since closed", shown);
+        UnixDiag pd = CKPT_TRY(peer_diag("peer"));
+        if (!pd.named || pd.name.empty())
+            return fmt::format("an AF_UNIX SOCK_DGRAM socket '{}' connected to the unnamed socket:[{}]", shown, d.peer);
+        if (st.sockets.count(d.peer)) {
+            e->set_peer(d.peer);
+        } else if (st.ext_unix_sk) {
+            e->set_ext_peer(pd.name);
+        } else {
+            return fmt::format("an AF_UNIX SOCK_DGRAM socket '{}' connected to '{}' (socket:[{}]) outside the tree "
+                               "(dump --ext-unix-sk connects it to that name again)",
+                               shown, shown_name(pd.name), d.peer);
+        }
+    } else if (d.state == kEstablished) {
+        auto pending = st.unix_pending.find(ino);
+        if (pending != st.unix_pending.end()) {
+            e->set_state(image::UnixSkEntry::PENDING);
+            e->set_listener(pending->second);
+            if (d.wqueue > 0)
+                return fmt::format("an AF_UNIX {} client that sent {} bytes on a connection not accepted yet (what "
+                                   "waits in an accept queue cannot be read)", tn, d.wqueue);
+        } else {
+            e->set_state(image::UnixSkEntry::CONNECTED);
+            if (d.peer == 0) return fmt::format("an AF_UNIX {} socket '{}' whose peer is closed", tn, shown);
+            if (!st.sockets.count(d.peer))
+                return fmt::format("an AF_UNIX {} socket '{}' connected to socket:[{}] outside the tree (a stream "
+                                   "connection cannot be made again, --ext-unix-sk or not)", tn, shown, d.peer);
+            UnixDiag pd = CKPT_TRY(peer_diag("peer"));
+            if (pd.peer != ino)
+                return fmt::format("an AF_UNIX {} socket connected to socket:[{}], itself connected elsewhere", tn, d.peer);
+            auto mine = accepted_from(st, ino, d);
+            auto theirs = accepted_from(st, d.peer, pd);
+            if (mine && theirs)
+                return fmt::format("an AF_UNIX {} socket '{}' whose peer socket:[{}] also carries a listener's name",
+                                   tn, shown, d.peer);
+            if (!mine && !theirs)
+                return fmt::format("an AF_UNIX {} connection between '{}' and '{}' whose listening socket the tree "
+                                   "does not hold (closed): it cannot be made again", tn, shown, shown_name(pd.name));
+            if (mine) {
+                e->set_accepted(true);
+                e->set_listener(*mine);
+            }
+            e->set_peer(d.peer);
+        }
+    } else if (d.state == kClose) {
+        e->set_state(image::UnixSkEntry::ALONE);
     } else {
-        why = "a socket the survey of the tree did not see";
-    }
-    if (!why.empty()) {
-        if (probe.fd > 2) return error_code(ENOTSUP, "unsupported socket: {}", why);
-        CKPT_TRY(probe.refuse_async_external(*f));
-        f->set_kind(image::Fd::EXTERNAL);
-        f->set_external_key(probe.link);
-        return ok();
+        return fmt::format("an AF_UNIX {} socket '{}' in state {}", tn, shown, d.state);
     }
 
+    if (!d.name.empty() && d.name[0] != '\0' && !e->accepted()) {
+        std::string why = record_path(d.name, d, e);
+        if (!why.empty()) return fmt::format("an AF_UNIX {} socket {}", tn, why);
+    }
+
+    // An unconnected stream socket has nothing queued (and recv refuses it).
+    if (type == SOCK_DGRAM || e->state() == image::UnixSkEntry::CONNECTED || e->state() == image::UnixSkEntry::PENDING) {
+        std::vector<std::string> senders;
+        auto queued = CKPT_TRY(peek_queue(sock, type, d, type == SOCK_DGRAM ? &senders : nullptr));
+        if (type == SOCK_DGRAM && !queued.empty() && (!d.named || d.name.empty()))
+            return fmt::format("an unnamed AF_UNIX SOCK_DGRAM socket with {} message(s) queued", queued.size());
+        for (size_t i = 0; i < queued.size(); ++i) {
+            auto* m = e->add_queued();
+            m->set_data(std::move(queued[i]));
+            if (type != SOCK_DGRAM) continue;
+            m->set_sender(senders[i]);
+            auto it = st.unix_dgram_names.find(senders[i]);
+            if (!senders[i].empty() && it != st.unix_dgram_names.end())
+                m->set_sender_id(it->second);
+            else if (!senders[i].empty() && senders[i][0] != '\0')
+                return fmt::format("an AF_UNIX SOCK_DGRAM socket '{}' with a message queued from '{}', which no socket "
+                                   "of the tree is bound to (the name cannot be borrowed to send it again)",
+                                   shown, shown_name(senders[i]));
+        }
+    }
+    e->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
+    e->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
+    e->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
+    e->set_passcred(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
+    return std::string();
+}
+
+// One end of a pair of the tree.
+Result<void> dump_pair_end(const FdProbe& probe, int sock, uint64_t ino, int type, const UnixDiag& d, image::Fd* f) {
     f->set_kind(image::Fd::UNIX_SOCKET);
     uint64_t id = std::min<uint64_t>(ino, d.peer);
     uint32_t end = ino == id ? 0 : 1;
@@ -284,11 +487,58 @@ Result<void> dump_socket(const FdProbe& probe, image::Fd* f) {
     }
     image::UnixSocketEnd* me = table.mutable_unix_sockets(it->second)->mutable_ends(static_cast<int>(end));
     if (me->recorded()) return ok();  // another fd of the same end
-    for (auto& m : CKPT_TRY(peek_queue(sock.get(), type, d))) me->add_queued(std::move(m));
+    for (auto& m : CKPT_TRY(peek_queue(sock, type, d))) me->add_queued(std::move(m));
     me->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
-    me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
-    me->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
+    me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
+    me->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
     me->set_recorded(true);
+    return ok();
+}
+
+Result<void> dump_socket(const FdProbe& probe, image::Fd* f) {
+    uint64_t ino = CKPT_TRY(socket_inode(probe.link));
+    FdDumpState& st = *probe.state;
+    // Another fd of a socket recorded already.
+    if (auto seen = st.unix_sks.find(ino); seen != st.unix_sks.end()) {
+        f->set_kind(image::Fd::UNIX_SK);
+        f->set_unix_sk_id(ino);
+        f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
+        return ok();
+    }
+    std::string why;
+    image::UnixSkEntry entry;
+    UniqueFd sock;
+    if (st.sockets.count(ino)) {
+        sock = CKPT_TRY(probe.take());
+        int type = CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_TYPE, "SO_TYPE"));
+        int domain = CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN"));
+        if (domain == AF_UNIX) {
+            auto diag = unix_diag(ino, UDIAG_SHOW_VFS);
+            if (!diag)
+                why = fmt::format("an AF_UNIX socket sock_diag cannot examine ({})", diag.error().message());
+            else if (CKPT_TRY(is_pair(probe, ino, type, *diag)))
+                return dump_pair_end(probe, sock.get(), ino, type, *diag, f);
+            else
+                why = CKPT_TRY(record_unix_sk(probe, sock.get(), ino, type, *diag, &entry));
+        } else {
+            why = fmt::format("a socket of address family {} (only AF_UNIX sockets are supported)", domain);
+        }
+    } else {
+        why = "a socket the survey of the tree did not see";
+    }
+    if (!why.empty()) {
+        if (probe.fd > 2) return error_code(ENOTSUP, "unsupported socket: {}", why);
+        CKPT_TRY(probe.refuse_async_external(*f));
+        f->set_kind(image::Fd::EXTERNAL);
+        f->set_external_key(probe.link);
+        return ok();
+    }
+    f->set_kind(image::Fd::UNIX_SK);
+    f->set_unix_sk_id(ino);
+    f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
+    image::FileTable& table = st.files.table();
+    st.unix_sks.emplace(ino, table.unix_sks_size());
+    *table.add_unix_sks() = std::move(entry);
     return ok();
 }
 
@@ -304,23 +554,38 @@ Result<void> set_buffer(int sock, int opt, int force, uint32_t want, const char*
     return ok();
 }
 
+// Sends one queued message (or a stream's bytes) from `from`, to the address `to` when given.
+Result<void> send_queued(int from, int type, const std::string& m, const sockaddr_un* to = nullptr, socklen_t tolen = 0) {
+    if (m.empty()) return error_code(EINVAL, "an empty queued message (image is corrupt)");
+    size_t done = 0;
+    while (done < m.size()) {
+        ssize_t n = sendto(from, m.data() + done, m.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL,
+                           reinterpret_cast<const sockaddr*>(to), tolen);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) return error_code(ENOBUFS, "the data queued does not fit the socket's buffer");
+        if (n < 0) return sys_error("send");
+        if (type != SOCK_STREAM && static_cast<size_t>(n) != m.size())
+            return error("a message of {} bytes sent as {}", m.size(), n);
+        done += static_cast<size_t>(n);
+    }
+    return ok();
+}
+
 // Sends what is queued for one end from the other, message by message.
 Result<void> queue_into(int from, int type, const image::UnixSocketEnd& to, uint64_t id, int end) {
-    for (const std::string& m : to.queued()) {
-        if (m.empty()) return error_code(EINVAL, "unix socket pair {}: an empty queued message (image is corrupt)", id);
-        size_t done = 0;
-        while (done < m.size()) {
-            ssize_t n = send(from, m.data() + done, m.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0 && errno == EAGAIN)
-                return error_code(ENOBUFS, "unix socket pair {}: the data queued for end {} does not fit its buffer",
-                                  id, end);
-            if (n < 0) return sys_error("unix socket pair {}: send to end {}", id, end);
-            if (type != SOCK_STREAM && static_cast<size_t>(n) != m.size())
-                return error("unix socket pair {}: a message of {} bytes sent as {}", id, m.size(), n);
-            done += static_cast<size_t>(n);
-        }
-    }
+    for (const std::string& m : to.queued())
+        CKPT_TRY_CTX(send_queued(from, type, m), "unix socket pair {}: sending what end {} had queued", id, end);
+    return ok();
+}
+
+// Shuts a socket down as the recorded sk_shutdown bits say (once its data is in: a peer that
+// cannot receive refuses it).
+Result<void> shut(int fd, uint32_t s) {
+    int how = (s & kRcvShutdown) && (s & kSendShutdown) ? SHUT_RDWR
+              : (s & kRcvShutdown)                      ? SHUT_RD
+              : (s & kSendShutdown)                     ? SHUT_WR
+                                                        : -1;
+    if (how >= 0 && shutdown(fd, how) != 0) return sys_error("shutdown");
     return ok();
 }
 
@@ -346,28 +611,15 @@ Result<void> make_unix_pairs(RestoreShared& sh) {
         }
         for (int i = 0; i < 2; ++i) CKPT_TRY(queue_into(fds[1 - i], e.type(), e.ends(i), e.id(), i));
         // Shut down once the data is in: a peer that cannot receive refuses it.
-        for (int i = 0; i < 2; ++i) {
-            uint32_t s = e.ends(i).shutdown();
-            int how = (s & kRcvShutdown) && (s & kSendShutdown) ? SHUT_RDWR
-                      : (s & kRcvShutdown)                      ? SHUT_RD
-                      : (s & kSendShutdown)                     ? SHUT_WR
-                                                                : -1;
-            if (how >= 0 && shutdown(fds[i], how) != 0) return sys_error("unix socket pair {}: shutdown end {}", e.id(), i);
-        }
+        for (int i = 0; i < 2; ++i)
+            CKPT_TRY_CTX(shut(fds[i], e.ends(i).shutdown()), "unix socket pair {} end {}", e.id(), i);
         sh.unix_pairs[e.id()] = {std::move(a), std::move(b)};
     }
     return ok();
 }
 
-Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
-    auto it = t.shared->unix_pairs.find(f.unix_socket_id());
-    if (it == t.shared->unix_pairs.end())
-        return error_code(EINVAL, "unix socket pair {} missing from the images (image is corrupt)", f.unix_socket_id());
-    if (f.unix_socket_end() > 1)
-        return error_code(EINVAL, "unix socket pair {}: end {} (image is corrupt)", f.unix_socket_id(), f.unix_socket_end());
-    if (f.description_id() == 0)
-        return error_code(EINVAL, "unix socket pair {}: no description id (image is corrupt)", f.unix_socket_id());
-    int mine = f.unix_socket_end() == 0 ? it->second.first.get() : it->second.second.get();
+// Installs f as a description of the engine's socket mine (a copy of it, with f's flags).
+Result<void> install_socket(RestoreTask& t, const image::Fd& f, int mine) {
     return install_description(
         t, f,
         [mine]() -> Result<UniqueFd> {
@@ -378,10 +630,339 @@ Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
         true);
 }
 
+Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
+    auto it = t.shared->unix_pairs.find(f.unix_socket_id());
+    if (it == t.shared->unix_pairs.end())
+        return error_code(EINVAL, "unix socket pair {} missing from the images (image is corrupt)", f.unix_socket_id());
+    if (f.unix_socket_end() > 1)
+        return error_code(EINVAL, "unix socket pair {}: end {} (image is corrupt)", f.unix_socket_id(), f.unix_socket_end());
+    if (f.description_id() == 0)
+        return error_code(EINVAL, "unix socket pair {}: no description id (image is corrupt)", f.unix_socket_id());
+    return install_socket(t, f, f.unix_socket_end() == 0 ? it->second.first.get() : it->second.second.get());
+}
+
 // Every end is in place: the engine's own copies go (a restore that keeps running after the
 // tree must not hold an end open).
 Result<void> release_unix_pairs(RestoreShared& sh) {
     sh.unix_pairs.clear();
+    return ok();
+}
+
+
+// ---- Every other AF_UNIX socket (UNIX_SK), made in the engine before any process.
+
+constexpr size_t kSunPath = sizeof(sockaddr_un::sun_path);
+constexpr uint32_t kMaxBacklog = 1u << 16;
+
+using SkEntry = image::UnixSkEntry;
+
+sockaddr_un make_address(const std::string& name, socklen_t* len) {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, name.data(), std::min(name.size(), kSunPath));
+    *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + std::min(name.size(), kSunPath));
+    return a;
+}
+
+bool is_path(const std::string& name) { return !name.empty() && name[0] != '\0'; }
+
+std::string sk_name(const SkEntry& e) { return fmt::format("AF_UNIX socket:[{}] '{}'", e.id(), shown_name(e.name())); }
+
+// The names bound again for sockets whose file was deleted since (and temporary senders):
+// unlinked once every socket is connected, if the file is still the socket's.
+struct NamesToUnlink {
+    struct Name {
+        UniqueFd dir;
+        std::string base;
+        ino_t ino;
+    };
+    std::vector<Name> names;
+    ~NamesToUnlink() {
+        for (auto& n : names) {
+            struct stat st;
+            if (fstatat(n.dir.get(), n.base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
+                st.st_ino == n.ino)
+                unlinkat(n.dir.get(), n.base.c_str(), 0);
+        }
+    }
+};
+
+// The folder of a path name, reached without following a symlink and checked to be the one
+// of the dump; base is the name in it.
+Result<UniqueFd> open_folder(const SkEntry& e, std::string* base) {
+    std::string path(e.name().c_str());
+    size_t slash = path.rfind('/');
+    std::string dir = slash == 0 ? "/" : path.substr(0, slash);
+    *base = path.substr(slash + 1);
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_SYMLINKS;
+    UniqueFd fd(static_cast<int>(syscall(SYS_openat2, AT_FDCWD, dir.c_str(), &how, sizeof how)));
+    if (!fd) return sys_error("its folder {} (opened without following a symlink)", dir);
+    struct stat st;
+    if (fstat(fd.get(), &st) != 0) return sys_error("fstat {}", dir);
+    if (st.st_dev != e.dir_dev() || st.st_ino != e.dir_ino())
+        return error_code(ESTALE, "its folder {} is not the folder of the dump (another inode)", dir);
+    return fd;
+}
+
+// Frees a name whose socket file is left from the dump (a connect to it is refused: nobody
+// is bound to it any more); anything else at the name is refused.
+Result<void> free_stale_name(int dir, const std::string& base, const SkEntry& e) {
+    struct stat st;
+    if (fstatat(dir, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) return ok();
+        return sys_error("fstatat");
+    }
+    if (!S_ISSOCK(st.st_mode)) return error_code(EEXIST, "something other than a socket file has the name");
+    UniqueFd probe(socket(AF_UNIX, e.type() | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!probe) return sys_error("socket");
+    socklen_t len;
+    sockaddr_un a = make_address(e.name(), &len);
+    if (connect(probe.get(), reinterpret_cast<sockaddr*>(&a), len) == 0 || errno != ECONNREFUSED)
+        return error_code(EADDRINUSE, "a live socket is bound to the name (is the original still running?)");
+    struct stat again;
+    if (fstatat(dir, base.c_str(), &again, AT_SYMLINK_NOFOLLOW) == 0 && again.st_ino == st.st_ino &&
+        unlinkat(dir, base.c_str(), 0) != 0 && errno != ENOENT)
+        return sys_error("unlinking the socket file left from the dump");
+    return ok();
+}
+
+// Binds a socket to its path name in the folder of the dump; the file made is then checked to
+// be the socket's, and given its recorded owner and mode (a deleted one is unlinked later).
+Result<void> bind_path(int sock, const SkEntry& e, NamesToUnlink& later) {
+    std::string base;
+    UniqueFd dir = CKPT_TRY(open_folder(e, &base));
+    CKPT_TRY(free_stale_name(dir.get(), base, e));
+    socklen_t len;
+    sockaddr_un a = make_address(e.name(), &len);
+    if (bind(sock, reinterpret_cast<sockaddr*>(&a), len) != 0) return sys_error("bind");
+    struct stat mine;
+    if (fstat(sock, &mine) != 0) return sys_error("fstat");
+    UnixDiag d = CKPT_TRY(unix_diag(mine.st_ino, UDIAG_SHOW_VFS));
+    UniqueFd file(openat(dir.get(), base.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st;
+    if (!file || fstat(file.get(), &st) != 0 || !S_ISSOCK(st.st_mode) || !d.has_vfs || st.st_ino != d.vfs_ino)
+        return error_code(ESTALE, "the socket file bound is not in the folder of the dump (changed meanwhile)");
+    if (e.deleted()) {
+        later.names.push_back({std::move(dir), base, st.st_ino});
+        return ok();
+    }
+    if ((st.st_uid != e.uid() || st.st_gid != e.gid()) && fchownat(file.get(), "", e.uid(), e.gid(), AT_EMPTY_PATH) != 0)
+        return sys_error("giving the socket file its owner {}:{}", e.uid(), e.gid());
+    std::string self = "/proc/self/fd/" + std::to_string(file.get());
+    if (chmod(self.c_str(), e.mode() & 07777) != 0) return sys_error("giving the socket file its mode {:o}", e.mode());
+    return ok();
+}
+
+// What an image may say of one socket, checked before anything is made.
+Result<void> check_sk(const SkEntry& e, const std::map<uint64_t, const SkEntry*>& by_id) {
+    auto other = [&](uint64_t id, const char* what) -> Result<const SkEntry*> {
+        auto it = by_id.find(id);
+        if (it == by_id.end()) return error_code(EINVAL, "its {} socket:[{}] is not in the images", what, id);
+        return it->second;
+    };
+    if (e.type() != SOCK_STREAM && e.type() != SOCK_DGRAM && e.type() != SOCK_SEQPACKET)
+        return error_code(EINVAL, "socket type {}", e.type());
+    if (!SkEntry::State_IsValid(e.state())) return error_code(EINVAL, "state {}", static_cast<int>(e.state()));
+    if (e.name().size() > kSunPath || e.ext_peer().size() > kSunPath) return error_code(EINVAL, "a name too long");
+    if (is_path(e.name()) && (e.name()[0] != '/' || std::string_view(e.name().c_str()).size() + 1 < e.name().size()))
+        return error_code(EINVAL, "a path name not absolute, or with a NUL inside");
+    if (e.shutdown() > 3 || (e.mode() & ~07777u) || e.backlog() > kMaxBacklog) return error_code(EINVAL, "a field out of range");
+    if (e.accepted() != (e.listener() != 0 && e.state() == SkEntry::CONNECTED))
+        return error_code(EINVAL, "accepted from no listener");
+    if (e.state() == SkEntry::CONNECTED) {
+        if (e.type() == SOCK_DGRAM) {
+            if ((e.peer() != 0) == !e.ext_peer().empty()) return error_code(EINVAL, "connected to no peer, or to two");
+            if (e.peer()) {
+                const SkEntry* p = CKPT_TRY(other(e.peer(), "peer"));
+                if (p->type() != SOCK_DGRAM || p->name().empty() || p->accepted())
+                    return error_code(EINVAL, "its peer is not a named datagram socket");
+            }
+        } else {
+            const SkEntry* p = CKPT_TRY(other(e.peer(), "peer"));
+            if (p->type() != e.type() || p->state() != SkEntry::CONNECTED || p->peer() != e.id() ||
+                p->accepted() == e.accepted())
+                return error_code(EINVAL, "its peer is not its accepted (or accepting) end");
+        }
+    } else if (e.peer() || !e.ext_peer().empty()) {
+        return error_code(EINVAL, "a peer but not connected");
+    }
+    if (e.accepted() || e.state() == SkEntry::PENDING) {
+        const SkEntry* l = CKPT_TRY(other(e.listener(), "listening"));
+        if (l->state() != SkEntry::LISTENING || l->type() != e.type() || (e.accepted() && l->name() != e.name()))
+            return error_code(EINVAL, "its listener socket:[{}] is not listening with its name", e.listener());
+        if (e.state() == SkEntry::PENDING &&
+            std::find(l->pending().begin(), l->pending().end(), e.id()) == l->pending().end())
+            return error_code(EINVAL, "not among its listener's pending connections");
+    }
+    if (e.state() == SkEntry::LISTENING) {
+        if (e.type() == SOCK_DGRAM || e.name().empty() || e.queued_size())
+            return error_code(EINVAL, "a listening datagram, unnamed or with queued data");
+        if (static_cast<uint32_t>(e.pending_size()) > e.backlog() + 1) return error_code(EINVAL, "more pending than its backlog");
+        for (uint64_t c : e.pending()) {
+            const SkEntry* p = CKPT_TRY(other(c, "pending client"));
+            if (p->state() != SkEntry::PENDING || p->listener() != e.id())
+                return error_code(EINVAL, "pending client socket:[{}] is not pending on it", c);
+        }
+    }
+    size_t total = 0;
+    for (const auto& m : e.queued()) {
+        total += m.data().size();
+        if (m.data().empty() || m.data().size() > kMaxMessage || total > kMaxQueued || m.sender().size() > kSunPath)
+            return error_code(EINVAL, "a queued message empty or too large");
+        if (e.type() != SOCK_DGRAM && (!m.sender().empty() || m.sender_id())) return error_code(EINVAL, "a stream with senders");
+        if (e.type() == SOCK_DGRAM && e.name().empty()) return error_code(EINVAL, "messages queued for no name");
+        if (m.sender_id()) {
+            const SkEntry* p = CKPT_TRY(other(m.sender_id(), "sender"));
+            if (p->type() != SOCK_DGRAM || p->name() != m.sender() || p->name().empty())
+                return error_code(EINVAL, "a message's sender is not the named datagram socket it says");
+        } else if (is_path(m.sender())) {
+            return error_code(EINVAL, "a message from a path no socket of the tree is bound to");
+        }
+    }
+    if (e.type() != SOCK_DGRAM && e.state() != SkEntry::CONNECTED && e.queued_size())
+        return error_code(EINVAL, "data queued on a stream not connected");
+    return ok();
+}
+
+// A socket to send a message from with the sender address recorded: the tree's own sender,
+// else one made for it (unnamed, or bound to the abstract name for the time of the send).
+Result<UniqueFd> temporary_sender(const image::UnixMessage& m) {
+    UniqueFd s(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s) return sys_error("socket");
+    if (!m.sender().empty()) {
+        socklen_t len;
+        sockaddr_un a = make_address(m.sender(), &len);
+        if (bind(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
+            return sys_error("binding a socket to its sender's name '{}' (the sender is not in the tree)",
+                             shown_name(m.sender()));
+    }
+    return s;
+}
+
+Result<void> connect_to(int sock, const std::string& name) {
+    socklen_t len;
+    sockaddr_un a = make_address(name, &len);
+    if (connect(sock, reinterpret_cast<sockaddr*>(&a), len) != 0) return sys_error("connect to '{}'", shown_name(name));
+    return ok();
+}
+
+Result<ino_t> inode_of(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return sys_error("fstat");
+    return st.st_ino;
+}
+
+// Every AF_UNIX socket of the tree but the pairs, before any process: made, bound, listening,
+// with what is queued for the datagram ones (sent by their senders), connected again (stream
+// clients to their listeners, accepted at once where they were accepted, left pending where
+// they were), what is queued on connections sent by their peers, shut down, datagram sockets
+// connected; names of deleted files unlinked again at the end.
+Result<void> make_unix_sks(RestoreShared& sh) {
+    const auto& list = sh.files.unix_sks();
+    std::map<uint64_t, const SkEntry*> by_id;
+    for (const auto& e : list)
+        if (e.id() == 0 || !by_id.emplace(e.id(), &e).second)
+            return error_code(EINVAL, "AF_UNIX socket id {} twice or zero (image is corrupt)", e.id());
+    for (const auto& e : list) {
+        CKPT_TRY_CTX(check_sk(e, by_id), "{} (image is corrupt)", sk_name(e));
+        if (!e.ext_peer().empty() && !sh.ext_unix_sk)
+            return error_code(ENOTSUP, "{}: connected to '{}' outside the tree: restore with --ext-unix-sk to connect "
+                                       "to it again", sk_name(e), shown_name(e.ext_peer()));
+    }
+
+    NamesToUnlink later;
+    auto& made = sh.unix_sks;
+    auto fd_of = [&](uint64_t id) { return made.at(id).get(); };
+    for (const auto& e : list) {
+        if (e.accepted()) continue;  // accept() makes it
+        UniqueFd s(socket(AF_UNIX, e.type() | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        if (!s) return sys_error("{}: socket", sk_name(e));
+        CKPT_TRY_CTX(set_buffer(s.get(), SO_SNDBUF, SO_SNDBUFFORCE, e.sndbuf(), "SO_SNDBUF"), "{}", sk_name(e));
+        CKPT_TRY_CTX(set_buffer(s.get(), SO_RCVBUF, SO_RCVBUFFORCE, e.rcvbuf(), "SO_RCVBUF"), "{}", sk_name(e));
+        if (!e.name().empty()) {
+            if (is_path(e.name())) {
+                CKPT_TRY_CTX(bind_path(s.get(), e, later), "{}", sk_name(e));
+            } else {
+                socklen_t len;
+                sockaddr_un a = make_address(e.name(), &len);
+                if (bind(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0)
+                    return sys_error("{}: bind (is the original still running?)", sk_name(e));
+            }
+        }
+        if (e.state() == SkEntry::LISTENING && listen(s.get(), static_cast<int>(e.backlog())) != 0)
+            return sys_error("{}: listen", sk_name(e));
+        made.emplace(e.id(), std::move(s));
+    }
+    // Datagrams, while no receiver is connected (a connected one takes only its peer's).
+    for (const auto& e : list) {
+        if (e.type() != SOCK_DGRAM) continue;
+        socklen_t len;
+        sockaddr_un to = make_address(e.name(), &len);
+        for (const auto& m : e.queued()) {
+            UniqueFd temp;
+            int from = m.sender_id() ? fd_of(m.sender_id()) : -1;
+            if (from < 0) {
+                temp = CKPT_TRY_CTX(temporary_sender(m), "{}", sk_name(e));
+                from = temp.get();
+            }
+            CKPT_TRY_CTX(send_queued(from, SOCK_DGRAM, m.data(), &to, len), "{}: a message from '{}'", sk_name(e),
+                         shown_name(m.sender()));
+        }
+    }
+    // Connections, listener by listener: each accepted one made and accepted at once, then
+    // the pending ones in their order.
+    for (const auto& l : list) {
+        if (l.state() != SkEntry::LISTENING) continue;
+        for (const auto& e : list) {
+            if (!e.accepted() || e.listener() != l.id()) continue;
+            int client = fd_of(e.peer());
+            CKPT_TRY_CTX(connect_to(client, l.name()), "{}: its client socket:[{}]", sk_name(e), e.peer());
+            UniqueFd acc(accept4(fd_of(l.id()), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+            if (!acc) return sys_error("{}: accept", sk_name(e));
+            // The connection accepted is the client's, not one from outside meanwhile.
+            UnixDiag d = CKPT_TRY(unix_diag(CKPT_TRY(inode_of(acc.get()))));
+            if (d.peer != CKPT_TRY(inode_of(client)))
+                return error_code(EBUSY, "{}: another process connected to '{}' during the restore", sk_name(e),
+                                  shown_name(l.name()));
+            CKPT_TRY_CTX(set_buffer(acc.get(), SO_SNDBUF, SO_SNDBUFFORCE, e.sndbuf(), "SO_SNDBUF"), "{}", sk_name(e));
+            CKPT_TRY_CTX(set_buffer(acc.get(), SO_RCVBUF, SO_RCVBUFFORCE, e.rcvbuf(), "SO_RCVBUF"), "{}", sk_name(e));
+            made.emplace(e.id(), std::move(acc));
+        }
+        for (uint64_t c : l.pending())
+            CKPT_TRY_CTX(connect_to(fd_of(c), l.name()), "{}: its pending client socket:[{}]", sk_name(l), c);
+    }
+    for (const auto& e : list) {
+        int fd = fd_of(e.id());
+        if (e.type() != SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
+            for (const auto& m : e.queued())
+                CKPT_TRY_CTX(send_queued(fd_of(e.peer()), e.type(), m.data()), "{}: sending what it had queued",
+                             sk_name(e));
+        if (e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
+            CKPT_TRY_CTX(connect_to(fd, e.peer() ? by_id.at(e.peer())->name() : e.ext_peer()), "{}", sk_name(e));
+    }
+    for (const auto& e : list) {
+        int fd = fd_of(e.id());
+        CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
+        int on = 1;
+        if (e.passcred() && setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
+            return sys_error("{}: setsockopt(SO_PASSCRED)", sk_name(e));
+    }
+    return ok();
+}
+
+Result<void> restore_unix_sk(RestoreTask& t, const image::Fd& f) {
+    auto it = t.shared->unix_sks.find(f.unix_sk_id());
+    if (it == t.shared->unix_sks.end())
+        return error_code(EINVAL, "AF_UNIX socket {} missing from the images (image is corrupt)", f.unix_sk_id());
+    if (f.description_id() == 0)
+        return error_code(EINVAL, "AF_UNIX socket {}: no description id (image is corrupt)", f.unix_sk_id());
+    return install_socket(t, f, it->second.get());
+}
+
+Result<void> release_unix_sks(RestoreShared& sh) {
+    sh.unix_sks.clear();
     return ok();
 }
 
@@ -396,6 +977,15 @@ extern const FdKind kSocketKind{
     .prepare_restore = make_unix_pairs,
     .restore = restore_unix_socket,
     .finish_restore = release_unix_pairs,
+};
+
+// The fds of the other AF_UNIX sockets (the socket kind claims and records them).
+extern const FdKind kUnixSkKind{
+    .name = "AF_UNIX socket",
+    .image_kind = image::Fd::UNIX_SK,
+    .prepare_restore = make_unix_sks,
+    .restore = restore_unix_sk,
+    .finish_restore = release_unix_sks,
 };
 
 }  // namespace ckpt::engine

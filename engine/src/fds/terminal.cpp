@@ -1,6 +1,6 @@
-// Terminals. Only a shell job's terminal is supported yet (--shell-job): recorded by no
-// more than that, and bound at restore to the restoring shell's terminal. Without
-// --shell-job a terminal is an external resource like any fd the restorer must give.
+// A shell job's terminal (--shell-job): recorded by no more than that, and bound at restore
+// to the restoring shell's terminal. pty.cpp claims every terminal and hands it here when it
+// is not a pty of the tree and the dump is of a shell job (refusing it otherwise).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,11 +11,9 @@
 namespace ckpt::engine {
 namespace {
 
-bool claims_terminal(const FdProbe& probe) { return starts_with(probe.link, "/dev/pts/") || starts_with(probe.link, "/dev/tty"); }
-
 Result<void> dump_terminal(const FdProbe& probe, image::Fd* f) {
     CKPT_TRY(probe.refuse_async_external(*f));
-    f->set_kind(probe.state->shell_job ? image::Fd::TTY : image::Fd::EXTERNAL);
+    f->set_kind(image::Fd::TTY);
     f->set_external_key("tty");
     return ok();
 }
@@ -43,7 +41,6 @@ Result<void> restore_terminal(RestoreTask& t, const image::Fd& f) {
 extern const FdKind kTerminalKind{
     .name = "terminal",
     .image_kind = image::Fd::TTY,
-    .claims = claims_terminal,
     .dump = dump_terminal,
     .restore = restore_terminal,
     .restorers_fd = true,

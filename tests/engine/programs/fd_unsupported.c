@@ -14,18 +14,33 @@
  * while a second hard link to it lives in another folder; with DIR_REMOVED (program
  * fd_dir_removed), a directory removed (rmdir) after it was opened; with CWD_REMOVED (program
  * cwd_removed), fd 9 is /dev/null and the cwd a directory removed after it was entered.
- * Built with UNIX_LISTENING (program fd_unix_listening), fd 9 is an AF_UNIX stream socket bound
- * to an abstract name and listening. */
+ * Built with UNIX_RIGHTS (program fd_unix_rights), fd 9 is an end of an AF_UNIX socketpair
+ * with a message queued that carries an fd (SCM_RIGHTS); with UNIX_OUTSIDE (program
+ * fd_unix_outside), a stream socket listening on an abstract name with a connection pending
+ * from a process outside the tree (an orphan the runner adopted, which exits once the
+ * listener is gone).
+ * Built with CONSOLE (program fd_console), fd 9 is /dev/console; with PTY_OUTSIDE (program
+ * fd_pty_outside), the slave of a pty whose master only a process outside the tree holds (a
+ * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
+ * (program fd_pty_queued), the master of a pty whose slave (fd 10) wrote 6 bytes it has not
+ * read; with FANOTIFY_QUEUED (program fanotify_queued), a fanotify group with an event queued.
+ * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
+ * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/eventfd.h>
+#include <sys/fanotify.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -100,16 +115,108 @@ int main(int argc, char** argv) {
     mkdir(d, 0755);
     if (chdir(d) != 0 || rmdir(d) != 0) test_fail("removed cwd: %s", strerror(errno));
     int fd = open("/dev/null", O_RDONLY);
-#elif defined(UNIX_LISTENING)
+#elif defined(UNIX_RIGHTS)
+    const char* kind = "socket";
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
+    int fd = sv[0];
+    int passed = sv[1];  /* the other end passes itself */
+    char byte = 'x';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &passed, sizeof passed);
+    if (sendmsg(sv[1], &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
+#elif defined(UNIX_OUTSIDE)
     const char* kind = "socket";
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un addr;
     memset(&addr, 0, sizeof addr);
     addr.sun_family = AF_UNIX;
-    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "ckpt-test-listening-%d", (int)getpid());
-    if (bind(fd, (struct sockaddr*)&addr, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) != 0 ||
-        listen(fd, 4) != 0)
-        test_fail("bind/listen: %s", strerror(errno));
+    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "ckpt-test-outside-%d", (int)getpid());
+    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
+    if (bind(fd, (struct sockaddr*)&addr, alen) != 0 || listen(fd, 4) != 0) test_fail("bind/listen: %s", strerror(errno));
+    pid_t middle = fork();
+    if (middle == 0) {
+        if (fork() == 0) {
+            /* Adopted by the runner once the middle one exits: outside the tree. */
+            int s = socket(AF_UNIX, SOCK_STREAM, 0);
+            if (connect(s, (struct sockaddr*)&addr, alen) != 0) _exit(1);
+            char b;
+            (void)!read(s, &b, 1);  /* until the listener, and with it the connection, is gone */
+            _exit(0);
+        }
+        _exit(0);
+    }
+    waitpid(middle, NULL, 0);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 10000) != 1) test_fail("no connection from outside the tree");
+#elif defined(FANOTIFY_QUEUED)
+    const char* kind = "[fanotify]";
+    char f[600];
+    test_data_path(f, sizeof f, "watched");
+    close(open(f, O_CREAT | O_WRONLY, 0644));
+    int fd = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
+    if (fd < 0 || fanotify_mark(fd, FAN_MARK_ADD, FAN_CLOSE_WRITE, AT_FDCWD, f) != 0)
+        test_fail("fanotify: %s", strerror(errno));
+    close(open(f, O_WRONLY)); /* an event queued, never read */
+#elif defined(CONSOLE)
+    const char* kind = "/dev/console";
+    int fd = open("/dev/console", O_RDONLY | O_NOCTTY | O_NONBLOCK);
+#elif defined(PTY_OUTSIDE) || defined(PTY_QUEUED)
+    int m = posix_openpt(O_RDWR | O_NOCTTY);
+    char name[64] = "";
+    if (m < 0 || unlockpt(m) != 0 || ptsname_r(m, name, sizeof name) != 0) test_fail("posix_openpt: %s", strerror(errno));
+    int slave = open(name, O_RDWR | O_NOCTTY);
+    if (slave < 0) test_fail("open %s: %s", name, strerror(errno));
+#ifdef PTY_OUTSIDE
+    const char* kind = "/dev/pts/";
+    pid_t middle = fork();
+    if (middle == 0) {
+        if (fork() == 0) {
+            /* Reparented to the runner once middle exits: holds the master until the slave closes. */
+            close(slave);
+            char c;
+            while (read(m, &c, 1) > 0 || errno == EINTR) {
+            }
+            _exit(0);
+        }
+        _exit(0);
+    }
+    waitpid(middle, NULL, 0);
+    close(m);
+    int fd = slave;
+#else
+    const char* kind = "/dev/ptmx";
+    if (write(slave, "queued", 6) != 6) test_fail("write %s: %s", name, strerror(errno));
+    struct pollfd p = {.fd = m, .events = POLLIN};
+    if (poll(&p, 1, 10000) != 1) test_fail("the master of %s has nothing to read", name);
+    dup2(slave, 10);
+    close(slave);
+    int fd = m;
+#endif
+#elif defined(TCP_ACCEPT_QUEUE)
+    const char* kind = "socket";
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0 || listen(fd, 4) != 0 ||
+        getsockname(fd, (struct sockaddr*)&addr, &alen) != 0 || connect(client, (struct sockaddr*)&addr, alen) != 0 ||
+        dup2(client, 10) != 10)
+        test_fail("listen/connect: %s", strerror(errno));
+    close(client);
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;

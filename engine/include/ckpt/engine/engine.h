@@ -44,6 +44,13 @@ struct DumpOptions {
     // CRIU's --file-locks: flock, POSIX and OFD locks held through the tree's fds are saved
     // and taken again at restore. Without it a held lock fails the dump by name.
     bool file_locks = false;
+    // CRIU's --ext-unix-sk: a datagram AF_UNIX socket connected to a named socket outside the
+    // tree is recorded by that name, not refused.
+    bool ext_unix_sk = false;
+    // CRIU's --tcp-established: established TCP connections are saved with TCP_REPAIR (and,
+    // when the tree is killed, closed without a FIN or a reset). Without it an established
+    // connection fails the dump by name.
+    bool tcp_established = false;
 };
 
 struct DumpStats {
@@ -76,6 +83,12 @@ struct RestoreOptions {
     int64_t restore_as_uid = -1;
     int64_t restore_as_gid = -1;
     std::map<std::string, int> inherit_fds;  // key -> fd of the restorer
+    // CRIU's --ext-unix-sk: datagram sockets recorded connected to a name outside the tree
+    // are connected to it again (refused without it).
+    bool ext_unix_sk = false;
+    // CRIU's --tcp-established: images holding established TCP connections are restored
+    // (TCP_REPAIR); without it they are refused.
+    bool tcp_established = false;
 };
 
 struct RestoredTree {

@@ -42,6 +42,11 @@ namespace ckpt::image {
 //    split, so it must refuse version 6.
 // 7: more fd kinds (issue 12), each listed here; a version 6 reader would not know them and
 //    refuses version 7 (one bump for all of them):
+//    - leases (FileLock.LEASE); fanotify groups (Fd.FANOTIFY, Fd.fanotify);
+//    - pty pairs inside the tree and /dev/tty on their slave (Fd.PTY, FileTable.ptys);
+//    - AF_UNIX sockets bound, listening (with pending connections), accepted, connected to a
+//      named socket or alone (Fd.UNIX_SK, FileTable.unix_sks: UnixSkEntry, UnixMessage);
+//    - TCP sockets, listening or established (Fd.TCP_SOCKET, Fd.tcp).
 inline constexpr uint32_t kFormatVersion = 7;
 
 enum class Kind : uint32_t {

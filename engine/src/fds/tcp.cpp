@@ -1,0 +1,520 @@
+// TCP sockets of AF_INET and AF_INET6 (v4-mapped addresses too). A listening socket is made
+// again with its address, backlog and options. An established connection (only with
+// --tcp-established) is taken apart and put together again with TCP_REPAIR: in repair mode
+// the kernel hands out and takes back a connection's sequence numbers, the contents of both
+// queues, the options its handshake negotiated, its windows and timestamp clock, and a
+// connect() sends no SYN but makes the connection established at once.
+//
+// The dump reads each socket through the engine's own copy of its fd (pidfd_getfd), which is
+// the tree's socket: options, TCP_INFO (state, accept queue, negotiated options) and, in
+// repair mode, the queues (MSG_PEEK on the chosen queue). While it does, a socket filter that
+// drops every incoming segment is attached: nothing is acknowledged that the image would
+// lack. When the tree is left running, repair mode and the filter go again (TCP_REPAIR_OFF
+// sends a window probe: the peer retransmits what was dropped at once). When the tree is
+// killed, its connections are closed by the engine still in repair mode: silently, no FIN,
+// no reset. Between that kill and the restore the connection has no socket here: a segment
+// the peer sends then is answered with a reset (docs/engine.md, "TCP").
+//
+// The restore makes each connection in repair mode and leaves repair mode only once every
+// fd of the tree is in place (the peer may be another socket of the tree), then sends what
+// had never been sent.
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+
+#include "ckpt/base/fd.h"
+#include "ckpt/base/strings.h"
+#include "fd_kind.h"
+#include "restore_task.h"
+
+namespace ckpt::engine {
+namespace {
+
+// Bytes one queue of a connection may hold in the image (beyond any socket buffer by far).
+constexpr size_t kMaxQueue = 64u << 20;
+// The largest listen(2) backlog the kernel keeps (sk_max_ack_backlog is a u32, somaxconn an int).
+constexpr uint32_t kMaxBacklog = 65535;
+// Limits the kernel puts on the keepalive options and window scaling.
+constexpr uint32_t kMaxKeepIdle = 32767, kMaxKeepIntvl = 32767, kMaxKeepCnt = 127, kMaxWscale = 14;
+
+Result<int> get_int(int s, int level, int opt, const char* name) {
+    int v = 0;
+    socklen_t l = sizeof v;
+    if (getsockopt(s, level, opt, &v, &l) != 0) return sys_error("getsockopt({})", name);
+    return v;
+}
+
+Result<void> set_int(int s, int level, int opt, int v, const char* name) {
+    if (setsockopt(s, level, opt, &v, sizeof v) != 0) return sys_error("setsockopt({}, {})", name, v);
+    return ok();
+}
+
+Result<int> ioctl_int(int s, unsigned long req, const char* name) {
+    int v = 0;
+    if (ioctl(s, req, &v) != 0) return sys_error("ioctl({})", name);
+    return v;
+}
+
+const char* state_name(int st) {
+    switch (st) {
+        case TCP_ESTABLISHED: return "ESTABLISHED";
+        case TCP_SYN_SENT: return "SYN_SENT";
+        case TCP_SYN_RECV: return "SYN_RECV";
+        case TCP_FIN_WAIT1: return "FIN_WAIT1";
+        case TCP_FIN_WAIT2: return "FIN_WAIT2";
+        case TCP_TIME_WAIT: return "TIME_WAIT";
+        case TCP_CLOSE: return "CLOSE";
+        case TCP_CLOSE_WAIT: return "CLOSE_WAIT";
+        case TCP_LAST_ACK: return "LAST_ACK";
+        case TCP_LISTEN: return "LISTEN";
+        case TCP_CLOSING: return "CLOSING";
+        default: return "unknown";
+    }
+}
+
+// The engine's copy of the fd when it is a TCP socket of AF_INET or AF_INET6.
+Result<UniqueFd> take_tcp(const FdProbe& probe) {
+    UniqueFd s = CKPT_TRY(probe.take());
+    int domain = CKPT_TRY(get_int(s.get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN"));
+    int type = CKPT_TRY(get_int(s.get(), SOL_SOCKET, SO_TYPE, "SO_TYPE"));
+    int proto = CKPT_TRY(get_int(s.get(), SOL_SOCKET, SO_PROTOCOL, "SO_PROTOCOL"));
+    if ((domain != AF_INET && domain != AF_INET6) || type != SOCK_STREAM || proto != IPPROTO_TCP)
+        return error_code(ENOTSUP, "not a TCP socket");
+    return s;
+}
+
+bool claims_tcp(const FdProbe& probe) { return starts_with(probe.link, "socket:[") && static_cast<bool>(take_tcp(probe)); }
+
+// ---- addresses ------------------------------------------------------------------------------
+
+void record_addr(const sockaddr_storage& ss, image::InetAddr* a) {
+    if (ss.ss_family == AF_INET) {
+        const auto& in = reinterpret_cast<const sockaddr_in&>(ss);
+        a->set_addr(std::string(reinterpret_cast<const char*>(&in.sin_addr), 4));
+        a->set_port(ntohs(in.sin_port));
+    } else {
+        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
+        a->set_addr(std::string(reinterpret_cast<const char*>(&in6.sin6_addr), 16));
+        a->set_port(ntohs(in6.sin6_port));
+        a->set_scope_id(in6.sin6_scope_id);
+    }
+}
+
+std::string show_addr(const image::InetAddr& a) {
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (a.addr().size() == 4) {
+        inet_ntop(AF_INET, a.addr().data(), text, sizeof text);
+        return fmt::format("{}:{}", text, a.port());
+    }
+    if (a.addr().size() == 16) inet_ntop(AF_INET6, a.addr().data(), text, sizeof text);
+    return fmt::format("[{}]:{}", text, a.port());
+}
+
+// The recorded address as the family's sockaddr; refuses one that does not fit the family.
+Result<std::pair<sockaddr_storage, socklen_t>> sockaddr_of(int family, const image::InetAddr& a, const char* which) {
+    sockaddr_storage ss{};
+    if (a.port() > 65535) return error_code(EINVAL, "{} port {} (image is corrupt)", which, a.port());
+    if (family == AF_INET) {
+        if (a.addr().size() != 4 || a.scope_id() != 0)
+            return error_code(EINVAL, "{} address of {} bytes for AF_INET (image is corrupt)", which, a.addr().size());
+        auto& in = reinterpret_cast<sockaddr_in&>(ss);
+        in.sin_family = AF_INET;
+        in.sin_port = htons(static_cast<uint16_t>(a.port()));
+        std::memcpy(&in.sin_addr, a.addr().data(), 4);
+        return std::pair{ss, static_cast<socklen_t>(sizeof in)};
+    }
+    if (a.addr().size() != 16)
+        return error_code(EINVAL, "{} address of {} bytes for AF_INET6 (image is corrupt)", which, a.addr().size());
+    auto& in6 = reinterpret_cast<sockaddr_in6&>(ss);
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(static_cast<uint16_t>(a.port()));
+    in6.sin6_scope_id = a.scope_id();
+    std::memcpy(&in6.sin6_addr, a.addr().data(), 16);
+    return std::pair{ss, static_cast<socklen_t>(sizeof in6)};
+}
+
+// ---- options ----------------------------------------------------------------------------
+
+Result<void> dump_options(int s, int family, image::TcpSocket* t) {
+    t->set_reuseaddr(CKPT_TRY(get_int(s, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR")) != 0);
+    t->set_reuseport(CKPT_TRY(get_int(s, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT")) != 0);
+    t->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
+    t->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
+    t->set_keepalive(CKPT_TRY(get_int(s, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE")) != 0);
+    t->set_keepidle(static_cast<uint32_t>(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"))));
+    t->set_keepintvl(static_cast<uint32_t>(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"))));
+    t->set_keepcnt(static_cast<uint32_t>(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"))));
+    t->set_nodelay(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY")) != 0);
+    if (family == AF_INET6) t->set_v6only(CKPT_TRY(get_int(s, IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY")) != 0);
+    t->set_freebind(CKPT_TRY(get_int(s, IPPROTO_IP, IP_FREEBIND, "IP_FREEBIND")) != 0);
+    linger l{};
+    socklen_t len = sizeof l;
+    if (getsockopt(s, SOL_SOCKET, SO_LINGER, &l, &len) != 0) return sys_error("getsockopt(SO_LINGER)");
+    t->set_linger(l.l_onoff != 0);
+    t->set_linger_secs(static_cast<uint32_t>(l.l_linger));
+    // A filter of the process's own would be replaced by the dump's (an eBPF one, attached with
+    // SO_ATTACH_BPF, cannot be seen here at all).
+    socklen_t filter_len = 0;
+    if (getsockopt(s, SOL_SOCKET, SO_GET_FILTER, nullptr, &filter_len) != 0) return sys_error("getsockopt(SO_GET_FILTER)");
+    if (filter_len != 0) return error_code(ENOTSUP, "a TCP socket with a socket filter (SO_ATTACH_FILTER): not supported");
+    return ok();
+}
+
+// A buffer size as getsockopt read it (twice what setsockopt was given): set past the
+// system's limit where the restorer may (SO_*BUFFORCE), and read back: the restored socket
+// must have at least as much room as the dumped one had.
+Result<void> set_buffer(int s, int opt, int force, uint32_t want, const char* name) {
+    if (want > static_cast<uint32_t>(INT_MAX)) return error_code(EINVAL, "{} {} (image is corrupt)", name, want);
+    int half = static_cast<int>((want + 1) / 2);
+    if (setsockopt(s, SOL_SOCKET, force, &half, sizeof half) != 0 && setsockopt(s, SOL_SOCKET, opt, &half, sizeof half) != 0)
+        return sys_error("setsockopt({}, {})", name, half);
+    int now = CKPT_TRY(get_int(s, SOL_SOCKET, opt, name));
+    if (static_cast<uint32_t>(now) < want)
+        return error_code(ENOBUFS, "{} is {} at dump, only {} here (the system's limit; root may exceed it)", name, want,
+                          now);
+    return ok();
+}
+
+// Options set before bind (IPV6_V6ONLY, the reuse flags decide what bind may share).
+Result<void> restore_options(int s, int family, const image::TcpSocket& t, bool set_buffers) {
+    if (t.keepidle() < 1 || t.keepidle() > kMaxKeepIdle || t.keepintvl() < 1 || t.keepintvl() > kMaxKeepIntvl ||
+        t.keepcnt() < 1 || t.keepcnt() > kMaxKeepCnt || t.linger_secs() > static_cast<uint32_t>(INT_MAX))
+        return error_code(EINVAL, "TCP keepalive or linger time out of range (image is corrupt)");
+    if (family != AF_INET6 && t.v6only()) return error_code(EINVAL, "IPV6_V6ONLY on an AF_INET socket (image is corrupt)");
+    CKPT_TRY(set_int(s, SOL_SOCKET, SO_REUSEADDR, t.reuseaddr(), "SO_REUSEADDR"));
+    CKPT_TRY(set_int(s, SOL_SOCKET, SO_REUSEPORT, t.reuseport(), "SO_REUSEPORT"));
+    CKPT_TRY(set_int(s, SOL_SOCKET, SO_KEEPALIVE, t.keepalive(), "SO_KEEPALIVE"));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_KEEPIDLE, static_cast<int>(t.keepidle()), "TCP_KEEPIDLE"));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_KEEPINTVL, static_cast<int>(t.keepintvl()), "TCP_KEEPINTVL"));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_KEEPCNT, static_cast<int>(t.keepcnt()), "TCP_KEEPCNT"));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_NODELAY, t.nodelay(), "TCP_NODELAY"));
+    if (family == AF_INET6) CKPT_TRY(set_int(s, IPPROTO_IPV6, IPV6_V6ONLY, t.v6only(), "IPV6_V6ONLY"));
+    CKPT_TRY(set_int(s, IPPROTO_IP, IP_FREEBIND, t.freebind(), "IP_FREEBIND"));
+    linger l{t.linger() ? 1 : 0, static_cast<int>(t.linger_secs())};
+    if (setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l) != 0) return sys_error("setsockopt(SO_LINGER)");
+    if (set_buffers) {
+        CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, t.sndbuf(), "SO_SNDBUF"));
+        CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, t.rcvbuf(), "SO_RCVBUF"));
+    } else {
+        // A listening socket's buffers are set only when they differ from a fresh socket's
+        // (setting one turns the kernel's tuning of the connections it accepts off).
+        if (static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))) != t.sndbuf())
+            CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, t.sndbuf(), "SO_SNDBUF"));
+        if (static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))) != t.rcvbuf())
+            CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, t.rcvbuf(), "SO_RCVBUF"));
+    }
+    return ok();
+}
+
+// ---- repair mode ------------------------------------------------------------------------
+
+Result<void> select_queue(int s, int q) { return set_int(s, IPPROTO_TCP, TCP_REPAIR_QUEUE, q, "TCP_REPAIR_QUEUE"); }
+
+// What the selected queue holds: exactly `len` bytes, copied without taking them out.
+Result<std::string> peek_queue(int s, size_t len, const char* which) {
+    std::string data(len + 1, '\0');  // one more: a queue longer than counted is seen
+    ssize_t n;
+    do n = recv(s, data.data(), data.size(), MSG_PEEK | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN && len == 0) n = 0;
+    if (n < 0) return sys_error("recv(MSG_PEEK) of the {} queue", which);
+    if (static_cast<size_t>(n) != len) return error("the {} queue holds {} bytes, {} peeked", which, len, n);
+    data.resize(len);
+    return data;
+}
+
+// Attaches a filter that drops every incoming segment before TCP sees it (no acknowledgment).
+Result<void> drop_incoming(int s) {
+    sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+    sock_fprog prog{1, &drop};
+    if (setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0) return sys_error("setsockopt(SO_ATTACH_FILTER)");
+    return ok();
+}
+
+Result<void> dump_connection(const FdProbe& probe, int s, const tcp_info& info, image::TcpSocket* t) {
+    CKPT_TRY(drop_incoming(s));
+    UniqueFd held(fcntl(s, F_DUPFD_CLOEXEC, 3));
+    if (!held) return sys_error("dup");
+    probe.state->tcp_repair.socks.push_back(std::move(held));  // released (filter off) whatever happens
+    if (auto r = set_int(s, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON, "TCP_REPAIR"); !r)
+        return std::move(r).error().context("TCP_REPAIR needs CAP_NET_ADMIN in the socket's network namespace");
+
+    image::TcpConnection* c = t->mutable_conn();
+    size_t outq = static_cast<size_t>(CKPT_TRY(ioctl_int(s, SIOCOUTQ, "SIOCOUTQ")));
+    size_t unsent = static_cast<size_t>(CKPT_TRY(ioctl_int(s, SIOCOUTQNSD, "SIOCOUTQNSD")));
+    size_t inq = static_cast<size_t>(CKPT_TRY(ioctl_int(s, SIOCINQ, "SIOCINQ")));
+    if (outq > kMaxQueue || inq > kMaxQueue)
+        return error_code(ENOTSUP, "more than {} bytes queued on this TCP connection: not supported", kMaxQueue);
+    if (unsent > outq) return error("{} bytes not sent of {} in the send queue", unsent, outq);
+    // Bytes the peer's window has not taken yet: a connection restored so was seen to stall
+    // (its segments dropped by the peer, retransmitted with growing backoff).
+    if (unsent > 0)
+        return error_code(ENOTSUP,
+                          "{} bytes in its send queue were never sent (the peer's window is closed): not supported",
+                          unsent);
+
+    CKPT_TRY(select_queue(s, TCP_SEND_QUEUE));
+    c->set_snd_seq(static_cast<uint32_t>(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ"))));
+    c->set_send_queue(CKPT_TRY(peek_queue(s, outq, "send")));
+    c->set_unsent(static_cast<uint32_t>(unsent));
+    CKPT_TRY(select_queue(s, TCP_RECV_QUEUE));
+    c->set_rcv_seq(static_cast<uint32_t>(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, "TCP_QUEUE_SEQ"))));
+    c->set_recv_queue(CKPT_TRY(peek_queue(s, inq, "receive")));
+    CKPT_TRY(select_queue(s, TCP_NO_QUEUE));
+
+    c->set_mss(static_cast<uint32_t>(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG"))));
+    c->set_wscale(info.tcpi_options & TCPI_OPT_WSCALE);
+    c->set_snd_wscale(info.tcpi_snd_wscale);
+    c->set_rcv_wscale(info.tcpi_rcv_wscale);
+    c->set_sack(info.tcpi_options & TCPI_OPT_SACK);
+    c->set_timestamps(info.tcpi_options & TCPI_OPT_TIMESTAMPS);
+    c->set_timestamp(static_cast<uint32_t>(CKPT_TRY(get_int(s, IPPROTO_TCP, TCP_TIMESTAMP, "TCP_TIMESTAMP"))));
+    tcp_repair_window w{};
+    socklen_t wl = sizeof w;
+    if (getsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, &wl) != 0) return sys_error("getsockopt(TCP_REPAIR_WINDOW)");
+    c->set_snd_wl1(w.snd_wl1);
+    c->set_snd_wnd(w.snd_wnd);
+    c->set_max_window(w.max_window);
+    c->set_rcv_wnd(w.rcv_wnd);
+    c->set_rcv_wup(w.rcv_wup);
+    // Nothing may have changed meanwhile (the filter holds incoming segments, the tree is
+    // frozen): the state read first still holds.
+    tcp_info again{};
+    socklen_t il = sizeof again;
+    if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &again, &il) != 0) return sys_error("getsockopt(TCP_INFO)");
+    if (again.tcpi_state != TCP_ESTABLISHED)
+        return error_code(ENOTSUP, "the connection went to state {} while it was dumped", state_name(again.tcpi_state));
+    return ok();
+}
+
+Result<void> dump_tcp(const FdProbe& probe, image::Fd* f) {
+    UniqueFd sock = CKPT_TRY(take_tcp(probe));
+    int s = sock.get();
+    bool is_new = false;
+    f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()), &is_new)));
+    if (!is_new) return ok();  // another fd of a socket recorded already
+
+    int family = CKPT_TRY(get_int(s, SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN"));
+    tcp_info info{};
+    socklen_t il = sizeof info;
+    if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &info, &il) != 0) return sys_error("getsockopt(TCP_INFO)");
+    image::TcpSocket* t = f->mutable_tcp();
+    t->set_family(family);
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof ss;
+    if (getsockname(s, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return sys_error("getsockname");
+    record_addr(ss, t->mutable_local());
+    const std::string local = show_addr(t->local());
+
+    if (info.tcpi_state == TCP_LISTEN) {
+        // For a listening socket TCP_INFO counts its accept queue and keeps its backlog.
+        if (info.tcpi_unacked != 0)
+            return error_code(ENOTSUP,
+                              "a listening TCP socket on {} with {} connections waiting in its accept queue: not "
+                              "supported",
+                              local, info.tcpi_unacked);
+        t->set_state(image::TcpSocket::LISTEN);
+        t->set_backlog(info.tcpi_sacked);
+        return dump_options(s, family, t);
+    }
+    if (info.tcpi_state != TCP_ESTABLISHED) {
+        if (info.tcpi_state == TCP_CLOSE)
+            return error_code(ENOTSUP, "a TCP socket neither listening nor connected (state CLOSE, local {}): not "
+                                       "supported", local);
+        return error_code(ENOTSUP, "a TCP socket on {} in state {}: only LISTEN and ESTABLISHED are supported", local,
+                          state_name(info.tcpi_state));
+    }
+    sl = sizeof ss;
+    if (getpeername(s, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return sys_error("getpeername");
+    record_addr(ss, t->mutable_peer());
+    const std::string conn = fmt::format("{} -> {}", local, show_addr(t->peer()));
+    if (!probe.state->tcp_established)
+        return error_code(ENOTSUP, "an established TCP connection {}: dump with --tcp-established to save it", conn);
+    t->set_state(image::TcpSocket::ESTABLISHED);
+    CKPT_TRY(dump_options(s, family, t));
+    return dump_connection(probe, s, info, t).context("TCP connection {}", conn);
+}
+
+// ---- restore ----------------------------------------------------------------------------
+
+Result<void> send_all(int s, std::string_view data, const char* what) {
+    while (!data.empty()) {
+        ssize_t n = send(s, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN)
+            return error_code(ENOBUFS, "{}: {} bytes do not fit the socket's buffer", what, data.size());
+        if (n < 0) return sys_error("{}: send", what);
+        data.remove_prefix(static_cast<size_t>(n));
+    }
+    return ok();
+}
+
+Result<void> check_connection(const image::TcpConnection& c) {
+    if (c.send_queue().size() > kMaxQueue || c.recv_queue().size() > kMaxQueue)
+        return error_code(EINVAL, "a queue of {} bytes, more than {} (image is corrupt)",
+                          std::max(c.send_queue().size(), c.recv_queue().size()), kMaxQueue);
+    if (c.unsent() > c.send_queue().size())
+        return error_code(EINVAL, "{} bytes unsent of a send queue of {} (image is corrupt)", c.unsent(),
+                          c.send_queue().size());
+    if (c.mss() < 88 || c.mss() > 65535) return error_code(EINVAL, "MSS {} (image is corrupt)", c.mss());
+    if (c.snd_wscale() > kMaxWscale || c.rcv_wscale() > kMaxWscale)
+        return error_code(EINVAL, "window scale {}/{} (image is corrupt)", c.snd_wscale(), c.rcv_wscale());
+    if (c.snd_wnd() > c.max_window()) return error_code(EINVAL, "send window beyond its maximum (image is corrupt)");
+    return ok();
+}
+
+// The connection in repair mode: bound, both sequence numbers, connected (no SYN), the
+// handshake's options, what it had received and what it had sent unacknowledged, windows.
+Result<void> make_connection(RestoreShared& sh, int s, int family, const image::TcpSocket& t) {
+    const image::TcpConnection& c = t.conn();
+    CKPT_TRY(check_connection(c));
+    auto [peer, peer_len] = CKPT_TRY_CTX(sockaddr_of(family, t.peer(), "peer"), "TCP socket");
+    const uint32_t in_len = static_cast<uint32_t>(c.recv_queue().size());
+    const uint32_t out_len = static_cast<uint32_t>(c.send_queue().size());
+    CKPT_TRY(select_queue(s, TCP_RECV_QUEUE));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.rcv_seq() - in_len), "TCP_QUEUE_SEQ"));
+    CKPT_TRY(select_queue(s, TCP_SEND_QUEUE));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.snd_seq() - out_len), "TCP_QUEUE_SEQ"));
+    if (c.timestamps())
+        CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(c.timestamp()), "TCP_TIMESTAMP"));
+    // The segment size the connection is made with (TCP_REPAIR_OPTIONS sets the clamp only
+    // after connect, when the kernel has sized segments on the 536-byte default already).
+    // (TCP_MAXSEG takes no more than 32767: the clamp gets the rest.)
+    constexpr uint32_t kMaxUserMss = 32767;
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_MAXSEG, static_cast<int>(std::min(c.mss(), kMaxUserMss)), "TCP_MAXSEG"));
+    if (connect(s, reinterpret_cast<sockaddr*>(&peer), peer_len) != 0)
+        return sys_error("connect in repair mode to {} (a connection of this host already has the addresses?)",
+                         show_addr(t.peer()));
+
+    tcp_repair_opt opts[4];
+    unsigned n = 0;
+    opts[n++] = {TCPOPT_MAXSEG, c.mss()};
+    if (c.wscale()) opts[n++] = {TCPOPT_WINDOW, c.snd_wscale() | (c.rcv_wscale() << 16)};
+    if (c.sack()) opts[n++] = {TCPOPT_SACK_PERMITTED, 0};
+    if (c.timestamps()) opts[n++] = {TCPOPT_TIMESTAMP, 0};
+    if (setsockopt(s, IPPROTO_TCP, TCP_REPAIR_OPTIONS, opts, static_cast<socklen_t>(n * sizeof opts[0])) != 0)
+        return sys_error("setsockopt(TCP_REPAIR_OPTIONS)");
+
+    // Room for the queues whatever the buffers were (set back as recorded in finish_tcp): the
+    // same bytes may take more memory in the new socket's buffers than they did in the old.
+    constexpr uint32_t kSlack = 256u << 10;
+    CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, std::max(t.sndbuf(), 2 * out_len + kSlack), "SO_SNDBUF"));
+    CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, std::max(t.rcvbuf(), 2 * in_len + kSlack), "SO_RCVBUF"));
+    CKPT_TRY(select_queue(s, TCP_RECV_QUEUE));
+    CKPT_TRY(send_all(s, c.recv_queue(), "the receive queue"));
+    // What was sent goes in as sent (repair mode transmits nothing); what was never sent is
+    // sent once repair mode is off (finish_tcp).
+    CKPT_TRY(select_queue(s, TCP_SEND_QUEUE));
+    const size_t sent = out_len - c.unsent();
+    CKPT_TRY(send_all(s, std::string_view(c.send_queue()).substr(0, sent), "the send queue"));
+    CKPT_TRY(select_queue(s, TCP_NO_QUEUE));
+
+    tcp_repair_window w{c.snd_wl1(), c.snd_wnd(), c.max_window(), c.rcv_wnd(), c.rcv_wup()};
+    if (setsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, sizeof w) != 0)
+        return sys_error("setsockopt(TCP_REPAIR_WINDOW)");
+
+    UniqueFd held(fcntl(s, F_DUPFD_CLOEXEC, 3));
+    if (!held) return sys_error("dup");
+    sh.tcp_repairing.push_back({std::move(held), c.send_queue().substr(sent), t.reuseaddr(), t.sndbuf(), t.rcvbuf()});
+    return ok();
+}
+
+Result<UniqueFd> make_tcp(RestoreShared& sh, const image::TcpSocket& t) {
+    int family = t.family();
+    if (family != AF_INET && family != AF_INET6) return error_code(EINVAL, "TCP socket of family {} (image is corrupt)", family);
+    auto [local, local_len] = CKPT_TRY_CTX(sockaddr_of(family, t.local(), "local"), "TCP socket");
+    const bool established = t.state() == image::TcpSocket::ESTABLISHED;
+    if (established && !sh.tcp_established)
+        return error_code(ENOTSUP, "an established TCP connection {} -> {}: restore with --tcp-established",
+                          show_addr(t.local()), show_addr(t.peer()));
+    if (!established && t.state() != image::TcpSocket::LISTEN)
+        return error_code(EINVAL, "TCP socket in state {} (image is corrupt)", static_cast<int>(t.state()));
+    if (!established && (t.has_conn() || t.has_peer()))
+        return error_code(EINVAL, "a listening TCP socket with a connection's state (image is corrupt)");
+    if (established && t.backlog() != 0)
+        return error_code(EINVAL, "an established TCP connection with a backlog (image is corrupt)");
+    if (t.backlog() > kMaxBacklog) return error_code(EINVAL, "backlog {} (image is corrupt)", t.backlog());
+
+    UniqueFd s(socket(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
+    if (!s) return sys_error("socket");
+    CKPT_TRY(restore_options(s.get(), family, t, established));
+    // After SO_REUSEADDR, which would undo it: repair mode lets the bind share its port with
+    // other connections (those a listener accepted share the listener's).
+    if (established)
+        if (auto r = set_int(s.get(), IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON, "TCP_REPAIR"); !r)
+            return std::move(r).error().context("TCP_REPAIR needs CAP_NET_ADMIN");
+    if (bind(s.get(), reinterpret_cast<sockaddr*>(&local), local_len) != 0)
+        return sys_error("bind to {}", show_addr(t.local()));
+    if (established) {
+        CKPT_TRY_CTX(make_connection(sh, s.get(), family, t), "TCP connection {} -> {}", show_addr(t.local()),
+                     show_addr(t.peer()));
+    } else if (listen(s.get(), static_cast<int>(t.backlog())) != 0) {
+        return sys_error("listen on {}", show_addr(t.local()));
+    }
+    return s;
+}
+
+Result<void> restore_tcp(RestoreTask& t, const image::Fd& f) {
+    if (f.description_id() == 0) return error_code(EINVAL, "TCP socket without a description id (image is corrupt)");
+    RestoreShared& sh = *t.shared;
+    return install_description(
+        t, f,
+        [&]() -> Result<UniqueFd> {
+            if (!f.has_tcp())
+                return error_code(EINVAL, "TCP socket: its first fd carries no state (image is corrupt)");
+            return make_tcp(sh, f.tcp());
+        },
+        true);
+}
+
+// Every fd of the tree is in place: each connection leaves repair mode (a window probe tells
+// its peer it is back) and sends what it had never sent.
+Result<void> finish_tcp(RestoreShared& sh) {
+    // All of them first: a segment sent to a peer of the tree still in repair mode would be
+    // taken in, but its acknowledgment lost.
+    for (auto& c : sh.tcp_repairing) {
+        CKPT_TRY(set_int(c.sock.get(), IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF, "TCP_REPAIR"));
+        CKPT_TRY(set_int(c.sock.get(), SOL_SOCKET, SO_REUSEADDR, c.reuseaddr, "SO_REUSEADDR"));
+    }
+    for (auto& c : sh.tcp_repairing) {
+        int s = c.sock.get();
+        CKPT_TRY(send_all(s, c.unsent, "the unsent part of the send queue"));
+        CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, c.sndbuf, "SO_SNDBUF"));
+        CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, c.rcvbuf, "SO_RCVBUF"));
+    }
+    sh.tcp_repairing.clear();
+    return ok();
+}
+
+}  // namespace
+
+void TcpRepairHold::release() {
+    for (auto& s : socks) {
+        // Not in repair mode (it failed to enter it) is no harm; the filter goes in any case.
+        int off = TCP_REPAIR_OFF;
+        (void)setsockopt(s.get(), IPPROTO_TCP, TCP_REPAIR, &off, sizeof off);
+        int zero = 0;
+        if (setsockopt(s.get(), SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof zero) != 0)
+            logger()->warn("a TCP connection of the tree keeps the dump's filter: {}", strerror(errno));
+    }
+    socks.clear();
+}
+
+extern const FdKind kTcpKind{
+    .name = "TCP socket",
+    .image_kind = image::Fd::TCP_SOCKET,
+    .claims = claims_tcp,
+    .dump = dump_tcp,
+    .restore = restore_tcp,
+    .finish_restore = finish_tcp,
+};
+
+}  // namespace ckpt::engine
