@@ -281,6 +281,10 @@ struct DumpShared {
     // The pages are to be copied by a copy-on-write snapshot: every process has its
     // userfaultfd (false once one cannot).
     bool snapshot = false;
+    // Where the frozen time goes, per phase, summed over the processes (ns; -vv).
+    struct Phases {
+        uint64_t inside = 0, uffd = 0, memory = 0, fds = 0, images = 0;
+    } phases;
 };
 
 // One process being dumped (the dump's side of RestoreTask): its images as they are
@@ -332,7 +336,9 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
         if (!back) return std::move(back).error();
     }
     if (t.shared.snapshot) {
+        const uint64_t t_uffd = now_ns();
         t.uffd = CKPT_TRY(make_snapshot_uffd(p.pid, leader, p.status.seccomp_mode != 0));
+        t.shared.phases.uffd += now_ns() - t_uffd;
         if (!t.uffd) t.shared.snapshot = false;
     }
     return ok();
@@ -348,6 +354,7 @@ Result<void> dump_process(DumpTask& t) {
     const PendingStops stops_before = CKPT_TRY(read_pending_stops(p));
     int held_stops = 0;
 
+    const uint64_t t_inside = now_ns();
     uint64_t code = CKPT_TRY(trap_site_address(p.pid));
     auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
     {
@@ -371,15 +378,22 @@ Result<void> dump_process(DumpTask& t) {
     CKPT_TRY(dump_pending(p.pid, &t.core));
     CKPT_TRY(dump_seccomp(p, &t.core));
 
+    const uint64_t t_memory = now_ns();
+    sh.phases.inside += t_memory - t_inside;
     CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan,
                          t.fork_parent ? &*t.fork_parent : nullptr));
+    const uint64_t t_fds = now_ns();
+    sh.phases.memory += t_fds - t_memory;
     CKPT_TRY(dump_fds(p.pid, sh.fds, &t.fds));
     // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
     CKPT_TRY(record_tree_pids(sh.tree, p, sh.own_pidns, &t.core, &t.fds));
+    const uint64_t t_images = now_ns();
+    sh.phases.fds += t_images - t_fds;
 
     CKPT_TRY(image::write_image(sh.dir, image::names::core(p.ns_pid), image::Kind::Core, t.core));
     CKPT_TRY(image::write_image(sh.dir, image::names::mm(p.ns_pid), image::Kind::Mm, t.mm));
     CKPT_TRY(image::write_image(sh.dir, image::names::fds(p.ns_pid), image::Kind::Fds, t.fds));
+    sh.phases.images += now_ns() - t_images;
     return ok();
 }
 
@@ -511,6 +525,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     FrozenTree tree;
     auto t0 = now_ns();
     CKPT_TRY(tree.freeze(opts.root));
+    const uint64_t t_frozen = now_ns();
     CKPT_TRY(check_own_processes(tree));
     bool own_pidns = true;
     CKPT_TRY(read_tree_pids(tree, opts.root, &own_pidns));
@@ -569,7 +584,8 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
     }
 
-    DumpShared shared{opts, dir, tree, own_pidns, files, ex, fd_state, snapshot};
+    const uint64_t t_survey = now_ns();
+    DumpShared shared{opts, dir, tree, own_pidns, files, ex, fd_state, snapshot, {}};
     std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
@@ -611,8 +627,8 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         uffds.push_back(std::move(t.uffd));
     }
     std::unique_ptr<Snapshot> snap;
+    const uint64_t t_recorded = now_ns();
     if (shared.snapshot) {
-        logger()->debug("tree {}: state recorded {:.1f} ms after the freeze", opts.root, (now_ns() - t0) / 1e6);
         auto armed = Snapshot::arm(plans, std::move(uffds));
         if (armed) snap = std::move(*armed);
         else logger()->debug("snapshot not armed ({}): pages copied frozen", armed.error().message());
@@ -620,10 +636,20 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     if (!snap) {
         CKPT_TRY(write_page_data(plans));
     } else {
-        // Frozen no longer: the pages are copied as the tree runs.
+        // Frozen no longer: the pages are copied as the tree runs. TCP sockets leave repair
+        // mode first: the tree may send at once.
+        const uint64_t t_armed = now_ns();
+        fd_state.tcp_repair.release();
         tree.release();
         stats.frozen_ns = now_ns() - t0;
-        logger()->debug("tree {} frozen {:.1f} ms; copying its pages copy-on-write", opts.root, stats.frozen_ns / 1e6);
+        const auto& ph = shared.phases;
+        auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+        logger()->debug("tree {} frozen {:.1f} ms: freeze {:.1f}, survey {:.1f}, processes {:.1f} (injected {:.1f} of "
+                        "which userfaultfd {:.1f}, memory {:.1f}, fds {:.1f}, images {:.1f}), snapshot armed {:.1f}, "
+                        "resume {:.1f}; copying its pages copy-on-write",
+                        opts.root, ms(stats.frozen_ns), ms(t_frozen - t0), ms(t_survey - t_frozen),
+                        ms(t_recorded - t_survey), ms(ph.inside), ms(ph.uffd), ms(ph.memory), ms(ph.fds),
+                        ms(ph.images), ms(t_armed - t_recorded), ms(t0 + stats.frozen_ns - t_armed));
         auto copied = snap->finish();
         snap.reset();
         if (!copied) {
