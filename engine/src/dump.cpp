@@ -462,6 +462,28 @@ Result<void> run_action_scripts(const DumpOptions& opts, const char* action) {
     return ok();
 }
 
+// The words the kernel writes into a process when one of its threads exits: each thread's
+// clear_child_tid and the futexes on its robust list (walked as the kernel walks it, up to
+// its limit; a list that cannot be read is one the kernel cannot use either).
+std::vector<uint64_t> exit_writes(pid_t pid, const image::TaskCore& core) {
+    std::vector<uint64_t> out;
+    for (const auto& tc : core.threads()) {
+        if (tc.clear_child_tid()) out.push_back(tc.clear_child_tid());
+        uint64_t head = tc.robust_list();
+        if (!head) continue;
+        uint64_t h[3];  // struct robust_list_head: next, futex_offset, list_op_pending
+        if (!read_remote(pid, head, h, sizeof h)) continue;
+        const auto off = static_cast<int64_t>(h[1]);
+        if (h[2]) out.push_back(h[2] + static_cast<uint64_t>(off));
+        uint64_t entry = h[0];
+        for (int n = 0; entry && entry != head && n < 2048; ++n) {  // ROBUST_LIST_LIMIT
+            out.push_back(entry + static_cast<uint64_t>(off));
+            if (!read_remote(pid, entry, &entry, sizeof entry)) break;
+        }
+    }
+    return out;
+}
+
 Result<void> check_own_processes(const FrozenTree& tree) {
     const uid_t uid = geteuid();
     const gid_t gid = getegid();
@@ -625,6 +647,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     for (auto& t : tasks) {
         plans.push_back(std::move(t.plan));
         uffds.push_back(std::move(t.uffd));
+        if (shared.snapshot) plans.back().exit_writes = exit_writes(t.p.pid, t.core);
     }
     std::unique_ptr<Snapshot> snap;
     const uint64_t t_recorded = now_ns();
@@ -697,7 +720,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
 
 Result<DumpStats> dump(const DumpOptions& opts) {
     // The post-dump action scripts' moment is the tree still frozen, images written.
-    const bool snapshot = opts.leave_running && !opts.no_snapshot && opts.action_scripts.empty();
+    const bool snapshot = opts.leave_running && opts.snapshot && opts.action_scripts.empty();
     if (snapshot) {
         // Pages files of an earlier dump into this folder would be freed while the tree is
         // frozen when the new ones replace them: removed before it is.

@@ -36,6 +36,10 @@ struct PagePlan {
     uint64_t total = 0;
     std::vector<PageCopy> copies;  // in file order
     image::PageMap* pm = nullptr;  // gets the block checksums
+    // For the snapshot: words the kernel writes when a thread exits (clear_child_tid, the
+    // futexes of its robust list). A write-protected page is not written then (no fault is
+    // handled for an exiting thread): their pages are copied while the tree is frozen.
+    std::vector<uint64_t> exit_writes;
 };
 
 // The recorded parent of a process being dumped (alive, in the tree, dumped before it):

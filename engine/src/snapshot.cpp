@@ -303,6 +303,12 @@ Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, st
         p.units = static_cast<size_t>((p.plan->total + kUnit - 1) / kUnit);
         p.state = std::make_unique<std::atomic<uint8_t>[]>(p.units);
         for (size_t u = 0; u < p.units; ++u) p.state[u] = kTodo;
+        std::vector<char> keep_writable(p.units, 0);  // units the kernel may write at a thread's exit
+        for (uint64_t a : p.plan->exit_writes) {
+            auto it = std::upper_bound(copies.begin(), copies.end(), a,
+                                       [](uint64_t at, const PageCopy& c) { return at < c.vaddr + c.len; });
+            if (it != copies.end() && it->vaddr <= a) keep_writable[(it->file_off + a - it->vaddr) / kUnit] = 1;
+        }
         // Register the private anonymous mappings that hold pages to copy, whole (a part
         // would split the mapping).
         for (const auto& m : CKPT_TRY(read_maps(p.plan->pid))) {
@@ -334,7 +340,7 @@ Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, st
         for (size_t u = 0; u < p.units; ++u) {
             bool all_wp = true;
             State::pieces(p, u, [&](uint64_t, uint64_t, size_t c) { all_wp = all_wp && p.wp[c]; });
-            if (!all_wp) {
+            if (!all_wp || keep_writable[u]) {
                 CKPT_TRY(copy_page_range(*p.plan, p.out, u * kUnit, (u + 1) * kUnit));
                 s.frozen_bytes += std::min(p.plan->total, (u + 1) * kUnit) - u * kUnit;
                 p.state[u] = kDone;

@@ -119,13 +119,13 @@ def one_run(args, mib, procs, base):
 
 def frozen_run(args, mib, snapshot):
     """One dump --leave-running of 1 x mib MiB with images on tmpfs: how long the tree was
-    frozen, with the copy-on-write snapshot or (--no-snapshot) for the whole copy."""
+    frozen, with the copy-on-write snapshot (--snapshot) or (--no-snapshot) for the whole copy."""
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
     ready = os.path.join(workdir, "ready")
     try:
         w, pids = start_workload(args, ready, mib, 1)
         argv = [args.engine, "dump", "-t", str(w.pid), "-D", os.path.join(workdir, "images"), "--stats",
-                "--leave-running"] + ([] if snapshot else ["--no-snapshot"])
+                "--leave-running", "--snapshot" if snapshot else "--no-snapshot"]
         t = time.monotonic()
         out = subprocess.run(argv, capture_output=True, text=True)
         dump_s = time.monotonic() - t

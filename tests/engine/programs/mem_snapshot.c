@@ -17,9 +17,18 @@
  * it (mremap MREMAP_FIXED, which unmaps the old one), after checking it holds the pattern
  * of the last replacement; a scratch region is dropped (MADV_DONTNEED) and unmapped. The
  * engine then cannot keep its snapshot (the tree moved pages it had not copied) and dumps
- * again frozen: the image must still be one instant's. */
+ * again frozen: the image must still be one instant's.
+ *
+ * With EXITER, a thread exits during the copy: it waits in sigtimedwait, which the dump's freeze ends
+ * with EINTR (or, without a dump, the check's signal does), and exits at once. Its
+ * clear_child_tid is a word in the middle of 1 MiB mapped before everything else (higher up,
+ * so copied after the 256 MiB, and not in the 256 KiB unit of the busy control page): the
+ * kernel must clear it at the exit, which it does not (no fault is handled for an exiting
+ * thread) if that page is still write-protected then. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +57,10 @@ struct control {
 };
 
 static struct control* ctl;   /* in a page of its own, copied like the rest */
+#ifdef EXITER
+static _Atomic uint64_t* exit_word; /* the exiting thread's clear_child_tid */
+static _Atomic pid_t exiter_tid;
+#endif
 static uint64_t* mem;
 #ifdef REMAPPER
 static unsigned char* remapped; /* REMAP_LEN at a fixed address */
@@ -73,6 +86,22 @@ static void* writer(void* arg) {
     }
     return NULL;
 }
+
+#ifdef EXITER
+/* Waits for the dump's freeze (EINTR) or the check's SIGUSR2, then exits; the kernel then
+ * clears *exit_word. */
+static void* exiter(void* arg) {
+    (void)arg;
+    atomic_store(&exiter_tid, (pid_t)syscall(SYS_gettid));
+    syscall(SYS_set_tid_address, exit_word);
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    (void)sigtimedwait(&usr2, NULL, NULL); /* EINTR, or SIGUSR2 */
+    syscall(SYS_exit, 0); /* not pthread_exit: glibc's own tid word is not ours any more */
+    return NULL;
+}
+#endif
 
 #ifdef REMAPPER
 static uint64_t pattern(uint64_t gen, size_t i) { return (gen << 32) ^ (i * 0x9E3779B97F4A7C15ul); }
@@ -113,16 +142,36 @@ static void* remapper(void* arg) {
 #endif
 
 int main(int argc, char** argv) {
-#ifdef REMAPPER
+#if defined(REMAPPER) && defined(EXITER)
+#error "one variant at a time"
+#elif defined(REMAPPER)
+    test_init(argc, argv, 3);
+#elif defined(EXITER)
+#define EXIT_POINT 3
     test_init(argc, argv, 3);
 #else
     test_init(argc, argv, 2);
 #endif
     const int anon = MAP_PRIVATE | MAP_ANONYMOUS;
+#ifdef EXITER
+    unsigned char* exit_region = test_mmap(NULL, 256 * PAGE, PROT_READ | PROT_WRITE, anon, -1, 0);
+    memset(exit_region, 1, 256 * PAGE); /* every page present */
+    exit_word = (_Atomic uint64_t*)(exit_region + 128 * PAGE);
+    *exit_word = 1;
+#endif
     ctl = test_mmap(NULL, PAGE, PROT_READ | PROT_WRITE, anon, -1, 0);
     mem = test_mmap(NULL, NPAGES * PAGE, PROT_READ | PROT_WRITE, anon, -1, 0);
     madvise(mem, NPAGES * PAGE, MADV_NOHUGEPAGE);
     for (size_t i = 0; i < NPAGES; ++i) mem[i * SLOTS + SLOTS - 1] = 0; /* every page present */
+#ifdef EXITER
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &usr2, NULL); /* taken by sigtimedwait only */
+    pthread_t ex;
+    pthread_create(&ex, NULL, exiter, NULL);
+    while (atomic_load(&exiter_tid) == 0) pause_a_little();
+#endif
     pthread_t th[WRITERS + 1];
     for (int i = 0; i < WRITERS; ++i) pthread_create(&th[i], NULL, writer, NULL);
     int threads = WRITERS;
@@ -138,6 +187,17 @@ int main(int argc, char** argv) {
 
     atomic_store(&ctl->stop, 1);
     for (int i = 0; i < threads; ++i) pthread_join(th[i], NULL);
+#ifdef EXITER
+    /* The exiting thread: gone after the dump (or told to go now), its word cleared. */
+    pid_t tid = atomic_load(&exiter_tid);
+    (void)syscall(SYS_tgkill, getpid(), tid, SIGUSR2);
+    char task[64];
+    snprintf(task, sizeof task, "/proc/self/task/%d", (int)tid);
+    while (access(task, F_OK) == 0) pause_a_little();
+    if (test_corrupt(EXIT_POINT)) atomic_store(exit_word, 1); /* the clearing lost */
+    CHECK(atomic_load(exit_word) == 0, "the clear_child_tid of thread %d, which exited, was not cleared (%llu)",
+          (int)tid, (unsigned long long)atomic_load(exit_word));
+#endif
     uint64_t made = atomic_load(&ctl->next);
     if (made > STEPS) made = STEPS;
     if (test_corrupt(1) && made < STEPS) *slot_of(made) = made + 1; /* a page copied after a later write */
