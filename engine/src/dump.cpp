@@ -17,6 +17,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include "ckpt/arch/arch.h"
 #include "ckpt/engine/engine.h"
@@ -291,6 +292,7 @@ struct DumpShared {
 // recorded. The page data is copied later, for the whole tree at once (plan).
 struct DumpTask {
     DumpTask(DumpShared& s, FrozenProcess& proc) : shared(s), p(proc) {}
+    ~DumpTask() { join_protector(); }
     DumpShared& shared;
     FrozenProcess& p;
     std::vector<FrozenProcess*> live_children;  // their wait state is read from p
@@ -304,6 +306,14 @@ struct DumpTask {
     PagePlan plan;
     uint64_t brk = 0;
     UniqueFd uffd;  // for the snapshot
+    // Registers and write-protects its private memory (the snapshot) while the rest is
+    // recorded; joined before the snapshot is armed.
+    std::thread protector;
+    std::vector<std::pair<uint64_t, uint64_t>> registered;
+    std::optional<Error> protect_error;
+    void join_protector() {
+        if (protector.joinable()) protector.join();
+    }
 };
 
 // What only the process can tell, asked from inside it through injected system calls (its
@@ -377,6 +387,16 @@ Result<void> dump_process(DumpTask& t) {
     CKPT_TRY(site.remove());
     CKPT_TRY(dump_pending(p.pid, &t.core));
     CKPT_TRY(dump_seccomp(p, &t.core));
+    if (t.uffd) {
+        // Nothing more is run inside the process: its private memory is registered (before
+        // its mappings are read) and write-protected as the rest is recorded.
+        const uint64_t t_reg = now_ns();
+        CKPT_TRY(register_private_memory(p.pid, t.uffd.get(), &t.registered));
+        sh.phases.uffd += now_ns() - t_reg;
+        t.protector = std::thread([&t, pid = p.pid, uffd = t.uffd.get()] {
+            if (auto r = protect_registered(pid, uffd, t.registered); !r) t.protect_error = std::move(r).error();
+        });
+    }
 
     const uint64_t t_memory = now_ns();
     sh.phases.inside += t_memory - t_inside;
@@ -644,13 +664,23 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     // Page data of every process at once, then the page maps that describe it.
     std::vector<PagePlan> plans;
     std::vector<UniqueFd> uffds;
+    const uint64_t t_join = now_ns();
+    for (auto& t : tasks) {
+        t.join_protector();
+        if (t.protect_error) {
+            logger()->debug("snapshot not armed ({}): pages copied frozen", t.protect_error->message());
+            shared.snapshot = false;
+        }
+    }
     for (auto& t : tasks) {
         plans.push_back(std::move(t.plan));
         uffds.push_back(std::move(t.uffd));
+        plans.back().registered = std::move(t.registered);
         if (shared.snapshot) plans.back().exit_writes = exit_writes(t.p.pid, t.core);
     }
     std::unique_ptr<Snapshot> snap;
     const uint64_t t_recorded = now_ns();
+    const uint64_t waited_protect = t_recorded - t_join;
     if (shared.snapshot) {
         auto armed = Snapshot::arm(plans, std::move(uffds));
         if (armed) snap = std::move(*armed);
@@ -658,6 +688,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     }
     if (!snap) {
         CKPT_TRY(write_page_data(plans));
+        uffds.clear();  // what was write-protected is let go before the tree runs
     } else {
         // Frozen no longer: the pages are copied as the tree runs. TCP sockets leave repair
         // mode first: the tree may send at once.
@@ -668,11 +699,12 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         const auto& ph = shared.phases;
         auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
         logger()->debug("tree {} frozen {:.1f} ms: freeze {:.1f}, survey {:.1f}, processes {:.1f} (injected {:.1f} of "
-                        "which userfaultfd {:.1f}, memory {:.1f}, fds {:.1f}, images {:.1f}), snapshot armed {:.1f}, "
-                        "resume {:.1f}; copying its pages copy-on-write",
+                        "which userfaultfd made and memory registered {:.1f}, memory {:.1f}, fds {:.1f}, images {:.1f}, "
+                        "write-protection waited for {:.1f}), snapshot armed {:.1f}, resume {:.1f}; copying its pages "
+                        "copy-on-write",
                         opts.root, ms(stats.frozen_ns), ms(t_frozen - t0), ms(t_survey - t_frozen),
                         ms(t_recorded - t_survey), ms(ph.inside), ms(ph.uffd), ms(ph.memory), ms(ph.fds),
-                        ms(ph.images), ms(t_armed - t_recorded), ms(t0 + stats.frozen_ns - t_armed));
+                        ms(ph.images), ms(waited_protect), ms(t_armed - t_recorded), ms(t0 + stats.frozen_ns - t_armed));
         auto copied = snap->finish();
         snap.reset();
         if (!copied) {

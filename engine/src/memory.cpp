@@ -509,7 +509,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     pm->set_pages_bytes(file_off);
     pm->set_block_size(kPageBlock);
     pm->set_page_size(kPage);
-    *plan = PagePlan{pid, &dir, pages_name, dir.path() + "/" + pages_name, file_off, std::move(copies), pm, {}};
+    *plan = PagePlan{pid, &dir, pages_name, dir.path() + "/" + pages_name, file_off, std::move(copies), pm, {}, {}};
     return ok();
 }
 

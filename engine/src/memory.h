@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ckpt/base/result.h"
@@ -40,6 +41,8 @@ struct PagePlan {
     // futexes of its robust list). A write-protected page is not written then (no fault is
     // handled for an exiting thread): their pages are copied while the tree is frozen.
     std::vector<uint64_t> exit_writes;
+    // For the snapshot: the mappings registered with its userfaultfd and write-protected.
+    std::vector<std::pair<uint64_t, uint64_t>> registered;
 };
 
 // The recorded parent of a process being dumped (alive, in the tree, dumped before it):

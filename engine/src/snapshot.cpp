@@ -37,7 +37,6 @@
 #include <thread>
 
 #include "dump_context.h"
-#include "parallel.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
 
@@ -276,6 +275,35 @@ struct Snapshot::State {
     }
 };
 
+Result<void> register_private_memory(pid_t pid, int uffd, std::vector<std::pair<uint64_t, uint64_t>>* registered) {
+    for (const auto& m : CKPT_TRY(read_maps(pid))) {
+        if (!private_anonymous(m)) continue;
+        uffdio_register reg{};
+        reg.range.start = m.start;
+        reg.range.len = m.end - m.start;
+        reg.mode = UFFDIO_REGISTER_MODE_WP;
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0 || !(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT))) {
+            logger()->debug("pid {}: mapping {:#x}-{:#x} cannot be write-protected ({}): copied frozen", pid, m.start,
+                            m.end, std::strerror(errno));
+            continue;
+        }
+        // Registering may merge it with a registered neighbour: recorded as listed before.
+        registered->emplace_back(m.start, m.end);
+    }
+    return ok();
+}
+
+Result<void> protect_registered(pid_t pid, int uffd, const std::vector<std::pair<uint64_t, uint64_t>>& registered) {
+    const uint64_t t0 = now();
+    for (auto [start, end] : registered)
+        for (uint64_t at = start; at < end; at += kProtectStep)
+            if (int err = write_protect(uffd, at, std::min(kProtectStep, end - at), true))
+                return sys_error_code(err, fmt::format("pid {}: write-protecting {:#x}-{:#x}", pid, at,
+                                                       std::min(end, at + kProtectStep)));
+    logger()->debug("pid {}: private memory write-protected in {:.1f} ms", pid, (now() - t0) / 1e6);
+    return ok();
+}
+
 Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, std::vector<UniqueFd> uffds) {
     auto snap = std::unique_ptr<Snapshot>(new Snapshot());
     snap->s_ = std::make_unique<State>();
@@ -284,15 +312,9 @@ Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, st
     const uint64_t t_start = now();
     s.outs = CKPT_TRY(create_pages_files(plans));
     const uint64_t t_files = now();
-    uint64_t t_reg = t_files;
     s.stop = UniqueFd(eventfd(0, EFD_CLOEXEC));
     if (!s.stop) return sys_error("eventfd");
     s.procs.resize(plans.size());
-    struct Range {
-        size_t proc;
-        uint64_t start, len;
-    };
-    std::vector<Range> to_protect;
     for (size_t i = 0; i < plans.size(); ++i) {
         State::Proc& p = s.procs[i];
         p.plan = &plans[i];
@@ -307,69 +329,48 @@ Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, st
         for (uint64_t a : p.plan->exit_writes) {
             auto it = std::upper_bound(copies.begin(), copies.end(), a,
                                        [](uint64_t at, const PageCopy& c) { return at < c.vaddr + c.len; });
-            if (it != copies.end() && it->vaddr <= a) keep_writable[(it->file_off + a - it->vaddr) / kUnit] = 1;
-        }
-        // Register the private anonymous mappings that hold pages to copy, whole (a part
-        // would split the mapping).
-        for (const auto& m : CKPT_TRY(read_maps(p.plan->pid))) {
-            if (!private_anonymous(m)) continue;
-            auto it = std::upper_bound(copies.begin(), copies.end(), m.start,
-                                       [](uint64_t at, const PageCopy& c) { return at < c.vaddr + c.len; });
-            if (it == copies.end() || it->vaddr >= m.end) continue;
-            uffdio_register reg{};
-            reg.range.start = m.start;
-            reg.range.len = m.end - m.start;
-            reg.mode = UFFDIO_REGISTER_MODE_WP;
-            if (ioctl(p.uffd.get(), UFFDIO_REGISTER, &reg) != 0 || !(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT))) {
-                logger()->debug("pid {}: mapping {:#x}-{:#x} cannot be write-protected ({}): copied frozen", p.plan->pid,
-                                m.start, m.end, std::strerror(errno));
+            if (it != copies.end() && it->vaddr <= a) {
+                keep_writable[(it->file_off + a - it->vaddr) / kUnit] = 1;
                 continue;
             }
-            for (; it != copies.end() && it->vaddr < m.end; ++it) p.wp[static_cast<size_t>(it - copies.begin())] = 1;
+            // Not a page of the image (a zero page...), but maybe protected with its mapping.
+            const uint64_t page = a & ~(kPage - 1);
+            for (auto [lo, hi] : p.plan->registered)
+                if (lo <= page && page < hi) {
+                    if (int err = write_protect(p.uffd.get(), page, kPage, false))
+                        return sys_error_code(err, fmt::format("pid {}: lifting the write protection at {:#x}",
+                                                               p.plan->pid, page));
+                    break;
+                }
         }
-        t_reg = now();
-        // Units with pages that cannot be protected are copied now; the rest is protected
-        // (below, on several threads: it costs about a microsecond per 4 KiB page here).
-        uint64_t run_start = 0, run_len = 0;
-        auto flush = [&]() -> Result<void> {
-            for (uint64_t at = run_start; at < run_start + run_len; at += kProtectStep)
-                to_protect.push_back({i, at, std::min(kProtectStep, run_start + run_len - at)});
-            run_len = 0;
-            return ok();
-        };
+        // Copies inside a registered mapping are write-protected already (the whole mapping,
+        // protect_private_memory).
+        const auto& reg = p.plan->registered;  // in address order, as copies
+        auto r = reg.begin();
+        for (size_t c = 0; c < copies.size(); ++c) {
+            while (r != reg.end() && r->second <= copies[c].vaddr) ++r;
+            p.wp[c] = r != reg.end() && r->first <= copies[c].vaddr && copies[c].vaddr + copies[c].len <= r->second;
+        }
+        // Units with pages that cannot be protected, or that must stay writable, are copied
+        // now, and their protection lifted.
         for (size_t u = 0; u < p.units; ++u) {
             bool all_wp = true;
             State::pieces(p, u, [&](uint64_t, uint64_t, size_t c) { all_wp = all_wp && p.wp[c]; });
-            if (!all_wp || keep_writable[u]) {
-                CKPT_TRY(copy_page_range(*p.plan, p.out, u * kUnit, (u + 1) * kUnit));
-                s.frozen_bytes += std::min(p.plan->total, (u + 1) * kUnit) - u * kUnit;
-                p.state[u] = kDone;
-                continue;
-            }
-            Result<void> r = ok();
-            State::pieces(p, u, [&](uint64_t addr, uint64_t len, size_t) {
-                if (run_len && run_start + run_len == addr) {
-                    run_len += len;
-                    return;
-                }
-                if (r) r = flush();
-                run_start = addr;
-                run_len = len;
+            if (all_wp && !keep_writable[u]) continue;
+            CKPT_TRY(copy_page_range(*p.plan, p.out, u * kUnit, (u + 1) * kUnit));
+            s.frozen_bytes += std::min(p.plan->total, (u + 1) * kUnit) - u * kUnit;
+            int err = 0;
+            uint64_t at = 0;
+            State::pieces(p, u, [&](uint64_t addr, uint64_t len, size_t c) {
+                if (!err && p.wp[c] && (err = write_protect(p.uffd.get(), addr, len, false))) at = addr;
             });
-            CKPT_TRY(std::move(r));
+            if (err) return sys_error_code(err, fmt::format("pid {}: lifting the write protection at {:#x}", p.plan->pid, at));
+            p.state[u] = kDone;
         }
-        CKPT_TRY(flush());
     }
-    CKPT_TRY(parallel_for(to_protect.size(), kCopiers, [&](size_t k) -> Result<void> {
-        const Range& r = to_protect[k];
-        if (int err = write_protect(s.procs[r.proc].uffd.get(), r.start, r.len, true))
-            return sys_error_code(err, fmt::format("pid {}: write-protecting {:#x}-{:#x}", s.procs[r.proc].plan->pid,
-                                                   r.start, r.start + r.len));
-        return ok();
-    }));
     s.handler = std::thread([&s] { s.handle(); });
-    logger()->debug("snapshot armed: files {:.1f} ms, registered {:.1f} ms, protected {:.1f} ms", (t_files - t_start) / 1e6,
-                    (t_reg - t_files) / 1e6, (now() - t_reg) / 1e6);
+    logger()->debug("snapshot armed: files {:.1f} ms, {} bytes copied frozen {:.1f} ms", (t_files - t_start) / 1e6,
+                    s.frozen_bytes, (now() - t_files) / 1e6);
     return snap;
 }
 

@@ -26,6 +26,16 @@ class RemoteThread;
 // a seccomp filter): the dump then copies the pages frozen.
 Result<UniqueFd> make_snapshot_uffd(pid_t pid, RemoteThread& leader, bool seccomp);
 
+// The tree frozen, before its memory is recorded (a registration may merge mappings):
+// registers every private anonymous mapping of pid with uffd in write-protect mode, whole;
+// registered gets them, in address order. What cannot be registered is copied frozen
+// (Snapshot::arm).
+Result<void> register_private_memory(pid_t pid, int uffd, std::vector<std::pair<uint64_t, uint64_t>>* registered);
+// Then, on a thread of its own while the process is recorded: write-protects every page of
+// those mappings. Pages the dump does not copy (zero pages, excluded ranges) are let
+// through at their first write.
+Result<void> protect_registered(pid_t pid, int uffd, const std::vector<std::pair<uint64_t, uint64_t>>& registered);
+
 struct SnapshotStats {
     uint64_t faults = 0;        // writes that waited for their page
     uint64_t frozen_bytes = 0;  // copied before the tree ran again (not write-protectable)
@@ -33,9 +43,10 @@ struct SnapshotStats {
 
 class Snapshot {
 public:
-    // The tree still frozen: registers the private anonymous mappings holding each plan's
-    // pages (plans[i] with uffds[i]), copies what cannot be write-protected, creates the
-    // pages files and write-protects the rest. The tree may run once this returns.
+    // The tree still frozen, its private memory write-protected (protect_private_memory,
+    // plans[i].registered with uffds[i]): creates the pages files, copies what is not
+    // protected or must stay writable (exit_writes) and lifts their protection. The tree may
+    // run once this returns.
     static Result<std::unique_ptr<Snapshot>> arm(std::vector<PagePlan>& plans, std::vector<UniqueFd> uffds);
     ~Snapshot();
     // The tree running: copies every page left (those written first, on a fault thread),
