@@ -37,6 +37,9 @@ const char kUsage[] =
     "commands:\n"
     "  dump -t PID -D DIR    save the process tree rooted at PID into DIR\n"
     "      -R, --leave-running keep the tree running after the dump (default: kill it)\n"
+    "      --snapshot          with --leave-running: frozen only while its state is recorded, pages\n"
+    "                          copied copy-on-write while it runs (experimental; default: frozen\n"
+    "                          until every page is copied, which --no-snapshot also asks for)\n"
     "      -j, --shell-job     the tree's controlling terminal belongs to the restoring shell\n"
     "      --stats             print how long the tree was frozen and what was written (JSON)\n"
     "      --external-stdio    fds 0-2 belong to the launcher: bind them to the restorer's at restore\n"
@@ -181,6 +184,10 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.image_dir = v;
         } else if (args[i] == "--leave-running" || args[i] == "-R") {
             o.leave_running = true;
+        } else if (args[i] == "--snapshot") {
+            o.snapshot = true;
+        } else if (args[i] == "--no-snapshot") {
+            o.snapshot = false;
         } else if (args[i] == "--shell-job" || args[i] == "-j") {
             o.shell_job = true;
         } else if (args[i] == "--stats") {
@@ -233,12 +240,18 @@ int cmd_dump(const std::vector<std::string_view>& args) {
     }
     if (!o.root) return usage_error("dump: -t PID is required");
     if (o.image_dir.empty()) return usage_error("dump: -D DIR is required");
+    if (o.snapshot && !o.leave_running) return usage_error("dump: --snapshot needs --leave-running");
+    if (o.snapshot && !o.action_scripts.empty())
+        return usage_error("dump: --snapshot and --action-script do not go together (post-dump runs with the tree "
+                           "frozen, the pages written)");
     auto r = ckpt::engine::dump(o);
     if (!r) return fail(std::move(r).error().context("dump"));
     if (stats)
-        std::printf("{\"frozen_ms\": %.3f, \"dump_ms\": %.3f, \"pages_bytes\": %llu, \"processes\": %llu, \"threads\": %llu}\n",
+        std::printf("{\"frozen_ms\": %.3f, \"dump_ms\": %.3f, \"pages_bytes\": %llu, \"processes\": %llu, \"threads\": %llu, "
+                    "\"snapshot\": %s, \"snapshot_faults\": %llu}\n",
                     r->frozen_ns / 1e6, r->total_ns / 1e6, static_cast<unsigned long long>(r->pages_bytes),
-                    static_cast<unsigned long long>(r->processes), static_cast<unsigned long long>(r->threads));
+                    static_cast<unsigned long long>(r->processes), static_cast<unsigned long long>(r->threads),
+                    r->snapshot ? "true" : "false", static_cast<unsigned long long>(r->snapshot_faults));
     return kExitOk;
 }
 

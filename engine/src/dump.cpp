@@ -1,5 +1,6 @@
 // Dump: freeze the tree, record every process, write the images, then resume or kill.
 // Any failure resumes the tree exactly as it was.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -16,6 +17,7 @@
 #include <deque>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include "ckpt/arch/arch.h"
 #include "ckpt/engine/engine.h"
@@ -29,6 +31,7 @@
 #include "proc.h"
 #include "ptrace_ctl.h"
 #include "sched_state.h"
+#include "snapshot.h"
 #include "task_state.h"
 #include "threads.h"
 
@@ -278,12 +281,20 @@ struct DumpShared {
     FileRegistry& files;
     const DumpExclusions& ex;
     FdDumpState& fds;
+    // The pages are to be copied by a copy-on-write snapshot: every process has its
+    // userfaultfd (false once one cannot).
+    bool snapshot = false;
+    // Where the frozen time goes, per phase, summed over the processes (ns; -vv).
+    struct Phases {
+        uint64_t inside = 0, uffd = 0, memory = 0, fds = 0, images = 0;
+    } phases;
 };
 
 // One process being dumped (the dump's side of RestoreTask): its images as they are
 // recorded. The page data is copied later, for the whole tree at once (plan).
 struct DumpTask {
     DumpTask(DumpShared& s, FrozenProcess& proc) : shared(s), p(proc) {}
+    ~DumpTask() { join_protector(); }
     DumpShared& shared;
     FrozenProcess& p;
     std::vector<FrozenProcess*> live_children;  // their wait state is read from p
@@ -296,6 +307,15 @@ struct DumpTask {
     image::PageMap pagemap;
     PagePlan plan;
     uint64_t brk = 0;
+    UniqueFd uffd;  // for the snapshot
+    // Registers and write-protects its private memory (the snapshot) while the rest is
+    // recorded; joined before the snapshot is armed.
+    std::thread protector;
+    std::vector<std::pair<uint64_t, uint64_t>> registered;
+    std::optional<Error> protect_error;
+    void join_protector() {
+        if (protector.joinable()) protector.join();
+    }
 };
 
 // What only the process can tell, asked from inside it through injected system calls (its
@@ -327,6 +347,12 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
         if (!r) return std::move(r).error().context("thread {}", tid);
         if (!back) return std::move(back).error();
     }
+    if (t.shared.snapshot) {
+        const uint64_t t_uffd = now_ns();
+        t.uffd = CKPT_TRY(make_snapshot_uffd(p.pid, leader, p.status.seccomp_mode != 0));
+        t.shared.phases.uffd += now_ns() - t_uffd;
+        if (!t.uffd) t.shared.snapshot = false;
+    }
     return ok();
 }
 
@@ -340,6 +366,7 @@ Result<void> dump_process(DumpTask& t) {
     const PendingStops stops_before = CKPT_TRY(read_pending_stops(p));
     int held_stops = 0;
 
+    const uint64_t t_inside = now_ns();
     uint64_t code = CKPT_TRY(trap_site_address(p.pid));
     auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
     {
@@ -362,16 +389,33 @@ Result<void> dump_process(DumpTask& t) {
     CKPT_TRY(site.remove());
     CKPT_TRY(dump_pending(p.pid, &t.core));
     CKPT_TRY(dump_seccomp(p, &t.core));
+    if (t.uffd) {
+        // Nothing more is run inside the process: its private memory is registered (before
+        // its mappings are read) and write-protected as the rest is recorded.
+        const uint64_t t_reg = now_ns();
+        CKPT_TRY(register_private_memory(p.pid, t.uffd.get(), &t.registered));
+        sh.phases.uffd += now_ns() - t_reg;
+        t.protector = std::thread([&t, pid = p.pid, uffd = t.uffd.get()] {
+            if (auto r = protect_registered(pid, uffd, t.registered); !r) t.protect_error = std::move(r).error();
+        });
+    }
 
+    const uint64_t t_memory = now_ns();
+    sh.phases.inside += t_memory - t_inside;
     CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan,
                          t.fork_parent ? &*t.fork_parent : nullptr, sh.own_ipcns));
+    const uint64_t t_fds = now_ns();
+    sh.phases.memory += t_fds - t_memory;
     CKPT_TRY(dump_fds(p.pid, sh.fds, &t.fds));
     // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
     CKPT_TRY(record_tree_pids(sh.tree, p, sh.own_pidns, &t.core, &t.fds));
+    const uint64_t t_images = now_ns();
+    sh.phases.fds += t_images - t_fds;
 
     CKPT_TRY(image::write_image(sh.dir, image::names::core(p.ns_pid), image::Kind::Core, t.core));
     CKPT_TRY(image::write_image(sh.dir, image::names::mm(p.ns_pid), image::Kind::Mm, t.mm));
     CKPT_TRY(image::write_image(sh.dir, image::names::fds(p.ns_pid), image::Kind::Fds, t.fds));
+    sh.phases.images += now_ns() - t_images;
     return ok();
 }
 
@@ -440,6 +484,28 @@ Result<void> run_action_scripts(const DumpOptions& opts, const char* action) {
     return ok();
 }
 
+// The words the kernel writes into a process when one of its threads exits: each thread's
+// clear_child_tid and the futexes on its robust list (walked as the kernel walks it, up to
+// its limit; a list that cannot be read is one the kernel cannot use either).
+std::vector<uint64_t> exit_writes(pid_t pid, const image::TaskCore& core) {
+    std::vector<uint64_t> out;
+    for (const auto& tc : core.threads()) {
+        if (tc.clear_child_tid()) out.push_back(tc.clear_child_tid());
+        uint64_t head = tc.robust_list();
+        if (!head) continue;
+        uint64_t h[3];  // struct robust_list_head: next, futex_offset, list_op_pending
+        if (!read_remote(pid, head, h, sizeof h)) continue;
+        const auto off = static_cast<int64_t>(h[1]);
+        if (h[2]) out.push_back(h[2] + static_cast<uint64_t>(off));
+        uint64_t entry = h[0];
+        for (int n = 0; entry && entry != head && n < 2048; ++n) {  // ROBUST_LIST_LIMIT
+            out.push_back(entry + static_cast<uint64_t>(off));
+            if (!read_remote(pid, entry, &entry, sizeof entry)) break;
+        }
+    }
+    return out;
+}
+
 Result<void> check_own_processes(const FrozenTree& tree) {
     const uid_t uid = geteuid();
     const gid_t gid = getegid();
@@ -480,7 +546,12 @@ Result<void> check_own_processes(const FrozenTree& tree) {
 
 }  // namespace
 
-Result<DumpStats> dump(const DumpOptions& opts) {
+namespace {
+
+// One dump; with snapshot, the pages are copied while the tree runs. *again: the snapshot
+// failed once the tree was running again (it changed its mappings under the copy...): the
+// images are not the instant's, and the dump is to be made again, frozen.
+Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again) {
     DumpStats stats;
     const uint64_t start = now_ns();
     if (opts.root <= 0) return error_code(EINVAL, "no process to dump (-t PID)");
@@ -498,6 +569,7 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     FrozenTree tree;
     auto t0 = now_ns();
     CKPT_TRY(tree.freeze(opts.root));
+    const uint64_t t_frozen = now_ns();
     CKPT_TRY(check_own_processes(tree));
     bool own_pidns = true;
     CKPT_TRY(read_tree_pids(tree, opts.root, &own_pidns));
@@ -561,7 +633,8 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
     }
 
-    DumpShared shared{opts, dir, tree, own_pidns, own_ipcns, files, ex, fd_state};
+    const uint64_t t_survey = now_ns();
+    DumpShared shared{opts, dir, tree, own_pidns, own_ipcns, files, ex, fd_state, snapshot, {}};
     std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
@@ -598,8 +671,60 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     CKPT_TRY(finish_fd_dump(fd_state));
     // Page data of every process at once, then the page maps that describe it.
     std::vector<PagePlan> plans;
-    for (auto& t : tasks) plans.push_back(std::move(t.plan));
-    CKPT_TRY(write_page_data(plans));
+    std::vector<UniqueFd> uffds;
+    const uint64_t t_join = now_ns();
+    for (auto& t : tasks) {
+        t.join_protector();
+        if (t.protect_error) {
+            logger()->debug("snapshot not armed ({}): pages copied frozen", t.protect_error->message());
+            shared.snapshot = false;
+        }
+    }
+    for (auto& t : tasks) {
+        plans.push_back(std::move(t.plan));
+        uffds.push_back(std::move(t.uffd));
+        plans.back().registered = std::move(t.registered);
+        if (shared.snapshot) plans.back().exit_writes = exit_writes(t.p.pid, t.core);
+    }
+    std::unique_ptr<Snapshot> snap;
+    const uint64_t t_recorded = now_ns();
+    const uint64_t waited_protect = t_recorded - t_join;
+    if (shared.snapshot) {
+        auto armed = Snapshot::arm(plans, std::move(uffds));
+        if (armed) snap = std::move(*armed);
+        else logger()->debug("snapshot not armed ({}): pages copied frozen", armed.error().message());
+    }
+    if (!snap) {
+        CKPT_TRY(write_page_data(plans));
+        uffds.clear();  // what was write-protected is let go before the tree runs
+    } else {
+        // Frozen no longer: the pages are copied as the tree runs. TCP sockets leave repair
+        // mode first: the tree may send at once.
+        const uint64_t t_armed = now_ns();
+        fd_state.tcp_repair.release();
+        tree.release();
+        stats.frozen_ns = now_ns() - t0;
+        const auto& ph = shared.phases;
+        auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+        logger()->debug("tree {} frozen {:.1f} ms: freeze {:.1f}, survey {:.1f}, processes {:.1f} (injected {:.1f} of "
+                        "which userfaultfd made and memory registered {:.1f}, memory {:.1f}, fds {:.1f}, images {:.1f}, "
+                        "write-protection waited for {:.1f}), snapshot armed {:.1f}, resume {:.1f}; copying its pages "
+                        "copy-on-write",
+                        opts.root, ms(stats.frozen_ns), ms(t_frozen - t0), ms(t_survey - t_frozen),
+                        ms(t_recorded - t_survey), ms(ph.inside), ms(ph.uffd), ms(ph.memory), ms(ph.fds),
+                        ms(ph.images), ms(waited_protect), ms(t_armed - t_recorded), ms(t0 + stats.frozen_ns - t_armed));
+        auto copied = snap->finish();
+        snap.reset();
+        if (!copied) {
+            *again = true;
+            return std::move(copied).error();
+        }
+        stats.snapshot = true;
+        stats.snapshot_faults = copied->faults;
+        logger()->debug("tree {}: pages copied {:.1f} ms after the freeze; {} writes waited for their page, {} bytes "
+                        "copied frozen",
+                        opts.root, (now_ns() - t0) / 1e6, copied->faults, copied->frozen_bytes);
+    }
     uint64_t pages_written = 0;
     for (size_t i = 0; i < plans.size(); ++i) {
         CKPT_TRY(image::write_image(dir, image::names::pagemap(tasks[i].p.ns_pid), image::Kind::PageMap,
@@ -630,12 +755,39 @@ Result<DumpStats> dump(const DumpOptions& opts) {
         fd_state.tcp_repair.close_silently = true;
         CKPT_TRY(tree.kill_all());
     }
-    stats.frozen_ns = now_ns() - t0;
+    if (!stats.snapshot) stats.frozen_ns = now_ns() - t0;
     stats.total_ns = now_ns() - start;
     stats.processes = tree.processes.size();
     for (const auto& p : tree.processes) stats.threads += p.threads.size();
     stats.pages_bytes = pages_written;
     return stats;
+}
+
+}  // namespace
+
+Result<DumpStats> dump(const DumpOptions& opts) {
+    // The post-dump action scripts' moment is the tree still frozen, images written.
+    const bool snapshot = opts.leave_running && opts.snapshot && opts.action_scripts.empty();
+    if (snapshot) {
+        // Pages files of an earlier dump into this folder would be freed while the tree is
+        // frozen when the new ones replace them: removed before it is.
+        if (DIR* d = opendir(opts.image_dir.c_str())) {
+            std::vector<std::string> stale;
+            while (dirent* e = readdir(d)) {
+                std::string_view n = e->d_name;
+                if (n.starts_with("pages-") && n.ends_with(".img")) stale.emplace_back(n);
+            }
+            closedir(d);
+            if (auto dir = image::ImageDir::open(opts.image_dir))
+                for (const auto& n : stale) (void)dir->remove(n);
+        }
+    }
+    bool again = false;
+    auto r = dump_tree(opts, snapshot, &again);
+    if (r || !again) return r;
+    logger()->debug("copy-on-write snapshot of tree {} given up ({}): dumping it again, frozen", opts.root,
+                    r.error().message());
+    return dump_tree(opts, false, &again);
 }
 
 }  // namespace ckpt::engine

@@ -218,18 +218,14 @@ image::Vma::Kind classify(const ProcMapping& m) {
     return image::Vma::FILE;
 }
 
-// Copies one block of a plan's pages file (block b covers [b*kPageBlock, (b+1)*kPageBlock)
-// of the file) and returns its checksum.
-Result<uint64_t> copy_block(const PagePlan& plan, int fd, size_t b) {
+// Copies the pages of file range [lo, hi) of a plan's pages file to their offsets in fd,
+// hashing them in file order into st when given.
+Result<void> copy_pages(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi, XXH3_state_t* st) {
     struct Scratch {
         std::unique_ptr<char, decltype(&free)> buf{static_cast<char*>(aligned_alloc(kPage, kCopyBatch)), &free};
-        std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
     };
     thread_local Scratch scratch;
     char* buf = scratch.buf.get();
-    XXH3_state_t* st = scratch.st.get();
-    uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
-    XXH3_64bits_reset(st);
     // Copies overlapping [lo, hi), in file order.
     auto it = std::upper_bound(plan.copies.begin(), plan.copies.end(), lo,
                                [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
@@ -248,13 +244,39 @@ Result<uint64_t> copy_block(const PagePlan& plan, int fd, size_t b) {
                 done = process_vm_readv(plan.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
             }
             if (!done) CKPT_TRY_CTX(read_remote(plan.pid, addr, buf, n), "pid {}", plan.pid);
-            XXH3_64bits_update(st, buf, n);
+            if (st) XXH3_64bits_update(st, buf, n);
             if (pwrite(fd, buf, n, static_cast<off_t>(from)) != static_cast<ssize_t>(n))
                 return sys_error("pwrite {} at {}", plan.path, from);
             from += n;
         }
     }
-    return XXH3_64bits_digest(st);
+    return ok();
+}
+
+// Copies one block of a plan's pages file (block b covers [b*kPageBlock, (b+1)*kPageBlock)
+// of the file) and returns its checksum.
+Result<uint64_t> copy_block(const PagePlan& plan, int fd, size_t b) {
+    thread_local std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+    uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
+    XXH3_64bits_reset(st.get());
+    CKPT_TRY(copy_pages(plan, fd, lo, hi, st.get()));
+    return XXH3_64bits_digest(st.get());
+}
+
+// The checksum of block b of a pages file already written (readable through fd).
+Result<uint64_t> checksum_block(const PagePlan& plan, int fd, size_t b) {
+    thread_local std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+    thread_local std::unique_ptr<char, decltype(&free)> buf{static_cast<char*>(aligned_alloc(kPage, kCopyBatch)), &free};
+    uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
+    XXH3_64bits_reset(st.get());
+    while (lo < hi) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(hi - lo, kCopyBatch));
+        if (pread(fd, buf.get(), n, static_cast<off_t>(lo)) != static_cast<ssize_t>(n))
+            return sys_error("read back {} at {}", plan.path, lo);
+        XXH3_64bits_update(st.get(), buf.get(), n);
+        lo += n;
+    }
+    return XXH3_64bits_digest(st.get());
 }
 
 // What a run of pages holds: data in the pages file, zeros, or the parent's pages.
@@ -503,31 +525,57 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     pm->set_pages_bytes(file_off);
     pm->set_block_size(kPageBlock);
     pm->set_page_size(kPage);
-    *plan = PagePlan{pid, &dir, pages_name, dir.path() + "/" + pages_name, file_off, std::move(copies), pm};
+    *plan = PagePlan{pid, &dir, pages_name, dir.path() + "/" + pages_name, file_off, std::move(copies), pm, {}, {}};
     return ok();
 }
 
-Result<void> write_page_data(std::vector<PagePlan>& plans) {
+Result<std::vector<UniqueFd>> create_pages_files(const std::vector<PagePlan>& plans) {
     std::vector<UniqueFd> fds;
-    std::vector<std::pair<size_t, size_t>> work;  // (plan, block)
-    std::vector<std::vector<uint64_t>> sums(plans.size());
-    for (size_t i = 0; i < plans.size(); ++i) {
-        const PagePlan& p = plans[i];
+    for (const PagePlan& p : plans) {
         fds.push_back(CKPT_TRY(p.dir->create(p.name)));
         if (p.total && ftruncate(fds.back().get(), static_cast<off_t>(p.total)) != 0)
             return sys_error("ftruncate {}", p.path);
-        size_t blocks = static_cast<size_t>((p.total + kPageBlock - 1) / kPageBlock);
+    }
+    return fds;
+}
+
+Result<void> copy_page_range(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi) {
+    return copy_pages(plan, fd, lo, std::min(hi, plan.total), nullptr);
+}
+
+namespace {
+// Every block of every plan through block(plan, block): on several threads; the checksums
+// go into the plans' page maps.
+template <typename Block>
+Result<void> for_every_block(std::vector<PagePlan>& plans, Block&& block) {
+    std::vector<std::pair<size_t, size_t>> work;  // (plan, block)
+    std::vector<std::vector<uint64_t>> sums(plans.size());
+    for (size_t i = 0; i < plans.size(); ++i) {
+        size_t blocks = static_cast<size_t>((plans[i].total + kPageBlock - 1) / kPageBlock);
         sums[i].resize(blocks);
         for (size_t b = 0; b < blocks; ++b) work.emplace_back(i, b);
     }
     CKPT_TRY(parallel_for(work.size(), kCopyThreads, [&](size_t w) -> Result<void> {
         auto [i, b] = work[w];
-        sums[i][b] = CKPT_TRY(copy_block(plans[i], fds[i].get(), b));
+        sums[i][b] = CKPT_TRY(block(i, b));
         return ok();
     }));
     for (size_t i = 0; i < plans.size(); ++i)
         for (uint64_t sum : sums[i]) plans[i].pm->add_block_xxh3(sum);
     return ok();
+}
+}  // namespace
+
+Result<void> write_page_data(std::vector<PagePlan>& plans) {
+    auto fds = CKPT_TRY(create_pages_files(plans));
+    return for_every_block(plans, [&](size_t i, size_t b) { return copy_block(plans[i], fds[i].get(), b); });
+}
+
+Result<void> checksum_page_data(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written) {
+    std::vector<UniqueFd> fds;
+    for (size_t i = 0; i < plans.size(); ++i)
+        fds.push_back(CKPT_TRY(open_file("/proc/self/fd/" + std::to_string(written[i].get()), O_RDONLY)));
+    return for_every_block(plans, [&](size_t i, size_t b) { return checksum_block(plans[i], fds[i].get(), b); });
 }
 
 Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ckpt/base/result.h"
@@ -36,6 +37,12 @@ struct PagePlan {
     uint64_t total = 0;
     std::vector<PageCopy> copies;  // in file order
     image::PageMap* pm = nullptr;  // gets the block checksums
+    // For the snapshot: words the kernel writes when a thread exits (clear_child_tid, the
+    // futexes of its robust list). A write-protected page is not written then (no fault is
+    // handled for an exiting thread): their pages are copied while the tree is frozen.
+    std::vector<uint64_t> exit_writes;
+    // For the snapshot: the mappings registered with its userfaultfd and write-protected.
+    std::vector<std::pair<uint64_t, uint64_t>> registered;
 };
 
 // The recorded parent of a process being dumped (alive, in the tree, dumped before it):
@@ -62,6 +69,14 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 // Copies the page data of every plan (all processes of a tree at once, on several
 // threads) and completes their page maps. The processes must still be frozen.
 Result<void> write_page_data(std::vector<PagePlan>& plans);
+
+// The copy in pieces, for the copy-on-write snapshot (snapshot.cpp), which copies pages
+// while the tree runs: the pages files of plans, created at their full size; the pages of
+// file range [lo, hi) of a plan copied into its file; once every page is, the checksums
+// of every block read back from the files.
+Result<std::vector<UniqueFd>> create_pages_files(const std::vector<PagePlan>& plans);
+Result<void> copy_page_range(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi);
+Result<void> checksum_page_data(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written);
 
 // Refuses page maps whose inherited mappings and runs (format version 6) do not match the
 // parent's recorded ones: every inherited run in an inherited mapping, the parent's mapping

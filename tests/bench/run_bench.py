@@ -73,20 +73,25 @@ def du_bytes(path):
     return total
 
 
+def start_workload(args, ready, mib, procs):
+    """The workload set up (READY exists): its Popen and the pids of its tree."""
+    # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
+    # keep them open after the restorer is gone.
+    w = subprocess.Popen([args.workload, ready, str(mib), str(procs)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not os.path.exists(ready):
+        if w.poll() is not None:
+            raise RuntimeError("workload failed")
+        time.sleep(0.01)
+    return w, tree_pids(w.pid)
+
+
 def one_run(args, mib, procs, base):
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
     images = os.path.join(workdir, "images")
     ready = os.path.join(workdir, "ready")
     try:
-        # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
-        # keep them open after the restorer is gone.
-        w = subprocess.Popen([args.workload, ready, str(mib), str(procs)], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not os.path.exists(ready):
-            if w.poll() is not None:
-                raise RuntimeError("workload failed")
-            time.sleep(0.01)
-        pids = tree_pids(w.pid)
+        w, pids = start_workload(args, ready, mib, procs)
         t = time.monotonic()
         out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats"],
                              capture_output=True, text=True)
@@ -112,18 +117,70 @@ def one_run(args, mib, procs, base):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def frozen_run(args, mib, snapshot):
+    """One dump --leave-running of 1 x mib MiB with images on tmpfs: how long the tree was
+    frozen, with the copy-on-write snapshot (--snapshot) or (--no-snapshot) for the whole copy."""
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
+    ready = os.path.join(workdir, "ready")
+    try:
+        w, pids = start_workload(args, ready, mib, 1)
+        argv = [args.engine, "dump", "-t", str(w.pid), "-D", os.path.join(workdir, "images"), "--stats",
+                "--leave-running", "--snapshot" if snapshot else "--no-snapshot"]
+        t = time.monotonic()
+        out = subprocess.run(argv, capture_output=True, text=True)
+        dump_s = time.monotonic() - t
+        if out.returncode != 0:
+            raise RuntimeError("dump failed: " + out.stderr.strip())
+        stats = json.loads(out.stdout)
+        if stats.get("snapshot", False) != snapshot:
+            raise RuntimeError(f"dump --leave-running of {mib} MiB: snapshot {stats.get('snapshot')}, "
+                               f"wanted {snapshot}")
+        kill_tree(pids)
+        return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def frozen_table(args):
+    """Frozen time of dump --leave-running, snapshot against the frozen full copy."""
+    sizes = [64] if args.quick else [256, 1024] + ([4096] if args.big else [])
+    results = {}
+    for _ in range(args.repeat):  # interleaved: A B A B ...
+        for mib in sizes:
+            for snapshot in (True, False):
+                results.setdefault((mib, snapshot), []).append(frozen_run(args, mib, snapshot))
+    print("dump --leave-running, 1 process, images on tmpfs: time frozen")
+    hdr = f"{'memory':<10} {'snapshot ms':>12} {'full copy ms':>13} {'ratio':>6} {'goal ms':>8} " \
+          f"{'snapshot dump s':>16} {'full dump s':>12}"
+    print(hdr)
+    print("-" * len(hdr))
+    for mib in sizes:
+        snap = {k: statistics.median(r[k] for r in results[(mib, True)]) for k in ("frozen_s", "dump_s")}
+        full = {k: statistics.median(r[k] for r in results[(mib, False)]) for k in ("frozen_s", "dump_s")}
+        goal_ms = 20 + 5 * mib / 1024
+        print(f"{f'{mib} MiB':<10} {snap['frozen_s'] * 1e3:>12.1f} {full['frozen_s'] * 1e3:>13.1f} "
+              f"{snap['frozen_s'] / full['frozen_s']:>6.3f} {goal_ms:>8.1f} {snap['dump_s']:>16.3f} "
+              f"{full['dump_s']:>12.3f}")
+    print(f"(medians of {args.repeat} interleaved runs; goal: 20 ms + 5 ms per GiB, ratio at most 0.1 at 1 GiB)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", required=True)
     ap.add_argument("--workload", required=True)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
+    ap.add_argument("--big", action="store_true", help="also 4 GiB in the frozen-time table")
+    ap.add_argument("--frozen-only", action="store_true", help="only the --leave-running frozen-time table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: needs root")
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
+    if args.frozen_only:
+        frozen_table(args)
+        return
     cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
     memcpy = float(subprocess.run([args.workload, "--memcpy", "256"], capture_output=True, text=True).stdout)
@@ -146,6 +203,8 @@ def main():
               f"{med['restore_s']:>9.3f} {touched / med['dump_s'] / 2**30:>10.2f} "
               f"{touched / med['restore_s'] / 2**30:>13.2f} {med['image_bytes'] / touched:>13.4f}")
     print(f"(medians of {args.repeat} interleaved runs; GiB/s = touched memory / wall time of the command)")
+    print()
+    frozen_table(args)
 
 
 if __name__ == "__main__":

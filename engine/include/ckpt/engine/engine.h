@@ -17,6 +17,11 @@ struct DumpOptions {
     pid_t root = 0;
     std::string image_dir;
     bool leave_running = false;
+    // With leave_running: the copy-on-write snapshot (frozen only while its state is
+    // recorded and its memory write-protected; pages copied while it runs) instead of
+    // keeping the tree frozen until every page is copied. Opt-in (dump --snapshot) until a
+    // rare failure under load is explained (docs/engine.md).
+    bool snapshot = false;
     bool shell_job = false;
     // Fds 0, 1 and 2 are the launcher's (a batch system's output files or pipes): recorded
     // as external and bound at restore to the restorer's own stdin, stdout and stderr.
@@ -62,6 +67,8 @@ struct DumpStats {
     uint64_t pages_bytes = 0;   // page data written
     uint64_t processes = 0;
     uint64_t threads = 0;
+    bool snapshot = false;          // pages copied while the tree ran (copy-on-write snapshot)
+    uint64_t snapshot_faults = 0;   // writes that waited for their page to be copied
 };
 
 Result<DumpStats> dump(const DumpOptions& opts);
