@@ -317,6 +317,16 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
 
 // ---- restore ------------------------------------------------------------------------------
 
+bool v6only(const image::InetDgramSocket& d) {
+    for (const auto& o : d.options())
+        if (o.level() == IPPROTO_IPV6 && o.name() == IPV6_V6ONLY) return o.value() != std::string(4, '\0');
+    return true;
+}
+
+bool is_v4_mapped(const image::InetAddr& a) {
+    return a.addr().size() == 16 && a.addr().compare(0, 12, std::string("\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) == 0;
+}
+
 Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
     const Identity id{d.family(), d.type(), d.protocol()};
     if ((id.family != AF_INET && id.family != AF_INET6) || (id.type != SOCK_DGRAM && id.type != SOCK_RAW) ||
@@ -346,6 +356,13 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
     if (auto r = sockopt::restore(s, specs_of(id.family), d.options()); !r) return ctx(std::move(r).error());
     if (d.has_local()) {
         auto [addr, len] = CKPT_TRY_CTX(sockaddr_of(id.family, d.local(), "local"), "{}", where);
+        // Bound to an IPv6 address (not v4-mapped) the socket would be IPV6_V6ONLY: one that
+        // is not was bound to the wildcard address, and took this one when it connected.
+        if (id.family == AF_INET6 && d.has_peer() && !v6only(d) && !is_v4_mapped(d.local())) {
+            auto& in6 = reinterpret_cast<sockaddr_in6&>(addr);
+            in6.sin6_addr = in6addr_any;
+            in6.sin6_scope_id = 0;
+        }
         if (bind(s, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
             if (errno == EADDRINUSE)
                 return ctx(error_code(EADDRINUSE, "bind to {}: the port is taken here by another socket", show_addr(d.local())));
