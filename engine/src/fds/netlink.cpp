@@ -117,7 +117,7 @@ Result<void> refuse_queued(int s) {
     if (getsockopt(s, SOL_SOCKET, SO_MEMINFO, mem, &ml) != 0) return sys_error("getsockopt(SO_MEMINFO)");
     if (n < 0 && mem[SK_MEMINFO_RMEM_ALLOC] == 0) return ok();
     return error_code(ENOTSUP,
-                      "messages queued to be read ({} bytes in the receive queue, the first of {} bytes): queued netlink "
+                      "messages queued to be read ({} bytes of memory in the receive queue, the first of {} bytes): queued netlink "
                       "messages are not supported",
                       mem[SK_MEMINFO_RMEM_ALLOC], n < 0 ? 0 : n);
 }

@@ -243,7 +243,7 @@ Result<void> refuse_queued(int s, bool rcv_shutdown) {
         sender = show_addr(a);
     }
     return error_code(ENOTSUP,
-                      "datagrams queued to be read ({} bytes in the receive queue, the first of {} bytes from {}): "
+                      "datagrams queued to be read ({} bytes of memory in the receive queue, the first datagram of {} bytes from {}): "
                       "queued datagrams are not supported (they cannot be sent again from their senders' addresses)",
                       mem[SK_MEMINFO_RMEM_ALLOC], n < 0 ? 0 : n, sender);
 }
