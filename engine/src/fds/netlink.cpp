@@ -1,5 +1,7 @@
 // AF_NETLINK sockets of the protocols whose state is all in the socket: NETLINK_ROUTE,
-// NETLINK_SOCK_DIAG, NETLINK_XFRM, NETLINK_NETFILTER, NETLINK_GENERIC, NETLINK_KOBJECT_UEVENT.
+// NETLINK_SOCK_DIAG, NETLINK_XFRM, NETLINK_KOBJECT_UEVENT. NETLINK_GENERIC and NETLINK_NETFILTER
+// are refused: their families may keep state in the kernel keyed by the socket's port id (a
+// taskstats listener, an nfqueue bound to it...), which a new socket would not have.
 // Each is made again with its type and protocol, bound to its port id (a socket never bound
 // stays so; the kernel binds it at its first send), the multicast groups it joined
 // (NETLINK_LIST_MEMBERSHIPS, every group, not only the first 32), connected to the port or
@@ -61,8 +63,6 @@ const char* protocol_name(int p) {
         case NETLINK_ROUTE: return "NETLINK_ROUTE";
         case NETLINK_SOCK_DIAG: return "NETLINK_SOCK_DIAG";
         case NETLINK_XFRM: return "NETLINK_XFRM";
-        case NETLINK_NETFILTER: return "NETLINK_NETFILTER";
-        case NETLINK_GENERIC: return "NETLINK_GENERIC";
         case NETLINK_KOBJECT_UEVENT: return "NETLINK_KOBJECT_UEVENT";
         default: return nullptr;
     }
@@ -70,6 +70,11 @@ const char* protocol_name(int p) {
 
 const char* other_protocol_name(int p) {
     switch (p) {
+        case NETLINK_GENERIC:
+            return "NETLINK_GENERIC, whose families may keep state in the kernel keyed by its port id";
+        case NETLINK_NETFILTER:
+            return "NETLINK_NETFILTER, whose subsystems may keep state in the kernel keyed by its port id (nfqueue, "
+                   "nflog)";
         case NETLINK_USERSOCK: return "NETLINK_USERSOCK";
         case NETLINK_FIREWALL: return "NETLINK_FIREWALL";
         case NETLINK_NFLOG: return "NETLINK_NFLOG";

@@ -36,7 +36,6 @@ constexpr Spec kSocketLevel[] = {
     {SOL_SOCKET, SO_WIFI_STATUS, "SO_WIFI_STATUS", 4},
     {SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 4},
     {SOL_SOCKET, SO_SELECT_ERR_QUEUE, "SO_SELECT_ERR_QUEUE", 4},
-    {SOL_SOCKET, SO_INCOMING_CPU, "SO_INCOMING_CPU", 4},
     {SOL_SOCKET, SO_TXTIME, "SO_TXTIME", 8},
     // After the buffers (udp.cpp, netlink.cpp set those first): whether their sizes are the
     // user's (locked) or the kernel's to tune.

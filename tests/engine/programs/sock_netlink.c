@@ -3,7 +3,7 @@
  *          bind's mask) and group 34 (RTNLGRP_MCTP_IFADDR, NETLINK_ADD_MEMBERSHIP: beyond the
  *          mask), NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK, SO_RCVBUF; fd 23 a dup of it
  *   fd 21  NETLINK_ROUTE never bound (port id 0)
- *   fd 22  NETLINK_GENERIC bound to a port id of its own choosing, O_NONBLOCK
+ *   fd 22  NETLINK_SOCK_DIAG bound to a port id of its own choosing, O_NONBLOCK
  * (groups no event of a usual host is sent to: nothing is queued at the dump). After restore:
  * the same port ids, groups, options, flags, one description for fds 20 and 23; fd 20 lists the
  * links (RTM_GETLINK dump) and finds lo in replies to its port id; fd 21, bound by its first
@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
 #include <net/if.h>
 #include <poll.h>
 #include <stdio.h>
@@ -134,7 +135,7 @@ int main(int argc, char** argv) {
 
     make(NETLINK_ROUTE, 21);
 
-    make(NETLINK_GENERIC, 22);
+    make(NETLINK_SOCK_DIAG, 22);
     struct sockaddr_nl g = {.nl_family = AF_NETLINK, .nl_pid = 0x70000000u + (uint32_t)getpid()};
     if (bind(22, (struct sockaddr*)&g, sizeof g) != 0) test_fail("fd 22: bind: %s", strerror(errno));
     if (fcntl(22, F_SETFL, O_NONBLOCK) != 0) test_fail("fcntl: %s", strerror(errno));
