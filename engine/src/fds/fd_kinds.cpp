@@ -5,12 +5,13 @@
 
 namespace ckpt::engine {
 
-extern const FdKind kPipeKind, kFifoKind, kPtyKind, kInotifyKind, kFanotifyKind, kTerminalKind, kTcpKind, kSocketKind, kUnixSkKind, kEventFdKind, kTimerFdKind, kSignalFdKind, kEpollKind,
+extern const FdKind kPipeKind, kFifoKind, kPtyKind, kInotifyKind, kFanotifyKind, kTerminalKind, kTcpKind, kInetDgramKind, kNetlinkKind, kSocketKind, kUnixSkKind, kEventFdKind, kTimerFdKind, kSignalFdKind, kEpollKind,
     kPidFdKind, kRegularFileKind, kExternalKind;
 
 const std::vector<const FdKind*>& fd_kinds() {
-    // Terminals and FIFOs before regular files: all are paths. TCP sockets before the others.
-    static const std::vector<const FdKind*> kinds{&kPipeKind,    &kFifoKind,      &kPtyKind, &kTerminalKind,  &kTcpKind, &kSocketKind,
+    // Terminals and FIFOs before regular files: all are paths. TCP sockets before the others,
+    // then the other AF_INET/AF_INET6 ones and netlink ones (the socket kind takes the rest).
+    static const std::vector<const FdKind*> kinds{&kPipeKind,    &kFifoKind,      &kPtyKind, &kTerminalKind,  &kTcpKind, &kInetDgramKind, &kNetlinkKind, &kSocketKind,
                                                   &kUnixSkKind,
                                                   &kEventFdKind, &kTimerFdKind,   &kSignalFdKind,
                                                   &kEpollKind,   &kPidFdKind,     &kInotifyKind,     &kFanotifyKind,    &kRegularFileKind,

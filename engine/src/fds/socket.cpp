@@ -36,6 +36,7 @@
 #include "ckpt/base/strings.h"
 #include "fd_kind.h"
 #include "restore_task.h"
+#include "sock_opts.h"
 
 namespace ckpt::engine {
 namespace {
@@ -544,7 +545,8 @@ Result<void> dump_socket(const FdProbe& probe, image::Fd* f) {
             else
                 why = CKPT_TRY(record_unix_sk(probe, sock.get(), ino, type, *diag, &entry));
         } else {
-            why = fmt::format("a socket of address family {} (only AF_UNIX sockets are supported)", domain);
+            why = fmt::format("an {} {} socket (AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK sockets are supported)",
+                              sockopt::family_name(domain), sockopt::type_name(type));
         }
     } else {
         why = "a socket the survey of the tree did not see";

@@ -25,6 +25,9 @@
  * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
  * (program fd_pty_queued), the slave of a pty whose master (fd 10) wrote a line it has not
  * read; with FANOTIFY_QUEUED (program fanotify_queued), a fanotify group with an event queued.
+ * Built with UDP_QUEUED (program udp_queued), fd 9 is a UDP socket on 127.0.0.1 with a datagram
+ * from fd 10 queued; with PACKET_SOCKET (program packet_socket), an AF_PACKET socket; with
+ * NETLINK_OTHER (program netlink_usersock), a NETLINK_USERSOCK socket.
  * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
  * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
 #include <errno.h>
@@ -219,6 +222,27 @@ int main(int argc, char** argv) {
         dup2(client, 10) != 10)
         test_fail("listen/connect: %s", strerror(errno));
     close(client);
+#elif defined(UDP_QUEUED)
+    const char* kind = "socket";
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int sender = socket(AF_INET, SOCK_DGRAM, 0);
+    if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0 || getsockname(fd, (struct sockaddr*)&addr, &alen) != 0 ||
+        sendto(sender, "queued", 6, 0, (struct sockaddr*)&addr, alen) != 6 || dup2(sender, 10) != 10)
+        test_fail("bind/sendto: %s", strerror(errno));
+    close(sender);
+    struct pollfd queued = {fd, POLLIN, 0};
+    if (poll(&queued, 1, 10000) != 1) test_fail("the datagram did not arrive");
+#elif defined(PACKET_SOCKET)
+    const char* kind = "socket";
+    int fd = socket(AF_PACKET, SOCK_DGRAM, 0); /* protocol 0: receives nothing */
+#elif defined(NETLINK_OTHER)
+    const char* kind = "socket";
+    int fd = socket(AF_NETLINK, SOCK_RAW, 2 /* NETLINK_USERSOCK */);
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;

@@ -1,0 +1,204 @@
+#include "sock_opts.h"
+
+#include <linux/if.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <climits>
+#include <cstring>
+
+#include "ckpt/base/strings.h"
+
+namespace ckpt::engine::sockopt {
+
+namespace {
+
+constexpr Spec kSocketLevel[] = {
+    {SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", 4},
+    {SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT", 4},
+    {SOL_SOCKET, SO_BROADCAST, "SO_BROADCAST", 4},
+    {SOL_SOCKET, SO_DONTROUTE, "SO_DONTROUTE", 4},
+    {SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", 4},
+    {SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE", 4},
+    {SOL_SOCKET, SO_NO_CHECK, "SO_NO_CHECK", 4},
+    {SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY", 4},
+    {SOL_SOCKET, SO_MARK, "SO_MARK", 4},
+    {SOL_SOCKET, SO_LINGER, "SO_LINGER", sizeof(linger)},
+    {SOL_SOCKET, SO_RCVLOWAT, "SO_RCVLOWAT", 4},
+    {SOL_SOCKET, SO_RCVTIMEO, "SO_RCVTIMEO", sizeof(timeval)},
+    {SOL_SOCKET, SO_SNDTIMEO, "SO_SNDTIMEO", sizeof(timeval)},
+    {SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED", 4},
+    {SOL_SOCKET, SO_PASSSEC, "SO_PASSSEC", 4},
+    {SOL_SOCKET, SO_TIMESTAMP, "SO_TIMESTAMP", 4},
+    {SOL_SOCKET, SO_TIMESTAMPNS, "SO_TIMESTAMPNS", 4},
+    {SOL_SOCKET, SO_TIMESTAMPING, "SO_TIMESTAMPING", 4},
+    {SOL_SOCKET, SO_RXQ_OVFL, "SO_RXQ_OVFL", 4},
+    {SOL_SOCKET, SO_WIFI_STATUS, "SO_WIFI_STATUS", 4},
+    {SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 4},
+    {SOL_SOCKET, SO_SELECT_ERR_QUEUE, "SO_SELECT_ERR_QUEUE", 4},
+    {SOL_SOCKET, SO_TXTIME, "SO_TXTIME", 8},
+    // After the buffers (udp.cpp, netlink.cpp set those first): whether their sizes are the
+    // user's (locked) or the kernel's to tune.
+    {SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK", 4},
+};
+
+const Spec* find(std::span<const Spec> specs, int level, int name) {
+    for (const Spec& s : specs)
+        if (s.level == level && s.name == name) return &s;
+    return nullptr;
+}
+
+Result<std::string> get_raw(int s, const Spec& spec) {
+    std::string v(spec.size ? spec.size : kMaxValue, '\0');
+    socklen_t len = static_cast<socklen_t>(v.size());
+    if (getsockopt(s, spec.level, spec.name, v.data(), &len) != 0) return sys_error("getsockopt({})", spec.text);
+    v.resize(len);
+    return v;
+}
+
+std::string show(const std::string& v) {
+    if (v.size() == 4) {
+        int i;
+        std::memcpy(&i, v.data(), 4);
+        return std::to_string(i);
+    }
+    std::string hex;
+    for (unsigned char c : v) hex += fmt::format("{:02x}", c);
+    return "0x" + hex;
+}
+
+}  // namespace
+
+std::span<const Spec> socket_level() { return kSocketLevel; }
+
+Result<int> get_int(int s, int level, int name, const char* text) {
+    int v = 0;
+    socklen_t l = sizeof v;
+    if (getsockopt(s, level, name, &v, &l) != 0) return sys_error("getsockopt({})", text);
+    return v;
+}
+
+Result<void> set_int(int s, int level, int name, int v, const char* text) {
+    if (setsockopt(s, level, name, &v, sizeof v) != 0) return sys_error("setsockopt({}, {})", text, v);
+    return ok();
+}
+
+Result<void> record(int s, std::span<const Spec> specs, Options* out) {
+    for (const Spec& spec : specs) {
+        auto v = get_raw(s, spec);
+        if (!v) {
+            // Not an option of this socket's protocol.
+            if (v.error().code() == ENOPROTOOPT || v.error().code() == EOPNOTSUPP) continue;
+            return std::move(v).error();
+        }
+        if (spec.size && v->size() != spec.size)
+            return error("getsockopt({}) gave {} bytes, not {}", spec.text, v->size(), spec.size);
+        image::SocketOption* o = out->Add();
+        o->set_level(spec.level);
+        o->set_name(spec.name);
+        o->set_value(std::move(*v));
+    }
+    return ok();
+}
+
+Result<void> restore(int s, std::span<const Spec> specs, const Options& opts) {
+    for (const image::SocketOption& o : opts) {
+        const Spec* spec = find(specs, o.level(), o.name());
+        if (!spec) return error_code(EINVAL, "socket option {}:{} this socket does not take (image is corrupt)", o.level(), o.name());
+        if (spec->size ? o.value().size() != spec->size : o.value().size() > kMaxValue)
+            return error_code(EINVAL, "{} of {} bytes (image is corrupt)", spec->text, o.value().size());
+        std::string now = CKPT_TRY(get_raw(s, *spec));
+        if (now == o.value()) continue;
+        if (setsockopt(s, spec->level, spec->name, o.value().data(), static_cast<socklen_t>(o.value().size())) != 0)
+            return sys_error("setsockopt({}, {})", spec->text, show(o.value()));
+        now = CKPT_TRY(get_raw(s, *spec));
+        if (now != o.value())
+            return error_code(EINVAL, "{} is {} once set, {} at dump", spec->text, show(now), show(o.value()));
+    }
+    return ok();
+}
+
+Result<void> restore_buffer(int s, int name, int force, uint32_t want, const char* text) {
+    if (want > static_cast<uint32_t>(INT_MAX)) return error_code(EINVAL, "{} {} (image is corrupt)", text, want);
+    if (static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, name, text))) == want) return ok();
+    int half = static_cast<int>((want + 1) / 2);
+    if (setsockopt(s, SOL_SOCKET, force, &half, sizeof half) != 0 && setsockopt(s, SOL_SOCKET, name, &half, sizeof half) != 0)
+        return sys_error("setsockopt({}, {})", text, half);
+    int now = CKPT_TRY(get_int(s, SOL_SOCKET, name, text));
+    if (static_cast<uint32_t>(now) < want)
+        return error_code(ENOBUFS, "{} is {} at dump, only {} here (the system's limit; root may exceed it)", text, want,
+                          now);
+    return ok();
+}
+
+Result<std::string> bound_device(int s) {
+    char name[IFNAMSIZ + 1] = {};
+    socklen_t len = IFNAMSIZ;
+    if (getsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, name, &len) != 0) return sys_error("getsockopt(SO_BINDTODEVICE)");
+    return std::string(name, strnlen(name, std::min<size_t>(len, IFNAMSIZ)));
+}
+
+Result<void> bind_device(int s, const std::string& name) {
+    if (name.empty()) return ok();
+    if (name.size() >= IFNAMSIZ || name.find('\0') != std::string::npos)
+        return error_code(EINVAL, "interface name of {} bytes (image is corrupt)", name.size());
+    if (setsockopt(s, SOL_SOCKET, SO_BINDTODEVICE, name.data(), static_cast<socklen_t>(name.size())) != 0)
+        return sys_error("setsockopt(SO_BINDTODEVICE, {}) (is there such an interface here?)", name);
+    return ok();
+}
+
+Result<void> refuse_filter_and_errors(int s) {
+    // A filter of the process's own (an eBPF one, SO_ATTACH_BPF, cannot be seen at all).
+    socklen_t filter_len = 0;
+    if (getsockopt(s, SOL_SOCKET, SO_GET_FILTER, nullptr, &filter_len) != 0) return sys_error("getsockopt(SO_GET_FILTER)");
+    if (filter_len != 0) return error_code(ENOTSUP, "a socket filter (SO_ATTACH_FILTER): not supported");
+    // poll() shows a pending error (which SO_ERROR would clear) and a non-empty error queue.
+    pollfd p{s, 0, 0};
+    if (poll(&p, 1, 0) < 0) return sys_error("poll");
+    if (p.revents & POLLERR)
+        return error_code(ENOTSUP, "a pending socket error or a non-empty error queue (IP_RECVERR): not supported");
+    return ok();
+}
+
+std::string family_name(int family) {
+    switch (family) {
+        case AF_UNIX: return "AF_UNIX";
+        case AF_INET: return "AF_INET";
+        case AF_INET6: return "AF_INET6";
+        case AF_NETLINK: return "AF_NETLINK";
+        case AF_PACKET: return "AF_PACKET";
+        case AF_KEY: return "AF_KEY";
+        case AF_BLUETOOTH: return "AF_BLUETOOTH";
+        case AF_ALG: return "AF_ALG";
+        case AF_VSOCK: return "AF_VSOCK";
+        case AF_XDP: return "AF_XDP";
+        case AF_TIPC: return "AF_TIPC";
+        case AF_CAN: return "AF_CAN";
+        case AF_RDS: return "AF_RDS";
+        case AF_APPLETALK: return "AF_APPLETALK";
+        case AF_X25: return "AF_X25";
+        case AF_AX25: return "AF_AX25";
+        case AF_IPX: return "AF_IPX";
+        case AF_LLC: return "AF_LLC";
+        case AF_IB: return "AF_IB";
+        case AF_MPLS: return "AF_MPLS";
+        case AF_SMC: return "AF_SMC";
+        case AF_QIPCRTR: return "AF_QIPCRTR";
+        case AF_KCM: return "AF_KCM";
+        default: return fmt::format("address family {}", family);
+    }
+}
+
+std::string type_name(int type) {
+    switch (type) {
+        case SOCK_STREAM: return "SOCK_STREAM";
+        case SOCK_DGRAM: return "SOCK_DGRAM";
+        case SOCK_RAW: return "SOCK_RAW";
+        case SOCK_RDM: return "SOCK_RDM";
+        case SOCK_SEQPACKET: return "SOCK_SEQPACKET";
+        case SOCK_PACKET: return "SOCK_PACKET";
+        default: return fmt::format("type {}", type);
+    }
+}
+
+}  // namespace ckpt::engine::sockopt

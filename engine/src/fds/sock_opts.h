@@ -1,0 +1,57 @@
+// Socket options shared by the datagram socket kinds (udp.cpp, netlink.cpp): each recorded as
+// the bytes getsockopt gives and set back with setsockopt where a new socket's value differs,
+// then read back: a restored option is exactly what was recorded, or the restore fails naming
+// it. Only options in the caller's table are read, and only those taken at restore (an image
+// naming another is corrupt).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "ckpt/base/result.h"
+#include "files.pb.h"
+
+namespace ckpt::engine::sockopt {
+
+struct Spec {
+    int level;
+    int name;
+    const char* text;
+    uint32_t size;  // the value's size in bytes; 0: any size up to kMaxValue
+};
+inline constexpr uint32_t kMaxValue = 64;
+
+using Options = google::protobuf::RepeatedPtrField<image::SocketOption>;
+
+// Options of every socket (SOL_SOCKET).
+std::span<const Spec> socket_level();
+
+// Records every option of specs the socket has (those its protocol does not know are left out).
+Result<void> record(int s, std::span<const Spec> specs, Options* out);
+// Sets each recorded option (refusing one specs lacks) where the socket's value differs, and
+// reads it back.
+Result<void> restore(int s, std::span<const Spec> specs, const Options& opts);
+
+Result<int> get_int(int s, int level, int name, const char* text);
+Result<void> set_int(int s, int level, int name, int v, const char* text);
+
+// SO_SNDBUF or SO_RCVBUF (as getsockopt reads it) set where it differs from the socket's,
+// past the system's limit where the restorer may, and read back (at least as large).
+Result<void> restore_buffer(int s, int name, int force, uint32_t want, const char* text);
+
+// SO_BINDTODEVICE: the interface's name ("" none), and set again by that name.
+Result<std::string> bound_device(int s);
+Result<void> bind_device(int s, const std::string& name);
+
+// Refuses what cannot be seen or made again on any socket: a classic BPF filter
+// (SO_ATTACH_FILTER), a pending error or an error queue (IP_RECVERR: poll's POLLERR).
+Result<void> refuse_filter_and_errors(int s);
+
+// "AF_PACKET", "SOCK_RAW" ... (or the number).
+std::string family_name(int family);
+std::string type_name(int type);
+
+}  // namespace ckpt::engine::sockopt
