@@ -52,6 +52,15 @@ namespace ckpt::image {
 //    - fds in flight (SCM_RIGHTS) in queued messages (UnixSocketEnd.in_flight,
 //      UnixMessage.fds): a version 7 reader would send the messages without them.
 //    - output of a pty's slave not read by its master yet (PtyEntry.to_master).
+//    - UDP, UDP-Lite, ICMP ping and raw sockets of AF_INET/AF_INET6 (Fd.INET_DGRAM,
+//      Fd.inet_dgram) and netlink sockets (Fd.NETLINK_SOCKET, Fd.netlink), with their socket
+//      options (SocketOption);
+//    - dump --link-remap: a file unlinked while open, mapped or inotify-watched but linked
+//      elsewhere, kept through a hidden hard link in its old folder (FileEntry.link_remap,
+//      InotifyWatch.file_id): a version 7 reader would open whatever is at the old path now;
+//    - System V IPC of a tree in its own IPC namespace (ipc.img, Kind::Ipc: the namespace's
+//      sysctls, segments with their content, semaphore sets, message queues with their
+//      messages) and segment attachments (Vma.sysv_shm, shm_id, shm_rdonly).
 inline constexpr uint32_t kFormatVersion = 8;
 
 enum class Kind : uint32_t {
