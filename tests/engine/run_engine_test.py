@@ -1124,22 +1124,28 @@ class Run:
         name = f"fds-{self.root}.img"
         count = 0
         for pattern, forged in edits:
-            copy = os.path.join(self.work, "edited")
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(self.images, copy)
-            path = os.path.join(copy, name)
-            text = subprocess.run([self.args.image_edit, "totext", path], capture_output=True, text=True,
-                                  check=True).stdout
-            edited, n = re.subn(pattern, forged, text, count=1)
-            if n != 1:
-                raise TestFailure(f"{name} has no {pattern!r} to forge")
-            subprocess.run([self.args.image_edit, "fromtext", path], input=edited, text=True, check=True)
+            copy = self.forged_copy(name, pattern, forged)
             line = self.expect_failure(["restore", "-D", copy, "--detach"], "image is corrupt", f"forged {forged!r}")
             if "TCP" not in line:
                 raise TestFailure(f"forged {forged!r}: the refusal does not say TCP: {line}")
             self.expect_nothing_restored(f"forged {forged!r}")
             count += 1
         return f"PASS ({count} forged fields refused)"
+
+    def forged_copy(self, name, pattern, forged):
+        """A copy of the images in which image `name` has its first match of `pattern` replaced
+        by `forged` (through its text form), as the images' user could."""
+        copy = os.path.join(self.work, "edited")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(self.images, copy)
+        path = os.path.join(copy, name)
+        text = subprocess.run([self.args.image_edit, "totext", path], capture_output=True, text=True,
+                              check=True).stdout
+        edited, n = re.subn(pattern, forged, text, count=1)
+        if n != 1:
+            raise TestFailure(f"{name} has no {pattern!r} to forge")
+        subprocess.run([self.args.image_edit, "fromtext", path], input=edited, text=True, check=True)
+        return copy
 
     def neg_ipc_refused(self):
         """System V IPC state of the tree's own IPC namespace that cannot be restored
@@ -1167,16 +1173,7 @@ class Run:
                  (f"mm-{self.root}.img", r"shm_id: \d+", "shm_id: 999999")]
         count = 0
         for name, pattern, forged in edits:
-            copy = os.path.join(self.work, "edited")
-            shutil.rmtree(copy, ignore_errors=True)
-            shutil.copytree(self.images, copy)
-            path = os.path.join(copy, name)
-            text = subprocess.run([self.args.image_edit, "totext", path], capture_output=True, text=True,
-                                  check=True).stdout
-            edited, n = re.subn(pattern, forged, text, count=1)
-            if n != 1:
-                raise TestFailure(f"{name} has no {pattern!r} to forge")
-            subprocess.run([self.args.image_edit, "fromtext", path], input=edited, text=True, check=True)
+            copy = self.forged_copy(name, pattern, forged)
             self.expect_failure(["restore", "-D", copy, "--detach"], "image is corrupt", f"forged {forged!r}")
             self.expect_nothing_restored(f"forged {forged!r}")
             count += 1

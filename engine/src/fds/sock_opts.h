@@ -10,9 +10,21 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "ckpt/base/result.h"
 #include "files.pb.h"
+
+namespace ckpt::engine {
+
+// AF_INET and AF_INET6 addresses (tcp.cpp, udp.cpp): a socket address recorded, shown as
+// people write it ("127.0.0.1:80", "[::1]:80"), and made again from the image (one that does
+// not fit the family is refused as corrupt).
+void record_addr(const sockaddr_storage& ss, image::InetAddr* a);
+std::string show_addr(const image::InetAddr& a);
+Result<std::pair<sockaddr_storage, socklen_t>> sockaddr_of(int family, const image::InetAddr& a, const char* which);
+
+}  // namespace ckpt::engine
 
 namespace ckpt::engine::sockopt {
 

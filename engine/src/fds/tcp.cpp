@@ -34,6 +34,7 @@
 #include "ckpt/base/strings.h"
 #include "fd_kind.h"
 #include "restore_task.h"
+#include "sock_opts.h"
 
 namespace ckpt::engine {
 namespace {
@@ -45,17 +46,8 @@ constexpr uint32_t kMaxBacklog = 65535;
 // Limits the kernel puts on the keepalive options and window scaling.
 constexpr uint32_t kMaxKeepIdle = 32767, kMaxKeepIntvl = 32767, kMaxKeepCnt = 127, kMaxWscale = 14;
 
-Result<int> get_int(int s, int level, int opt, const char* name) {
-    int v = 0;
-    socklen_t l = sizeof v;
-    if (getsockopt(s, level, opt, &v, &l) != 0) return sys_error("getsockopt({})", name);
-    return v;
-}
-
-Result<void> set_int(int s, int level, int opt, int v, const char* name) {
-    if (setsockopt(s, level, opt, &v, sizeof v) != 0) return sys_error("setsockopt({}, {})", name, v);
-    return ok();
-}
+using sockopt::get_int;
+using sockopt::set_int;
 
 Result<int> ioctl_int(int s, unsigned long req, const char* name) {
     int v = 0;
@@ -92,54 +84,6 @@ Result<UniqueFd> take_tcp(const FdProbe& probe) {
 }
 
 bool claims_tcp(const FdProbe& probe) { return starts_with(probe.link, "socket:[") && static_cast<bool>(take_tcp(probe)); }
-
-// ---- addresses ------------------------------------------------------------------------------
-
-void record_addr(const sockaddr_storage& ss, image::InetAddr* a) {
-    if (ss.ss_family == AF_INET) {
-        const auto& in = reinterpret_cast<const sockaddr_in&>(ss);
-        a->set_addr(std::string(reinterpret_cast<const char*>(&in.sin_addr), 4));
-        a->set_port(ntohs(in.sin_port));
-    } else {
-        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
-        a->set_addr(std::string(reinterpret_cast<const char*>(&in6.sin6_addr), 16));
-        a->set_port(ntohs(in6.sin6_port));
-        a->set_scope_id(in6.sin6_scope_id);
-    }
-}
-
-std::string show_addr(const image::InetAddr& a) {
-    char text[INET6_ADDRSTRLEN] = "?";
-    if (a.addr().size() == 4) {
-        inet_ntop(AF_INET, a.addr().data(), text, sizeof text);
-        return fmt::format("{}:{}", text, a.port());
-    }
-    if (a.addr().size() == 16) inet_ntop(AF_INET6, a.addr().data(), text, sizeof text);
-    return fmt::format("[{}]:{}", text, a.port());
-}
-
-// The recorded address as the family's sockaddr; refuses one that does not fit the family.
-Result<std::pair<sockaddr_storage, socklen_t>> sockaddr_of(int family, const image::InetAddr& a, const char* which) {
-    sockaddr_storage ss{};
-    if (a.port() > 65535) return error_code(EINVAL, "{} port {} (image is corrupt)", which, a.port());
-    if (family == AF_INET) {
-        if (a.addr().size() != 4 || a.scope_id() != 0)
-            return error_code(EINVAL, "{} address of {} bytes for AF_INET (image is corrupt)", which, a.addr().size());
-        auto& in = reinterpret_cast<sockaddr_in&>(ss);
-        in.sin_family = AF_INET;
-        in.sin_port = htons(static_cast<uint16_t>(a.port()));
-        std::memcpy(&in.sin_addr, a.addr().data(), 4);
-        return std::pair{ss, static_cast<socklen_t>(sizeof in)};
-    }
-    if (a.addr().size() != 16)
-        return error_code(EINVAL, "{} address of {} bytes for AF_INET6 (image is corrupt)", which, a.addr().size());
-    auto& in6 = reinterpret_cast<sockaddr_in6&>(ss);
-    in6.sin6_family = AF_INET6;
-    in6.sin6_port = htons(static_cast<uint16_t>(a.port()));
-    in6.sin6_scope_id = a.scope_id();
-    std::memcpy(&in6.sin6_addr, a.addr().data(), 16);
-    return std::pair{ss, static_cast<socklen_t>(sizeof in6)};
-}
 
 // ---- options ----------------------------------------------------------------------------
 

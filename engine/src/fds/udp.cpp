@@ -170,52 +170,7 @@ bool claims_inet(const FdProbe& probe) {
     return family && (*family == AF_INET || *family == AF_INET6);
 }
 
-void record_addr(const sockaddr_storage& ss, image::InetAddr* a) {
-    if (ss.ss_family == AF_INET) {
-        const auto& in = reinterpret_cast<const sockaddr_in&>(ss);
-        a->set_addr(std::string(reinterpret_cast<const char*>(&in.sin_addr), 4));
-        a->set_port(ntohs(in.sin_port));
-    } else {
-        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(ss);
-        a->set_addr(std::string(reinterpret_cast<const char*>(&in6.sin6_addr), 16));
-        a->set_port(ntohs(in6.sin6_port));
-        a->set_scope_id(in6.sin6_scope_id);
-    }
-}
-
 bool is_any(const image::InetAddr& a) { return a.addr().find_first_not_of('\0') == std::string::npos; }
-
-std::string show_addr(const image::InetAddr& a) {
-    char text[INET6_ADDRSTRLEN] = "?";
-    if (a.addr().size() == 4) {
-        inet_ntop(AF_INET, a.addr().data(), text, sizeof text);
-        return fmt::format("{}:{}", text, a.port());
-    }
-    if (a.addr().size() == 16) inet_ntop(AF_INET6, a.addr().data(), text, sizeof text);
-    return fmt::format("[{}]:{}", text, a.port());
-}
-
-Result<std::pair<sockaddr_storage, socklen_t>> sockaddr_of(int family, const image::InetAddr& a, const char* which) {
-    sockaddr_storage ss{};
-    if (a.port() > 65535) return error_code(EINVAL, "{} port {} (image is corrupt)", which, a.port());
-    if (family == AF_INET) {
-        if (a.addr().size() != 4 || a.scope_id() != 0)
-            return error_code(EINVAL, "{} address of {} bytes for AF_INET (image is corrupt)", which, a.addr().size());
-        auto& in = reinterpret_cast<sockaddr_in&>(ss);
-        in.sin_family = AF_INET;
-        in.sin_port = htons(static_cast<uint16_t>(a.port()));
-        std::memcpy(&in.sin_addr, a.addr().data(), 4);
-        return std::pair{ss, static_cast<socklen_t>(sizeof in)};
-    }
-    if (a.addr().size() != 16)
-        return error_code(EINVAL, "{} address of {} bytes for AF_INET6 (image is corrupt)", which, a.addr().size());
-    auto& in6 = reinterpret_cast<sockaddr_in6&>(ss);
-    in6.sin6_family = AF_INET6;
-    in6.sin6_port = htons(static_cast<uint16_t>(a.port()));
-    in6.sin6_scope_id = a.scope_id();
-    std::memcpy(&in6.sin6_addr, a.addr().data(), 16);
-    return std::pair{ss, static_cast<socklen_t>(sizeof in6)};
-}
 
 // ---- dump ---------------------------------------------------------------------------------
 
