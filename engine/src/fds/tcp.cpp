@@ -20,6 +20,9 @@
 // had never been sent.
 #include <arpa/inet.h>
 #include <linux/filter.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -371,6 +374,87 @@ Result<void> make_connection(RestoreShared& sh, int s, int family, const image::
     return ok();
 }
 
+// Whether a connection's local address (sock_diag's, in network order) would share the
+// listener's: the same port, and the listener's address is a wildcard or the same.
+bool under_listener(const inet_diag_msg& m, const image::InetAddr& listener) {
+    if (ntohs(m.id.idiag_sport) != listener.port()) return false;
+    const std::string& a = listener.addr();
+    if (a.find_first_not_of('\0') == std::string::npos) return true;
+    const auto* src = reinterpret_cast<const char*>(m.id.idiag_src);
+    if (m.idiag_family == AF_INET) {
+        static constexpr char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\xff', '\xff'};
+        return (a.size() == 4 && std::memcmp(src, a.data(), 4) == 0) ||
+               (a.size() == 16 && std::memcmp(a.data(), kMapped, 12) == 0 && std::memcmp(src, a.data() + 12, 4) == 0);
+    }
+    return a.size() == 16 && std::memcmp(src, a.data(), 16) == 0;
+}
+
+// Ends the connections of this network namespace in TIME_WAIT whose local address is the one
+// a listener is to be bound to (SOCK_DESTROY, CAP_NET_ADMIN); returns how many. Those are left
+// by connections the tree's listener accepted and closed before the dump: a listener without
+// SO_REUSEADDR (its accepted connections had none either) cannot be bound beside them, and the
+// original, bound before them, never met them. Only TIME_WAIT: a live socket still keeps the
+// bind from happening.
+Result<int> end_time_wait(const image::InetAddr& listener) {
+    UniqueFd nl(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+    if (!nl) return sys_error("socket(NETLINK_SOCK_DIAG)");
+    struct Request {
+        nlmsghdr nlh;
+        inet_diag_req_v2 req;
+    };
+    auto send_req = [&](uint16_t type, uint16_t flags, int family, const inet_diag_sockid& id) -> Result<void> {
+        Request msg{};
+        msg.nlh.nlmsg_len = sizeof msg;
+        msg.nlh.nlmsg_type = type;
+        msg.nlh.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | flags);
+        msg.req.sdiag_family = static_cast<uint8_t>(family);
+        msg.req.sdiag_protocol = IPPROTO_TCP;
+        msg.req.idiag_states = 1u << TCP_TIME_WAIT;
+        msg.req.id = id;
+        sockaddr_nl kernel{};
+        kernel.nl_family = AF_NETLINK;
+        if (sendto(nl.get(), &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+            return sys_error("sock_diag: send");
+        return ok();
+    };
+    alignas(nlmsghdr) static thread_local char buf[1 << 16];
+    std::vector<std::pair<int, inet_diag_sockid>> found;
+    for (int family : {AF_INET, AF_INET6}) {
+        CKPT_TRY(send_req(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, family, inet_diag_sockid{}));
+        for (bool done = false; !done;) {
+            ssize_t n = recv(nl.get(), buf, sizeof buf, 0);
+            if (n < 0) return sys_error("sock_diag: recv");
+            int len = static_cast<int>(n);
+            for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+                if (h->nlmsg_type == NLMSG_DONE) done = true;
+                if (h->nlmsg_type == NLMSG_ERROR) {
+                    auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+                    if (e->error) return sys_error_code(-e->error, "sock_diag: TCP sockets in TIME_WAIT");
+                    done = true;
+                }
+                if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
+                const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+                if (m->idiag_state == TCP_TIME_WAIT && under_listener(*m, listener))
+                    found.emplace_back(m->idiag_family, m->id);
+            }
+        }
+    }
+    int ended = 0;
+    for (const auto& [family, id] : found) {
+        CKPT_TRY(send_req(SOCK_DESTROY, NLM_F_ACK, family, id));
+        ssize_t n = recv(nl.get(), buf, sizeof buf, 0);
+        if (n < 0) return sys_error("sock_diag: recv");
+        auto* h = reinterpret_cast<nlmsghdr*>(buf);
+        if (NLMSG_OK(h, static_cast<int>(n)) && h->nlmsg_type == NLMSG_ERROR) {
+            int err = -static_cast<nlmsgerr*>(NLMSG_DATA(h))->error;
+            if (err == ENOENT) continue;  // ended meanwhile
+            if (err) return sys_error_code(err, "sock_diag: SOCK_DESTROY of a connection in TIME_WAIT");
+        }
+        ++ended;
+    }
+    return ended;
+}
+
 Result<UniqueFd> make_tcp(RestoreShared& sh, const image::TcpSocket& t) {
     int family = t.family();
     if (family != AF_INET && family != AF_INET6) return error_code(EINVAL, "TCP socket of family {} (image is corrupt)", family);
@@ -399,8 +483,17 @@ Result<UniqueFd> make_tcp(RestoreShared& sh, const image::TcpSocket& t) {
     // (in repair mode: bound at once): SO_REUSEADDR for the time of bind and listen lets it
     // (a listener of that address elsewhere, the original still running, is still refused).
     if (!established && !t.reuseaddr()) CKPT_TRY(set_int(s.get(), SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"));
-    if (bind(s.get(), reinterpret_cast<sockaddr*>(&local), local_len) != 0)
-        return sys_error("bind to {}", show_addr(t.local()));
+    if (bind(s.get(), reinterpret_cast<sockaddr*>(&local), local_len) != 0) {
+        int err = errno;
+        if (err != EADDRINUSE || established) return sys_error_code(err, fmt::format("bind to {}", show_addr(t.local())));
+        auto ended = end_time_wait(t.local());
+        if (!ended)
+            return sys_error_code(err, fmt::format("bind to {} (its connections in TIME_WAIT could not be ended: {})",
+                                                   show_addr(t.local()), ended.error().message()));
+        if (*ended == 0 || bind(s.get(), reinterpret_cast<sockaddr*>(&local), local_len) != 0)
+            return sys_error("bind to {}", show_addr(t.local()));
+        logger()->info("ended {} connection(s) in TIME_WAIT on {} to bind its listener", *ended, show_addr(t.local()));
+    }
     if (established) {
         CKPT_TRY_CTX(make_connection(sh, s.get(), family, t), "TCP connection {} -> {}", show_addr(t.local()),
                      show_addr(t.peer()));

@@ -2,7 +2,9 @@
  *   fd 20  AF_INET on 127.0.0.1, backlog 7, O_NONBLOCK, SO_REUSEADDR, TCP_NODELAY, SO_KEEPALIVE
  *          with keepalive idle 77, interval 13, count 5, SO_RCVBUF; fd 25 a dup of it
  *   fd 21  AF_INET6 on [::1], IPV6_V6ONLY, SO_REUSEPORT, SO_LINGER 9 s, SO_SNDBUF, backlog 3
- *   fd 22  AF_INET6 on [::] taking IPv4 too (IPV6_V6ONLY off), IP_FREEBIND, backlog 5
+ *   fd 22  AF_INET6 on [::] taking IPv4 too (IPV6_V6ONLY off), IP_FREEBIND, backlog 5; a
+ *          connection it accepted and closed first left one in TIME_WAIT on its port (which a
+ *          listener without SO_REUSEADDR cannot be bound beside: the restore ends it)
  * After restore: the same addresses, options, backlog (TCP_INFO), flags, one description for
  * fds 20 and 25 (kcmp); each accepts a new connection (fd 22 one from 127.0.0.1, v4-mapped),
  * whose byte arrives and whose peer address is the connecting socket's. */
@@ -139,6 +141,24 @@ static void accept_one(listener_t* L, int family, const char* from) {
     close(a);
 }
 
+/* A connection to L's port on 127.0.0.1, accepted and closed by the accepting side first:
+ * that side stays in TIME_WAIT on the listener's port. */
+static void leave_time_wait(int fd) {
+    struct sockaddr_in6 name;
+    socklen_t len = sizeof name;
+    if (getsockname(fd, (struct sockaddr*)&name, &len) != 0) test_fail("getsockname: %s", strerror(errno));
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = name.sin6_port};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || connect(c, (struct sockaddr*)&to, sizeof to) != 0) test_fail("connect for TIME_WAIT: %s", strerror(errno));
+    int a = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    if (a < 0) test_fail("accept for TIME_WAIT: %s", strerror(errno));
+    close(a);
+    char b;
+    if (test_read_all(c, &b, 1) != 0) test_fail("no end of stream for TIME_WAIT");
+    close(c);
+}
+
 int main(int argc, char** argv) {
     test_init(argc, argv, 3);
     listener_t L[3] = {{.fd = 20, .family = AF_INET}, {.fd = 21, .family = AF_INET6}, {.fd = 22, .family = AF_INET6}};
@@ -167,6 +187,7 @@ int main(int argc, char** argv) {
     setopt(22, IPPROTO_IPV6, IPV6_V6ONLY, 0);
     setopt(22, IPPROTO_IP, IP_FREEBIND, 1);
     bind_listen(22, AF_INET6, "::", 5);
+    leave_time_wait(22);
 
     for (int i = 0; i < 3; ++i) record(&L[i]);
     int flags[3];
