@@ -609,6 +609,18 @@ def case_pidfile_symlink(c):
     c.expect_refused(c.restore(), r"pidfile|symbolic link|Permission denied")
 
 
+def case_ipc_namespace(c):
+    # An ipc.img planted in the user's images (a tree in an IPC namespace of its own): making
+    # one needs CAP_SYS_ADMIN, which a user's restore does not have. Refused before anything
+    # is read from it or created.
+    dumped(c)
+    planted = os.path.join(c.images, "ipc.img")
+    with open(planted, "wb") as f:
+        f.write(b"forged")
+    os.chown(planted, NOBODY, NOBODY)
+    c.expect_refused(c.restore(), r"ipc\.img: the tree has its own IPC namespace .* refused")
+
+
 def case_claim_uid0(c):
     # Every process claims uid 0 (the inventory still says nobody). old: refused too ("images
     # belong to uid 0, not to uid 65534"): not open in the old code; kept as a guard.
@@ -739,6 +751,7 @@ CASES = {
     "kmsg": case_kmsg,
     "no-pidns": case_no_pidns,
     "pidfile-symlink": case_pidfile_symlink,
+    "ipc-namespace": case_ipc_namespace,
     "claim-uid0": case_claim_uid0,
     "claim-groups": case_claim_groups,
     "thread-creds": case_thread_creds,

@@ -13,7 +13,8 @@ Modes:
                  exit with the root's status), check
   leave-running  dump --leave-running, check the original; then make sure every pid of the
                  tree is gone, put the program's files back as they were at dump time,
-                 restore, check again
+                 restore, check again (with --dump-twice: dumped twice before the check,
+                 the second restored)
   twice          dump, restore, dump the restored tree, restore again, check
   new-pidns      dump --leave-running, restore --new-pidns --detach while the original still
                  holds every pid; the copy must see its old pids and pass, then the original
@@ -752,6 +753,12 @@ class Run:
     def mode_leave_running(self):
         self.start()
         self.dump(leave_running=True)
+        images = self.images
+        if self.args.dump_twice:
+            # A second dump of the same original (with --link-remap it reuses the first's
+            # hidden links: the program counts them at its check), and its images restore.
+            images = self.images + "-again"
+            self.dump(leave_running=True, images=images)
         files = self.remember_files()
         if not self.same_tree(tree_pids(self.root)):
             raise TestFailure(f"tree changed during dump --leave-running: {tree_pids(self.root)} "
@@ -760,7 +767,7 @@ class Run:
         self.kill_pids(self.pids)
         self.wait_gone(self.pids)
         self.put_back_files(files)
-        self.restore()
+        self.restore(images=images)
         self.check_verdict(what="after restore")
         return "PASS"
 
@@ -1580,6 +1587,8 @@ def main():
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")
+    ap.add_argument("--dump-twice", action="store_true",
+                    help="leave-running mode: dump the original twice before its check, restore the second")
     ap.add_argument("--dump-arg", action="append", default=[], help="one more argument for every dump (--no-snapshot)")
     ap.add_argument("--threads-may-exit", action="store_true",
                     help="threads of the program may exit during a dump or after a restore (mem_snapshot_exit)")
