@@ -12,6 +12,7 @@
 #include <iterator>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
@@ -114,6 +115,15 @@ const char* rlimit_name(uint32_t resource) {
 
 }  // namespace
 
+Result<void> read_own_rlimits(std::array<std::pair<uint64_t, uint64_t>, 16>* out) {
+    for (uint32_t res = 0; res < out->size(); ++res) {
+        struct rlimit lim{};
+        if (getrlimit(static_cast<int>(res), &lim) != 0) return sys_error("getrlimit({}) of the engine", rlimit_name(res));
+        (*out)[res] = {lim.rlim_cur, lim.rlim_max};
+    }
+    return ok();
+}
+
 Result<void> restore_task_settings(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const auto& core = t.core;
@@ -122,9 +132,14 @@ Result<void> restore_task_settings(RestoreTask& t) {
         struct rlimit64 {
             uint64_t cur, max;
         } lim{r.cur(), r.max()}, old{};
-        uint64_t old_at = CKPT_TRY(s.take(sizeof old));
-        CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, old_at}));
-        CKPT_TRY(read_remote(t.host, old_at, &old, sizeof old));
+        if (r.resource() < t.shared->inherited_rlimits.size()) {
+            // What the process inherited from the engine: known without asking it.
+            std::tie(old.cur, old.max) = t.shared->inherited_rlimits[r.resource()];
+        } else {
+            uint64_t old_at = CKPT_TRY(s.take(sizeof old));
+            CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, old_at}));
+            CKPT_TRY(read_remote(t.host, old_at, &old, sizeof old));
+        }
         if (lim.max > old.max) {
             // Raising a hard limit needs CAP_SYS_RESOURCE, which the engine may lack (and a
             // user's restore never has): the process gets the restorer's hard limit, never
@@ -134,6 +149,7 @@ Result<void> restore_task_settings(RestoreTask& t) {
             lim.max = old.max;
             lim.cur = std::min(lim.cur, lim.max);
         }
+        if (lim.cur == old.cur && lim.max == old.max) continue;  // as inherited: nothing to set
         uint64_t lim_at = CKPT_TRY(s.put(lim));
         CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), lim_at, 0}));
     }

@@ -120,6 +120,7 @@ Result<void> restore_stop(RestoreTask& t, int stop_signal, bool stop_reported, R
         uint64_t at = CKPT_TRY(s.put(act));
         CKPT_TRY(t.leader->syscall_ok("rt_sigaction(SIG_DFL)", SYS_rt_sigaction,
                                       {static_cast<uint64_t>(stop_signal), at, 0, 8}));
+        t.sigactions_changed |= 1ull << (stop_signal - 1);
     }
     CKPT_TRY_CTX(t.leader->enter_group_stop(stop_signal), "pid {}", t.pid);
     if (parent && stop_reported) {

@@ -441,6 +441,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         user = CKPT_TRY(privilege::user_identity(static_cast<uid_t>(opts.restore_as_uid),
                                                  static_cast<gid_t>(opts.restore_as_gid)));
     }
+    // Before any process is made: each will start with these actions.
+    CKPT_TRY(read_own_sigactions(&shared.inherited_sigactions));
+    CKPT_TRY(read_own_rlimits(&shared.inherited_rlimits));
     std::optional<PidnsInit> init;
     if (opts.new_pidns) {
         init = CKPT_TRY(start_pidns_init(user ? &*user : nullptr));

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -47,6 +48,9 @@ struct RestoreTask {
     RestoreTask* fd_owner = nullptr;
     int engine_pidfd() const { return fd_owner ? fd_owner->engine_pidfd_in_target : engine_pidfd_in_target; }
     std::vector<pid_t> thread_hosts;  // every thread but the leader, as the engine sees them
+    // Signals whose action was set in the process since it was made (bit n: signal n), which
+    // restore_sigactions sets whatever the engine's own (shared.inherited_sigactions) is.
+    uint64_t sigactions_changed = 0;
 
     // Moves an fd of the engine into the target; returns its number there (at_fd if >= 0).
     Result<int> install_fd(int engine_fd, int at_fd = -1, bool cloexec = false);
@@ -85,6 +89,13 @@ struct RestoreShared {
     // AF_UNIX socket id -> the socket made (bound, listening, connected) before any process.
     std::map<uint64_t, UniqueFd> unix_sks;
     bool ext_unix_sk = false;  // restore --ext-unix-sk
+    // The engine's own signal actions, read as the restore began: every process of the tree
+    // is a copy of the engine (or of its parent, made before any action is set), so it holds
+    // these until restore_sigactions; only the actions that differ are set (signals.cpp).
+    std::array<arch::KernelSigaction, 65> inherited_sigactions{};
+    // The same for resource limits (soft, hard; indexed by resource): what every process
+    // holds until restore_task_settings (creds.cpp).
+    std::array<std::pair<uint64_t, uint64_t>, 16> inherited_rlimits{};
     std::map<std::string, int> inherited;  // --inherit-fd key -> restorer fd
     // --tcp-established: established TCP connections may be restored (fds/tcp.cpp). Each is
     // made in repair mode and held here, with the bytes it had not sent yet, until every fd

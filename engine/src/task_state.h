@@ -20,6 +20,8 @@ struct RestoreTask;
 // Signal handlers (signals.cpp).
 Result<void> dump_sigactions(RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core);
 Result<void> restore_sigactions(RestoreTask& t);
+// The engine's own signal actions (kernel layout), for restore_sigactions to compare with.
+Result<void> read_own_sigactions(std::array<arch::KernelSigaction, 65>* out);
 
 // Pending signals (signals.cpp): per thread and process-wide.
 Result<void> dump_pending(pid_t pid, image::TaskCore* core);
@@ -43,6 +45,8 @@ Result<void> dump_thread_creds(pid_t pid, RemoteThread& rt, const image::Creds& 
 const image::Creds& thread_creds(const image::TaskCore& core, const image::ThreadCore& tc);
 // Settings that need privilege or come before the fds (limits, umask, cwd, root...).
 Result<void> restore_task_settings(RestoreTask& t);
+// The engine's own resource limits (soft, hard), for restore_task_settings to compare with.
+Result<void> read_own_rlimits(std::array<std::pair<uint64_t, uint64_t>, 16>* out);
 // Drops to the recorded identity: the last thing done inside each thread.
 Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c);
 

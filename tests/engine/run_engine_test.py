@@ -371,6 +371,10 @@ class Run:
                 else:
                     os.dup2(os.open(self.engine_log, os.O_WRONLY | os.O_APPEND), 1)
                 os.dup2(err.fileno(), 2)
+                # As a shell's background job would, the engine starts with SIGINT and SIGQUIT
+                # ignored (kept across exec): no restored process may take that from it.
+                for sig in (signal.SIGINT, signal.SIGQUIT):
+                    signal.signal(sig, signal.SIG_IGN)
                 if keep_fd is None:
                     os.closerange(3, 1 << 16)
                 else:  # an fd given to the engine by --inherit-fd
