@@ -77,6 +77,7 @@ Result<void> copy_file(int src_member, int dst_member, const set::FileRecord& f,
 Result<void> fsync_dirs(int dir, std::string_view where) {
     DIR* it = ::fdopendir(::dup(dir));
     if (!it) return sys_error("opendir {}", where);
+    ::rewinddir(it);
     std::vector<std::string> subdirs;
     while (dirent* e = ::readdir(it))
         if (e->d_type == DT_DIR && std::string_view(e->d_name) != "." && std::string_view(e->d_name) != "..")
@@ -140,6 +141,7 @@ Result<void> drain_members(int local_fd, int job_fd, uint64_t seq,
 void prune_local_sets(int local_fd, const std::string& local_dir, uint64_t keep) {
     DIR* it = ::fdopendir(::dup(local_fd));
     if (!it) return;
+    ::rewinddir(it);  // the dup shares its offset with local_fd, read to the end last time
     std::vector<std::string> old;
     while (dirent* e = ::readdir(it))
         if (auto seq = set::parse_set_folder_name(e->d_name); seq && *seq != keep) old.emplace_back(e->d_name);
