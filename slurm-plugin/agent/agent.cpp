@@ -515,8 +515,9 @@ private:
         drain_done_ = false;
         drain_stop_ = false;
         drain_ = std::thread([this, seq, members = std::move(members)] {
-            // FOR TESTS ONLY (drain_delay=): a window in which a node can be killed mid-drain.
-            for (uint64_t i = 0; i < cfg_.drain_delay * 10 && !drain_stop_; ++i)
+            // FOR TESTS ONLY (drain_hold=, the admin's path): held while the file exists, so
+            // that a test can kill a node mid-drain.
+            while (!cfg_.drain_hold.empty() && ::access(cfg_.drain_hold.c_str(), F_OK) == 0 && !drain_stop_)
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
             // The newest complete local set is this one: older local copies go.
             prune_local_sets(local_fd_.get(), local_job_dir(), seq);

@@ -45,7 +45,7 @@ struct AgentConfig {
     // <local_root>/<job>/set-N/member-I, the set commits there, then every node drains its
     // members to the job's folder in the background and the set commits there too.
     std::string local_root;
-    uint64_t drain_delay = 0;  // FOR TESTS ONLY (drain_delay=): seconds a drain waits first
+    std::string drain_hold;  // FOR TESTS ONLY (drain_hold=): a drain waits while this file exists
     // An srun step whose tasks may be MPI ranks split by libckpt_mpi (docs/mpi.md): where
     // the node's ranks reach this agent (an abstract socket, CKPT_MPI_CONTROL) and the folder
     // of ckpt's libmpi (a task that maps it is a rank, which is dumped only parked).

@@ -92,10 +92,10 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
             if (!r) return ctx(std::move(r).error());
             if (auto e = expand_local_dir(*r, "node"); !e) return ctx(std::move(e).error());
             c.local_dir = *r;
-        } else if (key == "drain_delay") {
-            auto r = count(value, 0, 3600, key);
+        } else if (key == "drain_hold") {
+            auto r = absolute_path(value, "drain hold file");
             if (!r) return ctx(std::move(r).error());
-            c.drain_delay = *r;
+            c.drain_hold = *r;
         } else if (key == "users") {
             c.users.clear();
             for (auto u : split(value, ','))
@@ -103,7 +103,7 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
         } else {
             return error_code(EINVAL,
                               "unknown plugin argument '{}' (known: dir, engine, agent, interval, "
-                              "min_interval, keep, max_keep, user_dir, users, mpi, local_dir, drain_delay)",
+                              "min_interval, keep, max_keep, user_dir, users, mpi, local_dir, drain_hold)",
                               arg);
         }
     }

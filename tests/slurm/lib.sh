@@ -217,11 +217,15 @@ restore_node() {
 
 # --- two-level storage (local_dir=) ------------------------------------------------------
 
-# Gives the nodes' plugin line the extra arguments (slurmstepd reads plugstack.conf at each
+# Gives the nodes' plugin line local_dir= and drain_hold= (slurmstepd reads plugstack.conf at each
 # step's start; clients see them too) and a node-local folder per node,
 # $CKPT_CLUSTER_DIR/local/<node> (root's, 0755, as an admin would make it). The cluster's
 # line comes back when the test exits (restore_plugstack).
 LOCAL_ROOT=$CKPT_CLUSTER_DIR/local
+# While this file exists, every drain waits (drain_hold=, test-only): hold_drains, release_drains.
+DRAIN_HOLD=$CKPT_CLUSTER_DIR/local/drain-hold
+hold_drains() { touch "$DRAIN_HOLD"; }
+release_drains() { rm -f "$DRAIN_HOLD"; }
 with_local_dir() {
     local conf
     conf=$(dirname "$SLURM_CONF")/plugstack.conf
@@ -232,14 +236,16 @@ with_local_dir() {
         mkdir -p "$LOCAL_ROOT/$n"
         chmod 755 "$LOCAL_ROOT" "$LOCAL_ROOT/$n"
     done
-    sed "/^required /s|\$| local_dir=$LOCAL_ROOT/%n $*|" "$conf.saved-$TEST_NAME" >"$conf.tmp"
+    sed "/^required /s|\$| local_dir=$LOCAL_ROOT/%n drain_hold=$DRAIN_HOLD|" "$conf.saved-$TEST_NAME" >"$conf.tmp"
     chmod 644 "$conf.tmp"
     mv -f "$conf.tmp" "$conf"
+    release_drains
 }
 restore_plugstack() {
     local conf
     conf=$(dirname "$SLURM_CONF")/plugstack.conf
     [ ! -f "$conf.saved-$TEST_NAME" ] || mv -f "$conf.saved-$TEST_NAME" "$conf"
+    release_drains
     [ -z "${KILLED_NODE:-}" ] || bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE" >/dev/null 2>&1 || true
 }
 

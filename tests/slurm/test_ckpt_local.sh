@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Two-level storage (local_dir= on the nodes, drain_delay=10 so the local-only state lasts
-# long enough to be seen): the serial example's set is dumped into its node's local folder
+# Two-level storage (local_dir= on the nodes; drain_hold= holds the first drain until the
+# local-only state was seen): the serial example's set is dumped into its node's local folder
 # and committed there first (index: writing, levels "local"; the images are in the local
 # folder, not yet in the job's), then drained to the job's folder and committed there
 # (levels "local shared"). A second set leaves set 1 "shared" only (the node keeps its
@@ -10,7 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 work=$(user_scratch)
 script=$(dirname "$SERIAL_JOB")/serial-job.sbatch
-with_local_dir drain_delay=10
+with_local_dir
 
 "$SERIAL_JOB" 1200 0 "$work/expected.txt" >/dev/null
 job=$(submit "$work" --export=ALL,SERIAL_JOB="$SERIAL_JOB" --checkpoint-interval=10m "$script" 1200 50)
@@ -21,12 +21,14 @@ local_job=$LOCAL_ROOT/$node/$job
 [ "$(stat -c '%U %a' "$local_job" 2>/dev/null)" = "$TEST_USER 700" ] ||
     fail "$local_job: $(stat -c '%U %a' "$local_job" 2>&1) (the local job folder must be the user's, 0700)"
 
+hold_drains
 ckpt_job_in "$work" checkpoint "$job" >/dev/null || fail "ckpt-job checkpoint failed"
-wait_for_levels "$job" 1 "writing local" 20
+wait_for_levels "$job" 1 "writing local" 30
 [ -s "$local_job/set-000001/member-0/inventory.img" ] || fail "no images in $local_job/set-000001/member-0: $(ls -R "$local_job")"
 [ -z "$(ls -A "$CKPT_ROOT/$job/set-000001/member-0")" ] ||
     fail "set 1 is in the job's folder before its drain: $(ls "$CKPT_ROOT/$job/set-000001/member-0")"
 note "job $job on $node: set 1 committed at the local level"
+release_drains
 wait_for_levels "$job" 1 "committed local shared" 30
 as_user_in "$work" "$CKPT_JOB" verify "$job" --set 1 --root "$CKPT_ROOT" || fail "job $job set 1 does not verify"
 note "set 1 drained and committed in the shared root"

@@ -35,8 +35,8 @@ struct PluginConfig {
                                          // are not split, and cannot be checkpointed)
     std::string local_dir;               // local_dir=: node-local folder written first, drained
                                          // to the job's folder ("": none); %n is the node's name
-    uint32_t drain_delay = 0;            // drain_delay=: FOR TESTS ONLY, seconds each drain
-                                         // waits before it copies (a node can be killed during it)
+    std::string drain_hold;              // drain_hold=: FOR TESTS ONLY, a drain waits while this
+                                         // file exists (a node can be killed during it)
 };
 
 // local_dir= for one node: every %n replaced by the node's name (a plain name).
