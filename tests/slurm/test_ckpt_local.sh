@@ -12,8 +12,8 @@ work=$(user_scratch)
 script=$(dirname "$SERIAL_JOB")/serial-job.sbatch
 with_local_dir
 
-"$SERIAL_JOB" 1200 0 "$work/expected.txt" >/dev/null
-job=$(submit "$work" --export=ALL,SERIAL_JOB="$SERIAL_JOB" --checkpoint-interval=10m "$script" 1200 50)
+"$SERIAL_JOB" 800 0 "$work/expected.txt" >/dev/null
+job=$(submit "$work" --export=ALL,SERIAL_JOB="$SERIAL_JOB" --checkpoint-interval=10m "$script" 800 50)
 out=$work/serial-job-$job.out
 wait_for_line "$out" '^step 20 of' 30
 node=$(job_node "$job")
