@@ -14,6 +14,7 @@
 #include <linux/fs.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -27,6 +28,7 @@
 #include "ckpt/base/strings.h"
 #include "ckpt/set/store.h"
 #include "ckpt/slurm/coordination.h"
+#include "drain.h"
 #include "job_record.h"
 #include "local_tasks.h"
 #include "privileged.h"
@@ -121,9 +123,13 @@ public:
             std::this_thread::sleep_for(std::chrono::milliseconds(150));
         }
         if (lead() && pending_) {
-            (void)store_->fail_set(pending_->seq, "the step ended while the set was written");
+            (void)store_->fail_set(pending_->seq, pending_->draining
+                                                      ? "the step ended while the set was drained"
+                                                      : "the step ended while the set was written");
             pending_.reset();
         }
+        drain_stop_ = true;
+        if (drain_.joinable()) drain_.join();
         resume_ranks();
         write_status(g_stop ? "stopped" : "finished");
         return 0;
@@ -131,6 +137,8 @@ public:
 
 private:
     bool lead() const { return cfg_.node_id == 0; }
+    bool local() const { return !cfg_.local_root.empty(); }
+    std::string local_job_dir() const { return fmt::format("{}/{}", cfg_.local_root, cfg_.job); }
 
     // One srun step of a job is checkpointed at a time: its lead holds agents/steps.lock for
     // as long as it runs (the lock goes with the process, however it ends). The lead of a
@@ -200,6 +208,9 @@ private:
         for (int i = 0; i < 300 && ::access(job_dir_.c_str(), F_OK) != 0 && !g_stop; ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
         CKPT_TRY(open_folders());
+        if (local())
+            local_fd_ = CKPT_TRY_CTX(open_local_job_folder(cfg_.local_root, cfg_.job, cfg_.uid),
+                                     "local_dir");
         if (!cfg_.folder_note.empty()) logger()->warn("job {}: {}", cfg_.job, cfg_.folder_note);
         if (lead() && !store_->set_aside().empty())
             logger()->warn("job {}: the folder of an earlier job {} (same id, another incarnation) "
@@ -299,7 +310,7 @@ private:
     Result<void> begin(Trigger trigger) {
         set::SetOptions o{trigger, cfg_.step, cfg_.nodes, cfg_.tasks_total, cfg_.step_command};
         uint64_t seq = CKPT_TRY(store_->begin_set(o));
-        pending_ = Pending{seq, now_s(), {}};
+        pending_ = Pending{seq, now_s(), trigger, {}, false, 0, {}};
         for (uint32_t m = 0; m < cfg_.tasks_total; ++m)
             if (auto d = store_->make_member_dir(seq, static_cast<int32_t>(m)); !d) {
                 (void)store_->fail_set(seq, d.error().message());
@@ -322,6 +333,10 @@ private:
     // or after the timeout.
     void collect() {
         Pending& p = *pending_;
+        if (p.draining) {
+            collect_drained();
+            return;
+        }
         for (uint32_t n = 0; n < cfg_.nodes; ++n) {
             if (p.reports.count(n)) continue;
             auto text = read_file_at(agents_fd_.get(), report_name(cfg_.step, p.seq, n));
@@ -338,18 +353,62 @@ private:
             p.reports[n] = std::move(*rep);
         }
         if (p.reports.size() == cfg_.nodes) {
-            finish(commit());
+            if (!local()) finish(commit());
+            else if (auto r = commit_local(); !r) finish(std::move(r));
         } else if (now_s() > p.started + cfg_.set_timeout) {
             finish(error("{} of {} nodes reported within {} s", p.reports.size(), cfg_.nodes,
                          cfg_.set_timeout));
         }
     }
 
-    Result<void> commit() {
+    Result<void> add_members() {
         Pending& p = *pending_;
         for (auto& [n, rep] : p.reports)
             for (auto& m : rep.members)
                 CKPT_TRY(store_->add_member(p.seq, {m.member_id, rep.node, m.image_dir, m.files}));
+        return ok();
+    }
+
+    // Two-level storage: every node's members are in its local folder: the set commits at
+    // the local level, the job goes on, and every node drains its members to the job's
+    // folder (node_tick); the set commits there once all did (collect_drained).
+    Result<void> commit_local() {
+        Pending& p = *pending_;
+        CKPT_TRY(add_members());
+        CKPT_TRY(store_->commit_local(p.seq));
+        CKPT_TRY(write_file_at(agents_fd_.get(), drain_name(cfg_.step),
+                               encode(SetRequest{p.seq, p.trigger, restart_count_})));
+        p.draining = true;
+        p.drain_started = now_s();
+        for (uint32_t n = 0; n < cfg_.nodes; ++n)
+            ::unlinkat(agents_fd_.get(), report_name(cfg_.step, p.seq, n).c_str(), 0);
+        last_result_ = fmt::format("set {} committed locally, draining", p.seq);
+        logger()->info("{} in {} s", last_result_, now_s() - p.started);
+        resume_ranks();
+        write_status("running");
+        return ok();
+    }
+
+    void collect_drained() {
+        Pending& p = *pending_;
+        for (uint32_t n = 0; n < cfg_.nodes; ++n) {
+            if (p.drained.count(n)) continue;
+            auto text = read_file_at(agents_fd_.get(), drained_name(cfg_.step, p.seq, n));
+            if (!text) continue;
+            auto rep = decode_report(*text);
+            if (!rep) return finish(error("node {}: drain: {}", n, rep.error().message()));
+            if (!rep->failure.empty()) return finish(error("node {} ({}): drain: {}", n, rep->node, rep->failure));
+            p.drained.insert(n);
+        }
+        if (p.drained.size() == cfg_.nodes)
+            finish(commit());
+        else if (now_s() > p.drain_started + kDrainTimeout)
+            finish(error("{} of {} nodes drained within {} s", p.drained.size(), cfg_.nodes, kDrainTimeout));
+    }
+
+    Result<void> commit() {
+        Pending& p = *pending_;
+        if (!p.draining) CKPT_TRY(add_members());
         CKPT_TRY(store_->commit_set(p.seq));
         auto kept = store_->keep_newest(cfg_.keep);
         if (!kept) logger()->warn("keep_newest: {}", kept.error().message());
@@ -369,8 +428,10 @@ private:
             if (auto f = store_->fail_set(seq, r.error().message()); !f)
                 logger()->error("{}", f.error().message());
         }
-        for (uint32_t n = 0; n < cfg_.nodes; ++n)
+        for (uint32_t n = 0; n < cfg_.nodes; ++n) {
             ::unlinkat(agents_fd_.get(), report_name(cfg_.step, seq, n).c_str(), 0);
+            ::unlinkat(agents_fd_.get(), drained_name(cfg_.step, seq, n).c_str(), 0);
+        }
         pending_.reset();
         resume_ranks();
         write_status("running");
@@ -433,8 +494,56 @@ private:
     }
 
 
+    // Every node, with local_dir: drains the set the lead committed locally, in the
+    // background (the dumps of the next set wait: the lead begins none before this set is
+    // committed at the shared level or failed).
+    void drain_tick() {
+        if (drain_.joinable() && drain_done_) drain_.join();
+        if (drain_.joinable()) return;
+        auto text = read_file_at(agents_fd_.get(), drain_name(cfg_.step));
+        if (!text) return;
+        auto req = decode_request(*text);
+        if (!req || req->restart_count != restart_count_ || req->seq <= drained_seq_) return;
+        uint64_t seq = drained_seq_ = req->seq;
+        auto it = local_members_.find(seq);
+        if (it == local_members_.end()) {
+            write_drained(seq, fmt::format("node {} holds no local copy of set {}", cfg_.node_name, seq));
+            return;
+        }
+        std::vector<NodeReport::Member> members = std::move(it->second);
+        local_members_.clear();
+        drain_done_ = false;
+        drain_stop_ = false;
+        drain_ = std::thread([this, seq, members = std::move(members)] {
+            // FOR TESTS ONLY (drain_hold=, the admin's path): held while the file exists, so
+            // that a test can kill a node mid-drain.
+            while (!cfg_.drain_hold.empty() && ::access(cfg_.drain_hold.c_str(), F_OK) == 0 && !drain_stop_)
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            // The newest complete local set is this one: older local copies go.
+            prune_local_sets(local_fd_.get(), local_job_dir(), seq);
+            auto started = std::chrono::steady_clock::now();
+            auto r = drain_stop_ ? Result<void>(error("the agent is stopping"))
+                                 : drain_members(local_fd_.get(), job_fd_.get(), seq, members);
+            if (r)
+                logger()->info("set {}: {} local members drained in {} ms", seq, members.size(),
+                               std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::steady_clock::now() - started)
+                                   .count());
+            write_drained(seq, r ? "" : r.error().message());
+            drain_done_ = true;
+        });
+    }
+
+    void write_drained(uint64_t seq, const std::string& failure) {
+        if (!failure.empty()) logger()->error("set {}: drain: {}", seq, failure);
+        NodeReport rep{seq, cfg_.node_id, cfg_.node_name, failure, {}};
+        if (auto w = write_file_at(agents_fd_.get(), drained_name(cfg_.step, seq, cfg_.node_id), encode(rep)); !w)
+            logger()->error("set {}: {}", seq, w.error().message());
+    }
+
     // Every node: answers a new request of this run with its members.
     void node_tick() {
+        if (local()) drain_tick();
         auto text = read_file_at(agents_fd_.get(), request_name(cfg_.step));
         if (!text) return;
         auto req = decode_request(*text);
@@ -469,6 +578,11 @@ private:
             rep.members.push_back(
                 {t.global_id, fmt::format("{}/member-{}", set::set_folder_name(seq), t.global_id), {}});
         }
+        if (local())
+            if (auto made = make_local_set(local_fd_.get(), local_job_dir(), seq, ids); !made) {
+                rep.failure = made.error().message();
+                return rep;
+            }
         auto started = std::chrono::steady_clock::now();
         auto results = channel_.dump(seq, ids, parked);
         if (!results) {
@@ -481,7 +595,7 @@ private:
                 rep.failure = result.failure;
                 return rep;
             }
-            std::string dir = job_dir_ + "/" + m.image_dir;
+            std::string dir = (local() ? local_job_dir() : job_dir_) + "/" + m.image_dir;
             // A restart gives a rank's image a new control channel and launch environment.
             if (result.mpi_rank >= 0)
                 if (auto w = write_rank_marker(dir, result.mpi_rank); !w) {
@@ -497,6 +611,7 @@ private:
             }
             m.files = std::move(*files);
         }
+        if (local()) local_members_[seq] = rep.members;
         logger()->info("set {}: {} local members dumped in {} ms", seq, ids.size(),
                        std::chrono::duration_cast<std::chrono::milliseconds>(
                            std::chrono::steady_clock::now() - started)
@@ -525,8 +640,13 @@ private:
     struct Pending {
         uint64_t seq;
         uint64_t started;
+        Trigger trigger;
         std::map<uint32_t, NodeReport> reports;
+        bool draining;  // committed at the local level, the nodes drain it
+        uint64_t drain_started;
+        std::set<uint32_t> drained;
     };
+    static constexpr uint64_t kDrainTimeout = 3600;  // seconds the lead waits for every drain
 
     const AgentConfig& cfg_;
     TaskFeed feed_;
@@ -543,6 +663,13 @@ private:
     std::optional<mpi::Coordinator> coordinator_;  // an MPI step's, the lead
     bool ranks_parked_ = false;
     uint64_t handled_seq_ = 0;
+    // Two-level storage (local_dir=): the node's local job folder, the members it dumped
+    // there (what the drain copies and checks), and the drain in the background.
+    UniqueFd local_fd_;
+    std::map<uint64_t, std::vector<NodeReport::Member>> local_members_;
+    uint64_t drained_seq_ = 0;
+    std::thread drain_;
+    std::atomic<bool> drain_done_{true}, drain_stop_{false};
     uint32_t restart_count_ = 0;
     uint64_t status_written_ = 0;
     uint64_t next_due_ = 0;

@@ -41,6 +41,11 @@ struct AgentConfig {
     std::string save_files_under;       // the dumps save files open there whole (may be empty)
     std::string step_command;           // what the step runs (srun steps; see SetRecord)
     std::string site_root;              // the site's checkpoint root (dir=), "" if unknown
+    // Two-level storage (local_dir= for this node, expanded): members are dumped into
+    // <local_root>/<job>/set-N/member-I, the set commits there, then every node drains its
+    // members to the job's folder in the background and the set commits there too.
+    std::string local_root;
+    std::string drain_hold;  // FOR TESTS ONLY (drain_hold=): a drain waits while this file exists
     // An srun step whose tasks may be MPI ranks split by libckpt_mpi (docs/mpi.md): where
     // the node's ranks reach this agent (an abstract socket, CKPT_MPI_CONTROL) and the folder
     // of ckpt's libmpi (a task that maps it is a rank, which is dumped only parked).

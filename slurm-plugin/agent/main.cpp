@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
         if (auto it = kv.find("site-root"); it != kv.end()) c.site_root = it->second;
         if (auto it = kv.find("mpi-control"); it != kv.end()) c.mpi_control = it->second;
         if (auto it = kv.find("mpi-dir"); it != kv.end()) c.mpi_dir = it->second;
+        if (auto it = kv.find("local-dir"); it != kv.end()) c.local_root = it->second;
+        if (auto it = kv.find("drain-hold"); it != kv.end()) c.drain_hold = it->second;
         if (c.mpi_control.empty() != c.mpi_dir.empty()) missing = c.mpi_dir.empty() ? "mpi-dir" : "mpi-control";
         if (!missing.empty()) return usage("run: --" + missing + " missing or bad");
         return run_agent_privileged(std::move(c));

@@ -120,6 +120,12 @@ public:
             if (!made) note_ = made.error().message();
             else note_ = *made;
         }
+        // The same for the node-local folder (local_dir=, the admin's), where root owns it.
+        if (!cfg_.local_root.empty()) {
+            auto made = make_job_folder(cfg_.local_root, cfg_.job, cfg_.uid, cfg_.gid);
+            std::string n = made ? *made : made.error().message();
+            if (!n.empty()) note_ += (note_.empty() ? "" : "; ") + ("local_dir: " + n);
+        }
         learn_restart_count();
         int sv[2], feed[2];
         if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0 ||
@@ -300,7 +306,9 @@ private:
         }
         auto seq = words.empty() ? Result<uint64_t>(error("no set")) : parse_uint(words[0]);
         if (!seq) return "error bad dump request";
-        std::string job_dir = fmt::format("{}/{}", cfg_.root, cfg_.job);
+        // With local_dir= the images go to the node's own folder first (the admin's path).
+        std::string job_dir =
+            fmt::format("{}/{}", cfg_.local_root.empty() ? cfg_.root : cfg_.local_root, cfg_.job);
         std::string answer = fmt::format("dumped {}\n", *seq);
         std::map<int32_t, int> rank_of;
         std::vector<std::pair<int32_t, DumpTarget>> jobs;

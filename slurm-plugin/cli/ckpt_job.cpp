@@ -152,11 +152,11 @@ std::string set_json(const SetRecord& s, bool current, bool with_members) {
         "{{\"seq\": {}, \"state\": {}, \"trigger\": {}, \"current\": {}, \"start_time_ns\": {}, "
         "\"end_time_ns\": {}, \"step_id\": {}, \"node_count\": {}, \"member_count\": {}, "
         "\"bytes\": {}, "
-        "\"restart_count\": {}, \"folder\": {}, \"failure\": {}",
+        "\"restart_count\": {}, \"folder\": {}, \"failure\": {}, \"levels\": {}",
         s.seq, json_string(to_string(s.state)), json_string(to_string(s.trigger)),
         current ? "true" : "false", s.start_ns, s.end_ns, s.step_id, s.node_count,
         s.expected_members, s.bytes(), s.restart_count, json_string(s.folder()),
-        json_string(s.failure));
+        json_string(s.failure), json_string(s.levels()));
     if (with_members) {
         out += ", \"members\": [";
         for (size_t i = 0; i < s.members.size(); ++i) {
@@ -323,14 +323,15 @@ int cmd_show(const Args& a) {
     }
     std::printf(
         "set %llu%s\n  state: %s%s%s\n  trigger: %s\n  started: %s\n  ended: %s\n  step: %u\n"
-        "  nodes: %u\n  members: %zu of %u\n  bytes: %llu (%s)\n  written by run: %u\n  folder: "
-        "%s/%s\n",
+        "  nodes: %u\n  members: %zu of %u\n  bytes: %llu (%s)\n  written by run: %u\n  levels: %s\n"
+        "  folder: %s/%s\n",
         static_cast<unsigned long long>(s->seq), s == cur ? " (current)" : "",
         std::string(to_string(s->state)).c_str(), s->failure.empty() ? "" : ": ",
         s->failure.c_str(), std::string(to_string(s->trigger)).c_str(),
         utc_time(s->start_ns).c_str(), utc_time(s->end_ns).c_str(), s->step_id, s->node_count,
         s->members.size(), s->expected_members, static_cast<unsigned long long>(s->bytes()),
-        human_bytes(s->bytes()).c_str(), s->restart_count, st->dir().c_str(), s->folder().c_str());
+        human_bytes(s->bytes()).c_str(), s->restart_count, or_dash(s->levels()), st->dir().c_str(),
+        s->folder().c_str());
     // An MPI step's members are its ranks (each holds the marker the restart looks for).
     auto is_rank = [](const MemberRecord& m) {
         return std::any_of(m.files.begin(), m.files.end(),

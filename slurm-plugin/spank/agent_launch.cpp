@@ -127,6 +127,18 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
     };
     if (std::string command = step_command_of(sp); !command.empty())
         args.insert(args.end(), {"--step-command", command});
+    if (!state().site.local_dir.empty()) {
+        // This slurmd's own name (slurmd puts it into its environment, which slurmstepd
+        // inherits; the job's SLURMD_NODENAME is not trusted for this), else the host's.
+        std::string self = std::getenv("SLURMD_NODENAME") ? std::getenv("SLURMD_NODENAME") : "";
+        if (self.empty()) {
+            char host[256] = {};
+            if (::gethostname(host, sizeof host - 1) == 0) self = host;
+        }
+        std::string local = CKPT_TRY_CTX(expand_local_dir(state().site.local_dir, self), "local_dir");
+        args.insert(args.end(), {"--local-dir", local});
+        if (!state().site.drain_hold.empty()) args.insert(args.end(), {"--drain-hold", state().site.drain_hold});
+    }
     if (!state().mpi_control.empty())
         args.insert(args.end(), {"--mpi-control", state().mpi_control, "--mpi-dir", state().site.mpi_dir});
     UniqueFd environment;

@@ -13,6 +13,10 @@ namespace ckpt::slurm {
 
 std::string step_name(uint32_t step) { return step == kBatchStep ? "batch" : std::to_string(step); }
 std::string request_name(uint32_t step) { return fmt::format("step-{}.request", step_name(step)); }
+std::string drain_name(uint32_t step) { return fmt::format("step-{}.drain", step_name(step)); }
+std::string drained_name(uint32_t step, uint64_t seq, uint32_t node) {
+    return report_name(step, seq, node) + ".drained";
+}
 std::string report_name(uint32_t step, uint64_t seq, uint32_t node) {
     return fmt::format("step-{}.set-{}.node-{}", step_name(step), seq, node);
 }

@@ -87,6 +87,15 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
             auto r = yes_no(value, key);
             if (!r) return ctx(std::move(r).error());
             c.user_dir = *r;
+        } else if (key == "local_dir") {
+            auto r = absolute_path(value, "node-local checkpoint folder");
+            if (!r) return ctx(std::move(r).error());
+            if (auto e = expand_local_dir(*r, "node"); !e) return ctx(std::move(e).error());
+            c.local_dir = *r;
+        } else if (key == "drain_hold") {
+            auto r = absolute_path(value, "drain hold file");
+            if (!r) return ctx(std::move(r).error());
+            c.drain_hold = *r;
         } else if (key == "users") {
             c.users.clear();
             for (auto u : split(value, ','))
@@ -94,7 +103,7 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
         } else {
             return error_code(EINVAL,
                               "unknown plugin argument '{}' (known: dir, engine, agent, interval, "
-                              "min_interval, keep, max_keep, user_dir, users, mpi)",
+                              "min_interval, keep, max_keep, user_dir, users, mpi, local_dir, drain_hold)",
                               arg);
         }
     }
@@ -108,6 +117,24 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
         c.keep = c.max_keep;
     }
     return c;
+}
+
+Result<std::string> expand_local_dir(std::string_view pattern, std::string_view node) {
+    if (node.empty() || node == "." || node == ".." ||
+        node.find_first_of("/\n\r\t ,%") != std::string_view::npos)
+        return error_code(EINVAL, "node name '{}' cannot name a folder", node);
+    std::string out;
+    for (size_t i = 0; i < pattern.size(); ++i) {
+        if (pattern[i] != '%') {
+            out += pattern[i];
+        } else if (i + 1 < pattern.size() && pattern[i + 1] == 'n') {
+            out += node;
+            ++i;
+        } else {
+            return error_code(EINVAL, "local_dir '{}': only %n (the node's name) may follow %", pattern);
+        }
+    }
+    return out;
 }
 
 std::string RestoreRequest::to_string() const {

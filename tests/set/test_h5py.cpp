@@ -61,7 +61,7 @@ TEST_F(ForeignReaders, H5pyReadsEveryField) {
     EXPECT_TRUE(contains(out, "\"submit_options\": \"--checkpoint-interval=30m --requeue -N2\""))
         << out;
     EXPECT_TRUE(contains(out, "\"batch_script\": \"job-script\"")) << out;
-    EXPECT_TRUE(contains(out, "\"format_version\": 3")) << out;
+    EXPECT_TRUE(contains(out, "\"format_version\": 4")) << out;
     EXPECT_TRUE(contains(out, "\"restart_count\": 1")) << out;
     EXPECT_TRUE(contains(out, "\"current_set\": 2")) << out;
     // Each set, with the exact numbers the library recorded.

@@ -753,3 +753,75 @@ TEST_F(Store, AMemberReportNamingFilesOutsideIsRefused) {
 }
 
 }  // namespace
+
+// Two-level storage (local_dir=): a set commits at the local level first (still "writing" in
+// the shared root), then at the shared level once its members were copied there. Retention
+// counts only sets complete in the shared root; a new run's claim fails a set that never
+// reached it; only the newest set keeps its local level.
+TEST_F(Store, TwoLevelSetsCommitLocallyThenInTheSharedRoot) {
+    TempRoot local;
+    JobStore st = writer();
+    auto two_level_set = [&](uint32_t seed, bool drain) -> uint64_t {
+        auto seq = st.begin_set({Trigger::Interval, 0, 1, 1, {}});
+        EXPECT_TRUE(seq.ok());
+        std::string rel = fmt::format("{}/member-0", set_folder_name(*seq));
+        std::string local_dir = local.path() + "/" + rel;
+        std::filesystem::create_directories(local_dir);
+        write_member_images(local_dir, seed);
+        auto files = scan_member_files(local_dir);
+        EXPECT_TRUE(files.ok());
+        EXPECT_TRUE(st.add_member(*seq, {0, "n1", rel, *files}).ok());
+        auto c = st.commit_local(*seq);
+        EXPECT_TRUE(c.ok()) << c.error().message();
+        JobStore r = reader();
+        const SetRecord* s = r.index().find(*seq);
+        EXPECT_EQ(s->state, SetState::Writing);
+        EXPECT_EQ(s->levels(), "local");
+        if (!drain) return *seq;
+        auto dir = st.make_member_dir(*seq, 0);
+        std::filesystem::copy(local_dir, *dir, std::filesystem::copy_options::recursive |
+                                                   std::filesystem::copy_options::overwrite_existing);
+        c = st.commit_set(*seq);
+        EXPECT_TRUE(c.ok()) << c.error().message();
+        EXPECT_EQ(reader().index().find(*seq)->levels(), "local shared");
+        return *seq;
+    };
+    uint64_t one = two_level_set(1, true);
+    uint64_t two = two_level_set(2, false);
+    Index idx = reader().index();
+    EXPECT_EQ(idx.find(one)->levels(), "shared");  // the nodes keep their newest local set only
+    EXPECT_EQ(idx.find(two)->levels(), "local");
+    ASSERT_TRUE(st.keep_newest(1).ok());
+    EXPECT_EQ(seqs_on_disk(), (std::vector<uint64_t>{one, two}));
+    EXPECT_TRUE(reader().verify_set(one).ok());
+    EXPECT_FALSE(reader().verify_set(two).ok());
+
+    // The node is lost before the drain: the next run's claim fails set 2; set 1 restores.
+    JobStore next = writer(1);
+    idx = reader().index();
+    EXPECT_EQ(idx.find(two)->state, SetState::Failed);
+    EXPECT_EQ(idx.find(two)->levels(), "local");
+    EXPECT_EQ(*reader().newest_verified(), one);
+    // Repair rebuilds the levels from the manifests.
+    std::filesystem::remove(index_path());
+    auto opened = JobStore::open_folder(root_.path(), kJob);
+    ASSERT_TRUE(opened.ok());
+    ASSERT_TRUE(opened->repair().ok());
+    idx = reader().index();
+    EXPECT_EQ(idx.find(one)->levels(), "shared");
+    EXPECT_EQ(idx.find(two)->levels(), "local");
+    EXPECT_EQ(idx.find(one)->state, SetState::Committed);
+}
+
+TEST(Model, LevelsAreParsedStrictly) {
+    SetRecord s;
+    s.state = SetState::Committed;
+    EXPECT_TRUE(parse_levels("local shared", s).ok());
+    EXPECT_TRUE(s.local_complete);
+    EXPECT_FALSE(parse_levels("local", s).ok());  // committed is complete in the shared root
+    EXPECT_FALSE(parse_levels("shared tape", s).ok());
+    s.state = SetState::Writing;
+    EXPECT_FALSE(parse_levels("shared", s).ok());
+    EXPECT_TRUE(parse_levels("", s).ok());
+    EXPECT_FALSE(s.local_complete);
+}

@@ -214,3 +214,62 @@ restore_node() {
     trap - EXIT
     bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE"
 }
+
+# --- two-level storage (local_dir=) ------------------------------------------------------
+
+# Gives the nodes' plugin line local_dir= and drain_hold= (slurmstepd reads plugstack.conf at each
+# step's start; clients see them too) and a node-local folder per node,
+# $CKPT_CLUSTER_DIR/local/<node> (root's, 0755, as an admin would make it). The cluster's
+# line comes back when the test exits (restore_plugstack).
+LOCAL_ROOT=$CKPT_CLUSTER_DIR/local
+# While this file exists, every drain waits (drain_hold=, test-only): hold_drains, release_drains.
+DRAIN_HOLD=$CKPT_CLUSTER_DIR/local/drain-hold
+hold_drains() { touch "$DRAIN_HOLD"; }
+release_drains() { rm -f "$DRAIN_HOLD"; }
+with_local_dir() {
+    local conf
+    conf=$(dirname "$SLURM_CONF")/plugstack.conf
+    cp -p "$conf" "$conf.saved-$TEST_NAME"
+    trap restore_plugstack EXIT
+    local n
+    for n in $(sinfo -h -N -o %N | sort -u); do
+        mkdir -p "$LOCAL_ROOT/$n"
+        chmod 755 "$LOCAL_ROOT" "$LOCAL_ROOT/$n"
+    done
+    sed "/^required /s|\$| local_dir=$LOCAL_ROOT/%n drain_hold=$DRAIN_HOLD|" "$conf.saved-$TEST_NAME" >"$conf.tmp"
+    chmod 644 "$conf.tmp"
+    mv -f "$conf.tmp" "$conf"
+    release_drains
+}
+restore_plugstack() {
+    local conf
+    conf=$(dirname "$SLURM_CONF")/plugstack.conf
+    [ ! -f "$conf.saved-$TEST_NAME" ] || mv -f "$conf.saved-$TEST_NAME" "$conf"
+    release_drains
+    [ -z "${KILLED_NODE:-}" ] || bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE" >/dev/null 2>&1 || true
+}
+
+# "STATE LEVELS" of set SEQ of JOB from its index ("" if there is no such set), as root.
+set_levels() {
+    { "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null || true; } |
+        python3 -c 'import json, sys
+try:
+    d = json.load(sys.stdin)
+except ValueError:
+    sys.exit(0)
+for s in d["sets"]:
+    if s["seq"] == int(sys.argv[1]):
+        print(s["state"], s["levels"])' "$2"
+}
+
+# Waits until set SEQ of JOB is "STATE LEVELS"; fails after TIMEOUT seconds.
+wait_for_levels() {
+    local job=$1 seq=$2 want=$3 timeout=$4 deadline now
+    deadline=$((SECONDS + timeout))
+    while :; do
+        now=$(set_levels "$job" "$seq")
+        [ "$now" != "$want" ] || return 0
+        ((SECONDS < deadline)) || fail "job $job set $seq: '$now', not '$want' after $timeout s; agent log: $(tail -5 "$CKPT_ROOT/$job"/agents/*.log 2>/dev/null)"
+        sleep 0.2
+    done
+}

@@ -281,3 +281,18 @@ TEST(Incarnation, RandomHex) {
     EXPECT_EQ(a->find_first_not_of("0123456789abcdef"), std::string::npos);
     EXPECT_NE(*a, *b);
 }
+
+TEST(PluginArgs, LocalDirIsAnAbsolutePathWithOnlyTheNodeName) {
+    auto c = parse_plugin_args({"local_dir=/local/%n/ckpt", "drain_hold=/etc/ckpt-hold"});
+    ASSERT_TRUE(c.ok()) << c.error().message();
+    EXPECT_EQ(c->local_dir, "/local/%n/ckpt");
+    EXPECT_EQ(c->drain_hold, "/etc/ckpt-hold");
+    EXPECT_FALSE(parse_plugin_args({"local_dir=local/%n"}).ok());
+    EXPECT_FALSE(parse_plugin_args({"local_dir=/local/%u"}).ok());
+    EXPECT_FALSE(parse_plugin_args({"local_dir=/local/%"}).ok());
+    EXPECT_FALSE(parse_plugin_args({"drain_hold=hold"}).ok());
+    EXPECT_EQ(*expand_local_dir("/local/%n/ckpt-%n", "n1"), "/local/n1/ckpt-n1");
+    EXPECT_EQ(*expand_local_dir("/dev/shm", "n1"), "/dev/shm");
+    for (const char* bad : {"", ".", "..", "a/b", "a b", "n%n"})
+        EXPECT_FALSE(expand_local_dir("/local/%n", bad).ok()) << bad;
+}

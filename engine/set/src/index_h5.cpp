@@ -289,6 +289,7 @@ Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const Set
     CKPT_TRY(w.attr(id, "folder", s.folder()));
     CKPT_TRY(w.attr(id, "failure", s.failure));
     if (version >= 3) CKPT_TRY(w.attr(id, "step_command", s.step_command));
+    if (version >= 4) CKPT_TRY(w.attr(id, "levels", s.levels()));
 
     std::vector<MemberRow> members;
     std::vector<FileRow> files;
@@ -330,6 +331,8 @@ Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets,
     s.restart_count = CKPT_TRY(r.attr<uint32_t>(id, "restart_count", where));
     s.failure = CKPT_TRY(r.str(id, "failure", where));
     if (version >= 3) s.step_command = CKPT_TRY(r.str(id, "step_command", where));
+    if (version >= 4)
+        if (auto l = parse_levels(CKPT_TRY(r.str(id, "levels", where)), s); !l) return bad(l.error());
     uint64_t bytes = CKPT_TRY(r.attr<uint64_t>(id, "bytes", where));
 
     Hid mt = member_type(), ft = file_row_type();

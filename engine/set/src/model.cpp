@@ -48,6 +48,25 @@ uint64_t SetRecord::bytes() const {
 
 std::string SetRecord::folder() const { return set_folder_name(seq); }
 
+std::string SetRecord::levels() const {
+    std::string out = local_complete ? "local" : "";
+    if (state == SetState::Committed) out += out.empty() ? "shared" : " shared";
+    return out;
+}
+
+Result<void> parse_levels(std::string_view text, SetRecord& s) {
+    bool local = false, shared = false;
+    for (std::string_view word : split(text, ' ')) {
+        if (word == "local") local = true;
+        else if (word == "shared") shared = true;
+        else if (!word.empty()) return error_code(EINVAL, "unknown level '{}'", word);
+    }
+    if (shared != (s.state == SetState::Committed))
+        return error_code(EINVAL, "levels '{}' disagree with state {}", text, to_string(s.state));
+    s.local_complete = local;
+    return ok();
+}
+
 uint32_t Index::fence() const {
     uint32_t f = restart_count;
     for (const SetRecord& s : sets) f = std::max(f, s.restart_count);

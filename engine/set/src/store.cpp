@@ -45,6 +45,7 @@ image::SetManifest to_manifest(const SetRecord& s, const JobInfo& job) {
     m.set_state(std::string(to_string(s.state)));
     m.set_node_count(s.node_count);
     m.set_failure(s.failure);
+    m.set_levels(s.levels());
     for (const MemberRecord& r : s.members) {
         auto* pm = m.add_members();
         pm->set_member_id(r.member_id);
@@ -96,6 +97,8 @@ Result<SetRecord> from_manifest(const image::SetManifest& m) {
     s.expected_members = m.expected_members();
     s.restart_count = m.restart_count();
     s.failure = m.failure();
+    // A manifest before format 4 has no levels: its set was written to the shared level only.
+    if (m.format_version() >= 4) CKPT_TRY(parse_levels(m.levels(), s));
     for (const auto& pm : m.members()) {
         MemberRecord r;
         r.member_id = pm.member_id();
@@ -632,6 +635,35 @@ Result<void> JobStore::commit_set(uint64_t seq) {
     return ok();
 }
 
+Result<void> JobStore::commit_local(uint64_t seq) {
+    auto it = pending_.find(seq);
+    if (it == pending_.end())
+        return error_code(EINVAL, "job {} set {}: not being written by this writer", jobid_, seq);
+    SetRecord& s = it->second;
+    if (s.members.size() != s.expected_members)
+        return error_code(EAGAIN, "job {} set {}: not committed locally: {} of {} members reported",
+                          jobid_, seq, s.members.size(), s.expected_members);
+    auto lock = CKPT_TRY_CTX(fsutil::lock_dir(dir_), "job {}", jobid_);
+    Index idx = CKPT_TRY(load_locked_index());
+    CKPT_TRY(check_fence(idx, "commit", seq));
+    SetRecord* on_disk = idx.find(seq);
+    if (!on_disk || on_disk->state != SetState::Writing || on_disk->restart_count != restart_count_)
+        return error_code(
+            ESTALE, "job {} set {}: not committed locally: the index no longer records it as being written",
+            jobid_, seq);
+    SetRecord local = s;
+    local.local_complete = true;
+    CKPT_TRY(write_manifest(local));
+    // The nodes keep only their newest complete local set.
+    for (SetRecord& o : idx.sets) o.local_complete = false;
+    *on_disk = local;
+    CKPT_TRY(replace_index(idx));
+    s.local_complete = true;
+    log::get("set")->info("job {} set {}: committed at the local level, {} members", jobid_, seq,
+                          s.members.size());
+    return ok();
+}
+
 Result<void> JobStore::fail_set(uint64_t seq, const std::string& reason) {
     auto it = pending_.find(seq);
     if (it == pending_.end())
@@ -831,6 +863,12 @@ Result<Report> JobStore::repair() {
             s.state = SetState::Failed;
             s.failure = fmt::format("repair: {}", v.error().message());
         }
+    }
+    // Only the newest complete local set keeps its local copies (commit_local).
+    bool newer_local = false;
+    for (auto it = idx.sets.rbegin(); it != idx.sets.rend(); ++it) {
+        if (newer_local) it->local_complete = false;
+        newer_local = newer_local || it->local_complete;
     }
     for (const SetRecord& s : idx.sets) {
         const SetRecord* before = old ? old->find(s.seq) : nullptr;

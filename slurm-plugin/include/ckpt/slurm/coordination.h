@@ -3,6 +3,9 @@
 //
 //   agents/step-S.request            the lead agent asks every node to dump set N
 //   agents/step-S.set-N.node-K       node K's report for set N: its members and their files
+//   agents/step-S.drain              the lead asks every node to drain set N from its local
+//                                    folder to the job's folder (local_dir=)
+//   agents/step-S.set-N.node-K.drained   node K drained its members of set N, or why not
 //   agents/step-S.node-K.status      node K's agent state (for ckpt-job status)
 //   agents/step-S.done               step S finished (its tasks exited 0) in run R
 //   agents/step-S.mpi-lead           where the nodes' MPI relays reach the lead's (an MPI step)
@@ -51,6 +54,10 @@ inline constexpr uint32_t kBatchStep = 0xfffffffb;
 std::string step_name(uint32_t step);  // "batch" or the number
 std::string request_name(uint32_t step);
 std::string report_name(uint32_t step, uint64_t seq, uint32_t node);
+// Two-level storage (local_dir=): the lead asks every node to drain set N (a SetRequest),
+// and node K says it did (a NodeReport without members) or why not.
+std::string drain_name(uint32_t step);
+std::string drained_name(uint32_t step, uint64_t seq, uint32_t node);
 std::string status_name(uint32_t step, uint32_t node);
 std::string step_done_name(uint32_t step);
 std::string mpi_lead_name(uint32_t step);

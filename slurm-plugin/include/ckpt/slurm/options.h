@@ -33,7 +33,14 @@ struct PluginConfig {
     std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)
     std::string mpi_dir;                 // mpi=: folder of ckpt's libmpi.so.40 ("": MPI ranks
                                          // are not split, and cannot be checkpointed)
+    std::string local_dir;               // local_dir=: node-local folder written first, drained
+                                         // to the job's folder ("": none); %n is the node's name
+    std::string drain_hold;              // drain_hold=: FOR TESTS ONLY, a drain waits while this
+                                         // file exists (a node can be killed during it)
 };
+
+// local_dir= for one node: every %n replaced by the node's name (a plain name).
+Result<std::string> expand_local_dir(std::string_view pattern, std::string_view node);
 
 // The arguments are validated whole: an unknown key or a bad value is an error that names
 // the argument.

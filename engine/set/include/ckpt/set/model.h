@@ -14,8 +14,8 @@
 namespace ckpt::set {
 
 // The index schema version this build writes; it also reads version 1 (without the job's
-// environment, incarnation and saved-file checksums).
-inline constexpr uint32_t kIndexFormatVersion = 3;
+// environment, incarnation and saved-file checksums) to 3 (without the sets' levels).
+inline constexpr uint32_t kIndexFormatVersion = 4;
 inline constexpr uint32_t kOldestIndexFormatVersion = 1;
 
 enum class SetState { Writing, Committed, Failed };
@@ -76,9 +76,14 @@ struct SetRecord {
     uint32_t expected_members = 0;
     uint32_t restart_count = 0;  // the run that wrote it (fencing)
     std::string failure;         // why a failed set failed
+    // A complete copy of every member is in its node's local folder (local_dir=, format 4).
+    // The shared level is the state: committed means complete in the job folder.
+    bool local_complete = false;
     std::vector<MemberRecord> members;
 
     uint64_t bytes() const;
+    // The levels holding a complete copy, as recorded: "local", "shared", "local shared", "".
+    std::string levels() const;
     std::string folder() const;  // relative to the job folder: "set-000042"
 };
 
@@ -96,6 +101,10 @@ struct Index {
     const SetRecord* newest_committed() const;
     uint64_t max_seq() const;
 };
+
+// Parses a set's recorded levels (SetRecord::levels) into its local_complete, refusing an
+// unknown word or a "shared" that disagrees with its state.
+Result<void> parse_levels(std::string_view text, SetRecord& s);
 
 // Folder name of set seq, relative to the job folder.
 std::string set_folder_name(uint64_t seq);

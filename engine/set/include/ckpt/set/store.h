@@ -109,6 +109,11 @@ public:
     // Commits set seq once every expected member reported: fsyncs every member file,
     // writes the manifest, then replaces the index atomically.
     Result<void> commit_set(uint64_t seq);
+    // Two-level storage (local_dir=): every expected member reported from its node's local
+    // folder; records the set complete at the local level (it stays "writing" until its
+    // members are in the job folder and commit_set commits it at the shared level), and no
+    // older set as complete there (each node keeps its newest local set only).
+    Result<void> commit_local(uint64_t seq);
     Result<void> fail_set(uint64_t seq, const std::string& reason);
 
     // Retention: keeps the newest `keep` committed sets; deletes older committed sets, and
