@@ -36,6 +36,8 @@ const char kUsage[] =
     "\n"
     "commands:\n"
     "  dump -t PID -D DIR    save the process tree rooted at PID into DIR\n"
+    "      --stream FD|PATH    instead of -D: write the images as one stream to the inherited fd FD,\n"
+    "                          the socket, FIFO or file PATH (page data read from the tree as it goes)\n"
     "      -R, --leave-running keep the tree running after the dump (default: kill it)\n"
     "      --snapshot          with --leave-running: frozen only while its state is recorded, pages\n"
     "                          copied copy-on-write while it runs (experimental; default: frozen\n"
@@ -53,6 +55,7 @@ const char kUsage[] =
     "                                still frozen (e.g. to snapshot its files); a failure fails the dump\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
+    "      --stream FD|PATH    instead of -D: read the images from one stream (dump --stream)\n"
     "      -d, --detach, --restore-detached  return once the tree runs\n"
     "      --pidfile FILE      write the root's pid to FILE\n"
     "      -j, --shell-job     attach the tree to this terminal\n"
@@ -64,6 +67,12 @@ const char kUsage[] =
     "      --new-pidns         restore in a new pid namespace under a minimal init, so the\n"
     "                          processes keep their pids even where those are taken here\n"
     "  show DIR [--json]     decode every image in DIR\n"
+    "  stream send --images-dir DIR --to HOST:PORT\n"
+    "                        push an images folder as one stream over TCP\n"
+    "  stream recv --listen HOST:PORT [--images-dir DIR] [--port-file FILE]\n"
+    "                        take one stream over TCP: into DIR (verified; its inventory written\n"
+    "                        last), else to stdout as it came; with port 0, the port chosen is\n"
+    "                        written to FILE\n"
     "  check                 probe the kernel features the engine needs; exit 1 if a required one is missing\n"
     "  help                  show this text\n"
     "\n"
@@ -182,6 +191,8 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.root = static_cast<pid_t>(*pid);
         } else if (take_value(args, i, "-D", &v) || take_value(args, i, "--images-dir", &v)) {
             o.image_dir = v;
+        } else if (take_value(args, i, "--stream", &v)) {
+            o.stream = v;
         } else if (args[i] == "--leave-running" || args[i] == "-R") {
             o.leave_running = true;
         } else if (args[i] == "--snapshot") {
@@ -239,7 +250,7 @@ int cmd_dump(const std::vector<std::string_view>& args) {
         }
     }
     if (!o.root) return usage_error("dump: -t PID is required");
-    if (o.image_dir.empty()) return usage_error("dump: -D DIR is required");
+    if (o.image_dir.empty() == o.stream.empty()) return usage_error("dump: -D DIR or --stream FD|PATH is required (one)");
     if (o.snapshot && !o.leave_running) return usage_error("dump: --snapshot needs --leave-running");
     if (o.snapshot && !o.action_scripts.empty())
         return usage_error("dump: --snapshot and --action-script do not go together (post-dump runs with the tree "
@@ -261,6 +272,8 @@ int cmd_restore(const std::vector<std::string_view>& args) {
     for (size_t i = 0; i < args.size(); ++i) {
         if (take_value(args, i, "-D", &v) || take_value(args, i, "--images-dir", &v)) {
             o.image_dir = v;
+        } else if (take_value(args, i, "--stream", &v)) {
+            o.stream = v;
         } else if (take_value(args, i, "--pidfile", &v)) {
             o.pidfile = v;
         } else if (take_value(args, i, "--inherit-fd", &v)) {
@@ -296,7 +309,7 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             return usage_error("restore: unknown option '" + std::string(args[i]) + "'");
         }
     }
-    if (o.image_dir.empty()) return usage_error("restore: -D DIR is required");
+    if (o.image_dir.empty() == o.stream.empty()) return usage_error("restore: -D DIR or --stream FD|PATH is required (one)");
     if (o.restore_as_uid >= 0 && !o.new_pidns)
         return usage_error("restore: --restore-as needs --new-pidns (a chosen pid in this pid namespace is a "
                            "privilege the user does not have)");
@@ -304,6 +317,44 @@ int cmd_restore(const std::vector<std::string_view>& args) {
     if (!tree) return fail(std::move(tree).error().context("restore"));
     if (o.detach) return kExitOk;
     return ckpt::engine::wait_restored(*tree);
+}
+
+// Copies in to out until in ends.
+ckpt::Result<void> relay(int in, int out) {
+    std::vector<char> buf(1u << 20);
+    for (;;) {
+        ssize_t n = read(in, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return ckpt::sys_error("read the connection");
+        if (n == 0) return ckpt::ok();
+        CKPT_TRY_CTX(ckpt::write_all(out, buf.data(), static_cast<size_t>(n)), "stdout");
+    }
+}
+
+int cmd_stream(const std::vector<std::string_view>& args) {
+    if (args.empty() || (args[0] != "send" && args[0] != "recv")) return usage_error("stream: send or recv");
+    const bool send = args[0] == "send";
+    std::string dir, to, listen, port_file, v;
+    for (size_t i = 1; i < args.size(); ++i) {
+        if (take_value(args, i, "-D", &v) || take_value(args, i, "--images-dir", &v)) dir = v;
+        else if (send && take_value(args, i, "--to", &v)) to = v;
+        else if (!send && take_value(args, i, "--listen", &v)) listen = v;
+        else if (!send && take_value(args, i, "--port-file", &v)) port_file = v;
+        else return usage_error("stream: unknown option '" + std::string(args[i]) + "'");
+    }
+    if (send) {
+        if (dir.empty() || to.empty()) return usage_error("stream send: --images-dir DIR and --to HOST:PORT are required");
+        auto conn = ckpt::engine::tcp_connect(to);
+        if (!conn) return fail(std::move(conn).error().context("stream send"));
+        if (auto r = ckpt::engine::stream_send(dir, conn->get()); !r) return fail(std::move(r).error().context("stream send"));
+        return kExitOk;
+    }
+    if (listen.empty()) return usage_error("stream recv: --listen HOST:PORT is required");
+    auto conn = ckpt::engine::tcp_accept(listen, port_file);
+    if (!conn) return fail(std::move(conn).error().context("stream recv"));
+    auto r = dir.empty() ? relay(conn->get(), STDOUT_FILENO) : ckpt::engine::stream_recv(conn->get(), dir);
+    if (!r) return fail(std::move(r).error().context("stream recv"));
+    return kExitOk;
 }
 
 template <typename Msg>
@@ -410,5 +461,6 @@ int main(int argc, char** argv) {
     if (cmd == "dump") return cmd_dump(args);
     if (cmd == "restore") return cmd_restore(args);
     if (cmd == "show") return cmd_show(args);
+    if (cmd == "stream") return cmd_stream(args);
     return usage_error("unknown command '" + std::string(cmd) + "'");
 }

@@ -27,6 +27,7 @@
 #include "fd_table.h"
 #include "inventory.pb.h"
 #include "ipc_ns.h"
+#include "image_stream.h"
 #include "memory.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
@@ -557,9 +558,15 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     if (opts.root <= 0) return error_code(EINVAL, "no process to dump (-t PID)");
     if (kill(opts.root, 0) != 0) return sys_error("pid {}", opts.root);
     if (opts.root == getpid()) return error_code(EINVAL, "pid {}: the engine cannot dump itself", opts.root);
-    if (mkdir(opts.image_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir {}", opts.image_dir);
+    // --stream: the images held in memory, streamed once complete (page data straight from
+    // the processes); the stream is opened before the tree is frozen (a FIFO waits for its
+    // reader).
+    const bool streaming = !opts.stream.empty();
+    UniqueFd stream_fd;
+    if (streaming) stream_fd = CKPT_TRY_CTX(image::open_stream(opts.stream, true), "--stream {}", opts.stream);
+    else if (mkdir(opts.image_dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir {}", opts.image_dir);
     // Opened once: every file of the dump is created through it (image::ImageDir::create).
-    auto dir = CKPT_TRY(image::ImageDir::open(opts.image_dir));
+    auto dir = streaming ? image::ImageDir::in_memory("stream:" + opts.stream) : CKPT_TRY(image::ImageDir::open(opts.image_dir));
     // A stale inventory must not make an unfinished dump look complete.
     CKPT_TRY(dir.remove(image::names::kInventory));
 
@@ -694,7 +701,10 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         if (armed) snap = std::move(*armed);
         else logger()->debug("snapshot not armed ({}): pages copied frozen", armed.error().message());
     }
-    if (!snap) {
+    if (!snap && streaming) {
+        CKPT_TRY(hash_page_data(plans));  // the page maps' checksums; the data comes later
+        uffds.clear();
+    } else if (!snap) {
         CKPT_TRY(write_page_data(plans));
         uffds.clear();  // what was write-protected is let go before the tree runs
     } else {
@@ -738,6 +748,13 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     if (own_ipcns) CKPT_TRY(image::write_image(dir, image::names::kIpc, image::Kind::Ipc, ipc));
     else CKPT_TRY(dir.remove(image::names::kIpc));  // a stale one must not make a namespace
     CKPT_TRY(image::write_image(dir, image::names::kInventory, image::Kind::Inventory, inv));
+    std::optional<image::StreamWriter> stream;
+    if (streaming) {
+        stream.emplace(stream_fd.get(), dir.path());
+        CKPT_TRY(stream->begin());
+        CKPT_TRY(stream_metadata(dir, *stream));
+        for (const PagePlan& plan : plans) CKPT_TRY(stream_page_data(plan, *stream));
+    }
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
                    (now_ns() - t0) / 1e6);
     if (auto r = run_action_scripts(opts, "post-dump"); !r) {
@@ -745,6 +762,8 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         (void)dir.remove(image::names::kInventory);
         return std::move(r).error();
     }
+    // The stream is complete once post-dump agreed: without its trailer it is refused.
+    if (stream) CKPT_TRY(stream->end());
     // The images are complete: the hidden links stay for their restore (or a later dump).
     files.keep_link_remaps();
 
@@ -767,7 +786,9 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
 
 Result<DumpStats> dump(const DumpOptions& opts) {
     // The post-dump action scripts' moment is the tree still frozen, images written.
-    const bool snapshot = opts.leave_running && opts.snapshot && opts.action_scripts.empty();
+    if (!opts.stream.empty() && !opts.image_dir.empty())
+        return error_code(EINVAL, "dump: --stream and an images folder (-D) together: choose one");
+    const bool snapshot = opts.leave_running && opts.snapshot && opts.action_scripts.empty() && opts.stream.empty();
     if (snapshot) {
         // Pages files of an earlier dump into this folder would be freed while the tree is
         // frozen when the new ones replace them: removed before it is.

@@ -29,6 +29,7 @@
 #include "ckpt/image/image_file.h"
 #include "ckpt/image/image_names.h"
 #include "files.h"
+#include "image_stream.h"
 #include "parallel.h"
 #include "ckpt/engine/syscalls.h"
 #include "proc.h"
@@ -218,9 +219,10 @@ image::Vma::Kind classify(const ProcMapping& m) {
     return image::Vma::FILE;
 }
 
-// Copies the pages of file range [lo, hi) of a plan's pages file to their offsets in fd,
-// hashing them in file order into st when given.
-Result<void> copy_pages(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi, XXH3_state_t* st) {
+// Copies the pages of file range [lo, hi) of a plan's pages file in file order, through
+// sink(data, bytes, file offset), hashing them into st when given.
+template <typename Sink>
+Result<void> copy_pages_to(const PagePlan& plan, uint64_t lo, uint64_t hi, XXH3_state_t* st, Sink&& sink) {
     struct Scratch {
         std::unique_ptr<char, decltype(&free)> buf{static_cast<char*>(aligned_alloc(kPage, kCopyBatch)), &free};
     };
@@ -245,12 +247,20 @@ Result<void> copy_pages(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi, 
             }
             if (!done) CKPT_TRY_CTX(read_remote(plan.pid, addr, buf, n), "pid {}", plan.pid);
             if (st) XXH3_64bits_update(st, buf, n);
-            if (pwrite(fd, buf, n, static_cast<off_t>(from)) != static_cast<ssize_t>(n))
-                return sys_error("pwrite {} at {}", plan.path, from);
+            CKPT_TRY(sink(buf, n, from));
             from += n;
         }
     }
     return ok();
+}
+
+// The same to their offsets in fd; fd -1: hashed only.
+Result<void> copy_pages(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi, XXH3_state_t* st) {
+    return copy_pages_to(plan, lo, hi, st, [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
+        if (fd >= 0 && pwrite(fd, buf, n, static_cast<off_t>(from)) != static_cast<ssize_t>(n))
+            return sys_error("pwrite {} at {}", plan.path, from);
+        return ok();
+    });
 }
 
 // Copies one block of a plan's pages file (block b covers [b*kPageBlock, (b+1)*kPageBlock)
@@ -571,6 +581,31 @@ Result<void> write_page_data(std::vector<PagePlan>& plans) {
     return for_every_block(plans, [&](size_t i, size_t b) { return copy_block(plans[i], fds[i].get(), b); });
 }
 
+Result<void> hash_page_data(std::vector<PagePlan>& plans) {
+    return for_every_block(plans, [&](size_t i, size_t b) { return copy_block(plans[i], -1, b); });
+}
+
+Result<void> stream_page_data(const PagePlan& plan, image::StreamWriter& w) {
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+    const image::PageMap& pm = *plan.pm;
+    CKPT_TRY(w.begin_record(plan.name, image::StreamRecord::PAGES, plan.total));
+    uint64_t at = 0;
+    for (size_t b = 0; b * kPageBlock < plan.total; ++b) {
+        uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
+        XXH3_64bits_reset(st.get());
+        CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
+            if (from != at) return error("pid {}: page data not contiguous at {} of {}", plan.pid, from, plan.path);
+            at += n;
+            return w.data(buf, n);
+        }));
+        // The tree is frozen: the pages are those the page map's checksums were made of.
+        if (static_cast<int>(b) >= pm.block_xxh3_size() || XXH3_64bits_digest(st.get()) != pm.block_xxh3(static_cast<int>(b)))
+            return error("pid {}: block {} of {} changed while the tree was frozen", plan.pid, b, plan.path);
+    }
+    if (at != plan.total) return error("pid {}: {} of {} bytes of page data copied", plan.pid, at, plan.total);
+    return w.end_record();
+}
+
 Result<void> checksum_page_data(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written) {
     std::vector<UniqueFd> fds;
     for (size_t i = 0; i < plans.size(); ++i)
@@ -641,28 +676,18 @@ private:
     uint64_t size_ = 0;
 };
 
-Result<void> fill_pages(RestoreTask& t) {
+// A piece of at most kCopyBatch bytes of a run to write into a restored process: page data
+// at offset off of its pages file, or zeros.
+struct PagePiece {
+    uint64_t off, vaddr, len;
+    bool zero;
+};
+
+// The pieces of t's page map in address order (the data ones in file order too).
+Result<std::vector<PagePiece>> page_pieces(const RestoreTask& t, const std::string& path) {
     const image::PageMap& pm = t.pagemap;
     const image::MmCore& mm = t.mm;
-    std::string path = t.image_dir + "/" + pm.pages_file();
-    MappedPages pages;
-    CKPT_TRY(pages.map(t.image_dir, image::names::pagemap(t.pid), pm.pages_file(), pm.pages_bytes()));
-    const char* data = pages.data();
-
-    uint64_t bs = pm.block_size();
-    size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
-    if (pm.pages_bytes() && (!bs || static_cast<size_t>(pm.block_xxh3_size()) != blocks))
-        return error_code(EINVAL, "{}: malformed block checksums (image is corrupt)", path);
-    CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
-        uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
-        if (XXH3_64bits(data + lo, len) != pm.block_xxh3(static_cast<int>(b)))
-            return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path, b);
-        return ok();
-    }));
-
-    // Segments of at most kCopyBatch bytes, so that the threads share the work evenly.
-    static const std::vector<char> zeros(kCopyBatch, 0);
-    std::vector<iovec> local, remote;
+    std::vector<PagePiece> pieces;
     // Runs and mappings are both in address order: one walk finds each run's mapping.
     auto vma = mm.vmas().begin();
     auto in_file_vma = [&](uint64_t addr) {
@@ -678,28 +703,129 @@ Result<void> fill_pages(RestoreTask& t) {
         if (run.inherited()) continue;  // the parent's pages, kept from the fork
         if (!run.zero() && off + len > pm.pages_bytes())
             return error_code(EINVAL, "{}: page runs exceed the data (image is corrupt)", path);
+        // Segments of at most kCopyBatch bytes, so that the threads share the work evenly.
         for (uint64_t done = 0; done < len;) {
             uint64_t n = std::min<uint64_t>(len - done, kCopyBatch);
-            const char* src = run.zero() ? zeros.data() : data + off + done;
-            local.push_back({const_cast<char*>(src), n});
-            remote.push_back({reinterpret_cast<void*>(run.vaddr() + done), n});
+            pieces.push_back({off + done, run.vaddr() + done, n, run.zero()});
             done += n;
         }
         if (!run.zero()) off += len;
     }
+    return pieces;
+}
+
+// Writes local[i] to remote[i] in process host, on several threads.
+Result<void> write_pieces(pid_t host, std::vector<iovec>& local, std::vector<iovec>& remote) {
     constexpr size_t kPerCall = 64;
     size_t calls = (local.size() + kPerCall - 1) / kPerCall;
     return parallel_for(calls, kCopyThreads, [&](size_t c) -> Result<void> {
         size_t lo = c * kPerCall, n = std::min(kPerCall, local.size() - lo);
         ssize_t want = 0;
         for (size_t i = lo; i < lo + n; ++i) want += static_cast<ssize_t>(local[i].iov_len);
-        if (process_vm_writev(t.host, &local[lo], n, &remote[lo], n, 0) == want) return ok();
+        if (process_vm_writev(host, &local[lo], n, &remote[lo], n, 0) == want) return ok();
         // Pages the process may not write (read-only shared mappings): /proc/PID/mem.
         for (size_t i = lo; i < lo + n; ++i)
-            CKPT_TRY(write_remote(t.host, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
+            CKPT_TRY(write_remote(host, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
                                   local[i].iov_len));
         return ok();
     });
+}
+
+const std::vector<char>& zero_batch() {
+    static const std::vector<char> zeros(kCopyBatch, 0);
+    return zeros;
+}
+
+// The block size and checksums of a page map, checked against its data's size.
+Result<size_t> page_blocks(const image::PageMap& pm, const std::string& path) {
+    uint64_t bs = pm.block_size();
+    size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
+    if (pm.pages_bytes() && (!bs || static_cast<size_t>(pm.block_xxh3_size()) != blocks))
+        return error_code(EINVAL, "{}: malformed block checksums (image is corrupt)", path);
+    return blocks;
+}
+
+// Page data from the pages file, mapped.
+Result<void> fill_pages_from_file(RestoreTask& t) {
+    const image::PageMap& pm = t.pagemap;
+    std::string path = t.image_dir + "/" + pm.pages_file();
+    MappedPages pages;
+    CKPT_TRY(pages.map(t.image_dir, image::names::pagemap(t.pid), pm.pages_file(), pm.pages_bytes()));
+    const char* data = pages.data();
+
+    uint64_t bs = pm.block_size();
+    size_t blocks = CKPT_TRY(page_blocks(pm, path));
+    CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
+        uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
+        if (XXH3_64bits(data + lo, len) != pm.block_xxh3(static_cast<int>(b)))
+            return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path, b);
+        return ok();
+    }));
+
+    std::vector<iovec> local, remote;
+    for (const PagePiece& p : CKPT_TRY(page_pieces(t, path))) {
+        const char* src = p.zero ? zero_batch().data() : data + p.off;
+        local.push_back({const_cast<char*>(src), p.len});
+        remote.push_back({reinterpret_cast<void*>(p.vaddr), p.len});
+    }
+    return write_pieces(t.host, local, remote);
+}
+
+// The largest block a stream's page map may have (the buffer a block is read into).
+constexpr uint64_t kMaxStreamBlock = 256ull << 20;
+
+// Page data from the restore's stream: its next record, read block by block into a buffer,
+// each block verified before it is written into the process.
+Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
+    const image::PageMap& pm = t.pagemap;
+    const std::string& where = in.reader.where();
+    std::string path = where + "/" + pm.pages_file();
+    auto rec = CKPT_TRY(in.next());
+    if (rec.kind() != image::StreamRecord::PAGES || rec.name() != pm.pages_file() || rec.length() != pm.pages_bytes())
+        return error_code(EINVAL, "{}: pid {}: expected the page data {} ({} bytes), found record '{}' ({} bytes): refused",
+                          where, t.pid, pm.pages_file(), pm.pages_bytes(), rec.name(), rec.length());
+    uint64_t bs = pm.block_size();
+    size_t blocks = CKPT_TRY(page_blocks(pm, path));
+    if (blocks && (bs > kMaxStreamBlock || bs % kPage))
+        return error_code(EINVAL, "{}: blocks of {} bytes (image is corrupt): refused", path, bs);
+    auto pieces = CKPT_TRY(page_pieces(t, path));
+    std::vector<iovec> local, remote;
+    for (const PagePiece& p : pieces) {
+        if (!p.zero) continue;
+        local.push_back({const_cast<char*>(zero_batch().data()), p.len});
+        remote.push_back({reinterpret_cast<void*>(p.vaddr), p.len});
+    }
+    CKPT_TRY(write_pieces(t.host, local, remote));
+    std::unique_ptr<char, decltype(&free)> buf{nullptr, &free};
+    if (blocks) {
+        buf.reset(static_cast<char*>(aligned_alloc(kPage, bs)));
+        if (!buf) return error_code(ENOMEM, "{}: a buffer of {} bytes", path, bs);
+    }
+    size_t next = 0;  // the first data piece not written whole yet
+    for (size_t b = 0; b < blocks; ++b) {
+        uint64_t lo = b * bs, hi = std::min(pm.pages_bytes(), lo + bs);
+        CKPT_TRY(in.reader.read(buf.get(), hi - lo));
+        if (XXH3_64bits(buf.get(), hi - lo) != pm.block_xxh3(static_cast<int>(b)))
+            return error_code(EINVAL, "{}: checksum mismatch in block {} (stream is corrupt): refused", path, b);
+        local.clear();
+        remote.clear();
+        for (size_t i = next; i < pieces.size(); ++i) {
+            const PagePiece& p = pieces[i];
+            if (p.zero) continue;
+            if (p.off >= hi) break;
+            uint64_t from = std::max(p.off, lo), to = std::min(p.off + p.len, hi);
+            local.push_back({buf.get() + (from - lo), to - from});
+            remote.push_back({reinterpret_cast<void*>(p.vaddr + (from - p.off)), to - from});
+            if (p.off + p.len <= hi) next = i + 1;
+        }
+        CKPT_TRY(write_pieces(t.host, local, remote));
+    }
+    return in.reader.end_record();
+}
+
+Result<void> fill_pages(RestoreTask& t) {
+    if (t.shared && t.shared->stream) return fill_pages_from_stream(t, *t.shared->stream);
+    return fill_pages_from_file(t);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "ckpt/base/result.h"
 #include "ckpt/image/image_file.h"
+#include "ckpt/image/stream.h"
 #include "dump_context.h"
 #include "mm.pb.h"
 
@@ -69,6 +70,12 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 // Copies the page data of every plan (all processes of a tree at once, on several
 // threads) and completes their page maps. The processes must still be frozen.
 Result<void> write_page_data(std::vector<PagePlan>& plans);
+
+// For dump --stream: the block checksums of every plan's page data, read from the frozen
+// processes and kept nowhere; then, once the metadata is streamed, one plan's page data
+// read again into a PAGES record of w (each block checked against its checksum).
+Result<void> hash_page_data(std::vector<PagePlan>& plans);
+Result<void> stream_page_data(const PagePlan& plan, image::StreamWriter& w);
 
 // The copy in pieces, for the copy-on-write snapshot (snapshot.cpp), which copies pages
 // while the tree runs: the pages files of plans, created at their full size; the pages of

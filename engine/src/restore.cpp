@@ -38,6 +38,7 @@
 #include "files.h"
 #include "inventory.pb.h"
 #include "ipc_ns.h"
+#include "image_stream.h"
 #include "memory.h"
 #include "proc.h"
 #include "restore_task.h"
@@ -419,8 +420,17 @@ Result<void> verify_task_seccomp(const RestoreTask& t) {
 }  // namespace
 
 Result<RestoredTree> restore(const RestoreOptions& opts) {
-    const std::string& dir = opts.image_dir;
+    std::string dir = opts.image_dir;
     RestoreShared shared;
+    // --stream: the metadata read into memory now (read below as the folder dir names), the
+    // page data as each process is filled.
+    std::unique_ptr<RestoreStream> stream;
+    if (!opts.stream.empty()) {
+        if (!dir.empty()) return error_code(EINVAL, "restore: --stream and an images folder (-D) together: choose one");
+        stream = CKPT_TRY_CTX(RestoreStream::open(opts.stream), "restore");
+        dir = stream->reader.where();
+        shared.stream = stream.get();
+    }
     shared.tcp_established = opts.tcp_established;
     shared.own_cap_bnd = CKPT_TRY(read_status(getpid())).cap_bnd;
     shared.own_seccomp_filters = CKPT_TRY(own_seccomp_filters());
@@ -462,7 +472,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     if (init) CKPT_TRY(await_init(*init, kInitReady));
 
     struct stat sb;
-    if (stat(dir.c_str(), &sb) != 0) return sys_error("image directory {}", dir);
+    if (!stream && stat(dir.c_str(), &sb) != 0) return sys_error("image directory {}", dir);
     image::Inventory inv;
     CKPT_TRY(image::read_image(dir + "/" + image::names::kInventory, image::Kind::Inventory, &inv));
     if (inv.arch() != arch::image_arch())
@@ -481,8 +491,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     std::optional<image::IpcNamespace> ipc;
     {
         const std::string ipc_path = dir + "/" + image::names::kIpc;
-        struct stat ist;
-        if (lstat(ipc_path.c_str(), &ist) == 0) {
+        if (CKPT_TRY(image::image_file_exists(ipc_path))) {
             if (user || !privilege::is_root())
                 return error_code(EPERM,
                                   "{}: the tree has its own IPC namespace (System V IPC), which only a restore with "
@@ -491,8 +500,6 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             ipc.emplace();
             CKPT_TRY(image::read_image(ipc_path, image::Kind::Ipc, &*ipc));
             CKPT_TRY(check_ipc_image(*ipc, ipc_path));
-        } else if (errno != ENOENT) {
-            return sys_error("{}", ipc_path);
         }
     }
     CKPT_TRY(prepare_fd_restore(shared));
@@ -615,6 +622,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (te.state() != image::TaskEntry::ZOMBIE)
             CKPT_TRY_CTX(restore_memory_layout(t), "restore pid {}", pid);
     }
+    // Every page of the stream is in place: its trailer, or it is truncated (and the tree
+    // made so far killed).
+    if (stream) CKPT_TRY_CTX(stream->finish(), "restore");
     // Every segment is attached where it was: the engine lets go of those marked for
     // destruction (held until now), and the namespace's sysctls are set as recorded.
     if (ipc_restore) CKPT_TRY_CTX(ipc_restore->finish(), "restore");

@@ -64,8 +64,12 @@ struct RestoreTask {
 };
 
 // What every process of one restore shares: the recorded files and pipes, options.
+struct RestoreStream;
+
 struct RestoreShared {
     std::string image_dir;
+    // restore --stream: where the page data comes from, in process order (image_stream.h).
+    RestoreStream* stream = nullptr;
     image::FileTable files;
     bool skip_file_checks = false;
     // file id -> the one object remade from a saved file (deleted, memfd, shared anonymous

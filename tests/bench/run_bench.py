@@ -86,6 +86,19 @@ def start_workload(args, ready, mib, procs):
     return w, tree_pids(w.pid)
 
 
+def timed_restore(args, where):
+    """restore --detach from where (-D DIR or --stream FILE): its wall time in seconds."""
+    t = time.monotonic()
+    with tempfile.TemporaryFile(mode="w+") as err:
+        rc = subprocess.run([args.engine, "restore", *where, "--detach"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=err).returncode
+        restore_s = time.monotonic() - t
+        if rc != 0:
+            err.seek(0)
+            raise RuntimeError("restore failed: " + err.read().strip())
+    return restore_s
+
+
 def one_run(args, mib, procs, base):
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
     images = os.path.join(workdir, "images")
@@ -102,14 +115,7 @@ def one_run(args, mib, procs, base):
         w.wait()
         wait_gone(pids)
         image_bytes = du_bytes(images)
-        t = time.monotonic()
-        with tempfile.TemporaryFile(mode="w+") as err:
-            rc = subprocess.run([args.engine, "restore", "-D", images, "--detach"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err).returncode
-            restore_s = time.monotonic() - t
-            if rc != 0:
-                err.seek(0)
-                raise RuntimeError("restore failed: " + err.read().strip())
+        restore_s = timed_restore(args, ["-D", images])
         kill_tree(pids)
         return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s, "restore_s": restore_s,
                 "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"]}
@@ -139,6 +145,46 @@ def frozen_run(args, mib, snapshot):
         return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stream_run(args, mib, stream):
+    """dump then restore of 1 x mib MiB on tmpfs: into an images folder, or (stream) as one
+    stream into a file (dump --stream, restore --stream). Seconds of each."""
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
+    ready = os.path.join(workdir, "ready")
+    where = ["--stream", os.path.join(workdir, "dump.stream")] if stream else ["-D", os.path.join(workdir, "images")]
+    try:
+        w, pids = start_workload(args, ready, mib, 1)
+        t = time.monotonic()
+        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), *where], capture_output=True, text=True)
+        dump_s = time.monotonic() - t
+        if out.returncode != 0:
+            raise RuntimeError("dump failed: " + out.stderr.strip())
+        w.wait()
+        wait_gone(pids)
+        restore_s = timed_restore(args, where)
+        kill_tree(pids)
+        wait_gone(pids)
+        return {"dump_s": dump_s, "restore_s": restore_s}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stream_table(args):
+    """dump and restore through one stream against an images folder, both on tmpfs."""
+    mib = 64 if args.quick else 1024
+    results = {}
+    for _ in range(args.repeat):  # interleaved
+        for stream in (True, False):
+            results.setdefault(stream, []).append(stream_run(args, mib, stream))
+    med = {k: {f: statistics.median(r[f] for r in v) for f in ("dump_s", "restore_s")} for k, v in results.items()}
+    print(f"1 process x {mib} MiB, tmpfs: one stream (--stream FILE) against an images folder (-D)")
+    hdr = f"{'':<10} {'stream s':>9} {'folder s':>9} {'ratio':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for f, name in (("dump_s", "dump"), ("restore_s", "restore")):
+        print(f"{name:<10} {med[True][f]:>9.3f} {med[False][f]:>9.3f} {med[True][f] / med[False][f]:>6.2f}")
+    print(f"(medians of {args.repeat} interleaved runs; goal: ratio at most 1.10)")
 
 
 def frozen_table(args):
@@ -172,6 +218,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     ap.add_argument("--big", action="store_true", help="also 4 GiB in the frozen-time table")
     ap.add_argument("--frozen-only", action="store_true", help="only the --leave-running frozen-time table")
+    ap.add_argument("--stream-only", action="store_true", help="only the stream against folder table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: needs root")
@@ -180,6 +227,9 @@ def main():
 
     if args.frozen_only:
         frozen_table(args)
+        return
+    if args.stream_only:
+        stream_table(args)
         return
     cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
@@ -205,6 +255,8 @@ def main():
     print(f"(medians of {args.repeat} interleaved runs; GiB/s = touched memory / wall time of the command)")
     print()
     frozen_table(args)
+    print()
+    stream_table(args)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,12 @@ Modes:
                  (--leave-running, from the host), kill its namespace, restore the second
                  dump --new-pidns --detach: every pid and tid inside the new namespace must be
                  the first dump's, the copy must pass, then the original
+  stream-pipe    dump --leave-running --stream into a pipe read by restore --stream --new-pidns
+                 --detach at the same time (no image folder); the copy must pass, then the original
+  stream-tcp     dump --stream to an fd connected to `ckpt-engine stream recv --images-dir`
+                 over TCP; then a plain restore -D of what it received, check
+  stream-send    dump -D; `stream send` of the folder over TCP to `stream recv` (to stdout), whose
+                 output is a pipe read by restore --stream at the same time; check
 Negative kinds (the program only provides a tree to dump):
   missing-dir, truncated-image, flipped-byte (every image file in turn), pid-taken,
   dump-nonexistent, dump-fails and dump-enospc (a dump refused at once, or failing half way
@@ -36,6 +42,11 @@ Negative kinds (the program only provides a tree to dump):
   is outside the tree, naming the fd and the owner; the tree runs on), pidfd-reaped and
   pidfd-outside (run with pidfd_reaped / pidfd_outside: fd 9 is a pidfd of a child already
   reaped / of the runner; the dump refuses it naming the pid and fd 9, the tree runs on).
+Streams (dump --stream into a file, then each damaged copy given to restore --stream):
+  stream-truncated (cut in the metadata, in the page data, just before the trailer),
+  stream-flipped (a byte of page data flipped), stream-forged-name (a record renamed to a name
+  with '/' or '..', its length kept), stream-version (the stream's version 99): each refused
+  with its message, nothing left running.
 Image folders written by their user (every file may be forged, at any moment):
   image-fifo, image-devzero, image-symlink (every file of a dump in turn replaced by a FIFO,
   a link to /dev/zero, a link to a valid copy of itself elsewhere: restore and show refuse it
@@ -79,7 +90,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -786,6 +799,182 @@ class Run:
         self.stdio_pipes, self.tty_master = original
         self.check_verdict(what="original, after the copy ran in a new pid namespace")
         return "PASS"
+
+    # ---- streams ----------------------------------------------------------------------
+    def wait_engine(self, pid, err, what):
+        st = self.reaper.wait(pid, ENGINE_TIMEOUT)
+        err.seek(0)
+        text = err.read()
+        with open(self.engine_log, "a") as log:
+            log.write(text + f"[{describe_status(st)}]\n")
+        if st is None:
+            raise TestFailure(f"{what}: still running after {ENGINE_TIMEOUT:.0f} s")
+        if exit_code(st) != 0:
+            raise TestFailure(f"{what} failed ({describe_status(st)}): {text.strip()}")
+
+    def start_receiver(self, *extra, stdout=None):
+        """`stream recv --listen 127.0.0.1:0`: (its pid, stderr file, the port it took)."""
+        port_file = os.path.join(self.work, "recv.port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        pid, err = self.engine("stream", "recv", "--listen", "127.0.0.1:0", "--port-file", port_file, *extra,
+                               stdout=stdout, wait=False)
+        deadline = time.monotonic() + ENGINE_TIMEOUT
+        while True:
+            text = open(port_file).read() if os.path.exists(port_file) else ""
+            if text.endswith("\n"):
+                return pid, err, int(text)
+            self.reaper.poll()
+            if pid in self.reaper.status or time.monotonic() > deadline:
+                err.seek(0)
+                raise TestFailure(f"stream recv did not listen: {err.read().strip()}")
+            time.sleep(0.02)
+
+    def mode_stream_pipe(self):
+        """dump --leave-running --stream | restore --stream --new-pidns, both at once."""
+        self.start()
+        r, w = os.pipe()
+        dump_argv = ["dump", "-t", str(self.root), "--leave-running", "--stream", str(w)]
+        dump_pid, dump_err = self.engine(*dump_argv, keep_fd=w, wait=False)
+        os.close(w)
+        pidfile = os.path.join(self.work, "restore.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        try:
+            self.engine("restore", "--stream", str(r), "--new-pidns", "--detach", "--pidfile", pidfile, keep_fd=r)
+        finally:
+            os.close(r)
+        self.wait_engine(dump_pid, dump_err, "dump --stream")
+        host_root = int(open(pidfile).read().strip())
+        self.started.add(host_root)
+        nspid = [int(p) for p in status_fields(host_root)["NSpid"].split()]
+        if len(nspid) < 2 or nspid[-1] != self.root:
+            raise TestFailure(f"restore --stream: the restored root has NSpid {nspid}, expected pid {self.root}")
+        init = int(status_fields(host_root)["PPid"])
+        self.started.update(tree_pids(init))
+        self.check_copy(host_root, init, "copy restored from a pipe")
+        self.check_verdict(what="original, after the copy restored from a pipe ran")
+        return "PASS"
+
+    def mode_stream_tcp(self):
+        """dump --stream over TCP to `stream recv --images-dir`, then restore -D."""
+        self.start()
+        received = os.path.join(self.work, "received")
+        shutil.rmtree(received, ignore_errors=True)
+        recv_pid, recv_err, port = self.start_receiver("--images-dir", received)
+        sock = socket.create_connection(("127.0.0.1", port))
+        try:
+            self.engine("dump", "-t", str(self.root), "--stream", str(sock.fileno()), keep_fd=sock.fileno())
+        finally:
+            sock.close()
+        self.wait_gone(self.pids)
+        self.wait_engine(recv_pid, recv_err, "stream recv --images-dir")
+        self.restore(images=received)
+        self.check_verdict(what="after restore of the received folder")
+        return "PASS"
+
+    def mode_stream_send(self):
+        """dump -D; stream send over TCP to stream recv, piped into restore --stream."""
+        self.start()
+        self.dump()
+        r, w = os.pipe()
+        recv_pid, recv_err, port = self.start_receiver(stdout=w)
+        os.close(w)
+        pidfile = os.path.join(self.work, "restore.pid")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        try:
+            restore_pid, restore_err = self.engine("restore", "--stream", str(r), "--detach", "--pidfile", pidfile,
+                                                   keep_fd=r, wait=False)
+        finally:
+            os.close(r)
+        self.engine("stream", "send", "--images-dir", self.images, "--to", f"127.0.0.1:{port}")
+        self.wait_engine(recv_pid, recv_err, "stream recv")
+        self.wait_engine(restore_pid, restore_err, "restore --stream")
+        self.after_restore_check(pidfile)
+        self.check_verdict(what="after restore from the stream sent")
+        return "PASS"
+
+    def stream_records(self, path):
+        """The frames of a stream file: (offset of the frame, its message bytes, data offset,
+        data length, kind)."""
+        data = open(path, "rb").read()
+        if data[:8] != b"CKPTSTRM":
+            raise TestFailure(f"{path}: no stream magic")
+        off, out = 8, []
+        first = True
+        while off < len(data):
+            (n,) = struct.unpack_from("<I", data, off)
+            msg = data[off + 4:off + 4 + n]
+            fields = parse_proto(msg)
+            length = 0 if first else fields.get(4, 0)
+            out.append((off, msg, off + 4 + n, length, None if first else fields.get(2, 0)))
+            off += 4 + n + length + 8
+            first = False
+        return data, out
+
+    def stream_damaged(self, damage, must_say, what):
+        """dump --stream into a file; each damaged copy refused by restore --stream, nothing left."""
+        self.spawn_program()
+        self.wait_ready()
+        stream_file = os.path.join(self.work, "dump.stream")
+        self.engine("dump", "-t", str(self.root), "--stream", stream_file)
+        self.wait_gone(self.pids)
+        data, records = self.stream_records(stream_file)
+        copy = os.path.join(self.work, "damaged.stream")
+        count = 0
+        for name, damaged in damage(data, records):
+            with open(copy, "wb") as f:
+                f.write(damaged)
+            line = self.expect_failure(["restore", "--stream", copy, "--detach"], "stream", f"{what} {name}",
+                                       timeout=REFUSAL_TIMEOUT)
+            if must_say not in line:
+                raise TestFailure(f"{what} {name}: the message does not say '{must_say}': {line}")
+            self.expect_nothing_restored(f"{what} {name}")
+            count += 1
+        if count == 0:
+            raise TestFailure("nothing to damage in the stream")
+        return f"PASS ({count} damaged streams)"
+
+    def neg_stream_truncated(self):
+        def cuts(data, records):
+            meta = records[1]
+            pages = [r for r in records if r[4] == 2]
+            yield "in the metadata", data[:meta[2] + meta[3] // 2]
+            yield "in the page data", data[:pages[-1][2] + max(pages[-1][3] // 2, 1)]
+            yield "before the trailer", data[:records[-1][0]]
+        return self.stream_damaged(cuts, "truncated stream", "stream cut")
+
+    def neg_stream_flipped(self):
+        def flips(data, records):
+            for r in records:
+                if r[4] == 2 and r[3] > 0:
+                    at = r[2] + r[3] // 2
+                    yield f"page data at {at}", data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+        return self.stream_damaged(flips, "checksum mismatch", "flipped byte")
+
+    def neg_stream_forged_name(self):
+        def forged(data, records):
+            for r in records[1:]:
+                name = parse_proto(r[1]).get(1, b"")
+                if len(name) < 4:
+                    continue
+                for new in (b"../" + name[3:], name[:1] + b"/" + name[2:], b".."):
+                    new = new[:len(name)].ljust(len(name), b".") if new != b".." else new
+                    msg = r[1].replace(b"\x0a" + bytes([len(name)]) + name, b"\x0a" + bytes([len(new)]) + new, 1)
+                    frame = struct.pack("<I", len(msg)) + msg
+                    yield new.decode(), data[:r[0]] + frame + data[r[0] + 4 + len(r[1]):]
+                return
+        return self.stream_damaged(forged, "outside its folder", "record renamed")
+
+    def neg_stream_version(self):
+        def other(data, records):
+            h = records[0]
+            msg = b"\x08\x63" + h[1][2:]  # stream_version 99 (field 1, kept first by the writer)
+            if h[1][:1] != b"\x08":
+                raise TestFailure("stream header does not start with its version")
+            yield "stream version 99", data[:h[0]] + struct.pack("<I", len(msg)) + msg + data[h[0] + 4 + len(h[1]):]
+        return self.stream_damaged(other, "version 99", "other version")
 
     def restore_in_new_pidns(self, images, what, check_root=True):
         """restore --new-pidns --detach of images: (host pid of the root, its init). With
@@ -1571,12 +1760,41 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
         return "PASS"
 
 
+def parse_proto(msg):
+    """The fields of a protobuf message of varints and byte strings: {number: value}."""
+    out, off = {}, 0
+
+    def varint():
+        nonlocal off
+        v, shift = 0, 0
+        while True:
+            b = msg[off]
+            off += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return v
+
+    while off < len(msg):
+        key = varint()
+        if key & 7 == 0:
+            out[key >> 3] = varint()
+        elif key & 7 == 2:
+            n = varint()
+            out[key >> 3] = msg[off:off + n]
+            off += n
+        else:
+            raise TestFailure(f"unexpected wire type in a stream frame: {key & 7}")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--mode", choices=["no-dump", "corrupt", "dump-kill", "restore-wait",
-                                       "leave-running", "twice", "new-pidns", "new-pidns-twice"])
+                                       "leave-running", "twice", "new-pidns", "new-pidns-twice",
+                                       "stream-pipe", "stream-tcp", "stream-send"])
     ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed", "other-version",
@@ -1587,7 +1805,8 @@ def main():
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
                                            "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged",
-                                           "ipc-refused"])
+                                           "ipc-refused", "stream-truncated", "stream-flipped",
+                                           "stream-forged-name", "stream-version"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")

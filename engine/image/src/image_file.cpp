@@ -1,11 +1,13 @@
 #include "ckpt/image/image_file.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <cstring>
+#include <optional>
 
 namespace ckpt::image {
 namespace {
@@ -63,9 +65,28 @@ Result<ImageDir> ImageDir::open(const std::string& path) {
     return ImageDir(path, UniqueFd(fd));
 }
 
+ImageDir ImageDir::in_memory(std::string label) {
+    ImageDir d(std::move(label), UniqueFd());
+    d.mem_ = std::make_shared<std::map<std::string, UniqueFd>>();
+    return d;
+}
+
+const std::map<std::string, UniqueFd>& ImageDir::memory_files() const {
+    static const std::map<std::string, UniqueFd> none;
+    return mem_ ? *mem_ : none;
+}
+
 Result<UniqueFd> ImageDir::create(const std::string& name) const {
     const std::string path = path_ + "/" + name;
     CKPT_TRY(check_plain_name(path_, name));
+    if (mem_) {
+        UniqueFd fd(::memfd_create(name.c_str(), MFD_CLOEXEC));
+        if (!fd) return sys_error("memfd_create {}", path);
+        UniqueFd kept(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+        if (!kept) return sys_error("dup memfd {}", path);
+        (*mem_)[name] = std::move(kept);
+        return fd;
+    }
     if (::unlinkat(fd_.get(), name.c_str(), 0) != 0 && errno != ENOENT) return sys_error("unlink {}", path);
     int fd = ::openat(fd_.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -78,12 +99,20 @@ Result<UniqueFd> ImageDir::create(const std::string& name) const {
 
 Result<void> ImageDir::remove(const std::string& name) const {
     CKPT_TRY(check_plain_name(path_, name));
+    if (mem_) {
+        mem_->erase(name);
+        return ok();
+    }
     if (::unlinkat(fd_.get(), name.c_str(), 0) != 0 && errno != ENOENT)
         return sys_error("unlink {}/{}", path_, name);
     return ok();
 }
 
+// stream.cpp: the memory folder's file of path (restore --stream), if path is under it.
+Result<std::optional<ImageFileFd>> open_memory_image_file(const std::string& path);
+
 Result<ImageFileFd> open_image_file(const std::string& path) {
+    if (auto mem = CKPT_TRY(open_memory_image_file(path))) return std::move(*mem);
     int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ELOOP)

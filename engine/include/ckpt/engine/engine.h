@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "ckpt/base/fd.h"
 #include "ckpt/base/result.h"
 
 namespace ckpt::engine {
@@ -16,6 +17,9 @@ namespace ckpt::engine {
 struct DumpOptions {
     pid_t root = 0;
     std::string image_dir;
+    // dump --stream FD|PATH: the images as one stream (ckpt/image/stream.h) to an inherited fd,
+    // a socket, a FIFO or a file; no image folder (image_dir empty).
+    std::string stream;
     bool leave_running = false;
     // With leave_running: the copy-on-write snapshot (frozen only while its state is
     // recorded and its memory write-protected; pages copied while it runs) instead of
@@ -75,6 +79,8 @@ Result<DumpStats> dump(const DumpOptions& opts);
 
 struct RestoreOptions {
     std::string image_dir;
+    // restore --stream FD|PATH: the images read from one stream; no image folder.
+    std::string stream;
     bool detach = false;
     std::string pidfile;
     bool shell_job = false;
@@ -113,5 +119,15 @@ Result<RestoredTree> restore(const RestoreOptions& opts);
 // signals to the root, waits for it, ends the pid namespace's init, and returns the
 // root's status as an exit code (its code, or 128+N when killed by signal N).
 int wait_restored(const RestoredTree& tree);
+
+// `ckpt-engine stream`: an image folder written to fd as one stream (page data last, in the
+// order restore fills the processes); a stream read from fd into a folder (created 0700 if
+// missing; its inventory written last, once the whole stream is verified).
+Result<void> stream_send(const std::string& images_dir, int fd);
+Result<void> stream_recv(int fd, const std::string& images_dir);
+// A TCP connection to HOST:PORT; the first one accepted on HOST:PORT (port 0: any, written
+// to port_file when given, as soon as it listens).
+Result<UniqueFd> tcp_connect(const std::string& host_port);
+Result<UniqueFd> tcp_accept(const std::string& host_port, const std::string& port_file);
 
 }  // namespace ckpt::engine

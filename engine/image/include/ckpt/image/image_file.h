@@ -15,6 +15,8 @@
 #include <google/protobuf/message_lite.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,7 +63,10 @@ namespace ckpt::image {
 //    - System V IPC of a tree in its own IPC namespace (ipc.img, Kind::Ipc: the namespace's
 //      sysctls, segments with their content, semaphore sets, message queues with their
 //      messages) and segment attachments (Vma.sysv_shm, shm_id, shm_rdonly).
-inline constexpr uint32_t kFormatVersion = 8;
+// 9: more of issue 13, each listed here:
+//    - image streams (stream.h, proto/stream.proto, StreamHeader.format_version): every file of
+//      a dump as one framed stream, page data last; the files in it are a folder's, unchanged.
+inline constexpr uint32_t kFormatVersion = 9;
 
 enum class Kind : uint32_t {
     Inventory = 1,
@@ -84,6 +89,12 @@ public:
     // Opens an existing folder (O_DIRECTORY). Its path may traverse symbolic links: where the
     // folder is, is the caller's choice; what is inside it is not.
     static Result<ImageDir> open(const std::string& path);
+    // A folder held in memory (dump --stream), named label in messages: create() makes
+    // memory files, kept by name until the dump streams them.
+    static ImageDir in_memory(std::string label);
+    bool is_memory() const { return mem_ != nullptr; }
+    // Its files by name (a memory folder's; empty for a folder on disk).
+    const std::map<std::string, UniqueFd>& memory_files() const;
     const std::string& path() const { return path_; }
     // Creates name (a plain name) as a fresh file, write-only, mode 0600: whatever is there
     // is removed first (a planted symbolic link itself, never its target), then the name is
@@ -96,6 +107,7 @@ private:
     ImageDir(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
     std::string path_;
     UniqueFd fd_;
+    std::shared_ptr<std::map<std::string, UniqueFd>> mem_;
 };
 
 // A file of an image folder opened for reading: a regular file, of size bytes.
