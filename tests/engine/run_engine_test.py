@@ -1320,7 +1320,7 @@ class Run:
         self.dumped_and_gone()
         edits = [(r"mss: ", "unsent: 99999999 mss: "), (r"snd_wscale: \d+", "snd_wscale: 15"),
                  (r"family: 2\b", "family: 1"), (r"port: \d+", "port: 70000"), (r"mss: \d+", "mss: 0"),
-                 (r"state: ESTABLISHED", "state: ESTABLISHED backlog: 7")]
+                 (r"state: ESTABLISHED", "state: ESTABLISHED backlog: 7"), (r"mss: ", "tcp_state: 3 mss: ")]
         name = f"fds-{self.root}.img"
         count = 0
         for pattern, forged in edits:

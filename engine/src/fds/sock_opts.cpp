@@ -169,9 +169,10 @@ Result<void> restore(int s, std::span<const Spec> specs, const Options& opts) {
     return ok();
 }
 
-Result<void> restore_buffer(int s, int name, int force, uint32_t want, const char* text) {
+Result<void> restore_buffer(int s, int name, int force, uint32_t want, const char* text, bool lock) {
+    if (want == 0) return ok();  // not recorded (getsockopt never reads 0)
     if (want > static_cast<uint32_t>(INT_MAX)) return error_code(EINVAL, "{} {} (image is corrupt)", text, want);
-    if (static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, name, text))) == want) return ok();
+    if (!lock && static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, name, text))) == want) return ok();
     int half = static_cast<int>((want + 1) / 2);
     if (setsockopt(s, SOL_SOCKET, force, &half, sizeof half) != 0 && setsockopt(s, SOL_SOCKET, name, &half, sizeof half) != 0)
         return sys_error("setsockopt({}, {})", text, half);

@@ -50,9 +50,12 @@ Result<void> restore(int s, std::span<const Spec> specs, const Options& opts);
 Result<int> get_int(int s, int level, int name, const char* text);
 Result<void> set_int(int s, int level, int name, int v, const char* text);
 
-// SO_SNDBUF or SO_RCVBUF (as getsockopt reads it) set where it differs from the socket's,
-// past the system's limit where the restorer may, and read back (at least as large).
-Result<void> restore_buffer(int s, int name, int force, uint32_t want, const char* text);
+// SO_SNDBUF or SO_RCVBUF (as getsockopt reads it, twice what setsockopt is given) set where it
+// differs from the socket's, or always with `lock` (any SO_*BUF turns the kernel's tuning of
+// that buffer off, as it was on a socket whose size the process had set), past the system's
+// limit where the restorer may (SO_*BUFFORCE), and read back: at least as large. 0 (not
+// recorded) sets nothing.
+Result<void> restore_buffer(int s, int name, int force, uint32_t want, const char* text, bool lock = false);
 
 // SO_BINDTODEVICE: the interface's name ("" none), and set again by that name.
 Result<std::string> bound_device(int s);

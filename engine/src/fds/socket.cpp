@@ -149,13 +149,6 @@ Result<UnixDiag> unix_diag(uint64_t ino, uint32_t show = 0) {
     return error_code(ENOENT, "sock_diag: no answer for AF_UNIX socket inode {}", ino);
 }
 
-Result<int> sockopt_int(int fd, int level, int opt, const char* name) {
-    int v = 0;
-    socklen_t l = sizeof v;
-    if (getsockopt(fd, level, opt, &v, &l) != 0) return sys_error("getsockopt({})", name);
-    return v;
-}
-
 std::string_view type_name(int type) {
     switch (type) {
         case SOCK_STREAM: return "SOCK_STREAM";
@@ -212,7 +205,7 @@ using PassedFds = std::vector<std::pair<uint32_t, std::vector<UniqueFd>>>;
 // peek that stops before them returns them too, so where they begin cannot be read.
 Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d,
                                             std::vector<std::string>* senders = nullptr, PassedFds* passed = nullptr) {
-    int saved_off = CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF"));
+    int saved_off = CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF"));
     int zero = 0;
     if (setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) != 0) return sys_error("setsockopt(SO_PEEK_OFF)");
     struct Restore {
@@ -281,7 +274,7 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
 int socket_domain(const FdProbe& probe) {
     auto sock = probe.take();
     if (!sock) return -1;
-    auto domain = sockopt_int(sock->get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN");
+    auto domain = sockopt::get_int(sock->get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN");
     return domain ? *domain : -1;
 }
 
@@ -483,9 +476,9 @@ Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino,
         }
     }
     e->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
-    e->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
-    e->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
-    e->set_passcred(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
+    e->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
+    e->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
+    e->set_passcred(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
     return std::string();
 }
 
@@ -513,8 +506,8 @@ Result<void> dump_pair_end(const FdProbe& probe, int sock, uint64_t ino, int typ
     for (auto& m : CKPT_TRY(peek_queue(sock, type, d, nullptr, &passed))) me->add_queued(std::move(m));
     for (auto& [message, fds] : passed) probe.state->fds_in_flight.push_back({probe.pid, probe.fd, id, true, end, message, std::move(fds)});
     me->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
-    me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
-    me->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
+    me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
+    me->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
     me->set_recorded(true);
     return ok();
 }
@@ -534,8 +527,8 @@ Result<void> dump_socket(const FdProbe& probe, image::Fd* f) {
     UniqueFd sock;
     if (st.sockets.count(ino)) {
         sock = CKPT_TRY(probe.take());
-        int type = CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_TYPE, "SO_TYPE"));
-        int domain = CKPT_TRY(sockopt_int(sock.get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN"));
+        int type = CKPT_TRY(sockopt::get_int(sock.get(), SOL_SOCKET, SO_TYPE, "SO_TYPE"));
+        int domain = CKPT_TRY(sockopt::get_int(sock.get(), SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN"));
         if (domain == AF_UNIX) {
             auto diag = unix_diag(ino, UDIAG_SHOW_VFS);
             if (!diag)
@@ -614,18 +607,6 @@ Result<void> record_fds_in_flight(FdDumpState& st) {
                                        m.pid, m.fd, m.message);
     }
     st.fds_in_flight.clear();
-    return ok();
-}
-
-// Sets a buffer size read by getsockopt (twice what was asked) when the fresh socket's differs.
-Result<void> set_buffer(int sock, int opt, int force, uint32_t want, const char* name) {
-    if (want == 0) return ok();
-    int now = CKPT_TRY(sockopt_int(sock, SOL_SOCKET, opt, name));
-    if (static_cast<uint32_t>(now) == want) return ok();
-    int half = static_cast<int>(want / 2);
-    if (setsockopt(sock, SOL_SOCKET, force, &half, sizeof half) != 0 &&
-        setsockopt(sock, SOL_SOCKET, opt, &half, sizeof half) != 0)
-        return sys_error("setsockopt({}, {})", name, half);
     return ok();
 }
 
@@ -768,9 +749,11 @@ Result<void> make_unix_pairs(RestoreShared& sh) {
         UniqueFd a(sv[0]), b(sv[1]);
         int fds[2] = {a.get(), b.get()};
         for (int i = 0; i < 2; ++i) {
-            CKPT_TRY_CTX(set_buffer(fds[i], SO_SNDBUF, SO_SNDBUFFORCE, e.ends(i).sndbuf(), "SO_SNDBUF"),
+            CKPT_TRY_CTX(
+                sockopt::restore_buffer(fds[i], SO_SNDBUF, SO_SNDBUFFORCE, e.ends(i).sndbuf(), "SO_SNDBUF"),
                          "unix socket pair {} end {}", e.id(), i);
-            CKPT_TRY_CTX(set_buffer(fds[i], SO_RCVBUF, SO_RCVBUFFORCE, e.ends(i).rcvbuf(), "SO_RCVBUF"),
+            CKPT_TRY_CTX(
+                sockopt::restore_buffer(fds[i], SO_RCVBUF, SO_RCVBUFFORCE, e.ends(i).rcvbuf(), "SO_RCVBUF"),
                          "unix socket pair {} end {}", e.id(), i);
         }
         for (int i = 0; i < 2; ++i)
@@ -1078,8 +1061,10 @@ Result<void> make_unix_sks(RestoreShared& sh) {
         if (e.accepted()) continue;  // accept() makes it
         UniqueFd s(socket(AF_UNIX, e.type() | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
         if (!s) return sys_error("{}: socket", sk_name(e));
-        CKPT_TRY_CTX(set_buffer(s.get(), SO_SNDBUF, SO_SNDBUFFORCE, e.sndbuf(), "SO_SNDBUF"), "{}", sk_name(e));
-        CKPT_TRY_CTX(set_buffer(s.get(), SO_RCVBUF, SO_RCVBUFFORCE, e.rcvbuf(), "SO_RCVBUF"), "{}", sk_name(e));
+        CKPT_TRY_CTX(sockopt::restore_buffer(s.get(), SO_SNDBUF, SO_SNDBUFFORCE, e.sndbuf(), "SO_SNDBUF"), "{}",
+                     sk_name(e));
+        CKPT_TRY_CTX(sockopt::restore_buffer(s.get(), SO_RCVBUF, SO_RCVBUFFORCE, e.rcvbuf(), "SO_RCVBUF"), "{}",
+                     sk_name(e));
         if (!e.name().empty()) {
             if (is_path(e.name())) {
                 CKPT_TRY_CTX(bind_path(s.get(), e, later), "{}", sk_name(e));
@@ -1125,8 +1110,10 @@ Result<void> make_unix_sks(RestoreShared& sh) {
             if (d.peer != CKPT_TRY(inode_of(client)))
                 return error_code(EBUSY, "{}: another process connected to '{}' during the restore", sk_name(e),
                                   shown_name(l.name()));
-            CKPT_TRY_CTX(set_buffer(acc.get(), SO_SNDBUF, SO_SNDBUFFORCE, e.sndbuf(), "SO_SNDBUF"), "{}", sk_name(e));
-            CKPT_TRY_CTX(set_buffer(acc.get(), SO_RCVBUF, SO_RCVBUFFORCE, e.rcvbuf(), "SO_RCVBUF"), "{}", sk_name(e));
+            CKPT_TRY_CTX(sockopt::restore_buffer(acc.get(), SO_SNDBUF, SO_SNDBUFFORCE, e.sndbuf(), "SO_SNDBUF"), "{}",
+                         sk_name(e));
+            CKPT_TRY_CTX(sockopt::restore_buffer(acc.get(), SO_RCVBUF, SO_RCVBUFFORCE, e.rcvbuf(), "SO_RCVBUF"), "{}",
+                         sk_name(e));
             made.emplace(e.id(), std::move(acc));
         }
         for (uint64_t c : l.pending())

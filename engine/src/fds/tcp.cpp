@@ -75,6 +75,24 @@ const char* state_name(int st) {
     }
 }
 
+// The states of a connection one end or both have shut down (sent a FIN) that are restored:
+// which FINs were sent by this end (and acknowledged by the peer) or received from the peer.
+// TIME_WAIT of a socket still held is seen as CLOSE (the kernel moved the connection to a
+// socket of its own) and refused.
+bool half_closed(int st) {
+    return st == TCP_FIN_WAIT1 || st == TCP_FIN_WAIT2 || st == TCP_CLOSE_WAIT || st == TCP_LAST_ACK ||
+           st == TCP_CLOSING;
+}
+bool fin_sent(int st) { return st == TCP_FIN_WAIT1 || st == TCP_FIN_WAIT2 || st == TCP_LAST_ACK || st == TCP_CLOSING; }
+bool fin_acked(int st) { return st == TCP_FIN_WAIT2; }
+bool fin_received(int st) { return st == TCP_CLOSE_WAIT || st == TCP_LAST_ACK || st == TCP_CLOSING; }
+
+// Whether an AF_INET6 address is a v4-mapped one (::ffff:a.b.c.d).
+bool v4_mapped(const std::string& a) {
+    static constexpr char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\xff', '\xff'};
+    return a.size() == 16 && std::memcmp(a.data(), kMapped, 12) == 0;
+}
+
 // The engine's copy of the fd when it is a TCP socket of AF_INET or AF_INET6.
 Result<UniqueFd> take_tcp(const FdProbe& probe) {
     UniqueFd s = CKPT_TRY(probe.take());
@@ -115,23 +133,8 @@ Result<void> dump_options(int s, int family, image::TcpSocket* t) {
     return ok();
 }
 
-// A buffer size as getsockopt read it (twice what setsockopt was given): set past the
-// system's limit where the restorer may (SO_*BUFFORCE), and read back: the restored socket
-// must have at least as much room as the dumped one had.
-Result<void> set_buffer(int s, int opt, int force, uint32_t want, const char* name) {
-    if (want > static_cast<uint32_t>(INT_MAX)) return error_code(EINVAL, "{} {} (image is corrupt)", name, want);
-    int half = static_cast<int>((want + 1) / 2);
-    if (setsockopt(s, SOL_SOCKET, force, &half, sizeof half) != 0 && setsockopt(s, SOL_SOCKET, opt, &half, sizeof half) != 0)
-        return sys_error("setsockopt({}, {})", name, half);
-    int now = CKPT_TRY(get_int(s, SOL_SOCKET, opt, name));
-    if (static_cast<uint32_t>(now) < want)
-        return error_code(ENOBUFS, "{} is {} at dump, only {} here (the system's limit; root may exceed it)", name, want,
-                          now);
-    return ok();
-}
-
 // Options set before bind (IPV6_V6ONLY, the reuse flags decide what bind may share).
-Result<void> restore_options(int s, int family, const image::TcpSocket& t, bool set_buffers) {
+Result<void> restore_options(int s, int family, const image::TcpSocket& t, bool lock_buffers) {
     if (t.keepidle() < 1 || t.keepidle() > kMaxKeepIdle || t.keepintvl() < 1 || t.keepintvl() > kMaxKeepIntvl ||
         t.keepcnt() < 1 || t.keepcnt() > kMaxKeepCnt || t.linger_secs() > static_cast<uint32_t>(INT_MAX))
         return error_code(EINVAL, "TCP keepalive or linger time out of range (image is corrupt)");
@@ -147,17 +150,12 @@ Result<void> restore_options(int s, int family, const image::TcpSocket& t, bool 
     CKPT_TRY(set_int(s, IPPROTO_IP, IP_FREEBIND, t.freebind(), "IP_FREEBIND"));
     linger l{t.linger() ? 1 : 0, static_cast<int>(t.linger_secs())};
     if (setsockopt(s, SOL_SOCKET, SO_LINGER, &l, sizeof l) != 0) return sys_error("setsockopt(SO_LINGER)");
-    if (set_buffers) {
-        CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, t.sndbuf(), "SO_SNDBUF"));
-        CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, t.rcvbuf(), "SO_RCVBUF"));
-    } else {
-        // A listening socket's buffers are set only when they differ from a fresh socket's
-        // (setting one turns the kernel's tuning of the connections it accepts off).
-        if (static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))) != t.sndbuf())
-            CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, t.sndbuf(), "SO_SNDBUF"));
-        if (static_cast<uint32_t>(CKPT_TRY(get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))) != t.rcvbuf())
-            CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, t.rcvbuf(), "SO_RCVBUF"));
-    }
+    // A connection's buffers are always set (locked): its queues are put in with room to
+    // spare (make_connection) and the recorded sizes set back after (finish_tcp). A listening
+    // socket's only where they differ from a fresh socket's (setting one turns the kernel's
+    // tuning of the connections it accepts off).
+    CKPT_TRY(sockopt::restore_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, t.sndbuf(), "SO_SNDBUF", lock_buffers));
+    CKPT_TRY(sockopt::restore_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, t.rcvbuf(), "SO_RCVBUF", lock_buffers));
     return ok();
 }
 
@@ -195,12 +193,17 @@ Result<void> dump_connection(const FdProbe& probe, int s, const tcp_info& info, 
         return std::move(r).error().context("TCP_REPAIR needs CAP_NET_ADMIN in the socket's network namespace");
 
     image::TcpConnection* c = t->mutable_conn();
+    const int st = info.tcpi_state;
+    // Our FIN, sent and not acknowledged, is counted in the send queue (one sequence number).
+    const size_t fin_out = fin_sent(st) && !fin_acked(st) ? 1 : 0;
     size_t outq = static_cast<size_t>(CKPT_TRY(ioctl_int(s, SIOCOUTQ, "SIOCOUTQ")));
     size_t unsent = static_cast<size_t>(CKPT_TRY(ioctl_int(s, SIOCOUTQNSD, "SIOCOUTQNSD")));
     size_t inq = static_cast<size_t>(CKPT_TRY(ioctl_int(s, SIOCINQ, "SIOCINQ")));
     if (outq > kMaxQueue || inq > kMaxQueue)
         return error_code(ENOTSUP, "more than {} bytes queued on this TCP connection: not supported", kMaxQueue);
     if (unsent > outq) return error("{} bytes not sent of {} in the send queue", unsent, outq);
+    if (outq < fin_out) return error("state {} with an empty send queue", state_name(st));
+    outq -= fin_out;
     // Bytes the peer's window has not taken yet: a connection restored so was seen to stall
     // (its segments dropped by the peer, retransmitted with growing backoff).
     if (unsent > 0)
@@ -237,8 +240,10 @@ Result<void> dump_connection(const FdProbe& probe, int s, const tcp_info& info, 
     tcp_info again{};
     socklen_t il = sizeof again;
     if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &again, &il) != 0) return sys_error("getsockopt(TCP_INFO)");
-    if (again.tcpi_state != TCP_ESTABLISHED)
-        return error_code(ENOTSUP, "the connection went to state {} while it was dumped", state_name(again.tcpi_state));
+    if (again.tcpi_state != info.tcpi_state)
+        return error_code(ENOTSUP, "the connection went from state {} to {} while it was dumped", state_name(st),
+                          state_name(again.tcpi_state));
+    if (half_closed(st)) c->set_tcp_state(static_cast<uint32_t>(st));
     return ok();
 }
 
@@ -272,17 +277,24 @@ Result<void> dump_tcp(const FdProbe& probe, image::Fd* f) {
         t->set_backlog(info.tcpi_sacked);
         return dump_options(s, family, t);
     }
-    if (info.tcpi_state != TCP_ESTABLISHED) {
+    if (info.tcpi_state != TCP_ESTABLISHED && !half_closed(info.tcpi_state)) {
         if (info.tcpi_state == TCP_CLOSE)
             return error_code(ENOTSUP, "a TCP socket neither listening nor connected (state CLOSE, local {}): not "
                                        "supported", local);
-        return error_code(ENOTSUP, "a TCP socket on {} in state {}: only LISTEN and ESTABLISHED are supported", local,
-                          state_name(info.tcpi_state));
+        return error_code(ENOTSUP,
+                          "a TCP socket on {} in state {}: only LISTEN, ESTABLISHED and the half-closed FIN_WAIT1/2, "
+                          "CLOSE_WAIT, LAST_ACK and CLOSING are supported",
+                          local, state_name(info.tcpi_state));
     }
     sl = sizeof ss;
     if (getpeername(s, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return sys_error("getpeername");
     record_addr(ss, t->mutable_peer());
     const std::string conn = fmt::format("{} -> {}", local, show_addr(t->peer()));
+    // The restore hands the connection the peer's FIN (or its acknowledgment of ours) as a
+    // segment of IPv4 only (see inject_segment).
+    if (half_closed(info.tcpi_state) && t->peer().addr().size() == 16 && !v4_mapped(t->peer().addr()))
+        return error_code(ENOTSUP, "a TCP connection {} in state {} over IPv6 (not v4-mapped): not supported", conn,
+                          state_name(info.tcpi_state));
     if (!probe.state->tcp_established)
         return error_code(ENOTSUP, "an established TCP connection {}: dump with --tcp-established to save it", conn);
     t->set_state(image::TcpSocket::ESTABLISHED);
@@ -318,18 +330,149 @@ Result<void> check_connection(const image::TcpConnection& c) {
     return ok();
 }
 
+// The connection's TCP state (TCP_INFO).
+Result<int> tcp_state(int s) {
+    tcp_info info{};
+    socklen_t il = sizeof info;
+    if (getsockopt(s, IPPROTO_TCP, TCP_INFO, &info, &il) != 0) return sys_error("getsockopt(TCP_INFO)");
+    return info.tcpi_state;
+}
+
+uint16_t fold(uint32_t sum) {
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return static_cast<uint16_t>(~sum);
+}
+
+uint32_t add_words(const unsigned char* p, size_t len, uint32_t sum = 0) {
+    for (size_t i = 0; i + 1 < len; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+    if (len & 1) sum += static_cast<uint32_t>(p[len - 1] << 8);
+    return sum;
+}
+
+// Hands the restored connection (in repair mode) one segment from its peer, as the peer sent
+// it before the dump: its FIN (`fin`) and the acknowledgment `ack`, at sequence number `seq`.
+// The kernel has no repair option for a FIN received or a FIN of ours acknowledged; this
+// segment, made here and sent through a raw socket (CAP_NET_RAW) to the connection's local
+// address, takes the connection to the state it was in. It goes no further than this host
+// (the destination is local) and carries no data. IPv4 only (a v4-mapped AF_INET6 connection
+// is IPv4 on the wire). Then waits until the connection is in state `want`.
+Result<void> inject_segment(int s, const image::TcpSocket& t, bool fin, uint32_t seq, uint32_t ack, int want) {
+    const image::TcpConnection& c = t.conn();
+    auto v4 = [](const std::string& a) -> const char* {
+        return a.size() == 4 ? a.data() : v4_mapped(a) ? a.data() + 12 : nullptr;
+    };
+    const char* src = v4(t.peer().addr());
+    const char* dst = v4(t.local().addr());
+    if (!src || !dst) return error_code(ENOTSUP, "state {} over IPv6 (not v4-mapped): not supported", state_name(want));
+    unsigned char pkt[40] = {};
+    // IPv4 header (the kernel fills in its checksum).
+    pkt[0] = 0x45;
+    pkt[3] = sizeof pkt;
+    pkt[8] = 64;  // TTL
+    pkt[9] = IPPROTO_TCP;
+    std::memcpy(pkt + 12, src, 4);
+    std::memcpy(pkt + 16, dst, 4);
+    // TCP header: no options (a connection with timestamps takes a segment without them).
+    unsigned char* tcp = pkt + 20;
+    auto put16 = [](unsigned char* p, uint32_t v) {
+        p[0] = static_cast<unsigned char>(v >> 8);
+        p[1] = static_cast<unsigned char>(v);
+    };
+    auto put32 = [&](unsigned char* p, uint32_t v) {
+        put16(p, v >> 16);
+        put16(p + 2, v & 0xffff);
+    };
+    put16(tcp, t.peer().port());
+    put16(tcp + 2, t.local().port());
+    put32(tcp + 4, seq);
+    put32(tcp + 8, ack);
+    tcp[12] = 5 << 4;
+    tcp[13] = static_cast<unsigned char>(0x10 | (fin ? 0x01 : 0));  // ACK, FIN
+    // The peer's window as recorded (it updates ours: the same value).
+    uint32_t wnd = c.wscale() ? c.snd_wnd() >> c.snd_wscale() : c.snd_wnd();
+    put16(tcp + 14, std::min<uint32_t>(wnd, 65535));
+    unsigned char pseudo[12] = {};
+    std::memcpy(pseudo, src, 4);
+    std::memcpy(pseudo + 4, dst, 4);
+    pseudo[9] = IPPROTO_TCP;
+    pseudo[11] = 20;
+    put16(tcp + 16, fold(add_words(tcp, 20, add_words(pseudo, sizeof pseudo))));
+
+    UniqueFd raw(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+    if (!raw) return sys_error("socket(AF_INET, SOCK_RAW) for the peer's segment (needs CAP_NET_RAW)");
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    std::memcpy(&to.sin_addr, dst, 4);
+    if (sendto(raw.get(), pkt, sizeof pkt, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) != sizeof pkt)
+        return sys_error("sendto of the peer's {} segment", fin ? "FIN" : "ACK");
+    // Taken in by the time sendto returns on loopback; a little longer is allowed.
+    constexpr int kWaitMs = 2000;
+    int now = 0;
+    for (int i = 0; i < kWaitMs; ++i) {
+        now = CKPT_TRY(tcp_state(s));
+        if (now == want) return ok();
+        usleep(1000);
+    }
+    return error_code(EPROTO, "the peer's {} segment left the connection in state {}, not {} (dropped by a firewall?)",
+                      fin ? "FIN" : "ACK", state_name(now), state_name(want));
+}
+
+// Our FIN, sent: shutdown in repair mode with the send queue selected queues it as sent,
+// transmitting nothing.
+Result<void> restore_fin_sent(int s, int want) {
+    CKPT_TRY(select_queue(s, TCP_SEND_QUEUE));
+    if (shutdown(s, SHUT_WR) != 0) return sys_error("shutdown(SHUT_WR) in repair mode");
+    CKPT_TRY(select_queue(s, TCP_NO_QUEUE));
+    int now = CKPT_TRY(tcp_state(s));
+    if (now != want) return error_code(EPROTO, "state {} after our FIN, not {}", state_name(now), state_name(want));
+    return ok();
+}
+
+// A half-closed connection's FINs, the queues in place (both in repair mode): ours queued as
+// sent, the peer's received (and its acknowledgment of ours), in the order that leads to the
+// recorded state.
+Result<void> restore_fins(int s, const image::TcpSocket& t, int st, uint32_t snd_una) {
+    const image::TcpConnection& c = t.conn();
+    const uint32_t rcv_fin = c.rcv_seq() - 1;  // the peer's FIN's sequence number
+    switch (st) {
+        case TCP_CLOSE_WAIT: return inject_segment(s, t, true, rcv_fin, snd_una, TCP_CLOSE_WAIT);
+        case TCP_LAST_ACK:  // the peer's FIN first, then ours
+            CKPT_TRY(inject_segment(s, t, true, rcv_fin, snd_una, TCP_CLOSE_WAIT));
+            return restore_fin_sent(s, TCP_LAST_ACK);
+        case TCP_FIN_WAIT1: return restore_fin_sent(s, TCP_FIN_WAIT1);
+        case TCP_FIN_WAIT2:  // ours, then the peer's acknowledgment of it
+            CKPT_TRY(restore_fin_sent(s, TCP_FIN_WAIT1));
+            return inject_segment(s, t, false, c.rcv_seq(), c.snd_seq(), TCP_FIN_WAIT2);
+        case TCP_CLOSING:  // ours, then the peer's FIN not acknowledging it
+            CKPT_TRY(restore_fin_sent(s, TCP_FIN_WAIT1));
+            return inject_segment(s, t, true, rcv_fin, snd_una, TCP_CLOSING);
+        default: return ok();
+    }
+}
+
 // The connection in repair mode: bound, both sequence numbers, connected (no SYN), the
-// handshake's options, what it had received and what it had sent unacknowledged, windows.
+// handshake's options, what it had received and what it had sent unacknowledged, windows;
+// then the FINs of a half-closed one.
 Result<void> make_connection(RestoreShared& sh, int s, int family, const image::TcpSocket& t) {
     const image::TcpConnection& c = t.conn();
     CKPT_TRY(check_connection(c));
     auto [peer, peer_len] = CKPT_TRY_CTX(sockaddr_of(family, t.peer(), "peer"), "TCP socket");
     const uint32_t in_len = static_cast<uint32_t>(c.recv_queue().size());
     const uint32_t out_len = static_cast<uint32_t>(c.send_queue().size());
+    const int st = c.tcp_state() ? static_cast<int>(c.tcp_state()) : TCP_ESTABLISHED;
+    if (st != TCP_ESTABLISHED && !half_closed(st))
+        return error_code(EINVAL, "TCP connection state {} (image is corrupt)", c.tcp_state());
+    if (fin_sent(st) && c.unsent() != 0)
+        return error_code(EINVAL, "state {} with bytes never sent (image is corrupt)", state_name(st));
+    if (fin_acked(st) && out_len != 0)
+        return error_code(EINVAL, "state {} with bytes not acknowledged (image is corrupt)", state_name(st));
+    // The FINs take a sequence number each, after the data (snd_seq and rcv_seq count them).
+    const uint32_t fin_in = fin_received(st) ? 1 : 0, fin_out = fin_sent(st) ? 1 : 0;
+    const uint32_t snd_una = c.snd_seq() - out_len - (fin_out && !fin_acked(st) ? 1 : 0);
     CKPT_TRY(select_queue(s, TCP_RECV_QUEUE));
-    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.rcv_seq() - in_len), "TCP_QUEUE_SEQ"));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.rcv_seq() - fin_in - in_len), "TCP_QUEUE_SEQ"));
     CKPT_TRY(select_queue(s, TCP_SEND_QUEUE));
-    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.snd_seq() - out_len), "TCP_QUEUE_SEQ"));
+    CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_QUEUE_SEQ, static_cast<int>(c.snd_seq() - fin_out - out_len), "TCP_QUEUE_SEQ"));
     if (c.timestamps())
         CKPT_TRY(set_int(s, IPPROTO_TCP, TCP_TIMESTAMP, static_cast<int>(c.timestamp()), "TCP_TIMESTAMP"));
     // The segment size the connection is made with (TCP_REPAIR_OPTIONS sets the clamp only
@@ -353,8 +496,10 @@ Result<void> make_connection(RestoreShared& sh, int s, int family, const image::
     // Room for the queues whatever the buffers were (set back as recorded in finish_tcp): the
     // same bytes may take more memory in the new socket's buffers than they did in the old.
     constexpr uint32_t kSlack = 256u << 10;
-    CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, std::max(t.sndbuf(), 2 * out_len + kSlack), "SO_SNDBUF"));
-    CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, std::max(t.rcvbuf(), 2 * in_len + kSlack), "SO_RCVBUF"));
+    CKPT_TRY(sockopt::restore_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, std::max(t.sndbuf(), 2 * out_len + kSlack),
+                                     "SO_SNDBUF", true));
+    CKPT_TRY(sockopt::restore_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, std::max(t.rcvbuf(), 2 * in_len + kSlack),
+                                     "SO_RCVBUF", true));
     CKPT_TRY(select_queue(s, TCP_RECV_QUEUE));
     CKPT_TRY(send_all(s, c.recv_queue(), "the receive queue"));
     // What was sent goes in as sent (repair mode transmits nothing); what was never sent is
@@ -364,9 +509,14 @@ Result<void> make_connection(RestoreShared& sh, int s, int family, const image::
     CKPT_TRY(send_all(s, std::string_view(c.send_queue()).substr(0, sent), "the send queue"));
     CKPT_TRY(select_queue(s, TCP_NO_QUEUE));
 
-    tcp_repair_window w{c.snd_wl1(), c.snd_wnd(), c.max_window(), c.rcv_wnd(), c.rcv_wup()};
+    // Until the peer's FIN is in, the connection expects it next: the window's edge recorded
+    // past it is at it.
+    const uint32_t rcv_nxt = c.rcv_seq() - fin_in;
+    const uint32_t rcv_wup = static_cast<int32_t>(c.rcv_wup() - rcv_nxt) > 0 ? rcv_nxt : c.rcv_wup();
+    tcp_repair_window w{c.snd_wl1(), c.snd_wnd(), c.max_window(), c.rcv_wnd(), rcv_wup};
     if (setsockopt(s, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, sizeof w) != 0)
         return sys_error("setsockopt(TCP_REPAIR_WINDOW)");
+    CKPT_TRY_CTX(restore_fins(s, t, st, snd_una), "state {}", state_name(st));
 
     UniqueFd held(fcntl(s, F_DUPFD_CLOEXEC, 3));
     if (!held) return sys_error("dup");
@@ -382,9 +532,8 @@ bool under_listener(const inet_diag_msg& m, const image::InetAddr& listener) {
     if (a.find_first_not_of('\0') == std::string::npos) return true;
     const auto* src = reinterpret_cast<const char*>(m.id.idiag_src);
     if (m.idiag_family == AF_INET) {
-        static constexpr char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\xff', '\xff'};
         return (a.size() == 4 && std::memcmp(src, a.data(), 4) == 0) ||
-               (a.size() == 16 && std::memcmp(a.data(), kMapped, 12) == 0 && std::memcmp(src, a.data() + 12, 4) == 0);
+               (v4_mapped(a) && std::memcmp(src, a.data() + 12, 4) == 0);
     }
     return a.size() == 16 && std::memcmp(src, a.data(), 16) == 0;
 }
@@ -529,8 +678,8 @@ Result<void> finish_tcp(RestoreShared& sh) {
     for (auto& c : sh.tcp_repairing) {
         int s = c.sock.get();
         CKPT_TRY(send_all(s, c.unsent, "the unsent part of the send queue"));
-        CKPT_TRY(set_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, c.sndbuf, "SO_SNDBUF"));
-        CKPT_TRY(set_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, c.rcvbuf, "SO_RCVBUF"));
+        CKPT_TRY(sockopt::restore_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, c.sndbuf, "SO_SNDBUF", true));
+        CKPT_TRY(sockopt::restore_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, c.rcvbuf, "SO_RCVBUF", true));
     }
     sh.tcp_repairing.clear();
     return ok();

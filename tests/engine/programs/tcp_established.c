@@ -37,23 +37,8 @@ static int ioctl_int(int fd, unsigned long req) {
 }
 
 static int connect_to(int family, const char* addr, int port) {
-    int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    if (family == AF_INET) {
-        struct sockaddr_in* a = (struct sockaddr_in*)&ss;
-        a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)port);
-        inet_pton(AF_INET, addr, &a->sin_addr);
-        len = sizeof *a;
-    } else {
-        struct sockaddr_in6* a = (struct sockaddr_in6*)&ss;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)port);
-        inet_pton(AF_INET6, addr, &a->sin6_addr);
-        len = sizeof *a;
-    }
-    if (s < 0 || connect(s, (struct sockaddr*)&ss, len) != 0) {
+    int s = stream_connect(family, addr, port);
+    if (s < 0) {
         test_fail("connect to %s port %d: %s", addr, port, strerror(errno));
         exit(test_finish());
     }

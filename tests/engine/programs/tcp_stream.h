@@ -53,6 +53,33 @@ static inline int stream_init(stream_t* s, int fd) {
     return 0;
 }
 
+/* A TCP connection to addr (AF_INET or AF_INET6 text) and port; -1 (errno) when it fails. */
+static inline int stream_connect(int family, const char* addr, int port) {
+    int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    if (family == AF_INET) {
+        struct sockaddr_in* a = (struct sockaddr_in*)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        inet_pton(AF_INET, addr, &a->sin_addr);
+        len = sizeof *a;
+    } else {
+        struct sockaddr_in6* a = (struct sockaddr_in6*)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        inet_pton(AF_INET6, addr, &a->sin6_addr);
+        len = sizeof *a;
+    }
+    if (s < 0 || connect(s, (struct sockaddr*)&ss, len) != 0) {
+        int err = errno;
+        if (s >= 0) close(s);
+        errno = err;
+        return -1;
+    }
+    return s;
+}
+
 /* Sends up to n bytes of the stream (flags: MSG_DONTWAIT or 0). Returns the count, 0 when
  * the socket's buffer is full, -1 on an error (recorded). */
 static inline ssize_t stream_send(stream_t* s, size_t n, int flags) {

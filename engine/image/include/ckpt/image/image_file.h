@@ -63,9 +63,12 @@ namespace ckpt::image {
 //    - System V IPC of a tree in its own IPC namespace (ipc.img, Kind::Ipc: the namespace's
 //      sysctls, segments with their content, semaphore sets, message queues with their
 //      messages) and segment attachments (Vma.sysv_shm, shm_id, shm_rdonly).
-// 9: more of issue 13, each listed here:
+// 9: more of issues 12 and 13, each listed here; a version 8 reader would restore them wrong
+//    and refuses version 9:
 //    - image streams (stream.h, proto/stream.proto, StreamHeader.format_version): every file of
 //      a dump as one framed stream, page data last; the files in it are a folder's, unchanged.
+//    - TCP connections half-closed (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING:
+//      TcpConnection.tcp_state): a version 8 reader would restore them as established.
 inline constexpr uint32_t kFormatVersion = 9;
 
 enum class Kind : uint32_t {
