@@ -61,7 +61,12 @@ namespace ckpt::image {
 //    - System V IPC of a tree in its own IPC namespace (ipc.img, Kind::Ipc: the namespace's
 //      sysctls, segments with their content, semaphore sets, message queues with their
 //      messages) and segment attachments (Vma.sysv_shm, shm_id, shm_rdonly).
-inline constexpr uint32_t kFormatVersion = 8;
+// 9: (one bullet per feature; a version 8 reader refuses version 9)
+//    - incremental dumps (dump --prev-images-dir): page runs read from the parent dump
+//      (PageRun.in_parent, PageMap.parent_dir/parent_dump_id/parent_pagemap_xxh3/dump_id,
+//      Inventory.dump_id) and the write tracker left by dump --track-mem (MmCore.tracker_fd,
+//      tracker_ino): a version 8 reader would restore in_parent pages as zeros.
+inline constexpr uint32_t kFormatVersion = 9;
 
 enum class Kind : uint32_t {
     Inventory = 1,
@@ -140,9 +145,12 @@ public:
     static Result<ImageReader> open(const std::string& path, Kind kind);
     size_t records() const { return records_.size(); }
     Result<void> parse(size_t index, google::protobuf::MessageLite* msg) const;
+    // The checksum of the whole file (its trailer's, verified): which image this is.
+    uint64_t xxh3() const { return xxh3_; }
 
 private:
     std::string path_;
+    uint64_t xxh3_ = 0;
     std::string data_;
     std::vector<std::pair<size_t, size_t>> records_;  // offset, length
 };
@@ -152,7 +160,9 @@ Result<void> write_image(const ImageDir& dir, const std::string& name, Kind kind
                          const google::protobuf::MessageLite& msg, bool sync = false);
 Result<void> write_image(const std::string& path, Kind kind, const google::protobuf::MessageLite& msg,
                          bool sync = false);
-Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg);
+// xxh3, when given, gets the checksum of the whole file (ImageReader::xxh3).
+Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg,
+                        uint64_t* xxh3 = nullptr);
 
 // XXH3-64 of a buffer; the checksum used for images and page data.
 uint64_t checksum(const void* p, size_t n);
