@@ -201,13 +201,19 @@ Result<bool> written_since_prev(MemTrack& t, pid_t pid, int pagemap, uint64_t st
                                 std::vector<std::pair<uint64_t, uint64_t>>* written) {
     written->clear();
     if (!t.since_prev || !t.uffd) return false;
-    // The same mapping as in the previous dump: inside one of the same kind, name and offset.
+    // The same mapping as in the previous dump: inside mappings of the same kind, name and
+    // offset there, end to end (an mprotect may have split or merged them since).
     bool same = false;
+    uint64_t at = start;
     for (const auto& v : t.prev->mm.vmas()) {
-        if (v.start() > start || v.end() < end || v.kind() != kind || v.name() != name) continue;
-        if (kind == image::Vma::FILE && v.pgoff() + (start - v.start()) != pgoff) continue;
-        same = !v.sysv_shm() && !(v.flags() & MAP_SHARED);
-        break;
+        if (v.end() <= at) continue;
+        if (v.start() > at || v.kind() != kind || v.name() != name || v.sysv_shm() || (v.flags() & MAP_SHARED)) break;
+        if (kind == image::Vma::FILE && v.pgoff() + (at - v.start()) != pgoff + (at - start)) break;
+        at = v.end();
+        if (at >= end) {
+            same = true;
+            break;
+        }
     }
     if (!same) {
         logger()->debug("pid {}: mapping {:#x}-{:#x} is not the previous dump's: saved whole", pid, start, end);

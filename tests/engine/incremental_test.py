@@ -83,8 +83,21 @@ class Test:
             bad = [l for l in ls if l.startswith("BAD")]
             if bad:
                 raise Fail(f"the program says: {bad[0]}")
-            return ls.count(line) >= count
+            return sum(1 for l in ls if l == line or l.startswith(line + " ")) >= count
         wait_for(f"'{line}' (x{count}) in the log; log ends {self.lines()[-3:]}", seen)
+
+    def digest(self, what, k, nth):
+        """The digest of the nth line 'what k digest D' of the log."""
+        ds = [l.split()[3] for l in self.lines() if l.startswith(f"{what} {k} digest ")]
+        if len(ds) <= nth:
+            raise Fail(f"no {what} {k} line #{nth}")
+        return ds[nth]
+
+    def check_digest(self, k, nth):
+        """The nth 'verified k' line must give the digest the original recorded at step k."""
+        want, got = self.digest("step", k, 0), self.digest("verified", k, nth)
+        if want != got:
+            raise Fail(f"step {k}: pages digest {got}, the original had {want} before its dump")
 
     def engine_run(self, argv, expect_ok=True):
         r = subprocess.run([self.engine, *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -115,6 +128,7 @@ class Test:
             self.engine_run(argv)
             os.kill(self.pid, signal.SIGCONT)
             self.wait_line(f"verified {k}")
+            self.check_digest(k, 0)
         return [self.pages_size(k) for k in range(n)]
 
     def kill(self):
@@ -126,7 +140,7 @@ class Test:
 
     def restore(self, k):
         """Restores link k, lets it check its pages, kills it."""
-        before = self.lines().count(f"verified {k}")
+        before = sum(1 for l in self.lines() if l.startswith(f"verified {k} "))
         pidfile = os.path.join(self.dir, "pidfile")
         if os.path.exists(pidfile):
             os.unlink(pidfile)
@@ -136,6 +150,7 @@ class Test:
                 raise Fail("restored with another pid")
         os.kill(self.pid, signal.SIGCONT)
         self.wait_line(f"verified {k}", before + 1)
+        self.check_digest(k, before)
         self.kill()
 
     def refused(self, k, words, what):

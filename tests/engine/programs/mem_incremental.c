@@ -5,9 +5,11 @@
 // Step by step (k = 1, 2, ...): writes 1 % of the pages of a big region at random and, at
 // some steps, changes its mappings (unmaps one, maps a new one, MADV_DONTNEED of pages, grows
 // one with mremap, maps anew over part of the big region, moves one); then records the hash of
-// every page of every region it has, appends "step k" to LOG and stops itself (SIGSTOP),
-// to be dumped. Continued (the original after its dump, or a restored copy), it first checks
-// every page against the recorded hashes and appends "verified k" (or "BAD ..." and exits 1),
+// every page of every region it has, appends "step k digest D" to LOG (D: a digest of those
+// hashes) and stops itself (SIGSTOP), to be dumped. Continued (the original after its dump, or
+// a restored copy), it first checks every page against the recorded hashes and appends
+// "verified k digest D" (D computed again from the pages: the driver compares it with the
+// original's; or "BAD ..." and exits 1),
 // then goes on with the next step. With --close-tracker-at K it closes every userfaultfd it
 // holds (the engine's write tracker) at step K.
 #define _GNU_SOURCE
@@ -83,10 +85,19 @@ static void remove_region(int i) {
     regions[i] = regions[--nregions];
 }
 
-static void record(void) {
+// A digest of the page hashes, in order: the driver compares the one printed before a dump
+// with the one a restored copy computes from its pages.
+static uint64_t digest(size_t n) {
+    uint64_t d = 0;
+    for (size_t k = 0; k < n; ++k) d = (d ^ hashes[k]) * 1099511628211ull + k;
+    return d;
+}
+
+static void record(long step) {
     size_t k = 0;
     for (int r = 0; r < nregions; ++r)
         for (size_t i = 0; i < regions[r].pages; ++i) hashes[k++] = hash_page(regions[r].base + i * PAGE);
+    say("step %ld digest %lx\n", step, (long)digest(k));
 }
 
 static void verify(long step) {
@@ -97,7 +108,7 @@ static void verify(long step) {
                 say("BAD step %ld: page %ld differs\n", step, (long)k);
                 exit(1);
             }
-    say("verified %ld (%ld pages)\n", step, (long)k);
+    say("verified %ld digest %lx\n", step, (long)digest(k));
 }
 
 static void close_userfaultfds(void) {
@@ -190,8 +201,7 @@ int main(int argc, char** argv) {
             if (step == 9) mprotect(b->base + 8192 * PAGE, 16 * PAGE, PROT_READ | PROT_WRITE);
             if (step == close_at) close_userfaultfds();
         }
-        record();
-        say("step %ld\n", step, 0);
+        record(step);
         kill(getpid(), SIGSTOP);
         verify(step);
     }
