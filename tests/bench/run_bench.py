@@ -198,7 +198,7 @@ def incremental_run(args, mib):
 
 def incremental_table(args):
     """Incremental dump after 1 % of the pages were written against a full dump, same run."""
-    sizes = [64] if args.quick else [1024] + ([4096] if args.big else [])
+    sizes = [64] if args.quick else [256] + ([1024] if args.big else [])
     results = {}
     for _ in range(args.repeat):  # interleaved
         for mib in sizes:
