@@ -53,6 +53,10 @@ const char kUsage[] =
     "      --action-script FILE      run /bin/sh -c FILE with CRTOOLS_SCRIPT_ACTION=pre-dump before the\n"
     "                                tree is frozen and =post-dump once the images are written, the tree\n"
     "                                still frozen (e.g. to snapshot its files); a failure fails the dump\n"
+    "      --track-mem         with --leave-running: leave a write tracker in each process, so that\n"
+    "                          a later dump --prev-images-dir saves only the pages written since\n"
+    "      --prev-images-dir DIR  incremental: DIR (a folder beside -D, dumped with --track-mem) holds\n"
+    "                          the pages not written since; restore reads them from there\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --stream FD|PATH    instead of -D: read the images from one stream (dump --stream)\n"
@@ -243,6 +247,10 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.tcp_established = true;
         } else if (args[i] == "--link-remap") {
             o.link_remap = true;
+        } else if (args[i] == "--track-mem") {
+            o.track_mem = true;
+        } else if (take_value(args, i, "--prev-images-dir", &v)) {
+            o.prev_images_dir = v;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {
@@ -255,6 +263,12 @@ int cmd_dump(const std::vector<std::string_view>& args) {
     if (o.snapshot && !o.action_scripts.empty())
         return usage_error("dump: --snapshot and --action-script do not go together (post-dump runs with the tree "
                            "frozen, the pages written)");
+    if (o.track_mem && !o.leave_running) return usage_error("dump: --track-mem needs --leave-running");
+    if (o.track_mem && o.snapshot)
+        return usage_error("dump: --track-mem and --snapshot do not go together (the snapshot's write-protection "
+                           "and the tracker's would be the same)");
+    if (!o.prev_images_dir.empty() && o.snapshot)
+        return usage_error("dump: --prev-images-dir and --snapshot do not go together");
     auto r = ckpt::engine::dump(o);
     if (!r) return fail(std::move(r).error().context("dump"));
     if (stats)

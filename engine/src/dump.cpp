@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -13,6 +14,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -28,6 +31,7 @@
 #include "inventory.pb.h"
 #include "ipc_ns.h"
 #include "image_stream.h"
+#include "mem_track.h"
 #include "memory.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
@@ -289,6 +293,9 @@ struct DumpShared {
     struct Phases {
         uint64_t inside = 0, uffd = 0, memory = 0, fds = 0, images = 0;
     } phases;
+    // Incremental dumps (mem_track.h): this dump's id; the previous dump's folder name.
+    uint64_t dump_id = 0;
+    std::string prev_name;
 };
 
 // One process being dumped (the dump's side of RestoreTask): its images as they are
@@ -309,6 +316,7 @@ struct DumpTask {
     PagePlan plan;
     uint64_t brk = 0;
     UniqueFd uffd;  // for the snapshot
+    MemTrack track;  // dump --track-mem, --prev-images-dir
     // Registers and write-protects its private memory (the snapshot) while the rest is
     // recorded; joined before the snapshot is armed.
     std::thread protector;
@@ -347,6 +355,11 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
         *held_stops += rt.held_stops();
         if (!r) return std::move(r).error().context("thread {}", tid);
         if (!back) return std::move(back).error();
+    }
+    if (t.shared.opts.track_mem || t.track.prev) {
+        const std::set<int> found = t.shared.fds.engine_fds[p.pid];
+        CKPT_TRY(prepare_tracker(p.pid, leader, found, p.status.seccomp_mode != 0, &t.track,
+                                 &t.shared.fds.engine_fds[p.pid]));
     }
     if (t.shared.snapshot) {
         const uint64_t t_uffd = now_ns();
@@ -403,8 +416,21 @@ Result<void> dump_process(DumpTask& t) {
 
     const uint64_t t_memory = now_ns();
     sh.phases.inside += t_memory - t_inside;
+    const bool tracking = sh.opts.track_mem || t.track.prev;
     CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan,
-                         t.fork_parent ? &*t.fork_parent : nullptr, sh.own_ipcns));
+                         t.fork_parent ? &*t.fork_parent : nullptr, sh.own_ipcns, tracking ? &t.track : nullptr));
+    t.pagemap.set_dump_id(sh.dump_id);
+    if (t.track.rearm) {
+        t.mm.set_tracker_fd(t.track.fd);
+        t.mm.set_tracker_ino(t.track.ino);
+    }
+    const auto& runs = t.pagemap.runs();
+    if (std::any_of(runs.begin(), runs.end(), [](const image::PageRun& r) { return r.in_parent(); })) {
+        t.pagemap.set_parent_dir(sh.prev_name);
+        t.pagemap.set_parent_dump_id(t.track.prev->pm.dump_id());
+        t.pagemap.set_parent_pagemap_xxh3(t.track.prev->pagemap_xxh3);
+        t.pagemap.set_chain_length(t.track.prev->pm.chain_length() + 1);
+    }
     const uint64_t t_fds = now_ns();
     sh.phases.memory += t_fds - t_memory;
     CKPT_TRY(dump_fds(p.pid, sh.fds, &t.fds));
@@ -549,6 +575,66 @@ Result<void> check_own_processes(const FrozenTree& tree) {
 
 namespace {
 
+// The folder of the previous dump (dump --prev-images-dir): beside the images folder (its
+// name is what the images record, and the restore opens it beside them), not a link, made
+// by a dump that recorded an id. Returns its name; *inv gets its inventory.
+Result<std::string> prev_dump_name(const DumpOptions& opts, image::Inventory* inv) {
+    auto split_path = [](std::string p) {
+        while (p.size() > 1 && p.back() == '/') p.pop_back();
+        size_t slash = p.rfind('/');
+        if (slash == std::string::npos) return std::make_pair(std::string("."), p);
+        return std::make_pair(slash == 0 ? std::string("/") : p.substr(0, slash), p.substr(slash + 1));
+    };
+    auto [prev_parent, prev] = split_path(opts.prev_images_dir);
+    auto [parent, self] = split_path(opts.image_dir);
+    char a[PATH_MAX], b[PATH_MAX];
+    if (!realpath(prev_parent.c_str(), a) || !realpath(parent.c_str(), b) || std::strcmp(a, b) != 0 || prev.empty() ||
+        prev == "." || prev == "..")
+        return error_code(EINVAL, "--prev-images-dir {}: must be a folder beside the images folder {} (the images "
+                                  "record its name, and the restore opens it there)",
+                          opts.prev_images_dir, opts.image_dir);
+    if (prev == self) return error_code(EINVAL, "--prev-images-dir {}: is the images folder itself", opts.prev_images_dir);
+    struct stat st{};
+    if (lstat(opts.prev_images_dir.c_str(), &st) != 0) return sys_error("--prev-images-dir {}", opts.prev_images_dir);
+    if (!S_ISDIR(st.st_mode))
+        return error_code(ENOTDIR, "--prev-images-dir {}: not a folder (a link is not followed)", opts.prev_images_dir);
+    CKPT_TRY_CTX(image::read_image(opts.prev_images_dir + "/" + image::names::kInventory, image::Kind::Inventory, inv),
+                 "--prev-images-dir");
+    if (!inv->dump_id())
+        return error_code(EINVAL, "--prev-images-dir {}: made by an engine without incremental dumps", opts.prev_images_dir);
+    return prev;
+}
+
+// A process's images in the previous dump, when usable as its parent: the same process
+// number alive there, its images readable and of that dump, its runs in address order,
+// its chain not too long. Otherwise null (its pages are saved whole; -v says why).
+const PrevImages* load_prev_images(const std::string& dir, const image::Inventory& inv, const FrozenProcess& p,
+                                   PrevImages* out) {
+    bool alive = std::any_of(inv.tasks().begin(), inv.tasks().end(), [&](const image::TaskEntry& e) {
+        return e.pid() == p.ns_pid && e.state() == image::TaskEntry::ALIVE;
+    });
+    auto whole = [&](const std::string& why) -> const PrevImages* {
+        logger()->debug("pid {}: not in the previous dump as it is ({}): its pages are saved whole", p.pid, why);
+        return nullptr;
+    };
+    if (!alive) return whole("no such process there");
+    if (auto r = image::read_image(dir + "/" + image::names::mm(p.ns_pid), image::Kind::Mm, &out->mm); !r)
+        return whole(r.error().message());
+    if (auto r = image::read_image(dir + "/" + image::names::pagemap(p.ns_pid), image::Kind::PageMap, &out->pm,
+                                   &out->pagemap_xxh3);
+        !r)
+        return whole(r.error().message());
+    if (out->pm.dump_id() != inv.dump_id()) return whole("its page map is another dump's");
+    if (out->pm.chain_length() + 1 > kMaxParentChain) return whole("its chain of parent dumps is at its longest");
+    uint64_t end = 0;
+    for (const auto& r : out->pm.runs()) {
+        if (r.vaddr() < end || r.nr_pages() == 0 || r.nr_pages() > (~0ull - r.vaddr()) / 4096)
+            return whole("malformed page runs");
+        end = r.vaddr() + r.nr_pages() * 4096;
+    }
+    return out;
+}
+
 // One dump; with snapshot, the pages are copied while the tree runs. *again: the snapshot
 // failed once the tree was running again (it changed its mappings under the copy...): the
 // images are not the instant's, and the dump is to be made again, frozen.
@@ -625,6 +711,26 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
                 procs.emplace_back(p.pid, p.pid != opts.root && live.count(p.ns_ppid) ? live[p.ns_ppid] : 0);
         fd_table_of_parent = CKPT_TRY(find_shared_fd_tables(procs));
     }
+    // Incremental dumps: the engine's write trackers in the tree are never recorded; the
+    // previous dump, if any.
+    uint64_t dump_id = 0;
+    while (!dump_id)
+        if (getrandom(&dump_id, sizeof dump_id, 0) != static_cast<ssize_t>(sizeof dump_id)) return sys_error("getrandom");
+    inv.set_dump_id(dump_id);
+    for (const auto& p : tree.processes) {
+        if (p.zombie) continue;
+        fd_state.engine_fds[p.pid] = CKPT_TRY(find_trackers(p.pid));
+        for (int fd : fd_state.engine_fds[p.pid])
+            logger()->debug("pid {}: fd {} is the engine's write tracker: not recorded", p.pid, fd);
+    }
+    std::string prev_name;
+    image::Inventory prev_inv;
+    if (!opts.prev_images_dir.empty()) prev_name = CKPT_TRY(prev_dump_name(opts, &prev_inv));
+    if ((opts.track_mem || !prev_name.empty()) && !fd_table_of_parent.empty())
+        return error_code(ENOTSUP, "pid {} shares its fd table with its parent (CLONE_FILES): --track-mem and "
+                                   "--prev-images-dir do not support that yet",
+                          *fd_table_of_parent.begin());
+    std::map<pid_t, PrevImages> prevs;
     for (const auto& p : tree.processes)
         if (!p.zombie) CKPT_TRY(survey_fds(p.pid, fd_state));
     CKPT_TRY(record_pty_sessions(tree.processes, fd_state));
@@ -641,7 +747,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     }
 
     const uint64_t t_survey = now_ns();
-    DumpShared shared{opts, dir, tree, own_pidns, own_ipcns, files, ex, fd_state, snapshot, {}};
+    DumpShared shared{opts, dir, tree, own_pidns, own_ipcns, files, ex, fd_state, snapshot, {}, dump_id, prev_name};
     std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
@@ -673,6 +779,8 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         for (auto& up : tasks)
             if (p.pid != opts.root && &up != &task && up.p.ns_pid == p.ns_ppid)
                 task.fork_parent = ForkParent{up.p.pid, &up.mm, &up.pagemap, &up.plan};
+        task.track.rearm = opts.track_mem;
+        if (!prev_name.empty()) task.track.prev = load_prev_images(opts.prev_images_dir, prev_inv, p, &prevs[p.ns_pid]);
         CKPT_TRY(dump_process(task));
     }
     CKPT_TRY(finish_fd_dump(fd_state));
@@ -788,7 +896,14 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     // The post-dump action scripts' moment is the tree still frozen, images written.
     if (!opts.stream.empty() && !opts.image_dir.empty())
         return error_code(EINVAL, "dump: --stream and an images folder (-D) together: choose one");
+    if (!opts.stream.empty() && (opts.track_mem || !opts.prev_images_dir.empty()))
+        return error_code(EINVAL, "dump: --stream does not go together with --track-mem or --prev-images-dir (an "
+                                  "incremental dump refers to a folder of images)");
     const bool snapshot = opts.leave_running && opts.snapshot && opts.action_scripts.empty() && opts.stream.empty();
+    if (opts.track_mem && !opts.leave_running)
+        return error_code(EINVAL, "--track-mem needs --leave-running (the tracker lives in the running tree)");
+    if ((opts.track_mem || !opts.prev_images_dir.empty()) && opts.snapshot)
+        return error_code(EINVAL, "--track-mem and --prev-images-dir do not go together with --snapshot");
     if (snapshot) {
         // Pages files of an earlier dump into this folder would be freed while the tree is
         // frozen when the new ones replace them: removed before it is.

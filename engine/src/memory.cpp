@@ -2,6 +2,7 @@
 #include "memory.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <linux/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -22,6 +23,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <set>
 #include <utility>
 
 #include "ckpt/base/fd.h"
@@ -30,6 +33,7 @@
 #include "ckpt/image/image_names.h"
 #include "files.h"
 #include "image_stream.h"
+#include "mem_track.h"
 #include "parallel.h"
 #include "ckpt/engine/syscalls.h"
 #include "proc.h"
@@ -290,7 +294,8 @@ Result<uint64_t> checksum_block(const PagePlan& plan, int fd, size_t b) {
 }
 
 // What a run of pages holds: data in the pages file, zeros, or the parent's pages.
-enum class RunKind { Data, Zero, Inherited };
+// (InParent: not written since the previous dump, which has them: dump --prev-images-dir.)
+enum class RunKind { Data, Zero, Inherited, InParent };
 
 // Madvise flags under which fork does not hand a mapping's pages to the child.
 bool fork_drops_pages(const image::Vma& v) { return v.madvise() & (kDontFork | kWipeOnFork); }
@@ -355,7 +360,7 @@ bool excluded(const DumpExclusions& ex, uint64_t start, uint64_t end) {
 
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
                          const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan,
-                         const ForkParent* parent, bool own_ipcns) {
+                         const ForkParent* parent, bool own_ipcns, MemTrack* track) {
     auto maps = CKPT_TRY(read_maps(pid));
     auto smaps = CKPT_TRY(read_smaps(pid));
     auto st = CKPT_TRY(read_stat(pid));
@@ -383,6 +388,10 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     UniqueFd parent_pagemap;  // opened at the first mapping the parent has too
     std::vector<std::pair<uint64_t, uint64_t>> inherited;  // [start, end) of inherited runs
     std::vector<uint64_t> mine, theirs;
+    // The previous dump's runs (dump --prev-images-dir), walked once in address order.
+    static const image::PageMap kNoRuns;
+    const auto& prev_runs = (track && track->since_prev ? track->prev->pm : kNoRuns).runs();
+    int prev_at = 0;
 
     for (const auto& m : maps) {
         if (excluded(ex, m.start, m.end)) continue;
@@ -464,9 +473,15 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             continue;
         }
 
+        // Writable private memory gets the write tracker (dump --track-mem).
+        const bool trackable = track && m.write && !v->sysv_shm() &&
+                               (kind == image::Vma::ANON || kind == image::Vma::FILE);
         // Nothing resident or swapped (smaps says): no page to look for. This keeps huge
         // reserved ranges (sanitizer shadows, runtimes' heaps) cheap.
-        if (!smaps[m.start].has_pages && !guards_possible) continue;
+        if (!smaps[m.start].has_pages && !guards_possible) {
+            if (trackable) CKPT_TRY(arm_mapping(*track, pid, m.start, m.end, false, {}));
+            continue;
+        }
 
         // Runs of pages to save: anonymous pages that are present or swapped; for file
         // mappings only the private copies (not page cache pages of the file itself).
@@ -481,6 +496,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             run->set_nr_pages(run_pages);
             run->set_zero(run_kind == RunKind::Zero);
             run->set_inherited(run_kind == RunKind::Inherited);
+            run->set_in_parent(run_kind == RunKind::InParent);
             if (run_kind == RunKind::Data) {
                 copies.push_back({run_start, run_pages * kPage, file_off, m.read});
                 file_off += run_pages * kPage;
@@ -493,7 +509,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             run_pages = 0;
         };
         // Pages [addr, addr + n pages) are to be saved: extend the run or start a new one.
-        auto add_run = [&](uint64_t addr, uint64_t n, RunKind k) {
+        auto add_run_as = [&](uint64_t addr, uint64_t n, RunKind k) {
             if (run_pages && k == run_kind && addr == run_start + run_pages * kPage) {
                 run_pages += n;
                 return;
@@ -502,6 +518,40 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             run_start = addr;
             run_pages = n;
             run_kind = k;
+        };
+        // Tracked since the previous dump (mem_track.h): pages of data not written since,
+        // which that dump holds as data (its own or its parent's), are recorded as in it.
+        bool tracked = false;
+        std::vector<std::pair<uint64_t, uint64_t>> written;
+        size_t wi = 0;
+        auto add_run = [&](uint64_t addr, uint64_t n, RunKind k) {
+            if (!tracked || k != RunKind::Data) return add_run_as(addr, n, k);
+            const uint64_t end = addr + n * kPage;
+            for (uint64_t at = addr; at < end;) {
+                while (wi < written.size() && written[wi].second <= at) ++wi;
+                if (wi < written.size() && written[wi].first <= at) {
+                    uint64_t to = std::min(end, written[wi].second);
+                    add_run_as(at, (to - at) / kPage, RunKind::Data);
+                    at = to;
+                    continue;
+                }
+                const uint64_t stop = wi < written.size() ? std::min(end, written[wi].first) : end;
+                auto run_end = [](const image::PageRun& r) { return r.vaddr() + r.nr_pages() * kPage; };
+                while (prev_at < prev_runs.size() && run_end(prev_runs[prev_at]) <= at) ++prev_at;
+                uint64_t to = stop;
+                RunKind as = RunKind::Data;  // what the previous dump does not hold as data is copied
+                if (prev_at < prev_runs.size()) {
+                    const image::PageRun& r = prev_runs[prev_at];
+                    if (r.vaddr() <= at) {
+                        to = std::min(stop, run_end(r));
+                        if (!r.zero() && !r.inherited()) as = RunKind::InParent;
+                    } else {
+                        to = std::min(stop, r.vaddr());
+                    }
+                }
+                add_run_as(at, (to - at) / kPage, as);
+                at = to;
+            }
         };
         // The parent's mapping here, if the child may still share its pages (same mapping,
         // inherited by fork: see shares_with_parent).
@@ -515,12 +565,29 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             // fork. (Swapped pages are copied: their swap entries are not compared.)
             split = split_inherited(pagemap.get(), parent_pagemap.get(), addr, n, zpfn, mine, theirs, add_run);
         };
-        CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, file_backed, true, zpfn, entries, add_pages, add_guard),
+        // The pages there first, then (tracked) which of them were written, then their runs.
+        struct Found {
+            uint64_t addr, n;
+            bool zero;
+        };
+        std::vector<Found> found;
+        std::vector<std::pair<uint64_t, uint64_t>> populated;
+        auto add_found = [&](uint64_t addr, uint64_t n, bool zero) {
+            found.push_back({addr, n, zero});
+            if (!populated.empty() && populated.back().second == addr) populated.back().second = addr + n * kPage;
+            else populated.emplace_back(addr, addr + n * kPage);
+        };
+        CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, file_backed, true, zpfn, entries, add_found, add_guard),
                      "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
+        if (trackable && track->since_prev && has_flag(flags, "uw"))
+            tracked = CKPT_TRY(written_since_prev(*track, pid, pagemap.get(), m.start, m.end, kind, m.path, m.offset,
+                                                  populated, &written));
+        for (const Found& f : found) add_pages(f.addr, f.n, f.zero);
         CKPT_TRY_CTX(std::move(split), "pid {}: page maps of {:#x}-{:#x} and of parent {}", pid, m.start, m.end,
                      parent->pid);
         end_run();
         v->set_has_pages(any);
+        if (trackable) CKPT_TRY(arm_mapping(*track, pid, m.start, m.end, tracked, populated));
     }
     // The parent's copies of pages it shares with this process read them without unsharing.
     if (parent && parent->plan) {
@@ -676,6 +743,128 @@ private:
     uint64_t size_ = 0;
 };
 
+// The block size and checksums of a page map, checked against its data's size.
+Result<size_t> page_blocks(const image::PageMap& pm, const std::string& path) {
+    uint64_t bs = pm.block_size();
+    size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
+    if (pm.pages_bytes() && (!bs || static_cast<size_t>(pm.block_xxh3_size()) != blocks))
+        return error_code(EINVAL, "{}: malformed block checksums (image is corrupt)", path);
+    return blocks;
+}
+
+// Every block of the pages file (mapped at data, named path) against its checksum in pm.
+Result<void> verify_blocks(const image::PageMap& pm, const char* data, const std::string& path) {
+    const uint64_t bs = pm.block_size();
+    const size_t blocks = CKPT_TRY(page_blocks(pm, path));
+    return parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
+        uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
+        if (XXH3_64bits(data + lo, len) != pm.block_xxh3(static_cast<int>(b)))
+            return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path, b);
+        return ok();
+    });
+}
+
+// The earlier dumps that the in_parent runs of a page map are read from (PageMap.parent_dir,
+// and theirs in turn): folders beside the image folder, opened beneath their common folder
+// without following any link; each page map the one its child was made from (its checksum
+// and dump id as the child records them), each pages file verified block by block; no
+// longer than kMaxParentChain, no dump twice.
+class ParentChain {
+public:
+    Result<void> open(const std::string& image_dir, pid_t pid, const image::PageMap& child) {
+        std::string dir = image_dir;
+        while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+        size_t slash = dir.rfind('/');
+        const std::string base = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+        base_ = CKPT_TRY(open_file(base, O_PATH | O_DIRECTORY));
+        const std::string name = image::names::pagemap(pid);
+        const image::PageMap* cur = &child;
+        std::string cur_where = image_dir + "/" + name;
+        std::set<uint64_t> seen{child.dump_id()};
+        while (std::any_of(cur->runs().begin(), cur->runs().end(), [](const auto& r) { return r.in_parent(); })) {
+            if (links_.size() >= kMaxParentChain)
+                return error_code(ELOOP, "{}: more than {} parent dumps in the chain: refused", image_dir, kMaxParentChain);
+            CKPT_TRY(image::check_plain_name(cur_where, cur->parent_dir()));
+            auto link = std::make_unique<Link>();
+            link->where = base + "/" + cur->parent_dir() + "/" + name;
+            open_how how{};
+            how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+            how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+            link->dir = UniqueFd(static_cast<int>(syscall(SYS_openat2, base_.get(), cur->parent_dir().c_str(), &how, sizeof how)));
+            if (!link->dir)
+                return sys_error("{}: its parent dump {}/{} cannot be opened (a plain folder beside it, no link)",
+                                 cur_where, base, cur->parent_dir());
+            const std::string at = "/proc/self/fd/" + std::to_string(link->dir.get());
+            uint64_t sum = 0;
+            CKPT_TRY_CTX(image::read_image(at + "/" + name, image::Kind::PageMap, &link->pm, &sum), "parent dump of {}: {}",
+                         cur_where, link->where);
+            if (sum != cur->parent_pagemap_xxh3() || link->pm.dump_id() != cur->parent_dump_id())
+                return error_code(EINVAL, "{}: is not the page map {} was dumped after (replaced or changed since): refused",
+                                  link->where, cur_where);
+            if (!seen.insert(link->pm.dump_id()).second)
+                return error_code(ELOOP, "{}: the chain of parent dumps loops back to dump {:#x}: refused", link->where,
+                                  link->pm.dump_id());
+            const image::PageMap& pm = link->pm;
+            if (pm.page_size() != kPage) return error_code(EINVAL, "{}: page size {} (image is corrupt)", link->where, pm.page_size());
+            CKPT_TRY(link->pages.map(at, name, pm.pages_file(), pm.pages_bytes()));
+            CKPT_TRY(verify_blocks(pm, link->pages.data(), link->where + " (" + pm.pages_file() + ")"));
+            // Where each run's data is, runs in address order, none past the data.
+            uint64_t off = 0, prev_end = 0;
+            for (const auto& r : pm.runs()) {
+                if (r.nr_pages() == 0 || r.nr_pages() > (~0ull - r.vaddr()) / kPage || r.vaddr() < prev_end ||
+                    r.vaddr() % kPage || (r.in_parent() && (r.zero() || r.inherited())))
+                    return error_code(EINVAL, "{}: malformed page run at {:#x} (image is corrupt)", link->where, r.vaddr());
+                prev_end = r.vaddr() + r.nr_pages() * kPage;
+                link->off.push_back(off);
+                if (r.zero() || r.inherited() || r.in_parent()) continue;
+                if (r.nr_pages() * kPage > pm.pages_bytes() - off)
+                    return error_code(EINVAL, "{}: page runs exceed the data (image is corrupt)", link->where);
+                off += r.nr_pages() * kPage;
+            }
+            cur = &link->pm;
+            cur_where = link->where;
+            links_.push_back(std::move(link));
+        }
+        return ok();
+    }
+
+    // emit(vaddr, data or null for zeros, len) for pages [lo, hi) as link level holds them.
+    template <typename Emit>
+    Result<void> resolve(size_t level, uint64_t lo, uint64_t hi, Emit&& emit) const {
+        if (level >= links_.size()) return error_code(EINVAL, "pages {:#x}-{:#x} in a parent dump that is not named", lo, hi);
+        const Link& l = *links_[level];
+        const auto& runs = l.pm.runs();
+        auto it = std::upper_bound(runs.begin(), runs.end(), lo,
+                                   [](uint64_t at, const image::PageRun& r) { return at < r.vaddr(); });
+        if (it != runs.begin()) --it;
+        for (uint64_t at = lo; at < hi; ++it) {
+            if (it == runs.end() || it->vaddr() > at || it->vaddr() + it->nr_pages() * kPage <= at)
+                return error_code(EINVAL, "{}: has no data for page {:#x}, which its child reads from it (image is corrupt)",
+                                  l.where, at);
+            const uint64_t to = std::min(hi, it->vaddr() + it->nr_pages() * kPage);
+            const size_t k = static_cast<size_t>(it - runs.begin());
+            if (it->in_parent()) CKPT_TRY(resolve(level + 1, at, to, emit));
+            else if (it->inherited())
+                return error_code(EINVAL, "{}: page {:#x} is its fork parent's (image is corrupt)", l.where, at);
+            else if (it->zero()) emit(at, nullptr, to - at);
+            else emit(at, l.pages.data() + l.off[k] + (at - it->vaddr()), to - at);
+            at = to;
+        }
+        return ok();
+    }
+
+private:
+    struct Link {
+        UniqueFd dir;
+        image::PageMap pm;
+        MappedPages pages;
+        std::vector<uint64_t> off;  // per run, where its data is in the pages file
+        std::string where;          // the page map's path, for messages
+    };
+    UniqueFd base_;
+    std::vector<std::unique_ptr<Link>> links_;
+};
+
 // A piece of at most kCopyBatch bytes of a run to write into a restored process: page data
 // at offset off of its pages file, or zeros.
 struct PagePiece {
@@ -701,6 +890,7 @@ Result<std::vector<PagePiece>> page_pieces(const RestoreTask& t, const std::stri
         // mappings the file's content must be overwritten with zeros.
         if (run.zero() && !in_file_vma(run.vaddr())) continue;
         if (run.inherited()) continue;  // the parent's pages, kept from the fork
+        if (run.in_parent()) continue;  // the parent dumps' (ParentChain, fill_pages_from_file)
         if (!run.zero() && off + len > pm.pages_bytes())
             return error_code(EINVAL, "{}: page runs exceed the data (image is corrupt)", path);
         // Segments of at most kCopyBatch bytes, so that the threads share the work evenly.
@@ -736,15 +926,6 @@ const std::vector<char>& zero_batch() {
     return zeros;
 }
 
-// The block size and checksums of a page map, checked against its data's size.
-Result<size_t> page_blocks(const image::PageMap& pm, const std::string& path) {
-    uint64_t bs = pm.block_size();
-    size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
-    if (pm.pages_bytes() && (!bs || static_cast<size_t>(pm.block_xxh3_size()) != blocks))
-        return error_code(EINVAL, "{}: malformed block checksums (image is corrupt)", path);
-    return blocks;
-}
-
 // Page data from the pages file, mapped.
 Result<void> fill_pages_from_file(RestoreTask& t) {
     const image::PageMap& pm = t.pagemap;
@@ -752,21 +933,30 @@ Result<void> fill_pages_from_file(RestoreTask& t) {
     MappedPages pages;
     CKPT_TRY(pages.map(t.image_dir, image::names::pagemap(t.pid), pm.pages_file(), pm.pages_bytes()));
     const char* data = pages.data();
-
-    uint64_t bs = pm.block_size();
-    size_t blocks = CKPT_TRY(page_blocks(pm, path));
-    CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
-        uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
-        if (XXH3_64bits(data + lo, len) != pm.block_xxh3(static_cast<int>(b)))
-            return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path, b);
-        return ok();
-    }));
+    CKPT_TRY(verify_blocks(pm, data, path));
+    ParentChain chain;
+    CKPT_TRY_CTX(chain.open(t.image_dir, t.pid, pm), "pid {}", t.pid);
 
     std::vector<iovec> local, remote;
     for (const PagePiece& p : CKPT_TRY(page_pieces(t, path))) {
         const char* src = p.zero ? zero_batch().data() : data + p.off;
         local.push_back({const_cast<char*>(src), p.len});
         remote.push_back({reinterpret_cast<void*>(p.vaddr), p.len});
+    }
+    // Pages not written since the parent dump: from the chain, in pieces of kCopyBatch.
+    for (const auto& run : pm.runs()) {
+        if (!run.in_parent()) continue;
+        if (run.zero() || run.inherited() || run.nr_pages() > (~0ull - run.vaddr()) / kPage)
+            return error_code(EINVAL, "{}: malformed page run at {:#x} (image is corrupt)", path, run.vaddr());
+        const uint64_t len = run.nr_pages() * kPage;
+        CKPT_TRY(chain.resolve(0, run.vaddr(), run.vaddr() + len, [&](uint64_t at, const char* src, uint64_t n) {
+            for (uint64_t done = 0; done < n;) {
+                uint64_t k = std::min<uint64_t>(n - done, kCopyBatch);
+                local.push_back({const_cast<char*>(src ? src + done : zero_batch().data()), k});
+                remote.push_back({reinterpret_cast<void*>(at + done), k});
+                done += k;
+            }
+        }));
     }
     return write_pieces(t.host, local, remote);
 }
@@ -784,6 +974,9 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     if (rec.kind() != image::StreamRecord::PAGES || rec.name() != pm.pages_file() || rec.length() != pm.pages_bytes())
         return error_code(EINVAL, "{}: pid {}: expected the page data {} ({} bytes), found record '{}' ({} bytes): refused",
                           where, t.pid, pm.pages_file(), pm.pages_bytes(), rec.name(), rec.length());
+    if (std::any_of(pm.runs().begin(), pm.runs().end(), [](const auto& r) { return r.in_parent(); }))
+        return error_code(EINVAL, "{}: pid {}: page runs of a parent dump in a stream (an incremental dump refers to "
+                                  "a folder): refused", where, t.pid);
     uint64_t bs = pm.block_size();
     size_t blocks = CKPT_TRY(page_blocks(pm, path));
     if (blocks && (bs > kMaxStreamBlock || bs % kPage))

@@ -17,6 +17,7 @@
 namespace ckpt::engine {
 
 class RemoteThread;
+struct MemTrack;
 struct RestoreTask;
 
 // One run of pages to copy from a process into its pages file.
@@ -58,10 +59,12 @@ struct ForkParent {
 // Records the mappings of pid into mm and the runs of pages worth saving into pm, and plans
 // their copy to pages-<pid>.img in dir. brk is the process's current program break.
 // own_ipcns: the tree has an IPC namespace of its own (ipc_ns.h), whose System V segments
-// are recorded as attachments; in the engine's namespace they are refused.
+// are recorded as attachments; in the engine's namespace they are refused. track: the
+// process's write tracker (dump --track-mem, --prev-images-dir; mem_track.h): pages not
+// written since the previous dump are recorded as in it, and the tracker armed again.
 Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const DumpExclusions& ex,
                          const image::ImageDir& dir, image::MmCore* mm, image::PageMap* pm, PagePlan* plan,
-                         const ForkParent* parent = nullptr, bool own_ipcns = false);
+                         const ForkParent* parent = nullptr, bool own_ipcns = false, MemTrack* track = nullptr);
 
 // The process's PR_SET_THP_DISABLE setting, asked from inside it (/proc/PID/status shows
 // only whether THP is disabled entirely).

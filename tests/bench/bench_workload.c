@@ -1,8 +1,11 @@
 /* Benchmark workload: N processes, each holding MiB of touched random data.
- *   bench_workload READY_FILE MIB PROCS   set up, create READY_FILE, then sleep until killed
+ *   bench_workload READY_FILE MIB PROCS   set up, create READY_FILE, then sleep until killed;
+ *                                         at each SIGUSR1 (PROCS 1) write 1 % of its pages at
+ *                                         random, then create READY_FILE.N (N = 1, 2, ...)
  *   bench_workload --memcpy MIB           print this machine's memcpy bandwidth in GiB/s
  */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +41,12 @@ static void *touched(size_t bytes, uint64_t seed) {
     return p;
 }
 
+static volatile sig_atomic_t poked;
+static void on_usr1(int sig) {
+    (void)sig;
+    poked = 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--memcpy") == 0) {
         size_t bytes = (size_t)atol(argv[2]) << 20;
@@ -71,7 +80,8 @@ int main(int argc, char **argv) {
         }
     }
     close(pipefd[1]);
-    touched(bytes, 100);
+    signal(SIGUSR1, on_usr1);
+    uint64_t *mine = touched(bytes, 100);
     for (int i = 1; i < procs; i++) {
         char c;
         if (read(pipefd[0], &c, 1) != 1) return 2;
@@ -80,5 +90,21 @@ int main(int argc, char **argv) {
     int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) return 2;
     close(fd);
-    for (;;) pause();
+    uint64_t x = 12345;
+    for (int round = 1;; round++) {
+        while (!poked) pause();
+        poked = 0;
+        size_t pages = bytes / 4096;
+        for (size_t n = 0; n < pages / 100; n++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            fill_random(mine + (x % pages) * 512, 512, x);
+        }
+        char name[4096];
+        snprintf(name, sizeof name, "%s.%d", argv[1], round);
+        fd = open(name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) return 2;
+        close(fd);
+    }
 }

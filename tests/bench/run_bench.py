@@ -210,6 +210,59 @@ def frozen_table(args):
     print(f"(medians of {args.repeat} interleaved runs; goal: 20 ms + 5 ms per GiB, ratio at most 0.1 at 1 GiB)")
 
 
+def incremental_run(args, mib):
+    """1 x mib MiB with images on tmpfs: a full dump --leave-running (the peer), one with
+    --track-mem (which arms the tracker), 1 % of the pages written, then the incremental dump
+    --prev-images-dir of the armed one: seconds and page bytes of each."""
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
+    ready = os.path.join(workdir, "ready")
+    try:
+        w, pids = start_workload(args, ready, mib, 1)
+
+        def dump(name, *extra):
+            argv = [args.engine, "dump", "-t", str(w.pid), "-D", os.path.join(workdir, name), "--stats",
+                    "--leave-running", *extra]
+            t = time.monotonic()
+            out = subprocess.run(argv, capture_output=True, text=True)
+            took = time.monotonic() - t
+            if out.returncode != 0:
+                raise RuntimeError(f"dump {' '.join(extra)} failed: " + out.stderr.strip())
+            return {"dump_s": took, "pages_bytes": json.loads(out.stdout)["pages_bytes"]}
+
+        full = dump("full")
+        armed = dump("armed", "--track-mem")
+        w.send_signal(signal.SIGUSR1)
+        while not os.path.exists(ready + ".1"):
+            time.sleep(0.005)
+        incr = dump("incr", "--track-mem", "--prev-images-dir", os.path.join(workdir, "armed"))
+        kill_tree(pids)
+        return {"full_s": full["dump_s"], "full_bytes": full["pages_bytes"], "armed_s": armed["dump_s"],
+                "incr_s": incr["dump_s"], "incr_bytes": incr["pages_bytes"]}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def incremental_table(args):
+    """Incremental dump after 1 % of the pages were written against a full dump, same run."""
+    sizes = [64] if args.quick else [256] + ([1024] if args.big else [])
+    results = {}
+    for _ in range(args.repeat):  # interleaved
+        for mib in sizes:
+            results.setdefault(mib, []).append(incremental_run(args, mib))
+    print("dump --leave-running, 1 process, images on tmpfs: incremental after 1 % of pages written")
+    hdr = f"{'memory':<10} {'full s':>8} {'armed s':>8} {'incr s':>8} {'time ratio':>10} " \
+          f"{'full MiB':>9} {'incr MiB':>9} {'bytes ratio':>11}"
+    print(hdr)
+    print("-" * len(hdr))
+    for mib in sizes:
+        med = {k: statistics.median(r[k] for r in results[mib]) for k in results[mib][0]}
+        print(f"{f'{mib} MiB':<10} {med['full_s']:>8.3f} {med['armed_s']:>8.3f} {med['incr_s']:>8.3f} "
+              f"{med['incr_s'] / med['full_s']:>10.3f} {med['full_bytes'] / 2**20:>9.1f} "
+              f"{med['incr_bytes'] / 2**20:>9.2f} {med['incr_bytes'] / med['full_bytes']:>11.4f}")
+    print(f"(medians of {args.repeat} interleaved runs; full: dump --leave-running; armed: the same with "
+          f"--track-mem; incr: --track-mem --prev-images-dir armed; goal: ratios at most 0.05)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", required=True)
@@ -219,6 +272,7 @@ def main():
     ap.add_argument("--big", action="store_true", help="also 4 GiB in the frozen-time table")
     ap.add_argument("--frozen-only", action="store_true", help="only the --leave-running frozen-time table")
     ap.add_argument("--stream-only", action="store_true", help="only the stream against folder table")
+    ap.add_argument("--incremental-only", action="store_true", help="only the incremental dump table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: needs root")
@@ -230,6 +284,9 @@ def main():
         return
     if args.stream_only:
         stream_table(args)
+        return
+    if args.incremental_only:
+        incremental_table(args)
         return
     cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
@@ -257,6 +314,8 @@ def main():
     frozen_table(args)
     print()
     stream_table(args)
+    print()
+    incremental_table(args)
 
 
 if __name__ == "__main__":

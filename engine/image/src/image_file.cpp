@@ -217,6 +217,7 @@ Result<ImageReader> ImageReader::open(const std::string& path, Kind kind) {
     if (t.mark != kTrailerMark) return error_code(EINVAL, "{}: truncated image (no trailer)", path);
     uint64_t sum = checksum(d.data(), d.size() - sizeof t.xxh3);
     if (sum != t.xxh3) return error_code(EINVAL, "{}: checksum mismatch (image is corrupt)", path);
+    r.xxh3_ = sum;
 
     size_t off = sizeof h, end = d.size() - sizeof t;
     while (off < end) {
@@ -254,9 +255,10 @@ Result<void> write_image(const std::string& path, Kind kind, const google::proto
     return write_image(dir, name, kind, msg, sync);
 }
 
-Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg) {
+Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg, uint64_t* xxh3) {
     auto r = CKPT_TRY(ImageReader::open(path, kind));
     if (r.records() != 1) return error_code(EINVAL, "{}: expected one record, found {}", path, r.records());
+    if (xxh3) *xxh3 = r.xxh3();
     return r.parse(0, msg);
 }
 

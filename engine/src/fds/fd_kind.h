@@ -92,6 +92,8 @@ struct FdDumpState {
     PipeEnds pipes;
     std::map<std::pair<uint64_t, uint64_t>, int> fifos;  // (dev, ino) -> index in FileTable.fifos
     std::set<uint64_t> sockets;                 // inodes of every socket the tree holds (survey)
+    // Per pid, its fds that hold the engine's write tracker (mem_track.h): never recorded.
+    std::map<pid_t, std::set<int>> engine_fds;
     std::map<uint64_t, int> unix_pairs;         // pair id -> index in FileTable.unix_sockets
     PtyPairs ptys;
     bool ext_unix_sk = false;                   // dump --ext-unix-sk

@@ -168,8 +168,9 @@ const FdKind* fd_kind_of(image::Fd::Kind k) {
 Result<void> survey_fds(pid_t pid, FdDumpState& state) {
     UniqueFd pidfd(sys_pidfd_open(pid, 0));
     if (!pidfd) return sys_error("pidfd_open pid {}", pid);
+    const auto& engine_fds = state.engine_fds[pid];
     for (int fd : CKPT_TRY(list_fds(pid))) {
-        if (state.ex.fds.count(fd)) continue;
+        if (state.ex.fds.count(fd) || engine_fds.count(fd)) continue;
         auto probe = probe_fd(pid, fd, pidfd.get(), state);
         // Closed meanwhile is not possible (the tree is frozen); anything else is an error.
         if (!probe) return std::move(probe).error().context("pid {}: fd {}", pid, fd);
@@ -186,8 +187,9 @@ Result<void> dump_fds(pid_t pid, FdDumpState& state, image::FdTable* table) {
     if (!pidfd) return sys_error("pidfd_open pid {}", pid);
     const DumpExclusions& ex = state.ex;
 
+    const auto& engine_fds = state.engine_fds[pid];
     for (int fd : CKPT_TRY(list_fds(pid))) {
-        if (ex.fds.count(fd)) continue;
+        if (ex.fds.count(fd) || engine_fds.count(fd)) continue;
         FdProbe probe = CKPT_TRY_CTX(probe_fd(pid, fd, pidfd.get(), state), "pid {}: fd {}", pid, fd);
         auto ctx = [&](Error e) { return e.context("pid {}: fd {} ({})", pid, fd, probe.link); };
         image::Fd* f = table->add_fds();

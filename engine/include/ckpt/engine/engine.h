@@ -63,6 +63,14 @@ struct DumpOptions {
     // until then; a later dump of the same file reuses it). Without it such a file fails the
     // dump by name.
     bool link_remap = false;
+    // With leave_running: arm a write tracker in every process (a userfaultfd in
+    // asynchronous write-protect mode, left in the process at a high fd and recorded in the
+    // images) so that a later dump can save only what was written since (prev_images_dir).
+    bool track_mem = false;
+    // The images of an earlier dump of the same tree made with track_mem, a folder beside
+    // image_dir: pages not written since, in mappings tracked since, are recorded as in that
+    // dump (PageRun.in_parent) and read from it at restore.
+    std::string prev_images_dir;
 };
 
 struct DumpStats {

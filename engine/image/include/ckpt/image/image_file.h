@@ -69,6 +69,10 @@ namespace ckpt::image {
 //      a dump as one framed stream, page data last; the files in it are a folder's, unchanged.
 //    - TCP connections half-closed (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING:
 //      TcpConnection.tcp_state): a version 8 reader would restore them as established.
+//    - incremental dumps (dump --prev-images-dir): page runs read from the parent dump
+//      (PageRun.in_parent, PageMap.parent_dir/parent_dump_id/parent_pagemap_xxh3/dump_id,
+//      Inventory.dump_id) and the write tracker left by dump --track-mem (MmCore.tracker_fd,
+//      tracker_ino): a version 8 reader would restore in_parent pages as zeros.
 inline constexpr uint32_t kFormatVersion = 9;
 
 enum class Kind : uint32_t {
@@ -155,9 +159,12 @@ public:
     static Result<ImageReader> open(const std::string& path, Kind kind);
     size_t records() const { return records_.size(); }
     Result<void> parse(size_t index, google::protobuf::MessageLite* msg) const;
+    // The checksum of the whole file (its trailer's, verified): which image this is.
+    uint64_t xxh3() const { return xxh3_; }
 
 private:
     std::string path_;
+    uint64_t xxh3_ = 0;
     std::string data_;
     std::vector<std::pair<size_t, size_t>> records_;  // offset, length
 };
@@ -167,7 +174,9 @@ Result<void> write_image(const ImageDir& dir, const std::string& name, Kind kind
                          const google::protobuf::MessageLite& msg, bool sync = false);
 Result<void> write_image(const std::string& path, Kind kind, const google::protobuf::MessageLite& msg,
                          bool sync = false);
-Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg);
+// xxh3, when given, gets the checksum of the whole file (ImageReader::xxh3).
+Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg,
+                        uint64_t* xxh3 = nullptr);
 
 // XXH3-64 of a buffer; the checksum used for images and page data.
 uint64_t checksum(const void* p, size_t n);

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Incremental dumps (dump --track-mem, --prev-images-dir) and their restore, for real.
+
+  incremental_test.py --engine ckpt-engine --program mem_incremental --workdir DIR --case CASE
+
+chain:   a program that keeps changing its memory (programs/mem_incremental.c) is dumped 10
+         times with --leave-running --track-mem, each link after the first with the previous
+         one as --prev-images-dir; the original checks every page after each dump. Every
+         link after the first must save far fewer page bytes than the first (1 % of the big
+         region written). Then links 0, 1, 5 and 9 are restored one after the other, each
+         copy checking every page against the hashes it recorded before its dump.
+damaged: on the same chain, a parent whose page data changed, whose page map is another
+         dump's, that is missing, or that is a symbolic link is refused by name; restored
+         whole again, the link restores right.
+closed:  the program closes the tracker at step 3: link 3 is saved whole and restores right,
+         link 4 is incremental again (from link 3) and restores right.
+refused: --track-mem without --leave-running, a --prev-images-dir not beside -D.
+"""
+import argparse
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Fail(Exception):
+    pass
+
+
+def reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def wait_for(what, cond, timeout=60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        reap()
+        if cond():
+            return
+        time.sleep(0.01)
+    raise Fail(f"timed out waiting for {what}")
+
+
+class Test:
+    def __init__(self, args):
+        self.engine = args.engine
+        self.program = args.program
+        os.makedirs(args.workdir, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix="incremental-", dir=args.workdir)
+        self.log = os.path.join(self.dir, "log")
+        self.pid = None
+
+    def lines(self):
+        try:
+            with open(self.log) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_line(self, line, count=1):
+        def seen():
+            ls = self.lines()
+            bad = [l for l in ls if l.startswith("BAD")]
+            if bad:
+                raise Fail(f"the program says: {bad[0]}")
+            return sum(1 for l in ls if l == line or l.startswith(line + " ")) >= count
+        wait_for(f"'{line}' (x{count}) in the log; log ends {self.lines()[-3:]}", seen)
+
+    def digest(self, what, k, nth):
+        """The digest of the nth line 'what k digest D' of the log."""
+        ds = [l.split()[3] for l in self.lines() if l.startswith(f"{what} {k} digest ")]
+        if len(ds) <= nth:
+            raise Fail(f"no {what} {k} line #{nth}")
+        return ds[nth]
+
+    def check_digest(self, k, nth):
+        """The nth 'verified k' line must give the digest the original recorded at step k."""
+        want, got = self.digest("step", k, 0), self.digest("verified", k, nth)
+        if want != got:
+            raise Fail(f"step {k}: pages digest {got}, the original had {want} before its dump")
+
+    def engine_run(self, argv, expect_ok=True):
+        r = subprocess.run([self.engine, *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           close_fds=True, timeout=300)
+        if expect_ok and r.returncode != 0:
+            raise Fail(f"ckpt-engine {' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+        return r
+
+    def start(self, extra=()):
+        p = subprocess.Popen([self.program, self.log, *extra], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+        self.pid = p.pid
+
+    def link(self, k):
+        return os.path.join(self.dir, f"link{k}")
+
+    def pages_size(self, k):
+        return os.path.getsize(os.path.join(self.link(k), f"pages-{self.pid}.img"))
+
+    def chain(self, n):
+        """n links of the running program; returns their pages file sizes."""
+        for k in range(n):
+            self.wait_line(f"step {k}")
+            wait_for(f"pid {self.pid} stopped", lambda: state(self.pid) == "T")
+            argv = ["dump", "-t", str(self.pid), "-D", self.link(k), "--leave-running", "--track-mem"]
+            if k:
+                argv += ["--prev-images-dir", self.link(k - 1)]
+            self.engine_run(argv)
+            os.kill(self.pid, signal.SIGCONT)
+            self.wait_line(f"verified {k}")
+            self.check_digest(k, 0)
+        return [self.pages_size(k) for k in range(n)]
+
+    def kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_for(f"pid {self.pid} gone", lambda: state(self.pid) is None)
+
+    def restore(self, k):
+        """Restores link k, lets it check its pages, kills it."""
+        before = sum(1 for l in self.lines() if l.startswith(f"verified {k} "))
+        pidfile = os.path.join(self.dir, "pidfile")
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        self.engine_run(["restore", "-D", self.link(k), "--detach", "--pidfile", pidfile])
+        with open(pidfile) as f:
+            if int(f.read().strip()) != self.pid:
+                raise Fail("restored with another pid")
+        os.kill(self.pid, signal.SIGCONT)
+        self.wait_line(f"verified {k}", before + 1)
+        self.check_digest(k, before)
+        self.kill()
+
+    def refused(self, k, words, what):
+        r = self.engine_run(["restore", "-D", self.link(k), "--detach"], expect_ok=False)
+        if r.returncode == 0:
+            raise Fail(f"restore of link {k} with {what} succeeded")
+        if words not in r.stderr:
+            raise Fail(f"restore of link {k} with {what}: expected '{words}' in: {r.stderr.strip()}")
+        wait_for(f"pid {self.pid} gone after the refused restore", lambda: state(self.pid) is None)
+
+
+def case_chain(t):
+    t.start()
+    sizes = t.chain(10)
+    print("pages bytes per link:", sizes)
+    for k in range(1, 10):
+        # 1 % of 64 MiB written, plus the heap (hashes), the stack and the changed mappings.
+        if sizes[k] * 10 > sizes[0]:
+            raise Fail(f"link {k} saved {sizes[k]} page bytes, not much fewer than the full link 0's {sizes[0]}")
+    t.kill()
+    for k in (0, 1, 5, 9):
+        t.restore(k)
+
+
+def case_damaged(t):
+    t.start()
+    t.chain(4)
+    t.kill()
+    pages0 = os.path.join(t.link(0), f"pages-{t.pid}.img")
+    with open(pages0, "r+b") as f:
+        f.seek(8192 + 17)
+        b = f.read(1)
+        f.seek(8192 + 17)
+        f.write(bytes([b[0] ^ 0x5a]))
+    t.refused(2, "checksum mismatch", "the grandparent's page data changed")
+    with open(pages0, "r+b") as f:
+        f.seek(8192 + 17)
+        f.write(b)
+    pm1 = os.path.join(t.link(1), f"pagemap-{t.pid}.img")
+    shutil.copy(pm1, pm1 + ".orig")
+    shutil.copy(os.path.join(t.link(3), f"pagemap-{t.pid}.img"), pm1)
+    t.refused(2, "is not the page map", "the parent's page map replaced by another dump's")
+    os.replace(pm1 + ".orig", pm1)
+    os.rename(t.link(1), t.link(1) + ".away")
+    t.refused(2, "cannot be opened", "the parent missing")
+    os.symlink(os.path.basename(t.link(1)) + ".away", t.link(1))
+    t.refused(2, "cannot be opened", "the parent a symbolic link")
+    os.unlink(t.link(1))
+    os.rename(t.link(1) + ".away", t.link(1))
+    t.restore(2)
+    t.restore(3)
+
+
+def case_closed(t):
+    t.start(["--close-tracker-at", "3"])
+    sizes = t.chain(5)
+    print("pages bytes per link:", sizes)
+    if sizes[3] * 10 < sizes[0] * 9:
+        raise Fail(f"link 3 (tracker closed) saved {sizes[3]} bytes: expected the whole {sizes[0]}")
+    if sizes[4] * 10 > sizes[0]:
+        raise Fail(f"link 4 saved {sizes[4]} bytes: expected incremental again")
+    t.kill()
+    t.restore(3)
+    t.restore(4)
+
+
+def case_refused(t):
+    t.start()
+    t.wait_line("step 0")
+    r = t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(0), "--track-mem"], expect_ok=False)
+    if r.returncode == 0 or "--track-mem needs --leave-running" not in r.stderr:
+        raise Fail(f"--track-mem without --leave-running: {r.returncode} {r.stderr.strip()}")
+    t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(0), "--leave-running", "--track-mem"])
+    other = tempfile.mkdtemp(dir=t.dir)
+    r = t.engine_run(["dump", "-t", str(t.pid), "-D", os.path.join(other, "x"), "--leave-running",
+                      "--prev-images-dir", t.link(0)], expect_ok=False)
+    if r.returncode == 0 or "must be a folder beside the images folder" not in r.stderr:
+        raise Fail(f"--prev-images-dir elsewhere: {r.returncode} {r.stderr.strip()}")
+    t.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--program", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused"])
+    args = ap.parse_args()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    t = Test(args)
+    try:
+        globals()["case_" + args.case](t)
+    except Fail as e:
+        print(f"FAIL: incremental {args.case}: {e}")
+        if t.pid and state(t.pid):
+            os.kill(t.pid, signal.SIGKILL)
+        return 1
+    shutil.rmtree(t.dir, ignore_errors=True)
+    print(f"PASS: incremental {args.case}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
