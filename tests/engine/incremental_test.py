@@ -229,6 +229,12 @@ def case_refused(t):
                       "--prev-images-dir", t.link(0)], expect_ok=False)
     if r.returncode == 0 or "must be a folder beside the images folder" not in r.stderr:
         raise Fail(f"--prev-images-dir elsewhere: {r.returncode} {r.stderr.strip()}")
+    # An incremental dump refers to a folder of images: never into a stream.
+    for extra in (["--track-mem"], ["--prev-images-dir", t.link(0)]):
+        r = t.engine_run(["dump", "-t", str(t.pid), "--stream", os.path.join(t.dir, "stream"), "--leave-running",
+                          *extra], expect_ok=False)
+        if r.returncode == 0 or "--stream does not go together with --track-mem or --prev-images-dir" not in r.stderr:
+            raise Fail(f"--stream with {extra[0]}: {r.returncode} {r.stderr.strip()}")
     t.kill()
 
 
