@@ -81,6 +81,13 @@ int main(int argc, char **argv) {
     }
     close(pipefd[1]);
     signal(SIGUSR1, on_usr1);
+    /* SIGUSR1 is taken only inside sigsuspend: a signal that came between a test of `poked`
+     * and pause() would wait for the next one (a dump just before widens that window). */
+    sigset_t usr1, waiting;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, &waiting);
+    sigdelset(&waiting, SIGUSR1);
     uint64_t *mine = touched(bytes, 100);
     for (int i = 1; i < procs; i++) {
         char c;
@@ -92,7 +99,7 @@ int main(int argc, char **argv) {
     close(fd);
     uint64_t x = 12345;
     for (int round = 1;; round++) {
-        while (!poked) pause();
+        while (!poked) sigsuspend(&waiting);
         poked = 0;
         size_t pages = bytes / 4096;
         for (size_t n = 0; n < pages / 100; n++) {
