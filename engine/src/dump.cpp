@@ -635,6 +635,19 @@ const PrevImages* load_prev_images(const std::string& dir, const image::Inventor
     return out;
 }
 
+// The inodes of the write trackers that the previous dump recorded in its processes (forked
+// children hold their parent's). A process whose memory image cannot be read records none.
+std::set<uint64_t> recorded_trackers(const std::string& dir, const image::Inventory& inv) {
+    std::set<uint64_t> inos;
+    for (const auto& e : inv.tasks()) {
+        if (e.state() != image::TaskEntry::ALIVE) continue;
+        image::MmCore mm;
+        if (auto r = image::read_image(dir + "/" + image::names::mm(e.pid()), image::Kind::Mm, &mm); !r) continue;
+        if (mm.tracker_fd() > 0 && mm.tracker_ino()) inos.insert(mm.tracker_ino());
+    }
+    return inos;
+}
+
 // One dump; with snapshot, the pages are copied while the tree runs. *again: the snapshot
 // failed once the tree was running again (it changed its mappings under the copy...): the
 // images are not the instant's, and the dump is to be made again, frozen.
@@ -717,15 +730,19 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     while (!dump_id)
         if (getrandom(&dump_id, sizeof dump_id, 0) != static_cast<ssize_t>(sizeof dump_id)) return sys_error("getrandom");
     inv.set_dump_id(dump_id);
-    for (const auto& p : tree.processes) {
-        if (p.zombie) continue;
-        fd_state.engine_fds[p.pid] = CKPT_TRY(find_trackers(p.pid));
-        for (int fd : fd_state.engine_fds[p.pid])
-            logger()->debug("pid {}: fd {} is the engine's write tracker: not recorded", p.pid, fd);
-    }
     std::string prev_name;
     image::Inventory prev_inv;
     if (!opts.prev_images_dir.empty()) prev_name = CKPT_TRY(prev_dump_name(opts, &prev_inv));
+    // A write tracker is known by the inode the dump that armed it recorded: an application's
+    // own userfaultfd of the same features is never taken for one.
+    const std::set<uint64_t> tracker_inos =
+        prev_name.empty() ? std::set<uint64_t>{} : recorded_trackers(opts.prev_images_dir, prev_inv);
+    for (const auto& p : tree.processes) {
+        if (p.zombie) continue;
+        fd_state.engine_fds[p.pid] = CKPT_TRY(find_trackers(p.pid, tracker_inos));
+        for (int fd : fd_state.engine_fds[p.pid])
+            logger()->debug("pid {}: fd {} is the engine's write tracker: not recorded", p.pid, fd);
+    }
     if ((opts.track_mem || !prev_name.empty()) && !fd_table_of_parent.empty())
         return error_code(ENOTSUP, "pid {} shares its fd table with its parent (CLONE_FILES): --track-mem and "
                                    "--prev-images-dir do not support that yet",

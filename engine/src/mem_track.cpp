@@ -75,20 +75,31 @@ Result<void> uffd_range_ioctl(int uffd, unsigned long req, uint64_t start, uint6
 
 }  // namespace
 
-Result<std::set<int>> find_trackers(pid_t pid) {
+Result<std::set<int>> find_trackers(pid_t pid, const std::set<uint64_t>& tracker_inos) {
     std::set<int> out;
     for (int fd : CKPT_TRY(read_numbered_dir(proc_path(pid, "fd")))) {
-        auto link = read_link(proc_path(pid, "fd/") + std::to_string(fd));
+        const std::string path = proc_path(pid, "fd/") + std::to_string(fd);
+        auto link = read_link(path);
         if (!link || *link != "anon_inode:[userfaultfd]") continue;
         std::string info = CKPT_TRY_CTX(read_file(proc_path(pid, "fdinfo/") + std::to_string(fd)), "pid {}: fd {}", pid, fd);
+        bool tracker_like = false;
         for (auto line : split(info, '\n')) {
             if (!starts_with(line, "API:")) continue;
             unsigned long long api = 0, features = 0, ioctls = 0;
             std::string l(trim(line.substr(4)));
             if (std::sscanf(l.c_str(), "%llx:%llx:%llx", &api, &features, &ioctls) == 3 &&
                 (features & ~kFeatureInitialized) == kTrackFeatures)
-                out.insert(fd);
+                tracker_like = true;
         }
+        if (!tracker_like) continue;  // the fd table refuses it as an unsupported kind
+        struct stat st{};
+        if (stat(path.c_str(), &st) != 0) return sys_error("pid {}: fd {}: stat", pid, fd);
+        if (!tracker_inos.count(st.st_ino))
+            return error_code(ENOTSUP, "pid {}: fd {}: a userfaultfd in asynchronous write-protect mode that the dump "
+                                       "named with --prev-images-dir did not record (the application's own, or a write "
+                                       "tracker of another dump --track-mem: name that dump): refused",
+                              pid, fd);
+        out.insert(fd);
     }
     return out;
 }

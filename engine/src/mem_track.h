@@ -48,9 +48,11 @@ struct MemTrack {
     int arm_fd() const { return next ? next.get() : uffd.get(); }
 };
 
-// The fds of pid holding a write tracker of the engine's (a userfaultfd with exactly the
-// tracker's features): never recorded, never restored.
-Result<std::set<int>> find_trackers(pid_t pid);
+// The fds of pid holding a write tracker of the engine's: a userfaultfd with exactly the
+// tracker's features whose inode is in tracker_inos (recorded by the dump named with
+// --prev-images-dir). Never recorded, never restored. Any other userfaultfd with those
+// features is refused: it may be the application's own, and a dump must not drop it.
+Result<std::set<int>> find_trackers(pid_t pid, const std::set<uint64_t>& tracker_inos);
 
 // In the frozen process, through injected system calls: takes the tracker recorded in
 // t->prev if the process still has it (same fd, same inode). With t->rearm: moves it to a

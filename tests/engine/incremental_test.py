@@ -14,7 +14,11 @@ damaged: on the same chain, a parent whose page data changed, whose page map is 
          whole again, the link restores right.
 closed:  the program closes the tracker at step 3: link 3 is saved whole and restores right,
          link 4 is incremental again (from link 3) and restores right.
-refused: --track-mem without --leave-running, a --prev-images-dir not beside -D.
+refused: --track-mem without --leave-running, a --prev-images-dir not beside -D; a dump that
+         does not name the dump that left a write tracker (its tracker is not recognised).
+own_uffd: the program holds a userfaultfd of its own with the tracker's features: a dump,
+         with or without --track-mem, refuses it by name and leaves it open in the program
+         (never recorded as the engine's, never closed as a stale tracker).
 """
 import argparse
 import ctypes
@@ -229,6 +233,11 @@ def case_refused(t):
                       "--prev-images-dir", t.link(0)], expect_ok=False)
     if r.returncode == 0 or "must be a folder beside the images folder" not in r.stderr:
         raise Fail(f"--prev-images-dir elsewhere: {r.returncode} {r.stderr.strip()}")
+    # The tracker link 0 left is recognised only through link 0.
+    r = t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(1), "--leave-running"], expect_ok=False)
+    if r.returncode == 0 or "did not record" not in r.stderr:
+        raise Fail(f"a dump not naming the dump that left the tracker: {r.returncode} {r.stderr.strip()}")
+    t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(1), "--leave-running", "--prev-images-dir", t.link(0)])
     # An incremental dump refers to a folder of images: never into a stream.
     for extra in (["--track-mem"], ["--prev-images-dir", t.link(0)]):
         r = t.engine_run(["dump", "-t", str(t.pid), "--stream", os.path.join(t.dir, "stream"), "--leave-running",
@@ -238,12 +247,27 @@ def case_refused(t):
     t.kill()
 
 
+def case_own_uffd(t):
+    t.start(["--own-uffd"])
+    t.wait_line("step 0")
+    wait_for(f"pid {t.pid} stopped", lambda: state(t.pid) == "T")
+    for extra in ([], ["--track-mem"]):
+        r = t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(0), "--leave-running", *extra], expect_ok=False)
+        if r.returncode == 0 or "fd 200: a userfaultfd" not in r.stderr or "did not record" not in r.stderr:
+            raise Fail(f"dump {' '.join(extra)} of a program with its own userfaultfd: {r.returncode} "
+                       f"{r.stderr.strip()}")
+        shutil.rmtree(t.link(0), ignore_errors=True)
+    os.kill(t.pid, signal.SIGCONT)
+    t.wait_line("verified 0")  # its userfaultfd still open: checked by the program
+    t.kill()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused"])
+    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused", "own_uffd"])
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -1,6 +1,6 @@
 // Memory that keeps changing between incremental dumps (incremental_test.py).
 //
-//   mem_incremental LOG [--close-tracker-at K]
+//   mem_incremental LOG [--close-tracker-at K | --own-uffd]
 //
 // Step by step (k = 1, 2, ...): writes 1 % of the pages of a big region at random and, at
 // some steps, changes its mappings (unmaps one, maps a new one, MADV_DONTNEED of pages, grows
@@ -11,7 +11,9 @@
 // "verified k digest D" (D computed again from the pages: the driver compares it with the
 // original's; or "BAD ..." and exits 1),
 // then goes on with the next step. With --close-tracker-at K it closes every userfaultfd it
-// holds (the engine's write tracker) at step K.
+// holds (the engine's write tracker) at step K. With --own-uffd it holds a userfaultfd of its
+// own at fd 200, with the features of the engine's write tracker (asynchronous write-protect),
+// and checks at every step that it still has it: a dump must never take it for the engine's.
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,7 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PAGE 4096ul
@@ -100,7 +105,29 @@ static void record(long step) {
     say("step %ld digest %lx\n", step, (long)digest(k));
 }
 
+#define OWN_UFFD 200
+static int own_uffd;
+
+static void make_own_uffd(void) {
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    struct uffdio_api api = {.api = UFFD_API, .features = (1ull << 13) | (1ull << 15)};  // WP_UNPOPULATED, WP_ASYNC
+    if (fd < 0 || ioctl(fd, UFFDIO_API, &api) != 0 || dup2(fd, OWN_UFFD) != OWN_UFFD) exit(8);
+    close(fd);
+    own_uffd = 1;
+}
+
+static void check_own_uffd(long step) {
+    char link[64];
+    ssize_t len = readlink("/proc/self/fd/200", link, sizeof link - 1);
+    if (len > 0) link[len] = 0;
+    if (len <= 0 || strcmp(link, "anon_inode:[userfaultfd]") != 0) {
+        say("BAD step %ld: its own userfaultfd (fd %ld) is gone\n", step, OWN_UFFD);
+        exit(1);
+    }
+}
+
 static void verify(long step) {
+    if (own_uffd) check_own_uffd(step);
     size_t k = 0;
     for (int r = 0; r < nregions; ++r)
         for (size_t i = 0; i < regions[r].pages; ++i, ++k)
@@ -134,6 +161,7 @@ int main(int argc, char** argv) {
     if (argc < 2) return 2;
     long close_at = argc >= 4 && strcmp(argv[2], "--close-tracker-at") == 0 ? atol(argv[3]) : -1;
     log_path = argv[1];
+    if (argc >= 3 && strcmp(argv[2], "--own-uffd") == 0) make_own_uffd();
 
     int big = add_region(map_anon(NULL, BIG_PAGES), BIG_PAGES);
     for (size_t i = 0; i < BIG_PAGES; ++i) fill_page(regions[big].base + i * PAGE, i + 1);
