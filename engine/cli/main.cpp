@@ -57,6 +57,9 @@ const char kUsage[] =
     "                          a later dump --prev-images-dir saves only the pages written since\n"
     "      --prev-images-dir DIR  incremental: DIR (a folder beside -D, dumped with --track-mem) holds\n"
     "                          the pages not written since; restore reads them from there\n"
+    "      --max-chain N       with --prev-images-dir: a process whose chain of parent dumps would\n"
+    "                          be longer than N (0-64, default 64) is saved whole (0: a full dump\n"
+    "                          of a tree that --track-mem left trackers in)\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --stream FD|PATH    instead of -D: read the images from one stream (dump --stream)\n"
@@ -251,6 +254,10 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.track_mem = true;
         } else if (take_value(args, i, "--prev-images-dir", &v)) {
             o.prev_images_dir = v;
+        } else if (take_value(args, i, "--max-chain", &v)) {
+            auto n = ckpt::parse_uint(v);
+            if (!n || *n > 64) return usage_error("dump: --max-chain takes a number from 0 to 64, not '" + v + "'");
+            o.max_chain = static_cast<uint32_t>(*n);
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {
@@ -267,6 +274,7 @@ int cmd_dump(const std::vector<std::string_view>& args) {
     if (o.track_mem && o.snapshot)
         return usage_error("dump: --track-mem and --snapshot do not go together (the snapshot's write-protection "
                            "and the tracker's would be the same)");
+    if (o.max_chain != 64 && o.prev_images_dir.empty()) return usage_error("dump: --max-chain needs --prev-images-dir");
     if (!o.prev_images_dir.empty() && o.snapshot)
         return usage_error("dump: --prev-images-dir and --snapshot do not go together");
     auto r = ckpt::engine::dump(o);

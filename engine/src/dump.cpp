@@ -608,8 +608,8 @@ Result<std::string> prev_dump_name(const DumpOptions& opts, image::Inventory* in
 // A process's images in the previous dump, when usable as its parent: the same process
 // number alive there, its images readable and of that dump, its runs in address order,
 // its chain not too long. Otherwise null (its pages are saved whole; -v says why).
-const PrevImages* load_prev_images(const std::string& dir, const image::Inventory& inv, const FrozenProcess& p,
-                                   PrevImages* out) {
+const PrevImages* load_prev_images(const std::string& dir, uint32_t max_chain, const image::Inventory& inv,
+                                   const FrozenProcess& p, PrevImages* out) {
     bool alive = std::any_of(inv.tasks().begin(), inv.tasks().end(), [&](const image::TaskEntry& e) {
         return e.pid() == p.ns_pid && e.state() == image::TaskEntry::ALIVE;
     });
@@ -625,7 +625,8 @@ const PrevImages* load_prev_images(const std::string& dir, const image::Inventor
         !r)
         return whole(r.error().message());
     if (out->pm.dump_id() != inv.dump_id()) return whole("its page map is another dump's");
-    if (out->pm.chain_length() + 1 > kMaxParentChain) return whole("its chain of parent dumps is at its longest");
+    if (out->pm.chain_length() + 1 > std::min(max_chain, kMaxParentChain))
+        return whole(fmt::format("its chain of parent dumps would be longer than {}", std::min(max_chain, kMaxParentChain)));
     uint64_t end = 0;
     for (const auto& r : out->pm.runs()) {
         if (r.vaddr() < end || r.nr_pages() == 0 || r.nr_pages() > (~0ull - r.vaddr()) / 4096)
@@ -797,7 +798,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
             if (p.pid != opts.root && &up != &task && up.p.ns_pid == p.ns_ppid)
                 task.fork_parent = ForkParent{up.p.pid, &up.mm, &up.pagemap, &up.plan};
         task.track.rearm = opts.track_mem;
-        if (!prev_name.empty()) task.track.prev = load_prev_images(opts.prev_images_dir, prev_inv, p, &prevs[p.ns_pid]);
+        if (!prev_name.empty()) task.track.prev = load_prev_images(opts.prev_images_dir, opts.max_chain, prev_inv, p, &prevs[p.ns_pid]);
         CKPT_TRY(dump_process(task));
     }
     CKPT_TRY(finish_fd_dump(fd_state));

@@ -16,6 +16,8 @@ closed:  the program closes the tracker at step 3: link 3 is saved whole and res
          link 4 is incremental again (from link 3) and restores right.
 refused: --track-mem without --leave-running, a --prev-images-dir not beside -D; a dump that
          does not name the dump that left a write tracker (its tracker is not recognised).
+max_chain: links dumped with --max-chain 1: every other link is saved whole (its tracker still
+         recognised through its parent) and the next is incremental from it; both restore right.
 own_uffd: the program holds a userfaultfd of its own with the tracker's features: a dump,
          with or without --track-mem, refuses it by name and leaves it open in the program
          (never recorded as the engine's, never closed as a stale tracker).
@@ -121,14 +123,14 @@ class Test:
     def pages_size(self, k):
         return os.path.getsize(os.path.join(self.link(k), f"pages-{self.pid}.img"))
 
-    def chain(self, n):
+    def chain(self, n, extra=()):
         """n links of the running program; returns their pages file sizes."""
         for k in range(n):
             self.wait_line(f"step {k}")
             wait_for(f"pid {self.pid} stopped", lambda: state(self.pid) == "T")
             argv = ["dump", "-t", str(self.pid), "-D", self.link(k), "--leave-running", "--track-mem"]
             if k:
-                argv += ["--prev-images-dir", self.link(k - 1)]
+                argv += ["--prev-images-dir", self.link(k - 1), *extra]
             self.engine_run(argv)
             os.kill(self.pid, signal.SIGCONT)
             self.wait_line(f"verified {k}")
@@ -247,6 +249,21 @@ def case_refused(t):
     t.kill()
 
 
+def case_max_chain(t):
+    t.start()
+    sizes = t.chain(5, ["--max-chain", "1"])
+    print("pages bytes per link:", sizes)
+    for k in (2, 4):  # their parent's chain is 1 long already
+        if sizes[k] * 10 < sizes[0] * 9:
+            raise Fail(f"link {k} (--max-chain 1) saved {sizes[k]} bytes: expected the whole {sizes[0]}")
+    for k in (1, 3):
+        if sizes[k] * 10 > sizes[0]:
+            raise Fail(f"link {k} saved {sizes[k]} bytes: expected incremental")
+    t.kill()
+    for k in (2, 3):
+        t.restore(k)
+
+
 def case_own_uffd(t):
     t.start(["--own-uffd"])
     t.wait_line("step 0")
@@ -267,7 +284,7 @@ def main():
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused", "own_uffd"])
+    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused", "own_uffd", "max_chain"])
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

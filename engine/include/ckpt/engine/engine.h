@@ -71,6 +71,11 @@ struct DumpOptions {
     // image_dir: pages not written since, in mappings tracked since, are recorded as in that
     // dump (PageRun.in_parent) and read from it at restore.
     std::string prev_images_dir;
+    // With prev_images_dir: the longest chain of parent dumps a process's images may have
+    // (at most kMaxParentChain, 64); one whose chain would be longer is saved whole, its
+    // tracker still recognised through prev_images_dir. 0: every process saved whole (a full
+    // dump of a tracked tree).
+    uint32_t max_chain = 64;
 };
 
 struct DumpStats {
