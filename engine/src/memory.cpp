@@ -236,24 +236,57 @@ Result<void> copy_pages_to(const PagePlan& plan, uint64_t lo, uint64_t hi, XXH3_
     auto it = std::upper_bound(plan.copies.begin(), plan.copies.end(), lo,
                                [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
     UniqueFd mem;  // /proc/PID/mem, for pages to keep shared
-    for (; it != plan.copies.end() && it->file_off < hi; ++it) {
-        uint64_t from = std::max(lo, it->file_off), to = std::min(hi, it->file_off + it->len);
-        while (from < to) {
-            size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
-            uint64_t addr = it->vaddr + (from - it->file_off);
-            bool done = false;
-            if (it->keep_shared) {
-                if (!mem) mem = CKPT_TRY(open_file(proc_path(plan.pid, "mem"), O_RDONLY));
-                done = pread(mem.get(), buf, n, static_cast<off_t>(addr)) == static_cast<ssize_t>(n);
-            } else if (it->readable) {
-                iovec local{buf, n}, remote{reinterpret_cast<void*>(addr), n};
-                done = process_vm_readv(plan.pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(n);
-            }
-            if (!done) CKPT_TRY_CTX(read_remote(plan.pid, addr, buf, n), "pid {}", plan.pid);
-            if (st) XXH3_64bits_update(st, buf, n);
-            CKPT_TRY(sink(buf, n, from));
-            from += n;
+    const auto end = plan.copies.end();
+    // (it, from): the next byte of the file to copy, in copy *it.
+    uint64_t from = it != end ? std::max(lo, it->file_off) : hi;
+    auto plain = [&](decltype(it) c) { return c->readable && !c->keep_shared && c->file_off < hi; };
+    uint64_t slow_until = 0;  // after a gathered read failed: its pieces one by one
+    while (it != end && it->file_off < hi) {
+        const uint64_t to = std::min(hi, it->file_off + it->len);
+        if (from >= to) {
+            if (++it != end) from = std::max(lo, it->file_off);
+            continue;
         }
+        if (plain(it) && from >= slow_until) {
+            // Scattered pages (an incremental dump's, a fragmented heap's) gathered: copies
+            // that follow each other in the file, read with one process_vm_readv of up to
+            // IOV_MAX ranges and passed on as one piece.
+            static constexpr size_t kMaxRanges = 1024;
+            iovec remote[kMaxRanges];
+            size_t ranges = 0, filled = 0;
+            auto jt = it;
+            uint64_t jfrom = from;
+            while (jt != end && plain(jt) && ranges < kMaxRanges && filled < kCopyBatch && jfrom == from + filled) {
+                const uint64_t jto = std::min(hi, jt->file_off + jt->len);
+                const size_t n = static_cast<size_t>(std::min<uint64_t>(jto - jfrom, kCopyBatch - filled));
+                remote[ranges++] = {reinterpret_cast<void*>(jt->vaddr + (jfrom - jt->file_off)), n};
+                filled += n;
+                jfrom += n;
+                if (jfrom < jto) break;  // the buffer is full inside this copy
+                if (++jt != end) jfrom = std::max(lo, jt->file_off);
+            }
+            iovec local{buf, filled};
+            if (process_vm_readv(plan.pid, &local, 1, remote, ranges, 0) == static_cast<ssize_t>(filled)) {
+                if (st) XXH3_64bits_update(st, buf, filled);
+                CKPT_TRY(sink(buf, filled, from));
+                it = jt;
+                from = jfrom;
+                continue;
+            }
+            // A range that cannot be read so: these pieces the slow way, below.
+            slow_until = from + filled;
+        }
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(to - from, kCopyBatch));
+        const uint64_t addr = it->vaddr + (from - it->file_off);
+        bool done = false;
+        if (it->keep_shared) {
+            if (!mem) mem = CKPT_TRY(open_file(proc_path(plan.pid, "mem"), O_RDONLY));
+            done = pread(mem.get(), buf, n, static_cast<off_t>(addr)) == static_cast<ssize_t>(n);
+        }
+        if (!done) CKPT_TRY_CTX(read_remote(plan.pid, addr, buf, n), "pid {}", plan.pid);
+        if (st) XXH3_64bits_update(st, buf, n);
+        CKPT_TRY(sink(buf, n, from));
+        from += n;
     }
     return ok();
 }
