@@ -66,7 +66,8 @@ Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping o
   name of a file still linked elsewhere, dumped without --link-remap; the dump refuses it
   naming the pid and the mapping and saying that --link-remap keeps it; with ipc_sysv_host, a
   System V segment attached in the host's IPC namespace; the dump refuses it naming the pid and
-  the mapping, the tree runs on).
+  the mapping, the tree runs on; with mem_aio / mem_aio_inflight, the ring of an AIO context:
+  refused naming the pid, the mapping and the AIO context).
 System V IPC: ipc-forged (run with ipc_sysv: fields of ipc.img forged, and an attachment naming
   no segment; each restore refuses it as corrupt, nothing is restored), ipc-refused (run with
   ipc_sysv_undo: a semaphore held with SEM_UNDO; the dump refuses it naming the pid, the tree
@@ -1403,6 +1404,8 @@ class Run:
             raise TestFailure(f"the refusal does not say that --link-remap keeps such a file: {line}")
         if os.path.basename(self.args.program) == "ipc_sysv_host" and "unshare -i" not in line:
             raise TestFailure(f"the refusal does not say that the tree needs its own IPC namespace: {line}")
+        if os.path.basename(self.args.program).startswith("mem_aio") and "AIO context" not in line:
+            raise TestFailure(f"the refusal does not name the AIO context: {line}")
         self.expect_tree_unharmed("a dump refused for a mapping")
         return "PASS"
 

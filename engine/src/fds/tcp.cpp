@@ -290,11 +290,6 @@ Result<void> dump_tcp(const FdProbe& probe, image::Fd* f) {
     if (getpeername(s, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) return sys_error("getpeername");
     record_addr(ss, t->mutable_peer());
     const std::string conn = fmt::format("{} -> {}", local, show_addr(t->peer()));
-    // The restore hands the connection the peer's FIN (or its acknowledgment of ours) as a
-    // segment of IPv4 only (see inject_segment).
-    if (half_closed(info.tcpi_state) && t->peer().addr().size() == 16 && !v4_mapped(t->peer().addr()))
-        return error_code(ENOTSUP, "a TCP connection {} in state {} over IPv6 (not v4-mapped): not supported", conn,
-                          state_name(info.tcpi_state));
     if (!probe.state->tcp_established)
         return error_code(ENOTSUP, "an established TCP connection {}: dump with --tcp-established to save it", conn);
     t->set_state(image::TcpSocket::ESTABLISHED);
@@ -354,26 +349,25 @@ uint32_t add_words(const unsigned char* p, size_t len, uint32_t sum = 0) {
 // The kernel has no repair option for a FIN received or a FIN of ours acknowledged; this
 // segment, made here and sent through a raw socket (CAP_NET_RAW) to the connection's local
 // address, takes the connection to the state it was in. It goes no further than this host
-// (the destination is local) and carries no data. IPv4 only (a v4-mapped AF_INET6 connection
-// is IPv4 on the wire). Then waits until the connection is in state `want`.
+// (the destination is local) and carries no data. An IPv4 packet for AF_INET and v4-mapped
+// AF_INET6 connections (IPv4 on the wire), an IPv6 one for the others; the raw socket is
+// given the whole packet, its header included (IPPROTO_RAW). Then waits until the
+// connection is in state `want`.
 Result<void> inject_segment(int s, const image::TcpSocket& t, bool fin, uint32_t seq, uint32_t ack, int want) {
     const image::TcpConnection& c = t.conn();
     auto v4 = [](const std::string& a) -> const char* {
         return a.size() == 4 ? a.data() : v4_mapped(a) ? a.data() + 12 : nullptr;
     };
-    const char* src = v4(t.peer().addr());
-    const char* dst = v4(t.local().addr());
-    if (!src || !dst) return error_code(ENOTSUP, "state {} over IPv6 (not v4-mapped): not supported", state_name(want));
-    unsigned char pkt[40] = {};
-    // IPv4 header (the kernel fills in its checksum).
-    pkt[0] = 0x45;
-    pkt[3] = sizeof pkt;
-    pkt[8] = 64;  // TTL
-    pkt[9] = IPPROTO_TCP;
-    std::memcpy(pkt + 12, src, 4);
-    std::memcpy(pkt + 16, dst, 4);
-    // TCP header: no options (a connection with timestamps takes a segment without them).
-    unsigned char* tcp = pkt + 20;
+    const std::string& peer = t.peer().addr();
+    const std::string& local = t.local().addr();
+    const bool ipv4 = v4(peer) && v4(local);
+    if (!ipv4 && (peer.size() != 16 || local.size() != 16))
+        return error_code(EINVAL, "state {}: addresses of {} and {} bytes (image is corrupt)", state_name(want),
+                          peer.size(), local.size());
+    const size_t ip_len = ipv4 ? 20 : 40;
+    const size_t addr_len = ipv4 ? 4 : 16;
+    const char* src = ipv4 ? v4(peer) : peer.data();
+    const char* dst = ipv4 ? v4(local) : local.data();
     auto put16 = [](unsigned char* p, uint32_t v) {
         p[0] = static_cast<unsigned char>(v >> 8);
         p[1] = static_cast<unsigned char>(v);
@@ -382,6 +376,27 @@ Result<void> inject_segment(int s, const image::TcpSocket& t, bool fin, uint32_t
         put16(p, v >> 16);
         put16(p + 2, v & 0xffff);
     };
+    unsigned char pkt[60] = {};
+    const size_t len = ip_len + 20;
+    if (ipv4) {
+        // IPv4 header (the kernel fills in its checksum).
+        pkt[0] = 0x45;
+        pkt[3] = static_cast<unsigned char>(len);
+        pkt[8] = 64;  // TTL
+        pkt[9] = IPPROTO_TCP;
+        std::memcpy(pkt + 12, src, 4);
+        std::memcpy(pkt + 16, dst, 4);
+    } else {
+        // IPv6 header: version 6, no traffic class or flow label; the TCP header follows.
+        pkt[0] = 0x60;
+        put16(pkt + 4, 20);  // payload length
+        pkt[6] = IPPROTO_TCP;
+        pkt[7] = 64;  // hop limit
+        std::memcpy(pkt + 8, src, 16);
+        std::memcpy(pkt + 24, dst, 16);
+    }
+    // TCP header: no options (a connection with timestamps takes a segment without them).
+    unsigned char* tcp = pkt + ip_len;
     put16(tcp, t.peer().port());
     put16(tcp + 2, t.local().port());
     put32(tcp + 4, seq);
@@ -391,19 +406,41 @@ Result<void> inject_segment(int s, const image::TcpSocket& t, bool fin, uint32_t
     // The peer's window as recorded (it updates ours: the same value).
     uint32_t wnd = c.wscale() ? c.snd_wnd() >> c.snd_wscale() : c.snd_wnd();
     put16(tcp + 14, std::min<uint32_t>(wnd, 65535));
-    unsigned char pseudo[12] = {};
-    std::memcpy(pseudo, src, 4);
-    std::memcpy(pseudo + 4, dst, 4);
-    pseudo[9] = IPPROTO_TCP;
-    pseudo[11] = 20;
-    put16(tcp + 16, fold(add_words(tcp, 20, add_words(pseudo, sizeof pseudo))));
+    // The pseudo-header: both addresses, then (IPv4) zero, protocol, TCP length (16 bits) or
+    // (IPv6, RFC 8200 8.1) the TCP length (32 bits), three zeros, next header.
+    unsigned char pseudo[40] = {};
+    std::memcpy(pseudo, src, addr_len);
+    std::memcpy(pseudo + addr_len, dst, addr_len);
+    const size_t pseudo_len = ipv4 ? 12 : 40;
+    if (ipv4) {
+        pseudo[9] = IPPROTO_TCP;
+        pseudo[11] = 20;
+    } else {
+        pseudo[35] = 20;
+        pseudo[39] = IPPROTO_TCP;
+    }
+    put16(tcp + 16, fold(add_words(tcp, 20, add_words(pseudo, pseudo_len))));
 
-    UniqueFd raw(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
-    if (!raw) return sys_error("socket(AF_INET, SOCK_RAW) for the peer's segment (needs CAP_NET_RAW)");
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    std::memcpy(&to.sin_addr, dst, 4);
-    if (sendto(raw.get(), pkt, sizeof pkt, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) != sizeof pkt)
+    const int family = ipv4 ? AF_INET : AF_INET6;
+    UniqueFd raw(socket(family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+    if (!raw)
+        return sys_error("socket({}, SOCK_RAW) for the peer's segment (needs CAP_NET_RAW)",
+                         ipv4 ? "AF_INET" : "AF_INET6");
+    sockaddr_storage to{};
+    socklen_t to_len;
+    if (ipv4) {
+        auto& in = reinterpret_cast<sockaddr_in&>(to);
+        in.sin_family = AF_INET;
+        std::memcpy(&in.sin_addr, dst, 4);
+        to_len = sizeof in;
+    } else {
+        auto& in6 = reinterpret_cast<sockaddr_in6&>(to);
+        in6.sin6_family = AF_INET6;
+        std::memcpy(&in6.sin6_addr, dst, 16);
+        in6.sin6_scope_id = t.local().scope_id();  // a link-local address names its interface
+        to_len = sizeof in6;
+    }
+    if (sendto(raw.get(), pkt, len, 0, reinterpret_cast<sockaddr*>(&to), to_len) != static_cast<ssize_t>(len))
         return sys_error("sendto of the peer's {} segment", fin ? "FIN" : "ACK");
     // Taken in by the time sendto returns on loopback; a little longer is allowed.
     constexpr int kWaitMs = 2000;

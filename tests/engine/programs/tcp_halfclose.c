@@ -13,6 +13,8 @@
  *   fd 24  FIN_WAIT1: the tree's M_TREE and FIN not acknowledged; after restore the peer
  *          reads them, sends N_PEER and its FIN
  *   fd 25  CLOSING: the tree's M_TREE and FIN not acknowledged, the peer's FIN received
+ * Built with HALFCLOSE_V6 (tcp_halfclose_v6): the same, every connection over IPv6 to [::1]
+ * (the peer's FIN and acknowledgment are IPv6 segments at restore).
  * A socket the tree holds whose connection reached TIME_WAIT is in state CLOSE, refused by
  * the dump (not tested here). */
 #include <fcntl.h>
@@ -71,7 +73,11 @@ int main(int argc, char** argv) {
     int port = atoi(port_text);
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < NCONN; ++i) {
+#ifdef HALFCLOSE_V6
+        int fd = connect_to(AF_INET6, "::1", port);
+#else
         int fd = i == CW ? connect_to(AF_INET6, "::ffff:127.0.0.1", port) : connect_to(AF_INET, "127.0.0.1", port);
+#endif
         if (dup3(fd, 20 + i, O_CLOEXEC) != 20 + i) test_fail("dup3: %s", strerror(errno));
         close(fd);
         if (stream_init(&s[i], 20 + i) != 0) test_fail("%s: %s", conn_names[i], s[i].error);

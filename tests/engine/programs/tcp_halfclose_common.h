@@ -9,8 +9,15 @@
 #include "tcp_stream.h"
 
 enum { CONTROL, FW2, CW, LA, FW1, CL, NCONN };
+/* Built with HALFCLOSE_V6 (tcp_halfclose_v6, tcp_halfclose_peer6): every connection over IPv6
+ * proper, to [::1]; otherwise over IPv4 to 127.0.0.1, CLOSE_WAIT's as v4-mapped AF_INET6. */
+#ifdef HALFCLOSE_V6
+static const char* const conn_names[NCONN] = {"control", "FIN_WAIT2", "CLOSE_WAIT", "LAST_ACK", "FIN_WAIT1",
+                                              "CLOSING"};
+#else
 static const char* const conn_names[NCONN] = {"control", "FIN_WAIT2", "CLOSE_WAIT (v4-mapped)", "LAST_ACK", "FIN_WAIT1",
                                               "CLOSING"};
+#endif
 #define N_PEER 40000 /* what the peer sends on each connection before the dump */
 #define M_TREE 20000 /* what the tree sends (within the peer's first window: all of it leaves) */
 #define WAIT_MS 60000

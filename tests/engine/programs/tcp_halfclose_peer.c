@@ -1,5 +1,5 @@
 /* The peer outside the tree for tcp_halfclose (run_engine_test.py --peer): listens on
- * 127.0.0.1, prints its port, accepts the tree's six connections in order and plays its side
+ * 127.0.0.1 ([::1] built with HALFCLOSE_V6), prints its port, accepts the tree's six connections in order and plays its side
  * of each (tcp_halfclose.c tells the script). It checks every byte and every end of stream,
  * and exits 0 only if all of them came right: a reset, a lost, doubled or changed byte, an
  * end of stream early, late or missing is a failure on stderr. Where the tree's FIN must stay
@@ -111,15 +111,24 @@ int main(void) {
     sigprocmask(SIG_BLOCK, &term, NULL); /* the verdict is given between runs of the tree */
     int sig = signalfd(-1, &term, SFD_CLOEXEC);
     signal(SIGPIPE, SIG_IGN);
+#ifdef HALFCLOSE_V6
+    int l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+#else
     int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+#endif
     socklen_t al = sizeof a;
     if (sig < 0 || l < 0 || bind(l, (struct sockaddr*)&a, sizeof a) != 0 || listen(l, 16) != 0 ||
         getsockname(l, (struct sockaddr*)&a, &al) != 0) {
         perror("tcp_halfclose_peer: listen");
         return 2;
     }
+#ifdef HALFCLOSE_V6
+    printf("%d\n", ntohs(a.sin6_port));
+#else
     printf("%d\n", ntohs(a.sin_port));
+#endif
     fflush(stdout);
     /* A run of the tree per connection burst (the corrupt mode runs it once per corruption),
      * until SIGTERM asks for the verdict. */
