@@ -15,6 +15,11 @@ damaged: on the same chain, a parent whose page data changed, whose page map is 
 closed:  the program closes the tracker at step 3: link 3 is saved whole and restores right,
          link 4 is incremental again (from link 3) and restores right.
 refused: --track-mem without --leave-running, a --prev-images-dir not beside -D.
+cousin:  the Slurm agent's layout, each link in a folder of its own (set-K/member-0) with the
+         previous link's as --prev-images-dir (recorded as "set-K/member-0", opened beneath
+         their common folder): links 1 and 3 restore right; the parent's folder or the
+         parent's set folder a symbolic link, or the parent's set folder missing, is refused
+         by name; restored whole again, the link restores right.
 """
 import argparse
 import ctypes
@@ -69,6 +74,7 @@ class Test:
         self.dir = tempfile.mkdtemp(prefix="incremental-", dir=args.workdir)
         self.log = os.path.join(self.dir, "log")
         self.pid = None
+        self.cousin = args.case == "cousin"
 
     def lines(self):
         try:
@@ -112,6 +118,9 @@ class Test:
         self.pid = p.pid
 
     def link(self, k):
+        if self.cousin:
+            os.makedirs(os.path.join(self.dir, f"set-{k}"), exist_ok=True)
+            return os.path.join(self.dir, f"set-{k}", "member-0")
         return os.path.join(self.dir, f"link{k}")
 
     def pages_size(self, k):
@@ -238,12 +247,33 @@ def case_refused(t):
     t.kill()
 
 
+def case_cousin(t):
+    t.start()
+    t.chain(4)
+    t.kill()
+    t.restore(1)
+    t.restore(3)
+    set1 = os.path.dirname(t.link(1))
+    os.rename(t.link(1), t.link(1) + ".away")
+    os.symlink("member-0.away", t.link(1))
+    t.refused(3, "cannot be opened", "the grandparent's folder a symbolic link")
+    os.unlink(t.link(1))
+    os.rename(t.link(1) + ".away", t.link(1))
+    os.rename(set1, set1 + ".away")
+    t.refused(3, "cannot be opened", "the grandparent's set folder missing")
+    os.symlink(os.path.basename(set1) + ".away", set1)
+    t.refused(2, "cannot be opened", "the parent's set folder a symbolic link")
+    os.unlink(set1)
+    os.rename(set1 + ".away", set1)
+    t.restore(2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused"])
+    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused", "cousin"])
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

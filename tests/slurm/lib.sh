@@ -241,6 +241,17 @@ with_local_dir() {
     mv -f "$conf.tmp" "$conf"
     release_drains
 }
+# Gives the nodes' plugin line the extra arguments given (e.g. full_every=3) until the test
+# exits (restore_plugstack).
+with_plugin_args() {
+    local conf
+    conf=$(dirname "$SLURM_CONF")/plugstack.conf
+    cp -p "$conf" "$conf.saved-$TEST_NAME"
+    trap restore_plugstack EXIT
+    sed "/^required /s|\$| $*|" "$conf.saved-$TEST_NAME" >"$conf.tmp"
+    chmod 644 "$conf.tmp"
+    mv -f "$conf.tmp" "$conf"
+}
 restore_plugstack() {
     local conf
     conf=$(dirname "$SLURM_CONF")/plugstack.conf

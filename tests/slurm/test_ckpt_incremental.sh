@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Incremental sets (full_every=3 on the nodes, --checkpoint-keep=2): the serial example is
+# checkpointed every 5 s; its sets go full, incremental on the previous one, incremental
+# again, full, ... Retention keeps the newest two committed sets and every set their chains
+# need (a set beyond the two stays while a kept set is incremental on it; the older chains
+# are freed, files and index alike). Once the newest set is incremental, its node is
+# killed: the job, requeued on another node, restores an incremental set (the engine reads
+# the pages not written since from its parents) and writes the uninterrupted answer. Then
+# `ckpt-job verify` passes, and reports a damaged or missing parent by the parent's name.
+. "$(dirname "$0")/lib.sh"
+work=$(user_scratch)
+script=$(dirname "$SERIAL_JOB")/serial-job.sbatch
+with_plugin_args full_every=3
+
+# "SEQ PARENT" of each committed set of JOB in its index, as root.
+committed_sets() {
+    { "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null || true; } |
+        python3 -c 'import json, sys
+try:
+    d = json.load(sys.stdin)
+except ValueError:
+    sys.exit(0)
+for s in d["sets"]:
+    if s["state"] == "committed":
+        print(s["seq"], s["parent_set"])'
+}
+# The parent of set SEQ in the list $2 ("" if not there).
+parent_in() { awk -v s="$1" '$1 == s { print $2 }' <<<"$2"; }
+set_dir() { printf '%s/%s/set-%06d' "$CKPT_ROOT" "$1" "$2"; }
+
+# Waits until the newest committed set's chain of incremental sets is LEN long; prints the
+# committed sets then.
+wait_for_chain() {
+    local job=$1 len=$2 after=$3 deadline sets newest n p
+    deadline=$((SECONDS + 90))
+    while :; do
+        sets=$(committed_sets "$job")
+        newest=$(tail -1 <<<"$sets" | awk '{print $1}')
+        if [ -n "$newest" ] && [ "$newest" -gt "$after" ]; then
+            n=0 p=$(parent_in "$newest" "$sets")
+            while [ -n "$p" ] && [ "$p" != 0 ]; do
+                n=$((n + 1))
+                p=$(parent_in "$p" "$sets")
+            done
+            if [ "$n" = "$len" ]; then
+                echo "$sets"
+                return 0
+            fi
+        fi
+        ((SECONDS < deadline)) || fail "job $job: no committed set with a chain of $len within 90 s: $sets; $(tail -5 "$CKPT_ROOT/$job"/agents/step-batch.node-0.log)"
+        sleep 0.2
+    done
+}
+
+# Every committed set's folder, and its parent's, is there; set folders older than the
+# oldest set in the index are gone.
+check_retention() {
+    local job=$1 sets=$2 seq parent oldest d
+    oldest=$(head -1 <<<"$sets" | awk '{print $1}')
+    while read -r seq parent; do
+        [ -d "$(set_dir "$job" "$seq")/member-0" ] || fail "set $seq is in the index but its folder is gone"
+        [ "$parent" = 0 ] || [ -n "$(parent_in "$parent" "$sets")" ] ||
+            fail "set $seq is incremental on set $parent, which retention removed: $sets"
+        [ "$parent" = 0 ] || [ -s "$(set_dir "$job" "$parent")/member-0/inventory.img" ] ||
+            fail "set $seq is incremental on set $parent, whose images are gone"
+    done <<<"$sets"
+    for d in "$CKPT_ROOT/$job"/set-*; do
+        seq=$((10#${d##*/set-}))
+        [ "$seq" -ge "$oldest" ] || fail "$d is still there (older than every set the index keeps: $sets)"
+    done
+}
+
+"$SERIAL_JOB" 1400 0 "$work/expected.txt" >/dev/null
+job=$(submit "$work" --export=ALL,SERIAL_JOB="$SERIAL_JOB" --checkpoint-interval=5s --checkpoint-keep=2 \
+    "$script" 1400 50)
+out=$work/serial-job-$job.out
+wait_for_line "$out" '^job .* run 0 on n[0-9], checkpoint interval 5 s' 30
+node=$(job_node "$job")
+
+# A chain of two incremental sets: all three sets stay (keep=2 and the full set they need).
+sets=$(wait_for_chain "$job" 2 0)
+[ "$(wc -l <<<"$sets")" -ge 3 ] || fail "job $job: retention removed a set the kept ones need: $sets"
+check_retention "$job" "$sets"
+note "job $job on $node: chain $(tr '\n' ' ' <<<"$sets")"
+
+# The next chain: a full set and one incremental on it; the first chain is freed.
+newest=$(tail -1 <<<"$sets" | awk '{print $1}')
+sets=$(wait_for_chain "$job" 1 "$newest")
+deadline=$((SECONDS + 10))
+while [ -d "$(set_dir "$job" 1)" ] && ((SECONDS < deadline)); do sleep 0.2; done
+[ ! -d "$(set_dir "$job" 1)" ] || fail "set 1 is still there once no kept set needs it: $sets"
+check_retention "$job" "$sets"
+as_user_in "$work" "$CKPT_JOB" verify "$job" --root "$CKPT_ROOT" || fail "job $job: sets do not verify"
+before=$sets
+note "job $job: sets $(tr '\n' ' ' <<<"$sets") (set 1 freed); killing $node"
+
+# The newest set is incremental and so is the next: the restore is from an incremental set.
+kill_node_until_done "$job" "$node" "$out"
+trap restore_plugstack EXIT
+restored=$(sed -n "s|.*restoring from $CKPT_ROOT/$job/set-0*\([0-9]*\)/member-0.*|\1|p" "$out" | head -1)
+[ -n "$restored" ] || fail "job $job: no restore line: $(cat "$out")"
+log=$CKPT_ROOT/$job/agents/step-batch.node-0.log
+grep -q "set $restored begun (interval, incremental on set" "$log" ||
+    fail "job $job restored set $restored, which is not incremental (sets before the kill: $before): $(grep begun "$log")"
+check_resumed_output "$out" "$work/answer-$job.txt" "$work/expected.txt"
+no_agent_left "$job"
+note "resumed from incremental set $restored"
+
+# verify: every set passes; then a parent's page data changed, and a parent removed.
+as_user_in "$work" "$CKPT_JOB" verify "$job" --root "$CKPT_ROOT" || fail "job $job: sets do not verify after the restart"
+sets=$(committed_sets "$job")
+child=$(awk '$2 != 0 { print $1 }' <<<"$sets" | tail -1)
+[ -n "$child" ] || fail "job $job: no incremental set left to check: $sets"
+parent=$(parent_in "$child" "$sets")
+pdir=$(set_dir "$job" "$parent")
+pages=$(find "$pdir/member-0" -maxdepth 1 -name 'pages-*' -size +0 | head -1)
+[ -n "$pages" ] || fail "$pdir/member-0 has no page data: $(ls "$pdir/member-0")"
+python3 - "$pages" <<'PY'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    b = f.read(1)
+    f.seek(0)
+    f.write(bytes([b[0] ^ 0xff]))
+PY
+msg=$(as_user_in "$work" "$CKPT_JOB" verify "$job" --set "$child" --root "$CKPT_ROOT" 2>&1) &&
+    fail "set $child verifies with its parent set $parent damaged: $msg"
+grep -q "parent set $parent" <<<"$msg" || fail "verify of set $child does not name its damaged parent set $parent: $msg"
+mv "$pdir" "$CKPT_ROOT/$job/moved-away"
+msg=$(as_user_in "$work" "$CKPT_JOB" verify "$job" --set "$child" --root "$CKPT_ROOT" 2>&1) &&
+    fail "set $child verifies with its parent set $parent gone: $msg"
+grep -q "set-$(printf %06d "$parent")\|parent set $parent" <<<"$msg" ||
+    fail "verify of set $child does not name its missing parent set $parent: $msg"
+note "verify: $(tail -1 <<<"$msg")"
+
+trap - EXIT
+restore_plugstack
+note "ok (job $job: incremental chains kept and freed, $node killed, resumed from incremental set $restored)"
