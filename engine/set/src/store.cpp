@@ -213,8 +213,9 @@ Result<void> check_set_files(const std::string& job_dir, const SetRecord& s, boo
 
 // An incremental member against its parent (the member of the same id in the parent set):
 // every page map of the child that reads pages from a parent names the parent member's
-// folder, and the parent's page map of the same process as it is recorded and on disk
-// (checksum, dump id). The parent's files themselves are checked with the parent set.
+// folder, and the parent's page map of the same process is recorded and is, on disk, the
+// one the child was dumped after (its image checksum and dump id as the child records
+// them). The parent's files themselves are checked against their records with its set.
 Result<void> check_member_parent(const std::string& job_dir, const MemberRecord& child, const MemberRecord& parent) {
     for (const FileRecord& f : child.files) {
         if (f.name.find('/') != std::string::npos || image::names::kind_of(f.name) != image::Kind::PageMap) continue;
@@ -234,8 +235,8 @@ Result<void> check_member_parent(const std::string& job_dir, const MemberRecord&
         uint64_t sum = 0;
         CKPT_TRY_CTX(image::read_image(parent_where, image::Kind::PageMap, &ppm, &sum), "member {}: parent dump",
                      child.member_id);
-        if (sum != pm.parent_pagemap_xxh3() || rec->checksum != pm.parent_pagemap_xxh3() ||
-            ppm.dump_id() != pm.parent_dump_id())
+        // (The file itself is checked against its record with the parent set.)
+        if (sum != pm.parent_pagemap_xxh3() || ppm.dump_id() != pm.parent_dump_id())
             return error_code(EINVAL, "member {}: {}: is not the page map {} was dumped after (replaced or changed since)",
                               child.member_id, parent_where, where);
     }
