@@ -5,9 +5,8 @@
  *   incr_job [STEPS [MS_PER_STEP [ANSWER_FILE]]]
  *
  * It fills 32 MiB once at the start (pages an incremental set refers to in its chain's full
- * set) and then, every step, relaxes a small field (8 KB, written each step) and reads one
- * word of the big block. The answer covers both: the field's checksum and a sum over the
- * whole block, so a restore that reads a page of the block from the wrong dump of the chain
+ * set) and then, every step, mixes a small state (8 KB, written each step) and reads one
+ * word of the big block. The answer covers both: digests of the state and the whole block, so a restore that reads a page of the block from the wrong dump of the chain
  * writes another answer than an uninterrupted run.
  */
 #include <signal.h>
@@ -17,10 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POINTS 1000
+#define SMALL_WORDS 1024
 #define BIG_WORDS (32u << 20) / 8u
 
-static double field[POINTS], next[POINTS];
+static uint64_t small[SMALL_WORDS];
 static uint64_t big[BIG_WORDS];
 
 static uint64_t mix(uint64_t x) {
@@ -30,24 +29,20 @@ static uint64_t mix(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-static void relax(void) {
-    for (int i = 1; i < POINTS - 1; i++)
-        next[i] = field[i] + 0.25 * (field[i - 1] - 2.0 * field[i] + field[i + 1]);
-    next[0] = 1.0;
-    next[POINTS - 1] = 0.0;
-    for (int i = 0; i < POINTS; i++) field[i] = next[i];
+/* The state written every step: 8 KB, each word mixed with its neighbour. */
+static void advance(uint64_t step) {
+    for (int i = 0; i < SMALL_WORDS; i++) small[i] = mix(small[i] ^ small[(i + 1) % SMALL_WORDS] ^ step);
 }
 
-static double checksum(void) {
-    double sum = 0.0;
-    for (int i = 0; i < POINTS; i++) sum += field[i] * (double)(i % 97 + 1);
-    return sum;
+static uint64_t digest(const uint64_t *words, uint64_t n) {
+    uint64_t d = 0;
+    for (uint64_t i = 0; i < n; i++) d = mix(d ^ words[i]);
+    return d;
 }
 
 int main(int argc, char **argv) {
-    long steps = argc > 1 ? atol(argv[1]) : 600;
-    long ms = argc > 2 ? atol(argv[2]) : 100;
     const char *answer_path = argc > 3 ? argv[3] : "answer.txt";
+    long ms = argc > 2 ? atol(argv[2]) : 100, steps = argc > 1 ? atol(argv[1]) : 600;
     if (steps <= 0 || ms < 0) {
         fprintf(stderr, "usage: incr_job [STEPS [MS_PER_STEP [ANSWER_FILE]]]\n");
         return 2;
@@ -61,21 +56,18 @@ int main(int argc, char **argv) {
     uint64_t seen = 0;
     struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
     for (long step = 1; step <= steps; step++) {
-        relax();
+        advance((uint64_t)step);
         seen += big[((uint64_t)step * 7919u) % BIG_WORDS];
-        if (step % 10 == 0) printf("step %ld of %ld, checksum %.6f\n", step, steps, checksum());
+        if (step % 10 == 0) printf("step %ld of %ld, checksum %016llx\n", step, steps, (unsigned long long)digest(small, SMALL_WORDS));
         if (ms > 0) nanosleep(&pause, NULL);
     }
-    uint64_t sum = 0;
-    for (uint64_t i = 0; i < BIG_WORDS; i++) sum += big[i] ^ (i * 0x100000001b3ull);
-
     FILE *out = fopen(answer_path, "w");
     if (!out) {
         perror(answer_path);
         return 1;
     }
-    fprintf(out, "steps %ld checksum %.9f seen %llu block %llu\n", steps, checksum(), (unsigned long long)seen,
-            (unsigned long long)sum);
+    fprintf(out, "steps %ld state %016llx seen %llu block %016llx\n", steps, (unsigned long long)digest(small, SMALL_WORDS),
+            (unsigned long long)seen, (unsigned long long)digest(big, BIG_WORDS));
     if (fclose(out) != 0) {
         perror(answer_path);
         return 1;

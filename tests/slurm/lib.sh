@@ -260,8 +260,9 @@ restore_plugstack() {
     [ -z "${KILLED_NODE:-}" ] || bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE" >/dev/null 2>&1 || true
 }
 
-# "STATE LEVELS" of set SEQ of JOB from its index ("" if there is no such set), as root.
-set_levels() {
+# The given fields (ckpt-job list --json names) of every set of JOB, one line per set, as root:
+# set_fields JOB FIELD...
+set_fields() {
     { "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null || true; } |
         python3 -c 'import json, sys
 try:
@@ -269,8 +270,12 @@ try:
 except ValueError:
     sys.exit(0)
 for s in d["sets"]:
-    if s["seq"] == int(sys.argv[1]):
-        print(s["state"], s["levels"])' "$2"
+    print(*[s[k] for k in sys.argv[1:]])' "${@:2}"
+}
+
+# "STATE LEVELS" of set SEQ of JOB from its index ("" if there is no such set), as root.
+set_levels() {
+    set_fields "$1" seq state levels | awk -v s="$2" '$1 == s { $1 = ""; print substr($0, 2) }'
 }
 
 # Waits until set SEQ of JOB is "STATE LEVELS"; fails after TIMEOUT seconds.

@@ -18,15 +18,7 @@ with_plugin_args full_every=4
 
 # "SEQ PARENT BYTES" of each committed set of JOB in its index, as root.
 committed_sets() {
-    { "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null || true; } |
-        python3 -c 'import json, sys
-try:
-    d = json.load(sys.stdin)
-except ValueError:
-    sys.exit(0)
-for s in d["sets"]:
-    if s["state"] == "committed":
-        print(s["seq"], s["parent_set"], s["bytes"])'
+    set_fields "$1" seq state parent_set bytes | awk '$2 == "committed" { print $1, $3, $4 }'
 }
 # The parent of set SEQ in the list $2 ("" if not there).
 parent_in() { awk -v s="$1" '$1 == s { print $2 }' <<<"$2"; }
