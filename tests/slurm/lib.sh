@@ -199,11 +199,12 @@ check_resumed_output() {
 
 # Kills NODE under the running JOB and waits until Slurm requeued it and it completed (one
 # restart); OUT is its output, shown on failure. The node is started again when the test
-# exits; restore_node does it earlier.
+# exits (and the nodes' plugin line is restored, with_local_dir, with_plugin_args);
+# restore_node does both earlier.
 kill_node_until_done() {
     local job=$1 node=$2 out=$3
     KILLED_NODE=$node
-    trap 'bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE" >/dev/null 2>&1 || true' EXIT
+    trap restore_plugstack EXIT
     bash "$HERE/cluster.sh" kill-node "$CKPT_CLUSTER_DIR" "$node"
     JOB_TIMEOUT=150 wait_jobs_done "$job"
     [ "$(job_field "$job" JobState)" = COMPLETED ] || fail "job $job: $(job_field "$job" JobState): $(cat "$out")"
@@ -213,6 +214,7 @@ kill_node_until_done() {
 restore_node() {
     trap - EXIT
     bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE"
+    restore_plugstack
 }
 
 # --- two-level storage (local_dir=) ------------------------------------------------------
