@@ -85,12 +85,20 @@ sets=$(wait_for_chain "$job" 2 0)
 check_retention "$job" "$sets"
 note "job $job on $node: chain $(tr '\n' ' ' <<<"$sets")"
 
-# The next chain: a full set and one incremental on it; the node is killed at once (the
-# next two sets would be incremental too), then the first chain must be freed: nothing
-# writes the store until Slurm requeued the job and its new run committed a set.
+# The next chain: a full set and one incremental on it. Once its retention ran, the job's
+# agents are held (SIGSTOP: no set begins or commits from then on; finding every process of
+# the node to kill takes a while on a loaded machine) and the node is killed: the newest
+# set is incremental (the next two would be too), and nothing writes the store until Slurm
+# requeued the job and its new run committed a set.
 newest=$(tail -1 <<<"$sets" | awk '{print $1}')
 sets=$(wait_for_chain "$job" 1 "$newest")
-note "job $job: sets $(tr '\n' ' ' <<<"$sets"); killing $node"
+deadline=$((SECONDS + 10))
+while [ -d "$(set_dir "$job" 1)" ] && ((SECONDS < deadline)); do sleep 0.2; done
+agents=$(pgrep -f -- "ckpt-agent run --job $job .*--root $CKPT_ROOT " || true)
+[ -n "$agents" ] || fail "job $job: no agent found"
+# shellcheck disable=SC2086
+kill -STOP $agents
+note "job $job: sets $(tr '\n' ' ' <<<"$sets"); agents held, killing $node"
 KILLED_NODE=$node
 bash "$HERE/cluster.sh" kill-node "$CKPT_CLUSTER_DIR" "$node"
 sets=$(committed_sets "$job")
