@@ -575,9 +575,11 @@ Result<void> check_own_processes(const FrozenTree& tree) {
 
 namespace {
 
-// The folder of the previous dump (dump --prev-images-dir): beside the images folder (its
-// name is what the images record, and the restore opens it beside them), not a link, made
-// by a dump that recorded an id. Returns its name; *inv gets its inventory.
+// The folder of the previous dump (dump --prev-images-dir): beside the images folder, or a
+// "cousin" (a folder in a folder beside the images folder's: set-000041/member-3 for
+// set-000042/member-3), not a link, made by a dump that recorded an id. Returns what the
+// images record and the restore opens there: its name, or "FOLDER/NAME"; *inv gets its
+// inventory.
 Result<std::string> prev_dump_name(const DumpOptions& opts, image::Inventory* inv) {
     auto split_path = [](std::string p) {
         while (p.size() > 1 && p.back() == '/') p.pop_back();
@@ -585,24 +587,44 @@ Result<std::string> prev_dump_name(const DumpOptions& opts, image::Inventory* in
         if (slash == std::string::npos) return std::make_pair(std::string("."), p);
         return std::make_pair(slash == 0 ? std::string("/") : p.substr(0, slash), p.substr(slash + 1));
     };
+    auto plain = [](const std::string& n) { return !n.empty() && n != "." && n != ".." && n != "/"; };
+    auto same = [](const std::string& x, const std::string& y) {
+        char a[PATH_MAX], b[PATH_MAX];
+        return realpath(x.c_str(), a) && realpath(y.c_str(), b) && std::strcmp(a, b) == 0;
+    };
+    auto is_folder = [](const std::string& p) {
+        struct stat st{};
+        return lstat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    };
     auto [prev_parent, prev] = split_path(opts.prev_images_dir);
     auto [parent, self] = split_path(opts.image_dir);
-    char a[PATH_MAX], b[PATH_MAX];
-    if (!realpath(prev_parent.c_str(), a) || !realpath(parent.c_str(), b) || std::strcmp(a, b) != 0 || prev.empty() ||
-        prev == "." || prev == "..")
-        return error_code(EINVAL, "--prev-images-dir {}: must be a folder beside the images folder {} (the images "
-                                  "record its name, and the restore opens it there)",
+    auto [prev_grand, prev_folder] = split_path(prev_parent);
+    auto [grand, folder] = split_path(parent);
+    std::string ref;
+    if (plain(prev) && same(prev_parent, parent)) {
+        if (prev == self)
+            return error_code(EINVAL, "--prev-images-dir {}: is the images folder itself", opts.prev_images_dir);
+        ref = prev;
+    } else if (plain(prev) && plain(prev_folder) && plain(folder) && same(prev_grand, grand)) {
+        if (!is_folder(prev_parent))
+            return error_code(ENOTDIR, "--prev-images-dir {}: {} is not a folder (a link is not followed)",
+                              opts.prev_images_dir, prev_parent);
+        ref = prev_folder + "/" + prev;
+    } else {
+        return error_code(EINVAL, "--prev-images-dir {}: must be a folder beside the images folder {}, or in a folder "
+                                  "beside its folder (the images record its name, and the restore opens it there)",
                           opts.prev_images_dir, opts.image_dir);
-    if (prev == self) return error_code(EINVAL, "--prev-images-dir {}: is the images folder itself", opts.prev_images_dir);
-    struct stat st{};
-    if (lstat(opts.prev_images_dir.c_str(), &st) != 0) return sys_error("--prev-images-dir {}", opts.prev_images_dir);
-    if (!S_ISDIR(st.st_mode))
+    }
+    if (!is_folder(opts.prev_images_dir)) {
+        struct stat st{};
+        if (lstat(opts.prev_images_dir.c_str(), &st) != 0) return sys_error("--prev-images-dir {}", opts.prev_images_dir);
         return error_code(ENOTDIR, "--prev-images-dir {}: not a folder (a link is not followed)", opts.prev_images_dir);
+    }
     CKPT_TRY_CTX(image::read_image(opts.prev_images_dir + "/" + image::names::kInventory, image::Kind::Inventory, inv),
                  "--prev-images-dir");
     if (!inv->dump_id())
         return error_code(EINVAL, "--prev-images-dir {}: made by an engine without incremental dumps", opts.prev_images_dir);
-    return prev;
+    return ref;
 }
 
 // A process's images in the previous dump, when usable as its parent: the same process

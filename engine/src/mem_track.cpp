@@ -163,7 +163,12 @@ Result<void> prepare_tracker(pid_t pid, RemoteThread& leader, const std::set<int
         logger()->debug("pid {}: no lower fd left for its write tracker: a new one is made", pid);
     }
     // A new tracker, made inside the process (a userfaultfd belongs to its maker's mm).
-    int64_t made = CKPT_TRY(leader.syscall(SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK}));
+    // UFFD_USER_MODE_ONLY: what an unprivileged process may make where the
+    // vm.unprivileged_userfaultfd sysctl is 0 (a job's process under Slurm). It changes
+    // nothing for the tracker: with UFFD_FEATURE_WP_ASYNC the kernel resolves every
+    // write-protect fault itself (do_wp_page, the pte markers of unpopulated pages), from
+    // user or kernel mode alike, and never hands one to the userfaultfd.
+    int64_t made = CKPT_TRY(leader.syscall(SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY}));
     if (made < 0)
         return sys_error_code(static_cast<int>(-made), fmt::format("pid {}: --track-mem: userfaultfd() in the process", pid));
     UniqueFd copy(sys_pidfd_getfd(pidfd.get(), static_cast<int>(made), 0));

@@ -821,35 +821,70 @@ Result<void> verify_blocks(const image::PageMap& pm, const char* data, const std
 }
 
 // The earlier dumps that the in_parent runs of a page map are read from (PageMap.parent_dir,
-// and theirs in turn): folders beside the image folder, opened beneath their common folder
-// without following any link; each page map the one its child was made from (its checksum
-// and dump id as the child records them), each pages file verified block by block; no
-// longer than kMaxParentChain, no dump twice.
+// and theirs in turn): a plain folder name beside the images folder that names it, or
+// "FOLDER/NAME" beside that folder (a "cousin": set-000041/member-3 for set-000042/member-3,
+// dump --prev-images-dir), opened beneath the top images folder's parent or grandparent
+// without following any link and never above it; each page map the one its child was made
+// from (its checksum and dump id as the child records them), each pages file verified block
+// by block; no longer than kMaxParentChain, no dump twice.
 class ParentChain {
 public:
     Result<void> open(const std::string& image_dir, pid_t pid, const image::PageMap& child) {
-        std::string dir = image_dir;
-        while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-        size_t slash = dir.rfind('/');
-        const std::string base = slash == std::string::npos ? "." : slash == 0 ? "/" : dir.substr(0, slash);
+        auto dirname = [](std::string d) {
+            while (d.size() > 1 && d.back() == '/') d.pop_back();
+            size_t slash = d.rfind('/');
+            return slash == std::string::npos ? std::string(".") : slash == 0 ? std::string("/") : d.substr(0, slash);
+        };
+        const std::string base = dirname(image_dir);
         base_ = CKPT_TRY(open_file(base, O_PATH | O_DIRECTORY));
+        // Where the current link's sibling names resolve: the top's parent, or (after a
+        // cousin link) the cousin's folder beneath the top's grandparent.
+        int holder = base_.get();
+        std::string holder_path = base;
+        UniqueFd cousin_folder;
         const std::string name = image::names::pagemap(pid);
         const image::PageMap* cur = &child;
         std::string cur_where = image_dir + "/" + name;
         std::set<uint64_t> seen{child.dump_id()};
+        open_how how{};
+        how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+        how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+        auto open_beneath = [&](int at, const std::string& rel) {
+            return UniqueFd(static_cast<int>(syscall(SYS_openat2, at, rel.c_str(), &how, sizeof how)));
+        };
         while (std::any_of(cur->runs().begin(), cur->runs().end(), [](const auto& r) { return r.in_parent(); })) {
             if (links_.size() >= kMaxParentChain)
                 return error_code(ELOOP, "{}: more than {} parent dumps in the chain: refused", image_dir, kMaxParentChain);
-            CKPT_TRY(image::check_plain_name(cur_where, cur->parent_dir()));
+            const std::string& ref = cur->parent_dir();
+            const size_t slash = ref.find('/');
             auto link = std::make_unique<Link>();
-            link->where = base + "/" + cur->parent_dir() + "/" + name;
-            open_how how{};
-            how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-            how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
-            link->dir = UniqueFd(static_cast<int>(syscall(SYS_openat2, base_.get(), cur->parent_dir().c_str(), &how, sizeof how)));
-            if (!link->dir)
-                return sys_error("{}: its parent dump {}/{} cannot be opened (a plain folder beside it, no link)",
-                                 cur_where, base, cur->parent_dir());
+            if (slash == std::string::npos) {
+                CKPT_TRY(image::check_plain_name(cur_where, ref));
+                link->where = holder_path + "/" + ref + "/" + name;
+                link->dir = open_beneath(holder, ref);
+                if (!link->dir)
+                    return sys_error("{}: its parent dump {}/{} cannot be opened (a plain folder beside it, no link)",
+                                     cur_where, holder_path, ref);
+            } else {
+                const std::string folder = ref.substr(0, slash), leaf = ref.substr(slash + 1);
+                CKPT_TRY(image::check_plain_name(cur_where, folder));
+                CKPT_TRY(image::check_plain_name(cur_where, leaf));
+                const std::string grand_path =
+                    base == "." || base.find('/') == std::string::npos ? base + "/.." : dirname(base);
+                if (!grand_) grand_ = CKPT_TRY(open_file(grand_path, O_PATH | O_DIRECTORY));
+                cousin_folder = open_beneath(grand_.get(), folder);
+                if (!cousin_folder)
+                    return sys_error("{}: its parent dump's folder {}/{} cannot be opened (a plain folder, no link)",
+                                     cur_where, grand_path, folder);
+                holder = cousin_folder.get();
+                holder_path = grand_path + "/" + folder;
+                link->where = holder_path + "/" + leaf + "/" + name;
+                link->dir = open_beneath(holder, leaf);
+                if (!link->dir)
+                    return sys_error("{}: its parent dump {}/{} cannot be opened (a plain folder, no link)", cur_where,
+                                     holder_path, leaf);
+                link->holder = std::move(cousin_folder);
+            }
             const std::string at = "/proc/self/fd/" + std::to_string(link->dir.get());
             uint64_t sum = 0;
             CKPT_TRY_CTX(image::read_image(at + "/" + name, image::Kind::PageMap, &link->pm, &sum), "parent dump of {}: {}",
@@ -912,12 +947,13 @@ public:
 private:
     struct Link {
         UniqueFd dir;
+        UniqueFd holder;  // a cousin link's folder (its own sibling names resolve there)
         image::PageMap pm;
         MappedPages pages;
         std::vector<uint64_t> off;  // per run, where its data is in the pages file
         std::string where;          // the page map's path, for messages
     };
-    UniqueFd base_;
+    UniqueFd base_, grand_;
     std::vector<std::unique_ptr<Link>> links_;
 };
 

@@ -308,9 +308,16 @@ private:
     }
 
     Result<void> begin(Trigger trigger) {
-        set::SetOptions o{trigger, cfg_.step, cfg_.nodes, cfg_.tasks_total, cfg_.step_command};
+        set::SetOptions o{trigger, cfg_.step, cfg_.nodes, cfg_.tasks_total, cfg_.step_command, 0};
+        // Incremental: an interval set after a set this agent committed (its dumps left the
+        // trackers; same run, same nodes), unless the chain since the last full set is long
+        // enough. A failed set or a new run (restart, requeue) starts again with a full one.
+        if (incremental_sets(cfg_) && trigger == Trigger::Interval && chain_parent_ &&
+            chain_length_ + 1 < cfg_.full_every)
+            o.parent = chain_parent_;
         uint64_t seq = CKPT_TRY(store_->begin_set(o));
-        pending_ = Pending{seq, now_s(), trigger, {}, false, 0, {}};
+        pending_ = Pending{seq, now_s(), trigger, {}, false, 0, {}, o.parent};
+        chain_parent_ = 0;  // until this set commits
         for (uint32_t m = 0; m < cfg_.tasks_total; ++m)
             if (auto d = store_->make_member_dir(seq, static_cast<int32_t>(m)); !d) {
                 (void)store_->fail_set(seq, d.error().message());
@@ -323,9 +330,10 @@ private:
             pending_.reset();
             return error("{}", why);
         }
-        SetRequest req{seq, trigger, restart_count_};
+        SetRequest req{seq, trigger, restart_count_, o.parent};
         CKPT_TRY(write_file_at(agents_fd_.get(), request_name(cfg_.step), encode(req)));
-        logger()->info("set {} begun ({})", seq, set::to_string(trigger));
+        if (o.parent) logger()->info("set {} begun ({}, incremental on set {})", seq, set::to_string(trigger), o.parent);
+        else logger()->info("set {} begun ({})", seq, set::to_string(trigger));
         return ok();
     }
 
@@ -420,6 +428,8 @@ private:
         if (r) {
             last_result_ = fmt::format("set {} committed", seq);
             last_set_ = seq;
+            chain_length_ = pending_->parent ? chain_length_ + 1 : 0;
+            chain_parent_ = incremental_sets(cfg_) ? seq : 0;
             last_time_ = now_s();
             logger()->info("{} in {} s", last_result_, now_s() - pending_->started);
         } else {
@@ -550,7 +560,7 @@ private:
         if (!req || req->restart_count != restart_count_ || req->seq <= handled_seq_) return;
         handled_seq_ = req->seq;
         write_status("dumping");
-        NodeReport rep = dump_members(req->seq);
+        NodeReport rep = dump_members(req->seq, req->parent);
         if (!rep.failure.empty()) logger()->error("set {}: {}", req->seq, rep.failure);
         if (auto w = write_file_at(agents_fd_.get(), report_name(cfg_.step, req->seq, cfg_.node_id),
                                    encode(rep));
@@ -561,7 +571,7 @@ private:
 
     // The privileged half runs the engines (privileged.cpp); this half checks and scans
     // what they wrote, as the user.
-    NodeReport dump_members(uint64_t seq) {
+    NodeReport dump_members(uint64_t seq, uint64_t parent) {
         NodeReport rep{seq, cfg_.node_id, cfg_.node_name, "", {}};
         std::vector<int32_t> ids;
         // Parked MPI ranks: the privileged half, which sees the tasks' trees whole, matches
@@ -584,7 +594,7 @@ private:
                 return rep;
             }
         auto started = std::chrono::steady_clock::now();
-        auto results = channel_.dump(seq, ids, parked);
+        auto results = channel_.dump(seq, ids, parked, parent);
         if (!results) {
             rep.failure = results.error().message();
             return rep;
@@ -645,7 +655,12 @@ private:
         bool draining;  // committed at the local level, the nodes drain it
         uint64_t drain_started;
         std::set<uint32_t> drained;
+        uint64_t parent;  // incremental on this set; 0: full
     };
+    // The newest set this agent committed whose dumps left write trackers (0: none; the next
+    // set is full), and how many incremental sets lead to it from the last full one.
+    uint64_t chain_parent_ = 0;
+    uint32_t chain_length_ = 0;
     static constexpr uint64_t kDrainTimeout = 3600;  // seconds the lead waits for every drain
 
     const AgentConfig& cfg_;

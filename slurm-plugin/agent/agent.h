@@ -28,6 +28,9 @@ struct AgentConfig {
     uint64_t interval = 0;  // seconds; 0: only on request
     std::string root;
     uint32_t keep = 2;
+    // Incremental sets (docs/slurm.md, "Incremental sets"): every full_every-th set of a run
+    // is full, the others save only the pages written since the previous set; 1: all full.
+    uint32_t full_every = 8;
     std::string engine;
     uid_t uid = 0;
     gid_t gid = 0;
@@ -55,6 +58,13 @@ struct AgentConfig {
     int channel_fd = -1;      // its end of the channel to the privileged half
     std::string folder_note;  // what the privileged half did to the job's folder, for the log
 };
+
+// Whether this agent's dumps leave write trackers, so that sets can be incremental: not with
+// full_every 1, not with local_dir= (a node keeps its newest local set only), not in a step
+// whose tasks may be MPI ranks (not supported yet).
+inline bool incremental_sets(const AgentConfig& c) {
+    return c.full_every > 1 && c.local_root.empty() && c.mpi_control.empty();
+}
 
 // The agent's unprivileged half, as the job's user (privileged.h starts it): runs until
 // every local task exited or SIGTERM. Returns the exit status.

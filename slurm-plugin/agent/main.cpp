@@ -1,7 +1,8 @@
 // ckpt-agent: started by spank_ckpt.so, not by users.
 //
 //   ckpt-agent run --job J --step S --node-id K --nodes N --node-name NAME --tasks T
-//       --local-tasks L --interval SEC --root DIR --keep N --engine PATH --uid U --gid G
+//       --local-tasks L --interval SEC --root DIR --keep N [--full-every N] --engine PATH
+//       --uid U --gid G
 //       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [--incarnation ID]
 //       [--environment-fd FD] [--save-files-under DIR] [--step-command HASH]
 //       [--site-root DIR] [--mpi-control @NAME --mpi-dir DIR] [-- SCRIPT ARGS...]
@@ -103,6 +104,8 @@ int main(int argc, char** argv) {
         c.interval = num("interval", 0, true);
         c.root = str("root");
         c.keep = static_cast<uint32_t>(num("keep", 2, true));
+        c.full_every = static_cast<uint32_t>(num("full-every", 8, false));
+        if (c.full_every == 0) missing = "full-every";
         c.engine = str("engine");
         c.uid = static_cast<uid_t>(num("uid", 0, true));
         c.gid = static_cast<gid_t>(num("gid", 0, true));

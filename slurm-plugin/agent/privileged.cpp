@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -297,8 +298,15 @@ private:
         auto lines = split(request, '\n');
         auto words = split(lines[0], ' ');
         std::map<pid_t, mpi::ParkedRank> parked;
+        std::optional<uint64_t> parent;
         for (size_t l = 1; l < lines.size(); ++l) {
             if (lines[l].empty()) continue;
+            if (lines[l].starts_with("parent ")) {
+                auto n = parse_uint(lines[l].substr(7));
+                if (!n) return "error bad dump request: " + std::string(lines[l]);
+                parent = *n;
+                continue;
+            }
             auto p = lines[l].starts_with("rank ") ? mpi::decode_parked(lines[l].substr(5))
                                                    : Result<mpi::ParkedRank>(error("'{}'", lines[l]));
             if (!p) return "error bad dump request: " + p.error().message();
@@ -306,6 +314,7 @@ private:
         }
         auto seq = words.empty() ? Result<uint64_t>(error("no set")) : parse_uint(words[0]);
         if (!seq) return "error bad dump request";
+        if (parent && (*parent >= *seq || !incremental_sets(cfg_))) return "error bad dump request: parent set";
         // With local_dir= the images go to the node's own folder first (the admin's path).
         std::string job_dir =
             fmt::format("{}/{}", cfg_.local_root.empty() ? cfg_.root : cfg_.local_root, cfg_.job);
@@ -340,12 +349,38 @@ private:
             }
             if (std::string leaked = launcher_sockets_in(*root); !leaked.empty())
                 extra.insert(extra.end(), {"--exclude-fds", leaked});
+            if (incremental_sets(cfg_)) {
+                // The member's images in the parent set, when it has them (a plain folder: the
+                // engine checks it again, as the user, and records its name relative to the
+                // job folder); otherwise this member is saved whole.
+                extra.push_back("--track-mem");
+                std::string prev = parent ? fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*parent), *id) : "";
+                struct stat st{};
+                if (!prev.empty() && ::lstat(prev.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+                    extra.insert(extra.end(), {"--prev-images-dir", prev});
+            }
             jobs.push_back({static_cast<int32_t>(*id),
                             {*root, fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*seq), *id), extra}});
         }
         std::vector<DumpTarget> targets;
         for (auto& j : jobs) targets.push_back(j.second);
         auto results = dump_all(targets);
+        // A dump that could not leave a tracker (a process the tracker refuses, such as one
+        // under a seccomp filter: the engine said why in this log) is made again whole.
+        std::vector<size_t> again;
+        std::vector<DumpTarget> whole;
+        for (size_t i = 0; i < targets.size(); ++i) {
+            auto& extra = targets[i].extra_args;
+            auto track = std::find(extra.begin(), extra.end(), "--track-mem");
+            if (!results[i] || track == extra.end()) continue;
+            extra.erase(track, extra.end());  // --track-mem [--prev-images-dir DIR] come last
+            std::fprintf(stderr, "ckpt-agent: set %llu member %d: the incremental dump failed; dumping it whole\n",
+                         static_cast<unsigned long long>(*seq), jobs[i].first);
+            again.push_back(i);
+            whole.push_back(targets[i]);
+        }
+        auto retried = dump_all(whole);
+        for (size_t k = 0; k < again.size(); ++k) results[again[k]] = retried[k];
         for (size_t i = 0; i < jobs.size(); ++i) {
             auto r = rank_of.find(jobs[i].first);
             answer += fmt::format("{} {}\n", jobs[i].first,
@@ -490,9 +525,10 @@ Result<void> PrivilegedChannel::send_log(int log_fd) {
 }
 
 Result<std::map<int32_t, PrivilegedChannel::Dumped>> PrivilegedChannel::dump(
-    uint64_t seq, const std::vector<int32_t>& members, const std::vector<mpi::ParkedRank>& parked) {
+    uint64_t seq, const std::vector<int32_t>& members, const std::vector<mpi::ParkedRank>& parked, uint64_t parent) {
     std::string req = fmt::format("dump {}", seq);
     for (int32_t m : members) req += fmt::format(" {}", m);
+    if (parent) req += fmt::format("\nparent {}", parent);
     for (const auto& p : parked) req += fmt::format("\nrank {}", mpi::encode_parked(p));
     std::string answer = CKPT_TRY(ask(req));
     if (answer.starts_with("error ")) return error("{}", answer.substr(6));

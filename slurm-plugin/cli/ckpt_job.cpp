@@ -46,6 +46,7 @@ const char kUsage[] =
     "                                without a job, every job of yours under the root\n"
     "  show JOBID [--set N] [--json] the job and one set with its members (default: current)\n"
     "  verify JOBID [--set N]        check every member file's size and checksum\n"
+    "                                (and an incremental set's whole chain of parents)\n"
     "                                (default: every committed set)\n"
     "  rm JOBID [--set N | --keep N] remove one set, keep only the newest N committed sets,\n"
     "                                or (neither given) remove all of the job's checkpoints\n"
@@ -152,11 +153,11 @@ std::string set_json(const SetRecord& s, bool current, bool with_members) {
         "{{\"seq\": {}, \"state\": {}, \"trigger\": {}, \"current\": {}, \"start_time_ns\": {}, "
         "\"end_time_ns\": {}, \"step_id\": {}, \"node_count\": {}, \"member_count\": {}, "
         "\"bytes\": {}, "
-        "\"restart_count\": {}, \"folder\": {}, \"failure\": {}, \"levels\": {}",
+        "\"restart_count\": {}, \"folder\": {}, \"failure\": {}, \"levels\": {}, \"parent_set\": {}",
         s.seq, json_string(to_string(s.state)), json_string(to_string(s.trigger)),
         current ? "true" : "false", s.start_ns, s.end_ns, s.step_id, s.node_count,
         s.expected_members, s.bytes(), s.restart_count, json_string(s.folder()),
-        json_string(s.failure), json_string(s.levels()));
+        json_string(s.failure), json_string(s.levels()), s.parent);
     if (with_members) {
         out += ", \"members\": [";
         for (size_t i = 0; i < s.members.size(); ++i) {
@@ -324,13 +325,14 @@ int cmd_show(const Args& a) {
     std::printf(
         "set %llu%s\n  state: %s%s%s\n  trigger: %s\n  started: %s\n  ended: %s\n  step: %u\n"
         "  nodes: %u\n  members: %zu of %u\n  bytes: %llu (%s)\n  written by run: %u\n  levels: %s\n"
-        "  folder: %s/%s\n",
+        "  incremental on: %s\n  folder: %s/%s\n",
         static_cast<unsigned long long>(s->seq), s == cur ? " (current)" : "",
         std::string(to_string(s->state)).c_str(), s->failure.empty() ? "" : ": ",
         s->failure.c_str(), std::string(to_string(s->trigger)).c_str(),
         utc_time(s->start_ns).c_str(), utc_time(s->end_ns).c_str(), s->step_id, s->node_count,
         s->members.size(), s->expected_members, static_cast<unsigned long long>(s->bytes()),
-        human_bytes(s->bytes()).c_str(), s->restart_count, or_dash(s->levels()), st->dir().c_str(),
+        human_bytes(s->bytes()).c_str(), s->restart_count, or_dash(s->levels()),
+        s->parent ? fmt::format("set {}", s->parent).c_str() : "- (full)", st->dir().c_str(),
         s->folder().c_str());
     // An MPI step's members are its ranks (each holds the marker the restart looks for).
     auto is_rank = [](const MemberRecord& m) {

@@ -116,6 +116,7 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
         "--interval",      std::to_string(settings.interval),
         "--root",          settings.dir,
         "--keep",          std::to_string(settings.keep),
+        "--full-every",    std::to_string(state().site.full_every),
         "--engine",        engine_path(),
         "--uid",           std::to_string(item<uid_t>(sp, S_JOB_UID, 0)),
         "--gid",           std::to_string(item<gid_t>(sp, S_JOB_GID, 0)),

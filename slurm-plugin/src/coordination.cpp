@@ -120,8 +120,8 @@ Result<std::string> read_file_at(int dir, const std::string& name) {
 }
 
 std::string encode(const SetRequest& r) {
-    return seal(fmt::format("ckpt-set-request 1\nseq {}\ntrigger {}\nrun {}\n", r.seq,
-                            set::to_string(r.trigger), r.restart_count));
+    return seal(fmt::format("ckpt-set-request 1\nseq {}\ntrigger {}\nrun {}\nparent {}\n", r.seq,
+                            set::to_string(r.trigger), r.restart_count, r.parent));
 }
 
 Result<SetRequest> decode_request(std::string_view text) {
@@ -132,6 +132,8 @@ Result<SetRequest> decode_request(std::string_view text) {
     r.seq = CKPT_TRY(uint_field(f, "seq", "set request"));
     r.trigger = CKPT_TRY(set::parse_trigger(field(f, "trigger").value_or("")));
     r.restart_count = static_cast<uint32_t>(CKPT_TRY(uint_field(f, "run", "set request")));
+    if (field(f, "parent")) r.parent = CKPT_TRY(uint_field(f, "parent", "set request"));
+    if (r.parent >= r.seq) return error("set request: parent set {} is not older than set {}", r.parent, r.seq);
     return r;
 }
 

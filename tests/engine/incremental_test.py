@@ -21,6 +21,11 @@ max_chain: links dumped with --max-chain 1: every other link is saved whole (its
 own_uffd: the program holds a userfaultfd of its own with the tracker's features: a dump,
          with or without --track-mem, refuses it by name and leaves it open in the program
          (never recorded as the engine's, never closed as a stale tracker).
+cousin:  the Slurm agent's layout, each link in a folder of its own (set-K/member-0) with the
+         previous link's as --prev-images-dir (recorded as "set-K/member-0", opened beneath
+         their common folder): links 1 and 3 restore right; the parent's folder or the
+         parent's set folder a symbolic link, or the parent's set folder missing, is refused
+         by name; restored whole again, the link restores right.
 """
 import argparse
 import ctypes
@@ -75,6 +80,7 @@ class Test:
         self.dir = tempfile.mkdtemp(prefix="incremental-", dir=args.workdir)
         self.log = os.path.join(self.dir, "log")
         self.pid = None
+        self.cousin = args.case == "cousin"
 
     def lines(self):
         try:
@@ -118,6 +124,9 @@ class Test:
         self.pid = p.pid
 
     def link(self, k):
+        if self.cousin:
+            os.makedirs(os.path.join(self.dir, f"set-{k}"), exist_ok=True)
+            return os.path.join(self.dir, f"set-{k}", "member-0")
         return os.path.join(self.dir, f"link{k}")
 
     def pages_size(self, k):
@@ -279,12 +288,34 @@ def case_own_uffd(t):
     t.kill()
 
 
+def case_cousin(t):
+    t.start()
+    t.chain(4)
+    t.kill()
+    t.restore(1)
+    t.restore(3)
+    set1 = os.path.dirname(t.link(1))
+    os.rename(t.link(1), t.link(1) + ".away")
+    os.symlink("member-0.away", t.link(1))
+    t.refused(3, "cannot be opened", "the grandparent's folder a symbolic link")
+    os.unlink(t.link(1))
+    os.rename(t.link(1) + ".away", t.link(1))
+    os.rename(set1, set1 + ".away")
+    t.refused(3, "cannot be opened", "the grandparent's set folder missing")
+    os.symlink(os.path.basename(set1) + ".away", set1)
+    t.refused(2, "cannot be opened", "the parent's set folder a symbolic link")
+    os.unlink(set1)
+    os.rename(set1 + ".away", set1)
+    t.restore(2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--case", required=True, choices=["chain", "damaged", "closed", "refused", "own_uffd", "max_chain"])
+    ap.add_argument("--case", required=True,
+                    choices=["chain", "damaged", "closed", "refused", "own_uffd", "max_chain", "cousin"])
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

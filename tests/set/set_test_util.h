@@ -61,9 +61,10 @@ inline void write_member_images(const std::string& dir, uint32_t seed, size_t sc
     write_random_file(dir + "/pages/pages-1.img", 3 * scale, seed + 2);
 }
 
-// Begins a set, writes and reports `members` members, commits it; returns its seq.
-inline uint64_t write_committed_set(JobStore& st, uint32_t members, uint32_t seed = 1) {
-    auto seq = st.begin_set({Trigger::Interval, 0, 2, members, {}});
+// Begins a set (incremental on set `parent` if not 0), writes and reports `members` members,
+// commits it; returns its seq.
+inline uint64_t write_committed_set(JobStore& st, uint32_t members, uint32_t seed = 1, uint64_t parent = 0) {
+    auto seq = st.begin_set({Trigger::Interval, 0, 2, members, {}, parent});
     EXPECT_TRUE(seq.ok()) << seq.error().message();
     if (!seq) return 0;
     for (uint32_t i = 0; i < members; ++i) {

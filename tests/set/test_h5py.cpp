@@ -61,7 +61,7 @@ TEST_F(ForeignReaders, H5pyReadsEveryField) {
     EXPECT_TRUE(contains(out, "\"submit_options\": \"--checkpoint-interval=30m --requeue -N2\""))
         << out;
     EXPECT_TRUE(contains(out, "\"batch_script\": \"job-script\"")) << out;
-    EXPECT_TRUE(contains(out, "\"format_version\": 4")) << out;
+    EXPECT_TRUE(contains(out, fmt::format("\"format_version\": {}", kIndexFormatVersion))) << out;
     EXPECT_TRUE(contains(out, "\"restart_count\": 1")) << out;
     EXPECT_TRUE(contains(out, "\"current_set\": 2")) << out;
     // Each set, with the exact numbers the library recorded.
@@ -77,6 +77,7 @@ TEST_F(ForeignReaders, H5pyReadsEveryField) {
         EXPECT_TRUE(contains(part, fmt::format("\"trigger\": \"{}\"", to_string(s.trigger))))
             << part;
         EXPECT_TRUE(contains(part, fmt::format("\"start_time_ns\": {}", s.start_ns))) << part;
+        EXPECT_TRUE(contains(part, fmt::format("\"parent_set\": {}", s.parent))) << part;
         EXPECT_TRUE(contains(part, fmt::format("\"member_count\": {}", s.expected_members)))
             << part;
         for (const MemberRecord& m : s.members) {

@@ -392,6 +392,67 @@ TEST_F(Store, RetentionKeepsNewestCommittedAndDropsOlderFailures) {
     EXPECT_FALSE(st.keep_newest(0).ok());
 }
 
+// Incremental sets (format 5): retention keeps every set a kept set's chain needs and frees
+// the others; the parent survives repair; a needed parent cannot be removed; begin_set
+// refuses a parent that is not a committed set of this run.
+TEST_F(Store, RetentionKeepsTheChainsOfKeptSets) {
+    JobStore st = writer();
+    uint64_t s1 = write_committed_set(st, 1, 1);
+    uint64_t s2 = write_committed_set(st, 1, 2, s1);
+    uint64_t s3 = write_committed_set(st, 1, 3, s2);
+    ASSERT_TRUE(st.keep_newest(1).ok());
+    EXPECT_EQ(seqs_on_disk(), (std::vector<uint64_t>{1, 2, 3}));  // 3 needs 2, which needs 1
+    EXPECT_EQ(reader().index().find(s3)->parent, s2);
+    EXPECT_EQ(reader().index().format_version, kIndexFormatVersion);
+
+    auto refused = reader().remove_set(s2);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().message().find("set 3 is incremental on it"), std::string::npos)
+        << refused.error().message();
+
+    uint64_t s4 = write_committed_set(st, 1, 4);  // full
+    ASSERT_TRUE(st.keep_newest(2).ok());          // 4 and 3 kept, 3's chain too
+    EXPECT_EQ(seqs_on_disk(), (std::vector<uint64_t>{1, 2, 3, 4}));
+    uint64_t s5 = write_committed_set(st, 1, 5, s4);
+    auto writing = st.begin_set({Trigger::Interval, 0, 2, 1, {}, s5});  // a set being written on 5
+    ASSERT_TRUE(writing.ok()) << writing.error().message();
+    ASSERT_TRUE(st.keep_newest(1).ok());  // 5 kept, 4 needed by it; 1-3 freed
+    EXPECT_EQ(seqs_on_disk(), (std::vector<uint64_t>{4, 5, *writing}));
+    for (const char* gone : {"/set-000001", "/set-000002", "/set-000003"})
+        EXPECT_FALSE(std::filesystem::exists(job_dir() + gone)) << gone;
+    EXPECT_TRUE(std::filesystem::exists(job_dir() + "/set-000004/member-0/core-1.img"));
+
+    // The parent is in the manifests too: repair keeps it.
+    ASSERT_TRUE(std::filesystem::remove(index_path()));
+    auto fixed = JobStore::open_folder(root_.path(), kJob);
+    ASSERT_TRUE(fixed.ok());
+    ASSERT_TRUE(fixed->repair().ok());
+    EXPECT_EQ(reader().index().find(s5)->parent, s4);
+    EXPECT_EQ(reader().index().find(s4)->parent, 0u);
+
+    // A parent must be a committed set of this run and step.
+    EXPECT_FALSE(writer(0).begin_set({Trigger::Interval, 0, 2, 1, {}, 1}).ok());        // gone
+    EXPECT_FALSE(writer(0).begin_set({Trigger::Interval, 0, 2, 1, {}, *writing}).ok());  // not committed
+    EXPECT_FALSE(writer(0).begin_set({Trigger::Interval, 7, 2, 1, {}, s5}).ok());        // another step
+    EXPECT_FALSE(writer(1).begin_set({Trigger::Interval, 0, 2, 1, {}, s5}).ok());        // another run
+}
+
+// Verify follows an incremental set's chain: a parent set damaged or missing fails the
+// child, naming the parent.
+TEST_F(Store, VerifyChecksTheChainOfParents) {
+    JobStore st = writer();
+    uint64_t s1 = write_committed_set(st, 2, 1);
+    uint64_t s2 = write_committed_set(st, 2, 2, s1);
+    ASSERT_TRUE(reader().verify_set(s2).ok());
+    flip_byte(member_file(s1, 1, "core-1.img"), 10);
+    auto v = reader().verify_set(s2);
+    ASSERT_FALSE(v.ok());
+    EXPECT_NE(v.error().message().find("parent set 1"), std::string::npos) << v.error().message();
+    EXPECT_NE(v.error().message().find("checksum mismatch"), std::string::npos) << v.error().message();
+    auto newest = reader().newest_verified();
+    EXPECT_FALSE(newest.ok());  // neither 2 (its parent) nor 1
+}
+
 TEST_F(Store, RetentionWithoutACommittedSetDeletesNothing) {
     JobStore st = writer();
     auto a = st.begin_set({Trigger::Manual, 0, 1, 1, {}});

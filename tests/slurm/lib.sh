@@ -199,11 +199,12 @@ check_resumed_output() {
 
 # Kills NODE under the running JOB and waits until Slurm requeued it and it completed (one
 # restart); OUT is its output, shown on failure. The node is started again when the test
-# exits; restore_node does it earlier.
+# exits (and the nodes' plugin line is restored, with_local_dir, with_plugin_args);
+# restore_node does both earlier.
 kill_node_until_done() {
     local job=$1 node=$2 out=$3
     KILLED_NODE=$node
-    trap 'bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE" >/dev/null 2>&1 || true' EXIT
+    trap restore_plugstack EXIT
     bash "$HERE/cluster.sh" kill-node "$CKPT_CLUSTER_DIR" "$node"
     JOB_TIMEOUT=150 wait_jobs_done "$job"
     [ "$(job_field "$job" JobState)" = COMPLETED ] || fail "job $job: $(job_field "$job" JobState): $(cat "$out")"
@@ -213,6 +214,7 @@ kill_node_until_done() {
 restore_node() {
     trap - EXIT
     bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE"
+    restore_plugstack
 }
 
 # --- two-level storage (local_dir=) ------------------------------------------------------
@@ -241,6 +243,17 @@ with_local_dir() {
     mv -f "$conf.tmp" "$conf"
     release_drains
 }
+# Gives the nodes' plugin line the extra arguments given (e.g. full_every=3) until the test
+# exits (restore_plugstack).
+with_plugin_args() {
+    local conf
+    conf=$(dirname "$SLURM_CONF")/plugstack.conf
+    cp -p "$conf" "$conf.saved-$TEST_NAME"
+    trap restore_plugstack EXIT
+    sed "/^required /s|\$| $*|" "$conf.saved-$TEST_NAME" >"$conf.tmp"
+    chmod 644 "$conf.tmp"
+    mv -f "$conf.tmp" "$conf"
+}
 restore_plugstack() {
     local conf
     conf=$(dirname "$SLURM_CONF")/plugstack.conf
@@ -249,8 +262,9 @@ restore_plugstack() {
     [ -z "${KILLED_NODE:-}" ] || bash "$HERE/cluster.sh" start-node "$CKPT_CLUSTER_DIR" "$KILLED_NODE" >/dev/null 2>&1 || true
 }
 
-# "STATE LEVELS" of set SEQ of JOB from its index ("" if there is no such set), as root.
-set_levels() {
+# The given fields (ckpt-job list --json names) of every set of JOB, one line per set, as root:
+# set_fields JOB FIELD...
+set_fields() {
     { "$CKPT_JOB" list "$1" --root "$CKPT_ROOT" --json 2>/dev/null || true; } |
         python3 -c 'import json, sys
 try:
@@ -258,8 +272,12 @@ try:
 except ValueError:
     sys.exit(0)
 for s in d["sets"]:
-    if s["seq"] == int(sys.argv[1]):
-        print(s["state"], s["levels"])' "$2"
+    print(*[s[k] for k in sys.argv[1:]])' "${@:2}"
+}
+
+# "STATE LEVELS" of set SEQ of JOB from its index ("" if there is no such set), as root.
+set_levels() {
+    set_fields "$1" seq state levels | awk -v s="$2" '$1 == s { $1 = ""; print substr($0, 2) }'
 }
 
 # Waits until set SEQ of JOB is "STATE LEVELS"; fails after TIMEOUT seconds.

@@ -38,6 +38,11 @@ TEST(Coordination, EditedOrTornFilesAreRefused) {
     EXPECT_EQ(req->seq, 5u);
     EXPECT_EQ(req->trigger, ckpt::set::Trigger::Manual);
     EXPECT_EQ(req->restart_count, 2u);
+    EXPECT_EQ(req->parent, 0u);
+    auto incremental = decode_request(encode(SetRequest{5, ckpt::set::Trigger::Interval, 2, 4}));
+    ASSERT_TRUE(incremental);
+    EXPECT_EQ(incremental->parent, 4u);
+    EXPECT_FALSE(decode_request(encode(SetRequest{5, ckpt::set::Trigger::Interval, 2, 5})));  // not older
 
     std::string edited = text;
     edited[edited.find("seq 5") + 4] = '6';

@@ -46,7 +46,8 @@ TEST(PluginArgs, BadOnesNameTheArgument) {
         {"dir=relative", "plugin argument dir"},  {"dir", "expected key=value"},
         {"colour=blue", "unknown plugin argument"}, {"keep=0", "plugin argument keep"},
         {"interval=5x", "plugin argument interval"}, {"user_dir=maybe", "yes or no"},
-        {"engine=bin/ckpt-engine", "absolute path"},
+        {"engine=bin/ckpt-engine", "absolute path"}, {"full_every=0", "plugin argument full_every"},
+        {"full_every=65", "plugin argument full_every"},
     };
     for (const auto& c : cases) {
         auto r = parse_plugin_args({c.arg});
@@ -55,6 +56,8 @@ TEST(PluginArgs, BadOnesNameTheArgument) {
     }
     EXPECT_FALSE(parse_plugin_args({"interval=1m", "min_interval=5m"}));
     EXPECT_FALSE(parse_plugin_args({"keep=5", "max_keep=3"}));
+    EXPECT_EQ(parse_plugin_args({})->full_every, 8u);
+    EXPECT_EQ(parse_plugin_args({"full_every=1"})->full_every, 1u);
     auto capped = parse_plugin_args({"max_keep=1"});
     ASSERT_TRUE(capped);
     EXPECT_EQ(capped->keep, 1u);

@@ -290,6 +290,7 @@ Result<void> write_set(Writer& w, const std::string& path, hid_t sets, const Set
     CKPT_TRY(w.attr(id, "failure", s.failure));
     if (version >= 3) CKPT_TRY(w.attr(id, "step_command", s.step_command));
     if (version >= 4) CKPT_TRY(w.attr(id, "levels", s.levels()));
+    if (version >= 5) CKPT_TRY(w.attr<uint64_t>(id, "parent_set", s.parent));
 
     std::vector<MemberRow> members;
     std::vector<FileRow> files;
@@ -333,6 +334,11 @@ Result<SetRecord> read_set(Reader& r, const std::string& path, hid_t sets,
     if (version >= 3) s.step_command = CKPT_TRY(r.str(id, "step_command", where));
     if (version >= 4)
         if (auto l = parse_levels(CKPT_TRY(r.str(id, "levels", where)), s); !l) return bad(l.error());
+    if (version >= 5) {
+        s.parent = CKPT_TRY(r.attr<uint64_t>(id, "parent_set", where));
+        if (s.parent >= s.seq)
+            return bad(error("parent set {} is not older than the set", s.parent));
+    }
     uint64_t bytes = CKPT_TRY(r.attr<uint64_t>(id, "bytes", where));
 
     Hid mt = member_type(), ft = file_row_type();

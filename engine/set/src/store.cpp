@@ -13,7 +13,9 @@
 #include "ckpt/base/log.h"
 #include "ckpt/image/image_file.h"
 #include "ckpt/set/index_h5.h"
+#include "ckpt/image/image_names.h"
 #include "fsutil.h"
+#include "mm.pb.h"
 #include "set_manifest.pb.h"
 
 namespace ckpt::set {
@@ -46,6 +48,7 @@ image::SetManifest to_manifest(const SetRecord& s, const JobInfo& job) {
     m.set_node_count(s.node_count);
     m.set_failure(s.failure);
     m.set_levels(s.levels());
+    m.set_parent_set(s.parent);
     for (const MemberRecord& r : s.members) {
         auto* pm = m.add_members();
         pm->set_member_id(r.member_id);
@@ -99,6 +102,8 @@ Result<SetRecord> from_manifest(const image::SetManifest& m) {
     s.failure = m.failure();
     // A manifest before format 4 has no levels: its set was written to the shared level only.
     if (m.format_version() >= 4) CKPT_TRY(parse_levels(m.levels(), s));
+    s.parent = m.parent_set();
+    if (s.parent >= s.seq) return error("set {}: parent set {} is not older than the set", s.seq, s.parent);
     for (const auto& pm : m.members()) {
         MemberRecord r;
         r.member_id = pm.member_id();
@@ -203,6 +208,38 @@ Result<void> check_set_files(const std::string& job_dir, const SetRecord& s, boo
         return error_code(EINVAL, "{} of {} members recorded", s.members.size(),
                           s.expected_members);
     for (const MemberRecord& m : s.members) CKPT_TRY(check_member_files(job_dir, m, full));
+    return ok();
+}
+
+// An incremental member against its parent (the member of the same id in the parent set):
+// every page map of the child that reads pages from a parent names the parent member's
+// folder, and the parent's page map of the same process is recorded and is, on disk, the
+// one the child was dumped after (its image checksum and dump id as the child records
+// them). The parent's files themselves are checked against their records with its set.
+Result<void> check_member_parent(const std::string& job_dir, const MemberRecord& child, const MemberRecord& parent) {
+    for (const FileRecord& f : child.files) {
+        if (f.name.find('/') != std::string::npos || image::names::kind_of(f.name) != image::Kind::PageMap) continue;
+        const std::string where = job_dir + "/" + child.image_dir + "/" + f.name;
+        image::PageMap pm;
+        CKPT_TRY_CTX(image::read_image(where, image::Kind::PageMap, &pm), "member {}", child.member_id);
+        if (std::none_of(pm.runs().begin(), pm.runs().end(), [](const auto& r) { return r.in_parent(); })) continue;
+        if (pm.parent_dir() != parent.image_dir)
+            return error_code(EINVAL, "member {}: {}: its parent dump is {}, not the parent set's member {}", child.member_id,
+                              where, pm.parent_dir(), parent.image_dir);
+        auto rec = std::find_if(parent.files.begin(), parent.files.end(), [&](const FileRecord& p) { return p.name == f.name; });
+        if (rec == parent.files.end())
+            return error_code(ENOENT, "member {}: {}: its parent {}/{} is not recorded", child.member_id, where,
+                              parent.image_dir, f.name);
+        const std::string parent_where = job_dir + "/" + parent.image_dir + "/" + f.name;
+        image::PageMap ppm;
+        uint64_t sum = 0;
+        CKPT_TRY_CTX(image::read_image(parent_where, image::Kind::PageMap, &ppm, &sum), "member {}: parent dump",
+                     child.member_id);
+        // (The file itself is checked against its record with the parent set.)
+        if (sum != pm.parent_pagemap_xxh3() || ppm.dump_id() != pm.parent_dump_id())
+            return error_code(EINVAL, "member {}: {}: is not the page map {} was dumped after (replaced or changed since)",
+                              child.member_id, parent_where, where);
+    }
     return ok();
 }
 
@@ -517,6 +554,14 @@ Result<uint64_t> JobStore::begin_set(const SetOptions& opts) {
     s.node_count = opts.node_count;
     s.expected_members = opts.expected_members;
     s.restart_count = restart_count_;
+    if (opts.parent) {
+        const SetRecord* p = idx.find(opts.parent);
+        if (!p || p->state != SetState::Committed || p->restart_count != restart_count_ ||
+            p->step_id != opts.step_id)
+            return error_code(EINVAL, "job {}: begin a set after set {}: not a committed set of this run and step",
+                              jobid_, opts.parent);
+        s.parent = opts.parent;
+    }
     // Exclusive: a set folder is never reused, so no writer can overwrite another's set.
     CKPT_TRY_CTX(fsutil::make_private_dir(path(s.folder()), true),
                  "job {} set {}", jobid_, seq);
@@ -701,13 +746,17 @@ Result<Report> JobStore::keep_newest(uint32_t keep) {
     if (newest) {
         uint64_t newest_seq = newest->seq;
         uint32_t kept = 0;
+        // The parents the kept sets' chains need, and those of sets being written (sets are
+        // walked newest first, and a parent is older than its child).
+        std::set<uint64_t> needed;
         std::vector<SetRecord> remaining;
         for (auto it = idx.sets.rbegin(); it != idx.sets.rend(); ++it) {
             bool drop = false;
             if (it->state == SetState::Committed)
-                drop = ++kept > keep;
+                drop = ++kept > keep && !needed.count(it->seq);
             else if (it->state == SetState::Failed)
                 drop = it->seq < newest_seq;
+            if (!drop && it->parent) needed.insert(it->parent);
             if (!drop) {
                 remaining.insert(remaining.begin(), *it);
                 continue;
@@ -743,6 +792,11 @@ Result<void> JobStore::remove_set(uint64_t seq) {
     if (s->state == SetState::Writing)
         return error_code(EBUSY, "job {} set {}: being written (state writing); not removed",
                           jobid_, seq);
+    for (const SetRecord& child : idx.sets)
+        if (child.parent == seq)
+            return error_code(EBUSY, "job {} set {}: set {} is incremental on it (its pages are read from it); "
+                                     "remove set {} first",
+                              jobid_, seq, child.seq, child.seq);
     std::string folder = s->folder();
     std::erase_if(idx.sets, [&](const SetRecord& r) { return r.seq == seq; });
     CKPT_TRY(replace_index(idx));
@@ -789,8 +843,22 @@ Result<void> JobStore::verify_set(uint64_t seq) const {
     for (size_t i = 0; agree && i < s->members.size(); ++i)
         agree = from_disk->members[i].checksum == s->members[i].checksum &&
                 from_disk->members[i].image_dir == s->members[i].image_dir;
-    if (!agree) return error_code(EINVAL, "{}: manifest disagrees with the index", where);
-    return check_set_files(dir_, *s, true).context("{}", where);
+    if (!agree || from_disk->parent != s->parent)
+        return error_code(EINVAL, "{}: manifest disagrees with the index", where);
+    CKPT_TRY_CTX(check_set_files(dir_, *s, true), "{}", where);
+    if (!s->parent) return ok();
+    // An incremental set: its parent set must be there and right, and so on down the chain
+    // (each parent is older, so the walk ends).
+    const SetRecord* p = index_.find(s->parent);
+    if (!p) return error_code(ENOENT, "{}: its parent set {} is missing", where, s->parent);
+    for (const MemberRecord& m : s->members) {
+        auto pm = std::find_if(p->members.begin(), p->members.end(),
+                               [&](const MemberRecord& r) { return r.member_id == m.member_id; });
+        if (pm == p->members.end())
+            return error_code(ENOENT, "{}: member {}: not in its parent set {}", where, m.member_id, s->parent);
+        CKPT_TRY_CTX(check_member_parent(dir_, m, *pm), "{}", where);
+    }
+    return verify_set(s->parent).context("{}: parent set {}", where, s->parent);
 }
 
 Result<uint64_t> JobStore::newest_verified() const {

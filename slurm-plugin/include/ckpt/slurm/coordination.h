@@ -85,6 +85,9 @@ struct SetRequest {
     uint64_t seq = 0;
     set::Trigger trigger = set::Trigger::Interval;
     uint32_t restart_count = 0;
+    // An incremental set: each member's images refer to its images in this set (same node,
+    // same run); 0: full.
+    uint64_t parent = 0;
 };
 std::string encode(const SetRequest& r);
 Result<SetRequest> decode_request(std::string_view text);

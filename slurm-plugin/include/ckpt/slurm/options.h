@@ -28,6 +28,8 @@ struct PluginConfig {
     uint64_t min_interval = 0;           // min_interval=: shortest interval a job may ask for
     uint32_t keep = 2;                   // keep=: committed sets kept per job by default
     uint32_t max_keep = 100;             // max_keep=: most sets a job may keep
+    uint32_t full_every = 8;             // full_every=: every Nth set of a run is full, the
+                                         // others incremental (1: all full)
     bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir
                                          // (other than the root itself)?
     std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)

@@ -14,8 +14,9 @@
 namespace ckpt::set {
 
 // The index schema version this build writes; it also reads version 1 (without the job's
-// environment, incarnation and saved-file checksums) to 3 (without the sets' levels).
-inline constexpr uint32_t kIndexFormatVersion = 4;
+// environment, incarnation and saved-file checksums) to 3 (without the sets' levels) and 4
+// (without the sets' parents: every set full).
+inline constexpr uint32_t kIndexFormatVersion = 5;
 inline constexpr uint32_t kOldestIndexFormatVersion = 1;
 
 enum class SetState { Writing, Committed, Failed };
@@ -79,6 +80,10 @@ struct SetRecord {
     // A complete copy of every member is in its node's local folder (local_dir=, format 4).
     // The shared level is the state: committed means complete in the job folder.
     bool local_complete = false;
+    // An incremental set (format 5): its members' images refer to the images of the member
+    // of the same id in set `parent` (their pages not written since are read from there), so
+    // that set must stay as long as this one does. 0: a full set.
+    uint64_t parent = 0;
     std::vector<MemberRecord> members;
 
     uint64_t bytes() const;

@@ -40,6 +40,9 @@ struct SetOptions {
     uint32_t node_count = 1;
     uint32_t expected_members = 1;  // the set commits only when this many reported
     std::string step_command;       // see SetRecord
+    // An incremental set: its members are dumped with the images of the same members in set
+    // `parent` (committed, of this run) as their parents; 0: a full set. See SetRecord.
+    uint64_t parent = 0;
 };
 
 struct MemberReport {
@@ -116,17 +119,20 @@ public:
     Result<void> commit_local(uint64_t seq);
     Result<void> fail_set(uint64_t seq, const std::string& reason);
 
-    // Retention: keeps the newest `keep` committed sets; deletes older committed sets, and
+    // Retention: keeps the newest `keep` committed sets and every set their chains of
+    // parents need (incremental sets, SetRecord::parent); deletes older committed sets, and
     // failed sets and leftover folders older than the newest committed one. Sets being
-    // written are never deleted. keep >= 1.
+    // written, and the parents of sets being written, are never deleted. keep >= 1.
     Result<Report> keep_newest(uint32_t keep);
-    // Removes one set (not one being written).
+    // Removes one set (not one being written, nor the parent of a set that is kept).
     Result<void> remove_set(uint64_t seq);
     // Removes the job's whole store.
     Result<void> remove_job();
 
     // Checks set seq: every expected member present and done, every file present with its
-    // recorded size and checksum, the manifest readable and in agreement.
+    // recorded size and checksum, the manifest readable and in agreement. An incremental
+    // set's whole chain too: each parent set verifies, and each member's page maps name the
+    // parent member's folder, its page map's checksum and dump id as that page map has them.
     Result<void> verify_set(uint64_t seq) const;
     // The newest committed set that verifies; the error lists why each candidate failed.
     Result<uint64_t> newest_verified() const;
