@@ -766,7 +766,8 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         for (int fd : fd_state.engine_fds[p.pid])
             logger()->debug("pid {}: fd {} is the engine's write tracker: not recorded", p.pid, fd);
     }
-    if ((opts.track_mem || !prev_name.empty()) && !fd_table_of_parent.empty())
+    // (A full dump naming an earlier one only to recognise its trackers touches none.)
+    if ((opts.track_mem || (!prev_name.empty() && opts.max_chain > 0)) && !fd_table_of_parent.empty())
         return error_code(ENOTSUP, "pid {} shares its fd table with its parent (CLONE_FILES): --track-mem and "
                                    "--prev-images-dir do not support that yet",
                           *fd_table_of_parent.begin());

@@ -330,7 +330,7 @@ private:
             pending_.reset();
             return error("{}", why);
         }
-        SetRequest req{seq, trigger, restart_count_, o.parent};
+        SetRequest req{seq, trigger, restart_count_, o.parent, o.parent ? o.parent : tracked_set_};
         CKPT_TRY(write_file_at(agents_fd_.get(), request_name(cfg_.step), encode(req)));
         if (o.parent) logger()->info("set {} begun ({}, incremental on set {})", seq, set::to_string(trigger), o.parent);
         else logger()->info("set {} begun ({})", seq, set::to_string(trigger));
@@ -430,6 +430,7 @@ private:
             last_set_ = seq;
             chain_length_ = pending_->parent ? chain_length_ + 1 : 0;
             chain_parent_ = incremental_sets(cfg_) ? seq : 0;
+            tracked_set_ = chain_parent_;
             last_time_ = now_s();
             logger()->info("{} in {} s", last_result_, now_s() - pending_->started);
         } else {
@@ -560,7 +561,7 @@ private:
         if (!req || req->restart_count != restart_count_ || req->seq <= handled_seq_) return;
         handled_seq_ = req->seq;
         write_status("dumping");
-        NodeReport rep = dump_members(req->seq, req->parent);
+        NodeReport rep = dump_members(req->seq, req->parent, req->tracked);
         if (!rep.failure.empty()) logger()->error("set {}: {}", req->seq, rep.failure);
         if (auto w = write_file_at(agents_fd_.get(), report_name(cfg_.step, req->seq, cfg_.node_id),
                                    encode(rep));
@@ -571,7 +572,7 @@ private:
 
     // The privileged half runs the engines (privileged.cpp); this half checks and scans
     // what they wrote, as the user.
-    NodeReport dump_members(uint64_t seq, uint64_t parent) {
+    NodeReport dump_members(uint64_t seq, uint64_t parent, uint64_t tracked) {
         NodeReport rep{seq, cfg_.node_id, cfg_.node_name, "", {}};
         std::vector<int32_t> ids;
         // Parked MPI ranks: the privileged half, which sees the tasks' trees whole, matches
@@ -594,7 +595,7 @@ private:
                 return rep;
             }
         auto started = std::chrono::steady_clock::now();
-        auto results = channel_.dump(seq, ids, parked, parent);
+        auto results = channel_.dump(seq, ids, parked, parent, tracked);
         if (!results) {
             rep.failure = results.error().message();
             return rep;
@@ -660,6 +661,9 @@ private:
     // The newest set this agent committed whose dumps left write trackers (0: none; the next
     // set is full), and how many incremental sets lead to it from the last full one.
     uint64_t chain_parent_ = 0;
+    // The newest set this agent committed with write trackers (kept across failed sets: a
+    // failed dump moves a tracker but keeps its inode, which this set recorded).
+    uint64_t tracked_set_ = 0;
     uint32_t chain_length_ = 0;
     static constexpr uint64_t kDrainTimeout = 3600;  // seconds the lead waits for every drain
 

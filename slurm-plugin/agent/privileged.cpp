@@ -298,13 +298,14 @@ private:
         auto lines = split(request, '\n');
         auto words = split(lines[0], ' ');
         std::map<pid_t, mpi::ParkedRank> parked;
-        std::optional<uint64_t> parent;
+        std::optional<uint64_t> parent, tracked;
         for (size_t l = 1; l < lines.size(); ++l) {
             if (lines[l].empty()) continue;
-            if (lines[l].starts_with("parent ")) {
-                auto n = parse_uint(lines[l].substr(7));
+            if (lines[l].starts_with("parent ") || lines[l].starts_with("tracked ")) {
+                const bool is_parent = lines[l].starts_with("parent ");
+                auto n = parse_uint(lines[l].substr(is_parent ? 7 : 8));
                 if (!n) return "error bad dump request: " + std::string(lines[l]);
-                parent = *n;
+                (is_parent ? parent : tracked) = *n;
                 continue;
             }
             auto p = lines[l].starts_with("rank ") ? mpi::decode_parked(lines[l].substr(5))
@@ -315,6 +316,7 @@ private:
         auto seq = words.empty() ? Result<uint64_t>(error("no set")) : parse_uint(words[0]);
         if (!seq) return "error bad dump request";
         if (parent && (*parent >= *seq || !incremental_sets(cfg_))) return "error bad dump request: parent set";
+        if (tracked && (*tracked >= *seq || !incremental_sets(cfg_))) return "error bad dump request: tracked set";
         // With local_dir= the images go to the node's own folder first (the admin's path).
         std::string job_dir =
             fmt::format("{}/{}", cfg_.local_root.empty() ? cfg_.root : cfg_.local_root, cfg_.job);
@@ -353,11 +355,16 @@ private:
                 // The member's images in the parent set, when it has them (a plain folder: the
                 // engine checks it again, as the user, and records its name relative to the
                 // job folder); otherwise this member is saved whole.
+                // A full set names the set whose dumps left the trackers, all saved whole
+                // (--max-chain 0): the engine recognises a tracker only by what a dump recorded.
                 extra.push_back("--track-mem");
-                std::string prev = parent ? fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*parent), *id) : "";
+                const std::optional<uint64_t> from = parent ? parent : tracked;
+                std::string prev = from ? fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*from), *id) : "";
                 struct stat st{};
-                if (!prev.empty() && ::lstat(prev.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+                if (!prev.empty() && ::lstat(prev.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
                     extra.insert(extra.end(), {"--prev-images-dir", prev});
+                    if (!parent) extra.insert(extra.end(), {"--max-chain", "0"});
+                }
             }
             jobs.push_back({static_cast<int32_t>(*id),
                             {*root, fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*seq), *id), extra}});
@@ -373,7 +380,12 @@ private:
             auto& extra = targets[i].extra_args;
             auto track = std::find(extra.begin(), extra.end(), "--track-mem");
             if (!results[i] || track == extra.end()) continue;
-            extra.erase(track, extra.end());  // --track-mem [--prev-images-dir DIR] come last
+            // Whole, no tracker left; an earlier set's trackers still named, so recognised.
+            extra.erase(track);
+            auto chain = std::find(extra.begin(), extra.end(), "--max-chain");
+            if (chain != extra.end()) extra.erase(chain, chain + 2);
+            if (std::find(extra.begin(), extra.end(), "--prev-images-dir") != extra.end())
+                extra.insert(extra.end(), {"--max-chain", "0"});
             std::fprintf(stderr, "ckpt-agent: set %llu member %d: the incremental dump failed; dumping it whole\n",
                          static_cast<unsigned long long>(*seq), jobs[i].first);
             again.push_back(i);
@@ -525,10 +537,12 @@ Result<void> PrivilegedChannel::send_log(int log_fd) {
 }
 
 Result<std::map<int32_t, PrivilegedChannel::Dumped>> PrivilegedChannel::dump(
-    uint64_t seq, const std::vector<int32_t>& members, const std::vector<mpi::ParkedRank>& parked, uint64_t parent) {
+    uint64_t seq, const std::vector<int32_t>& members, const std::vector<mpi::ParkedRank>& parked, uint64_t parent,
+    uint64_t tracked) {
     std::string req = fmt::format("dump {}", seq);
     for (int32_t m : members) req += fmt::format(" {}", m);
     if (parent) req += fmt::format("\nparent {}", parent);
+    if (tracked) req += fmt::format("\ntracked {}", tracked);
     for (const auto& p : parked) req += fmt::format("\nrank {}", mpi::encode_parked(p));
     std::string answer = CKPT_TRY(ask(req));
     if (answer.starts_with("error ")) return error("{}", answer.substr(6));

@@ -44,13 +44,16 @@ public:
     // Dumps the local members of set seq. A member whose process is one of the parked ranks
     // is dumped without its lower half; one that maps ckpt's libmpi but is not parked fails.
     // With incremental_sets(), the dumps leave write trackers, and with parent (an older set
-    // of this run) each member whose folder is in that set saves only the pages written since.
+    // of this run) each member whose folder is in that set saves only the pages written since;
+    // a full set names tracked (the newest set whose dumps left the trackers), whose records
+    // let the engine recognise them.
     struct Dumped {
         std::string failure;  // "" when done
         int mpi_rank = -1;    // the member is this MPI rank
     };
     Result<std::map<int32_t, Dumped>> dump(uint64_t seq, const std::vector<int32_t>& members,
-                                           const std::vector<mpi::ParkedRank>& parked, uint64_t parent);
+                                           const std::vector<mpi::ParkedRank>& parked, uint64_t parent,
+                                           uint64_t tracked);
     Result<void> move_aside(const std::string& to);
 
 private:

@@ -120,8 +120,8 @@ Result<std::string> read_file_at(int dir, const std::string& name) {
 }
 
 std::string encode(const SetRequest& r) {
-    return seal(fmt::format("ckpt-set-request 1\nseq {}\ntrigger {}\nrun {}\nparent {}\n", r.seq,
-                            set::to_string(r.trigger), r.restart_count, r.parent));
+    return seal(fmt::format("ckpt-set-request 1\nseq {}\ntrigger {}\nrun {}\nparent {}\ntracked {}\n", r.seq,
+                            set::to_string(r.trigger), r.restart_count, r.parent, r.tracked));
 }
 
 Result<SetRequest> decode_request(std::string_view text) {
@@ -134,6 +134,9 @@ Result<SetRequest> decode_request(std::string_view text) {
     r.restart_count = static_cast<uint32_t>(CKPT_TRY(uint_field(f, "run", "set request")));
     if (field(f, "parent")) r.parent = CKPT_TRY(uint_field(f, "parent", "set request"));
     if (r.parent >= r.seq) return error("set request: parent set {} is not older than set {}", r.parent, r.seq);
+    if (field(f, "tracked")) r.tracked = CKPT_TRY(uint_field(f, "tracked", "set request"));
+    if (r.tracked >= r.seq || (r.parent && r.tracked != r.parent))
+        return error("set request: tracked set {} is not older than set {} or not its parent", r.tracked, r.seq);
     return r;
 }
 

@@ -88,6 +88,10 @@ struct SetRequest {
     // An incremental set: each member's images refer to its images in this set (same node,
     // same run); 0: full.
     uint64_t parent = 0;
+    // The newest set of this run whose dumps left the write trackers (the parent, for an
+    // incremental set): a full set's dumps name it too, so that the engine recognises the
+    // trackers it recorded (dump --prev-images-dir ... --max-chain 0); 0: none.
+    uint64_t tracked = 0;
 };
 std::string encode(const SetRequest& r);
 Result<SetRequest> decode_request(std::string_view text);
