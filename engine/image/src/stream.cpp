@@ -206,43 +206,38 @@ Result<StreamRecord> StreamReader::next() {
         if (sums_due_.empty())
             return error_code(EINVAL, "{}: block checksums {} not after their page data (stream is corrupt): refused",
                               where_, r.name());
-        sums_due_.clear();
-        if (r.extents_size() || r.length() % sizeof(uint64_t) || r.length() > kMaxImageBytes ||
-            r.length() > kMaxStreamMetadata - metadata_)
+        sums_due_.clear();  // its name is that of the page data (checked there)
+        if (r.length() % sizeof(uint64_t))
             return error_code(EINVAL, "{}: block checksums {} of {} bytes (stream is corrupt): refused", where_,
                               r.name(), r.length());
-        metadata_ += r.length();
-        name_ = r.name();
-        kind_ = r.kind();
-        left_ = r.length();
-        open_ = true;
-        return r;
-    }
-    if (r.kind() == StreamRecord::END) {
+    } else if (r.kind() == StreamRecord::END) {
         CKPT_TRY(check_sum(fd_, where_, st_.get(), "the trailer"));
         if (r.records() != records_)
             return error_code(EINVAL, "{}: trailer counts {} records, the stream had {} (stream is corrupt): refused",
                               where_, r.records(), records_);
         complete_ = true;
         return r;
-    }
-    CKPT_TRY(check_plain_name(where_, r.name()));
-    if (!names_.insert(r.name()).second)
-        return error_code(EINVAL, "{}: record {} comes twice (stream is corrupt): refused", where_, r.name());
-    auto kind = names::kind_of(r.name());
-    switch (r.kind()) {
-        case StreamRecord::IMAGE:
-            if (!kind || static_cast<uint32_t>(*kind) != r.image_kind())
-                return error_code(EINVAL, "{}: record {} is not a {} image (stream is corrupt): refused", where_,
-                                  r.name(), kind_name(static_cast<Kind>(r.image_kind())));
-            break;
-        case StreamRecord::DATA:
-        case StreamRecord::PAGES:
-            if (kind) return error_code(EINVAL, "{}: record {} is an image, not data (stream is corrupt): refused", where_, r.name());
-            break;
-        default:
-            return error_code(EINVAL, "{}: record {} of unknown kind {}: refused", where_, r.name(),
-                              static_cast<int>(r.kind()));
+    } else {
+        CKPT_TRY(check_plain_name(where_, r.name()));
+        if (!names_.insert(r.name()).second)
+            return error_code(EINVAL, "{}: record {} comes twice (stream is corrupt): refused", where_, r.name());
+        auto kind = names::kind_of(r.name());
+        switch (r.kind()) {
+            case StreamRecord::IMAGE:
+                if (!kind || static_cast<uint32_t>(*kind) != r.image_kind())
+                    return error_code(EINVAL, "{}: record {} is not a {} image (stream is corrupt): refused", where_,
+                                      r.name(), kind_name(static_cast<Kind>(r.image_kind())));
+                break;
+            case StreamRecord::DATA:
+            case StreamRecord::PAGES:
+                if (kind)
+                    return error_code(EINVAL, "{}: record {} is an image, not data (stream is corrupt): refused", where_,
+                                      r.name());
+                break;
+            default:
+                return error_code(EINVAL, "{}: record {} of unknown kind {}: refused", where_, r.name(),
+                                  static_cast<int>(r.kind()));
+        }
     }
     if (r.kind() == StreamRecord::DATA) {
         uint64_t at = 0;
