@@ -851,8 +851,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         else logger()->debug("snapshot not armed ({}): pages copied frozen", armed.error().message());
     }
     if (!snap && streaming) {
-        CKPT_TRY(hash_page_data(plans));  // the page maps' checksums; the data comes later
-        uffds.clear();
+        uffds.clear();  // the page data is streamed below, read once (with its checksums)
     } else if (!snap) {
         CKPT_TRY(write_page_data(plans));
         uffds.clear();  // what was write-protected is let go before the tree runs
@@ -902,7 +901,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         stream.emplace(stream_fd.get(), dir.path());
         CKPT_TRY(stream->begin());
         CKPT_TRY(stream_metadata(dir, *stream));
-        for (const PagePlan& plan : plans) CKPT_TRY(stream_page_data(plan, *stream));
+        for (PagePlan& plan : plans) CKPT_TRY(stream_page_data(plan, *stream));
     }
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
                    (now_ns() - t0) / 1e6);

@@ -161,6 +161,7 @@ Result<void> stream_send(const std::string& images_dir, int fd) {
     for (const auto& pm : pms) {
         CKPT_TRY(image::check_plain_name(d + "/pagemap", pm.pages_file()));
         CKPT_TRY(stream_file(d, pm.pages_file(), image::StreamRecord::PAGES, pm.pages_bytes(), w));
+        CKPT_TRY(w.block_sums(pm.pages_file(), {pm.block_xxh3().begin(), pm.block_xxh3().end()}));
     }
     return w.end();
 }
@@ -173,12 +174,36 @@ Result<void> stream_recv(int fd, const std::string& images_dir) {
     CKPT_TRY(dir.remove(image::names::kInventory));
     CKPT_TRY(in.begin());
     std::optional<std::string> inventory;
+    // The page maps received, by the pages file they name: each gets the block checksums
+    // that follow its page data (stream version 2) before it is written.
+    std::map<std::string, std::pair<std::string, image::PageMap>> pagemaps;
     std::vector<char> buf(kChunk);
     for (;;) {
         auto r = CKPT_TRY(in.next());
         if (r.kind() == image::StreamRecord::END) break;
         if (r.name() == image::names::kInventory) {
             inventory = CKPT_TRY(in.read_whole(r));
+            continue;
+        }
+        if (r.kind() == image::StreamRecord::IMAGE && r.image_kind() == static_cast<uint32_t>(image::Kind::PageMap)) {
+            std::string d = CKPT_TRY(in.read_whole(r));
+            image::PageMap pm;
+            CKPT_TRY(image::parse_image(images_dir + "/" + r.name(), d, image::Kind::PageMap, &pm));
+            auto [it, fresh] = pagemaps.try_emplace(pm.pages_file(), r.name(), std::move(pm));
+            if (!fresh)
+                return error_code(EINVAL, "{}: page maps {} and {} name the same pages file: refused", in.where(),
+                                  it->second.first, r.name());
+            continue;
+        }
+        if (r.kind() == image::StreamRecord::PAGE_SUMS) {
+            auto it = pagemaps.find(r.name());
+            if (it == pagemaps.end())
+                return error_code(EINVAL, "{}: page data {} that no page map names: refused", in.where(), r.name());
+            auto& [name, pm] = it->second;
+            auto sums = CKPT_TRY(in.read_block_sums(r));
+            CKPT_TRY(merge_block_sums(pm, sums, images_dir + "/" + name));
+            CKPT_TRY(image::write_image(dir, name, image::Kind::PageMap, pm));
+            pagemaps.erase(it);
             continue;
         }
         auto out = CKPT_TRY(dir.create(r.name()));
@@ -201,6 +226,8 @@ Result<void> stream_recv(int fd, const std::string& images_dir) {
         }
     }
     if (!inventory) return error_code(EINVAL, "{}: no {}: refused", in.where(), image::names::kInventory);
+    if (!pagemaps.empty())
+        return error_code(EINVAL, "{}: no page data for {}: refused", in.where(), pagemaps.begin()->second.first);
     auto out = CKPT_TRY(dir.create(image::names::kInventory));
     CKPT_TRY_CTX(write_all(out.get(), inventory->data(), inventory->size()), "{}/{}", images_dir, image::names::kInventory);
     if (fsync(out.get()) != 0) return sys_error("fsync {}/{}", images_dir, image::names::kInventory);

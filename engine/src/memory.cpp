@@ -704,14 +704,10 @@ Result<void> write_page_data(std::vector<PagePlan>& plans) {
     return for_every_block(plans, [&](size_t i, size_t b) { return copy_block(plans[i], fds[i].get(), b); });
 }
 
-Result<void> hash_page_data(std::vector<PagePlan>& plans) {
-    return for_every_block(plans, [&](size_t i, size_t b) { return copy_block(plans[i], -1, b); });
-}
-
-Result<void> stream_page_data(const PagePlan& plan, image::StreamWriter& w) {
+Result<void> stream_page_data(PagePlan& plan, image::StreamWriter& w) {
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
-    const image::PageMap& pm = *plan.pm;
     CKPT_TRY(w.begin_record(plan.name, image::StreamRecord::PAGES, plan.total));
+    std::vector<uint64_t> sums;
     uint64_t at = 0;
     for (size_t b = 0; b * kPageBlock < plan.total; ++b) {
         uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
@@ -721,12 +717,13 @@ Result<void> stream_page_data(const PagePlan& plan, image::StreamWriter& w) {
             at += n;
             return w.data(buf, n);
         }));
-        // The tree is frozen: the pages are those the page map's checksums were made of.
-        if (static_cast<int>(b) >= pm.block_xxh3_size() || XXH3_64bits_digest(st.get()) != pm.block_xxh3(static_cast<int>(b)))
-            return error("pid {}: block {} of {} changed while the tree was frozen", plan.pid, b, plan.path);
+        sums.push_back(XXH3_64bits_digest(st.get()));
     }
     if (at != plan.total) return error("pid {}: {} of {} bytes of page data copied", plan.pid, at, plan.total);
-    return w.end_record();
+    CKPT_TRY(w.end_record());
+    CKPT_TRY(w.block_sums(plan.name, sums));
+    for (uint64_t sum : sums) plan.pm->add_block_xxh3(sum);
+    return ok();
 }
 
 Result<void> checksum_page_data(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written) {
@@ -1056,8 +1053,10 @@ Result<void> fill_pages_from_file(RestoreTask& t) {
 // The largest block a stream's page map may have (the buffer a block is read into).
 constexpr uint64_t kMaxStreamBlock = 256ull << 20;
 
-// Page data from the restore's stream: its next record, read block by block into a buffer,
-// each block verified before it is written into the process.
+// Page data from the restore's stream: its next record, read block by block into a buffer
+// and written into the process, then the block checksums that follow it (a page map that
+// has them, from a folder streamed, must agree with them). A block that does not match
+// fails the restore, which kills the tree: its pages are in place by then.
 Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     const image::PageMap& pm = t.pagemap;
     const std::string& where = in.reader.where();
@@ -1069,10 +1068,12 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     if (std::any_of(pm.runs().begin(), pm.runs().end(), [](const auto& r) { return r.in_parent(); }))
         return error_code(EINVAL, "{}: pid {}: page runs of a parent dump in a stream (an incremental dump refers to "
                                   "a folder): refused", where, t.pid);
-    uint64_t bs = pm.block_size();
-    size_t blocks = CKPT_TRY(page_blocks(pm, path));
-    if (blocks && (bs > kMaxStreamBlock || bs % kPage))
+    const uint64_t bs = pm.block_size();
+    if (pm.pages_bytes() && (!bs || bs > kMaxStreamBlock || bs % kPage))
         return error_code(EINVAL, "{}: blocks of {} bytes (image is corrupt): refused", path, bs);
+    const size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
+    if (pm.block_xxh3_size() && static_cast<size_t>(pm.block_xxh3_size()) != blocks)
+        return error_code(EINVAL, "{}: malformed block checksums (image is corrupt): refused", path);
     auto pieces = CKPT_TRY(page_pieces(t, path));
     std::vector<iovec> local, remote;
     for (const PagePiece& p : pieces) {
@@ -1086,12 +1087,16 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
         buf.reset(static_cast<char*>(aligned_alloc(kPage, bs)));
         if (!buf) return error_code(ENOMEM, "{}: a buffer of {} bytes", path, bs);
     }
+    auto mismatch = [&](size_t b) {
+        return error_code(EINVAL, "{}: checksum mismatch in block {} (stream is corrupt): refused", path, b);
+    };
+    std::vector<uint64_t> sums(blocks);
     size_t next = 0;  // the first data piece not written whole yet
     for (size_t b = 0; b < blocks; ++b) {
         uint64_t lo = b * bs, hi = std::min(pm.pages_bytes(), lo + bs);
         CKPT_TRY(in.reader.read(buf.get(), hi - lo));
-        if (XXH3_64bits(buf.get(), hi - lo) != pm.block_xxh3(static_cast<int>(b)))
-            return error_code(EINVAL, "{}: checksum mismatch in block {} (stream is corrupt): refused", path, b);
+        sums[b] = XXH3_64bits(buf.get(), hi - lo);
+        if (pm.block_xxh3_size() && sums[b] != pm.block_xxh3(static_cast<int>(b))) return mismatch(b);
         local.clear();
         remote.clear();
         for (size_t i = next; i < pieces.size(); ++i) {
@@ -1105,7 +1110,15 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
         }
         CKPT_TRY(write_pieces(t.host, local, remote));
     }
-    return in.reader.end_record();
+    CKPT_TRY(in.reader.end_record());
+    // The reader gives no record but the PAGE_SUMS of rec now.
+    auto trailer = CKPT_TRY(in.reader.read_block_sums(CKPT_TRY(in.reader.next())));
+    if (trailer.size() != blocks)
+        return error_code(EINVAL, "{}: {} block checksums after {} blocks of page data (stream is corrupt): refused",
+                          path, trailer.size(), blocks);
+    for (size_t b = 0; b < blocks; ++b)
+        if (trailer[b] != sums[b]) return mismatch(b);
+    return ok();
 }
 
 Result<void> fill_pages(RestoreTask& t) {

@@ -74,11 +74,10 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 // threads) and completes their page maps. The processes must still be frozen.
 Result<void> write_page_data(std::vector<PagePlan>& plans);
 
-// For dump --stream: the block checksums of every plan's page data, read from the frozen
-// processes and kept nowhere; then, once the metadata is streamed, one plan's page data
-// read again into a PAGES record of w (each block checked against its checksum).
-Result<void> hash_page_data(std::vector<PagePlan>& plans);
-Result<void> stream_page_data(const PagePlan& plan, image::StreamWriter& w);
+// For dump --stream: one plan's page data read from the frozen processes once, into a
+// PAGES record of w, and its block checksums after it (a PAGE_SUMS record; also added to
+// the plan's page map, streamed before without them).
+Result<void> stream_page_data(PagePlan& plan, image::StreamWriter& w);
 
 // The copy in pieces, for the copy-on-write snapshot (snapshot.cpp), which copies pages
 // while the tree runs: the pages files of plans, created at their full size; the pages of

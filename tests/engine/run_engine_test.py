@@ -44,6 +44,9 @@ Negative kinds (the program only provides a tree to dump):
   reaped / of the runner; the dump refuses it naming the pid and fd 9, the tree runs on).
 Streams (dump --stream into a file, then each damaged copy given to restore --stream):
   stream-truncated (cut in the metadata, in the page data, just before the trailer),
+  stream-forged-sums (a byte of page data, then of the block checksums after it, changed and
+  the record's stream checksum made again: refused by the block checksums, the pages already
+  in place), stream-no-sums (the block checksums after page data left out),
   stream-flipped (a byte of page data flipped), stream-forged-name (a record renamed to a name
   with '/' or '..', its length kept), stream-version (the stream's version 99): each refused
   with its message, nothing left running.
@@ -954,6 +957,39 @@ class Run:
                     yield f"page data at {at}", data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
         return self.stream_damaged(flips, "checksum mismatch", "flipped byte")
 
+    def resealed(self, data, r, at):
+        """data with the byte at `at` (inside record r) flipped and r's checksum made again:
+        a stream forged, not damaged."""
+        data = data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+        end = r[2] + r[3]
+        body = os.path.join(self.work, "record")
+        with open(body, "wb") as f:
+            f.write(data[r[0]:end])
+        out = subprocess.run([self.args.image_edit, "xxh3", body], capture_output=True, text=True, check=True)
+        return data[:end] + struct.pack("<Q", int(out.stdout)) + data[end + 8:]
+
+    def neg_stream_forged_sums(self):
+        """Page data flipped and block checksums forged, each record resealed (its stream
+        checksum right): caught by the block checksums that follow the page data, once the
+        pages are in place; the tree is killed."""
+        if not self.args.image_edit:
+            raise TestFailure("stream-forged-sums needs --image-edit")
+        def forged(data, records):
+            for r in records[1:]:
+                if r[4] == 2 and r[3] > 0:
+                    yield "page data flipped, resealed", self.resealed(data, r, r[2] + r[3] // 2)
+                if r[4] == 4 and r[3] > 0:
+                    yield "block checksum forged, resealed", self.resealed(data, r, r[2] + r[3] - 1)
+        return self.stream_damaged(forged, "checksum mismatch in block", "forged")
+
+    def neg_stream_no_sums(self):
+        """The block checksums after a process's page data left out."""
+        def dropped(data, records):
+            for r in records[1:]:
+                if r[4] == 4:
+                    yield "block checksums dropped", data[:r[0]] + data[r[2] + r[3] + 8:]
+        return self.stream_damaged(dropped, "no block checksums after the page data", "stream")
+
     def neg_stream_forged_name(self):
         def forged(data, records):
             for r in records[1:]:
@@ -1809,7 +1845,8 @@ def main():
                                            "compare-detects", "shared-fd-table", "fifo-changed",
                                            "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged",
                                            "ipc-refused", "stream-truncated", "stream-flipped",
-                                           "stream-forged-name", "stream-version"])
+                                           "stream-forged-name", "stream-version",
+                                           "stream-forged-sums", "stream-no-sums"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")

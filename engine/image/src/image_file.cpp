@@ -197,8 +197,18 @@ Result<ImageReader> ImageReader::open(const std::string& path, Kind kind) {
         return error_code(EFBIG, "{}: {} bytes, more than an image may hold ({} MiB): refused", path, f.size,
                           kMaxImageBytes >> 20);
     // No further than the size fstat gave: a file that grows meanwhile is not read on.
-    r.data_.resize(f.size);
-    CKPT_TRY_CTX(read_exact(f.fd.get(), r.data_.data(), r.data_.size()), "{}", path);
+    std::string data(f.size, '\0');
+    CKPT_TRY_CTX(read_exact(f.fd.get(), data.data(), data.size()), "{}", path);
+    return from_data(path, std::move(data), kind);
+}
+
+Result<ImageReader> ImageReader::from_data(const std::string& path, std::string data, Kind kind) {
+    ImageReader r;
+    r.path_ = path;
+    if (data.size() > kMaxImageBytes)
+        return error_code(EFBIG, "{}: {} bytes, more than an image may hold ({} MiB): refused", path, data.size(),
+                          kMaxImageBytes >> 20);
+    r.data_ = std::move(data);
     const std::string& d = r.data_;
     if (d.size() < sizeof(Header) + sizeof(Trailer))
         return error_code(EINVAL, "{}: truncated image ({} bytes)", path, d.size());
@@ -255,11 +265,21 @@ Result<void> write_image(const std::string& path, Kind kind, const google::proto
     return write_image(dir, name, kind, msg, sync);
 }
 
-Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg, uint64_t* xxh3) {
-    auto r = CKPT_TRY(ImageReader::open(path, kind));
+namespace {
+Result<void> one_message(const ImageReader& r, const std::string& path, google::protobuf::MessageLite* msg,
+                         uint64_t* xxh3) {
     if (r.records() != 1) return error_code(EINVAL, "{}: expected one record, found {}", path, r.records());
     if (xxh3) *xxh3 = r.xxh3();
     return r.parse(0, msg);
+}
+}  // namespace
+
+Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg, uint64_t* xxh3) {
+    return one_message(CKPT_TRY(ImageReader::open(path, kind)), path, msg, xxh3);
+}
+
+Result<void> parse_image(const std::string& path, std::string data, Kind kind, google::protobuf::MessageLite* msg) {
+    return one_message(CKPT_TRY(ImageReader::from_data(path, std::move(data), kind)), path, msg, nullptr);
 }
 
 }  // namespace ckpt::image

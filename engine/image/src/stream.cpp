@@ -117,6 +117,12 @@ Result<void> StreamWriter::record(const std::string& name, StreamRecord::Kind ki
     return end_record();
 }
 
+Result<void> StreamWriter::block_sums(const std::string& name, const std::vector<uint64_t>& sums) {
+    std::string d(sums.size() * sizeof(uint64_t), '\0');
+    if (!sums.empty()) std::memcpy(d.data(), sums.data(), d.size());  // little-endian (as the frames)
+    return record(name, StreamRecord::PAGE_SUMS, d);
+}
+
 Result<void> StreamWriter::end() {
     if (open_) return error("{}: trailer inside a record", where_);
     StreamRecord r;
@@ -192,31 +198,46 @@ Result<StreamRecord> StreamReader::next() {
     auto buf = CKPT_TRY(read_frame(fd_, where_, st_.get()));
     StreamRecord r;
     if (!r.ParseFromString(buf)) return error_code(EINVAL, "{}: malformed record frame (stream is corrupt): refused", where_);
-    if (r.kind() == StreamRecord::END) {
+    // The checksums of page data come right after it (and only then).
+    if (!sums_due_.empty() && (r.kind() != StreamRecord::PAGE_SUMS || r.name() != sums_due_))
+        return error_code(EINVAL, "{}: no block checksums after the page data {} (stream is corrupt): refused", where_,
+                          sums_due_);
+    if (r.kind() == StreamRecord::PAGE_SUMS) {
+        if (sums_due_.empty())
+            return error_code(EINVAL, "{}: block checksums {} not after their page data (stream is corrupt): refused",
+                              where_, r.name());
+        sums_due_.clear();  // its name is that of the page data (checked there)
+        if (r.length() % sizeof(uint64_t))
+            return error_code(EINVAL, "{}: block checksums {} of {} bytes (stream is corrupt): refused", where_,
+                              r.name(), r.length());
+    } else if (r.kind() == StreamRecord::END) {
         CKPT_TRY(check_sum(fd_, where_, st_.get(), "the trailer"));
         if (r.records() != records_)
             return error_code(EINVAL, "{}: trailer counts {} records, the stream had {} (stream is corrupt): refused",
                               where_, r.records(), records_);
         complete_ = true;
         return r;
-    }
-    CKPT_TRY(check_plain_name(where_, r.name()));
-    if (!names_.insert(r.name()).second)
-        return error_code(EINVAL, "{}: record {} comes twice (stream is corrupt): refused", where_, r.name());
-    auto kind = names::kind_of(r.name());
-    switch (r.kind()) {
-        case StreamRecord::IMAGE:
-            if (!kind || static_cast<uint32_t>(*kind) != r.image_kind())
-                return error_code(EINVAL, "{}: record {} is not a {} image (stream is corrupt): refused", where_,
-                                  r.name(), kind_name(static_cast<Kind>(r.image_kind())));
-            break;
-        case StreamRecord::DATA:
-        case StreamRecord::PAGES:
-            if (kind) return error_code(EINVAL, "{}: record {} is an image, not data (stream is corrupt): refused", where_, r.name());
-            break;
-        default:
-            return error_code(EINVAL, "{}: record {} of unknown kind {}: refused", where_, r.name(),
-                              static_cast<int>(r.kind()));
+    } else {
+        CKPT_TRY(check_plain_name(where_, r.name()));
+        if (!names_.insert(r.name()).second)
+            return error_code(EINVAL, "{}: record {} comes twice (stream is corrupt): refused", where_, r.name());
+        auto kind = names::kind_of(r.name());
+        switch (r.kind()) {
+            case StreamRecord::IMAGE:
+                if (!kind || static_cast<uint32_t>(*kind) != r.image_kind())
+                    return error_code(EINVAL, "{}: record {} is not a {} image (stream is corrupt): refused", where_,
+                                      r.name(), kind_name(static_cast<Kind>(r.image_kind())));
+                break;
+            case StreamRecord::DATA:
+            case StreamRecord::PAGES:
+                if (kind)
+                    return error_code(EINVAL, "{}: record {} is an image, not data (stream is corrupt): refused", where_,
+                                      r.name());
+                break;
+            default:
+                return error_code(EINVAL, "{}: record {} of unknown kind {}: refused", where_, r.name(),
+                                  static_cast<int>(r.kind()));
+        }
     }
     if (r.kind() == StreamRecord::DATA) {
         uint64_t at = 0;
@@ -239,6 +260,7 @@ Result<StreamRecord> StreamReader::next() {
         metadata_ += r.length();
     }
     name_ = r.name();
+    kind_ = r.kind();
     left_ = r.length();
     open_ = true;
     return r;
@@ -257,6 +279,7 @@ Result<void> StreamReader::end_record() {
     CKPT_TRY(check_sum(fd_, where_, st_.get(), "record " + name_));
     open_ = false;
     ++records_;
+    if (kind_ == StreamRecord::PAGES) sums_due_ = name_;
     return ok();
 }
 
@@ -265,6 +288,26 @@ Result<std::string> StreamReader::read_whole(const StreamRecord& r) {
     CKPT_TRY(read(d.data(), d.size()));
     CKPT_TRY(end_record());
     return d;
+}
+
+Result<std::vector<uint64_t>> StreamReader::read_block_sums(const StreamRecord& r) {
+    if (r.kind() != StreamRecord::PAGE_SUMS)
+        return error_code(EINVAL, "{}: record {} is not block checksums (stream is corrupt): refused", where_, r.name());
+    std::string d = CKPT_TRY(read_whole(r));
+    std::vector<uint64_t> sums(d.size() / sizeof(uint64_t));
+    if (!sums.empty()) std::memcpy(sums.data(), d.data(), sums.size() * sizeof(uint64_t));
+    return sums;
+}
+
+Result<void> merge_block_sums(PageMap& pm, const std::vector<uint64_t>& sums, const std::string& where) {
+    if (pm.block_xxh3_size() == 0) {
+        for (uint64_t s : sums) pm.add_block_xxh3(s);
+        return ok();
+    }
+    if (!std::equal(pm.block_xxh3().begin(), pm.block_xxh3().end(), sums.begin(), sums.end()))
+        return error_code(EINVAL, "{}: block checksums differ from those after its page data (stream is corrupt): refused",
+                          where);
+    return ok();
 }
 
 Result<std::vector<uint64_t>> data_extents(int fd, uint64_t size, const std::string& what) {

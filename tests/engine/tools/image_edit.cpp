@@ -6,6 +6,8 @@
 //   image_edit pages-file PAGEMAP NAME      set the pages file a page map names
 //   image_edit content-file FILES NAME      make the first file of a file table a saved copy
 //                                           (deleted) kept in NAME
+//   image_edit xxh3 FILE                    print the XXH3-64 of FILE (decimal): to reseal a
+//                                           record of an image stream forged
 //   image_edit totext FILE                  print an image as protobuf text (kind from its name)
 //   image_edit fromtext FILE                rewrite FILE from protobuf text on stdin, resealed,
 //                                           as a user forging their own images would
@@ -110,6 +112,15 @@ ckpt::Result<void> from_text(const std::string& path) {
 
 int main(int argc, char** argv) {
     std::string_view verb = argc > 1 ? argv[1] : "";
+    if (argc == 3 && verb == "xxh3") {
+        auto data = ckpt::read_file(argv[2]);
+        if (!data) {
+            std::fprintf(stderr, "image_edit: %s\n", data.error().message().c_str());
+            return 1;
+        }
+        std::printf("%llu\n", static_cast<unsigned long long>(ckpt::image::checksum(data->data(), data->size())));
+        return 0;
+    }
     if (argc == 3 && (verb == "totext" || verb == "fromtext")) {
         auto r = verb == "totext" ? to_text(argv[2]) : from_text(argv[2]);
         if (!r) {
@@ -121,7 +132,7 @@ int main(int argc, char** argv) {
     if (argc != 4) {
         std::fprintf(stderr,
                      "usage: image_edit version FILE N | arch INVENTORY N | pages-file PAGEMAP NAME | "
-                     "content-file FILES NAME | totext FILE | fromtext FILE\n");
+                     "content-file FILES NAME | xxh3 FILE | totext FILE | fromtext FILE\n");
         return 2;
     }
     std::string what = argv[1], path = argv[2];

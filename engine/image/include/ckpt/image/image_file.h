@@ -157,6 +157,8 @@ class ImageReader {
 public:
     // Reads and verifies the whole image.
     static Result<ImageReader> open(const std::string& path, Kind kind);
+    // The same of an image's content already read (named path in messages).
+    static Result<ImageReader> from_data(const std::string& path, std::string data, Kind kind);
     size_t records() const { return records_.size(); }
     Result<void> parse(size_t index, google::protobuf::MessageLite* msg) const;
     // The checksum of the whole file (its trailer's, verified): which image this is.
@@ -177,6 +179,8 @@ Result<void> write_image(const std::string& path, Kind kind, const google::proto
 // xxh3, when given, gets the checksum of the whole file (ImageReader::xxh3).
 Result<void> read_image(const std::string& path, Kind kind, google::protobuf::MessageLite* msg,
                         uint64_t* xxh3 = nullptr);
+// The same of an image's content already read (a stream's record), named path in messages.
+Result<void> parse_image(const std::string& path, std::string data, Kind kind, google::protobuf::MessageLite* msg);
 
 // XXH3-64 of a buffer; the checksum used for images and page data.
 uint64_t checksum(const void* p, size_t n);

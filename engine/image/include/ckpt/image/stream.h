@@ -21,12 +21,14 @@
 #include "ckpt/base/fd.h"
 #include "ckpt/base/result.h"
 #include "ckpt/image/image_file.h"
+#include "mm.pb.h"
 #include "stream.pb.h"
 
 namespace ckpt::image {
 
 // The framing this build writes and the only one it reads.
-inline constexpr uint32_t kStreamVersion = 1;
+// 2: the block checksums of page data follow it (StreamRecord.PAGE_SUMS).
+inline constexpr uint32_t kStreamVersion = 2;
 // Bounds of a reader: a frame's message, a record's data (but page data), all metadata.
 inline constexpr uint32_t kMaxStreamFrame = 1u << 20;
 inline constexpr uint64_t kMaxStreamMetadata = 2 * kMaxImageBytes;
@@ -50,6 +52,8 @@ public:
     // A whole record in one call.
     Result<void> record(const std::string& name, StreamRecord::Kind kind, std::string_view data, uint32_t image_kind = 0,
                         const std::vector<uint64_t>& extents = {});
+    // The PAGE_SUMS record of the PAGES record name just streamed.
+    Result<void> block_sums(const std::string& name, const std::vector<uint64_t>& sums);
     // The trailer: the stream is complete.
     Result<void> end();
     const std::string& where() const { return where_; }
@@ -79,6 +83,9 @@ public:
     Result<void> end_record();
     // A metadata record (DATA, IMAGE) read whole and verified.
     Result<std::string> read_whole(const StreamRecord& r);
+    // A PAGE_SUMS record (next() returns one only right after its PAGES record) read whole
+    // and verified: its checksums.
+    Result<std::vector<uint64_t>> read_block_sums(const StreamRecord& r);
     bool complete() const { return complete_; }
     const std::string& where() const { return where_; }
 
@@ -88,12 +95,18 @@ private:
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st_;
     std::set<std::string> names_;
     std::string name_;  // the current record's
+    std::string sums_due_;  // a PAGES record read whose PAGE_SUMS must come next
+    StreamRecord::Kind kind_ = StreamRecord::DATA;  // the current record's
     uint64_t left_ = 0;
     uint64_t records_ = 0;
     uint64_t metadata_ = 0;
     bool open_ = false;
     bool complete_ = false;
 };
+
+// Gives pm the block checksums that followed its page data in a stream: a page map that has
+// some already (a folder streamed) must have these (where names it in messages).
+Result<void> merge_block_sums(PageMap& pm, const std::vector<uint64_t>& sums, const std::string& where);
 
 // Where fd (size bytes) has data (SEEK_DATA, SEEK_HOLE): (offset, length) pairs.
 Result<std::vector<uint64_t>> data_extents(int fd, uint64_t size, const std::string& what);
