@@ -135,6 +135,7 @@ Result<SetRequest> decode_request(std::string_view text) {
     if (field(f, "parent")) r.parent = CKPT_TRY(uint_field(f, "parent", "set request"));
     if (r.parent >= r.seq) return error("set request: parent set {} is not older than set {}", r.parent, r.seq);
     if (field(f, "tracked")) r.tracked = CKPT_TRY(uint_field(f, "tracked", "set request"));
+    if (r.parent && !r.tracked) r.tracked = r.parent;
     if (r.tracked >= r.seq || (r.parent && r.tracked != r.parent))
         return error("set request: tracked set {} is not older than set {} or not its parent", r.tracked, r.seq);
     return r;

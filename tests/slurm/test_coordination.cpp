@@ -42,7 +42,14 @@ TEST(Coordination, EditedOrTornFilesAreRefused) {
     auto incremental = decode_request(encode(SetRequest{5, ckpt::set::Trigger::Interval, 2, 4}));
     ASSERT_TRUE(incremental);
     EXPECT_EQ(incremental->parent, 4u);
+    EXPECT_EQ(incremental->tracked, 4u);  // the parent's dumps left the trackers
     EXPECT_FALSE(decode_request(encode(SetRequest{5, ckpt::set::Trigger::Interval, 2, 5})));  // not older
+    auto full = decode_request(encode(SetRequest{5, ckpt::set::Trigger::Interval, 2, 0, 3}));
+    ASSERT_TRUE(full);
+    EXPECT_EQ(full->parent, 0u);
+    EXPECT_EQ(full->tracked, 3u);
+    EXPECT_FALSE(decode_request(encode(SetRequest{5, ckpt::set::Trigger::Interval, 2, 0, 5})));  // not older
+    EXPECT_FALSE(decode_request(encode(SetRequest{5, ckpt::set::Trigger::Interval, 2, 4, 3})));  // not the parent
 
     std::string edited = text;
     edited[edited.find("seq 5") + 4] = '6';
