@@ -216,6 +216,13 @@ private:
             logger()->warn("job {}: the folder of an earlier job {} (same id, another incarnation) "
                            "was moved aside to {}; not restoring from it",
                            cfg_.job, cfg_.job, store_->set_aside());
+        if (lead() && incremental_sets(cfg_)) {
+            // The job's processes may still hold an earlier run's write trackers (a copy of
+            // the job left running, an agent started again): this run's first sets name the
+            // newest committed set of the step, whose dumps recorded them.
+            for (const auto& s : store_->index().sets)
+                if (s.state == set::SetState::Committed && s.step_id == cfg_.step) tracked_set_ = s.seq;
+        }
         if (lead()) {
             // A request left by an earlier run names a set that run began; this run starts
             // with its own requests only.
