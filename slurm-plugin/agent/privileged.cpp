@@ -4,11 +4,12 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/capability.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,6 +36,17 @@ namespace {
 auto logger() { return log::get("slurm"); }
 
 constexpr size_t kMaxMessage = 192 * 1024;  // a dump request names every local rank's exclusions
+
+// Whether rel (plain names) is a folder beneath the job folder. The job folder is the user's:
+// no link is followed, there or in it (root only looks; the engine opens it as the user).
+bool folder_in_job(const std::string& job_dir, const std::string& rel) {
+    UniqueFd job(::open(job_dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!job) return false;
+    open_how how{};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS;
+    return UniqueFd(static_cast<int>(::syscall(SYS_openat2, job.get(), rel.c_str(), &how, sizeof how))).valid();
+}
 
 Result<void> send_message(int sock, const std::string& text, int pass_fd = -1) {
     iovec iov{const_cast<char*>(text.data()), text.size()};
@@ -359,10 +371,9 @@ private:
                 // (--max-chain 0): the engine recognises a tracker only by what a dump recorded.
                 extra.push_back("--track-mem");
                 const std::optional<uint64_t> from = parent ? parent : tracked;
-                std::string prev = from ? fmt::format("{}/{}/member-{}", job_dir, set::set_folder_name(*from), *id) : "";
-                struct stat st{};
-                if (!prev.empty() && ::lstat(prev.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-                    extra.insert(extra.end(), {"--prev-images-dir", prev});
+                const std::string prev = from ? fmt::format("{}/member-{}", set::set_folder_name(*from), *id) : "";
+                if (!prev.empty() && folder_in_job(job_dir, prev)) {
+                    extra.insert(extra.end(), {"--prev-images-dir", job_dir + "/" + prev});
                     if (!parent) extra.insert(extra.end(), {"--max-chain", "0"});
                 }
             }
