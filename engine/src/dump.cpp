@@ -370,17 +370,14 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
     return ok();
 }
 
-// Records one process and writes its images but the page map, whose page data is copied
-// later for the whole tree at once (t.plan).
-Result<void> dump_process(DumpTask& t) {
-    const FrozenProcess& p = t.p;
-    DumpShared& sh = t.shared;
-    t.core.set_exit_signal(p.stat.exit_signal);
+// Runs body(leader, arena, code, &held_stops) inside the frozen process p through injected
+// system calls (a page of scratch memory mapped for it), then puts back everything the
+// injection changed: registers, the scratch page, the trap code, stops it held back.
+template <typename Body>
+Result<void> inside_process(const FrozenProcess& p, Body&& body) {
     // Injected syscalls would take a pending SIGSTOP: held back, then put back as it was.
     const PendingStops stops_before = CKPT_TRY(read_pending_stops(p));
     int held_stops = 0;
-
-    const uint64_t t_inside = now_ns();
     uint64_t code = CKPT_TRY(trap_site_address(p.pid));
     auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
     {
@@ -390,7 +387,7 @@ Result<void> dump_process(DumpTask& t) {
                                                       static_cast<uint64_t>(-1), 0}));
         uint64_t s = static_cast<uint64_t>(scratch);
         RemoteScratch arena(p.pid, s, 4096);
-        auto r = dump_from_inside(t, leader, arena, code, &held_stops);
+        Result<void> r = body(leader, arena, code, &held_stops);
         auto unmapped = leader.syscall_ok("munmap(scratch)", SYS_munmap, {s, 4096});
         auto restored = leader.restore_state();
         held_stops += leader.held_stops();
@@ -400,7 +397,19 @@ Result<void> dump_process(DumpTask& t) {
         if (!unmapped) return std::move(unmapped).error();
         if (!restored) return std::move(restored).error();
     }
-    CKPT_TRY(site.remove());
+    return site.remove();
+}
+
+// Records one process and writes its images but the page map, whose page data is copied
+// later for the whole tree at once (t.plan).
+Result<void> dump_process(DumpTask& t) {
+    const FrozenProcess& p = t.p;
+    DumpShared& sh = t.shared;
+    t.core.set_exit_signal(p.stat.exit_signal);
+    const uint64_t t_inside = now_ns();
+    CKPT_TRY(inside_process(p, [&t](RemoteThread& leader, RemoteScratch& arena, uint64_t code, int* held_stops) {
+        return dump_from_inside(t, leader, arena, code, held_stops);
+    }));
     CKPT_TRY(dump_pending(p.pid, &t.core));
     CKPT_TRY(dump_seccomp(p, &t.core));
     if (t.uffd) {
@@ -790,6 +799,28 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     const uint64_t t_survey = now_ns();
     DumpShared shared{opts, dir, tree, own_pidns, own_ipcns, files, ex, fd_state, snapshot, {}, dump_id, prev_name};
     std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
+    // A dump that fails after it made a new write tracker in a process closes it there before
+    // the tree is let go: no dump recorded it, so every later dump would refuse it as an
+    // unknown userfaultfd. (A tracker kept from the previous dump stays: moved to another fd,
+    // it matches that dump's record no more, and the next dump saves its pages whole.)
+    struct NewTrackersGuard {
+        std::deque<DumpTask>& tasks;
+        bool keep = false;
+        ~NewTrackersGuard() {
+            if (keep) return;
+            for (auto& t : tasks) {
+                if (!t.track.made) continue;
+                const auto fd = static_cast<uint64_t>(t.track.fd);
+                auto closed = inside_process(t.p, [fd](RemoteThread& leader, RemoteScratch&, uint64_t, int*) -> Result<void> {
+                    CKPT_TRY(leader.syscall_ok("close(new write tracker)", SYS_close, {fd}));
+                    return ok();
+                });
+                if (!closed)
+                    logger()->warn("pid {}: the dump failed, and its new write tracker stays at fd {}: {}", t.p.pid, fd,
+                                   closed.error().message());
+            }
+        }
+    } new_trackers{tasks};
     for (auto& p : tree.processes) {
         auto* t = inv.add_tasks();
         // A session or group led from outside the tree is recorded as its number in the
@@ -915,6 +946,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     // The images are complete: the hidden links stay for their restore (or a later dump).
     files.keep_link_remaps();
 
+    new_trackers.keep = true;  // the images that record them are complete
     if (opts.leave_running) {
         fd_state.tcp_repair.release();  // before the tree runs: a send in repair mode fails
         tree.release();

@@ -205,6 +205,7 @@ Result<void> prepare_tracker(pid_t pid, RemoteThread& leader, const std::set<int
     if (fstat(copy.get(), &st) != 0) return sys_error("pid {}: fstat of its write tracker", pid);
     t->fd = to;
     t->ino = st.st_ino;
+    t->made = true;
     engine_fds->insert(to);
     if (t->since_prev) t->next = std::move(copy);
     else t->uffd = std::move(copy);

@@ -44,6 +44,7 @@ struct MemTrack {
     UniqueFd next;
     int fd = -1;  // where the tracker is left in the process (rearm), and its inode
     uint64_t ino = 0;
+    bool made = false;  // the tracker at fd is a new one, made by this dump
     // The tracker that the next dump will ask.
     int arm_fd() const { return next ? next.get() : uffd.get(); }
 };

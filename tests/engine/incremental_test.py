@@ -273,6 +273,56 @@ def case_max_chain(t):
         t.restore(k)
 
 
+def uffds(pid):
+    """The inodes of the userfaultfds pid holds."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            if os.readlink(path) == "anon_inode:[userfaultfd]":
+                out.add(os.stat(path).st_ino)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def case_failed(t):
+    """A dump that fails at its very end (post-dump) leaves no tracker it made, and loses no page
+    written since the dump before it."""
+    failing = '[ "$CRTOOLS_SCRIPT_ACTION" != post-dump ]'  # run by /bin/sh -c
+    t.start()
+    t.wait_line("step 0")
+    wait_for(f"pid {t.pid} stopped", lambda: state(t.pid) == "T")
+    r = t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(0), "--leave-running", "--track-mem",
+                      "--action-script", failing], expect_ok=False)
+    if r.returncode == 0 or "(post-dump) exited 1" not in r.stderr:
+        raise Fail(f"the dump with a failing post-dump script: {r.returncode} {r.stderr.strip()}")
+    if uffds(t.pid):
+        raise Fail("the failed first --track-mem dump left a userfaultfd in the program")
+    # The next dump of the tree is not refused for a tracker nobody recorded.
+    t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(0), "--leave-running", "--track-mem"])
+    os.kill(t.pid, signal.SIGCONT)
+    t.wait_line("verified 0")
+    # Step 1 is written, its dump re-arms the tracker and then fails: step 1's pages are in no
+    # complete dump, so the next dump against link 0 must save them.
+    t.wait_line("step 1")
+    wait_for(f"pid {t.pid} stopped", lambda: state(t.pid) == "T")
+    r = t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(1), "--leave-running", "--track-mem",
+                      "--prev-images-dir", t.link(0), "--action-script", failing], expect_ok=False)
+    if r.returncode == 0 or "(post-dump) exited 1" not in r.stderr:
+        raise Fail(f"the incremental dump with a failing post-dump script: {r.returncode} {r.stderr.strip()}")
+    if len(uffds(t.pid)) != 1:
+        raise Fail(f"after the failed incremental dump the program holds {len(uffds(t.pid))} userfaultfds, not 1")
+    os.kill(t.pid, signal.SIGCONT)
+    t.wait_line("verified 1")
+    t.wait_line("step 2")
+    wait_for(f"pid {t.pid} stopped", lambda: state(t.pid) == "T")
+    t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(2), "--leave-running", "--track-mem",
+                  "--prev-images-dir", t.link(0)])
+    t.kill()
+    t.restore(2)
+
+
 def case_own_uffd(t):
     t.start(["--own-uffd"])
     t.wait_line("step 0")
@@ -315,7 +365,7 @@ def main():
     ap.add_argument("--program", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--case", required=True,
-                    choices=["chain", "damaged", "closed", "refused", "own_uffd", "max_chain", "cousin"])
+                    choices=["chain", "damaged", "closed", "refused", "own_uffd", "max_chain", "cousin", "failed"])
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
