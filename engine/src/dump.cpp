@@ -412,6 +412,15 @@ Result<void> dump_process(DumpTask& t) {
     }));
     CKPT_TRY(dump_pending(p.pid, &t.core));
     CKPT_TRY(dump_seccomp(p, &t.core));
+    // Trackers it holds that this dump does not arm: recorded, so that a dump naming this
+    // one knows them (else it would refuse them as an application's own).
+    if (!t.track.rearm)
+        for (int fd : sh.fds.engine_fds[p.pid]) {
+            struct stat st{};
+            if (stat((proc_path(p.pid, "fd/") + std::to_string(fd)).c_str(), &st) != 0)
+                return sys_error("pid {}: fd {}: stat of a write tracker", p.pid, fd);
+            t.mm.add_held_tracker_inos(st.st_ino);
+        }
     if (t.uffd) {
         // Nothing more is run inside the process: its private memory is registered (before
         // its mappings are read) and write-protected as the rest is recorded.
@@ -640,7 +649,7 @@ Result<std::string> prev_dump_name(const DumpOptions& opts, image::Inventory* in
 // number alive there, its images readable and of that dump, its runs in address order,
 // its chain not too long. Otherwise null (its pages are saved whole; -v says why).
 const PrevImages* load_prev_images(const std::string& dir, uint32_t max_chain, const image::Inventory& inv,
-                                   const FrozenProcess& p, PrevImages* out) {
+                                   const FrozenProcess& p, PrevImages* out, bool* saved_whole) {
     bool alive = std::any_of(inv.tasks().begin(), inv.tasks().end(), [&](const image::TaskEntry& e) {
         return e.pid() == p.ns_pid && e.state() == image::TaskEntry::ALIVE;
     });
@@ -656,13 +665,16 @@ const PrevImages* load_prev_images(const std::string& dir, uint32_t max_chain, c
         !r)
         return whole(r.error().message());
     if (out->pm.dump_id() != inv.dump_id()) return whole("its page map is another dump's");
-    if (out->pm.chain_length() + 1 > std::min(max_chain, kMaxParentChain))
-        return whole(fmt::format("its chain of parent dumps would be longer than {}", std::min(max_chain, kMaxParentChain)));
     uint64_t end = 0;
     for (const auto& r : out->pm.runs()) {
         if (r.vaddr() < end || r.nr_pages() == 0 || r.nr_pages() > (~0ull - r.vaddr()) / 4096)
             return whole("malformed page runs");
         end = r.vaddr() + r.nr_pages() * 4096;
+    }
+    if (out->pm.chain_length() + 1 > std::min(max_chain, kMaxParentChain)) {
+        logger()->debug("pid {}: its chain of parent dumps would be longer than {}: its pages are saved whole", p.pid,
+                        std::min(max_chain, kMaxParentChain));
+        *saved_whole = true;
     }
     return out;
 }
@@ -676,6 +688,7 @@ std::set<uint64_t> recorded_trackers(const std::string& dir, const image::Invent
         image::MmCore mm;
         if (auto r = image::read_image(dir + "/" + image::names::mm(e.pid()), image::Kind::Mm, &mm); !r) continue;
         if (mm.tracker_fd() > 0 && mm.tracker_ino()) inos.insert(mm.tracker_ino());
+        inos.insert(mm.held_tracker_inos().begin(), mm.held_tracker_inos().end());
     }
     return inos;
 }
@@ -852,7 +865,12 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
             if (p.pid != opts.root && &up != &task && up.p.ns_pid == p.ns_ppid)
                 task.fork_parent = ForkParent{up.p.pid, &up.mm, &up.pagemap, &up.plan};
         task.track.rearm = opts.track_mem;
-        if (!prev_name.empty()) task.track.prev = load_prev_images(opts.prev_images_dir, opts.max_chain, prev_inv, p, &prevs[p.ns_pid]);
+        if (!prev_name.empty()) {
+            task.track.prev = load_prev_images(opts.prev_images_dir, opts.max_chain, prev_inv, p, &prevs[p.ns_pid],
+                                               &task.track.whole);
+            // Saved whole and not armed again: the previous dump serves only to know its trackers.
+            if (task.track.whole && !opts.track_mem) task.track.prev = nullptr;
+        }
         CKPT_TRY(dump_process(task));
     }
     CKPT_TRY(finish_fd_dump(fd_state));

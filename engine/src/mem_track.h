@@ -38,6 +38,10 @@ struct MemTrack {
     // write-protection holds since that dump), or a new one.
     UniqueFd uffd;
     bool since_prev = false;
+    // The previous dump is the tracker's, but this one saves every page whole (its chain of
+    // parents is at --max-chain): the tracker is still asked, only to be re-armed, so a full
+    // dump keeps it rather than making a new one.
+    bool whole = false;
     bool rearm = false;  // dump --track-mem: armed again for the next dump
     // With rearm, when the old tracker has no lower fd number left to move to: a new one,
     // armed once the old one has told what was written.

@@ -445,7 +445,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     std::vector<uint64_t> mine, theirs;
     // The previous dump's runs (dump --prev-images-dir), walked once in address order.
     static const image::PageMap kNoRuns;
-    const auto& prev_runs = (track && track->since_prev ? track->prev->pm : kNoRuns).runs();
+    const auto& prev_runs = (track && track->since_prev && !track->whole ? track->prev->pm : kNoRuns).runs();
     int prev_at = 0;
 
     for (const auto& m : maps) {
@@ -638,12 +638,15 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         if (trackable && track->since_prev && has_flag(flags, "uw"))
             tracked = CKPT_TRY(written_since_prev(*track, pid, pagemap.get(), m.start, m.end, kind, m.path, m.offset,
                                                   populated, &written));
+        // Saved whole (track->whole): the scan above only re-armed what was written.
+        const bool rearmed = tracked;
+        if (track && track->whole) tracked = false;
         for (const Found& f : found) add_pages(f.addr, f.n, f.zero);
         CKPT_TRY_CTX(std::move(split), "pid {}: page maps of {:#x}-{:#x} and of parent {}", pid, m.start, m.end,
                      parent->pid);
         end_run();
         v->set_has_pages(any);
-        if (trackable) CKPT_TRY(arm_mapping(*track, pid, m.start, m.end, tracked, populated));
+        if (trackable) CKPT_TRY(arm_mapping(*track, pid, m.start, m.end, rearmed, populated));
     }
     // The parent's copies of pages it shares with this process read them without unsharing.
     if (parent && parent->plan) {

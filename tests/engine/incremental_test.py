@@ -80,6 +80,7 @@ class Test:
         self.dir = tempfile.mkdtemp(prefix="incremental-", dir=args.workdir)
         self.log = os.path.join(self.dir, "log")
         self.pid = None
+        self.trackers = []  # the program's userfaultfds (inodes) after each link of chain()
         self.cousin = args.case == "cousin"
 
     def lines(self):
@@ -141,6 +142,7 @@ class Test:
             if k:
                 argv += ["--prev-images-dir", self.link(k - 1), *extra]
             self.engine_run(argv)
+            self.trackers.append(uffds(self.pid))
             os.kill(self.pid, signal.SIGCONT)
             self.wait_line(f"verified {k}")
             self.check_digest(k, 0)
@@ -249,6 +251,13 @@ def case_refused(t):
     if r.returncode == 0 or "did not record" not in r.stderr:
         raise Fail(f"a dump not naming the dump that left the tracker: {r.returncode} {r.stderr.strip()}")
     t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(1), "--leave-running", "--prev-images-dir", t.link(0)])
+    # That dump did not arm the tracker but records it: a dump naming it knows it (and,
+    # the tracker not being its, saves the pages whole).
+    t.engine_run(["dump", "-t", str(t.pid), "-D", t.link(2), "--leave-running", "--track-mem",
+                  "--prev-images-dir", t.link(1)])
+    if t.pages_size(2) * 10 < t.pages_size(0) * 9:
+        raise Fail(f"link 2 saved {t.pages_size(2)} bytes after a dump that did not arm the tracker: expected "
+                   f"the whole {t.pages_size(0)}")
     # An incremental dump refers to a folder of images: never into a stream.
     for extra in (["--track-mem"], ["--prev-images-dir", t.link(0)]):
         r = t.engine_run(["dump", "-t", str(t.pid), "--stream", os.path.join(t.dir, "stream"), "--leave-running",
@@ -268,6 +277,9 @@ def case_max_chain(t):
     for k in (1, 3):
         if sizes[k] * 10 > sizes[0]:
             raise Fail(f"link {k} saved {sizes[k]} bytes: expected incremental")
+    # A link saved whole keeps the tracker (re-armed, not made again).
+    if len(t.trackers[0]) != 1 or any(tr != t.trackers[0] for tr in t.trackers):
+        raise Fail(f"the program's userfaultfds (inodes) after each link: {t.trackers}: expected one tracker, kept")
     t.kill()
     for k in (2, 3):
         t.restore(k)

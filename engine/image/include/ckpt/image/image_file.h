@@ -73,7 +73,10 @@ namespace ckpt::image {
 //      (PageRun.in_parent, PageMap.parent_dir/parent_dump_id/parent_pagemap_xxh3/dump_id,
 //      Inventory.dump_id) and the write tracker left by dump --track-mem (MmCore.tracker_fd,
 //      tracker_ino): a version 8 reader would restore in_parent pages as zeros.
-inline constexpr uint32_t kFormatVersion = 9;
+// 10: more of issues 12 and 13, each listed here; a version 9 reader refuses version 10:
+//    - write trackers a process holds that its dump did not arm (MmCore.held_tracker_inos):
+//      a version 9 dump naming such a dump would refuse them as unknown.
+inline constexpr uint32_t kFormatVersion = 10;
 
 enum class Kind : uint32_t {
     Inventory = 1,
