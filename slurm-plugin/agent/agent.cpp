@@ -537,16 +537,19 @@ private:
             // that a test can kill a node mid-drain.
             while (!cfg_.drain_hold.empty() && ::access(cfg_.drain_hold.c_str(), F_OK) == 0 && !drain_stop_)
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
-            // The newest complete local set is this one: older local copies go.
-            prune_local_sets(local_fd_.get(), local_job_dir(), seq);
             auto started = std::chrono::steady_clock::now();
             auto r = drain_stop_ ? Result<void>(error("the agent is stopping"))
                                  : drain_members(local_fd_.get(), job_fd_.get(), seq, members);
-            if (r)
+            if (r) {
                 logger()->info("set {}: {} local members drained in {} ms", seq, members.size(),
                                std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::steady_clock::now() - started)
                                    .count());
+                // Drained: older local copies go. Not before: while this set may still fail,
+                // the next set's dumps name the set before it (its members are the parents,
+                // or hold the trackers' record), and read its images here.
+                prune_local_sets(local_fd_.get(), local_job_dir(), seq);
+            }
             write_drained(seq, r ? "" : r.error().message());
             drain_done_ = true;
         });

@@ -63,7 +63,7 @@ struct AgentConfig {
 // full_every 1, not with local_dir= (a node keeps its newest local set only), not in a step
 // whose tasks may be MPI ranks (not supported yet).
 inline bool incremental_sets(const AgentConfig& c) {
-    return c.full_every > 1 && c.local_root.empty() && c.mpi_control.empty();
+    return c.full_every > 1 && c.mpi_control.empty();
 }
 
 // The agent's unprivileged half, as the job's user (privileged.h starts it): runs until

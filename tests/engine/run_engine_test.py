@@ -476,6 +476,17 @@ class Run:
             self.wait_gone(sorted(self.started | set(self.pids)))
         except TestFailure:
             pass
+        # Named POSIX shared memory objects a program made (it writes their names into
+        # "posix-shm-names" in its data folder): they outlive the program in /dev/shm.
+        for d, _, files in os.walk(self.work):
+            if "posix-shm-names" in files:
+                with open(os.path.join(d, "posix-shm-names")) as f:
+                    for name in f.read().split():
+                        if name.startswith("/ckpt-") and "/" not in name[1:]:
+                            try:
+                                os.unlink("/dev/shm" + name)
+                            except FileNotFoundError:
+                                pass
 
     # ---- steps -----------------------------------------------------------------------
     def check_verdict(self, root_status=None, what="check"):

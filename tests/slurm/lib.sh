@@ -228,7 +228,7 @@ LOCAL_ROOT=$CKPT_CLUSTER_DIR/local
 DRAIN_HOLD=$CKPT_CLUSTER_DIR/local/drain-hold
 hold_drains() { touch "$DRAIN_HOLD"; }
 release_drains() { rm -f "$DRAIN_HOLD"; }
-with_local_dir() {
+with_local_dir() {  # [MORE PLUGIN ARGUMENTS]
     local conf
     conf=$(dirname "$SLURM_CONF")/plugstack.conf
     cp -p "$conf" "$conf.saved-$TEST_NAME"
@@ -238,7 +238,7 @@ with_local_dir() {
         mkdir -p "$LOCAL_ROOT/$n"
         chmod 755 "$LOCAL_ROOT" "$LOCAL_ROOT/$n"
     done
-    sed "/^required /s|\$| local_dir=$LOCAL_ROOT/%n drain_hold=$DRAIN_HOLD|" "$conf.saved-$TEST_NAME" >"$conf.tmp"
+    sed "/^required /s|\$| local_dir=$LOCAL_ROOT/%n drain_hold=$DRAIN_HOLD${*:+ $*}|" "$conf.saved-$TEST_NAME" >"$conf.tmp"
     chmod 644 "$conf.tmp"
     mv -f "$conf.tmp" "$conf"
     release_drains

@@ -13,8 +13,10 @@
 . "$(dirname "$0")/lib.sh"
 work=$(user_scratch)
 script=$(dirname "$SERIAL_JOB")/serial-job.sbatch
-INCR_JOB=$(stage "${6:?usage: $0 CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM INCR_JOB}")
-with_plugin_args full_every=4
+INCR_JOB=$(stage "${6:?usage: $0 CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM INCR_JOB [local]}")
+# With "local": two-level storage too (local_dir=): each member is dumped into the node's
+# folder against its parent's local copy, drained, and its chain is read in the shared root.
+if [ "${7:-}" = local ]; then with_local_dir full_every=4; else with_plugin_args full_every=4; fi
 
 # "SEQ PARENT BYTES" of each committed set of JOB in its index, as root.
 committed_sets() {

@@ -43,7 +43,7 @@ wait_for_ranks() {
 plain=$(submit "$work" --output="$work/plain-%j.out" "$work/mpi.sbatch")
 seen=$(wait_for_ranks "$plain")
 [ "$seen" = open-mpi ] || fail "the ranks of a job that does not checkpoint mapped: $seen"
-JOB_TIMEOUT=240 wait_jobs_done "$plain"
+JOB_TIMEOUT=600 wait_jobs_done "$plain"  # 2 cores shared with builds: slow
 [ "$(job_field "$plain" JobState)" = COMPLETED ] || fail "the uninterrupted run: $(cat "$work/plain-$plain.out")"
 expected=$(grep '^stress ok:' "$work/plain-$plain.out") || fail "no result: $(cat "$work/plain-$plain.out")"
 note "uninterrupted: $expected"

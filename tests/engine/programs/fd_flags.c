@@ -191,6 +191,13 @@ int main(int argc, char** argv) {
     snprintf(shm_name, sizeof shm_name, "/ckpt-fd_flags-%016llx",
              (unsigned long long)test_hash(test_data_dir(), strlen(test_data_dir())));
     place(shm_open(shm_name, O_RDWR | O_CREAT | O_TRUNC, 0600), 17);
+    {
+        /* For the test driver, which unlinks it once the test is over. */
+        char names[512];
+        test_data_path(names, sizeof names, "posix-shm-names");
+        FILE* f = fopen(names, "w");
+        if (!f || fprintf(f, "%s\n", shm_name) < 0 || fclose(f) != 0) test_fail("write %s", names);
+    }
     if (ftruncate(17, 4096) != 0) test_fail("ftruncate shm: %s", strerror(errno));
     fcntl(17, F_SETFL, O_NONBLOCK | O_APPEND);
     char unlinked_name[80];
