@@ -73,7 +73,11 @@ namespace ckpt::image {
 //      (PageRun.in_parent, PageMap.parent_dir/parent_dump_id/parent_pagemap_xxh3/dump_id,
 //      Inventory.dump_id) and the write tracker left by dump --track-mem (MmCore.tracker_fd,
 //      tracker_ino): a version 8 reader would restore in_parent pages as zeros.
-inline constexpr uint32_t kFormatVersion = 9;
+// Version 10:
+//    - the credentials (SCM_CREDENTIALS) of messages queued for an AF_UNIX receiver with
+//      SO_PASSCRED (MessageCreds: UnixSocketEnd.creds, UnixMessage.creds) and SO_PASSCRED of a
+//      pair's ends (UnixSocketEnd.passcred): a version 9 reader would send them as the engine's.
+inline constexpr uint32_t kFormatVersion = 10;
 
 enum class Kind : uint32_t {
     Inventory = 1,
