@@ -1313,8 +1313,8 @@ class Run:
         """An fd the engine could not restore exactly (fd_deleted_linked: a deleted name of a file
         linked elsewhere; fd_dir_removed: a directory removed after it was opened;
         fd_unix_rights: an fd in flight on an AF_UNIX socket; fd_unix_outside: a connection
-        pending on a listening AF_UNIX socket from outside the tree; fd_unix_creds_gone,
-        fd_unix_creds_dgram: credentials of a message queued (SCM_CREDENTIALS)): the dump
+        pending on a listening AF_UNIX socket from outside the tree; fd_unix_creds_gone:
+        credentials of a message queued (SCM_CREDENTIALS) by a child reaped since): the dump
         refuses it naming the pid and fd 9, and the tree runs on."""
         self.start()
         line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",

@@ -15,6 +15,9 @@
 // Each end is found by its inode ("socket:[INODE]"), its peer, name, queue length and shutdown
 // state by NETLINK_SOCK_DIAG (man 7 sock_diag). What is queued is read without taking it
 // out: MSG_PEEK, walking the queue with SO_PEEK_OFF, put back as it was afterwards.
+// Messages queued for a receiver with SO_PASSCRED are kept with their senders' credentials
+// (SCM_CREDENTIALS: a process of the tree, or none), sent again with them once the tree's
+// processes exist.
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/openat2.h>
@@ -512,12 +515,6 @@ Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino,
             if (!creds.empty()) {
                 std::string why = CKPT_TRY(record_creds(st, creds[i], m->mutable_creds()));
                 if (!why.empty()) return fmt::format("an AF_UNIX {} socket '{}' with {}", tn, shown, why);
-                // A datagram is sent again before any process exists (its receiver may be
-                // connected to another meanwhile), when no pid can be claimed yet.
-                if (type == SOCK_DGRAM && !m->creds().none())
-                    return fmt::format("an AF_UNIX SOCK_DGRAM socket '{}' with SO_PASSCRED and a message queued with its "
-                                       "sender's credentials (pid {}): kept on socketpairs and connections only",
-                                       shown, creds[i].pid);
             }
             if (type != SOCK_DGRAM) continue;
             m->set_sender(senders[i]);
@@ -671,23 +668,6 @@ Result<void> record_fds_in_flight(FdDumpState& st) {
     return ok();
 }
 
-// Sends one queued message (or a stream's bytes) from `from`, to the address `to` when given.
-Result<void> send_queued(int from, int type, const std::string& m, const sockaddr_un* to = nullptr, socklen_t tolen = 0) {
-    if (m.empty()) return error_code(EINVAL, "an empty queued message (image is corrupt)");
-    size_t done = 0;
-    while (done < m.size()) {
-        ssize_t n = sendto(from, m.data() + done, m.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL,
-                           reinterpret_cast<const sockaddr*>(to), tolen);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return error_code(ENOBUFS, "the data queued does not fit the socket's buffer");
-        if (n < 0) return sys_error("send");
-        if (type != SOCK_STREAM && static_cast<size_t>(n) != m.size())
-            return error("a message of {} bytes sent as {}", m.size(), n);
-        done += static_cast<size_t>(n);
-    }
-    return ok();
-}
-
 // The engine's copy of the open file description an fd in flight is: made by the restore of
 // the tree's fds (so only once every fd of the tree is in place).
 Result<int> in_flight_fd(const RestoreShared& sh, const image::InFlightFd& f) {
@@ -738,9 +718,11 @@ Result<void> check_creds(const image::MessageCreds& c, const RestoreShared& sh) 
 // (the engine's copies of their descriptions) and its sender's credentials, the restored
 // sender's pid as the engine sees it (its recorded one in the tree's namespace) with the
 // recorded ids. A message recorded with none (or without SO_PASSCRED) is sent without any,
-// before either end has SO_PASSCRED (the kernel attaches the sender's own then).
+// before either end has SO_PASSCRED (the kernel attaches the sender's own then). To the
+// address `to` when given (a datagram).
 Result<void> send_message(int from, int type, const std::string& m, const std::vector<int>& fds,
-                          const image::MessageCreds* creds, const RestoreShared* sh) {
+                          const image::MessageCreds* creds, const RestoreShared* sh, const sockaddr_un* to = nullptr,
+                          socklen_t tolen = 0) {
     if (m.empty()) return error_code(EINVAL, "an empty queued message (image is corrupt)");
     ucred u{};
     if (has_creds(creds)) {
@@ -757,6 +739,8 @@ Result<void> send_message(int from, int type, const std::string& m, const std::v
     size_t space = (fds.empty() ? 0 : CMSG_SPACE(sizeof(int) * fds.size())) + (has_creds(creds) ? CMSG_SPACE(sizeof u) : 0);
     std::vector<cmsghdr> control(space / sizeof(cmsghdr) + 1);
     msghdr mh{};
+    mh.msg_name = const_cast<sockaddr_un*>(to);
+    mh.msg_namelen = tolen;
     if (space) {
         mh.msg_control = control.data();
         mh.msg_controllen = space;
@@ -1122,8 +1106,6 @@ Result<void> check_sk(const SkEntry& e, const std::map<uint64_t, const SkEntry*>
         if (m.fds_size() && (e.type() != SOCK_SEQPACKET || e.state() != SkEntry::CONNECTED || m.fds_size() > kMaxFdsPerMessage))
             return error_code(EINVAL, "fds in flight on a socket that is no connection, or too many");
         if (e.type() == SOCK_DGRAM && e.name().empty()) return error_code(EINVAL, "messages queued for no name");
-        if (e.type() == SOCK_DGRAM && m.has_creds() && has_creds(&m.creds()))
-            return error_code(EINVAL, "a datagram with its sender's credentials");
         if (m.sender_id()) {
             const SkEntry* p = CKPT_TRY(other(m.sender_id(), "sender"));
             if (p->type() != SOCK_DGRAM || p->name() != m.sender() || p->name().empty())
@@ -1174,12 +1156,44 @@ bool sk_queued_late(const SkEntry& e) {
 }
 
 // Whether e is shut down (and given SO_PASSCRED) only then: its queue, or its peer's, is sent
-// late.
+// late, or (a datagram socket) it sends a datagram queued late.
 bool waits_for_late_queue(const SkEntry& e, const std::map<uint64_t, const SkEntry*>& by_id) {
     if (sk_queued_late(e)) return true;
-    if (e.type() == SOCK_DGRAM || e.state() != SkEntry::CONNECTED) return false;
+    if (e.type() == SOCK_DGRAM) {
+        for (const auto& [id, r] : by_id)
+            if (r->type() == SOCK_DGRAM && sk_queued_late(*r))
+                for (const auto& m : r->queued())
+                    if (m.sender_id() == e.id()) return true;
+        return false;
+    }
+    if (e.state() != SkEntry::CONNECTED) return false;
     auto peer = by_id.find(e.peer());
     return peer != by_id.end() && sk_queued_late(*peer->second);
+}
+
+// The datagrams queued for e, each sent to its name by its sender (the tree's socket bound to
+// the sender's name, or one made for it) with the credentials it carries (sh: once the tree
+// exists).
+Result<void> send_datagrams(const SkEntry& e, const std::map<uint64_t, UniqueFd>& made, const RestoreShared* sh) {
+    socklen_t len;
+    sockaddr_un to = make_address(e.name(), &len);
+    for (const auto& m : e.queued()) {
+        UniqueFd temp;
+        int from = m.sender_id() ? made.at(m.sender_id()).get() : -1;
+        if (from < 0) {
+            temp = CKPT_TRY_CTX(temporary_sender(m), "{}", sk_name(e));
+            from = temp.get();
+        }
+        CKPT_TRY_CTX(send_message(from, SOCK_DGRAM, m.data(), {}, m.has_creds() ? &m.creds() : nullptr, sh, &to, len),
+                     "{}: a message from '{}'", sk_name(e), shown_name(m.sender()));
+    }
+    return ok();
+}
+
+// A datagram socket connected again to its peer's name (once what is queued for it is in: a
+// connected one takes only its peer's).
+Result<void> connect_dgram(const SkEntry& e, int fd, const std::map<uint64_t, const SkEntry*>& by_id) {
+    return connect_to(fd, e.peer() ? by_id.at(e.peer())->name() : e.ext_peer()).context("{}", sk_name(e));
 }
 
 // What is queued on a connection, sent by its peer (with the fds in flight and credentials:
@@ -1243,22 +1257,10 @@ Result<void> make_unix_sks(RestoreShared& sh) {
             return sys_error("{}: listen", sk_name(e));
         made.emplace(e.id(), std::move(s));
     }
-    // Datagrams, while no receiver is connected (a connected one takes only its peer's).
-    for (const auto& e : list) {
-        if (e.type() != SOCK_DGRAM) continue;
-        socklen_t len;
-        sockaddr_un to = make_address(e.name(), &len);
-        for (const auto& m : e.queued()) {
-            UniqueFd temp;
-            int from = m.sender_id() ? fd_of(m.sender_id()) : -1;
-            if (from < 0) {
-                temp = CKPT_TRY_CTX(temporary_sender(m), "{}", sk_name(e));
-                from = temp.get();
-            }
-            CKPT_TRY_CTX(send_queued(from, SOCK_DGRAM, m.data(), &to, len), "{}: a message from '{}'", sk_name(e),
-                         shown_name(m.sender()));
-        }
-    }
+    // Datagrams, while no receiver is connected (a connected one takes only its peer's); those
+    // with senders' credentials once the tree exists (release_unix_sks).
+    for (const auto& e : list)
+        if (e.type() == SOCK_DGRAM && !sk_queued_late(e)) CKPT_TRY(send_datagrams(e, made, nullptr));
     // Connections, listener by listener: each accepted one made and accepted at once, then
     // the pending ones in their order.
     for (const auto& l : list) {
@@ -1288,8 +1290,8 @@ Result<void> make_unix_sks(RestoreShared& sh) {
         // A queue with fds in flight is sent once they exist (release_unix_sks).
         if (e.type() != SOCK_DGRAM && e.state() == SkEntry::CONNECTED && !sk_queued_late(e))
             CKPT_TRY(send_connection_queue(e, fd_of(e.peer()), nullptr));
-        if (e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
-            CKPT_TRY_CTX(connect_to(fd, e.peer() ? by_id.at(e.peer())->name() : e.ext_peer()), "{}", sk_name(e));
+        if (e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED && !sk_queued_late(e))
+            CKPT_TRY(connect_dgram(e, fd, by_id));
     }
     for (const auto& e : list) {
         int fd = fd_of(e.id());
@@ -1316,7 +1318,15 @@ Result<void> release_unix_sks(RestoreShared& sh) {
     std::map<uint64_t, const SkEntry*> by_id;
     for (const auto& e : sh.files.unix_sks()) by_id.emplace(e.id(), &e);
     for (const auto& e : sh.files.unix_sks())
-        if (sk_queued_late(e)) CKPT_TRY(send_connection_queue(e, sh.unix_sks.at(e.peer()).get(), &sh));
+        if (sk_queued_late(e) && e.type() != SOCK_DGRAM)
+            CKPT_TRY(send_connection_queue(e, sh.unix_sks.at(e.peer()).get(), &sh));
+    // Every late datagram before any of their receivers connects (a connected one takes only
+    // its peer's).
+    for (const auto& e : sh.files.unix_sks())
+        if (sk_queued_late(e) && e.type() == SOCK_DGRAM) CKPT_TRY(send_datagrams(e, sh.unix_sks, &sh));
+    for (const auto& e : sh.files.unix_sks())
+        if (sk_queued_late(e) && e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
+            CKPT_TRY(connect_dgram(e, sh.unix_sks.at(e.id()).get(), by_id));
     for (const auto& e : sh.files.unix_sks())
         if (waits_for_late_queue(e, by_id)) {
             CKPT_TRY_CTX(shut(sh.unix_sks.at(e.id()).get(), e.shutdown()), "{}", sk_name(e));

@@ -21,9 +21,7 @@
  * from a process outside the tree (an orphan the runner adopted, which exits once the
  * listener is gone); with UNIX_CREDS_GONE (program fd_unix_creds_gone), a seqpacket pair's end
  * with SO_PASSCRED and a message queued by a child reaped since (its credentials name a pid no
- * process of the tree has); with UNIX_CREDS_DGRAM (program fd_unix_creds_dgram), a datagram
- * socket bound to an abstract name with SO_PASSCRED and a message with its sender's
- * credentials (fd 10) queued.
+ * process of the tree has).
  * Built with CONSOLE (program fd_console), fd 9 is /dev/console; with PTY_OUTSIDE (program
  * fd_pty_outside), the slave of a pty whose master only a process outside the tree holds (a
  * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
@@ -144,12 +142,11 @@ int main(int argc, char** argv) {
     memcpy(CMSG_DATA(c), &passed, sizeof passed);
     if (sendmsg(sv[1], &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
     close(passed);
-#elif defined(UNIX_CREDS_GONE) || defined(UNIX_CREDS_DGRAM)
-    const char* kind = "socket";
-    int on = 1;
-#if defined(UNIX_CREDS_GONE)
+#elif defined(UNIX_CREDS_GONE)
     /* A message queued with the credentials (SCM_CREDENTIALS) of a child reaped since: its pid
      * is no process of the tree, and cannot be given again. */
+    const char* kind = "socket";
+    int on = 1;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
     int fd = sv[0];
@@ -157,22 +154,6 @@ int main(int argc, char** argv) {
     pid_t sender = fork();
     if (sender == 0) _exit(send(sv[1], "gone", 4, 0) == 4 ? 0 : 1);
     waitpid(sender, NULL, 0);
-#else
-    /* A datagram socket bound to an abstract name, with SO_PASSCRED and a message queued with
-     * its sender's credentials (from fd 10 of the same process). */
-    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-    struct sockaddr_un addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sun_family = AF_UNIX;
-    int len = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "ckpt-test-creds-%d", (int)getpid());
-    socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len);
-    if (bind(fd, (struct sockaddr*)&addr, alen) != 0 || setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
-        test_fail("bind/SO_PASSCRED: %s", strerror(errno));
-    int from = socket(AF_UNIX, SOCK_DGRAM, 0);
-    if (dup2(from, 10) != 10 || sendto(10, "mine", 4, 0, (struct sockaddr*)&addr, alen) != 4)
-        test_fail("sendto: %s", strerror(errno));
-    close(from);
-#endif
 #elif defined(UNIX_OUTSIDE)
     const char* kind = "socket";
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
