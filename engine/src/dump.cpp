@@ -806,6 +806,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
             for (pid_t tid : p.threads)
                 if (tid != p.pid) other_threads.insert(tid);
         }
+        fd_state.tree_pids = tree_pids;
         files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
     }
 

@@ -621,6 +621,16 @@ def case_ipc_namespace(c):
     c.expect_refused(c.restore(), r"ipc\.img: the tree has its own IPC namespace .* refused")
 
 
+def case_unix_creds(c):
+    # Messages queued with their senders' credentials (SCM_CREDENTIALS) on socketpairs whose
+    # receivers have SO_PASSCRED (fd_unix_creds, run as nobody). Sending them again with another
+    # process's pid needs CAP_SYS_ADMIN, which a user's restore lacks: refused by name before
+    # anything is made, never sent as the engine's own.
+    dumped(c, "fd_unix_creds")
+    c.expect_refused(c.restore(), r"unix socket pair \d+ end [01]: a message queued with its sender's credentials "
+                                  r"\(SCM_CREDENTIALS: pid \d+, uid 65534, gid 65534\): a restore as the user may not")
+
+
 def case_claim_uid0(c):
     # Every process claims uid 0 (the inventory still says nobody). old: refused too ("images
     # belong to uid 0, not to uid 65534"): not open in the old code; kept as a guard.
@@ -752,6 +762,7 @@ CASES = {
     "no-pidns": case_no_pidns,
     "pidfile-symlink": case_pidfile_symlink,
     "ipc-namespace": case_ipc_namespace,
+    "unix-creds": case_unix_creds,
     "claim-uid0": case_claim_uid0,
     "claim-groups": case_claim_groups,
     "thread-creds": case_thread_creds,

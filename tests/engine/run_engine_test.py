@@ -1324,7 +1324,8 @@ class Run:
         """An fd the engine could not restore exactly (fd_deleted_linked: a deleted name of a file
         linked elsewhere; fd_dir_removed: a directory removed after it was opened;
         fd_unix_rights: an fd in flight on an AF_UNIX socket; fd_unix_outside: a connection
-        pending on a listening AF_UNIX socket from outside the tree): the dump
+        pending on a listening AF_UNIX socket from outside the tree; fd_unix_creds_gone:
+        credentials of a message queued (SCM_CREDENTIALS) by a child reaped since): the dump
         refuses it naming the pid and fd 9, and the tree runs on."""
         self.start()
         line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {self.root}",
@@ -1333,6 +1334,8 @@ class Run:
             raise TestFailure(f"the refusal does not name fd 9: {line}")
         if os.path.basename(self.args.program) == "fd_deleted_linked" and "--link-remap" not in line:
             raise TestFailure(f"the refusal does not say that --link-remap keeps such a file: {line}")
+        if os.path.basename(self.args.program).startswith("fd_unix_creds") and "SCM_CREDENTIALS" not in line:
+            raise TestFailure(f"the refusal does not name the credentials (SCM_CREDENTIALS): {line}")
         self.expect_tree_unharmed("a dump refused for an fd")
         return "PASS"
 

@@ -116,6 +116,9 @@ struct FdDumpState {
         std::vector<UniqueFd> fds;
     };
     std::vector<FdsInFlight> fds_in_flight;
+    // The tree's processes, the engine's pid -> the tree's: the senders whose credentials
+    // (SCM_CREDENTIALS) messages queued on AF_UNIX sockets carry.
+    std::map<pid_t, pid_t> tree_pids;
 };
 
 // One fd of one frozen process, as /proc shows it.

@@ -15,6 +15,9 @@
 // Each end is found by its inode ("socket:[INODE]"), its peer, name, queue length and shutdown
 // state by NETLINK_SOCK_DIAG (man 7 sock_diag). What is queued is read without taking it
 // out: MSG_PEEK, walking the queue with SO_PEEK_OFF, put back as it was afterwards.
+// Messages queued for a receiver with SO_PASSCRED are kept with their senders' credentials
+// (SCM_CREDENTIALS: a process of the tree, or none), sent again with them once the tree's
+// processes exist.
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/openat2.h>
@@ -31,6 +34,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <optional>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
@@ -158,13 +162,16 @@ std::string_view type_name(int type) {
     }
 }
 
-// Takes the fds a peek with SCM_RIGHTS put into the engine into fds; says what other
+// Takes the fds a peek with SCM_RIGHTS put into the engine into fds, and the sender's
+// credentials (SCM_CREDENTIALS, a receiver with SO_PASSCRED) into creds; says what other
 // ancillary data came (empty: none).
-std::string take_ancillary(msghdr& mh, std::vector<UniqueFd>* fds) {
+std::string take_ancillary(msghdr& mh, std::vector<UniqueFd>* fds, std::optional<ucred>* creds) {
     std::string what;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-            what = "its sender's credentials (SCM_CREDENTIALS: the receiver has SO_PASSCRED)";
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(ucred))) {
+            ucred u;
+            std::memcpy(&u, CMSG_DATA(c), sizeof u);
+            *creds = u;
         } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
             size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
             for (size_t i = 0; i < count; ++i) {
@@ -199,11 +206,14 @@ using PassedFds = std::vector<std::pair<uint32_t, std::vector<UniqueFd>>>;
 
 // What is queued for sock to read, copied without taking it out: each message, or the
 // stream's bytes as one entry. SO_PEEK_OFF is put back as it was, whatever happens.
+// creds: with SO_PASSCRED on sock, each entry's credentials as the engine sees them (a read
+// never goes past a change of credentials on a stream, unix_skb_scm_eq: its bytes are then
+// one entry per run with the same credentials).
 // senders (SOCK_DGRAM): each message's sender address, as address_name gives it.
 // passed: the fds messages carry (SCM_RIGHTS), received by the peek; null: refused. Never
 // on a stream: the fds come with the read that reaches the first byte sent with them, but a
 // peek that stops before them returns them too, so where they begin cannot be read.
-Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d,
+Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d, std::vector<ucred>* creds,
                                             std::vector<std::string>* senders = nullptr, PassedFds* passed = nullptr) {
     int saved_off = CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF"));
     int zero = 0;
@@ -236,7 +246,8 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
         if (n < 0 && errno == EAGAIN) break;
         if (n < 0) return sys_error("recvmsg(MSG_PEEK)");
         std::vector<UniqueFd> fds;
-        std::string ancillary = take_ancillary(mh, &fds);
+        std::optional<ucred> cred;
+        std::string ancillary = take_ancillary(mh, &fds, &cred);
         if (!ancillary.empty())
             return error_code(ENOTSUP, "a message queued on this AF_UNIX socket carries {}: not supported", ancillary);
         if (!fds.empty() && !passed)
@@ -257,10 +268,14 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
         total += static_cast<size_t>(n);
         if (total > kMaxQueued)
             return error_code(ENOTSUP, "more than {} bytes queued on this AF_UNIX socket: not supported", kMaxQueued);
-        if (type == SOCK_STREAM && !out.empty()) {
+        if (!out.empty() && cred.has_value() != !creds->empty())
+            return error_code(ENOTSUP, "AF_UNIX socket: credentials (SCM_CREDENTIALS) came with some messages only");
+        if (type == SOCK_STREAM && !out.empty() &&
+            (!cred || (cred->pid == creds->back().pid && cred->uid == creds->back().uid && cred->gid == creds->back().gid))) {
             out.back().append(buf.data(), static_cast<size_t>(n));
         } else {
             out.emplace_back(buf.data(), static_cast<size_t>(n));
+            if (cred) creds->push_back(*cred);
             if (!fds.empty()) passed->emplace_back(static_cast<uint32_t>(out.size() - 1), std::move(fds));
         }
     }
@@ -268,6 +283,38 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
     if (type != SOCK_DGRAM && total != d.rqueue)
         return error("AF_UNIX socket: {} bytes peeked, {} queued", total, d.rqueue);
     return out;
+}
+
+// The overflow uid or gid (/proc/sys/kernel/overflowuid, overflowgid): what a read shows, with
+// pid 0, of a message that carries no credentials.
+Result<uint32_t> overflow_id(const char* which) {
+    std::string text = CKPT_TRY(read_file(fmt::format("/proc/sys/kernel/{}", which)));
+    return static_cast<uint32_t>(CKPT_TRY(parse_uint(trim(text))));
+}
+
+// Records the credentials a queued message carries as the engine's peek read them: none (the
+// sender attached none: pid 0 with the overflow ids), or those of a process of the tree, its
+// pid as the tree sees it (the same pid in the restored tree). Says why it cannot be kept
+// (empty: it can).
+Result<std::string> record_creds(const FdDumpState& st, const ucred& c, image::MessageCreds* out) {
+    if (c.pid == 0) {
+        // Every sender the tree could see, the engine sees: pid 0 is none for the tree too.
+        if (c.uid == CKPT_TRY(overflow_id("overflowuid")) && c.gid == CKPT_TRY(overflow_id("overflowgid"))) {
+            out->set_none(true);
+            return std::string();
+        }
+        return fmt::format("a message queued with the credentials (SCM_CREDENTIALS) of a sender the engine's pid "
+                           "namespace does not see (pid 0, uid {}, gid {}): they cannot be sent again", c.uid, c.gid);
+    }
+    auto it = st.tree_pids.find(c.pid);
+    if (it == st.tree_pids.end())
+        return fmt::format("a message queued with the credentials (SCM_CREDENTIALS) of pid {} (uid {}, gid {}), "
+                           "which is not a process of the tree (it exited, or is outside it): its pid cannot be "
+                           "given again", c.pid, c.uid, c.gid);
+    out->set_pid(static_cast<uint32_t>(it->second));
+    out->set_uid(c.uid);
+    out->set_gid(c.gid);
+    return std::string();
 }
 
 // The socket's address family (SO_DOMAIN), -1 when it cannot be read.
@@ -455,7 +502,8 @@ Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino,
         // sender may be gone, or outside the tree; streams: see peek_queue).
         PassedFds passed;
         bool connection = type == SOCK_SEQPACKET && e->state() == image::UnixSkEntry::CONNECTED;
-        auto queued = CKPT_TRY(peek_queue(sock, type, d, type == SOCK_DGRAM ? &senders : nullptr,
+        std::vector<ucred> creds;
+        auto queued = CKPT_TRY(peek_queue(sock, type, d, &creds, type == SOCK_DGRAM ? &senders : nullptr,
                                           connection ? &passed : nullptr));
         for (auto& [message, fds] : passed)
             st.fds_in_flight.push_back({probe.pid, probe.fd, ino, false, 0, message, std::move(fds)});
@@ -464,6 +512,10 @@ Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino,
         for (size_t i = 0; i < queued.size(); ++i) {
             auto* m = e->add_queued();
             m->set_data(std::move(queued[i]));
+            if (!creds.empty()) {
+                std::string why = CKPT_TRY(record_creds(st, creds[i], m->mutable_creds()));
+                if (!why.empty()) return fmt::format("an AF_UNIX {} socket '{}' with {}", tn, shown, why);
+            }
             if (type != SOCK_DGRAM) continue;
             m->set_sender(senders[i]);
             auto it = st.unix_dgram_names.find(senders[i]);
@@ -503,7 +555,13 @@ Result<void> dump_pair_end(const FdProbe& probe, int sock, uint64_t ino, int typ
     image::UnixSocketEnd* me = table.mutable_unix_sockets(it->second)->mutable_ends(static_cast<int>(end));
     if (me->recorded()) return ok();  // another fd of the same end
     PassedFds passed;
-    for (auto& m : CKPT_TRY(peek_queue(sock, type, d, nullptr, &passed))) me->add_queued(std::move(m));
+    std::vector<ucred> creds;
+    for (auto& m : CKPT_TRY(peek_queue(sock, type, d, &creds, nullptr, &passed))) me->add_queued(std::move(m));
+    for (const ucred& c : creds) {
+        std::string why = CKPT_TRY(record_creds(*probe.state, c, me->add_creds()));
+        if (!why.empty()) return error_code(ENOTSUP, "an AF_UNIX {} socketpair end with {}", type_name(type), why);
+    }
+    me->set_passcred(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
     for (auto& [message, fds] : passed) probe.state->fds_in_flight.push_back({probe.pid, probe.fd, id, true, end, message, std::move(fds)});
     me->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
     me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
@@ -610,23 +668,6 @@ Result<void> record_fds_in_flight(FdDumpState& st) {
     return ok();
 }
 
-// Sends one queued message (or a stream's bytes) from `from`, to the address `to` when given.
-Result<void> send_queued(int from, int type, const std::string& m, const sockaddr_un* to = nullptr, socklen_t tolen = 0) {
-    if (m.empty()) return error_code(EINVAL, "an empty queued message (image is corrupt)");
-    size_t done = 0;
-    while (done < m.size()) {
-        ssize_t n = sendto(from, m.data() + done, m.size() - done, MSG_DONTWAIT | MSG_NOSIGNAL,
-                           reinterpret_cast<const sockaddr*>(to), tolen);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) return error_code(ENOBUFS, "the data queued does not fit the socket's buffer");
-        if (n < 0) return sys_error("send");
-        if (type != SOCK_STREAM && static_cast<size_t>(n) != m.size())
-            return error("a message of {} bytes sent as {}", m.size(), n);
-        done += static_cast<size_t>(n);
-    }
-    return ok();
-}
-
 // The engine's copy of the open file description an fd in flight is: made by the restore of
 // the tree's fds (so only once every fd of the tree is in place).
 Result<int> in_flight_fd(const RestoreShared& sh, const image::InFlightFd& f) {
@@ -646,34 +687,95 @@ Result<int> in_flight_fd(const RestoreShared& sh, const image::InFlightFd& f) {
 
 constexpr int kMaxFdsPerMessage = 253;  // SCM_MAX_FD
 
-// Sends one queued message with the fds in flight it carries.
-Result<void> send_with_fds(int from, const std::string& m, const RestoreShared& sh,
-                           const google::protobuf::RepeatedPtrField<image::InFlightFd>& in_flight) {
-    if (m.empty()) return error_code(EINVAL, "an empty queued message (image is corrupt)");
+// The engine's copies of the descriptions of a message's fds in flight.
+Result<std::vector<int>> in_flight_fds(const RestoreShared& sh,
+                                       const google::protobuf::RepeatedPtrField<image::InFlightFd>& in_flight) {
     if (in_flight.empty() || in_flight.size() > kMaxFdsPerMessage)
         return error_code(EINVAL, "a message with {} fds in flight (image is corrupt)", in_flight.size());
     std::vector<int> fds;
     for (const auto& f : in_flight) fds.push_back(CKPT_TRY(in_flight_fd(sh, f)));
-    std::vector<cmsghdr> control(CMSG_SPACE(sizeof(int) * fds.size()) / sizeof(cmsghdr) + 1);
-    iovec iov{const_cast<char*>(m.data()), m.size()};
+    return fds;
+}
+
+// Whether a message carries its sender's credentials (not none, nor unrecorded).
+bool has_creds(const image::MessageCreds* c) { return c && !c->none(); }
+
+// What a message's recorded credentials may say, and whether the restorer may send them:
+// under --restore-as the kernel takes another process's pid only from CAP_SYS_ADMIN (and other
+// ids only from CAP_SETUID, CAP_SETGID), which the user lacks; none are always kept (sent
+// without any). Checked before anything is made.
+Result<void> check_creds(const image::MessageCreds& c, const RestoreShared& sh) {
+    if (c.none() == (c.pid() != 0) || c.pid() > static_cast<uint32_t>(INT32_MAX))
+        return error_code(EINVAL, "message credentials with no pid, or a pid and none (image is corrupt)");
+    if (!c.none() && sh.user)
+        return error_code(EPERM, "a message queued with its sender's credentials (SCM_CREDENTIALS: pid {}, uid {}, gid "
+                                 "{}): a restore as the user may not send another process's credentials (the kernel "
+                                 "asks CAP_SYS_ADMIN for its pid); restore as root", c.pid(), c.uid(), c.gid());
+    return ok();
+}
+
+// Sends one queued message (or a run of a stream's bytes) with what it carries: fds in flight
+// (the engine's copies of their descriptions) and its sender's credentials, the restored
+// sender's pid as the engine sees it (its recorded one in the tree's namespace) with the
+// recorded ids. A message recorded with none (or without SO_PASSCRED) is sent without any,
+// before either end has SO_PASSCRED (the kernel attaches the sender's own then). To the
+// address `to` when given (a datagram).
+Result<void> send_message(int from, int type, const std::string& m, const std::vector<int>& fds,
+                          const image::MessageCreds* creds, const RestoreShared* sh, const sockaddr_un* to = nullptr,
+                          socklen_t tolen = 0) {
+    if (m.empty()) return error_code(EINVAL, "an empty queued message (image is corrupt)");
+    ucred u{};
+    if (has_creds(creds)) {
+        if (!sh) return error("credentials of a message before the tree's processes exist");
+        auto host = sh->hosts.find(static_cast<pid_t>(creds->pid()));
+        if (host == sh->hosts.end())
+            return error_code(EINVAL, "a message with the credentials of pid {}, not a process of the images (image is "
+                                      "corrupt)", creds->pid());
+        u = {host->second, creds->uid(), creds->gid()};
+    }
+    if (!fds.empty() && type == SOCK_STREAM) return error_code(EINVAL, "fds in flight on a stream (image is corrupt)");
+    // Built once: a stream's run may go in parts (each with the credentials: a read joins
+    // them), a message in one.
+    size_t space = (fds.empty() ? 0 : CMSG_SPACE(sizeof(int) * fds.size())) + (has_creds(creds) ? CMSG_SPACE(sizeof u) : 0);
+    std::vector<cmsghdr> control(space / sizeof(cmsghdr) + 1);
     msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = control.data();
-    mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    for (;;) {
+    mh.msg_name = const_cast<sockaddr_un*>(to);
+    mh.msg_namelen = tolen;
+    if (space) {
+        mh.msg_control = control.data();
+        mh.msg_controllen = space;
+        cmsghdr* c = CMSG_FIRSTHDR(&mh);
+        if (!fds.empty()) {
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+            std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+            c = CMSG_NXTHDR(&mh, c);
+        }
+        if (has_creds(creds)) {
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_CREDENTIALS;
+            c->cmsg_len = CMSG_LEN(sizeof u);
+            std::memcpy(CMSG_DATA(c), &u, sizeof u);
+        }
+    }
+    size_t done = 0;
+    while (done < m.size()) {
+        iovec iov{const_cast<char*>(m.data() + done), m.size() - done};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
         ssize_t n = sendmsg(from, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) return error_code(ENOBUFS, "the data queued does not fit the socket's buffer");
-        if (n < 0) return sys_error("sendmsg(SCM_RIGHTS)");
-        if (static_cast<size_t>(n) != m.size()) return error("a message of {} bytes sent as {}", m.size(), n);
-        return ok();
+        if (n < 0 && has_creds(creds))
+            return sys_error("sendmsg with the sender's credentials (SCM_CREDENTIALS: pid {} in the tree, {} for the "
+                             "engine, uid {}, gid {})", creds->pid(), u.pid, u.uid, u.gid);
+        if (n < 0) return sys_error("sendmsg");
+        if (type != SOCK_STREAM && static_cast<size_t>(n) != m.size())
+            return error("a message of {} bytes sent as {}", m.size(), n);
+        done += static_cast<size_t>(n);
     }
+    return ok();
 }
 
 // What a list of messages' fds in flight may say, checked before anything is made.
@@ -692,22 +794,37 @@ Result<void> check_in_flight(const google::protobuf::RepeatedPtrField<image::Mes
 }
 
 // Sends what is queued for one end from the other, message by message (with the fds in
-// flight they carry: sh, once every fd of the tree is in place).
+// flight and credentials they carry: sh, once every fd and process of the tree is in place).
 Result<void> queue_into(int from, int type, const image::UnixSocketEnd& to, uint64_t id, int end,
                         const RestoreShared* sh = nullptr) {
     auto fds = to.in_flight().begin();
     for (int i = 0; i < to.queued_size(); ++i) {
         const std::string& m = to.queued(i);
+        std::vector<int> passed;
         if (fds != to.in_flight().end() && fds->message() == static_cast<uint32_t>(i)) {
             if (!sh) return error("unix socket pair {}: fds in flight before the tree's fds are in place", id);
-            CKPT_TRY_CTX(send_with_fds(from, m, *sh, fds->fds()), "unix socket pair {}: message {} queued for end {}", id,
-                         i, end);
+            passed = CKPT_TRY_CTX(in_flight_fds(*sh, fds->fds()), "unix socket pair {}: message {} queued for end {}", id,
+                                  i, end);
             ++fds;
-        } else {
-            CKPT_TRY_CTX(send_queued(from, type, m), "unix socket pair {}: sending what end {} had queued", id, end);
         }
+        CKPT_TRY_CTX(send_message(from, type, m, passed, to.creds_size() ? &to.creds(i) : nullptr, sh),
+                     "unix socket pair {}: message {} queued for end {}", id, i, end);
     }
     return ok();
+}
+
+// What an end's recorded credentials may say (one per queued entry, or none recorded),
+// checked before anything is made; whether any is a sender's (sent once the tree exists).
+Result<bool> check_end_creds(const image::UnixSocketEnd& end, const RestoreShared& sh) {
+    if (end.creds_size() && end.creds_size() != end.queued_size())
+        return error_code(EINVAL, "credentials of {} messages, {} queued (image is corrupt)", end.creds_size(),
+                          end.queued_size());
+    bool any = false;
+    for (const auto& c : end.creds()) {
+        CKPT_TRY(check_creds(c, sh));
+        any = any || has_creds(&c);
+    }
+    return any;
 }
 
 // Shuts a socket down as the recorded sk_shutdown bits say (once its data is in: a peer that
@@ -721,8 +838,22 @@ Result<void> shut(int fd, uint32_t s) {
     return ok();
 }
 
-bool pair_has_fds_in_flight(const image::UnixSocketEntry& e) {
-    return e.ends(0).in_flight_size() > 0 || e.ends(1).in_flight_size() > 0;
+bool has_sender_creds(const image::UnixSocketEnd& end) {
+    return std::any_of(end.creds().begin(), end.creds().end(), [](const image::MessageCreds& c) { return has_creds(&c); });
+}
+
+// Whether a pair is filled only once the tree exists: messages carry fds in flight, or their
+// senders' credentials (whose pids exist only then).
+bool pair_filled_late(const image::UnixSocketEntry& e) {
+    return e.ends(0).in_flight_size() > 0 || e.ends(1).in_flight_size() > 0 || has_sender_creds(e.ends(0)) ||
+           has_sender_creds(e.ends(1));
+}
+
+// SO_PASSCRED as recorded, once what is queued is in (a message recorded with no credentials
+// is sent while neither end has it).
+Result<void> set_passcred(int fd, bool on) {
+    if (on) CKPT_TRY(sockopt::set_int(fd, SOL_SOCKET, SO_PASSCRED, 1, "SO_PASSCRED"));
+    return ok();
 }
 
 // Puts back what is queued for each end, then shuts them down as they were.
@@ -730,7 +861,10 @@ Result<void> fill_pair(const image::UnixSocketEntry& e, int a, int b, const Rest
     int fds[2] = {a, b};
     for (int i = 0; i < 2; ++i) CKPT_TRY(queue_into(fds[1 - i], e.type(), e.ends(i), e.id(), i, sh));
     // Shut down once the data is in: a peer that cannot receive refuses it.
-    for (int i = 0; i < 2; ++i) CKPT_TRY_CTX(shut(fds[i], e.ends(i).shutdown()), "unix socket pair {} end {}", e.id(), i);
+    for (int i = 0; i < 2; ++i) {
+        CKPT_TRY_CTX(shut(fds[i], e.ends(i).shutdown()), "unix socket pair {} end {}", e.id(), i);
+        CKPT_TRY_CTX(set_passcred(fds[i], e.ends(i).passcred()), "unix socket pair {} end {}", e.id(), i);
+    }
     return ok();
 }
 
@@ -756,11 +890,14 @@ Result<void> make_unix_pairs(RestoreShared& sh) {
                 sockopt::restore_buffer(fds[i], SO_RCVBUF, SO_RCVBUFFORCE, e.ends(i).rcvbuf(), "SO_RCVBUF"),
                          "unix socket pair {} end {}", e.id(), i);
         }
-        for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < 2; ++i) {
             CKPT_TRY_CTX(check_in_flight(e.ends(i).in_flight(), e.type(), e.ends(i).queued_size()), "unix socket pair {} end {}",
                          e.id(), i);
-        // A pair with fds in flight is filled once they exist (release_unix_pairs).
-        if (!pair_has_fds_in_flight(e)) CKPT_TRY(fill_pair(e, a.get(), b.get()));
+            CKPT_TRY_CTX(check_end_creds(e.ends(i), sh), "unix socket pair {} end {}", e.id(), i);
+        }
+        // A pair with fds in flight or senders' credentials is filled once they exist
+        // (release_unix_pairs).
+        if (!pair_filled_late(e)) CKPT_TRY(fill_pair(e, a.get(), b.get()));
         sh.unix_pairs[e.id()] = {std::move(a), std::move(b)};
     }
     return ok();
@@ -789,12 +926,12 @@ Result<void> restore_unix_socket(RestoreTask& t, const image::Fd& f) {
     return install_socket(t, f, f.unix_socket_end() == 0 ? it->second.first.get() : it->second.second.get());
 }
 
-// Every end is in place: the pairs with fds in flight are filled now that those fds exist,
-// then the engine's own copies go (a restore that keeps running after the tree must not hold
-// an end open).
+// Every end and process is in place: the pairs with fds in flight or senders' credentials are
+// filled now that those exist, then the engine's own copies go (a restore that keeps running
+// after the tree must not hold an end open).
 Result<void> release_unix_pairs(RestoreShared& sh) {
     for (const auto& e : sh.files.unix_sockets()) {
-        if (!pair_has_fds_in_flight(e)) continue;
+        if (!pair_filled_late(e)) continue;
         const auto& ends = sh.unix_pairs.at(e.id());
         CKPT_TRY(fill_pair(e, ends.first.get(), ends.second.get(), &sh));
     }
@@ -1010,28 +1147,67 @@ Result<ino_t> inode_of(int fd) {
     return st.st_ino;
 }
 
-bool sk_has_fds_in_flight(const SkEntry& e) {
-    return std::any_of(e.queued().begin(), e.queued().end(), [](const image::UnixMessage& m) { return m.fds_size() > 0; });
+// Whether what is queued for e is sent only once the tree exists: messages carry fds in
+// flight, or their senders' credentials.
+bool sk_queued_late(const SkEntry& e) {
+    return std::any_of(e.queued().begin(), e.queued().end(), [](const image::UnixMessage& m) {
+        return m.fds_size() > 0 || (m.has_creds() && has_creds(&m.creds()));
+    });
 }
 
-// Whether e is shut down only once fds in flight exist: its queue, or its peer's, has some.
-bool waits_for_fds_in_flight(const SkEntry& e, const std::map<uint64_t, const SkEntry*>& by_id) {
-    if (sk_has_fds_in_flight(e)) return true;
-    if (e.type() == SOCK_DGRAM || e.state() != SkEntry::CONNECTED) return false;
+// Whether e is shut down (and given SO_PASSCRED) only then: its queue, or its peer's, is sent
+// late, or (a datagram socket) it sends a datagram queued late.
+bool waits_for_late_queue(const SkEntry& e, const std::map<uint64_t, const SkEntry*>& by_id) {
+    if (sk_queued_late(e)) return true;
+    if (e.type() == SOCK_DGRAM) {
+        for (const auto& [id, r] : by_id)
+            if (r->type() == SOCK_DGRAM && sk_queued_late(*r))
+                for (const auto& m : r->queued())
+                    if (m.sender_id() == e.id()) return true;
+        return false;
+    }
+    if (e.state() != SkEntry::CONNECTED) return false;
     auto peer = by_id.find(e.peer());
-    return peer != by_id.end() && sk_has_fds_in_flight(*peer->second);
+    return peer != by_id.end() && sk_queued_late(*peer->second);
 }
 
-// What is queued on a connection, sent by its peer (with the fds in flight: sh, once every
-// fd of the tree is in place).
-Result<void> send_connection_queue(const SkEntry& e, int peer, const RestoreShared* sh) {
+// The datagrams queued for e, each sent to its name by its sender (the tree's socket bound to
+// the sender's name, or one made for it) with the credentials it carries (sh: once the tree
+// exists).
+Result<void> send_datagrams(const SkEntry& e, const std::map<uint64_t, UniqueFd>& made, const RestoreShared* sh) {
+    socklen_t len;
+    sockaddr_un to = make_address(e.name(), &len);
     for (const auto& m : e.queued()) {
+        UniqueFd temp;
+        int from = m.sender_id() ? made.at(m.sender_id()).get() : -1;
+        if (from < 0) {
+            temp = CKPT_TRY_CTX(temporary_sender(m), "{}", sk_name(e));
+            from = temp.get();
+        }
+        CKPT_TRY_CTX(send_message(from, SOCK_DGRAM, m.data(), {}, m.has_creds() ? &m.creds() : nullptr, sh, &to, len),
+                     "{}: a message from '{}'", sk_name(e), shown_name(m.sender()));
+    }
+    return ok();
+}
+
+// A datagram socket connected again to its peer's name (once what is queued for it is in: a
+// connected one takes only its peer's).
+Result<void> connect_dgram(const SkEntry& e, int fd, const std::map<uint64_t, const SkEntry*>& by_id) {
+    return connect_to(fd, e.peer() ? by_id.at(e.peer())->name() : e.ext_peer()).context("{}", sk_name(e));
+}
+
+// What is queued on a connection, sent by its peer (with the fds in flight and credentials:
+// sh, once every fd and process of the tree is in place).
+Result<void> send_connection_queue(const SkEntry& e, int peer, const RestoreShared* sh) {
+    for (int i = 0; i < e.queued_size(); ++i) {
+        const auto& m = e.queued(i);
+        std::vector<int> passed;
         if (m.fds_size()) {
             if (!sh) return error("{}: fds in flight before the tree's fds are in place", sk_name(e));
-            CKPT_TRY_CTX(send_with_fds(peer, m.data(), *sh, m.fds()), "{}: a message queued with fds in flight", sk_name(e));
-        } else {
-            CKPT_TRY_CTX(send_queued(peer, e.type(), m.data()), "{}: sending what it had queued", sk_name(e));
+            passed = CKPT_TRY_CTX(in_flight_fds(*sh, m.fds()), "{}: message {} queued", sk_name(e), i);
         }
+        CKPT_TRY_CTX(send_message(peer, e.type(), m.data(), passed, m.has_creds() ? &m.creds() : nullptr, sh),
+                     "{}: message {} queued", sk_name(e), i);
     }
     return ok();
 }
@@ -1049,6 +1225,8 @@ Result<void> make_unix_sks(RestoreShared& sh) {
             return error_code(EINVAL, "AF_UNIX socket id {} twice or zero (image is corrupt)", e.id());
     for (const auto& e : list) {
         CKPT_TRY_CTX(check_sk(e, by_id), "{} (image is corrupt)", sk_name(e));
+        for (const auto& m : e.queued())
+            if (m.has_creds()) CKPT_TRY_CTX(check_creds(m.creds(), sh), "{}", sk_name(e));
         if (!e.ext_peer().empty() && !sh.ext_unix_sk)
             return error_code(ENOTSUP, "{}: connected to '{}' outside the tree: restore with --ext-unix-sk to connect "
                                        "to it again", sk_name(e), shown_name(e.ext_peer()));
@@ -1079,22 +1257,10 @@ Result<void> make_unix_sks(RestoreShared& sh) {
             return sys_error("{}: listen", sk_name(e));
         made.emplace(e.id(), std::move(s));
     }
-    // Datagrams, while no receiver is connected (a connected one takes only its peer's).
-    for (const auto& e : list) {
-        if (e.type() != SOCK_DGRAM) continue;
-        socklen_t len;
-        sockaddr_un to = make_address(e.name(), &len);
-        for (const auto& m : e.queued()) {
-            UniqueFd temp;
-            int from = m.sender_id() ? fd_of(m.sender_id()) : -1;
-            if (from < 0) {
-                temp = CKPT_TRY_CTX(temporary_sender(m), "{}", sk_name(e));
-                from = temp.get();
-            }
-            CKPT_TRY_CTX(send_queued(from, SOCK_DGRAM, m.data(), &to, len), "{}: a message from '{}'", sk_name(e),
-                         shown_name(m.sender()));
-        }
-    }
+    // Datagrams, while no receiver is connected (a connected one takes only its peer's); those
+    // with senders' credentials once the tree exists (release_unix_sks).
+    for (const auto& e : list)
+        if (e.type() == SOCK_DGRAM && !sk_queued_late(e)) CKPT_TRY(send_datagrams(e, made, nullptr));
     // Connections, listener by listener: each accepted one made and accepted at once, then
     // the pending ones in their order.
     for (const auto& l : list) {
@@ -1122,17 +1288,16 @@ Result<void> make_unix_sks(RestoreShared& sh) {
     for (const auto& e : list) {
         int fd = fd_of(e.id());
         // A queue with fds in flight is sent once they exist (release_unix_sks).
-        if (e.type() != SOCK_DGRAM && e.state() == SkEntry::CONNECTED && !sk_has_fds_in_flight(e))
+        if (e.type() != SOCK_DGRAM && e.state() == SkEntry::CONNECTED && !sk_queued_late(e))
             CKPT_TRY(send_connection_queue(e, fd_of(e.peer()), nullptr));
-        if (e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
-            CKPT_TRY_CTX(connect_to(fd, e.peer() ? by_id.at(e.peer())->name() : e.ext_peer()), "{}", sk_name(e));
+        if (e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED && !sk_queued_late(e))
+            CKPT_TRY(connect_dgram(e, fd, by_id));
     }
     for (const auto& e : list) {
         int fd = fd_of(e.id());
-        if (!waits_for_fds_in_flight(e, by_id)) CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
-        int on = 1;
-        if (e.passcred() && setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
-            return sys_error("{}: setsockopt(SO_PASSCRED)", sk_name(e));
+        if (waits_for_late_queue(e, by_id)) continue;
+        CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
+        CKPT_TRY_CTX(set_passcred(fd, e.passcred()), "{}", sk_name(e));
     }
     return ok();
 }
@@ -1146,16 +1311,27 @@ Result<void> restore_unix_sk(RestoreTask& t, const image::Fd& f) {
     return install_socket(t, f, it->second.get());
 }
 
-// Every fd of the tree is in place: the queues with fds in flight are sent now, and their
-// sockets shut down as they were; then the engine's own copies go.
+// Every fd and process of the tree is in place: the queues with fds in flight or senders'
+// credentials are sent now, and their sockets shut down and given SO_PASSCRED as they were;
+// then the engine's own copies go.
 Result<void> release_unix_sks(RestoreShared& sh) {
     std::map<uint64_t, const SkEntry*> by_id;
     for (const auto& e : sh.files.unix_sks()) by_id.emplace(e.id(), &e);
     for (const auto& e : sh.files.unix_sks())
-        if (sk_has_fds_in_flight(e)) CKPT_TRY(send_connection_queue(e, sh.unix_sks.at(e.peer()).get(), &sh));
+        if (sk_queued_late(e) && e.type() != SOCK_DGRAM)
+            CKPT_TRY(send_connection_queue(e, sh.unix_sks.at(e.peer()).get(), &sh));
+    // Every late datagram before any of their receivers connects (a connected one takes only
+    // its peer's).
     for (const auto& e : sh.files.unix_sks())
-        if (waits_for_fds_in_flight(e, by_id))
+        if (sk_queued_late(e) && e.type() == SOCK_DGRAM) CKPT_TRY(send_datagrams(e, sh.unix_sks, &sh));
+    for (const auto& e : sh.files.unix_sks())
+        if (sk_queued_late(e) && e.type() == SOCK_DGRAM && e.state() == SkEntry::CONNECTED)
+            CKPT_TRY(connect_dgram(e, sh.unix_sks.at(e.id()).get(), by_id));
+    for (const auto& e : sh.files.unix_sks())
+        if (waits_for_late_queue(e, by_id)) {
             CKPT_TRY_CTX(shut(sh.unix_sks.at(e.id()).get(), e.shutdown()), "{}", sk_name(e));
+            CKPT_TRY_CTX(set_passcred(sh.unix_sks.at(e.id()).get(), e.passcred()), "{}", sk_name(e));
+        }
     sh.unix_sks.clear();
     return ok();
 }

@@ -19,7 +19,9 @@
  * closed it: only the message has it); with UNIX_OUTSIDE (program
  * fd_unix_outside), a stream socket listening on an abstract name with a connection pending
  * from a process outside the tree (an orphan the runner adopted, which exits once the
- * listener is gone).
+ * listener is gone); with UNIX_CREDS_GONE (program fd_unix_creds_gone), a seqpacket pair's end
+ * with SO_PASSCRED and a message queued by a child reaped since (its credentials name a pid no
+ * process of the tree has).
  * Built with CONSOLE (program fd_console), fd 9 is /dev/console; with PTY_OUTSIDE (program
  * fd_pty_outside), the slave of a pty whose master only a process outside the tree holds (a
  * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
@@ -140,6 +142,18 @@ int main(int argc, char** argv) {
     memcpy(CMSG_DATA(c), &passed, sizeof passed);
     if (sendmsg(sv[1], &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
     close(passed);
+#elif defined(UNIX_CREDS_GONE)
+    /* A message queued with the credentials (SCM_CREDENTIALS) of a child reaped since: its pid
+     * is no process of the tree, and cannot be given again. */
+    const char* kind = "socket";
+    int on = 1;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
+    int fd = sv[0];
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) test_fail("SO_PASSCRED: %s", strerror(errno));
+    pid_t sender = fork();
+    if (sender == 0) _exit(send(sv[1], "gone", 4, 0) == 4 ? 0 : 1);
+    waitpid(sender, NULL, 0);
 #elif defined(UNIX_OUTSIDE)
     const char* kind = "socket";
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);

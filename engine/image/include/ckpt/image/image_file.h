@@ -76,6 +76,9 @@ namespace ckpt::image {
 // 10: more of issues 12 and 13, each listed here; a version 9 reader refuses version 10:
 //    - write trackers a process holds that its dump did not arm (MmCore.held_tracker_inos):
 //      a version 9 dump naming such a dump would refuse them as unknown.
+//    - the credentials (SCM_CREDENTIALS) of messages queued for an AF_UNIX receiver with
+//      SO_PASSCRED (MessageCreds: UnixSocketEnd.creds, UnixMessage.creds) and SO_PASSCRED of a
+//      pair's ends (UnixSocketEnd.passcred): a version 9 reader would send them as the engine's.
 inline constexpr uint32_t kFormatVersion = 10;
 
 enum class Kind : uint32_t {
