@@ -1121,12 +1121,13 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     return ok();
 }
 
-Result<void> fill_pages(RestoreTask& t) {
-    if (t.shared && t.shared->stream) return fill_pages_from_stream(t, *t.shared->stream);
-    return fill_pages_from_file(t);
-}
-
 }  // namespace
+
+Result<void> restore_memory_pages(RestoreTask& t) {
+    if (t.shared && t.shared->stream) CKPT_TRY_CTX(fill_pages_from_stream(t, *t.shared->stream), "pid {}: writing pages", t.pid);
+    else CKPT_TRY_CTX(fill_pages_from_file(t), "pid {}: writing pages", t.pid);
+    return ok();
+}
 
 Result<void> check_inherited_memory(const RestoreTask& t, const RestoreTask* parent) {
     const std::string where = fmt::format("{}/pagemap-{}.img", t.image_dir, t.pid);
@@ -1363,10 +1364,7 @@ Result<void> restore_memory_layout(RestoreTask& t) {
             if (v.madvise() & bit)
                 CKPT_TRY(rt.syscall_ok("madvise", SYS_madvise, {v.start(), v.end() - v.start(), static_cast<uint64_t>(adv)}));
     }
-
-    // 5. Page data, straight from the (mapped) pages file into the process, verified and
-    // written by several threads.
-    CKPT_TRY_CTX(fill_pages(t), "pid {}: writing pages", pid);
+    // 5. Page data: restore_memory_pages, on any thread (no ptrace request is made).
     return ok();
 }
 
