@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <memory>
 #include <set>
 #include <utility>
@@ -1124,12 +1125,13 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     return ok();
 }
 
-Result<void> fill_pages(RestoreTask& t) {
-    if (t.shared && t.shared->stream) return fill_pages_from_stream(t, *t.shared->stream);
-    return fill_pages_from_file(t);
-}
-
 }  // namespace
+
+Result<void> restore_memory_pages(RestoreTask& t) {
+    if (t.shared && t.shared->stream) CKPT_TRY_CTX(fill_pages_from_stream(t, *t.shared->stream), "pid {}: writing pages", t.pid);
+    else CKPT_TRY_CTX(fill_pages_from_file(t), "pid {}: writing pages", t.pid);
+    return ok();
+}
 
 Result<void> check_inherited_memory(const RestoreTask& t, const RestoreTask* parent) {
     const std::string where = fmt::format("{}/pagemap-{}.img", t.image_dir, t.pid);
@@ -1208,22 +1210,38 @@ Result<void> restore_memory_layout(RestoreTask& t) {
         if (lo < hi) CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {lo, hi - lo}));
         return ok();
     };
+    // Mappings next to each other in maps (only holes between them) go with one munmap: each
+    // injected call is a round trip through ptrace, and a tree's processes are made one
+    // after another.
     std::map<image::Vma::Kind, ProcMapping> vdso_now;
+    std::optional<std::pair<uint64_t, uint64_t>> run;
+    auto flush = [&]() -> Result<void> {
+        if (run) CKPT_TRY(drop(run->first, run->second));
+        run.reset();
+        return ok();
+    };
     for (const auto& m : current) {
         auto kind = classify(m);
         if (is_vdso_part(kind)) {
+            CKPT_TRY(flush());
             vdso_now[kind] = m;
             continue;
         }
-        if (kind == image::Vma::VSYSCALL) continue;
+        if (kind == image::Vma::VSYSCALL) {
+            CKPT_TRY(flush());
+            continue;
+        }
         if (m.start <= t.trampoline && t.trampoline < m.end) {
             if (m.start != t.trampoline || m.end != t.trampoline + RestoreTask::kTrampolineSize)
                 return error("pid {}: trampoline {:#x} merged into mapping {:#x}-{:#x}", pid, t.trampoline, m.start, m.end);
+            CKPT_TRY(flush());
             continue;
         }
         logger()->trace("pid {}: dropping inherited mapping {:#x}-{:#x} {}", pid, m.start, m.end, m.path);
-        CKPT_TRY(drop(m.start, m.end));
+        if (run) run->second = m.end;
+        else run.emplace(m.start, m.end);
     }
+    CKPT_TRY(flush());
 
     // 2. Move the vDSO and its data pages to where the process had them. Each moves to a
     // free spot first, so that old and new places may overlap.
@@ -1366,10 +1384,7 @@ Result<void> restore_memory_layout(RestoreTask& t) {
             if (v.madvise() & bit)
                 CKPT_TRY(rt.syscall_ok("madvise", SYS_madvise, {v.start(), v.end() - v.start(), static_cast<uint64_t>(adv)}));
     }
-
-    // 5. Page data, straight from the (mapped) pages file into the process, verified and
-    // written by several threads.
-    CKPT_TRY_CTX(fill_pages(t), "pid {}: writing pages", pid);
+    // 5. Page data: restore_memory_pages, on any thread (no ptrace request is made).
     return ok();
 }
 

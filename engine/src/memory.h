@@ -96,9 +96,16 @@ Result<void> check_inherited_memory(const RestoreTask& t, const RestoreTask* par
 // Step one of a restored process's address space, right after it is created and before
 // its children are (which inherit by fork what they share with it): drops what it has
 // from the engine (or from its parent) but the trampoline, the vDSO and its inherited
-// mappings, moves the vDSO, maps every other recorded mapping, applies madvise flags and
-// fills pages.
+// mappings, moves the vDSO, maps every other recorded mapping and applies madvise flags
+// (so that huge pages form where the process had asked for them). Injected system calls:
+// only on the thread that traces the process.
 Result<void> restore_memory_layout(RestoreTask& t);
+// Step one and a half: its page data, written with process_vm_writev (no ptrace request),
+// so on any thread, while other processes are made. It must be complete before a child of
+// the process is made (the child inherits pages by fork) and before restore_memory_finish.
+// Reads only t's images, pid and host. The stream's pages arrive in its order: under
+// --stream it is called in tree order, on the tracer's thread.
+Result<void> restore_memory_pages(RestoreTask& t);
 // Step two, once its children exist: guard pages, protections, locks, seals, mm fields.
 Result<void> restore_memory_finish(RestoreTask& t);
 

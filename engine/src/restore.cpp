@@ -26,6 +26,7 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <thread>
 #include <string_view>
 
 #include "ckpt/arch/arch.h"
@@ -40,6 +41,7 @@
 #include "ipc_ns.h"
 #include "image_stream.h"
 #include "memory.h"
+#include "parallel.h"
 #include "proc.h"
 #include "restore_task.h"
 #include "sched_state.h"
@@ -574,10 +576,17 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     RestoredTree out;
     std::optional<IpcRestore> ipc_restore;
 
+    // Page fills in the background (not under --stream, whose pages arrive in tree order),
+    // while the next processes are made: each process's fill is waited for before a child
+    // of it is made, all before step 2. Declared after the tasks it writes into, so that on
+    // a failure it ends (waiting for running fills) before they do; then the tree is killed.
+    BackgroundJobs fills(std::clamp(std::thread::hardware_concurrency(), 2u, 8u));
+
     // 1. The tree: each process created by its parent, in inventory order (parents first).
     for (pid_t pid : order) {
         RestoreTask& t = tasks[pid];
         const image::TaskEntry& te = *entry[pid];
+        CKPT_TRY(fills.failed());  // a fill that failed fails the restore at once
         if (pid == root && init) {
             t.host = CKPT_TRY(create_root_in_pidns(*init, pid, trampoline));
             out.pidns_init = init->pid;
@@ -590,6 +599,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             // From inside the parent, so that it is the parent's child (and has its fd table
             // when it shared it).
             RestoreTask& up = parent->second;
+            // The parent's pages complete first: the child inherits them by fork.
+            CKPT_TRY(fills.wait(te.ppid()));
             NewTask kind = NewTask::Process;
             if (te.fd_table_of_parent()) {
                 kind = NewTask::ProcessSharingFds;
@@ -619,9 +630,19 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         if (te.sid() == pid) CKPT_TRY_CTX(take_pty_terminal(t), "restore");
         // Its mappings and pages before its children are made: they inherit by fork the
         // pages they shared with it at the dump, copy-on-write as they were.
-        if (te.state() != image::TaskEntry::ZOMBIE)
+        if (te.state() != image::TaskEntry::ZOMBIE) {
             CKPT_TRY_CTX(restore_memory_layout(t), "restore pid {}", pid);
+            if (stream) {
+                CKPT_TRY_CTX(restore_memory_pages(t), "restore pid {}", pid);
+            } else {
+                fills.submit(pid, [&t, pid]() -> Result<void> {
+                    CKPT_TRY_CTX(restore_memory_pages(t), "restore pid {}", pid);
+                    return ok();
+                });
+            }
+        }
     }
+    CKPT_TRY(fills.wait_all());
     // Every page of the stream is in place: its trailer, or it is truncated (and the tree
     // made so far killed).
     if (stream) CKPT_TRY_CTX(stream->finish(), "restore");

@@ -6,6 +6,7 @@ tmpfs (/dev/shm) and on disk (/var/tmp); cases are interleaved and repeated, med
 reported, next to this machine's memcpy bandwidth measured in the same run.
 
     run_bench.py --engine build/engine/ckpt-engine --workload build/tests/bench/bench_workload
+                 [--peer-engine OTHER/ckpt-engine]  (the restore table: this engine against it)
 """
 import argparse
 import ctypes
@@ -268,6 +269,64 @@ def incremental_table(args):
           f"--max-chain 0; incr: --track-mem --prev-images-dir armed; goal: ratios at most 0.05)")
 
 
+def restore_run(args, mib, procs, engines):
+    """procs x mib MiB dumped once (images on tmpfs), then restored by each engine in turn (the
+    tree killed in between): restore seconds by engine."""
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
+    images = os.path.join(workdir, "images")
+    ready = os.path.join(workdir, "ready")
+    try:
+        w, pids = start_workload(args, ready, mib, procs)
+        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError("dump failed: " + out.stderr.strip())
+        w.wait()
+        wait_gone(pids)
+        took = {}
+        for name, engine in engines:
+            took[name] = timed_restore(argparse.Namespace(engine=engine), ["-D", images])
+            kill_tree(pids)
+        return took
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def restore_table(args):
+    """Restore speed of trees against one process of the same total memory, this engine
+    against a peer engine (--peer-engine, e.g. one built from main) in the same run."""
+    cases = [(1, 1024), (16, 16), (16, 64)] if not args.quick else [(1, 64), (16, 4)]
+    engines = [("this", args.engine)] + ([("peer", args.peer_engine)] if args.peer_engine else [])
+    results = {}
+    for r in range(args.repeat):  # interleaved: every case once per round, engines alternating first
+        for procs, mib in cases:
+            order = engines if r % 2 == 0 else engines[::-1]
+            for name, s in restore_run(args, mib, procs, order).items():
+                results.setdefault((procs, mib, name), []).append(s)
+    print("restore -D, images on tmpfs: restore GiB/s (touched memory / wall time of the command)")
+    names = [n for n, _ in engines]
+    hdr = f"{'workload':<14}" + "".join(f" {n + ' s':>9} {n + ' GiB/s':>11} {n + ' per GiB':>14}" for n in names)
+    if len(names) > 1:
+        hdr += f" {'this/peer GiB/s':>15}"
+    print(hdr)
+    print("-" * len(hdr))
+    base = {}  # seconds per GiB of the 1-process case, by engine
+    for procs, mib in cases:
+        gib = procs * mib / 1024
+        line = f"{f'{procs} x {mib} MiB':<14}"
+        rate = {}
+        for n in names:
+            s = statistics.median(results[(procs, mib, n)])
+            rate[n] = gib / s
+            if procs == 1:
+                base[n] = s / gib
+            line += f" {s:>9.3f} {rate[n]:>11.2f} {(s / gib) / base[n]:>14.2f}"
+        if len(names) > 1:
+            line += f" {rate['this'] / rate['peer']:>15.2f}"
+        print(line)
+    print(f"(medians of {args.repeat} interleaved runs; 'per GiB': restore seconds per GiB against the 1-process "
+          f"case of the same engine, goal: at most 1.00 for 16 processes)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--engine", required=True)
@@ -278,6 +337,9 @@ def main():
     ap.add_argument("--frozen-only", action="store_true", help="only the --leave-running frozen-time table")
     ap.add_argument("--stream-only", action="store_true", help="only the stream against folder table")
     ap.add_argument("--incremental-only", action="store_true", help="only the incremental dump table")
+    ap.add_argument("--restore-only", action="store_true", help="only the tree restore table")
+    ap.add_argument("--peer-engine", help="another ckpt-engine (e.g. built from main) to restore the same images "
+                    "in the restore table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: needs root")
@@ -292,6 +354,9 @@ def main():
         return
     if args.incremental_only:
         incremental_table(args)
+        return
+    if args.restore_only:
+        restore_table(args)
         return
     cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
@@ -321,6 +386,8 @@ def main():
     stream_table(args)
     print()
     incremental_table(args)
+    print()
+    restore_table(args)
 
 
 if __name__ == "__main__":
