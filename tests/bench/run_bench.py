@@ -73,11 +73,12 @@ def du_bytes(path):
     return total
 
 
-def start_workload(args, ready, mib, procs):
+def start_workload(args, ready, mib, procs, mixed=False):
     """The workload set up (READY exists): its Popen and the pids of its tree."""
     # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
     # keep them open after the restorer is gone.
-    w = subprocess.Popen([args.workload, ready, str(mib), str(procs)], stdin=subprocess.DEVNULL,
+    w = subprocess.Popen([args.workload, ready, str(mib), str(procs), *(["mixed"] if mixed else [])],
+                         stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not os.path.exists(ready):
         if w.poll() is not None:
@@ -210,6 +211,60 @@ def frozen_table(args):
     print(f"(medians of {args.repeat} interleaved runs; goal: 20 ms + 5 ms per GiB, ratio at most 0.1 at 1 GiB)")
 
 
+def compress_run(args, mib, base, level):
+    """dump, then restore, of 1 x mib MiB of mixed memory (zeros, structured, random) into
+    base: uncompressed (level 0) or dump --compress=level. Seconds of each, bytes stored."""
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
+    ready = os.path.join(workdir, "ready")
+    images = os.path.join(workdir, "images")
+    try:
+        w, pids = start_workload(args, ready, mib, 1, mixed=True)
+        t = time.monotonic()
+        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats",
+                              *([f"--compress={level}"] if level else [])], capture_output=True, text=True)
+        dump_s = time.monotonic() - t
+        if out.returncode != 0:
+            raise RuntimeError("dump failed: " + out.stderr.strip())
+        stats = json.loads(out.stdout)
+        w.wait()
+        wait_gone(pids)
+        image_bytes = du_bytes(images)
+        restore_s = timed_restore(args, ["-D", images])
+        kill_tree(pids)
+        wait_gone(pids)
+        return {"dump_s": dump_s, "restore_s": restore_s, "image_bytes": image_bytes,
+                "stored_bytes": stats["stored_bytes"], "pages_bytes": stats["pages_bytes"]}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compress_table(args):
+    """dump --compress (zstd levels 1 and 3) against the uncompressed dump, same run."""
+    mib = 64 if args.quick else 1024
+    levels = [0, 1, 3]
+    places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
+    results = {}
+    for _ in range(args.repeat):  # interleaved
+        for place, base in places:
+            for level in levels:
+                results.setdefault((place, level), []).append(compress_run(args, mib, base, level))
+    print(f"1 process x {mib} MiB of mixed memory (1/4 zeros, 1/4 structured, 1/2 random): dump --compress")
+    hdr = f"{'images':<6} {'dump':<12} {'dump s':>7} {'ratio':>6} {'restore s':>9} {'ratio':>6} " \
+          f"{'image MiB':>9} {'ratio':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for place, _ in places:
+        peer = {k: statistics.median(r[k] for r in results[(place, 0)]) for k in results[(place, 0)][0]}
+        for level in levels:
+            med = {k: statistics.median(r[k] for r in results[(place, level)]) for k in results[(place, level)][0]}
+            name = f"--compress={level}" if level else "uncompressed"
+            print(f"{place:<6} {name:<12} {med['dump_s']:>7.3f} {med['dump_s'] / peer['dump_s']:>6.2f} "
+                  f"{med['restore_s']:>9.3f} {med['restore_s'] / peer['restore_s']:>6.2f} "
+                  f"{med['image_bytes'] / 2**20:>9.1f} {med['image_bytes'] / peer['image_bytes']:>6.3f}")
+    print(f"(medians of {args.repeat} interleaved runs; ratios to the uncompressed dump of the same run; "
+          f"{os.cpu_count()} cores)")
+
+
 def incremental_run(args, mib):
     """1 x mib MiB with images on tmpfs: a full dump --leave-running (the peer), one with
     --track-mem (which arms the tracker), 1 % of the pages written, then the incremental dump
@@ -273,6 +328,7 @@ def main():
     ap.add_argument("--frozen-only", action="store_true", help="only the --leave-running frozen-time table")
     ap.add_argument("--stream-only", action="store_true", help="only the stream against folder table")
     ap.add_argument("--incremental-only", action="store_true", help="only the incremental dump table")
+    ap.add_argument("--compress-only", action="store_true", help="only the dump --compress table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: needs root")
@@ -287,6 +343,9 @@ def main():
         return
     if args.incremental_only:
         incremental_table(args)
+        return
+    if args.compress_only:
+        compress_table(args)
         return
     cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
@@ -316,6 +375,8 @@ def main():
     stream_table(args)
     print()
     incremental_table(args)
+    print()
+    compress_table(args)
 
 
 if __name__ == "__main__":
