@@ -100,14 +100,15 @@ def timed_restore(args, where):
     return restore_s
 
 
-def one_run(args, mib, procs, base):
+def one_run(args, mib, procs, base, mixed=False, extra=()):
+    """dump (with extra arguments), then restore, of procs x mib MiB (random, or mixed) into base."""
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
     images = os.path.join(workdir, "images")
     ready = os.path.join(workdir, "ready")
     try:
-        w, pids = start_workload(args, ready, mib, procs)
+        w, pids = start_workload(args, ready, mib, procs, mixed)
         t = time.monotonic()
-        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats"],
+        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats", *extra],
                              capture_output=True, text=True)
         dump_s = time.monotonic() - t
         if out.returncode != 0:
@@ -119,7 +120,7 @@ def one_run(args, mib, procs, base):
         restore_s = timed_restore(args, ["-D", images])
         kill_tree(pids)
         return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s, "restore_s": restore_s,
-                "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"]}
+                "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"], "stored_bytes": stats["stored_bytes"]}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -213,29 +214,8 @@ def frozen_table(args):
 
 def compress_run(args, mib, base, level):
     """dump, then restore, of 1 x mib MiB of mixed memory (zeros, structured, random) into
-    base: uncompressed (level 0) or dump --compress=level. Seconds of each, bytes stored."""
-    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
-    ready = os.path.join(workdir, "ready")
-    images = os.path.join(workdir, "images")
-    try:
-        w, pids = start_workload(args, ready, mib, 1, mixed=True)
-        t = time.monotonic()
-        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats",
-                              *([f"--compress={level}"] if level else [])], capture_output=True, text=True)
-        dump_s = time.monotonic() - t
-        if out.returncode != 0:
-            raise RuntimeError("dump failed: " + out.stderr.strip())
-        stats = json.loads(out.stdout)
-        w.wait()
-        wait_gone(pids)
-        image_bytes = du_bytes(images)
-        restore_s = timed_restore(args, ["-D", images])
-        kill_tree(pids)
-        wait_gone(pids)
-        return {"dump_s": dump_s, "restore_s": restore_s, "image_bytes": image_bytes,
-                "stored_bytes": stats["stored_bytes"], "pages_bytes": stats["pages_bytes"]}
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    base: uncompressed (level 0) or dump --compress=level."""
+    return one_run(args, mib, 1, base, mixed=True, extra=[f"--compress={level}"] if level else [])
 
 
 def compress_table(args):
