@@ -9,7 +9,7 @@ packages=(
   libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev
   libhdf5-dev hdf5-tools python3-h5py
-  libbpf-dev libelf-dev zlib1g-dev libxxhash-dev
+  libbpf-dev libelf-dev zlib1g-dev libxxhash-dev libzstd-dev
   openmpi-bin libopenmpi-dev libpmix-dev gfortran
   hpcc python3-mpi4py
   slurmctld slurmd slurm-client libslurm-dev munge

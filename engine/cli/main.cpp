@@ -61,6 +61,8 @@ const char kUsage[] =
     "      --max-chain N       with --prev-images-dir: a process whose chain of parent dumps would\n"
     "                          be longer than N (0-64, default 64) is saved whole (0: a full dump\n"
     "                          of a tree that --track-mem left trackers in)\n"
+    "      --compress[=LEVEL]  store page data zstd-compressed, 64 MiB block by block, on several\n"
+    "                          threads (LEVEL 1-19, default 1); not with --stream or --snapshot yet\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --stream FD|PATH    instead of -D: read the images from one stream (dump --stream)\n"
@@ -259,6 +261,15 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             auto n = ckpt::parse_uint(v);
             if (!n || *n > 64) return usage_error("dump: --max-chain takes a number from 0 to 64, not '" + v + "'");
             o.max_chain = static_cast<uint32_t>(*n);
+        } else if (args[i] == "--compress") {
+            o.compress = ckpt::engine::kDefaultCompressLevel;
+        } else if (args[i].starts_with("--compress=")) {
+            auto n = ckpt::parse_uint(args[i].substr(11));
+            if (!n || *n < 1 || *n > static_cast<uint64_t>(ckpt::engine::kMaxCompressLevel))
+                return usage_error("dump: --compress=LEVEL takes a zstd level from 1 to " +
+                                   std::to_string(ckpt::engine::kMaxCompressLevel) + ", not '" +
+                                   std::string(args[i].substr(11)) + "'");
+            o.compress = static_cast<int>(*n);
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {
@@ -278,12 +289,17 @@ int cmd_dump(const std::vector<std::string_view>& args) {
     if (o.max_chain != 64 && o.prev_images_dir.empty()) return usage_error("dump: --max-chain needs --prev-images-dir");
     if (!o.prev_images_dir.empty() && o.snapshot)
         return usage_error("dump: --prev-images-dir and --snapshot do not go together");
+    if (o.compress && !o.stream.empty())
+        return usage_error("dump: --compress with --stream is not supported yet (dump into a folder with -D)");
+    if (o.compress && o.snapshot)
+        return usage_error("dump: --compress with --snapshot is not supported yet");
     auto r = ckpt::engine::dump(o);
     if (!r) return fail(std::move(r).error().context("dump"));
     if (stats)
-        std::printf("{\"frozen_ms\": %.3f, \"dump_ms\": %.3f, \"pages_bytes\": %llu, \"processes\": %llu, \"threads\": %llu, "
-                    "\"snapshot\": %s, \"snapshot_faults\": %llu}\n",
+        std::printf("{\"frozen_ms\": %.3f, \"dump_ms\": %.3f, \"pages_bytes\": %llu, \"stored_bytes\": %llu, "
+                    "\"processes\": %llu, \"threads\": %llu, \"snapshot\": %s, \"snapshot_faults\": %llu}\n",
                     r->frozen_ns / 1e6, r->total_ns / 1e6, static_cast<unsigned long long>(r->pages_bytes),
+                    static_cast<unsigned long long>(r->stored_bytes),
                     static_cast<unsigned long long>(r->processes), static_cast<unsigned long long>(r->threads),
                     r->snapshot ? "true" : "false", static_cast<unsigned long long>(r->snapshot_faults));
     return kExitOk;

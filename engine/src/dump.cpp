@@ -903,7 +903,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     if (!snap && streaming) {
         uffds.clear();  // the page data is streamed below, read once (with its checksums)
     } else if (!snap) {
-        CKPT_TRY(write_page_data(plans));
+        CKPT_TRY(write_page_data(plans, opts.compress));
         uffds.clear();  // what was write-protected is let go before the tree runs
     } else {
         // Frozen no longer: the pages are copied as the tree runs. TCP sockets leave repair
@@ -938,6 +938,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         CKPT_TRY(image::write_image(dir, image::names::pagemap(tasks[i].p.ns_pid), image::Kind::PageMap,
                                     *plans[i].pm));
         pages_written += plans[i].total;
+        stats.stored_bytes += plans[i].pm->blocks_size() ? plans[i].pm->stored_bytes() : plans[i].total;
     }
     // Every resource of the tree is recorded (the inotify fds checked for queued events):
     // the hidden links of --link-remap now.
@@ -990,6 +991,14 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     if (!opts.stream.empty() && (opts.track_mem || !opts.prev_images_dir.empty()))
         return error_code(EINVAL, "dump: --stream does not go together with --track-mem or --prev-images-dir (an "
                                   "incremental dump refers to a folder of images)");
+    if (opts.compress && !opts.stream.empty())
+        return error_code(ENOTSUP, "dump: --compress with --stream is not supported yet (dump into a folder, or "
+                                   "without --compress)");
+    if (opts.compress && opts.snapshot)
+        return error_code(ENOTSUP, "dump: --compress with --snapshot is not supported yet (the snapshot copies pages "
+                                   "uncompressed as the tree runs)");
+    if (opts.compress < 0 || opts.compress > kMaxCompressLevel)
+        return error_code(EINVAL, "dump: --compress level {}: zstd levels 1 to {}", opts.compress, kMaxCompressLevel);
     const bool snapshot = opts.leave_running && opts.snapshot && opts.action_scripts.empty() && opts.stream.empty();
     if (opts.track_mem && !opts.leave_running)
         return error_code(EINVAL, "--track-mem needs --leave-running (the tracker lives in the running tree)");

@@ -159,6 +159,9 @@ Result<void> stream_send(const std::string& images_dir, int fd) {
         CKPT_TRY(stream_file(d, e.content_file(), image::StreamRecord::DATA, e.size(), w));
     }
     for (const auto& pm : pms) {
+        if (pm.blocks_size() || pm.stored_bytes())
+            return error_code(ENOTSUP, "{}: page data {} is compressed (dump --compress): streams of compressed page "
+                                       "data are not supported yet, refused", d, pm.pages_file());
         CKPT_TRY(image::check_plain_name(d + "/pagemap", pm.pages_file()));
         CKPT_TRY(stream_file(d, pm.pages_file(), image::StreamRecord::PAGES, pm.pages_bytes(), w));
         CKPT_TRY(w.block_sums(pm.pages_file(), {pm.block_xxh3().begin(), pm.block_xxh3().end()}));
@@ -189,6 +192,9 @@ Result<void> stream_recv(int fd, const std::string& images_dir) {
             std::string d = CKPT_TRY(in.read_whole(r));
             image::PageMap pm;
             CKPT_TRY(image::parse_image(images_dir + "/" + r.name(), d, image::Kind::PageMap, &pm));
+            if (pm.blocks_size() || pm.stored_bytes())
+                return error_code(EINVAL, "{}: page map {} of compressed page data (dump --compress) in a stream: not "
+                                          "supported yet, refused", in.where(), r.name());
             auto [it, fresh] = pagemaps.try_emplace(pm.pages_file(), r.name(), std::move(pm));
             if (!fresh)
                 return error_code(EINVAL, "{}: page maps {} and {} name the same pages file: refused", in.where(),

@@ -15,6 +15,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 #include <xxhash.h>
+#include <zstd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -666,11 +667,11 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     return ok();
 }
 
-Result<std::vector<UniqueFd>> create_pages_files(const std::vector<PagePlan>& plans) {
+Result<std::vector<UniqueFd>> create_pages_files(const std::vector<PagePlan>& plans, bool sized) {
     std::vector<UniqueFd> fds;
     for (const PagePlan& p : plans) {
         fds.push_back(CKPT_TRY(p.dir->create(p.name)));
-        if (p.total && ftruncate(fds.back().get(), static_cast<off_t>(p.total)) != 0)
+        if (sized && p.total && ftruncate(fds.back().get(), static_cast<off_t>(p.total)) != 0)
             return sys_error("ftruncate {}", p.path);
     }
     return fds;
@@ -703,9 +704,123 @@ Result<void> for_every_block(std::vector<PagePlan>& plans, Block&& block) {
 }
 }  // namespace
 
-Result<void> write_page_data(std::vector<PagePlan>& plans) {
-    auto fds = CKPT_TRY(create_pages_files(plans));
-    return for_every_block(plans, [&](size_t i, size_t b) { return copy_block(plans[i], fds[i].get(), b); });
+namespace {
+// A worker's means to compress one block (dump --compress): a zstd context and room for a
+// block's frame, no larger than the block (a frame that would not fit is not kept).
+struct Compressor {
+    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx{ZSTD_createCCtx(), &ZSTD_freeCCtx};
+    std::unique_ptr<char, decltype(&free)> out{static_cast<char*>(aligned_alloc(kPage, kPageBlock)), &free};
+};
+
+// The compressors of one dump, handed to one block at a time, freed with it.
+class Compressors {
+public:
+    Result<std::unique_ptr<Compressor>> take() {
+        {
+            std::lock_guard lock(mu_);
+            if (!idle_.empty()) {
+                auto c = std::move(idle_.back());
+                idle_.pop_back();
+                return c;
+            }
+        }
+        auto c = std::make_unique<Compressor>();
+        if (!c->cctx || !c->out) return error_code(ENOMEM, "a zstd context and {} bytes to compress page data into", kPageBlock);
+        return c;
+    }
+    void give_back(std::unique_ptr<Compressor> c) {
+        std::lock_guard lock(mu_);
+        idle_.push_back(std::move(c));
+    }
+
+private:
+    std::mutex mu_;
+    std::vector<std::unique_ptr<Compressor>> idle_;
+};
+
+// Copies block b of a plan (dump --compress) and compresses it as it comes (zstd at level,
+// its frame declaring the block's length); the frame, or the block itself where it does not
+// compress, is appended to the pages file at *end. Returns the block's checksum (of its
+// pages, uncompressed) and records where it is stored in *where.
+Result<uint64_t> compress_block(const PagePlan& plan, int fd, size_t b, int level, Compressors& pool,
+                                std::atomic<uint64_t>* end, image::PageBlock* where) {
+    thread_local std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+    const uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock), len = hi - lo;
+    auto c = CKPT_TRY(pool.take());
+    ZSTD_CCtx* cctx = c->cctx.get();
+    auto zstd_ok = [&](size_t r) -> Result<void> {
+        if (ZSTD_isError(r)) return error_code(EIO, "pid {}: zstd: {} (block {} of {})", plan.pid, ZSTD_getErrorName(r), b, plan.path);
+        return ok();
+    };
+    CKPT_TRY(zstd_ok(ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only)));
+    CKPT_TRY(zstd_ok(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)));
+    CKPT_TRY(zstd_ok(ZSTD_CCtx_setPledgedSrcSize(cctx, len)));
+    ZSTD_outBuffer out{c->out.get(), len, 0};
+    bool fits = true;  // the frame so far is shorter than the block
+    XXH3_64bits_reset(st.get());
+    CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t) -> Result<void> {
+        ZSTD_inBuffer in{buf, n, 0};
+        while (fits && in.pos < in.size) {
+            CKPT_TRY(zstd_ok(ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_continue)));
+            if (out.pos == out.size) fits = false;
+        }
+        return ok();
+    }));
+    const uint64_t sum = XXH3_64bits_digest(st.get());
+    while (fits) {
+        ZSTD_inBuffer none{nullptr, 0, 0};
+        const size_t left = ZSTD_compressStream2(cctx, &out, &none, ZSTD_e_end);
+        CKPT_TRY(zstd_ok(left));
+        if (left == 0) break;
+        if (out.pos == out.size) fits = false;
+    }
+    fits = fits && out.pos < len;
+    uint64_t stored = out.pos;
+    if (!fits) {
+        // It does not compress: the block as is, copied again into the same room (the tree
+        // is still frozen: the same pages).
+        XXH3_64bits_reset(st.get());
+        CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
+            std::memcpy(c->out.get() + (from - lo), buf, n);
+            return ok();
+        }));
+        if (XXH3_64bits_digest(st.get()) != sum)
+            return error("pid {}: block {} of {} changed while it was copied", plan.pid, b, plan.path);
+        stored = len;
+    }
+    const uint64_t at = end->fetch_add(stored);
+    if (pwrite(fd, c->out.get(), stored, static_cast<off_t>(at)) != static_cast<ssize_t>(stored))
+        return sys_error("pwrite {} at {}", plan.path, at);
+    where->set_offset(at);
+    where->set_length(stored);
+    where->set_zstd(fits);
+    where->set_stored_xxh3(XXH3_64bits(c->out.get(), stored));
+    pool.give_back(std::move(c));
+    return sum;
+}
+}  // namespace
+
+Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level) {
+    auto fds = CKPT_TRY(create_pages_files(plans, compress_level == 0));
+    if (!compress_level)
+        return for_every_block(plans, [&](size_t i, size_t b) { return copy_block(plans[i], fds[i].get(), b); });
+    // Compressed: each block's frame appended where its file ends when it is ready, the
+    // blocks' places recorded in the page map.
+    Compressors pool;
+    std::unique_ptr<std::atomic<uint64_t>[]> ends(new std::atomic<uint64_t>[plans.size()]);
+    std::vector<std::vector<image::PageBlock>> stored(plans.size());
+    for (size_t i = 0; i < plans.size(); ++i) {
+        ends[i] = 0;
+        stored[i].resize(static_cast<size_t>((plans[i].total + kPageBlock - 1) / kPageBlock));
+    }
+    CKPT_TRY(for_every_block(plans, [&](size_t i, size_t b) {
+        return compress_block(plans[i], fds[i].get(), b, compress_level, pool, &ends[i], &stored[i][b]);
+    }));
+    for (size_t i = 0; i < plans.size(); ++i) {
+        for (auto& blk : stored[i]) *plans[i].pm->add_blocks() = std::move(blk);
+        plans[i].pm->set_stored_bytes(ends[i]);
+    }
+    return ok();
 }
 
 Result<void> stream_page_data(PagePlan& plan, image::StreamWriter& w) {
@@ -809,17 +924,116 @@ Result<size_t> page_blocks(const image::PageMap& pm, const std::string& path) {
     return blocks;
 }
 
-// Every block of the pages file (mapped at data, named path) against its checksum in pm.
-Result<void> verify_blocks(const image::PageMap& pm, const char* data, const std::string& path) {
-    const uint64_t bs = pm.block_size();
-    const size_t blocks = CKPT_TRY(page_blocks(pm, path));
-    return parallel_for(blocks, kCopyThreads, [&](size_t b) -> Result<void> {
-        uint64_t lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
-        if (XXH3_64bits(data + lo, len) != pm.block_xxh3(static_cast<int>(b)))
+// The largest block a compressed page map may have (dump --compress writes kPageBlock).
+constexpr uint64_t kMaxCompressedBlock = 256ull << 20;
+
+// The page data of a page map, readable in the engine and verified block by block against
+// its checksums: its pages file mapped, or (dump --compress) its blocks decompressed on
+// several threads into memory of the engine's.
+class PageData {
+public:
+    ~PageData() {
+        if (decoded_) munmap(decoded_, decoded_size_);
+    }
+    // The page data of pm (in dir, recorded by image), path naming its pages file in messages.
+    Result<void> load(const std::string& dir, const std::string& image, const image::PageMap& pm, const std::string& path) {
+        const size_t blocks = CKPT_TRY(page_blocks(pm, path));
+        if (pm.blocks_size() == 0) {
+            if (pm.stored_bytes() != 0)
+                return error_code(EINVAL, "{}: {} bytes stored without their blocks (image is corrupt)", path, pm.stored_bytes());
+            CKPT_TRY(file_.map(dir, image, pm.pages_file(), pm.pages_bytes()));
+            data_ = file_.data();
+            return parallel_for(blocks, kCopyThreads, [&](size_t b) { return verify_block(pm, path, b); });
+        }
+        // Compressed: every size bounded before anything is allocated. The page data is what
+        // the page map's runs of data hold, no more (so no more than the process had).
+        const uint64_t bs = pm.block_size(), stored = pm.stored_bytes();
+        if (static_cast<size_t>(pm.blocks_size()) != blocks || bs % kPage || bs > kMaxCompressedBlock)
+            return error_code(EINVAL, "{}: {} stored blocks of {} bytes for {} bytes of page data (image is corrupt)", path,
+                              pm.blocks_size(), bs, pm.pages_bytes());
+        uint64_t in_runs = 0;
+        for (const auto& r : pm.runs()) {
+            if (r.zero() || r.inherited() || r.in_parent()) continue;
+            if (r.nr_pages() > (~0ull >> 13) || in_runs + r.nr_pages() * kPage < in_runs)
+                return error_code(EINVAL, "{}: malformed page run at {:#x} (image is corrupt)", path, r.vaddr());
+            in_runs += r.nr_pages() * kPage;
+        }
+        if (in_runs != pm.pages_bytes())
+            return error_code(EINVAL, "{}: {} bytes of page data for runs of {} bytes (image is corrupt)", path,
+                              pm.pages_bytes(), in_runs);
+        for (size_t b = 0; b < blocks; ++b) {
+            const auto& blk = pm.blocks(static_cast<int>(b));
+            const uint64_t want = std::min(bs, pm.pages_bytes() - b * bs);
+            if (blk.length() == 0 || blk.length() > stored || blk.offset() > stored - blk.length() ||
+                (!blk.zstd() && blk.length() != want))
+                return error_code(EINVAL, "{}: block {} stored at {} ({} bytes) outside the {} bytes of the file, or of "
+                                          "the wrong size (image is corrupt)",
+                                  path, b, blk.offset(), blk.length(), stored);
+        }
+        CKPT_TRY(file_.map(dir, image, pm.pages_file(), stored));
+        if (pm.pages_bytes()) {
+            void* p = mmap(nullptr, pm.pages_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                           -1, 0);
+            if (p == MAP_FAILED) return sys_error("{}: {} bytes to decompress the page data into", path, pm.pages_bytes());
+            decoded_ = static_cast<char*>(p);
+            decoded_size_ = pm.pages_bytes();
+            // Faulted in huge pages where the kernel has them: a page fault per 4 KiB costs
+            // more than the decompression (best effort: without them it only takes longer).
+            (void)madvise(p, pm.pages_bytes(), MADV_HUGEPAGE);
+        }
+        CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) { return decode(pm, path, b); }));
+        data_ = decoded_;
+        return ok();
+    }
+    const char* data() const { return data_; }
+
+private:
+    // Block b from the pages file into its place: the stored bytes checked, then a zstd frame
+    // decompressed to exactly the block's length, or the bytes copied.
+    Result<void> decode(const image::PageMap& pm, const std::string& path, size_t b) {
+        thread_local std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> dctx{ZSTD_createDCtx(), &ZSTD_freeDCtx};
+        const auto& blk = pm.blocks(static_cast<int>(b));
+        const uint64_t lo = b * pm.block_size(), want = std::min(pm.block_size(), pm.pages_bytes() - lo);
+        const char* src = file_.data() + blk.offset();
+        if (XXH3_64bits(src, blk.length()) != blk.stored_xxh3())
+            return error_code(EINVAL, "{}: checksum mismatch in stored block {} (image is corrupt)", path, b);
+        if (!blk.zstd()) {
+            std::memcpy(decoded_ + lo, src, want);
+            return verify_block(pm, path, b);
+        }
+        if (!dctx) return error_code(ENOMEM, "{}: a zstd context", path);
+        const unsigned long long declared = ZSTD_getFrameContentSize(src, blk.length());
+        if (declared != want)
+            return error_code(EINVAL, "{}: block {} is a zstd frame of {} bytes, not of the block's {} (image is corrupt)",
+                              path, b,
+                              declared == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("undeclared length")
+                              : declared == ZSTD_CONTENTSIZE_ERROR ? std::string("no valid header")
+                                                                   : std::to_string(declared),
+                              want);
+        if (ZSTD_findFrameCompressedSize(src, blk.length()) != blk.length())
+            return error_code(EINVAL, "{}: block {} is not one whole zstd frame of {} bytes (image is corrupt)", path, b,
+                              blk.length());
+        const size_t got = ZSTD_decompressDCtx(dctx.get(), decoded_ + lo, want, src, blk.length());
+        if (ZSTD_isError(got))
+            return error_code(EINVAL, "{}: block {}: zstd: {} (image is corrupt)", path, b, ZSTD_getErrorName(got));
+        if (got != want)
+            return error_code(EINVAL, "{}: block {} decompressed to {} bytes, not {} (image is corrupt)", path, b, got, want);
+        return verify_block(pm, path, b);
+    }
+    // Block b of the page data (at data_, or decoded_ while it is decompressed) against its
+    // checksum in pm: of the pages, uncompressed, whichever way they are stored.
+    Result<void> verify_block(const image::PageMap& pm, const std::string& path, size_t b) const {
+        const uint64_t bs = pm.block_size(), lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
+        if (XXH3_64bits((data_ ? data_ : decoded_) + lo, len) != pm.block_xxh3(static_cast<int>(b)))
             return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path, b);
         return ok();
-    });
-}
+    }
+
+    MappedPages file_;
+    char* decoded_ = nullptr;
+    uint64_t decoded_size_ = 0;
+    const char* data_ = nullptr;
+};
 
 // The earlier dumps that the in_parent runs of a page map are read from (PageMap.parent_dir,
 // and theirs in turn): a plain folder name beside the images folder that names it, or
@@ -898,8 +1112,7 @@ public:
                                   link->pm.dump_id());
             const image::PageMap& pm = link->pm;
             if (pm.page_size() != kPage) return error_code(EINVAL, "{}: page size {} (image is corrupt)", link->where, pm.page_size());
-            CKPT_TRY(link->pages.map(at, name, pm.pages_file(), pm.pages_bytes()));
-            CKPT_TRY(verify_blocks(pm, link->pages.data(), link->where + " (" + pm.pages_file() + ")"));
+            CKPT_TRY(link->pages.load(at, name, pm, link->where + " (" + pm.pages_file() + ")"));
             // Where each run's data is, runs in address order, none past the data.
             uint64_t off = 0, prev_end = 0;
             for (const auto& r : pm.runs()) {
@@ -950,7 +1163,7 @@ private:
         UniqueFd dir;
         UniqueFd holder;  // a cousin link's folder (its own sibling names resolve there)
         image::PageMap pm;
-        MappedPages pages;
+        PageData pages;
         std::vector<uint64_t> off;  // per run, where its data is in the pages file
         std::string where;          // the page map's path, for messages
     };
@@ -1023,10 +1236,9 @@ const std::vector<char>& zero_batch() {
 Result<void> fill_pages_from_file(RestoreTask& t) {
     const image::PageMap& pm = t.pagemap;
     std::string path = t.image_dir + "/" + pm.pages_file();
-    MappedPages pages;
-    CKPT_TRY(pages.map(t.image_dir, image::names::pagemap(t.pid), pm.pages_file(), pm.pages_bytes()));
+    PageData pages;
+    CKPT_TRY(pages.load(t.image_dir, image::names::pagemap(t.pid), pm, path));
     const char* data = pages.data();
-    CKPT_TRY(verify_blocks(pm, data, path));
     ParentChain chain;
     CKPT_TRY_CTX(chain.open(t.image_dir, t.pid, pm), "pid {}", t.pid);
 
@@ -1065,6 +1277,9 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     const image::PageMap& pm = t.pagemap;
     const std::string& where = in.reader.where();
     std::string path = where + "/" + pm.pages_file();
+    if (pm.blocks_size() || pm.stored_bytes())
+        return error_code(EINVAL, "{}: pid {}: compressed page data (dump --compress) in a stream: not supported yet, "
+                                  "refused", where, t.pid);
     auto rec = CKPT_TRY(in.next());
     if (rec.kind() != image::StreamRecord::PAGES || rec.name() != pm.pages_file() || rec.length() != pm.pages_bytes())
         return error_code(EINVAL, "{}: pid {}: expected the page data {} ({} bytes), found record '{}' ({} bytes): refused",

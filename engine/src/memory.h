@@ -72,7 +72,10 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 
 // Copies the page data of every plan (all processes of a tree at once, on several
 // threads) and completes their page maps. The processes must still be frozen.
-Result<void> write_page_data(std::vector<PagePlan>& plans);
+// compress_level (dump --compress): each block stored as a zstd frame of that level, or as
+// is where it does not compress, wherever its pages file ends when it is ready
+// (PageMap.blocks); 0: the pages file is the page data, block after block.
+Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level = 0);
 
 // For dump --stream: one plan's page data read from the frozen processes once, into a
 // PAGES record of w, and its block checksums after it (a PAGE_SUMS record; also added to
@@ -83,7 +86,7 @@ Result<void> stream_page_data(PagePlan& plan, image::StreamWriter& w);
 // while the tree runs: the pages files of plans, created at their full size; the pages of
 // file range [lo, hi) of a plan copied into its file; once every page is, the checksums
 // of every block read back from the files.
-Result<std::vector<UniqueFd>> create_pages_files(const std::vector<PagePlan>& plans);
+Result<std::vector<UniqueFd>> create_pages_files(const std::vector<PagePlan>& plans, bool sized = true);
 Result<void> copy_page_range(const PagePlan& plan, int fd, uint64_t lo, uint64_t hi);
 Result<void> checksum_page_data(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written);
 

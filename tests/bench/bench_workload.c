@@ -1,5 +1,10 @@
 /* Benchmark workload: N processes, each holding MiB of touched random data.
- *   bench_workload READY_FILE MIB PROCS   set up, create READY_FILE, then sleep until killed;
+ *   bench_workload READY_FILE MIB PROCS [mixed]
+ *                                         set up, create READY_FILE, then sleep until killed;
+ *                                         mixed: the memory as a program's rather than random,
+ *                                         in 4 MiB stretches: a quarter zeros, a quarter
+ *                                         structured (ascending int32 indices, doubles of few
+ *                                         distinct values), half random;
  *                                         at each SIGUSR1 (PROCS 1) write 1 % of its pages at
  *                                         random, then create READY_FILE.N (N = 1, 2, ...)
  *   bench_workload --memcpy MIB           print this machine's memcpy bandwidth in GiB/s
@@ -31,13 +36,46 @@ static void fill_random(uint64_t *p, size_t words, uint64_t seed) {
     }
 }
 
+static int mixed;
+
+/* Zeros, structured data or random data by 4 MiB stretch (mixed). */
+static void fill_mixed(uint64_t *p, size_t words, uint64_t seed) {
+    const size_t stretch = (4u << 20) / 8;
+    for (size_t at = 0; at < words; at += stretch) {
+        size_t n = words - at < stretch ? words - at : stretch;
+        switch ((at / stretch) % 4) {
+        case 0:
+            memset(p + at, 0, n * 8);
+            break;
+        case 1: {
+            /* Half ascending indices (a sparse matrix's columns), half doubles of a few
+             * hundred distinct values (a coarse field). */
+            uint32_t *idx = (uint32_t *)(p + at);
+            for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)((at + i) / 3 + i % 3);
+            double *d = (double *)(p + at + n / 2);
+            uint64_t x = seed | 1;
+            for (size_t i = 0; i < n / 2; i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                d[i] = 273.0 + (double)(x % 400) * 0.25;
+            }
+            break;
+        }
+        default:
+            fill_random(p + at, n, seed + at);
+        }
+    }
+}
+
 static void *touched(size_t bytes, uint64_t seed) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         perror("mmap");
         exit(2);
     }
-    fill_random(p, bytes / 8, seed);
+    if (mixed) fill_mixed(p, bytes / 8, seed);
+    else fill_random(p, bytes / 8, seed);
     return p;
 }
 
@@ -61,10 +99,11 @@ int main(int argc, char **argv) {
         printf("%.2f\n", bytes / best / (1 << 30));
         return 0;
     }
-    if (argc != 4) {
-        fprintf(stderr, "usage: bench_workload READY_FILE MIB PROCS | --memcpy MIB\n");
+    if ((argc != 4 && argc != 5) || (argc == 5 && strcmp(argv[4], "mixed") != 0)) {
+        fprintf(stderr, "usage: bench_workload READY_FILE MIB PROCS [mixed] | --memcpy MIB\n");
         return 2;
     }
+    mixed = argc == 5;
     size_t bytes = (size_t)atol(argv[2]) << 20;
     int procs = atoi(argv[3]);
     int pipefd[2];

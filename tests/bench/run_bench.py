@@ -74,11 +74,12 @@ def du_bytes(path):
     return total
 
 
-def start_workload(args, ready, mib, procs):
+def start_workload(args, ready, mib, procs, mixed=False):
     """The workload set up (READY exists): its Popen and the pids of its tree."""
     # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
     # keep them open after the restorer is gone.
-    w = subprocess.Popen([args.workload, ready, str(mib), str(procs)], stdin=subprocess.DEVNULL,
+    w = subprocess.Popen([args.workload, ready, str(mib), str(procs), *(["mixed"] if mixed else [])],
+                         stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not os.path.exists(ready):
         if w.poll() is not None:
@@ -100,14 +101,15 @@ def timed_restore(args, where):
     return restore_s
 
 
-def one_run(args, mib, procs, base):
+def one_run(args, mib, procs, base, mixed=False, extra=()):
+    """dump (with extra arguments), then restore, of procs x mib MiB (random, or mixed) into base."""
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
     images = os.path.join(workdir, "images")
     ready = os.path.join(workdir, "ready")
     try:
-        w, pids = start_workload(args, ready, mib, procs)
+        w, pids = start_workload(args, ready, mib, procs, mixed)
         t = time.monotonic()
-        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats"],
+        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), "-D", images, "--stats", *extra],
                              capture_output=True, text=True)
         dump_s = time.monotonic() - t
         if out.returncode != 0:
@@ -119,7 +121,7 @@ def one_run(args, mib, procs, base):
         restore_s = timed_restore(args, ["-D", images])
         kill_tree(pids)
         return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s, "restore_s": restore_s,
-                "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"]}
+                "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"], "stored_bytes": stats["stored_bytes"]}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -209,6 +211,39 @@ def frozen_table(args):
               f"{snap['frozen_s'] / full['frozen_s']:>6.3f} {goal_ms:>8.1f} {snap['dump_s']:>16.3f} "
               f"{full['dump_s']:>12.3f}")
     print(f"(medians of {args.repeat} interleaved runs; goal: 20 ms + 5 ms per GiB, ratio at most 0.1 at 1 GiB)")
+
+
+def compress_run(args, mib, base, level):
+    """dump, then restore, of 1 x mib MiB of mixed memory (zeros, structured, random) into
+    base: uncompressed (level 0) or dump --compress=level."""
+    return one_run(args, mib, 1, base, mixed=True, extra=[f"--compress={level}"] if level else [])
+
+
+def compress_table(args):
+    """dump --compress (zstd levels 1 and 3) against the uncompressed dump, same run."""
+    mib = 64 if args.quick else 1024
+    levels = [0, 1, 3]
+    places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
+    results = {}
+    for _ in range(args.repeat):  # interleaved
+        for place, base in places:
+            for level in levels:
+                results.setdefault((place, level), []).append(compress_run(args, mib, base, level))
+    print(f"1 process x {mib} MiB of mixed memory (1/4 zeros, 1/4 structured, 1/2 random): dump --compress")
+    hdr = f"{'images':<6} {'dump':<12} {'dump s':>7} {'ratio':>6} {'restore s':>9} {'ratio':>6} " \
+          f"{'image MiB':>9} {'ratio':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for place, _ in places:
+        peer = {k: statistics.median(r[k] for r in results[(place, 0)]) for k in results[(place, 0)][0]}
+        for level in levels:
+            med = {k: statistics.median(r[k] for r in results[(place, level)]) for k in results[(place, level)][0]}
+            name = f"--compress={level}" if level else "uncompressed"
+            print(f"{place:<6} {name:<12} {med['dump_s']:>7.3f} {med['dump_s'] / peer['dump_s']:>6.2f} "
+                  f"{med['restore_s']:>9.3f} {med['restore_s'] / peer['restore_s']:>6.2f} "
+                  f"{med['image_bytes'] / 2**20:>9.1f} {med['image_bytes'] / peer['image_bytes']:>6.3f}")
+    print(f"(medians of {args.repeat} interleaved runs; ratios to the uncompressed dump of the same run; "
+          f"{os.cpu_count()} cores)")
 
 
 def incremental_run(args, mib):
@@ -340,6 +375,7 @@ def main():
     ap.add_argument("--restore-only", action="store_true", help="only the tree restore table")
     ap.add_argument("--peer-engine", help="another ckpt-engine (e.g. built from main) to restore the same images "
                     "in the restore table")
+    ap.add_argument("--compress-only", action="store_true", help="only the dump --compress table")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: needs root")
@@ -357,6 +393,9 @@ def main():
         return
     if args.restore_only:
         restore_table(args)
+        return
+    if args.compress_only:
+        compress_table(args)
         return
     cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
@@ -388,6 +427,8 @@ def main():
     incremental_table(args)
     print()
     restore_table(args)
+    print()
+    compress_table(args)
 
 
 if __name__ == "__main__":

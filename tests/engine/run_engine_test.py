@@ -90,6 +90,7 @@ everything it started on any failure. Exit status 0 means the test passed.
 import argparse
 import ctypes
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -543,8 +544,12 @@ class Run:
         if self.args.link_remap:
             argv.append("--link-remap")
         argv += self.args.dump_arg
+        if self.args.compress:
+            argv.append("--compress")
         os.makedirs(images or self.images, exist_ok=True)
         self.engine(*argv)
+        if self.args.compress:
+            self.check_compressed(images or self.images)
         if self.args.compare:
             try:
                 self.eintr_threads |= proc_compare.eintr_threads(self.args.engine, images or self.images)
@@ -553,6 +558,32 @@ class Run:
         if not leave_running:
             # The engine killed the tree: the root is our child, orphans come to us.
             self.wait_gone(self.pids)
+
+    def page_maps(self, images):
+        """{name: page map as JSON} of every page map in images (ckpt-engine show --json)."""
+        r = subprocess.run([self.args.engine, "show", images, "--json"], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=ENGINE_TIMEOUT)
+        if r.returncode != 0:
+            raise TestFailure(f"show {images}: {r.stderr.strip()}")
+        return {n: m for n, m in json.loads(r.stdout)["images"].items() if n.startswith("pagemap-")}
+
+    def check_compressed(self, images):
+        """A dump --compress: every page map with page data has its blocks stored (PageMap.blocks),
+        its pages file as long as they say, and some block of the dump is a zstd frame smaller than
+        the block."""
+        frames = 0
+        for name, pm in self.page_maps(images).items():
+            data = int(pm.get("pages_bytes", 0))
+            blocks = pm.get("blocks", [])
+            if data and not blocks:
+                raise TestFailure(f"{name}: {data} bytes of page data not stored compressed by dump --compress")
+            stored = int(pm.get("stored_bytes", 0))
+            size = os.path.getsize(os.path.join(images, pm["pages_file"]))
+            if size != stored or sum(int(b.get("length", 0)) for b in blocks) != stored:
+                raise TestFailure(f"{name}: pages file of {size} bytes, blocks of {stored}")
+            frames += sum(1 for b in blocks if b.get("zstd"))
+        if not frames:
+            raise TestFailure(f"{images}: dump --compress stored no block as a zstd frame")
 
     def inherit_args(self):
         if not self.args.external_stdio:
@@ -1634,6 +1665,131 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
         self.expect_tree_unharmed("dumps into planted links")
         return "PASS"
 
+    def neg_compress_forged(self):
+        """Compressed page data (dump --compress, run with mem_private) damaged or forged as its
+        user could, the checksums of the bytes stored re-sealed where that is the point: a zstd
+        frame cut short; the pages file cut; a byte of a frame flipped (as is, then re-sealed);
+        a frame of the block's exact length but other content, and a block stored as is with
+        other content (both caught by the checksum of the uncompressed block alone); frames
+        declaring a huge length or none; page data 1 TiB longer, or a page shorter, than the
+        page runs hold. Each refused at
+        restore ("image is corrupt", or naming the pages file), fast, nothing restored."""
+        if not self.args.image_edit:
+            raise TestFailure("--image-edit is needed for this test")
+        self.args.compress = True
+        self.dumped_and_gone()
+        name = f"pagemap-{self.root}.img"
+        pm = self.page_maps(self.images)[name]
+        pages, bs, data = pm["pages_file"], int(pm["block_size"]), int(pm["pages_bytes"])
+        blocks = pm["blocks"]
+        k = next((i for i, b in enumerate(blocks) if b.get("zstd")), None)
+        if k is None:
+            raise TestFailure(f"{name}: no block stored as a zstd frame to forge")
+        want = min(bs, data - k * bs)
+        offset, length = int(blocks[k].get("offset", 0)), int(blocks[k]["length"])
+        with open(os.path.join(self.images, pages), "rb") as f:
+            stored = f.read()
+        frame = stored[offset:offset + length]
+
+        def xxh3(b):
+            tmp = os.path.join(self.work, "xxh3.tmp")
+            with open(tmp, "wb") as f:
+                f.write(b)
+            return int(subprocess.run([self.args.image_edit, "xxh3", tmp], capture_output=True, text=True,
+                                      check=True).stdout.split()[0])
+
+        def zstd_frame(content, declared=None):
+            """A zstd frame of raw blocks holding content, declaring length `declared`."""
+            out = [struct.pack("<IBQ", 0xFD2FB528, 0xE0,  # 8-byte content size, single segment
+                               len(content) if declared is None else declared)]
+            pos = 0
+            while True:
+                chunk = content[pos:pos + 131072]
+                pos += len(chunk)
+                last = pos >= len(content)
+                out += [((len(chunk) << 3) | int(last)).to_bytes(3, "little"), chunk]
+                if last:
+                    return b"".join(out)
+
+        def forge(what, block=None, append=b"", cut=0, flip=None, fields=()):
+            """A copy of the images: `append` added to the pages file (and to stored_bytes), `cut`
+            bytes cut from its end, the byte at `flip` flipped; block k's fields replaced by
+            `block` (a dict), top-level fields by `fields` (pairs of pattern and replacement)."""
+            copy = os.path.join(self.work, "edited")
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(self.images, copy)
+            with open(os.path.join(copy, pages), "r+b") as f:
+                body = bytearray(f.read())
+                if flip is not None:
+                    body[flip] ^= 0x10
+                body += append
+                if cut:
+                    del body[-cut:]
+                f.seek(0)
+                f.truncate()
+                f.write(body)
+            path = os.path.join(copy, name)
+            text = subprocess.run([self.args.image_edit, "totext", path], capture_output=True, text=True,
+                                  check=True).stdout
+            groups = list(re.finditer(r"^blocks \{\n.*?^\}\n", text, re.M | re.S))
+            if len(groups) != len(blocks):
+                raise TestFailure(f"{name}: {len(groups)} blocks in its text form, {len(blocks)} in its JSON")
+            if block is not None:
+                g = groups[k]
+                body_text = "".join(f"  {key}: {val}\n" for key, val in block.items())
+                text = text[:g.start()] + "blocks {\n" + body_text + "}\n" + text[g.end():]
+            if append:
+                text, n = re.subn(r"^stored_bytes: (\d+)$", lambda m: f"stored_bytes: {int(m.group(1)) + len(append)}",
+                                  text, flags=re.M)
+                if n != 1:
+                    raise TestFailure(f"{name}: no stored_bytes to forge")
+            for pattern, repl in fields:
+                text, n = re.subn(pattern, repl, text, count=1, flags=re.M)
+                if n != 1:
+                    raise TestFailure(f"{name}: no {pattern!r} to forge")
+            subprocess.run([self.args.image_edit, "fromtext", path], input=text, text=True, check=True)
+            return copy
+
+        end = len(stored)
+        mid = offset + length // 2
+        flipped = bytearray(frame)
+        flipped[length // 2] ^= 0x10
+        other = zstd_frame(b"\x5a" * want)
+        huge = zstd_frame(b"abcd", declared=1 << 40)
+        undeclared = struct.pack("<IBB", 0xFD2FB528, 0x00, 0x00) + ((4 << 3) | 1).to_bytes(3, "little") + b"abcd"
+        at = lambda b: {"offset": end, "length": len(b), "zstd": "true", "stored_xxh3": xxh3(b)}
+        cases = [
+            ("zstd frame cut short, re-sealed", "image is corrupt", None,
+             dict(block={"offset": offset, "length": length // 2, "zstd": "true",
+                         "stored_xxh3": xxh3(frame[:length // 2])})),
+            ("pages file cut", pages, None, dict(cut=100)),
+            ("frame byte flipped", "image is corrupt", "stored block", dict(flip=mid)),
+            ("frame byte flipped, re-sealed", "image is corrupt", None,
+             dict(flip=mid, block={"offset": offset, "length": length, "zstd": "true",
+                                   "stored_xxh3": xxh3(bytes(flipped))})),
+            ("frame of the right length, other content, re-sealed", "image is corrupt", f"checksum mismatch in block {k} ",
+             dict(append=other, block=at(other))),
+            ("block stored as is, other content, re-sealed", "image is corrupt", f"checksum mismatch in block {k} ",
+             dict(append=b"\x5a" * want, block={**at(b"\x5a" * want), "zstd": "false"})),
+            ("frame declaring 1 TiB, re-sealed", "image is corrupt", "1099511627776", dict(append=huge, block=at(huge))),
+            ("frame declaring no length, re-sealed", "image is corrupt", "undeclared length",
+             dict(append=undeclared, block=at(undeclared))),
+            ("page data of 1 TiB more", "image is corrupt", None,
+             dict(fields=[(r"^pages_bytes: \d+$", f"pages_bytes: {data + (1 << 40)}")])),
+            ("page data a page shorter than the runs", "image is corrupt", "bytes of page data for runs",
+             dict(fields=[(r"^pages_bytes: \d+$", f"pages_bytes: {data - 4096}")])),
+        ]
+        for what, must_name, must_say, kw in cases:
+            copy = forge(what, **kw)
+            line = self.expect_failure(["restore", "-D", copy, "--detach"], must_name, what, timeout=REFUSAL_TIMEOUT)
+            if must_say and must_say not in line:
+                raise TestFailure(f"{what}: the refusal does not say {must_say!r}: {line}")
+            self.expect_nothing_restored(what)
+        # The images themselves restore.
+        self.restore()
+        self.check_verdict(what="compressed images after the forged ones")
+        return f"PASS ({len(cases)} forgeries refused)"
+
     def neg_pages_outside(self):
         """Images naming a file outside their folder (made by image_edit, checksums valid).
         Before: the pages file was read from outside the folder and the restore succeeded."""
@@ -1848,7 +2004,7 @@ def main():
     ap.add_argument("--mode", choices=["no-dump", "corrupt", "dump-kill", "restore-wait",
                                        "leave-running", "twice", "new-pidns", "new-pidns-twice",
                                        "stream-pipe", "stream-tcp", "stream-send"])
-    ap.add_argument("--negative", choices=["missing-dir", "truncated-image", "flipped-byte",
+    ap.add_argument("--negative", choices=["compress-forged", "missing-dir", "truncated-image", "flipped-byte",
                                            "pid-taken", "dump-nonexistent", "dump-fails",
                                            "dump-enospc", "file-changed", "other-version",
                                            "other-arch", "unsupported-fd", "fd-owner-outside",
@@ -1866,6 +2022,8 @@ def main():
     ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")
     ap.add_argument("--dump-twice", action="store_true",
                     help="leave-running mode: dump the original twice before its check, restore the second")
+    ap.add_argument("--compress", action="store_true",
+                    help="dump with --compress; each dump checked to have stored its page data compressed")
     ap.add_argument("--dump-arg", action="append", default=[], help="one more argument for every dump (--no-snapshot)")
     ap.add_argument("--threads-may-exit", action="store_true",
                     help="threads of the program may exit during a dump or after a restore (mem_snapshot_exit)")

@@ -76,12 +76,21 @@ struct DumpOptions {
     // tracker still recognised through prev_images_dir. 0: every process saved whole (a full
     // dump of a tracked tree).
     uint32_t max_chain = 64;
+    // dump --compress[=LEVEL]: page data stored per block as zstd frames of this level (1 to
+    // 19), a block that does not compress as is; 0: uncompressed. Not with stream or snapshot.
+    int compress = 0;
 };
+
+// dump --compress without a level, and the highest level taken (zstd's fast levels to 19;
+// its slowest ones would hold a tree frozen for long).
+inline constexpr int kDefaultCompressLevel = 1;
+inline constexpr int kMaxCompressLevel = 19;
 
 struct DumpStats {
     uint64_t frozen_ns = 0;     // from the first thread stopped to the tree let go
     uint64_t total_ns = 0;      // the whole dump
     uint64_t pages_bytes = 0;   // page data written
+    uint64_t stored_bytes = 0;  // bytes of pages files written (less than pages_bytes compressed)
     uint64_t processes = 0;
     uint64_t threads = 0;
     bool snapshot = false;          // pages copied while the tree ran (copy-on-write snapshot)

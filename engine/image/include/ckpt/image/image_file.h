@@ -79,6 +79,9 @@ namespace ckpt::image {
 //    - the credentials (SCM_CREDENTIALS) of messages queued for an AF_UNIX receiver with
 //      SO_PASSCRED (MessageCreds: UnixSocketEnd.creds, UnixMessage.creds) and SO_PASSCRED of a
 //      pair's ends (UnixSocketEnd.passcred): a version 9 reader would send them as the engine's.
+//    - dump --compress: page data stored per block, zstd-compressed where that helps
+//      (PageMap.blocks, PageBlock, PageMap.stored_bytes): a version 9 reader would take the
+//      compressed bytes for pages.
 inline constexpr uint32_t kFormatVersion = 10;
 
 enum class Kind : uint32_t {
