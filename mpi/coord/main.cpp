@@ -27,21 +27,26 @@ int usage(const char* why) {
     std::fprintf(stderr,
                  "ckpt-mpi-coord: %s\n"
                  "usage: ckpt-mpi-coord --socket PATH --ranks N [--cycles K] [--min-cycles K] [--interval-ms MS]\n"
-                 "                      [--hold-ms MS] [--timeout-ms MS] [--dump DIR --engine PATH [--kill-after-dump]] [-v]\n"
+                 "                      [--hold-ms MS] [--timeout-ms MS] [--dump DIR --engine PATH [--incremental]\n"
+                 "                      [--kill-after-dump]] [-v]\n"
                  "  quiesces the N ranks of one run up to K times (default: until they finish), MS apart,\n"
                  "  holding them parked for --hold-ms each time; prints the quiesce latencies; fails if\n"
                  "  a cycle fails for any other reason than the ranks finishing, or fewer than --min-cycles\n"
                  "  completed. With --dump, each parked cycle dumps every rank (lower half left out) into\n"
                  "  DIR/set-C/rank-R with the engine, and writes C to DIR/latest when all succeeded;\n"
-                 "  --kill-after-dump then kills the ranks (a node failure) and ends\n",
+                 "  --incremental leaves write trackers and dumps each set after the first against the\n"
+                 "  one before it (only the pages written since); --kill-after-dump kills the ranks (a\n"
+                 "  node failure) after the dump of cycle K (the first without --cycles) and ends\n",
                  why);
     return 2;
 }
 
 // Dumps every parked rank (in parallel) into dir/rank-N, leaving its lower half out and
 // recording the fd it waits on as external resource "mpi-control". Returns "" or an error.
+// With incremental, every dump leaves a write tracker, and with a parent set (prev_dir, not
+// empty) saves only the pages written since that set's dump of the same rank.
 std::string dump_ranks(const std::vector<ckpt::mpi::ParkedRank>& parked, const std::string& engine,
-                       const std::string& dir) {
+                       const std::string& dir, bool incremental, const std::string& prev_dir) {
     if (mkdir(dir.c_str(), 0700) != 0) return dir + ": " + std::strerror(errno);
     std::vector<pid_t> children;
     std::string failure;
@@ -50,6 +55,9 @@ std::string dump_ranks(const std::vector<ckpt::mpi::ParkedRank>& parked, const s
                                          dir + "/rank-" + std::to_string(p.rank), "--leave-running",
                                          "--external-stdio", "--file-locks"};
         for (auto& a : ckpt::mpi::dump_exclusion_args(p)) args.push_back(std::move(a));
+        if (incremental) args.push_back("--track-mem");
+        if (incremental && !prev_dir.empty())
+            args.insert(args.end(), {"--prev-images-dir", prev_dir + "/rank-" + std::to_string(p.rank)});
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
@@ -84,7 +92,7 @@ int main(int argc, char** argv) {
     std::string socket_path, dump_dir, engine;
     long ranks = 0, cycles = -1, min_cycles = 0, interval_ms = 0, hold_ms = 0, timeout_ms = 30000;
     int verbosity = 0;
-    bool kill_after_dump = false;
+    bool kill_after_dump = false, incremental = false;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto value = [&](long* out) {
@@ -104,11 +112,13 @@ int main(int argc, char** argv) {
         else if (a == "--dump" && i + 1 < argc) dump_dir = argv[++i];
         else if (a == "--engine" && i + 1 < argc) engine = argv[++i];
         else if (a == "--kill-after-dump") kill_after_dump = true;
+        else if (a == "--incremental") incremental = true;
         else if (a == "-v") ++verbosity;
         else return usage(("unknown option " + a).c_str());
     }
     if (socket_path.empty() || ranks <= 0) return usage("--socket and --ranks are required");
     if (dump_dir.empty() != engine.empty()) return usage("--dump and --engine go together");
+    if ((incremental || kill_after_dump) && dump_dir.empty()) return usage("--incremental and --kill-after-dump need --dump");
     ckpt::log::configure(verbosity);
 
     auto coord = ckpt::mpi::Coordinator::listen(socket_path, static_cast<int>(ranks));
@@ -142,7 +152,8 @@ int main(int argc, char** argv) {
         if (!dump_dir.empty()) {
             std::string set = dump_dir + "/set-" + std::to_string(total.size());
             auto dump_start = steady_clock::now();
-            std::string failure = dump_ranks(*parked, engine, set);
+            std::string prev = total.size() > 1 ? dump_dir + "/set-" + std::to_string(total.size() - 1) : "";
+            std::string failure = dump_ranks(*parked, engine, set, incremental, prev);
             double dump_ms = ms(steady_clock::now() - dump_start);
             if (!failure.empty()) {
                 ended = failure;
@@ -157,7 +168,7 @@ int main(int argc, char** argv) {
             }
             std::printf("dumped %ld ranks into %s in %.1f ms\n", ranks, set.c_str(), dump_ms);
             std::fflush(stdout);
-            if (kill_after_dump) {
+            if (kill_after_dump && (cycles < 0 || c + 1 == cycles)) {
                 // As a node failure would: the ranks die parked, the set is all that is left.
                 for (const auto& p : *parked) kill(p.pid, SIGKILL);
                 std::printf("killed the ranks\n");

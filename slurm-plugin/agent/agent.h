@@ -60,10 +60,9 @@ struct AgentConfig {
 };
 
 // Whether this agent's dumps leave write trackers, so that sets can be incremental: not with
-// full_every 1, not with local_dir= (a node keeps its newest local set only), not in a step
-// whose tasks may be MPI ranks (not supported yet).
+// full_every 1 (MPI ranks included: mpi.restart.*-incremental and slurm_mpi_python).
 inline bool incremental_sets(const AgentConfig& c) {
-    return c.full_every > 1 && c.mpi_control.empty();
+    return c.full_every > 1;
 }
 
 // The agent's unprivileged half, as the job's user (privileged.h starts it): runs until

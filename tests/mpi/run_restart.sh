@@ -1,6 +1,6 @@
 #!/bin/bash
 # Checkpoint and restart of a split MPI run, outside Slurm:
-#   run_restart.sh MPIEXEC UPPER_DIR COORD RESTORER ENGINE NRANKS RESTARTS PROGRAM [ARGS...]
+#   run_restart.sh [--incremental SETS] MPIEXEC UPPER_DIR COORD RESTORER ENGINE NRANKS RESTARTS PROGRAM [ARGS...]
 # 1. the program alone (Open MPI only): the expected output;
 # 2. through libckpt_mpi while ckpt-mpi-coord quiesces the ranks once, dumps them (lower
 #    halves left out) and kills them, as a node failure would;
@@ -9,12 +9,20 @@
 #    checkpointed and killed again.
 # The last run must print exactly what the program alone printed, and none of the restarts
 # may have started the program over (rank 0 says "<program>: started" on stderr at start).
+# With --incremental SETS, each checkpointed run is dumped SETS times before the kill, every
+# set after its first saving only the pages written since the set before it, and each restart
+# is made from the newest, incremental set.
 set -u
+sets=1 incremental=()
+if [ "${1:-}" = --incremental ]; then
+    sets=$2 incremental=(--incremental)
+    shift 2
+fi
 mpiexec=$1 upper=$2 coord=$3 restorer=$4 engine=$5 n=$6 restarts=$7
 shift 7
 prog=("$@")
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP_WORK:-}" ] || rm -rf "$work"' EXIT
 . "$(dirname "$0")/coord.sh"
 mkdir -m 700 "$work/sets"
 fail() {
@@ -25,10 +33,9 @@ fail() {
 ckpt_env=(-x LD_LIBRARY_PATH="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" -x CKPT_MPI_CONTROL="$work/ctl/sock")
 # Checkpoints after a while, then kills the ranks; $1: what the run is called.
 checkpoint_once() {
-    start_coord "coord-$1" 80 "$coord" --cycles 1 --interval-ms 300 --timeout-ms 30000 --dump "$work/sets" \
-        --engine "$engine" --kill-after-dump
+    start_coord "coord-$1" 80 "$coord" --cycles "$sets" --interval-ms 300 --timeout-ms 30000 --dump "$work/sets" \
+        --engine "$engine" "${incremental[@]}" --kill-after-dump
 }
-latest() { echo "$work/sets/set-$(cat "$work/sets/latest")"; }
 
 timeout 80 "$mpiexec" -n "$n" --oversubscribe "${prog[@]}" >"$work/plain.out" 2>"$work/plain.err" ||
     fail "Open MPI alone failed"
@@ -42,15 +49,25 @@ grep -q ": started$" "$work/first.err" || fail "the program does not say it star
 grep -q "ok" "$work/first.out" && fail "the first run finished before its checkpoint (make it longer)"
 
 for r in $(seq "$restarts"); do
-    set_dir=$(latest)
-    mv "$set_dir" "$work/sets/restart-$r"
+    # The run's sets move aside as one folder (an incremental set names its parents beside
+    # it); the next checkpointed run dumps into a new one.
+    mv "$work/sets" "$work/used-$r"
+    mkdir -m 700 "$work/sets"
+    set_dir="$work/used-$r/set-$(cat "$work/used-$r/latest")"
+    if [ "$sets" -gt 1 ]; then
+        # Each rank's page map names its parent dump (in the set before): truly incremental.
+        for ((k = 0; k < n; k++)); do
+            grep -aqs "set-$((sets - 1))/rank-$k" "$set_dir/rank-$k"/pagemap-*.img ||
+                fail "restart $r: rank $k of $(basename "$set_dir") is not incremental on set $((sets - 1))"
+        done
+    fi
     extra=()
     if [ "$r" -lt "$restarts" ]; then
         checkpoint_once "restart-$r"
         extra=(-x CKPT_MPI_CONTROL="$work/ctl/sock")
     fi
     timeout 80 "$mpiexec" -n "$n" --oversubscribe -x LD_LIBRARY_PATH="$upper${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        -x CKPT_MPI_TRACE_INIT=1 "${extra[@]}" "$restorer" --images "$work/sets/restart-$r" --new-pidns \
+        -x CKPT_MPI_TRACE_INIT=1 "${extra[@]}" "$restorer" --images "$set_dir" --new-pidns \
         >"$work/restart-$r.out" 2>"$work/restart-$r.err"
     rc=$?
     traced=$(grep -oE "ckpt-mpi: rank [0-9]+ of $n: upper half $upper/[^ ]+, lower half /[^ ]+ \(namespace [0-9]+\)" \

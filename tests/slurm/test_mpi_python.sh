@@ -2,10 +2,10 @@
 # An MPI program in Python (tests/mpi/mpi4py_ring.py: mpi4py, which loads libmpi at run time,
 # so the plugin cannot tell from the program that it is an MPI rank) as 4 ranks over 2 nodes
 # under `srun --mpi=pmix /usr/bin/python3`, in a job submitted with --checkpoint-mpi=always:
-# every rank runs on ckpt's libmpi, is quiesced and checkpointed every 3 s; a node is
-# killed after a committed set, Slurm requeues the job, and the ranks are restored on the
-# nodes it gets and finish with the checksums an uninterrupted run computes, without
-# starting over.
+# every rank runs on ckpt's libmpi, is quiesced and checkpointed every 3 s (incremental sets
+# after the first); a node is killed after an incremental set committed, Slurm requeues the
+# job, and the ranks are restored on the nodes it gets and finish with the checksums an
+# uninterrupted run computes, without starting over.
 #   test_mpi_python.sh CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM MPI4PY_RING
 . "$(dirname "$0")/lib.sh"
 work=$(user_scratch)
@@ -49,8 +49,16 @@ until seen=$(libmpi_of_ranks "$python $ring ") && [ "$(echo "$seen" | grep -c .)
     ((SECONDS < deadline)) || fail "the 4 ranks of job $job (--checkpoint-mpi=always) not all on ckpt's libmpi after 60 s: $(echo $seen); $(cat "$out")"
     pause
 done
-seq=$(wait_for_set "$job" 0 90)
-shown=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")
+# The node is killed after an incremental set (the ranks' pages written since the set before
+# it), so the restart restores ranks through a chain of sets.
+seq=0
+deadline=$((SECONDS + 120))
+while :; do
+    seq=$(wait_for_set "$job" "$seq" 90)
+    shown=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")
+    echo "$shown" | grep -q "^  incremental on: set [0-9]" && break
+    ((SECONDS < deadline)) || fail "no incremental set of the ranks within 120 s: $shown"
+done
 echo "$shown" | grep -q "members: 4 of 4" && echo "$shown" | grep -q "^  RANK " ||
     fail "set $seq does not hold the 4 ranks: $shown"
 [ "$(job_field "$job" JobState)" = RUNNING ] || fail "the job ended before the node was killed (make it longer): $(cat "$out")"
