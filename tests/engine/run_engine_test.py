@@ -575,6 +575,16 @@ class Run:
             raise TestFailure(f"dump --stats: {e}")
         if stats.get("snapshot") is not True:
             raise TestFailure(f"dump --snapshot copied the pages with the tree frozen, not copy-on-write: {stats}")
+        # The engine's userfaultfds (and /dev/userfaultfd, for a user's process) are closed in
+        # the tree before the dump returns.
+        for pid in self.pids:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except FileNotFoundError:
+                    continue
+                if target in ("/dev/userfaultfd", "anon_inode:[userfaultfd]"):
+                    raise TestFailure(f"pid {pid} holds fd {fd} ({target}) after dump --snapshot")
 
     def page_maps(self, images):
         """{name: page map as JSON} of every page map in images (ckpt-engine show --json)."""
