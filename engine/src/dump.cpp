@@ -363,7 +363,7 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
     }
     if (t.shared.snapshot) {
         const uint64_t t_uffd = now_ns();
-        t.uffd = CKPT_TRY(make_snapshot_uffd(p.pid, leader, p.status.seccomp_mode != 0));
+        t.uffd = CKPT_TRY(make_snapshot_uffd(p.pid, leader, arena, p.status.seccomp_mode != 0));
         t.shared.phases.uffd += now_ns() - t_uffd;
         if (!t.uffd) t.shared.snapshot = false;
     }

@@ -186,10 +186,16 @@ Result<void> prepare_tracker(pid_t pid, RemoteThread& leader, const std::set<int
         return error_code(ENOTSUP, "pid {}: --track-mem: this kernel's userfaultfd lacks asynchronous write-protect "
                                    "(UFFD_FEATURE_WP_ASYNC and WP_UNPOPULATED, linux 6.7)", pid);
     }
-    struct rlimit lim{};
+    // Its RLIMIT_NOFILE from /proc (prlimit on another user's process needs
+    // CAP_SYS_RESOURCE, which root may lack: the fd would then be beyond the limit).
     int top = kHighestTrackerFd;
-    if (syscall(SYS_prlimit64, pid, RLIMIT_NOFILE, nullptr, &lim) == 0 && lim.rlim_cur < static_cast<rlim_t>(top))
-        top = static_cast<int>(lim.rlim_cur) - 1;
+    auto limits = read_limits(pid);
+    if (!limits) {
+        CKPT_TRY(close_made());
+        return std::move(limits).error().context("pid {}: --track-mem: its fd limit", pid);
+    }
+    for (const Limit& l : *limits)
+        if (l.resource == RLIMIT_NOFILE && l.cur < static_cast<uint64_t>(top)) top = static_cast<int>(l.cur) - 1;
     used.insert(static_cast<int>(made));
     int to = highest_free_fd(used, top + 1);
     if (to < 0) {
@@ -197,10 +203,10 @@ Result<void> prepare_tracker(pid_t pid, RemoteThread& leader, const std::set<int
         return error_code(EMFILE, "pid {}: --track-mem: no free fd between {} and its limit {} for the write tracker",
                           pid, kLowestTrackerFd, top);
     }
-    CKPT_TRY_CTX(leader.syscall_ok("dup3(tracker)", SYS_dup3,
-                                   {static_cast<uint64_t>(made), static_cast<uint64_t>(to), O_CLOEXEC}),
-                 "pid {}", pid);
-    CKPT_TRY(close_made());
+    auto moved = leader.syscall_ok("dup3(tracker)", SYS_dup3,
+                                   {static_cast<uint64_t>(made), static_cast<uint64_t>(to), O_CLOEXEC});
+    CKPT_TRY(close_made());  // on failure too: no tracker is left behind that no image records
+    if (!moved) return std::move(moved).error().context("pid {}", pid);
     struct stat st{};
     if (fstat(copy.get(), &st) != 0) return sys_error("pid {}: fstat of its write tracker", pid);
     t->fd = to;

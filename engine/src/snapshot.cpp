@@ -25,6 +25,8 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,9 +38,11 @@
 #include <optional>
 #include <thread>
 
+#include "ckpt/engine/syscalls.h"
 #include "dump_context.h"
 #include "proc.h"
 #include "ptrace_ctl.h"
+#include "remote_scratch.h"
 
 namespace ckpt::engine {
 namespace {
@@ -70,29 +74,13 @@ uint64_t now() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-}  // namespace
-
-Result<UniqueFd> make_snapshot_uffd(pid_t pid, RemoteThread& leader, bool seccomp) {
-    if (seccomp) {
-        // A filter could kill the process for a system call it never makes itself.
-        logger()->debug("pid {}: a seccomp filter: no snapshot, its pages are copied frozen", pid);
-        return UniqueFd();
-    }
-    int64_t fd = CKPT_TRY(leader.syscall(SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK}));
-    if (fd < 0) {
-        logger()->debug("pid {}: userfaultfd() in the process: {}: no snapshot, its pages are copied frozen", pid,
-                        std::strerror(static_cast<int>(-fd)));
-        return UniqueFd();
-    }
-    UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
-    UniqueFd uffd;
-    if (pidfd) uffd = UniqueFd(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.get(), static_cast<int>(fd), 0)));
-    int err = errno;
-    // At once: the process must not keep it (nor the next dump see it).
-    CKPT_TRY(leader.syscall_ok("close(userfaultfd)", SYS_close, {static_cast<uint64_t>(fd)}));
+// The userfaultfd at fd of the frozen process pid, taken into the engine; empty (with a
+// debug line) where it cannot be. The caller closes fd in the process.
+UniqueFd take_uffd(pid_t pid, int pidfd, int64_t fd) {
+    UniqueFd uffd(sys_pidfd_getfd(pidfd, static_cast<int>(fd), 0));
     if (!uffd) {
-        logger()->debug("pid {}: pidfd_getfd of its userfaultfd: {}: no snapshot", pid, std::strerror(err));
-        return UniqueFd();
+        logger()->debug("pid {}: pidfd_getfd of its userfaultfd: {}: no snapshot", pid, std::strerror(errno));
+        return uffd;
     }
     uffdio_api api{};
     api.api = UFFD_API;
@@ -102,6 +90,154 @@ Result<UniqueFd> make_snapshot_uffd(pid_t pid, RemoteThread& leader, bool seccom
         logger()->debug("pid {}: userfaultfd lacks write-protect mode or unmap/remap/remove events: no snapshot", pid);
         return UniqueFd();
     }
+    return uffd;
+}
+
+// Puts the engine's fd into the frozen process pid (root may take an fd out of another
+// user's process with pidfd_getfd, but that process may not take one out of root's: the
+// restore's RestoreTask::install_fd cannot serve): a socket pair made in the process, one
+// end taken by the engine, which sends fd over it (SCM_RIGHTS), received in the process.
+// Returns its number there, or a negative errno (with the step in *what) where the process
+// cannot take it (out of fds...). Every fd made in the process is added to *made, for the
+// caller to close whatever happens.
+Result<int64_t> send_fd_into(pid_t pid, int pidfd, RemoteThread& leader, RemoteScratch& arena, int fd,
+                             std::vector<int64_t>* made, const char** what) {
+    auto scope = arena.scope();
+    const uint64_t pair_at = CKPT_TRY(scope.take(2 * sizeof(int), alignof(int)));
+    *what = "socketpair";
+    int64_t r = CKPT_TRY(leader.syscall(SYS_socketpair, {AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair_at}));
+    if (r < 0) return r;
+    int pair[2];
+    CKPT_TRY(read_remote(pid, pair_at, pair, sizeof pair));
+    made->push_back(pair[0]);
+    made->push_back(pair[1]);
+    *what = "pidfd_getfd of the socket";
+    UniqueFd end(sys_pidfd_getfd(pidfd, pair[0], 0));
+    if (!end) return -errno;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    char byte = 0;
+    iovec iov{&byte, 1};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    *what = "sendmsg";
+    if (sendmsg(end.get(), &mh, MSG_DONTWAIT | MSG_NOSIGNAL) != 1) return -errno;
+
+    // The same message, received in the process: its control buffer in the scratch page.
+    const uint64_t byte_at = CKPT_TRY(scope.take(1, 1));
+    const uint64_t control_at = CKPT_TRY(scope.take(sizeof control, alignof(cmsghdr)));
+    iovec remote_iov{reinterpret_cast<void*>(byte_at), 1};
+    const uint64_t iov_at = CKPT_TRY(scope.put(remote_iov));
+    msghdr remote{};
+    remote.msg_iov = reinterpret_cast<iovec*>(iov_at);
+    remote.msg_iovlen = 1;
+    remote.msg_control = reinterpret_cast<void*>(control_at);
+    remote.msg_controllen = sizeof control;
+    const uint64_t mh_at = CKPT_TRY(scope.put(remote));
+    *what = "recvmsg";
+    r = CKPT_TRY(leader.syscall(SYS_recvmsg, {static_cast<uint64_t>(pair[1]), mh_at, MSG_DONTWAIT | MSG_CMSG_CLOEXEC}));
+    if (r < 0) return r;
+    CKPT_TRY(read_remote(pid, mh_at, &remote, sizeof remote));
+    std::memset(control, 0, sizeof control);
+    CKPT_TRY(read_remote(pid, control_at, control, sizeof control));
+    // Whatever fds came, they are the process's now (the socket is the engine's alone, but
+    // the kernel may have installed fewer than sent: MSG_CTRUNC).
+    mh.msg_controllen = std::min<size_t>(remote.msg_controllen, sizeof control);
+    int got = -1, count = 0;
+    for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        for (size_t i = 0; CMSG_LEN((i + 1) * sizeof(int)) <= c->cmsg_len; ++i) {
+            int in;
+            std::memcpy(&in, CMSG_DATA(c) + i * sizeof(int), sizeof in);
+            made->push_back(in);
+            got = in;
+            ++count;
+        }
+    }
+    if (count != 1 || (remote.msg_flags & MSG_CTRUNC)) return -EMFILE;
+    return got;
+}
+
+// Where the process's user may not make a userfaultfd itself: root opens /dev/userfaultfd,
+// puts it into the process and makes one there (USERFAULTFD_IOC_NEW: one of the mm of the
+// caller, as userfaultfd() would, without the user-mode-only restriction), then takes it.
+// The process is not dumpable meanwhile (when it was), so no other process of its user may
+// take either fd from it (pidfd_getfd, /proc/PID/fd); every fd made in it is closed before
+// this returns, on every path.
+Result<UniqueFd> uffd_through_device(pid_t pid, int pidfd, RemoteThread& leader, RemoteScratch& arena) {
+    UniqueFd dev(open("/dev/userfaultfd", O_RDWR | O_CLOEXEC));
+    if (!dev) {
+        logger()->debug("pid {}: userfaultfd() refused to its user (vm.unprivileged_userfaultfd=0), and /dev/userfaultfd: "
+                        "{}: no snapshot, its pages are copied frozen",
+                        pid, std::strerror(errno));
+        return UniqueFd();
+    }
+    const int64_t dumpable = CKPT_TRY(leader.syscall_ok("prctl(PR_GET_DUMPABLE)", SYS_prctl, {PR_GET_DUMPABLE}));
+    const bool hide = dumpable == 1;  // SUID_DUMP_USER; 0 and 2 keep the user out already
+    if (hide) CKPT_TRY(leader.syscall_ok("prctl(PR_SET_DUMPABLE, 0)", SYS_prctl, {PR_SET_DUMPABLE, 0}));
+    std::vector<int64_t> made;
+    auto taken = [&]() -> Result<UniqueFd> {
+        const char* what = "";
+        int64_t in = CKPT_TRY(send_fd_into(pid, pidfd, leader, arena, dev.get(), &made, &what));
+        if (in < 0) {
+            logger()->debug("pid {}: putting /dev/userfaultfd into it: {}: {}: no snapshot, its pages are copied frozen",
+                            pid, what, std::strerror(static_cast<int>(-in)));
+            return UniqueFd();
+        }
+        int64_t fd = CKPT_TRY(leader.syscall(SYS_ioctl, {static_cast<uint64_t>(in), USERFAULTFD_IOC_NEW,
+                                                         O_CLOEXEC | O_NONBLOCK}));
+        if (fd < 0) {
+            logger()->debug("pid {}: ioctl(/dev/userfaultfd, USERFAULTFD_IOC_NEW) in the process: {}: no snapshot, its "
+                            "pages are copied frozen",
+                            pid, std::strerror(static_cast<int>(-fd)));
+            return UniqueFd();
+        }
+        made.push_back(fd);
+        return take_uffd(pid, pidfd, fd);
+    }();
+    // At once, whatever happened: the process keeps neither /dev/userfaultfd nor the
+    // userfaultfd (the registration lives with the file the engine took).
+    for (auto it = made.rbegin(); it != made.rend(); ++it) {
+        auto closed = leader.syscall_ok("close", SYS_close, {static_cast<uint64_t>(*it)});
+        if (!closed && taken) taken = std::move(closed).error().context("pid {}: fd {} made by the engine", pid, *it);
+    }
+    if (hide) {
+        auto back = leader.syscall_ok("prctl(PR_SET_DUMPABLE, 1)", SYS_prctl, {PR_SET_DUMPABLE, 1});
+        if (!back && taken) taken = std::move(back).error().context("pid {}", pid);
+    }
+    return taken;
+}
+
+}  // namespace
+
+Result<UniqueFd> make_snapshot_uffd(pid_t pid, RemoteThread& leader, RemoteScratch& arena, bool seccomp) {
+    if (seccomp) {
+        // A filter could kill the process for a system call it never makes itself.
+        logger()->debug("pid {}: a seccomp filter: no snapshot, its pages are copied frozen", pid);
+        return UniqueFd();
+    }
+    UniqueFd pidfd(sys_pidfd_open(pid, 0));
+    if (!pidfd) {
+        logger()->debug("pid {}: pidfd_open: {}: no snapshot, its pages are copied frozen", pid, std::strerror(errno));
+        return UniqueFd();
+    }
+    int64_t fd = CKPT_TRY(leader.syscall(SYS_userfaultfd, {O_CLOEXEC | O_NONBLOCK}));
+    if (fd == -EPERM) return uffd_through_device(pid, pidfd.get(), leader, arena);
+    if (fd < 0) {
+        logger()->debug("pid {}: userfaultfd() in the process: {}: no snapshot, its pages are copied frozen", pid,
+                        std::strerror(static_cast<int>(-fd)));
+        return UniqueFd();
+    }
+    UniqueFd uffd = take_uffd(pid, pidfd.get(), fd);
+    // At once: the process must not keep it (nor the next dump see it).
+    CKPT_TRY(leader.syscall_ok("close(userfaultfd)", SYS_close, {static_cast<uint64_t>(fd)}));
     return uffd;
 }
 

@@ -17,14 +17,18 @@
 namespace ckpt::engine {
 
 class RemoteThread;
+class RemoteScratch;
 
 // A userfaultfd made inside a frozen process (an injected syscall: one belongs to the mm
 // of its maker), taken into the engine with pidfd_getfd and closed again in the process at
-// once (the registration lives with the file, not with the fd number), its API set up. An
-// empty fd, with a debug line saying why, where the kernel or the process does not allow
-// one (no write-protect mode or events, userfaultfd refused to the process's user,
-// a seccomp filter): the dump then copies the pages frozen.
-Result<UniqueFd> make_snapshot_uffd(pid_t pid, RemoteThread& leader, bool seccomp);
+// once (the registration lives with the file, not with the fd number), its API set up.
+// Where the process's user may not make one (vm.unprivileged_userfaultfd=0: EPERM), the
+// engine, as root, makes it there from /dev/userfaultfd (put into the process for one
+// ioctl and closed at once). An empty fd, with a debug line saying why, where the kernel or
+// the process does not allow one (no write-protect mode or events, userfaultfd refused and
+// /dev/userfaultfd out of reach, a seccomp filter): the dump then copies the pages frozen.
+// arena: scratch memory in the process.
+Result<UniqueFd> make_snapshot_uffd(pid_t pid, RemoteThread& leader, RemoteScratch& arena, bool seccomp);
 
 // The tree frozen, before its memory is recorded (a registration may merge mappings):
 // registers every private anonymous mapping of pid with uffd in write-protect mode, whole;

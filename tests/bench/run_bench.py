@@ -74,13 +74,25 @@ def du_bytes(path):
     return total
 
 
-def start_workload(args, ready, mib, procs, mixed=False):
-    """The workload set up (READY exists): its Popen and the pids of its tree."""
+NOBODY = 65534
+
+
+def as_nobody():
+    """In the workload's child, before exec: an unprivileged user's process (a Slurm job's)."""
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
+
+
+def start_workload(args, ready, mib, procs, mixed=False, nobody=False):
+    """The workload set up (READY exists): its Popen and the pids of its tree. nobody: run as
+    nobody (READY's folder must let nobody write)."""
     # The workload's stdio is /dev/null: a restored tree given the restorer's pipes would
     # keep them open after the restorer is gone.
     w = subprocess.Popen([args.workload, ready, str(mib), str(procs), *(["mixed"] if mixed else [])],
                          stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=as_nobody if nobody else None)
     while not os.path.exists(ready):
         if w.poll() is not None:
             raise RuntimeError("workload failed")
@@ -126,13 +138,16 @@ def one_run(args, mib, procs, base, mixed=False, extra=()):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def frozen_run(args, mib, snapshot):
+def frozen_run(args, mib, snapshot, nobody=False):
     """One dump --leave-running of 1 x mib MiB with images on tmpfs: how long the tree was
-    frozen, with the copy-on-write snapshot (--snapshot) or (--no-snapshot) for the whole copy."""
+    frozen, with the copy-on-write snapshot (--snapshot) or (--no-snapshot) for the whole copy.
+    nobody: the workload runs as nobody (root dumps it)."""
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
     ready = os.path.join(workdir, "ready")
     try:
-        w, pids = start_workload(args, ready, mib, 1)
+        if nobody:
+            os.chown(workdir, NOBODY, NOBODY)
+        w, pids = start_workload(args, ready, mib, 1, nobody=nobody)
         argv = [args.engine, "dump", "-t", str(w.pid), "-D", os.path.join(workdir, "images"), "--stats",
                 "--leave-running", "--snapshot" if snapshot else "--no-snapshot"]
         t = time.monotonic()
@@ -211,6 +226,29 @@ def frozen_table(args):
               f"{snap['frozen_s'] / full['frozen_s']:>6.3f} {goal_ms:>8.1f} {snap['dump_s']:>16.3f} "
               f"{full['dump_s']:>12.3f}")
     print(f"(medians of {args.repeat} interleaved runs; goal: 20 ms + 5 ms per GiB, ratio at most 0.1 at 1 GiB)")
+
+
+def frozen_user_table(args):
+    """Frozen time of dump --leave-running --snapshot of a root process against the same of an
+    unprivileged user's (nobody's, whose userfaultfd root makes from /dev/userfaultfd), and
+    that user's process copied frozen (--no-snapshot)."""
+    mib = 64 if args.quick else 1024
+    cases = (("root, snapshot", False, True), ("nobody, snapshot", True, True), ("nobody, full copy", True, False))
+    results = {}
+    frozen_run(args, 64, True, nobody=True)  # warm up
+    for _ in range(args.repeat):  # interleaved
+        for name, nobody, snapshot in cases:
+            results.setdefault(name, []).append(frozen_run(args, mib, snapshot, nobody=nobody))
+    root_ms = statistics.median(r["frozen_s"] for r in results[cases[0][0]]) * 1e3
+    print(f"dump --leave-running, 1 process x {mib} MiB, images on tmpfs: time frozen by the process's user")
+    hdr = f"{'case':<18} {'frozen ms':>10} {'/ root':>7} {'dump s':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, _, _ in cases:
+        frozen_ms = statistics.median(r["frozen_s"] for r in results[name]) * 1e3
+        dump_s = statistics.median(r["dump_s"] for r in results[name])
+        print(f"{name:<18} {frozen_ms:>10.1f} {frozen_ms / root_ms:>7.3f} {dump_s:>8.3f}")
+    print(f"(medians of {args.repeat} interleaved runs; goal: nobody's snapshot within 1.2 of root's)")
 
 
 def compress_run(args, mib, base, level):
@@ -370,6 +408,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     ap.add_argument("--big", action="store_true", help="also 4 GiB in the frozen-time table, 1 and 4 GiB in the incremental one")
     ap.add_argument("--frozen-only", action="store_true", help="only the --leave-running frozen-time table")
+    ap.add_argument("--frozen-user-only", action="store_true",
+                    help="only the frozen time of a root process against an unprivileged user's (--snapshot)")
     ap.add_argument("--stream-only", action="store_true", help="only the stream against folder table")
     ap.add_argument("--incremental-only", action="store_true", help="only the incremental dump table")
     ap.add_argument("--restore-only", action="store_true", help="only the tree restore table")
@@ -384,6 +424,9 @@ def main():
 
     if args.frozen_only:
         frozen_table(args)
+        return
+    if args.frozen_user_only:
+        frozen_user_table(args)
         return
     if args.stream_only:
         stream_table(args)
@@ -421,6 +464,8 @@ def main():
     print(f"(medians of {args.repeat} interleaved runs; GiB/s = touched memory / wall time of the command)")
     print()
     frozen_table(args)
+    print()
+    frozen_user_table(args)
     print()
     stream_table(args)
     print()

@@ -26,6 +26,9 @@ cousin:  the Slurm agent's layout, each link in a folder of its own (set-K/membe
          their common folder): links 1 and 3 restore right; the parent's folder or the
          parent's set folder a symbolic link, or the parent's set folder missing, is refused
          by name; restored whole again, the link restores right.
+nobody:  the program runs as an unprivileged user (nobody, with RLIMIT_NOFILE below the highest fd a
+         tracker may take) and root dumps it: a chain of 3 links, link 2 restored (its tracker
+         is made in the process and moved below the process's own fd limit).
 compress: links 0, 1 and 3 dumped --compress (their page maps record stored blocks, link 0
          has zstd frames and is stored in under half its page data), links 2 and 4 not; links
          0, 2, 3 and 4 restore right, each reading pages from parents stored both ways; a
@@ -36,6 +39,7 @@ import argparse
 import ctypes
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -43,7 +47,10 @@ import sys
 import tempfile
 import time
 
+from public_stage import public_copy, public_folder
+
 PR_SET_CHILD_SUBREAPER = 36
+NOBODY = 65534
 
 
 class Fail(Exception):
@@ -88,6 +95,11 @@ class Test:
         self.pid = None
         self.trackers = []  # the program's userfaultfds (inodes) after each link of chain()
         self.cousin = args.case == "cousin"
+        self.public = None  # case nobody: the program's public copy and its work folder
+        if args.case == "nobody":
+            self.public = public_folder("ckpt-incremental-")
+            self.program = public_copy(self.program, self.public)
+            os.chown(self.dir, NOBODY, NOBODY)
 
     def lines(self):
         try:
@@ -126,8 +138,14 @@ class Test:
         return r
 
     def start(self, extra=()):
+        def as_nobody():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
         p = subprocess.Popen([self.program, self.log, *extra], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+                             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
+                             preexec_fn=as_nobody if self.public else None)
         self.pid = p.pid
 
     def link(self, k):
@@ -426,13 +444,25 @@ def case_compress(t):
     t.kill()
 
 
+def case_nobody(t):
+    t.start()
+    t.chain(3)
+    fds = os.listdir(f"/proc/{t.pid}/fd")
+    trackers = [int(fd) for fd in fds if os.readlink(f"/proc/{t.pid}/fd/{fd}") == "anon_inode:[userfaultfd]"]
+    if len(trackers) != 1 or not 64 <= trackers[0] < 1024:
+        raise Fail(f"the write trackers of nobody's process: fds {trackers}, not one below its limit of 1024")
+    t.kill()
+    t.restore(2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", required=True)
     ap.add_argument("--program", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--case", required=True,
-                    choices=["chain", "damaged", "closed", "refused", "own_uffd", "max_chain", "cousin", "failed", "compress"])
+                    choices=["chain", "damaged", "closed", "refused", "own_uffd", "max_chain", "cousin", "failed", "compress",
+                             "nobody"])
     args = ap.parse_args()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -445,6 +475,8 @@ def main():
             os.kill(t.pid, signal.SIGKILL)
         return 1
     shutil.rmtree(t.dir, ignore_errors=True)
+    if t.public:
+        shutil.rmtree(t.public, ignore_errors=True)
     print(f"PASS: incremental {args.case}")
     return 0
 

@@ -547,7 +547,10 @@ class Run:
         if self.args.compress:
             argv.append("--compress")
         os.makedirs(images or self.images, exist_ok=True)
-        self.engine(*argv)
+        if leave_running and self.args.snapshot and self.args.expect_snapshot:
+            self.dump_snapshot(argv)
+        else:
+            self.engine(*argv)
         if self.args.compress:
             self.check_compressed(images or self.images)
         if self.args.compare:
@@ -558,6 +561,30 @@ class Run:
         if not leave_running:
             # The engine killed the tree: the root is our child, orphans come to us.
             self.wait_gone(self.pids)
+
+    def dump_snapshot(self, argv):
+        """--expect-snapshot: the dump's pages were copied by the copy-on-write snapshot (its
+        --stats say "snapshot": true), not while the tree was frozen (the fallback)."""
+        out = os.path.join(self.work, "dump-stats.json")
+        with open(out, "w") as f:
+            self.engine(*argv, "--stats", stdout=f.fileno())
+        try:
+            with open(out) as f:
+                stats = json.loads(f.read())
+        except ValueError as e:
+            raise TestFailure(f"dump --stats: {e}")
+        if stats.get("snapshot") is not True:
+            raise TestFailure(f"dump --snapshot copied the pages with the tree frozen, not copy-on-write: {stats}")
+        # The engine's userfaultfds (and /dev/userfaultfd, for a user's process) are closed in
+        # the tree before the dump returns.
+        for pid in self.pids:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                except FileNotFoundError:
+                    continue
+                if target in ("/dev/userfaultfd", "anon_inode:[userfaultfd]"):
+                    raise TestFailure(f"pid {pid} holds fd {fd} ({target}) after dump --snapshot")
 
     def page_maps(self, images):
         """{name: page map as JSON} of every page map in images (ckpt-engine show --json)."""
@@ -2029,6 +2056,9 @@ def main():
                     help="threads of the program may exit during a dump or after a restore (mem_snapshot_exit)")
     ap.add_argument("--snapshot", action="store_true",
                     help="every dump --leave-running with --snapshot (the copy-on-write snapshot)")
+    ap.add_argument("--expect-snapshot", action="store_true",
+                    help="with --snapshot: every dump --leave-running must have copied its pages "
+                         "copy-on-write (--stats), not frozen")
     ap.add_argument("--tcp-established", action="store_true",
                     help="dump and restore with --tcp-established")
     ap.add_argument("--peer", metavar="PROGRAM",
