@@ -198,15 +198,15 @@ check_resumed_output() {
 }
 
 # Kills NODE under the running JOB and waits until Slurm requeued it and it completed (one
-# restart); OUT is its output, shown on failure. The node is started again when the test
-# exits (and the nodes' plugin line is restored, with_local_dir, with_plugin_args);
-# restore_node does both earlier.
+# restart) within SECONDS (default 150); OUT is its output, shown on failure. The node is
+# started again when the test exits (and the nodes' plugin line is restored, with_local_dir,
+# with_plugin_args); restore_node does both earlier.
 kill_node_until_done() {
-    local job=$1 node=$2 out=$3
+    local job=$1 node=$2 out=$3 seconds=${4:-150}
     KILLED_NODE=$node
     trap restore_plugstack EXIT
     bash "$HERE/cluster.sh" kill-node "$CKPT_CLUSTER_DIR" "$node"
-    JOB_TIMEOUT=150 wait_jobs_done "$job"
+    JOB_TIMEOUT=$seconds wait_jobs_done "$job"
     [ "$(job_field "$job" JobState)" = COMPLETED ] || fail "job $job: $(job_field "$job" JobState): $(cat "$out")"
     [ "$(job_field "$job" Restarts)" = 1 ] || fail "job $job: Restarts=$(job_field "$job" Restarts)"
 }
