@@ -248,9 +248,9 @@ Result<bool> passes_pidfd(int sock) {
 
 // What is queued for sock to read, copied without taking it out: each message, or the
 // stream's bytes as one entry. SO_PEEK_OFF is put back as it was, whatever happens.
-// creds: with SO_PASSCRED or SO_PASSPIDFD on sock, each entry's credentials as the engine sees them (a read
-// never goes past a change of credentials on a stream, unix_skb_scm_eq: its bytes are then
-// one entry per run with the same credentials).
+// creds: with SO_PASSCRED or SO_PASSPIDFD on sock, each entry's credentials as the engine
+// sees them (a read never goes past a change of credentials on a stream, unix_skb_scm_eq: its
+// bytes are then one entry per run with the same credentials).
 // senders (SOCK_DGRAM): each message's sender address, as address_name gives it.
 // passed: the fds messages carry (SCM_RIGHTS), received by the peek; null: refused. Never
 // on a stream: the fds come with the read that reaches the first byte sent with them, but a
