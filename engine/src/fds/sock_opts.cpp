@@ -79,6 +79,7 @@ constexpr Spec kSocketLevel[] = {
     {SOL_SOCKET, SO_RCVTIMEO, "SO_RCVTIMEO", sizeof(timeval)},
     {SOL_SOCKET, SO_SNDTIMEO, "SO_SNDTIMEO", sizeof(timeval)},
     {SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED", 4},
+    {SOL_SOCKET, SO_PASSPIDFD, "SO_PASSPIDFD", 4},
     {SOL_SOCKET, SO_PASSSEC, "SO_PASSSEC", 4},
     {SOL_SOCKET, SO_TIMESTAMP, "SO_TIMESTAMP", 4},
     {SOL_SOCKET, SO_TIMESTAMPNS, "SO_TIMESTAMPNS", 4},
@@ -91,6 +92,13 @@ constexpr Spec kSocketLevel[] = {
     // After the buffers (udp.cpp, netlink.cpp set those first): whether their sizes are the
     // user's (locked) or the kernel's to tune.
     {SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK", 4},
+};
+
+// What a receiver is given with each message, set once what is queued for it is in (the
+// kernel attaches a sender's credentials to a message sent to a receiver with SO_PASSPIDFD).
+constexpr Spec kUnixLevel[] = {
+    {SOL_SOCKET, SO_PASSPIDFD, "SO_PASSPIDFD", 4},
+    {SOL_SOCKET, SO_PASSSEC, "SO_PASSSEC", 4},
 };
 
 const Spec* find(std::span<const Spec> specs, int level, int name) {
@@ -121,6 +129,7 @@ std::string show(const std::string& v) {
 }  // namespace
 
 std::span<const Spec> socket_level() { return kSocketLevel; }
+std::span<const Spec> unix_level() { return kUnixLevel; }
 
 Result<int> get_int(int s, int level, int name, const char* text) {
     int v = 0;

@@ -15,6 +15,17 @@
 #include "ckpt/base/result.h"
 #include "files.pb.h"
 
+// Linux 6.5 (older headers lack them).
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76
+#endif
+#ifndef SCM_PIDFD
+#define SCM_PIDFD 0x04
+#endif
+#ifndef SCM_SECURITY
+#define SCM_SECURITY 0x03
+#endif
+
 namespace ckpt::engine {
 
 // AF_INET and AF_INET6 addresses (tcp.cpp, udp.cpp): a socket address recorded, shown as
@@ -40,6 +51,8 @@ using Options = google::protobuf::RepeatedPtrField<image::SocketOption>;
 
 // Options of every socket (SOL_SOCKET).
 std::span<const Spec> socket_level();
+// The AF_UNIX ones kept beside SO_PASSCRED (socket.cpp): SO_PASSPIDFD, SO_PASSSEC.
+std::span<const Spec> unix_level();
 
 // Records every option of specs the socket has (those its protocol does not know are left out).
 Result<void> record(int s, std::span<const Spec> specs, Options* out);

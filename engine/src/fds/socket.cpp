@@ -35,12 +35,14 @@
 #include <cstddef>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "fd_kind.h"
 #include "restore_task.h"
 #include "sock_opts.h"
+#include "unix_queue.h"
 
 namespace ckpt::engine {
 namespace {
@@ -163,8 +165,8 @@ std::string_view type_name(int type) {
 }
 
 // Takes the fds a peek with SCM_RIGHTS put into the engine into fds, and the sender's
-// credentials (SCM_CREDENTIALS, a receiver with SO_PASSCRED) into creds; says what other
-// ancillary data came (empty: none).
+// credentials (SCM_CREDENTIALS, a receiver with SO_PASSCRED) into creds; closes a pidfd
+// (SCM_PIDFD); says what other ancillary data came (empty: none).
 std::string take_ancillary(msghdr& mh, std::vector<UniqueFd>* fds, std::optional<ucred>* creds) {
     std::string what;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
@@ -179,6 +181,14 @@ std::string take_ancillary(msghdr& mh, std::vector<UniqueFd>* fds, std::optional
                 std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
                 fds->emplace_back(passed);
             }
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_PIDFD && c->cmsg_len == CMSG_LEN(sizeof(int))) {
+            // A pidfd the kernel made for the engine (peek_queue turns SO_PASSPIDFD off so
+            // that none comes): closed, the sender is known by its credentials.
+            int pidfd;
+            std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
+            UniqueFd closed(pidfd);
+        } else if (what.empty() && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_SECURITY) {
+            what = "its sender's security context (SCM_SECURITY: a receiver with SO_PASSSEC under an LSM)";
         } else if (what.empty()) {
             what = fmt::format("ancillary data of level {} type {}", c->cmsg_level, c->cmsg_type);
         }
@@ -204,27 +214,59 @@ std::string shown_name(std::string_view name) {
 // The fds in flight of the messages of a queue: (index in the queue, the engine's copies).
 using PassedFds = std::vector<std::pair<uint32_t, std::vector<UniqueFd>>>;
 
+// An int socket option set for a while, put back as it was when this goes.
+struct PutBack {
+    int sock = -1, name = 0, value = 0;
+    const char* text = "";
+    static Result<PutBack> set(int sock, int name, const char* text, int value) {
+        PutBack p{sock, name, CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, name, text)), text};
+        if (p.value != value) CKPT_TRY(sockopt::set_int(sock, SOL_SOCKET, name, value, text));
+        return p;
+    }
+    PutBack() = default;
+    PutBack(int s, int n, int v, const char* t) : sock(s), name(n), value(v), text(t) {}
+    PutBack(PutBack&& o) noexcept : sock(std::exchange(o.sock, -1)), name(o.name), value(o.value), text(o.text) {}
+    PutBack& operator=(PutBack&& o) noexcept {
+        std::swap(sock, o.sock);
+        name = o.name;
+        value = o.value;
+        text = o.text;
+        return *this;
+    }
+    ~PutBack() {
+        if (sock >= 0 && setsockopt(sock, SOL_SOCKET, name, &value, sizeof value) != 0)
+            logger()->warn("cannot put {} back to {}: {}", text, value, strerror(errno));
+    }
+};
+
+// Whether SO_PASSPIDFD is on (a kernel before 6.5 has no such option).
+Result<bool> passes_pidfd(int sock) {
+    auto on = sockopt::get_int(sock, SOL_SOCKET, SO_PASSPIDFD, "SO_PASSPIDFD");
+    if (!on && on.error().code() == ENOPROTOOPT) return false;
+    return CKPT_TRY(std::move(on)) != 0;
+}
+
 // What is queued for sock to read, copied without taking it out: each message, or the
 // stream's bytes as one entry. SO_PEEK_OFF is put back as it was, whatever happens.
-// creds: with SO_PASSCRED on sock, each entry's credentials as the engine sees them (a read
-// never goes past a change of credentials on a stream, unix_skb_scm_eq: its bytes are then
-// one entry per run with the same credentials).
+// creds: with SO_PASSCRED or SO_PASSPIDFD on sock, each entry's credentials as the engine
+// sees them (a read never goes past a change of credentials on a stream, unix_skb_scm_eq: its
+// bytes are then one entry per run with the same credentials).
 // senders (SOCK_DGRAM): each message's sender address, as address_name gives it.
 // passed: the fds messages carry (SCM_RIGHTS), received by the peek; null: refused. Never
 // on a stream: the fds come with the read that reaches the first byte sent with them, but a
 // peek that stops before them returns them too, so where they begin cannot be read.
 Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d, std::vector<ucred>* creds,
                                             std::vector<std::string>* senders = nullptr, PassedFds* passed = nullptr) {
-    int saved_off = CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF"));
-    int zero = 0;
-    if (setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &zero, sizeof zero) != 0) return sys_error("setsockopt(SO_PEEK_OFF)");
-    struct Restore {
-        int sock, off;
-        ~Restore() {
-            if (setsockopt(sock, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof off) != 0)
-                logger()->warn("cannot put SO_PEEK_OFF back to {}: {}", off, strerror(errno));
-        }
-    } restore{sock, saved_off};
+    PutBack peek_off = CKPT_TRY(PutBack::set(sock, SO_PEEK_OFF, "SO_PEEK_OFF", 0));
+    // With SO_PASSPIDFD each peek would put a pidfd of the message's sender into the engine:
+    // the option is off for the peek, SO_PASSCRED on in its place (the credentials name the
+    // same sender, the one a restore sends them again from; a message that carries none gives
+    // no pidfd either).
+    std::optional<PutBack> passpidfd, passcred;
+    if (CKPT_TRY(passes_pidfd(sock))) {
+        passpidfd = CKPT_TRY(PutBack::set(sock, SO_PASSPIDFD, "SO_PASSPIDFD", 0));
+        passcred = CKPT_TRY(PutBack::set(sock, SO_PASSCRED, "SO_PASSCRED", 1));
+    }
     if (type == SOCK_STREAM) passed = nullptr;
 
     std::vector<std::string> out;
@@ -315,6 +357,22 @@ Result<std::string> record_creds(const FdDumpState& st, const ucred& c, image::M
     out->set_uid(c.uid);
     out->set_gid(c.gid);
     return std::string();
+}
+
+// Records what SO_PEERCRED reads (the process that made the peer's end: socketpair(),
+// connect(), listen()), its pid as the tree sees it (0: none, or a process outside the tree),
+// and the AF_UNIX options kept beside SO_PASSCRED.
+Result<void> record_unix_opts(const FdDumpState& st, int sock, image::PeerCred* peer, sockopt::Options* opts) {
+    CKPT_TRY(sockopt::record(sock, sockopt::unix_level(), opts));
+    ucred c{};
+    socklen_t len = sizeof c;
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &c, &len) != 0) return sys_error("getsockopt(SO_PEERCRED)");
+    auto it = st.tree_pids.find(c.pid);
+    peer->set_recorded(true);
+    peer->set_pid(it == st.tree_pids.end() ? 0 : static_cast<uint32_t>(it->second));
+    peer->set_uid(c.uid);
+    peer->set_gid(c.gid);
+    return ok();
 }
 
 // The socket's address family (SO_DOMAIN), -1 when it cannot be read.
@@ -531,6 +589,7 @@ Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino,
     e->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
     e->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
     e->set_passcred(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
+    CKPT_TRY(record_unix_opts(st, sock, e->mutable_peercred(), e->mutable_options()));
     return std::string();
 }
 
@@ -562,6 +621,7 @@ Result<void> dump_pair_end(const FdProbe& probe, int sock, uint64_t ino, int typ
         if (!why.empty()) return error_code(ENOTSUP, "an AF_UNIX {} socketpair end with {}", type_name(type), why);
     }
     me->set_passcred(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
+    CKPT_TRY(record_unix_opts(*probe.state, sock, me->mutable_peercred(), me->mutable_options()));
     for (auto& [message, fds] : passed) probe.state->fds_in_flight.push_back({probe.pid, probe.fd, id, true, end, message, std::move(fds)});
     me->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
     me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
@@ -849,10 +909,25 @@ bool pair_filled_late(const image::UnixSocketEntry& e) {
            has_sender_creds(e.ends(1));
 }
 
-// SO_PASSCRED as recorded, once what is queued is in (a message recorded with no credentials
-// is sent while neither end has it).
-Result<void> set_passcred(int fd, bool on) {
+// SO_PASSCRED and the other options of sockopt::unix_level (SO_PASSPIDFD, SO_PASSSEC) as
+// recorded, once what is queued is in (a message recorded with no credentials is sent while
+// neither end has SO_PASSCRED or SO_PASSPIDFD: the kernel would attach the engine's).
+Result<void> set_passcred(int fd, bool on, const sockopt::Options& opts) {
     if (on) CKPT_TRY(sockopt::set_int(fd, SOL_SOCKET, SO_PASSCRED, 1, "SO_PASSCRED"));
+    return sockopt::restore(fd, sockopt::unix_level(), opts);
+}
+
+// SO_PEERCRED of a socket the engine made (its own, or its accept()ing process's) against
+// the one recorded: a difference a process can see (a peer pid of the tree, or other ids) is
+// logged; docs/engine.md says why it stays.
+Result<void> note_peercred(int fd, const image::PeerCred& want, const std::string& what) {
+    if (!want.recorded()) return ok();
+    ucred now{};
+    socklen_t len = sizeof now;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &now, &len) != 0) return sys_error("{}: getsockopt(SO_PEERCRED)", what);
+    if (want.pid() != 0 || now.uid != want.uid() || now.gid != want.gid())
+        logger()->info("{}: SO_PEERCRED names the restorer (pid {}, uid {}, gid {}), not the peer of the dump (pid {} "
+                       "in the tree, uid {}, gid {})", what, now.pid, now.uid, now.gid, want.pid(), want.uid(), want.gid());
     return ok();
 }
 
@@ -863,7 +938,8 @@ Result<void> fill_pair(const image::UnixSocketEntry& e, int a, int b, const Rest
     // Shut down once the data is in: a peer that cannot receive refuses it.
     for (int i = 0; i < 2; ++i) {
         CKPT_TRY_CTX(shut(fds[i], e.ends(i).shutdown()), "unix socket pair {} end {}", e.id(), i);
-        CKPT_TRY_CTX(set_passcred(fds[i], e.ends(i).passcred()), "unix socket pair {} end {}", e.id(), i);
+        CKPT_TRY_CTX(set_passcred(fds[i], e.ends(i).passcred(), e.ends(i).options()), "unix socket pair {} end {}",
+                     e.id(), i);
     }
     return ok();
 }
@@ -891,6 +967,7 @@ Result<void> make_unix_pairs(RestoreShared& sh) {
                          "unix socket pair {} end {}", e.id(), i);
         }
         for (int i = 0; i < 2; ++i) {
+            CKPT_TRY(note_peercred(fds[i], e.ends(i).peercred(), fmt::format("unix socket pair {} end {}", e.id(), i)));
             CKPT_TRY_CTX(check_in_flight(e.ends(i).in_flight(), e.type(), e.ends(i).queued_size()), "unix socket pair {} end {}",
                          e.id(), i);
             CKPT_TRY_CTX(check_end_creds(e.ends(i), sh), "unix socket pair {} end {}", e.id(), i);
@@ -1295,9 +1372,10 @@ Result<void> make_unix_sks(RestoreShared& sh) {
     }
     for (const auto& e : list) {
         int fd = fd_of(e.id());
+        CKPT_TRY(note_peercred(fd, e.peercred(), sk_name(e)));
         if (waits_for_late_queue(e, by_id)) continue;
         CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
-        CKPT_TRY_CTX(set_passcred(fd, e.passcred()), "{}", sk_name(e));
+        CKPT_TRY_CTX(set_passcred(fd, e.passcred(), e.options()), "{}", sk_name(e));
     }
     return ok();
 }
@@ -1330,13 +1408,24 @@ Result<void> release_unix_sks(RestoreShared& sh) {
     for (const auto& e : sh.files.unix_sks())
         if (waits_for_late_queue(e, by_id)) {
             CKPT_TRY_CTX(shut(sh.unix_sks.at(e.id()).get(), e.shutdown()), "{}", sk_name(e));
-            CKPT_TRY_CTX(set_passcred(sh.unix_sks.at(e.id()).get(), e.passcred()), "{}", sk_name(e));
+            CKPT_TRY_CTX(set_passcred(sh.unix_sks.at(e.id()).get(), e.passcred(), e.options()), "{}", sk_name(e));
         }
     sh.unix_sks.clear();
     return ok();
 }
 
 }  // namespace
+
+Result<std::vector<std::pair<std::string, pid_t>>> peek_unix_queue(int sock) {
+    int type = CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_TYPE, "SO_TYPE"));
+    UnixDiag d = CKPT_TRY(unix_diag(CKPT_TRY(inode_of(sock))));
+    std::vector<ucred> creds;
+    PassedFds passed;
+    auto queued = CKPT_TRY(peek_queue(sock, type, d, &creds, nullptr, &passed));
+    std::vector<std::pair<std::string, pid_t>> out;
+    for (size_t i = 0; i < queued.size(); ++i) out.emplace_back(std::move(queued[i]), i < creds.size() ? creds[i].pid : 0);
+    return out;
+}
 
 extern const FdKind kSocketKind{
     .name = "socket",

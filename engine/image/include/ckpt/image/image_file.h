@@ -82,7 +82,10 @@ namespace ckpt::image {
 //    - dump --compress: page data stored per block, zstd-compressed where that helps
 //      (PageMap.blocks, PageBlock, PageMap.stored_bytes): a version 9 reader would take the
 //      compressed bytes for pages.
-inline constexpr uint32_t kFormatVersion = 10;
+// 11: more of issues 12 and 13, each listed here; a version 10 reader refuses version 11:
+//    - AF_UNIX SO_PASSPIDFD and SO_PASSSEC (UnixSocketEnd.options, UnixSkEntry.options) and
+//      SO_PEERCRED at dump (PeerCred): a version 10 reader would restore a receiver without them.
+inline constexpr uint32_t kFormatVersion = 11;
 
 enum class Kind : uint32_t {
     Inventory = 1,
