@@ -114,23 +114,13 @@ Result<int64_t> send_fd_into(pid_t pid, int pidfd, RemoteThread& leader, RemoteS
     *what = "pidfd_getfd of the socket";
     UniqueFd end(sys_pidfd_getfd(pidfd, pair[0], 0));
     if (!end) return -errno;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    char byte = 0;
-    iovec iov{&byte, 1};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = control;
-    mh.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    const char byte = 0;
     *what = "sendmsg";
-    if (sendmsg(end.get(), &mh, MSG_DONTWAIT | MSG_NOSIGNAL) != 1) return -errno;
+    if (send_with_fds(end.get(), &byte, 1, std::span(&fd, 1), MSG_DONTWAIT | MSG_NOSIGNAL) != 1) return -errno;
 
-    // The same message, received in the process: its control buffer in the scratch page.
+    // The same message, received in the process: its control buffer in the scratch page,
+    // read back into control.
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
     const uint64_t byte_at = CKPT_TRY(scope.take(1, 1));
     const uint64_t control_at = CKPT_TRY(scope.take(sizeof control, alignof(cmsghdr)));
     iovec remote_iov{reinterpret_cast<void*>(byte_at), 1};
@@ -149,9 +139,11 @@ Result<int64_t> send_fd_into(pid_t pid, int pidfd, RemoteThread& leader, RemoteS
     CKPT_TRY(read_remote(pid, control_at, control, sizeof control));
     // Whatever fds came, they are the process's now (the socket is the engine's alone, but
     // the kernel may have installed fewer than sent: MSG_CTRUNC).
+    msghdr mh{};
+    mh.msg_control = control;
     mh.msg_controllen = std::min<size_t>(remote.msg_controllen, sizeof control);
     int got = -1, count = 0;
-    for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         for (size_t i = 0; CMSG_LEN((i + 1) * sizeof(int)) <= c->cmsg_len; ++i) {
             int in;

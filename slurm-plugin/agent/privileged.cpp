@@ -49,21 +49,8 @@ bool folder_in_job(const std::string& job_dir, const std::string& rel) {
 }
 
 Result<void> send_message(int sock, const std::string& text, int pass_fd = -1) {
-    iovec iov{const_cast<char*>(text.data()), text.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    if (pass_fd >= 0) {
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
-    }
-    while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+    const std::span<const int> fds = pass_fd >= 0 ? std::span<const int>(&pass_fd, 1) : std::span<const int>();
+    while (send_with_fds(sock, text.data(), text.size(), fds, MSG_NOSIGNAL) < 0)
         if (errno != EINTR) return sys_error("send to the agent's other half");
     return ok();
 }

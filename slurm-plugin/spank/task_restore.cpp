@@ -240,19 +240,7 @@ Result<void> send_stdio_to_restorer(spank_t sp) {
         ::setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     }
     int fds[3] = {0, 1, 2};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
-    iovec iov{payload.data(), payload.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof fds);
-    std::memcpy(CMSG_DATA(c), fds, sizeof fds);
-    ssize_t n = ::sendmsg(sock, &msg, 0);
+    ssize_t n = send_with_fds(sock, payload.data(), payload.size(), fds, 0);
     // This process was only the courier: the restorer is the task.
     ::_exit(n > 0 ? 0 : 1);
 }

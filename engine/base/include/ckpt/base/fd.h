@@ -1,6 +1,8 @@
 // UniqueFd: an owned file descriptor, closed when it goes out of scope.
 #pragma once
 
+#include <sys/types.h>
+
 #include <span>
 #include <string>
 #include <string_view>
@@ -46,6 +48,12 @@ Result<void> read_exact(int fd, void* buf, size_t len);
 // An anonymous memory file (memfd, close-on-exec) holding text, at offset 0: a way to hand
 // bytes to a child through an fd without a file on disk or a pipe that could fill.
 Result<UniqueFd> memory_file(const char* name, std::string_view text);
+
+// One sendmsg(2) of len bytes at data on socket sock with fds passed along (SCM_RIGHTS; none
+// when empty, at most kMaxPassedFds, else EINVAL); flags as sendmsg's. Returns what sendmsg
+// returns (errno set on -1).
+constexpr size_t kMaxPassedFds = 8;
+ssize_t send_with_fds(int sock, const void* data, size_t len, std::span<const int> fds, int flags);
 
 // In a forked child about to exec: puts each pair's fd (first) at the number second, open
 // across exec. Every source is first copied above all targets, so a source that sits on
