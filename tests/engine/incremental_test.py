@@ -97,8 +97,14 @@ class Test:
         self.cousin = args.case == "cousin"
         self.public = None  # case nobody: the program's public copy and its work folder
         if args.case == "nobody":
+            # The build folder may be private (a clone in a 0700 folder): nobody's program, its
+            # log and the images live in a folder everyone may traverse.
             self.public = public_folder("ckpt-incremental-")
             self.program = public_copy(self.program, self.public)
+            shutil.rmtree(self.dir)
+            self.dir = tempfile.mkdtemp(prefix="incremental-", dir=self.public)
+            os.chmod(self.dir, 0o755)
+            self.log = os.path.join(self.dir, "log")
             os.chown(self.dir, NOBODY, NOBODY)
 
     def lines(self):
