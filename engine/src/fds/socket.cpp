@@ -233,6 +233,15 @@ struct PutBack {
         text = o.text;
         return *this;
     }
+    // Puts the option back now. Failing fails the dump: a tree left running would keep the
+    // wrong option.
+    Result<void> put_back() {
+        int s = std::exchange(sock, -1);
+        if (s >= 0 && setsockopt(s, SOL_SOCKET, name, &value, sizeof value) != 0)
+            return sys_error("setsockopt({}, {}) to put it back after the peek", text, value);
+        return ok();
+    }
+    // On an error path (the dump fails anyway): best effort.
     ~PutBack() {
         if (sock >= 0 && setsockopt(sock, SOL_SOCKET, name, &value, sizeof value) != 0)
             logger()->warn("cannot put {} back to {}: {}", text, value, strerror(errno));
@@ -321,6 +330,9 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
             if (!fds.empty()) passed->emplace_back(static_cast<uint32_t>(out.size() - 1), std::move(fds));
         }
     }
+    if (passcred) CKPT_TRY(passcred->put_back());
+    if (passpidfd) CKPT_TRY(passpidfd->put_back());
+    CKPT_TRY(peek_off.put_back());
     // sock_diag counts the bytes queued for a stream or seqpacket socket: all of them were seen.
     if (type != SOCK_DGRAM && total != d.rqueue)
         return error("AF_UNIX socket: {} bytes peeked, {} queued", total, d.rqueue);
