@@ -55,9 +55,18 @@ for r in $(seq "$restarts"); do
     mkdir -m 700 "$work/sets"
     set_dir="$work/used-$r/set-$(cat "$work/used-$r/latest")"
     if [ "$sets" -gt 1 ]; then
-        # Each rank's page map names its parent dump (in the set before): truly incremental.
+        # Each rank's page map names its parent dump (the same rank in the set before) and
+        # reads some of its pages from there: truly incremental.
         for ((k = 0; k < n; k++)); do
-            grep -aqs "set-$((sets - 1))/rank-$k" "$set_dir/rank-$k"/pagemap-*.img ||
+            "$engine" show "$set_dir/rank-$k" --json >"$work/show.json" ||
+                fail "restart $r: ckpt-engine show failed on rank $k of $(basename "$set_dir")"
+            python3 - "$work/show.json" "set-$((sets - 1))/rank-$k" <<'PY' ||
+import json, sys
+images = json.load(open(sys.argv[1]))["images"]
+maps = [v for k, v in images.items() if k.startswith("pagemap-")]
+sys.exit(not maps or not all(m.get("parent_dir", "").endswith(sys.argv[2]) and m.get("chain_length", 0) >= 1 and
+                             any(run.get("in_parent") for run in m.get("runs", [])) for m in maps))
+PY
                 fail "restart $r: rank $k of $(basename "$set_dir") is not incremental on set $((sets - 1))"
         done
     fi
