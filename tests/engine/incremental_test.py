@@ -89,23 +89,22 @@ class Test:
     def __init__(self, args):
         self.engine = args.engine
         self.program = args.program
-        os.makedirs(args.workdir, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="incremental-", dir=args.workdir)
-        self.log = os.path.join(self.dir, "log")
         self.pid = None
         self.trackers = []  # the program's userfaultfds (inodes) after each link of chain()
         self.cousin = args.case == "cousin"
-        self.public = None  # case nobody: the program's public copy and its work folder
+        self.public = None  # case nobody: the public folder of nobody's program and work folder
         if args.case == "nobody":
             # The build folder may be private (a clone in a 0700 folder): nobody's program, its
             # log and the images live in a folder everyone may traverse.
             self.public = public_folder("ckpt-incremental-")
             self.program = public_copy(self.program, self.public)
-            shutil.rmtree(self.dir)
             self.dir = tempfile.mkdtemp(prefix="incremental-", dir=self.public)
             os.chmod(self.dir, 0o755)
-            self.log = os.path.join(self.dir, "log")
             os.chown(self.dir, NOBODY, NOBODY)
+        else:
+            os.makedirs(args.workdir, exist_ok=True)
+            self.dir = tempfile.mkdtemp(prefix="incremental-", dir=args.workdir)
+        self.log = os.path.join(self.dir, "log")
 
     def lines(self):
         try:
