@@ -631,6 +631,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // Its mappings and pages before its children are made: they inherit by fork the
         // pages they shared with it at the dump, copy-on-write as they were.
         if (te.state() != image::TaskEntry::ZOMBIE) {
+            shared.made[pid] = &t;
             CKPT_TRY_CTX(restore_memory_layout(t), "restore pid {}", pid);
             if (stream) {
                 CKPT_TRY_CTX(restore_memory_pages(t), "restore pid {}", pid);
@@ -646,6 +647,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
     // Every page of the stream is in place: its trailer, or it is truncated (and the tree
     // made so far killed).
     if (stream) CKPT_TRY_CTX(stream->finish(), "restore");
+    CKPT_TRY_CTX(tree_made_fd_restore(shared), "restore");
     // Every segment is attached where it was: the engine lets go of those marked for
     // destruction (held until now), and the namespace's sysctls are set as recorded.
     if (ipc_restore) CKPT_TRY_CTX(ipc_restore->finish(), "restore");

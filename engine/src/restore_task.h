@@ -115,6 +115,10 @@ struct RestoreShared {
     std::vector<TcpRepairing> tcp_repairing;
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds
     std::map<pid_t, pid_t> hosts;  // every process created: recorded pid -> as the engine sees it
+    // Every living process (not a zombie) once step 1 of the restore has made it, by recorded
+    // pid: where a kind has a process of the tree make what the kernel stamps with its maker
+    // (FdKind.tree_made).
+    std::map<pid_t, RestoreTask*> made;
     // --restore-as: the user the whole restore runs as (the engine, the init and every
     // restored process); empty when root restores images as recorded.
     std::optional<privilege::Identity> user;

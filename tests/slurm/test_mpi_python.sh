@@ -64,7 +64,10 @@ echo "$shown" | grep -q "members: 4 of 4" && echo "$shown" | grep -q "^  RANK " 
 [ "$(job_field "$job" JobState)" = RUNNING ] || fail "the job ended before the node was killed (make it longer): $(cat "$out")"
 node=$(scontrol show hostnames "$(job_field "$job" NodeList)" | tail -1)
 note "job $job committed set $seq (4 python ranks on 2 nodes); killing $node"
-kill_node_until_done "$job" "$node" "$out"
+# The restored ranks are checkpointed every 3 s as well: on a loaded machine (load 7, two
+# cores) they spent most of their time in sets and took 123 s to finish, against the
+# default 150 s for the whole restart. The test is about the result, not the speed.
+kill_node_until_done "$job" "$node" "$out" 360
 got=$(grep '^mpi4py ring ok:' "$out") || fail "no result after the restart: $(cat "$out")"
 [ "$got" = "$expected" ] || fail "after the restart '$got', expected '$expected'"
 [ "$(grep -c '^mpi4py_ring: started' "$out")" = 1 ] || fail "the program started over: $(cat "$out")"

@@ -163,6 +163,9 @@ struct FdKind {
     // Restore, once before any process is made: what the tree's fds of this kind share
     // (may be null).
     Result<void> (*prepare_restore)(RestoreShared& shared) = nullptr;
+    // Restore, once every process of the tree exists (RestoreShared.made), before any fd is
+    // installed: what a process of the tree must make itself (may be null).
+    Result<void> (*tree_made)(RestoreShared& shared) = nullptr;
     // Restore: installs f at its number in the process (null: a kind the dump records as
     // another, e.g. EXTERNAL, or refuses).
     Result<void> (*restore)(RestoreTask& t, const image::Fd& f) = nullptr;
@@ -179,8 +182,9 @@ struct FdKind {
 const std::vector<const FdKind*>& fd_kinds();
 // Every kind's finish_dump.
 Result<void> finish_fd_dump(FdDumpState& state);
-// Every kind's prepare_restore, and finish_restore.
+// Every kind's prepare_restore, tree_made, and finish_restore.
 Result<void> prepare_fd_restore(RestoreShared& shared);
+Result<void> tree_made_fd_restore(RestoreShared& shared);
 Result<void> finish_fd_restore(RestoreShared& shared);
 // The kind that restores fds recorded as k (null: none, the image is corrupt or newer).
 const FdKind* fd_kind_of(image::Fd::Kind k);

@@ -31,6 +31,12 @@ Result<void> prepare_fd_restore(RestoreShared& shared) {
     return ok();
 }
 
+Result<void> tree_made_fd_restore(RestoreShared& shared) {
+    for (const FdKind* k : fd_kinds())
+        if (k->tree_made) CKPT_TRY_CTX(k->tree_made(shared), "{} fds", k->name);
+    return ok();
+}
+
 Result<void> finish_fd_restore(RestoreShared& shared) {
     for (const FdKind* k : fd_kinds())
         if (k->finish_restore) CKPT_TRY_CTX(k->finish_restore(shared), "{} fds", k->name);

@@ -35,10 +35,12 @@
 #include <cstddef>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <utility>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
+#include "ckpt/engine/syscalls.h"
 #include "fd_kind.h"
 #include "restore_task.h"
 #include "sock_opts.h"
@@ -929,18 +931,66 @@ Result<void> set_passcred(int fd, bool on, const sockopt::Options& opts) {
     return sockopt::restore(fd, sockopt::unix_level(), opts);
 }
 
-// SO_PEERCRED of a socket the engine made (its own, or its accept()ing process's) against
-// the one recorded: a difference a process can see (a peer pid of the tree, or other ids) is
-// logged; docs/engine.md says why it stays.
-Result<void> note_peercred(int fd, const image::PeerCred& want, const std::string& what) {
+// SO_PEERCRED of a socket made again against the one recorded: a difference a process can
+// see (another peer pid, other ids) is logged; docs/engine.md says when it stays.
+Result<void> note_peercred(int fd, const image::PeerCred& want, const RestoreShared& sh, const std::string& what) {
     if (!want.recorded()) return ok();
     ucred now{};
     socklen_t len = sizeof now;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &now, &len) != 0) return sys_error("{}: getsockopt(SO_PEERCRED)", what);
-    if (want.pid() != 0 || now.uid != want.uid() || now.gid != want.gid())
-        logger()->info("{}: SO_PEERCRED names the restorer (pid {}, uid {}, gid {}), not the peer of the dump (pid {} "
-                       "in the tree, uid {}, gid {})", what, now.pid, now.uid, now.gid, want.pid(), want.uid(), want.gid());
+    auto host = sh.hosts.find(static_cast<pid_t>(want.pid()));
+    bool same_pid = want.pid() != 0 && host != sh.hosts.end() && now.pid == host->second;
+    if ((want.pid() != 0 && !same_pid) || now.uid != want.uid() || now.gid != want.gid())
+        logger()->info("{}: SO_PEERCRED names pid {} (as the engine sees it), uid {}, gid {}, not the peer of the dump "
+                       "(pid {} in the tree, uid {}, gid {})", what, now.pid, now.uid, now.gid, want.pid(), want.uid(),
+                       want.gid());
     return ok();
+}
+
+// The process of the tree that made a pair, when both ends recorded it (socketpair() stamps
+// both with its credentials, which SO_PEERCRED reads): the pair is made again by that process
+// once it exists (make_pairs_in_tree), so that both ends name it again. 0 (none recorded, a
+// process outside the tree or gone): the engine makes it before any process.
+pid_t pair_creator(const image::UnixSocketEntry& e) {
+    const image::PeerCred &a = e.ends(0).peercred(), &b = e.ends(1).peercred();
+    if (!a.recorded() || !b.recorded() || a.pid() == 0 || a.pid() != b.pid() || a.uid() != b.uid() ||
+        a.gid() != b.gid())
+        return 0;
+    return static_cast<pid_t>(a.pid());
+}
+
+// socketpair() called by process t, its two ends taken into the engine (and closed in t).
+// Root restoring as recorded makes the call with the recorded effective ids (which the
+// kernel stamps), taking root's back after: t still holds root's real and saved ids.
+Result<std::pair<UniqueFd, UniqueFd>> socketpair_in(RestoreTask& t, int type, const image::PeerCred& cred) {
+    constexpr uint64_t kKeep = static_cast<uint32_t>(-1);
+    RemoteThread& rt = *t.leader;
+    bool as_recorded = !t.shared->user && (geteuid() != cred.uid() || getegid() != cred.gid());
+    if (as_recorded) {
+        CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {kKeep, cred.gid(), kKeep}));
+        CKPT_TRY(rt.syscall_ok("setresuid", SYS_setresuid, {kKeep, cred.uid(), kKeep}));
+    }
+    auto s = t.scratch.scope();
+    uint64_t sv = CKPT_TRY(s.take(2 * sizeof(int), alignof(int)));
+    auto made = rt.syscall_ok("socketpair", SYS_socketpair,
+                              {AF_UNIX, static_cast<uint64_t>(type) | SOCK_CLOEXEC, 0, sv});
+    if (as_recorded) {
+        CKPT_TRY(rt.syscall_ok("setresuid", SYS_setresuid, {kKeep, geteuid(), kKeep}));
+        CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {kKeep, getegid(), kKeep}));
+    }
+    CKPT_TRY(std::move(made));
+    int remote[2];
+    CKPT_TRY(read_remote(t.host, sv, remote, sizeof remote));
+    UniqueFd pidfd(sys_pidfd_open(t.host, 0));
+    int err = pidfd ? 0 : errno;
+    UniqueFd mine[2];
+    for (int i = 0; i < 2 && pidfd; ++i) {
+        mine[i] = UniqueFd(sys_pidfd_getfd(pidfd.get(), remote[i], 0));
+        if (!mine[i] && !err) err = errno;
+    }
+    for (int fd : remote) CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
+    if (err) return sys_error_code(err, fmt::format("taking a socketpair from pid {}", t.pid));
+    return std::pair{std::move(mine[0]), std::move(mine[1])};
 }
 
 // Puts back what is queued for each end, then shuts them down as they were.
@@ -956,38 +1006,63 @@ Result<void> fill_pair(const image::UnixSocketEntry& e, int a, int b, const Rest
     return ok();
 }
 
-// Every pair of the tree with what is queued for each end, before any process.
+// A pair made again: its buffers, then what is queued for each end (unless that waits for the
+// tree, release_unix_pairs).
+Result<void> finish_pair(RestoreShared& sh, const image::UnixSocketEntry& e, UniqueFd a, UniqueFd b) {
+    int fds[2] = {a.get(), b.get()};
+    for (int i = 0; i < 2; ++i) {
+        CKPT_TRY_CTX(sockopt::restore_buffer(fds[i], SO_SNDBUF, SO_SNDBUFFORCE, e.ends(i).sndbuf(), "SO_SNDBUF"),
+                     "unix socket pair {} end {}", e.id(), i);
+        CKPT_TRY_CTX(sockopt::restore_buffer(fds[i], SO_RCVBUF, SO_RCVBUFFORCE, e.ends(i).rcvbuf(), "SO_RCVBUF"),
+                     "unix socket pair {} end {}", e.id(), i);
+        CKPT_TRY(note_peercred(fds[i], e.ends(i).peercred(), sh, fmt::format("unix socket pair {} end {}", e.id(), i)));
+    }
+    if (!pair_filled_late(e)) CKPT_TRY(fill_pair(e, a.get(), b.get()));
+    sh.unix_pairs[e.id()] = {std::move(a), std::move(b)};
+    return ok();
+}
+
+Result<std::pair<UniqueFd, UniqueFd>> engine_socketpair(int type) {
+    int sv[2];
+    if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
+    return std::pair{UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+// Every pair of the tree checked, and those no process of the tree made (pair_creator) made
+// with what is queued for each end, before any process.
 Result<void> make_unix_pairs(RestoreShared& sh) {
+    std::set<uint64_t> seen;
     for (const auto& e : sh.files.unix_sockets()) {
         if (e.ends_size() != 2)
             return error_code(EINVAL, "unix socket pair {}: {} ends recorded, not 2 (image is corrupt)", e.id(),
                               e.ends_size());
         if (e.type() != SOCK_STREAM && e.type() != SOCK_DGRAM && e.type() != SOCK_SEQPACKET)
             return error_code(EINVAL, "unix socket pair {}: socket type {} (image is corrupt)", e.id(), e.type());
-        if (sh.unix_pairs.count(e.id()))
+        if (!seen.insert(e.id()).second)
             return error_code(EINVAL, "unix socket pair {} recorded twice (image is corrupt)", e.id());
-        int sv[2];
-        if (socketpair(AF_UNIX, e.type() | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
-        UniqueFd a(sv[0]), b(sv[1]);
-        int fds[2] = {a.get(), b.get()};
         for (int i = 0; i < 2; ++i) {
-            CKPT_TRY_CTX(
-                sockopt::restore_buffer(fds[i], SO_SNDBUF, SO_SNDBUFFORCE, e.ends(i).sndbuf(), "SO_SNDBUF"),
-                         "unix socket pair {} end {}", e.id(), i);
-            CKPT_TRY_CTX(
-                sockopt::restore_buffer(fds[i], SO_RCVBUF, SO_RCVBUFFORCE, e.ends(i).rcvbuf(), "SO_RCVBUF"),
-                         "unix socket pair {} end {}", e.id(), i);
-        }
-        for (int i = 0; i < 2; ++i) {
-            CKPT_TRY(note_peercred(fds[i], e.ends(i).peercred(), fmt::format("unix socket pair {} end {}", e.id(), i)));
             CKPT_TRY_CTX(check_in_flight(e.ends(i).in_flight(), e.type(), e.ends(i).queued_size()), "unix socket pair {} end {}",
                          e.id(), i);
             CKPT_TRY_CTX(check_end_creds(e.ends(i), sh), "unix socket pair {} end {}", e.id(), i);
         }
-        // A pair with fds in flight or senders' credentials is filled once they exist
-        // (release_unix_pairs).
-        if (!pair_filled_late(e)) CKPT_TRY(fill_pair(e, a.get(), b.get()));
-        sh.unix_pairs[e.id()] = {std::move(a), std::move(b)};
+        if (pair_creator(e) != 0) continue;
+        auto [a, b] = CKPT_TRY(engine_socketpair(e.type()));
+        CKPT_TRY(finish_pair(sh, e, std::move(a), std::move(b)));
+    }
+    return ok();
+}
+
+// Every process of the tree exists: each pair a process of it made is made again by that
+// process (the engine makes it when that process is not restored living, a zombie).
+Result<void> make_pairs_in_tree(RestoreShared& sh) {
+    for (const auto& e : sh.files.unix_sockets()) {
+        pid_t creator = pair_creator(e);
+        if (creator == 0) continue;
+        auto t = sh.made.find(creator);
+        auto ends = t == sh.made.end() ? CKPT_TRY(engine_socketpair(e.type()))
+                                       : CKPT_TRY_CTX(socketpair_in(*t->second, e.type(), e.ends(0).peercred()),
+                                                      "unix socket pair {}", e.id());
+        CKPT_TRY(finish_pair(sh, e, std::move(ends.first), std::move(ends.second)));
     }
     return ok();
 }
@@ -1384,7 +1459,7 @@ Result<void> make_unix_sks(RestoreShared& sh) {
     }
     for (const auto& e : list) {
         int fd = fd_of(e.id());
-        CKPT_TRY(note_peercred(fd, e.peercred(), sk_name(e)));
+        CKPT_TRY(note_peercred(fd, e.peercred(), sh, sk_name(e)));
         if (waits_for_late_queue(e, by_id)) continue;
         CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
         CKPT_TRY_CTX(set_passcred(fd, e.passcred(), e.options()), "{}", sk_name(e));
@@ -1447,6 +1522,7 @@ extern const FdKind kSocketKind{
     .dump = dump_socket,
     .finish_dump = record_fds_in_flight,
     .prepare_restore = make_unix_pairs,
+    .tree_made = make_pairs_in_tree,
     .restore = restore_unix_socket,
     .finish_restore = release_unix_pairs,
 };

@@ -1,0 +1,200 @@
+/* fd_unix_peercred: the peer credentials (SO_PEERCRED, SO_PEERPIDFD) of socketpairs, which the
+ * kernel stamps on both ends from the process that called socketpair(): its pid, uid and gid.
+ *   30 <-> 31  SOCK_STREAM     made by the root, which keeps both (the children send on 30)
+ *   32 <-> 33  SOCK_DGRAM      made by the root, both ends stay in it
+ *   34 <-> 35  SOCK_SEQPACKET  made by the root; 34 shared with child A
+ *   36 <-> 37  SOCK_STREAM     made by child A, which keeps 36 and passes 37 to the root
+ *                              (SCM_RIGHTS over 30 -> 31)
+ *   38 <-> 39  SOCK_SEQPACKET  made by child B as user nobody (65534), which keeps 38 and
+ *                              passes 39 to the root
+ * Checked after restore, in the root and in each child, for every end it holds: SO_PEERCRED
+ * gives the maker's pid (as this pid namespace sees it), uid and gid as before the dump, and
+ * SO_PEERPIDFD (Linux 6.5) a pidfd of that same living process. Runs as root (child B changes
+ * user). */
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+#define NOBODY 65534
+
+/* PIDFD_GET_INFO (Linux 6.13), its first version. */
+struct pidfd_info_v0 {
+    uint64_t mask;
+    uint64_t cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+};
+#define PIDFD_INFO_PID_BIT 1ull
+#define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
+
+/* What the ends said before the dump, by fd (pid 0: not recorded). */
+static struct ucred before[40];
+
+static struct ucred peercred(int fd) {
+    struct ucred c = {0, (uid_t)-1, (gid_t)-1};
+    socklen_t len = sizeof c;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len) != 0) test_fail("fd %d: SO_PEERCRED: %s", fd, strerror(errno));
+    return c;
+}
+
+/* Records what fd says, which must be its maker and the maker's ids. */
+static void record(int fd, pid_t maker) {
+    before[fd] = peercred(fd);
+    if (before[fd].pid != maker || before[fd].uid != geteuid() || before[fd].gid != getegid())
+        test_fail("fd %d before the dump: SO_PEERCRED pid %d uid %d gid %d, expected %d, %d, %d", fd, (int)before[fd].pid,
+                  (int)before[fd].uid, (int)before[fd].gid, (int)maker, (int)geteuid(), (int)getegid());
+}
+
+/* The pid SO_PEERPIDFD's pidfd names (0: the kernel has no SO_PEERPIDFD or PIDFD_GET_INFO). */
+static long peer_pidfd_pid(int fd) {
+    int pidfd = -1;
+    socklen_t len = sizeof pidfd;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) {
+        if (errno == ENOPROTOOPT) return 0;
+        return -errno;
+    }
+    struct pidfd_info_v0 info;
+    memset(&info, 0, sizeof info);
+    info.mask = PIDFD_INFO_PID_BIT;
+    long pid = ioctl(pidfd, PIDFD_GET_INFO_V0, &info) == 0 ? (long)info.pid : (errno == ENOTTY || errno == EINVAL ? 0 : -errno);
+    if (pid > 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0) pid = -errno;
+    close(pidfd);
+    return pid;
+}
+
+static void check(int fd, pid_t expect_pid) {
+    struct ucred now = peercred(fd);
+    CHECK(now.pid == before[fd].pid && now.uid == before[fd].uid && now.gid == before[fd].gid,
+          "fd %d: SO_PEERCRED pid %d uid %d gid %d, before the dump pid %d uid %d gid %d", fd, (int)now.pid, (int)now.uid,
+          (int)now.gid, (int)before[fd].pid, (int)before[fd].uid, (int)before[fd].gid);
+    long p = peer_pidfd_pid(fd);
+    CHECK(p == 0 || p == expect_pid, "fd %d: SO_PEERPIDFD names pid %ld, expected %d", fd, p, (int)expect_pid);
+}
+
+static void send_fd(int sock, int fd) {
+    char byte = 'f';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    if (sendmsg(sock, &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
+}
+
+static void recv_fd_at(int sock, int at) {
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    if (recvmsg(sock, &mh, 0) != 1) test_fail("recvmsg(SCM_RIGHTS): %s", strerror(errno));
+    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    int fd = -1;
+    if (c && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    if (fd < 0 || dup2(fd, at) != at) test_fail("no fd received for %d", at);
+    close(fd);
+}
+
+/* Child A: makes 36 <-> 37, keeps 36, passes 37 to the root. */
+static void child_a(pid_t root) {
+    for (int fd = 31; fd <= 33; ++fd) close(fd);
+    close(35);
+    test_socketpair_at(SOCK_STREAM, 36, 37);
+    record(36, getpid());
+    send_fd(30, 37);
+    close(37);
+    close(30);
+    test_wait_check();
+    check(34, root);
+    check(36, getpid());
+    test_child_exit();
+}
+
+/* Child B: becomes nobody, makes 38 <-> 39, keeps 38, passes 39 to the root. */
+static void child_b(void) {
+    for (int fd = 31; fd <= 35; ++fd) close(fd);
+    if (setgroups(0, NULL) != 0 || setresgid(NOBODY, NOBODY, NOBODY) != 0 || setresuid(NOBODY, NOBODY, NOBODY) != 0)
+        test_fail("becoming nobody: %s", strerror(errno));
+    test_socketpair_at(SOCK_SEQPACKET, 38, 39);
+    record(38, getpid());
+    send_fd(30, 39);
+    close(39);
+    close(30);
+    test_wait_check();
+    check(38, getpid());
+    test_child_exit();
+}
+
+int main(int argc, char** argv) {
+    test_init(argc, argv, 3);
+    signal(SIGPIPE, SIG_IGN);
+    pid_t me = getpid();
+    test_socketpair_at(SOCK_STREAM, 30, 31);
+    test_socketpair_at(SOCK_DGRAM, 32, 33);
+    test_socketpair_at(SOCK_SEQPACKET, 34, 35);
+    for (int fd = 30; fd <= 35; ++fd) record(fd, me);
+
+    pid_t a = fork();
+    if (a == 0) child_a(me);
+    recv_fd_at(31, 37);
+    before[37] = peercred(37);
+    CHECK(before[37].pid == a, "fd 37 before the dump: SO_PEERCRED pid %d, expected child A %d", (int)before[37].pid, (int)a);
+    pid_t b = fork();
+    if (b == 0) child_b();
+    recv_fd_at(31, 39);
+    before[39] = peercred(39);
+    CHECK(before[39].pid == b && before[39].uid == NOBODY && before[39].gid == NOBODY,
+          "fd 39 before the dump: SO_PEERCRED pid %d uid %d gid %d, expected child B %d as nobody", (int)before[39].pid,
+          (int)before[39].uid, (int)before[39].gid, (int)b);
+    close(34);
+
+    test_ready();
+    test_wait_check();
+
+    if (test_corrupt(1)) {
+        /* 37 replaced by an end the root made. */
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+            dup2(sv[0], 37);
+            close(sv[0]);
+            close(sv[1]);
+        }
+    }
+    if (test_corrupt(2)) before[39].uid = 0;
+    pid_t expect_33 = test_corrupt(3) ? a : me;
+    check(30, me);
+    check(31, me);
+    check(32, me);
+    check(33, expect_33);
+    check(35, me);
+    check(37, a);
+    check(39, b);
+
+    kill(a, SIGTERM);
+    kill(b, SIGTERM);
+    test_expect_child_ok(a, "child A");
+    test_expect_child_ok(b, "child B");
+    return test_finish();
+}
