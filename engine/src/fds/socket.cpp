@@ -7,8 +7,11 @@
 // clients (of the tree) whose connections wait in its accept queue, an end accepted from a
 // listener of the tree and its client, a datagram socket connected to a named socket of the
 // tree (or, with --ext-unix-sk, outside it) with what is queued for it and who sent each
-// message. Every one is made in the engine before any process: bound, listening, the clients
-// connected again (and accepted where they were), the data sent again by its peer or sender.
+// message. Every one is made in the engine once every process of the tree exists (before any
+// fd is installed): bound, listening, the clients connected again (and accepted where they
+// were), the data sent again by its peer or sender. Whatever the kernel stamps with its
+// caller's credentials (socketpair(), listen(), connect(): SO_PEERCRED, SO_PEERPIDFD) is called
+// from inside the process of the tree that called it at the dump.
 // Any other socket as fd 0-2 (a service's stdio connected to a socket) is an external
 // resource bound at restore to the restorer's own; any other socket is refused by name.
 //
@@ -959,26 +962,43 @@ pid_t pair_creator(const image::UnixSocketEntry& e) {
     return static_cast<pid_t>(a.pid());
 }
 
-// socketpair() called by process t, its two ends taken into the engine (and closed in t).
-// Root restoring as recorded makes the call with the recorded effective ids (which the
-// kernel stamps), taking root's back after: t still holds root's real and saved ids.
-Result<std::pair<UniqueFd, UniqueFd>> socketpair_in(RestoreTask& t, int type, const image::PeerCred& cred) {
+// Runs call (injected syscalls of t's leader) as the process of the tree that made a socket
+// at the dump: the kernel stamps the caller's credentials on it (SO_PEERCRED reads them).
+// Root restoring as recorded makes the call with the recorded effective ids, taking root's
+// back after (t still holds root's real and saved ids).
+template <class Call>
+Result<int64_t> as_maker(RestoreTask& t, const image::PeerCred& cred, Call&& call) {
     constexpr uint64_t kKeep = static_cast<uint32_t>(-1);
     RemoteThread& rt = *t.leader;
-    bool as_recorded = !t.shared->user && (geteuid() != cred.uid() || getegid() != cred.gid());
-    if (as_recorded) {
+    bool swap = !t.shared->user && (geteuid() != cred.uid() || getegid() != cred.gid());
+    if (swap) {
         CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {kKeep, cred.gid(), kKeep}));
         CKPT_TRY(rt.syscall_ok("setresuid", SYS_setresuid, {kKeep, cred.uid(), kKeep}));
     }
-    auto s = t.scratch.scope();
-    uint64_t sv = CKPT_TRY(s.take(2 * sizeof(int), alignof(int)));
-    auto made = rt.syscall_ok("socketpair", SYS_socketpair,
-                              {AF_UNIX, static_cast<uint64_t>(type) | SOCK_CLOEXEC, 0, sv});
-    if (as_recorded) {
+    Result<int64_t> r = call(rt);
+    if (swap) {
         CKPT_TRY(rt.syscall_ok("setresuid", SYS_setresuid, {kKeep, geteuid(), kKeep}));
         CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {kKeep, getegid(), kKeep}));
     }
-    CKPT_TRY(std::move(made));
+    return r;
+}
+
+// The living process of the tree a recorded SO_PEERCRED names (null: none, or not restored
+// living: the engine makes the call itself).
+RestoreTask* maker_of(const RestoreShared& sh, const image::PeerCred& cred) {
+    if (!cred.recorded() || cred.pid() == 0) return nullptr;
+    auto t = sh.made.find(static_cast<pid_t>(cred.pid()));
+    return t == sh.made.end() ? nullptr : t->second;
+}
+
+// socketpair() called by process t as the pair's maker, its two ends taken into the engine
+// (and closed in t).
+Result<std::pair<UniqueFd, UniqueFd>> socketpair_in(RestoreTask& t, int type, const image::PeerCred& cred) {
+    auto s = t.scratch.scope();
+    uint64_t sv = CKPT_TRY(s.take(2 * sizeof(int), alignof(int)));
+    CKPT_TRY(as_maker(t, cred, [&](RemoteThread& rt) {
+        return rt.syscall_ok("socketpair", SYS_socketpair, {AF_UNIX, static_cast<uint64_t>(type) | SOCK_CLOEXEC, 0, sv});
+    }));
     int remote[2];
     CKPT_TRY(read_remote(t.host, sv, remote, sizeof remote));
     UniqueFd pidfd(sys_pidfd_open(t.host, 0));
@@ -988,9 +1008,20 @@ Result<std::pair<UniqueFd, UniqueFd>> socketpair_in(RestoreTask& t, int type, co
         mine[i] = UniqueFd(sys_pidfd_getfd(pidfd.get(), remote[i], 0));
         if (!mine[i] && !err) err = errno;
     }
-    for (int fd : remote) CKPT_TRY(rt.syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
+    for (int fd : remote) CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
     if (err) return sys_error_code(err, fmt::format("taking a socketpair from pid {}", t.pid));
     return std::pair{std::move(mine[0]), std::move(mine[1])};
+}
+
+// A call on the engine's socket fd made from inside t as the socket's maker (as_maker): the
+// socket is put in t for the call (at the number given to call) and taken out after. Returns
+// the call's raw result (a negative errno when it failed).
+template <class Call>
+Result<int64_t> socket_call_in(RestoreTask& t, const image::PeerCred& cred, int fd, Call&& call) {
+    int there = CKPT_TRY(t.install_fd(fd, -1, true));
+    Result<int64_t> r = as_maker(t, cred, [&](RemoteThread& rt) { return call(rt, static_cast<uint64_t>(there)); });
+    CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(there)}));
+    return r;
 }
 
 // Puts back what is queued for each end, then shuts them down as they were.
@@ -1029,7 +1060,7 @@ Result<std::pair<UniqueFd, UniqueFd>> engine_socketpair(int type) {
 }
 
 // Every pair of the tree checked, and those no process of the tree made (pair_creator) made
-// with what is queued for each end, before any process.
+// with what is queued for each end, before any process (the others: make_pairs_in_tree).
 Result<void> make_unix_pairs(RestoreShared& sh) {
     std::set<uint64_t> seen;
     for (const auto& e : sh.files.unix_sockets()) {
@@ -1056,12 +1087,10 @@ Result<void> make_unix_pairs(RestoreShared& sh) {
 // process (the engine makes it when that process is not restored living, a zombie).
 Result<void> make_pairs_in_tree(RestoreShared& sh) {
     for (const auto& e : sh.files.unix_sockets()) {
-        pid_t creator = pair_creator(e);
-        if (creator == 0) continue;
-        auto t = sh.made.find(creator);
-        auto ends = t == sh.made.end() ? CKPT_TRY(engine_socketpair(e.type()))
-                                       : CKPT_TRY_CTX(socketpair_in(*t->second, e.type(), e.ends(0).peercred()),
-                                                      "unix socket pair {}", e.id());
+        if (pair_creator(e) == 0) continue;
+        RestoreTask* t = maker_of(sh, e.ends(0).peercred());
+        auto ends = !t ? CKPT_TRY(engine_socketpair(e.type()))
+                       : CKPT_TRY_CTX(socketpair_in(*t, e.type(), e.ends(0).peercred()), "unix socket pair {}", e.id());
         CKPT_TRY(finish_pair(sh, e, std::move(ends.first), std::move(ends.second)));
     }
     return ok();
@@ -1104,7 +1133,7 @@ Result<void> release_unix_pairs(RestoreShared& sh) {
 }
 
 
-// ---- Every other AF_UNIX socket (UNIX_SK), made in the engine before any process.
+// ---- Every other AF_UNIX socket (UNIX_SK), made in the engine once every process exists.
 
 constexpr size_t kSunPath = sizeof(sockaddr_un::sun_path);
 constexpr uint32_t kMaxBacklog = 1u << 16;
@@ -1376,18 +1405,18 @@ Result<void> send_connection_queue(const SkEntry& e, int peer, const RestoreShar
     return ok();
 }
 
-// Every AF_UNIX socket of the tree but the pairs, before any process: made, bound, listening,
-// with what is queued for the datagram ones (sent by their senders), connected again (stream
-// clients to their listeners, accepted at once where they were accepted, left pending where
-// they were), what is queued on connections sent by their peers, shut down, datagram sockets
-// connected; names of deleted files unlinked again at the end.
-Result<void> make_unix_sks(RestoreShared& sh) {
-    const auto& list = sh.files.unix_sks();
+Result<std::map<uint64_t, const SkEntry*>> sks_by_id(const RestoreShared& sh) {
     std::map<uint64_t, const SkEntry*> by_id;
-    for (const auto& e : list)
+    for (const auto& e : sh.files.unix_sks())
         if (e.id() == 0 || !by_id.emplace(e.id(), &e).second)
             return error_code(EINVAL, "AF_UNIX socket id {} twice or zero (image is corrupt)", e.id());
-    for (const auto& e : list) {
+    return by_id;
+}
+
+// What the images say of every AF_UNIX socket but the pairs, checked before any process.
+Result<void> check_unix_sks(RestoreShared& sh) {
+    auto by_id = CKPT_TRY(sks_by_id(sh));
+    for (const auto& e : sh.files.unix_sks()) {
         CKPT_TRY_CTX(check_sk(e, by_id), "{} (image is corrupt)", sk_name(e));
         for (const auto& m : e.queued())
             if (m.has_creds()) CKPT_TRY_CTX(check_creds(m.creds(), sh), "{}", sk_name(e));
@@ -1395,7 +1424,58 @@ Result<void> make_unix_sks(RestoreShared& sh) {
             return error_code(ENOTSUP, "{}: connected to '{}' outside the tree: restore with --ext-unix-sk to connect "
                                        "to it again", sk_name(e), shown_name(e.ext_peer()));
     }
+    return ok();
+}
 
+// listen() by the process of the tree that called it at the dump (which the listening
+// socket's SO_PEERCRED names, and its clients' after connect), else by the engine.
+Result<void> listen_as_maker(const RestoreShared& sh, const SkEntry& e, int fd) {
+    RestoreTask* t = maker_of(sh, e.peercred());
+    int64_t r = 0;
+    if (!t) r = listen(fd, static_cast<int>(e.backlog())) == 0 ? 0 : -errno;
+    else
+        r = CKPT_TRY(socket_call_in(*t, e.peercred(), fd, [&](RemoteThread& rt, uint64_t there) {
+            return rt.syscall(SYS_listen, {there, e.backlog()});
+        }));
+    if (r < 0) return sys_error_code(static_cast<int>(-r), fmt::format("{}: listen{}", sk_name(e),
+                                                                      t ? fmt::format(" (from pid {})", t->pid) : ""));
+    return ok();
+}
+
+// connect() of a client to its listener by the process of the tree that called it at the dump
+// (which the accepted end's SO_PEERCRED names), else by the engine: also when that process,
+// under its recorded ids, may no longer reach the name (a socket file or folder whose mode
+// changed since), where the accepted end then names the engine (logged by note_peercred).
+Result<void> connect_as_maker(const RestoreShared& sh, const image::PeerCred& connector, int client,
+                              const std::string& name) {
+    RestoreTask* t = maker_of(sh, connector);
+    if (t) {
+        socklen_t len;
+        sockaddr_un a = make_address(name, &len);
+        auto s = t->scratch.scope();
+        uint64_t addr = CKPT_TRY(s.put(&a, len));
+        int64_t r = CKPT_TRY(socket_call_in(*t, connector, client, [&](RemoteThread& rt, uint64_t there) {
+            return rt.syscall(SYS_connect, {there, addr, len});
+        }));
+        if (r == 0) return ok();
+        if (r != -EACCES && r != -EPERM)
+            return sys_error_code(static_cast<int>(-r), fmt::format("connect to '{}' from pid {}", shown_name(name), t->pid));
+        logger()->info("connect to '{}' from pid {}: {}: connected by the engine", shown_name(name), t->pid,
+                       strerror(static_cast<int>(-r)));
+    }
+    return connect_to(client, name);
+}
+
+// Every AF_UNIX socket of the tree but the pairs, once every process exists: made, bound,
+// listening, with what is queued for the datagram ones (sent by their senders), connected
+// again (stream clients to their listeners, accepted at once where they were accepted, left
+// pending where they were), what is queued on connections sent by their peers, shut down,
+// datagram sockets connected; names of deleted files unlinked again at the end. listen() and
+// the connect() of an accepted connection are called by the processes that called them at the
+// dump, whose credentials the kernel stamps on the sockets (SO_PEERCRED).
+Result<void> make_unix_sks(RestoreShared& sh) {
+    const auto& list = sh.files.unix_sks();
+    auto by_id = CKPT_TRY(sks_by_id(sh));
     NamesToUnlink later;
     auto& made = sh.unix_sks;
     auto fd_of = [&](uint64_t id) { return made.at(id).get(); };
@@ -1417,8 +1497,7 @@ Result<void> make_unix_sks(RestoreShared& sh) {
                     return sys_error("{}: bind (is the original still running?)", sk_name(e));
             }
         }
-        if (e.state() == SkEntry::LISTENING && listen(s.get(), static_cast<int>(e.backlog())) != 0)
-            return sys_error("{}: listen", sk_name(e));
+        if (e.state() == SkEntry::LISTENING) CKPT_TRY(listen_as_maker(sh, e, s.get()));
         made.emplace(e.id(), std::move(s));
     }
     // Datagrams, while no receiver is connected (a connected one takes only its peer's); those
@@ -1432,7 +1511,8 @@ Result<void> make_unix_sks(RestoreShared& sh) {
         for (const auto& e : list) {
             if (!e.accepted() || e.listener() != l.id()) continue;
             int client = fd_of(e.peer());
-            CKPT_TRY_CTX(connect_to(client, l.name()), "{}: its client socket:[{}]", sk_name(e), e.peer());
+            CKPT_TRY_CTX(connect_as_maker(sh, e.peercred(), client, l.name()), "{}: its client socket:[{}]", sk_name(e),
+                         e.peer());
             UniqueFd acc(accept4(fd_of(l.id()), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
             if (!acc) return sys_error("{}: accept", sk_name(e));
             // The connection accepted is the client's, not one from outside meanwhile.
@@ -1531,7 +1611,8 @@ extern const FdKind kSocketKind{
 extern const FdKind kUnixSkKind{
     .name = "AF_UNIX socket",
     .image_kind = image::Fd::UNIX_SK,
-    .prepare_restore = make_unix_sks,
+    .prepare_restore = check_unix_sks,
+    .tree_made = make_unix_sks,
     .restore = restore_unix_sk,
     .finish_restore = release_unix_sks,
 };

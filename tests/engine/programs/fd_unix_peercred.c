@@ -7,6 +7,14 @@
  *                              (SCM_RIGHTS over 30 -> 31)
  *   38 <-> 39  SOCK_SEQPACKET  made by child B as user nobody (65534), which keeps 38 and
  *                              passes 39 to the root
+ * Built with NAMED (program fd_unix_peercred_named), also connections between named sockets
+ * (abstract names, so not in the modes that restore a copy beside the running original), whose
+ * ends the kernel stamps with the
+ * listen() caller (the listener and its clients) and the connect() caller (the accepted end):
+ *   40         listening, made by the root; clients 41 (child A's) and 43 (child B's, as
+ *              nobody) connected, accepted by the root as 42 and 44
+ *   45         listening, made by child A, passed to the root; the root's client 46 connected,
+ *              not accepted
  * Checked after restore, in the root and in each child, for every end it holds: SO_PEERCRED
  * gives the maker's pid (as this pid namespace sees it), uid and gid as before the dump, and
  * SO_PEERPIDFD (Linux 6.5) a pidfd of that same living process. Runs as root (child B changes
@@ -14,12 +22,14 @@
 #include <errno.h>
 #include <grp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -41,7 +51,7 @@ struct pidfd_info_v0 {
 #define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
 
 /* What the ends said before the dump, by fd (pid 0: not recorded). */
-static struct ucred before[40];
+static struct ucred before[50];
 
 static struct ucred peercred(int fd) {
     struct ucred c = {0, (uid_t)-1, (gid_t)-1};
@@ -70,7 +80,7 @@ static long peer_pidfd_pid(int fd) {
     memset(&info, 0, sizeof info);
     info.mask = PIDFD_INFO_PID_BIT;
     long pid = ioctl(pidfd, PIDFD_GET_INFO_V0, &info) == 0 ? (long)info.pid : (errno == ENOTTY || errno == EINVAL ? 0 : -errno);
-    if (pid > 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0) pid = -errno;
+    if (pid > 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0 && errno != EPERM) pid = -errno;
     close(pidfd);
     return pid;
 }
@@ -83,6 +93,42 @@ static void check(int fd, pid_t expect_pid) {
     long p = peer_pidfd_pid(fd);
     CHECK(p == 0 || p == expect_pid, "fd %d: SO_PEERPIDFD names pid %ld, expected %d", fd, p, (int)expect_pid);
 }
+
+#ifdef NAMED
+static socklen_t abstract_name(struct sockaddr_un* a, pid_t root, int n) {
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    int len = snprintf(a->sun_path + 1, sizeof a->sun_path - 1, "ckpt-peercred-%d-%d", (int)root, n);
+    return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)len);
+}
+
+/* A stream socket at fd at, bound to the root's abstract name n and listening. */
+static void listen_at(int at, pid_t root, int n) {
+    struct sockaddr_un a;
+    socklen_t len = abstract_name(&a, root, n);
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (s < 0 || dup2(s, at) != at || bind(at, (struct sockaddr*)&a, len) != 0 || listen(at, 8) != 0)
+        test_fail("listening at %d: %s", at, strerror(errno));
+    if (s != at) close(s);
+}
+
+/* A stream socket at fd at, connected to the root's abstract name n. */
+static void connect_at(int at, pid_t root, int n) {
+    struct sockaddr_un a;
+    socklen_t len = abstract_name(&a, root, n);
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (s < 0 || dup2(s, at) != at || connect(at, (struct sockaddr*)&a, len) != 0)
+        test_fail("connecting %d: %s", at, strerror(errno));
+    if (s != at) close(s);
+}
+
+static void accept_at(int listener, int at) {
+    int s = accept(listener, NULL, NULL);
+    if (s < 0 || dup2(s, at) != at) test_fail("accept on %d: %s", listener, strerror(errno));
+    if (s != at) close(s);
+}
+
+#endif
 
 static void send_fd(int sock, int fd) {
     char byte = 'f';
@@ -125,15 +171,27 @@ static void child_a(pid_t root) {
     record(36, getpid());
     send_fd(30, 37);
     close(37);
+#ifdef NAMED
+    close(40);
+    connect_at(41, root, 1);
+    record(41, root);
+    listen_at(45, root, 2);
+    record(45, getpid());
+    send_fd(30, 45);
+    close(45);
+#endif
     close(30);
     test_wait_check();
     check(34, root);
     check(36, getpid());
+#ifdef NAMED
+    check(41, root);
+#endif
     test_child_exit();
 }
 
 /* Child B: becomes nobody, makes 38 <-> 39, keeps 38, passes 39 to the root. */
-static void child_b(void) {
+static void child_b(pid_t root) {
     for (int fd = 31; fd <= 35; ++fd) close(fd);
     if (setgroups(0, NULL) != 0 || setresgid(NOBODY, NOBODY, NOBODY) != 0 || setresuid(NOBODY, NOBODY, NOBODY) != 0)
         test_fail("becoming nobody: %s", strerror(errno));
@@ -141,29 +199,67 @@ static void child_b(void) {
     record(38, getpid());
     send_fd(30, 39);
     close(39);
+#ifdef NAMED
+    close(40);
+    close(45);
+    connect_at(43, root, 1);
+    before[43] = peercred(43);
+    CHECK(before[43].pid == root && before[43].uid == 0, "fd 43 before the dump: SO_PEERCRED pid %d uid %d, expected the root %d",
+          (int)before[43].pid, (int)before[43].uid, (int)root);
+#else
+    (void)root;
+#endif
     close(30);
     test_wait_check();
     check(38, getpid());
+#ifdef NAMED
+    check(43, root);
+#endif
     test_child_exit();
 }
 
 int main(int argc, char** argv) {
+    #ifdef NAMED
+    test_init(argc, argv, 4);
+#else
     test_init(argc, argv, 3);
+#endif
     signal(SIGPIPE, SIG_IGN);
     pid_t me = getpid();
     test_socketpair_at(SOCK_STREAM, 30, 31);
     test_socketpair_at(SOCK_DGRAM, 32, 33);
     test_socketpair_at(SOCK_SEQPACKET, 34, 35);
     for (int fd = 30; fd <= 35; ++fd) record(fd, me);
+#ifdef NAMED
+    listen_at(40, me, 1);
+    record(40, me);
+#endif
 
     pid_t a = fork();
     if (a == 0) child_a(me);
     recv_fd_at(31, 37);
+#ifdef NAMED
+    recv_fd_at(31, 45);
+    before[45] = peercred(45);
+    accept_at(40, 42);
+    before[42] = peercred(42);
+    CHECK(before[42].pid == a && before[45].pid == a, "fds 42, 45 before the dump: SO_PEERCRED pids %d, %d, expected child A %d",
+          (int)before[42].pid, (int)before[45].pid, (int)a);
+    connect_at(46, me, 2);
+    before[46] = peercred(46);
+    CHECK(before[46].pid == a, "fd 46 before the dump: SO_PEERCRED pid %d, expected child A %d", (int)before[46].pid, (int)a);
+#endif
     before[37] = peercred(37);
     CHECK(before[37].pid == a, "fd 37 before the dump: SO_PEERCRED pid %d, expected child A %d", (int)before[37].pid, (int)a);
     pid_t b = fork();
-    if (b == 0) child_b();
+    if (b == 0) child_b(me);
     recv_fd_at(31, 39);
+#ifdef NAMED
+    accept_at(40, 44);
+    before[44] = peercred(44);
+    CHECK(before[44].pid == b && before[44].uid == NOBODY, "fd 44 before the dump: SO_PEERCRED pid %d uid %d, expected child B %d as nobody",
+          (int)before[44].pid, (int)before[44].uid, (int)b);
+#endif
     before[39] = peercred(39);
     CHECK(before[39].pid == b && before[39].uid == NOBODY && before[39].gid == NOBODY,
           "fd 39 before the dump: SO_PEERCRED pid %d uid %d gid %d, expected child B %d as nobody", (int)before[39].pid,
@@ -183,6 +279,9 @@ int main(int argc, char** argv) {
         }
     }
     if (test_corrupt(2)) before[39].uid = 0;
+#ifdef NAMED
+    if (test_corrupt(4)) before[42].pid = me;
+#endif
     pid_t expect_33 = test_corrupt(3) ? a : me;
     check(30, me);
     check(31, me);
@@ -191,6 +290,13 @@ int main(int argc, char** argv) {
     check(35, me);
     check(37, a);
     check(39, b);
+#ifdef NAMED
+    check(40, me);
+    check(42, a);
+    check(44, b);
+    check(45, a);
+    check(46, a);
+#endif
 
     kill(a, SIGTERM);
     kill(b, SIGTERM);
