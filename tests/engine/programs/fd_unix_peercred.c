@@ -26,7 +26,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -39,16 +38,6 @@
 #endif
 
 #define NOBODY 65534
-
-/* PIDFD_GET_INFO (Linux 6.13), its first version. */
-struct pidfd_info_v0 {
-    uint64_t mask;
-    uint64_t cgroupid;
-    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
-    int32_t exit_code;
-};
-#define PIDFD_INFO_PID_BIT 1ull
-#define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
 
 /* What the ends said before the dump, by fd (pid 0: not recorded). */
 static struct ucred before[50];
@@ -76,10 +65,8 @@ static long peer_pidfd_pid(int fd) {
         if (errno == ENOPROTOOPT) return 0;
         return -errno;
     }
-    struct pidfd_info_v0 info;
-    memset(&info, 0, sizeof info);
-    info.mask = PIDFD_INFO_PID_BIT;
-    long pid = ioctl(pidfd, PIDFD_GET_INFO_V0, &info) == 0 ? (long)info.pid : (errno == ENOTTY || errno == EINVAL ? 0 : -errno);
+    long pid = test_pidfd_pid(pidfd);
+    if (pid == -ENOTTY || pid == -EINVAL) pid = 0; /* no PIDFD_GET_INFO */
     if (pid > 0 && syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) != 0 && errno != EPERM) pid = -errno;
     close(pidfd);
     return pid;
@@ -130,23 +117,6 @@ static void accept_at(int listener, int at) {
 
 #endif
 
-static void send_fd(int sock, int fd) {
-    char byte = 'f';
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
-    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (sendmsg(sock, &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
-}
-
 static void recv_fd_at(int sock, int at) {
     char byte;
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
@@ -169,7 +139,7 @@ static void child_a(pid_t root) {
     close(35);
     test_socketpair_at(SOCK_STREAM, 36, 37);
     record(36, getpid());
-    send_fd(30, 37);
+    test_send_fd(30, 37);
     close(37);
 #ifdef NAMED
     close(40);
@@ -177,7 +147,7 @@ static void child_a(pid_t root) {
     record(41, root);
     listen_at(45, root, 2);
     record(45, getpid());
-    send_fd(30, 45);
+    test_send_fd(30, 45);
     close(45);
 #endif
     close(30);
@@ -197,7 +167,7 @@ static void child_b(pid_t root) {
         test_fail("becoming nobody: %s", strerror(errno));
     test_socketpair_at(SOCK_SEQPACKET, 38, 39);
     record(38, getpid());
-    send_fd(30, 39);
+    test_send_fd(30, 39);
     close(39);
 #ifdef NAMED
     close(40);

@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -37,16 +36,6 @@
 #ifndef SCM_PIDFD
 #define SCM_PIDFD 0x04
 #endif
-
-/* PIDFD_GET_INFO (Linux 6.13), its first version. */
-struct pidfd_info_v0 {
-    uint64_t mask;
-    uint64_t cgroupid;
-    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
-    int32_t exit_code;
-};
-#define PIDFD_INFO_PID_BIT 1ull
-#define PIDFD_GET_INFO_V0 _IOWR(0xFF, 11, struct pidfd_info_v0)
 
 static void set_opt(int fd, int name, int on) {
     if (setsockopt(fd, SOL_SOCKET, name, &on, sizeof on) != 0) test_fail("setsockopt(%d) on %d: %s", name, fd, strerror(errno));
@@ -62,15 +51,6 @@ static int get_opt(int fd, int name) {
 static void send_all(const char* m) {
     for (int fd = 30; fd <= 34; fd += 2)
         if (send(fd, m, strlen(m), 0) != (ssize_t)strlen(m)) test_fail("send on fd %d: %s", fd, strerror(errno));
-}
-
-/* The pid a pidfd names, as this process sees it (<0: unreadable). */
-static long pidfd_pid(int pidfd) {
-    struct pidfd_info_v0 info;
-    memset(&info, 0, sizeof info);
-    info.mask = PIDFD_INFO_PID_BIT;
-    if (ioctl(pidfd, PIDFD_GET_INFO_V0, &info) != 0) return -errno;
-    return (long)info.pid;
 }
 
 /* Reads the next message (up to 100 bytes, waiting up to 3 s) from fd: its bytes are data, its
@@ -101,11 +81,11 @@ static void expect_next(int fd, const char* data, pid_t pid) {
     }
     CHECK(others == 0 && !(mh.msg_flags & MSG_CTRUNC), "fd %d: '%s' with other ancillary data", fd, data);
     if (pid == 0) {
-        CHECK(pidfd < 0, "fd %d: '%s' with a pidfd (of pid %ld), expected none", fd, data, pidfd >= 0 ? pidfd_pid(pidfd) : 0L);
+        CHECK(pidfd < 0, "fd %d: '%s' with a pidfd (of pid %ld), expected none", fd, data, pidfd >= 0 ? test_pidfd_pid(pidfd) : 0L);
     } else if (pidfd < 0) {
         test_fail("fd %d: '%s' without a pidfd, expected one of pid %d", fd, data, (int)pid);
     } else {
-        long got = pidfd_pid(pidfd);
+        long got = test_pidfd_pid(pidfd);
         CHECK(got == pid, "fd %d: '%s' with a pidfd of pid %ld, expected %d", fd, data, got, (int)pid);
         CHECK(syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0, "fd %d: '%s': its pidfd reaches no process: %s", fd,
               data, strerror(errno));

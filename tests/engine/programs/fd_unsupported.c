@@ -127,20 +127,7 @@ int main(int argc, char** argv) {
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) test_fail("socketpair: %s", strerror(errno));
     int fd = sv[0];
     int passed = open("/dev/null", O_RDONLY);  /* closed once sent */
-    char byte = 'x';
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    memset(&control, 0, sizeof control);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
-    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &passed, sizeof passed);
-    if (sendmsg(sv[1], &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS): %s", strerror(errno));
+    test_send_fd(sv[1], passed);
     close(passed);
 #elif defined(UNIX_CREDS_GONE)
     /* A message queued with the credentials (SCM_CREDENTIALS) of a child reaped since: its pid

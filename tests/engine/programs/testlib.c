@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -348,6 +349,39 @@ void* test_mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) 
         _exit(1);
     }
     return p;
+}
+
+void test_send_fd(int sock, int fd) {
+    char byte = 'f';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+    struct cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    if (sendmsg(sock, &mh, 0) != 1) test_fail("sendmsg(SCM_RIGHTS) of fd %d on %d: %s", fd, sock, strerror(errno));
+}
+
+/* PIDFD_GET_INFO's argument, its first version. */
+struct test_pidfd_info_v0 {
+    uint64_t mask;
+    uint64_t cgroupid;
+    uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+    int32_t exit_code;
+};
+
+long test_pidfd_pid(int pidfd) {
+    struct test_pidfd_info_v0 info;
+    memset(&info, 0, sizeof info);
+    info.mask = 1; /* PIDFD_INFO_PID */
+    if (ioctl(pidfd, _IOWR(0xFF, 11, struct test_pidfd_info_v0), &info) != 0) return -errno;
+    return (long)info.pid;
 }
 
 void test_socketpair_at(int type, int a, int b) {

@@ -59,6 +59,11 @@ void test_expect_child_ok(pid_t pid, const char* role);
 
 /* An AF_UNIX socketpair of the type at fds a and b. */
 void test_socketpair_at(int type, int a, int b);
+/* Sends fd over the AF_UNIX socket sock (SCM_RIGHTS) with one byte; fails the test if it cannot. */
+void test_send_fd(int sock, int fd);
+/* The pid a pidfd names as this process's pid namespace sees it (PIDFD_GET_INFO, Linux
+ * 6.13); -errno when it cannot be read. */
+long test_pidfd_pid(int pidfd);
 
 /* One-shot start-up barrier between a parent and a child; both pipe ends are closed once
  * used, so nothing of it survives into the dump. */
