@@ -3,6 +3,7 @@
 
   run_engine_test.py --engine ckpt-engine --program PROG --mode MODE [--user nobody]
                      [--external-stdio] [--file-locks] [--link-remap] [--workdir DIR]
+                     [--compress] [--restore-rss-limit MIB]
   run_engine_test.py --engine ckpt-engine --program PROG --negative KIND
 
 Modes:
