@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <cstdio>
@@ -927,23 +928,123 @@ Result<size_t> page_blocks(const image::PageMap& pm, const std::string& path) {
 // The largest block a compressed page map may have (dump --compress writes kPageBlock).
 constexpr uint64_t kMaxCompressedBlock = 256ull << 20;
 
-// The page data of a page map, readable in the engine and verified block by block against
-// its checksums: its pages file mapped, or (dump --compress) its blocks decompressed on
-// several threads into memory of the engine's.
+// Blocks of compressed page data decompressed at once by one restore, over all its processes
+// (BlockBuffers): the restore's memory beyond its own is at most this many blocks.
+constexpr unsigned kBlocksInFlight = 3;
+
+}  // namespace
+
+// Room for one block of page data decompressed: the block, a piece of its stored bytes (a zstd
+// frame is decompressed as it is read), a zstd context and a checksum state. Kept for the next
+// block: the pages the block touched stay faulted in.
+struct BlockBuffer {
+    ~BlockBuffer() {
+        if (data) munmap(data, cap);
+    }
+    // Room for size bytes at data; a buffer too small is made anew.
+    Result<void> reserve(uint64_t size, const std::string& path) {
+        if (!piece || !dctx || !st) return error_code(ENOMEM, "{}: a zstd context and a buffer of {} bytes", path, kCopyBatch);
+        if (cap >= size) return ok();
+        if (data) munmap(data, cap);
+        data = nullptr;
+        cap = 0;
+        void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED) return sys_error("{}: {} bytes to decompress a block of page data into", path, size);
+        // Faulted in huge pages where the kernel has them: a page fault per 4 KiB costs more
+        // than the decompression (best effort: without them the first block takes longer).
+        (void)madvise(p, size, MADV_HUGEPAGE);
+        data = static_cast<char*>(p);
+        cap = size;
+        return ok();
+    }
+
+    char* data = nullptr;
+    uint64_t cap = 0;
+    std::unique_ptr<char, decltype(&free)> piece{static_cast<char*>(aligned_alloc(kPage, kCopyBatch)), &free};
+    std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> dctx{ZSTD_createDCtx(), &ZSTD_freeDCtx};
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+};
+
+class BlockBuffers {
+public:
+    // A buffer, handed back when the lease ends; waits while kBlocksInFlight are out.
+    class Lease {
+    public:
+        Lease(BlockBuffers& pool, std::unique_ptr<BlockBuffer> b) : pool_(pool), b_(std::move(b)) {}
+        Lease(Lease&& o) noexcept : pool_(o.pool_), b_(std::move(o.b_)) {}
+        Lease& operator=(Lease&&) = delete;
+        ~Lease() {
+            if (b_) pool_.give_back(std::move(b_));
+        }
+        BlockBuffer& operator*() const { return *b_; }
+
+    private:
+        BlockBuffers& pool_;
+        std::unique_ptr<BlockBuffer> b_;
+    };
+
+    Lease take() {
+        std::unique_lock lock(mu_);
+        freed_.wait(lock, [&] { return out_ < kBlocksInFlight; });
+        ++out_;
+        if (idle_.empty()) return Lease(*this, std::make_unique<BlockBuffer>());
+        auto b = std::move(idle_.back());
+        idle_.pop_back();
+        return Lease(*this, std::move(b));
+    }
+
+private:
+    void give_back(std::unique_ptr<BlockBuffer> b) {
+        {
+            std::lock_guard lock(mu_);
+            idle_.push_back(std::move(b));
+            --out_;
+        }
+        freed_.notify_one();
+    }
+
+    std::mutex mu_;
+    std::condition_variable freed_;
+    std::vector<std::unique_ptr<BlockBuffer>> idle_;
+    unsigned out_ = 0;
+};
+
+std::shared_ptr<BlockBuffers> make_block_buffers() { return std::make_shared<BlockBuffers>(); }
+
+namespace {
+
+// Reads exactly n bytes at off of fd (a pages file of the size its page map records).
+Result<void> read_stored(int fd, char* buf, uint64_t n, uint64_t off, const std::string& path) {
+    while (n) {
+        const ssize_t got = pread(fd, buf, static_cast<size_t>(n), static_cast<off_t>(off));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return sys_error("read {} at {}", path, off);
+        if (got == 0) return error_code(EINVAL, "{}: ends at {}, before the page data its page map records", path, off);
+        buf += got;
+        off += static_cast<uint64_t>(got);
+        n -= static_cast<uint64_t>(got);
+    }
+    return ok();
+}
+
+// The page data of a page map, verified block by block against its checksums: its pages file
+// mapped into the engine (every block checked once loaded), or (dump --compress) read block
+// by block, each block decompressed into a buffer of the restore's and checked there, before
+// any of it is used.
 class PageData {
 public:
-    ~PageData() {
-        if (decoded_) munmap(decoded_, decoded_size_);
-    }
     // The page data of pm (in dir, recorded by image), path naming its pages file in messages.
+    // pm must outlive this.
     Result<void> load(const std::string& dir, const std::string& image, const image::PageMap& pm, const std::string& path) {
+        pm_ = &pm;
+        path_ = path;
         const size_t blocks = CKPT_TRY(page_blocks(pm, path));
         if (pm.blocks_size() == 0) {
             if (pm.stored_bytes() != 0)
                 return error_code(EINVAL, "{}: {} bytes stored without their blocks (image is corrupt)", path, pm.stored_bytes());
             CKPT_TRY(file_.map(dir, image, pm.pages_file(), pm.pages_bytes()));
             data_ = file_.data();
-            return parallel_for(blocks, kCopyThreads, [&](size_t b) { return verify_block(pm, path, b); });
+            return parallel_for(blocks, kCopyThreads, [&](size_t b) { return verify_block(b, data_ + b * pm.block_size()); });
         }
         // Compressed: every size bounded before anything is allocated. The page data is what
         // the page map's runs of data hold, no more (so no more than the process had).
@@ -970,69 +1071,104 @@ public:
                                           "the wrong size (image is corrupt)",
                                   path, b, blk.offset(), blk.length(), stored);
         }
-        CKPT_TRY(file_.map(dir, image, pm.pages_file(), stored));
-        if (pm.pages_bytes()) {
-            void* p = mmap(nullptr, pm.pages_bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                           -1, 0);
-            if (p == MAP_FAILED) return sys_error("{}: {} bytes to decompress the page data into", path, pm.pages_bytes());
-            decoded_ = static_cast<char*>(p);
-            decoded_size_ = pm.pages_bytes();
-            // Faulted in huge pages where the kernel has them: a page fault per 4 KiB costs
-            // more than the decompression (best effort: without them it only takes longer).
-            (void)madvise(p, pm.pages_bytes(), MADV_HUGEPAGE);
-        }
-        CKPT_TRY(parallel_for(blocks, kCopyThreads, [&](size_t b) { return decode(pm, path, b); }));
-        data_ = decoded_;
+        stored_ = CKPT_TRY(image::open_recorded_data(dir, image, pm.pages_file(), stored));
         return ok();
     }
+
+    bool compressed() const { return stored_.valid(); }
+    const image::PageMap& pagemap() const { return *pm_; }
+    // The page data, when it is not compressed.
     const char* data() const { return data_; }
 
-private:
-    // Block b from the pages file into its place: the stored bytes checked, then a zstd frame
-    // decompressed to exactly the block's length, or the bytes copied.
-    Result<void> decode(const image::PageMap& pm, const std::string& path, size_t b) {
-        thread_local std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> dctx{ZSTD_createDCtx(), &ZSTD_freeDCtx};
+    // Block b (compressed page data) into out->data, checked: the stored bytes against their
+    // checksum, then a zstd frame decompressed to exactly the block's length as it is read, or
+    // the bytes as stored; then the block against its checksum. Nothing of a block is used
+    // before all of this has passed.
+    Result<void> decode(size_t b, BlockBuffer* out) const {
+        const image::PageMap& pm = *pm_;
         const auto& blk = pm.blocks(static_cast<int>(b));
         const uint64_t lo = b * pm.block_size(), want = std::min(pm.block_size(), pm.pages_bytes() - lo);
-        const char* src = file_.data() + blk.offset();
-        if (XXH3_64bits(src, blk.length()) != blk.stored_xxh3())
-            return error_code(EINVAL, "{}: checksum mismatch in stored block {} (image is corrupt)", path, b);
+        CKPT_TRY(out->reserve(want, path_));
+        auto stored_mismatch = [&] {
+            return error_code(EINVAL, "{}: checksum mismatch in stored block {} (image is corrupt)", path_, b);
+        };
         if (!blk.zstd()) {
-            std::memcpy(decoded_ + lo, src, want);
-            return verify_block(pm, path, b);
+            CKPT_TRY(read_stored(stored_.get(), out->data, want, blk.offset(), path_));
+            if (XXH3_64bits(out->data, want) != blk.stored_xxh3()) return stored_mismatch();
+            return verify_block(b, out->data);
         }
-        if (!dctx) return error_code(ENOMEM, "{}: a zstd context", path);
-        const unsigned long long declared = ZSTD_getFrameContentSize(src, blk.length());
-        if (declared != want)
-            return error_code(EINVAL, "{}: block {} is a zstd frame of {} bytes, not of the block's {} (image is corrupt)",
-                              path, b,
-                              declared == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("undeclared length")
-                              : declared == ZSTD_CONTENTSIZE_ERROR ? std::string("no valid header")
-                                                                   : std::to_string(declared),
-                              want);
-        if (ZSTD_findFrameCompressedSize(src, blk.length()) != blk.length())
-            return error_code(EINVAL, "{}: block {} is not one whole zstd frame of {} bytes (image is corrupt)", path, b,
+        // A frame: read in pieces, each hashed and decompressed. The first thing wrong with the
+        // frame stops its decompression, but the stored bytes are all read: a block whose
+        // bytes do not match their checksum is refused as that.
+        ZSTD_DCtx* dctx = out->dctx.get();
+        XXH3_state_t* st = out->st.get();
+        XXH3_64bits_reset(st);
+        if (size_t r = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only); ZSTD_isError(r))
+            return error_code(EINVAL, "{}: block {}: zstd: {}", path_, b, ZSTD_getErrorName(r));
+        std::optional<Error> bad;
+        bool ended = false;  // the frame is whole, and flushed
+        ZSTD_outBuffer dst{out->data, want, 0};
+        char* piece = out->piece.get();
+        for (uint64_t at = 0; at < blk.length();) {
+            const uint64_t n = std::min<uint64_t>(kCopyBatch, blk.length() - at);
+            CKPT_TRY(read_stored(stored_.get(), piece, n, blk.offset() + at, path_));
+            XXH3_64bits_update(st, piece, n);
+            if (at == 0) {
+                // The frame must declare exactly the block's length, before it is decompressed.
+                const unsigned long long declared = ZSTD_getFrameContentSize(piece, n);
+                if (declared != want)
+                    bad = error_code(EINVAL, "{}: block {} is a zstd frame of {} bytes, not of the block's {} (image is corrupt)",
+                                     path_, b,
+                                     declared == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("undeclared length")
+                                     : declared == ZSTD_CONTENTSIZE_ERROR ? std::string("no valid header")
+                                                                          : std::to_string(declared),
+                                     want);
+            }
+            at += n;
+            ZSTD_inBuffer src{piece, n, 0};
+            while (!bad && src.pos < src.size) {
+                if (ended) {
+                    bad = error_code(EINVAL, "{}: block {} is not one whole zstd frame of {} bytes (image is corrupt)", path_,
+                                     b, blk.length());
+                    break;
+                }
+                const size_t in_before = src.pos, out_before = dst.pos;
+                const size_t r = ZSTD_decompressStream(dctx, &dst, &src);
+                if (ZSTD_isError(r))
+                    bad = error_code(EINVAL, "{}: block {}: zstd: {} (image is corrupt)", path_, b, ZSTD_getErrorName(r));
+                else if (r == 0)
+                    ended = true;
+                else if (src.pos == in_before && dst.pos == out_before)  // output full, more to come
+                    bad = error_code(EINVAL, "{}: block {} decompresses to more than its {} bytes (image is corrupt)", path_,
+                                     b, want);
+            }
+        }
+        if (XXH3_64bits_digest(st) != blk.stored_xxh3()) return stored_mismatch();
+        if (bad) return std::move(*bad);
+        if (!ended)
+            return error_code(EINVAL, "{}: block {} is not one whole zstd frame of {} bytes (image is corrupt)", path_, b,
                               blk.length());
-        const size_t got = ZSTD_decompressDCtx(dctx.get(), decoded_ + lo, want, src, blk.length());
-        if (ZSTD_isError(got))
-            return error_code(EINVAL, "{}: block {}: zstd: {} (image is corrupt)", path, b, ZSTD_getErrorName(got));
-        if (got != want)
-            return error_code(EINVAL, "{}: block {} decompressed to {} bytes, not {} (image is corrupt)", path, b, got, want);
-        return verify_block(pm, path, b);
+        if (dst.pos != want)
+            return error_code(EINVAL, "{}: block {} decompressed to {} bytes, not {} (image is corrupt)", path_, b, dst.pos,
+                              want);
+        return verify_block(b, out->data);
     }
-    // Block b of the page data (at data_, or decoded_ while it is decompressed) against its
-    // checksum in pm: of the pages, uncompressed, whichever way they are stored.
-    Result<void> verify_block(const image::PageMap& pm, const std::string& path, size_t b) const {
-        const uint64_t bs = pm.block_size(), lo = b * bs, len = std::min(bs, pm.pages_bytes() - lo);
-        if (XXH3_64bits((data_ ? data_ : decoded_) + lo, len) != pm.block_xxh3(static_cast<int>(b)))
-            return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path, b);
+
+private:
+    // Block b of the page data, at at, against its checksum in the page map: of the pages,
+    // uncompressed, whichever way they are stored.
+    Result<void> verify_block(size_t b, const char* at) const {
+        const uint64_t bs = pm_->block_size(), len = std::min(bs, pm_->pages_bytes() - b * bs);
+        if (XXH3_64bits(at, len) != pm_->block_xxh3(static_cast<int>(b)))
+            return error_code(EINVAL, "{}: checksum mismatch in block {} (image is corrupt)", path_, b);
         return ok();
     }
 
-    MappedPages file_;
-    char* decoded_ = nullptr;
-    uint64_t decoded_size_ = 0;
+    const image::PageMap* pm_ = nullptr;
+    std::string path_;
+    MappedPages file_;         // uncompressed: the pages file mapped
     const char* data_ = nullptr;
+    UniqueFd stored_;          // compressed: the pages file, read block by block
 };
 
 // The earlier dumps that the in_parent runs of a page map are read from (PageMap.parent_dir,
@@ -1133,7 +1269,8 @@ public:
         return ok();
     }
 
-    // emit(vaddr, data or null for zeros, len) for pages [lo, hi) as link level holds them.
+    // emit(vaddr, page data and offset in it, or null for zeros, len) for pages [lo, hi) as
+    // link level holds them.
     template <typename Emit>
     Result<void> resolve(size_t level, uint64_t lo, uint64_t hi, Emit&& emit) const {
         if (level >= links_.size()) return error_code(EINVAL, "pages {:#x}-{:#x} in a parent dump that is not named", lo, hi);
@@ -1151,8 +1288,8 @@ public:
             if (it->in_parent()) CKPT_TRY(resolve(level + 1, at, to, emit));
             else if (it->inherited())
                 return error_code(EINVAL, "{}: page {:#x} is its fork parent's (image is corrupt)", l.where, at);
-            else if (it->zero()) emit(at, nullptr, to - at);
-            else emit(at, l.pages.data() + l.off[k] + (at - it->vaddr()), to - at);
+            else if (it->zero()) emit(at, nullptr, 0, to - at);
+            else emit(at, &l.pages, l.off[k] + (at - it->vaddr()), to - at);
             at = to;
         }
         return ok();
@@ -1210,20 +1347,27 @@ Result<std::vector<PagePiece>> page_pieces(const RestoreTask& t, const std::stri
     return pieces;
 }
 
+// Writes local[i] to remote[i], i < n (at most IOV_MAX), in process host: one
+// process_vm_writev, or /proc/PID/mem for pages the process may not write (read-only shared
+// mappings).
+Result<void> write_iovecs(pid_t host, const iovec* local, const iovec* remote, size_t n) {
+    ssize_t want = 0;
+    for (size_t i = 0; i < n; ++i) want += static_cast<ssize_t>(local[i].iov_len);
+    if (process_vm_writev(host, local, n, remote, n, 0) == want) return ok();
+    for (size_t i = 0; i < n; ++i)
+        CKPT_TRY(write_remote(host, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base, local[i].iov_len));
+    return ok();
+}
+
+// Pieces written by one system call.
+constexpr size_t kPiecesPerCall = 64;
+
 // Writes local[i] to remote[i] in process host, on several threads.
 Result<void> write_pieces(pid_t host, std::vector<iovec>& local, std::vector<iovec>& remote) {
-    constexpr size_t kPerCall = 64;
-    size_t calls = (local.size() + kPerCall - 1) / kPerCall;
+    size_t calls = (local.size() + kPiecesPerCall - 1) / kPiecesPerCall;
     return parallel_for(calls, kCopyThreads, [&](size_t c) -> Result<void> {
-        size_t lo = c * kPerCall, n = std::min(kPerCall, local.size() - lo);
-        ssize_t want = 0;
-        for (size_t i = lo; i < lo + n; ++i) want += static_cast<ssize_t>(local[i].iov_len);
-        if (process_vm_writev(host, &local[lo], n, &remote[lo], n, 0) == want) return ok();
-        // Pages the process may not write (read-only shared mappings): /proc/PID/mem.
-        for (size_t i = lo; i < lo + n; ++i)
-            CKPT_TRY(write_remote(host, reinterpret_cast<uint64_t>(remote[i].iov_base), local[i].iov_base,
-                                  local[i].iov_len));
-        return ok();
+        size_t lo = c * kPiecesPerCall;
+        return write_iovecs(host, &local[lo], &remote[lo], std::min(kPiecesPerCall, local.size() - lo));
     });
 }
 
@@ -1232,38 +1376,84 @@ const std::vector<char>& zero_batch() {
     return zeros;
 }
 
-// Page data from the pages file, mapped.
+// Page data from the pages files: the process's own and its parent dumps'. Pages of files
+// mapped (and zeros) are written at once; compressed page data block by block, each block
+// decompressed and checked into a buffer of the restore's (at most kBlocksInFlight at once)
+// and its pages written into the process from there, on several threads.
 Result<void> fill_pages_from_file(RestoreTask& t) {
     const image::PageMap& pm = t.pagemap;
     std::string path = t.image_dir + "/" + pm.pages_file();
     PageData pages;
     CKPT_TRY(pages.load(t.image_dir, image::names::pagemap(t.pid), pm, path));
-    const char* data = pages.data();
     ParentChain chain;
     CKPT_TRY_CTX(chain.open(t.image_dir, t.pid, pm), "pid {}", t.pid);
 
-    std::vector<iovec> local, remote;
-    for (const PagePiece& p : CKPT_TRY(page_pieces(t, path))) {
-        const char* src = p.zero ? zero_batch().data() : data + p.off;
-        local.push_back({const_cast<char*>(src), p.len});
-        remote.push_back({reinterpret_cast<void*>(p.vaddr), p.len});
-    }
+    std::vector<iovec> local, remote;  // written at once
+    // Pieces of a compressed block: (offset in the block, address, length), by page data and
+    // block.
+    struct InBlock {
+        uint64_t off, vaddr, len;
+    };
+    std::map<std::pair<const PageData*, size_t>, std::vector<InBlock>> blocks;
+    // n bytes at vaddr: of src's page data at off, or zeros (src null); at most kCopyBatch.
+    auto add = [&](const PageData* src, uint64_t off, uint64_t vaddr, uint64_t n) {
+        if (!src || !src->compressed()) {
+            const char* from = src ? src->data() + off : zero_batch().data();
+            local.push_back({const_cast<char*>(from), n});
+            remote.push_back({reinterpret_cast<void*>(vaddr), n});
+            return;
+        }
+        const uint64_t bs = src->pagemap().block_size();
+        while (n) {
+            const size_t b = static_cast<size_t>(off / bs);
+            const uint64_t k = std::min(n, (b + 1) * bs - off);
+            blocks[{src, b}].push_back({off - b * bs, vaddr, k});
+            off += k;
+            vaddr += k;
+            n -= k;
+        }
+    };
+    for (const PagePiece& p : CKPT_TRY(page_pieces(t, path))) add(p.zero ? nullptr : &pages, p.off, p.vaddr, p.len);
     // Pages not written since the parent dump: from the chain, in pieces of kCopyBatch.
     for (const auto& run : pm.runs()) {
         if (!run.in_parent()) continue;
         if (run.zero() || run.inherited() || run.nr_pages() > (~0ull - run.vaddr()) / kPage)
             return error_code(EINVAL, "{}: malformed page run at {:#x} (image is corrupt)", path, run.vaddr());
         const uint64_t len = run.nr_pages() * kPage;
-        CKPT_TRY(chain.resolve(0, run.vaddr(), run.vaddr() + len, [&](uint64_t at, const char* src, uint64_t n) {
-            for (uint64_t done = 0; done < n;) {
-                uint64_t k = std::min<uint64_t>(n - done, kCopyBatch);
-                local.push_back({const_cast<char*>(src ? src + done : zero_batch().data()), k});
-                remote.push_back({reinterpret_cast<void*>(at + done), k});
-                done += k;
-            }
-        }));
+        CKPT_TRY(chain.resolve(0, run.vaddr(), run.vaddr() + len,
+                               [&](uint64_t at, const PageData* src, uint64_t off, uint64_t n) {
+                                   for (uint64_t done = 0; done < n;) {
+                                       const uint64_t k = std::min<uint64_t>(n - done, kCopyBatch);
+                                       add(src, off + done, at + done, k);
+                                       done += k;
+                                   }
+                               }));
     }
-    return write_pieces(t.host, local, remote);
+    CKPT_TRY(write_pieces(t.host, local, remote));
+    if (blocks.empty()) return ok();
+
+    // Compressed blocks: each one decompressed and checked whole before any of its pages is
+    // written; the buffers are the restore's, shared by the processes filled at once.
+    std::shared_ptr<BlockBuffers> pool = t.shared && t.shared->block_buffers ? t.shared->block_buffers : make_block_buffers();
+    std::vector<const decltype(blocks)::value_type*> work;
+    for (const auto& entry : blocks) work.push_back(&entry);
+    return parallel_for(work.size(), kBlocksInFlight, [&](size_t w) -> Result<void> {
+        const auto& [key, pieces] = *work[w];
+        auto lease = pool->take();
+        BlockBuffer& buf = *lease;
+        CKPT_TRY(key.first->decode(key.second, &buf));
+        iovec from[kPiecesPerCall], to[kPiecesPerCall];
+        for (size_t lo = 0; lo < pieces.size(); lo += kPiecesPerCall) {
+            const size_t n = std::min(kPiecesPerCall, pieces.size() - lo);
+            for (size_t i = 0; i < n; ++i) {
+                const InBlock& p = pieces[lo + i];
+                from[i] = {buf.data + p.off, p.len};
+                to[i] = {reinterpret_cast<void*>(p.vaddr), p.len};
+            }
+            CKPT_TRY(write_iovecs(t.host, from, to, n));
+        }
+        return ok();
+    });
 }
 
 // The largest block a stream's page map may have (the buffer a block is read into).

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -103,6 +104,13 @@ Result<void> check_inherited_memory(const RestoreTask& t, const RestoreTask* par
 // (so that huge pages form where the process had asked for them). Injected system calls:
 // only on the thread that traces the process.
 Result<void> restore_memory_layout(RestoreTask& t);
+// The buffers a restore decompresses compressed page data (dump --compress) into, block by
+// block: at most a few blocks at once over the whole restore, however many processes are
+// filled at once; each buffer is kept for the next block until the restore ends. One per
+// restore (RestoreShared::block_buffers).
+class BlockBuffers;
+std::shared_ptr<BlockBuffers> make_block_buffers();
+
 // Step one and a half: its page data, written with process_vm_writev (no ptrace request),
 // so on any thread, while other processes are made. It must be complete before a child of
 // the process is made (the child inherits pages by fork) and before restore_memory_finish.

@@ -434,6 +434,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         shared.stream = stream.get();
     }
     shared.tcp_established = opts.tcp_established;
+    shared.block_buffers = make_block_buffers();
     shared.own_cap_bnd = CKPT_TRY(read_status(getpid())).cap_bnd;
     shared.own_seccomp_filters = CKPT_TRY(own_seccomp_filters());
     // The engine's pidfd, inherited by every process created below (a pid namespace of

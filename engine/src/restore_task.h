@@ -65,11 +65,14 @@ struct RestoreTask {
 
 // What every process of one restore shares: the recorded files and pipes, options.
 struct RestoreStream;
+class BlockBuffers;
 
 struct RestoreShared {
     std::string image_dir;
     // restore --stream: where the page data comes from, in process order (image_stream.h).
     RestoreStream* stream = nullptr;
+    // Where compressed page data is decompressed, a few blocks at a time (memory.h).
+    std::shared_ptr<BlockBuffers> block_buffers;
     image::FileTable files;
     bool skip_file_checks = false;
     // file id -> the one object remade from a saved file (deleted, memfd, shared anonymous

@@ -100,21 +100,30 @@ def start_workload(args, ready, mib, procs, mixed=False, nobody=False):
     return w, tree_pids(w.pid)
 
 
-def timed_restore(args, where):
-    """restore --detach from where (-D DIR or --stream FILE): its wall time in seconds."""
+def measured_restore(args, where):
+    """restore --detach from where (-D DIR or --stream FILE): its wall time in seconds and the
+    engine's peak RSS in MiB (ru_maxrss of the command; the restored tree is not its child)."""
     t = time.monotonic()
     with tempfile.TemporaryFile(mode="w+") as err:
-        rc = subprocess.run([args.engine, "restore", *where, "--detach"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=err).returncode
+        p = subprocess.Popen([args.engine, "restore", *where, "--detach"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=err)
+        _, st, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(st)
         restore_s = time.monotonic() - t
-        if rc != 0:
+        if p.returncode != 0:
             err.seek(0)
             raise RuntimeError("restore failed: " + err.read().strip())
-    return restore_s
+    return restore_s, usage.ru_maxrss / 1024
 
 
-def one_run(args, mib, procs, base, mixed=False, extra=()):
-    """dump (with extra arguments), then restore, of procs x mib MiB (random, or mixed) into base."""
+def timed_restore(args, where):
+    """restore --detach from where: its wall time in seconds."""
+    return measured_restore(args, where)[0]
+
+
+def one_run(args, mib, procs, base, mixed=False, extra=(), peer=None):
+    """dump (with extra arguments), then restore, of procs x mib MiB (random, or mixed) into base;
+    peer: another engine restoring the same images after it (the tree killed in between)."""
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir=base)
     images = os.path.join(workdir, "images")
     ready = os.path.join(workdir, "ready")
@@ -130,10 +139,16 @@ def one_run(args, mib, procs, base, mixed=False, extra=()):
         w.wait()
         wait_gone(pids)
         image_bytes = du_bytes(images)
-        restore_s = timed_restore(args, ["-D", images])
+        restore_s, restore_mib = measured_restore(args, ["-D", images])
         kill_tree(pids)
-        return {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s, "restore_s": restore_s,
-                "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"], "stored_bytes": stats["stored_bytes"]}
+        out = {"frozen_s": stats["frozen_ms"] / 1e3, "dump_s": dump_s, "restore_s": restore_s,
+               "restore_rss_mib": restore_mib, "image_bytes": image_bytes, "pages_bytes": stats["pages_bytes"],
+               "stored_bytes": stats["stored_bytes"]}
+        if peer:
+            out["peer_restore_s"], out["peer_restore_rss_mib"] = measured_restore(
+                argparse.Namespace(engine=peer), ["-D", images])
+            kill_tree(pids)
+        return out
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -264,11 +279,13 @@ def frozen_user_table(args):
 def compress_run(args, mib, base, level):
     """dump, then restore, of 1 x mib MiB of mixed memory (zeros, structured, random) into
     base: uncompressed (level 0) or dump --compress=level."""
-    return one_run(args, mib, 1, base, mixed=True, extra=[f"--compress={level}"] if level else [])
+    return one_run(args, mib, 1, base, mixed=True, extra=[f"--compress={level}"] if level else [],
+                   peer=args.peer_engine)
 
 
 def compress_table(args):
-    """dump --compress (zstd levels 1 and 3) against the uncompressed dump, same run."""
+    """dump --compress (zstd levels 1 and 3) against the uncompressed dump, same run; the restore's
+    wall time and the engine's peak RSS, and (--peer-engine) the peer's restoring the same images."""
     mib = 64 if args.quick else 1024
     levels = [0, 1, 3]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
@@ -279,7 +296,9 @@ def compress_table(args):
                 results.setdefault((place, level), []).append(compress_run(args, mib, base, level))
     print(f"1 process x {mib} MiB of mixed memory (1/4 zeros, 1/4 structured, 1/2 random): dump --compress")
     hdr = f"{'images':<6} {'dump':<12} {'dump s':>7} {'ratio':>6} {'restore s':>9} {'ratio':>6} " \
-          f"{'image MiB':>9} {'ratio':>6}"
+          f"{'image MiB':>9} {'ratio':>6} {'rss MiB':>7}"
+    if args.peer_engine:
+        hdr += f" {'peer restore s':>14} {'peer rss MiB':>12}"
     print(hdr)
     print("-" * len(hdr))
     for place, _ in places:
@@ -289,9 +308,12 @@ def compress_table(args):
             name = f"--compress={level}" if level else "uncompressed"
             print(f"{place:<6} {name:<12} {med['dump_s']:>7.3f} {med['dump_s'] / peer['dump_s']:>6.2f} "
                   f"{med['restore_s']:>9.3f} {med['restore_s'] / peer['restore_s']:>6.2f} "
-                  f"{med['image_bytes'] / 2**20:>9.1f} {med['image_bytes'] / peer['image_bytes']:>6.3f}")
+                  f"{med['image_bytes'] / 2**20:>9.1f} {med['image_bytes'] / peer['image_bytes']:>6.3f} "
+                  f"{med['restore_rss_mib']:>7.0f}"
+                  + (f" {med['peer_restore_s']:>14.3f} {med['peer_restore_rss_mib']:>12.0f}" if args.peer_engine else ""))
     print(f"(medians of {args.repeat} interleaved runs; ratios to the uncompressed dump of the same run; "
-          f"{os.cpu_count()} cores)")
+          f"rss: the restore engine's peak RSS (ru_maxrss, which counts the pages file an uncompressed "
+          f"restore maps); peer: --peer-engine restoring the same images; {os.cpu_count()} cores)")
 
 
 def incremental_run(args, mib):
@@ -424,7 +446,7 @@ def main():
     ap.add_argument("--incremental-only", action="store_true", help="only the incremental dump table")
     ap.add_argument("--restore-only", action="store_true", help="only the tree restore table")
     ap.add_argument("--peer-engine", help="another ckpt-engine (e.g. built from main) to restore the same images "
-                    "in the restore table")
+                    "in the restore and compress tables")
     ap.add_argument("--compress-only", action="store_true", help="only the dump --compress table")
     args = ap.parse_args()
     if os.geteuid() != 0:

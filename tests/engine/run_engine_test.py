@@ -3,6 +3,7 @@
 
   run_engine_test.py --engine ckpt-engine --program PROG --mode MODE [--user nobody]
                      [--external-stdio] [--file-locks] [--link-remap] [--workdir DIR]
+                     [--compress] [--restore-rss-limit MIB]
   run_engine_test.py --engine ckpt-engine --program PROG --negative KIND
 
 Modes:
@@ -121,20 +122,26 @@ class TestFailure(Exception):
 
 
 class Reaper:
-    """Waits for every child of this (subreaper) process and keeps their exit statuses."""
+    """Waits for every child of this (subreaper) process and keeps their exit statuses, and the
+    peak memory (ru_maxrss, KiB) of the engine's runs (recorded with Run.engine)."""
 
     def __init__(self):
         self.status = {}
+        self.maxrss = {}
+        self.watched = set()  # pids whose ru_maxrss is kept
 
     def poll(self):
         while True:
             try:
-                pid, st = os.waitpid(-1, os.WNOHANG)
+                pid, st, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self.status[pid] = st
+            if pid in self.watched:
+                self.watched.discard(pid)
+                self.maxrss[pid] = usage.ru_maxrss
 
     def wait(self, pid, timeout):
         deadline = time.monotonic() + timeout
@@ -419,6 +426,7 @@ class Run:
             os._exit(127)
         os.close(stdin)
         self.started.add(pid)
+        self.reaper.watched.add(pid)
         if not wait:
             return pid, err
         if detached:
@@ -426,6 +434,9 @@ class Run:
         else:
             st = self.reaper.wait(pid, timeout)
             code = None if st is None else exit_code(st)
+            # The engine's peak memory: its own (the restored processes are not its reaped
+            # children: a --detach restore leaves them to us).
+            self.engine_maxrss_kib = self.reaper.maxrss.pop(pid, None)
         err.seek(0)
         stderr = err.read()
         err.close()
@@ -629,11 +640,25 @@ class Run:
         argv = ["restore", "-D", images or self.images, "--detach", "--pidfile", pidfile, *extra]
         argv += self.shell_job_args()
         argv += self.inherit_args()
+        self.engine_maxrss_kib = None
         self.engine_pass_fds(argv, stdout)
         self.after_restore_check(pidfile)
+        if self.args.restore_rss_limit is not None:
+            self.check_restore_rss(self.engine_maxrss_kib)
         if self.args.compare:
             self.restores = getattr(self, "restores", 0) + 1
             self.compare_with_before(f"restore {self.restores}")
+
+    def check_restore_rss(self, kib):
+        """--restore-rss-limit: the restore just made stayed within the limit (peak RSS of the
+        engine, as the kernel counts it for the process reaped)."""
+        if kib is None:
+            raise TestFailure("--restore-rss-limit: the restore's peak memory was not measured")
+        mib = kib / 1024
+        self.restore_rss_mib = max(getattr(self, "restore_rss_mib", 0), mib)
+        if mib > self.args.restore_rss_limit:
+            raise TestFailure(f"restore: the engine's peak RSS was {mib:.0f} MiB, over the limit of "
+                              f"{self.args.restore_rss_limit} MiB")
 
     def shell_job_args(self):
         return ["--shell-job"] if self.args.shell_job else []
@@ -799,6 +824,8 @@ class Run:
         self.dump()
         self.restore()
         self.check_verdict(what="after restore")
+        if self.args.restore_rss_limit is not None:
+            return f"PASS (restore peak RSS {self.restore_rss_mib:.0f} MiB, limit {self.args.restore_rss_limit} MiB)"
         return "PASS"
 
     def mode_restore_wait(self):
@@ -2051,6 +2078,9 @@ def main():
                     help="leave-running mode: dump the original twice before its check, restore the second")
     ap.add_argument("--compress", action="store_true",
                     help="dump with --compress; each dump checked to have stored its page data compressed")
+    ap.add_argument("--restore-rss-limit", type=int, metavar="MIB",
+                    help="every restore -D: the engine's peak RSS (ru_maxrss) must be at most MIB "
+                         "(not with --shell-job)")
     ap.add_argument("--dump-arg", action="append", default=[], help="one more argument for every dump (--no-snapshot)")
     ap.add_argument("--threads-may-exit", action="store_true",
                     help="threads of the program may exit during a dump or after a restore (mem_snapshot_exit)")
