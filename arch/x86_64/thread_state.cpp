@@ -111,6 +111,39 @@ void prepare_syscall(ThreadState& st, uint64_t code_addr, long nr, const std::ar
 
 int64_t syscall_return(const ThreadState& st) { return static_cast<int64_t>(st.regs.rax); }
 
+std::span<const uint8_t> syscall_batch_code() {
+    // r12: the entry, r13: entries left (both callee-saved: the syscall instruction
+    // clobbers only rax, rcx and r11).
+    static const uint8_t code[] = {
+        0x4d, 0x85, 0xed,                    // loop: test r13, r13
+        0x74, 0x3a,                          //       je done
+        0x49, 0x8b, 0x04, 0x24,              //       mov rax, [r12]
+        0x49, 0x8b, 0x7c, 0x24, 0x08,        //       mov rdi, [r12+8]
+        0x49, 0x8b, 0x74, 0x24, 0x10,        //       mov rsi, [r12+16]
+        0x49, 0x8b, 0x54, 0x24, 0x18,        //       mov rdx, [r12+24]
+        0x4d, 0x8b, 0x54, 0x24, 0x20,        //       mov r10, [r12+32]
+        0x4d, 0x8b, 0x44, 0x24, 0x28,        //       mov r8, [r12+40]
+        0x4d, 0x8b, 0x4c, 0x24, 0x30,        //       mov r9, [r12+48]
+        0x0f, 0x05,                          //       syscall
+        0x49, 0x89, 0x44, 0x24, 0x38,        //       mov [r12+56], rax
+        0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff,  //       cmp rax, -4095
+        0x73, 0x09,                          //       jae done
+        0x49, 0x83, 0xc4, 0x40,              //       add r12, 64
+        0x49, 0xff, 0xcd,                    //       dec r13
+        0xeb, 0xc1,                          //       jmp loop
+        0xcc,                                // done: int3
+    };
+    return code;
+}
+
+void prepare_syscall_batch(ThreadState& st, uint64_t code_addr, uint64_t table_addr, uint64_t count) {
+    auto& g = st.regs;
+    g.rip = code_addr;
+    g.orig_rax = static_cast<uint64_t>(-1);  // no syscall restart on resume
+    g.r12 = table_addr;
+    g.r13 = count;
+}
+
 void prepare_restart(ThreadState& st) {
     auto& g = st.regs;
     if (static_cast<int64_t>(g.orig_rax) >= 0) {

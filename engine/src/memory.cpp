@@ -43,6 +43,7 @@
 #include "proc.h"
 #include "ptrace_ctl.h"
 #include "restore_task.h"
+#include "syscall_batch.h"
 
 namespace ckpt::engine {
 namespace {
@@ -871,10 +872,11 @@ Result<UniqueFd> make_anon_shmem(uint64_t size) {
     return std::move(*fd);
 }
 
-Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
-    std::vector<std::pair<uint64_t, uint64_t>> used;
-    for (const auto& v : mm.vmas()) used.emplace_back(v.start(), v.end());
-    for (const auto& m : CKPT_TRY(read_maps(getpid()))) used.emplace_back(m.start, m.end);
+namespace {
+
+// The highest free range of size bytes below the usual mmap base, apart from every range in
+// used, with a page of gap on each side; 0 if there is none.
+uint64_t find_hole(std::vector<std::pair<uint64_t, uint64_t>> used, uint64_t size) {
     std::sort(used.begin(), used.end());
     // Search downward from below the usual mmap base, keeping a page of gap on each side.
     uint64_t top = 0x7f0000000000ull;
@@ -887,7 +889,18 @@ Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
         top = std::min(top, it->first);
     }
     if (top > 0x100000 + size + kPage) return top - kPage - size;
-    return error("no free address range for the restore trampoline");
+    return 0;
+}
+
+}  // namespace
+
+Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
+    std::vector<std::pair<uint64_t, uint64_t>> used;
+    for (const auto& v : mm.vmas()) used.emplace_back(v.start(), v.end());
+    for (const auto& m : CKPT_TRY(read_maps(getpid()))) used.emplace_back(m.start, m.end);
+    uint64_t at = find_hole(std::move(used), size);
+    if (!at) return error("no free address range for the restore trampoline");
+    return at;
 }
 
 namespace {
@@ -1606,22 +1619,24 @@ Result<void> restore_memory_layout(RestoreTask& t) {
         if (covered != hi - lo)
             return error("pid {}: mapping {:#x}-{:#x} was not inherited from its parent", pid, lo, hi);
     }
-    auto drop = [&](uint64_t lo, uint64_t hi) -> Result<void> {
+    // The calls of steps 1, 3 and 4 that need nothing from the ones before them run in
+    // batches (syscall_batch.h): each injected call alone is a round trip through ptrace, and
+    // a tree's processes are made one after another.
+    SyscallBatch batch(rt, t.scratch, t.batch_code());
+    const std::string ctx_pid = fmt::format("pid {}", pid);
+    auto drop = [&](uint64_t lo, uint64_t hi) {
         for (auto [klo, khi] : kept) {  // in address order
             if (khi <= lo || klo >= hi) continue;
-            if (klo > lo) CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {lo, klo - lo}));
+            if (klo > lo) batch.add("munmap", SYS_munmap, {lo, klo - lo}, ctx_pid);
             lo = std::max(lo, khi);
         }
-        if (lo < hi) CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {lo, hi - lo}));
-        return ok();
+        if (lo < hi) batch.add("munmap", SYS_munmap, {lo, hi - lo}, ctx_pid);
     };
-    // Mappings next to each other in maps (only holes between them) go with one munmap: each
-    // injected call is a round trip through ptrace, and a tree's processes are made one
-    // after another.
+    // Mappings next to each other in maps (only holes between them) go with one munmap.
     std::map<image::Vma::Kind, ProcMapping> vdso_now;
     std::optional<std::pair<uint64_t, uint64_t>> run;
     auto flush = [&]() -> Result<void> {
-        if (run) CKPT_TRY(drop(run->first, run->second));
+        if (run) drop(run->first, run->second);
         run.reset();
         return ok();
     };
@@ -1649,7 +1664,8 @@ Result<void> restore_memory_layout(RestoreTask& t) {
     CKPT_TRY(flush());
 
     // 2. Move the vDSO and its data pages to where the process had them. Each moves to a
-    // free spot first, so that old and new places may overlap.
+    // free spot first (free both now and in the image's layout, a page apart from the
+    // others), so that old and new places may overlap; in the same batch as step 1.
     std::vector<const image::Vma*> vdso_want;
     for (const auto& v : mm.vmas())
         if (is_vdso_part(v.kind()))
@@ -1662,25 +1678,32 @@ Result<void> restore_memory_layout(RestoreTask& t) {
             return error("pid {}: {} is {} bytes here but was {} at dump (kernel changed?)", pid, v->name(),
                          it->second.end - it->second.start, v->end() - v->start());
     }
+    uint64_t parking_size = 0;
+    for (const image::Vma* v : vdso_want) parking_size += v->end() - v->start() + kPage;
+    std::vector<std::pair<uint64_t, uint64_t>> taken;
+    for (const auto& m : current) taken.emplace_back(m.start, m.end);
+    for (const auto& v : mm.vmas()) taken.emplace_back(v.start(), v.end());
+    uint64_t park = vdso_want.empty() ? 0 : find_hole(std::move(taken), parking_size);
+    if (!vdso_want.empty() && !park) return error("pid {}: no free address range to move the vDSO through", pid);
     std::vector<std::pair<uint64_t, const image::Vma*>> parked;
     for (const image::Vma* v : vdso_want) {
         const auto& now = vdso_now[v->kind()];
         uint64_t len = now.end - now.start;
-        int64_t tmp = CKPT_TRY(rt.syscall_ok("mmap(vdso parking)", SYS_mmap,
-                                             {0, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0}));
-        CKPT_TRY(rt.syscall_ok("mremap(vdso)", SYS_mremap,
-                               {now.start, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, static_cast<uint64_t>(tmp)}));
-        parked.emplace_back(static_cast<uint64_t>(tmp), v);
+        batch.add("mremap(vdso)", SYS_mremap, {now.start, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, park}, ctx_pid, park);
+        parked.emplace_back(park, v);
+        park += len + kPage;
     }
     for (auto [at, v] : parked) {
         uint64_t len = v->end() - v->start();
-        CKPT_TRY(rt.syscall_ok("mremap(vdso)", SYS_mremap, {at, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, v->start()}));
+        batch.add("mremap(vdso)", SYS_mremap, {at, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, v->start()}, ctx_pid,
+                  v->start());
     }
     // Any vDSO part the image did not have (an older kernel) goes away.
     for (auto& [kind, m] : vdso_now) {
         bool wanted = std::any_of(vdso_want.begin(), vdso_want.end(), [&](auto* v) { return v->kind() == kind; });
-        if (!wanted) CKPT_TRY(rt.syscall_ok("munmap", SYS_munmap, {m.start, m.end - m.start}));
+        if (!wanted) batch.add("munmap", SYS_munmap, {m.start, m.end - m.start}, ctx_pid);
     }
+    CKPT_TRY(batch.flush());
 
     // 3. Map every recorded mapping. Writable first where pages must be filled in.
     // A private anonymous mapping right after another one was a mapping of its own (the
@@ -1696,28 +1719,26 @@ Result<void> restore_memory_layout(RestoreTask& t) {
         if (kernel_mapped(v.kind())) continue;
         uint64_t len = v.end() - v.start();
         uint32_t prot = v.prot() | (v.has_pages() ? PROT_WRITE : 0);
+        const std::string ctx = fmt::format("pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
         if (v.inherited()) {
             // The parent's mapping, kept: its own protection, and every page but those still
             // shared with the parent dropped (its own data is written below; what it never
             // had reads as zero, or as the file).
-            CKPT_TRY_CTX(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), len, prot}), "pid {}: mapping {:#x}-{:#x}",
-                         pid, v.start(), v.end());
+            batch.add("mprotect", SYS_mprotect, {v.start(), len, prot}, ctx);
             uint64_t at = v.start();
-            auto forget = [&](uint64_t to) -> Result<void> {
-                if (to > at)
-                    CKPT_TRY_CTX(rt.syscall_ok("madvise(MADV_DONTNEED)", SYS_madvise, {at, to - at, MADV_DONTNEED}),
-                                 "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
-                return ok();
+            auto forget = [&](uint64_t to) {
+                if (to > at) batch.add("madvise(MADV_DONTNEED)", SYS_madvise, {at, to - at, MADV_DONTNEED}, ctx);
             };
             for (const auto& run : t.pagemap.runs()) {
                 if (!run.inherited() || run.vaddr() < v.start() || run.vaddr() >= v.end()) continue;
-                CKPT_TRY(forget(run.vaddr()));
+                forget(run.vaddr());
                 at = run.vaddr() + run.nr_pages() * kPage;
             }
-            CKPT_TRY(forget(v.end()));
+            forget(v.end());
             continue;
         }
         if (v.sysv_shm()) {
+            CKPT_TRY(batch.flush());
             // A System V segment of the tree's IPC namespace (made by ipc_ns.cpp), attached
             // whole, as it was; then given the protection the process had set.
             const uint32_t exec = v.prot() & PROT_EXEC;
@@ -1748,6 +1769,7 @@ Result<void> restore_memory_layout(RestoreTask& t) {
                      before->end() == v.start() && before->kind() == image::Vma::ANON &&
                      before->prot() == v.prot() && before->flags() == v.flags() && before->madvise() == v.madvise();
         if (apart) {
+            CKPT_TRY(batch.flush());
             // Writable while it is written (no forced write through /proc/PID/mem needed).
             const uint32_t tmp_prot = prot | PROT_READ | PROT_WRITE;
             int64_t tmp = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
@@ -1769,12 +1791,12 @@ Result<void> restore_memory_layout(RestoreTask& t) {
                              "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
             continue;
         }
-        int64_t got = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
-                                                  {v.start(), len, prot, flags, static_cast<uint64_t>(target_fd), pgoff}),
-                                   "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());
-        if (static_cast<uint64_t>(got) != v.start())
-            return error("pid {}: mmap placed {:#x} at {:#x}", pid, v.start(), got);
+        // (MAP_FIXED: placed where asked or failed; the result is checked all the same.)
+        batch.add("mmap", SYS_mmap, {v.start(), len, prot, flags, static_cast<uint64_t>(target_fd), pgoff},
+                  fmt::format("{} ({})", ctx, v.name()), v.start());
     }
+    // The mapped files' fds are used by the mmaps queued above.
+    CKPT_TRY(batch.flush());
     CKPT_TRY(t.close_mapping_fds());
 
     // 4. madvise flags first, so that huge pages are used where the process asked for them.
@@ -1787,8 +1809,10 @@ Result<void> restore_memory_layout(RestoreTask& t) {
                                                           {kDontDump, MADV_DONTDUMP}};
         for (auto [bit, adv] : advice)
             if (v.madvise() & bit)
-                CKPT_TRY(rt.syscall_ok("madvise", SYS_madvise, {v.start(), v.end() - v.start(), static_cast<uint64_t>(adv)}));
+                batch.add("madvise", SYS_madvise, {v.start(), v.end() - v.start(), static_cast<uint64_t>(adv)},
+                          fmt::format("pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end()));
     }
+    CKPT_TRY(batch.flush());
     // 5. Page data: restore_memory_pages, on any thread (no ptrace request is made).
     return ok();
 }
@@ -1797,6 +1821,9 @@ Result<void> restore_memory_finish(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const image::MmCore& mm = t.mm;
     const pid_t pid = t.pid;
+    // Steps 5b to 6b in batches (syscall_batch.h), in the order given.
+    SyscallBatch batch(rt, t.scratch, t.batch_code());
+    auto mapping = [pid](const image::Vma& v) { return fmt::format("pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end()); };
 
     // 5b. Guard pages, where nothing was written.
     for (const auto& v : mm.vmas()) {
@@ -1804,9 +1831,10 @@ Result<void> restore_memory_finish(RestoreTask& t) {
             if (g.vaddr() < v.start() || g.nr_pages() > (v.end() - g.vaddr()) / kPage)
                 return error_code(EINVAL, "pid {}: guard pages {:#x} outside mapping {:#x}-{:#x} (image is corrupt)", pid,
                                   g.vaddr(), v.start(), v.end());
-            CKPT_TRY_CTX(rt.syscall_ok("madvise(MADV_GUARD_INSTALL)", SYS_madvise,
-                                       {g.vaddr(), g.nr_pages() * kPage, static_cast<uint64_t>(kMadvGuardInstall)}),
-                         "pid {}: guard pages at {:#x} in mapping {:#x}-{:#x}", pid, g.vaddr(), v.start(), v.end());
+            batch.add("madvise(MADV_GUARD_INSTALL)", SYS_madvise,
+                      {g.vaddr(), g.nr_pages() * kPage, static_cast<uint64_t>(kMadvGuardInstall)},
+                      fmt::format("pid {}: guard pages at {:#x} in mapping {:#x}-{:#x}", pid, g.vaddr(), v.start(),
+                                  v.end()));
         }
     }
 
@@ -1814,22 +1842,21 @@ Result<void> restore_memory_finish(RestoreTask& t) {
     for (const auto& v : mm.vmas()) {
         if (kernel_mapped(v.kind())) continue;
         if (v.has_pages() && !(v.prot() & PROT_WRITE))
-            CKPT_TRY(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), v.end() - v.start(), v.prot()}));
+            batch.add("mprotect", SYS_mprotect, {v.start(), v.end() - v.start(), v.prot()}, mapping(v));
     }
 
     // 6b. Locks, then seals: nothing may change a sealed mapping after this.
     for (const auto& v : mm.vmas()) {
         if (kernel_mapped(v.kind())) continue;
         if (v.madvise() & kLocked)
-            CKPT_TRY_CTX(rt.syscall_ok("mlock", SYS_mlock, {v.start(), v.end() - v.start()}),
-                         "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+            batch.add("mlock", SYS_mlock, {v.start(), v.end() - v.start()}, mapping(v));
     }
     for (const auto& v : mm.vmas()) {
         if (kernel_mapped(v.kind())) continue;
         if (v.madvise() & kSealed)
-            CKPT_TRY_CTX(rt.syscall_ok("mseal", kSysMseal, {v.start(), v.end() - v.start(), 0}),
-                         "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+            batch.add("mseal", kSysMseal, {v.start(), v.end() - v.start(), 0}, mapping(v));
     }
+    CKPT_TRY(batch.flush());
 
     // 7. mm fields and the exe link.
     prctl_mm_map map{};
@@ -1848,7 +1875,9 @@ Result<void> restore_memory_finish(RestoreTask& t) {
     uint64_t auxv_at = CKPT_TRY_CTX(s.put(mm.auxv().data(), mm.auxv().size()), "pid {}: auxv", pid);
     map.auxv = reinterpret_cast<__u64*>(auxv_at);
     map.auxv_size = static_cast<uint32_t>(mm.auxv().size());
-    map.exe_fd = static_cast<uint32_t>(CKPT_TRY_CTX(t.install_file(mm.exe_file_id(), O_RDONLY), "pid {}: exe", pid));
+    // (Closed right after: close-on-exec may stay set.)
+    map.exe_fd = static_cast<uint32_t>(
+        CKPT_TRY_CTX(t.install_file(mm.exe_file_id(), O_RDONLY, -1, true), "pid {}: exe", pid));
     uint64_t map_at = CKPT_TRY(s.put(map));
     CKPT_TRY_CTX(rt.syscall_ok("prctl(PR_SET_MM_MAP)", SYS_prctl, {PR_SET_MM, PR_SET_MM_MAP, map_at, sizeof map}),
                  "pid {}", pid);

@@ -87,17 +87,16 @@ Result<RemoteThread> RemoteThread::attach(pid_t tid, uint64_t code_addr) {
     return t;
 }
 
-Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
-    arch::ThreadState st;
-    st.regs = saved_.regs;  // general registers only: the extended state is left alone
-    arch::prepare_syscall(st, code_addr_, nr, args);
+Result<arch::ThreadState> RemoteThread::run_to_trap(const arch::ThreadState& st, long nr, uint64_t batch) {
+    // Named only in errors: formatted then.
+    auto what = [&] { return batch ? fmt::format("batch of {} syscalls", batch) : fmt::format("syscall {}", nr); };
     CKPT_TRY(arch::write_thread_state(tid_, st));
     last_child_ = 0;
+    ++injected_runs_;
     static auto log = log::get("ptrace");
-    log->trace("tid {}: syscall {}({:#x}, {:#x}, {:#x}, {:#x})", tid_, nr, args[0], args[1], args[2], args[3]);
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
     for (;;) {
-        int status = CKPT_TRY_CTX(wait_stopped(tid_), "injected syscall {}", nr);
+        int status = CKPT_TRY_CTX(wait_stopped(tid_), "injected {}", what());
         if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0) break;
         if (is_group_stop(tid_, status)) {
             // A group stop the thread joins (a thread born into a stopped process): it
@@ -117,8 +116,8 @@ Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
             auto now = arch::read_thread_state(tid_);
             siginfo_t si{};
             ptrace(PTRACE_GETSIGINFO, tid_, 0, &si);
-            return error_code(EFAULT, "tid {}: injected syscall {} stopped by signal {} (code {}, address {}) at {:#x}",
-                              tid_, nr, sig, si.si_code, si.si_addr, now ? arch::instruction_pointer(*now) : 0);
+            return error_code(EFAULT, "tid {}: injected {} stopped by signal {} (code {}, address {}) at {:#x}", tid_,
+                              what(), sig, si.si_code, si.si_addr, now ? arch::instruction_pointer(*now) : 0);
         }
         // Any other stop (group stop, event): keep going.
         int event = status >> 16;
@@ -128,8 +127,29 @@ Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
         }
         if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
     }
-    auto after = CKPT_TRY(arch::read_thread_state(tid_));
+    return arch::read_thread_state(tid_);
+}
+
+Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
+    arch::ThreadState st;
+    st.regs = saved_.regs;  // general registers only: the extended state is left alone
+    arch::prepare_syscall(st, code_addr_, nr, args);
+    static auto log = log::get("ptrace");
+    log->trace("tid {}: syscall {}({:#x}, {:#x}, {:#x}, {:#x})", tid_, nr, args[0], args[1], args[2], args[3]);
+    ++injected_calls_;
+    auto after = CKPT_TRY(run_to_trap(st, nr, 0));
     return arch::syscall_return(after);
+}
+
+Result<void> RemoteThread::run_batch(uint64_t batch_code_addr, uint64_t table_addr, uint64_t count) {
+    arch::ThreadState st;
+    st.regs = saved_.regs;
+    arch::prepare_syscall_batch(st, batch_code_addr, table_addr, count);
+    static auto log = log::get("ptrace");
+    log->trace("tid {}: batch of {} syscalls at {:#x}", tid_, count, table_addr);
+    injected_calls_ += count;
+    CKPT_TRY(run_to_trap(st, -1, count));
+    return ok();
 }
 
 Result<int64_t> RemoteThread::syscall_ok(const char* name, long nr, std::array<uint64_t, 6> args) {

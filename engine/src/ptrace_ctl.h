@@ -47,6 +47,16 @@ public:
     // As syscall(), but a negative result is an error naming the call.
     Result<int64_t> syscall_ok(const char* name, long nr, std::array<uint64_t, 6> args = {});
 
+    // Runs count entries of a table of system calls (arch::SyscallBatchEntry) already in the
+    // thread's memory at table_addr, with arch::syscall_batch_code() at batch_code_addr:
+    // one resumption of the thread for all of them. Each entry's result is in the table
+    // afterwards (syscall_batch.h reads them and names a failed call).
+    Result<void> run_batch(uint64_t batch_code_addr, uint64_t table_addr, uint64_t count);
+
+    // Injected system calls performed so far, and the ptrace round trips they took.
+    uint64_t injected_calls() const { return injected_calls_; }
+    uint64_t injected_runs() const { return injected_runs_; }
+
     // Performs a syscall that removes the trap code itself (munmap of the trampoline):
     // the thread then faults on the breakpoint's address, which is the expected end.
     Result<void> syscall_removing_code(long nr, std::array<uint64_t, 6> args);
@@ -71,8 +81,14 @@ public:
     pid_t last_child() const { return last_child_; }
 
 private:
+    // Resumes the thread with st until it traps (the end of the injected code): syscall nr,
+    // or a batch of that many calls (named so in errors). Returns the thread's registers then.
+    Result<arch::ThreadState> run_to_trap(const arch::ThreadState& st, long nr, uint64_t batch);
+
     pid_t tid_ = 0;
     uint64_t code_addr_ = 0;
+    uint64_t injected_calls_ = 0;
+    uint64_t injected_runs_ = 0;
     arch::ThreadState saved_;
     uint64_t saved_sigmask_ = 0;
     pid_t last_child_ = 0;

@@ -174,7 +174,9 @@ Result<int64_t> RestoreTask::mapping_fd(const image::Vma& v) {
         opened = CKPT_TRY(shared->open_file(v.file_id(), writable ? O_RDWR : O_RDONLY));
         engine_fd = opened.get();
     }
-    int fd = CKPT_TRY(install_fd(engine_fd));
+    // Closed again before the process runs (close_mapping_fds): its close-on-exec flag,
+    // set by pidfd_getfd, may stay (one injected fcntl less).
+    int fd = CKPT_TRY(install_fd(engine_fd, -1, true));
     mapping_fds_[key] = fd;
     return fd;
 }
@@ -206,24 +208,26 @@ Result<void> check_pid_free(pid_t pid) {
     return ok();
 }
 
-// In a freshly cloned copy of the engine: maps the trampoline and places the trap code.
-// Raw system calls only; exits with 120 if the address is taken.
-void map_trampoline_in_child(uint64_t trampoline, std::span<const uint8_t> code) {
+// In a freshly cloned copy of the engine: maps the trampoline and places the trap code and
+// the syscall batch code. Raw system calls only; exits with 120 if the address is taken.
+void map_trampoline_in_child(uint64_t trampoline, std::span<const uint8_t> code, std::span<const uint8_t> batch) {
     void* p = reinterpret_cast<void*>(syscall(SYS_mmap, trampoline, RestoreTask::kTrampolineSize,
                                               PROT_READ | PROT_WRITE | PROT_EXEC,
                                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
     if (p != reinterpret_cast<void*>(trampoline)) syscall(SYS_exit_group, 120);
     std::memcpy(p, code.data(), code.size());
+    std::memcpy(static_cast<char*>(p) + RestoreTask::kBatchCodeOffset, batch.data(), batch.size());
 }
 
 // The root process: a child of the engine with the old pid, which maps the trampoline and
 // stops, traced.
 Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
     auto code = arch::syscall_trap_code();
+    auto batch = arch::syscall_batch_code();
     long r = sys_fork_with_pid(pid);
     if (r == 0) {
         // Only raw system calls from here: this is a copy of the engine about to be replaced.
-        map_trampoline_in_child(trampoline, code);
+        map_trampoline_in_child(trampoline, code, batch);
         if (syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0) != 0) syscall(SYS_exit_group, 121);
         syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
         syscall(SYS_exit_group, 122);
@@ -292,13 +296,14 @@ Result<void> drop_capabilities(const privilege::Identity& who) {
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) != 0) fail(sys_error("pipe2"));
     auto code = arch::syscall_trap_code();
+    auto batch = arch::syscall_batch_code();
     long root = sys_fork_with_pid(cmd.root);
     if (root == 0) {
         // Raw system calls only: a copy of the engine about to be replaced. The protocol's
         // pipes are closed, so that the engine sees the init's end.
         syscall(SYS_close, commands);
         syscall(SYS_close, reports);
-        map_trampoline_in_child(cmd.trampoline, code);
+        map_trampoline_in_child(cmd.trampoline, code, batch);
         char b = 1;
         syscall(SYS_write, ready[1], &b, 1);
         for (;;) syscall(SYS_pause);
@@ -569,6 +574,9 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         }
     }
     uint64_t trampoline = CKPT_TRY(find_trampoline_hole(all_layouts, RestoreTask::kTrampolineSize));
+    if (arch::syscall_trap_code().size() > RestoreTask::kBatchCodeOffset ||
+        arch::syscall_batch_code().size() > RestoreTask::kCodeSize - RestoreTask::kBatchCodeOffset)
+        return error("restore: the {} trap and batch code do not fit the trampoline's code page", arch::name());
 
     std::map<pid_t, const image::TaskEntry*> entry;
     for (const auto& te : inv.tasks()) entry[te.pid()] = &te;
@@ -769,6 +777,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // A change of identity makes the process non-dumpable (it would hide it from its own
         // user's debugger and /proc); set what it had, after the change.
         CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, t.core.dumpable() ? 1u : 0u}));
+        logger()->debug("pid {}: {} injected syscalls in {} ptrace runs", pid, t.leader->injected_calls() + 1,
+                        t.leader->injected_runs() + 1);
         // munmap of the trampoline returns into unmapped memory: the fault stops the thread.
         CKPT_TRY_CTX(t.leader->syscall_removing_code(SYS_munmap, {trampoline, RestoreTask::kTrampolineSize}),
                      "pid {}: dropping the trampoline", pid);

@@ -41,6 +41,9 @@ struct RestoreTask {
     static constexpr uint64_t kScratchSize = 65536 * 4 + 4096;
     static constexpr uint64_t kCodeSize = 4096;
     static constexpr uint64_t kTrampolineSize = kCodeSize + kScratchSize;
+    // In the code page: the trap code at its start, the syscall batch code here.
+    static constexpr uint64_t kBatchCodeOffset = 64;
+    uint64_t batch_code() const { return trampoline + kBatchCodeOffset; }
     RemoteScratch scratch;            // in the trampoline, once the process exists
     int engine_pidfd_in_target = -1;  // the engine's pidfd, as an fd of the target
     // The process whose fd table this one shares (its parent's, or theirs in turn), which

@@ -72,6 +72,9 @@ Memory: unsupported-mapping (run with mem_deleted_linked: a MAP_SHARED mapping o
   System V segment attached in the host's IPC namespace; the dump refuses it naming the pid and
   the mapping, the tree runs on; with mem_aio / mem_aio_inflight, the ring of an AIO context:
   refused naming the pid, the mapping and the AIO context).
+Batched injected calls: batch-failed (run with tree: a child's mm image forged so that a madvise
+  of a batch fails at restore; the restore names the call, the pid and the mapping, nothing is
+  left running, the untouched images restore).
 System V IPC: ipc-forged (run with ipc_sysv: fields of ipc.img forged, and an attachment naming
   no segment; each restore refuses it as corrupt, nothing is restored), ipc-refused (run with
   ipc_sysv_undo: a semaphore held with SEM_UNDO; the dump refuses it naming the pid, the tree
@@ -1515,6 +1518,29 @@ class Run:
             count += 1
         return f"PASS ({count} forged fields refused)"
 
+    def neg_batch_failed(self):
+        """A tree (tree) whose last process's mm image is forged as its user could: a file
+        mapping given MADV_WIPEONFORK (bit 8), which the kernel refuses for anything but
+        private anonymous memory. The madvise is one of a batch of injected calls
+        (syscall_batch.h): the restore must fail naming that call (madvise, its place in the
+        batch, EINVAL) and the pid and mapping, with nothing left running, though the
+        processes before it were made; the untouched images then restore and pass."""
+        if not self.args.image_edit:
+            raise TestFailure("--image-edit is needed for this test")
+        self.dumped_and_gone()
+        if len(self.pids) < 2:
+            raise TestFailure(f"the tree has {len(self.pids)} process(es); the test needs a child")
+        victim = max(p for p in self.pids if p != self.root)
+        copy = self.forged_copy(f"mm-{victim}.img", r"kind: FILE\b", "kind: FILE madvise: 8")
+        line = self.expect_failure(["restore", "-D", copy, "--detach"], f"pid {victim}: mapping ", "forged madvise")
+        for must in ("madvise (batched call ", ": syscall ", "Invalid argument"):
+            if must not in line:
+                raise TestFailure(f"the refusal does not name {must!r}: {line}")
+        self.expect_nothing_restored("a batched call failed")
+        self.restore()
+        self.check_verdict(what="the untouched images after the failed restore")
+        return "PASS"
+
     def neg_refused_cwd(self):
         """A cwd removed (rmdir) after it was entered (cwd_removed): the dump refuses it naming
         the pid and the cwd, and the tree runs on."""
@@ -2067,7 +2093,7 @@ def main():
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
-                                           "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged",
+                                           "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged", "batch-failed",
                                            "ipc-refused", "stream-truncated", "stream-flipped",
                                            "stream-forged-name", "stream-version",
                                            "stream-forged-sums", "stream-no-sums"])

@@ -46,6 +46,24 @@ void prepare_syscall(ThreadState& st, uint64_t code_addr, long nr, const std::ar
 // The raw return value of the syscall a thread just performed (negative errno on failure).
 int64_t syscall_return(const ThreadState& st);
 
+// A batch of system calls run by one resumption of a thread: a table of entries in the
+// thread's memory, each {nr, args[6], result} as 64-bit words (generic layout, 64 bytes).
+struct SyscallBatchEntry {
+    uint64_t nr;
+    uint64_t args[6];
+    int64_t result;  // written by the code: the raw result, negative errno on failure
+};
+static_assert(sizeof(SyscallBatchEntry) == 64);
+// Position-independent code that performs the table's calls in order, storing each one's
+// result (as syscall_return() would give it) in its entry, stops after the first that
+// fails (a result in [-4095, -1]) or after the last, and then traps as syscall_trap_code()
+// does. Its registers are the thread's own: prepare_syscall_batch() sets them.
+std::span<const uint8_t> syscall_batch_code();
+// Sets up st to run count entries of the table at table_addr when resumed at code_addr
+// (where syscall_batch_code() was placed), disabling the kernel's restart of any syscall the
+// thread had been interrupted in.
+void prepare_syscall_batch(ThreadState& st, uint64_t code_addr, uint64_t table_addr, uint64_t count);
+
 // A thread stopped while inside an interrupted system call: rewrites st so that, set into
 // a freshly created thread, it restarts that call (or fails it with EINTR where the kernel
 // cannot restart it, as with a restart block).
