@@ -43,6 +43,14 @@ Result<ThreadState> read_thread_state(pid_t tid) {
     return st;
 }
 
+Result<ThreadState> read_general_state(pid_t tid) {
+    ThreadState st;
+    iovec iov{&st.regs, sizeof st.regs};
+    if (ptrace(PTRACE_GETREGSET, tid, NT_PRSTATUS, &iov) != 0)
+        return sys_error("ptrace(GETREGSET, NT_PRSTATUS) tid {}", tid);
+    return st;
+}
+
 Result<void> write_thread_state(pid_t tid, const ThreadState& st) {
     iovec iov{const_cast<user_regs_struct*>(&st.regs), sizeof st.regs};
     if (ptrace(PTRACE_SETREGSET, tid, NT_PRSTATUS, &iov) != 0)

@@ -113,7 +113,7 @@ Result<arch::ThreadState> RemoteThread::run_to_trap(const arch::ThreadState& st,
         }
         if (WIFSTOPPED(status) && (status >> 16) == 0) {
             int sig = WSTOPSIG(status);
-            auto now = arch::read_thread_state(tid_);
+            auto now = arch::read_general_state(tid_);
             siginfo_t si{};
             ptrace(PTRACE_GETSIGINFO, tid_, 0, &si);
             return error_code(EFAULT, "tid {}: injected {} stopped by signal {} (code {}, address {}) at {:#x}", tid_,
@@ -127,7 +127,7 @@ Result<arch::ThreadState> RemoteThread::run_to_trap(const arch::ThreadState& st,
         }
         if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
     }
-    return arch::read_thread_state(tid_);
+    return arch::read_general_state(tid_);
 }
 
 Result<int64_t> RemoteThread::syscall(long nr, std::array<uint64_t, 6> args) {
@@ -167,7 +167,7 @@ Result<void> RemoteThread::syscall_removing_code(long nr, std::array<uint64_t, 6
     int status = CKPT_TRY(wait_stopped(tid_));
     if (!WIFSTOPPED(status) || (status >> 16) != 0 || (WSTOPSIG(status) != SIGSEGV && WSTOPSIG(status) != SIGTRAP))
         return error("tid {}: unexpected stop {:#x} after syscall {}", tid_, status, nr);
-    auto after = CKPT_TRY(arch::read_thread_state(tid_));
+    auto after = CKPT_TRY(arch::read_general_state(tid_));
     if (WSTOPSIG(status) == SIGTRAP && arch::syscall_return(after) < 0)
         return sys_error_code(static_cast<int>(-arch::syscall_return(after)), fmt::format("tid {}: syscall {}", tid_, nr));
     return ok();

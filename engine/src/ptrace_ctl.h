@@ -82,7 +82,8 @@ public:
 
 private:
     // Resumes the thread with st until it traps (the end of the injected code): syscall nr,
-    // or a batch of that many calls (named so in errors). Returns the thread's registers then.
+    // or a batch of that many calls (named so in errors). Returns the thread's general registers
+    // then (arch::read_general_state).
     Result<arch::ThreadState> run_to_trap(const arch::ThreadState& st, long nr, uint64_t batch);
 
     pid_t tid_ = 0;

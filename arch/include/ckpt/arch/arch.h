@@ -26,6 +26,9 @@ int image_arch();
 // Registers, extended (FPU/vector) state and TLS of a ptrace-stopped thread.
 Result<ThreadState> read_thread_state(pid_t tid);
 Result<void> write_thread_state(pid_t tid, const ThreadState& st);
+// The general registers only (no extended state: write_thread_state leaves it alone): what
+// the result of an injected system call needs, without reading the whole vector state.
+Result<ThreadState> read_general_state(pid_t tid);
 
 // Between a ThreadState and its image message.
 void save_thread_state(const ThreadState& st, image::ThreadCore* core);
