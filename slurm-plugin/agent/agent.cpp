@@ -28,6 +28,7 @@
 #include "ckpt/base/strings.h"
 #include "ckpt/set/store.h"
 #include "ckpt/slurm/coordination.h"
+#include "ckpt/slurm/interval.h"
 #include "drain.h"
 #include "job_record.h"
 #include "local_tasks.h"
@@ -323,7 +324,7 @@ private:
             chain_length_ + 1 < cfg_.full_every)
             o.parent = chain_parent_;
         uint64_t seq = CKPT_TRY(store_->begin_set(o));
-        pending_ = Pending{seq, now_s(), trigger, {}, false, 0, {}, o.parent};
+        pending_ = Pending{seq, now_s(), trigger, {}, false, 0, {}, o.parent, std::chrono::steady_clock::now(), {}};
         chain_parent_ = 0;  // until this set commits
         for (uint32_t m = 0; m < cfg_.tasks_total; ++m)
             if (auto d = store_->make_member_dir(seq, static_cast<int32_t>(m)); !d) {
@@ -368,6 +369,9 @@ private:
             p.reports[n] = std::move(*rep);
         }
         if (p.reports.size() == cfg_.nodes) {
+            // Every image is written: the job goes on while the set commits.
+            p.cost = busy_so_far(p);
+            resume_ranks();
             if (!local()) finish(commit());
             else if (auto r = commit_local(); !r) finish(std::move(r));
         } else if (now_s() > p.started + cfg_.set_timeout) {
@@ -432,6 +436,7 @@ private:
 
     void finish(Result<void> r) {
         uint64_t seq = pending_->seq;
+        pace_next_set(*pending_);
         if (r) {
             last_result_ = fmt::format("set {} committed", seq);
             last_set_ = seq;
@@ -667,7 +672,28 @@ private:
         uint64_t drain_started;
         std::set<uint32_t> drained;
         uint64_t parent;  // incremental on this set; 0: full
+        std::chrono::steady_clock::time_point began;
+        // How long the set kept the job busy: from its beginning until every node dumped
+        // (MPI ranks parked, or processes frozen or copied; a drain runs beside the job).
+        std::optional<std::chrono::milliseconds> cost;
     };
+
+    static std::chrono::milliseconds busy_so_far(const Pending& p) {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - p.began);
+    }
+
+    // max_overhead=: the next interval set waits long enough after this one that checkpoints
+    // take at most that share of the job's time, whatever the interval asked.
+    void pace_next_set(const Pending& p) {
+        auto cost = p.cost.value_or(busy_so_far(p));
+        uint64_t pause_ms = overhead_pause_ms(static_cast<uint64_t>(cost.count()), cfg_.max_overhead);
+        uint64_t earliest = now_s() + (pause_ms + 999) / 1000;
+        if (!next_due_ || earliest <= next_due_) return;
+        logger()->info("set {} kept the job busy {} ms: the next set in {} s, not {} s (max_overhead={}%)", p.seq,
+                       cost.count(), earliest - now_s(), next_due_ > now_s() ? next_due_ - now_s() : 0,
+                       cfg_.max_overhead);
+        next_due_ = earliest;
+    }
     // The newest set this agent committed whose dumps left write trackers (0: none; the next
     // set is full), and how many incremental sets lead to it from the last full one.
     uint64_t chain_parent_ = 0;

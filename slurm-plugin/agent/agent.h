@@ -2,8 +2,8 @@
 //
 // Every node's agent dumps its local tasks' process trees when the step's lead agent (node
 // 0) asks for a set; the lead alone holds the job's JobStore writer: it begins the set,
-// collects every node's report and commits it (docs/slurm.md, "The agent"). The nodes talk
-// through files in the job's checkpoint folder (ckpt/slurm/coordination.h).
+// collects every node's report and commits it (slurm-plugin/README.md, "The agent"). The
+// nodes talk through files in the job's checkpoint folder (ckpt/slurm/coordination.h).
 #pragma once
 
 #include <sys/types.h>
@@ -28,9 +28,14 @@ struct AgentConfig {
     uint64_t interval = 0;  // seconds; 0: only on request
     std::string root;
     uint32_t keep = 2;
-    // Incremental sets (docs/slurm.md, "Incremental sets"): every full_every-th set of a run
-    // is full, the others save only the pages written since the previous set; 1: all full.
+    // Incremental sets (slurm-plugin/README.md, "Incremental sets"): every full_every-th set
+    // of a run is full, the others save only the pages written since the previous set; 1: all
+    // full.
     uint32_t full_every = 8;
+    // Interval sets take at most this percent of the job's time (slurm-plugin/README.md,
+    // "Checkpoint overhead"): a set that kept the job busy long postpones the next; 100: no
+    // limit.
+    uint32_t max_overhead = 25;
     std::string engine;
     uid_t uid = 0;
     gid_t gid = 0;

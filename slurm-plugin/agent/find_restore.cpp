@@ -1,6 +1,6 @@
 // `ckpt-agent find-restore`: run by spank_ckpt.so in a starting task (root, before the
 // user's program is exec'd), so that slurmstepd itself never loads HDF5. It decides what the
-// task becomes (docs/slurm.md, "Restart"):
+// task becomes (slurm-plugin/README.md, "Restart"):
 //   restore SET DIR   the newest committed set of this step that verifies (or the set asked
 //                     for): DIR is this task's member image folder
 //   restore-mpi SET DIR  the same, and the member is an MPI rank (kMpiRankMarker): its

@@ -2,7 +2,7 @@
 // Exit codes: 0 success, 1 failure (one line on stderr says what failed), 2 usage.
 //
 // Commands are rows of kCommands. checkpoint, restore and status talk to the job's agents
-// through its checkpoint folder and to Slurm through sbatch (docs/slurm.md).
+// through its checkpoint folder and to Slurm through sbatch (slurm-plugin/README.md).
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -117,6 +117,7 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
         "--root",          settings.dir,
         "--keep",          std::to_string(settings.keep),
         "--full-every",    std::to_string(state().site.full_every),
+        "--max-overhead",  std::to_string(state().site.max_overhead),
         "--engine",        engine_path(),
         "--uid",           std::to_string(item<uid_t>(sp, S_JOB_UID, 0)),
         "--gid",           std::to_string(item<gid_t>(sp, S_JOB_GID, 0)),
@@ -229,7 +230,7 @@ Result<void> agent_step_exit(spank_t sp, const JobSettings& settings) {
         s.agent_pidfd = -1;
     }
     // A step that finished well is recorded, so that a re-run of the batch script does not
-    // run it again (docs/slurm.md, "Restart"). Node 0 records it for the step.
+    // run it again (slurm-plugin/README.md, "Restart"). Node 0 records it for the step.
     uint32_t step = item<uint32_t>(sp, S_JOB_STEPID, 0);
     if (s.agent_pid <= 0 || step == SLURM_BATCH_SCRIPT || item<uint32_t>(sp, S_JOB_NODEID, 1) != 0)
         return ok();

@@ -22,6 +22,12 @@ Result<uint64_t> field(std::string_view s, std::string_view whole) {
 
 }  // namespace
 
+uint64_t overhead_pause_ms(uint64_t cost_ms, uint32_t max_overhead_percent) {
+    if (max_overhead_percent == 0 || max_overhead_percent >= 100) return 0;
+    // A set never takes years: the product stays far below 2^64.
+    return (cost_ms * (100 - max_overhead_percent) + max_overhead_percent - 1) / max_overhead_percent;
+}
+
 Result<uint64_t> parse_interval(std::string_view text) {
     std::string_view t = trim(text);
     auto bad = [&] { return error_code(EINVAL, "invalid checkpoint interval '{}': expected {}", text, kIntervalForms); };

@@ -48,6 +48,7 @@ TEST(PluginArgs, BadOnesNameTheArgument) {
         {"interval=5x", "plugin argument interval"}, {"user_dir=maybe", "yes or no"},
         {"engine=bin/ckpt-engine", "absolute path"}, {"full_every=0", "plugin argument full_every"},
         {"full_every=65", "plugin argument full_every"},
+        {"max_overhead=0", "plugin argument max_overhead"}, {"max_overhead=101", "plugin argument max_overhead"},
     };
     for (const auto& c : cases) {
         auto r = parse_plugin_args({c.arg});
@@ -58,6 +59,8 @@ TEST(PluginArgs, BadOnesNameTheArgument) {
     EXPECT_FALSE(parse_plugin_args({"keep=5", "max_keep=3"}));
     EXPECT_EQ(parse_plugin_args({})->full_every, 8u);
     EXPECT_EQ(parse_plugin_args({"full_every=1"})->full_every, 1u);
+    EXPECT_EQ(parse_plugin_args({})->max_overhead, 25u);
+    EXPECT_EQ(parse_plugin_args({"max_overhead=100"})->max_overhead, 100u);
     auto capped = parse_plugin_args({"max_keep=1"});
     ASSERT_TRUE(capped);
     EXPECT_EQ(capped->keep, 1u);

@@ -2,6 +2,7 @@
 
 #include "ckpt/slurm/interval.h"
 
+using ckpt::slurm::overhead_pause_ms;
 using ckpt::slurm::parse_interval;
 
 TEST(Interval, SlurmTimeGrammar) {
@@ -28,4 +29,20 @@ TEST(Interval, BadValuesNameTheForms) {
         EXPECT_NE(r.error().message().find("checkpoint interval"), std::string::npos) << r.error().message();
     }
     EXPECT_NE(parse_interval("abc").error().message().find("30s"), std::string::npos);
+}
+
+TEST(Interval, OverheadPauseKeepsTheShare) {
+    // 25 %: a set of 1 s is followed by 3 s of work; 10 %: by 9 s.
+    EXPECT_EQ(overhead_pause_ms(1000, 25), 3000u);
+    EXPECT_EQ(overhead_pause_ms(1000, 10), 9000u);
+    EXPECT_EQ(overhead_pause_ms(1000, 50), 1000u);
+    EXPECT_EQ(overhead_pause_ms(1, 1), 99u);
+    // Rounded up: never a larger share than asked.
+    EXPECT_EQ(overhead_pause_ms(1, 30), 3u);
+    for (uint64_t cost : {7u, 333u, 12345u})
+        for (uint32_t p : {1u, 7u, 25u, 99u})
+            EXPECT_LE(cost * 100, (cost + overhead_pause_ms(cost, p)) * p) << cost << " ms at " << p << " %";
+    // No limit.
+    EXPECT_EQ(overhead_pause_ms(5000, 100), 0u);
+    EXPECT_EQ(overhead_pause_ms(0, 25), 0u);
 }

@@ -21,4 +21,9 @@ Result<uint64_t> parse_interval(std::string_view text);
 // The valid forms, for error messages and --help.
 extern const char kIntervalForms[];
 
+// max_overhead= (percent of a job's time its checkpoints may take): after a set that kept
+// the job busy for cost_ms, the next interval set waits at least this long after its end
+// (cost x (100 - percent) / percent, rounded up); 100 or more: no wait.
+uint64_t overhead_pause_ms(uint64_t cost_ms, uint32_t max_overhead_percent);
+
 }  // namespace ckpt::slurm

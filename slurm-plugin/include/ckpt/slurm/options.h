@@ -30,6 +30,8 @@ struct PluginConfig {
     uint32_t max_keep = 100;             // max_keep=: most sets a job may keep
     uint32_t full_every = 8;             // full_every=: every Nth set of a run is full, the
                                          // others incremental (1: all full)
+    uint32_t max_overhead = 25;          // max_overhead=: percent of a job's time its interval
+                                         // sets may take (100: no limit)
     bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir
                                          // (other than the root itself)?
     std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)
