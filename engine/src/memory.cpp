@@ -48,6 +48,11 @@
 namespace ckpt::engine {
 namespace {
 
+// How errors and batched calls name a mapping of the images.
+std::string mapping_context(pid_t pid, const image::Vma& v) {
+    return fmt::format("pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+}
+
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwapped = 1ull << 62;
@@ -1719,7 +1724,7 @@ Result<void> restore_memory_layout(RestoreTask& t) {
         if (kernel_mapped(v.kind())) continue;
         uint64_t len = v.end() - v.start();
         uint32_t prot = v.prot() | (v.has_pages() ? PROT_WRITE : 0);
-        const std::string ctx = fmt::format("pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+        const std::string ctx = mapping_context(pid, v);
         if (v.inherited()) {
             // The parent's mapping, kept: its own protection, and every page but those still
             // shared with the parent dropped (its own data is written below; what it never
@@ -1760,8 +1765,7 @@ Result<void> restore_memory_layout(RestoreTask& t) {
         if (v.kind() == image::Vma::ANON) {
             flags |= MAP_ANONYMOUS;
         } else {
-            target_fd = CKPT_TRY_CTX(t.mapping_fd(v), "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(),
-                                     v.name());
+            target_fd = CKPT_TRY_CTX(t.mapping_fd(v), "{} ({})", ctx, v.name());
         }
         uint64_t pgoff = v.kind() == image::Vma::ANON ? 0 : v.pgoff();
         // (Only where nothing else keeps the two apart: same protection, flags and advice.)
@@ -1774,21 +1778,20 @@ Result<void> restore_memory_layout(RestoreTask& t) {
             const uint32_t tmp_prot = prot | PROT_READ | PROT_WRITE;
             int64_t tmp = CKPT_TRY_CTX(rt.syscall_ok("mmap", SYS_mmap,
                                                       {0, len, tmp_prot, flags & ~MAP_FIXED, static_cast<uint64_t>(-1), 0}),
-                                       "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());
+                                       "{} ({})", ctx, v.name());
             const char zero = 0;
-            CKPT_TRY_CTX(write_remote(host, static_cast<uint64_t>(tmp), &zero, 1), "pid {}: mapping {:#x}-{:#x}", pid,
-                         v.start(), v.end());
+            CKPT_TRY_CTX(write_remote(host, static_cast<uint64_t>(tmp), &zero, 1), "{}", ctx);
             int64_t got = CKPT_TRY_CTX(rt.syscall_ok("mremap", SYS_mremap,
                                                       {static_cast<uint64_t>(tmp), len, len,
                                                        MREMAP_MAYMOVE | MREMAP_FIXED, v.start()}),
-                                       "pid {}: mapping {:#x}-{:#x} ({})", pid, v.start(), v.end(), v.name());
+                                       "{} ({})", ctx, v.name());
             if (static_cast<uint64_t>(got) != v.start())
                 return error("pid {}: mremap placed {:#x} at {:#x}", pid, v.start(), got);
             CKPT_TRY_CTX(rt.syscall_ok("madvise(MADV_DONTNEED)", SYS_madvise, {v.start(), kPage, MADV_DONTNEED}),
-                         "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+                         "{}", ctx);
             if (tmp_prot != prot)
                 CKPT_TRY_CTX(rt.syscall_ok("mprotect", SYS_mprotect, {v.start(), len, prot}),
-                             "pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end());
+                             "{}", ctx);
             continue;
         }
         // (MAP_FIXED: placed where asked or failed; the result is checked all the same.)
@@ -1810,7 +1813,7 @@ Result<void> restore_memory_layout(RestoreTask& t) {
         for (auto [bit, adv] : advice)
             if (v.madvise() & bit)
                 batch.add("madvise", SYS_madvise, {v.start(), v.end() - v.start(), static_cast<uint64_t>(adv)},
-                          fmt::format("pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end()));
+                          mapping_context(pid, v));
     }
     CKPT_TRY(batch.flush());
     // 5. Page data: restore_memory_pages, on any thread (no ptrace request is made).
@@ -1823,7 +1826,6 @@ Result<void> restore_memory_finish(RestoreTask& t) {
     const pid_t pid = t.pid;
     // Steps 5b to 6b in batches (syscall_batch.h), in the order given.
     SyscallBatch batch(rt, t.scratch, t.batch_code());
-    auto mapping = [pid](const image::Vma& v) { return fmt::format("pid {}: mapping {:#x}-{:#x}", pid, v.start(), v.end()); };
 
     // 5b. Guard pages, where nothing was written.
     for (const auto& v : mm.vmas()) {
@@ -1842,19 +1844,19 @@ Result<void> restore_memory_finish(RestoreTask& t) {
     for (const auto& v : mm.vmas()) {
         if (kernel_mapped(v.kind())) continue;
         if (v.has_pages() && !(v.prot() & PROT_WRITE))
-            batch.add("mprotect", SYS_mprotect, {v.start(), v.end() - v.start(), v.prot()}, mapping(v));
+            batch.add("mprotect", SYS_mprotect, {v.start(), v.end() - v.start(), v.prot()}, mapping_context(pid, v));
     }
 
     // 6b. Locks, then seals: nothing may change a sealed mapping after this.
     for (const auto& v : mm.vmas()) {
         if (kernel_mapped(v.kind())) continue;
         if (v.madvise() & kLocked)
-            batch.add("mlock", SYS_mlock, {v.start(), v.end() - v.start()}, mapping(v));
+            batch.add("mlock", SYS_mlock, {v.start(), v.end() - v.start()}, mapping_context(pid, v));
     }
     for (const auto& v : mm.vmas()) {
         if (kernel_mapped(v.kind())) continue;
         if (v.madvise() & kSealed)
-            batch.add("mseal", kSysMseal, {v.start(), v.end() - v.start(), 0}, mapping(v));
+            batch.add("mseal", kSysMseal, {v.start(), v.end() - v.start(), 0}, mapping_context(pid, v));
     }
     CKPT_TRY(batch.flush());
 

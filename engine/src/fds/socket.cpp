@@ -40,11 +40,13 @@
 #include <optional>
 #include <set>
 #include <utility>
+#include <vector>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
 #include "ckpt/engine/syscalls.h"
 #include "fd_kind.h"
+#include "proc.h"
 #include "restore_task.h"
 #include "sock_opts.h"
 #include "unix_queue.h"
@@ -376,9 +378,27 @@ Result<std::string> record_creds(const FdDumpState& st, const ucred& c, image::M
     return std::string();
 }
 
+// SO_PEERGROUPS: the supplementary groups of the socket's maker (the process SO_PEERCRED names);
+// nullopt when the socket has no peer credentials (ENODATA).
+Result<std::optional<std::vector<gid_t>>> peer_groups(int sock) {
+    std::vector<gid_t> groups(32);
+    for (;;) {
+        socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+        if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+            groups.resize(len / sizeof(gid_t));
+            return std::optional{std::move(groups)};
+        }
+        if (errno == ENODATA) return std::optional<std::vector<gid_t>>();
+        // ERANGE: len says how much room they need (at most NGROUPS_MAX, 65536).
+        if (errno != ERANGE || len / sizeof(gid_t) <= groups.size() || len / sizeof(gid_t) > 65536)
+            return sys_error("getsockopt(SO_PEERGROUPS)");
+        groups.resize(len / sizeof(gid_t));
+    }
+}
+
 // Records what SO_PEERCRED reads (the process that made the peer's end: socketpair(),
 // connect(), listen()), its pid as the tree sees it (0: none, or a process outside the tree),
-// and the AF_UNIX options kept beside SO_PASSCRED.
+// its supplementary groups (SO_PEERGROUPS), and the AF_UNIX options kept beside SO_PASSCRED.
 Result<void> record_unix_opts(const FdDumpState& st, int sock, image::PeerCred* peer, sockopt::Options* opts) {
     CKPT_TRY(sockopt::record(sock, sockopt::unix_level(), opts));
     ucred c{};
@@ -389,6 +409,10 @@ Result<void> record_unix_opts(const FdDumpState& st, int sock, image::PeerCred* 
     peer->set_pid(it == st.tree_pids.end() ? 0 : static_cast<uint32_t>(it->second));
     peer->set_uid(c.uid);
     peer->set_gid(c.gid);
+    if (auto groups = CKPT_TRY(peer_groups(sock))) {
+        peer->set_groups_recorded(true);
+        for (gid_t g : *groups) peer->add_groups(g);
+    }
     return ok();
 }
 
@@ -947,6 +971,12 @@ Result<void> note_peercred(int fd, const image::PeerCred& want, const RestoreSha
         logger()->info("{}: SO_PEERCRED names pid {} (as the engine sees it), uid {}, gid {}, not the peer of the dump "
                        "(pid {} in the tree, uid {}, gid {})", what, now.pid, now.uid, now.gid, want.pid(), want.uid(),
                        want.gid());
+    if (want.groups_recorded()) {
+        auto groups = CKPT_TRY_CTX(peer_groups(fd), "{}", what);
+        if (!groups || !std::equal(groups->begin(), groups->end(), want.groups().begin(), want.groups().end()))
+            logger()->info("{}: SO_PEERGROUPS names {} supplementary groups, not the {} of the peer of the dump", what,
+                           groups ? groups->size() : 0, want.groups_size());
+    }
     return ok();
 }
 
@@ -963,14 +993,34 @@ pid_t pair_creator(const image::UnixSocketEntry& e) {
 }
 
 // Runs call (injected syscalls of t's leader) as the process of the tree that made a socket
-// at the dump: the kernel stamps the caller's credentials on it (SO_PEERCRED reads them).
-// Root restoring as recorded makes the call with the recorded effective ids, taking root's
-// back after (t still holds root's real and saved ids).
+// at the dump: the kernel stamps the caller's credentials on it (SO_PEERCRED and
+// SO_PEERGROUPS read them). Root restoring as recorded makes the call with the recorded
+// effective ids and supplementary groups, taking its own back after (t still holds root's
+// real and saved ids; its groups are the engine's until its own are restored, at the end).
+// Under --restore-as the process already is the user and keeps the groups it has.
 template <class Call>
 Result<int64_t> as_maker(RestoreTask& t, const image::PeerCred& cred, Call&& call) {
     constexpr uint64_t kKeep = static_cast<uint32_t>(-1);
     RemoteThread& rt = *t.leader;
     bool swap = !t.shared->user && (geteuid() != cred.uid() || getegid() != cred.gid());
+    std::vector<uint32_t> own;
+    bool regroup = false;
+    if (!t.shared->user && cred.groups_recorded()) {
+        own = CKPT_TRY(read_status(t.host)).groups;
+        regroup = !std::equal(own.begin(), own.end(), cred.groups().begin(), cred.groups().end());
+    }
+    auto s = t.scratch.scope();
+    uint64_t own_at = 0;
+    if (regroup) {
+        static_assert(sizeof(gid_t) == sizeof(uint32_t));
+        auto put = [&](const uint32_t* g, size_t n) -> Result<uint64_t> {
+            if (n == 0) return uint64_t{0};
+            return s.put(g, n * sizeof(uint32_t), alignof(uint32_t));
+        };
+        uint64_t want_at = CKPT_TRY(put(cred.groups().data(), cred.groups().size()));
+        own_at = CKPT_TRY(put(own.data(), own.size()));
+        CKPT_TRY(rt.syscall_ok("setgroups", SYS_setgroups, {static_cast<uint64_t>(cred.groups_size()), want_at}));
+    }
     if (swap) {
         CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {kKeep, cred.gid(), kKeep}));
         CKPT_TRY(rt.syscall_ok("setresuid", SYS_setresuid, {kKeep, cred.uid(), kKeep}));
@@ -980,6 +1030,7 @@ Result<int64_t> as_maker(RestoreTask& t, const image::PeerCred& cred, Call&& cal
         CKPT_TRY(rt.syscall_ok("setresuid", SYS_setresuid, {kKeep, geteuid(), kKeep}));
         CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {kKeep, getegid(), kKeep}));
     }
+    if (regroup) CKPT_TRY(rt.syscall_ok("setgroups", SYS_setgroups, {static_cast<uint64_t>(own.size()), own_at}));
     return r;
 }
 

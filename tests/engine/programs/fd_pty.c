@@ -89,6 +89,12 @@ static int read_exactly(int fd, const char* want, size_t len) {
 /* The grandchild: in the foreground of the child's session, it reads a line from its
  * terminal once restored and answers through it. */
 static void grandchild(const char* a_name, const struct termios* ta) {
+    /* Not before the child made this group the foreground one: a background group reading its
+     * terminal is stopped (SIGTTIN), and would never answer. */
+    for (int i = 0; tcgetpgrp(CHILD_SLAVE) != getpid(); i++) {
+        if (i == 30000) test_fail("grandchild: never in the foreground of its terminal");
+        usleep(1000);
+    }
     char line[64];
     ssize_t n = read(CHILD_SLAVE, line, sizeof line - 1);
     line[n > 0 ? n : 0] = '\0';

@@ -16,9 +16,10 @@
  *   45         listening, made by child A, passed to the root; the root's client 46 connected,
  *              not accepted
  * Checked after restore, in the root and in each child, for every end it holds: SO_PEERCRED
- * gives the maker's pid (as this pid namespace sees it), uid and gid as before the dump, and
+ * gives the maker's pid (as this pid namespace sees it), uid and gid as before the dump,
+ * SO_PEERGROUPS the maker's supplementary groups (child B has two of its own), and
  * SO_PEERPIDFD (Linux 6.5) a pidfd of that same living process. Runs as root (child B changes
- * user). */
+ * user and groups). */
 #include <errno.h>
 #include <grp.h>
 #include <signal.h>
@@ -41,6 +42,10 @@
 
 /* What the ends said before the dump, by fd (pid 0: not recorded). */
 static struct ucred before[50];
+#define MAX_GROUPS 64
+static gid_t before_groups[50][MAX_GROUPS];
+static int before_ngroups[50];
+static const gid_t child_b_groups[] = {4242, 4343};
 
 static struct ucred peercred(int fd) {
     struct ucred c = {0, (uid_t)-1, (gid_t)-1};
@@ -49,9 +54,22 @@ static struct ucred peercred(int fd) {
     return c;
 }
 
+/* SO_PEERGROUPS of fd into groups; their number. */
+static int peergroups(int fd, gid_t* groups) {
+    socklen_t len = MAX_GROUPS * sizeof(gid_t);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) test_fail("fd %d: SO_PEERGROUPS: %s", fd, strerror(errno));
+    return (int)(len / sizeof(gid_t));
+}
+
+/* Remembers what fd says before the dump. */
+static void remember(int fd) {
+    before[fd] = peercred(fd);
+    before_ngroups[fd] = peergroups(fd, before_groups[fd]);
+}
+
 /* Records what fd says, which must be its maker and the maker's ids. */
 static void record(int fd, pid_t maker) {
-    before[fd] = peercred(fd);
+    remember(fd);
     if (before[fd].pid != maker || before[fd].uid != geteuid() || before[fd].gid != getegid())
         test_fail("fd %d before the dump: SO_PEERCRED pid %d uid %d gid %d, expected %d, %d, %d", fd, (int)before[fd].pid,
                   (int)before[fd].uid, (int)before[fd].gid, (int)maker, (int)geteuid(), (int)getegid());
@@ -77,6 +95,11 @@ static void check(int fd, pid_t expect_pid) {
     CHECK(now.pid == before[fd].pid && now.uid == before[fd].uid && now.gid == before[fd].gid,
           "fd %d: SO_PEERCRED pid %d uid %d gid %d, before the dump pid %d uid %d gid %d", fd, (int)now.pid, (int)now.uid,
           (int)now.gid, (int)before[fd].pid, (int)before[fd].uid, (int)before[fd].gid);
+    gid_t groups[MAX_GROUPS];
+    int n = peergroups(fd, groups);
+    CHECK(n == before_ngroups[fd] && memcmp(groups, before_groups[fd], (size_t)n * sizeof(gid_t)) == 0,
+          "fd %d: SO_PEERGROUPS gives %d groups (first %d), before the dump %d (first %d)", fd, n, n ? (int)groups[0] : -1,
+          before_ngroups[fd], before_ngroups[fd] ? (int)before_groups[fd][0] : -1);
     long p = peer_pidfd_pid(fd);
     CHECK(p == 0 || p == expect_pid, "fd %d: SO_PEERPIDFD names pid %ld, expected %d", fd, p, (int)expect_pid);
 }
@@ -163,7 +186,8 @@ static void child_a(pid_t root) {
 /* Child B: becomes nobody, makes 38 <-> 39, keeps 38, passes 39 to the root. */
 static void child_b(pid_t root) {
     for (int fd = 31; fd <= 35; ++fd) close(fd);
-    if (setgroups(0, NULL) != 0 || setresgid(NOBODY, NOBODY, NOBODY) != 0 || setresuid(NOBODY, NOBODY, NOBODY) != 0)
+    if (setgroups(2, child_b_groups) != 0 || setresgid(NOBODY, NOBODY, NOBODY) != 0 ||
+        setresuid(NOBODY, NOBODY, NOBODY) != 0)
         test_fail("becoming nobody: %s", strerror(errno));
     test_socketpair_at(SOCK_SEQPACKET, 38, 39);
     record(38, getpid());
@@ -173,7 +197,7 @@ static void child_b(pid_t root) {
     close(40);
     close(45);
     connect_at(43, root, 1);
-    before[43] = peercred(43);
+    remember(43);
     CHECK(before[43].pid == root && before[43].uid == 0, "fd 43 before the dump: SO_PEERCRED pid %d uid %d, expected the root %d",
           (int)before[43].pid, (int)before[43].uid, (int)root);
 #else
@@ -189,11 +213,12 @@ static void child_b(pid_t root) {
 }
 
 int main(int argc, char** argv) {
-    #ifdef NAMED
-    test_init(argc, argv, 4);
+#ifdef NAMED
+#define GROUPS_CORRUPT 5
 #else
-    test_init(argc, argv, 3);
+#define GROUPS_CORRUPT 4
 #endif
+    test_init(argc, argv, GROUPS_CORRUPT);
     signal(SIGPIPE, SIG_IGN);
     pid_t me = getpid();
     test_socketpair_at(SOCK_STREAM, 30, 31);
@@ -210,27 +235,29 @@ int main(int argc, char** argv) {
     recv_fd_at(31, 37);
 #ifdef NAMED
     recv_fd_at(31, 45);
-    before[45] = peercred(45);
+    remember(45);
     accept_at(40, 42);
-    before[42] = peercred(42);
+    remember(42);
     CHECK(before[42].pid == a && before[45].pid == a, "fds 42, 45 before the dump: SO_PEERCRED pids %d, %d, expected child A %d",
           (int)before[42].pid, (int)before[45].pid, (int)a);
     connect_at(46, me, 2);
-    before[46] = peercred(46);
+    remember(46);
     CHECK(before[46].pid == a, "fd 46 before the dump: SO_PEERCRED pid %d, expected child A %d", (int)before[46].pid, (int)a);
 #endif
-    before[37] = peercred(37);
+    remember(37);
     CHECK(before[37].pid == a, "fd 37 before the dump: SO_PEERCRED pid %d, expected child A %d", (int)before[37].pid, (int)a);
     pid_t b = fork();
     if (b == 0) child_b(me);
     recv_fd_at(31, 39);
 #ifdef NAMED
     accept_at(40, 44);
-    before[44] = peercred(44);
+    remember(44);
     CHECK(before[44].pid == b && before[44].uid == NOBODY, "fd 44 before the dump: SO_PEERCRED pid %d uid %d, expected child B %d as nobody",
           (int)before[44].pid, (int)before[44].uid, (int)b);
 #endif
-    before[39] = peercred(39);
+    remember(39);
+    CHECK(before_ngroups[39] == 2 && before_groups[39][0] == child_b_groups[0] && before_groups[39][1] == child_b_groups[1],
+          "fd 39 before the dump: SO_PEERGROUPS gives %d groups, expected child B's 2", before_ngroups[39]);
     CHECK(before[39].pid == b && before[39].uid == NOBODY && before[39].gid == NOBODY,
           "fd 39 before the dump: SO_PEERCRED pid %d uid %d gid %d, expected child B %d as nobody", (int)before[39].pid,
           (int)before[39].uid, (int)before[39].gid, (int)b);
@@ -249,6 +276,7 @@ int main(int argc, char** argv) {
         }
     }
     if (test_corrupt(2)) before[39].uid = 0;
+    if (test_corrupt(GROUPS_CORRUPT)) before_groups[39][1] = 4444;
 #ifdef NAMED
     if (test_corrupt(4)) before[42].pid = me;
 #endif

@@ -85,7 +85,9 @@ namespace ckpt::image {
 // 11: more of issues 12 and 13, each listed here; a version 10 reader refuses version 11:
 //    - AF_UNIX SO_PASSPIDFD and SO_PASSSEC (UnixSocketEnd.options, UnixSkEntry.options) and
 //      SO_PEERCRED at dump (PeerCred): a version 10 reader would restore a receiver without them.
-inline constexpr uint32_t kFormatVersion = 11;
+// 12: SO_PEERGROUPS of AF_UNIX sockets (PeerCred.groups): a version 11 reader would restore the
+//     restorer's supplementary groups there; it refuses version 12.
+inline constexpr uint32_t kFormatVersion = 12;
 
 enum class Kind : uint32_t {
     Inventory = 1,
