@@ -80,7 +80,7 @@ wait_done() {
 
 wait_first_set() {
     for ((i = 0; i < 60; i++)); do
-        ckpt_job list "$1" --json 2>/dev/null | grep -q '"current_set": [0-9]' && return
+        ckpt_job list "$1" --json 2>/dev/null | grep '"current_set": [0-9]' >/dev/null && return
         sleep 1
     done
     die "job $1: no checkpoint after 60 s"
@@ -98,7 +98,7 @@ lose_node() {
     step "What the job printed (progress lines elided)"
     grep -v '^step' "$out" | sed 's/^/      /'
     info "first progress line after the restore (it continues, it does not start over):"
-    sed -n '/restoring from/,$p' "$out" | grep '^step' | head -n 1 | sed 's/^/      /'
+    sed -n '/restoring from/,$p' "$out" | grep '^step' | sed -n 1p | sed 's/^/      /'
 }
 
 # --- 1. an MPI job -------------------------------------------------------------------------

@@ -116,7 +116,7 @@ pid=
     exec flock -x "$work/locked" sleep 300
 ) </dev/null >/dev/null 2>&1 &
 pid=$!
-for _ in $(seq 50); do cat /proc/$pid/fdinfo/* 2>/dev/null | grep -q "^lock:" && break; sleep 0.1; done
+for _ in $(seq 50); do cat /proc/$pid/fdinfo/* 2>/dev/null | grep "^lock:" >/dev/null && break; sleep 0.1; done
 if "$engine" dump -t "$pid" -D "$work/img6" -R 2> "$work/err"; then die "a dump without --file-locks saved a held lock"; fi
 grep -qF -- "--file-locks" "$work/err" || die "dump of a held lock: $(cat "$work/err")"
 kill -0 "$pid" || die "a refused dump harmed the locking tree"

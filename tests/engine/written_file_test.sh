@@ -49,7 +49,7 @@ grown=$(lines)
     { echo "FAIL: restore: $(cat "$work/restore.err")" >&2; exit 1; }
 [ -e "$work/log.done" ] || { echo "FAIL: the restored writer did not finish" >&2; exit 1; }
 [ "$(cat "$work/log")" = "$expected" ] ||
-    { echo "FAIL: the file after the restore is not the uninterrupted run's: $(uniq -d "$work/log" | head -3)" >&2; exit 1; }
+    { echo "FAIL: the file after the restore is not the uninterrupted run's: $(uniq -d "$work/log" | sed -n 1,3p)" >&2; exit 1; }
 echo "rolled back from $grown lines; the restored writer wrote the rest once"
 
 # The bytes before the dump's size changed: refused.

@@ -67,7 +67,7 @@ pid_from_file() {
     [ -f "$file" ] || return 1
     pid=$(tr -dc '0-9' <"$file")
     [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$DIR/" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F "$DIR/" >/dev/null || return 1
     echo "$pid"
 }
 
@@ -103,9 +103,9 @@ orphaned_job_pids() {
         pid=${env#/proc/}; pid=${pid%/environ}
         [ "$pid" != $$ ] || continue
         [ "$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)" = 1 ] || continue
-        tr '\0' '\n' 2>/dev/null <"$env" | grep -qxF "SLURM_CONF=$CONF" || continue
+        tr '\0' '\n' 2>/dev/null <"$env" | grep -xF "SLURM_CONF=$CONF" >/dev/null || continue
         if [ -n "$node" ]; then
-            tr '\0' '\n' 2>/dev/null <"$env" | grep -qxF "SLURMD_NODENAME=$node" || continue
+            tr '\0' '\n' 2>/dev/null <"$env" | grep -xF "SLURMD_NODENAME=$node" >/dev/null || continue
         fi
         echo "$pid"
     done
@@ -125,8 +125,8 @@ job_pids() {
     for env in /proc/[0-9]*/environ; do
         pid=${env#/proc/}; pid=${pid%/environ}
         [[ "$self" != *" $pid "* ]] || continue
-        tr '\0' '\n' 2>/dev/null <"$env" | grep -qxF "SLURM_CONF=$CONF" || continue
-        tr '\0' '\n' 2>/dev/null <"$env" | grep -q "^SLURM_JOB_ID=" || continue
+        tr '\0' '\n' 2>/dev/null <"$env" | grep -xF "SLURM_CONF=$CONF" >/dev/null || continue
+        tr '\0' '\n' 2>/dev/null <"$env" | grep "^SLURM_JOB_ID=" >/dev/null || continue
         echo "$pid"
     done
 }
@@ -199,7 +199,7 @@ ensure_users() {
 }
 
 port_free() {
-    ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .
+    ! ss -Htln "sport = :$1" 2>/dev/null | grep . >/dev/null
 }
 
 choose_ports() {
@@ -435,7 +435,7 @@ cmd_env() {
 cmd_kill_node() {
     local node=${1:-}
     [ -n "$node" ] || usage
-    node_names | grep -qx "$node" || die "no node $node in $DIR"
+    node_names | grep -x "$node" >/dev/null || die "no node $node in $DIR"
     local pids=()
     KILLED=()
     mapfile -t pids < <({
@@ -451,7 +451,7 @@ cmd_kill_node() {
 cmd_start_node() {
     local node=${1:-}
     [ -n "$node" ] || usage
-    node_names | grep -qx "$node" || die "no node $node in $DIR"
+    node_names | grep -x "$node" >/dev/null || die "no node $node in $DIR"
     if ! pid_from_file "$RUN/slurmd.$node.pid" >/dev/null; then
         start_slurmd "$node"
     fi

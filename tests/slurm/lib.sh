@@ -190,7 +190,7 @@ check_resumed_output() {
     starts=$(grep -c '^start:' "$out" || true)
     [ "$starts" = 1 ] || fail "$out: the program started $starts times (it must resume, not start over): $(cat "$out")"
     grep -q 'restoring from' "$out" || fail "$out: no restore line: $(cat "$out")"
-    first_after=$(sed -n '/restoring from/,$p' "$out" | sed -n 's/^step \([0-9]*\) of.*/\1/p' | head -1)
+    first_after=$(sed -n '/restoring from/,$p' "$out" | sed -n 's/^step \([0-9]*\) of.*/\1/p' | sed -n 1p)
     [ -n "$first_after" ] && [ "$first_after" -gt 10 ] ||
         fail "$out: progress after the restore starts at step '${first_after}': $(cat "$out")"
     cmp -s "$expected" "$answer" || fail "answers differ: $(cat "$answer" 2>&1) vs $(cat "$expected")"

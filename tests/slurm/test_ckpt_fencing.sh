@@ -24,7 +24,7 @@ while :; do
     if [ -n "$seq" ] && [ "$seq" -gt "$first" ] && [ -e "$CKPT_ROOT/$job/agents/step-batch.set-$seq.node-0" ]; then
         kill -STOP "$agent"
         # Too late if it committed already: let it go on and catch the next set.
-        "$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT" | grep -q "state: writing" && break
+        "$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT" | grep "state: writing" >/dev/null && break
         kill -CONT "$agent"
         first=$seq
     fi
@@ -40,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 note "run 0's agent (pid $agent) frozen while set $seq is written"
 
-pid=$(sed -n 's/^start: .* pid \([0-9]*\)$/\1/p' "$out" | head -1)
+pid=$(sed -n 's/^start: .* pid \([0-9]*\)$/\1/p' "$out" | sed -n 1p)
 uid=$(id -u "$TEST_USER")
 gid=$(id -g "$TEST_USER")
 # The newer run's agent, fed the job's task pid as slurmstepd would.
@@ -75,7 +75,7 @@ show=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT" 2>&1 || true)
 grep -qE "state: failed|no set $seq\$" <<<"$show" || fail "the stale run's set $seq is not failed: $show"
 [ "$(current_set "$job")" = "$newest" ] || fail "current set changed from $newest to $(current_set "$job")"
 "$CKPT_JOB" verify "$job" --set "$newest" --root "$CKPT_ROOT" || fail "the newer run's set $newest does not verify"
-"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep -q "run 1," || fail "the index forgot run 1"
+"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep "run 1," >/dev/null || fail "the index forgot run 1"
 
 scancel "$job"
 wait_jobs_done "$job"

@@ -114,7 +114,7 @@ note "job $job: sets $(tr '\n' ' ' <<<"$sets") (set 1 freed)"
 JOB_TIMEOUT=150 wait_jobs_done "$job"
 [ "$(job_field "$job" JobState)" = COMPLETED ] || fail "job $job: $(job_field "$job" JobState): $(cat "$out")"
 [ "$(job_field "$job" Restarts)" = 1 ] || fail "job $job: Restarts=$(job_field "$job" Restarts)"
-restored=$(sed -n "s|.*restoring from $CKPT_ROOT/$job/set-0*\([0-9]*\)/member-0.*|\1|p" "$out" | head -1)
+restored=$(sed -n "s|.*restoring from $CKPT_ROOT/$job/set-0*\([0-9]*\)/member-0.*|\1|p" "$out" | sed -n 1p)
 [ -n "$restored" ] || fail "job $job: no restore line: $(cat "$out")"
 [ "$(parent_in "$restored" "$before" | awk '{print $1}')" -gt 0 ] 2>/dev/null ||
     fail "job $job restored set $restored, which is not incremental (sets at the kill: $before)"
@@ -129,7 +129,7 @@ child=$(awk '$2 != 0 { print $1 }' <<<"$sets" | tail -1)
 [ -n "$child" ] || fail "job $job: no incremental set left to check: $sets"
 parent=$(parent_in "$child" "$sets")
 pdir=$(set_dir "$job" "$parent")
-pages=$(find "$pdir/member-0" -maxdepth 1 -name 'pages-*' -size +0 | head -1)
+pages=$(find "$pdir/member-0" -maxdepth 1 -name 'pages-*' -size +0 | sed -n 1p)
 [ -n "$pages" ] || fail "$pdir/member-0 has no page data: $(ls "$pdir/member-0")"
 python3 - "$pages" <<'PY'
 import sys

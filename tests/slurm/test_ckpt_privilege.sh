@@ -62,7 +62,7 @@ for p in $halves; do
 done
 relay=$(pgrep -f -- "ckpt-agent relay .*--root $CKPT_ROOT --job $job " || true)
 [ -n "$relay" ] && [ "$(ps -o user= -p "$relay")" = ckpttest ] || fail "the relay ($relay) does not run as ckpttest"
-bad=$(find "$jobdir" ! -user ckpttest -print | head -3)
+bad=$(find "$jobdir" ! -user ckpttest -print | sed -n 1,3p)
 [ -z "$bad" ] || fail "files in the job folder not of ckpttest: $bad"
 note "agent: privileged half root, folder half and relay ckpttest (no capabilities, no_new_privs)"
 
@@ -94,7 +94,7 @@ until grep -q "leaves its image folder" "$log" 2>/dev/null; do
 done
 kill "$forger_pid" 2>/dev/null || true
 wait "$forger_pid" 2>/dev/null || true
-grep "leaves its image folder" "$log" | tail -1 | grep -q "failed" || fail "the forged report's set did not fail: $(grep 'leaves its' "$log" | tail -1)"
+grep "leaves its image folder" "$log" | tail -1 | grep "failed" >/dev/null || fail "the forged report's set did not fail: $(grep 'leaves its' "$log" | tail -1)"
 check_canaries
 note "forged report refused: $(grep -o 'set [0-9]* failed.*' "$log" | grep 'leaves its' | tail -1)"
 

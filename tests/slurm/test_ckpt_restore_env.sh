@@ -40,7 +40,7 @@ note "job $job: set $seq committed, job cancelled"
 
 saved=$CKPT_ROOT/$job/job-environment
 [ "$(stat -c '%U %a' "$saved")" = "$TEST_USER 600" ] || fail "$saved: $(stat -c '%U %a' "$saved")"
-tr '\0' '\n' <"$saved" | grep -qxF "CKPT_TEST_VAR=$value" || fail "$saved lacks CKPT_TEST_VAR: $(tr '\0' '\n' <"$saved")"
+tr '\0' '\n' <"$saved" | grep -xF "CKPT_TEST_VAR=$value" >/dev/null || fail "$saved lacks CKPT_TEST_VAR: $(tr '\0' '\n' <"$saved")"
 ! tr '\0' '\n' <"$saved" | grep -E '^(SLURM_|SLURMD_|_SLURM_SPANK_OPTION_|CKPT_(DIR|INTERVAL|KEEP|RESTART|RESTORE)=)' ||
     fail "$saved holds variables Slurm or the plugin set for each job"
 

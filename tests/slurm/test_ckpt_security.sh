@@ -25,7 +25,7 @@ for cmd in "list $job" "show $job" "verify $job" "status $job" "restore $job" "c
     fi
     grep -q "belong to $TEST_USER" <<<"$msg" || fail "'ckpt-job $cmd' as $OTHER: unexpected message: $msg"
 done
-if AS_USER=$OTHER ckpt_job_in "$other_work" list | grep -q "^$job "; then
+if AS_USER=$OTHER ckpt_job_in "$other_work" list | grep "^$job " >/dev/null; then
     fail "$OTHER's 'ckpt-job list' shows $TEST_USER's job $job"
 fi
 ckpt_job_in "$work" verify "$job" || fail "$TEST_USER's sets were damaged"

@@ -11,7 +11,7 @@ script=$(dirname "$SERIAL_JOB")/srun-job.sbatch
 job=$(submit "$work" --time=1 --signal=USR1@45 --export=ALL,SERIAL_JOB="$SERIAL_JOB" \
     --checkpoint-interval=10m "$script" 3000 50)
 deadline=$((SECONDS + 75))
-until "$CKPT_JOB" list "$job" --root "$CKPT_ROOT" 2>/dev/null | grep -qE '^\* +[0-9]+ +committed +preempt'; do
+until "$CKPT_JOB" list "$job" --root "$CKPT_ROOT" 2>/dev/null | grep -E '^\* +[0-9]+ +committed +preempt' >/dev/null; do
     ((SECONDS < deadline)) || fail "job $job: no final set after the warning signal: $("$CKPT_JOB" list "$job" --root "$CKPT_ROOT" 2>&1); $(cat "$CKPT_ROOT/$job"/agents/step-1.node-0.log 2>&1 | tail -3)"
     pause
 done
@@ -23,7 +23,7 @@ grep -q "signalled by Slurm" "$CKPT_ROOT/$job/agents/step-1.node-0.log" || fail 
 # srun step's lead take the final set, then passes the signal on (the shell dies of it).
 scancel --batch --signal=USR1 "$job"
 seq2=$(wait_for_set "$job" "$seq" 30)
-"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep -qE "^\* +$seq2 +committed +preempt" ||
+"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep -E "^\* +$seq2 +committed +preempt" >/dev/null ||
     fail "set $seq2 is not a final set: $("$CKPT_JOB" list "$job" --root "$CKPT_ROOT")"
 wait_for_line "$CKPT_ROOT/$job/agents/step-batch.node-0.log" "relay: final checkpoint: set $seq2 committed" 10
 scancel "$job"

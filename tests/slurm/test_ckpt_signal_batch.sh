@@ -35,7 +35,7 @@ done
 grep -q "script got USR1; sets: 1 preempt" "$out" ||
     fail "the script saw the signal before the final set was committed: $(cat "$out")"
 seq=$(current_set "$job")
-"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep -qE "^\* +$seq +committed +preempt" ||
+"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep -E "^\* +$seq +committed +preempt" >/dev/null ||
     fail "set $seq is not the final set: $("$CKPT_JOB" list "$job" --root "$CKPT_ROOT")"
 grep -q "relay: final checkpoint: set $seq committed; passing the signal on" "$log" ||
     fail "the relay's log does not say it: $(cat "$log")"

@@ -13,7 +13,7 @@ job=$(submit "$work" --export=ALL,SERIAL_JOB="$SERIAL_JOB" --checkpoint-interval
 out=$work/srun-job-$job.out
 wait_for_line "$out" '^1: step 10 of' 40
 seq=$(wait_for_set "$job" 0 40)
-"$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT" | grep -q "members: 2 of 2" ||
+"$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT" | grep "members: 2 of 2" >/dev/null ||
     fail "set $seq does not hold both tasks: $("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")"
 node=$(scontrol show hostnames "$(job_field "$job" NodeList)" | tail -1)
 note "job $job committed set $seq (step 1, 2 members); killing $node"

@@ -31,7 +31,7 @@ done
 passive_step=$(basename "$passive" .node-0.log)
 passive_step=${passive_step#step-}
 active_step=$((1 - passive_step))
-ckpt_job_in "$work" status "$job" | grep -q "last result: not checkpointed: another srun step" ||
+ckpt_job_in "$work" status "$job" | grep "last result: not checkpointed: another srun step" >/dev/null ||
     fail "ckpt-job status does not say so: $(ckpt_job_in "$work" status "$job")"
 JOB_TIMEOUT=90 wait_jobs_done "$job"
 [ "$(job_field "$job" JobState)" = COMPLETED ] || fail "job $job: $(job_field "$job" JobState): $(cat "$out")"

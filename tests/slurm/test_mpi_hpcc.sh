@@ -41,7 +41,7 @@ hpcc_check_passed "$work/plain/hpccoutf.txt" "$work/plain.verdicts" "uninterrupt
 job=$(submit "$work/ckpt" --output="$work/ckpt/job.out" --checkpoint-interval=3s "$work/ckpt/hpcc.sbatch")
 out=$work/ckpt/job.out
 seq=$(wait_for_set "$job" 0 90)
-"$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT" | grep -q "members: 4 of 4" ||
+"$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT" | grep "members: 4 of 4" >/dev/null ||
     fail "set $seq does not hold the 4 ranks"
 [ "$(job_field "$job" JobState)" = RUNNING ] || fail "hpcc ended before the node was killed: $(cat "$out")"
 node=$(scontrol show hostnames "$(job_field "$job" NodeList)" | tail -1)

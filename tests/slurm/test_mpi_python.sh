@@ -56,10 +56,10 @@ deadline=$((SECONDS + 120))
 while :; do
     seq=$(wait_for_set "$job" "$seq" 90)
     shown=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")
-    echo "$shown" | grep -q "^  incremental on: set [0-9]" && break
+    echo "$shown" | grep "^  incremental on: set [0-9]" >/dev/null && break
     ((SECONDS < deadline)) || fail "no incremental set of the ranks within 120 s: $shown"
 done
-echo "$shown" | grep -q "members: 4 of 4" && echo "$shown" | grep -q "^  RANK " ||
+echo "$shown" | grep "members: 4 of 4" >/dev/null && echo "$shown" | grep "^  RANK " >/dev/null ||
     fail "set $seq does not hold the 4 ranks: $shown"
 [ "$(job_field "$job" JobState)" = RUNNING ] || fail "the job ended before the node was killed (make it longer): $(cat "$out")"
 node=$(scontrol show hostnames "$(job_field "$job" NodeList)" | tail -1)

@@ -79,7 +79,7 @@ left=$(pgrep -u "$TEST_USER" -af "^$prog " || true)
 [ -z "$left" ] || fail "ranks left behind: $left"
 no_agent_left "$job"
 [ "$(current_set "$job")" = "$first" ] || fail "the newest committed set is $(current_set "$job"), not $first"
-"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep -qE "failed" ||
+"$CKPT_JOB" list "$job" --root "$CKPT_ROOT" | grep -E "failed" >/dev/null ||
     fail "ckpt-job list does not show the failed set: $("$CKPT_JOB" list "$job" --root "$CKPT_ROOT")"
 
 again=$(ckpt_job_in "$work" restore "$job" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-) ||

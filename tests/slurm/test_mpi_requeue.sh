@@ -56,7 +56,7 @@ seen=$(wait_for_ranks "$job")
 [ "$seen" = ckpt ] || fail "the ranks of a checkpointed job mapped: $seen (not only ckpt's libmpi)"
 seq=$(wait_for_set "$job" 0 90)
 shown=$("$CKPT_JOB" show "$job" --set "$seq" --root "$CKPT_ROOT")
-echo "$shown" | grep -q "members: 4 of 4" && echo "$shown" | grep -q "^  RANK " ||
+echo "$shown" | grep "members: 4 of 4" >/dev/null && echo "$shown" | grep "^  RANK " >/dev/null ||
     fail "set $seq does not hold the 4 ranks: $shown"
 grep -q "MPI ranks quiesced" "$CKPT_ROOT/$job"/agents/step-1.node-0.log ||
     fail "the ranks were not quiesced: $(tail -5 "$CKPT_ROOT/$job"/agents/step-1.node-0.log)"
@@ -73,7 +73,7 @@ grep -q "step 1 task 3: job $job checkpoint set [0-9]*: restoring from" "$out" |
     fail "rank 3 was not restored: $(cat "$out")"
 grep -q '^not MPI: LD_LIBRARY_PATH= CKPT_MPI_CONTROL=$' "$out" ||
     fail "a step not linked with MPI was changed: $(grep '^not MPI' "$out")"
-"$CKPT_JOB" show "$job" --root "$CKPT_ROOT" | grep -q "written by run: 1" ||
+"$CKPT_JOB" show "$job" --root "$CKPT_ROOT" | grep "written by run: 1" >/dev/null ||
     fail "the restored run was not checkpointed: $("$CKPT_JOB" show "$job" --root "$CKPT_ROOT")"
 no_agent_left "$job"
 restore_node

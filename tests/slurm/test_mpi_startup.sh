@@ -40,7 +40,7 @@ JOB_TIMEOUT=$((starts * 8)) wait_jobs_done "$job"
 for i in $(seq "$starts"); do
     out=$work/start-$i.out
     grep -q "^start $i: 0$" "$work/starts.out" && grep -q '^stress ok: 4 ranks' "$out" ||
-        fail "start $i of $starts failed: $(grep "^start $i:" "$work/starts.out"): $(grep -v '^ckpt-mpi:' "$out" | head -20)"
+        fail "start $i of $starts failed: $(grep "^start $i:" "$work/starts.out"): $(grep -v '^ckpt-mpi:' "$out" | sed -n 1,20p)"
     [ "$(grep -c '^ckpt-mpi: rank [0-3] of 4: upper half ' "$out")" = 4 ] ||
         fail "start $i: not every rank ran through ckpt's libmpi: $(grep '^ckpt-mpi:' "$out")"
 done

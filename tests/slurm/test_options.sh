@@ -112,6 +112,6 @@ grep -q '^ckpt: job [0-9]* step batch task 0: starting from the beginning: job 1
 [ "$(cat "$work/plain.out")" = "CKPT_INTERVAL=unset" ] || fail "a job without options got: $(cat "$work/plain.out")"
 
 # slurmstepd recorded the settings in the node's log for the agent's benefit.
-grep -hF "ckpt: job $script_job step batch" "$CKPT_CLUSTER_DIR"/log/slurmd.*.log | grep -qF "CKPT_INTERVAL=600" ||
+grep -hF "ckpt: job $script_job step batch" "$CKPT_CLUSTER_DIR"/log/slurmd.*.log | grep -F "CKPT_INTERVAL=600" >/dev/null ||
     fail "slurmd log has no settings line for job $script_job"
 note "ok"

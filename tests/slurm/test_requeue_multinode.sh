@@ -46,7 +46,7 @@ note "requeued and finished after $((SECONDS - started)) s"
 second=$(grep '^task run 1' "$work/job.out" | sort)
 [ "$(wc -l <<<"$second")" = 2 ] || fail "second run did not have two tasks: $(cat "$work/job.out")"
 ! grep -q "node $victim " <<<"$second" || fail "second run used the killed node $victim: $second"
-grep -c "interval 60$" <<<"$second" | grep -qx 2 || fail "second run lost the interval: $second"
+grep -c "interval 60$" <<<"$second" | grep -x 2 >/dev/null || fail "second run lost the interval: $second"
 for pid in "${first_pids[@]}"; do
     if running "$pid"; then
         fail "first run's process $pid is still running"
