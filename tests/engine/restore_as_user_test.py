@@ -631,6 +631,15 @@ def case_unix_creds(c):
                                   r"\(SCM_CREDENTIALS: pid \d+, uid 65534, gid 65534\): a restore as the user may not")
 
 
+def case_udp_queued(c):
+    # A datagram queued for a UDP socket (udp_queued_alone, run as nobody). Sending it again
+    # from its sender's address and port needs a raw socket (CAP_NET_RAW), which a user's
+    # restore lacks: refused by the kernel, named, nothing left running.
+    dumped(c, "udp_queued_alone")
+    c.expect_refused(c.restore(), r"queued datagram 1 of 1 \(6 bytes from 127\.0\.0\.1:\d+ to 127\.0\.0\.1:\d+\): "
+                                  r"socket\(SOCK_RAW\): .*CAP_NET_RAW")
+
+
 def case_claim_uid0(c):
     # Every process claims uid 0 (the inventory still says nobody). old: refused too ("images
     # belong to uid 0, not to uid 65534"): not open in the old code; kept as a guard.
@@ -763,6 +772,7 @@ CASES = {
     "pidfile-symlink": case_pidfile_symlink,
     "ipc-namespace": case_ipc_namespace,
     "unix-creds": case_unix_creds,
+    "udp-queued": case_udp_queued,
     "claim-uid0": case_claim_uid0,
     "claim-groups": case_claim_groups,
     "thread-creds": case_thread_creds,

@@ -1424,6 +1424,8 @@ class Run:
             raise TestFailure(f"the refusal does not say that --link-remap keeps such a file: {line}")
         if os.path.basename(self.args.program).startswith("fd_unix_creds") and "SCM_CREDENTIALS" not in line:
             raise TestFailure(f"the refusal does not name the credentials (SCM_CREDENTIALS): {line}")
+        if os.path.basename(self.args.program) == "udp_queued" and "SO_REUSEPORT" not in line:
+            raise TestFailure(f"the refusal does not name SO_REUSEPORT: {line}")
         self.expect_tree_unharmed("a dump refused for an fd")
         return "PASS"
 
@@ -1470,6 +1472,28 @@ class Run:
             self.expect_nothing_restored(f"forged {forged!r}")
             count += 1
         return f"PASS ({count} forged fields refused)"
+
+    def neg_udp_forged(self):
+        """Images of UDP sockets with datagrams queued (sock_udp) edited as their user could: a
+        datagram sent to an address of another host (it would be sent again there), to another
+        address than its socket's, to another port: each refused at restore naming the datagram,
+        nothing restored; the untouched images then restore and pass."""
+        if not self.args.image_edit:
+            raise TestFailure("--image-edit is needed for this test")
+        self.dumped_and_gone()
+        edits = [(r'\\377\\377\\177\\000\\000\\002"', r'\\377\\377\\010\\010\\010\\010"', "not an address of this host"),
+                 (r'(to \{\s*addr: )"\\177\\000\\000\\001"', r'\1"\\177\\000\\000\\003"', "image is corrupt"),
+                 (r'(to \{\s*addr: "[^"]*"\s*port: )\d+', r"\g<1>1", "image is corrupt")]
+        name = f"fds-{self.root}.img"
+        for pattern, forged, says in edits:
+            copy = self.forged_copy(name, pattern, forged)
+            line = self.expect_failure(["restore", "-D", copy, "--detach"], says, f"forged {forged!r}")
+            if "queued datagram" not in line:
+                raise TestFailure(f"forged {forged!r}: the refusal does not name the queued datagram: {line}")
+            self.expect_nothing_restored(f"forged {forged!r}")
+        self.restore()
+        self.check_verdict(what="the untouched images after the refused restores")
+        return f"PASS ({len(edits)} forged datagrams refused)"
 
     def forged_copy(self, name, pattern, forged):
         """A copy of the images in which image `name` has its first match of `pattern` replaced
@@ -2093,7 +2117,7 @@ def main():
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
-                                           "tcp-refused", "tcp-forged", "leave-running-original", "ipc-forged", "batch-failed",
+                                           "tcp-refused", "tcp-forged", "udp-forged", "leave-running-original", "ipc-forged", "batch-failed",
                                            "ipc-refused", "stream-truncated", "stream-flipped",
                                            "stream-forged-name", "stream-version",
                                            "stream-forged-sums", "stream-no-sums"])

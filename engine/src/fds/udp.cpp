@@ -5,19 +5,24 @@
 // address), connected to its peer, shut down for reading as it was, and with the options
 // that differ from a new socket's (sock_opts.h; SO_BINDTODEVICE by the interface's name).
 //
-// Queued datagrams are refused by name, either way. Putting one back exactly means sending it
-// again from its original sender's address and port (a socket of another host, or one this
-// host no longer has bound), and the kernel's receive timestamp and order with what arrives
-// meanwhile would differ: not done. A pending error or error queue, a socket filter, a kernel
-// encapsulation (UDP_ENCAP) and data held by UDP_CORK are refused as well. What no socket
-// call shows is not kept: multicast group memberships (IP_ADD_MEMBERSHIP), IPv6 sticky
-// options and flow labels, an IP_MULTICAST_IF given by interface index only.
+// Datagrams queued for a UDP or UDP-Lite socket are kept: peeked at dump one after another
+// (SO_PEEK_OFF) with their sender and destination, and sent again at restore from the
+// sender's address and port through a raw socket, before the process runs (see "restore:
+// queued datagrams" below). Refused: datagrams queued for ping and raw sockets, on a socket
+// with SO_REUSEPORT, shut down for reading or bound to a device other than loopback, sent to
+// a multicast, broadcast or link-local address or to another host's. A pending error or
+// error queue, a socket filter, a kernel encapsulation (UDP_ENCAP) and data held by UDP_CORK
+// are refused as well. What no socket call shows is not kept: multicast group memberships
+// (IP_ADD_MEMBERSHIP), IPv6 sticky options and flow labels, an IP_MULTICAST_IF given by
+// interface index only.
 //
 // The restore makes the socket in the engine (as the restorer: a raw socket needs
 // CAP_NET_RAW, a ping socket a group in net.ipv4.ping_group_range) before the process's fds
 // are placed; a port taken meanwhile by another socket fails the restore naming it.
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <linux/errqueue.h>
+#include <linux/filter.h>
 #include <linux/icmp.h>
 #include <linux/icmpv6.h>
 #include <linux/sock_diag.h>
@@ -29,7 +34,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstring>
+#include <optional>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
@@ -172,35 +179,199 @@ bool claims_inet(const FdProbe& probe) {
 
 bool is_any(const image::InetAddr& a) { return a.addr().find_first_not_of('\0') == std::string::npos; }
 
+bool is_v4_mapped(const image::InetAddr& a) {
+    return a.addr().size() == 16 && a.addr().compare(0, 12, std::string("\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) == 0;
+}
+
+// The IPv4 address a v4-mapped one holds; any other as it is.
+std::string unmapped(const std::string& addr) {
+    image::InetAddr a;
+    a.set_addr(addr);
+    return is_v4_mapped(a) ? addr.substr(12) : addr;
+}
+
+// Whether addr (4 or 16 bytes, v4-mapped taken as IPv4) is a unicast address of this host:
+// in 127.0.0.0/8, ::1, or an interface's own (getifaddrs), link-local ones left out (a scope
+// would be needed). Queued datagrams are put back only to such an address: nothing sent then
+// can leave the host, and no other socket can hold it with the port the socket holds alone.
+Result<bool> is_host_address(const std::string& addr_in) {
+    const std::string addr = unmapped(addr_in);
+    if (addr.size() == 4) {
+        if (static_cast<uint8_t>(addr[0]) == 127) return true;
+    } else if (addr.size() == 16) {
+        if (addr == std::string(15, '\0') + '\1') return true;
+        if (static_cast<uint8_t>(addr[0]) == 0xfe && (static_cast<uint8_t>(addr[1]) & 0xc0) == 0x80) return false;
+    } else {
+        return false;
+    }
+    ifaddrs* list = nullptr;
+    if (getifaddrs(&list) != 0) return sys_error("getifaddrs");
+    bool found = false;
+    for (ifaddrs* i = list; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr) continue;
+        if (i->ifa_addr->sa_family == AF_INET && addr.size() == 4)
+            found = memcmp(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, addr.data(), 4) == 0;
+        else if (i->ifa_addr->sa_family == AF_INET6 && addr.size() == 16)
+            found = memcmp(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, addr.data(), 16) == 0;
+    }
+    freeifaddrs(list);
+    return found;
+}
+
 // ---- dump ---------------------------------------------------------------------------------
 
-// Refuses a socket with anything queued for it to read: the first datagram (its size and
-// sender) named.
-Result<void> refuse_queued(int s, bool rcv_shutdown) {
+// The memory the socket's receive queue holds: every datagram queued counts there (a peek
+// would hide one of 0 bytes from every later peek: see record_queued).
+Result<uint32_t> queue_memory(int s) {
+    uint32_t mem[SK_MEMINFO_VARS] = {};
+    socklen_t ml = sizeof mem;
+    if (getsockopt(s, SOL_SOCKET, SO_MEMINFO, mem, &ml) != 0) return sys_error("getsockopt(SO_MEMINFO)");
+    return mem[SK_MEMINFO_RMEM_ALLOC];
+}
+
+// "the first of N bytes from ADDR", for a refusal of a ping or raw socket's queue.
+std::string first_datagram(int s) {
     sockaddr_storage from{};
     socklen_t fl = sizeof from;
     char b;
     ssize_t n;
     do n = recvfrom(s, &b, 1, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC, reinterpret_cast<sockaddr*>(&from), &fl);
     while (n < 0 && errno == EINTR);
-    if (n < 0 && errno != EAGAIN) return sys_error("recv(MSG_PEEK)");
-    // Shut down for reading, an empty queue reads as a datagram of 0 bytes: the memory the
-    // queue holds tells them apart.
-    uint32_t mem[SK_MEMINFO_VARS] = {};
-    socklen_t ml = sizeof mem;
-    if (getsockopt(s, SOL_SOCKET, SO_MEMINFO, mem, &ml) != 0) return sys_error("getsockopt(SO_MEMINFO)");
-    const bool queued = n > 0 || (n == 0 && !rcv_shutdown) || mem[SK_MEMINFO_RMEM_ALLOC] != 0;
-    if (!queued) return ok();
+    if (n < 0) return "the first unreadable";
     std::string sender = "?";
-    if (n >= 0 && (from.ss_family == AF_INET || from.ss_family == AF_INET6)) {
+    if (from.ss_family == AF_INET || from.ss_family == AF_INET6) {
         image::InetAddr a;
         record_addr(from, &a);
         sender = show_addr(a);
     }
-    return error_code(ENOTSUP,
-                      "datagrams queued to be read ({} bytes of memory in the receive queue, the first datagram of {} bytes from {}): "
-                      "queued datagrams are not supported (they cannot be sent again from their senders' addresses)",
-                      mem[SK_MEMINFO_RMEM_ALLOC], n < 0 ? 0 : n, sender);
+    return fmt::format("the first of {} bytes from {}", n, sender);
+}
+
+// An int option the dump sets on the tree's socket for its own reading, given back as it was
+// when the reading ends, failed or not.
+class BorrowedOption {
+public:
+    static Result<BorrowedOption> set(int s, int level, int name, const char* text, int value) {
+        BorrowedOption o(s, level, name, text, CKPT_TRY(sockopt::get_int(s, level, name, text)));
+        if (o.was_ != value) {
+            CKPT_TRY(sockopt::set_int(s, level, name, value, text));
+            o.changed_ = true;
+        }
+        return o;
+    }
+    BorrowedOption(BorrowedOption&& o) noexcept
+        : s_(o.s_), level_(o.level_), name_(o.name_), text_(o.text_), was_(o.was_), changed_(std::exchange(o.changed_, false)) {}
+    BorrowedOption& operator=(BorrowedOption&&) = delete;
+    ~BorrowedOption() { (void)give_back(); }
+    Result<void> give_back() {
+        if (!std::exchange(changed_, false)) return ok();
+        return sockopt::set_int(s_, level_, name_, was_, text_);
+    }
+
+private:
+    BorrowedOption(int s, int level, int name, const char* text, int was)
+        : s_(s), level_(level), name_(name), text_(text), was_(was) {}
+    int s_, level_, name_;
+    const char* text_;
+    int was_;
+    bool changed_ = false;
+};
+
+// The destination address of a datagram the peek read, from its IP_PKTINFO or IPV6_PKTINFO
+// (the kernel fills them from the datagram's own header).
+std::optional<sockaddr_storage> destination_of(msghdr& mh, int family, uint16_t port) {
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+        sockaddr_storage ss{};
+        if (family == AF_INET && c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            auto& in = reinterpret_cast<sockaddr_in&>(ss);
+            in.sin_family = AF_INET;
+            in.sin_addr = pi.ipi_addr;
+            in.sin_port = htons(port);
+            return ss;
+        }
+        if (family == AF_INET6 && c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            auto& in6 = reinterpret_cast<sockaddr_in6&>(ss);
+            in6.sin6_family = AF_INET6;
+            in6.sin6_addr = pi.ipi6_addr;
+            in6.sin6_port = htons(port);
+            return ss;
+        }
+    }
+    return std::nullopt;
+}
+
+constexpr size_t kMaxDatagram = 65535;
+
+// Records every datagram queued for a UDP or UDP-Lite socket, oldest first, without taking
+// any: each peek starts where the last ended (SO_PEEK_OFF), with the destination address
+// (IP_PKTINFO, IPV6_RECVPKTINFO); both options are given back as they were. Refused: datagrams
+// on a socket the restore cannot hold alone while it puts them back (SO_REUSEPORT), shut down
+// for reading, bound to a device other than loopback (they are sent again through it), or
+// queued for a ping or raw socket.
+Result<void> record_queued(int s, const Identity& id, bool rcv_shutdown, const image::InetAddr& local,
+                           const std::string& device, image::InetDgramSocket* d) {
+    const uint32_t memory = CKPT_TRY(queue_memory(s));
+    if (memory == 0) return ok();
+    auto refuse = [&](std::string_view why) {
+        return error_code(ENOTSUP, "datagrams queued to be read ({} bytes of memory in the receive queue): {}", memory, why);
+    };
+    if (id.type != SOCK_DGRAM || (id.protocol != IPPROTO_UDP && id.protocol != IPPROTO_UDPLITE))
+        return refuse(fmt::format("{}: not supported on ping and raw sockets (only UDP and UDP-Lite ones are put back)",
+                                  first_datagram(s)));
+    if (rcv_shutdown) return refuse("not supported on a socket shut down for reading");
+    if (CKPT_TRY(sockopt::get_int(s, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT")) != 0)
+        return refuse("not supported with SO_REUSEPORT (the restore puts them back while the socket holds its port alone)");
+    if (!device.empty() && device != "lo")
+        return refuse(fmt::format("not supported on a socket bound to device {} (they are put back through loopback)", device));
+
+    const bool v4 = id.family == AF_INET;
+    auto peek_off = CKPT_TRY(BorrowedOption::set(s, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0));
+    auto pktinfo = CKPT_TRY(v4 ? BorrowedOption::set(s, IPPROTO_IP, IP_PKTINFO, "IP_PKTINFO", 1)
+                               : BorrowedOption::set(s, IPPROTO_IPV6, IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", 1));
+    std::string buf(kMaxDatagram + 1, '\0');
+    alignas(cmsghdr) char control[4096];
+    for (;;) {
+        sockaddr_storage from{};
+        iovec io{buf.data(), buf.size()};
+        msghdr mh{};
+        mh.msg_name = &from;
+        mh.msg_namelen = sizeof from;
+        mh.msg_iov = &io;
+        mh.msg_iovlen = 1;
+        mh.msg_control = control;
+        mh.msg_controllen = sizeof control;
+        const ssize_t n = recvmsg(s, &mh, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) break;
+        const int k = d->queued_size() + 1;
+        if (n < 0) return sys_error("recvmsg(MSG_PEEK) of datagram {}", k);
+        if (static_cast<size_t>(n) > kMaxDatagram)
+            return refuse(fmt::format("datagram {} has {} bytes (a GRO aggregate): not supported", k, n));
+        if (from.ss_family != id.family)
+            return error_code(EPROTO, "datagram {} of {} bytes: its sender has address family {}", k, n, from.ss_family);
+        auto to = destination_of(mh, id.family, static_cast<uint16_t>(local.port()));
+        if (!to) return error_code(EPROTO, "datagram {} of {} bytes: no IP_PKTINFO", k, n);
+        image::QueuedDatagram* q = d->add_queued();
+        record_addr(from, q->mutable_from());
+        record_addr(*to, q->mutable_to());
+        if (!CKPT_TRY(is_host_address(q->to().addr())))
+            return refuse(fmt::format("datagram {} was sent to {}: only datagrams sent to a unicast address of this host are "
+                                      "put back (not multicast, broadcast or link-local ones)",
+                                      k, show_addr(q->to())));
+        q->set_data(buf.data(), static_cast<size_t>(n));
+    }
+    CKPT_TRY(peek_off.give_back());
+    CKPT_TRY(pktinfo.give_back());
+    // A datagram of 0 bytes is skipped by every peek after the first (the kernel marks it
+    // seen); one the process peeked itself is invisible. Where it is all the queue holds,
+    // the memory shows it.
+    if (d->queued_size() == 0)
+        return refuse("no datagram a peek can see (one of 0 bytes the process has peeked already): not supported");
+    return ok();
 }
 
 Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
@@ -245,7 +416,8 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
     d->set_shutdown(p.revents & POLLHUP ? 3u : rcv_shutdown ? 1u : 0u);
 
     if (auto r = sockopt::refuse_filter_and_errors(s); !r) return wctx(std::move(r).error());
-    if (auto r = refuse_queued(s, rcv_shutdown); !r) return wctx(std::move(r).error());
+    const std::string device = CKPT_TRY_CTX(sockopt::bound_device(s), "{}", where);
+    if (auto r = record_queued(s, id, rcv_shutdown, local, device, d); !r) return wctx(std::move(r).error());
     int outq = 0;
     if (ioctl(s, SIOCOUTQ, &outq) != 0) return wctx(sys_error("ioctl(SIOCOUTQ)"));
     if (outq != 0)
@@ -265,7 +437,7 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
 
     d->set_sndbuf(static_cast<uint32_t>(CKPT_TRY_CTX(sockopt::get_int(s, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"), "{}", where)));
     d->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY_CTX(sockopt::get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"), "{}", where)));
-    d->set_bind_device(CKPT_TRY_CTX(sockopt::bound_device(s), "{}", where));
+    d->set_bind_device(device);
     CKPT_TRY_CTX(sockopt::record(s, specs_of(id.family), d->mutable_options()), "{}", where);
     return ok();
 }
@@ -278,8 +450,190 @@ bool v6only(const image::InetDgramSocket& d) {
     return true;
 }
 
-bool is_v4_mapped(const image::InetAddr& a) {
-    return a.addr().size() == 16 && a.addr().compare(0, 12, std::string("\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) == 0;
+// ---- restore: queued datagrams --------------------------------------------------------------
+//
+// Each datagram is sent again, oldest first, from its sender's address and port: a packet the
+// engine writes whole (IP and UDP headers) on a raw socket (CAP_NET_RAW: under --restore-as
+// the user's, which a user lacks, so such a restore is refused by the kernel) bound to the
+// loopback device, to an address of this host (is_host_address). The socket is bound alone
+// while they arrive (SO_REUSEADDR given back after; SO_REUSEPORT refused at dump), not yet
+// connected (a connected socket drops what its peer did not send), and admits only packets
+// with the engine's mark (a socket filter, removed after): what others send meanwhile is
+// dropped, as it would have been a moment earlier, before the socket existed. Each datagram
+// must have arrived (the queue's memory grows) before the next is sent, so their order is
+// the recorded one. What the kernel stamps at arrival is of the restore: SO_TIMESTAMP*, the
+// drop counter (SO_RXQ_OVFL).
+
+constexpr uint32_t kPutBackMark = 0x636b7074;  // "ckpt"
+
+Result<void> admit_only_marked(int s) {
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, static_cast<uint32_t>(SKF_AD_OFF + SKF_AD_MARK)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kPutBackMark, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+        BPF_STMT(BPF_RET | BPF_K, 0),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+    if (setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0) return sys_error("setsockopt(SO_ATTACH_FILTER)");
+    return ok();
+}
+
+uint32_t sum16(std::string_view bytes, uint32_t sum = 0) {
+    for (size_t i = 0; i + 1 < bytes.size(); i += 2)
+        sum += (static_cast<uint8_t>(bytes[i]) << 8) | static_cast<uint8_t>(bytes[i + 1]);
+    if (bytes.size() & 1) sum += static_cast<uint8_t>(bytes.back()) << 8;
+    return sum;
+}
+
+uint16_t fold(uint32_t sum) {
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return static_cast<uint16_t>(sum);
+}
+
+void put16(std::string& p, size_t at, uint16_t v) {
+    p[at] = static_cast<char>(v >> 8);
+    p[at + 1] = static_cast<char>(v & 0xff);
+}
+
+// The whole packet of a queued datagram: IPv4 (src and dst 4 bytes) or IPv6 header, the UDP
+// or UDP-Lite header (checksum over everything, the pseudo-header's way), the data.
+std::string datagram_packet(const std::string& src, const std::string& dst, uint16_t sport, uint16_t dport,
+                            const std::string& data, int protocol) {
+    const bool v4 = src.size() == 4;
+    const size_t ip_len = v4 ? 20 : 40, udp_len = 8 + data.size();
+    std::string p(ip_len + udp_len, '\0');
+    if (v4) {
+        p[0] = 0x45;
+        put16(p, 2, static_cast<uint16_t>(ip_len + udp_len));
+        p[8] = 64;  // TTL
+        p[9] = static_cast<char>(protocol);
+        p.replace(12, 4, src);
+        p.replace(16, 4, dst);  // the kernel writes the header checksum
+    } else {
+        p[0] = 0x60;
+        put16(p, 4, static_cast<uint16_t>(udp_len));
+        p[6] = static_cast<char>(protocol);
+        p[7] = 64;  // hop limit
+        p.replace(8, 16, src);
+        p.replace(24, 16, dst);
+    }
+    put16(p, ip_len, sport);
+    put16(p, ip_len + 2, dport);
+    // UDP-Lite's length field is its checksum coverage: 0, all of it.
+    put16(p, ip_len + 4, protocol == IPPROTO_UDPLITE ? 0 : static_cast<uint16_t>(udp_len));
+    p.replace(ip_len + 8, data.size(), data);
+    std::string pseudo = src + dst;
+    pseudo.append(v4 ? 2 : 4, '\0');
+    if (v4) {
+        pseudo[pseudo.size() - 1] = static_cast<char>(protocol);
+        pseudo.append(2, '\0');
+        put16(pseudo, pseudo.size() - 2, static_cast<uint16_t>(udp_len));
+    } else {
+        put16(pseudo, pseudo.size() - 2, static_cast<uint16_t>(udp_len));
+        pseudo.append(4, '\0');
+        pseudo[pseudo.size() - 1] = static_cast<char>(protocol);
+    }
+    uint16_t check = static_cast<uint16_t>(~fold(sum16(std::string_view(p).substr(ip_len), sum16(pseudo))));
+    put16(p, ip_len + 6, check == 0 ? 0xffff : check);
+    return p;
+}
+
+// Checks the recorded datagrams against the socket they are put back to: addresses of its
+// family (v4-mapped both or neither), sent to its address where it is bound to one (another
+// socket may hold the same port on another address), a size a packet can carry.
+Result<void> check_queued(const image::InetDgramSocket& d, bool v6only) {
+    for (int i = 0; i < d.queued_size(); ++i) {
+        const image::QueuedDatagram& q = d.queued(i);
+        const size_t size = d.family() == AF_INET ? 4 : 16;
+        auto bad = [&](std::string_view what) {
+            return error_code(EINVAL, "queued datagram {}: {} (image is corrupt)", i + 1, what);
+        };
+        if (q.from().addr().size() != size || q.to().addr().size() != size) return bad("an address of another family");
+        if (q.from().port() > 65535) return bad("a sender's port past 65535");
+        if (is_v4_mapped(q.from()) != is_v4_mapped(q.to())) return bad("one address IPv4, the other IPv6");
+        if (is_v4_mapped(q.to()) && v6only) return bad("an IPv4 datagram queued for an IPV6_V6ONLY socket");
+        if (q.to().port() != d.local().port()) return bad("sent to another port than the socket's");
+        if (!is_any(d.local()) && q.to().addr() != d.local().addr()) return bad("sent to another address than the socket's");
+        const size_t header = is_v4_mapped(q.to()) || size == 4 ? 20 : 0;
+        if (q.data().size() + 8 + header > kMaxDatagram) return bad(fmt::format("{} bytes: more than a packet carries", q.data().size()));
+    }
+    return ok();
+}
+
+// A raw socket writing whole IPv4 or IPv6 packets with the engine's mark, bound to loopback.
+Result<UniqueFd> put_back_socket(int family) {
+    UniqueFd r(socket(family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW));
+    if (!r) {
+        if (errno == EPERM)
+            return sys_error("socket(SOCK_RAW): queued datagrams are sent again from their senders' addresses, which needs "
+                             "CAP_NET_RAW (not a user's, under --restore-as)");
+        return sys_error("socket(SOCK_RAW)");
+    }
+    CKPT_TRY(sockopt::set_int(r.get(), SOL_SOCKET, SO_MARK, static_cast<int>(kPutBackMark), "SO_MARK"));
+    if (setsockopt(r.get(), SOL_SOCKET, SO_BINDTODEVICE, "lo", 2) != 0) return sys_error("setsockopt(SO_BINDTODEVICE lo)");
+    return r;
+}
+
+// Sends every queued datagram again to the socket s (bound, admitting only marked packets),
+// waiting for each. The receive buffer is opened wide meanwhile (their sizes in memory are
+// this host's, not the sender's) and set back, its lock too.
+Result<void> put_back_queued(int s, const image::InetDgramSocket& d) {
+    UniqueFd raw4, raw6;  // made first: a restore that may not make them changes nothing
+    for (int i = 0; i < d.queued_size(); ++i) {
+        const image::QueuedDatagram& q = d.queued(i);
+        const bool v4 = unmapped(q.to().addr()).size() == 4;
+        UniqueFd& raw = v4 ? raw4 : raw6;
+        if (!raw)
+            raw = CKPT_TRY_CTX(put_back_socket(v4 ? AF_INET : AF_INET6), "queued datagram {} of {} ({} bytes from {} to {})",
+                               i + 1, d.queued_size(), q.data().size(), show_addr(q.from()), show_addr(q.to()));
+    }
+    const int rcvbuf = CKPT_TRY(sockopt::get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"));
+    const int buf_lock = CKPT_TRY(sockopt::get_int(s, SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK"));
+    CKPT_TRY(sockopt::set_int(s, SOL_SOCKET, SO_RCVBUFFORCE, INT_MAX / 2, "SO_RCVBUFFORCE"));
+    for (int i = 0; i < d.queued_size(); ++i) {
+        const image::QueuedDatagram& q = d.queued(i);
+        auto ctx = [&](Error e) {
+            return e.context("queued datagram {} of {} ({} bytes from {} to {})", i + 1, d.queued_size(), q.data().size(),
+                             show_addr(q.from()), show_addr(q.to()));
+        };
+        if (!CKPT_TRY_CTX(is_host_address(q.to().addr()), "queued datagram {}", i + 1))
+            return ctx(error_code(EADDRNOTAVAIL, "{} is not an address of this host", show_addr(q.to())));
+        const std::string src = unmapped(q.from().addr()), dst = unmapped(q.to().addr());
+        const bool v4 = dst.size() == 4;
+        const UniqueFd& raw = v4 ? raw4 : raw6;
+        const std::string packet = datagram_packet(src, dst, static_cast<uint16_t>(q.from().port()),
+                                                   static_cast<uint16_t>(q.to().port()), q.data(), d.protocol());
+        sockaddr_storage to{};
+        socklen_t tl;
+        if (v4) {
+            auto& in = reinterpret_cast<sockaddr_in&>(to);
+            in.sin_family = AF_INET;
+            memcpy(&in.sin_addr, dst.data(), 4);
+            tl = sizeof in;
+        } else {
+            auto& in6 = reinterpret_cast<sockaddr_in6&>(to);
+            in6.sin6_family = AF_INET6;
+            memcpy(&in6.sin6_addr, dst.data(), 16);
+            tl = sizeof in6;
+        }
+        const uint32_t before = CKPT_TRY_CTX(queue_memory(s), "queued datagram {}", i + 1);
+        ssize_t n;
+        do n = sendto(raw.get(), packet.data(), packet.size(), 0, reinterpret_cast<sockaddr*>(&to), tl);
+        while (n < 0 && errno == EINTR);
+        if (n != static_cast<ssize_t>(packet.size())) return ctx(sys_error("sendto on a raw socket"));
+        // Loopback delivers it at once, or from the softirq thread soon after.
+        bool arrived = false;
+        for (int wait_us = 0; wait_us <= 2'000'000 && !arrived; wait_us += 200) {
+            arrived = CKPT_TRY_CTX(queue_memory(s), "queued datagram {}", i + 1) > before;
+            if (!arrived) usleep(200);
+        }
+        if (!arrived) return ctx(error_code(ETIMEDOUT, "sent again, it did not reach the socket within 2 s"));
+    }
+    CKPT_TRY(sockopt::set_int(s, SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf / 2, "SO_RCVBUFFORCE"));
+    if (CKPT_TRY(sockopt::get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF")) != rcvbuf)
+        return error_code(EINVAL, "SO_RCVBUF not set back to {}", rcvbuf);
+    CKPT_TRY(sockopt::set_int(s, SOL_SOCKET, SO_BUF_LOCK, buf_lock, "SO_BUF_LOCK"));
+    return ok();
 }
 
 Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
@@ -291,6 +645,16 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
     if (d.shutdown() != 0 && d.shutdown() != 1 && d.shutdown() != 3)
         return error_code(EINVAL, "shutdown state {} (image is corrupt)", d.shutdown());
     const std::string what = describe(id);
+    const bool queued = d.queued_size() > 0;
+    if (queued) {
+        if (id.type != SOCK_DGRAM || (id.protocol != IPPROTO_UDP && id.protocol != IPPROTO_UDPLITE) || d.shutdown() != 0 ||
+            !d.has_local() || (!d.bind_device().empty() && d.bind_device() != "lo"))
+            return error_code(EINVAL, "{}: datagrams queued for a socket the dump refuses them on (image is corrupt)", what);
+        for (const auto& o : d.options())
+            if (o.level() == SOL_SOCKET && o.name() == SO_REUSEPORT && o.value() != std::string(4, '\0'))
+                return error_code(EINVAL, "{}: datagrams queued with SO_REUSEPORT (image is corrupt)", what);
+        if (auto r = check_queued(d, id.family == AF_INET6 && v6only(d)); !r) return std::move(r).error().context("{}", what);
+    }
     UniqueFd sock(socket(id.family, id.type | SOCK_CLOEXEC, id.protocol));
     if (!sock) {
         if (errno == EPERM && id.type == SOCK_RAW) return sys_error("{}: socket (a raw socket needs CAP_NET_RAW)", what);
@@ -302,6 +666,7 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
     const std::string where = fmt::format("{} on {}{}", what, d.has_local() ? show_addr(d.local()) : "no address",
                                           d.has_peer() ? " connected to " + show_addr(d.peer()) : "");
     auto ctx = [&](Error e) { return e.context("{}", where); };
+    if (queued) CKPT_TRY_CTX(admit_only_marked(s), "{}", where);
     if (auto r = sockopt::bind_device(s, d.bind_device()); !r) return ctx(std::move(r).error());
     if (auto r = sockopt::restore_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, d.sndbuf(), "SO_SNDBUF"); !r)
         return ctx(std::move(r).error());
@@ -309,6 +674,9 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
         return ctx(std::move(r).error());
     // Before bind: IPV6_V6ONLY, the reuse flags, IP_FREEBIND decide what bind may take.
     if (auto r = sockopt::restore(s, specs_of(id.family), d.options()); !r) return ctx(std::move(r).error());
+    // With datagrams to put back, the socket holds its port alone until they are in.
+    const bool reuseaddr = CKPT_TRY_CTX(sockopt::get_int(s, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR"), "{}", where) != 0;
+    if (queued && reuseaddr) CKPT_TRY_CTX(sockopt::set_int(s, SOL_SOCKET, SO_REUSEADDR, 0, "SO_REUSEADDR"), "{}", where);
     if (d.has_local()) {
         auto [addr, len] = CKPT_TRY_CTX(sockaddr_of(id.family, d.local(), "local"), "{}", where);
         // Bound to an IPv6 address (not v4-mapped) the socket would be IPV6_V6ONLY: one that
@@ -320,9 +688,20 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
         }
         if (bind(s, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
             if (errno == EADDRINUSE)
-                return ctx(error_code(EADDRINUSE, "bind to {}: the port is taken here by another socket", show_addr(d.local())));
+                return ctx(error_code(EADDRINUSE, "bind to {}: the port is taken here by another socket{}", show_addr(d.local()),
+                                      queued ? " (with datagrams queued, it must hold the port alone while they are put back)"
+                                             : ""));
             return ctx(sys_error("bind to {}", show_addr(d.local())));
         }
+    }
+    // Before connect: a connected socket drops what its peer did not send, and datagrams
+    // queued before the connect came from anyone.
+    if (queued) {
+        CKPT_TRY_CTX(put_back_queued(s, d), "{}", where);
+        const int unused = 0;
+        if (setsockopt(s, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused) != 0)
+            return ctx(sys_error("setsockopt(SO_DETACH_FILTER)"));
+        if (reuseaddr) CKPT_TRY_CTX(sockopt::set_int(s, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR"), "{}", where);
     }
     if (d.has_peer()) {
         auto [addr, len] = CKPT_TRY_CTX(sockaddr_of(id.family, d.peer(), "peer"), "{}", where);

@@ -27,8 +27,10 @@
  * grandchild reparented to the runner, which exits once the slave is closed); with PTY_QUEUED
  * (program fd_pty_queued), the slave of a pty whose master (fd 10) wrote a line it has not
  * read; with FANOTIFY_QUEUED (program fanotify_queued), a fanotify group with an event queued.
- * Built with UDP_QUEUED (program udp_queued), fd 9 is a UDP socket on 127.0.0.1 with a datagram
- * from fd 10 queued; with PACKET_SOCKET (program packet_socket), an AF_PACKET socket; with
+ * Built with UDP_QUEUED (program udp_queued), fd 9 is a UDP socket on 127.0.0.1 with
+ * SO_REUSEPORT and a datagram from fd 10 queued (the restore could not hold its port alone to
+ * put it back); with UDP_QUEUED and UDP_ALONE (program udp_queued_alone), without SO_REUSEPORT
+ * (restore_as_user_test.py: a user's restore may not send it again from its sender's address); with PACKET_SOCKET (program packet_socket), an AF_PACKET socket; with
  * NETLINK_OTHER (program netlink_usersock), a NETLINK_USERSOCK socket.
  * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
  * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
@@ -231,8 +233,11 @@ int main(int argc, char** argv) {
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int sender = socket(AF_INET, SOCK_DGRAM, 0);
-    if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0 || getsockname(fd, (struct sockaddr*)&addr, &alen) != 0 ||
+    int sender = socket(AF_INET, SOCK_DGRAM, 0), one = 1;
+#ifdef UDP_ALONE
+    one = 0;
+#endif
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 || bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0 || getsockname(fd, (struct sockaddr*)&addr, &alen) != 0 ||
         sendto(sender, "queued", 6, 0, (struct sockaddr*)&addr, alen) != 6 || dup2(sender, 10) != 10)
         test_fail("bind/sendto: %s", strerror(errno));
     close(sender);

@@ -11,13 +11,21 @@
  *   fd 27  raw IPPROTO_ICMP socket bound to 127.0.0.1, ICMP_FILTER taking no type, IP_HDRINCL off
  *   fd 28  an ICMP ping socket connected to 127.0.0.1, when net.ipv4.ping_group_range lets the
  *          process make one (else not made: a note says so)
+ *   fd 29  UDP E on [::] (IPV6_V6ONLY off, no IPV6_RECVPKTINFO), not connected
+ *   fd 30  UDP F on 127.0.0.1, fd 31 UDP G on [::1]: senders only
+ * Datagrams queued at dump, each sent once the one before arrived: for A from B "q1", one of 0
+ * bytes, 1000 patterned bytes, from F "q-f2a"; for C from D "q-d2c", from G "q-g2c"; for E from
+ * F to 127.0.0.2 (v4-mapped on E), from G to ::1, 60000 patterned bytes from F to 127.0.0.1.
  * After restore: the same family, type, protocol, addresses, options, flags, owner, one
- * description for 20 and 25, fd 22 still unbound; then datagrams go both ways (B <-> A, D <-> C),
- * from the unbound one to A (bound by that send), the ping socket gets an echo reply. */
+ * description for 20 and 25, fd 22 still unbound; every queued datagram read in its order with
+ * its bytes, its sender's port and the address it was sent to (IP_PKTINFO, IPV6_PKTINFO), then
+ * nothing more queued; then datagrams go both ways (B <-> A, D <-> C), from the unbound one to A
+ * (bound by that send), the ping socket gets an echo reply. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/icmp.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -45,10 +53,10 @@ static const opt_t kOpts[] = {
     {IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY", 1},   {IPPROTO_IPV6, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", 1},
     {IPPROTO_IPV6, IPV6_TCLASS, "IPV6_TCLASS", 1},   {IPPROTO_IPV6, IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", 1},
     {SOL_SOCKET, SO_TYPE, "SO_TYPE", 0},             {SOL_SOCKET, SO_PROTOCOL, "SO_PROTOCOL", 0},
-    {SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN", 0},
+    {SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN", 0},         {SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0},
 };
 #define NOPTS (sizeof kOpts / sizeof kOpts[0])
-#define NFDS 9
+#define NFDS 12
 
 typedef struct {
     int fd;
@@ -62,7 +70,8 @@ typedef struct {
 } sock_t;
 
 static sock_t S[NFDS] = {{.fd = 20}, {.fd = 21}, {.fd = 22}, {.fd = 23}, {.fd = 24},
-                         {.fd = 25}, {.fd = 26}, {.fd = 27}, {.fd = 28}};
+                         {.fd = 25}, {.fd = 26}, {.fd = 27}, {.fd = 28}, {.fd = 29},
+                         {.fd = 30}, {.fd = 31}};
 static int have_ping;
 
 static void setopt(int fd, int level, int opt, int v) {
@@ -175,6 +184,98 @@ static void send_to(int fd, const char* text, int to) {
         test_fail("fd %d: sendto fd %d: %s", fd, to, strerror(errno));
 }
 
+/* The memory of fd's receive queue: every queued datagram counts (a peek would hide one of 0
+ * bytes from the dump's peeks: see the engine's fds/udp.cpp). */
+static unsigned queue_memory(int fd) {
+    unsigned mem[SK_MEMINFO_VARS] = {0};
+    socklen_t l = sizeof mem;
+    if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &l) != 0) test_fail("fd %d: SO_MEMINFO: %s", fd, strerror(errno));
+    return mem[SK_MEMINFO_RMEM_ALLOC];
+}
+
+typedef struct {
+    int to, from;
+    const char* dst; /* the address it is sent to, as IP_PKTINFO / IPV6_PKTINFO shows it */
+    size_t len;
+    char fill; /* len bytes: text (fill 0) or a pattern starting at fill */
+    const char* text;
+} queued_t;
+
+static const queued_t kQueued[] = {
+    {20, 21, "127.0.0.1", 2, 0, "q1"},     {20, 21, "127.0.0.1", 0, 0, ""},
+    {20, 21, "127.0.0.1", 1000, 'a', 0},   {20, 30, "127.0.0.1", 5, 0, "q-f2a"},
+    {23, 24, "::1", 5, 0, "q-d2c"},        {23, 31, "::1", 5, 0, "q-g2c"},
+    {29, 30, "::ffff:127.0.0.2", 7, 0, "q-f2e-4"}, {29, 31, "::1", 7, 0, "q-g2e-6"},
+    {29, 30, "::ffff:127.0.0.1", 60000, 'A', 0},
+};
+#define NQUEUED (sizeof kQueued / sizeof kQueued[0])
+
+static void queued_bytes(const queued_t* q, char* out) {
+    if (q->fill)
+        for (size_t i = 0; i < q->len; ++i) out[i] = (char)(q->fill + (char)(i % 23));
+    else
+        memcpy(out, q->text, q->len);
+}
+
+/* Sends q from its sender to its receiver's port at q->dst, and waits until it is queued. */
+static void queue_one(const queued_t* q) {
+    static char data[65536];
+    queued_bytes(q, data);
+    struct sockaddr_storage to, dst;
+    socklen_t tl = sizeof to;
+    getsockname(q->to, (struct sockaddr*)&to, &tl);
+    const char* text = strncmp(q->dst, "::ffff:", 7) == 0 ? q->dst + 7 : q->dst;
+    int from_family = getopt_int(q->from, SOL_SOCKET, SO_DOMAIN);
+    socklen_t dl = addr_of(from_family, text, &dst);
+    if (from_family == AF_INET) ((struct sockaddr_in*)&dst)->sin_port = htons(port_of(&to));
+    else ((struct sockaddr_in6*)&dst)->sin6_port = htons(port_of(&to));
+    unsigned before = queue_memory(q->to);
+    int connected = q->from == 21 || q->from == 24;
+    ssize_t n = connected ? send(q->from, data, q->len, 0) : sendto(q->from, data, q->len, 0, (struct sockaddr*)&dst, dl);
+    if (n != (ssize_t)q->len) test_fail("fd %d: sending %zu bytes to fd %d: %s", q->from, q->len, q->to, strerror(errno));
+    for (int i = 0; i < 10000 && queue_memory(q->to) == before; ++i) usleep(1000);
+    if (queue_memory(q->to) == before) test_fail("fd %d: the datagram from fd %d did not arrive", q->to, q->from);
+}
+
+/* Reads every datagram queued for q's receivers, in order: bytes, sender's port, destination. */
+static void drain_queued(void) {
+    static char want[65536], got[65536 + 1];
+    for (size_t i = 0; i < NQUEUED && !test_failed(); ++i) {
+        const queued_t* q = &kQueued[i];
+        queued_bytes(q, want);
+        struct sockaddr_storage src, sender;
+        socklen_t sl = sizeof sender;
+        getsockname(q->from, (struct sockaddr*)&sender, &sl);
+        char control[512];
+        struct iovec io = {got, sizeof got};
+        struct msghdr mh = {.msg_name = &src, .msg_namelen = sizeof src, .msg_iov = &io, .msg_iovlen = 1,
+                            .msg_control = control, .msg_controllen = sizeof control};
+        ssize_t n = recvmsg(q->to, &mh, MSG_DONTWAIT);
+        if (n < 0) {
+            test_fail("fd %d: queued datagram %zu (%zu bytes from fd %d) missing: %s", q->to, i + 1, q->len, q->from,
+                      strerror(errno));
+            return;
+        }
+        char dst[INET6_ADDRSTRLEN] = "none";
+        for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO)
+                inet_ntop(AF_INET, &((struct in_pktinfo*)CMSG_DATA(c))->ipi_addr, dst, sizeof dst);
+            if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO)
+                inet_ntop(AF_INET6, &((struct in6_pktinfo*)CMSG_DATA(c))->ipi6_addr, dst, sizeof dst);
+        }
+        CHECK(n == (ssize_t)q->len && memcmp(got, want, q->len) == 0,
+              "fd %d: queued datagram %zu has %zd bytes (%.8s...), not %zu from fd %d", q->to, i + 1, n, n > 0 ? got : "",
+              q->len, q->from);
+        CHECK(port_of(&src) == port_of(&sender), "fd %d: queued datagram %zu came from port %u, not fd %d's %u", q->to,
+              i + 1, port_of(&src), q->from, port_of(&sender));
+        CHECK(strcmp(dst, q->dst) == 0, "fd %d: queued datagram %zu was sent to %s, not %s", q->to, i + 1, dst, q->dst);
+    }
+    char b;
+    for (int fd = 20; fd <= 31; ++fd)
+        if (fd != 28 && fd != 22 && fd != 27 && fd != 26)
+            CHECK(recv(fd, &b, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, "fd %d: more queued than was at dump", fd);
+}
+
 /* An echo request on the ping socket and its reply (the kernel answers on loopback). */
 static void ping_once(void) {
     struct icmphdr req = {.type = ICMP_ECHO, .un.echo.sequence = htons(7)};
@@ -194,7 +295,7 @@ static void ping_once(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 4);
+    test_init(argc, argv, 5);
     signal(SIGIO, SIG_IGN);
 
     make(AF_INET, SOCK_DGRAM, 0, 20);
@@ -259,6 +360,15 @@ int main(int argc, char** argv) {
         printf("note: no ping socket (%s): net.ipv4.ping_group_range leaves this process out\n", strerror(errno));
     }
 
+    make(AF_INET6, SOCK_DGRAM, 0, 29);
+    setopt(29, IPPROTO_IPV6, IPV6_V6ONLY, 0);
+    bind_to(29, AF_INET6, "::");
+    make(AF_INET, SOCK_DGRAM, 0, 30);
+    bind_to(30, AF_INET, "127.0.0.1");
+    make(AF_INET6, SOCK_DGRAM, 0, 31);
+    bind_to(31, AF_INET6, "::1");
+    for (size_t i = 0; i < NQUEUED; ++i) queue_one(&kQueued[i]);
+
     for (int i = 0; i < NFDS; ++i)
         if (S[i].fd != 28 || have_ping) record(&S[i]);
     CHECK(port_of(&S[2].name) == 0, "fd 22: bound before the dump");
@@ -273,6 +383,10 @@ int main(int argc, char** argv) {
     }
     if (test_corrupt(3)) bind_to(22, AF_INET, "127.0.0.1");
     if (test_corrupt(4)) shutdown(26, SHUT_RDWR);
+    if (test_corrupt(5)) {
+        char b[8];
+        recv(23, b, sizeof b, MSG_DONTWAIT); /* "q-d2c" taken */
+    }
 
     for (int i = 0; i < NFDS; ++i)
         if (S[i].fd != 28 || have_ping) check(&S[i]);
@@ -284,6 +398,10 @@ int main(int argc, char** argv) {
     struct icmp_filter f = {0};
     socklen_t fl = sizeof f;
     CHECK(getsockopt(27, SOL_RAW, ICMP_FILTER, &f, &fl) == 0 && f.data == ~0u, "fd 27: ICMP_FILTER 0x%x", f.data);
+    if (!test_failed()) {
+        setopt(29, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+        drain_queued();
+    }
     if (!test_failed()) {
         send_on(21, "b2a");
         expect(20, "b2a", 21);
