@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <sys/time.h>
 
+#include <chrono>
 #include <vector>
 
 #include "ckpt/base/fd.h"
@@ -109,6 +110,13 @@ int64_t cpu_itimer_tick_usec() {
 // tree is frozen, its timers are not): a fresh read would only narrow a window that stays.
 // pid is the engine's view of the process, own_pid its own (the signals are queued again
 // from inside it, in its pid namespace).
+//
+// Taking the timer's instance frees its place: an expiry between the take and the queueing
+// again adds a fresh instance (no overruns) ahead of the one that carries them, which a
+// process that was left running would take first. A pass during which the timer may have
+// expired (its time to expiry grew, or a whole interval went by) is followed by another,
+// which merges that instance in; after kMaxPasses the timer is left as it is (it fires
+// faster than the engine can settle it).
 Result<void> settle_pending_timer_signal(pid_t pid, pid_t own_pid, uint64_t shared_pending, RemoteThread& rt,
                                          RemoteScratch& scratch, const image::PosixTimer& t) {
     if (t.notify() != SIGEV_SIGNAL || t.signo() <= 0 || t.signo() > 64) return ok();
@@ -117,34 +125,56 @@ Result<void> settle_pending_timer_signal(pid_t pid, pid_t own_pid, uint64_t shar
     uint64_t set = CKPT_TRY(s.put(uint64_t{1} << (t.signo() - 1)));
     uint64_t no_wait = CKPT_TRY(s.put(KTimespec{0, 0}));
     uint64_t info_at = CKPT_TRY(s.take(sizeof(siginfo_t), alignof(siginfo_t)));
-    // Take every pending instance of the signal, in order.
-    std::vector<siginfo_t> taken;
-    for (int guard = 0; guard < 1024; ++guard) {
-        int64_t sig = CKPT_TRY(rt.syscall(SYS_rt_sigtimedwait, {set, info_at, no_wait, 8}));
-        if (sig != t.signo()) break;
-        siginfo_t info{};
-        CKPT_TRY(read_remote(pid, info_at, &info, sizeof info));
-        taken.push_back(info);
-    }
-    // Merge this timer's instances into its first.
-    std::vector<siginfo_t> requeue;
-    requeue.reserve(taken.size());  // first points into it
-    siginfo_t* first = nullptr;
-    for (auto& info : taken) {
-        bool ours = info.si_code == SI_TIMER && info.si_timerid == t.id();
-        if (ours && first) {
-            first->si_overrun += info.si_overrun + 1;
-            continue;
+    uint64_t spec_at = CKPT_TRY(s.take(sizeof(KItimerspec)));
+    auto time_to_expiry = [&]() -> Result<int64_t> {
+        KItimerspec spec{};
+        CKPT_TRY(rt.syscall_ok("timer_gettime", SYS_timer_gettime, {static_cast<uint64_t>(t.id()), spec_at}));
+        CKPT_TRY(read_remote(pid, spec_at, &spec, sizeof spec));
+        return spec.value_sec * 1000000000 + spec.value_nsec;
+    };
+    constexpr int kMaxPasses = 8;
+    for (int pass = 1;; ++pass) {
+        const int64_t before = CKPT_TRY(time_to_expiry());
+        const auto began = std::chrono::steady_clock::now();
+        // Take every pending instance of the signal, in order.
+        std::vector<siginfo_t> taken;
+        for (int guard = 0; guard < 1024; ++guard) {
+            int64_t sig = CKPT_TRY(rt.syscall(SYS_rt_sigtimedwait, {set, info_at, no_wait, 8}));
+            if (sig != t.signo()) break;
+            siginfo_t info{};
+            CKPT_TRY(read_remote(pid, info_at, &info, sizeof info));
+            taken.push_back(info);
         }
-        requeue.push_back(info);
-        if (ours) first = &requeue.back();
+        // Merge this timer's instances into its first.
+        std::vector<siginfo_t> requeue;
+        requeue.reserve(taken.size());  // first points into it
+        siginfo_t* first = nullptr;
+        for (auto& info : taken) {
+            bool ours = info.si_code == SI_TIMER && info.si_timerid == t.id();
+            if (ours && first) {
+                first->si_overrun += info.si_overrun + 1;
+                continue;
+            }
+            requeue.push_back(info);
+            if (ours) first = &requeue.back();
+        }
+        for (auto& info : requeue) {
+            CKPT_TRY(write_remote(pid, info_at, &info, sizeof info));
+            CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
+                                   {static_cast<uint64_t>(own_pid), static_cast<uint64_t>(t.signo()), info_at}));
+        }
+        const int64_t after = CKPT_TRY(time_to_expiry());
+        const int64_t elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - began).count();
+        const int64_t interval = static_cast<int64_t>(t.interval_ns());
+        const bool may_have_expired =
+            interval > 0 ? after > before || elapsed >= interval : before > 0 && after == 0;
+        if (!may_have_expired || !first) return ok();
+        if (pass == kMaxPasses) {
+            logger()->debug("pid {}: POSIX timer {} expires too often to settle its pending signal in {} passes", pid,
+                            t.id(), kMaxPasses);
+            return ok();
+        }
     }
-    for (auto& info : requeue) {
-        CKPT_TRY(write_remote(pid, info_at, &info, sizeof info));
-        CKPT_TRY(rt.syscall_ok("rt_sigqueueinfo", SYS_rt_sigqueueinfo,
-                               {static_cast<uint64_t>(own_pid), static_cast<uint64_t>(t.signo()), info_at}));
-    }
-    return ok();
 }
 
 }  // namespace

@@ -1426,6 +1426,8 @@ class Run:
             raise TestFailure(f"the refusal does not name the credentials (SCM_CREDENTIALS): {line}")
         if os.path.basename(self.args.program) == "udp_queued" and "SO_REUSEPORT" not in line:
             raise TestFailure(f"the refusal does not name SO_REUSEPORT: {line}")
+        if os.path.basename(self.args.program) == "sock_ebpf_filter" and "eBPF socket filter" not in line:
+            raise TestFailure(f"the refusal does not name the eBPF socket filter: {line}")
         self.expect_tree_unharmed("a dump refused for an fd")
         return "PASS"
 

@@ -70,7 +70,11 @@ struct PtyPairs {
 // goes on using them; the destructor does the same unless close_silently is set, when the
 // tree is killed: a socket closed in repair mode sends neither FIN nor reset to its peer.
 struct TcpRepairHold {
-    std::vector<UniqueFd> socks;
+    struct Held {
+        UniqueFd sock;
+        image::SocketFilter filter;  // the process's own, given back
+    };
+    std::vector<Held> socks;
     bool close_silently = false;
     void release();
     ~TcpRepairHold() {

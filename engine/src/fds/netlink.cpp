@@ -167,7 +167,8 @@ Result<void> dump_netlink(const FdProbe& probe, image::Fd* f) {
     while (!groups.empty() && groups.back() == 0) groups.pop_back();
     for (uint32_t w : groups) n->add_groups(w);
 
-    if (auto r = sockopt::refuse_filter_and_errors(s); !r) return ctx(std::move(r).error());
+    if (auto r = sockopt::refuse_errors(s); !r) return ctx(std::move(r).error());
+    if (auto r = sockopt::record_filter(s, n->mutable_filter()); !r) return ctx(std::move(r).error());
     if (auto r = refuse_queued(s); !r) return ctx(std::move(r).error());
     n->set_sndbuf(static_cast<uint32_t>(CKPT_TRY_CTX(sockopt::get_int(s, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"), "{}", where)));
     n->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY_CTX(sockopt::get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"), "{}", where)));
@@ -224,6 +225,7 @@ Result<UniqueFd> make_netlink(const image::NetlinkSocket& n) {
     const sockaddr_nl now = CKPT_TRY(name_of(s, false));
     if (now.nl_pid != n.portid())
         return ctx(error_code(EINVAL, "port id {} once made, {} at dump (image is corrupt?)", now.nl_pid, n.portid()));
+    CKPT_TRY_CTX(sockopt::restore_filter(s, n.filter()), "{}", where);
     return sock;
 }
 

@@ -1,6 +1,7 @@
 #include "sock_opts.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <linux/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -8,6 +9,7 @@
 
 #include <climits>
 #include <cstring>
+#include <vector>
 
 #include "ckpt/base/strings.h"
 
@@ -208,11 +210,45 @@ Result<void> bind_device(int s, const std::string& name) {
     return ok();
 }
 
-Result<void> refuse_filter_and_errors(int s) {
-    // A filter of the process's own (an eBPF one, SO_ATTACH_BPF, cannot be seen at all).
-    socklen_t filter_len = 0;
-    if (getsockopt(s, SOL_SOCKET, SO_GET_FILTER, nullptr, &filter_len) != 0) return sys_error("getsockopt(SO_GET_FILTER)");
-    if (filter_len != 0) return error_code(ENOTSUP, "a socket filter (SO_ATTACH_FILTER): not supported");
+Result<void> record_filter(int s, image::SocketFilter* out) {
+    socklen_t count = 0;  // SO_GET_FILTER counts instructions, not bytes
+    if (getsockopt(s, SOL_SOCKET, SO_GET_FILTER, nullptr, &count) != 0) {
+        if (errno == EACCES)
+            return error_code(ENOTSUP, "an eBPF socket filter (SO_ATTACH_BPF), which cannot be read back: not supported");
+        return sys_error("getsockopt(SO_GET_FILTER)");
+    }
+    std::vector<sock_filter> code(count);
+    if (count != 0) {
+        socklen_t got = count;
+        if (getsockopt(s, SOL_SOCKET, SO_GET_FILTER, code.data(), &got) != 0) return sys_error("getsockopt(SO_GET_FILTER)");
+        if (got != count) return error_code(EAGAIN, "the socket filter changed while it was read");
+    }
+    const bool locked = CKPT_TRY(get_int(s, SOL_SOCKET, SO_LOCK_FILTER, "SO_LOCK_FILTER")) != 0;
+    if (code.empty() && !locked) return ok();
+    out->set_code(reinterpret_cast<const char*>(code.data()), code.size() * sizeof(sock_filter));
+    out->set_locked(locked);
+    return ok();
+}
+
+Result<void> restore_filter(int s, const image::SocketFilter& f) {
+    const std::string& code = f.code();
+    if (code.size() % sizeof(sock_filter) != 0 || code.size() / sizeof(sock_filter) > BPF_MAXINSNS)
+        return error_code(EINVAL, "a socket filter of {} bytes (image is corrupt)", code.size());
+    if (!code.empty()) {
+        std::vector<sock_filter> insns(code.size() / sizeof(sock_filter));
+        memcpy(insns.data(), code.data(), code.size());
+        sock_fprog prog{static_cast<unsigned short>(insns.size()), insns.data()};
+        if (setsockopt(s, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
+            return sys_error("setsockopt(SO_ATTACH_FILTER) of {} instructions", insns.size());
+        image::SocketFilter back;
+        CKPT_TRY(record_filter(s, &back));
+        if (back.code() != code) return error_code(EINVAL, "the socket filter reads back other than recorded");
+    }
+    if (f.locked()) CKPT_TRY(set_int(s, SOL_SOCKET, SO_LOCK_FILTER, 1, "SO_LOCK_FILTER"));
+    return ok();
+}
+
+Result<void> refuse_errors(int s) {
     // poll() shows a pending error (which SO_ERROR would clear) and a non-empty error queue.
     pollfd p{s, 0, 0};
     if (poll(&p, 1, 0) < 0) return sys_error("poll");

@@ -74,9 +74,16 @@ Result<void> restore_buffer(int s, int name, int force, uint32_t want, const cha
 Result<std::string> bound_device(int s);
 Result<void> bind_device(int s, const std::string& name);
 
-// Refuses what cannot be seen or made again on any socket: a classic BPF filter
-// (SO_ATTACH_FILTER), a pending error or an error queue (IP_RECVERR: poll's POLLERR).
-Result<void> refuse_filter_and_errors(int s);
+// A classic BPF filter (SO_ATTACH_FILTER) and SO_LOCK_FILTER, recorded where the socket has
+// either (an eBPF filter, SO_ATTACH_BPF, cannot be read back: refused), and set again once
+// the socket's queues are back (a filter would judge what the restore puts back): the
+// program as recorded (the kernel checks it, as at SO_ATTACH_FILTER), read back whole.
+Result<void> record_filter(int s, image::SocketFilter* out);
+Result<void> restore_filter(int s, const image::SocketFilter& f);
+
+// Refuses what cannot be seen or made again on any socket: a pending error or an error queue
+// (IP_RECVERR: poll's POLLERR).
+Result<void> refuse_errors(int s);
 
 // "AF_PACKET", "SOCK_RAW" ... (or the number).
 std::string family_name(int family);

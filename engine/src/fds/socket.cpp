@@ -398,9 +398,12 @@ Result<std::optional<std::vector<gid_t>>> peer_groups(int sock) {
 
 // Records what SO_PEERCRED reads (the process that made the peer's end: socketpair(),
 // connect(), listen()), its pid as the tree sees it (0: none, or a process outside the tree),
-// its supplementary groups (SO_PEERGROUPS), and the AF_UNIX options kept beside SO_PASSCRED.
-Result<void> record_unix_opts(const FdDumpState& st, int sock, image::PeerCred* peer, sockopt::Options* opts) {
+// its supplementary groups (SO_PEERGROUPS), the AF_UNIX options kept beside SO_PASSCRED and
+// a socket filter.
+Result<void> record_unix_opts(const FdDumpState& st, int sock, image::PeerCred* peer, sockopt::Options* opts,
+                              image::SocketFilter* filter) {
     CKPT_TRY(sockopt::record(sock, sockopt::unix_level(), opts));
+    CKPT_TRY(sockopt::record_filter(sock, filter));
     ucred c{};
     socklen_t len = sizeof c;
     if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &c, &len) != 0) return sys_error("getsockopt(SO_PEERCRED)");
@@ -630,7 +633,7 @@ Result<std::string> record_unix_sk(const FdProbe& probe, int sock, uint64_t ino,
     e->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
     e->set_rcvbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"))));
     e->set_passcred(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
-    CKPT_TRY(record_unix_opts(st, sock, e->mutable_peercred(), e->mutable_options()));
+    CKPT_TRY(record_unix_opts(st, sock, e->mutable_peercred(), e->mutable_options(), e->mutable_filter()));
     return std::string();
 }
 
@@ -662,7 +665,7 @@ Result<void> dump_pair_end(const FdProbe& probe, int sock, uint64_t ino, int typ
         if (!why.empty()) return error_code(ENOTSUP, "an AF_UNIX {} socketpair end with {}", type_name(type), why);
     }
     me->set_passcred(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED")) != 0);
-    CKPT_TRY(record_unix_opts(*probe.state, sock, me->mutable_peercred(), me->mutable_options()));
+    CKPT_TRY(record_unix_opts(*probe.state, sock, me->mutable_peercred(), me->mutable_options(), me->mutable_filter()));
     for (auto& [message, fds] : passed) probe.state->fds_in_flight.push_back({probe.pid, probe.fd, id, true, end, message, std::move(fds)});
     me->set_shutdown(d.shutdown & (kRcvShutdown | kSendShutdown));
     me->set_sndbuf(static_cast<uint32_t>(CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF"))));
@@ -952,10 +955,13 @@ bool pair_filled_late(const image::UnixSocketEntry& e) {
 
 // SO_PASSCRED and the other options of sockopt::unix_level (SO_PASSPIDFD, SO_PASSSEC) as
 // recorded, once what is queued is in (a message recorded with no credentials is sent while
-// neither end has SO_PASSCRED or SO_PASSPIDFD: the kernel would attach the engine's).
-Result<void> set_passcred(int fd, bool on, const sockopt::Options& opts) {
-    if (on) CKPT_TRY(sockopt::set_int(fd, SOL_SOCKET, SO_PASSCRED, 1, "SO_PASSCRED"));
-    return sockopt::restore(fd, sockopt::unix_level(), opts);
+// neither end has SO_PASSCRED or SO_PASSPIDFD: the kernel would attach the engine's); the
+// socket filter too (it would judge the messages put back).
+template <typename Entry>
+Result<void> set_receive_options(int fd, const Entry& e) {
+    if (e.passcred()) CKPT_TRY(sockopt::set_int(fd, SOL_SOCKET, SO_PASSCRED, 1, "SO_PASSCRED"));
+    CKPT_TRY(sockopt::restore(fd, sockopt::unix_level(), e.options()));
+    return sockopt::restore_filter(fd, e.filter());
 }
 
 // SO_PEERCRED of a socket made again against the one recorded: a difference a process can
@@ -1082,7 +1088,7 @@ Result<void> fill_pair(const image::UnixSocketEntry& e, int a, int b, const Rest
     // Shut down once the data is in: a peer that cannot receive refuses it.
     for (int i = 0; i < 2; ++i) {
         CKPT_TRY_CTX(shut(fds[i], e.ends(i).shutdown()), "unix socket pair {} end {}", e.id(), i);
-        CKPT_TRY_CTX(set_passcred(fds[i], e.ends(i).passcred(), e.ends(i).options()), "unix socket pair {} end {}",
+        CKPT_TRY_CTX(set_receive_options(fds[i], e.ends(i)), "unix socket pair {} end {}",
                      e.id(), i);
     }
     return ok();
@@ -1593,7 +1599,7 @@ Result<void> make_unix_sks(RestoreShared& sh) {
         CKPT_TRY(note_peercred(fd, e.peercred(), sh, sk_name(e)));
         if (waits_for_late_queue(e, by_id)) continue;
         CKPT_TRY_CTX(shut(fd, e.shutdown()), "{}", sk_name(e));
-        CKPT_TRY_CTX(set_passcred(fd, e.passcred(), e.options()), "{}", sk_name(e));
+        CKPT_TRY_CTX(set_receive_options(fd, e), "{}", sk_name(e));
     }
     return ok();
 }
@@ -1626,7 +1632,7 @@ Result<void> release_unix_sks(RestoreShared& sh) {
     for (const auto& e : sh.files.unix_sks())
         if (waits_for_late_queue(e, by_id)) {
             CKPT_TRY_CTX(shut(sh.unix_sks.at(e.id()).get(), e.shutdown()), "{}", sk_name(e));
-            CKPT_TRY_CTX(set_passcred(sh.unix_sks.at(e.id()).get(), e.passcred(), e.options()), "{}", sk_name(e));
+            CKPT_TRY_CTX(set_receive_options(sh.unix_sks.at(e.id()).get(), e), "{}", sk_name(e));
         }
     sh.unix_sks.clear();
     return ok();

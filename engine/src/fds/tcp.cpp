@@ -125,12 +125,9 @@ Result<void> dump_options(int s, int family, image::TcpSocket* t) {
     if (getsockopt(s, SOL_SOCKET, SO_LINGER, &l, &len) != 0) return sys_error("getsockopt(SO_LINGER)");
     t->set_linger(l.l_onoff != 0);
     t->set_linger_secs(static_cast<uint32_t>(l.l_linger));
-    // A filter of the process's own would be replaced by the dump's (an eBPF one, attached with
-    // SO_ATTACH_BPF, cannot be seen here at all).
-    socklen_t filter_len = 0;
-    if (getsockopt(s, SOL_SOCKET, SO_GET_FILTER, nullptr, &filter_len) != 0) return sys_error("getsockopt(SO_GET_FILTER)");
-    if (filter_len != 0) return error_code(ENOTSUP, "a TCP socket with a socket filter (SO_ATTACH_FILTER): not supported");
-    return ok();
+    // The process's own filter: the dump's replaces it on a connection while it is recorded,
+    // and gives it back (TcpRepairHold).
+    return sockopt::record_filter(s, t->mutable_filter());
 }
 
 // Options set before bind (IPV6_V6ONLY, the reuse flags decide what bind may share).
@@ -185,10 +182,14 @@ Result<void> drop_incoming(int s) {
 }
 
 Result<void> dump_connection(const FdProbe& probe, int s, const tcp_info& info, image::TcpSocket* t) {
+    if (t->filter().locked())
+        return error_code(ENOTSUP, "SO_LOCK_FILTER: the dump cannot hold the connection's incoming segments with a "
+                                   "filter of its own (not supported)");
     CKPT_TRY(drop_incoming(s));
     UniqueFd held(fcntl(s, F_DUPFD_CLOEXEC, 3));
     if (!held) return sys_error("dup");
-    probe.state->tcp_repair.socks.push_back(std::move(held));  // released (filter off) whatever happens
+    // Released (the process's filter back, or none) whatever happens.
+    probe.state->tcp_repair.socks.push_back({std::move(held), t->filter()});
     if (auto r = set_int(s, IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_ON, "TCP_REPAIR"); !r)
         return std::move(r).error().context("TCP_REPAIR needs CAP_NET_ADMIN in the socket's network namespace");
 
@@ -557,7 +558,7 @@ Result<void> make_connection(RestoreShared& sh, int s, int family, const image::
 
     UniqueFd held(fcntl(s, F_DUPFD_CLOEXEC, 3));
     if (!held) return sys_error("dup");
-    sh.tcp_repairing.push_back({std::move(held), c.send_queue().substr(sent), t.reuseaddr(), t.sndbuf(), t.rcvbuf()});
+    sh.tcp_repairing.push_back({std::move(held), c.send_queue().substr(sent), t.reuseaddr(), t.sndbuf(), t.rcvbuf(), t.filter()});
     return ok();
 }
 
@@ -686,6 +687,7 @@ Result<UniqueFd> make_tcp(RestoreShared& sh, const image::TcpSocket& t) {
     } else {
         if (listen(s.get(), static_cast<int>(t.backlog())) != 0) return sys_error("listen on {}", show_addr(t.local()));
         if (!t.reuseaddr()) CKPT_TRY(set_int(s.get(), SOL_SOCKET, SO_REUSEADDR, 0, "SO_REUSEADDR"));
+        CKPT_TRY_CTX(sockopt::restore_filter(s.get(), t.filter()), "TCP socket listening on {}", show_addr(t.local()));
     }
     return s;
 }
@@ -717,6 +719,7 @@ Result<void> finish_tcp(RestoreShared& sh) {
         CKPT_TRY(send_all(s, c.unsent, "the unsent part of the send queue"));
         CKPT_TRY(sockopt::restore_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, c.sndbuf, "SO_SNDBUF", true));
         CKPT_TRY(sockopt::restore_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, c.rcvbuf, "SO_RCVBUF", true));
+        CKPT_TRY(sockopt::restore_filter(s, c.filter));
     }
     sh.tcp_repairing.clear();
     return ok();
@@ -725,12 +728,18 @@ Result<void> finish_tcp(RestoreShared& sh) {
 }  // namespace
 
 void TcpRepairHold::release() {
-    for (auto& s : socks) {
-        // Not in repair mode (it failed to enter it) is no harm; the filter goes in any case.
+    for (auto& h : socks) {
+        // Not in repair mode (it failed to enter it) is no harm; the dump's filter goes in any
+        // case, the process's own (if it had one) back in its place.
         int off = TCP_REPAIR_OFF;
-        (void)setsockopt(s.get(), IPPROTO_TCP, TCP_REPAIR, &off, sizeof off);
+        (void)setsockopt(h.sock.get(), IPPROTO_TCP, TCP_REPAIR, &off, sizeof off);
+        if (!h.filter.code().empty()) {
+            if (auto r = sockopt::restore_filter(h.sock.get(), h.filter); !r)
+                logger()->warn("a TCP connection of the tree keeps the dump's filter, not its own: {}", r.error().message());
+            continue;
+        }
         int zero = 0;
-        if (setsockopt(s.get(), SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof zero) != 0)
+        if (setsockopt(h.sock.get(), SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof zero) != 0)
             logger()->warn("a TCP connection of the tree keeps the dump's filter: {}", strerror(errno));
     }
     socks.clear();

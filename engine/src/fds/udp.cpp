@@ -10,9 +10,9 @@
 // sender's address and port through a raw socket, before the process runs (see "restore:
 // queued datagrams" below). Refused: datagrams queued for ping and raw sockets, on a socket
 // with SO_REUSEPORT, shut down for reading or bound to a device other than loopback, sent to
-// a multicast, broadcast or link-local address or to another host's. A pending error or
-// error queue, a socket filter, a kernel encapsulation (UDP_ENCAP) and data held by UDP_CORK
-// are refused as well. What no socket call shows is not kept: multicast group memberships
+// a multicast, broadcast or link-local address or to another host's. A classic BPF filter
+// is kept (set last, once the queue is back); an eBPF one, a pending error or error queue, a
+// kernel encapsulation (UDP_ENCAP) and data held by UDP_CORK are refused. What no socket call shows is not kept: multicast group memberships
 // (IP_ADD_MEMBERSHIP), IPv6 sticky options and flow labels, an IP_MULTICAST_IF given by
 // interface index only.
 //
@@ -415,7 +415,8 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
     const bool rcv_shutdown = p.revents & POLLRDHUP;
     d->set_shutdown(p.revents & POLLHUP ? 3u : rcv_shutdown ? 1u : 0u);
 
-    if (auto r = sockopt::refuse_filter_and_errors(s); !r) return wctx(std::move(r).error());
+    if (auto r = sockopt::refuse_errors(s); !r) return wctx(std::move(r).error());
+    if (auto r = sockopt::record_filter(s, d->mutable_filter()); !r) return wctx(std::move(r).error());
     const std::string device = CKPT_TRY_CTX(sockopt::bound_device(s), "{}", where);
     if (auto r = record_queued(s, id, rcv_shutdown, local, device, d); !r) return wctx(std::move(r).error());
     int outq = 0;
@@ -721,6 +722,7 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
         return ctx(error_code(EINVAL, "never bound at dump, but connected: the image is corrupt"));
     if (d.shutdown() != 0 && shutdown(s, d.shutdown() == 3 ? SHUT_RDWR : SHUT_RD) != 0 && errno != ENOTCONN)
         return ctx(sys_error("shutdown"));
+    CKPT_TRY_CTX(sockopt::restore_filter(s, d.filter()), "{}", where);
     return sock;
 }
 

@@ -11,16 +11,19 @@
  *      shut down for writing, 1 packet queued for 26
  *   40 datagram bound to DATA/dg.sock: queued a message from 42 (unnamed), two from the
  *      child's 41 (@ckpt-un-dg-PID, connected to 40), one from 44 (autobind name)
+ *      then a socket filter keeping 200 bytes of each message
  *   43 datagram bound to DATA/gone.sock, the file deleted since: one message queued
  *   44 datagram with an autobind name; 45 a stream socket neither bound nor connected
  * Child: 30 (accepted as 22), 31 (pending on 20), 41 (connected to 40).
  *
  * Checked after restore: every name (getsockname, getpeername) as before, the socket file's
- * mode, the deleted name still gone, every byte and message with its sender and boundaries,
+ * mode, the deleted name still gone, every byte and message with its sender and boundaries
+ * (fd 40's filter set again only after its queue: its messages whole), fd 40's filter,
  * end of file on 23, the pending connection accepted only now (and the child reading what is
  * sent on it), nothing else pending, new connections to the path and the abstract name. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -116,7 +119,7 @@ static void sendto_message(int fd, size_t len, uint64_t seed, const char* path) 
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 6);
+    test_init(argc, argv, 7);
     signal(SIGPIPE, SIG_IGN);
     int pid = (int)getpid();
     test_data_path(srv_path, sizeof srv_path, "srv.sock");
@@ -205,6 +208,8 @@ int main(int argc, char** argv) {
     test_fill(upbuf, sizeof upbuf, 2);
     must(write(22, upbuf, sizeof upbuf) == (ssize_t)sizeof upbuf, "write 22");
     sendto_message(44, 33, 44, dg_path);
+    struct sock_filter keep200 = BPF_STMT(BPF_RET | BPF_K, 200);
+    test_attach_filter(40, &keep200, 1);
 
     test_ready();
     test_wait_check();
@@ -216,6 +221,8 @@ int main(int argc, char** argv) {
     if (test_corrupt(4)) close(accept(20, NULL, NULL));
     if (test_corrupt(5)) recv(43, buf, sizeof buf, MSG_DONTWAIT);
     if (test_corrupt(6)) recv(23, buf, sizeof buf, MSG_DONTWAIT);
+    if (test_corrupt(7)) test_detach_filter(40);
+    CHECK(test_filter_is(40, &keep200, 1), "fd 40: not its socket filter");
 
     struct stat st;
     CHECK(name_is(20, 0, &srv_addr, srv_len), "fd 20: not bound to %s", srv_path);

@@ -3,7 +3,8 @@
  *
  *   stream 30 (parent) <-> 31 (child): 20000 bytes queued for the parent, 3000 for the child;
  *                                      the child shut its end down for writing
- *   SOCK_DGRAM 40 <-> 41 (parent):     4 messages queued for 40, 2 for 41, different sizes
+ *   SOCK_DGRAM 40 <-> 41 (parent):     4 messages queued for 40, 2 for 41, different sizes;
+ *                                      then 40 gets a socket filter keeping 60 bytes of each
  *   SOCK_SEQPACKET 50 <-> 51 (parent): 3 messages queued for 50, 1 for 51; 51 shut down for
  *                                      writing
  *   stream 60 <-> 61 (parent):         60 O_NONBLOCK, 10 bytes queued for it
@@ -11,10 +12,12 @@
  *
  * State checked after restore: every queued byte in order, every message with its boundaries,
  * end of file after the data on the end whose peer shut down for writing, the pairs still
- * connected (data sent after restore arrives), O_NONBLOCK kept, fd 70 of the parent and of the
+ * connected (data sent after restore arrives), fd 40's filter (what was queued whole, a
+ * message sent after restore cut to 60 bytes), O_NONBLOCK kept, fd 70 of the parent and of the
  * child still one open file description (kcmp). */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/kcmp.h>
 #include <poll.h>
 #include <signal.h>
@@ -82,7 +85,7 @@ static int expect_messages(int fd, const size_t* sizes, size_t count, uint64_t s
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 6);
+    test_init(argc, argv, 7);
     signal(SIGPIPE, SIG_IGN);
     test_socketpair_at(SOCK_STREAM, 30, 31);
     test_socketpair_at(SOCK_DGRAM, 40, 41);
@@ -122,6 +125,8 @@ int main(int argc, char** argv) {
     send_messages(51, seq_to_50, COUNT(seq_to_50), 30);
     send_messages(50, seq_to_51, COUNT(seq_to_51), 40);
     shutdown(51, SHUT_WR);
+    struct sock_filter keep60 = BPF_STMT(BPF_RET | BPF_K, 60);
+    test_attach_filter(40, &keep60, 1);
     unsigned char nb[NB_BYTES];
     test_fill(nb, sizeof nb, 5);
     if (write(61, nb, sizeof nb) != (ssize_t)sizeof nb) test_fail("write: %s", strerror(errno));
@@ -142,6 +147,7 @@ int main(int argc, char** argv) {
         test_socketpair_at(SOCK_STREAM, 70, 73);
     }
     if (test_corrupt(6)) send(40, "y", 1, 0);
+    if (test_corrupt(7)) test_detach_filter(40);
 
     CHECK(read_all(30, buf, DOWN_BYTES) && test_verify(buf, DOWN_BYTES, 1) < 0,
           "the data queued for fd 30 changed");
@@ -169,6 +175,9 @@ int main(int argc, char** argv) {
     CHECK(expect_messages(40, one, 1, 70), "fd 40: a datagram sent after restore did not arrive");
     send_messages(40, one, 1, 50);
     CHECK(expect_messages(41, one, 1, 50), "fd 41: a datagram sent after restore did not arrive");
+    static const size_t cut[] = {100};
+    send_messages(41, cut, 1, 80);
+    CHECK(recv(40, buf, sizeof buf, MSG_DONTWAIT) == 60, "fd 40: its filter did not cut a message to 60 bytes");
     send_messages(50, one, 1, 60);
     CHECK(expect_messages(51, one, 1, 60), "fd 51: a packet sent after restore did not arrive");
     CHECK(write(61, "z", 1) == 1 && read(60, got, 1) == 1 && got[0] == 'z', "fd 60: a byte sent after restore");

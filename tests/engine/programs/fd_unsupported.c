@@ -31,11 +31,14 @@
  * SO_REUSEPORT and a datagram from fd 10 queued (the restore could not hold its port alone to
  * put it back); with UDP_QUEUED and UDP_ALONE (program udp_queued_alone), without SO_REUSEPORT
  * (restore_as_user_test.py: a user's restore may not send it again from its sender's address); with PACKET_SOCKET (program packet_socket), an AF_PACKET socket; with
- * NETLINK_OTHER (program netlink_usersock), a NETLINK_USERSOCK socket.
+ * NETLINK_OTHER (program netlink_usersock), a NETLINK_USERSOCK socket; with EBPF_FILTER (program
+ * sock_ebpf_filter), a UDP socket with an eBPF socket filter (SO_ATTACH_BPF), which cannot be
+ * read back.
  * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
  * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -243,6 +246,24 @@ int main(int argc, char** argv) {
     close(sender);
     struct pollfd queued = {fd, POLLIN, 0};
     if (poll(&queued, 1, 10000) != 1) test_fail("the datagram did not arrive");
+#elif defined(EBPF_FILTER)
+    const char* kind = "socket";
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct bpf_insn accept_all[2];
+    memset(accept_all, 0, sizeof accept_all);
+    accept_all[0].code = BPF_ALU64 | BPF_MOV | BPF_K; /* r0 = -1: take the whole packet */
+    accept_all[0].imm = -1;
+    accept_all[1].code = BPF_JMP | BPF_EXIT;
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    attr.insns = (uint64_t)(uintptr_t)accept_all;
+    attr.insn_cnt = 2;
+    attr.license = (uint64_t)(uintptr_t) "GPL";
+    int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+    if (prog < 0 || setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof prog) != 0)
+        test_fail("an eBPF socket filter: %s", strerror(errno));
+    close(prog);
 #elif defined(PACKET_SOCKET)
     const char* kind = "socket";
     int fd = socket(AF_PACKET, SOCK_DGRAM, 0); /* protocol 0: receives nothing */

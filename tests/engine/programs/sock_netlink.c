@@ -3,13 +3,15 @@
  *          bind's mask) and group 34 (RTNLGRP_MCTP_IFADDR, NETLINK_ADD_MEMBERSHIP: beyond the
  *          mask), NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK, SO_RCVBUF; fd 23 a dup of it
  *   fd 21  NETLINK_ROUTE never bound (port id 0)
- *   fd 22  NETLINK_SOCK_DIAG bound to a port id of its own choosing, O_NONBLOCK
+ *   fd 22  NETLINK_SOCK_DIAG bound to a port id of its own choosing, O_NONBLOCK, a socket
+ *          filter taking every message whole; fd 21 has SO_LOCK_FILTER (and no filter)
  * (groups no event of a usual host is sent to: nothing is queued at the dump). After restore:
- * the same port ids, groups, options, flags, one description for fds 20 and 23; fd 20 lists the
+ * the same port ids, groups, options, filters, flags, one description for fds 20 and 23; fd 20 lists the
  * links (RTM_GETLINK dump) and finds lo in replies to its port id; fd 21, bound by its first
  * send, does too. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
@@ -122,7 +124,7 @@ static void list_links(int fd, uint32_t want_portid) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 3);
+    test_init(argc, argv, 4);
 
     make(NETLINK_ROUTE, 20);
     setopt(20, SOL_NETLINK, NETLINK_EXT_ACK, 1);
@@ -140,6 +142,10 @@ int main(int argc, char** argv) {
     if (bind(22, (struct sockaddr*)&g, sizeof g) != 0) test_fail("fd 22: bind: %s", strerror(errno));
     if (fcntl(22, F_SETFL, O_NONBLOCK) != 0) test_fail("fcntl: %s", strerror(errno));
 
+    struct sock_filter whole[2] = {BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0), BPF_STMT(BPF_RET | BPF_A, 0)};
+    test_attach_filter(22, whole, 2);
+    setopt(21, SOL_SOCKET, SO_LOCK_FILTER, 1);
+
     for (int i = 0; i < 4; ++i) record(&N[i]);
     CHECK(N[0].name.nl_pid != 0 && N[1].name.nl_pid == 0 && N[2].name.nl_pid == g.nl_pid, "port ids %u %u %u before the dump",
           N[0].name.nl_pid, N[1].name.nl_pid, N[2].name.nl_pid);
@@ -155,6 +161,12 @@ int main(int argc, char** argv) {
         bind(21, (struct sockaddr*)&k, sizeof k); /* to a port id the kernel chooses */
     }
     if (test_corrupt(3)) setopt(20, SOL_NETLINK, NETLINK_EXT_ACK, 0);
+    if (test_corrupt(4)) test_detach_filter(22);
+    CHECK(test_filter_is(22, whole, 2), "fd 22: not its socket filter");
+    int locked = 0;
+    socklen_t ll = sizeof locked;
+    CHECK(getsockopt(21, SOL_SOCKET, SO_LOCK_FILTER, &locked, &ll) == 0 && locked == 1, "fd 21: SO_LOCK_FILTER %d, not 1",
+          locked);
 
     for (int i = 0; i < 4; ++i) {
         nl_t now = {.fd = N[i].fd};

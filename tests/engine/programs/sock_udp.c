@@ -16,14 +16,16 @@
  * Datagrams queued at dump, each sent once the one before arrived: for A from B "q1", one of 0
  * bytes, 1000 patterned bytes, from F "q-f2a"; for C from D "q-d2c", from G "q-g2c"; for E from
  * F to 127.0.0.2 (v4-mapped on E), from G to ::1, 60000 patterned bytes from F to 127.0.0.1.
- * After restore: the same family, type, protocol, addresses, options, flags, owner, one
+ * Then C gets a socket filter keeping 4 bytes of each datagram, E SO_LOCK_FILTER alone.
+ * After restore: the same family, type, protocol, addresses, options, filters, flags, owner, one
  * description for 20 and 25, fd 22 still unbound; every queued datagram read in its order with
  * its bytes, its sender's port and the address it was sent to (IP_PKTINFO, IPV6_PKTINFO), then
  * nothing more queued; then datagrams go both ways (B <-> A, D <-> C), from the unbound one to A
- * (bound by that send), the ping socket gets an echo reply. */
+ * (bound by that send), C keeps 4 bytes of a new one, the ping socket gets an echo reply. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/icmp.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
@@ -67,6 +69,9 @@ typedef struct {
     int flags;
     struct timeval rcvtimeo;
     char device[16];
+    struct sock_filter filter[8];
+    socklen_t filter_len; /* instructions */
+    int filter_locked;
 } sock_t;
 
 static sock_t S[NFDS] = {{.fd = 20}, {.fd = 21}, {.fd = 22}, {.fd = 23}, {.fd = 24},
@@ -133,6 +138,10 @@ static void record(sock_t* s) {
     l = sizeof s->device;
     memset(s->device, 0, sizeof s->device);
     getsockopt(s->fd, SOL_SOCKET, SO_BINDTODEVICE, s->device, &l);
+    memset(s->filter, 0, sizeof s->filter);
+    s->filter_len = 8;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_GET_FILTER, s->filter, &s->filter_len) != 0) s->filter_len = 1000 + errno;
+    s->filter_locked = getopt_int(s->fd, SOL_SOCKET, SO_LOCK_FILTER);
 }
 
 static void check(const sock_t* s) {
@@ -148,6 +157,10 @@ static void check(const sock_t* s) {
     CHECK(now.rcvtimeo.tv_sec == s->rcvtimeo.tv_sec && now.rcvtimeo.tv_usec == s->rcvtimeo.tv_usec,
           "fd %d: SO_RCVTIMEO %ld s, %ld s at dump", s->fd, (long)now.rcvtimeo.tv_sec, (long)s->rcvtimeo.tv_sec);
     CHECK(strcmp(now.device, s->device) == 0, "fd %d: SO_BINDTODEVICE '%s', '%s' at dump", s->fd, now.device, s->device);
+    CHECK(now.filter_len == s->filter_len && memcmp(now.filter, s->filter, sizeof s->filter) == 0,
+          "fd %d: a socket filter of %u instructions, %u at dump (or another)", s->fd, now.filter_len, s->filter_len);
+    CHECK(now.filter_locked == s->filter_locked, "fd %d: SO_LOCK_FILTER %d, %d at dump", s->fd, now.filter_locked,
+          s->filter_locked);
 }
 
 static uint16_t port_of(const struct sockaddr_storage* ss) {
@@ -295,7 +308,7 @@ static void ping_once(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 5);
+    test_init(argc, argv, 6);
     signal(SIGIO, SIG_IGN);
 
     make(AF_INET, SOCK_DGRAM, 0, 20);
@@ -368,6 +381,11 @@ int main(int argc, char** argv) {
     make(AF_INET6, SOCK_DGRAM, 0, 31);
     bind_to(31, AF_INET6, "::1");
     for (size_t i = 0; i < NQUEUED; ++i) queue_one(&kQueued[i]);
+    /* After the queue: C keeps 4 bytes of each datagram from now on (the queued ones are
+     * whole), E has no filter but SO_LOCK_FILTER. */
+    struct sock_filter keep4 = BPF_STMT(BPF_RET | BPF_K, 8 + 4); /* the UDP header, 4 bytes */
+    test_attach_filter(23, &keep4, 1);
+    setopt(29, SOL_SOCKET, SO_LOCK_FILTER, 1);
 
     for (int i = 0; i < NFDS; ++i)
         if (S[i].fd != 28 || have_ping) record(&S[i]);
@@ -383,6 +401,7 @@ int main(int argc, char** argv) {
     }
     if (test_corrupt(3)) bind_to(22, AF_INET, "127.0.0.1");
     if (test_corrupt(4)) shutdown(26, SHUT_RDWR);
+    if (test_corrupt(6)) test_detach_filter(23);
     if (test_corrupt(5)) {
         char b[8];
         recv(23, b, sizeof b, MSG_DONTWAIT); /* "q-d2c" taken */
@@ -409,6 +428,8 @@ int main(int argc, char** argv) {
         expect(21, "a2b", 20);
         send_on(24, "d2c");
         expect(23, "d2c", 24);
+        send_on(24, "filtered");
+        expect(23, "filt", 24); /* the filter keeps 4 bytes */
         send_to(23, "c2d", 24);
         expect(24, "c2d", 23);
         send_to(22, "u2a", 20);

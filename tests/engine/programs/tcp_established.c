@@ -3,7 +3,8 @@
  * (tcp_stream.h).
  *   fd 20  AF_INET to the peer outside the tree (CKPT_TEST_PEER_PORT), TCP_NODELAY and
  *          keepalive with its own idle time
- *   fd 21  AF_INET6 to the same peer through a v4-mapped address (::ffff:127.0.0.1)
+ *   fd 21  AF_INET6 to the same peer through a v4-mapped address (::ffff:127.0.0.1), with a
+ *          socket filter of its own taking every segment whole (the dump's holds them meanwhile)
  *   fd 22  AF_INET loopback connection, both ends in the tree: the other end is the child's
  *   fd 23  AF_INET6 [::1] connection to the child, O_NONBLOCK
  * The child echoes fds 22 and 23 (as the peer does 20 and 21). Before ready, each echoed
@@ -11,10 +12,11 @@
  * is left unread in the receive queue; nothing is in flight on any connection (both ends'
  * send queues acknowledged, /proc/net/tcp*), so the peer has nothing to send while the tree
  * is away. After restore: the same addresses and options, exactly S2 bytes queued and right,
- * S3 more each way, a clean end of stream. The peer itself fails the test on a reset or any
+ * S3 more each way, a clean end of stream; fd 21's filter as it was. The peer itself fails the test on a reset or any
  * wrong byte. (A send queue holding bytes never sent, behind a closed window, is refused by
  * the dump: not tested here.) */
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/sockios.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -165,7 +167,7 @@ static void child(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 4);
+    test_init(argc, argv, 5);
     const char* port_text = getenv("CKPT_TEST_PEER_PORT");
     if (!port_text) {
         test_fail("CKPT_TEST_PEER_PORT is not set (run with run_engine_test.py --peer)");
@@ -181,6 +183,8 @@ int main(int argc, char** argv) {
         setsockopt(20, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
         setsockopt(20, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0)
         test_fail("setsockopt: %s", strerror(errno));
+    struct sock_filter whole[2] = {BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0), BPF_STMT(BPF_RET | BPF_A, 0)};
+    test_attach_filter(21, whole, 2);
     int theirs[2], mine;
     loopback_pair(AF_INET, "127.0.0.1", &mine, &theirs[0]);
     place(mine, 22);
@@ -229,6 +233,8 @@ int main(int argc, char** argv) {
     }
     if (test_corrupt(3)) s[1].in_seed ^= 1; /* expects another stream */
     if (test_corrupt(4)) fcntl(23, F_SETFL, 0);
+    if (test_corrupt(5)) test_detach_filter(21);
+    CHECK(test_filter_is(21, whole, 2), "fd 21: not its socket filter");
 
     int v = 0;
     socklen_t l = sizeof v;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/filter.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -382,6 +383,24 @@ long test_pidfd_pid(int pidfd) {
     info.mask = 1; /* PIDFD_INFO_PID */
     if (ioctl(pidfd, _IOWR(0xFF, 11, struct test_pidfd_info_v0), &info) != 0) return -errno;
     return (long)info.pid;
+}
+
+void test_attach_filter(int fd, const struct sock_filter* code, unsigned n) {
+    struct sock_fprog prog = {(unsigned short)n, (struct sock_filter*)code};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0)
+        test_fail("fd %d: SO_ATTACH_FILTER: %s", fd, strerror(errno));
+}
+
+int test_filter_is(int fd, const struct sock_filter* code, unsigned n) {
+    struct sock_filter now[16];
+    socklen_t count = 16;
+    if (getsockopt(fd, SOL_SOCKET, SO_GET_FILTER, now, &count) != 0) return 0;
+    return count == n && memcmp(now, code, n * sizeof *code) == 0;
+}
+
+void test_detach_filter(int fd) {
+    int zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof zero);
 }
 
 void test_socketpair_at(int type, int a, int b) {

@@ -59,6 +59,13 @@ void test_expect_child_ok(pid_t pid, const char* role);
 
 /* An AF_UNIX socketpair of the type at fds a and b. */
 void test_socketpair_at(int type, int a, int b);
+/* Socket filters (SO_ATTACH_FILTER): attaches n classic BPF instructions to fd (fails the test
+ * if it cannot); whether fd's filter is exactly them (SO_GET_FILTER); detaches fd's filter
+ * (a corruption point). */
+struct sock_filter;
+void test_attach_filter(int fd, const struct sock_filter* code, unsigned n);
+int test_filter_is(int fd, const struct sock_filter* code, unsigned n);
+void test_detach_filter(int fd);
 /* Sends fd over the AF_UNIX socket sock (SCM_RIGHTS) with one byte; fails the test if it cannot. */
 void test_send_fd(int sock, int fd);
 /* The pid a pidfd names as this process's pid namespace sees it (PIDFD_GET_INFO, Linux

@@ -87,8 +87,11 @@ namespace ckpt::image {
 //      SO_PEERCRED at dump (PeerCred): a version 10 reader would restore a receiver without them.
 // 12: SO_PEERGROUPS of AF_UNIX sockets (PeerCred.groups): a version 11 reader would restore the
 //     restorer's supplementary groups there; it refuses version 12.
-// 13: datagrams queued for UDP and UDP-Lite sockets (InetDgramSocket.queued): a version 12
-//     reader would restore the socket empty; it refuses version 13.
+// 13: a version 12 reader refuses version 13:
+//    - datagrams queued for UDP and UDP-Lite sockets (InetDgramSocket.queued): a version 12
+//      reader would restore the socket empty.
+//    - classic BPF socket filters and SO_LOCK_FILTER of every socket kind (SocketFilter): a
+//      version 12 reader would restore the sockets unfiltered.
 inline constexpr uint32_t kFormatVersion = 13;
 
 enum class Kind : uint32_t {
