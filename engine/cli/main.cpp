@@ -109,7 +109,9 @@ const char kUsage[] =
     "  --ext-unix-sk         dump, restore: a datagram AF_UNIX socket connected to a name outside\n"
     "                        the tree is connected to it again\n"
     "  --tcp-established     dump and restore established TCP connections (TCP_REPAIR, needs\n"
-    "                        CAP_NET_ADMIN); without it such a connection fails the dump\n";
+    "                        CAP_NET_ADMIN); without it such a connection fails the dump\n"
+    "  --with-cpu-affinity   restore: every thread gets the CPU affinity it had (all of those\n"
+    "                        CPUs, or the restore fails); without it, the restorer's CPUs\n";
 
 int usage_error(const std::string& msg) {
     std::fprintf(stderr, "ckpt-engine: %s\n(see ckpt-engine --help)\n", msg.c_str());
@@ -342,6 +344,8 @@ int cmd_restore(const std::vector<std::string_view>& args) {
             o.skip_file_checks = true;
         } else if (args[i] == "--tcp-established") {
             o.tcp_established = true;
+        } else if (args[i] == "--with-cpu-affinity") {
+            o.with_cpu_affinity = true;
         } else if (int rc = kExitOk; criu_option(args[i], &rc)) {
             if (rc != kExitOk) return rc;
         } else {

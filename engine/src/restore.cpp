@@ -439,6 +439,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         shared.stream = stream.get();
     }
     shared.tcp_established = opts.tcp_established;
+    shared.with_cpu_affinity = opts.with_cpu_affinity;
     shared.block_buffers = make_block_buffers();
     shared.own_cap_bnd = CKPT_TRY(read_status(getpid())).cap_bnd;
     shared.own_seccomp_filters = CKPT_TRY(own_seccomp_filters());

@@ -129,6 +129,7 @@ struct RestoreShared {
     // --restore-as: the user the whole restore runs as (the engine, the init and every
     // restored process); empty when root restores images as recorded.
     std::optional<privilege::Identity> user;
+    bool with_cpu_affinity = false;  // restore --with-cpu-affinity (sched.cpp)
     uint64_t own_cap_bnd = 0;     // the restorer's bounding set, which a user's processes keep
     int own_seccomp_filters = 0;  // filters the restorer runs under, inherited by every process
 

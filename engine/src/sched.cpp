@@ -1,11 +1,20 @@
-// Scheduling, per thread: policy, SCHED_RESET_ON_FORK, real-time priority, nice value and
-// utilization clamps. Read and set from the engine (sched_getattr/sched_setattr on the tid),
-// so nothing is injected and the kernel checks the restorer's rights against the thread.
+// Scheduling, per thread: policy, SCHED_RESET_ON_FORK, real-time priority, nice value,
+// utilization clamps, I/O priority and CPU affinity. Read and set from the engine
+// (sched_getattr/sched_setattr, ioprio_get/ioprio_set, sched_getaffinity/sched_setaffinity on
+// the tid), so nothing is injected and the kernel checks the restorer's rights against the
+// thread.
+//
+// An I/O priority never set follows the nice value and policy (ioprio_get reports it so): it
+// is set at restore only where the restored thread reports another, then read back. CPU
+// affinity is recorded always and set again only with restore --with-cpu-affinity (as in
+// CRIU): a job restarted elsewhere gets its CPUs from there; when asked, the mask must be
+// taken whole (the kernel narrows one to the CPUs the cpuset allows: refused, naming them).
 #include <linux/sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -30,6 +39,42 @@ struct KSchedAttr {
 constexpr uint64_t kFlagResetOnFork = 0x01;
 constexpr uint64_t kFlagKeepAll = 0x08 | 0x10;                  // KEEP_POLICY | KEEP_PARAMS
 constexpr uint64_t kFlagUtilClamp = 0x20 | 0x40;                // UTIL_CLAMP_MIN | UTIL_CLAMP_MAX
+constexpr int kIoprioWhoProcess = 1;                            // IOPRIO_WHO_PROCESS: one thread
+constexpr size_t kMaxAffinityBytes = 8192 / 8;                  // up to 8192 CPUs
+
+std::string ioprio_name(uint32_t prio) {
+    static const char* const kClass[] = {"none", "realtime", "best-effort", "idle"};
+    const uint32_t cls = prio >> 13;
+    return fmt::format("{}/{}", cls < 4 ? kClass[cls] : "class?", prio & 0x1fff);
+}
+
+Result<uint32_t> get_ioprio(pid_t pid, pid_t tid) {
+    long v = syscall(SYS_ioprio_get, kIoprioWhoProcess, tid);
+    if (v < 0) return sys_error("pid {} tid {}: ioprio_get", pid, tid);
+    return static_cast<uint32_t>(v);
+}
+
+Result<std::string> get_affinity(pid_t pid, pid_t tid) {
+    std::string mask(kMaxAffinityBytes, '\0');
+    long n = syscall(SYS_sched_getaffinity, tid, mask.size(), mask.data());
+    if (n < 0) return sys_error("pid {} tid {}: sched_getaffinity", pid, tid);
+    mask.resize(static_cast<size_t>(n));
+    return mask;
+}
+
+// "0-3,8" for a mask.
+std::string cpu_list(const std::string& mask) {
+    std::string out;
+    const size_t bits = mask.size() * 8;
+    for (size_t i = 0; i < bits; ++i) {
+        if (!(static_cast<uint8_t>(mask[i / 8]) & (1u << (i % 8)))) continue;
+        size_t j = i;
+        while (j + 1 < bits && (static_cast<uint8_t>(mask[(j + 1) / 8]) & (1u << ((j + 1) % 8)))) ++j;
+        out += fmt::format("{}{}", out.empty() ? "" : ",", i == j ? fmt::format("{}", i) : fmt::format("{}-{}", i, j));
+        i = j;
+    }
+    return out.empty() ? "none" : out;
+}
 
 std::string policy_name(uint32_t policy) {
     switch (policy) {
@@ -78,6 +123,8 @@ Result<void> dump_sched(pid_t pid, pid_t tid, image::ThreadCore* tc) {
     tc->set_sched_flags(static_cast<uint32_t>(a.sched_flags));
     tc->set_sched_util_min(a.sched_util_min);
     tc->set_sched_util_max(a.sched_util_max);
+    tc->set_ioprio(CKPT_TRY(get_ioprio(pid, tid)));
+    tc->set_cpu_affinity(CKPT_TRY(get_affinity(pid, tid)));
     return ok();
 }
 
@@ -134,6 +181,39 @@ Result<void> verify_thread_sched(pid_t pid, pid_t tid, pid_t host_tgid, pid_t ho
     if (a.sched_util_min != tc.sched_util_min() || a.sched_util_max != tc.sched_util_max())
         return differs("utilization clamp", fmt::format("{}..{}", a.sched_util_min, a.sched_util_max),
                        fmt::format("{}..{}", tc.sched_util_min(), tc.sched_util_max()));
+    const uint32_t ioprio = CKPT_TRY(get_ioprio(pid, host_tid));
+    if (ioprio != tc.ioprio()) return differs("I/O priority", ioprio_name(ioprio), ioprio_name(tc.ioprio()));
+    return ok();
+}
+
+// After policy and nice (which an I/O priority never set follows): set where the thread
+// reports another than recorded.
+Result<void> set_thread_ioprio(pid_t pid, pid_t tid, pid_t host_tid, const image::ThreadCore& tc) {
+    if (CKPT_TRY(get_ioprio(pid, host_tid)) == tc.ioprio()) return ok();
+    if (syscall(SYS_ioprio_set, kIoprioWhoProcess, host_tid, tc.ioprio()) != 0)
+        return setting_refused(errno, pid, tid, fmt::format("ioprio_set({})", ioprio_name(tc.ioprio())));
+    return ok();
+}
+
+// restore --with-cpu-affinity: the recorded mask, whole, or refused.
+Result<void> set_thread_affinity(pid_t pid, pid_t tid, pid_t host_tid, const image::ThreadCore& tc) {
+    const std::string& want = tc.cpu_affinity();
+    if (want.empty() || want.size() > kMaxAffinityBytes || want.find_first_not_of('\0') == std::string::npos)
+        return error_code(EINVAL, "pid {} tid {}: a CPU affinity mask of {} bytes with no CPU (image is corrupt)", pid, tid,
+                          want.size());
+    if (syscall(SYS_sched_setaffinity, host_tid, want.size(), want.data()) != 0) {
+        if (errno == EINVAL)
+            return error_code(EINVAL, "pid {} tid {}: CPU affinity {}: none of these CPUs may run it here", pid, tid,
+                              cpu_list(want));
+        return setting_refused(errno, pid, tid, fmt::format("sched_setaffinity({})", cpu_list(want)));
+    }
+    std::string now = CKPT_TRY(get_affinity(pid, host_tid));
+    now.resize(std::max(now.size(), want.size()), '\0');
+    std::string padded = want;
+    padded.resize(now.size(), '\0');
+    if (now != padded)
+        return error_code(EINVAL, "pid {} tid {}: CPU affinity {} recorded, only {} may run it here: refused", pid, tid,
+                          cpu_list(want), cpu_list(now));
     return ok();
 }
 
@@ -142,7 +222,17 @@ Result<void> verify_thread_sched(pid_t pid, pid_t tid, pid_t host_tgid, pid_t ho
 Result<void> restore_sched(const RestoreTask& t) {
     for (int i = 0; i < t.core.threads_size(); ++i) {
         pid_t host_tid = i == 0 ? t.host : t.thread_hosts.at(static_cast<size_t>(i - 1));
-        CKPT_TRY(set_thread_sched(t.pid, t.core.threads(i).tid(), host_tid, t.core.threads(i)));
+        const image::ThreadCore& tc = t.core.threads(i);
+        CKPT_TRY(set_thread_sched(t.pid, tc.tid(), host_tid, tc));
+        CKPT_TRY(set_thread_ioprio(t.pid, tc.tid(), host_tid, tc));
+        if (t.shared->with_cpu_affinity) {
+            CKPT_TRY(set_thread_affinity(t.pid, tc.tid(), host_tid, tc));
+        } else if (!tc.cpu_affinity().empty()) {
+            std::string now = CKPT_TRY(get_affinity(t.pid, host_tid));
+            if (cpu_list(now) != cpu_list(tc.cpu_affinity()))
+                logger()->info("pid {} tid {}: CPU affinity {} at dump, {} now (restore --with-cpu-affinity sets it again)",
+                               t.pid, tc.tid(), cpu_list(tc.cpu_affinity()), cpu_list(now));
+        }
     }
     // Checked once all are set: setting one thread never changes another.
     for (int i = 0; i < t.core.threads_size(); ++i) {

@@ -379,6 +379,8 @@ class Run:
         as a shell would, so the restored job keeps its terminal."""
         if self.args.tcp_established and argv and argv[0] in ("dump", "restore"):
             argv = (*argv, "--tcp-established")
+        if argv and argv[0] == "restore":
+            argv = (*argv, *self.args.restore_arg)
         cmd = [*prefix, self.args.engine, *argv]
         with open(self.engine_log, "a") as log:
             log.write("$ " + " ".join(cmd) + "\n")
@@ -2134,6 +2136,8 @@ def main():
                     help="every restore -D: the engine's peak RSS (ru_maxrss) must be at most MIB "
                          "(not with --shell-job)")
     ap.add_argument("--dump-arg", action="append", default=[], help="one more argument for every dump (--no-snapshot)")
+    ap.add_argument("--restore-arg", action="append", default=[],
+                    help="one more argument for every restore (--with-cpu-affinity)")
     ap.add_argument("--threads-may-exit", action="store_true",
                     help="threads of the program may exit during a dump or after a restore (mem_snapshot_exit)")
     ap.add_argument("--snapshot", action="store_true",

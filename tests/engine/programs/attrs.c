@@ -7,7 +7,10 @@
  *    nice value of its own);
  *  - thread idle: SCHED_IDLE, nice 7;
  *  - thread plain: SCHED_OTHER, nice 0 while its leader is at nice 3 (made again from the
- *    leader, it must not keep the leader's);
+ *    leader, it must not keep the leader's), I/O priority best-effort 6, pinned to one CPU
+ *    (restored with --with-cpu-affinity);
+ *  - thread fifo has the idle I/O class, the leader best-effort 1; every other thread's I/O
+ *    priority is never set (it follows policy and nice) and reads the same after restore;
  *  - thread creds: SCHED_BATCH, and uids 1000/1001/1002, gids 2000/2001/2002 set with the raw
  *    setresuid/setresgid syscalls, for that thread only (the others stay root);
  *  - /proc/self/oom_score_adj 345 for the root process, 100 for its child (below its parent's, where it was made);
@@ -50,14 +53,21 @@ struct want {
     int creds;     /* the thread's own uids and gids */
     int corrupt;   /* its corruption point */
     volatile int ready, failed;
+    int ioprio;    /* set when not 0 */
+    int pin;       /* pinned to one CPU (the first it may run on) */
+    int ioprio_at_dump;
+    cpu_set_t cpus_at_dump;
 };
 
+#define IOPRIO_WHO_PROCESS 1
+#define IOPRIO(cls, level) (((cls) << 13) | (level))
+
 static struct want threads_want[] = {
-    {"fifo", SCHED_FIFO, 10, 0, 0, 0, 1, 0, 0},
-    {"rr", SCHED_RR, 5, -4, 1, 0, 2, 0, 0},
-    {"idle", SCHED_IDLE, 0, 7, 0, 0, 3, 0, 0},
-    {"plain", SCHED_OTHER, 0, 0, 0, 0, 4, 0, 0},
-    {"creds", SCHED_BATCH, 0, 0, 0, 1, 5, 0, 0},
+    {.name = "fifo", .policy = SCHED_FIFO, .prio = 10, .corrupt = 1, .ioprio = IOPRIO(3, 0)},
+    {.name = "rr", .policy = SCHED_RR, .prio = 5, .nice = -4, .reset_on_fork = 1, .corrupt = 2},
+    {.name = "idle", .policy = SCHED_IDLE, .nice = 7, .corrupt = 3},
+    {.name = "plain", .policy = SCHED_OTHER, .corrupt = 4, .ioprio = IOPRIO(2, 6), .pin = 1},
+    {.name = "creds", .policy = SCHED_BATCH, .creds = 1, .corrupt = 5},
 };
 #define NTHREADS (int)(sizeof threads_want / sizeof threads_want[0])
 
@@ -72,7 +82,19 @@ static int set_sched(struct want* w) {
     struct sched_attr a = {.size = sizeof a, .sched_policy = (uint32_t)w->policy, .sched_nice = w->nice,
                            .sched_priority = (uint32_t)w->prio};
     if (w->reset_on_fork) a.sched_flags = SCHED_FLAG_RESET_ON_FORK;
-    return (int)syscall(SYS_sched_setattr, 0, &a, 0);
+    if (syscall(SYS_sched_setattr, 0, &a, 0) != 0) return -1;
+    if (w->ioprio && syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, w->ioprio) != 0) return -1;
+    if (w->pin) {
+        cpu_set_t cpus;
+        if (sched_getaffinity(0, sizeof cpus, &cpus) != 0) return -1;
+        int first = 0;
+        while (!CPU_ISSET(first, &cpus)) ++first;
+        CPU_ZERO(&cpus);
+        CPU_SET(first, &cpus);
+        if (sched_setaffinity(0, sizeof cpus, &cpus) != 0) return -1;
+    }
+    w->ioprio_at_dump = (int)syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
+    return sched_getaffinity(0, sizeof w->cpus_at_dump, &w->cpus_at_dump);
 }
 
 /* Checks the calling thread against w; reports on stderr, returns 0 when right. */
@@ -82,6 +104,13 @@ static int check_sched(const char* who, const struct want* w, int corrupt) {
         struct sched_param p = {0};
         sched_setscheduler(0, SCHED_OTHER, &p);
         setpriority(PRIO_PROCESS, (id_t)tid, 11);
+    }
+    if (corrupt && w->pin) { /* the plain thread: its I/O priority and CPUs lost too */
+        syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, 0);
+        cpu_set_t all;
+        CPU_ZERO(&all);
+        for (int i = 0; i < CPU_SETSIZE; ++i) CPU_SET(i, &all);
+        sched_setaffinity(0, sizeof all, &all);
     }
     struct sched_attr a;
     if (get_attr(0, &a) != 0) {
@@ -94,6 +123,17 @@ static int check_sched(const char* who, const struct want* w, int corrupt) {
         rof != w->reset_on_fork) {
         fprintf(stderr, "%s: policy %u prio %u nice %d reset_on_fork %d, expected %d %d %d %d\n", who, a.sched_policy,
                 a.sched_priority, nice, rof, w->policy, w->prio, w->nice, w->reset_on_fork);
+        return -1;
+    }
+    int ioprio = (int)syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
+    if (ioprio != w->ioprio_at_dump || (w->ioprio && ioprio != w->ioprio)) {
+        fprintf(stderr, "%s: I/O priority %#x, %#x at dump (set %#x)\n", who, ioprio, w->ioprio_at_dump, w->ioprio);
+        return -1;
+    }
+    cpu_set_t cpus;
+    if (sched_getaffinity(0, sizeof cpus, &cpus) != 0 || !CPU_EQUAL(&cpus, &w->cpus_at_dump)) {
+        fprintf(stderr, "%s: CPU affinity of %d CPUs, %d at dump (or others)\n", who, CPU_COUNT(&cpus),
+                CPU_COUNT(&w->cpus_at_dump));
         return -1;
     }
     return 0;
@@ -176,6 +216,10 @@ int main(int argc, char** argv) {
     test_sync_wait(&sync);
 
     if (setpriority(PRIO_PROCESS, 0, 3) != 0) test_fail("nice 3: %s", strerror(errno));
+    struct want leader = {.name = "leader", .policy = SCHED_OTHER, .nice = 3, .corrupt = 6, .ioprio = IOPRIO(2, 1)};
+    if (syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, leader.ioprio) != 0) test_fail("ioprio_set: %s", strerror(errno));
+    leader.ioprio_at_dump = (int)syscall(SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0);
+    sched_getaffinity(0, sizeof leader.cpus_at_dump, &leader.cpus_at_dump);
     pthread_t th[NTHREADS];
     for (int i = 0; i < NTHREADS; ++i) pthread_create(&th[i], NULL, thread_main, &threads_want[i]);
     for (int i = 0; i < NTHREADS; ++i)
@@ -189,7 +233,6 @@ int main(int argc, char** argv) {
         pthread_join(th[i], NULL);
         CHECK(!threads_want[i].failed, "thread %s: wrong state (see the log)", threads_want[i].name);
     }
-    struct want leader = {"leader", SCHED_OTHER, 0, 3, 0, 0, 6, 0, 0};
     CHECK(check_sched("leader", &leader, test_corrupt(6)) == 0, "leader: wrong scheduling (see the log)");
     if (test_corrupt(7)) write_text("/proc/self/oom_score_adj", "0");
     long adj = read_long("/proc/self/oom_score_adj");

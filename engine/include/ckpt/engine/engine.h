@@ -125,6 +125,9 @@ struct RestoreOptions {
     // CRIU's --tcp-established: images holding established TCP connections are restored
     // (TCP_REPAIR); without it they are refused.
     bool tcp_established = false;
+    // CRIU's --with-cpu-affinity: every thread gets the CPU affinity recorded, whole (or the
+    // restore fails); without it threads run on the restorer's CPUs.
+    bool with_cpu_affinity = false;
 };
 
 struct RestoredTree {

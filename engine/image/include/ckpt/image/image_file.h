@@ -92,6 +92,8 @@ namespace ckpt::image {
 //      reader would restore the socket empty.
 //    - classic BPF socket filters and SO_LOCK_FILTER of every socket kind (SocketFilter): a
 //      version 12 reader would restore the sockets unfiltered.
+//    - each thread's CPU affinity and I/O priority (ThreadCore.cpu_affinity, ioprio): a
+//      version 12 reader would restore the restorer's I/O priority.
 inline constexpr uint32_t kFormatVersion = 13;
 
 enum class Kind : uint32_t {
