@@ -1,17 +1,19 @@
 /* Listening TCP sockets across a dump and restore:
  *   fd 20  AF_INET on 127.0.0.1, backlog 7, O_NONBLOCK, SO_REUSEADDR, TCP_NODELAY, SO_KEEPALIVE
  *          with keepalive idle 77, interval 13, count 5, SO_RCVBUF; fd 25 a dup of it
- *   fd 21  AF_INET6 on [::1], IPV6_V6ONLY, SO_REUSEPORT, SO_LINGER 9 s, SO_SNDBUF, backlog 3
+ *   fd 21  AF_INET6 on [::1], IPV6_V6ONLY, SO_REUSEPORT, SO_LINGER 9 s, SO_SNDBUF, backlog 3, a
+ *          socket filter taking every segment whole, locked (SO_LOCK_FILTER)
  *   fd 22  AF_INET6 on [::] taking IPv4 too (IPV6_V6ONLY off), IP_FREEBIND, backlog 5; a
  *          connection it accepted and closed first left one in TIME_WAIT on its port (which a
  *          listener without SO_REUSEADDR cannot be bound beside: the restore ends it)
- * After restore: the same addresses, options, backlog (TCP_INFO), flags, one description for
+ * After restore: the same addresses, options, filter, backlog (TCP_INFO), flags, one description for
  * fds 20 and 25 (kcmp); each accepts a new connection (fd 22 one from 127.0.0.1, v4-mapped),
  * whose byte arrives and whose peer address is the connecting socket's. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <linux/filter.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
@@ -189,6 +191,10 @@ int main(int argc, char** argv) {
     bind_listen(22, AF_INET6, "::", 5);
     leave_time_wait(22);
 
+    struct sock_filter whole[2] = {BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0), BPF_STMT(BPF_RET | BPF_A, 0)};
+    test_attach_filter(21, whole, 2);
+    setopt(21, SOL_SOCKET, SO_LOCK_FILTER, 1);
+
     for (int i = 0; i < 3; ++i) record(&L[i]);
     int flags[3];
     for (int i = 0; i < 3; ++i) flags[i] = fcntl(L[i].fd, F_GETFL);
@@ -199,6 +205,8 @@ int main(int argc, char** argv) {
     if (test_corrupt(1)) setopt(20, IPPROTO_TCP, TCP_NODELAY, 0);
     if (test_corrupt(2)) listen(22, 1);
     if (test_corrupt(3)) close(21);
+    CHECK(test_filter_is(21, whole, 2) && getopt_int(21, SOL_SOCKET, SO_LOCK_FILTER) == 1,
+          "fd 21: not its socket filter, locked");
 
     for (int i = 0; i < 3; ++i) {
         struct sockaddr_storage now;
