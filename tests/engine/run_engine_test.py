@@ -2013,6 +2013,24 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
         self.check_verdict(what="after the dump as nobody and restore")
         return "PASS"
 
+    def neg_udp_queued_unprivileged(self):
+        """A UDP socket with a datagram queued (udp_queued_alone, run as nobody) dumped by an
+        engine run as nobody with CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE (as the Slurm agent
+        runs it): putting the datagram back needs CAP_NET_RAW, which neither that dump nor a
+        restore as nobody has, so the dump is refused naming it and the tree runs on (a set no
+        restore could take is never made)."""
+        nobody = self.setpriv_nobody()
+        os.chmod(self.work, 0o777)
+        self.exec_as = NOBODY
+        self.start()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.nobody_images("images-nobody")],
+                                   f"pid {self.root}", "dump as nobody of a queued UDP datagram",
+                                   timeout=REFUSAL_TIMEOUT, prefix=nobody)
+        if "fd 9" not in line or "CAP_NET_RAW" not in line:
+            raise TestFailure(f"the refusal does not name fd 9 and CAP_NET_RAW: {line}")
+        self.expect_tree_unharmed("a dump refused for a queued datagram")
+        return "PASS"
+
     def neg_compare_detects(self):
         """--compare can fail: after the restore, one byte of the root's data is changed through
         /proc/PID/mem and the offset of one of its regular files moved (through a copy of its
@@ -2121,7 +2139,7 @@ def main():
                                            "pages-outside", "dump-foreign-process", "nested-pidns",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
-                                           "tcp-refused", "tcp-forged", "udp-forged", "leave-running-original", "ipc-forged", "batch-failed",
+                                           "tcp-refused", "tcp-forged", "udp-forged", "udp-queued-unprivileged", "leave-running-original", "ipc-forged", "batch-failed",
                                            "ipc-refused", "stream-truncated", "stream-flipped",
                                            "stream-forged-name", "stream-version",
                                            "stream-forged-sums", "stream-no-sums"])
@@ -2172,7 +2190,7 @@ def main():
 
     # Tests where nobody runs the program or the engine work in a public folder of their own.
     public = None
-    if args.user == "nobody" or args.negative == "dump-foreign-process":
+    if args.user == "nobody" or args.negative in ("dump-foreign-process", "udp-queued-unprivileged"):
         public = public_folder("ckpt-enginetest-")
         args.program = public_copy(args.program, public)
         args.engine = public_copy(args.engine, public)

@@ -10,11 +10,12 @@
 // sender's address and port through a raw socket, before the process runs (see "restore:
 // queued datagrams" below). Refused: datagrams queued for ping and raw sockets, on a socket
 // with SO_REUSEPORT, shut down for reading or bound to a device other than loopback, sent to
-// a multicast, broadcast or link-local address or to another host's. A classic BPF filter
-// is kept (set last, once the queue is back); an eBPF one, a pending error or error queue, a
-// kernel encapsulation (UDP_ENCAP) and data held by UDP_CORK are refused. What no socket call shows is not kept: multicast group memberships
-// (IP_ADD_MEMBERSHIP), IPv6 sticky options and flow labels, an IP_MULTICAST_IF given by
-// interface index only.
+// a multicast, broadcast or link-local address or to another host's, and any when the
+// dumping engine lacks CAP_NET_RAW (no restore as its user could put them back). A classic
+// BPF filter is kept (set last, once the queue is back); an eBPF one, a pending error or
+// error queue, a kernel encapsulation (UDP_ENCAP) and data held by UDP_CORK are refused.
+// What no socket call shows is not kept: multicast group memberships (IP_ADD_MEMBERSHIP),
+// IPv6 sticky options and flow labels, an IP_MULTICAST_IF given by interface index only.
 //
 // The restore makes the socket in the engine (as the restorer: a raw socket needs
 // CAP_NET_RAW, a ping socket a group in net.ipv4.ping_group_range) before the process's fds
@@ -327,6 +328,13 @@ Result<void> record_queued(int s, const Identity& id, bool rcv_shutdown, const i
         return refuse("not supported with SO_REUSEPORT (the restore puts them back while the socket holds its port alone)");
     if (!device.empty() && device != "lo")
         return refuse(fmt::format("not supported on a socket bound to device {} (they are put back through loopback)", device));
+
+    // A dump that could not put them back could not make a restore that does: an engine
+    // without CAP_NET_RAW (a user's, as the Slurm agent runs it) keeps the last good
+    // checkpoint instead of making one no restore as that user can take.
+    if (UniqueFd raw(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW)); !raw && (errno == EPERM || errno == EACCES))
+        return refuse("they are put back at restore from their senders' addresses, which needs CAP_NET_RAW, and this "
+                      "dump (so a restore as the same user) does not have it");
 
     const bool v4 = id.family == AF_INET;
     auto peek_off = CKPT_TRY(BorrowedOption::set(s, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0));
