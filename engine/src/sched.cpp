@@ -76,6 +76,14 @@ std::string cpu_list(const std::string& mask) {
     return out.empty() ? "none" : out;
 }
 
+// Whether two masks name the same CPUs (the kernel's may be shorter or longer than the image's).
+bool same_cpus(std::string a, std::string b) {
+    const size_t n = std::max(a.size(), b.size());
+    a.resize(n, '\0');
+    b.resize(n, '\0');
+    return a == b;
+}
+
 std::string policy_name(uint32_t policy) {
     switch (policy) {
         case SCHED_NORMAL: return "SCHED_OTHER";
@@ -207,11 +215,8 @@ Result<void> set_thread_affinity(pid_t pid, pid_t tid, pid_t host_tid, const ima
                               cpu_list(want));
         return setting_refused(errno, pid, tid, fmt::format("sched_setaffinity({})", cpu_list(want)));
     }
-    std::string now = CKPT_TRY(get_affinity(pid, host_tid));
-    now.resize(std::max(now.size(), want.size()), '\0');
-    std::string padded = want;
-    padded.resize(now.size(), '\0');
-    if (now != padded)
+    const std::string now = CKPT_TRY(get_affinity(pid, host_tid));
+    if (!same_cpus(now, want))
         return error_code(EINVAL, "pid {} tid {}: CPU affinity {} recorded, only {} may run it here: refused", pid, tid,
                           cpu_list(want), cpu_list(now));
     return ok();
@@ -228,8 +233,8 @@ Result<void> restore_sched(const RestoreTask& t) {
         if (t.shared->with_cpu_affinity) {
             CKPT_TRY(set_thread_affinity(t.pid, tc.tid(), host_tid, tc));
         } else if (!tc.cpu_affinity().empty()) {
-            std::string now = CKPT_TRY(get_affinity(t.pid, host_tid));
-            if (cpu_list(now) != cpu_list(tc.cpu_affinity()))
+            const std::string now = CKPT_TRY(get_affinity(t.pid, host_tid));
+            if (!same_cpus(now, tc.cpu_affinity()))
                 logger()->info("pid {} tid {}: CPU affinity {} at dump, {} now (restore --with-cpu-affinity sets it again)",
                                t.pid, tc.tid(), cpu_list(tc.cpu_affinity()), cpu_list(now));
         }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ckpt/base/strings.h"
+#include "dump_context.h"
 
 namespace ckpt::engine {
 
@@ -143,6 +144,24 @@ Result<int> get_int(int s, int level, int name, const char* text) {
 Result<void> set_int(int s, int level, int name, int v, const char* text) {
     if (setsockopt(s, level, name, &v, sizeof v) != 0) return sys_error("setsockopt({}, {})", text, v);
     return ok();
+}
+
+Result<Borrowed> Borrowed::set(int s, int level, int name, const char* text, int value) {
+    Borrowed b(s, level, name, text, CKPT_TRY(get_int(s, level, name, text)));
+    if (b.was_ != value) {
+        CKPT_TRY(set_int(s, level, name, value, text));
+        b.changed_ = true;
+    }
+    return b;
+}
+
+Result<void> Borrowed::give_back() {
+    if (!std::exchange(changed_, false)) return ok();
+    return set_int(s_, level_, name_, was_, text_).context("putting it back after the dump's reading");
+}
+
+Borrowed::~Borrowed() {
+    if (auto r = give_back(); !r) logger()->warn("{}", r.error().message());
 }
 
 Result<void> record(int s, std::span<const Spec> specs, Options* out) {

@@ -63,6 +63,28 @@ Result<void> restore(int s, std::span<const Spec> specs, const Options& opts);
 Result<int> get_int(int s, int level, int name, const char* text);
 Result<void> set_int(int s, int level, int name, int v, const char* text);
 
+// An int option the dump sets on the tree's socket for its own reading (SO_PEEK_OFF for a
+// peek from the start ...), given back as it was: by give_back(), whose failure fails the dump
+// (a tree left running would keep the wrong option), or when this goes on an error path (the
+// dump fails anyway: best effort, logged).
+class Borrowed {
+public:
+    static Result<Borrowed> set(int s, int level, int name, const char* text, int value);
+    Borrowed(Borrowed&& o) noexcept
+        : s_(o.s_), level_(o.level_), name_(o.name_), text_(o.text_), was_(o.was_), changed_(std::exchange(o.changed_, false)) {}
+    Borrowed& operator=(Borrowed&&) = delete;
+    ~Borrowed();
+    Result<void> give_back();
+
+private:
+    Borrowed(int s, int level, int name, const char* text, int was)
+        : s_(s), level_(level), name_(name), text_(text), was_(was) {}
+    int s_, level_, name_;
+    const char* text_;
+    int was_;
+    bool changed_ = false;
+};
+
 // SO_SNDBUF or SO_RCVBUF (as getsockopt reads it, twice what setsockopt is given) set where it
 // differs from the socket's, or always with `lock` (any SO_*BUF turns the kernel's tuning of
 // that buffer off, as it was on a socket whose size the process had set), past the system's

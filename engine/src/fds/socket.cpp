@@ -221,40 +221,6 @@ std::string shown_name(std::string_view name) {
 // The fds in flight of the messages of a queue: (index in the queue, the engine's copies).
 using PassedFds = std::vector<std::pair<uint32_t, std::vector<UniqueFd>>>;
 
-// An int socket option set for a while, put back as it was when this goes.
-struct PutBack {
-    int sock = -1, name = 0, value = 0;
-    const char* text = "";
-    static Result<PutBack> set(int sock, int name, const char* text, int value) {
-        PutBack p{sock, name, CKPT_TRY(sockopt::get_int(sock, SOL_SOCKET, name, text)), text};
-        if (p.value != value) CKPT_TRY(sockopt::set_int(sock, SOL_SOCKET, name, value, text));
-        return p;
-    }
-    PutBack() = default;
-    PutBack(int s, int n, int v, const char* t) : sock(s), name(n), value(v), text(t) {}
-    PutBack(PutBack&& o) noexcept : sock(std::exchange(o.sock, -1)), name(o.name), value(o.value), text(o.text) {}
-    PutBack& operator=(PutBack&& o) noexcept {
-        std::swap(sock, o.sock);
-        name = o.name;
-        value = o.value;
-        text = o.text;
-        return *this;
-    }
-    // Puts the option back now. Failing fails the dump: a tree left running would keep the
-    // wrong option.
-    Result<void> put_back() {
-        int s = std::exchange(sock, -1);
-        if (s >= 0 && setsockopt(s, SOL_SOCKET, name, &value, sizeof value) != 0)
-            return sys_error("setsockopt({}, {}) to put it back after the peek", text, value);
-        return ok();
-    }
-    // On an error path (the dump fails anyway): best effort.
-    ~PutBack() {
-        if (sock >= 0 && setsockopt(sock, SOL_SOCKET, name, &value, sizeof value) != 0)
-            logger()->warn("cannot put {} back to {}: {}", text, value, strerror(errno));
-    }
-};
-
 // Whether SO_PASSPIDFD is on (a kernel before 6.5 has no such option).
 Result<bool> passes_pidfd(int sock) {
     auto on = sockopt::get_int(sock, SOL_SOCKET, SO_PASSPIDFD, "SO_PASSPIDFD");
@@ -273,15 +239,15 @@ Result<bool> passes_pidfd(int sock) {
 // peek that stops before them returns them too, so where they begin cannot be read.
 Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& d, std::vector<ucred>* creds,
                                             std::vector<std::string>* senders = nullptr, PassedFds* passed = nullptr) {
-    PutBack peek_off = CKPT_TRY(PutBack::set(sock, SO_PEEK_OFF, "SO_PEEK_OFF", 0));
+    auto peek_off = CKPT_TRY(sockopt::Borrowed::set(sock, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0));
     // With SO_PASSPIDFD each peek would put a pidfd of the message's sender into the engine:
     // the option is off for the peek, SO_PASSCRED on in its place (the credentials name the
     // same sender, the one a restore sends them again from; a message that carries none gives
     // no pidfd either).
-    std::optional<PutBack> passpidfd, passcred;
+    std::optional<sockopt::Borrowed> passpidfd, passcred;
     if (CKPT_TRY(passes_pidfd(sock))) {
-        passpidfd = CKPT_TRY(PutBack::set(sock, SO_PASSPIDFD, "SO_PASSPIDFD", 0));
-        passcred = CKPT_TRY(PutBack::set(sock, SO_PASSCRED, "SO_PASSCRED", 1));
+        passpidfd.emplace(CKPT_TRY(sockopt::Borrowed::set(sock, SOL_SOCKET, SO_PASSPIDFD, "SO_PASSPIDFD", 0)));
+        passcred.emplace(CKPT_TRY(sockopt::Borrowed::set(sock, SOL_SOCKET, SO_PASSCRED, "SO_PASSCRED", 1)));
     }
     if (type == SOCK_STREAM) passed = nullptr;
 
@@ -337,9 +303,9 @@ Result<std::vector<std::string>> peek_queue(int sock, int type, const UnixDiag& 
             if (!fds.empty()) passed->emplace_back(static_cast<uint32_t>(out.size() - 1), std::move(fds));
         }
     }
-    if (passcred) CKPT_TRY(passcred->put_back());
-    if (passpidfd) CKPT_TRY(passpidfd->put_back());
-    CKPT_TRY(peek_off.put_back());
+    if (passcred) CKPT_TRY(passcred->give_back());
+    if (passpidfd) CKPT_TRY(passpidfd->give_back());
+    CKPT_TRY(peek_off.give_back());
     // sock_diag counts the bytes queued for a stream or seqpacket socket: all of them were seen.
     if (type != SOCK_DGRAM && total != d.rqueue)
         return error("AF_UNIX socket: {} bytes peeked, {} queued", total, d.rqueue);

@@ -35,9 +35,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/strings.h"
@@ -180,44 +183,48 @@ bool claims_inet(const FdProbe& probe) {
 
 bool is_any(const image::InetAddr& a) { return a.addr().find_first_not_of('\0') == std::string::npos; }
 
-bool is_v4_mapped(const image::InetAddr& a) {
-    return a.addr().size() == 16 && a.addr().compare(0, 12, std::string("\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) == 0;
-}
+const std::string kV4MappedPrefix("\0\0\0\0\0\0\0\0\0\0\xff\xff", 12);
+
+bool is_v4_mapped(const std::string& addr) { return addr.size() == 16 && addr.starts_with(kV4MappedPrefix); }
+bool is_v4_mapped(const image::InetAddr& a) { return is_v4_mapped(a.addr()); }
 
 // The IPv4 address a v4-mapped one holds; any other as it is.
-std::string unmapped(const std::string& addr) {
-    image::InetAddr a;
-    a.set_addr(addr);
-    return is_v4_mapped(a) ? addr.substr(12) : addr;
-}
+std::string unmapped(const std::string& addr) { return is_v4_mapped(addr) ? addr.substr(12) : addr; }
 
-// Whether addr (4 or 16 bytes, v4-mapped taken as IPv4) is a unicast address of this host:
-// in 127.0.0.0/8, ::1, or an interface's own (getifaddrs), link-local ones left out (a scope
-// would be needed). Queued datagrams are put back only to such an address: nothing sent then
-// can leave the host, and no other socket can hold it with the port the socket holds alone.
-Result<bool> is_host_address(const std::string& addr_in) {
-    const std::string addr = unmapped(addr_in);
-    if (addr.size() == 4) {
-        if (static_cast<uint8_t>(addr[0]) == 127) return true;
-    } else if (addr.size() == 16) {
-        if (addr == std::string(15, '\0') + '\1') return true;
-        if (static_cast<uint8_t>(addr[0]) == 0xfe && (static_cast<uint8_t>(addr[1]) & 0xc0) == 0x80) return false;
-    } else {
-        return false;
+// The unicast addresses of this host: 127.0.0.0/8, ::1 and every interface's own (getifaddrs,
+// read once per socket), link-local ones left out (a scope would be needed). Queued datagrams
+// are put back only to such an address: nothing sent then can leave the host, and no other
+// socket can hold it with the port the socket holds alone.
+class HostAddresses {
+public:
+    static Result<HostAddresses> read() {
+        ifaddrs* list = nullptr;
+        if (getifaddrs(&list) != 0) return sys_error("getifaddrs");
+        HostAddresses h;
+        for (ifaddrs* i = list; i; i = i->ifa_next) {
+            if (!i->ifa_addr) continue;
+            if (i->ifa_addr->sa_family == AF_INET)
+                h.addrs_.emplace_back(reinterpret_cast<const char*>(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr), 4);
+            else if (i->ifa_addr->sa_family == AF_INET6)
+                h.addrs_.emplace_back(reinterpret_cast<const char*>(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr), 16);
+        }
+        freeifaddrs(list);
+        return h;
     }
-    ifaddrs* list = nullptr;
-    if (getifaddrs(&list) != 0) return sys_error("getifaddrs");
-    bool found = false;
-    for (ifaddrs* i = list; i && !found; i = i->ifa_next) {
-        if (!i->ifa_addr) continue;
-        if (i->ifa_addr->sa_family == AF_INET && addr.size() == 4)
-            found = memcmp(&reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, addr.data(), 4) == 0;
-        else if (i->ifa_addr->sa_family == AF_INET6 && addr.size() == 16)
-            found = memcmp(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, addr.data(), 16) == 0;
+    // addr: 4 or 16 bytes, v4-mapped taken as IPv4.
+    bool holds(const std::string& addr_in) const {
+        const std::string addr = unmapped(addr_in);
+        if (addr.size() == 4 && static_cast<uint8_t>(addr[0]) == 127) return true;
+        if (addr.size() == 16) {
+            if (addr == std::string(15, '\0') + '\1') return true;
+            if (static_cast<uint8_t>(addr[0]) == 0xfe && (static_cast<uint8_t>(addr[1]) & 0xc0) == 0x80) return false;
+        }
+        return (addr.size() == 4 || addr.size() == 16) && std::find(addrs_.begin(), addrs_.end(), addr) != addrs_.end();
     }
-    freeifaddrs(list);
-    return found;
-}
+
+private:
+    std::vector<std::string> addrs_;
+};
 
 // ---- dump ---------------------------------------------------------------------------------
 
@@ -247,36 +254,6 @@ std::string first_datagram(int s) {
     }
     return fmt::format("the first of {} bytes from {}", n, sender);
 }
-
-// An int option the dump sets on the tree's socket for its own reading, given back as it was
-// when the reading ends, failed or not.
-class BorrowedOption {
-public:
-    static Result<BorrowedOption> set(int s, int level, int name, const char* text, int value) {
-        BorrowedOption o(s, level, name, text, CKPT_TRY(sockopt::get_int(s, level, name, text)));
-        if (o.was_ != value) {
-            CKPT_TRY(sockopt::set_int(s, level, name, value, text));
-            o.changed_ = true;
-        }
-        return o;
-    }
-    BorrowedOption(BorrowedOption&& o) noexcept
-        : s_(o.s_), level_(o.level_), name_(o.name_), text_(o.text_), was_(o.was_), changed_(std::exchange(o.changed_, false)) {}
-    BorrowedOption& operator=(BorrowedOption&&) = delete;
-    ~BorrowedOption() { (void)give_back(); }
-    Result<void> give_back() {
-        if (!std::exchange(changed_, false)) return ok();
-        return sockopt::set_int(s_, level_, name_, was_, text_);
-    }
-
-private:
-    BorrowedOption(int s, int level, int name, const char* text, int was)
-        : s_(s), level_(level), name_(name), text_(text), was_(was) {}
-    int s_, level_, name_;
-    const char* text_;
-    int was_;
-    bool changed_ = false;
-};
 
 // The destination address of a datagram the peek read, from its IP_PKTINFO or IPV6_PKTINFO
 // (the kernel fills them from the datagram's own header).
@@ -337,9 +314,10 @@ Result<void> record_queued(int s, const Identity& id, bool rcv_shutdown, const i
                       "dump (so a restore as the same user) does not have it");
 
     const bool v4 = id.family == AF_INET;
-    auto peek_off = CKPT_TRY(BorrowedOption::set(s, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0));
-    auto pktinfo = CKPT_TRY(v4 ? BorrowedOption::set(s, IPPROTO_IP, IP_PKTINFO, "IP_PKTINFO", 1)
-                               : BorrowedOption::set(s, IPPROTO_IPV6, IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", 1));
+    auto peek_off = CKPT_TRY(sockopt::Borrowed::set(s, SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0));
+    auto pktinfo = CKPT_TRY(v4 ? sockopt::Borrowed::set(s, IPPROTO_IP, IP_PKTINFO, "IP_PKTINFO", 1)
+                               : sockopt::Borrowed::set(s, IPPROTO_IPV6, IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", 1));
+    const HostAddresses host = CKPT_TRY(HostAddresses::read());
     std::string buf(kMaxDatagram + 1, '\0');
     alignas(cmsghdr) char control[4096];
     for (;;) {
@@ -366,7 +344,7 @@ Result<void> record_queued(int s, const Identity& id, bool rcv_shutdown, const i
         image::QueuedDatagram* q = d->add_queued();
         record_addr(from, q->mutable_from());
         record_addr(*to, q->mutable_to());
-        if (!CKPT_TRY(is_host_address(q->to().addr())))
+        if (!host.holds(q->to().addr()))
             return refuse(fmt::format("datagram {} was sent to {}: only datagrams sent to a unicast address of this host are "
                                       "put back (not multicast, broadcast or link-local ones)",
                                       k, show_addr(q->to())));
@@ -464,7 +442,7 @@ bool v6only(const image::InetDgramSocket& d) {
 // Each datagram is sent again, oldest first, from its sender's address and port: a packet the
 // engine writes whole (IP and UDP headers) on a raw socket (CAP_NET_RAW: under --restore-as
 // the user's, which a user lacks, so such a restore is refused by the kernel) bound to the
-// loopback device, to an address of this host (is_host_address). The socket is bound alone
+// loopback device, to an address of this host (HostAddresses). The socket is bound alone
 // while they arrive (SO_REUSEADDR given back after; SO_REUSEPORT refused at dump), not yet
 // connected (a connected socket drops what its peer did not send), and admits only packets
 // with the engine's mark (a socket filter, removed after): what others send meanwhile is
@@ -596,6 +574,7 @@ Result<void> put_back_queued(int s, const image::InetDgramSocket& d) {
             raw = CKPT_TRY_CTX(put_back_socket(v4 ? AF_INET : AF_INET6), "queued datagram {} of {} ({} bytes from {} to {})",
                                i + 1, d.queued_size(), q.data().size(), show_addr(q.from()), show_addr(q.to()));
     }
+    const HostAddresses host = CKPT_TRY(HostAddresses::read());
     const int rcvbuf = CKPT_TRY(sockopt::get_int(s, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF"));
     const int buf_lock = CKPT_TRY(sockopt::get_int(s, SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK"));
     CKPT_TRY(sockopt::set_int(s, SOL_SOCKET, SO_RCVBUFFORCE, INT_MAX / 2, "SO_RCVBUFFORCE"));
@@ -605,7 +584,7 @@ Result<void> put_back_queued(int s, const image::InetDgramSocket& d) {
             return e.context("queued datagram {} of {} ({} bytes from {} to {})", i + 1, d.queued_size(), q.data().size(),
                              show_addr(q.from()), show_addr(q.to()));
         };
-        if (!CKPT_TRY_CTX(is_host_address(q.to().addr()), "queued datagram {}", i + 1))
+        if (!host.holds(q.to().addr()))
             return ctx(error_code(EADDRNOTAVAIL, "{} is not an address of this host", show_addr(q.to())));
         const std::string src = unmapped(q.from().addr()), dst = unmapped(q.to().addr());
         const bool v4 = dst.size() == 4;
