@@ -110,6 +110,9 @@ const char kUsage[] =
     "                        the tree is connected to it again\n"
     "  --tcp-established     dump and restore established TCP connections (TCP_REPAIR, needs\n"
     "                        CAP_NET_ADMIN); without it such a connection fails the dump\n"
+    "  --timeout SEC         dump: how long each thread may take to stop (default 10): one that\n"
+    "                        does not (a vfork parent before its child's exec, a thread stuck in\n"
+    "                        uninterruptible I/O) fails the dump by name, the tree left running\n"
     "  --with-cpu-affinity   restore: every thread gets the CPU affinity it had (all of those\n"
     "                        CPUs, or the restore fails); without it, the restorer's CPUs\n";
 
@@ -253,6 +256,10 @@ int cmd_dump(const std::vector<std::string_view>& args) {
             o.ext_unix_sk = true;
         } else if (args[i] == "--tcp-established") {
             o.tcp_established = true;
+        } else if (take_value(args, i, "--timeout", &v)) {
+            auto n = ckpt::parse_uint(v);
+            if (!n || *n < 1 || *n > 86400) return usage_error("dump: --timeout takes seconds from 1 to 86400, not '" + v + "'");
+            o.freeze_timeout_ms = static_cast<int>(*n * 1000);
         } else if (args[i] == "--link-remap") {
             o.link_remap = true;
         } else if (args[i] == "--track-mem") {

@@ -49,7 +49,7 @@ public:
     ~FrozenTree() { release(); }
     std::vector<FrozenProcess> processes;  // parents before children
 
-    Result<void> freeze(pid_t root) {
+    Result<void> freeze(pid_t root, int timeout_ms) {
         // Seize until a pass finds no new thread or child (the tree may be forking, and its
         // processes exiting: what exits meanwhile is seen as it is at the next pass).
         int half_dead_passes = 0;
@@ -85,7 +85,7 @@ public:
                 } else {
                     for (pid_t tid : CKPT_TRY(read_tasks(pid))) {
                         if (!seized_.count(tid)) {
-                            auto sig = seize_and_stop(tid);
+                            auto sig = seize_and_stop(tid, timeout_ms);
                             grew = true;
                             if (!sig && gone(pid, tid)) continue;  // exited meanwhile
                             if (!sig) return std::move(sig).error().context("pid {}", pid);
@@ -493,6 +493,32 @@ Result<void> check_groups(const FrozenTree& tree) {
     return ok();
 }
 
+// Processes sharing one address space without being threads of one process (clone with
+// CLONE_VM, not CLONE_THREAD: a vfork child before its exec, some runtimes' helpers) would be
+// restored each with a copy of its own: refused. The frozen processes sorted by their mm
+// (kcmp orders them), neighbours compared.
+Result<void> check_address_spaces(const FrozenTree& tree) {
+    constexpr int kKcmpVm = 1;  // KCMP_VM
+    std::vector<pid_t> live;
+    for (const auto& p : tree.processes)
+        if (!p.zombie) live.push_back(p.pid);
+    std::optional<Error> failed;
+    auto cmp = [&](pid_t a, pid_t b) -> long {
+        long r = syscall(SYS_kcmp, a, b, kKcmpVm, 0, 0);
+        if (r < 0 && !failed) failed = sys_error("kcmp(pid {}, pid {}, KCMP_VM)", a, b);
+        return r;
+    };
+    std::sort(live.begin(), live.end(), [&](pid_t a, pid_t b) { return cmp(a, b) == 1; });
+    for (size_t i = 1; i < live.size() && !failed; ++i)
+        if (cmp(live[i - 1], live[i]) == 0)
+            return error_code(ENOTSUP,
+                              "pid {} and pid {} share one address space without being threads of one process "
+                              "(clone with CLONE_VM, as vfork makes before its child calls exec): not supported",
+                              std::min(live[i - 1], live[i]), std::max(live[i - 1], live[i]));
+    if (failed) return std::move(*failed);
+    return ok();
+}
+
 // A dump by an engine that is not root takes only processes its user could trace without
 // privilege: it may hold CAP_SYS_PTRACE and CAP_CHECKPOINT_RESTORE (ambient, as the user),
 // which would let it copy a root or setuid process of the user's tree (a `su` child) into
@@ -719,12 +745,13 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     CKPT_TRY(run_action_scripts(opts, "pre-dump"));
     FrozenTree tree;
     auto t0 = now_ns();
-    CKPT_TRY(tree.freeze(opts.root));
+    CKPT_TRY(tree.freeze(opts.root, opts.freeze_timeout_ms));
     const uint64_t t_frozen = now_ns();
     CKPT_TRY(check_own_processes(tree));
     bool own_pidns = true;
     CKPT_TRY(read_tree_pids(tree, opts.root, &own_pidns));
     CKPT_TRY(check_groups(tree));
+    CKPT_TRY(check_address_spaces(tree));
     for (const auto& p : tree.processes)
         if (p.zombie) CKPT_TRY(check_zombie(p));
     // System V IPC: a namespace of the tree's own is recorded whole (before anything is

@@ -1,6 +1,7 @@
 #include "ptrace_ctl.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
@@ -8,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "ckpt/base/fd.h"
@@ -42,10 +45,54 @@ bool is_group_stop(pid_t tid, int status) {
 
 namespace {
 
-// Waits for the PTRACE_EVENT_STOP that follows an interrupt; returns its signal.
-Result<int> await_event_stop(pid_t tid) {
+// Why tid, seized and interrupted, has not stopped: its state and the kernel function it
+// waits in (/proc, as root reads it), with what that usually means.
+std::string not_stopping(pid_t tid, int timeout_ms) {
+    std::string state = "?", wchan = "?";
+    if (auto st = read_stat(tid)) state = std::string(1, st->state);
+    if (auto w = read_file(fmt::format("/proc/{}/wchan", tid)); w && !w->empty() && *w != "0") wchan = *w;
+    std::string why;
+    if (wchan.find("clone") != std::string::npos || wchan.find("vfork") != std::string::npos)
+        why = ": a vfork() parent, which waits until its child calls exec or exits (dump again after that)";
+    else if (state == "D")
+        why = ": an uninterruptible wait (I/O to a device or file system that does not answer?)";
+    return fmt::format("tid {} did not stop within {} ms (state {}, waiting in the kernel at {}){}", tid, timeout_ms, state,
+                       wchan, why);
+}
+
+// wait_stopped, for at most timeout_ms (< 0: no limit): polled, a few yields first (a thread
+// interrupted in user space or in an interruptible wait stops within microseconds), then
+// naps growing to 2 ms.
+Result<int> wait_stopped_within(pid_t tid, int timeout_ms) {
+    if (timeout_ms < 0) return wait_stopped(tid);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    int yields = 0;
+    useconds_t nap = 20;
     for (;;) {
-        int status = CKPT_TRY(wait_stopped(tid));
+        int status;
+        pid_t r = waitpid(tid, &status, __WALL | WNOHANG);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return sys_error("waitpid tid {}", tid);
+        if (r == tid) {
+            if (WIFEXITED(status) || WIFSIGNALED(status))
+                return error_code(ESRCH, "tid {} exited while traced (status {:#x})", tid, status);
+            return status;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) return error_code(ETIMEDOUT, "{}", not_stopping(tid, timeout_ms));
+        if (yields < 16) {
+            ++yields;
+            sched_yield();
+        } else {
+            usleep(nap);
+            nap = std::min<useconds_t>(nap * 2, 2000);
+        }
+    }
+}
+
+// Waits for the PTRACE_EVENT_STOP that follows an interrupt; returns its signal.
+Result<int> await_event_stop(pid_t tid, int timeout_ms = -1) {
+    for (;;) {
+        int status = CKPT_TRY(wait_stopped_within(tid, timeout_ms));
         int event = status >> 16;
         if (event == PTRACE_EVENT_STOP) return WSTOPSIG(status);
         if (WIFSTOPPED(status) && event == 0) {
@@ -63,10 +110,10 @@ Result<int> await_event_stop(pid_t tid) {
 
 }  // namespace
 
-Result<int> seize_and_stop(pid_t tid) {
+Result<int> seize_and_stop(pid_t tid, int timeout_ms) {
     if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) return sys_error("ptrace(SEIZE) tid {}", tid);
     if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
-    return await_event_stop(tid);
+    return await_event_stop(tid, timeout_ms);
 }
 
 Result<int> restop(pid_t tid) {

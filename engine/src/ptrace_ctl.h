@@ -22,7 +22,11 @@ namespace ckpt::engine {
 // A signal that arrives first is delivered (the handler runs) and the interrupt repeated.
 // Returns the signal of the stop: SIGTRAP when the interrupt stopped it, the stop signal
 // (SIGSTOP, SIGTSTP...) when it is in a group stop.
-Result<int> seize_and_stop(pid_t tid);
+// A thread that does not stop within timeout_ms (one the kernel holds in a wait no signal
+// ends: a vfork parent until its child calls exec, a process stuck in uninterruptible I/O)
+// fails with ETIMEDOUT naming its state and where it waits; it stays seized, stopping once
+// the wait ends, until the engine detaches or exits.
+Result<int> seize_and_stop(pid_t tid, int timeout_ms);
 // Lets a seized thread that reported SIGTRAP pass through signal delivery once more and
 // stops it again: a group stop begun meanwhile by another thread is then reported (its
 // signal is returned), else SIGTRAP.

@@ -1650,6 +1650,30 @@ class Run:
         self.expect_tree_unharmed("a dump refused for a nested pid namespace")
         return "PASS"
 
+    def neg_shared_mm(self):
+        """A child sharing the root's address space without being its thread (shared_mm:
+        clone(CLONE_VM)): the dump refuses it naming both pids. Built with VFORK
+        (shared_mm_vfork), the root waits in the kernel for its vfork child, where no interrupt
+        stops it: the dump, with --timeout 1, fails within it naming the root and the vfork
+        wait. Either way the tree runs on.
+        Before: the first was dumped and restored as two address spaces (silently wrong); the
+        second hung the dump until the child exited."""
+        self.start()
+        others = [p for p in self.pids if p != self.root]
+        if len(others) != 1:
+            raise TestFailure(f"expected the root and one child, the tree is {self.pids}")
+        vfork = self.args.program.endswith("_vfork")
+        argv = ["dump", "-t", str(self.root), "-D", self.images] + (["--timeout", "1"] if vfork else [])
+        line = self.expect_failure(argv, f"pid {self.root}", "dump of a tree sharing an address space",
+                                   timeout=REFUSAL_TIMEOUT)
+        if vfork:
+            if "did not stop within 1000 ms" not in line or "vfork" not in line:
+                raise TestFailure(f"the failure does not name the 1 s timeout and the vfork wait: {line}")
+        elif f"pid {others[0]}" not in line or "share one address space" not in line:
+            raise TestFailure(f"the refusal does not name pid {others[0]} and the shared address space: {line}")
+        self.expect_tree_unharmed("a dump refused for a shared address space")
+        return "PASS"
+
     # ---- image folders written by their user -----------------------------------------
     def replaced_copies(self, replace):
         """Copies of the dump with each of its files in turn removed and replace(path, name)d."""
@@ -2136,7 +2160,7 @@ def main():
                                            "other-arch", "unsupported-fd", "fd-owner-outside",
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
-                                           "pages-outside", "dump-foreign-process", "nested-pidns",
+                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
                                            "tcp-refused", "tcp-forged", "udp-forged", "udp-queued-unprivileged", "leave-running-original", "ipc-forged", "batch-failed",

@@ -85,7 +85,7 @@ struct Attached {
     RemoteScratch scratch;
     Attached() {
         EXPECT_GT(child.pid, 0);
-        auto stop = seize_and_stop(child.pid);
+        auto stop = seize_and_stop(child.pid, 10000);
         EXPECT_TRUE(stop.ok()) << (stop.ok() ? "" : stop.error().message());
         auto t = RemoteThread::attach(child.pid, child.code);
         EXPECT_TRUE(t.ok());

@@ -56,6 +56,11 @@ struct DumpOptions {
     // when the tree is killed, closed without a FIN or a reset). Without it an established
     // connection fails the dump by name.
     bool tcp_established = false;
+    // CRIU's --timeout: how long each thread of the tree may take to stop when it is seized
+    // (a vfork parent waiting for its child's exec, a thread in uninterruptible I/O never
+    // does): past it the dump fails naming the thread and where it waits, the tree left
+    // running.
+    int freeze_timeout_ms = 10'000;
     // CRIU's --link-remap: a file the tree holds open, maps or watches whose name was removed
     // while another link to it remains is kept through a hidden hard link in the folder of its
     // old name (".ckpt-link-remap.DEV-INO-N"), recorded in the images, opened through it at
