@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 
 #include "ckpt/base/fd.h"
@@ -108,10 +109,27 @@ Result<int> await_event_stop(pid_t tid, int timeout_ms = -1) {
     }
 }
 
+// The process that traces tid (TracerPid in /proc), 0 if none or unknown.
+pid_t tracer_of(pid_t tid) {
+    auto status = read_file(fmt::format("/proc/{}/status", tid));
+    if (!status) return 0;
+    const size_t at = status->find("\nTracerPid:");
+    return at == std::string::npos ? 0 : static_cast<pid_t>(std::atoi(status->c_str() + at + 11));
+}
+
 }  // namespace
 
 Result<int> seize_and_stop(pid_t tid, int timeout_ms) {
-    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) return sys_error("ptrace(SEIZE) tid {}", tid);
+    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) {
+        const int err = errno;
+        if (err == EPERM)
+            if (pid_t tracer = tracer_of(tid); tracer > 0)
+                return error_code(EPERM, "tid {} is traced by pid {} (a debugger, strace...): a traced thread cannot be "
+                                         "dumped until its tracer lets it go",
+                                  tid, tracer);
+        errno = err;
+        return sys_error("ptrace(SEIZE) tid {}", tid);
+    }
     if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
     return await_event_stop(tid, timeout_ms);
 }

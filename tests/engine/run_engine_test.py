@@ -1650,6 +1650,23 @@ class Run:
         self.expect_tree_unharmed("a dump refused for a nested pid namespace")
         return "PASS"
 
+    def neg_traced(self):
+        """A child its parent traces (traced_child: PTRACE_TRACEME): the dump refuses it naming
+        the child and its tracer, and the tree runs on, the child still traced by the root.
+        Before: "ptrace(SEIZE) ... Operation not permitted", naming neither."""
+        self.start()
+        others = [p for p in self.pids if p != self.root]
+        if len(others) != 1:
+            raise TestFailure(f"expected the root and one child, the tree is {self.pids}")
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"tid {others[0]}",
+                                   "dump of a tree with a traced child", timeout=REFUSAL_TIMEOUT)
+        if f"traced by pid {self.root}" not in line:
+            raise TestFailure(f"the refusal does not name the tracer, pid {self.root}: {line}")
+        if tree_pids(self.root) != self.pids:
+            raise TestFailure("the tree changed after a refused dump")
+        self.check_verdict(what="tree after a dump refused for a traced child")
+        return "PASS"
+
     def neg_shared_mm(self):
         """A child sharing the root's address space without being its thread (shared_mm:
         clone(CLONE_VM)): the dump refuses it naming both pids. Built with VFORK
@@ -2160,7 +2177,7 @@ def main():
                                            "other-arch", "unsupported-fd", "fd-owner-outside",
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
-                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm",
+                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm", "traced",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
                                            "tcp-refused", "tcp-forged", "udp-forged", "udp-queued-unprivileged", "leave-running-original", "ipc-forged", "batch-failed",
