@@ -1632,6 +1632,14 @@ class Run:
         self.expect_tree_unharmed("a dump refused for a pidfd of a process outside the tree")
         return "PASS"
 
+    def start_root_and_child(self):
+        """start() for a program of a root and one child: the child's pid."""
+        self.start()
+        others = [p for p in self.pids if p != self.root]
+        if len(others) != 1:
+            raise TestFailure(f"expected the root and one child, the tree is {self.pids}")
+        return others[0]
+
     def neg_nested_pidns(self):
         """A tree with a process in a pid namespace below the root's (pidns_nested; built with
         UNSHARED, a process whose children would go to one): the dump refuses it, naming
@@ -1639,11 +1647,8 @@ class Run:
         Before: the process was recorded with the host's numbers and restored as an ordinary
         member of the root's namespace, with other pids than it saw (or, unshared, without
         the namespace its children were to have)."""
-        self.start()
-        others = [p for p in self.pids if p != self.root]
-        if len(others) != 1:
-            raise TestFailure(f"expected the root and one child, the tree is {self.pids}")
-        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {others[0]}",
+        child = self.start_root_and_child()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {child}",
                                    "dump of a tree with a nested pid namespace", timeout=REFUSAL_TIMEOUT)
         if "nested pid namespace" not in line:
             raise TestFailure(f"the refusal does not say 'nested pid namespace': {line}")
@@ -1654,11 +1659,8 @@ class Run:
         """A child its parent traces (traced_child: PTRACE_TRACEME): the dump refuses it naming
         the child and its tracer, and the tree runs on, the child still traced by the root.
         Before: "ptrace(SEIZE) ... Operation not permitted", naming neither."""
-        self.start()
-        others = [p for p in self.pids if p != self.root]
-        if len(others) != 1:
-            raise TestFailure(f"expected the root and one child, the tree is {self.pids}")
-        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"tid {others[0]}",
+        child = self.start_root_and_child()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"tid {child}",
                                    "dump of a tree with a traced child", timeout=REFUSAL_TIMEOUT)
         if f"traced by pid {self.root}" not in line:
             raise TestFailure(f"the refusal does not name the tracer, pid {self.root}: {line}")
@@ -1675,10 +1677,7 @@ class Run:
         wait. Either way the tree runs on.
         Before: the first was dumped and restored as two address spaces (silently wrong); the
         second hung the dump until the child exited."""
-        self.start()
-        others = [p for p in self.pids if p != self.root]
-        if len(others) != 1:
-            raise TestFailure(f"expected the root and one child, the tree is {self.pids}")
+        child = self.start_root_and_child()
         vfork = self.args.program.endswith("_vfork")
         argv = ["dump", "-t", str(self.root), "-D", self.images] + (["--timeout", "1"] if vfork else [])
         line = self.expect_failure(argv, f"pid {self.root}", "dump of a tree sharing an address space",
@@ -1686,8 +1685,8 @@ class Run:
         if vfork:
             if "did not stop within 1000 ms" not in line or "vfork" not in line:
                 raise TestFailure(f"the failure does not name the 1 s timeout and the vfork wait: {line}")
-        elif f"pid {others[0]}" not in line or "share one address space" not in line:
-            raise TestFailure(f"the refusal does not name pid {others[0]} and the shared address space: {line}")
+        elif f"pid {child}" not in line or "share one address space" not in line:
+            raise TestFailure(f"the refusal does not name pid {child} and the shared address space: {line}")
         self.expect_tree_unharmed("a dump refused for a shared address space")
         return "PASS"
 
