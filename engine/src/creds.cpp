@@ -20,6 +20,18 @@
 #include "restore_task.h"
 #include "task_state.h"
 
+// Linux 6.3 (older headers lack them).
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#define PR_GET_MDWE 66
+#endif
+#ifndef PR_MDWE_REFUSE_EXEC_GAIN
+#define PR_MDWE_REFUSE_EXEC_GAIN (1UL << 0)
+#endif
+#ifndef PR_MDWE_NO_INHERIT
+#define PR_MDWE_NO_INHERIT (1UL << 1)
+#endif
+
 namespace ckpt::engine {
 
 namespace {
@@ -86,6 +98,10 @@ Result<void> dump_creds(const FrozenProcess& p, RemoteThread& rt, RemoteScratch&
     CKPT_TRY(rt.syscall_ok("prctl(PR_GET_CHILD_SUBREAPER)", SYS_prctl, {PR_GET_CHILD_SUBREAPER, at}));
     CKPT_TRY(read_remote(pid, at, &subreaper, sizeof subreaper));
     core->set_child_subreaper(subreaper != 0);
+    // Linux 6.3: a kernel without it says EINVAL, and no process there has it.
+    const int64_t mdwe = CKPT_TRY(rt.syscall(SYS_prctl, {PR_GET_MDWE}));
+    if (mdwe < 0 && mdwe != -EINVAL) return error_code(static_cast<int>(-mdwe), "pid {}: prctl(PR_GET_MDWE) failed", pid);
+    core->set_mdwe(mdwe > 0 ? static_cast<uint32_t>(mdwe) : 0);
     return ok();
 }
 
@@ -96,6 +112,25 @@ Result<void> dump_thread_creds(pid_t pid, RemoteThread& rt, const image::Creds& 
     fill_creds(CKPT_TRY(read_status(pid, rt.tid())), &c);
     c.set_securebits(static_cast<uint32_t>(CKPT_TRY(rt.syscall_ok("prctl(PR_GET_SECUREBITS)", SYS_prctl, {PR_GET_SECUREBITS}))));
     if (c.SerializeAsString() != process.SerializeAsString()) *tc->mutable_creds() = c;
+    return ok();
+}
+
+Result<void> restore_mdwe(RestoreTask& t) {
+    if (t.core.mdwe() == 0) return ok();
+    if (t.core.mdwe() & ~static_cast<uint32_t>(PR_MDWE_REFUSE_EXEC_GAIN | PR_MDWE_NO_INHERIT))
+        return error_code(EINVAL, "pid {}: memory-deny-write-execute flags {:#x}: unknown (image is corrupt)", t.pid,
+                          t.core.mdwe());
+    RemoteThread& rt = *t.leader;
+    const int64_t r = CKPT_TRY(rt.syscall(SYS_prctl, {PR_SET_MDWE, t.core.mdwe()}));
+    if (r == -EINVAL)
+        return error_code(EINVAL, "pid {}: memory-deny-write-execute (PR_SET_MDWE {:#x}) was set at dump and this kernel "
+                                  "cannot set it: refused",
+                          t.pid, t.core.mdwe());
+    if (r < 0) return error_code(static_cast<int>(-r), "pid {}: prctl(PR_SET_MDWE, {:#x})", t.pid, t.core.mdwe());
+    const int64_t now = CKPT_TRY(rt.syscall_ok("prctl(PR_GET_MDWE)", SYS_prctl, {PR_GET_MDWE}));
+    if (static_cast<uint64_t>(now) != t.core.mdwe())
+        return error_code(EINVAL, "pid {}: memory-deny-write-execute flags {:#x} after restore, {:#x} at dump", t.pid, now,
+                          t.core.mdwe());
     return ok();
 }
 

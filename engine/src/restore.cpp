@@ -757,6 +757,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // Timers after every recorded pending signal: a timer due at once must queue its
         // next signal behind the recorded one (which carries the overruns), not before it.
         CKPT_TRY_CTX(restore_timers(t), "restore pid {}", pid);
+        CKPT_TRY(restore_mdwe(t));
         if (user) {
             // The identity, checked from /proc for every thread, then the filters last: a
             // filter can fake success for the calls that set the identity, never undo them.

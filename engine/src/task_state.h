@@ -47,6 +47,9 @@ const image::Creds& thread_creds(const image::TaskCore& core, const image::Threa
 Result<void> restore_task_settings(RestoreTask& t);
 // The engine's own resource limits (soft, hard), for restore_task_settings to compare with.
 Result<void> read_own_rlimits(std::array<std::pair<uint64_t, uint64_t>, 16>* out);
+// Memory-deny-write-execute (PR_SET_MDWE), once no injected call needs to map code: it
+// cannot be taken back, and children made later would inherit it.
+Result<void> restore_mdwe(RestoreTask& t);
 // Drops to the recorded identity: the last thing done inside each thread.
 Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c);
 

@@ -5,7 +5,9 @@
  * State checked after restore: real/effective/saved uids and gids, supplementary groups,
  * no_new_privs, personality, umask, every rlimit (soft and hard, some lowered), comm name,
  * cwd, scheduler policy (SCHED_BATCH) and nice value (7), and a seccomp filter that still
- * makes getppid() fail with ENOTBLK (Seccomp: 2 with one filter in /proc/self/status). */
+ * makes getppid() fail with ENOTBLK (Seccomp: 2 with one filter in /proc/self/status), and
+ * memory-deny-write-execute (PR_SET_MDWE, where the kernel has it): still set, and an
+ * mprotect adding PROT_EXEC still refused. */
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -14,6 +16,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -25,6 +28,15 @@
 #include "testlib.h"
 
 #define PERSONA (PER_LINUX | ADDR_NO_RANDOMIZE | UNAME26)
+
+/* Linux 6.3 (older headers lack them). */
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#define PR_GET_MDWE 66
+#endif
+#ifndef PR_MDWE_REFUSE_EXEC_GAIN
+#define PR_MDWE_REFUSE_EXEC_GAIN 1
+#endif
 
 static int install_seccomp(void) {
     struct sock_filter code[] = {
@@ -41,7 +53,7 @@ static int install_seccomp(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 12);
+    test_init(argc, argv, 13);
     setresuid((uid_t)-1, (uid_t)-1, getuid());
     setresgid((gid_t)-1, (gid_t)-1, getgid());
     uid_t ruid, euid, suid;
@@ -71,6 +83,11 @@ int main(int argc, char** argv) {
     CHECK(sched_setscheduler(0, SCHED_BATCH, &param) == 0, "SCHED_BATCH: %s", strerror(errno));
     CHECK(setpriority(PRIO_PROCESS, 0, 7) == 0, "nice 7: %s", strerror(errno));
     CHECK(install_seccomp() == 0, "seccomp: %s", strerror(errno));
+    /* Last: it cannot be taken back. A kernel without it (EINVAL) checks nothing. */
+    int mdwe = prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) == 0 ? PR_MDWE_REFUSE_EXEC_GAIN : 0;
+    if (!mdwe) CHECK(errno == EINVAL, "PR_SET_MDWE: %s", strerror(errno));
+    char* page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(page != MAP_FAILED, "mmap: %s", strerror(errno));
 
     test_ready();
     test_wait_check();
@@ -87,6 +104,8 @@ int main(int argc, char** argv) {
     if (test_corrupt(10)) setpriority(PRIO_PROCESS, 0, 9);
     if (test_corrupt(11)) install_seccomp(); /* a second filter */
     if (test_corrupt(12)) ngroups--;
+    /* It cannot be undone: what a restore without it would show is expected instead. */
+    if (test_corrupt(13) && mdwe) mdwe = 0;
 
     uid_t r, e, s;
     getresuid(&r, &e, &s);
@@ -126,6 +145,14 @@ int main(int argc, char** argv) {
     errno = 0;
     int nice_now = getpriority(PRIO_PROCESS, 0);
     CHECK(nice_now == 7, "nice %d, expected 7", nice_now);
+    int mdwe_now = prctl(PR_GET_MDWE, 0, 0, 0, 0);
+    if (mdwe_now < 0) mdwe_now = 0;
+    CHECK(mdwe_now == mdwe, "memory-deny-write-execute flags %d, expected %d", mdwe_now, mdwe);
+    if (page != MAP_FAILED) {
+        int gained = mprotect(page, 4096, PROT_READ | PROT_WRITE | PROT_EXEC) == 0;
+        CHECK(gained == !mdwe, "mprotect(PROT_EXEC) %s, expected it %s", gained ? "allowed" : "refused",
+              mdwe ? "refused" : "allowed");
+    }
 
     errno = 0;
     long ppid = syscall(SYS_getppid);

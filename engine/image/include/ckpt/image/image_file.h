@@ -94,7 +94,9 @@ namespace ckpt::image {
 //      version 12 reader would restore the sockets unfiltered.
 //    - each thread's CPU affinity and I/O priority (ThreadCore.cpu_affinity, ioprio): a
 //      version 12 reader would restore the restorer's I/O priority.
-inline constexpr uint32_t kFormatVersion = 13;
+// 14: memory-deny-write-execute (PR_SET_MDWE: TaskCore.mdwe): a version 13 reader would restore
+//     the process able to make its memory executable again; it refuses version 14.
+inline constexpr uint32_t kFormatVersion = 14;
 
 enum class Kind : uint32_t {
     Inventory = 1,
