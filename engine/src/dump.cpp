@@ -493,29 +493,37 @@ Result<void> check_groups(const FrozenTree& tree) {
     return ok();
 }
 
-// Processes sharing one address space without being threads of one process (clone with
-// CLONE_VM, not CLONE_THREAD: a vfork child before its exec, some runtimes' helpers) would be
-// restored each with a copy of its own: refused. The frozen processes sorted by their mm
-// (kcmp orders them), neighbours compared.
-Result<void> check_address_spaces(const FrozenTree& tree) {
-    constexpr int kKcmpVm = 1;  // KCMP_VM
+// Processes sharing what only threads of one process share here: one address space (clone
+// with CLONE_VM, not CLONE_THREAD: a vfork child before its exec, some runtimes' helpers), or
+// one cwd, root and umask (CLONE_FS). Each would be restored with a copy of its own: refused.
+// For each, the frozen processes sorted by that object (kcmp orders them), neighbours compared.
+Result<void> check_unshared(const FrozenTree& tree) {
+    struct Shared {
+        int kcmp_type;
+        const char* kcmp_name;
+        const char* what;
+    };
+    static constexpr Shared kShared[] = {
+        {1, "KCMP_VM", "one address space (clone with CLONE_VM, as vfork makes before its child calls exec)"},
+        {3, "KCMP_FS", "one cwd, root and umask (clone with CLONE_FS)"},
+    };
     std::vector<pid_t> live;
     for (const auto& p : tree.processes)
         if (!p.zombie) live.push_back(p.pid);
-    std::optional<Error> failed;
-    auto cmp = [&](pid_t a, pid_t b) -> long {
-        long r = syscall(SYS_kcmp, a, b, kKcmpVm, 0, 0);
-        if (r < 0 && !failed) failed = sys_error("kcmp(pid {}, pid {}, KCMP_VM)", a, b);
-        return r;
-    };
-    std::sort(live.begin(), live.end(), [&](pid_t a, pid_t b) { return cmp(a, b) == 1; });
-    for (size_t i = 1; i < live.size() && !failed; ++i)
-        if (cmp(live[i - 1], live[i]) == 0)
-            return error_code(ENOTSUP,
-                              "pid {} and pid {} share one address space without being threads of one process "
-                              "(clone with CLONE_VM, as vfork makes before its child calls exec): not supported",
-                              std::min(live[i - 1], live[i]), std::max(live[i - 1], live[i]));
-    if (failed) return std::move(*failed);
+    for (const Shared& kind : kShared) {
+        std::optional<Error> failed;
+        auto cmp = [&](pid_t a, pid_t b) -> long {
+            long r = syscall(SYS_kcmp, a, b, kind.kcmp_type, 0, 0);
+            if (r < 0 && !failed) failed = sys_error("kcmp(pid {}, pid {}, {})", a, b, kind.kcmp_name);
+            return r;
+        };
+        std::sort(live.begin(), live.end(), [&](pid_t a, pid_t b) { return cmp(a, b) == 1; });
+        for (size_t i = 1; i < live.size() && !failed; ++i)
+            if (cmp(live[i - 1], live[i]) == 0)
+                return error_code(ENOTSUP, "pid {} and pid {} share {} without being threads of one process: not supported",
+                                  std::min(live[i - 1], live[i]), std::max(live[i - 1], live[i]), kind.what);
+        if (failed) return std::move(*failed);
+    }
     return ok();
 }
 
@@ -751,7 +759,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     bool own_pidns = true;
     CKPT_TRY(read_tree_pids(tree, opts.root, &own_pidns));
     CKPT_TRY(check_groups(tree));
-    CKPT_TRY(check_address_spaces(tree));
+    CKPT_TRY(check_unshared(tree));
     for (const auto& p : tree.processes)
         if (p.zombie) CKPT_TRY(check_zombie(p));
     // System V IPC: a namespace of the tree's own is recorded whole (before anything is

@@ -1671,22 +1671,24 @@ class Run:
 
     def neg_shared_mm(self):
         """A child sharing the root's address space without being its thread (shared_mm:
-        clone(CLONE_VM)): the dump refuses it naming both pids. Built with VFORK
-        (shared_mm_vfork), the root waits in the kernel for its vfork child, where no interrupt
-        stops it: the dump, with --timeout 1, fails within it naming the root and the vfork
-        wait. Either way the tree runs on.
-        Before: the first was dumped and restored as two address spaces (silently wrong); the
-        second hung the dump until the child exited."""
+        clone(CLONE_VM)), or its cwd, root and umask (shared_fs: CLONE_FS): the dump refuses
+        it naming both pids. Built with VFORK (shared_mm_vfork), the root waits in the kernel
+        for its vfork child, where no interrupt stops it: the dump, with --timeout 1, fails
+        within it naming the root and the vfork wait. Either way the tree runs on.
+        Before: the shared ones were dumped and restored unshared (silently wrong); the vfork
+        parent hung the dump until its child exited."""
         child = self.start_root_and_child()
         vfork = self.args.program.endswith("_vfork")
         argv = ["dump", "-t", str(self.root), "-D", self.images] + (["--timeout", "1"] if vfork else [])
-        line = self.expect_failure(argv, f"pid {self.root}", "dump of a tree sharing an address space",
+        line = self.expect_failure(argv, f"pid {self.root}", "dump of a tree sharing what threads share",
                                    timeout=REFUSAL_TIMEOUT)
         if vfork:
             if "did not stop within 1000 ms" not in line or "vfork" not in line:
                 raise TestFailure(f"the failure does not name the 1 s timeout and the vfork wait: {line}")
-        elif f"pid {child}" not in line or "share one address space" not in line:
-            raise TestFailure(f"the refusal does not name pid {child} and the shared address space: {line}")
+        else:
+            shared = "one cwd, root and umask" if self.args.program.endswith("shared_fs") else "one address space"
+            if f"pid {child}" not in line or f"share {shared}" not in line:
+                raise TestFailure(f"the refusal does not name pid {child} and {shared} shared: {line}")
         self.expect_tree_unharmed("a dump refused for a shared address space")
         return "PASS"
 

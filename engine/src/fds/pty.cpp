@@ -143,16 +143,33 @@ Result<ProcTty> proc_tty(pid_t pid) {
     return t;
 }
 
+// Any other terminal (a USB serial port...): a device number in the range of a tty driver
+// (/proc/tty/drivers: name, node, major, minor or first-last, type). Asked of the kernel's
+// list, not of the device: an ioctl to an unknown driver could mean anything to it.
+bool is_tty_driver_device(dev_t r) {
+    auto drivers = read_file("/proc/tty/drivers");
+    if (!drivers) return false;
+    for (std::string_view line : split(*drivers, '\n')) {
+        std::vector<std::string_view> f;
+        for (std::string_view w : split(line, ' '))
+            if (!w.empty()) f.push_back(w);
+        if (f.size() < 4) continue;
+        auto maj = parse_uint(f[2]);
+        const size_t dash = f[3].find('-');
+        auto first = parse_uint(f[3].substr(0, dash));
+        auto last = dash == std::string_view::npos ? first : parse_uint(f[3].substr(dash + 1));
+        if (maj && first && last && *maj == major(r) && minor(r) >= *first && minor(r) <= *last) return true;
+    }
+    return false;
+}
+
 bool claims_pty(const FdProbe& probe) {
     if (probe.link.empty() || probe.link[0] != '/' || (probe.info.flags & O_PATH)) return false;
     auto st = probe.stat_target();
     if (!st || !S_ISCHR(st->st_mode)) return false;
     dev_t r = st->st_rdev;
     if (is_ptmx(r) || is_dev_tty(r) || is_pts(r) || major(r) == 4 || (major(r) == 5 && minor(r) == 1)) return true;
-    // Any other terminal: a character device that answers TCGETS2.
-    auto mine = probe.take();
-    KTermios2 t;
-    return mine && ::ioctl(mine->get(), kTcgets2, &t) == 0;
+    return is_tty_driver_device(r);
 }
 
 // Every master of the tree with its pair's state (recorded once), what of the slaves the tree

@@ -8,9 +8,13 @@
  * exits, where no ptrace interrupt stops it; the dump (--timeout 1) must fail naming the
  * root's thread and the vfork wait, within its timeout, and leave the tree running.
  *
+ * Built with SHARED_FS (program shared_fs), the child has its own memory but shares the root's
+ * cwd, root and umask (clone with CLONE_FS): refused the same way, naming both pids.
+ *
  * State checked, by the root: the child still writes where the root reads (the memory is
  * still one), and it exits cleanly (CLONE_VM: when the root tells it through that memory;
- * VFORK: when the check signal is pending for the root, which the child sees in /proc). */
+ * VFORK: when the check signal is pending for the root, which the child sees in /proc);
+ * SHARED_FS: the child, told by SIGUSR1, changes the cwd and the root sees it changed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -18,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -29,7 +34,7 @@ static volatile int stop_child, child_seen;
 
 /* The child shares the root's memory (and its thread pointer: no errno, no stdio, no malloc
  * here; raw system calls only). */
-static void nap(void) {
+static __attribute__((unused)) void nap(void) {
     struct timespec ts = {0, 1000000};
     syscall(SYS_nanosleep, &ts, NULL);
 }
@@ -62,9 +67,20 @@ static int term_pending(pid_t pid) {
 }
 #endif
 
+#ifdef SHARED_FS
+static volatile sig_atomic_t usr1;
+static void on_usr1(int sig) {
+    (void)sig;
+    usr1 = 1;
+}
+#endif
+
 static int child_main(void* arg) {
     (void)arg;
-#ifdef VFORK
+#if defined(SHARED_FS)
+    while (!usr1) pause();
+    return chdir("/") == 0 ? 0 : 1;
+#elif defined(VFORK)
     test_ready(); /* the root waits in the kernel until this child exits */
     pid_t root = (pid_t)syscall(SYS_getppid);
     while (!term_pending(root)) {
@@ -88,7 +104,25 @@ int main(int argc, char** argv) {
         test_fail("mmap of the child's stack: %s", strerror(errno));
         return test_finish();
     }
-#ifdef VFORK
+#if defined(SHARED_FS)
+    signal(SIGUSR1, on_usr1);
+    char dir[4096];
+    test_data_path(dir, sizeof dir, "cwd");
+    mkdir(dir, 0755);
+    CHECK(chdir(dir) == 0, "chdir %s: %s", dir, strerror(errno));
+    pid_t child = clone(child_main, stack + stack_size, CLONE_FS | SIGCHLD, NULL);
+    if (child < 0) {
+        test_fail("clone(CLONE_FS): %s", strerror(errno));
+        return test_finish();
+    }
+    test_ready();
+    test_wait_check();
+    kill(child, test_corrupt(1) ? SIGKILL : SIGUSR1);
+    test_expect_child_ok(child, "child");
+    char cwd[4096];
+    CHECK(getcwd(cwd, sizeof cwd) && strcmp(cwd, "/") == 0, "the child's chdir(\"/\") did not change the root's cwd");
+    return test_finish();
+#elif defined(VFORK)
     /* Returns once the child has exited: after the runner's check signal. */
     pid_t child = clone(child_main, stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);
     if (child < 0) {
