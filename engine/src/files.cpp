@@ -119,6 +119,12 @@ Result<uint32_t> FileRegistry::add(const std::string& fd_path, const std::string
 
     struct statfs fs;
     if (statfs(fd_path.c_str(), &fs) != 0) return sys_error("statfs {} ({})", fd_path, path);
+    // Files of kernel objects that look like files but are none: no content to read or open
+    // again (told by their file system, not by their name, which is the user's).
+    if (static_cast<uint32_t>(fs.f_type) == kMqueueMagic)
+        return error_code(ENOTSUP, "{}: a POSIX message queue (mq_open): not supported", path);
+    if (static_cast<uint32_t>(fs.f_type) == kSecretmemMagic)
+        return error_code(ENOTSUP, "{}: memfd_secret memory, which no other process can read: not supported", path);
     if (fs.f_type == PROC_SUPER_MAGIC) {
         e->set_path(path);
         CKPT_TRY(record_proc_file(e, path));

@@ -14,6 +14,11 @@
 
 namespace ckpt::engine {
 
+// The f_type (statfs) of pseudo file systems whose files are kernel objects with no content
+// to save: POSIX message queues, memfd_secret memory.
+inline constexpr uint32_t kMqueueMagic = 0x19800202;     // MQUEUE_MAGIC
+inline constexpr uint32_t kSecretmemMagic = 0x5345434d;  // SECRETMEM_MAGIC
+
 // The ELF NT_GNU_BUILD_ID of an open file (empty when it has none or is no ELF).
 std::string build_id(int fd);
 // Copies from -> to keeping holes; returns a checksum of the data and its offsets.

@@ -233,25 +233,36 @@ image::Vma::Kind classify(const ProcMapping& m) {
     return image::Vma::FILE;
 }
 
-// The ring of a Linux AIO context (io_setup) is a shared mapping of a file of the kernel's
-// aio pseudo filesystem, shown as "/[aio] (deleted)"; its address is the context's id.
-// Refused: the ring shows the completions not yet reaped, but nothing the kernel offers
-// (fs/aio.c: no /proc or fdinfo entry, and io_submit's -EAGAIN, the only sign of how many
-// requests a context holds, is blurred by per-CPU batches of free slots) tells whether
-// requests are still in flight, and one in flight at the dump would never complete after a
-// restore: the process would wait for it forever.
-Result<void> refuse_aio_ring(pid_t pid, const ProcMapping& m) {
-    constexpr long kAioFsMagic = 0xa10a10a1;  // AIO_RING_MAGIC (fs/aio.c), the pseudo fs's f_type
-    if (!m.shared || m.path != "/[aio] (deleted)") return ok();
+// Mappings of kernel objects shown as deleted files, refused by name (told by their file
+// system: a file of that name is let through).
+// - The ring of a Linux AIO context (io_setup), "/[aio] (deleted)"; its address is the
+//   context's id. The ring shows the completions not yet reaped, but nothing the kernel
+//   offers (fs/aio.c: no /proc or fdinfo entry, and io_submit's -EAGAIN, the only sign of how
+//   many requests a context holds, is blurred by per-CPU batches of free slots) tells whether
+//   requests are still in flight, and one in flight at the dump would never complete after a
+//   restore: the process would wait for it forever.
+// - memfd_secret memory, "/secretmem (deleted)": unmapped from the kernel's own view of
+//   memory, so no other process (the engine neither) can read its pages.
+Result<void> refuse_kernel_object_mapping(pid_t pid, const ProcMapping& m) {
+    constexpr uint32_t kAioFsMagic = 0xa10a10a1;  // AIO_RING_MAGIC (fs/aio.c), the pseudo fs's f_type
+    const bool aio = m.path == "/[aio] (deleted)", secret = m.path == "/secretmem (deleted)";
+    if (!m.shared || (!aio && !secret)) return ok();
     std::string link = proc_path(pid, "map_files/") + fmt::format("{:x}-{:x}", m.start, m.end);
     struct statfs fs;
     if (statfs(link.c_str(), &fs) != 0) return sys_error("pid {}: mapping {:#x}-{:#x}: statfs {}", pid, m.start, m.end, link);
-    if (fs.f_type != kAioFsMagic) return ok();  // a deleted file named /[aio]
-    return error_code(ENOTSUP,
-                      "pid {}: mapping {:#x}-{:#x} is the ring of an AIO context (io_setup, context id {:#x}): not "
-                      "supported: the kernel does not show whether requests of it are in flight, and one in flight "
-                      "would never complete after a restore",
-                      pid, m.start, m.end, m.start);
+    const auto type = static_cast<uint32_t>(fs.f_type);
+    if (aio && type == kAioFsMagic)
+        return error_code(ENOTSUP,
+                          "pid {}: mapping {:#x}-{:#x} is the ring of an AIO context (io_setup, context id {:#x}): not "
+                          "supported: the kernel does not show whether requests of it are in flight, and one in flight "
+                          "would never complete after a restore",
+                          pid, m.start, m.end, m.start);
+    if (secret && type == kSecretmemMagic)
+        return error_code(ENOTSUP,
+                          "pid {}: mapping {:#x}-{:#x} is memfd_secret memory, whose pages no other process can read: "
+                          "not supported",
+                          pid, m.start, m.end);
+    return ok();
 }
 
 // Copies the pages of file range [lo, hi) of a plan's pages file in file order, through
@@ -460,7 +471,7 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
     for (const auto& m : maps) {
         if (excluded(ex, m.start, m.end)) continue;
         auto kind = classify(m);
-        CKPT_TRY(refuse_aio_ring(pid, m));
+        CKPT_TRY(refuse_kernel_object_mapping(pid, m));
         image::Vma* v = mm->add_vmas();
         v->set_start(m.start);
         v->set_end(m.end);

@@ -1430,6 +1430,8 @@ class Run:
             raise TestFailure(f"the refusal does not name SO_REUSEPORT: {line}")
         if os.path.basename(self.args.program) == "sock_ebpf_filter" and "eBPF socket filter" not in line:
             raise TestFailure(f"the refusal does not name the eBPF socket filter: {line}")
+        if os.path.basename(self.args.program) == "fd_mqueue" and "POSIX message queue" not in line:
+            raise TestFailure(f"the refusal does not name the POSIX message queue: {line}")
         self.expect_tree_unharmed("a dump refused for an fd")
         return "PASS"
 
@@ -1595,6 +1597,8 @@ class Run:
             raise TestFailure(f"the refusal does not say that the tree needs its own IPC namespace: {line}")
         if os.path.basename(self.args.program).startswith("mem_aio") and "AIO context" not in line:
             raise TestFailure(f"the refusal does not name the AIO context: {line}")
+        if os.path.basename(self.args.program) == "mem_secret" and "memfd_secret" not in line:
+            raise TestFailure(f"the refusal does not name the memfd_secret memory: {line}")
         self.expect_tree_unharmed("a dump refused for a mapping")
         return "PASS"
 

@@ -35,11 +35,15 @@
  * sock_ebpf_filter), a UDP socket with an eBPF socket filter (SO_ATTACH_BPF), which cannot be
  * read back.
  * Built with TCP_ACCEPT_QUEUE (program tcp_accept_queue), fd 9 is a TCP socket listening on
- * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue. */
+ * 127.0.0.1 with a connection (from fd 10) waiting in its accept queue.
+ * Built with MQUEUE (program fd_mqueue), fd 9 is a POSIX message queue (mq_open, its name
+ * removed at once) with a message queued; with SECRETMEM (program mem_secret), fd 9 is a
+ * memfd_secret, one page of it mapped shared and written. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/io_uring.h>
+#include <mqueue.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -52,6 +56,7 @@
 #include <sys/eventfd.h>
 #include <sys/fanotify.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -270,6 +275,21 @@ int main(int argc, char** argv) {
 #elif defined(NETLINK_OTHER)
     const char* kind = "socket";
     int fd = socket(AF_NETLINK, SOCK_RAW, 2 /* NETLINK_USERSOCK */);
+#elif defined(MQUEUE)
+    const char* kind = "/ckpt-mq";
+    char name[64];
+    snprintf(name, sizeof name, "/ckpt-mq-%d", (int)getpid());
+    struct mq_attr attr = {.mq_maxmsg = 4, .mq_msgsize = 64};
+    int fd = mq_open(name, O_RDWR | O_CREAT | O_EXCL, 0600, &attr);
+    if (fd >= 0 && (mq_unlink(name) != 0 || mq_send(fd, "queued", 6, 1) != 0)) test_fail("mq_send: %s", strerror(errno));
+#elif defined(SECRETMEM)
+    const char* kind = "secretmem";
+    int fd = (int)syscall(SYS_memfd_secret, 0);
+    char* secret = MAP_FAILED;
+    if (fd >= 0 && ftruncate(fd, 4096) == 0)
+        secret = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (secret == MAP_FAILED) test_fail("mapping a memfd_secret: %s", strerror(errno));
+    else secret[0] = 1;
 #else
     const char* kind = "io_uring";
     struct io_uring_params params;
