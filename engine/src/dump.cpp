@@ -335,7 +335,7 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
     const DumpExclusions& ex = t.shared.ex;
     t.brk = static_cast<uint64_t>(CKPT_TRY(leader.syscall(SYS_brk, {0})));
     CKPT_TRY(dump_thp_disable(leader, &t.mm));
-    CKPT_TRY(dump_sigactions(leader, arena, &t.core));
+    CKPT_TRY(dump_sigactions(leader, arena, code + TrapCodeSite::kBatchOffset, &t.core));
     CKPT_TRY(dump_creds(p, leader, arena, &t.core));
     CKPT_TRY(dump_proc_attrs(p.pid, &t.core));
     CKPT_TRY(dump_membarrier(leader, &t.core));
@@ -382,13 +382,15 @@ Result<void> inside_process(const FrozenProcess& p, Body&& body) {
     auto site = CKPT_TRY(TrapCodeSite::install(p.pid, code));
     {
         auto leader = CKPT_TRY(RemoteThread::attach(p.pid, code));
+        // Room for a batch's table of calls and their results (signals.cpp: 62 of each).
+        constexpr uint64_t kScratch = 16384;
         int64_t scratch = CKPT_TRY(leader.syscall_ok("mmap(scratch)", SYS_mmap,
-                                                     {0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                                                     {0, kScratch, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                                                       static_cast<uint64_t>(-1), 0}));
         uint64_t s = static_cast<uint64_t>(scratch);
-        RemoteScratch arena(p.pid, s, 4096);
+        RemoteScratch arena(p.pid, s, kScratch);
         Result<void> r = body(leader, arena, code, &held_stops);
-        auto unmapped = leader.syscall_ok("munmap(scratch)", SYS_munmap, {s, 4096});
+        auto unmapped = leader.syscall_ok("munmap(scratch)", SYS_munmap, {s, kScratch});
         auto restored = leader.restore_state();
         held_stops += leader.held_stops();
         auto put_back = put_back_stops(p, stops_before, held_stops);
@@ -935,27 +937,31 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         if (armed) snap = std::move(*armed);
         else logger()->debug("snapshot not armed ({}): pages copied frozen", armed.error().message());
     }
+    // Where the time went until the page data (-vv): the snapshot's frozen time, or what
+    // comes before the copy of a dump that stays frozen for it.
+    auto log_phases = [&](const char* what, uint64_t until, const char* then) {
+        const auto& ph = shared.phases;
+        auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+        logger()->debug("tree {} {} {:.1f} ms: freeze {:.1f}, survey {:.1f}, processes {:.1f} (injected {:.1f} of which "
+                        "userfaultfd made and memory registered {:.1f}, memory {:.1f}, fds {:.1f}, images {:.1f}, "
+                        "write-protection waited for {:.1f}), {} {:.1f}",
+                        opts.root, what, ms(until - t0), ms(t_frozen - t0), ms(t_survey - t_frozen),
+                        ms(t_recorded - t_survey), ms(ph.inside), ms(ph.uffd), ms(ph.memory), ms(ph.fds),
+                        ms(ph.images), ms(waited_protect), then, ms(until - t_recorded));
+    };
     if (!snap && streaming) {
         uffds.clear();  // the page data is streamed below, read once (with its checksums)
     } else if (!snap) {
         CKPT_TRY(write_page_data(plans, opts.compress));
+        log_phases("recorded and its pages copied in", now_ns(), "page data");
         uffds.clear();  // what was write-protected is let go before the tree runs
     } else {
         // Frozen no longer: the pages are copied as the tree runs. TCP sockets leave repair
         // mode first: the tree may send at once.
-        const uint64_t t_armed = now_ns();
         fd_state.tcp_repair.release();
         tree.release();
         stats.frozen_ns = now_ns() - t0;
-        const auto& ph = shared.phases;
-        auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
-        logger()->debug("tree {} frozen {:.1f} ms: freeze {:.1f}, survey {:.1f}, processes {:.1f} (injected {:.1f} of "
-                        "which userfaultfd made and memory registered {:.1f}, memory {:.1f}, fds {:.1f}, images {:.1f}, "
-                        "write-protection waited for {:.1f}), snapshot armed {:.1f}, resume {:.1f}; copying its pages "
-                        "copy-on-write",
-                        opts.root, ms(stats.frozen_ns), ms(t_frozen - t0), ms(t_survey - t_frozen),
-                        ms(t_recorded - t_survey), ms(ph.inside), ms(ph.uffd), ms(ph.memory), ms(ph.fds),
-                        ms(ph.images), ms(waited_protect), ms(t_armed - t_recorded), ms(t0 + stats.frozen_ns - t_armed));
+        log_phases("frozen", t0 + stats.frozen_ns, "snapshot armed and tree resumed; pages copied copy-on-write after");
         auto copied = snap->finish();
         snap.reset();
         if (!copied) {

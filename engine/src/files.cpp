@@ -20,6 +20,7 @@
 #include <map>
 #include <vector>
 
+#include "ckpt/base/page_buffer.h"
 #include "ckpt/image/image_file.h"
 #include "ckpt/image/image_names.h"
 #include "memory.h"
@@ -66,9 +67,19 @@ std::string build_id(int fd) {
     return {};
 }
 
+namespace {
+// The buffer files are read through, one per thread, kept: a fresh one per file costs more
+// in page faults than a small file takes to read (page_buffer.h).
+Result<PageBuffer*> file_buffer() {
+    thread_local PageBuffer buf(2u << 20);
+    if (!buf) return error_code(ENOMEM, "a buffer of {} bytes to read files through", 2u << 20);
+    return &buf;
+}
+}  // namespace
+
 Result<void> copy_sparse(int from, int to, uint64_t size, uint64_t* xxh3) {
     // Copies data regions to the same offsets: holes stay holes in the copy.
-    std::vector<char> buf(1 << 20);
+    PageBuffer& buf = *CKPT_TRY(file_buffer());
     XXH3_state_t* st = XXH3_createState();
     XXH3_64bits_reset(st);
     off_t pos = 0;
@@ -522,9 +533,9 @@ namespace {
 constexpr uint64_t kWrittenChecked = 64ull << 20;
 
 Result<uint64_t> hash_range(int fd, uint64_t from, uint64_t to) {
+    PageBuffer& buf = *CKPT_TRY(file_buffer());
     XXH3_state_t* st = XXH3_createState();
     XXH3_64bits_reset(st);
-    std::vector<char> buf(1 << 20);
     for (uint64_t at = from; at < to;) {
         ssize_t n = pread(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(buf.size(), to - at)),
                           static_cast<off_t>(at));

@@ -12,6 +12,7 @@
 #include <map>
 #include <vector>
 
+#include "ckpt/base/page_buffer.h"
 #include "ckpt/engine/engine.h"
 #include "ckpt/image/image_names.h"
 #include "files.pb.h"
@@ -51,7 +52,8 @@ Result<void> stream_file(const std::string& dir, const std::string& name, image:
     std::vector<uint64_t> extents;
     if (kind == image::StreamRecord::DATA) extents = CKPT_TRY(image::data_extents(f.fd.get(), f.size, path));
     CKPT_TRY(w.begin_record(name, kind, f.size, image_kind, extents));
-    std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(f.size, kChunk)));
+    thread_local PageBuffer buf(kChunk);  // kept: page faults cost more than small files (page_buffer.h)
+    if (!buf) return error_code(ENOMEM, "a buffer of {} bytes to stream {} through", kChunk, path);
     for (uint64_t done = 0; done < f.size;) {
         size_t n = static_cast<size_t>(std::min<uint64_t>(f.size - done, kChunk));
         CKPT_TRY_CTX(read_exact(f.fd.get(), buf.data(), n), "{}", path);
@@ -180,7 +182,8 @@ Result<void> stream_recv(int fd, const std::string& images_dir) {
     // The page maps received, by the pages file they name: each gets the block checksums
     // that follow its page data (stream version 2) before it is written.
     std::map<std::string, std::pair<std::string, image::PageMap>> pagemaps;
-    std::vector<char> buf(kChunk);
+    PageBuffer buf(kChunk);
+    if (!buf) return error_code(ENOMEM, "a buffer of {} bytes to receive a stream through", kChunk);
     for (;;) {
         auto r = CKPT_TRY(in.next());
         if (r.kind() == image::StreamRecord::END) break;

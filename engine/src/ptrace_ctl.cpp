@@ -267,17 +267,31 @@ Result<void> RemoteThread::restore_state() {
 }
 
 Result<TrapCodeSite> TrapCodeSite::install(pid_t pid, uint64_t addr) {
+    const auto trap = arch::syscall_trap_code();
+    const auto batch = arch::syscall_batch_code();
+    static_assert(kBatchOffset % 8 == 0);
+    if (trap.size() > kBatchOffset || kBatchOffset + batch.size() > kWords * 8)
+        return error("the trap and batch code ({} and {} bytes) do not fit a trap site", trap.size(), batch.size());
     TrapCodeSite s;
     s.pid_ = pid;
     s.addr_ = addr;
-    errno = 0;
-    long word = ptrace(PTRACE_PEEKDATA, pid, addr, 0);
-    if (word == -1 && errno) return sys_error("ptrace(PEEKDATA) pid {} at {:#x}", pid, addr);
-    s.original_ = static_cast<uint64_t>(word);
-    uint64_t patched = s.original_;
-    auto code = arch::syscall_trap_code();
-    std::memcpy(&patched, code.data(), code.size());
-    if (ptrace(PTRACE_POKEDATA, pid, addr, patched) != 0) return sys_error("ptrace(POKEDATA) pid {} at {:#x}", pid, addr);
+    for (size_t i = 0; i < kWords; ++i) {
+        errno = 0;
+        long word = ptrace(PTRACE_PEEKDATA, pid, addr + 8 * i, 0);
+        if (word == -1 && errno) return sys_error("ptrace(PEEKDATA) pid {} at {:#x}", pid, addr + 8 * i);
+        s.original_[i] = static_cast<uint64_t>(word);
+    }
+    std::array<uint64_t, kWords> patched = s.original_;
+    auto* bytes = reinterpret_cast<uint8_t*>(patched.data());
+    std::memcpy(bytes, trap.data(), trap.size());
+    std::memcpy(bytes + kBatchOffset, batch.data(), batch.size());
+    for (size_t i = 0; i < kWords; ++i) {
+        if (ptrace(PTRACE_POKEDATA, pid, addr + 8 * i, patched[i]) != 0) {
+            Error e = sys_error("ptrace(POKEDATA) pid {} at {:#x}", pid, addr + 8 * i);
+            (void)s.put_back(i);
+            return e;
+        }
+    }
     s.installed_ = true;
     return s;
 }
@@ -285,12 +299,18 @@ Result<TrapCodeSite> TrapCodeSite::install(pid_t pid, uint64_t addr) {
 TrapCodeSite::TrapCodeSite(TrapCodeSite&& o) noexcept
     : pid_(o.pid_), addr_(o.addr_), original_(o.original_), installed_(std::exchange(o.installed_, false)) {}
 
+Result<void> TrapCodeSite::put_back(size_t n) {
+    Result<void> first = ok();
+    for (size_t i = 0; i < n; ++i)
+        if (ptrace(PTRACE_POKEDATA, pid_, addr_ + 8 * i, original_[i]) != 0 && first)
+            first = sys_error("ptrace(POKEDATA) pid {} at {:#x}", pid_, addr_ + 8 * i);
+    return first;
+}
+
 Result<void> TrapCodeSite::remove() {
     if (!installed_) return ok();
     installed_ = false;
-    if (ptrace(PTRACE_POKEDATA, pid_, addr_, original_) != 0)
-        return sys_error("ptrace(POKEDATA) pid {} at {:#x}", pid_, addr_);
-    return ok();
+    return put_back(kWords);
 }
 
 TrapCodeSite::~TrapCodeSite() { (void)remove(); }

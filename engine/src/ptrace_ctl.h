@@ -100,22 +100,29 @@ private:
     int held_stops_ = 0;
 };
 
-// Temporarily places the trap code at addr (an executable page of a frozen process),
-// restoring the original bytes when destroyed.
+// Temporarily places the trap code at addr (an executable page of a frozen process) and
+// the batch code (arch::syscall_batch_code, for SyscallBatch) at batch_addr(), restoring
+// the original bytes when destroyed.
 class TrapCodeSite {
 public:
+    static constexpr uint64_t kBatchOffset = 16;
+    static constexpr size_t kWords = 12;  // the trap code, then the batch code, in 8-byte words
+
     static Result<TrapCodeSite> install(pid_t pid, uint64_t addr);
     TrapCodeSite(TrapCodeSite&& o) noexcept;
     TrapCodeSite& operator=(TrapCodeSite&&) = delete;
     ~TrapCodeSite();
     uint64_t addr() const { return addr_; }
+    uint64_t batch_addr() const { return addr_ + kBatchOffset; }
     Result<void> remove();
 
 private:
     TrapCodeSite() = default;
+    // Puts the first n original words back; the first error is returned, the rest still done.
+    Result<void> put_back(size_t n);
     pid_t pid_ = 0;
     uint64_t addr_ = 0;
-    uint64_t original_ = 0;
+    std::array<uint64_t, kWords> original_{};
     bool installed_ = false;
 };
 

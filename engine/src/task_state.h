@@ -18,7 +18,8 @@ namespace ckpt::engine {
 struct RestoreTask;
 
 // Signal handlers (signals.cpp).
-Result<void> dump_sigactions(RemoteThread& rt, RemoteScratch& scratch, image::TaskCore* core);
+// batch_code: where arch::syscall_batch_code() is in the process (SyscallBatch).
+Result<void> dump_sigactions(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code, image::TaskCore* core);
 Result<void> restore_sigactions(RestoreTask& t);
 // The engine's own signal actions (kernel layout), for restore_sigactions to compare with.
 Result<void> read_own_sigactions(std::array<arch::KernelSigaction, 65>* out);

@@ -22,18 +22,18 @@ Result<UniqueFd> open_file(const std::string& path, int flags, int mode) {
     return UniqueFd(fd);
 }
 
-Result<std::string> read_file(const std::string& path) {
+Result<std::string> read_file(const std::string& path, size_t read_size) {
     auto fd = CKPT_TRY(open_file(path, O_RDONLY));
     std::string out;
-    char buf[8192];
+    std::string buf(read_size, '\0');
     for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        ssize_t n = ::read(fd.get(), buf.data(), buf.size());
         if (n < 0) {
             if (errno == EINTR) continue;
             return sys_error("read {}", path);
         }
         if (n == 0) break;
-        out.append(buf, static_cast<size_t>(n));
+        out.append(buf.data(), static_cast<size_t>(n));
     }
     return out;
 }
