@@ -47,8 +47,9 @@ TEST(PageBuffer, ALargeBufferStartsAtAHugePageAndIsAdvisedHuge) {
     std::memset(b.data(), 0x5a, b.size());
     EXPECT_EQ(b.data()[b.size() - 1], 0x5a);
     // (A kernel built without transparent huge pages refuses the advice: ordinary memory.)
-    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0)
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) == 0) {
         EXPECT_NE(vm_flags_at(b.data()).find(" hg "), std::string::npos) << vm_flags_at(b.data());
+    }
 }
 
 TEST(PageBuffer, ASmallBufferIsWholePagesNotAdvised) {
