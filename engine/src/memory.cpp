@@ -927,30 +927,6 @@ Result<uint64_t> find_trampoline_hole(const image::MmCore& mm, uint64_t size) {
 
 namespace {
 
-// The pages file mapped read-only into the engine.
-class MappedPages {
-public:
-    ~MappedPages() {
-        if (data_) munmap(const_cast<char*>(data_), size_);
-    }
-    // The pages file that image (in dir) records, of the size it records.
-    Result<void> map(const std::string& dir, const std::string& image, const std::string& name, uint64_t size) {
-        auto fd = CKPT_TRY(image::open_recorded_data(dir, image, name, size));
-        const std::string path = dir + "/" + name;
-        if (size == 0) return ok();
-        void* p = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd.get(), 0);
-        if (p == MAP_FAILED) return sys_error("mmap {}", path);
-        data_ = static_cast<const char*>(p);
-        size_ = size;
-        return ok();
-    }
-    const char* data() const { return data_; }
-
-private:
-    const char* data_ = nullptr;
-    uint64_t size_ = 0;
-};
-
 // The block size and checksums of a page map, checked against its data's size.
 Result<size_t> page_blocks(const image::PageMap& pm, const std::string& path) {
     uint64_t bs = pm.block_size();
@@ -1055,9 +1031,8 @@ Result<void> read_stored(int fd, char* buf, uint64_t n, uint64_t off, const std:
 }
 
 // The page data of a page map, verified block by block against its checksums: its pages file
-// mapped into the engine (every block checked once loaded), or (dump --compress) read block
-// by block, each block decompressed into a buffer of the restore's and checked there, before
-// any of it is used.
+// read block by block, each block (decompressed: dump --compress) into a buffer of the
+// restore's and checked there, before any of it is used.
 class PageData {
 public:
     // The page data of pm (in dir, recorded by image), path naming its pages file in messages.
@@ -1069,9 +1044,14 @@ public:
         if (pm.blocks_size() == 0) {
             if (pm.stored_bytes() != 0)
                 return error_code(EINVAL, "{}: {} bytes stored without their blocks (image is corrupt)", path, pm.stored_bytes());
-            CKPT_TRY(file_.map(dir, image, pm.pages_file(), pm.pages_bytes()));
-            data_ = file_.data();
-            return parallel_for(blocks, kCopyThreads, [&](size_t b) { return verify_block(b, data_ + b * pm.block_size()); });
+            // Read block by block too, not mapped: a mapping of the file gets a page table
+            // entry per 4 KiB page, which costs more than copying the page where entries are
+            // dear (a VM with shadow page tables: 1 GiB mapped and read in 470 ms, read into
+            // a buffer of huge pages in 130 ms); and each block is checked in the buffer its
+            // pages are written from.
+            (void)blocks;
+            stored_ = CKPT_TRY(image::open_recorded_data(dir, image, pm.pages_file(), pm.pages_bytes()));
+            return ok();
         }
         // Compressed: every size bounded before anything is allocated. The page data is what
         // the page map's runs of data hold, no more (so no more than the process had).
@@ -1102,10 +1082,7 @@ public:
         return ok();
     }
 
-    bool compressed() const { return stored_.valid(); }
     const image::PageMap& pagemap() const { return *pm_; }
-    // The page data, when it is not compressed.
-    const char* data() const { return data_; }
 
     // Block b (compressed page data) into out->data, checked: the stored bytes against their
     // checksum, then a zstd frame decompressed to exactly the block's length as it is read, or
@@ -1113,9 +1090,13 @@ public:
     // before all of this has passed.
     Result<void> decode(size_t b, BlockBuffer* out) const {
         const image::PageMap& pm = *pm_;
-        const auto& blk = pm.blocks(static_cast<int>(b));
         const uint64_t lo = b * pm.block_size(), want = std::min(pm.block_size(), pm.pages_bytes() - lo);
         CKPT_TRY(out->reserve(want, path_));
+        if (pm.blocks_size() == 0) {  // not compressed: the block as it is in the file
+            CKPT_TRY(read_stored(stored_.get(), out->data, want, lo, path_));
+            return verify_block(b, out->data);
+        }
+        const auto& blk = pm.blocks(static_cast<int>(b));
         auto stored_mismatch = [&] {
             return error_code(EINVAL, "{}: checksum mismatch in stored block {} (image is corrupt)", path_, b);
         };
@@ -1193,9 +1174,7 @@ private:
 
     const image::PageMap* pm_ = nullptr;
     std::string path_;
-    MappedPages file_;         // uncompressed: the pages file mapped
-    const char* data_ = nullptr;
-    UniqueFd stored_;          // compressed: the pages file, read block by block
+    UniqueFd stored_;  // the pages file, read block by block
 };
 
 // The earlier dumps that the in_parent runs of a page map are read from (PageMap.parent_dir,
@@ -1403,10 +1382,10 @@ const std::vector<char>& zero_batch() {
     return zeros;
 }
 
-// Page data from the pages files: the process's own and its parent dumps'. Pages of files
-// mapped (and zeros) are written at once; compressed page data block by block, each block
-// decompressed and checked into a buffer of the restore's (at most kBlocksInFlight at once)
-// and its pages written into the process from there, on several threads.
+// Page data from the pages files: the process's own and its parent dumps'. Zeros (over files
+// mapped) are written at once; page data block by block, each block read (decompressed) and
+// checked into a buffer of the restore's (at most kBlocksInFlight at once) and its pages
+// written into the process from there, on several threads.
 Result<void> fill_pages_from_file(RestoreTask& t) {
     const image::PageMap& pm = t.pagemap;
     std::string path = t.image_dir + "/" + pm.pages_file();
@@ -1416,17 +1395,15 @@ Result<void> fill_pages_from_file(RestoreTask& t) {
     CKPT_TRY_CTX(chain.open(t.image_dir, t.pid, pm), "pid {}", t.pid);
 
     std::vector<iovec> local, remote;  // written at once
-    // Pieces of a compressed block: (offset in the block, address, length), by page data and
-    // block.
+    // Pieces of a block: (offset in the block, address, length), by page data and block.
     struct InBlock {
         uint64_t off, vaddr, len;
     };
     std::map<std::pair<const PageData*, size_t>, std::vector<InBlock>> blocks;
     // n bytes at vaddr: of src's page data at off, or zeros (src null); at most kCopyBatch.
     auto add = [&](const PageData* src, uint64_t off, uint64_t vaddr, uint64_t n) {
-        if (!src || !src->compressed()) {
-            const char* from = src ? src->data() + off : zero_batch().data();
-            local.push_back({const_cast<char*>(from), n});
+        if (!src) {
+            local.push_back({const_cast<char*>(zero_batch().data()), n});
             remote.push_back({reinterpret_cast<void*>(vaddr), n});
             return;
         }
@@ -1459,7 +1436,7 @@ Result<void> fill_pages_from_file(RestoreTask& t) {
     CKPT_TRY(write_pieces(t.host, local, remote));
     if (blocks.empty()) return ok();
 
-    // Compressed blocks: each one decompressed and checked whole before any of its pages is
+    // Blocks: each one read (decompressed) and checked whole before any of its pages is
     // written; the buffers are the restore's, shared by the processes filled at once.
     std::shared_ptr<BlockBuffers> pool = t.shared && t.shared->block_buffers ? t.shared->block_buffers : make_block_buffers();
     std::vector<const decltype(blocks)::value_type*> work;
