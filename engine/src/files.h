@@ -15,9 +15,10 @@
 namespace ckpt::engine {
 
 // The f_type (statfs) of pseudo file systems whose files are kernel objects with no content
-// to save: POSIX message queues, memfd_secret memory.
+// to save: POSIX message queues, memfd_secret memory, AIO rings.
 inline constexpr uint32_t kMqueueMagic = 0x19800202;     // MQUEUE_MAGIC
 inline constexpr uint32_t kSecretmemMagic = 0x5345434d;  // SECRETMEM_MAGIC
+inline constexpr uint32_t kAioFsMagic = 0xa10a10a1;      // AIO_RING_MAGIC (fs/aio.c): the AIO ring pseudo fs
 
 // The ELF NT_GNU_BUILD_ID of an open file (empty when it has none or is no ELF).
 std::string build_id(int fd);

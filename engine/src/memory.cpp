@@ -251,7 +251,6 @@ image::Vma::Kind classify(const ProcMapping& m) {
 // - memfd_secret memory, "/secretmem (deleted)": unmapped from the kernel's own view of
 //   memory, so no other process (the engine neither) can read its pages.
 Result<void> refuse_kernel_object_mapping(pid_t pid, const ProcMapping& m) {
-    constexpr uint32_t kAioFsMagic = 0xa10a10a1;  // AIO_RING_MAGIC (fs/aio.c), the pseudo fs's f_type
     const bool aio = m.path == "/[aio] (deleted)", secret = m.path == "/secretmem (deleted)";
     if (!m.shared || (!aio && !secret)) return ok();
     std::string link = proc_path(pid, "map_files/") + fmt::format("{:x}-{:x}", m.start, m.end);

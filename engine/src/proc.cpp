@@ -140,6 +140,8 @@ Result<ProcStatus> parse_status(std::string_view text) {
             s.seccomp_mode = static_cast<int>(CKPT_TRY(snum(val)));
         } else if (key == "Umask") {
             s.umask = static_cast<uint32_t>(CKPT_TRY(num(val, 8)));
+        } else if (key == "TracerPid") {
+            s.tracer = static_cast<pid_t>(CKPT_TRY(snum(val)));
         } else if (key == "Tgid") {
             s.tgid = static_cast<pid_t>(CKPT_TRY(snum(val)));
         } else if (key == "NSpid" || key == "NSpgid" || key == "NSsid") {

@@ -45,6 +45,7 @@ struct ProcStatus {
     int seccomp_mode = 0;
     uint32_t umask = 022;
     pid_t tgid = 0;
+    pid_t tracer = 0;  // TracerPid: the process tracing it, 0 for none
     // One number per pid namespace level, from the one /proc was mounted in down to the
     // task's own (the innermost, last). A pgid or sid of 0 at a level: its leader is not
     // visible there.

@@ -111,10 +111,8 @@ Result<int> await_event_stop(pid_t tid, int timeout_ms = -1) {
 
 // The process that traces tid (TracerPid in /proc), 0 if none or unknown.
 pid_t tracer_of(pid_t tid) {
-    auto status = read_file(fmt::format("/proc/{}/status", tid));
-    if (!status) return 0;
-    const size_t at = status->find("\nTracerPid:");
-    return at == std::string::npos ? 0 : static_cast<pid_t>(std::atoi(status->c_str() + at + 11));
+    auto status = read_status(tid);
+    return status ? status->tracer : 0;
 }
 
 }  // namespace

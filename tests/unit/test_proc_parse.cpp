@@ -40,7 +40,7 @@ TEST(ProcParse, StatMalformedFieldIsAnError) {
 
 TEST(ProcParse, Status) {
     auto s = parse_status("Name:\tsleep\nUmask:\t0027\nTgid:\t42\nUid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\n"
-                          "Groups:\t10 20 \nNSpid:\t42\t3\nSigBlk:\t0000000000010000\nNoNewPrivs:\t1\n");
+                          "Groups:\t10 20 \nNSpid:\t42\t3\nSigBlk:\t0000000000010000\nNoNewPrivs:\t1\nTracerPid:\t77\n");
     ASSERT_TRUE(s.ok()) << s.error().message();
     EXPECT_EQ(s->umask, 027u);
     EXPECT_EQ(s->tgid, 42);
@@ -52,11 +52,12 @@ TEST(ProcParse, Status) {
     EXPECT_EQ(s->nspid[1], 3);
     EXPECT_EQ(s->sig_blk, 0x10000u);
     EXPECT_TRUE(s->no_new_privs);
+    EXPECT_EQ(s->tracer, 77);
 }
 
 TEST(ProcParse, StatusMalformedLinesAreErrors) {
     for (const char* bad : {"Uid:\t0\t0\tzero\t0\n", "Uid:\t0\t0\n", "Groups:\t10 x\n", "SigBlk:\tnothex\n",
-                            "Umask:\t0089\n", "Tgid:\t\n", "NSpid:\t1\t-\n", "CapEff:\t\n"}) {
+                            "Umask:\t0089\n", "Tgid:\t\n", "TracerPid:\tx\n", "NSpid:\t1\t-\n", "CapEff:\t\n"}) {
         auto s = parse_status(bad);
         ASSERT_FALSE(s.ok()) << bad;
         std::string line(bad, std::string(bad).size() - 1);

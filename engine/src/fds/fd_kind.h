@@ -14,6 +14,7 @@
 
 #include <functional>
 #include <map>
+#include <array>
 #include <optional>
 #include <set>
 #include <string>
@@ -61,6 +62,9 @@ struct PtyPairs {
     std::map<std::pair<uint64_t, uint32_t>, Master> masters;  // (devpts st_dev, pts index)
     std::set<std::pair<uint64_t, uint32_t>> slaves;           // slaves the tree holds open
     std::set<uint64_t> dev_tty;  // the terminals (st_rdev) /dev/tty fds of the tree name
+    // The kernel's tty drivers (/proc/tty/drivers): (major, first minor, last minor), read
+    // once per dump, at the first character device the fast checks do not place.
+    std::optional<std::vector<std::array<uint32_t, 3>>> tty_drivers;
 };
 
 // Established TCP connections of the tree held in repair mode by the dump (fds/tcp.cpp), each

@@ -146,9 +146,10 @@ Result<ProcTty> proc_tty(pid_t pid) {
 // Any other terminal (a USB serial port...): a device number in the range of a tty driver
 // (/proc/tty/drivers: name, node, major, minor or first-last, type). Asked of the kernel's
 // list, not of the device: an ioctl to an unknown driver could mean anything to it.
-bool is_tty_driver_device(dev_t r) {
+std::vector<std::array<uint32_t, 3>> read_tty_drivers() {
+    std::vector<std::array<uint32_t, 3>> out;
     auto drivers = read_file("/proc/tty/drivers");
-    if (!drivers) return false;
+    if (!drivers) return out;
     for (std::string_view line : split(*drivers, '\n')) {
         std::vector<std::string_view> f;
         for (std::string_view w : split(line, ' '))
@@ -158,8 +159,16 @@ bool is_tty_driver_device(dev_t r) {
         const size_t dash = f[3].find('-');
         auto first = parse_uint(f[3].substr(0, dash));
         auto last = dash == std::string_view::npos ? first : parse_uint(f[3].substr(dash + 1));
-        if (maj && first && last && *maj == major(r) && minor(r) >= *first && minor(r) <= *last) return true;
+        if (maj && first && last)
+            out.push_back({static_cast<uint32_t>(*maj), static_cast<uint32_t>(*first), static_cast<uint32_t>(*last)});
     }
+    return out;
+}
+
+bool is_tty_driver_device(dev_t r, PtyPairs& ptys) {
+    if (!ptys.tty_drivers) ptys.tty_drivers = read_tty_drivers();
+    for (const auto& [maj, first, last] : *ptys.tty_drivers)
+        if (maj == major(r) && minor(r) >= first && minor(r) <= last) return true;
     return false;
 }
 
@@ -169,7 +178,7 @@ bool claims_pty(const FdProbe& probe) {
     if (!st || !S_ISCHR(st->st_mode)) return false;
     dev_t r = st->st_rdev;
     if (is_ptmx(r) || is_dev_tty(r) || is_pts(r) || major(r) == 4 || (major(r) == 5 && minor(r) == 1)) return true;
-    return is_tty_driver_device(r);
+    return is_tty_driver_device(r, probe.state->ptys);
 }
 
 // Every master of the tree with its pair's state (recorded once), what of the slaves the tree
