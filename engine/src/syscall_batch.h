@@ -1,8 +1,9 @@
 // Injected system calls run as a batch: queued by the engine, written into the target's
 // scratch memory as a table and performed by one resumption of the thread
-// (arch::syscall_batch_code in the restore trampoline), instead of one ptrace round trip
-// each. Only for calls whose order and errors are simple: each needs nothing from the
-// results of the ones before it, and the first that fails ends the batch.
+// (arch::syscall_batch_code in the restore trampoline, or at the dump's trap site:
+// TrapCodeSite), instead of one ptrace round trip each. Only for calls whose order and
+// errors are simple: each needs nothing from the results of the ones before it, and the
+// first that fails ends the batch.
 //
 // A failed call is reported as a single injected one is (its name, errno, the caller's
 // context), plus its place in the batch, its number and its arguments; the calls queued
