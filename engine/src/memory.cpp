@@ -944,7 +944,7 @@ constexpr unsigned kBlocksInFlight = 3;
 
 }  // namespace
 
-// Room for one block of page data decompressed: the block, a piece of its stored bytes (a zstd
+// Room for one block of page data (decompressed): the block, a piece of its stored bytes (a zstd
 // frame is decompressed as it is read), a zstd context and a checksum state. Kept for the next
 // block: the pages the block touched stay faulted in.
 struct BlockBuffer {
@@ -953,7 +953,7 @@ struct BlockBuffer {
         if (!piece || !dctx || !st) return error_code(ENOMEM, "{}: a zstd context and a buffer of {} bytes", path, kCopyBatch);
         if (cap >= size) return ok();
         block = PageBuffer(static_cast<size_t>(size));
-        if (!block) return error_code(ENOMEM, "{}: {} bytes to decompress a block of page data into", path, size);
+        if (!block) return error_code(ENOMEM, "{}: {} bytes to read a block of page data into", path, size);
         data = block.data();
         cap = size;
         return ok();
@@ -1048,7 +1048,6 @@ public:
             // dear (a VM with shadow page tables: 1 GiB mapped and read in 470 ms, read into
             // a buffer of huge pages in 130 ms); and each block is checked in the buffer its
             // pages are written from.
-            (void)blocks;
             stored_ = CKPT_TRY(image::open_recorded_data(dir, image, pm.pages_file(), pm.pages_bytes()));
             return ok();
         }
@@ -1083,10 +1082,10 @@ public:
 
     const image::PageMap& pagemap() const { return *pm_; }
 
-    // Block b (compressed page data) into out->data, checked: the stored bytes against their
+    // Block b into out->data, checked. Compressed page data: the stored bytes against their
     // checksum, then a zstd frame decompressed to exactly the block's length as it is read, or
-    // the bytes as stored; then the block against its checksum. Nothing of a block is used
-    // before all of this has passed.
+    // the bytes as stored; then (also for page data not compressed) the block against its
+    // checksum. Nothing of a block is used before all of this has passed.
     Result<void> decode(size_t b, BlockBuffer* out) const {
         const image::PageMap& pm = *pm_;
         const uint64_t lo = b * pm.block_size(), want = std::min(pm.block_size(), pm.pages_bytes() - lo);
