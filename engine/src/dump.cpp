@@ -961,7 +961,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         fd_state.tcp_repair.release();
         tree.release();
         stats.frozen_ns = now_ns() - t0;
-        log_phases("frozen", t0 + stats.frozen_ns, "snapshot armed and tree resumed; pages copied copy-on-write after");
+        log_phases("frozen", t0 + stats.frozen_ns, "snapshot armed and tree resumed in");
         auto copied = snap->finish();
         snap.reset();
         if (!copied) {

@@ -218,12 +218,9 @@ Result<void> prepare_tracker(pid_t pid, RemoteThread& leader, const std::set<int
     return ok();
 }
 
-Result<bool> written_since_prev(MemTrack& t, pid_t pid, int pagemap, uint64_t start, uint64_t end,
-                                image::Vma::Kind kind, const std::string& name, uint64_t pgoff,
-                                const std::vector<std::pair<uint64_t, uint64_t>>& populated,
-                                std::vector<std::pair<uint64_t, uint64_t>>* written) {
-    written->clear();
-    if (!t.since_prev || !t.uffd) return false;
+Result<uint64_t> written_scan_flags(MemTrack& t, pid_t pid, uint64_t start, uint64_t end,
+                                    image::Vma::Kind kind, const std::string& name, uint64_t pgoff) {
+    if (!t.since_prev || !t.uffd) return uint64_t{0};
     // The same mapping as in the previous dump: inside mappings of the same kind, name and
     // offset there, end to end (an mprotect may have split or merged them since).
     bool same = false;
@@ -240,49 +237,17 @@ Result<bool> written_since_prev(MemTrack& t, pid_t pid, int pagemap, uint64_t st
     }
     if (!same) {
         logger()->debug("pid {}: mapping {:#x}-{:#x} is not the previous dump's: saved whole", pid, start, end);
-        return false;
+        return uint64_t{0};
     }
     // Registered with this tracker (registering again with the same one is allowed; with
     // another userfaultfd's, EBUSY).
     if (auto r = uffd_range_ioctl(t.uffd.get(), UFFDIO_REGISTER, start, end - start, UFFDIO_REGISTER_MODE_WP); !r) {
         logger()->debug("pid {}: mapping {:#x}-{:#x} is not its tracker's ({}): saved whole", pid, start, end,
                         r.error().message());
-        return false;
+        return uint64_t{0};
     }
-    const uint64_t flags = kScanCheckWpAsync | (t.rearm && !t.next ? kScanWpMatching : 0);
-    for (auto [lo, hi] : populated) {
-        PageRegion regions[256];
-        PmScanArg arg{};
-        arg.size = sizeof arg;
-        arg.flags = flags;
-        arg.start = lo;
-        arg.end = hi;
-        arg.vec = reinterpret_cast<uint64_t>(regions);
-        arg.vec_len = std::size(regions);
-        arg.category_mask = kPageIsWritten;
-        arg.return_mask = kPageIsWritten;
-        for (;;) {
-            long n = ioctl(pagemap, kPagemapScan, &arg);
-            if (n < 0) {
-                if (errno == EPERM && arg.start == lo && written->empty()) {
-                    logger()->debug("pid {}: mapping {:#x}-{:#x} is not write-protected asynchronously: saved whole",
-                                    pid, start, end);
-                    return false;
-                }
-                // Part of it re-armed already: the tracker can no longer tell; nothing may use it.
-                return sys_error("pid {}: ioctl(PAGEMAP_SCAN, written pages) at {:#x}", pid, arg.start);
-            }
-            for (long i = 0; i < n; ++i) {
-                if (!written->empty() && written->back().second == regions[i].start)
-                    written->back().second = regions[i].end;
-                else
-                    written->emplace_back(regions[i].start, regions[i].end);
-            }
-            if (arg.walk_end >= hi) break;
-            arg.start = arg.walk_end;
-        }
-    }
-    return true;
+    // CHECK_WPASYNC: the scan fails (EPERM) on a mapping not write-protected asynchronously.
+    return uint64_t{kScanCheckWpAsync | (t.rearm && !t.next ? kScanWpMatching : 0)};
 }
 
 Result<void> arm_mapping(MemTrack& t, pid_t pid, uint64_t start, uint64_t end, bool tracked,

@@ -69,13 +69,12 @@ Result<void> prepare_tracker(pid_t pid, RemoteThread& leader, const std::set<int
 
 // For mapping [start, end) of kind and name (and file offset pgoff), registered with some
 // userfaultfd (smaps "uw"): whether it is tracked since the previous dump (registered with
-// t's tracker, and inside a mapping of the same kind and name there). If so, *written gets
-// the parts of populated (present or swapped pages, in address order) written since; with
-// t->rearm they are write-protected again by the same scan.
-Result<bool> written_since_prev(MemTrack& t, pid_t pid, int pagemap, uint64_t start, uint64_t end,
-                                image::Vma::Kind kind, const std::string& name, uint64_t pgoff,
-                                const std::vector<std::pair<uint64_t, uint64_t>>& populated,
-                                std::vector<std::pair<uint64_t, uint64_t>>* written);
+// t's tracker, and inside a mapping of the same kind and name there). If so, the flags of the
+// PAGEMAP_SCAN that finds its pages (memory.cpp) and tells which were written since: it fails
+// with EPERM on a mapping not write-protected asynchronously (then saved whole), and with
+// t->rearm it write-protects the written pages again in the same walk; if not, 0.
+Result<uint64_t> written_scan_flags(MemTrack& t, pid_t pid, uint64_t start, uint64_t end,
+                                    image::Vma::Kind kind, const std::string& name, uint64_t pgoff);
 
 // With t.rearm, once the mapping's pages are recorded: registers it with the tracker and
 // write-protects its populated pages (tracked: it is, already). Where the kernel refuses,

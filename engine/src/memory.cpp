@@ -125,43 +125,55 @@ Result<std::map<uint64_t, SmapsEntry>> read_smaps(pid_t pid) {
     return out;
 }
 
-// Calls add(addr, npages, zero) for the pages of [start, end) worth saving (when want_pages)
-// and guard(addr, npages) for its guard pages (MADV_GUARD_INSTALL), in address order: with
-// the PAGEMAP_SCAN ioctl (linux 6.7) a region of like pages at a time, so that huge sparse
-// mappings cost nothing; otherwise from /proc/PID/pagemap entries. A guard page shows as
+// Calls add(addr, npages, zero, written) for the pages of [start, end) worth saving (when
+// want_pages) and guard(addr, npages) for its guard pages (MADV_GUARD_INSTALL), in address
+// order: with the PAGEMAP_SCAN ioctl (linux 6.7) a region of like pages at a time, so that huge
+// sparse mappings cost nothing; otherwise from /proc/PID/pagemap entries. A guard page shows as
 // swapped too (a PTE marker): it is never taken for page data.
+// With track_flags (written_scan_flags, mem_track.h) the same walk tells which pages were
+// written since the tracker protected them (and re-protects them): one walk of the page table
+// instead of two. Returns false, having added nothing, when the mapping is not write-protected
+// asynchronously (then to be scanned again without); `written` is true when not tracking.
 template <typename Add, typename Guard>
-Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_backed, bool want_pages, uint64_t zpfn,
-                        std::vector<uint64_t>& entries, Add&& add, Guard&& guard) {
-    // CKPT_NO_PAGEMAP_SCAN=1 takes the older path (for tests of it on newer kernels).
+Result<bool> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_backed, bool want_pages, uint64_t zpfn,
+                        uint64_t track_flags, std::vector<uint64_t>& entries, Add&& add, Guard&& guard) {
+    // CKPT_NO_PAGEMAP_SCAN=1 takes the older path (for tests of it on newer kernels); a
+    // tracked mapping always takes the ioctl (tracking needs it).
     static std::atomic<bool> have_scan{std::getenv("CKPT_NO_PAGEMAP_SCAN") == nullptr};
     // PAGE_IS_GUARD (linux 6.14); a kernel without it refuses the bit in a mask.
     static std::atomic<bool> have_guard_bit{true};
-    while (have_scan) {
+    while (have_scan || track_flags) {
         PageRegion regions[512];
         PmScanArg arg{};
         const uint64_t guard_bit = have_guard_bit ? kPageIsGuard : 0;
         arg.size = sizeof arg;
+        arg.flags = track_flags;
         arg.start = start;
         arg.end = end;
         arg.vec = reinterpret_cast<uint64_t>(regions);
         arg.vec_len = std::size(regions);
         arg.category_anyof_mask = kPageIsPresent | kPageIsSwapped | guard_bit;
-        arg.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsFile | kPageIsPfnZero | guard_bit;
+        // PAGE_IS_FILE costs a look at every present page's struct page: asked only where it
+        // tells something (a private file mapping's page cache pages, not its copies).
+        arg.return_mask = kPageIsPresent | kPageIsSwapped | kPageIsPfnZero | guard_bit |
+                          (file_backed ? kPageIsFile : 0) | (track_flags ? kPageIsWritten : 0);
         bool retry = false;
         for (;;) {
             long n = ioctl(pagemap, kPagemapScan, &arg);
             if (n < 0) {
+                if (track_flags && errno == EPERM && arg.start == start) return false;
                 if ((errno == EINVAL || errno == ENOTTY) && arg.start == start) {
                     if (guard_bit) {
                         have_guard_bit = false;  // an older kernel: ask again without the bit
                         retry = true;
                         break;
                     }
-                    have_scan = false;  // an older kernel: read the entries below
-                    break;
+                    if (!track_flags) {
+                        have_scan = false;  // an older kernel: read the entries below
+                        break;
+                    }
                 }
-                return sys_error("ioctl(PAGEMAP_SCAN) at {:#x}", arg.start);
+                return sys_error("ioctl(PAGEMAP_SCAN{}) at {:#x}", track_flags ? ", written pages" : "", arg.start);
             }
             for (long i = 0; i < n; ++i) {
                 uint64_t c = regions[i].categories;
@@ -171,9 +183,15 @@ Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_bac
                     continue;
                 }
                 bool wanted = (c & kPageIsSwapped) || ((c & kPageIsPresent) && !(file_backed && (c & kPageIsFile)));
-                if (wanted && want_pages) add(regions[i].start, pages, (c & kPageIsPresent) && (c & kPageIsPfnZero));
+                // Not present in a private file mapping may be the tracker's own mark (a PTE
+                // marker the kernel leaves where MADV_DONTNEED dropped a protected private
+                // copy: the file shows through again), not a swapped copy: taken as written,
+                // copied as it reads now.
+                bool written = !track_flags || (c & kPageIsWritten) || (file_backed && !(c & kPageIsPresent));
+                if (wanted && want_pages)
+                    add(regions[i].start, pages, (c & kPageIsPresent) && (c & kPageIsPfnZero), written);
             }
-            if (arg.walk_end >= end || n < static_cast<long>(std::size(regions))) return ok();
+            if (arg.walk_end >= end || n < static_cast<long>(std::size(regions))) return true;
             arg.start = arg.walk_end;
         }
         if (!retry) break;
@@ -194,10 +212,10 @@ Result<void> scan_pages(int pagemap, uint64_t start, uint64_t end, bool file_bac
                 continue;
             }
             bool wanted = (e & kPmSwapped) || ((e & kPmPresent) && !(file_backed && (e & kPmFile)));
-            if (wanted && want_pages) add(at + k * kPage, 1, (e & kPmPresent) && (e & kPmPfnMask) == zpfn);
+            if (wanted && want_pages) add(at + k * kPage, 1, (e & kPmPresent) && (e & kPmPfnMask) == zpfn, true);
         }
     }
-    return ok();
+    return true;
 }
 
 // Whether this kernel may have guard pages (MADV_GUARD_INSTALL, linux 6.13) in a mapping
@@ -548,8 +566,8 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         // Page data: private memory only. Shared mappings live in their file or object.
         if (m.shared) {
             if (guards_possible)
-                CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, true, false, zpfn, entries,
-                                        [](uint64_t, uint64_t, bool) {}, add_guard),
+                CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, true, false, zpfn, 0, entries,
+                                        [](uint64_t, uint64_t, bool, bool) {}, add_guard),
                              "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
             continue;
         }
@@ -646,23 +664,38 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             // fork. (Swapped pages are copied: their swap entries are not compared.)
             split = split_inherited(pagemap.get(), parent_pagemap.get(), addr, n, zpfn, mine, theirs, add_run);
         };
-        // The pages there first, then (tracked) which of them were written, then their runs.
+        // The pages there first (tracked: with which of them were written), then their runs.
         struct Found {
             uint64_t addr, n;
             bool zero;
         };
         std::vector<Found> found;
         std::vector<std::pair<uint64_t, uint64_t>> populated;
-        auto add_found = [&](uint64_t addr, uint64_t n, bool zero) {
-            found.push_back({addr, n, zero});
-            if (!populated.empty() && populated.back().second == addr) populated.back().second = addr + n * kPage;
-            else populated.emplace_back(addr, addr + n * kPage);
-        };
-        CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, file_backed, true, zpfn, entries, add_found, add_guard),
-                     "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
+        uint64_t track_flags = 0;
         if (trackable && track->since_prev && has_flag(flags, "uw"))
-            tracked = CKPT_TRY(written_since_prev(*track, pid, pagemap.get(), m.start, m.end, kind, m.path, m.offset,
-                                                  populated, &written));
+            track_flags = CKPT_TRY(written_scan_flags(*track, pid, m.start, m.end, kind, m.path, m.offset));
+        auto append = [](std::vector<std::pair<uint64_t, uint64_t>>& to, uint64_t lo, uint64_t hi) {
+            if (!to.empty() && to.back().second == lo) to.back().second = hi;
+            else to.emplace_back(lo, hi);
+        };
+        auto add_found = [&](uint64_t addr, uint64_t n, bool zero, bool written_since) {
+            found.push_back({addr, n, zero});
+            append(populated, addr, addr + n * kPage);
+            if (track_flags && written_since) append(written, addr, addr + n * kPage);
+        };
+        auto scan = [&](uint64_t with) {
+            return scan_pages(pagemap.get(), m.start, m.end, file_backed, true, zpfn, with, entries, add_found,
+                              add_guard);
+        };
+        if (track_flags) {
+            tracked = CKPT_TRY_CTX(scan(track_flags), "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
+            if (!tracked) {
+                logger()->debug("pid {}: mapping {:#x}-{:#x} is not write-protected asynchronously: saved whole", pid,
+                                m.start, m.end);
+                track_flags = 0;
+            }
+        }
+        if (!tracked) CKPT_TRY_CTX(scan(0), "pid {}: page map of {:#x}-{:#x}", pid, m.start, m.end);
         // Saved whole (track->whole): the scan above only re-armed what was written.
         const bool rearmed = tracked;
         if (track && track->whole) tracked = false;

@@ -21,7 +21,6 @@ Result<void> dump_sigactions(RemoteThread& rt, RemoteScratch& scratch, uint64_t 
     // process instead of 62: most of the injected time of a small process's dump).
     constexpr uint32_t kSignals = 64;
     std::array<arch::KernelSigaction, kSignals + 1> got{};
-    std::array<bool, kSignals + 1> read{};
     {
         auto s = scratch.scope();
         const uint64_t at = CKPT_TRY(s.take(sizeof got, alignof(arch::KernelSigaction)));
@@ -29,23 +28,14 @@ Result<void> dump_sigactions(RemoteThread& rt, RemoteScratch& scratch, uint64_t 
         for (uint64_t sig = 1; sig <= kSignals; ++sig)
             if (sig != SIGKILL && sig != SIGSTOP)
                 batch.add("rt_sigaction", SYS_rt_sigaction, {sig, 0, at + sig * sizeof(arch::KernelSigaction), 8});
-        if (batch.flush()) {
-            CKPT_TRY(read_remote(rt.tid(), at, got.data(), sizeof got));
-            read.fill(true);
-        }
+        // The kernel refuses reading no action of signals 1-64 but SIGKILL's and SIGSTOP's
+        // (left out): a refusal is an error, named by the batch.
+        CKPT_TRY_CTX(batch.flush(), "pid {}: signal actions", rt.tid());
+        CKPT_TRY(read_remote(rt.tid(), at, got.data(), sizeof got));
     }
     for (uint32_t sig = 1; sig <= kSignals; ++sig) {
         if (sig == SIGKILL || sig == SIGSTOP) continue;
-        arch::KernelSigaction& ka = got[sig];
-        if (!read[sig]) {
-            // A kernel that refuses one of them (a signal it reserves) stopped the batch:
-            // one call each then, the refused ones left out.
-            auto s = scratch.scope();
-            uint64_t at = CKPT_TRY(s.take(sizeof ka, alignof(arch::KernelSigaction)));
-            int64_t r = CKPT_TRY(rt.syscall(SYS_rt_sigaction, {sig, 0, at, 8}));
-            if (r < 0) continue;
-            CKPT_TRY(read_remote(rt.tid(), at, &ka, sizeof ka));
-        }
+        const arch::KernelSigaction& ka = got[sig];
         if (ka.handler == reinterpret_cast<uint64_t>(SIG_DFL) && ka.flags == 0 && ka.mask == 0) continue;
         auto* a = core->add_sigactions();
         a->set_signo(sig);

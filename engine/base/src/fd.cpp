@@ -25,15 +25,16 @@ Result<UniqueFd> open_file(const std::string& path, int flags, int mode) {
 Result<std::string> read_file(const std::string& path, size_t read_size) {
     auto fd = CKPT_TRY(open_file(path, O_RDONLY));
     std::string out;
-    std::string buf(read_size, '\0');
+    char buf[8192];
+    const size_t want = std::min(read_size, sizeof buf);
     for (;;) {
-        ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        ssize_t n = ::read(fd.get(), buf, want);
         if (n < 0) {
             if (errno == EINTR) continue;
             return sys_error("read {}", path);
         }
         if (n == 0) break;
-        out.append(buf.data(), static_cast<size_t>(n));
+        out.append(buf, static_cast<size_t>(n));
     }
     return out;
 }

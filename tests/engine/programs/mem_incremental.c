@@ -14,6 +14,10 @@
 // holds (the engine's write tracker) at step K. With --own-uffd it holds a userfaultfd of its
 // own at fd 200, with the features of the engine's write tracker (asynchronous write-protect),
 // and checks at every step that it still has it: a dump must never take it for the engine's.
+// Also a private writable mapping of a file (LOG.file), half written at the start, some of
+// its written pages dropped (MADV_DONTNEED: the file's content shows again) at step 3; and,
+// where the kernel has them (linux 6.13), guard pages installed in a tracked mapping at step 5
+// (checked to stay guards: unreadable to process_vm_readv) and one removed at step 7.
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
@@ -26,12 +30,20 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#define MADV_GUARD_REMOVE 103
+#endif
 
 #define PAGE 4096ul
 #define BIG_PAGES 16384ul  // 64 MiB
-#define MAX_REGIONS 16
+#define MAX_REGIONS 24
 #define MAX_PAGES (BIG_PAGES + 4096)
+#define FILE_PAGES 64
+#define GUARDED_PAGES 16
 
 struct region {
     char* base;
@@ -126,8 +138,29 @@ static void check_own_uffd(long step) {
     }
 }
 
+// The guarded mapping: pages 4 and 5 guards from step 5, page 5 a page again from step 7.
+static char* guarded;
+static int have_guards;
+static long guards_from = -1, guard_removed_from = -1;
+
+static int readable(const char* p) {
+    char c;
+    struct iovec local = {&c, 1}, remote = {(void*)p, 1};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == 1;
+}
+
+static void check_guards(long step) {
+    if (guards_from < 0 || step < guards_from) return;
+    int page5_guard = guard_removed_from < 0 || step < guard_removed_from;
+    if (readable(guarded + 4 * PAGE) || readable(guarded + 5 * PAGE) == page5_guard) {
+        say("BAD step %ld: the guard pages are not as installed (page 5 a guard: %ld)\n", step, page5_guard);
+        exit(1);
+    }
+}
+
 static void verify(long step) {
     if (own_uffd) check_own_uffd(step);
+    check_guards(step);
     size_t k = 0;
     for (int r = 0; r < nregions; ++r)
         for (size_t i = 0; i < regions[r].pages; ++i, ++k)
@@ -171,6 +204,30 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < 256; ++i) fill_page(regions[grown].base + i * PAGE, 9000 + i);
     int fresh = -1;
 
+    // A private writable mapping of a file, its first half written (private copies).
+    char file_path[4096];
+    snprintf(file_path, sizeof file_path, "%s.file", log_path);
+    int ffd = open(file_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (ffd < 0) exit(9);
+    static char page[PAGE];
+    for (size_t i = 0; i < FILE_PAGES; ++i) {
+        fill_page(page, 17000 + i);
+        if (write(ffd, page, PAGE) != (ssize_t)PAGE) exit(9);
+    }
+    char* filemap = mmap(NULL, FILE_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, ffd, 0);
+    if (filemap == MAP_FAILED) exit(9);
+    close(ffd);  // no fd open across a dump: the mapping holds the file
+    for (size_t i = 0; i < FILE_PAGES / 2; ++i) fill_page(filemap + i * PAGE, 19000 + i);
+    add_region(filemap, FILE_PAGES);
+
+    // The mapping that gets guard pages: hashed in three parts, the middle one (pages 4, 5)
+    // until they become guards.
+    guarded = map_anon(NULL, GUARDED_PAGES);
+    for (size_t i = 0; i < GUARDED_PAGES; ++i) fill_page(guarded + i * PAGE, 21000 + i);
+    add_region(guarded, 4);
+    int guarded_mid = add_region(guarded + 4 * PAGE, 2);
+    add_region(guarded + 6 * PAGE, GUARDED_PAGES - 6);
+
     for (long step = 0;; ++step) {
         if (step > 0) {
             // 1 % of the big region's pages written.
@@ -188,12 +245,27 @@ int main(int argc, char** argv) {
             if (step == 3) {  // a new mapping
                 fresh = add_region(map_anon(NULL, 512), 512);
                 for (size_t i = 0; i < 512; ++i) fill_page(regions[fresh].base + i * PAGE, 11000 + i);
+                // Private copies of the file's pages dropped: the file's own content again.
+                if (madvise(filemap, 8 * PAGE, MADV_DONTNEED) != 0) exit(10);
+                for (size_t i = 40; i < 44; ++i) fill_page(filemap + i * PAGE, 23000 + i);
             }
             if (step == 4) {  // MADV_DONTNEED of some pages: zeros from now on
                 for (size_t n = 0; n < 64; ++n) {
                     size_t i = next_rand() % b->pages;
                     madvise(b->base + i * PAGE, PAGE, MADV_DONTNEED);
                 }
+            }
+            if (step == 5 && madvise(guarded + 4 * PAGE, 2 * PAGE, MADV_GUARD_INSTALL) == 0) {
+                have_guards = 1;
+                guards_from = step;
+                regions[guarded_mid].pages = 0;  // no longer hashed (regions keep their indices)
+            }
+            if (step == 7 && have_guards) {  // one guard removed: a (zero) page, written
+                if (madvise(guarded + 5 * PAGE, PAGE, MADV_GUARD_REMOVE) != 0) exit(11);
+                guard_removed_from = step;
+                fill_page(guarded + 5 * PAGE, 25000);
+                regions[guarded_mid].base = guarded + 5 * PAGE;
+                regions[guarded_mid].pages = 1;
             }
             if (step == 5) {  // grown with mremap (moved if it must), the new part written
                 struct region* g = &regions[grown];

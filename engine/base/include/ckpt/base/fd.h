@@ -37,7 +37,8 @@ private:
 
 // open(2) returning an owned fd or an error naming the path.
 Result<UniqueFd> open_file(const std::string& path, int flags, int mode = 0);
-// Reads a whole file (e.g. under /proc) into a string, read_size bytes per read(2).
+// Reads a whole file (e.g. under /proc) into a string, read_size bytes (at most 8 KiB) per
+// read(2).
 Result<std::string> read_file(const std::string& path, size_t read_size = 8192);
 // Reads fd (a pipe, a file) to its end, retrying EINTR; what came before an error is kept.
 std::string read_to_end(int fd);
