@@ -218,7 +218,7 @@ class Run:
         self.reaper = Reaper()
         self.started = set()  # pids to kill on failure
         base = args.workdir or tempfile.mkdtemp(prefix="ckpt-enginetest-")
-        self.work = os.path.join(base, f"{os.path.basename(args.program)}.{args.mode or args.negative}")
+        self.work = os.path.join(base, args.work_name or f"{os.path.basename(args.program)}.{args.mode or args.negative}")
         shutil.rmtree(self.work, ignore_errors=True)
         os.makedirs(self.work)
         os.chmod(self.work, 0o777)  # the program may run as nobody
@@ -2225,6 +2225,8 @@ def main():
                     help="compare the tree's mappings, memory and fds before the dump and after "
                          "each restore (tools/proc_snapshot; modes dump-kill, leave-running, twice)")
     ap.add_argument("--workdir", help="where to keep results, logs and images")
+    ap.add_argument("--work-name", help="the folder of this run in the workdir (default PROGRAM.MODE); "
+                    "runs at once need names of their own")
     ap.add_argument("--keep", action="store_true", help="keep the work directory on success")
     args = ap.parse_args()
     if bool(args.mode) == bool(args.negative):
