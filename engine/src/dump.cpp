@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "ckpt/arch/arch.h"
+#include "ckpt/clock.h"
 #include "ckpt/engine/engine.h"
 #include "ckpt/image/image_file.h"
 #include "ckpt/image/image_names.h"
@@ -141,12 +142,6 @@ private:
     std::set<pid_t> seized_;
     std::map<pid_t, int> stop_of_;  // the stop each seized thread reported
 };
-
-uint64_t now_ns() {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // The pids the images record are the tree's own, as its processes see themselves
 // (getpid, gettid, getpgid, getsid): the innermost level of NSpid, NSpgid and NSsid, in the
@@ -362,9 +357,9 @@ Result<void> dump_from_inside(DumpTask& t, RemoteThread& leader, RemoteScratch& 
                                  &t.shared.fds.engine_fds[p.pid]));
     }
     if (t.shared.snapshot) {
-        const uint64_t t_uffd = now_ns();
+        const uint64_t t_uffd = monotonic_ns();
         t.uffd = CKPT_TRY(make_snapshot_uffd(p.pid, leader, arena, p.status.seccomp_mode != 0));
-        t.shared.phases.uffd += now_ns() - t_uffd;
+        t.shared.phases.uffd += monotonic_ns() - t_uffd;
         if (!t.uffd) t.shared.snapshot = false;
     }
     return ok();
@@ -408,7 +403,7 @@ Result<void> dump_process(DumpTask& t) {
     const FrozenProcess& p = t.p;
     DumpShared& sh = t.shared;
     t.core.set_exit_signal(p.stat.exit_signal);
-    const uint64_t t_inside = now_ns();
+    const uint64_t t_inside = monotonic_ns();
     CKPT_TRY(inside_process(p, [&t](RemoteThread& leader, RemoteScratch& arena, uint64_t code, int* held_stops) {
         return dump_from_inside(t, leader, arena, code, held_stops);
     }));
@@ -426,15 +421,15 @@ Result<void> dump_process(DumpTask& t) {
     if (t.uffd) {
         // Nothing more is run inside the process: its private memory is registered (before
         // its mappings are read) and write-protected as the rest is recorded.
-        const uint64_t t_reg = now_ns();
+        const uint64_t t_reg = monotonic_ns();
         CKPT_TRY(register_private_memory(p.pid, t.uffd.get(), &t.registered));
-        sh.phases.uffd += now_ns() - t_reg;
+        sh.phases.uffd += monotonic_ns() - t_reg;
         t.protector = std::thread([&t, pid = p.pid, uffd = t.uffd.get()] {
             if (auto r = protect_registered(pid, uffd, t.registered); !r) t.protect_error = std::move(r).error();
         });
     }
 
-    const uint64_t t_memory = now_ns();
+    const uint64_t t_memory = monotonic_ns();
     sh.phases.inside += t_memory - t_inside;
     const bool tracking = sh.opts.track_mem || t.track.prev;
     CKPT_TRY(dump_memory(p.pid, t.brk, sh.files, sh.ex, sh.dir, &t.mm, &t.pagemap, &t.plan,
@@ -451,18 +446,18 @@ Result<void> dump_process(DumpTask& t) {
         t.pagemap.set_parent_pagemap_xxh3(t.track.prev->pagemap_xxh3);
         t.pagemap.set_chain_length(t.track.prev->pm.chain_length() + 1);
     }
-    const uint64_t t_fds = now_ns();
+    const uint64_t t_fds = monotonic_ns();
     sh.phases.memory += t_fds - t_memory;
     CKPT_TRY(dump_fds(p.pid, sh.fds, &t.fds));
     // Last: the resource kinds above use the recorded tids as the engine's (ptrace).
     CKPT_TRY(record_tree_pids(sh.tree, p, sh.own_pidns, &t.core, &t.fds));
-    const uint64_t t_images = now_ns();
+    const uint64_t t_images = monotonic_ns();
     sh.phases.fds += t_images - t_fds;
 
     CKPT_TRY(image::write_image(sh.dir, image::names::core(p.ns_pid), image::Kind::Core, t.core));
     CKPT_TRY(image::write_image(sh.dir, image::names::mm(p.ns_pid), image::Kind::Mm, t.mm));
     CKPT_TRY(image::write_image(sh.dir, image::names::fds(p.ns_pid), image::Kind::Fds, t.fds));
-    sh.phases.images += now_ns() - t_images;
+    sh.phases.images += monotonic_ns() - t_images;
     return ok();
 }
 
@@ -734,7 +729,7 @@ std::set<uint64_t> recorded_trackers(const std::string& dir, const image::Invent
 // images are not the instant's, and the dump is to be made again, frozen.
 Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again) {
     DumpStats stats;
-    const uint64_t start = now_ns();
+    const uint64_t start = monotonic_ns();
     if (opts.root <= 0) return error_code(EINVAL, "no process to dump (-t PID)");
     if (kill(opts.root, 0) != 0) return sys_error("pid {}", opts.root);
     if (opts.root == getpid()) return error_code(EINVAL, "pid {}: the engine cannot dump itself", opts.root);
@@ -754,9 +749,9 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     if (root_stat.state == 'Z') return error_code(ESRCH, "pid {} is a zombie: nothing to dump", opts.root);
     CKPT_TRY(run_action_scripts(opts, "pre-dump"));
     FrozenTree tree;
-    auto t0 = now_ns();
+    auto t0 = monotonic_ns();
     CKPT_TRY(tree.freeze(opts.root, opts.freeze_timeout_ms));
-    const uint64_t t_frozen = now_ns();
+    const uint64_t t_frozen = monotonic_ns();
     CKPT_TRY(check_own_processes(tree));
     bool own_pidns = true;
     CKPT_TRY(read_tree_pids(tree, opts.root, &own_pidns));
@@ -847,7 +842,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         files.set_tree_pids(std::move(tree_pids), std::move(other_threads));
     }
 
-    const uint64_t t_survey = now_ns();
+    const uint64_t t_survey = monotonic_ns();
     DumpShared shared{opts, dir, tree, own_pidns, own_ipcns, files, ex, fd_state, snapshot, {}, dump_id, prev_name};
     std::deque<DumpTask> tasks;  // stable addresses: each plan points into its task's page map
     // A dump that fails after it made a new write tracker in a process closes it there before
@@ -915,7 +910,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
     // Page data of every process at once, then the page maps that describe it.
     std::vector<PagePlan> plans;
     std::vector<UniqueFd> uffds;
-    const uint64_t t_join = now_ns();
+    const uint64_t t_join = monotonic_ns();
     for (auto& t : tasks) {
         t.join_protector();
         if (t.protect_error) {
@@ -930,7 +925,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         if (shared.snapshot) plans.back().exit_writes = exit_writes(t.p.pid, t.core);
     }
     std::unique_ptr<Snapshot> snap;
-    const uint64_t t_recorded = now_ns();
+    const uint64_t t_recorded = monotonic_ns();
     const uint64_t waited_protect = t_recorded - t_join;
     if (shared.snapshot) {
         auto armed = Snapshot::arm(plans, std::move(uffds));
@@ -953,14 +948,14 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         uffds.clear();  // the page data is streamed below, read once (with its checksums)
     } else if (!snap) {
         CKPT_TRY(write_page_data(plans, opts.compress));
-        log_phases("recorded and its pages copied in", now_ns(), "page data");
+        log_phases("recorded and its pages copied in", monotonic_ns(), "page data");
         uffds.clear();  // what was write-protected is let go before the tree runs
     } else {
         // Frozen no longer: the pages are copied as the tree runs. TCP sockets leave repair
         // mode first: the tree may send at once.
         fd_state.tcp_repair.release();
         tree.release();
-        stats.frozen_ns = now_ns() - t0;
+        stats.frozen_ns = monotonic_ns() - t0;
         log_phases("frozen", t0 + stats.frozen_ns, "snapshot armed and tree resumed in");
         auto copied = snap->finish();
         snap.reset();
@@ -972,7 +967,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         stats.snapshot_faults = copied->faults;
         logger()->debug("tree {}: pages copied {:.1f} ms after the freeze; {} writes waited for their page, {} bytes "
                         "copied frozen",
-                        opts.root, (now_ns() - t0) / 1e6, copied->faults, copied->frozen_bytes);
+                        opts.root, (monotonic_ns() - t0) / 1e6, copied->faults, copied->frozen_bytes);
     }
     uint64_t pages_written = 0;
     for (size_t i = 0; i < plans.size(); ++i) {
@@ -996,7 +991,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         for (PagePlan& plan : plans) CKPT_TRY(stream_page_data(plan, *stream));
     }
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
-                   (now_ns() - t0) / 1e6);
+                   (monotonic_ns() - t0) / 1e6);
     if (auto r = run_action_scripts(opts, "post-dump"); !r) {
         // The tree runs on (the destructor lets it go); the images must not look complete.
         (void)dir.remove(image::names::kInventory);
@@ -1015,8 +1010,8 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         fd_state.tcp_repair.close_silently = true;
         CKPT_TRY(tree.kill_all());
     }
-    if (!stats.snapshot) stats.frozen_ns = now_ns() - t0;
-    stats.total_ns = now_ns() - start;
+    if (!stats.snapshot) stats.frozen_ns = monotonic_ns() - t0;
+    stats.total_ns = monotonic_ns() - start;
     stats.processes = tree.processes.size();
     for (const auto& p : tree.processes) stats.threads += p.threads.size();
     stats.pages_bytes = pages_written;

@@ -1837,6 +1837,41 @@ Result<void> restore_memory_layout(RestoreTask& t) {
     return ok();
 }
 
+bool keeps_parent_mappings(const image::MmCore& mm) {
+    return std::any_of(mm.vmas().begin(), mm.vmas().end(), [](const image::Vma& v) { return v.inherited(); });
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> leave_out_of_fork(RestoreTask& parent, const image::MmCore& child) {
+    std::vector<std::pair<uint64_t, uint64_t>> left_out;
+    const auto& vmas = parent.mm.vmas();
+    auto kept_by_child = [&](const image::Vma& v) {
+        return std::any_of(child.vmas().begin(), child.vmas().end(), [&](const image::Vma& c) {
+            return c.inherited() && c.start() < v.end() && c.end() > v.start();
+        });
+    };
+    auto out_of_forks = [](const image::Vma& v) { return (v.madvise() & kDontFork) != 0; };
+    SyscallBatch batch(*parent.leader, parent.scratch, parent.batch_code());
+    for (int i = 0; i < vmas.size(); ++i) {
+        const image::Vma& v = vmas[i];
+        if (kernel_mapped(v.kind()) || v.sysv_shm() || out_of_forks(v) || kept_by_child(v)) continue;
+        if (i > 0 && vmas[i - 1].end() == v.start() && out_of_forks(vmas[i - 1])) continue;
+        if (i + 1 < vmas.size() && vmas[i + 1].start() == v.end() && out_of_forks(vmas[i + 1])) continue;
+        batch.add("madvise(MADV_DONTFORK)", SYS_madvise, {v.start(), v.end() - v.start(), MADV_DONTFORK},
+                  mapping_context(parent.pid, v));
+        left_out.emplace_back(v.start(), v.end());
+    }
+    CKPT_TRY(batch.flush());
+    return left_out;
+}
+
+Result<void> put_back_into_fork(RestoreTask& parent, const std::vector<std::pair<uint64_t, uint64_t>>& left_out) {
+    SyscallBatch batch(*parent.leader, parent.scratch, parent.batch_code());
+    for (auto [lo, hi] : left_out)
+        batch.add("madvise(MADV_DOFORK)", SYS_madvise, {lo, hi - lo, MADV_DOFORK},
+                  fmt::format("pid {}: mapping {:#x}-{:#x}", parent.pid, lo, hi));
+    return batch.flush();
+}
+
 Result<void> restore_memory_finish(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const image::MmCore& mm = t.mm;

@@ -104,6 +104,18 @@ Result<void> check_inherited_memory(const RestoreTask& t, const RestoreTask* par
 // (so that huge pages form where the process had asked for them). Injected system calls:
 // only on the thread that traces the process.
 Result<void> restore_memory_layout(RestoreTask& t);
+// Around the fork of a child from its restored parent (made, with its layout, pages maybe
+// still being filled): the parent's mappings the child keeps none of are left out of the
+// fork (MADV_DONTFORK), so that fork copies none of their page tables and the child has
+// none of them to drop; put back into forks once the child exists. Whole mappings only (a
+// part would split the parent's mapping in two), never one next to a mapping the process
+// itself keeps out of forks (the flag could merge the two). Returns the ranges left out.
+Result<std::vector<std::pair<uint64_t, uint64_t>>> leave_out_of_fork(RestoreTask& parent, const image::MmCore& child);
+Result<void> put_back_into_fork(RestoreTask& parent, const std::vector<std::pair<uint64_t, uint64_t>>& left_out);
+// Whether a process keeps any mapping of its parent's (and so needs the parent's pages
+// filled before it is forked).
+bool keeps_parent_mappings(const image::MmCore& mm);
+
 // The buffers a restore decompresses compressed page data (dump --compress) into, block by
 // block: at most a few blocks at once over the whole restore, however many processes are
 // filled at once; each buffer is kept for the next block until the restore ends. One per

@@ -38,6 +38,7 @@
 #include <optional>
 #include <thread>
 
+#include "ckpt/clock.h"
 #include "ckpt/engine/syscalls.h"
 #include "dump_context.h"
 #include "proc.h"
@@ -66,12 +67,6 @@ int write_protect(int uffd, uint64_t start, uint64_t len, bool protect) {
 bool private_anonymous(const ProcMapping& m) {
     if (m.shared || m.inode != 0) return false;
     return m.path.empty() || m.path == "[heap]" || m.path.starts_with("[stack") || m.path.starts_with("[anon:");
-}
-
-uint64_t now() {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
 // The userfaultfd at fd of the frozen process pid, taken into the engine; empty (with a
@@ -421,13 +416,13 @@ Result<void> register_private_memory(pid_t pid, int uffd, std::vector<std::pair<
 }
 
 Result<void> protect_registered(pid_t pid, int uffd, const std::vector<std::pair<uint64_t, uint64_t>>& registered) {
-    const uint64_t t0 = now();
+    const uint64_t t0 = monotonic_ns();
     // One call per mapping: the kernel skips what has no page table, so a huge reserved
     // mapping without pages costs little.
     for (auto [start, end] : registered)
         if (int err = write_protect(uffd, start, end - start, true))
             return sys_error_code(err, fmt::format("pid {}: write-protecting {:#x}-{:#x}", pid, start, end));
-    logger()->debug("pid {}: private memory write-protected in {:.1f} ms", pid, (now() - t0) / 1e6);
+    logger()->debug("pid {}: private memory write-protected in {:.1f} ms", pid, (monotonic_ns() - t0) / 1e6);
     return ok();
 }
 
@@ -436,9 +431,9 @@ Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, st
     snap->s_ = std::make_unique<State>();
     State& s = *snap->s_;
     s.plans = &plans;
-    const uint64_t t_start = now();
+    const uint64_t t_start = monotonic_ns();
     s.outs = CKPT_TRY(create_pages_files(plans));
-    const uint64_t t_files = now();
+    const uint64_t t_files = monotonic_ns();
     s.stop = UniqueFd(eventfd(0, EFD_CLOEXEC));
     if (!s.stop) return sys_error("eventfd");
     s.procs.resize(plans.size());
@@ -497,7 +492,7 @@ Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, st
     }
     s.handler = std::thread([&s] { s.handle(); });
     logger()->debug("snapshot armed: files {:.1f} ms, {} bytes copied frozen {:.1f} ms", (t_files - t_start) / 1e6,
-                    s.frozen_bytes, (now() - t_files) / 1e6);
+                    s.frozen_bytes, (monotonic_ns() - t_files) / 1e6);
     return snap;
 }
 

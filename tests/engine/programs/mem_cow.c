@@ -22,7 +22,14 @@
  *            same physical pages as the parent's (/proc/self/pagemap against
  *            /proc/PPID/pagemap, at least 99% of them; 1% is left for pages swapped out).
  *            Before the engine kept them shared, a restored child had copies of its own:
- *            nothing shared, and the tree used 4 x 68 MiB instead of about 70 MiB. */
+ *            nothing shared, and the tree used 4 x 68 MiB instead of about 70 MiB.
+ *   forks    the parent's mappings that no child keeps are left out of the children's forks
+ *            at restore (MADV_DONTFORK for the time of each fork): afterwards they are
+ *            inherited by a fork again and none has VmFlags "dc", while a mapping the parent
+ *            itself left out of forks still is left out. The parent maps `later` (64 pages)
+ *            and `kept_out` (4 pages, MADV_DONTFORK) after the forks; after the restore it
+ *            forks a new child that reads `later` and anonymous pages, and finds `kept_out`
+ *            not mapped. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -43,6 +50,24 @@ enum { SEED_ORIG = 1, SEED_FILE = 2, SEED_PRIV = 3, SEED_PARENT = 10, SEED_CHILD
 
 static char* anon;
 static char* filemap;
+#define LATER_PAGES 64ul
+#define KEPT_OUT_PAGES 4ul
+static char* later;    /* mapped after the forks: no child keeps it */
+static char* kept_out; /* MADV_DONTFORK by the parent itself */
+
+/* The parent's mappings made after the forks, apart from each other (a hole between them,
+ * so that no mapping lies next to the one left out of forks). */
+static void map_after_forks(void) {
+    char* around = test_mmap(NULL, (KEPT_OUT_PAGES + 2) * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(around, PAGE);
+    munmap(around + (KEPT_OUT_PAGES + 1) * PAGE, PAGE);
+    kept_out = around + PAGE;
+    test_fill(kept_out, KEPT_OUT_PAGES * PAGE, 77);
+    CHECK(madvise(kept_out, KEPT_OUT_PAGES * PAGE, MADV_DONTFORK) == 0, "madvise(MADV_DONTFORK)");
+    later = test_mmap(NULL, LATER_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    test_fill(later, LATER_PAGES * PAGE, 78);
+}
+
 
 /* role: -1 for the parent, 0..CHILDREN-1 for a child. */
 static int anon_written(int role, unsigned long p) {
@@ -148,6 +173,22 @@ static void check_same_frames(const char* who, int role) {
     if (theirs >= 0) close(theirs);
 }
 
+/* After the restore: fork flags as the parent left them, and a new child inherits them. */
+static void check_forks(void) {
+    CHECK(!test_has_vma_flag(anon, "dc") && !test_has_vma_flag(filemap, "dc") && !test_has_vma_flag(later, "dc"),
+          "parent: a mapping it never left out of forks has VmFlags dc");
+    CHECK(test_has_vma_flag(kept_out, "dc"), "parent: the mapping it left out of forks (MADV_DONTFORK) lost VmFlags dc");
+    pid_t kid = fork();
+    if (kid == 0) {
+        int bad = test_verify(later, LATER_PAGES * PAGE, 78) >= 0 || test_verify(anon + 9000 * PAGE, PAGE, seed(SEED_ORIG, 0, 9000)) >= 0 ||
+                  madvise(kept_out, PAGE, MADV_NORMAL) == 0;
+        _exit(bad ? 1 : 0);
+    }
+    CHECK(kid > 0, "fork after the restore");
+    if (kid > 0) test_expect_child_ok(kid, "child forked after the restore (reads `later` and anonymous pages, "
+                                           "finds the mapping left out of forks not mapped)");
+}
+
 int main(int argc, char** argv) {
     test_init(argc, argv, 4);
     anon = test_mmap(NULL, ANON_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -187,6 +228,7 @@ int main(int argc, char** argv) {
         test_sync_wait(&sync);
     }
     write_after_fork(-1);
+    map_after_forks();
 
     test_ready();
     test_wait_check();
@@ -194,6 +236,7 @@ int main(int argc, char** argv) {
     if (test_corrupt(1)) anon[9000 * PAGE] ^= 1;
     check_content("parent", -1);
     check_shared("parent", -1);
+    check_forks();
     for (int i = 0; i < CHILDREN; i++) {
         kill(kids[i], SIGTERM);
         test_expect_child_ok(kids[i], "child");

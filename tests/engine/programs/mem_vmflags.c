@@ -30,16 +30,6 @@ static unsigned char* map(size_t len) {
     return p;
 }
 
-static int has_vm_flag(const void* addr, const char* flag) {
-    char flags[256], want[8];
-    test_vma_flags(addr, flags, sizeof flags);
-    snprintf(want, sizeof want, " %s", flag);
-    size_t n = strlen(want);
-    for (const char* p = strstr(flags, want); p; p = strstr(p + 1, want))
-        if (p[n] == ' ' || p[n] == '\0') return 1;
-    return 0;
-}
-
 int main(int argc, char** argv) {
     test_init(argc, argv, 5);
 
@@ -64,19 +54,19 @@ int main(int argc, char** argv) {
     if (test_corrupt(5)) sealed[PAGE + 9] ^= 1;
 
     CHECK(test_verify(locked, 4 * PAGE, 50) < 0, "mlock'ed region: data differs");
-    CHECK(has_vm_flag(locked + PAGE, "lo") && has_vm_flag(locked + 2 * PAGE, "lo"), "mlock'ed pages are no longer locked");
-    CHECK(!has_vm_flag(locked, "lo") && !has_vm_flag(locked + 3 * PAGE, "lo"), "pages beside the mlock'ed ones are locked");
+    CHECK(test_has_vma_flag(locked + PAGE, "lo") && test_has_vma_flag(locked + 2 * PAGE, "lo"), "mlock'ed pages are no longer locked");
+    CHECK(!test_has_vma_flag(locked, "lo") && !test_has_vma_flag(locked + 3 * PAGE, "lo"), "pages beside the mlock'ed ones are locked");
 
     CHECK(test_verify(sealed, 4 * PAGE, 51) < 0, "mseal'ed region: data differs");
     if (have_mseal) {
-        CHECK(has_vm_flag(check_sealed, "sl"), "mseal'ed pages are no longer sealed (VmFlags)");
+        CHECK(test_has_vma_flag(check_sealed, "sl"), "mseal'ed pages are no longer sealed (VmFlags)");
         errno = 0;
         CHECK(mprotect(check_sealed, PAGE, PROT_READ) != 0 && errno == EPERM,
               "mprotect of an mseal'ed page: %s, expected EPERM", errno ? strerror(errno) : "success");
         errno = 0;
         CHECK(munmap(check_sealed + PAGE, PAGE) != 0 && errno == EPERM,
               "munmap of an mseal'ed page: %s, expected EPERM", errno ? strerror(errno) : "success");
-        CHECK(!has_vm_flag(sealed + 2 * PAGE, "sl"), "pages beside the mseal'ed ones are sealed");
+        CHECK(!test_has_vma_flag(sealed + 2 * PAGE, "sl"), "pages beside the mseal'ed ones are sealed");
     }
     return test_finish();
 }

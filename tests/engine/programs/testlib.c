@@ -335,6 +335,16 @@ void test_smaps_field(const void* addr, const char* key, char* out, size_t size)
 
 void test_vma_flags(const void* addr, char* out, size_t size) { test_smaps_field(addr, "VmFlags", out, size); }
 
+int test_has_vma_flag(const void* addr, const char* flag) {
+    char flags[256], want[8];
+    test_vma_flags(addr, flags, sizeof flags);
+    snprintf(want, sizeof want, " %s", flag);
+    size_t n = strlen(want);
+    for (const char* p = strstr(flags, want); p; p = strstr(p + 1, want))
+        if (p[n] == ' ' || p[n] == '\0') return 1;
+    return 0;
+}
+
 int test_is_zero(const void* p, size_t len) {
     const unsigned char* b = p;
     for (size_t i = 0; i < len; i++)

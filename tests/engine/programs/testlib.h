@@ -116,5 +116,7 @@ void test_vma_perms(const void* addr, char perms[5]);
 void test_smaps_field(const void* addr, const char* key, char* out, size_t size);
 /* Its VmFlags line. */
 void test_vma_flags(const void* addr, char* out, size_t size);
+/* Whether its VmFlags have flag (two letters: "lo", "dc"). */
+int test_has_vma_flag(const void* addr, const char* flag);
 
 #endif
