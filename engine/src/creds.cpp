@@ -18,6 +18,7 @@
 #include "ckpt/base/strings.h"
 #include "proc.h"
 #include "restore_task.h"
+#include "syscall_batch.h"
 #include "task_state.h"
 
 // Linux 6.3 (older headers lack them).
@@ -162,37 +163,44 @@ Result<void> read_own_rlimits(std::array<std::pair<uint64_t, uint64_t>, 16>* out
 Result<void> restore_task_settings(RestoreTask& t) {
     RemoteThread& rt = *t.leader;
     const auto& core = t.core;
-    for (const auto& r : core.rlimits()) {
+    {
+        // The limits and settings in one batch (syscall_batch.h); the limits' values stay in
+        // the scratch scope until it has run.
+        SyscallBatch batch(rt, t.scratch, t.batch_code());
+        const std::string ctx = fmt::format("pid {}", t.pid);
         auto s = t.scratch.scope();
-        struct rlimit64 {
-            uint64_t cur, max;
-        } lim{r.cur(), r.max()}, old{};
-        if (r.resource() < t.shared->inherited_rlimits.size()) {
-            // What the process inherited from the engine: known without asking it.
-            std::tie(old.cur, old.max) = t.shared->inherited_rlimits[r.resource()];
-        } else {
-            uint64_t old_at = CKPT_TRY(s.take(sizeof old));
-            CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, old_at}));
-            CKPT_TRY(read_remote(t.host, old_at, &old, sizeof old));
+        for (const auto& r : core.rlimits()) {
+            struct rlimit64 {
+                uint64_t cur, max;
+            } lim{r.cur(), r.max()}, old{};
+            if (r.resource() < t.shared->inherited_rlimits.size()) {
+                // What the process inherited from the engine: known without asking it.
+                std::tie(old.cur, old.max) = t.shared->inherited_rlimits[r.resource()];
+            } else {
+                uint64_t old_at = CKPT_TRY(s.take(sizeof old));
+                CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), 0, old_at}));
+                CKPT_TRY(read_remote(t.host, old_at, &old, sizeof old));
+            }
+            if (lim.max > old.max) {
+                // Raising a hard limit needs CAP_SYS_RESOURCE, which the engine may lack (and a
+                // user's restore never has): the process gets the restorer's hard limit, never
+                // more than it had.
+                logger()->warn("pid {}: hard {} {} is above the restorer's {}: lowered to it", t.pid,
+                               rlimit_name(r.resource()), lim.max, old.max);
+                lim.max = old.max;
+                lim.cur = std::min(lim.cur, lim.max);
+            }
+            if (lim.cur == old.cur && lim.max == old.max) continue;  // as inherited: nothing to set
+            uint64_t lim_at = CKPT_TRY(s.put(lim));
+            batch.add("prlimit64", SYS_prlimit64, {0, r.resource(), lim_at, 0}, fmt::format("{}: {}", ctx, rlimit_name(r.resource())));
         }
-        if (lim.max > old.max) {
-            // Raising a hard limit needs CAP_SYS_RESOURCE, which the engine may lack (and a
-            // user's restore never has): the process gets the restorer's hard limit, never
-            // more than it had.
-            logger()->warn("pid {}: hard {} {} is above the restorer's {}: lowered to it", t.pid,
-                           rlimit_name(r.resource()), lim.max, old.max);
-            lim.max = old.max;
-            lim.cur = std::min(lim.cur, lim.max);
-        }
-        if (lim.cur == old.cur && lim.max == old.max) continue;  // as inherited: nothing to set
-        uint64_t lim_at = CKPT_TRY(s.put(lim));
-        CKPT_TRY(rt.syscall_ok("prlimit64", SYS_prlimit64, {0, r.resource(), lim_at, 0}));
+        batch.add("umask", SYS_umask, {core.umask()}, ctx);
+        batch.add("personality", SYS_personality, {core.personality()}, ctx);
+        if (core.timer_slack_ns()) batch.add("prctl(PR_SET_TIMERSLACK)", SYS_prctl, {PR_SET_TIMERSLACK, core.timer_slack_ns()}, ctx);
+        batch.add("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, static_cast<uint64_t>(core.pdeath_signal())}, ctx);
+        batch.add("prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl, {PR_SET_CHILD_SUBREAPER, core.child_subreaper() ? 1u : 0u}, ctx);
+        CKPT_TRY(batch.flush());
     }
-    CKPT_TRY(rt.syscall_ok("umask", SYS_umask, {core.umask()}));
-    CKPT_TRY(rt.syscall_ok("personality", SYS_personality, {core.personality()}));
-    if (core.timer_slack_ns()) CKPT_TRY(rt.syscall_ok("prctl(PR_SET_TIMERSLACK)", SYS_prctl, {PR_SET_TIMERSLACK, core.timer_slack_ns()}));
-    CKPT_TRY(rt.syscall_ok("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, static_cast<uint64_t>(core.pdeath_signal())}));
-    CKPT_TRY(rt.syscall_ok("prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl, {PR_SET_CHILD_SUBREAPER, core.child_subreaper() ? 1u : 0u}));
 
     // cwd and root: directories opened by the engine (with its rights: the user's under
     // --restore-as) and entered through their fds.

@@ -751,7 +751,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
                 rt = other.get();
                 t.thread_hosts.push_back(host);
             }
-            CKPT_TRY_CTX(restore_thread_final(*rt, t.scratch, tc), "restore pid {}: thread {}", pid, tc.tid());
+            CKPT_TRY_CTX(restore_thread_final(*rt, t.scratch, t.batch_code(), tc), "restore pid {}: thread {}", pid, tc.tid());
             CKPT_TRY_CTX(restore_pending(*rt, t.scratch, pid, &tc, tc.pending()), "restore pid {}: thread {}", pid,
                          tc.tid());
             if (i > 0) {

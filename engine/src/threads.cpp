@@ -15,6 +15,7 @@
 #include "ckpt/engine/syscalls.h"
 #include "proc.h"
 #include "sched_state.h"
+#include "syscall_batch.h"
 
 namespace ckpt::engine {
 namespace {
@@ -102,12 +103,15 @@ Result<pid_t> create_task(RemoteThread& creator, RemoteScratch& scratch, NewTask
     return host;
 }
 
-Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, const image::ThreadCore& tc) {
+Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code,
+                                  const image::ThreadCore& tc) {
+    // One batch (syscall_batch.h); what the calls point to stays in the scope until it ran.
+    SyscallBatch batch(rt, scratch, batch_code);
+    const std::string ctx = fmt::format("tid {}", tc.tid());
     auto s = scratch.scope();
-    if (tc.clear_child_tid())
-        CKPT_TRY(rt.syscall_ok("set_tid_address", SYS_set_tid_address, {tc.clear_child_tid()}));
+    if (tc.clear_child_tid()) batch.add("set_tid_address", SYS_set_tid_address, {tc.clear_child_tid()}, ctx);
     if (tc.robust_list())
-        CKPT_TRY(rt.syscall_ok("set_robust_list", SYS_set_robust_list, {tc.robust_list(), tc.robust_list_len()}));
+        batch.add("set_robust_list", SYS_set_robust_list, {tc.robust_list(), tc.robust_list_len()}, ctx);
     if (tc.altstack_sp() || tc.altstack_size() || (tc.altstack_flags() & ~SS_DISABLE)) {
         stack_t ss{};
         ss.ss_sp = reinterpret_cast<void*>(tc.altstack_sp());
@@ -115,18 +119,17 @@ Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, cons
         ss.ss_flags = tc.altstack_flags() & (1 << 31);  // SS_AUTODISARM
         if (!(tc.altstack_flags() & SS_DISABLE)) {
             uint64_t at = CKPT_TRY(s.put(ss));
-            CKPT_TRY(rt.syscall_ok("sigaltstack", SYS_sigaltstack, {at, 0}));
+            batch.add("sigaltstack", SYS_sigaltstack, {at, 0}, ctx);
         }
     }
-    if (tc.rseq_addr())
-        CKPT_TRY(rt.syscall_ok("rseq", SYS_rseq, {tc.rseq_addr(), tc.rseq_len(), 0, tc.rseq_sig()}));
+    if (tc.rseq_addr()) batch.add("rseq", SYS_rseq, {tc.rseq_addr(), tc.rseq_len(), 0, tc.rseq_sig()}, ctx);
     if (!tc.comm().empty()) {
         char name[16] = {};
         tc.comm().copy(name, sizeof name - 1);
         uint64_t at = CKPT_TRY(s.put(name));
-        CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, at}));
+        batch.add("prctl(PR_SET_NAME)", SYS_prctl, {PR_SET_NAME, at}, ctx);
     }
-    return ok();
+    return batch.flush();
 }
 
 Result<void> set_thread_registers(pid_t tid, const image::ThreadCore& tc) {

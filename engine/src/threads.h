@@ -21,7 +21,8 @@ Result<void> drop_inherited_rseq(RemoteThread& rt);
 enum class NewTask { Process, ProcessSharingFds, Thread };
 Result<pid_t> create_task(RemoteThread& creator, RemoteScratch& scratch, NewTask kind, pid_t pid);
 // Per-thread kernel state set from inside the thread (after memory is back).
-Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, const image::ThreadCore& tc);
+Result<void> restore_thread_final(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code,
+                                  const image::ThreadCore& tc);
 // The last step: the thread's own registers and signal mask.
 Result<void> set_thread_registers(pid_t tid, const image::ThreadCore& tc);
 

@@ -11,6 +11,7 @@
 #include "ckpt/base/strings.h"
 #include "ckpt/engine/syscalls.h"
 #include "restore_task.h"
+#include "syscall_batch.h"
 
 namespace ckpt::engine {
 namespace {
@@ -246,8 +247,11 @@ Result<void> install_description(RestoreTask& t, const image::Fd& f, const std::
 
 Result<void> restore_fds(RestoreTask& t) {
     // The engine's own fds the process inherited at clone: close all but the pidfd.
+    SyscallBatch closes(*t.leader, t.scratch, t.batch_code());
     for (int fd : CKPT_TRY(list_fds(t.host)))
-        if (fd != t.engine_pidfd_in_target) CKPT_TRY(t.leader->syscall_ok("close", SYS_close, {static_cast<uint64_t>(fd)}));
+        if (fd != t.engine_pidfd_in_target)
+            closes.add("close", SYS_close, {static_cast<uint64_t>(fd)}, fmt::format("pid {}: inherited fd {}", t.pid, fd));
+    CKPT_TRY(closes.flush());
 
     // Place fds in order; a recorded fd number equal to the engine pidfd's moves it first.
     for (const auto& f : t.fds.fds()) {
