@@ -227,20 +227,25 @@ Result<void> restore_task_settings(RestoreTask& t) {
     return ok();
 }
 
-Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c) {
+Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code, const image::Creds& c) {
+    // One batch (syscall_batch.h), run in this order and ended by the first call that fails;
+    // what the calls point to stays in the scope until it ran. The identity is checked from
+    // /proc afterwards all the same (verify_thread_identity).
+    SyscallBatch batch(rt, scratch, batch_code);
+    const std::string ctx = fmt::format("tid {}", rt.tid());
     auto s = scratch.scope();
     // Bounding set first: dropping needs CAP_SETPCAP, which goes with the uid change.
     for (uint64_t cap = 0; cap <= CAP_LAST_CAP; ++cap)
-        if (!(c.cap_bnd() & (1ull << cap))) CKPT_TRY(rt.syscall_ok("prctl(PR_CAPBSET_DROP)", SYS_prctl, {PR_CAPBSET_DROP, cap}));
-    if (c.securebits()) CKPT_TRY(rt.syscall_ok("prctl(PR_SET_SECUREBITS)", SYS_prctl, {PR_SET_SECUREBITS, c.securebits()}));
+        if (!(c.cap_bnd() & (1ull << cap))) batch.add("prctl(PR_CAPBSET_DROP)", SYS_prctl, {PR_CAPBSET_DROP, cap}, ctx);
+    if (c.securebits()) batch.add("prctl(PR_SET_SECUREBITS)", SYS_prctl, {PR_SET_SECUREBITS, c.securebits()}, ctx);
     std::vector<uint32_t> groups(c.groups().begin(), c.groups().end());
     uint64_t groups_at = CKPT_TRY(s.put(groups.data(), groups.size() * sizeof(uint32_t), alignof(uint32_t)));
-    CKPT_TRY(rt.syscall_ok("setgroups", SYS_setgroups, {groups.size(), groups_at}));
-    CKPT_TRY(rt.syscall_ok("setresgid", SYS_setresgid, {c.gid(), c.egid(), c.sgid()}));
-    CKPT_TRY(rt.syscall_ok("setfsgid", SYS_setfsgid, {c.fsgid()}));
-    CKPT_TRY(rt.syscall_ok("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, 1}));
-    CKPT_TRY(rt.syscall_ok("setresuid", SYS_setresuid, {c.uid(), c.euid(), c.suid()}));
-    CKPT_TRY(rt.syscall_ok("setfsuid", SYS_setfsuid, {c.fsuid()}));
+    batch.add("setgroups", SYS_setgroups, {groups.size(), groups_at}, ctx);
+    batch.add("setresgid", SYS_setresgid, {c.gid(), c.egid(), c.sgid()}, ctx);
+    batch.add("setfsgid", SYS_setfsgid, {c.fsgid()}, ctx);
+    batch.add("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, 1}, ctx);
+    batch.add("setresuid", SYS_setresuid, {c.uid(), c.euid(), c.suid()}, ctx);
+    batch.add("setfsuid", SYS_setfsuid, {c.fsuid()}, ctx);
     __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[2] = {};
     data[0] = {static_cast<uint32_t>(c.cap_eff()), static_cast<uint32_t>(c.cap_prm()), static_cast<uint32_t>(c.cap_inh())};
@@ -248,14 +253,14 @@ Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image
                static_cast<uint32_t>(c.cap_inh() >> 32)};
     uint64_t hdr_at = CKPT_TRY(s.put(hdr));
     uint64_t data_at = CKPT_TRY(s.put(data));
-    CKPT_TRY(rt.syscall_ok("capset", SYS_capset, {hdr_at, data_at}));
+    batch.add("capset", SYS_capset, {hdr_at, data_at}, ctx);
     bool keep = c.securebits() & (1u << 4);  // SECBIT_KEEP_CAPS
-    CKPT_TRY(rt.syscall_ok("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, keep ? 1u : 0u}));
+    batch.add("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, keep ? 1u : 0u}, ctx);
     for (uint64_t cap = 0; cap <= CAP_LAST_CAP; ++cap)
         if (c.cap_amb() & (1ull << cap))
-            CKPT_TRY(rt.syscall_ok("prctl(PR_CAP_AMBIENT_RAISE)", SYS_prctl, {PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap}));
-    if (c.no_new_privs()) CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1}));
-    return ok();
+            batch.add("prctl(PR_CAP_AMBIENT_RAISE)", SYS_prctl, {PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap}, ctx);
+    if (c.no_new_privs()) batch.add("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1}, ctx);
+    return batch.flush();
 }
 
 
@@ -316,21 +321,23 @@ Result<void> check_user_images(pid_t pid, const image::TaskCore& core, const Res
     return ok();
 }
 
-Result<void> restore_creds_as_user(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c) {
+Result<void> restore_creds_as_user(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code, const image::Creds& c) {
     // The thread is the user already (a copy of the init, which became the user); it holds
     // CAP_CHECKPOINT_RESTORE for the restore only. Capabilities are per thread: each drops
     // its own.
+    SyscallBatch batch(rt, scratch, batch_code);  // in order, ended by the first that fails
+    const std::string ctx = fmt::format("tid {}", rt.tid());
     auto s = scratch.scope();
     __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct none[2] = {};
     uint64_t hdr_at = CKPT_TRY(s.put(hdr));
     uint64_t data_at = CKPT_TRY(s.put(none));
-    CKPT_TRY(rt.syscall_ok("capset(none)", SYS_capset, {hdr_at, data_at}));
-    CKPT_TRY(rt.syscall_ok("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", SYS_prctl, {PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL}));
+    batch.add("capset(none)", SYS_capset, {hdr_at, data_at}, ctx);
+    batch.add("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", SYS_prctl, {PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL}, ctx);
     bool keep = c.securebits() & kSecbitKeepCaps;
-    CKPT_TRY(rt.syscall_ok("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, keep ? 1u : 0u}));
-    if (c.no_new_privs()) CKPT_TRY(rt.syscall_ok("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1}));
-    return ok();
+    batch.add("prctl(PR_SET_KEEPCAPS)", SYS_prctl, {PR_SET_KEEPCAPS, keep ? 1u : 0u}, ctx);
+    if (c.no_new_privs()) batch.add("prctl(PR_SET_NO_NEW_PRIVS)", SYS_prctl, {PR_SET_NO_NEW_PRIVS, 1}, ctx);
+    return batch.flush();
 }
 
 ExpectedIdentity expected_identity(const image::Creds& c, const RestoreShared& sh) {

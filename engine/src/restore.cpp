@@ -756,8 +756,8 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
                          tc.tid());
             if (i > 0) {
                 // Capabilities are per thread: each drops its own (the leader's last, below).
-                if (user) CKPT_TRY_CTX(restore_creds_as_user(*rt, t.scratch, t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
-                else CKPT_TRY_CTX(restore_creds(*rt, t.scratch, thread_creds(t.core, tc)), "restore pid {}: thread {}", pid, tc.tid());
+                if (user) CKPT_TRY_CTX(restore_creds_as_user(*rt, t.scratch, t.batch_code(), t.core.creds()), "restore pid {}: thread {}", pid, tc.tid());
+                else CKPT_TRY_CTX(restore_creds(*rt, t.scratch, t.batch_code(), thread_creds(t.core, tc)), "restore pid {}: thread {}", pid, tc.tid());
                 threads.push_back({rt->tid(), &tc});
             }
         }
@@ -798,7 +798,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             // The identity, checked from /proc for every thread, then the filters last: a
             // filter can fake success for the calls that set the identity, never undo them.
             // Only registers, dumpable and the trampoline's munmap come after it.
-            CKPT_TRY_CTX(restore_creds_as_user(*t.leader, t.scratch, t.core.creds()), "restore pid {}", pid);
+            CKPT_TRY_CTX(restore_creds_as_user(*t.leader, t.scratch, t.batch_code(), t.core.creds()), "restore pid {}", pid);
             CKPT_TRY(verify_task_identity(t));
             CKPT_TRY(restore_seccomp(t));
         } else {
@@ -807,7 +807,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
             // so the filter cannot refuse the drop); the result is checked either way.
             bool nnp = t.core.creds().no_new_privs();
             if (!nnp) CKPT_TRY(restore_seccomp(t));
-            CKPT_TRY_CTX(restore_creds(*t.leader, t.scratch, t.core.creds()), "restore pid {}", pid);
+            CKPT_TRY_CTX(restore_creds(*t.leader, t.scratch, t.batch_code(), t.core.creds()), "restore pid {}", pid);
             CKPT_TRY(verify_task_identity(t));
             if (nnp) CKPT_TRY(restore_seccomp(t));
         }

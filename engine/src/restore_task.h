@@ -163,7 +163,7 @@ struct RestoreShared {
 Result<void> check_user_images(pid_t pid, const image::TaskCore& core, const RestoreShared& sh);
 // The end of a thread's restore as the user: the restore's capability dropped, the recorded
 // KEEPCAPS and no_new_privs (per thread, as the kernel keeps them).
-Result<void> restore_creds_as_user(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c);
+Result<void> restore_creds_as_user(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code, const image::Creds& c);
 // What /proc/PID/task/TID/status must show once a thread's identity is restored.
 struct ExpectedIdentity {
     uint32_t uid[4]{}, gid[4]{};  // real, effective, saved, fs

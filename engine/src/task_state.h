@@ -52,7 +52,7 @@ Result<void> read_own_rlimits(std::array<std::pair<uint64_t, uint64_t>, 16>* out
 // cannot be taken back, and children made later would inherit it.
 Result<void> restore_mdwe(RestoreTask& t);
 // Drops to the recorded identity: the last thing done inside each thread.
-Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, const image::Creds& c);
+Result<void> restore_creds(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code, const image::Creds& c);
 
 // Job control (jobctl.cpp): stopped processes and pending SIGSTOPs.
 // The stop state of a frozen process from what its threads reported when seized; a group
