@@ -988,7 +988,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         stream.emplace(stream_fd.get(), dir.path());
         CKPT_TRY(stream->begin());
         CKPT_TRY(stream_metadata(dir, *stream));
-        for (PagePlan& plan : plans) CKPT_TRY(stream_page_data(plan, *stream));
+        CKPT_TRY(stream_page_data(plans, *stream, opts.compress));
     }
     logger()->info("dumped {} processes of tree {} in {:.1f} ms", tree.processes.size(), opts.root,
                    (monotonic_ns() - t0) / 1e6);
@@ -1027,9 +1027,6 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     if (!opts.stream.empty() && (opts.track_mem || !opts.prev_images_dir.empty()))
         return error_code(EINVAL, "dump: --stream does not go together with --track-mem or --prev-images-dir (an "
                                   "incremental dump refers to a folder of images)");
-    if (opts.compress && !opts.stream.empty())
-        return error_code(ENOTSUP, "dump: --compress with --stream is not supported yet (dump into a folder, or "
-                                   "without --compress)");
     if (opts.compress && opts.snapshot)
         return error_code(ENOTSUP, "dump: --compress with --snapshot is not supported yet (the snapshot copies pages "
                                    "uncompressed as the tree runs)");

@@ -63,6 +63,40 @@ Result<void> stream_file(const std::string& dir, const std::string& name, image:
     return w.end_record();
 }
 
+// The blocks of a compressed pages file (dump --compress) as they are stored, one
+// PAGE_BLOCK record each, in block order, each checked against its stored checksum as it is
+// sent (a block found damaged stops the stream before its trailer: the receiver refuses it).
+Result<void> stream_stored_blocks(const std::string& dir, const image::PageMap& pm, image::StreamWriter& w) {
+    const std::string path = dir + "/" + pm.pages_file();
+    auto f = CKPT_TRY(image::open_image_file(path));
+    if (f.size != pm.stored_bytes())
+        return error_code(EINVAL, "{}: {} bytes, expected {} (truncated image?)", path, f.size, pm.stored_bytes());
+    thread_local PageBuffer buf(kChunk);
+    if (!buf) return error_code(ENOMEM, "a buffer of {} bytes to stream {} through", kChunk, path);
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+    for (int b = 0; b < pm.blocks_size(); ++b) {
+        const image::PageBlock& blk = pm.blocks(b);
+        if (blk.length() == 0 || blk.length() > image::kMaxStreamPageBlock || blk.offset() > f.size ||
+            blk.length() > f.size - blk.offset())
+            return error_code(EINVAL, "{}: block {} stored at {} ({} bytes) outside the {} bytes of the file, or too "
+                                      "large to stream (image is corrupt)", path, b, blk.offset(), blk.length(), f.size);
+        CKPT_TRY(w.begin_page_block(pm.pages_file(), static_cast<uint64_t>(b), blk.zstd(), blk.length()));
+        XXH3_64bits_reset(st.get());
+        for (uint64_t done = 0; done < blk.length();) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(blk.length() - done, kChunk));
+            if (pread(f.fd.get(), buf.data(), n, static_cast<off_t>(blk.offset() + done)) != static_cast<ssize_t>(n))
+                return sys_error("read {} at {}", path, blk.offset() + done);
+            XXH3_64bits_update(st.get(), buf.data(), n);
+            CKPT_TRY(w.data(buf.data(), n));
+            done += n;
+        }
+        if (XXH3_64bits_digest(st.get()) != blk.stored_xxh3())
+            return error_code(EINVAL, "{}: checksum mismatch in stored block {} (image is corrupt)", path, b);
+        CKPT_TRY(w.end_record());
+    }
+    return ok();
+}
+
 // HOST:PORT (HOST may be [v6]) resolved.
 Result<addrinfo*> resolve(const std::string& spec, bool passive) {
     size_t colon = spec.rfind(':');
@@ -103,7 +137,8 @@ Result<std::unique_ptr<RestoreStream>> RestoreStream::open(const std::string& sp
     std::map<std::string, image::MemoryFile> files;
     for (;;) {
         auto r = CKPT_TRY(s->reader.next());
-        if (r.kind() == image::StreamRecord::END || r.kind() == image::StreamRecord::PAGES) {
+        if (r.kind() == image::StreamRecord::END || r.kind() == image::StreamRecord::PAGES ||
+            r.kind() == image::StreamRecord::PAGE_BLOCK) {
             s->pending = std::move(r);
             break;
         }
@@ -161,11 +196,9 @@ Result<void> stream_send(const std::string& images_dir, int fd) {
         CKPT_TRY(stream_file(d, e.content_file(), image::StreamRecord::DATA, e.size(), w));
     }
     for (const auto& pm : pms) {
-        if (pm.blocks_size() || pm.stored_bytes())
-            return error_code(ENOTSUP, "{}: page data {} is compressed (dump --compress): streams of compressed page "
-                                       "data are not supported yet, refused", d, pm.pages_file());
         CKPT_TRY(image::check_plain_name(d + "/pagemap", pm.pages_file()));
-        CKPT_TRY(stream_file(d, pm.pages_file(), image::StreamRecord::PAGES, pm.pages_bytes(), w));
+        if (pm.blocks_size()) CKPT_TRY(stream_stored_blocks(d, pm, w));
+        else CKPT_TRY(stream_file(d, pm.pages_file(), image::StreamRecord::PAGES, pm.pages_bytes(), w));
         CKPT_TRY(w.block_sums(pm.pages_file(), {pm.block_xxh3().begin(), pm.block_xxh3().end()}));
     }
     return w.end();
@@ -184,6 +217,15 @@ Result<void> stream_recv(int fd, const std::string& images_dir) {
     std::map<std::string, std::pair<std::string, image::PageMap>> pagemaps;
     PageBuffer buf(kChunk);
     if (!buf) return error_code(ENOMEM, "a buffer of {} bytes to receive a stream through", kChunk);
+    // The compressed pages file being received (PAGE_BLOCK records): where each block went.
+    struct StoredBlocks {
+        std::string name;
+        UniqueFd fd;
+        std::vector<image::PageBlock> stored;
+        uint64_t end;
+    };
+    std::optional<StoredBlocks> blocks;
+    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
     for (;;) {
         auto r = CKPT_TRY(in.next());
         if (r.kind() == image::StreamRecord::END) break;
@@ -195,9 +237,6 @@ Result<void> stream_recv(int fd, const std::string& images_dir) {
             std::string d = CKPT_TRY(in.read_whole(r));
             image::PageMap pm;
             CKPT_TRY(image::parse_image(images_dir + "/" + r.name(), d, image::Kind::PageMap, &pm));
-            if (pm.blocks_size() || pm.stored_bytes())
-                return error_code(EINVAL, "{}: page map {} of compressed page data (dump --compress) in a stream: not "
-                                          "supported yet, refused", in.where(), r.name());
             auto [it, fresh] = pagemaps.try_emplace(pm.pages_file(), r.name(), std::move(pm));
             if (!fresh)
                 return error_code(EINVAL, "{}: page maps {} and {} name the same pages file: refused", in.where(),
@@ -211,8 +250,52 @@ Result<void> stream_recv(int fd, const std::string& images_dir) {
             auto& [name, pm] = it->second;
             auto sums = CKPT_TRY(in.read_block_sums(r));
             CKPT_TRY(merge_block_sums(pm, sums, images_dir + "/" + name));
+            // Compressed page data: the page map records where its blocks now lie.
+            const bool compressed = blocks && blocks->name == r.name();
+            if (!compressed && (pm.blocks_size() || pm.stored_bytes()))
+                return error_code(EINVAL, "{}: page map {} stores {} compressed (dump --compress), the stream has it as is "
+                                          "(stream is corrupt): refused", in.where(), name, r.name());
+            if (compressed) {
+                if (pm.blocks_size() && pm.blocks_size() != static_cast<int>(blocks->stored.size()))
+                    return error_code(EINVAL, "{}: page map {} stores {} blocks, the stream has {} (stream is corrupt): "
+                                              "refused", in.where(), name, pm.blocks_size(), blocks->stored.size());
+                pm.clear_blocks();
+                for (auto& blk : blocks->stored) *pm.add_blocks() = std::move(blk);
+                pm.set_stored_bytes(blocks->end);
+                blocks.reset();
+            }
             CKPT_TRY(image::write_image(dir, name, image::Kind::PageMap, pm));
             pagemaps.erase(it);
+            continue;
+        }
+        if (r.kind() == image::StreamRecord::PAGE_BLOCK) {
+            // The reader gives the blocks of one pages file in order from 0, then its sums.
+            if (r.block() == 0) {
+                if (!pagemaps.count(r.name()))
+                    return error_code(EINVAL, "{}: page data {} that no page map names: refused", in.where(), r.name());
+                blocks.emplace(StoredBlocks{r.name(), CKPT_TRY(dir.create(r.name())), {}, 0});
+            }
+            auto written = [&]() -> Result<void> {
+                image::PageBlock& blk = blocks->stored.emplace_back();
+                blk.set_offset(blocks->end);
+                blk.set_length(r.length());
+                blk.set_zstd(r.zstd());
+                XXH3_64bits_reset(st.get());
+                for (uint64_t done = 0; done < r.length();) {
+                    size_t n = static_cast<size_t>(std::min<uint64_t>(r.length() - done, kChunk));
+                    CKPT_TRY(in.read(buf.data(), n));
+                    XXH3_64bits_update(st.get(), buf.data(), n);
+                    CKPT_TRY_CTX(write_all(blocks->fd.get(), buf.data(), n), "{}/{}", images_dir, r.name());
+                    done += n;
+                }
+                blk.set_stored_xxh3(XXH3_64bits_digest(st.get()));
+                blocks->end += r.length();
+                return in.end_record();
+            }();
+            if (!written) {
+                (void)dir.remove(r.name());
+                return written;
+            }
             continue;
         }
         auto out = CKPT_TRY(dir.create(r.name()));

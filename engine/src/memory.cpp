@@ -794,16 +794,19 @@ private:
     std::vector<std::unique_ptr<Compressor>> idle_;
 };
 
-// Copies block b of a plan (dump --compress) and compresses it as it comes (zstd at level,
-// its frame declaring the block's length); the frame, or the block itself where it does not
-// compress, is appended to the pages file at *end. Returns the block's checksum (of its
-// pages, uncompressed) and records where it is stored in *where.
-Result<uint64_t> compress_block(const PagePlan& plan, int fd, size_t b, int level, Compressors& pool,
-                                std::atomic<uint64_t>* end, image::PageBlock* where) {
+// Block b of a plan compressed (dump --compress): copied from the frozen process and
+// compressed as it comes (zstd at level, its frame declaring the block's length) into c's
+// room, or, where it does not compress, copied again as is into the same room.
+struct CompressedBlock {
+    uint64_t sum = 0;     // XXH3-64 of the block's pages, uncompressed
+    uint64_t stored = 0;  // bytes in the compressor's room
+    bool zstd = false;
+};
+
+Result<CompressedBlock> compress_block(const PagePlan& plan, size_t b, int level, Compressor& c) {
     thread_local std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
     const uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock), len = hi - lo;
-    auto c = CKPT_TRY(pool.take());
-    ZSTD_CCtx* cctx = c->cctx.get();
+    ZSTD_CCtx* cctx = c.cctx.get();
     auto zstd_ok = [&](size_t r) -> Result<void> {
         if (ZSTD_isError(r)) return error_code(EIO, "pid {}: zstd: {} (block {} of {})", plan.pid, ZSTD_getErrorName(r), b, plan.path);
         return ok();
@@ -811,7 +814,7 @@ Result<uint64_t> compress_block(const PagePlan& plan, int fd, size_t b, int leve
     CKPT_TRY(zstd_ok(ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only)));
     CKPT_TRY(zstd_ok(ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level)));
     CKPT_TRY(zstd_ok(ZSTD_CCtx_setPledgedSrcSize(cctx, len)));
-    ZSTD_outBuffer out{c->out.data(), len, 0};
+    ZSTD_outBuffer out{c.out.data(), len, 0};
     bool fits = true;  // the frame so far is shorter than the block
     XXH3_64bits_reset(st.get());
     CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t) -> Result<void> {
@@ -831,28 +834,33 @@ Result<uint64_t> compress_block(const PagePlan& plan, int fd, size_t b, int leve
         if (out.pos == out.size) fits = false;
     }
     fits = fits && out.pos < len;
-    uint64_t stored = out.pos;
-    if (!fits) {
-        // It does not compress: the block as is, copied again into the same room (the tree
-        // is still frozen: the same pages).
-        XXH3_64bits_reset(st.get());
-        CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
-            std::memcpy(c->out.data() + (from - lo), buf, n);
-            return ok();
-        }));
-        if (XXH3_64bits_digest(st.get()) != sum)
-            return error("pid {}: block {} of {} changed while it was copied", plan.pid, b, plan.path);
-        stored = len;
-    }
-    const uint64_t at = end->fetch_add(stored);
-    if (pwrite(fd, c->out.data(), stored, static_cast<off_t>(at)) != static_cast<ssize_t>(stored))
+    if (fits) return CompressedBlock{sum, out.pos, true};
+    // It does not compress: the block as is (the tree is still frozen: the same pages).
+    XXH3_64bits_reset(st.get());
+    CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
+        std::memcpy(c.out.data() + (from - lo), buf, n);
+        return ok();
+    }));
+    if (XXH3_64bits_digest(st.get()) != sum)
+        return error("pid {}: block {} of {} changed while it was copied", plan.pid, b, plan.path);
+    return CompressedBlock{sum, len, false};
+}
+
+// Block b of a plan compressed and appended to its pages file at *end, where it is
+// recorded in *where. Returns the block's checksum (of its pages, uncompressed).
+Result<uint64_t> compress_block_to_file(const PagePlan& plan, int fd, size_t b, int level, Compressors& pool,
+                                        std::atomic<uint64_t>* end, image::PageBlock* where) {
+    auto c = CKPT_TRY(pool.take());
+    const CompressedBlock blk = CKPT_TRY(compress_block(plan, b, level, *c));
+    const uint64_t at = end->fetch_add(blk.stored);
+    if (pwrite(fd, c->out.data(), blk.stored, static_cast<off_t>(at)) != static_cast<ssize_t>(blk.stored))
         return sys_error("pwrite {} at {}", plan.path, at);
     where->set_offset(at);
-    where->set_length(stored);
-    where->set_zstd(fits);
-    where->set_stored_xxh3(XXH3_64bits(c->out.data(), stored));
+    where->set_length(blk.stored);
+    where->set_zstd(blk.zstd);
+    where->set_stored_xxh3(XXH3_64bits(c->out.data(), blk.stored));
     pool.give_back(std::move(c));
-    return sum;
+    return blk.sum;
 }
 }  // namespace
 
@@ -870,7 +878,7 @@ Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level) {
         stored[i].resize(static_cast<size_t>((plans[i].total + kPageBlock - 1) / kPageBlock));
     }
     CKPT_TRY(for_every_block(plans, [&](size_t i, size_t b) {
-        return compress_block(plans[i], fds[i].get(), b, compress_level, pool, &ends[i], &stored[i][b]);
+        return compress_block_to_file(plans[i], fds[i].get(), b, compress_level, pool, &ends[i], &stored[i][b]);
     }));
     for (size_t i = 0; i < plans.size(); ++i) {
         for (auto& blk : stored[i]) *plans[i].pm->add_blocks() = std::move(blk);
@@ -879,7 +887,10 @@ Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level) {
     return ok();
 }
 
-Result<void> stream_page_data(PagePlan& plan, image::StreamWriter& w) {
+namespace {
+// One plan's page data read from the frozen process once, into a PAGES record, then its
+// block checksums.
+Result<void> stream_plain_page_data(PagePlan& plan, image::StreamWriter& w) {
     std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
     CKPT_TRY(w.begin_record(plan.name, image::StreamRecord::PAGES, plan.total));
     std::vector<uint64_t> sums;
@@ -898,6 +909,56 @@ Result<void> stream_page_data(PagePlan& plan, image::StreamWriter& w) {
     CKPT_TRY(w.end_record());
     CKPT_TRY(w.block_sums(plan.name, sums));
     for (uint64_t sum : sums) plan.pm->add_block_xxh3(sum);
+    return ok();
+}
+
+// The page data of plans compressed into a stream (dump --compress --stream): the blocks of
+// all plans in order, kCopyThreads of them compressed at once, then written in order, each a
+// PAGE_BLOCK record, each plan's followed by its block checksums. A plan with no page data
+// is an empty PAGES record (nothing to compress).
+Result<void> stream_compressed_page_data(std::vector<PagePlan>& plans, image::StreamWriter& w, int level) {
+    std::vector<std::pair<size_t, size_t>> work;  // (plan, block)
+    std::vector<std::vector<uint64_t>> sums(plans.size());
+    for (size_t i = 0; i < plans.size(); ++i) {
+        if (!plans[i].total) continue;
+        for (size_t b = 0; b * kPageBlock < plans[i].total; ++b) work.emplace_back(i, b);
+    }
+    Compressors pool;
+    size_t next_plan = 0;  // the first plan whose records are not all written
+    auto finish_plans_before = [&](size_t end) -> Result<void> {
+        for (; next_plan < end; ++next_plan) {
+            PagePlan& p = plans[next_plan];
+            if (!p.total) CKPT_TRY(w.record(p.name, image::StreamRecord::PAGES, {}));
+            CKPT_TRY(w.block_sums(p.name, sums[next_plan]));
+            for (uint64_t sum : sums[next_plan]) p.pm->add_block_xxh3(sum);
+        }
+        return ok();
+    };
+    std::vector<std::unique_ptr<Compressor>> held(kCopyThreads);
+    std::vector<CompressedBlock> done(kCopyThreads);
+    for (size_t lo = 0; lo < work.size(); lo += kCopyThreads) {
+        const size_t n = std::min<size_t>(kCopyThreads, work.size() - lo);
+        for (size_t k = 0; k < n; ++k)
+            if (!held[k]) held[k] = CKPT_TRY(pool.take());
+        CKPT_TRY(parallel_for(n, kCopyThreads, [&](size_t k) -> Result<void> {
+            auto [i, b] = work[lo + k];
+            done[k] = CKPT_TRY(compress_block(plans[i], b, level, *held[k]));
+            return ok();
+        }));
+        for (size_t k = 0; k < n; ++k) {
+            auto [i, b] = work[lo + k];
+            CKPT_TRY(finish_plans_before(i));
+            CKPT_TRY(w.page_block(plans[i].name, b, done[k].zstd, held[k]->out.data(), done[k].stored));
+            sums[i].push_back(done[k].sum);
+        }
+    }
+    return finish_plans_before(plans.size());
+}
+}  // namespace
+
+Result<void> stream_page_data(std::vector<PagePlan>& plans, image::StreamWriter& w, int compress_level) {
+    if (compress_level) return stream_compressed_page_data(plans, w, compress_level);
+    for (PagePlan& plan : plans) CKPT_TRY(stream_plain_page_data(plan, w));
     return ok();
 }
 
@@ -976,6 +1037,79 @@ constexpr uint64_t kMaxCompressedBlock = 256ull << 20;
 constexpr unsigned kBlocksInFlight = 3;
 
 }  // namespace
+
+// One block's zstd frame decompressed as its stored bytes come, in pieces, into exactly
+// want bytes at out. The first thing wrong with the frame (a declared length not the
+// block's, an error, more output than the block, bytes after the frame's end) stops the
+// decompression and is kept for finish(): the caller checks the stored bytes' checksum
+// first, so that damaged bytes are refused as that. corrupt ends each message.
+class FrameDecoder {
+public:
+    FrameDecoder(ZSTD_DCtx* dctx, char* out, uint64_t want, uint64_t stored, const std::string& path, size_t b,
+                 const char* corrupt)
+        : dctx_(dctx), dst_{out, want, 0}, want_(want), stored_(stored), path_(path), b_(b), corrupt_(corrupt) {}
+
+    Result<void> reset() {
+        if (size_t r = ZSTD_DCtx_reset(dctx_, ZSTD_reset_session_only); ZSTD_isError(r))
+            return error_code(EINVAL, "{}: block {}: zstd: {}", path_, b_, ZSTD_getErrorName(r));
+        return ok();
+    }
+
+    void feed(const char* piece, size_t n) {
+        if (first_) {
+            first_ = false;
+            // The frame must declare exactly the block's length, before it is decompressed.
+            const unsigned long long declared = ZSTD_getFrameContentSize(piece, n);
+            if (declared != want_)
+                bad_ = error_code(EINVAL, "{}: block {} is a zstd frame of {} bytes, not of the block's {} {}", path_, b_,
+                                  declared == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("undeclared length")
+                                  : declared == ZSTD_CONTENTSIZE_ERROR ? std::string("no valid header")
+                                                                       : std::to_string(declared),
+                                  want_, corrupt_);
+        }
+        ZSTD_inBuffer src{piece, n, 0};
+        while (!bad_ && src.pos < src.size) {
+            if (ended_) {
+                bad_ = not_one_frame();
+                break;
+            }
+            const size_t in_before = src.pos, out_before = dst_.pos;
+            const size_t r = ZSTD_decompressStream(dctx_, &dst_, &src);
+            if (ZSTD_isError(r))
+                bad_ = error_code(EINVAL, "{}: block {}: zstd: {} {}", path_, b_, ZSTD_getErrorName(r), corrupt_);
+            else if (r == 0)
+                ended_ = true;
+            else if (src.pos == in_before && dst_.pos == out_before)  // output full, more to come
+                bad_ = error_code(EINVAL, "{}: block {} decompresses to more than its {} bytes {}", path_, b_, want_,
+                                  corrupt_);
+        }
+    }
+
+    // Every stored byte fed: the block is whole.
+    Result<void> finish() {
+        if (bad_) return std::move(*bad_);
+        if (!ended_) return not_one_frame();
+        if (dst_.pos != want_)
+            return error_code(EINVAL, "{}: block {} decompressed to {} bytes, not {} {}", path_, b_, dst_.pos, want_,
+                              corrupt_);
+        return ok();
+    }
+
+private:
+    Error not_one_frame() const {
+        return error_code(EINVAL, "{}: block {} is not one whole zstd frame of {} bytes {}", path_, b_, stored_, corrupt_);
+    }
+
+    ZSTD_DCtx* dctx_;
+    ZSTD_outBuffer dst_;
+    uint64_t want_, stored_;
+    const std::string& path_;
+    size_t b_;
+    const char* corrupt_;
+    bool first_ = true;
+    bool ended_ = false;  // the frame is whole, and flushed
+    std::optional<Error> bad_;
+};
 
 // Room for one block of page data (decompressed): the block, a piece of its stored bytes (a zstd
 // frame is decompressed as it is read), a zstd context and a checksum state. Kept for the next
@@ -1139,57 +1273,20 @@ public:
         // A frame: read in pieces, each hashed and decompressed. The first thing wrong with the
         // frame stops its decompression, but the stored bytes are all read: a block whose
         // bytes do not match their checksum is refused as that.
-        ZSTD_DCtx* dctx = out->dctx.get();
         XXH3_state_t* st = out->st.get();
         XXH3_64bits_reset(st);
-        if (size_t r = ZSTD_DCtx_reset(dctx, ZSTD_reset_session_only); ZSTD_isError(r))
-            return error_code(EINVAL, "{}: block {}: zstd: {}", path_, b, ZSTD_getErrorName(r));
-        std::optional<Error> bad;
-        bool ended = false;  // the frame is whole, and flushed
-        ZSTD_outBuffer dst{out->data, want, 0};
+        FrameDecoder frame(out->dctx.get(), out->data, want, blk.length(), path_, b, "(image is corrupt)");
+        CKPT_TRY(frame.reset());
         char* piece = out->piece.data();
         for (uint64_t at = 0; at < blk.length();) {
             const uint64_t n = std::min<uint64_t>(kCopyBatch, blk.length() - at);
             CKPT_TRY(read_stored(stored_.get(), piece, n, blk.offset() + at, path_));
             XXH3_64bits_update(st, piece, n);
-            if (at == 0) {
-                // The frame must declare exactly the block's length, before it is decompressed.
-                const unsigned long long declared = ZSTD_getFrameContentSize(piece, n);
-                if (declared != want)
-                    bad = error_code(EINVAL, "{}: block {} is a zstd frame of {} bytes, not of the block's {} (image is corrupt)",
-                                     path_, b,
-                                     declared == ZSTD_CONTENTSIZE_UNKNOWN ? std::string("undeclared length")
-                                     : declared == ZSTD_CONTENTSIZE_ERROR ? std::string("no valid header")
-                                                                          : std::to_string(declared),
-                                     want);
-            }
+            frame.feed(piece, n);
             at += n;
-            ZSTD_inBuffer src{piece, n, 0};
-            while (!bad && src.pos < src.size) {
-                if (ended) {
-                    bad = error_code(EINVAL, "{}: block {} is not one whole zstd frame of {} bytes (image is corrupt)", path_,
-                                     b, blk.length());
-                    break;
-                }
-                const size_t in_before = src.pos, out_before = dst.pos;
-                const size_t r = ZSTD_decompressStream(dctx, &dst, &src);
-                if (ZSTD_isError(r))
-                    bad = error_code(EINVAL, "{}: block {}: zstd: {} (image is corrupt)", path_, b, ZSTD_getErrorName(r));
-                else if (r == 0)
-                    ended = true;
-                else if (src.pos == in_before && dst.pos == out_before)  // output full, more to come
-                    bad = error_code(EINVAL, "{}: block {} decompresses to more than its {} bytes (image is corrupt)", path_,
-                                     b, want);
-            }
         }
         if (XXH3_64bits_digest(st) != blk.stored_xxh3()) return stored_mismatch();
-        if (bad) return std::move(*bad);
-        if (!ended)
-            return error_code(EINVAL, "{}: block {} is not one whole zstd frame of {} bytes (image is corrupt)", path_, b,
-                              blk.length());
-        if (dst.pos != want)
-            return error_code(EINVAL, "{}: block {} decompressed to {} bytes, not {} (image is corrupt)", path_, b, dst.pos,
-                              want);
+        CKPT_TRY(frame.finish());
         return verify_block(b, out->data);
     }
 
@@ -1495,20 +1592,24 @@ Result<void> fill_pages_from_file(RestoreTask& t) {
 constexpr uint64_t kMaxStreamBlock = 256ull << 20;
 
 // Page data from the restore's stream: its next record, read block by block into a buffer
-// and written into the process, then the block checksums that follow it (a page map that
+// and written into the process, or its PAGE_BLOCK records (dump --compress), each
+// decompressed into the buffer; then the block checksums that follow it (a page map that
 // has them, from a folder streamed, must agree with them). A block that does not match
 // fails the restore, which kills the tree: its pages are in place by then.
 Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     const image::PageMap& pm = t.pagemap;
     const std::string& where = in.reader.where();
     std::string path = where + "/" + pm.pages_file();
-    if (pm.blocks_size() || pm.stored_bytes())
-        return error_code(EINVAL, "{}: pid {}: compressed page data (dump --compress) in a stream: not supported yet, "
-                                  "refused", where, t.pid);
     auto rec = CKPT_TRY(in.next());
-    if (rec.kind() != image::StreamRecord::PAGES || rec.name() != pm.pages_file() || rec.length() != pm.pages_bytes())
+    const bool compressed = rec.kind() == image::StreamRecord::PAGE_BLOCK;
+    if (compressed ? rec.name() != pm.pages_file() || pm.pages_bytes() == 0
+                   : rec.kind() != image::StreamRecord::PAGES || rec.name() != pm.pages_file() ||
+                         rec.length() != pm.pages_bytes())
         return error_code(EINVAL, "{}: pid {}: expected the page data {} ({} bytes), found record '{}' ({} bytes): refused",
                           where, t.pid, pm.pages_file(), pm.pages_bytes(), rec.name(), rec.length());
+    if (!compressed && (pm.blocks_size() || pm.stored_bytes()))
+        return error_code(EINVAL, "{}: pid {}: the page map stores {} compressed (dump --compress), the stream has it "
+                                  "as is (stream is corrupt): refused", where, t.pid, pm.pages_file());
     if (std::any_of(pm.runs().begin(), pm.runs().end(), [](const auto& r) { return r.in_parent(); }))
         return error_code(EINVAL, "{}: pid {}: page runs of a parent dump in a stream (an incremental dump refers to "
                                   "a folder): refused", where, t.pid);
@@ -1518,6 +1619,8 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     const size_t blocks = bs ? static_cast<size_t>((pm.pages_bytes() + bs - 1) / bs) : 0;
     if (pm.block_xxh3_size() && static_cast<size_t>(pm.block_xxh3_size()) != blocks)
         return error_code(EINVAL, "{}: malformed block checksums (image is corrupt): refused", path);
+    if (pm.blocks_size() && static_cast<size_t>(pm.blocks_size()) != blocks)
+        return error_code(EINVAL, "{}: malformed stored blocks (image is corrupt): refused", path);
     auto pieces = CKPT_TRY(page_pieces(t, path));
     std::vector<iovec> local, remote;
     for (const PagePiece& p : pieces) {
@@ -1534,11 +1637,45 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     auto mismatch = [&](size_t b) {
         return error_code(EINVAL, "{}: checksum mismatch in block {} (stream is corrupt): refused", path, b);
     };
+    std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> dctx{nullptr, &ZSTD_freeDCtx};
+    PageBuffer piece;
+    if (compressed) {
+        dctx.reset(ZSTD_createDCtx());
+        piece = PageBuffer(kCopyBatch);
+        if (!dctx || !piece) return error_code(ENOMEM, "{}: a zstd context and a buffer of {} bytes", path, kCopyBatch);
+    }
+    // Block b (len bytes) into buf: as it comes, or from its PAGE_BLOCK record (the reader
+    // checks their order), decompressed as it is read; its record's checksum verified
+    // before anything wrong with the frame is reported.
+    auto read_block = [&](size_t b, uint64_t len) -> Result<void> {
+        if (!compressed) return in.reader.read(buf.data(), len);
+        if (b) rec = CKPT_TRY(in.reader.next());
+        if (rec.kind() != image::StreamRecord::PAGE_BLOCK || rec.block() != b)
+            return error_code(EINVAL, "{}: pid {}: expected block {} of the page data {}, found record '{}' (stream is "
+                                      "corrupt): refused", where, t.pid, b, pm.pages_file(), rec.name());
+        if (!rec.zstd()) {
+            if (rec.length() != len)
+                return error_code(EINVAL, "{}: block {} stored as is in {} bytes, not the block's {} (stream is corrupt): "
+                                          "refused", path, b, rec.length(), len);
+            CKPT_TRY(in.reader.read(buf.data(), len));
+            return in.reader.end_record();
+        }
+        FrameDecoder frame(dctx.get(), buf.data(), len, rec.length(), path, b, "(stream is corrupt): refused");
+        CKPT_TRY(frame.reset());
+        for (uint64_t at = 0; at < rec.length();) {
+            const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBatch, rec.length() - at));
+            CKPT_TRY(in.reader.read(piece.data(), n));
+            frame.feed(piece.data(), n);
+            at += n;
+        }
+        CKPT_TRY(in.reader.end_record());
+        return frame.finish();
+    };
     std::vector<uint64_t> sums(blocks);
     size_t next = 0;  // the first data piece not written whole yet
     for (size_t b = 0; b < blocks; ++b) {
         uint64_t lo = b * bs, hi = std::min(pm.pages_bytes(), lo + bs);
-        CKPT_TRY(in.reader.read(buf.data(), hi - lo));
+        CKPT_TRY(read_block(b, hi - lo));
         sums[b] = XXH3_64bits(buf.data(), hi - lo);
         if (pm.block_xxh3_size() && sums[b] != pm.block_xxh3(static_cast<int>(b))) return mismatch(b);
         local.clear();
@@ -1554,8 +1691,8 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
         }
         CKPT_TRY(write_pieces(t.host, local, remote));
     }
-    CKPT_TRY(in.reader.end_record());
-    // The reader gives no record but the PAGE_SUMS of rec now.
+    if (!compressed) CKPT_TRY(in.reader.end_record());
+    // The reader gives no record but the PAGE_SUMS of rec now (or a block too many).
     auto trailer = CKPT_TRY(in.reader.read_block_sums(CKPT_TRY(in.reader.next())));
     if (trailer.size() != blocks)
         return error_code(EINVAL, "{}: {} block checksums after {} blocks of page data (stream is corrupt): refused",

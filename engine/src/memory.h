@@ -78,10 +78,11 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 // (PageMap.blocks); 0: the pages file is the page data, block after block.
 Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level = 0);
 
-// For dump --stream: one plan's page data read from the frozen processes once, into a
-// PAGES record of w, and its block checksums after it (a PAGE_SUMS record; also added to
-// the plan's page map, streamed before without them).
-Result<void> stream_page_data(PagePlan& plan, image::StreamWriter& w);
+// For dump --stream: the plans' page data read from the frozen processes once, in plan
+// order: each plan's into a PAGES record of w, or, compressed (compress_level as for
+// write_page_data), into PAGE_BLOCK records, one a block; then its block checksums (a
+// PAGE_SUMS record; also added to the plan's page map, streamed before without them).
+Result<void> stream_page_data(std::vector<PagePlan>& plans, image::StreamWriter& w, int compress_level = 0);
 
 // The copy in pieces, for the copy-on-write snapshot (snapshot.cpp), which copies pages
 // while the tree runs: the pages files of plans, created at their full size; the pages of

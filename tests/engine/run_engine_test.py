@@ -939,7 +939,7 @@ class Run:
         """dump --leave-running --stream | restore --stream --new-pidns, both at once."""
         self.start()
         r, w = os.pipe()
-        dump_argv = ["dump", "-t", str(self.root), "--leave-running", "--stream", str(w)]
+        dump_argv = ["dump", "-t", str(self.root), "--leave-running", "--stream", str(w)] + self.compress_args()
         dump_pid, dump_err = self.engine(*dump_argv, keep_fd=w, wait=False)
         os.close(w)
         pidfile = os.path.join(self.work, "restore.pid")
@@ -969,11 +969,15 @@ class Run:
         recv_pid, recv_err, port = self.start_receiver("--images-dir", received)
         sock = socket.create_connection(("127.0.0.1", port))
         try:
-            self.engine("dump", "-t", str(self.root), "--stream", str(sock.fileno()), keep_fd=sock.fileno())
+            self.engine("dump", "-t", str(self.root), "--stream", str(sock.fileno()), *self.compress_args(),
+                        keep_fd=sock.fileno())
         finally:
             sock.close()
         self.wait_gone(self.pids)
         self.wait_engine(recv_pid, recv_err, "stream recv --images-dir")
+        if self.args.compress:
+            # The blocks came compressed (PAGE_BLOCK records): the receiver stored them so.
+            self.check_compressed(received)
         self.restore(images=received)
         self.check_verdict(what="after restore of the received folder")
         return "PASS"
@@ -1000,6 +1004,9 @@ class Run:
         self.check_verdict(what="after restore from the stream sent")
         return "PASS"
 
+    def compress_args(self):
+        return ["--compress"] if self.args.compress else []
+
     def stream_records(self, path):
         """The frames of a stream file: (offset of the frame, its message bytes, data offset,
         data length, kind)."""
@@ -1023,7 +1030,7 @@ class Run:
         self.spawn_program()
         self.wait_ready()
         stream_file = os.path.join(self.work, "dump.stream")
-        self.engine("dump", "-t", str(self.root), "--stream", stream_file)
+        self.engine("dump", "-t", str(self.root), "--stream", stream_file, *self.compress_args())
         self.wait_gone(self.pids)
         data, records = self.stream_records(stream_file)
         copy = os.path.join(self.work, "damaged.stream")
@@ -1033,8 +1040,9 @@ class Run:
                 f.write(damaged)
             line = self.expect_failure(["restore", "--stream", copy, "--detach"], "stream", f"{what} {name}",
                                        timeout=REFUSAL_TIMEOUT)
-            if must_say not in line:
-                raise TestFailure(f"{what} {name}: the message does not say '{must_say}': {line}")
+            says = must_say(name) if callable(must_say) else must_say
+            if not any(m in line for m in ([says] if isinstance(says, str) else says)):
+                raise TestFailure(f"{what} {name}: the message does not say {says!r}: {line}")
             self.expect_nothing_restored(f"{what} {name}")
             count += 1
         if count == 0:
@@ -1044,7 +1052,7 @@ class Run:
     def neg_stream_truncated(self):
         def cuts(data, records):
             meta = records[1]
-            pages = [r for r in records if r[4] == 2]
+            pages = [r for r in records if r[4] in (PAGES, PAGE_BLOCK)]
             yield "in the metadata", data[:meta[2] + meta[3] // 2]
             yield "in the page data", data[:pages[-1][2] + max(pages[-1][3] // 2, 1)]
             yield "before the trailer", data[:records[-1][0]]
@@ -1053,7 +1061,7 @@ class Run:
     def neg_stream_flipped(self):
         def flips(data, records):
             for r in records:
-                if r[4] == 2 and r[3] > 0:
+                if r[4] in (PAGES, PAGE_BLOCK) and r[3] > 0:
                     at = r[2] + r[3] // 2
                     yield f"page data at {at}", data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
         return self.stream_damaged(flips, "checksum mismatch", "flipped byte")
@@ -1069,6 +1077,47 @@ class Run:
         out = subprocess.run([self.args.image_edit, "xxh3", body], capture_output=True, text=True, check=True)
         return data[:end] + struct.pack("<Q", int(out.stdout)) + data[end + 8:]
 
+    def reframed(self, data, r, msg):
+        """data with record r's frame message replaced by msg, its data kept, its checksum made
+        again."""
+        frame = struct.pack("<I", len(msg)) + msg + data[r[2]:r[2] + r[3]]
+        body = os.path.join(self.work, "record")
+        with open(body, "wb") as f:
+            f.write(frame)
+        out = subprocess.run([self.args.image_edit, "xxh3", body], capture_output=True, text=True, check=True)
+        return data[:r[0]] + frame + struct.pack("<Q", int(out.stdout)) + data[r[2] + r[3] + 8:]
+
+    def neg_stream_compressed(self):
+        """dump --compress --stream (run with mem_private): its blocks of page data (PAGE_BLOCK
+        records) damaged or forged as their user could, each refused at restore --stream, nothing
+        left: a zstd frame's byte flipped (as is, then resealed), a block dropped, a frame said
+        to be the block as is, the stream said to be of version 2 (which has no blocks)."""
+        if not self.args.image_edit:
+            raise TestFailure("stream-compressed needs --image-edit")
+        self.args.compress = True
+        says = {"frame flipped": "checksum mismatch", "block dropped": "stream is corrupt",
+                "frame said stored as is": "stored as is in", "stream version 2": "stream of version 2",
+                # Caught by zstd, or by the block's checksum once decompressed.
+                "frame flipped, resealed": ("(stream is corrupt): refused", "checksum mismatch in block")}
+
+        def forged(data, records):
+            frames = [r for r in records[1:] if r[4] == PAGE_BLOCK and parse_proto(r[1]).get(8)]
+            if not frames:
+                raise TestFailure("dump --compress --stream sent no block as a zstd frame")
+            r = frames[0]
+            at = r[2] + r[3] // 2
+            yield "frame flipped", data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+            yield "frame flipped, resealed", self.resealed(data, r, at)
+            yield "block dropped", data[:r[0]] + data[r[2] + r[3] + 8:]
+            if not r[1].endswith(b"\x40\x01"):
+                raise TestFailure(f"a zstd block's frame does not end with its zstd field: {r[1]!r}")
+            yield "frame said stored as is", self.reframed(data, r, r[1][:-2])
+            h = records[0]
+            if h[1][:1] != b"\x08":
+                raise TestFailure("stream header does not start with its version")
+            yield "stream version 2", self.reframed(data, h, b"\x08\x02" + h[1][2:])
+        return self.stream_damaged(forged, lambda name: says[name], "compressed stream")
+
     def neg_stream_forged_sums(self):
         """Page data flipped and block checksums forged, each record resealed (its stream
         checksum right): caught by the block checksums that follow the page data, once the
@@ -1077,9 +1126,9 @@ class Run:
             raise TestFailure("stream-forged-sums needs --image-edit")
         def forged(data, records):
             for r in records[1:]:
-                if r[4] == 2 and r[3] > 0:
+                if r[4] == PAGES and r[3] > 0:
                     yield "page data flipped, resealed", self.resealed(data, r, r[2] + r[3] // 2)
-                if r[4] == 4 and r[3] > 0:
+                if r[4] == PAGE_SUMS and r[3] > 0:
                     yield "block checksum forged, resealed", self.resealed(data, r, r[2] + r[3] - 1)
         return self.stream_damaged(forged, "checksum mismatch in block", "forged")
 
@@ -1087,7 +1136,7 @@ class Run:
         """The block checksums after a process's page data left out."""
         def dropped(data, records):
             for r in records[1:]:
-                if r[4] == 4:
+                if r[4] == PAGE_SUMS:
                     yield "block checksums dropped", data[:r[0]] + data[r[2] + r[3] + 8:]
         return self.stream_damaged(dropped, "no block checksums after the page data", "stream")
 
@@ -1335,8 +1384,9 @@ class Run:
                            check=True)
             line = self.expect_failure(["restore", "-D", copy, "--detach"],
                                        name if edit == "version" else "edited", f"{what} {name}")
-            if must_say not in line:
-                raise TestFailure(f"{what} {name}: the message does not say '{must_say}': {line}")
+            says = must_say(name) if callable(must_say) else must_say
+            if not any(m in line for m in ([says] if isinstance(says, str) else says)):
+                raise TestFailure(f"{what} {name}: the message does not say {says!r}: {line}")
             self.expect_nothing_restored(f"{what} {name}")
             count += 1
         return f"PASS ({count} image files)"
@@ -2141,6 +2191,10 @@ sys.exit(0 if os.pread(mem, size, 0) == pattern else 3)
         return "PASS"
 
 
+# StreamRecord kinds (proto/stream.proto).
+PAGES, PAGE_SUMS, PAGE_BLOCK = 2, 4, 5
+
+
 def parse_proto(msg):
     """The fields of a protobuf message of varints and byte strings: {number: value}."""
     out, off = {}, 0
@@ -2188,7 +2242,7 @@ def main():
                                            "tcp-refused", "tcp-forged", "udp-forged", "udp-queued-unprivileged", "leave-running-original", "ipc-forged", "batch-failed",
                                            "ipc-refused", "stream-truncated", "stream-flipped",
                                            "stream-forged-name", "stream-version",
-                                           "stream-forged-sums", "stream-no-sums"])
+                                           "stream-forged-sums", "stream-no-sums", "stream-compressed"])
     ap.add_argument("--user", choices=["root", "nobody"], default="root")
     ap.add_argument("--file-locks", action="store_true", help="dump with --file-locks")
     ap.add_argument("--link-remap", action="store_true", help="dump with --link-remap")

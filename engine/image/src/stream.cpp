@@ -123,6 +123,26 @@ Result<void> StreamWriter::block_sums(const std::string& name, const std::vector
     return record(name, StreamRecord::PAGE_SUMS, d);
 }
 
+Result<void> StreamWriter::begin_page_block(const std::string& name, uint64_t b, bool zstd, uint64_t length) {
+    if (open_) return error("{}: record {} begun inside another", where_, name);
+    StreamRecord r;
+    r.set_name(name);
+    r.set_kind(StreamRecord::PAGE_BLOCK);
+    r.set_length(length);
+    r.set_block(b);
+    r.set_zstd(zstd);
+    CKPT_TRY_CTX(frame(r), "{}: record {}", where_, name);
+    left_ = length;
+    open_ = true;
+    return ok();
+}
+
+Result<void> StreamWriter::page_block(const std::string& name, uint64_t b, bool zstd, const void* p, size_t n) {
+    CKPT_TRY(begin_page_block(name, b, zstd, n));
+    CKPT_TRY(data(p, n));
+    return end_record();
+}
+
 Result<void> StreamWriter::end() {
     if (open_) return error("{}: trailer inside a record", where_);
     StreamRecord r;
@@ -182,13 +202,14 @@ Result<void> StreamReader::begin() {
     // The versions first: a stream of another version may frame its header otherwise.
     StreamHeader h;
     if (!h.ParseFromString(buf)) return error_code(EINVAL, "{}: malformed stream header: refused", where_);
-    if (h.stream_version() != kStreamVersion)
-        return error_code(EINVAL, "{}: stream version {} is not supported (this build reads version {}): refused",
-                          where_, h.stream_version(), kStreamVersion);
+    if (h.stream_version() < kOldestStreamVersion || h.stream_version() > kStreamVersion)
+        return error_code(EINVAL, "{}: stream version {} is not supported (this build reads versions {} to {}): refused",
+                          where_, h.stream_version(), kOldestStreamVersion, kStreamVersion);
     if (h.format_version() != kFormatVersion)
         return error_code(EINVAL,
                           "{}: image format version {} is not supported (this build reads version {}): refused",
                           where_, h.format_version(), kFormatVersion);
+    version_ = h.stream_version();
     return check_sum(fd_, where_, st_.get(), "the stream header");
 }
 
@@ -198,18 +219,49 @@ Result<StreamRecord> StreamReader::next() {
     auto buf = CKPT_TRY(read_frame(fd_, where_, st_.get()));
     StreamRecord r;
     if (!r.ParseFromString(buf)) return error_code(EINVAL, "{}: malformed record frame (stream is corrupt): refused", where_);
-    // The checksums of page data come right after it (and only then).
+    // The checksums of page data come right after it (and only then); the blocks of
+    // compressed page data one after another, in order, then their checksums.
     if (!sums_due_.empty() && (r.kind() != StreamRecord::PAGE_SUMS || r.name() != sums_due_))
         return error_code(EINVAL, "{}: no block checksums after the page data {} (stream is corrupt): refused", where_,
                           sums_due_);
+    if (!blocks_of_.empty() && r.name() != blocks_of_ &&
+        (r.kind() == StreamRecord::PAGE_BLOCK || r.kind() == StreamRecord::PAGE_SUMS))
+        return error_code(EINVAL, "{}: {} record {} inside the blocks of page data {} (stream is corrupt): refused",
+                          where_, r.kind() == StreamRecord::PAGE_BLOCK ? "block" : "checksums", r.name(), blocks_of_);
+    if (!blocks_of_.empty() && r.kind() != StreamRecord::PAGE_BLOCK && r.kind() != StreamRecord::PAGE_SUMS)
+        return error_code(EINVAL, "{}: no block checksums after the blocks of page data {} (stream is corrupt): refused",
+                          where_, blocks_of_);
+    if (r.kind() != StreamRecord::PAGE_BLOCK && (r.block() || r.zstd()))
+        return error_code(EINVAL, "{}: record {}: block fields in a record not of a block (stream is corrupt): refused",
+                          where_, r.name());
     if (r.kind() == StreamRecord::PAGE_SUMS) {
-        if (sums_due_.empty())
+        if (sums_due_.empty() && blocks_of_.empty())
             return error_code(EINVAL, "{}: block checksums {} not after their page data (stream is corrupt): refused",
                               where_, r.name());
         sums_due_.clear();  // its name is that of the page data (checked there)
+        blocks_of_.clear();
         if (r.length() % sizeof(uint64_t))
             return error_code(EINVAL, "{}: block checksums {} of {} bytes (stream is corrupt): refused", where_,
                               r.name(), r.length());
+    } else if (r.kind() == StreamRecord::PAGE_BLOCK) {
+        if (version_ < 3)
+            return error_code(EINVAL, "{}: record {}: a block of page data in a stream of version {} (stream is corrupt): "
+                                      "refused", where_, r.name(), version_);
+        const uint64_t want = blocks_of_.empty() ? 0 : next_block_;
+        if (r.block() != want)
+            return error_code(EINVAL, "{}: block {} of page data {} where block {} was due (stream is corrupt): refused",
+                              where_, r.block(), r.name(), want);
+        if (want == 0) {  // the first block names a pages file, as a PAGES record would
+            CKPT_TRY(check_plain_name(where_, r.name()));
+            if (names::kind_of(r.name()))
+                return error_code(EINVAL, "{}: record {} is an image, not data (stream is corrupt): refused", where_,
+                                  r.name());
+            if (!names_.insert(r.name()).second)
+                return error_code(EINVAL, "{}: record {} comes twice (stream is corrupt): refused", where_, r.name());
+        }
+        if (r.length() == 0 || r.length() > kMaxStreamPageBlock)
+            return error_code(EINVAL, "{}: block {} of page data {} of {} bytes (at most {}; stream is corrupt): refused",
+                              where_, r.block(), r.name(), r.length(), kMaxStreamPageBlock);
     } else if (r.kind() == StreamRecord::END) {
         CKPT_TRY(check_sum(fd_, where_, st_.get(), "the trailer"));
         if (r.records() != records_)
@@ -253,7 +305,7 @@ Result<StreamRecord> StreamReader::next() {
         return error_code(EINVAL, "{}: record {}: extents in a record not of data (stream is corrupt): refused", where_,
                           r.name());
     }
-    if (r.kind() != StreamRecord::PAGES) {
+    if (r.kind() != StreamRecord::PAGES && r.kind() != StreamRecord::PAGE_BLOCK) {
         if (r.length() > kMaxImageBytes || r.length() > kMaxStreamMetadata - metadata_)
             return error_code(EFBIG, "{}: record {} of {} bytes, more than a stream's metadata may hold: refused",
                               where_, r.name(), r.length());
@@ -261,6 +313,7 @@ Result<StreamRecord> StreamReader::next() {
     }
     name_ = r.name();
     kind_ = r.kind();
+    block_ = r.block();
     left_ = r.length();
     open_ = true;
     return r;
@@ -280,6 +333,10 @@ Result<void> StreamReader::end_record() {
     open_ = false;
     ++records_;
     if (kind_ == StreamRecord::PAGES) sums_due_ = name_;
+    if (kind_ == StreamRecord::PAGE_BLOCK) {
+        blocks_of_ = name_;
+        next_block_ = block_ + 1;
+    }
     return ok();
 }
 

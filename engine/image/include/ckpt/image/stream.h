@@ -28,10 +28,14 @@ namespace ckpt::image {
 
 // The framing this build writes and the only one it reads.
 // 2: the block checksums of page data follow it (StreamRecord.PAGE_SUMS).
-inline constexpr uint32_t kStreamVersion = 2;
+// 3: compressed page data block by block (StreamRecord.PAGE_BLOCK); version 2 read as well.
+inline constexpr uint32_t kStreamVersion = 3;
+inline constexpr uint32_t kOldestStreamVersion = 2;
 // Bounds of a reader: a frame's message, a record's data (but page data), all metadata.
 inline constexpr uint32_t kMaxStreamFrame = 1u << 20;
 inline constexpr uint64_t kMaxStreamMetadata = 2 * kMaxImageBytes;
+// A PAGE_BLOCK record's data (what a reader buffers of it): no larger than a block may be.
+inline constexpr uint64_t kMaxStreamPageBlock = 256ull << 20;
 
 // Opens the stream of --stream FD|PATH: a number is an fd the engine inherited (taken
 // over); a path is a socket (connected to), else opened (a FIFO or a file: for writing,
@@ -52,7 +56,11 @@ public:
     // A whole record in one call.
     Result<void> record(const std::string& name, StreamRecord::Kind kind, std::string_view data, uint32_t image_kind = 0,
                         const std::vector<uint64_t>& extents = {});
-    // The PAGE_SUMS record of the PAGES record name just streamed.
+    // A PAGE_BLOCK record: block b of the compressed page data name (a zstd frame of the
+    // block, or the block as is), length bytes through data(), then end_record(); or whole.
+    Result<void> begin_page_block(const std::string& name, uint64_t b, bool zstd, uint64_t length);
+    Result<void> page_block(const std::string& name, uint64_t b, bool zstd, const void* p, size_t n);
+    // The PAGE_SUMS record of the PAGES record name just streamed (or of its last PAGE_BLOCK).
     Result<void> block_sums(const std::string& name, const std::vector<uint64_t>& sums);
     // The trailer: the stream is complete.
     Result<void> end();
@@ -75,7 +83,9 @@ public:
     // Reads and checks the magic and the header.
     Result<void> begin();
     // The next record's frame, checked (name, kind, length bound); END is checked against
-    // the records counted, after which the stream is complete().
+    // the records counted, after which the stream is complete(). The PAGE_BLOCK records of
+    // one pages file come in block order from 0, each at most kMaxStreamPageBlock bytes,
+    // and end with its PAGE_SUMS.
     Result<StreamRecord> next();
     // Up to the record's length, in pieces.
     Result<void> read(void* p, size_t n);
@@ -96,6 +106,10 @@ private:
     std::set<std::string> names_;
     std::string name_;  // the current record's
     std::string sums_due_;  // a PAGES record read whose PAGE_SUMS must come next
+    std::string blocks_of_;  // a PAGE_BLOCK record read whose next block or PAGE_SUMS must come next
+    uint64_t next_block_ = 0;  // of blocks_of_
+    uint64_t block_ = 0;  // the current record's, a PAGE_BLOCK
+    uint32_t version_ = 0;  // the stream's (its header)
     StreamRecord::Kind kind_ = StreamRecord::DATA;  // the current record's
     uint64_t left_ = 0;
     uint64_t records_ = 0;
