@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -888,42 +889,35 @@ Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level) {
 }
 
 namespace {
-// One plan's page data read from the frozen process once, into a PAGES record, then its
-// block checksums.
-Result<void> stream_plain_page_data(PagePlan& plan, image::StreamWriter& w) {
-    std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
-    CKPT_TRY(w.begin_record(plan.name, image::StreamRecord::PAGES, plan.total));
-    std::vector<uint64_t> sums;
-    uint64_t at = 0;
-    for (size_t b = 0; b * kPageBlock < plan.total; ++b) {
-        uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
-        XXH3_64bits_reset(st.get());
-        CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
-            if (from != at) return error("pid {}: page data not contiguous at {} of {}", plan.pid, from, plan.path);
-            at += n;
-            return w.data(buf, n);
-        }));
-        sums.push_back(XXH3_64bits_digest(st.get()));
-    }
-    if (at != plan.total) return error("pid {}: {} of {} bytes of page data copied", plan.pid, at, plan.total);
-    CKPT_TRY(w.end_record());
-    CKPT_TRY(w.block_sums(plan.name, sums));
-    for (uint64_t sum : sums) plan.pm->add_block_xxh3(sum);
-    return ok();
+// Block b of a plan copied from the frozen process as it is into c's room (the stream's
+// page data not compressed).
+Result<CompressedBlock> copy_block_whole(const PagePlan& plan, size_t b, Compressor& c) {
+    thread_local std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
+    const uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
+    uint64_t at = lo;
+    XXH3_64bits_reset(st.get());
+    CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
+        if (from != at) return error("pid {}: page data not contiguous at {} of {}", plan.pid, from, plan.path);
+        std::memcpy(c.out.data() + (from - lo), buf, n);
+        at += n;
+        return ok();
+    }));
+    if (at != hi) return error("pid {}: {} of {} bytes of block {} of {} copied", plan.pid, at - lo, hi - lo, b, plan.path);
+    return CompressedBlock{XXH3_64bits_digest(st.get()), hi - lo, false};
 }
+}  // namespace
 
-// The page data of plans compressed into a stream (dump --compress --stream): the blocks of
-// all plans in order, kCopyThreads of them compressed at once, then written in order, each a
-// PAGE_BLOCK record, each plan's followed by its block checksums. A plan with no page data
-// is an empty PAGES record (nothing to compress).
-Result<void> stream_compressed_page_data(std::vector<PagePlan>& plans, image::StreamWriter& w, int level) {
+// The blocks of all plans in order, kStreamWindow of them copied (and compressed) at once
+// while the window before is written, in order: into each plan's PAGES record, or
+// (compressed) each a PAGE_BLOCK record; each plan's followed by its block checksums. A plan
+// with no page data is an empty PAGES record. The stream is one writer's, the frozen tree is
+// read by several: two sets of rooms, one filled while the other is written.
+Result<void> stream_page_data(std::vector<PagePlan>& plans, image::StreamWriter& w, int compress_level) {
+    constexpr size_t kStreamWindow = 2;
     std::vector<std::pair<size_t, size_t>> work;  // (plan, block)
     std::vector<std::vector<uint64_t>> sums(plans.size());
-    for (size_t i = 0; i < plans.size(); ++i) {
-        if (!plans[i].total) continue;
+    for (size_t i = 0; i < plans.size(); ++i)
         for (size_t b = 0; b * kPageBlock < plans[i].total; ++b) work.emplace_back(i, b);
-    }
-    Compressors pool;
     size_t next_plan = 0;  // the first plan whose records are not all written
     auto finish_plans_before = [&](size_t end) -> Result<void> {
         for (; next_plan < end; ++next_plan) {
@@ -934,32 +928,47 @@ Result<void> stream_compressed_page_data(std::vector<PagePlan>& plans, image::St
         }
         return ok();
     };
-    std::vector<std::unique_ptr<Compressor>> held(kCopyThreads);
-    std::vector<CompressedBlock> done(kCopyThreads);
-    for (size_t lo = 0; lo < work.size(); lo += kCopyThreads) {
-        const size_t n = std::min<size_t>(kCopyThreads, work.size() - lo);
-        for (size_t k = 0; k < n; ++k)
-            if (!held[k]) held[k] = CKPT_TRY(pool.take());
-        CKPT_TRY(parallel_for(n, kCopyThreads, [&](size_t k) -> Result<void> {
-            auto [i, b] = work[lo + k];
-            done[k] = CKPT_TRY(compress_block(plans[i], b, level, *held[k]));
-            return ok();
-        }));
+    struct Window {
+        std::unique_ptr<Compressor> room[kStreamWindow];
+        CompressedBlock done[kStreamWindow];
+    };
+    Compressors pool;
+    Window windows[2];
+    auto write_window = [&](const Window& win, size_t lo, size_t n) -> Result<void> {
         for (size_t k = 0; k < n; ++k) {
             auto [i, b] = work[lo + k];
             CKPT_TRY(finish_plans_before(i));
-            CKPT_TRY(w.page_block(plans[i].name, b, done[k].zstd, held[k]->out.data(), done[k].stored));
-            sums[i].push_back(done[k].sum);
+            const PagePlan& p = plans[i];
+            const CompressedBlock& blk = win.done[k];
+            const char* data = win.room[k]->out.data();
+            if (compress_level) {
+                CKPT_TRY(w.page_block(p.name, b, blk.zstd, data, blk.stored));
+            } else {
+                if (b == 0) CKPT_TRY(w.begin_record(p.name, image::StreamRecord::PAGES, p.total));
+                CKPT_TRY(w.data(data, blk.stored));
+                if ((b + 1) * kPageBlock >= p.total) CKPT_TRY(w.end_record());
+            }
+            sums[i].push_back(blk.sum);
         }
+        return ok();
+    };
+    std::future<Result<void>> writing;  // declared last: joined first when this returns early
+    for (size_t lo = 0, turn = 0; lo < work.size(); lo += kStreamWindow, turn ^= 1) {
+        Window& win = windows[turn];
+        const size_t n = std::min(kStreamWindow, work.size() - lo);
+        for (size_t k = 0; k < n; ++k)
+            if (!win.room[k]) win.room[k] = CKPT_TRY(pool.take());
+        CKPT_TRY(parallel_for(n, kStreamWindow, [&](size_t k) -> Result<void> {
+            auto [i, b] = work[lo + k];
+            win.done[k] = compress_level ? CKPT_TRY(compress_block(plans[i], b, compress_level, *win.room[k]))
+                                         : CKPT_TRY(copy_block_whole(plans[i], b, *win.room[k]));
+            return ok();
+        }));
+        if (writing.valid()) CKPT_TRY(writing.get());
+        writing = std::async(std::launch::async, [&write_window, &win, lo, n] { return write_window(win, lo, n); });
     }
+    if (writing.valid()) CKPT_TRY(writing.get());
     return finish_plans_before(plans.size());
-}
-}  // namespace
-
-Result<void> stream_page_data(std::vector<PagePlan>& plans, image::StreamWriter& w, int compress_level) {
-    if (compress_level) return stream_compressed_page_data(plans, w, compress_level);
-    for (PagePlan& plan : plans) CKPT_TRY(stream_plain_page_data(plan, w));
-    return ok();
 }
 
 Result<void> checksum_page_data(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written) {
@@ -1629,10 +1638,12 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
         remote.push_back({reinterpret_cast<void*>(p.vaddr), p.len});
     }
     CKPT_TRY(write_pieces(t.host, local, remote));
-    PageBuffer buf;
-    if (blocks) {
-        buf = PageBuffer(static_cast<size_t>(bs));
-        if (!buf) return error_code(ENOMEM, "{}: a buffer of {} bytes", path, bs);
+    // Two buffers: block b+1 is read from the stream while block b is written into the
+    // process (the stream is read by one thread; the writes go on their own).
+    PageBuffer bufs[2];
+    for (size_t k = 0; k < std::min<size_t>(blocks, 2); ++k) {
+        bufs[k] = PageBuffer(static_cast<size_t>(bs));
+        if (!bufs[k]) return error_code(ENOMEM, "{}: a buffer of {} bytes", path, bs);
     }
     auto mismatch = [&](size_t b) {
         return error_code(EINVAL, "{}: checksum mismatch in block {} (stream is corrupt): refused", path, b);
@@ -1647,8 +1658,8 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
     // Block b (len bytes) into buf: as it comes, or from its PAGE_BLOCK record (the reader
     // checks their order), decompressed as it is read; its record's checksum verified
     // before anything wrong with the frame is reported.
-    auto read_block = [&](size_t b, uint64_t len) -> Result<void> {
-        if (!compressed) return in.reader.read(buf.data(), len);
+    auto read_block = [&](size_t b, char* buf, uint64_t len) -> Result<void> {
+        if (!compressed) return in.reader.read(buf, len);
         if (b) rec = CKPT_TRY(in.reader.next());
         if (rec.kind() != image::StreamRecord::PAGE_BLOCK || rec.block() != b)
             return error_code(EINVAL, "{}: pid {}: expected block {} of the page data {}, found record '{}' (stream is "
@@ -1657,10 +1668,10 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
             if (rec.length() != len)
                 return error_code(EINVAL, "{}: block {} stored as is in {} bytes, not the block's {} (stream is corrupt): "
                                           "refused", path, b, rec.length(), len);
-            CKPT_TRY(in.reader.read(buf.data(), len));
+            CKPT_TRY(in.reader.read(buf, len));
             return in.reader.end_record();
         }
-        FrameDecoder frame(dctx.get(), buf.data(), len, rec.length(), path, b, "(stream is corrupt): refused");
+        FrameDecoder frame(dctx.get(), buf, len, rec.length(), path, b, "(stream is corrupt): refused");
         CKPT_TRY(frame.reset());
         for (uint64_t at = 0; at < rec.length();) {
             const size_t n = static_cast<size_t>(std::min<uint64_t>(kCopyBatch, rec.length() - at));
@@ -1672,25 +1683,32 @@ Result<void> fill_pages_from_stream(RestoreTask& t, RestoreStream& in) {
         return frame.finish();
     };
     std::vector<uint64_t> sums(blocks);
+    std::vector<iovec> locals[2], remotes[2];
+    std::future<Result<void>> writing;  // declared last: joined first when this returns early
     size_t next = 0;  // the first data piece not written whole yet
     for (size_t b = 0; b < blocks; ++b) {
         uint64_t lo = b * bs, hi = std::min(pm.pages_bytes(), lo + bs);
-        CKPT_TRY(read_block(b, hi - lo));
-        sums[b] = XXH3_64bits(buf.data(), hi - lo);
+        char* buf = bufs[b % 2].data();
+        CKPT_TRY(read_block(b, buf, hi - lo));
+        sums[b] = XXH3_64bits(buf, hi - lo);
         if (pm.block_xxh3_size() && sums[b] != pm.block_xxh3(static_cast<int>(b))) return mismatch(b);
-        local.clear();
-        remote.clear();
+        std::vector<iovec>& l = locals[b % 2];
+        std::vector<iovec>& r = remotes[b % 2];
+        l.clear();
+        r.clear();
         for (size_t i = next; i < pieces.size(); ++i) {
             const PagePiece& p = pieces[i];
             if (p.zero) continue;
             if (p.off >= hi) break;
             uint64_t from = std::max(p.off, lo), to = std::min(p.off + p.len, hi);
-            local.push_back({buf.data() + (from - lo), to - from});
-            remote.push_back({reinterpret_cast<void*>(p.vaddr + (from - p.off)), to - from});
+            l.push_back({buf + (from - lo), to - from});
+            r.push_back({reinterpret_cast<void*>(p.vaddr + (from - p.off)), to - from});
             if (p.off + p.len <= hi) next = i + 1;
         }
-        CKPT_TRY(write_pieces(t.host, local, remote));
+        if (writing.valid()) CKPT_TRY(writing.get());
+        writing = std::async(std::launch::async, [host = t.host, &l, &r] { return write_pieces(host, l, r); });
     }
+    if (writing.valid()) CKPT_TRY(writing.get());
     if (!compressed) CKPT_TRY(in.reader.end_record());
     // The reader gives no record but the PAGE_SUMS of rec now (or a block too many).
     auto trailer = CKPT_TRY(in.reader.read_block_sums(CKPT_TRY(in.reader.next())));
@@ -1981,10 +1999,23 @@ bool keeps_parent_mappings(const image::MmCore& mm) {
 Result<std::vector<std::pair<uint64_t, uint64_t>>> leave_out_of_fork(RestoreTask& parent, const image::MmCore& child) {
     std::vector<std::pair<uint64_t, uint64_t>> left_out;
     const auto& vmas = parent.mm.vmas();
+    // What the child inherits (usually nothing or a few ranges), sorted and merged once: each
+    // parent mapping is then looked up, not compared with every mapping of the child.
+    std::vector<std::pair<uint64_t, uint64_t>> kept;
+    for (const image::Vma& c : child.vmas())
+        if (c.inherited()) kept.emplace_back(c.start(), c.end());
+    std::sort(kept.begin(), kept.end());
+    size_t merged = 0;
+    for (size_t i = 0; i < kept.size(); ++i) {
+        auto& last = kept[merged ? merged - 1 : 0];
+        if (merged && kept[i].first <= last.second) last.second = std::max(last.second, kept[i].second);
+        else kept[merged++] = kept[i];
+    }
+    kept.resize(merged);
     auto kept_by_child = [&](const image::Vma& v) {
-        return std::any_of(child.vmas().begin(), child.vmas().end(), [&](const image::Vma& c) {
-            return c.inherited() && c.start() < v.end() && c.end() > v.start();
-        });
+        // The last range that starts before v ends: the only one that can reach into v.
+        auto it = std::lower_bound(kept.begin(), kept.end(), v.end(), [](const auto& r, uint64_t at) { return r.first < at; });
+        return it != kept.begin() && std::prev(it)->second > v.start();
     };
     auto out_of_forks = [](const image::Vma& v) { return (v.madvise() & kDontFork) != 0; };
     SyscallBatch batch(*parent.leader, parent.scratch, parent.batch_code());

@@ -82,6 +82,7 @@ Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level = 
 // order: each plan's into a PAGES record of w, or, compressed (compress_level as for
 // write_page_data), into PAGE_BLOCK records, one a block; then its block checksums (a
 // PAGE_SUMS record; also added to the plan's page map, streamed before without them).
+// Blocks are copied two at a time while the two before are written.
 Result<void> stream_page_data(std::vector<PagePlan>& plans, image::StreamWriter& w, int compress_level = 0);
 
 // The copy in pieces, for the copy-on-write snapshot (snapshot.cpp), which copies pages

@@ -180,44 +180,54 @@ def frozen_run(args, mib, snapshot, nobody=False):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def stream_run(args, mib, stream):
+def stream_run(args, mib, stream, compress):
     """dump then restore of 1 x mib MiB on tmpfs: into an images folder, or (stream) as one
-    stream into a file (dump --stream, restore --stream). Seconds of each."""
+    stream into a file (dump --stream, restore --stream); compress: mixed memory dumped
+    --compress. Seconds of each, and the bytes stored."""
     workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
     ready = os.path.join(workdir, "ready")
     where = ["--stream", os.path.join(workdir, "dump.stream")] if stream else ["-D", os.path.join(workdir, "images")]
     try:
-        w, pids = start_workload(args, ready, mib, 1)
+        w, pids = start_workload(args, ready, mib, 1, mixed=compress)
         t = time.monotonic()
-        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), *where], capture_output=True, text=True)
+        out = subprocess.run([args.engine, "dump", "-t", str(w.pid), *where, *(["--compress"] if compress else [])],
+                             capture_output=True, text=True)
         dump_s = time.monotonic() - t
         if out.returncode != 0:
             raise RuntimeError("dump failed: " + out.stderr.strip())
         w.wait()
         wait_gone(pids)
+        stored = du_bytes(where[1]) if not stream else os.path.getsize(where[1])
         restore_s = timed_restore(args, where)
         kill_tree(pids)
         wait_gone(pids)
-        return {"dump_s": dump_s, "restore_s": restore_s}
+        return {"dump_s": dump_s, "restore_s": restore_s, "bytes": stored}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def stream_table(args):
-    """dump and restore through one stream against an images folder, both on tmpfs."""
+    """dump and restore through one stream against an images folder, both on tmpfs: random
+    memory as is, and mixed memory dumped --compress."""
     mib = 64 if args.quick else 1024
     results = {}
     for _ in range(args.repeat):  # interleaved
-        for stream in (True, False):
-            results.setdefault(stream, []).append(stream_run(args, mib, stream))
-    med = {k: {f: statistics.median(r[f] for r in v) for f in ("dump_s", "restore_s")} for k, v in results.items()}
+        for compress in (False, True):
+            for stream in (True, False):
+                results.setdefault((compress, stream), []).append(stream_run(args, mib, stream, compress))
+    med = {k: {f: statistics.median(r[f] for r in v) for f in ("dump_s", "restore_s", "bytes")}
+           for k, v in results.items()}
     print(f"1 process x {mib} MiB, tmpfs: one stream (--stream FILE) against an images folder (-D)")
-    hdr = f"{'':<10} {'stream s':>9} {'folder s':>9} {'ratio':>6}"
+    hdr = f"{'':<33} {'stream s':>9} {'folder s':>9} {'ratio':>6} {'stream MiB':>11} {'folder MiB':>11}"
     print(hdr)
     print("-" * len(hdr))
-    for f, name in (("dump_s", "dump"), ("restore_s", "restore")):
-        print(f"{name:<10} {med[True][f]:>9.3f} {med[False][f]:>9.3f} {med[True][f] / med[False][f]:>6.2f}")
-    print(f"(medians of {args.repeat} interleaved runs; goal: ratio at most 1.10)")
+    for compress, memory in ((False, "random memory"), (True, "mixed memory, --compress")):
+        for f, name in (("dump_s", "dump"), ("restore_s", "restore")):
+            st, fo = med[(compress, True)], med[(compress, False)]
+            print(f"{name + ', ' + memory:<33} {st[f]:>9.3f} {fo[f]:>9.3f} {st[f] / fo[f]:>6.2f} "
+                  f"{st['bytes'] / 2**20:>11.1f} {fo['bytes'] / 2**20:>11.1f}")
+    print(f"(medians of {args.repeat} interleaved runs; mixed memory: 1/4 zeros, 1/4 structured, 1/2 random; "
+          f"goal: ratio at most 1.10)")
 
 
 def frozen_table(args):
