@@ -62,8 +62,8 @@ const char kUsage[] =
     "                          be longer than N (0-64, default 64) is saved whole (0: a full dump\n"
     "                          of a tree that --track-mem left trackers in)\n"
     "      --compress[=LEVEL]  store page data zstd-compressed, 64 MiB block by block, on several\n"
-    "                          threads (LEVEL 1-19, default 1); also into a --stream; not\n"
-    "                          with --snapshot yet\n"
+    "                          threads (LEVEL 1-19, default 1); also into a --stream, and\n"
+    "                          after a --snapshot's copy, as the tree runs\n"
     "  restore -D DIR        restore a tree with its original pids; waits for its root and\n"
     "                        exits with the root's status (128+N if killed by signal N)\n"
     "      --stream FD|PATH    instead of -D: read the images from one stream (dump --stream)\n"
@@ -299,8 +299,6 @@ int cmd_dump(const std::vector<std::string_view>& args) {
     if (o.max_chain != 64 && o.prev_images_dir.empty()) return usage_error("dump: --max-chain needs --prev-images-dir");
     if (!o.prev_images_dir.empty() && o.snapshot)
         return usage_error("dump: --prev-images-dir and --snapshot do not go together");
-    if (o.compress && o.snapshot)
-        return usage_error("dump: --compress with --snapshot is not supported yet");
     auto r = ckpt::engine::dump(o);
     if (!r) return fail(std::move(r).error().context("dump"));
     if (stats)

@@ -957,7 +957,7 @@ Result<DumpStats> dump_tree(const DumpOptions& opts, bool snapshot, bool* again)
         tree.release();
         stats.frozen_ns = monotonic_ns() - t0;
         log_phases("frozen", t0 + stats.frozen_ns, "snapshot armed and tree resumed in");
-        auto copied = snap->finish();
+        auto copied = snap->finish(opts.compress);
         snap.reset();
         if (!copied) {
             *again = true;
@@ -1027,9 +1027,6 @@ Result<DumpStats> dump(const DumpOptions& opts) {
     if (!opts.stream.empty() && (opts.track_mem || !opts.prev_images_dir.empty()))
         return error_code(EINVAL, "dump: --stream does not go together with --track-mem or --prev-images-dir (an "
                                   "incremental dump refers to a folder of images)");
-    if (opts.compress && opts.snapshot)
-        return error_code(ENOTSUP, "dump: --compress with --snapshot is not supported yet (the snapshot copies pages "
-                                   "uncompressed as the tree runs)");
     if (opts.compress < 0 || opts.compress > kMaxCompressLevel)
         return error_code(EINVAL, "dump: --compress level {}: zstd levels 1 to {}", opts.compress, kMaxCompressLevel);
     const bool snapshot = opts.leave_running && opts.snapshot && opts.action_scripts.empty() && opts.stream.empty();

@@ -804,7 +804,11 @@ struct CompressedBlock {
     bool zstd = false;
 };
 
-Result<CompressedBlock> compress_block(const PagePlan& plan, size_t b, int level, Compressor& c) {
+// Block b of a plan's page data compressed into c's room, its bytes given in order by
+// source(st, sink) (hashed into st, passed to sink(buf, n, file offset)): at most twice, the
+// second time (a block that does not compress) copied as is and checked to be the same.
+template <typename Source>
+Result<CompressedBlock> compress_from(const PagePlan& plan, size_t b, int level, Compressor& c, Source&& source) {
     thread_local std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> st{XXH3_createState(), &XXH3_freeState};
     const uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock), len = hi - lo;
     ZSTD_CCtx* cctx = c.cctx.get();
@@ -818,7 +822,7 @@ Result<CompressedBlock> compress_block(const PagePlan& plan, size_t b, int level
     ZSTD_outBuffer out{c.out.data(), len, 0};
     bool fits = true;  // the frame so far is shorter than the block
     XXH3_64bits_reset(st.get());
-    CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t) -> Result<void> {
+    CKPT_TRY(source(st.get(), [&](const char* buf, size_t n, uint64_t) -> Result<void> {
         ZSTD_inBuffer in{buf, n, 0};
         while (fits && in.pos < in.size) {
             CKPT_TRY(zstd_ok(ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_continue)));
@@ -836,15 +840,27 @@ Result<CompressedBlock> compress_block(const PagePlan& plan, size_t b, int level
     }
     fits = fits && out.pos < len;
     if (fits) return CompressedBlock{sum, out.pos, true};
-    // It does not compress: the block as is (the tree is still frozen: the same pages).
+    // It does not compress: the block as is (the same bytes: the tree is still frozen, or
+    // they are the engine's own file).
     XXH3_64bits_reset(st.get());
-    CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
+    CKPT_TRY(source(st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
         std::memcpy(c.out.data() + (from - lo), buf, n);
         return ok();
     }));
     if (XXH3_64bits_digest(st.get()) != sum)
         return error("pid {}: block {} of {} changed while it was copied", plan.pid, b, plan.path);
     return CompressedBlock{sum, len, false};
+}
+
+// Reads exactly n bytes at off (declared here, defined with the restore's readers).
+Result<void> read_stored(int fd, char* buf, uint64_t n, uint64_t off, const std::string& path);
+
+// Block b of a plan compressed from the frozen process.
+Result<CompressedBlock> compress_block(const PagePlan& plan, size_t b, int level, Compressor& c) {
+    const uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
+    return compress_from(plan, b, level, c, [&](XXH3_state_t* st, auto&& sink) {
+        return copy_pages_to(plan, lo, hi, st, sink);
+    });
 }
 
 // Block b of a plan compressed and appended to its pages file at *end, where it is
@@ -883,6 +899,67 @@ Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level) {
     }));
     for (size_t i = 0; i < plans.size(); ++i) {
         for (auto& blk : stored[i]) *plans[i].pm->add_blocks() = std::move(blk);
+        plans[i].pm->set_stored_bytes(ends[i]);
+    }
+    return ok();
+}
+
+Result<void> compress_page_files(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written, int level) {
+    std::vector<UniqueFd> fds;
+    for (size_t i = 0; i < plans.size(); ++i)
+        fds.push_back(CKPT_TRY(open_file("/proc/self/fd/" + std::to_string(written[i].get()), O_RDWR | O_CLOEXEC)));
+    std::vector<std::pair<size_t, size_t>> work;  // (plan, block), in file order
+    for (size_t i = 0; i < plans.size(); ++i)
+        for (size_t b = 0; b * kPageBlock < plans[i].total; ++b) work.emplace_back(i, b);
+    // In place: block b's frame is written where the blocks before it end, at or before b's own
+    // offset, and only once every block of its window has been read whole: no block is
+    // overwritten before it is read.
+    std::vector<uint64_t> ends(plans.size(), 0);
+    Compressors pool;
+    std::vector<std::unique_ptr<Compressor>> rooms(kCopyThreads);
+    std::vector<CompressedBlock> done(kCopyThreads);
+    for (size_t lo = 0; lo < work.size(); lo += kCopyThreads) {
+        const size_t n = std::min<size_t>(kCopyThreads, work.size() - lo);
+        for (size_t k = 0; k < n; ++k)
+            if (!rooms[k]) rooms[k] = CKPT_TRY(pool.take());
+        CKPT_TRY(parallel_for(n, kCopyThreads, [&](size_t k) -> Result<void> {
+            auto [i, b] = work[lo + k];
+            const PagePlan& plan = plans[i];
+            const int fd = fds[i].get();
+            const uint64_t from = b * kPageBlock, to = std::min(plan.total, from + kPageBlock);
+            thread_local PageBuffer piece(kCopyBatch);
+            if (!piece) return error_code(ENOMEM, "a buffer of {} bytes to read {} through", kCopyBatch, plan.path);
+            done[k] = CKPT_TRY(compress_from(plan, b, level, *rooms[k], [&](XXH3_state_t* st, auto&& sink) -> Result<void> {
+                for (uint64_t at = from; at < to;) {
+                    const uint64_t m = std::min<uint64_t>(kCopyBatch, to - at);
+                    CKPT_TRY(read_stored(fd, piece.data(), m, at, plan.path));
+                    XXH3_64bits_update(st, piece.data(), m);
+                    CKPT_TRY(sink(piece.data(), static_cast<size_t>(m), at));
+                    at += m;
+                }
+                return ok();
+            }));
+            if (done[k].sum != plan.pm->block_xxh3(static_cast<int>(b)))
+                return error("pid {}: block {} of {} changed since it was written", plan.pid, b, plan.path);
+            return ok();
+        }));
+        for (size_t k = 0; k < n; ++k) {
+            auto [i, b] = work[lo + k];
+            const PagePlan& plan = plans[i];
+            const CompressedBlock& blk = done[k];
+            const char* data = rooms[k]->out.data();
+            if (pwrite(fds[i].get(), data, blk.stored, static_cast<off_t>(ends[i])) != static_cast<ssize_t>(blk.stored))
+                return sys_error("pwrite {} at {}", plan.path, ends[i]);
+            image::PageBlock* where = plan.pm->add_blocks();
+            where->set_offset(ends[i]);
+            where->set_length(blk.stored);
+            where->set_zstd(blk.zstd);
+            where->set_stored_xxh3(XXH3_64bits(data, blk.stored));
+            ends[i] += blk.stored;
+        }
+    }
+    for (size_t i = 0; i < plans.size(); ++i) {
+        if (ftruncate(fds[i].get(), static_cast<off_t>(ends[i])) != 0) return sys_error("ftruncate {}", plans[i].path);
         plans[i].pm->set_stored_bytes(ends[i]);
     }
     return ok();

@@ -78,6 +78,11 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 // (PageMap.blocks); 0: the pages file is the page data, block after block.
 Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level = 0);
 
+// For dump --snapshot --compress: the page data the snapshot wrote into the pages files as
+// is (written, their fds; the checksums in the page maps), compressed in place afterwards as
+// write_page_data would have stored it, each block checked against its checksum as it is read.
+Result<void> compress_page_files(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written, int level);
+
 // For dump --stream: the plans' page data read from the frozen processes once, in plan
 // order: each plan's into a PAGES record of w, or, compressed (compress_level as for
 // write_page_data), into PAGE_BLOCK records, one a block; then its block checksums (a

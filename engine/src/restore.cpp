@@ -193,14 +193,27 @@ namespace {
 
 constexpr unsigned kTraceOptions = PTRACE_O_EXITKILL | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
 
-// Every process created so far; killed unless the restore completes.
+// Every process created so far; killed unless the restore completes, and dead before the
+// engine goes on (a killed process with much memory takes a while to exit, and its pid is
+// in use until then): each one's end waited for, where the engine traces it or is its
+// parent, for at most a few seconds in all (a process stuck in the kernel is left dying).
 struct Created {
     std::vector<pid_t> pids;
     bool done = false;
     ~Created() {
         if (done) return;
         for (pid_t p : pids) kill(p, SIGKILL);
-        for (pid_t p : pids) waitpid(p, nullptr, __WALL | WNOHANG);
+        const uint64_t deadline = monotonic_ns() + 5'000'000'000ull;
+        for (pid_t p : pids) {
+            for (;;) {
+                int status = 0;
+                const pid_t r = waitpid(p, &status, __WALL | WNOHANG);
+                if (r == p && (WIFEXITED(status) || WIFSIGNALED(status))) break;
+                if (r < 0 && errno != EINTR) break;  // neither traced nor a child: not ours to wait for
+                if (monotonic_ns() > deadline) break;
+                if (r == 0) usleep(500);
+            }
+        }
     }
 };
 

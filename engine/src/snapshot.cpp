@@ -498,7 +498,7 @@ Result<std::unique_ptr<Snapshot>> Snapshot::arm(std::vector<PagePlan>& plans, st
 
 Snapshot::~Snapshot() = default;
 
-Result<SnapshotStats> Snapshot::finish() {
+Result<SnapshotStats> Snapshot::finish(int compress_level) {
     State& s = *s_;
     std::vector<std::pair<size_t, size_t>> work;  // (process, unit)
     for (size_t i = 0; i < s.procs.size(); ++i)
@@ -528,6 +528,7 @@ Result<SnapshotStats> Snapshot::finish() {
     // Closing the userfaultfds unregisters the mappings and lifts what protection is left.
     for (auto& p : s.procs) p.uffd.reset();
     CKPT_TRY(checksum_page_data(*s.plans, s.outs));
+    if (compress_level) CKPT_TRY(compress_page_files(*s.plans, s.outs, compress_level));
     return SnapshotStats{s.faults.load(), s.frozen_bytes};
 }
 

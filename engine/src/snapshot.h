@@ -54,10 +54,10 @@ public:
     static Result<std::unique_ptr<Snapshot>> arm(std::vector<PagePlan>& plans, std::vector<UniqueFd> uffds);
     ~Snapshot();
     // The tree running: copies every page left (those written first, on a fault thread),
-    // then the checksums. An error (the tree unmapped, moved or dropped pages not yet
-    // copied, a process exited...) means the pages files are not the instant's: the caller
-    // dumps again, frozen.
-    Result<SnapshotStats> finish();
+    // then the checksums, then (compress_level, dump --compress) compresses the pages files
+    // in place. An error (the tree unmapped, moved or dropped pages not yet copied, a process
+    // exited...) means the pages files are not the instant's: the caller dumps again, frozen.
+    Result<SnapshotStats> finish(int compress_level = 0);
 
     struct State;
 
