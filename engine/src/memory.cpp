@@ -763,15 +763,19 @@ Result<void> for_every_block(std::vector<PagePlan>& plans, Block&& block) {
 
 namespace {
 // A worker's means to compress one block (dump --compress): a zstd context and room for a
-// block's frame, no larger than the block (a frame that would not fit is not kept).
+// block's frame, no larger than the block (a frame that would not fit is not kept). A
+// stream's plain page data uses only the room.
 struct Compressor {
-    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx{ZSTD_createCCtx(), &ZSTD_freeCCtx};
+    explicit Compressor(bool zstd) : cctx(zstd ? ZSTD_createCCtx() : nullptr, &ZSTD_freeCCtx) {}
+    std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx;
     PageBuffer out{kPageBlock};
 };
 
-// The compressors of one dump, handed to one block at a time, freed with it.
+// The compressors of one dump, handed to one block at a time, freed with it; with zstd
+// contexts unless made for plain page data.
 class Compressors {
 public:
+    explicit Compressors(bool zstd = true) : zstd_(zstd) {}
     Result<std::unique_ptr<Compressor>> take() {
         {
             std::lock_guard lock(mu_);
@@ -781,8 +785,9 @@ public:
                 return c;
             }
         }
-        auto c = std::make_unique<Compressor>();
-        if (!c->cctx || !c->out) return error_code(ENOMEM, "a zstd context and {} bytes to compress page data into", kPageBlock);
+        auto c = std::make_unique<Compressor>(zstd_);
+        if ((zstd_ && !c->cctx) || !c->out)
+            return error_code(ENOMEM, "a zstd context and {} bytes to compress page data into", kPageBlock);
         return c;
     }
     void give_back(std::unique_ptr<Compressor> c) {
@@ -791,6 +796,7 @@ public:
     }
 
 private:
+    const bool zstd_;
     std::mutex mu_;
     std::vector<std::unique_ptr<Compressor>> idle_;
 };
@@ -863,19 +869,26 @@ Result<CompressedBlock> compress_block(const PagePlan& plan, size_t b, int level
     });
 }
 
+// A block's stored bytes (data, as compress_from left them) written into a pages file at
+// `at`, and where they are recorded in the page map.
+Result<void> store_block(const PagePlan& plan, int fd, const char* data, const CompressedBlock& blk, uint64_t at,
+                         image::PageBlock* where) {
+    if (pwrite(fd, data, blk.stored, static_cast<off_t>(at)) != static_cast<ssize_t>(blk.stored))
+        return sys_error("pwrite {} at {}", plan.path, at);
+    where->set_offset(at);
+    where->set_length(blk.stored);
+    where->set_zstd(blk.zstd);
+    where->set_stored_xxh3(XXH3_64bits(data, blk.stored));
+    return ok();
+}
+
 // Block b of a plan compressed and appended to its pages file at *end, where it is
 // recorded in *where. Returns the block's checksum (of its pages, uncompressed).
 Result<uint64_t> compress_block_to_file(const PagePlan& plan, int fd, size_t b, int level, Compressors& pool,
                                         std::atomic<uint64_t>* end, image::PageBlock* where) {
     auto c = CKPT_TRY(pool.take());
     const CompressedBlock blk = CKPT_TRY(compress_block(plan, b, level, *c));
-    const uint64_t at = end->fetch_add(blk.stored);
-    if (pwrite(fd, c->out.data(), blk.stored, static_cast<off_t>(at)) != static_cast<ssize_t>(blk.stored))
-        return sys_error("pwrite {} at {}", plan.path, at);
-    where->set_offset(at);
-    where->set_length(blk.stored);
-    where->set_zstd(blk.zstd);
-    where->set_stored_xxh3(XXH3_64bits(c->out.data(), blk.stored));
+    CKPT_TRY(store_block(plan, fd, c->out.data(), blk, end->fetch_add(blk.stored), where));
     pool.give_back(std::move(c));
     return blk.sum;
 }
@@ -939,22 +952,16 @@ Result<void> compress_page_files(std::vector<PagePlan>& plans, const std::vector
                 }
                 return ok();
             }));
-            if (done[k].sum != plan.pm->block_xxh3(static_cast<int>(b)))
-                return error("pid {}: block {} of {} changed since it was written", plan.pid, b, plan.path);
             return ok();
         }));
         for (size_t k = 0; k < n; ++k) {
             auto [i, b] = work[lo + k];
             const PagePlan& plan = plans[i];
             const CompressedBlock& blk = done[k];
-            const char* data = rooms[k]->out.data();
-            if (pwrite(fds[i].get(), data, blk.stored, static_cast<off_t>(ends[i])) != static_cast<ssize_t>(blk.stored))
-                return sys_error("pwrite {} at {}", plan.path, ends[i]);
-            image::PageBlock* where = plan.pm->add_blocks();
-            where->set_offset(ends[i]);
-            where->set_length(blk.stored);
-            where->set_zstd(blk.zstd);
-            where->set_stored_xxh3(XXH3_64bits(data, blk.stored));
+            if (plan.pm->block_xxh3_size() != static_cast<int>(b))
+                return error("pid {}: block {} of {} compressed out of order", plan.pid, b, plan.path);
+            plan.pm->add_block_xxh3(blk.sum);
+            CKPT_TRY(store_block(plan, fds[i].get(), rooms[k]->out.data(), blk, ends[i], plan.pm->add_blocks()));
             ends[i] += blk.stored;
         }
     }
@@ -1009,7 +1016,7 @@ Result<void> stream_page_data(std::vector<PagePlan>& plans, image::StreamWriter&
         std::unique_ptr<Compressor> room[kStreamWindow];
         CompressedBlock done[kStreamWindow];
     };
-    Compressors pool;
+    Compressors pool(compress_level != 0);
     Window windows[2];
     auto write_window = [&](const Window& win, size_t lo, size_t n) -> Result<void> {
         for (size_t k = 0; k < n; ++k) {

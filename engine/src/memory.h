@@ -79,8 +79,9 @@ Result<void> dump_thp_disable(RemoteThread& rt, image::MmCore* mm);
 Result<void> write_page_data(std::vector<PagePlan>& plans, int compress_level = 0);
 
 // For dump --snapshot --compress: the page data the snapshot wrote into the pages files as
-// is (written, their fds; the checksums in the page maps), compressed in place afterwards as
-// write_page_data would have stored it, each block checked against its checksum as it is read.
+// is (written, their fds), compressed in place afterwards as write_page_data would have
+// stored it; each block's checksum (of its pages as written) is added to the page map as the
+// block is read, the one read of the data (checksum_page_data is not needed then).
 Result<void> compress_page_files(std::vector<PagePlan>& plans, const std::vector<UniqueFd>& written, int level);
 
 // For dump --stream: the plans' page data read from the frozen processes once, in plan

@@ -527,8 +527,8 @@ Result<SnapshotStats> Snapshot::finish(int compress_level) {
     }
     // Closing the userfaultfds unregisters the mappings and lifts what protection is left.
     for (auto& p : s.procs) p.uffd.reset();
-    CKPT_TRY(checksum_page_data(*s.plans, s.outs));
     if (compress_level) CKPT_TRY(compress_page_files(*s.plans, s.outs, compress_level));
+    else CKPT_TRY(checksum_page_data(*s.plans, s.outs));
     return SnapshotStats{s.faults.load(), s.frozen_bytes};
 }
 

@@ -54,9 +54,11 @@ public:
     static Result<std::unique_ptr<Snapshot>> arm(std::vector<PagePlan>& plans, std::vector<UniqueFd> uffds);
     ~Snapshot();
     // The tree running: copies every page left (those written first, on a fault thread),
-    // then the checksums, then (compress_level, dump --compress) compresses the pages files
-    // in place. An error (the tree unmapped, moved or dropped pages not yet copied, a process
-    // exited...) means the pages files are not the instant's: the caller dumps again, frozen.
+    // then the checksums, or (compress_level, dump --compress) compresses the pages files in
+    // place, taking the checksums as it reads them. An error (the tree unmapped, moved or
+    // dropped pages not yet copied, a process exited; or the compression failed: no memory, a
+    // zstd error) means the pages files are not the instant's or not whole: the caller dumps
+    // again, frozen (and compressing as it copies).
     Result<SnapshotStats> finish(int compress_level = 0);
 
     struct State;

@@ -36,6 +36,9 @@ struct AgentConfig {
     // "Checkpoint overhead"): a set that kept the job busy long postpones the next; 100: no
     // limit.
     uint32_t max_overhead = 25;
+    // compress=: every member's page data stored zstd-compressed at this level (ckpt-engine
+    // dump --compress=LEVEL); 0: as is.
+    uint32_t compress = 0;
     std::string engine;
     uid_t uid = 0;
     gid_t gid = 0;

@@ -1,7 +1,7 @@
 // ckpt-agent: started by spank_ckpt.so, not by users.
 //
 //   ckpt-agent run --job J --step S --node-id K --nodes N --node-name NAME --tasks T
-//       --local-tasks L --interval SEC --root DIR --keep N [--full-every N] [--max-overhead PERCENT] --engine PATH
+//       --local-tasks L --interval SEC --root DIR --keep N [--full-every N] [--max-overhead PERCENT] [--compress LEVEL] --engine PATH
 //       --uid U --gid G
 //       --user NAME --restart-count R --task-fd FD [--set-timeout SEC] [--incarnation ID]
 //       [--environment-fd FD] [--save-files-under DIR] [--step-command HASH]
@@ -108,6 +108,8 @@ int main(int argc, char** argv) {
         if (c.full_every == 0) missing = "full-every";
         c.max_overhead = static_cast<uint32_t>(num("max-overhead", 25, false));
         if (c.max_overhead == 0 || c.max_overhead > 100) missing = "max-overhead";
+        c.compress = static_cast<uint32_t>(num("compress", 0, false));
+        if (c.compress > 19) missing = "compress";
         c.engine = str("engine");
         c.uid = static_cast<uid_t>(num("uid", 0, true));
         c.gid = static_cast<gid_t>(num("gid", 0, true));

@@ -475,6 +475,8 @@ private:
                                                  targets[i].dir.c_str(), "--leave-running",
                                                  "--external-stdio", "--file-locks"};
                 for (const auto& a : targets[i].extra_args) argv.push_back(a.c_str());
+                const std::string compress = fmt::format("--compress={}", cfg_.compress);
+                if (cfg_.compress) argv.push_back(compress.c_str());
                 if (!cfg_.save_files_under.empty()) {
                     argv.push_back("--save-files-under");
                     argv.push_back(cfg_.save_files_under.c_str());

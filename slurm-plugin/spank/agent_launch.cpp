@@ -127,6 +127,7 @@ Result<void> start_agent(spank_t sp, const JobSettings& settings) {
         "--incarnation",   job_env(sp, kIncarnationJobEnv),
         "--site-root",     state().site.root,
     };
+    if (state().site.compress) args.insert(args.end(), {"--compress", std::to_string(state().site.compress)});
     if (std::string command = step_command_of(sp); !command.empty())
         args.insert(args.end(), {"--step-command", command});
     if (!state().site.local_dir.empty()) {

@@ -87,6 +87,10 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
             auto r = count(value, 1, 64, key);
             if (!r) return ctx(std::move(r).error());
             c.full_every = *r;
+        } else if (key == "compress") {
+            auto r = count(value, 0, 19, key);
+            if (!r) return ctx(std::move(r).error());
+            c.compress = *r;
         } else if (key == "max_overhead") {
             auto r = count(value, 1, 100, key);
             if (!r) return ctx(std::move(r).error());
@@ -111,7 +115,8 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
         } else {
             return error_code(EINVAL,
                               "unknown plugin argument '{}' (known: dir, engine, agent, interval, "
-                              "min_interval, keep, max_keep, full_every, max_overhead, user_dir, users, mpi, local_dir, drain_hold)",
+                              "min_interval, keep, max_keep, full_every, max_overhead, compress, user_dir, users, mpi, local_dir, "
+                              "drain_hold)",
                               arg);
         }
     }

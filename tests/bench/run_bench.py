@@ -206,17 +206,71 @@ def stream_run(args, mib, stream, compress):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def pipe_run(args, mib, compress, into_restore):
+    """dump --stream of 1 x mib MiB into a pipe: read and dropped (the seconds the dump took), or
+    (into_restore) read by restore --stream --new-pidns at once, the tree left running by the
+    dump (the seconds until both are done: a migration). compress: mixed memory, --compress."""
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
+    ready = os.path.join(workdir, "ready")
+    restored = []
+    try:
+        w, pids = start_workload(args, ready, mib, 1, mixed=compress)
+        rfd, wfd = os.pipe()
+        t = time.monotonic()
+        dump = subprocess.Popen([args.engine, "dump", "-t", str(w.pid), "--stream", str(wfd),
+                                 *(["--leave-running", "--no-snapshot"] if into_restore else []),
+                                 *(["--compress"] if compress else [])],
+                                pass_fds=(wfd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        os.close(wfd)
+        if into_restore:
+            pidfile = os.path.join(workdir, "restored.pid")
+            reader = subprocess.Popen([args.engine, "restore", "--stream", str(rfd), "--new-pidns", "--detach",
+                                       "--pidfile", pidfile], pass_fds=(rfd,), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            os.close(rfd)
+            _, rerr = reader.communicate()
+        else:
+            with os.fdopen(rfd, "rb", buffering=0) as f:
+                while f.read(1 << 20):
+                    pass
+        _, derr = dump.communicate()
+        elapsed = time.monotonic() - t
+        if dump.returncode != 0:
+            raise RuntimeError("dump --stream into a pipe failed: " + derr.decode().strip())
+        if into_restore:
+            if reader.returncode != 0:
+                raise RuntimeError("restore --stream from a pipe failed: " + rerr.decode().strip())
+            with open(pidfile) as f:
+                root = int(f.read())
+            with open(f"/proc/{root}/status") as f:
+                init = int(next(l for l in f if l.startswith("PPid:")).split()[1])
+            restored = [init] + tree_pids(init)
+        else:
+            w.wait()
+        return elapsed
+    finally:
+        kill_tree(restored)
+        kill_tree(pids)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def stream_table(args):
     """dump and restore through one stream against an images folder, both on tmpfs: random
     memory as is, and mixed memory dumped --compress."""
     mib = 64 if args.quick else 1024
-    results = {}
+    results, piped = {}, {}
     for _ in range(args.repeat):  # interleaved
         for compress in (False, True):
             for stream in (True, False):
                 results.setdefault((compress, stream), []).append(stream_run(args, mib, stream, compress))
+            for into_restore in (False, True):
+                piped.setdefault((compress, into_restore), []).append(pipe_run(args, mib, compress, into_restore))
     med = {k: {f: statistics.median(r[f] for r in v) for f in ("dump_s", "restore_s", "bytes")}
            for k, v in results.items()}
+    # The folder's dump then restore, per run, against a dump piped into a restore.
+    folder_total = {c: statistics.median(r["dump_s"] + r["restore_s"] for r in results[(c, False)])
+                    for c in (False, True)}
     print(f"1 process x {mib} MiB, tmpfs: one stream (--stream FILE) against an images folder (-D)")
     hdr = f"{'':<33} {'stream s':>9} {'folder s':>9} {'ratio':>6} {'stream MiB':>11} {'folder MiB':>11}"
     print(hdr)
@@ -226,8 +280,22 @@ def stream_table(args):
             st, fo = med[(compress, True)], med[(compress, False)]
             print(f"{name + ', ' + memory:<33} {st[f]:>9.3f} {fo[f]:>9.3f} {st[f] / fo[f]:>6.2f} "
                   f"{st['bytes'] / 2**20:>11.1f} {fo['bytes'] / 2**20:>11.1f}")
+    print()
+    print(f"1 process x {mib} MiB: dump --stream into a pipe against dump -D into a tmpfs folder")
+    hdr = f"{'':<40} {'pipe s':>9} {'folder s':>9} {'ratio':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for compress, memory in ((False, "random memory"), (True, "mixed memory, --compress")):
+        p_dump = statistics.median(piped[(compress, False)])
+        p_through = statistics.median(piped[(compress, True)])
+        fo = med[(compress, False)]
+        print(f"{'dump, ' + memory:<40} {p_dump:>9.3f} {fo['dump_s']:>9.3f} "
+              f"{p_dump / fo['dump_s']:>6.2f}")
+        print(f"{'dump | restore, ' + memory:<40} {p_through:>9.3f} "
+              f"{folder_total[compress]:>9.3f} {p_through / folder_total[compress]:>6.2f}")
     print(f"(medians of {args.repeat} interleaved runs; mixed memory: 1/4 zeros, 1/4 structured, 1/2 random; "
-          f"goal: ratio at most 1.10)")
+          f"goal: ratio at most 1.10;\n the pipe's reader drops the dump, or is restore --stream --new-pidns "
+          f"(dump --leave-running --no-snapshot) against the folder's dump, then restore)")
 
 
 def frozen_table(args):

@@ -15,8 +15,32 @@ work=$(user_scratch)
 script=$(dirname "$SERIAL_JOB")/serial-job.sbatch
 INCR_JOB=$(stage "${6:?usage: $0 CLUSTER SERIAL_JOB CKPT_JOB CKPT_ENGINE IMAGE_CLAIM INCR_JOB [local]}")
 # With "local": two-level storage too (local_dir=): each member is dumped into the node's
-# folder against its parent's local copy, drained, and its chain is read in the shared root.
-if [ "${7:-}" = local ]; then with_local_dir full_every=4; else with_plugin_args full_every=4; fi
+# folder against its parent's local copy, drained, and its chain is read in the shared root;
+# and compressed (compress=1): every member's page data stored block by block, zstd frames or
+# as is, the page maps recording the stored blocks.
+if [ "${7:-}" = local ]; then with_local_dir full_every=4 compress=1; else with_plugin_args full_every=4; fi
+
+# With compress=: every page map with page data in the committed sets records its stored
+# blocks (without: none does).
+COMPRESSED=no
+[ "${7:-}" != local ] || COMPRESSED=yes
+check_stored_blocks() {
+    local job=$1 sets=$2 seq
+    for seq in $(awk '{print $1}' <<<"$sets"); do
+        "$CKPT_ENGINE" show "$(set_dir "$job" "$seq")/member-0" --json | python3 -c '
+import json, sys
+want, seq = sys.argv[1] == "yes", sys.argv[2]
+images = json.load(sys.stdin)["images"]
+maps = {n: m for n, m in images.items() if n.startswith("pagemap-") and int(m.get("pages_bytes", 0))}
+if not maps:
+    sys.exit("set " + seq + ": no page map with page data")
+for n, m in maps.items():
+    blocks = len(m.get("blocks", []))
+    if bool(blocks) != want:
+        sys.exit("set %s: %s records %d stored blocks, compress= %s" % (seq, n, blocks, "given" if want else "not given"))
+' "$COMPRESSED" "$seq" || fail "job $job: set $seq is not stored as compress= asks"
+    done
+}
 
 # "SEQ PARENT BYTES" of each committed set of JOB in its index, as root.
 committed_sets() {
@@ -85,6 +109,7 @@ node=$(job_node "$job")
 sets=$(wait_for_chain "$job" 2 0)
 [ "$(wc -l <<<"$sets")" -ge 3 ] || fail "job $job: retention removed a set the kept ones need: $sets"
 check_retention "$job" "$sets"
+check_stored_blocks "$job" "$sets"
 note "job $job on $node: chain $(tr '\n' ' ' <<<"$sets")"
 
 # The next chain: a full set and one incremental on it. Once its retention ran, the job's

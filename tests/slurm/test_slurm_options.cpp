@@ -49,6 +49,7 @@ TEST(PluginArgs, BadOnesNameTheArgument) {
         {"engine=bin/ckpt-engine", "absolute path"}, {"full_every=0", "plugin argument full_every"},
         {"full_every=65", "plugin argument full_every"},
         {"max_overhead=0", "plugin argument max_overhead"}, {"max_overhead=101", "plugin argument max_overhead"},
+        {"compress=20", "plugin argument compress"}, {"compress=fast", "plugin argument compress"},
     };
     for (const auto& c : cases) {
         auto r = parse_plugin_args({c.arg});
@@ -61,6 +62,9 @@ TEST(PluginArgs, BadOnesNameTheArgument) {
     EXPECT_EQ(parse_plugin_args({"full_every=1"})->full_every, 1u);
     EXPECT_EQ(parse_plugin_args({})->max_overhead, 25u);
     EXPECT_EQ(parse_plugin_args({"max_overhead=100"})->max_overhead, 100u);
+    EXPECT_EQ(parse_plugin_args({})->compress, 0u);
+    EXPECT_EQ(parse_plugin_args({"compress=3"})->compress, 3u);
+    EXPECT_EQ(parse_plugin_args({"compress=0"})->compress, 0u);
     auto capped = parse_plugin_args({"max_keep=1"});
     ASSERT_TRUE(capped);
     EXPECT_EQ(capped->keep, 1u);

@@ -32,6 +32,8 @@ struct PluginConfig {
                                          // others incremental (1: all full)
     uint32_t max_overhead = 25;          // max_overhead=: percent of a job's time its interval
                                          // sets may take (100: no limit)
+    uint32_t compress = 0;               // compress=: zstd level of the members' page data,
+                                         // 1 to 19 (0: stored as is)
     bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir
                                          // (other than the root itself)?
     std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)
