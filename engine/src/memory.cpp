@@ -291,12 +291,16 @@ Result<void> refuse_kernel_object_mapping(pid_t pid, const ProcMapping& m) {
 }
 
 // Copies the pages of file range [lo, hi) of a plan's pages file in file order, through
-// sink(data, bytes, file offset), hashing them into st when given.
+// sink(data, bytes, file offset), hashing them into st when given. into: the pages read
+// straight to into + (file offset - lo) instead of through a buffer of the engine's (a
+// stream's room; sink then sees them there).
 template <typename Sink>
-Result<void> copy_pages_to(const PagePlan& plan, uint64_t lo, uint64_t hi, XXH3_state_t* st, Sink&& sink) {
+Result<void> copy_pages_to(const PagePlan& plan, uint64_t lo, uint64_t hi, XXH3_state_t* st, Sink&& sink,
+                           char* into = nullptr) {
     thread_local PageBuffer scratch(kCopyBatch);
-    if (!scratch) return error_code(ENOMEM, "pid {}: a buffer of {} bytes to copy pages through", plan.pid, kCopyBatch);
-    char* buf = scratch.data();
+    if (!into && !scratch)
+        return error_code(ENOMEM, "pid {}: a buffer of {} bytes to copy pages through", plan.pid, kCopyBatch);
+    char* buf = nullptr;
     // Copies overlapping [lo, hi), in file order.
     auto it = std::upper_bound(plan.copies.begin(), plan.copies.end(), lo,
                                [](uint64_t off, const PageCopy& c) { return off < c.file_off + c.len; });
@@ -307,6 +311,7 @@ Result<void> copy_pages_to(const PagePlan& plan, uint64_t lo, uint64_t hi, XXH3_
     auto plain = [&](decltype(it) c) { return c->readable && !c->keep_shared && c->file_off < hi; };
     uint64_t slow_until = 0;  // after a gathered read failed: its pieces one by one
     while (it != end && it->file_off < hi) {
+        buf = into ? into + (from - lo) : scratch.data();
         const uint64_t to = std::min(hi, it->file_off + it->len);
         if (from >= to) {
             if (++it != end) from = std::max(lo, it->file_off);
@@ -980,12 +985,14 @@ Result<CompressedBlock> copy_block_whole(const PagePlan& plan, size_t b, Compres
     const uint64_t lo = b * kPageBlock, hi = std::min(plan.total, lo + kPageBlock);
     uint64_t at = lo;
     XXH3_64bits_reset(st.get());
-    CKPT_TRY(copy_pages_to(plan, lo, hi, st.get(), [&](const char* buf, size_t n, uint64_t from) -> Result<void> {
-        if (from != at) return error("pid {}: page data not contiguous at {} of {}", plan.pid, from, plan.path);
-        std::memcpy(c.out.data() + (from - lo), buf, n);
-        at += n;
-        return ok();
-    }));
+    CKPT_TRY(copy_pages_to(
+        plan, lo, hi, st.get(),
+        [&](const char*, size_t n, uint64_t from) -> Result<void> {
+            if (from != at) return error("pid {}: page data not contiguous at {} of {}", plan.pid, from, plan.path);
+            at += n;
+            return ok();
+        },
+        c.out.data()));
     if (at != hi) return error("pid {}: {} of {} bytes of block {} of {} copied", plan.pid, at - lo, hi - lo, b, plan.path);
     return CompressedBlock{XXH3_64bits_digest(st.get()), hi - lo, false};
 }
