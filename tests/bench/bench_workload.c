@@ -8,6 +8,13 @@
  *                                         at each SIGUSR1 (PROCS 1) write 1 % of its pages at
  *                                         random, then create READY_FILE.N (N = 1, 2, ...)
  *   bench_workload --memcpy MIB           print this machine's memcpy bandwidth in GiB/s
+ *   bench_workload --writer READY_FILE MIB HOT_PERCENT COUNTER_FILE
+ *                                         one process: MIB of random data, then writes 64
+ *                                         bytes into pages picked at random among the first
+ *                                         HOT_PERCENT of them, as fast as it can, forever; the
+ *                                         count of writes so far kept in COUNTER_FILE (8
+ *                                         bytes, mapped shared: read by the benchmark while
+ *                                         the process runs) every 256 writes
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -85,7 +92,37 @@ static void on_usr1(int sig) {
     poked = 1;
 }
 
+/* --writer: an application that keeps writing its memory (the benchmark of how much a
+ * dump --leave-running slows it down). */
+static int writer(const char *ready, size_t bytes, int hot_percent, const char *counter_file) {
+    int fd = open(counter_file, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || ftruncate(fd, 4096) != 0) return 2;
+    volatile uint64_t *counter = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (counter == MAP_FAILED) return 2;
+    close(fd);
+    uint64_t *mine = touched(bytes, 100);
+    size_t hot = bytes / 4096 * (size_t)hot_percent / 100;
+    if (hot == 0) hot = 1;
+    fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return 2;
+    close(fd);
+    uint64_t x = 12345, n = 0;
+    for (;;) {
+        for (int k = 0; k < 256; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            uint64_t *p = mine + (x % hot) * 512 + (x >> 56) % 504;
+            for (int w = 0; w < 8; w++) p[w] = x + (uint64_t)w;
+        }
+        n += 256;
+        __atomic_store_n(counter, n, __ATOMIC_RELAXED);
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc == 6 && strcmp(argv[1], "--writer") == 0)
+        return writer(argv[2], (size_t)atol(argv[3]) << 20, atoi(argv[4]), argv[5]);
     if (argc == 3 && strcmp(argv[1], "--memcpy") == 0) {
         size_t bytes = (size_t)atol(argv[2]) << 20;
         void *a = touched(bytes, 1), *b = touched(bytes, 2);

@@ -11,10 +11,12 @@ reported, next to this machine's memcpy bandwidth measured in the same run.
 import argparse
 import ctypes
 import json
+import mmap
 import os
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -321,6 +323,83 @@ def frozen_table(args):
     print(f"(medians of {args.repeat} interleaved runs; goal: 20 ms + 5 ms per GiB, ratio at most 0.1 at 1 GiB)")
 
 
+def counter_reader(path):
+    """A function giving the count of writes a --writer workload has kept in path so far."""
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), 4096)
+    return lambda: struct.unpack_from("<Q", mm, 0)[0]
+
+
+def slowdown_run(args, mib, hot, snapshot):
+    """dump --leave-running of a process that keeps writing 64 bytes into random pages of the
+    first hot percent of its mib MiB (bench_workload --writer), images on tmpfs, with the
+    copy-on-write snapshot or (not snapshot) frozen for the whole copy: how many of its writes
+    it made while the dump ran against its own rate just before, as seconds of its work lost."""
+    workdir = tempfile.mkdtemp(prefix="ckpt-bench-", dir="/dev/shm")
+    ready, counter = os.path.join(workdir, "ready"), os.path.join(workdir, "counter")
+    pids = []
+    try:
+        w = subprocess.Popen([args.workload, "--writer", ready, str(mib), str(hot), counter],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not os.path.exists(ready):
+            if w.poll() is not None:
+                raise RuntimeError("workload failed")
+            time.sleep(0.01)
+        pids = tree_pids(w.pid)
+        count = counter_reader(counter)
+        time.sleep(0.2)  # past its start
+        c0, t0 = count(), time.monotonic()
+        time.sleep(0.5)
+        c1, t1 = count(), time.monotonic()
+        rate = (c1 - c0) / (t1 - t0)
+        argv = [args.engine, "dump", "-t", str(w.pid), "-D", os.path.join(workdir, "images"), "--stats",
+                "--leave-running", "--snapshot" if snapshot else "--no-snapshot"]
+        c2, t2 = count(), time.monotonic()
+        out = subprocess.run(argv, capture_output=True, text=True)
+        c3, t3 = count(), time.monotonic()
+        if out.returncode != 0:
+            raise RuntimeError("dump failed: " + out.stderr.strip())
+        stats = json.loads(out.stdout)
+        if stats.get("snapshot", False) != snapshot:
+            raise RuntimeError(f"dump --leave-running of the writer: snapshot {stats.get('snapshot')}, wanted {snapshot}")
+        if w.poll() is not None:
+            raise RuntimeError("the writer did not survive its dump")
+        dump_s = t3 - t2
+        lost_s = max(0.0, dump_s - (c3 - c2) / rate)
+        return {"dump_s": dump_s, "frozen_s": stats["frozen_ms"] / 1e3, "lost_s": lost_s,
+                "faults": stats.get("snapshot_faults", 0)}
+    finally:
+        kill_tree(pids)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def slowdown_table(args):
+    """How much of its work a running application loses to one dump --leave-running: the
+    snapshot against the frozen full copy."""
+    mib = 64 if args.quick else 1024
+    hots = (10, 100)
+    results = {}
+    for _ in range(args.repeat):  # interleaved
+        for hot in hots:
+            for snapshot in (True, False):
+                results.setdefault((hot, snapshot), []).append(slowdown_run(args, mib, hot, snapshot))
+    print(f"dump --leave-running of 1 process x {mib} MiB writing 64 bytes into random pages as fast as it can, "
+          f"images on tmpfs: its work lost")
+    hdr = f"{'written pages':<26} {'dump s':>7} {'frozen ms':>10} {'lost ms':>8} {'lost/dump':>10} {'waits':>7}"
+    print(hdr)
+    print("-" * len(hdr))
+    for hot in hots:
+        for snapshot in (True, False):
+            med = {k: statistics.median(r[k] for r in results[(hot, snapshot)])
+                   for k in ("dump_s", "frozen_s", "lost_s", "faults")}
+            name = f"{hot} % of them, " + ("snapshot" if snapshot else "frozen copy")
+            print(f"{name:<26} {med['dump_s']:>7.3f} {med['frozen_s'] * 1e3:>10.1f} {med['lost_s'] * 1e3:>8.1f} "
+                  f"{med['lost_s'] / med['dump_s']:>10.2f} {med['faults']:>7.0f}")
+    print(f"(medians of {args.repeat} interleaved runs; lost: the dump's time less the time the writes it made "
+          f"during the dump take at its rate just before;\n waits: its writes that waited for the copy of their "
+          f"page (snapshot_faults))")
+
+
 def frozen_user_table(args):
     """Frozen time of dump --leave-running --snapshot of a root process against the same of an
     unprivileged user's (nobody's, whose userfaultfd root makes from /dev/userfaultfd), and
@@ -528,6 +607,8 @@ def main():
     ap.add_argument("--peer-engine", help="another ckpt-engine (e.g. built from main) to restore the same images "
                     "in the restore and compress tables")
     ap.add_argument("--compress-only", action="store_true", help="only the dump --compress table")
+    ap.add_argument("--slowdown-only", action="store_true",
+                    help="only the table of an application's work lost to a dump --leave-running")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run_bench.py: needs root")
@@ -551,6 +632,9 @@ def main():
         return
     if args.compress_only:
         compress_table(args)
+        return
+    if args.slowdown_only:
+        slowdown_table(args)
         return
     cases = [(1, 256), (1, 1024), (16, 16)] if not args.quick else [(1, 64), (4, 8)]
     places = [("tmpfs", "/dev/shm"), ("disk", "/var/tmp")]
@@ -578,6 +662,8 @@ def main():
     frozen_table(args)
     print()
     frozen_user_table(args)
+    print()
+    slowdown_table(args)
     print()
     stream_table(args)
     print()
