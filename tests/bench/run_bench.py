@@ -364,10 +364,14 @@ def slowdown_run(args, mib, hot, snapshot):
             raise RuntimeError(f"dump --leave-running of the writer: snapshot {stats.get('snapshot')}, wanted {snapshot}")
         if w.poll() is not None:
             raise RuntimeError("the writer did not survive its dump")
+        time.sleep(0.2)
+        c4, t4 = count(), time.monotonic()
+        time.sleep(0.5)
+        c5, t5 = count(), time.monotonic()
         dump_s = t3 - t2
         lost_s = max(0.0, dump_s - (c3 - c2) / rate)
         return {"dump_s": dump_s, "frozen_s": stats["frozen_ms"] / 1e3, "lost_s": lost_s,
-                "faults": stats.get("snapshot_faults", 0)}
+                "faults": stats.get("snapshot_faults", 0), "after": (c5 - c4) / (t5 - t4) / rate}
     finally:
         kill_tree(pids)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -385,19 +389,21 @@ def slowdown_table(args):
                 results.setdefault((hot, snapshot), []).append(slowdown_run(args, mib, hot, snapshot))
     print(f"dump --leave-running of 1 process x {mib} MiB writing 64 bytes into random pages as fast as it can, "
           f"images on tmpfs: its work lost")
-    hdr = f"{'written pages':<26} {'dump s':>7} {'frozen ms':>10} {'lost ms':>8} {'lost/dump':>10} {'waits':>7}"
+    hdr = f"{'written pages':<26} {'dump s':>7} {'frozen ms':>10} {'lost ms':>8} {'lost/dump':>10} {'waits':>7} " \
+          f"{'rate after':>11}"
     print(hdr)
     print("-" * len(hdr))
     for hot in hots:
         for snapshot in (True, False):
             med = {k: statistics.median(r[k] for r in results[(hot, snapshot)])
-                   for k in ("dump_s", "frozen_s", "lost_s", "faults")}
+                   for k in ("dump_s", "frozen_s", "lost_s", "faults", "after")}
             name = f"{hot} % of them, " + ("snapshot" if snapshot else "frozen copy")
             print(f"{name:<26} {med['dump_s']:>7.3f} {med['frozen_s'] * 1e3:>10.1f} {med['lost_s'] * 1e3:>8.1f} "
-                  f"{med['lost_s'] / med['dump_s']:>10.2f} {med['faults']:>7.0f}")
+                  f"{med['lost_s'] / med['dump_s']:>10.2f} {med['faults']:>7.0f} {med['after']:>11.2f}")
     print(f"(medians of {args.repeat} interleaved runs; lost: the dump's time less the time the writes it made "
           f"during the dump take at its rate just before;\n waits: its writes that waited for the copy of their "
-          f"page (snapshot_faults))")
+          f"page (snapshot_faults);\n rate after: its rate of writes from 0.2 to 0.7 s after the dump, against the "
+          f"one before)")
 
 
 def frozen_user_table(args):
