@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
         c.max_overhead = static_cast<uint32_t>(num("max-overhead", 25, false));
         if (c.max_overhead == 0 || c.max_overhead > 100) missing = "max-overhead";
         c.compress = static_cast<uint32_t>(num("compress", 0, false));
-        if (c.compress > 19) missing = "compress";
+        if (c.compress > ckpt::slurm::kMaxCompressLevel) missing = "compress";
         c.engine = str("engine");
         c.uid = static_cast<uid_t>(num("uid", 0, true));
         c.gid = static_cast<gid_t>(num("gid", 0, true));

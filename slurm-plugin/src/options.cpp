@@ -88,7 +88,7 @@ Result<PluginConfig> parse_plugin_args(const std::vector<std::string_view>& args
             if (!r) return ctx(std::move(r).error());
             c.full_every = *r;
         } else if (key == "compress") {
-            auto r = count(value, 0, 19, key);
+            auto r = count(value, 0, kMaxCompressLevel, key);
             if (!r) return ctx(std::move(r).error());
             c.compress = *r;
         } else if (key == "max_overhead") {

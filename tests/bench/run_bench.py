@@ -352,6 +352,8 @@ def slowdown_run(args, mib, hot, snapshot):
         time.sleep(0.5)
         c1, t1 = count(), time.monotonic()
         rate = (c1 - c0) / (t1 - t0)
+        if rate <= 0:
+            raise RuntimeError(f"the writer made no writes in {t1 - t0:.2f} s: its rate cannot be measured")
         argv = [args.engine, "dump", "-t", str(w.pid), "-D", os.path.join(workdir, "images"), "--stats",
                 "--leave-running", "--snapshot" if snapshot else "--no-snapshot"]
         c2, t2 = count(), time.monotonic()

@@ -17,6 +17,9 @@
 
 namespace ckpt::slurm {
 
+// The highest compress= level (zstd's strongest the engine's --compress takes).
+inline constexpr uint32_t kMaxCompressLevel = 19;
+
 // Site settings: the arguments after the plugin's path in plugstack.conf, e.g.
 //   required /usr/lib/x86_64-linux-gnu/slurm/spank_ckpt.so dir=/shared/ckpt keep=3
 // Each is key=value; see examples/plugstack.conf for the full list.
@@ -33,7 +36,7 @@ struct PluginConfig {
     uint32_t max_overhead = 25;          // max_overhead=: percent of a job's time its interval
                                          // sets may take (100: no limit)
     uint32_t compress = 0;               // compress=: zstd level of the members' page data,
-                                         // 1 to 19 (0: stored as is)
+                                         // 1 to kMaxCompressLevel (0: stored as is)
     bool user_dir = true;                // user_dir=yes|no: may jobs choose --checkpoint-dir
                                          // (other than the root itself)?
     std::vector<std::string> users;      // users=a,b: who may checkpoint (empty: everyone)
