@@ -459,11 +459,11 @@ Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::
         return error_code(EINVAL, "{}/{}: checksum mismatch (image is corrupt)", image_dir, e.content_file());
     // Under its old name: owner and mode once the name is gone (remove_saved_name's caller).
     if (*named) return fd;
-    CKPT_TRY(give_saved_owner(e, fd.get()));
+    CKPT_TRY(give_saved_attributes(e, fd.get()));
     return fd;
 }
 
-Result<void> give_saved_owner(const image::FileEntry& e, int fd) {
+Result<void> give_saved_attributes(const image::FileEntry& e, int fd) {
     // Its own owner and mode, not the restorer's (nor its umask): owner first, as a change of
     // owner clears set-id bits. Whatever the restoring user may not set fails the restore.
     if (fchown(fd, e.uid(), e.gid()) != 0) {
@@ -474,6 +474,14 @@ Result<void> give_saved_owner(const image::FileEntry& e, int fd) {
     }
     if (fchmod(fd, e.mode() & 07777) != 0)
         return sys_error("{}: giving the recreated file its mode {:o} (fchmod)", e.path(), e.mode() & 07777);
+    // Its modification time last, after every write of its content (the access time is not
+    // recorded: the dump's own read of the content moved it).
+    constexpr int64_t kNs = 1000000000;
+    int64_t sec = e.mtime_ns() / kNs, ns = e.mtime_ns() % kNs;
+    if (ns < 0) --sec, ns += kNs;  // before 1970
+    const timespec times[2] = {{0, UTIME_OMIT}, {static_cast<time_t>(sec), static_cast<long>(ns)}};
+    if (futimens(fd, times) != 0)
+        return sys_error("{}: giving the recreated file its modification time {} ns (futimens)", e.path(), e.mtime_ns());
     return ok();
 }
 

@@ -71,8 +71,8 @@ struct SavedName {
 };
 Result<UniqueFd> recreate_saved_file(const std::string& image_dir, const image::FileEntry& e,
                                      std::optional<SavedName>* named);
-// The recorded owner and mode of a saved file made again (fd: the object).
-Result<void> give_saved_owner(const image::FileEntry& e, int fd);
+// The recorded owner, mode and modification time of a saved file made again (fd: the object).
+Result<void> give_saved_attributes(const image::FileEntry& e, int fd);
 // Unlinks the name, if it is still the saved file's (a name taken meanwhile is left alone).
 void remove_saved_name(const image::FileEntry& e, const SavedName& n);
 // A new open file description with flags of a saved file's one object (engine fd `object`),

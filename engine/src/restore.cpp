@@ -73,7 +73,7 @@ Result<void> RestoreShared::release_saved_names() {
     for (auto& [id, name] : saved_names) {
         const image::FileEntry& e = files.files(static_cast<int>(id) - 1);
         remove_saved_name(e, name);
-        auto given = give_saved_owner(e, saved_objects.at(id).get());
+        auto given = give_saved_attributes(e, saved_objects.at(id).get());
         if (!given && first) first = std::move(given);
     }
     saved_names.clear();

@@ -6,7 +6,7 @@
  *    (a seek on one moves the other); path, inode, flags, offset and content are the same;
  *  - fd 13: a file deleted while open, with 100 KiB of content, still unlinked (nlink 0) and
  *    still in the same directory (its old name may have been taken since, so the name is
- *    not compared);
+ *    not compared), with its mode and its modification time (set to 2009, to the ns);
  *  - fds 20, 21, 22: /dev/null, /dev/zero, /dev/urandom (same device numbers, they work);
  *  - fd 30: a folder of 200 files read halfway with getdents64: the rest of the listing comes
  *    after restore, every name once (a lost position would list the first ones again);
@@ -92,6 +92,11 @@ static void check_fd(const struct expect_fd* e) {
         CHECK(strncmp(path, e->path, dir_len) == 0 && strstr(path, " (deleted)"),
               "fd %d: names '%s', expected a deleted file in the directory of '%s'", e->fd, path,
               e->path);
+        CHECK((st.st_mode & 07777) == (e->st.st_mode & 07777), "fd %d: mode %o, expected %o", e->fd,
+              st.st_mode & 07777, e->st.st_mode & 07777);
+        CHECK(st.st_mtim.tv_sec == e->st.st_mtim.tv_sec && st.st_mtim.tv_nsec == e->st.st_mtim.tv_nsec,
+              "fd %d: modified at %lld.%09ld, expected %lld.%09ld", e->fd, (long long)st.st_mtim.tv_sec,
+              st.st_mtim.tv_nsec, (long long)e->st.st_mtim.tv_sec, e->st.st_mtim.tv_nsec);
     } else {
         CHECK(strcmp(path, e->path) == 0, "fd %d: names '%s', expected '%s'", e->fd, path, e->path);
     }
@@ -126,7 +131,7 @@ static int read_dir_entries(int fd, int max, int seen[DIR_FILES]) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 9);
+    test_init(argc, argv, 10);
     static unsigned char content[FILE_BYTES], deleted_content[DELETED_BYTES], buf[DELETED_BYTES];
     char path[PATH_MAX], deleted[PATH_MAX];
     test_data_path(path, sizeof path, "regular.bin");
@@ -144,6 +149,8 @@ int main(int argc, char** argv) {
     place(open(deleted, O_RDWR | O_CREAT | O_TRUNC, 0600), 13);
     if (write(13, deleted_content, sizeof deleted_content) != (ssize_t)sizeof deleted_content)
         test_fail("write: %s", strerror(errno));
+    const struct timespec deleted_times[2] = {{0, UTIME_OMIT}, {1234567890, 123456789}};
+    if (futimens(13, deleted_times) != 0) test_fail("futimens: %s", strerror(errno));
     unlink(deleted);
     lseek(13, 4096, SEEK_SET);
     place(open("/dev/null", O_WRONLY), 20);
@@ -180,6 +187,10 @@ int main(int argc, char** argv) {
     if (test_corrupt(7)) close(22);
     if (test_corrupt(8)) pwrite(10, "y", 1, 100);
     if (test_corrupt(9)) lseek(30, 0, SEEK_SET);
+    if (test_corrupt(10)) {
+        const struct timespec later[2] = {{0, UTIME_OMIT}, {1234567890, 123456790}};
+        futimens(13, later);
+    }
 
     for (int i = 0; i < nfds; i++) check_fd(&fds[i]);
 
