@@ -197,7 +197,6 @@ Result<void> restore_task_settings(RestoreTask& t) {
         batch.add("umask", SYS_umask, {core.umask()}, ctx);
         batch.add("personality", SYS_personality, {core.personality()}, ctx);
         if (core.timer_slack_ns()) batch.add("prctl(PR_SET_TIMERSLACK)", SYS_prctl, {PR_SET_TIMERSLACK, core.timer_slack_ns()}, ctx);
-        batch.add("prctl(PR_SET_PDEATHSIG)", SYS_prctl, {PR_SET_PDEATHSIG, static_cast<uint64_t>(core.pdeath_signal())}, ctx);
         batch.add("prctl(PR_SET_CHILD_SUBREAPER)", SYS_prctl, {PR_SET_CHILD_SUBREAPER, core.child_subreaper() ? 1u : 0u}, ctx);
         CKPT_TRY(batch.flush());
     }

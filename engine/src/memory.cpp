@@ -71,6 +71,11 @@ constexpr unsigned kCopyThreads = 4;
 constexpr uint32_t kHugepage = 1, kNoHugepage = 2, kDontFork = 4, kWipeOnFork = 8, kDontDump = 16;
 // Format version 4: attributes replayed last, in the same field: mlock ("lo") and mseal ("sl").
 constexpr uint32_t kLocked = 32, kSealed = 64;
+// Format version 15: read-ahead advice ("sr", "rr"), KSM's MADV_MERGEABLE ("mg"), and a lock
+// taken with MLOCK_ONFAULT ("lf", with "lo": locked as pages are touched, not populated).
+constexpr uint32_t kSequential = 128, kRandom = 256, kMergeable = 512, kLockOnFault = 1024;
+constexpr uint32_t kMapDroppable = 0x08;  // MAP_DROPPABLE (linux 6.11): its own mapping type
+constexpr long kMlockOnFault = 1;          // MLOCK_ONFAULT of mlock2
 constexpr long kSysMseal = 462;  // mseal (linux 6.10)
 constexpr uint64_t kThpDisableExceptAdvised = 1 << 1;  // PR_THP_DISABLE_EXCEPT_ADVISED, linux 6.18
 
@@ -506,7 +511,11 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         v->set_end(m.end);
         v->set_prot((m.read ? PROT_READ : 0) | (m.write ? PROT_WRITE : 0) | (m.exec ? PROT_EXEC : 0));
         const std::string& flags = smaps[m.start].flags;
-        v->set_flags((m.shared ? MAP_SHARED : MAP_PRIVATE) | (has_flag(flags, "gd") ? MAP_GROWSDOWN : 0) |
+        // Format version 15: MAP_NORESERVE ("nr") of a private mapping (not charged to the
+        // commit limit) and MAP_DROPPABLE ("dp", in place of MAP_PRIVATE).
+        const uint32_t type = m.shared ? MAP_SHARED : has_flag(flags, "dp") ? kMapDroppable : MAP_PRIVATE;
+        v->set_flags(type | (has_flag(flags, "gd") ? MAP_GROWSDOWN : 0) |
+                     (!m.shared && has_flag(flags, "nr") ? MAP_NORESERVE : 0) |
                      (kind == image::Vma::ANON || kind == image::Vma::SHARED_ANON ? MAP_ANONYMOUS : 0));
         v->set_pgoff(m.offset);
         v->set_may_write(m.shared && has_flag(flags, "mw"));
@@ -515,7 +524,9 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
         v->set_madvise((has_flag(flags, "hg") ? kHugepage : 0) | (has_flag(flags, "nh") ? kNoHugepage : 0) |
                        (has_flag(flags, "dc") ? kDontFork : 0) | (has_flag(flags, "wf") ? kWipeOnFork : 0) |
                        (has_flag(flags, "dd") ? kDontDump : 0) | (has_flag(flags, "lo") ? kLocked : 0) |
-                       (has_flag(flags, "sl") ? kSealed : 0));
+                       (has_flag(flags, "sl") ? kSealed : 0) | (has_flag(flags, "sr") ? kSequential : 0) |
+                       (has_flag(flags, "rr") ? kRandom : 0) | (has_flag(flags, "mg") ? kMergeable : 0) |
+                       (has_flag(flags, "lf") ? kLockOnFault : 0));
         if (!kernel_mapped(kind) && (has_flag(flags, "io") || has_flag(flags, "pf")))
             return error("pid {}: mapping {:#x}-{:#x} ({}) is device or PFN memory, which cannot be dumped", pid,
                          m.start, m.end, m.path);
@@ -2023,7 +2034,7 @@ Result<void> restore_memory_layout(RestoreTask& t) {
                              "pid {}: System V segment id {} at {:#x}", pid, v.shm_id(), v.start());
             continue;
         }
-        uint32_t flags = (v.flags() & (MAP_SHARED | MAP_PRIVATE | MAP_GROWSDOWN)) | MAP_FIXED;
+        uint32_t flags = (v.flags() & (MAP_SHARED | MAP_PRIVATE | kMapDroppable | MAP_GROWSDOWN | MAP_NORESERVE)) | MAP_FIXED;
         int64_t target_fd = -1;
         if (v.kind() == image::Vma::ANON) {
             flags |= MAP_ANONYMOUS;
@@ -2072,7 +2083,10 @@ Result<void> restore_memory_layout(RestoreTask& t) {
                                                           {kNoHugepage, MADV_NOHUGEPAGE},
                                                           {kDontFork, MADV_DONTFORK},
                                                           {kWipeOnFork, MADV_WIPEONFORK},
-                                                          {kDontDump, MADV_DONTDUMP}};
+                                                          {kDontDump, MADV_DONTDUMP},
+                                                          {kSequential, MADV_SEQUENTIAL},
+                                                          {kRandom, MADV_RANDOM},
+                                                          {kMergeable, MADV_MERGEABLE}};
         for (auto [bit, adv] : advice)
             if (v.madvise() & bit)
                 batch.add("madvise", SYS_madvise, {v.start(), v.end() - v.start(), static_cast<uint64_t>(adv)},
@@ -2161,7 +2175,10 @@ Result<void> restore_memory_finish(RestoreTask& t) {
     // 6b. Locks, then seals: nothing may change a sealed mapping after this.
     for (const auto& v : mm.vmas()) {
         if (kernel_mapped(v.kind())) continue;
-        if (v.madvise() & kLocked)
+        if ((v.madvise() & kLocked) && (v.madvise() & kLockOnFault))
+            batch.add("mlock2(MLOCK_ONFAULT)", SYS_mlock2, {v.start(), v.end() - v.start(), kMlockOnFault},
+                      mapping_context(pid, v));
+        else if (v.madvise() & kLocked)
             batch.add("mlock", SYS_mlock, {v.start(), v.end() - v.start()}, mapping_context(pid, v));
     }
     for (const auto& v : mm.vmas()) {

@@ -16,6 +16,7 @@
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
+#include "ckpt/base/strings.h"
 #include "proc.h"
 
 namespace ckpt::engine {
@@ -138,6 +139,23 @@ Result<int> restop(pid_t tid) {
     return await_event_stop(tid);
 }
 
+namespace {
+uint64_t signal_bit(int sig) { return 1ull << (sig - 1); }
+
+// Signals pending for a thread, its own and its process's (/proc/TID/status SigPnd, ShdPnd).
+Result<uint64_t> pending_signals(pid_t tid) {
+    const std::string path = fmt::format("/proc/{}/status", tid);
+    const std::string text = CKPT_TRY(read_file(path));
+    uint64_t pending = 0;
+    for (const char* field : {"\nSigPnd:", "\nShdPnd:"}) {
+        size_t at = text.find(field);
+        if (at == std::string::npos) return error("{}: no {} line", path, field + 1);
+        pending |= CKPT_TRY_CTX(parse_uint(trim(text.substr(at + std::strlen(field), 17)), 16), "{}", path);
+    }
+    return pending;
+}
+}  // namespace
+
 Result<RemoteThread> RemoteThread::attach(pid_t tid, uint64_t code_addr) {
     RemoteThread t;
     t.tid_ = tid;
@@ -145,9 +163,20 @@ Result<RemoteThread> RemoteThread::attach(pid_t tid, uint64_t code_addr) {
     t.saved_ = CKPT_TRY(arch::read_thread_state(tid));
     if (ptrace(PTRACE_GETSIGMASK, tid, sizeof t.saved_sigmask_, &t.saved_sigmask_) != 0)
         return sys_error("ptrace(GETSIGMASK) tid {}", tid);
-    uint64_t all = ~0ull;
-    if (ptrace(PTRACE_SETSIGMASK, tid, sizeof all, &all) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid);
+    if (CKPT_TRY(pending_signals(tid)) & signal_bit(SIGTRAP))
+        return error_code(EBUSY, "tid {} has a SIGTRAP pending (blocked), which the engine's injected code would take "
+                                 "for its own breakpoint: not supported (dump again once it is taken)", tid);
+    t.inject_mask_ &= ~signal_bit(SIGTRAP);
+    if (ptrace(PTRACE_SETSIGMASK, tid, sizeof t.inject_mask_, &t.inject_mask_) != 0)
+        return sys_error("ptrace(SETSIGMASK) tid {}", tid);
     return t;
+}
+
+Result<void> RemoteThread::block_during_injection(int sig) {
+    inject_mask_ |= signal_bit(sig);
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof inject_mask_, &inject_mask_) != 0)
+        return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
+    return ok();
 }
 
 Result<arch::ThreadState> RemoteThread::run_to_trap(const arch::ThreadState& st, long nr, uint64_t batch) {
@@ -160,7 +189,18 @@ Result<arch::ThreadState> RemoteThread::run_to_trap(const arch::ThreadState& st,
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
     for (;;) {
         int status = CKPT_TRY_CTX(wait_stopped(tid_), "injected {}", what());
-        if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0) break;
+        if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGTRAP && (status >> 16) == 0) {
+            siginfo_t si{};
+            if (ptrace(PTRACE_GETSIGINFO, tid_, 0, &si) != 0) return sys_error("ptrace(GETSIGINFO) tid {}", tid_);
+            if (si.si_code > 0) break;  // raised by the kernel: the breakpoint
+            // Sent by a process (kill, tgkill, sigqueue) while the code ran: queued again
+            // (blocked from now on, pending for the thread; its sender is then the engine)
+            // and the injection given up, so that the signal is not lost.
+            CKPT_TRY(block_during_injection(SIGTRAP));
+            if (::syscall(SYS_tkill, tid_, SIGTRAP) != 0) return sys_error("tkill({}, SIGTRAP)", tid_);
+            return error_code(EAGAIN, "tid {}: a SIGTRAP sent by pid {} arrived during injected {}: try again", tid_,
+                              si.si_pid, what());
+        }
         if (is_group_stop(tid_, status)) {
             // A group stop the thread joins (a thread born into a stopped process): it
             // stays stopped for the group, the injection goes on.
@@ -226,10 +266,22 @@ Result<void> RemoteThread::syscall_removing_code(long nr, std::array<uint64_t, 6
     st.regs = saved_.regs;
     arch::prepare_syscall(st, code_addr_, nr, args);
     CKPT_TRY(arch::write_thread_state(tid_, st));
+    // The fault that ends it is forced: blocked, it would reset the process's SIGSEGV
+    // action (a pending one keeps it blocked: verify_sigactions then finds the reset).
+    uint64_t mask = inject_mask_;
+    if (!(CKPT_TRY(pending_signals(tid_)) & signal_bit(SIGSEGV))) mask &= ~signal_bit(SIGSEGV);
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof mask, &mask) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
     if (ptrace(PTRACE_CONT, tid_, 0, 0) != 0) return sys_error("ptrace(CONT) tid {}", tid_);
     int status = CKPT_TRY(wait_stopped(tid_));
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof inject_mask_, &inject_mask_) != 0)
+        return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
     if (!WIFSTOPPED(status) || (status >> 16) != 0 || (WSTOPSIG(status) != SIGSEGV && WSTOPSIG(status) != SIGTRAP))
         return error("tid {}: unexpected stop {:#x} after syscall {}", tid_, status, nr);
+    siginfo_t si{};
+    if (ptrace(PTRACE_GETSIGINFO, tid_, 0, &si) != 0) return sys_error("ptrace(GETSIGINFO) tid {}", tid_);
+    if (si.si_code <= 0)
+        return error_code(EAGAIN, "tid {}: signal {} sent by pid {} arrived as syscall {} removed the injected code",
+                          tid_, WSTOPSIG(status), si.si_pid, nr);
     auto after = CKPT_TRY(arch::read_general_state(tid_));
     if (WSTOPSIG(status) == SIGTRAP && arch::syscall_return(after) < 0)
         return sys_error_code(static_cast<int>(-arch::syscall_return(after)), fmt::format("tid {}: syscall {}", tid_, nr));
@@ -243,14 +295,14 @@ Result<void> RemoteThread::enter_group_stop(int sig) {
     st.regs = saved_.regs;
     arch::prepare_syscall(st, code_addr_, SYS_getpid, {});
     CKPT_TRY(arch::write_thread_state(tid_, st));
-    uint64_t mask = ~0ull & ~(1ull << (sig - 1));
+    uint64_t mask = inject_mask_ & ~signal_bit(sig);
     if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof mask, &mask) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
     // In the stop after the injected syscall's trap, which is a signal delivery: the
     // signal given here replaces SIGTRAP and takes its default action.
     if (ptrace(PTRACE_CONT, tid_, 0, sig) != 0) return sys_error("ptrace(CONT, {}) tid {}", sig, tid_);
     int status = CKPT_TRY_CTX(wait_stopped(tid_), "stopping it with signal {}", sig);
-    uint64_t all = ~0ull;
-    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof all, &all) != 0) return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
+    if (ptrace(PTRACE_SETSIGMASK, tid_, sizeof inject_mask_, &inject_mask_) != 0)
+        return sys_error("ptrace(SETSIGMASK) tid {}", tid_);
     if (!is_group_stop(tid_, status) || WSTOPSIG(status) != sig)
         return error_code(EIO, "tid {}: signal {} did not stop it (stop status {:#x}; a SIGTSTP, SIGTTIN or SIGTTOU "
                                "to an orphaned process group is discarded)", tid_, sig, status);

@@ -78,6 +78,8 @@ public:
 
     // Puts back the registers and signal mask the thread had when attached.
     Result<void> restore_state();
+    // Keeps sig blocked from now on while code is injected (a restore queues it pending).
+    Result<void> block_during_injection(int sig);
     const arch::ThreadState& saved_state() const { return saved_; }
     uint64_t saved_sigmask() const { return saved_sigmask_; }
     // The pid (as the engine sees it) of the process or thread the last injected
@@ -96,6 +98,11 @@ private:
     uint64_t injected_runs_ = 0;
     arch::ThreadState saved_;
     uint64_t saved_sigmask_ = 0;
+    // The mask while code is injected: everything blocked but SIGTRAP, which the injected
+    // code's breakpoint raises. A forced signal (a breakpoint's, a fault's) that is blocked
+    // or ignored has its action reset to the default by the kernel: the process's own
+    // SIGTRAP handler would be lost. (A thread with a SIGTRAP pending is refused.)
+    uint64_t inject_mask_ = ~0ull;
     pid_t last_child_ = 0;
     int held_stops_ = 0;
 };

@@ -821,12 +821,17 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // A change of identity makes the process non-dumpable (it would hide it from its own
         // user's debugger and /proc); set what it had, after the change.
         CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, t.core.dumpable() ? 1u : 0u}));
+        // The parent-death signal too: a change of identity clears it.
+        if (t.core.pdeath_signal())
+            CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_PDEATHSIG)", SYS_prctl,
+                                          {PR_SET_PDEATHSIG, static_cast<uint64_t>(t.core.pdeath_signal())}));
         logger()->debug("pid {}: {} injected syscalls in {} ptrace runs", pid, t.leader->injected_calls() + 1,
                         t.leader->injected_runs() + 1);
         injected_runs += t.leader->injected_runs() + 1;
         // munmap of the trampoline returns into unmapped memory: the fault stops the thread.
         CKPT_TRY_CTX(t.leader->syscall_removing_code(SYS_munmap, {trampoline, RestoreTask::kTrampolineSize}),
                      "pid {}: dropping the trampoline", pid);
+        CKPT_TRY_CTX(verify_sigactions(t), "restore");
     }
     if (user) {
         // Every restored thread gave up the restore's capability: this process needs it no

@@ -118,6 +118,7 @@ struct RestoreShared {
         bool reuseaddr = false;          // leaving repair mode clears SO_REUSEADDR
         uint32_t sndbuf = 0, rcvbuf = 0;  // as recorded (raised meanwhile to take the queues)
         image::SocketFilter filter;       // set once the connection is out of repair mode
+        google::protobuf::RepeatedPtrField<image::SocketOption> options;  // SO_BUF_LOCK: after the buffers
     };
     std::vector<TcpRepairing> tcp_repairing;
     std::map<uint64_t, UniqueFd> descriptions;  // open file descriptions of regular fds

@@ -81,6 +81,32 @@ Result<void> restore_sigactions(RestoreTask& t) {
     return ok();
 }
 
+Result<void> verify_sigactions(const RestoreTask& t) {
+    uint64_t ignored = 0, caught = 0;
+    for (const auto& a : t.core.sigactions()) {
+        if (a.signo() < 1 || a.signo() > 64) continue;
+        const uint64_t bit = 1ull << (a.signo() - 1);
+        if (a.handler() == reinterpret_cast<uint64_t>(SIG_IGN)) ignored |= bit;
+        else if (a.handler() != reinterpret_cast<uint64_t>(SIG_DFL)) caught |= bit;
+    }
+    const std::string path = fmt::format("/proc/{}/status", t.host);
+    const std::string text = CKPT_TRY(read_file(path));
+    auto field = [&](const char* name) -> Result<uint64_t> {
+        size_t at = text.find(name);
+        if (at == std::string::npos) return error("{}: no {} line", path, name + 1);
+        return CKPT_TRY_CTX(parse_uint(trim(text.substr(at + std::strlen(name), 17)), 16), "{}", path);
+    };
+    const uint64_t now_ignored = CKPT_TRY(field("\nSigIgn:")), now_caught = CKPT_TRY(field("\nSigCgt:"));
+    for (int sig = 1; sig <= 64; ++sig) {
+        const uint64_t bit = 1ull << (sig - 1);
+        auto name = [&](uint64_t ign, uint64_t cgt) { return ign & bit ? "ignored" : cgt & bit ? "caught" : "default"; };
+        if ((ignored & bit) != (now_ignored & bit) || (caught & bit) != (now_caught & bit))
+            return error("pid {}: signal {} is {} after restore, {} at dump", t.pid, sig, name(now_ignored, now_caught),
+                         name(ignored, caught));
+    }
+    return ok();
+}
+
 }  // namespace ckpt::engine
 
 namespace ckpt::engine {
@@ -129,6 +155,10 @@ Result<void> restore_pending(RemoteThread& rt, RemoteScratch& scratch, pid_t tgi
         // A SIGSTOP would be taken by the next injected syscall: the engine queues it once
         // nothing more is injected (requeue_stops, jobctl.cpp).
         if (sig == SIGSTOP) continue;
+        // The injected code's breakpoint raises SIGTRAP: one pending would be taken for it
+        // (a dump refuses it; a forged image).
+        if (sig == SIGTRAP)
+            return error_code(EINVAL, "tid {}: a pending SIGTRAP cannot be restored (image is corrupt)", rt.tid());
         // Queued by the process to itself, so any si_code is accepted.
         if (thread)
             CKPT_TRY(rt.syscall_ok("rt_tgsigqueueinfo", SYS_rt_tgsigqueueinfo,

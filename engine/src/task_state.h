@@ -21,6 +21,10 @@ struct RestoreTask;
 // batch_code: where arch::syscall_batch_code() is in the process (SyscallBatch).
 Result<void> dump_sigactions(RemoteThread& rt, RemoteScratch& scratch, uint64_t batch_code, image::TaskCore* core);
 Result<void> restore_sigactions(RestoreTask& t);
+// Checks, once nothing more is injected, that the kernel reports each signal of the
+// restored process ignored, caught or default as recorded: a forced signal that is blocked
+// or ignored (a breakpoint's, a fault's) resets an action without a word.
+Result<void> verify_sigactions(const RestoreTask& t);
 // The engine's own signal actions (kernel layout), for restore_sigactions to compare with.
 Result<void> read_own_sigactions(std::array<arch::KernelSigaction, 65>* out);
 

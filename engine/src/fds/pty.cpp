@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -80,14 +81,19 @@ Result<int> ioctl_int(int fd, unsigned long req, const char* name) {
 }
 
 // The pair of a master: its pts number and the st_dev of the devpts instance its slave is in.
-Result<std::pair<uint64_t, uint32_t>> master_key(int master) {
+// The slave's node of a pair (named, not opened: a locked one could not be), and its number.
+Result<std::pair<struct stat, uint32_t>> slave_node(int master) {
     int index = CKPT_TRY(ioctl_int(master, TIOCGPTN, "TIOCGPTN"));
-    // O_PATH: the slave is named, not opened (a locked one could not be).
     UniqueFd peer(::ioctl(master, TIOCGPTPEER, O_PATH | O_CLOEXEC));
     if (!peer) return sys_error("ioctl(TIOCGPTPEER) of /dev/pts/{}", index);
     struct stat st;
     if (fstat(peer.get(), &st) != 0) return sys_error("fstat of /dev/pts/{}", index);
-    return std::pair<uint64_t, uint32_t>{static_cast<uint64_t>(st.st_dev), static_cast<uint32_t>(index)};
+    return std::pair<struct stat, uint32_t>{st, static_cast<uint32_t>(index)};
+}
+
+Result<std::pair<uint64_t, uint32_t>> master_key(int master) {
+    auto [st, index] = CKPT_TRY(slave_node(master));
+    return std::pair<uint64_t, uint32_t>{static_cast<uint64_t>(st.st_dev), index};
 }
 
 Result<short> poll_now(int fd) {
@@ -233,6 +239,11 @@ Result<void> survey_pty(const FdProbe& probe) {
     e->set_packet(CKPT_TRY(ioctl_int(mine.get(), TIOCGPKT, "TIOCGPKT")) != 0);
     e->set_locked(CKPT_TRY(ioctl_int(mine.get(), TIOCGPTLCK, "TIOCGPTLCK")) != 0);
     e->set_master_exclusive(CKPT_TRY(ioctl_int(mine.get(), TIOCGEXCL, "TIOCGEXCL")) != 0);
+    const struct stat node = CKPT_TRY(slave_node(mine.get())).first;
+    e->set_slave_node_recorded(true);
+    e->set_slave_uid(node.st_uid);
+    e->set_slave_gid(node.st_gid);
+    e->set_slave_mode(node.st_mode & 07777);
     return ok();
 }
 
@@ -384,6 +395,26 @@ Result<UniqueFd> open_pty_numbered(uint32_t index) {
     }
 }
 
+// The slave's node given its recorded owner and mode (as the restoring user may: a user's
+// restore is refused an owner it could not give).
+Result<void> set_slave_node(int master, const image::PtyEntry& e) {
+    if (!e.slave_node_recorded()) return ok();
+    if (e.slave_mode() & ~07777u) return error_code(EINVAL, "slave mode {:o} (image is corrupt)", e.slave_mode());
+    UniqueFd peer(::ioctl(master, TIOCGPTPEER, O_PATH | O_CLOEXEC));
+    if (!peer) return sys_error("ioctl(TIOCGPTPEER)");
+    struct stat st;
+    if (fstat(peer.get(), &st) != 0) return sys_error("fstat of the slave");
+    if ((st.st_uid != e.slave_uid() || st.st_gid != e.slave_gid()) &&
+        fchownat(peer.get(), "", e.slave_uid(), e.slave_gid(), AT_EMPTY_PATH) != 0)
+        return sys_error("giving the slave its owner {}:{} (fchownat)", e.slave_uid(), e.slave_gid());
+    // After the owner: a change of owner clears set-id bits. (chmod through the fd's link:
+    // an O_PATH fd takes no fchmod.)
+    if ((st.st_mode & 07777) != e.slave_mode() &&
+        chmod(fmt::format("/proc/self/fd/{}", peer.get()).c_str(), e.slave_mode()) != 0)
+        return sys_error("giving the slave its mode {:o} (chmod)", e.slave_mode());
+    return ok();
+}
+
 Result<void> set_termios(int master, const image::PtyEntry& e) {
     const auto& tt = e.termios();
     KTermios2 t{};
@@ -429,6 +460,7 @@ Result<void> make_ptys(RestoreShared& sh) {
                 return ctx(sys_error_code(errno, "ioctl(TIOCGPTPEER)"));
         }
         if (auto r = set_termios(master->get(), e); !r) return ctx(std::move(r).error());
+        if (auto r = set_slave_node(master->get(), e); !r) return ctx(std::move(r).error());
         winsize ws{static_cast<unsigned short>(e.ws_row()), static_cast<unsigned short>(e.ws_col()),
                    static_cast<unsigned short>(e.ws_xpixel()), static_cast<unsigned short>(e.ws_ypixel())};
         int on = 1;

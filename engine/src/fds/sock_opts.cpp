@@ -2,8 +2,12 @@
 
 #include <arpa/inet.h>
 #include <linux/filter.h>
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
 #include <linux/if.h>
+#include <linux/udp.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -13,6 +17,10 @@
 
 #include "ckpt/base/strings.h"
 #include "dump_context.h"
+
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 namespace ckpt::engine {
 
@@ -97,6 +105,74 @@ constexpr Spec kSocketLevel[] = {
     {SOL_SOCKET, SO_BUF_LOCK, "SO_BUF_LOCK", 4},
 };
 
+// The IP and IPv6 levels (every AF_INET and AF_INET6 socket; the UDP and ICMP ones only
+// where the protocol knows them: record() leaves out what a socket refuses).
+constexpr Spec kInetOptions[] = {
+    {IPPROTO_IP, IP_TOS, "IP_TOS", 4},
+    {IPPROTO_IP, IP_TTL, "IP_TTL", 4},
+    {IPPROTO_IP, IP_OPTIONS, "IP_OPTIONS", 0},
+    {IPPROTO_IP, IP_RECVERR, "IP_RECVERR", 4},
+    {IPPROTO_IP, IP_RECVERR_RFC4884, "IP_RECVERR_RFC4884", 4},
+    {IPPROTO_IP, IP_PKTINFO, "IP_PKTINFO", 4},
+    {IPPROTO_IP, IP_RECVTTL, "IP_RECVTTL", 4},
+    {IPPROTO_IP, IP_RECVTOS, "IP_RECVTOS", 4},
+    {IPPROTO_IP, IP_RECVOPTS, "IP_RECVOPTS", 4},
+    {IPPROTO_IP, IP_RETOPTS, "IP_RETOPTS", 4},
+    {IPPROTO_IP, IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR", 4},
+    {IPPROTO_IP, IP_RECVFRAGSIZE, "IP_RECVFRAGSIZE", 4},
+    {IPPROTO_IP, IP_PASSSEC, "IP_PASSSEC", 4},
+    {IPPROTO_IP, IP_CHECKSUM, "IP_CHECKSUM", 4},
+    {IPPROTO_IP, IP_FREEBIND, "IP_FREEBIND", 4},
+    {IPPROTO_IP, IP_TRANSPARENT, "IP_TRANSPARENT", 4},
+    {IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", 4},
+    {IPPROTO_IP, IP_MTU_DISCOVER, "IP_MTU_DISCOVER", 4},
+    {IPPROTO_IP, IP_MULTICAST_TTL, "IP_MULTICAST_TTL", 4},
+    {IPPROTO_IP, IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", 4},
+    {IPPROTO_IP, IP_MULTICAST_ALL, "IP_MULTICAST_ALL", 4},
+    {IPPROTO_IP, IP_MULTICAST_IF, "IP_MULTICAST_IF", 4},
+    {IPPROTO_IP, IP_HDRINCL, "IP_HDRINCL", 4},
+    {IPPROTO_IP, IP_NODEFRAG, "IP_NODEFRAG", 4},
+    {IPPROTO_UDP, UDP_CORK, "UDP_CORK", 4},
+    {IPPROTO_UDP, UDP_NO_CHECK6_TX, "UDP_NO_CHECK6_TX", 4},
+    {IPPROTO_UDP, UDP_NO_CHECK6_RX, "UDP_NO_CHECK6_RX", 4},
+    {IPPROTO_UDP, UDP_SEGMENT, "UDP_SEGMENT", 4},
+    {IPPROTO_UDP, UDP_GRO, "UDP_GRO", 4},
+    {SOL_RAW, ICMP_FILTER, "ICMP_FILTER", 4},
+};
+
+constexpr Spec kInet6Options[] = {
+    {IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY", 4},
+    {IPPROTO_IPV6, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", 4},
+    {IPPROTO_IPV6, IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", 4},
+    {IPPROTO_IPV6, IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", 4},
+    {IPPROTO_IPV6, IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF", 4},
+    {IPPROTO_IPV6, IPV6_MULTICAST_ALL, "IPV6_MULTICAST_ALL", 4},
+    {IPPROTO_IPV6, IPV6_RECVERR, "IPV6_RECVERR", 4},
+    {IPPROTO_IPV6, IPV6_RECVERR_RFC4884, "IPV6_RECVERR_RFC4884", 4},
+    {IPPROTO_IPV6, IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", 4},
+    {IPPROTO_IPV6, IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT", 4},
+    {IPPROTO_IPV6, IPV6_RECVRTHDR, "IPV6_RECVRTHDR", 4},
+    {IPPROTO_IPV6, IPV6_RECVHOPOPTS, "IPV6_RECVHOPOPTS", 4},
+    {IPPROTO_IPV6, IPV6_RECVDSTOPTS, "IPV6_RECVDSTOPTS", 4},
+    {IPPROTO_IPV6, IPV6_RECVTCLASS, "IPV6_RECVTCLASS", 4},
+    {IPPROTO_IPV6, IPV6_RECVPATHMTU, "IPV6_RECVPATHMTU", 4},
+    {IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR", 4},
+    {IPPROTO_IPV6, IPV6_RECVFRAGSIZE, "IPV6_RECVFRAGSIZE", 4},
+    {IPPROTO_IPV6, IPV6_TCLASS, "IPV6_TCLASS", 4},
+    {IPPROTO_IPV6, IPV6_FLOWINFO, "IPV6_FLOWINFO", 4},
+    {IPPROTO_IPV6, IPV6_FLOWINFO_SEND, "IPV6_FLOWINFO_SEND", 4},
+    {IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, "IPV6_AUTOFLOWLABEL", 4},
+    {IPPROTO_IPV6, IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", 4},
+    {IPPROTO_IPV6, IPV6_DONTFRAG, "IPV6_DONTFRAG", 4},
+    {IPPROTO_IPV6, IPV6_TRANSPARENT, "IPV6_TRANSPARENT", 4},
+    {IPPROTO_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND", 4},
+    {IPPROTO_IPV6, IPV6_ADDR_PREFERENCES, "IPV6_ADDR_PREFERENCES", 4},
+    {IPPROTO_IPV6, IPV6_MINHOPCOUNT, "IPV6_MINHOPCOUNT", 4},
+    {IPPROTO_IPV6, IPV6_CHECKSUM, "IPV6_CHECKSUM", 4},
+    {IPPROTO_ICMPV6, ICMPV6_FILTER, "ICMPV6_FILTER", 32},
+};
+
+
 // What a receiver is given with each message, set once what is queued for it is in (the
 // kernel attaches a sender's credentials to a message sent to a receiver with SO_PASSPIDFD).
 constexpr Spec kUnixLevel[] = {
@@ -132,6 +208,8 @@ std::string show(const std::string& v) {
 }  // namespace
 
 std::span<const Spec> socket_level() { return kSocketLevel; }
+std::span<const Spec> ip_level() { return kInetOptions; }
+std::span<const Spec> ipv6_level() { return kInet6Options; }
 std::span<const Spec> unix_level() { return kUnixLevel; }
 
 Result<int> get_int(int s, int level, int name, const char* text) {

@@ -51,6 +51,10 @@ using Options = google::protobuf::RepeatedPtrField<image::SocketOption>;
 
 // Options of every socket (SOL_SOCKET).
 std::span<const Spec> socket_level();
+// Options of AF_INET sockets (IPPROTO_IP, and UDP's and raw ICMP's own), and the IPPROTO_IPV6
+// ones of AF_INET6 sockets (which have the IPPROTO_IP ones too).
+std::span<const Spec> ip_level();
+std::span<const Spec> ipv6_level();
 // The AF_UNIX ones kept beside SO_PASSCRED (socket.cpp): SO_PASSPIDFD, SO_PASSSEC.
 std::span<const Spec> unix_level();
 

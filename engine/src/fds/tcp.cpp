@@ -20,16 +20,19 @@
 // had never been sent.
 #include <arpa/inet.h>
 #include <linux/filter.h>
+#include <linux/in6.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 
@@ -108,6 +111,63 @@ bool claims_tcp(const FdProbe& probe) { return starts_with(probe.link, "socket:[
 
 // ---- options ----------------------------------------------------------------------------
 
+// TCP's own options beyond the fields of TcpSocket (TCP_MAXSEG and TCP_WINDOW_CLAMP belong to
+// a connection's repair, TCP_QUICKACK is a moment's state).
+constexpr sockopt::Spec kTcpLevel[] = {
+    {IPPROTO_TCP, TCP_CORK, "TCP_CORK", 4},
+    {IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", 4},
+    {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", 4},
+    {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", 4},
+    {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", 4},
+    {IPPROTO_TCP, TCP_SYNCNT, "TCP_SYNCNT", 4},
+    {IPPROTO_TCP, TCP_LINGER2, "TCP_LINGER2", 4},
+    {IPPROTO_TCP, TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", 4},
+    {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", 4},
+    {IPPROTO_TCP, TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", 4},
+    {IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS, "TCP_THIN_LINEAR_TIMEOUTS", 4},
+    {IPPROTO_TCP, TCP_FASTOPEN, "TCP_FASTOPEN", 4},
+    {IPPROTO_TCP, TCP_FASTOPEN_CONNECT, "TCP_FASTOPEN_CONNECT", 4},
+    {IPPROTO_TCP, TCP_INQ, "TCP_INQ", 4},
+    {IPPROTO_TCP, TCP_CONGESTION, "TCP_CONGESTION", 0},
+};
+
+// Every option of a TCP socket of the family beyond TcpSocket's fields: IP level (without the
+// multicast ones, which the kernel refuses to set on a stream socket: an accepted connection
+// reads its SYN's TTL as its multicast TTL), TCP level, socket level (SO_BUF_LOCK last, after
+// the buffers). Those of the tables a TCP socket does not know are left out by record().
+const std::vector<sockopt::Spec>& tcp_specs(int family) {
+    auto make = [](std::initializer_list<std::span<const sockopt::Spec>> parts) {
+        static constexpr std::pair<int, int> kMulticast[] = {
+            {IPPROTO_IP, IP_MULTICAST_TTL},       {IPPROTO_IP, IP_MULTICAST_LOOP},
+            {IPPROTO_IP, IP_MULTICAST_ALL},       {IPPROTO_IP, IP_MULTICAST_IF},
+            {IPPROTO_IPV6, IPV6_MULTICAST_HOPS},  {IPPROTO_IPV6, IPV6_MULTICAST_LOOP},
+            {IPPROTO_IPV6, IPV6_MULTICAST_ALL},   {IPPROTO_IPV6, IPV6_MULTICAST_IF}};
+        std::vector<sockopt::Spec> v;
+        for (auto part : parts)
+            for (const sockopt::Spec& spec : part)
+                if (std::find(std::begin(kMulticast), std::end(kMulticast), std::pair{spec.level, spec.name}) ==
+                    std::end(kMulticast))
+                    v.push_back(spec);
+        return v;
+    };
+    static const std::vector<sockopt::Spec> v4 = make({sockopt::ip_level(), kTcpLevel, sockopt::socket_level()});
+    static const std::vector<sockopt::Spec> v6 =
+        make({sockopt::ipv6_level(), sockopt::ip_level(), kTcpLevel, sockopt::socket_level()});
+    return family == AF_INET6 ? v6 : v4;
+}
+
+// SO_BUF_LOCK as recorded (a connection's buffers, set again last, locked them).
+Result<void> restore_buf_lock(int s, const sockopt::Options& options) {
+    for (const auto& o : options)
+        if (o.level() == SOL_SOCKET && o.name() == SO_BUF_LOCK) {
+            int v = 0;
+            if (o.value().size() != sizeof v) return error_code(EINVAL, "SO_BUF_LOCK of {} bytes (image is corrupt)", o.value().size());
+            std::memcpy(&v, o.value().data(), sizeof v);
+            return set_int(s, SOL_SOCKET, SO_BUF_LOCK, v, "SO_BUF_LOCK");
+        }
+    return ok();
+}
+
 Result<void> dump_options(int s, int family, image::TcpSocket* t) {
     t->set_reuseaddr(CKPT_TRY(get_int(s, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR")) != 0);
     t->set_reuseport(CKPT_TRY(get_int(s, SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT")) != 0);
@@ -125,6 +185,7 @@ Result<void> dump_options(int s, int family, image::TcpSocket* t) {
     if (getsockopt(s, SOL_SOCKET, SO_LINGER, &l, &len) != 0) return sys_error("getsockopt(SO_LINGER)");
     t->set_linger(l.l_onoff != 0);
     t->set_linger_secs(static_cast<uint32_t>(l.l_linger));
+    CKPT_TRY(sockopt::record(s, tcp_specs(family), t->mutable_options()));
     // The process's own filter: the dump's replaces it on a connection while it is recorded,
     // and gives it back (TcpRepairHold).
     return sockopt::record_filter(s, t->mutable_filter());
@@ -278,10 +339,19 @@ Result<void> dump_tcp(const FdProbe& probe, image::Fd* f) {
         t->set_backlog(info.tcpi_sacked);
         return dump_options(s, family, t);
     }
+    if (info.tcpi_state == TCP_CLOSE) {
+        // Never connected: a connection that ended (reset, closed both ways, a connect that
+        // failed) has its receive side shut down, which a new socket would not have.
+        pollfd p{s, POLLIN | POLLRDHUP, 0};
+        if (poll(&p, 1, 0) < 0) return sys_error("poll");
+        if (p.revents & POLLRDHUP)
+            return error_code(ENOTSUP, "a TCP socket on {} whose connection has ended (state CLOSE): not supported",
+                              local);
+        CKPT_TRY(sockopt::refuse_errors(s));
+        t->set_state(image::TcpSocket::CLOSED);
+        return dump_options(s, family, t);
+    }
     if (info.tcpi_state != TCP_ESTABLISHED && !half_closed(info.tcpi_state)) {
-        if (info.tcpi_state == TCP_CLOSE)
-            return error_code(ENOTSUP, "a TCP socket neither listening nor connected (state CLOSE, local {}): not "
-                                       "supported", local);
         return error_code(ENOTSUP,
                           "a TCP socket on {} in state {}: only LISTEN, ESTABLISHED and the half-closed FIN_WAIT1/2, "
                           "CLOSE_WAIT, LAST_ACK and CLOSING are supported",
@@ -558,7 +628,8 @@ Result<void> make_connection(RestoreShared& sh, int s, int family, const image::
 
     UniqueFd held(fcntl(s, F_DUPFD_CLOEXEC, 3));
     if (!held) return sys_error("dup");
-    sh.tcp_repairing.push_back({std::move(held), c.send_queue().substr(sent), t.reuseaddr(), t.sndbuf(), t.rcvbuf(), t.filter()});
+    sh.tcp_repairing.push_back(
+        {std::move(held), c.send_queue().substr(sent), t.reuseaddr(), t.sndbuf(), t.rcvbuf(), t.filter(), t.options()});
     return ok();
 }
 
@@ -647,20 +718,33 @@ Result<UniqueFd> make_tcp(RestoreShared& sh, const image::TcpSocket& t) {
     if (family != AF_INET && family != AF_INET6) return error_code(EINVAL, "TCP socket of family {} (image is corrupt)", family);
     auto [local, local_len] = CKPT_TRY_CTX(sockaddr_of(family, t.local(), "local"), "TCP socket");
     const bool established = t.state() == image::TcpSocket::ESTABLISHED;
+    const bool closed = t.state() == image::TcpSocket::CLOSED;
     if (established && !sh.tcp_established)
         return error_code(ENOTSUP, "an established TCP connection {} -> {}: restore with --tcp-established",
                           show_addr(t.local()), show_addr(t.peer()));
-    if (!established && t.state() != image::TcpSocket::LISTEN)
+    if (!established && !closed && t.state() != image::TcpSocket::LISTEN)
         return error_code(EINVAL, "TCP socket in state {} (image is corrupt)", static_cast<int>(t.state()));
     if (!established && (t.has_conn() || t.has_peer()))
-        return error_code(EINVAL, "a listening TCP socket with a connection's state (image is corrupt)");
-    if (established && t.backlog() != 0)
-        return error_code(EINVAL, "an established TCP connection with a backlog (image is corrupt)");
+        return error_code(EINVAL, "a TCP socket not connected with a connection's state (image is corrupt)");
+    if ((established || closed) && t.backlog() != 0)
+        return error_code(EINVAL, "a TCP socket not listening with a backlog (image is corrupt)");
     if (t.backlog() > kMaxBacklog) return error_code(EINVAL, "backlog {} (image is corrupt)", t.backlog());
 
     UniqueFd s(socket(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP));
     if (!s) return sys_error("socket");
     CKPT_TRY(restore_options(s.get(), family, t, established));
+    // Before bind and connect (IP_FREEBIND, IP_BIND_ADDRESS_NO_PORT, TCP_FASTOPEN_CONNECT
+    // count there); a connection's again once its buffers are back (finish_tcp).
+    CKPT_TRY_CTX(sockopt::restore(s.get(), tcp_specs(family), t.options()), "TCP socket on {}", show_addr(t.local()));
+    if (closed) {
+        // Bound where it was (an address or a port of its choosing); a socket never bound has
+        // port 0 and the any address.
+        const bool bound = t.local().port() != 0;
+        if (bound && bind(s.get(), reinterpret_cast<sockaddr*>(&local), local_len) != 0)
+            return sys_error("bind to {}", show_addr(t.local()));
+        CKPT_TRY_CTX(sockopt::restore_filter(s.get(), t.filter()), "TCP socket on {}", show_addr(t.local()));
+        return s;
+    }
     // After SO_REUSEADDR, which would undo it: repair mode lets the bind share its port with
     // other connections (those a listener accepted share the listener's).
     if (established)
@@ -719,6 +803,8 @@ Result<void> finish_tcp(RestoreShared& sh) {
         CKPT_TRY(send_all(s, c.unsent, "the unsent part of the send queue"));
         CKPT_TRY(sockopt::restore_buffer(s, SO_SNDBUF, SO_SNDBUFFORCE, c.sndbuf, "SO_SNDBUF", true));
         CKPT_TRY(sockopt::restore_buffer(s, SO_RCVBUF, SO_RCVBUFFORCE, c.rcvbuf, "SO_RCVBUF", true));
+        // After the buffers: SO_BUF_LOCK says whether their sizes were the process's.
+        CKPT_TRY(restore_buf_lock(s, c.options));
         CKPT_TRY(sockopt::restore_filter(s, c.filter));
     }
     sh.tcp_repairing.clear();

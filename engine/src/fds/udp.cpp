@@ -64,71 +64,6 @@ namespace {
 
 using sockopt::Spec;
 
-constexpr Spec kInetOptions[] = {
-    {IPPROTO_IP, IP_TOS, "IP_TOS", 4},
-    {IPPROTO_IP, IP_TTL, "IP_TTL", 4},
-    {IPPROTO_IP, IP_OPTIONS, "IP_OPTIONS", 0},
-    {IPPROTO_IP, IP_RECVERR, "IP_RECVERR", 4},
-    {IPPROTO_IP, IP_RECVERR_RFC4884, "IP_RECVERR_RFC4884", 4},
-    {IPPROTO_IP, IP_PKTINFO, "IP_PKTINFO", 4},
-    {IPPROTO_IP, IP_RECVTTL, "IP_RECVTTL", 4},
-    {IPPROTO_IP, IP_RECVTOS, "IP_RECVTOS", 4},
-    {IPPROTO_IP, IP_RECVOPTS, "IP_RECVOPTS", 4},
-    {IPPROTO_IP, IP_RETOPTS, "IP_RETOPTS", 4},
-    {IPPROTO_IP, IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR", 4},
-    {IPPROTO_IP, IP_RECVFRAGSIZE, "IP_RECVFRAGSIZE", 4},
-    {IPPROTO_IP, IP_PASSSEC, "IP_PASSSEC", 4},
-    {IPPROTO_IP, IP_CHECKSUM, "IP_CHECKSUM", 4},
-    {IPPROTO_IP, IP_FREEBIND, "IP_FREEBIND", 4},
-    {IPPROTO_IP, IP_TRANSPARENT, "IP_TRANSPARENT", 4},
-    {IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", 4},
-    {IPPROTO_IP, IP_MTU_DISCOVER, "IP_MTU_DISCOVER", 4},
-    {IPPROTO_IP, IP_MULTICAST_TTL, "IP_MULTICAST_TTL", 4},
-    {IPPROTO_IP, IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", 4},
-    {IPPROTO_IP, IP_MULTICAST_ALL, "IP_MULTICAST_ALL", 4},
-    {IPPROTO_IP, IP_MULTICAST_IF, "IP_MULTICAST_IF", 4},
-    {IPPROTO_IP, IP_HDRINCL, "IP_HDRINCL", 4},
-    {IPPROTO_IP, IP_NODEFRAG, "IP_NODEFRAG", 4},
-    {IPPROTO_UDP, UDP_CORK, "UDP_CORK", 4},
-    {IPPROTO_UDP, UDP_NO_CHECK6_TX, "UDP_NO_CHECK6_TX", 4},
-    {IPPROTO_UDP, UDP_NO_CHECK6_RX, "UDP_NO_CHECK6_RX", 4},
-    {IPPROTO_UDP, UDP_SEGMENT, "UDP_SEGMENT", 4},
-    {IPPROTO_UDP, UDP_GRO, "UDP_GRO", 4},
-    {SOL_RAW, ICMP_FILTER, "ICMP_FILTER", 4},
-};
-
-constexpr Spec kInet6Options[] = {
-    {IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY", 4},
-    {IPPROTO_IPV6, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", 4},
-    {IPPROTO_IPV6, IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", 4},
-    {IPPROTO_IPV6, IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", 4},
-    {IPPROTO_IPV6, IPV6_MULTICAST_IF, "IPV6_MULTICAST_IF", 4},
-    {IPPROTO_IPV6, IPV6_MULTICAST_ALL, "IPV6_MULTICAST_ALL", 4},
-    {IPPROTO_IPV6, IPV6_RECVERR, "IPV6_RECVERR", 4},
-    {IPPROTO_IPV6, IPV6_RECVERR_RFC4884, "IPV6_RECVERR_RFC4884", 4},
-    {IPPROTO_IPV6, IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", 4},
-    {IPPROTO_IPV6, IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT", 4},
-    {IPPROTO_IPV6, IPV6_RECVRTHDR, "IPV6_RECVRTHDR", 4},
-    {IPPROTO_IPV6, IPV6_RECVHOPOPTS, "IPV6_RECVHOPOPTS", 4},
-    {IPPROTO_IPV6, IPV6_RECVDSTOPTS, "IPV6_RECVDSTOPTS", 4},
-    {IPPROTO_IPV6, IPV6_RECVTCLASS, "IPV6_RECVTCLASS", 4},
-    {IPPROTO_IPV6, IPV6_RECVPATHMTU, "IPV6_RECVPATHMTU", 4},
-    {IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR", 4},
-    {IPPROTO_IPV6, IPV6_RECVFRAGSIZE, "IPV6_RECVFRAGSIZE", 4},
-    {IPPROTO_IPV6, IPV6_TCLASS, "IPV6_TCLASS", 4},
-    {IPPROTO_IPV6, IPV6_FLOWINFO, "IPV6_FLOWINFO", 4},
-    {IPPROTO_IPV6, IPV6_FLOWINFO_SEND, "IPV6_FLOWINFO_SEND", 4},
-    {IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, "IPV6_AUTOFLOWLABEL", 4},
-    {IPPROTO_IPV6, IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", 4},
-    {IPPROTO_IPV6, IPV6_DONTFRAG, "IPV6_DONTFRAG", 4},
-    {IPPROTO_IPV6, IPV6_TRANSPARENT, "IPV6_TRANSPARENT", 4},
-    {IPPROTO_IPV6, IPV6_FREEBIND, "IPV6_FREEBIND", 4},
-    {IPPROTO_IPV6, IPV6_ADDR_PREFERENCES, "IPV6_ADDR_PREFERENCES", 4},
-    {IPPROTO_IPV6, IPV6_MINHOPCOUNT, "IPV6_MINHOPCOUNT", 4},
-    {IPPROTO_IPV6, IPV6_CHECKSUM, "IPV6_CHECKSUM", 4},
-    {IPPROTO_ICMPV6, ICMPV6_FILTER, "ICMPV6_FILTER", 32},
-};
-
 // Every option of a socket of the family, SO_BUF_LOCK last (after the buffers).
 const std::vector<Spec>& specs_of(int family) {
     auto make = [](std::span<const Spec> own, std::span<const Spec> more) {
@@ -137,8 +72,8 @@ const std::vector<Spec>& specs_of(int family) {
         v.insert(v.end(), sockopt::socket_level().begin(), sockopt::socket_level().end());
         return v;
     };
-    static const std::vector<Spec> v4 = make(kInetOptions, {});
-    static const std::vector<Spec> v6 = make(kInet6Options, kInetOptions);
+    static const std::vector<Spec> v4 = make(sockopt::ip_level(), {});
+    static const std::vector<Spec> v6 = make(sockopt::ipv6_level(), sockopt::ip_level());
     return family == AF_INET6 ? v6 : v4;
 }
 
@@ -360,6 +295,35 @@ Result<void> record_queued(int s, const Identity& id, bool rcv_shutdown, const i
     return ok();
 }
 
+// The peer of a connected ping or raw socket, which getpeername does not give (its "port"
+// is 0: the kernel answers ENOTCONN): the line of the socket's inode in /proc/PID/net/{icmp,
+// raw}[6] ("sl local rem st ... inode"), state 01 (connected). Addresses are printed as
+// 32-bit words in the machine's order.
+Result<void> peer_from_proc(pid_t pid, const Identity& id, ino_t inode, image::InetDgramSocket* d) {
+    const std::string path = fmt::format("/proc/{}/net/{}{}", pid, id.type == SOCK_RAW ? "raw" : "icmp",
+                                         id.family == AF_INET6 ? "6" : "");
+    const std::string text = CKPT_TRY(read_file(path, 1 << 20));
+    for (std::string_view line : split(text, '\n')) {
+        std::vector<std::string_view> w;
+        for (std::string_view f : split(line, ' '))
+            if (!f.empty()) w.push_back(f);
+        if (w.size() < 10 || w[9] != std::to_string(inode)) continue;
+        if (w[3] != "01") return ok();  // not connected
+        const std::string_view rem = w[2].substr(0, w[2].find(':'));
+        const size_t words = id.family == AF_INET6 ? 4 : 1;
+        if (rem.size() != 8 * words) return error("{}: address '{}' of inode {} not understood", path, rem, inode);
+        std::string addr;
+        for (size_t i = 0; i < words; ++i) {
+            const auto word = static_cast<uint32_t>(CKPT_TRY_CTX(parse_uint(rem.substr(8 * i, 8), 16), "{}", path));
+            addr.append(reinterpret_cast<const char*>(&word), sizeof word);
+        }
+        d->mutable_peer()->set_addr(addr);
+        d->mutable_peer()->set_port(0);
+        return ok();
+    }
+    return error("{}: no line for socket inode {}", path, inode);
+}
+
 Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
     UniqueFd sock = CKPT_TRY(probe.take());
     const int s = sock.get();
@@ -392,6 +356,8 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
         record_addr(ss, d->mutable_peer());
     else if (errno != ENOTCONN)
         return ctx(sys_error("getpeername"));
+    else if (id.type == SOCK_RAW || id.protocol == IPPROTO_ICMP || id.protocol == IPPROTO_ICMPV6)
+        CKPT_TRY_CTX(peer_from_proc(probe.pid, id, CKPT_TRY(probe.stat_target()).st_ino, d), "{}", what);
     const std::string where = fmt::format("{} on {}{}", what, bound ? show_addr(local) : "no address",
                                           d->has_peer() ? " connected to " + show_addr(d->peer()) : "");
     auto wctx = [&](Error e) { return e.context("{}", where); };
@@ -406,7 +372,10 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
     const std::string device = CKPT_TRY_CTX(sockopt::bound_device(s), "{}", where);
     if (auto r = record_queued(s, id, rcv_shutdown, local, device, d); !r) return wctx(std::move(r).error());
     int outq = 0;
-    if (ioctl(s, SIOCOUTQ, &outq) != 0) return wctx(sys_error("ioctl(SIOCOUTQ)"));
+    // A ping socket sends each datagram whole at once (it has no corking) and some kernels
+    // (6.18) do not answer SIOCOUTQ for it: nothing is held back there.
+    const bool ping = id.type == SOCK_DGRAM && (id.protocol == IPPROTO_ICMP || id.protocol == IPPROTO_ICMPV6);
+    if (ioctl(s, SIOCOUTQ, &outq) != 0 && !(ping && errno == ENOTTY)) return wctx(sys_error("ioctl(SIOCOUTQ)"));
     if (outq != 0)
         return wctx(error_code(ENOTSUP, "{} bytes not sent yet (held by UDP_CORK or MSG_MORE): not supported", outq));
     if (id.protocol == IPPROTO_UDP || id.protocol == IPPROTO_UDPLITE) {

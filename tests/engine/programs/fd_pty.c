@@ -6,7 +6,7 @@
  *     33x101 (640x480 pixels). The child wrote "early\n" and "more" to it that the root's master
  *     has not read at dump (the master reads "early\r\nmore", ONLCR done once).
  *   B (master fd 30, slave fd 31 in the root, exclusive): raw (cfmakeraw), packet mode, a
- *     window of 10x20.
+ *     window of 10x20; its node in devpts owned by 4321:8765, mode 0604.
  *   C (master fd 40): locked, nobody opened the slave, a window of 5x6 (7x8 pixels).
  * After the restore: the same pts names (ttyname), one description for fds 20 and 21 with
  * O_NONBLOCK, packet mode, lock, exclusive mode, termios and window sizes; the grandchild's
@@ -126,7 +126,7 @@ static void grandchild(const char* a_name, const struct termios* ta) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 7);
+    test_init(argc, argv, 8);
     char a_name[64], b_name[64], c_name[64];
 
     open_master(A_MASTER, a_name, sizeof a_name);
@@ -184,6 +184,8 @@ int main(int argc, char** argv) {
     }
     test_sync_wait(&started);
 
+    /* B's node given another owner and mode (what grantpt, mesg or a terminal server do). */
+    if (fchown(B_SLAVE, 4321, 8765) != 0 || fchmod(B_SLAVE, 0604) != 0) test_fail("chown B: %s", strerror(errno));
     test_ready();
     test_wait_check();
     kill(child, SIGTERM); /* the child's session is its own: the check signal is passed on */
@@ -200,6 +202,12 @@ int main(int argc, char** argv) {
     }
     if (test_corrupt(5)) fcntl(A_DUP, F_SETFL, 0);
     if (test_corrupt(7)) ioctl(B_SLAVE, TIOCNXCL);
+    if (test_corrupt(8)) fchmod(B_SLAVE, 0620);
+    struct stat b_node;
+    CHECK(fstat(B_SLAVE, &b_node) == 0 && b_node.st_uid == 4321 && b_node.st_gid == 8765 &&
+              (b_node.st_mode & 07777) == 0604,
+          "slave B's node is %u:%u mode %o, expected 4321:8765 mode 604", b_node.st_uid, b_node.st_gid,
+          b_node.st_mode & 07777);
 
     char name[64];
     CHECK(ptsname_r(A_MASTER, name, sizeof name) == 0 && strcmp(name, a_name) == 0, "master A is %s, was %s", name, a_name);

@@ -7,13 +7,15 @@
  * cwd, scheduler policy (SCHED_BATCH) and nice value (7), and a seccomp filter that still
  * makes getppid() fail with ENOTBLK (Seccomp: 2 with one filter in /proc/self/status), and
  * memory-deny-write-execute (PR_SET_MDWE, where the kernel has it): still set, and an
- * mprotect adding PROT_EXEC still refused. */
+ * mprotect adding PROT_EXEC still refused; the parent-death signal (SIGUSR2, ignored: the
+ * restored process's parent is the restorer), which a change of identity clears. */
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <limits.h>
 #include <sched.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -53,7 +55,7 @@ static int install_seccomp(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 13);
+    test_init(argc, argv, 14);
     setresuid((uid_t)-1, (uid_t)-1, getuid());
     setresgid((gid_t)-1, (gid_t)-1, getgid());
     uid_t ruid, euid, suid;
@@ -82,6 +84,8 @@ int main(int argc, char** argv) {
     struct sched_param param = {0};
     CHECK(sched_setscheduler(0, SCHED_BATCH, &param) == 0, "SCHED_BATCH: %s", strerror(errno));
     CHECK(setpriority(PRIO_PROCESS, 0, 7) == 0, "nice 7: %s", strerror(errno));
+    signal(SIGUSR2, SIG_IGN);
+    CHECK(prctl(PR_SET_PDEATHSIG, SIGUSR2, 0, 0, 0) == 0, "PR_SET_PDEATHSIG: %s", strerror(errno));
     CHECK(install_seccomp() == 0, "seccomp: %s", strerror(errno));
     /* Last: it cannot be taken back. A kernel without it (EINVAL) checks nothing. */
     int mdwe = prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) == 0 ? PR_MDWE_REFUSE_EXEC_GAIN : 0;
@@ -106,6 +110,7 @@ int main(int argc, char** argv) {
     if (test_corrupt(12)) ngroups--;
     /* It cannot be undone: what a restore without it would show is expected instead. */
     if (test_corrupt(13) && mdwe) mdwe = 0;
+    if (test_corrupt(14)) prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
 
     uid_t r, e, s;
     getresuid(&r, &e, &s);
@@ -154,6 +159,9 @@ int main(int argc, char** argv) {
               mdwe ? "refused" : "allowed");
     }
 
+    int pdeath = 0;
+    prctl(PR_GET_PDEATHSIG, &pdeath, 0, 0, 0);
+    CHECK(pdeath == SIGUSR2, "parent-death signal %d, expected %d", pdeath, SIGUSR2);
     errno = 0;
     long ppid = syscall(SYS_getppid);
     CHECK(ppid == -1 && errno == ENOTBLK, "seccomp filter gone: getppid gave %ld (%s)", ppid,

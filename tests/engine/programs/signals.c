@@ -2,7 +2,8 @@
  *
  * State checked after restore:
  *  - every sigaction (handler, flags, mask): SIGUSR1 SA_SIGINFO|SA_RESTART|SA_ONSTACK with a
- *    mask, SIGUSR2 SA_NODEFER|SA_RESETHAND, SIGCHLD SA_NOCLDSTOP, SIGHUP ignored, ...;
+ *    mask, SIGUSR2 SA_NODEFER|SA_RESETHAND, SIGCHLD SA_NOCLDSTOP, SIGHUP ignored, handlers of
+ *    SIGTRAP, SIGSEGV and SIGBUS (which injected code can reset), ...;
  *  - the blocked mask of the main thread and of a second thread (they differ);
  *  - pending process-wide signals (ShdPnd) and per-thread ones (SigPnd of each thread);
  *  - each pending signal comes out with its siginfo: sigqueue payloads (two queued instances
@@ -139,6 +140,11 @@ int main(int argc, char** argv) {
     set_action(SIGRTMIN + 1, on_usr1, SA_SIGINFO, SIGQUIT, 0);
     set_action(SIGHUP, SIG_IGN, 0, 0, 0);
     set_action(SIGALRM, on_plain, 0, SIGRTMAX, 0);
+    /* The signals the engine's own injected code raises (its breakpoint's SIGTRAP, the fault
+     * that ends a restore's last call): a forced signal that is blocked resets its action. */
+    set_action(SIGTRAP, on_plain, SA_RESTART, SIGINT, 0);
+    set_action(SIGSEGV, on_usr1, SA_SIGINFO | SA_ONSTACK, 0, 0);
+    set_action(SIGBUS, on_plain, 0, 0, 0);
 
     sigset_t blocked =
         signal_set(6, SIGTERM, SIGUSR1, SIGRTMIN + 1, SIGRTMIN + 2, SIGWINCH, SIGUSR2);

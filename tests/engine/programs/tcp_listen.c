@@ -6,9 +6,15 @@
  *   fd 22  AF_INET6 on [::] taking IPv4 too (IPV6_V6ONLY off), IP_FREEBIND, backlog 5; a
  *          connection it accepted and closed first left one in TIME_WAIT on its port (which a
  *          listener without SO_REUSEADDR cannot be bound beside: the restore ends it)
+ *   fd 23  AF_INET, never bound nor connected, with TCP_CORK, SO_PRIORITY 3, SO_RCVLOWAT 9,
+ *          IP_TOS 0x20, the "reno" congestion control
+ *   fd 24  AF_INET6 bound to [::1] (a port of the kernel's choosing), not listening, SO_REUSEADDR
+ * and on the listeners SO_PRIORITY, IP_TOS, TCP_DEFER_ACCEPT, TCP_USER_TIMEOUT (fd 20),
+ * SO_OOBINLINE (fd 21).
  * After restore: the same addresses, options, filter, backlog (TCP_INFO), flags, one description for
  * fds 20 and 25 (kcmp); each accepts a new connection (fd 22 one from 127.0.0.1, v4-mapped),
- * whose byte arrives and whose peer address is the connecting socket's. */
+ * whose byte arrives and whose peer address is the connecting socket's; fd 23 connects to fd 20,
+ * fd 24 listens. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +36,7 @@ typedef struct {
     int backlog;
     struct sockaddr_storage name;
     socklen_t name_len;
-    int opts[12]; /* as read before the dump */
+    int opts[24]; /* as read before the dump */
 } listener_t;
 
 static const struct {
@@ -43,6 +49,10 @@ static const struct {
     {IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE"}, {IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL"},
     {IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT"},   {IPPROTO_IP, IP_FREEBIND, "IP_FREEBIND"},
     {IPPROTO_IPV6, IPV6_V6ONLY, "IPV6_V6ONLY"},
+    {SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY"},   {SOL_SOCKET, SO_RCVLOWAT, "SO_RCVLOWAT"},
+    {SOL_SOCKET, SO_OOBINLINE, "SO_OOBINLINE"}, {IPPROTO_IP, IP_TOS, "IP_TOS"},
+    {IPPROTO_TCP, TCP_CORK, "TCP_CORK"},         {IPPROTO_TCP, TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT"},
+    {IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT"},
 };
 #define NOPTS (sizeof kOpts / sizeof kOpts[0])
 
@@ -94,7 +104,7 @@ static void bind_listen(int fd, int family, const char* addr, int backlog) {
         inet_pton(AF_INET6, addr, &a->sin6_addr);
         len = sizeof *a;
     }
-    if (bind(fd, (struct sockaddr*)&ss, len) != 0 || listen(fd, backlog) != 0)
+    if (bind(fd, (struct sockaddr*)&ss, len) != 0 || (backlog >= 0 && listen(fd, backlog) != 0))
         test_fail("fd %d: bind/listen on %s: %s", fd, addr, strerror(errno));
 }
 
@@ -162,8 +172,12 @@ static void leave_time_wait(int fd) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 3);
-    listener_t L[3] = {{.fd = 20, .family = AF_INET}, {.fd = 21, .family = AF_INET6}, {.fd = 22, .family = AF_INET6}};
+    test_init(argc, argv, 5);
+    listener_t L[5] = {{.fd = 20, .family = AF_INET},
+                       {.fd = 21, .family = AF_INET6},
+                       {.fd = 22, .family = AF_INET6},
+                       {.fd = 23, .family = AF_INET},
+                       {.fd = 24, .family = AF_INET6}};
 
     make_listener(AF_INET, 20);
     setopt(20, SOL_SOCKET, SO_REUSEADDR, 1);
@@ -173,6 +187,10 @@ int main(int argc, char** argv) {
     setopt(20, IPPROTO_TCP, TCP_KEEPINTVL, 13);
     setopt(20, IPPROTO_TCP, TCP_KEEPCNT, 5);
     setopt(20, SOL_SOCKET, SO_RCVBUF, 65536);
+    setopt(20, SOL_SOCKET, SO_PRIORITY, 5);
+    setopt(20, IPPROTO_IP, IP_TOS, 0x10);
+    setopt(20, IPPROTO_TCP, TCP_DEFER_ACCEPT, 3);
+    setopt(20, IPPROTO_TCP, TCP_USER_TIMEOUT, 4321);
     bind_listen(20, AF_INET, "127.0.0.1", 7);
     if (fcntl(20, F_SETFL, O_NONBLOCK) != 0) test_fail("fcntl: %s", strerror(errno));
     if (dup3(20, 25, 0) != 25) test_fail("dup3: %s", strerror(errno));
@@ -183,6 +201,7 @@ int main(int argc, char** argv) {
     struct linger lg = {1, 9};
     if (setsockopt(21, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) != 0) test_fail("SO_LINGER: %s", strerror(errno));
     setopt(21, SOL_SOCKET, SO_SNDBUF, 100000);
+    setopt(21, SOL_SOCKET, SO_OOBINLINE, 1);
     bind_listen(21, AF_INET6, "::1", 3);
 
     make_listener(AF_INET6, 22);
@@ -191,13 +210,23 @@ int main(int argc, char** argv) {
     bind_listen(22, AF_INET6, "::", 5);
     leave_time_wait(22);
 
+    make_listener(AF_INET, 23);
+    setopt(23, IPPROTO_TCP, TCP_CORK, 1);
+    setopt(23, SOL_SOCKET, SO_PRIORITY, 3);
+    setopt(23, SOL_SOCKET, SO_RCVLOWAT, 9);
+    setopt(23, IPPROTO_IP, IP_TOS, 0x20);
+    if (setsockopt(23, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) != 0) test_fail("TCP_CONGESTION: %s", strerror(errno));
+    make_listener(AF_INET6, 24);
+    setopt(24, SOL_SOCKET, SO_REUSEADDR, 1);
+    bind_listen(24, AF_INET6, "::1", -1);
+
     struct sock_filter whole[2] = {BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0), BPF_STMT(BPF_RET | BPF_A, 0)};
     test_attach_filter(21, whole, 2);
     setopt(21, SOL_SOCKET, SO_LOCK_FILTER, 1);
 
-    for (int i = 0; i < 3; ++i) record(&L[i]);
-    int flags[3];
-    for (int i = 0; i < 3; ++i) flags[i] = fcntl(L[i].fd, F_GETFL);
+    for (int i = 0; i < 5; ++i) record(&L[i]);
+    int flags[5];
+    for (int i = 0; i < 5; ++i) flags[i] = fcntl(L[i].fd, F_GETFL);
 
     test_ready();
     test_wait_check();
@@ -205,10 +234,16 @@ int main(int argc, char** argv) {
     if (test_corrupt(1)) setopt(20, IPPROTO_TCP, TCP_NODELAY, 0);
     if (test_corrupt(2)) listen(22, 1);
     if (test_corrupt(3)) close(21);
+    if (test_corrupt(4)) setopt(23, SOL_SOCKET, SO_PRIORITY, 4);
+    if (test_corrupt(5)) setopt(20, IPPROTO_TCP, TCP_USER_TIMEOUT, 1);
+    char cc[16] = "";
+    socklen_t cc_len = sizeof cc;
+    CHECK(getsockopt(23, IPPROTO_TCP, TCP_CONGESTION, cc, &cc_len) == 0 && strcmp(cc, "reno") == 0,
+          "fd 23: congestion control '%s', expected reno", cc);
     CHECK(test_filter_is(21, whole, 2) && getopt_int(21, SOL_SOCKET, SO_LOCK_FILTER) == 1,
           "fd 21: not its socket filter, locked");
 
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 5; ++i) {
         struct sockaddr_storage now;
         socklen_t len = sizeof now;
         if (getsockname(L[i].fd, (struct sockaddr*)&now, &len) != 0) {
@@ -233,6 +268,16 @@ int main(int argc, char** argv) {
         accept_one(&L[1], AF_INET6, "::1");
         accept_one(&L[2], AF_INET, "127.0.0.1");
         accept_one(&L[2], AF_INET6, "::1");
+        /* the socket never connected connects now; the one bound listens */
+        int nb = fcntl(23, F_GETFL);
+        CHECK(connect(23, (struct sockaddr*)&L[0].name, L[0].name_len) == 0, "fd 23: connect: %s", strerror(errno));
+        fcntl(23, F_SETFL, nb);
+        CHECK(write(23, "x", 1) == 1, "fd 23: write: %s", strerror(errno)); /* fd 20 defers accept until data */
+        struct pollfd p = {20, POLLIN, 0};
+        int c = poll(&p, 1, 10000) == 1 ? accept(20, NULL, NULL) : -1;
+        CHECK(c >= 0, "fd 20 accepted nothing from fd 23: %s", strerror(errno));
+        if (c >= 0) close(c);
+        CHECK(listen(24, 1) == 0, "fd 24: listen: %s", strerror(errno));
     }
     return test_finish();
 }

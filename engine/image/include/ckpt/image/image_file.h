@@ -96,7 +96,10 @@ namespace ckpt::image {
 //      version 12 reader would restore the restorer's I/O priority.
 // 14: memory-deny-write-execute (PR_SET_MDWE: TaskCore.mdwe): a version 13 reader would restore
 //     the process able to make its memory executable again; it refuses version 14.
-inline constexpr uint32_t kFormatVersion = 14;
+// 15: mappings' read-ahead advice (MADV_SEQUENTIAL, MADV_RANDOM), MADV_MERGEABLE and
+//     MLOCK_ONFAULT locks (Vma.madvise bits 128, 256, 512, 1024), MAP_NORESERVE and
+//     MAP_DROPPABLE (Vma.flags): a version 14 reader would restore them without.
+inline constexpr uint32_t kFormatVersion = 15;
 
 enum class Kind : uint32_t {
     Inventory = 1,
