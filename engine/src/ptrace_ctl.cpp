@@ -16,7 +16,6 @@
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
-#include "ckpt/base/strings.h"
 #include "proc.h"
 
 namespace ckpt::engine {
@@ -144,15 +143,8 @@ uint64_t signal_bit(int sig) { return 1ull << (sig - 1); }
 
 // Signals pending for a thread, its own and its process's (/proc/TID/status SigPnd, ShdPnd).
 Result<uint64_t> pending_signals(pid_t tid) {
-    const std::string path = fmt::format("/proc/{}/status", tid);
-    const std::string text = CKPT_TRY(read_file(path));
-    uint64_t pending = 0;
-    for (const char* field : {"\nSigPnd:", "\nShdPnd:"}) {
-        size_t at = text.find(field);
-        if (at == std::string::npos) return error("{}: no {} line", path, field + 1);
-        pending |= CKPT_TRY_CTX(parse_uint(trim(text.substr(at + std::strlen(field), 17)), 16), "{}", path);
-    }
-    return pending;
+    const ProcStatus st = CKPT_TRY(read_status(tid));
+    return st.sig_pnd | st.shd_pnd;
 }
 }  // namespace
 

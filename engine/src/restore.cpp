@@ -133,6 +133,14 @@ Result<UniqueFd> RestoreShared::open_file(uint32_t id, int flags) {
     // Opened again through /proc with the recorded flags: a description of its own, on the
     // same object as every other fd and mapping of the file.
     int object = CKPT_TRY(saved_object(id));
+    // A memfd's first O_RDWR description is the memfd_create file itself, as the process had
+    // it; any other is opened again.
+    constexpr int kKernelLargefile = 0100000;  // O_LARGEFILE as the kernel sets it (0 in 64-bit libc)
+    if (e->memfd() && (flags & ~(O_CLOEXEC | kKernelLargefile)) == O_RDWR && memfds_given.insert(id).second) {
+        UniqueFd fd(fcntl(object, F_DUPFD_CLOEXEC, 0));
+        if (!fd) return sys_error("{}: fcntl(F_DUPFD_CLOEXEC)", e->path());
+        return fd;
+    }
     auto named = saved_names.find(id);
     return reopen_saved_file(*e, object, flags, named == saved_names.end() ? nullptr : &named->second);
 }

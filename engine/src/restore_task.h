@@ -81,6 +81,9 @@ struct RestoreShared {
     // file id -> the one object remade from a saved file (deleted, memfd, shared anonymous
     // memory), O_RDWR: every fd and mapping of that file, in every process, is of it.
     std::map<uint32_t, UniqueFd> saved_objects;
+    // memfds whose object itself was given as a description (memfd_create's file counts no
+    // writer: one opened again does, and exec of it then fails with ETXTBSY).
+    std::set<uint32_t> memfds_given;
     // file id -> the old name a deleted file was made under, until the restore is done.
     std::map<uint32_t, SavedName> saved_names;
     // file id -> a file kept by dump --link-remap, opened through its hidden link at first use.

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "proc.h"
 #include "restore_task.h"
 #include "syscall_batch.h"
 #include "task_state.h"
@@ -89,14 +90,8 @@ Result<void> verify_sigactions(const RestoreTask& t) {
         if (a.handler() == reinterpret_cast<uint64_t>(SIG_IGN)) ignored |= bit;
         else if (a.handler() != reinterpret_cast<uint64_t>(SIG_DFL)) caught |= bit;
     }
-    const std::string path = fmt::format("/proc/{}/status", t.host);
-    const std::string text = CKPT_TRY(read_file(path));
-    auto field = [&](const char* name) -> Result<uint64_t> {
-        size_t at = text.find(name);
-        if (at == std::string::npos) return error("{}: no {} line", path, name + 1);
-        return CKPT_TRY_CTX(parse_uint(trim(text.substr(at + std::strlen(name), 17)), 16), "{}", path);
-    };
-    const uint64_t now_ignored = CKPT_TRY(field("\nSigIgn:")), now_caught = CKPT_TRY(field("\nSigCgt:"));
+    const ProcStatus st = CKPT_TRY(read_status(t.host));
+    const uint64_t now_ignored = st.sig_ign, now_caught = st.sig_cgt;
     for (int sig = 1; sig <= 64; ++sig) {
         const uint64_t bit = 1ull << (sig - 1);
         auto name = [&](uint64_t ign, uint64_t cgt) { return ign & bit ? "ignored" : cgt & bit ? "caught" : "default"; };

@@ -10,7 +10,8 @@
  *  - memfd seals with the content: fd 14 SHRINK|GROW|WRITE|SEAL (a read-only shared mapping
  *    of it made after the seals), fd 15 FUTURE_WRITE|SHRINK (a writable shared mapping made
  *    before the seal still writes; write() and a new writable mapping are refused), fd 16
- *    made without MFD_ALLOW_SEALING (F_SEAL_SEAL only);
+ *    made without MFD_ALLOW_SEALING (F_SEAL_SEAL only); a memfd script (fd 19) still runs
+ *    with execveat (its fd memfd_create's own file, which counts no writer);
  *  - owners and signals of O_ASYNC pipes: fd 22 F_SETOWN(pid) + F_SETSIG(SIGRTMIN+3),
  *    fd 24 F_SETOWN(-pgid), fd 26 F_SETOWN_EX(F_OWNER_TID, a second thread); data written
  *    after restore makes the kernel queue the chosen signal for the owner (si_fd, POLL_IN);
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -133,7 +135,7 @@ static void* owner_thread(void* arg) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 16);
+    test_init(argc, argv, 17);
     /* The signals O_ASYNC queues stay pending until taken with sigtimedwait. */
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -184,6 +186,10 @@ int main(int argc, char** argv) {
     place(memfd_create("ckpt-plain", 0), 16);
     if (write(16, "plain", 5) != 5) test_fail("write: %s", strerror(errno));
     fcntl(16, F_SETFL, O_APPEND);
+    /* A memfd holding a script, executed through its fd (execveat AT_EMPTY_PATH): its fd is
+     * memfd_create's own file, which counts no writer (one opened again would: ETXTBSY). */
+    place(memfd_create("ckpt-script", 0), 19); /* not close-on-exec: the interpreter opens /dev/fd/19 */
+    if (write(19, "#!/bin/true\n", 12) != 12) test_fail("write script memfd: %s", strerror(errno));
     int seals[3] = {fcntl(14, F_GET_SEALS), fcntl(15, F_GET_SEALS), fcntl(16, F_GET_SEALS)};
 
     /* POSIX shared memory: a named object (kept: the restore opens it by name; the same
@@ -264,6 +270,7 @@ int main(int argc, char** argv) {
     if (test_corrupt(14)) fchown(31, 0, 0);
     if (test_corrupt(15)) lseek(31, 1, SEEK_CUR);
     if (test_corrupt(16)) fcntl(25, F_SETFL, 0);
+    if (test_corrupt(17)) place(open("/proc/self/fd/19", O_RDWR), 19); /* a writer: ETXTBSY */
 
     /* 4. mtime first: nothing below writes fd 10's file. */
     struct stat st;
@@ -334,5 +341,16 @@ int main(int argc, char** argv) {
           "unlinked file: content read through fd 31 changed");
     CHECK(write(30, "tail", 4) == 4 && read(31, rest, 8) == 4 && memcmp(rest, "tail", 4) == 0,
           "unlinked file: a write through fd 30 is not read through fd 31");
+    pid_t child = fork();
+    if (child == 0) {
+        char* argv_true[] = {"true", NULL};
+        char* envp_none[] = {NULL};
+        syscall(SYS_execveat, 19, "", argv_true, envp_none, AT_EMPTY_PATH);
+        _exit(100 + errno);
+    }
+    int status = -1;
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the memfd script at fd 19 did not run: %s",
+          WIFEXITED(status) && WEXITSTATUS(status) > 100 ? strerror(WEXITSTATUS(status) - 100) : "killed");
     return test_finish();
 }
