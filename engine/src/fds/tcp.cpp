@@ -186,6 +186,7 @@ Result<void> dump_options(int s, int family, image::TcpSocket* t) {
     t->set_linger(l.l_onoff != 0);
     t->set_linger_secs(static_cast<uint32_t>(l.l_linger));
     CKPT_TRY(sockopt::record(s, tcp_specs(family), t->mutable_options()));
+    t->set_bind_device(CKPT_TRY(sockopt::bound_device(s)));
     // The process's own filter: the dump's replaces it on a connection while it is recorded,
     // and gives it back (TcpRepairHold).
     return sockopt::record_filter(s, t->mutable_filter());
@@ -736,6 +737,7 @@ Result<UniqueFd> make_tcp(RestoreShared& sh, const image::TcpSocket& t) {
     // Before bind and connect (IP_FREEBIND, IP_BIND_ADDRESS_NO_PORT, TCP_FASTOPEN_CONNECT
     // count there); a connection's again once its buffers are back (finish_tcp).
     CKPT_TRY_CTX(sockopt::restore(s.get(), tcp_specs(family), t.options()), "TCP socket on {}", show_addr(t.local()));
+    CKPT_TRY_CTX(sockopt::bind_device(s.get(), t.bind_device()), "TCP socket on {}", show_addr(t.local()));
     if (closed) {
         // Bound where it was (an address or a port of its choosing); a socket never bound has
         // port 0 and the any address.

@@ -8,7 +8,8 @@
  *          listener without SO_REUSEADDR cannot be bound beside: the restore ends it)
  *   fd 23  AF_INET, never bound nor connected, with TCP_CORK, SO_PRIORITY 3, SO_RCVLOWAT 9,
  *          IP_TOS 0x20, the "reno" congestion control
- *   fd 24  AF_INET6 bound to [::1] (a port of the kernel's choosing), not listening, SO_REUSEADDR
+ *   fd 24  AF_INET6 bound to [::1] (a port of the kernel's choosing), not listening, SO_REUSEADDR,
+ *          SO_BINDTODEVICE lo
  * and on the listeners SO_PRIORITY, IP_TOS, TCP_DEFER_ACCEPT, TCP_USER_TIMEOUT (fd 20),
  * SO_OOBINLINE (fd 21).
  * After restore: the same addresses, options, filter, backlog (TCP_INFO), flags, one description for
@@ -172,7 +173,7 @@ static void leave_time_wait(int fd) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 5);
+    test_init(argc, argv, 6);
     listener_t L[5] = {{.fd = 20, .family = AF_INET},
                        {.fd = 21, .family = AF_INET6},
                        {.fd = 22, .family = AF_INET6},
@@ -218,6 +219,7 @@ int main(int argc, char** argv) {
     if (setsockopt(23, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) != 0) test_fail("TCP_CONGESTION: %s", strerror(errno));
     make_listener(AF_INET6, 24);
     setopt(24, SOL_SOCKET, SO_REUSEADDR, 1);
+    if (setsockopt(24, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) != 0) test_fail("SO_BINDTODEVICE: %s", strerror(errno));
     bind_listen(24, AF_INET6, "::1", -1);
 
     struct sock_filter whole[2] = {BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0), BPF_STMT(BPF_RET | BPF_A, 0)};
@@ -236,6 +238,11 @@ int main(int argc, char** argv) {
     if (test_corrupt(3)) close(21);
     if (test_corrupt(4)) setopt(23, SOL_SOCKET, SO_PRIORITY, 4);
     if (test_corrupt(5)) setopt(20, IPPROTO_TCP, TCP_USER_TIMEOUT, 1);
+    if (test_corrupt(6)) setsockopt(24, SOL_SOCKET, SO_BINDTODEVICE, "", 0);
+    char dev[16] = "";
+    socklen_t dev_len = sizeof dev;
+    CHECK(getsockopt(24, SOL_SOCKET, SO_BINDTODEVICE, dev, &dev_len) == 0 && strcmp(dev, "lo") == 0,
+          "fd 24: bound to device '%s', expected lo", dev);
     char cc[16] = "";
     socklen_t cc_len = sizeof cc;
     CHECK(getsockopt(23, IPPROTO_TCP, TCP_CONGESTION, cc, &cc_len) == 0 && strcmp(cc, "reno") == 0,
