@@ -106,10 +106,24 @@ class Suite:
                     pass
             gone(pid, 5)
 
+    def kill_strays(self, name):
+        """A program that failed to start may still run (it timed out before writing its pid):
+        every process running its executable is killed, so that it holds no port or file."""
+        exe = os.path.join(self.static, name)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry}/exe") == exe:
+                        os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+
     def start(self, name, d):
         self.clean(name)
         rc, out = run(["make", "--no-print-directory", "-C", self.static, name + ".pid"],
                       int(d.get("timeout") or 30), self.env(d))
+        if rc != 0:
+            self.kill_strays(name)
         return self.pid(name) if rc == 0 else None, out
 
     def verdict(self, name, pid):
@@ -135,6 +149,12 @@ class Suite:
         return bool(v and v[0])
 
     def one(self, name):
+        try:
+            return self.run_one(name)
+        finally:
+            self.kill_strays(name)
+
+    def run_one(self, name):
         d = self.desc(name)
         flags = d.get("flags", "").split()
         if d.get("arch", ARCH) != ARCH:
