@@ -169,6 +169,13 @@ Result<void> read_tree_pids(FrozenTree& tree, pid_t root, bool* own_pidns) {
                               "pid {} is in a nested pid namespace (pid {} there) below the one of the tree's root "
                               "{}: nested pid namespaces are not supported",
                               p.pid, innermost(s.nspid), root);
+        // Strict seccomp mode: the kernel kills the thread at any call but read, write, exit
+        // and sigreturn, so the dump's first injected call would kill it (per thread, below).
+        if (!p.zombie && s.seccomp_mode == 1)
+            return error_code(ENOTSUP,
+                              "pid {} is in strict seccomp mode (SECCOMP_MODE_STRICT): any call the dump makes "
+                              "in it would kill it; not supported",
+                              p.pid);
         if (!p.zombie) {
             // After unshare(CLONE_NEWPID) its children would be born in a namespace of their
             // own (ENOENT until the first one is), which a restore would not make again.
@@ -192,6 +199,11 @@ Result<void> read_tree_pids(FrozenTree& tree, pid_t root, bool* own_pidns) {
                 if (ts.nspid.size() != s.nspid.size())
                     return error_code(EINVAL, "pid {} (thread {}): NSpid has {} levels, its process {}", p.pid, tid,
                                       ts.nspid.size(), s.nspid.size());
+                if (ts.seccomp_mode == 1)
+                    return error_code(ENOTSUP,
+                                      "pid {} (thread {}) is in strict seccomp mode (SECCOMP_MODE_STRICT): any call "
+                                      "the dump makes in it would kill it; not supported",
+                                      p.pid, tid);
                 ns_tid = innermost(ts.nspid);
             }
             p.ns_threads.push_back(ns_tid);

@@ -1723,6 +1723,18 @@ class Run:
         self.check_verdict(what="tree after a dump refused for a traced child")
         return "PASS"
 
+    def neg_seccomp_strict(self):
+        """A child in seccomp's strict mode (seccomp_strict): the dump refuses it naming the
+        child before injecting anything, and the child runs on (it exits cleanly at the check).
+        Before: the dump's first injected call made the kernel kill it."""
+        child = self.start_root_and_child()
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"pid {child}",
+                                   "dump of a tree with a process in strict seccomp mode", timeout=REFUSAL_TIMEOUT)
+        if "strict" not in line:
+            raise TestFailure(f"the refusal does not say 'strict': {line}")
+        self.expect_tree_unharmed("a dump refused for strict seccomp mode")
+        return "PASS"
+
     def neg_shared_mm(self):
         """A child sharing the root's address space without being its thread (shared_mm:
         clone(CLONE_VM)), or its cwd, root and umask (shared_fs: CLONE_FS): the dump refuses
@@ -2236,7 +2248,7 @@ def main():
                                            "other-arch", "unsupported-fd", "fd-owner-outside",
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
-                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm", "traced",
+                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm", "traced", "seccomp-strict",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
                                            "tcp-refused", "tcp-forged", "udp-forged", "udp-queued-unprivileged", "leave-running-original", "ipc-forged", "batch-failed",
