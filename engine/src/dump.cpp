@@ -192,8 +192,10 @@ Result<void> read_tree_pids(FrozenTree& tree, pid_t root, bool* own_pidns) {
         p.ns_pgid = innermost(s.nspgid);
         p.ns_sid = innermost(s.nssid);
         p.ns_threads.clear();
+        p.thread_seccomp_modes.clear();
         for (pid_t tid : p.threads) {
             pid_t ns_tid = p.ns_pid;
+            int seccomp_mode = s.seccomp_mode;
             if (tid != p.pid) {
                 ProcStatus ts = CKPT_TRY_CTX(read_status(p.pid, tid), "pid {} (thread {})", p.pid, tid);
                 if (ts.nspid.size() != s.nspid.size())
@@ -205,8 +207,10 @@ Result<void> read_tree_pids(FrozenTree& tree, pid_t root, bool* own_pidns) {
                                       "the dump makes in it would kill it; not supported",
                                       p.pid, tid);
                 ns_tid = innermost(ts.nspid);
+                seccomp_mode = ts.seccomp_mode;
             }
             p.ns_threads.push_back(ns_tid);
+            p.thread_seccomp_modes.push_back(seccomp_mode);
             ns_of[tid] = ns_tid;
         }
         ns_of[p.pid] = p.ns_pid;  // a zombie has no threads listed

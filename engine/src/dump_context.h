@@ -108,6 +108,7 @@ struct FrozenProcess {
     int stop_signal = 0;
     bool stop_reported = false;
     std::vector<int> thread_stops;  // threads[i]'s stop when seized: SIGTRAP, or a stop signal
+    std::vector<int> thread_seccomp_modes;  // threads[i]'s "Seccomp:" (0 none, 2 filters)
 };
 
 // What a dump may leave out (for the MPI split rank: the lower half's memory, threads

@@ -118,7 +118,7 @@ pid_t tracer_of(pid_t tid) {
 }  // namespace
 
 Result<int> seize_and_stop(pid_t tid, int timeout_ms) {
-    if (ptrace(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACESYSGOOD) != 0) {
+    if (!seize(tid, PTRACE_O_TRACESYSGOOD)) {
         const int err = errno;
         if (err == EPERM)
             if (pid_t tracer = tracer_of(tid); tracer > 0)
@@ -130,6 +130,21 @@ Result<int> seize_and_stop(pid_t tid, int timeout_ms) {
     }
     if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) tid {}", tid);
     return await_event_stop(tid, timeout_ms);
+}
+
+// EPERM: no CAP_SYS_ADMIN (a user's restore) or the engine is filtered itself; EINVAL: a
+// kernel without CONFIG_CHECKPOINT_RESTORE.
+bool seize(pid_t tid, unsigned options) {
+    if (ptrace(PTRACE_SEIZE, tid, 0, options | PTRACE_O_SUSPEND_SECCOMP) == 0) return true;
+    if (errno != EPERM && errno != EINVAL) return false;
+    return ptrace(PTRACE_SEIZE, tid, 0, options) == 0;
+}
+
+Result<void> set_trace_options(pid_t tid, unsigned options) {
+    if (ptrace(PTRACE_SETOPTIONS, tid, 0, options | PTRACE_O_SUSPEND_SECCOMP) == 0) return ok();
+    if (errno != EPERM && errno != EINVAL) return sys_error("ptrace(SETOPTIONS) tid {}", tid);
+    if (ptrace(PTRACE_SETOPTIONS, tid, 0, options) != 0) return sys_error("ptrace(SETOPTIONS) tid {}", tid);
+    return ok();
 }
 
 Result<int> restop(pid_t tid) {

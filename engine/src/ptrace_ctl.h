@@ -27,6 +27,14 @@ namespace ckpt::engine {
 // fails with ETIMEDOUT naming its state and where it waits; it stays seized, stopping once
 // the wait ends, until the engine detaches or exits.
 Result<int> seize_and_stop(pid_t tid, int timeout_ms);
+// PTRACE_SEIZE, and PTRACE_SETOPTIONS of a thread in a ptrace stop, with the options given
+// and PTRACE_O_SUSPEND_SECCOMP added where the engine may (CAP_SYS_ADMIN, and no filter of its
+// own): the calls it injects then pass no seccomp filter of the thread's, which could fail,
+// fake or kill them. Without that right the options are set alone and the filters apply (a
+// restore then installs them after every call but the trampoline's munmap). Threads and
+// processes traced from birth inherit the option. seize() leaves errno as PTRACE_SEIZE did.
+bool seize(pid_t tid, unsigned options);
+Result<void> set_trace_options(pid_t tid, unsigned options);
 // Lets a seized thread that reported SIGTRAP pass through signal delivery once more and
 // stops it again: a group stop begun meanwhile by another thread is then reported (its
 // signal is returned), else SIGTRAP.

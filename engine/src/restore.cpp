@@ -262,7 +262,7 @@ Result<pid_t> create_root(pid_t pid, uint64_t trampoline) {
     int status = CKPT_TRY(wait_stopped(static_cast<pid_t>(r)));
     if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGSTOP)
         return error("pid {}: restore helper did not stop (status {:#x})", pid, status);
-    if (ptrace(PTRACE_SETOPTIONS, r, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", r);
+    CKPT_TRY_CTX(set_trace_options(static_cast<pid_t>(r), kTraceOptions), "pid {}", pid);
     return static_cast<pid_t>(r);
 }
 
@@ -400,7 +400,7 @@ Result<pid_t> create_root_in_pidns(const PidnsInit& init, pid_t root_in_ns, uint
     auto children = CKPT_TRY(read_children(init.pid));
     if (children.size() != 1) return error("pid {}: cannot find the new root under init {}", root_in_ns, init.pid);
     pid_t root = children[0];
-    if (ptrace(PTRACE_SEIZE, root, 0, kTraceOptions) != 0) return sys_error("ptrace(SEIZE) pid {}", root);
+    if (!seize(root, kTraceOptions)) return sys_error("ptrace(SEIZE) pid {}", root);
     if (ptrace(PTRACE_INTERRUPT, root, 0, 0) != 0) return sys_error("ptrace(INTERRUPT) pid {}", root);
     CKPT_TRY(wait_stopped(root));
     return root;
@@ -659,7 +659,7 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         t.trampoline = trampoline;
         t.scratch = RemoteScratch(t.host, trampoline + RestoreTask::kCodeSize, RestoreTask::kScratchSize);
         t.leader = std::make_unique<RemoteThread>(CKPT_TRY(RemoteThread::attach(t.host, trampoline)));
-        if (ptrace(PTRACE_SETOPTIONS, t.host, 0, kTraceOptions) != 0) return sys_error("ptrace(SETOPTIONS) pid {}", pid);
+        CKPT_TRY_CTX(set_trace_options(t.host, kTraceOptions), "pid {}", pid);
         // The root enters a new IPC namespace, filled before any segment is attached; every
         // process made after it inherits it.
         if (pid == root && ipc) ipc_restore.emplace(CKPT_TRY_CTX(IpcRestore::create(*t.leader, t.host, *ipc), "restore pid {}", pid));
@@ -808,31 +808,37 @@ Result<RestoredTree> restore(const RestoreOptions& opts) {
         // next signal behind the recorded one (which carries the overruns), not before it.
         CKPT_TRY_CTX(restore_timers(t), "restore pid {}", pid);
         CKPT_TRY(restore_mdwe(t));
+        // A change of identity makes the process non-dumpable (it would hide it from its own
+        // user's debugger and /proc) and clears its parent-death signal: both set again after
+        // it, and before the filters where they come last.
+        auto after_identity = [&]() -> Result<void> {
+            CKPT_TRY(verify_task_identity(t));
+            CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, t.core.dumpable() ? 1u : 0u}));
+            if (t.core.pdeath_signal())
+                CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_PDEATHSIG)", SYS_prctl,
+                                              {PR_SET_PDEATHSIG, static_cast<uint64_t>(t.core.pdeath_signal())}));
+            return ok();
+        };
         if (user) {
             // The identity, checked from /proc for every thread, then the filters last: a
             // filter can fake success for the calls that set the identity, never undo them.
-            // Only registers, dumpable and the trampoline's munmap come after it.
+            // Only the trampoline's munmap comes after them (the filters are not suspended
+            // for a user's restore: that needs CAP_SYS_ADMIN).
             CKPT_TRY_CTX(restore_creds_as_user(*t.leader, t.scratch, t.batch_code(), t.core.creds()), "restore pid {}", pid);
-            CKPT_TRY(verify_task_identity(t));
+            CKPT_TRY(after_identity());
             CKPT_TRY(restore_seccomp(t));
         } else {
             // Root restoring as recorded: a filter needs no_new_privs or CAP_SYS_ADMIN, so it
             // comes before the identity drop unless the process has no_new_privs (then after,
-            // so the filter cannot refuse the drop); the result is checked either way.
+            // so the filter cannot refuse the drop); the result is checked either way. The
+            // filters are suspended for the engine's calls (set_trace_options).
             bool nnp = t.core.creds().no_new_privs();
             if (!nnp) CKPT_TRY(restore_seccomp(t));
             CKPT_TRY_CTX(restore_creds(*t.leader, t.scratch, t.batch_code(), t.core.creds()), "restore pid {}", pid);
-            CKPT_TRY(verify_task_identity(t));
+            CKPT_TRY(after_identity());
             if (nnp) CKPT_TRY(restore_seccomp(t));
         }
         CKPT_TRY(verify_task_seccomp(t));
-        // A change of identity makes the process non-dumpable (it would hide it from its own
-        // user's debugger and /proc); set what it had, after the change.
-        CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_DUMPABLE)", SYS_prctl, {PR_SET_DUMPABLE, t.core.dumpable() ? 1u : 0u}));
-        // The parent-death signal too: a change of identity clears it.
-        if (t.core.pdeath_signal())
-            CKPT_TRY(t.leader->syscall_ok("prctl(PR_SET_PDEATHSIG)", SYS_prctl,
-                                          {PR_SET_PDEATHSIG, static_cast<uint64_t>(t.core.pdeath_signal())}));
         logger()->debug("pid {}: {} injected syscalls in {} ptrace runs", pid, t.leader->injected_calls() + 1,
                         t.leader->injected_runs() + 1);
         injected_runs += t.leader->injected_runs() + 1;

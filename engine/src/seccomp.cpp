@@ -1,4 +1,5 @@
 // Seccomp filters: read with ptrace, installed again from inside the process.
+#include <algorithm>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sys/ptrace.h>
@@ -38,33 +39,59 @@ Result<SeccompStatus> seccomp_status(const std::string& path) {
     return out;
 }
 
-}  // namespace
-
-Result<void> dump_seccomp(const FrozenProcess& p, image::TaskCore* core) {
-    const pid_t pid = p.pid;
-    if (p.status.seccomp_mode == 0) return ok();
-    if (p.status.seccomp_mode == 1) return error("pid {}: strict seccomp mode cannot be restored", pid);
+// The filters of one thread, oldest first (the order they are installed again).
+Result<std::vector<image::SeccompFilter>> read_filters(pid_t tid) {
     std::vector<image::SeccompFilter> newest_first;
     for (unsigned long index = 0;; ++index) {
-        long n = ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, nullptr);
+        long n = ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, nullptr);
         if (n < 0) {
             if (errno == ENOENT) break;
-            return sys_error("ptrace(SECCOMP_GET_FILTER) pid {} filter {}", pid, index);
+            return sys_error("ptrace(SECCOMP_GET_FILTER) tid {} filter {}", tid, index);
         }
         std::vector<sock_filter> prog(static_cast<size_t>(n));
-        if (ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, prog.data()) != n)
-            return sys_error("ptrace(SECCOMP_GET_FILTER) pid {} filter {}", pid, index);
+        if (ptrace(PTRACE_SECCOMP_GET_FILTER, tid, index, prog.data()) != n)
+            return sys_error("ptrace(SECCOMP_GET_FILTER) tid {} filter {}", tid, index);
         struct {
             uint64_t filter_off, flags;
         } meta{index, 0};
-        if (ptrace(static_cast<__ptrace_request>(kPtraceGetSeccompMetadata), pid, sizeof meta, &meta) < 0)
+        if (ptrace(static_cast<__ptrace_request>(kPtraceGetSeccompMetadata), tid, sizeof meta, &meta) < 0)
             meta.flags = 0;
         image::SeccompFilter f;
         f.set_bpf(prog.data(), prog.size() * sizeof(sock_filter));
         f.set_flags(static_cast<uint32_t>(meta.flags));
         newest_first.push_back(std::move(f));
     }
-    for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) *core->add_seccomp() = *it;
+    return std::vector<image::SeccompFilter>(newest_first.rbegin(), newest_first.rend());
+}
+
+bool same_filters(const std::vector<image::SeccompFilter>& a, const std::vector<image::SeccompFilter>& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const auto& x, const auto& y) {
+        return x.bpf() == y.bpf() && x.flags() == y.flags();
+    });
+}
+
+}  // namespace
+
+// The process's filters, which every thread must have alike: a restore installs them once,
+// synchronised to every thread (SECCOMP_FILTER_FLAG_TSYNC).
+Result<void> dump_seccomp(const FrozenProcess& p, image::TaskCore* core) {
+    const pid_t pid = p.pid;
+    auto filters_of = [&](pid_t tid, int mode) -> Result<std::vector<image::SeccompFilter>> {
+        if (mode == 0) return std::vector<image::SeccompFilter>{};
+        if (mode != 2) return error("pid {} tid {}: seccomp mode {} cannot be restored", pid, tid, mode);
+        return read_filters(tid);
+    };
+    const auto filters = CKPT_TRY(filters_of(pid, p.status.seccomp_mode));
+    for (size_t i = 1; i < p.threads.size() && i < p.thread_seccomp_modes.size(); ++i) {
+        const auto theirs = CKPT_TRY(filters_of(p.threads[i], p.thread_seccomp_modes[i]));
+        if (!same_filters(theirs, filters))
+            return error_code(ENOTSUP,
+                              "pid {}: thread {} has seccomp filters of its own ({}, its process {}): only filters "
+                              "every thread shares (installed before the threads were made, or with "
+                              "SECCOMP_FILTER_FLAG_TSYNC) are supported",
+                              pid, p.threads[i], theirs.size(), filters.size());
+    }
+    for (const auto& f : filters) *core->add_seccomp() = f;
     return ok();
 }
 

@@ -1735,6 +1735,21 @@ class Run:
         self.expect_tree_unharmed("a dump refused for strict seccomp mode")
         return "PASS"
 
+    def neg_seccomp_thread(self):
+        """A thread with a seccomp filter of its own besides the ones its process shares
+        (seccomp_filters with CKPT_TEST_THREAD_FILTER=1): the dump refuses it naming the thread,
+        and the tree runs on. Before: only the leader's filters were saved, and the restored
+        thread came back without its own."""
+        self.spawn_program({"CKPT_TEST_THREAD_FILTER": "1"})
+        self.wait_ready()
+        thread = sorted(int(t) for t in os.listdir(f"/proc/{self.root}/task"))[-1]
+        line = self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], f"thread {thread}",
+                                   "dump of a thread with a seccomp filter of its own", timeout=REFUSAL_TIMEOUT)
+        if "filters of its own" not in line:
+            raise TestFailure(f"the refusal does not say why: {line}")
+        self.expect_tree_unharmed("a dump refused for a thread's own seccomp filter")
+        return "PASS"
+
     def neg_shared_mm(self):
         """A child sharing the root's address space without being its thread (shared_mm:
         clone(CLONE_VM)), or its cwd, root and umask (shared_fs: CLONE_FS): the dump refuses
@@ -2248,7 +2263,7 @@ def main():
                                            "other-arch", "unsupported-fd", "fd-owner-outside",
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
-                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm", "traced", "seccomp-strict",
+                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm", "traced", "seccomp-strict", "seccomp-thread",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
                                            "tcp-refused", "tcp-forged", "udp-forged", "udp-queued-unprivileged", "leave-running-original", "ipc-forged", "batch-failed",
