@@ -580,8 +580,12 @@ Result<void> dump_memory(pid_t pid, uint64_t brk, FileRegistry& files, const Dum
             g->set_nr_pages(n);
         };
         const bool guards_possible = has_flag(flags, "gu") || guards_may_hide();
-        // Page data: private memory only. Shared mappings live in their file or object.
-        if (m.shared) {
+        // Page data: private memory only. Shared mappings live in their file or object. A
+        // MAP_DROPPABLE mapping's pages may be dropped by the kernel at any time, which its
+        // user must expect at every read: they are not saved and come back empty (as with
+        // CRIU). That also keeps state such as the vDSO getrandom's out of images: a restore
+        // must not replay another's random stream.
+        if (m.shared || type == kMapDroppable) {
             if (guards_possible)
                 CKPT_TRY_CTX(scan_pages(pagemap.get(), m.start, m.end, true, false, zpfn, 0, entries,
                                         [](uint64_t, uint64_t, bool, bool) {}, add_guard),

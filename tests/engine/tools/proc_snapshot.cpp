@@ -250,6 +250,23 @@ std::string hash_mapping(int pid, int mem_fd, int pagemap_fd, uint64_t start, ui
     return hex(h);
 }
 
+// Starts of the mappings made with MAP_DROPPABLE (VmFlags "dp" in smaps): the kernel may
+// drop their pages at any time and a restore brings them back empty, so their content is not
+// compared (only that they are there).
+std::set<uint64_t> droppable_mappings(const std::string& dir) {
+    std::set<uint64_t> out;
+    std::istringstream smaps(read_text(dir + "/smaps"));
+    uint64_t start = 0;
+    for (std::string line; std::getline(smaps, line);) {
+        const std::string first = line.substr(0, line.find(' '));
+        if (first.find('-') != std::string::npos && first.find(':') == std::string::npos)  // "start-end perms ..."
+            start = std::strtoull(line.c_str(), nullptr, 16);
+        else if (line.rfind("VmFlags:", 0) == 0 && (" " + line.substr(8) + " ").find(" dp ") != std::string::npos)
+            out.insert(start);
+    }
+    return out;
+}
+
 void snapshot_process(int pid) {
     std::string dir = "/proc/" + std::to_string(pid);
     char state = proc_state(pid);
@@ -262,6 +279,7 @@ void snapshot_process(int pid) {
     int mem_fd = open((dir + "/mem").c_str(), O_RDONLY);
     int pagemap_fd = open((dir + "/pagemap").c_str(), O_RDONLY);
     if (mem_fd < 0 || pagemap_fd < 0) die("open " + dir + "/mem");
+    const std::set<uint64_t> droppable = droppable_mappings(dir);
     std::istringstream maps(read_text(dir + "/maps"));
     for (std::string line; std::getline(maps, line);) {
         std::istringstream in(line);
@@ -272,6 +290,10 @@ void snapshot_process(int pid) {
                     dev.c_str(), inode.c_str(), path.c_str());
         uint64_t start = std::strtoull(range.c_str(), nullptr, 16);
         uint64_t end = std::strtoull(range.c_str() + range.find('-') + 1, nullptr, 16);
+        if (droppable.count(start)) {
+            std::printf("mem %d %s droppable\n", pid, range.c_str());
+            continue;
+        }
         std::printf("mem %d %s %s\n", pid, range.c_str(),
                     hash_mapping(pid, mem_fd, pagemap_fd, start, end,
                                  private_anonymous(perms, path), tls_hashes)
