@@ -26,6 +26,9 @@
 #include <linux/filter.h>
 #include <linux/icmp.h>
 #include <linux/icmpv6.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/sockios.h>
 #include <linux/udp.h>
@@ -300,6 +303,55 @@ Result<void> record_queued(int s, const Identity& id, bool rcv_shutdown, const i
 // raw}[6] ("sl local rem st ... inode"), state 01 (connected). Addresses are printed as
 // 32-bit words in the machine's order. (Found by CRIU's socket_icmp and sock_udp's ping
 // socket, which had never run: ping sockets need net.ipv4.ping_group_range.)
+// The shutdown bits (sk_shutdown: 1 receive, 2 send) of a UDP or UDP-Lite socket, from
+// sock_diag (the engine's network namespace, the tree's): poll shows a socket shut down for
+// receiving, nothing shows one shut down for sending. Empty when sock_diag does not list it:
+// a socket never bound is in no table.
+Result<std::optional<uint8_t>> udp_shutdown_bits(const Identity& id, ino_t inode) {
+    UniqueFd nl(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+    if (!nl) return sys_error("socket(NETLINK_SOCK_DIAG)");
+    struct {
+        nlmsghdr nlh;
+        inet_diag_req_v2 req;
+    } msg{};
+    msg.nlh.nlmsg_len = sizeof msg;
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.req.sdiag_family = static_cast<uint8_t>(id.family);
+    msg.req.sdiag_protocol = static_cast<uint8_t>(id.protocol);
+    msg.req.idiag_states = ~0u;
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    if (sendto(nl.get(), &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+        return sys_error("sock_diag: send");
+    alignas(nlmsghdr) static thread_local char buf[1 << 16];
+    std::optional<uint8_t> found;
+    for (bool done = false; !done;) {
+        ssize_t n = recv(nl.get(), buf, sizeof buf, 0);
+        if (n < 0) return sys_error("sock_diag: recv");
+        int len = static_cast<int>(n);
+        for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+            if (h->nlmsg_type == NLMSG_DONE) done = true;
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                auto* e = static_cast<nlmsgerr*>(NLMSG_DATA(h));
+                if (e->error)
+                    return sys_error_code(-e->error, fmt::format("sock_diag: {} sockets (the kernel's udp_diag)",
+                                                                 describe(id)));
+                done = true;
+            }
+            if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || found) continue;
+            const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+            if (m->idiag_inode != inode) continue;
+            found = uint8_t{0};
+            int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+            for (auto* a = reinterpret_cast<const rtattr*>(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen))
+                if (a->rta_type == INET_DIAG_SHUTDOWN && RTA_PAYLOAD(a) >= 1)
+                    found = *static_cast<const uint8_t*>(RTA_DATA(a));
+        }
+    }
+    return found;
+}
+
 Result<void> peer_from_proc(pid_t pid, const Identity& id, ino_t inode, image::InetDgramSocket* d) {
     const std::string path = fmt::format("/proc/{}/net/{}{}", pid, id.type == SOCK_RAW ? "raw" : "icmp",
                                          id.family == AF_INET6 ? "6" : "");
@@ -368,8 +420,12 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
 
     pollfd p{s, POLLIN | POLLRDHUP, 0};
     if (poll(&p, 1, 0) < 0) return wctx(sys_error("poll"));
-    const bool rcv_shutdown = p.revents & POLLRDHUP;
-    d->set_shutdown(p.revents & POLLHUP ? 3u : rcv_shutdown ? 1u : 0u);
+    uint32_t shutdown_bits = p.revents & POLLHUP ? 3u : p.revents & POLLRDHUP ? 1u : 0u;
+    if (id.type == SOCK_DGRAM && (id.protocol == IPPROTO_UDP || id.protocol == IPPROTO_UDPLITE))
+        if (auto diag = CKPT_TRY_CTX(udp_shutdown_bits(id, CKPT_TRY(probe.stat_target()).st_ino), "{}", where))
+            shutdown_bits |= *diag & 3u;
+    d->set_shutdown(shutdown_bits);
+    const bool rcv_shutdown = shutdown_bits & 1u;
 
     if (auto r = sockopt::refuse_errors(s); !r) return wctx(std::move(r).error());
     if (auto r = sockopt::record_filter(s, d->mutable_filter()); !r) return wctx(std::move(r).error());
@@ -603,12 +659,11 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
         !protocol_name(id.family, id.type, id.protocol) || id.protocol < 0 || id.protocol > 255)
         return error_code(EINVAL, "a socket of family {} type {} protocol {} (image is corrupt)", id.family, id.type,
                           id.protocol);
-    if (d.shutdown() != 0 && d.shutdown() != 1 && d.shutdown() != 3)
-        return error_code(EINVAL, "shutdown state {} (image is corrupt)", d.shutdown());
+    if (d.shutdown() > 3) return error_code(EINVAL, "shutdown state {} (image is corrupt)", d.shutdown());
     const std::string what = describe(id);
     const bool queued = d.queued_size() > 0;
     if (queued) {
-        if (id.type != SOCK_DGRAM || (id.protocol != IPPROTO_UDP && id.protocol != IPPROTO_UDPLITE) || d.shutdown() != 0 ||
+        if (id.type != SOCK_DGRAM || (id.protocol != IPPROTO_UDP && id.protocol != IPPROTO_UDPLITE) || (d.shutdown() & 1) ||
             !d.has_local() || (!d.bind_device().empty() && d.bind_device() != "lo"))
             return error_code(EINVAL, "{}: datagrams queued for a socket the dump refuses them on (image is corrupt)", what);
         for (const auto& o : d.options())
@@ -680,7 +735,9 @@ Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
         return ctx(error_code(EINVAL, "bound to {} once made, {} at dump", show_addr(now), show_addr(d.local())));
     if (!d.has_local() && id.type == SOCK_DGRAM && now.port() != 0)
         return ctx(error_code(EINVAL, "never bound at dump, but connected: the image is corrupt"));
-    if (d.shutdown() != 0 && shutdown(s, d.shutdown() == 3 ? SHUT_RDWR : SHUT_RD) != 0 && errno != ENOTCONN)
+    // An unconnected socket says ENOTCONN, and is shut down all the same.
+    if (d.shutdown() != 0 && shutdown(s, d.shutdown() == 3 ? SHUT_RDWR : d.shutdown() == 2 ? SHUT_WR : SHUT_RD) != 0 &&
+        errno != ENOTCONN)
         return ctx(sys_error("shutdown"));
     CKPT_TRY_CTX(sockopt::restore_filter(s, d.filter()), "{}", where);
     return sock;

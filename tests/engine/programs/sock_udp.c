@@ -13,6 +13,7 @@
  *          process make one (else not made: a note says so)
  *   fd 29  UDP E on [::] (IPV6_V6ONLY off, no IPV6_RECVPKTINFO), not connected
  *   fd 30  UDP F on 127.0.0.1, fd 31 UDP G on [::1]: senders only
+ *   fd 32  UDP on 127.0.0.1 connected to A, shut down for writing (only sock_diag shows it)
  * Datagrams queued at dump, each sent once the one before arrived: for A from B "q1", one of 0
  * bytes, 1000 patterned bytes, from F "q-f2a"; for C from D "q-d2c", from G "q-g2c"; for E from
  * F to 127.0.0.2 (v4-mapped on E), from G to ::1, 60000 patterned bytes from F to 127.0.0.1.
@@ -58,7 +59,7 @@ static const opt_t kOpts[] = {
     {SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN", 0},         {SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0},
 };
 #define NOPTS (sizeof kOpts / sizeof kOpts[0])
-#define NFDS 12
+#define NFDS 13
 
 typedef struct {
     int fd;
@@ -76,7 +77,7 @@ typedef struct {
 
 static sock_t S[NFDS] = {{.fd = 20}, {.fd = 21}, {.fd = 22}, {.fd = 23}, {.fd = 24},
                          {.fd = 25}, {.fd = 26}, {.fd = 27}, {.fd = 28}, {.fd = 29},
-                         {.fd = 30}, {.fd = 31}};
+                         {.fd = 30}, {.fd = 31}, {.fd = 32}};
 static int have_ping;
 
 static void setopt(int fd, int level, int opt, int v) {
@@ -308,7 +309,7 @@ static void ping_once(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 6);
+    test_init(argc, argv, 7);
     signal(SIGIO, SIG_IGN);
 
     make(AF_INET, SOCK_DGRAM, 0, 20);
@@ -353,6 +354,11 @@ int main(int argc, char** argv) {
     bind_to(26, AF_INET, "127.0.0.1");
     connect_to(26, 20);
     if (shutdown(26, SHUT_RD) != 0) test_fail("shutdown: %s", strerror(errno));
+
+    make(AF_INET, SOCK_DGRAM, 0, 32);
+    bind_to(32, AF_INET, "127.0.0.1");
+    connect_to(32, 20);
+    if (shutdown(32, SHUT_WR) != 0) test_fail("shutdown: %s", strerror(errno));
 
     make(AF_INET, SOCK_RAW, IPPROTO_ICMP, 27);
     struct icmp_filter none = {~0u};
@@ -414,6 +420,21 @@ int main(int argc, char** argv) {
     struct pollfd p = {26, POLLIN | POLLRDHUP, 0};
     CHECK(poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP) && !(p.revents & POLLHUP),
           "fd 26: not shut down for reading only (poll 0x%x)", p.revents);
+    if (test_corrupt(7)) {
+        /* the same address and peer, not shut down */
+        struct sockaddr_storage me;
+        socklen_t ml = sizeof me;
+        getsockname(32, (struct sockaddr*)&me, &ml);
+        close(32);
+        make(AF_INET, SOCK_DGRAM, 0, 32);
+        if (bind(32, (struct sockaddr*)&me, ml) != 0) test_fail("rebind: %s", strerror(errno));
+        connect_to(32, 20);
+    }
+    /* Shut down for writing: a send fails with EPIPE (nothing is sent, so A's queue is kept). */
+    errno = 0;
+    CHECK(sendto(32, "w", 1, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr*)&S[0].name, S[0].name_len) < 0 &&
+              errno == EPIPE,
+          "fd 32: a send after SHUT_WR was not refused (%s)", strerror(errno));
     struct icmp_filter f = {0};
     socklen_t fl = sizeof f;
     CHECK(getsockopt(27, SOL_RAW, ICMP_FILTER, &f, &fl) == 0 && f.data == ~0u, "fd 27: ICMP_FILTER 0x%x", f.data);

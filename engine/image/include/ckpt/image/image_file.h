@@ -99,7 +99,10 @@ namespace ckpt::image {
 // 15: mappings' read-ahead advice (MADV_SEQUENTIAL, MADV_RANDOM), MADV_MERGEABLE and
 //     MLOCK_ONFAULT locks (Vma.madvise bits 128, 256, 512, 1024), MAP_NORESERVE and
 //     MAP_DROPPABLE (Vma.flags): a version 14 reader would restore them without.
-inline constexpr uint32_t kFormatVersion = 15;
+// 16: a UDP socket shut down for sending (InetDgramSocket.shutdown 2, from sock_diag), which a
+//     version 15 reader would refuse as corrupt; a MAP_DROPPABLE mapping's pages are no
+//     longer saved.
+inline constexpr uint32_t kFormatVersion = 16;
 
 enum class Kind : uint32_t {
     Inventory = 1,
