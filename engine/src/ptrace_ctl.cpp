@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "ckpt/base/fd.h"
 #include "ckpt/base/log.h"
@@ -20,8 +21,33 @@
 
 namespace ckpt::engine {
 
+namespace {
+
+// Whether thread `other` belongs to the thread group of `tid` (both this engine's tracees).
+bool same_thread_group(pid_t other, pid_t tid) {
+    auto a = read_status(other), b = read_status(tid);
+    return a && b && a->tgid == b->tgid;
+}
+
+}  // namespace
+
 Result<int> wait_stopped(pid_t tid) {
     int status;
+    // A group killed meanwhile (SIGKILL, a seccomp filter's kill, the OOM killer): its other
+    // threads, traced, stay zombies until their tracer reaps them, and a leader's end is not
+    // reported before theirs. So what this thread's tracees have to report is looked at first
+    // without taking it (WNOWAIT), and ended threads of tid's group are reaped.
+    for (int reaped = 0; reaped < 100000; ++reaped) {
+        siginfo_t info{};
+        if (waitid(P_ALL, 0, &info, WEXITED | WSTOPPED | __WALL | __WNOTHREAD | WNOWAIT) < 0) {
+            if (errno == EINTR) continue;
+            return sys_error("waitid (for tid {})", tid);
+        }
+        const bool ended = info.si_code == CLD_EXITED || info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
+        if (info.si_pid == tid || !ended || !same_thread_group(info.si_pid, tid)) break;
+        if (waitpid(info.si_pid, &status, __WALL | WNOHANG) != info.si_pid) break;
+        log::get("engine")->debug("tid {}: thread {} of its group ended (status {:#x})", tid, info.si_pid, status);
+    }
     for (;;) {
         pid_t r = waitpid(tid, &status, __WALL);
         if (r < 0) {
@@ -134,14 +160,24 @@ Result<int> seize_and_stop(pid_t tid, int timeout_ms) {
 
 // EPERM: no CAP_SYS_ADMIN (a user's restore) or the engine is filtered itself; EINVAL: a
 // kernel without CONFIG_CHECKPOINT_RESTORE.
+// CKPT_NO_SUSPEND_SECCOMP=1: as an engine without CAP_SYS_ADMIN (tests of that path).
+bool may_suspend_seccomp() {
+    static const bool may = [] {
+        const char* no = std::getenv("CKPT_NO_SUSPEND_SECCOMP");
+        return !no || std::string_view(no) != "1";
+    }();
+    return may;
+}
+
 bool seize(pid_t tid, unsigned options) {
+    if (!may_suspend_seccomp()) return ptrace(PTRACE_SEIZE, tid, 0, options) == 0;
     if (ptrace(PTRACE_SEIZE, tid, 0, options | PTRACE_O_SUSPEND_SECCOMP) == 0) return true;
     if (errno != EPERM && errno != EINVAL) return false;
     return ptrace(PTRACE_SEIZE, tid, 0, options) == 0;
 }
 
 Result<void> set_trace_options(pid_t tid, unsigned options) {
-    if (ptrace(PTRACE_SETOPTIONS, tid, 0, options | PTRACE_O_SUSPEND_SECCOMP) == 0) return ok();
+    if (may_suspend_seccomp() && ptrace(PTRACE_SETOPTIONS, tid, 0, options | PTRACE_O_SUSPEND_SECCOMP) == 0) return ok();
     if (errno != EPERM && errno != EINVAL) return sys_error("ptrace(SETOPTIONS) tid {}", tid);
     if (ptrace(PTRACE_SETOPTIONS, tid, 0, options) != 0) return sys_error("ptrace(SETOPTIONS) tid {}", tid);
     return ok();

@@ -92,6 +92,7 @@ struct RestoreShared {
     // removed (remove_link_remaps), whose removal is an event of their watches.
     std::set<uint64_t> inotify_descriptions;
     std::map<uint64_t, std::pair<UniqueFd, UniqueFd>> pipes;  // pipe id -> (read, write)
+    std::set<std::pair<uint64_t, bool>> pipe_ends_given;      // (pipe id, read end) given a description
     // FIFO id -> the engine's open of it, holding it open until every fd of it is in place.
     std::map<uint64_t, UniqueFd> fifos;
     // unix socket pair id -> its two ends, made with their queued data before any process.

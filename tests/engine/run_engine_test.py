@@ -1750,6 +1750,23 @@ class Run:
         self.expect_tree_unharmed("a dump refused for a thread's own seccomp filter")
         return "PASS"
 
+    def neg_seccomp_unsuspended(self):
+        """seccomp_filters dumped by an engine that may not suspend filters for its own calls
+        (CKPT_NO_SUSPEND_SECCOMP=1, as one without CAP_SYS_ADMIN): the filter kills the process
+        at the dump's first injected prctl, and the dump fails at once saying the process
+        ended. Before: the engine waited forever for the leader, whose end the kernel reports
+        only once the group's other threads, traced, are reaped."""
+        self.spawn_program()
+        self.wait_ready()
+        self.expect_failure(["dump", "-t", str(self.root), "-D", self.images], "exited while traced",
+                            "dump of a process whose filter kills the dump's calls", timeout=REFUSAL_TIMEOUT,
+                            prefix=(shutil.which("env") or "/usr/bin/env", "CKPT_NO_SUSPEND_SECCOMP=1"))
+        st = self.reaper.wait(self.root, VERDICT_TIMEOUT)
+        self.started.discard(self.root)
+        if st is None or not os.WIFSIGNALED(st) or os.WTERMSIG(st) != signal.SIGSYS:
+            raise TestFailure(f"the process was not killed by its filter: {st}")
+        return "PASS"
+
     def neg_shared_mm(self):
         """A child sharing the root's address space without being its thread (shared_mm:
         clone(CLONE_VM)), or its cwd, root and umask (shared_fs: CLONE_FS): the dump refuses
@@ -2263,7 +2280,7 @@ def main():
                                            "other-arch", "unsupported-fd", "fd-owner-outside",
                                            "pidfd-reaped", "pidfd-outside", "image-fifo",
                                            "image-devzero", "image-symlink", "dump-symlinks",
-                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm", "traced", "seccomp-strict", "seccomp-thread",
+                                           "pages-outside", "dump-foreign-process", "nested-pidns", "shared-mm", "traced", "seccomp-strict", "seccomp-thread", "seccomp-unsuspended",
                                            "unsupported-mapping", "refused-fd", "refused-cwd",
                                            "compare-detects", "shared-fd-table", "fifo-changed",
                                            "tcp-refused", "tcp-forged", "udp-forged", "udp-queued-unprivileged", "leave-running-original", "ipc-forged", "batch-failed",

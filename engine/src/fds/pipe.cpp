@@ -4,7 +4,6 @@
 // restorer is given (--inherit-fd).
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -58,6 +57,9 @@ Result<void> dump_pipe(const FdProbe& probe, image::Fd* f) {
         return ok();
     }
     f->set_pipe_id(ino);
+    // Another description of the same end (opened again through /proc/PID/fd) has status
+    // flags of its own: kept apart (format 16; 0 before: every fd of an end shared one).
+    f->set_description_id(CKPT_TRY(probe.description_id(CKPT_TRY(probe.stat_target()))));
     // Recorded by a reader (with what is queued), or by the writer of a pipe nobody reads
     // any more (what is queued there can never be read).
     if (pipes.saved.count(ino) || (!read_end(probe) && !widowed)) return ok();
@@ -88,13 +90,22 @@ Result<void> make_pipes(RestoreShared& sh) {
 Result<void> restore_pipe(RestoreTask& t, const image::Fd& f) {
     auto it = t.shared->pipes.find(f.pipe_id());
     if (it == t.shared->pipes.end()) return error("pipe {} missing from the images", f.pipe_id());
-    bool reader = (f.flags() & O_ACCMODE) == O_RDONLY;
-    CKPT_TRY(t.install_fd(reader ? it->second.first.get() : it->second.second.get(), f.fd(), f.cloexec()));
-    // Status flags (O_NONBLOCK) live in the shared open file description.
-    CKPT_TRY(t.leader->syscall_ok("fcntl(F_SETFL)", SYS_fcntl,
-                                  {static_cast<uint64_t>(f.fd()), F_SETFL,
-                                   f.flags() & ~static_cast<uint32_t>(O_ACCMODE) & ~kLateFlags}));
-    return ok();
+    const bool reader = (f.flags() & O_ACCMODE) == O_RDONLY;
+    const int end = reader ? it->second.first.get() : it->second.second.get();
+    if (f.description_id() == 0) return error_code(EINVAL, "pipe {}: fd without a description id (image is corrupt)", f.pipe_id());
+    // An end's first description is the pipe's own; each other one is opened again through
+    // /proc, as the process did (the engine's own fd: never a path of the user's).
+    auto make = [&]() -> Result<UniqueFd> {
+        if (t.shared->pipe_ends_given.insert({f.pipe_id(), reader}).second) {
+            UniqueFd d(fcntl(end, F_DUPFD_CLOEXEC, 0));
+            if (!d) return sys_error("pipe {}: dup", f.pipe_id());
+            return d;
+        }
+        return open_file("/proc/self/fd/" + std::to_string(end), (reader ? O_RDONLY : O_WRONLY) | O_NONBLOCK | O_CLOEXEC)
+            .context("pipe {}: another description of its {} end", f.pipe_id(), reader ? "read" : "write");
+    };
+    // Status flags (O_NONBLOCK) live in the description: set on it once it is made.
+    return install_description(t, f, make, true);
 }
 
 }  // namespace

@@ -92,6 +92,10 @@ Result<Identity> identity_of(int s) {
     return id;
 }
 
+// The kernel's IPPROTO_MAX (263 since IPPROTO_MPTCP, 262): a raw socket may be made with any
+// protocol below it, 256 to 262 included.
+constexpr int kIpprotoMax = 263;
+
 const char* protocol_name(int family, int type, int protocol) {
     if (type == SOCK_RAW) return "raw";
     switch (protocol) {
@@ -438,12 +442,14 @@ Result<void> dump_inet(const FdProbe& probe, image::Fd* f) {
     if (ioctl(s, SIOCOUTQ, &outq) != 0 && !(ping && errno == ENOTTY)) return wctx(sys_error("ioctl(SIOCOUTQ)"));
     if (outq != 0)
         return wctx(error_code(ENOTSUP, "{} bytes not sent yet (held by UDP_CORK or MSG_MORE): not supported", outq));
-    if (id.protocol == IPPROTO_UDP || id.protocol == IPPROTO_UDPLITE) {
+    // UDP's own options: of datagram sockets only (a raw socket of protocol 17 or 136 has none).
+    const bool udp = id.type == SOCK_DGRAM && (id.protocol == IPPROTO_UDP || id.protocol == IPPROTO_UDPLITE);
+    if (udp) {
         auto encap = sockopt::get_int(s, IPPROTO_UDP, UDP_ENCAP, "UDP_ENCAP");
         if (encap && *encap != 0)
             return wctx(error_code(ENOTSUP, "a kernel encapsulation (UDP_ENCAP {}): not supported", *encap));
     }
-    if (id.protocol == IPPROTO_UDPLITE) {
+    if (udp && id.protocol == IPPROTO_UDPLITE) {
         for (int opt : {UDPLITE_SEND_CSCOV, UDPLITE_RECV_CSCOV}) {
             auto v = sockopt::get_int(s, IPPROTO_UDPLITE, opt, "UDPLITE_CSCOV");
             if (!v) return wctx(std::move(v).error());
@@ -656,7 +662,7 @@ Result<void> put_back_queued(int s, const image::InetDgramSocket& d) {
 Result<UniqueFd> make_inet(const image::InetDgramSocket& d) {
     const Identity id{d.family(), d.type(), d.protocol()};
     if ((id.family != AF_INET && id.family != AF_INET6) || (id.type != SOCK_DGRAM && id.type != SOCK_RAW) ||
-        !protocol_name(id.family, id.type, id.protocol) || id.protocol < 0 || id.protocol > 255)
+        !protocol_name(id.family, id.type, id.protocol) || id.protocol < 0 || id.protocol >= kIpprotoMax)
         return error_code(EINVAL, "a socket of family {} type {} protocol {} (image is corrupt)", id.family, id.type,
                           id.protocol);
     if (d.shutdown() > 3) return error_code(EINVAL, "shutdown state {} (image is corrupt)", d.shutdown());

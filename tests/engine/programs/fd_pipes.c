@@ -3,7 +3,9 @@
  *   parent reads fd 30 <- pipe "down" <- child writes fd 31    (32 KiB queued)
  *   parent writes fd 41 -> pipe "up" -> child reads fd 40      (5000 bytes queued,
  *                                                               capacity set to 256 KiB)
- *   parent: a pipe to itself, fds 50/51, 100 bytes queued, O_NONBLOCK on the read end
+ *   parent: a pipe to itself, fds 50/51, 100 bytes queued, O_NONBLOCK on the read end;
+ *           fd 52 another description of that read end (opened through /proc/self/fd/50),
+ *           blocking
  *   parent: fd 60, the read end of a pipe whose every writer closed, 200 bytes queued
  *   parent: fd 71, the write end of a pipe whose every reader closed
  *
@@ -18,6 +20,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,7 +49,7 @@ static int at_eof(int fd) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 8);
+    test_init(argc, argv, 10);
     signal(SIGPIPE, SIG_IGN);
     static unsigned char buf[DOWN_BYTES];
     make_pipe(30, 31);
@@ -97,6 +100,9 @@ int main(int argc, char** argv) {
         write(51, self, sizeof self) != (ssize_t)sizeof self)
         test_fail("write: %s", strerror(errno));
     fcntl(50, F_SETFL, O_NONBLOCK);
+    int again = open("/proc/self/fd/50", O_RDONLY | O_CLOEXEC);
+    if (again < 0 || dup2(again, 52) != 52) test_fail("reopen fd 50: %s", strerror(errno));
+    close(again);
     test_sync_wait(&started);
 
     test_ready();
@@ -109,6 +115,12 @@ int main(int argc, char** argv) {
     if (test_corrupt(6)) dup2(41, 42); /* a stray write end: the child never sees EOF */
     if (test_corrupt(7)) read(60, buf, 1);
     if (test_corrupt(8)) make_pipe(72, 71); /* a reader again: no EPIPE */
+    if (test_corrupt(9)) fcntl(52, F_SETFL, O_NONBLOCK);
+    if (test_corrupt(10)) dup2(50, 52);
+
+    CHECK(syscall(SYS_kcmp, getpid(), getpid(), 0 /* KCMP_FILE */, 50, 52) != 0,
+          "fds 50 and 52 are one description, not two");
+    CHECK(!(fcntl(52, F_GETFL) & O_NONBLOCK), "fd 52 took fd 50's O_NONBLOCK: not a description of its own");
 
     CHECK(fcntl(41, F_GETPIPE_SZ) == up_size, "up pipe capacity %d, expected %d",
           fcntl(41, F_GETPIPE_SZ), up_size);

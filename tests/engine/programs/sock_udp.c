@@ -14,6 +14,8 @@
  *   fd 29  UDP E on [::] (IPV6_V6ONLY off, no IPV6_RECVPKTINFO), not connected
  *   fd 30  UDP F on 127.0.0.1, fd 31 UDP G on [::1]: senders only
  *   fd 32  UDP on 127.0.0.1 connected to A, shut down for writing (only sock_diag shows it)
+ *   fd 33  raw AF_INET socket of protocol 136 (UDP-Lite's number: no UDP-Lite options),
+ *   fd 34  raw AF_INET6 socket of protocol 256 (above 255: allowed for raw sockets)
  * Datagrams queued at dump, each sent once the one before arrived: for A from B "q1", one of 0
  * bytes, 1000 patterned bytes, from F "q-f2a"; for C from D "q-d2c", from G "q-g2c"; for E from
  * F to 127.0.0.2 (v4-mapped on E), from G to ::1, 60000 patterned bytes from F to 127.0.0.1.
@@ -59,7 +61,7 @@ static const opt_t kOpts[] = {
     {SOL_SOCKET, SO_DOMAIN, "SO_DOMAIN", 0},         {SOL_SOCKET, SO_PEEK_OFF, "SO_PEEK_OFF", 0},
 };
 #define NOPTS (sizeof kOpts / sizeof kOpts[0])
-#define NFDS 13
+#define NFDS 15
 
 typedef struct {
     int fd;
@@ -77,7 +79,8 @@ typedef struct {
 
 static sock_t S[NFDS] = {{.fd = 20}, {.fd = 21}, {.fd = 22}, {.fd = 23}, {.fd = 24},
                          {.fd = 25}, {.fd = 26}, {.fd = 27}, {.fd = 28}, {.fd = 29},
-                         {.fd = 30}, {.fd = 31}, {.fd = 32}};
+                         {.fd = 30}, {.fd = 31}, {.fd = 32},
+                         {.fd = 33}, {.fd = 34}};
 static int have_ping;
 
 static void setopt(int fd, int level, int opt, int v) {
@@ -309,7 +312,7 @@ static void ping_once(void) {
 }
 
 int main(int argc, char** argv) {
-    test_init(argc, argv, 7);
+    test_init(argc, argv, 8);
     signal(SIGIO, SIG_IGN);
 
     make(AF_INET, SOCK_DGRAM, 0, 20);
@@ -360,6 +363,9 @@ int main(int argc, char** argv) {
     connect_to(32, 20);
     if (shutdown(32, SHUT_WR) != 0) test_fail("shutdown: %s", strerror(errno));
 
+    make(AF_INET, SOCK_RAW, 136, 33);
+    make(AF_INET6, SOCK_RAW, 256, 34);
+
     make(AF_INET, SOCK_RAW, IPPROTO_ICMP, 27);
     struct icmp_filter none = {~0u};
     if (setsockopt(27, SOL_RAW, ICMP_FILTER, &none, sizeof none) != 0) test_fail("ICMP_FILTER: %s", strerror(errno));
@@ -408,6 +414,7 @@ int main(int argc, char** argv) {
     if (test_corrupt(3)) bind_to(22, AF_INET, "127.0.0.1");
     if (test_corrupt(4)) shutdown(26, SHUT_RDWR);
     if (test_corrupt(6)) test_detach_filter(23);
+    if (test_corrupt(8)) make(AF_INET6, SOCK_RAW, 255, 34);
     if (test_corrupt(5)) {
         char b[8];
         recv(23, b, sizeof b, MSG_DONTWAIT); /* "q-d2c" taken */
