@@ -177,8 +177,10 @@ bool seize(pid_t tid, unsigned options) {
 }
 
 Result<void> set_trace_options(pid_t tid, unsigned options) {
-    if (may_suspend_seccomp() && ptrace(PTRACE_SETOPTIONS, tid, 0, options | PTRACE_O_SUSPEND_SECCOMP) == 0) return ok();
-    if (errno != EPERM && errno != EINVAL) return sys_error("ptrace(SETOPTIONS) tid {}", tid);
+    if (may_suspend_seccomp()) {
+        if (ptrace(PTRACE_SETOPTIONS, tid, 0, options | PTRACE_O_SUSPEND_SECCOMP) == 0) return ok();
+        if (errno != EPERM && errno != EINVAL) return sys_error("ptrace(SETOPTIONS) tid {}", tid);
+    }
     if (ptrace(PTRACE_SETOPTIONS, tid, 0, options) != 0) return sys_error("ptrace(SETOPTIONS) tid {}", tid);
     return ok();
 }

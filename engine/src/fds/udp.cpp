@@ -302,11 +302,6 @@ Result<void> record_queued(int s, const Identity& id, bool rcv_shutdown, const i
     return ok();
 }
 
-// The peer of a connected ping or raw socket, which getpeername does not give (its "port"
-// is 0: the kernel answers ENOTCONN): the line of the socket's inode in /proc/PID/net/{icmp,
-// raw}[6] ("sl local rem st ... inode"), state 01 (connected). Addresses are printed as
-// 32-bit words in the machine's order. (Found by CRIU's socket_icmp and sock_udp's ping
-// socket, which had never run: ping sockets need net.ipv4.ping_group_range.)
 // The shutdown bits (sk_shutdown: 1 receive, 2 send) of a UDP or UDP-Lite socket, from
 // sock_diag (the engine's network namespace, the tree's): poll shows a socket shut down for
 // receiving, nothing shows one shut down for sending. Empty when sock_diag does not list it:
@@ -356,6 +351,11 @@ Result<std::optional<uint8_t>> udp_shutdown_bits(const Identity& id, ino_t inode
     return found;
 }
 
+// The peer of a connected ping or raw socket, which getpeername does not give (its "port"
+// is 0: the kernel answers ENOTCONN): the line of the socket's inode in /proc/PID/net/{icmp,
+// raw}[6] ("sl local rem st ... inode"), state 01 (connected). Addresses are printed as
+// 32-bit words in the machine's order. (Found by CRIU's socket_icmp and sock_udp's ping
+// socket, which had never run: ping sockets need net.ipv4.ping_group_range.)
 Result<void> peer_from_proc(pid_t pid, const Identity& id, ino_t inode, image::InetDgramSocket* d) {
     const std::string path = fmt::format("/proc/{}/net/{}{}", pid, id.type == SOCK_RAW ? "raw" : "icmp",
                                          id.family == AF_INET6 ? "6" : "");
